@@ -1,0 +1,1 @@
+"""Capture service: the webhook endpoints for forms and ad lead forms."""

@@ -1,0 +1,1 @@
+"""Connectors: one package per system; base.py holds the contract, registry and HTTP policy."""

@@ -1,0 +1,1 @@
+"""Handoff rules: scoring, routing, SLA, rejection/recycle, reports."""

@@ -1,0 +1,1 @@
+"""Mapping engine and the default mapping file of every built-in connector."""

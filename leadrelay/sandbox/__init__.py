@@ -1,0 +1,1 @@
+"""Local emulators of HubSpot, Salesforce, Zoho CRM, Meta and LinkedIn lead retrieval."""

@@ -1,0 +1,1 @@
+"""Sync: engine, tagging, dedupe/identity, field rules, state store, plan."""
