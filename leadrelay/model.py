@@ -1,0 +1,527 @@
+"""The canonical Lead and its enums (DESIGN §4).
+
+Every system maps to this model and never to another system. Normalization happens here, once:
+a value is either repaired by a named rule or rejected with the field and the reason
+(:class:`pydantic.ValidationError` names the field; the message names the rule that failed).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+from urllib.parse import urlsplit
+
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+
+class Channel(StrEnum):
+    """Marketing channel of a touch (GA4-style default channel grouping, DESIGN §4)."""
+
+    PAID_SEARCH = "paid_search"
+    PAID_SOCIAL = "paid_social"
+    ORGANIC_SEARCH = "organic_search"
+    ORGANIC_SOCIAL = "organic_social"
+    EMAIL = "email"
+    REFERRAL = "referral"
+    DISPLAY = "display"
+    AFFILIATE = "affiliate"
+    DIRECT = "direct"
+    OFFLINE = "offline"
+    OTHER = "other"
+
+
+class Stage(StrEnum):
+    """Lifecycle stage of a lead, in funnel order (see :data:`STAGE_ORDER`)."""
+
+    LEAD = "lead"
+    MQL = "mql"
+    SAL = "sal"
+    SQL = "sql"
+    OPPORTUNITY = "opportunity"
+    WON = "won"
+    LOST = "lost"
+    RECYCLED = "recycled"
+    DISQUALIFIED = "disqualified"
+
+
+#: Funnel position of each stage; the terminal side-exits (lost, recycled, disqualified) rank
+#: by when they can happen, so "moves forward" comparisons stay meaningful for filters.
+STAGE_ORDER: dict[Stage, int] = {
+    Stage.LEAD: 0,
+    Stage.RECYCLED: 0,
+    Stage.MQL: 1,
+    Stage.SAL: 2,
+    Stage.DISQUALIFIED: 2,
+    Stage.SQL: 3,
+    Stage.OPPORTUNITY: 4,
+    Stage.LOST: 5,
+    Stage.WON: 5,
+}
+
+
+class RejectionReason(StrEnum):
+    """Why sales rejected or closed a lead without converting it."""
+
+    BAD_FIT = "bad_fit"
+    WRONG_ROLE = "wrong_role"
+    NO_NEED = "no_need"
+    TIMING = "timing"
+    NO_RESPONSE = "no_response"
+    COMPETITOR = "competitor"
+    INVALID_CONTACT = "invalid_contact"
+    DUPLICATE = "duplicate"
+    EXISTING_CUSTOMER = "existing_customer"
+    OTHER = "other"
+
+
+class Tier(StrEnum):
+    """Urgency tier set by scoring (hot: demo or pricing request within 24 h)."""
+
+    HOT = "hot"
+    WARM = "warm"
+    COLD = "cold"
+
+
+#: Consumer mailbox providers: their domain says nothing about the lead's company.
+FREE_MAIL_DOMAINS: frozenset[str] = frozenset(
+    {
+        "gmail.com",
+        "googlemail.com",
+        "yahoo.com",
+        "yahoo.co.uk",
+        "yahoo.fr",
+        "yahoo.de",
+        "ymail.com",
+        "rocketmail.com",
+        "hotmail.com",
+        "hotmail.co.uk",
+        "hotmail.fr",
+        "hotmail.de",
+        "outlook.com",
+        "outlook.de",
+        "live.com",
+        "live.co.uk",
+        "msn.com",
+        "aol.com",
+        "icloud.com",
+        "me.com",
+        "mac.com",
+        "proton.me",
+        "protonmail.com",
+        "pm.me",
+        "gmx.com",
+        "gmx.de",
+        "gmx.net",
+        "web.de",
+        "t-online.de",
+        "mail.com",
+        "mail.ru",
+        "yandex.ru",
+        "yandex.com",
+        "zoho.com",
+        "zohomail.com",
+        "qq.com",
+        "163.com",
+        "126.com",
+        "naver.com",
+        "hey.com",
+        "fastmail.com",
+        "tutanota.com",
+        "orange.fr",
+        "free.fr",
+        "laposte.net",
+        "libero.it",
+        "seznam.cz",
+        "wp.pl",
+        "bol.com.br",
+        "uol.com.br",
+        "rediffmail.com",
+    }
+)
+
+#: Local parts that name a function, not a person (info@, sales@ …).
+ROLE_LOCAL_PARTS: frozenset[str] = frozenset(
+    {
+        "info",
+        "sales",
+        "contact",
+        "hello",
+        "admin",
+        "support",
+        "office",
+        "marketing",
+        "team",
+        "enquiries",
+        "inquiries",
+        "help",
+        "billing",
+        "hr",
+        "jobs",
+        "careers",
+        "noreply",
+        "no-reply",
+        "webmaster",
+        "postmaster",
+        "mail",
+        "service",
+    }
+)
+
+_COUNTRY_NAMES: dict[str, str] = {
+    "united states": "US",
+    "united states of america": "US",
+    "usa": "US",
+    "u.s.": "US",
+    "u.s.a.": "US",
+    "america": "US",
+    "united kingdom": "GB",
+    "uk": "GB",
+    "great britain": "GB",
+    "england": "GB",
+    "scotland": "GB",
+    "wales": "GB",
+    "germany": "DE",
+    "deutschland": "DE",
+    "france": "FR",
+    "spain": "ES",
+    "españa": "ES",
+    "italy": "IT",
+    "italia": "IT",
+    "netherlands": "NL",
+    "the netherlands": "NL",
+    "belgium": "BE",
+    "switzerland": "CH",
+    "austria": "AT",
+    "portugal": "PT",
+    "ireland": "IE",
+    "sweden": "SE",
+    "norway": "NO",
+    "denmark": "DK",
+    "finland": "FI",
+    "poland": "PL",
+    "czech republic": "CZ",
+    "czechia": "CZ",
+    "canada": "CA",
+    "mexico": "MX",
+    "méxico": "MX",
+    "brazil": "BR",
+    "brasil": "BR",
+    "argentina": "AR",
+    "australia": "AU",
+    "new zealand": "NZ",
+    "india": "IN",
+    "japan": "JP",
+    "china": "CN",
+    "singapore": "SG",
+    "south africa": "ZA",
+    "israel": "IL",
+    "united arab emirates": "AE",
+    "uae": "AE",
+}
+
+
+def normalize_country(value: str) -> str:
+    """An ISO 3166 alpha-2 code for a code or a common country name; other text kept as given."""
+    text = " ".join(value.split())
+    if len(text) == 2 and text.isalpha():
+        return "GB" if text.upper() == "UK" else text.upper()
+    return _COUNTRY_NAMES.get(text.casefold(), text)
+
+
+def normalize_email(value: str) -> str:
+    """Trim, lower-case, IDNA-encode the domain and check the syntax (no DNS).
+
+    Raises ValueError naming the reason when the address cannot be repaired.
+    """
+    text = value.strip().strip("<>").strip()
+    if text.lower().startswith("mailto:"):
+        text = text[7:]
+    if not text:
+        raise ValueError("email is empty")
+    try:
+        result = validate_email(text, check_deliverability=False, allow_smtputf8=True)
+    except EmailNotValidError as exc:
+        raise ValueError(f"not a valid email address: {exc}") from None
+    return f"{result.local_part.lower()}@{result.ascii_domain.lower()}"
+
+
+def normalize_phone(value: str, country: str | None = None) -> str:
+    """Parse a phone number to E.164, using the lead's country as the default region.
+
+    Raises ValueError when the number cannot be parsed or is not a possible number.
+    """
+    text = value.strip()
+    if not text:
+        raise ValueError("phone is empty")
+    region = normalize_country(country) if country else None
+    if region is not None and (len(region) != 2 or not region.isalpha()):
+        region = None
+    if text.startswith("00"):
+        text = "+" + text[2:]
+    try:
+        parsed = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException as exc:
+        hint = "" if region or text.startswith("+") else " (no country to resolve a local number)"
+        raise ValueError(f"phone {value!r} cannot be parsed: {exc}{hint}") from None
+    if not phonenumbers.is_possible_number(parsed):
+        raise ValueError(f"phone {value!r} is not a possible number for its country")
+    formatted: str = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+    return formatted
+
+
+def domain_from_website(value: str) -> str | None:
+    """The registrable host of a website value (``https://www.Acme.io/x`` -> ``acme.io``)."""
+    text = value.strip()
+    if not text:
+        return None
+    if "//" not in text:
+        text = "//" + text
+    host = (urlsplit(text).hostname or "").strip(".").lower()
+    if not host or "." not in host:
+        return None
+    if host.startswith("www."):
+        host = host[4:]
+    try:
+        return host.encode("idna").decode("ascii")
+    except UnicodeError:
+        return None
+
+
+def company_domain_from_email(email: str) -> str | None:
+    """The email's domain when it is a work address; None for free-mail providers."""
+    domain = email.rpartition("@")[2]
+    if not domain or domain in FREE_MAIL_DOMAINS:
+        return None
+    return domain
+
+
+def new_lead_key() -> str:
+    """A fresh leadrelay lead key (``ld_`` + 26 hex characters of a random UUID)."""
+    return "ld_" + uuid.uuid4().hex[:26]
+
+
+def _clean_text(value: object) -> object:
+    if isinstance(value, str):
+        text = " ".join(value.split())
+        return text or None
+    return value
+
+
+class Owner(BaseModel):
+    """A CRM user or queue that owns a lead."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: str
+    email: str | None = None
+    name: str | None = None
+
+
+class Touch(BaseModel):
+    """One marketing touch: where a visit came from. The first one is kept on the Lead."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    channel: Channel | None = None
+    utm_source: str | None = None
+    utm_medium: str | None = None
+    utm_campaign: str | None = None
+    utm_term: str | None = None
+    utm_content: str | None = None
+    click_ids: dict[str, str] = Field(default_factory=dict)
+    landing_page: str | None = None
+    referrer: str | None = None
+    at: datetime | None = None
+
+
+class ScoreBreakdown(BaseModel):
+    """Points per scoring category (DESIGN §12: fit 40 %, intent 40 %, engagement 20 %)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fit: float = 0.0
+    intent: float = 0.0
+    engagement: float = 0.0
+
+
+_TEXT_FIELDS = (
+    "first_name",
+    "last_name",
+    "job_title",
+    "company",
+    "industry",
+    "region",
+    "city",
+    "postal_code",
+    "queue",
+    "consent_text",
+    "qualification_reason",
+)
+
+
+class Lead(BaseModel):
+    """The canonical lead every connector, form and rule speaks (DESIGN §4)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, use_enum_values=False)
+
+    # identity
+    key: str = Field(default_factory=new_lead_key)
+    external_ids: dict[str, str] = Field(default_factory=dict)
+    email: str | None = None
+    # country comes before phone: the phone validator reads it as the default region
+    country: str | None = None
+    phone: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    job_title: str | None = None
+    # company
+    company: str | None = None
+    company_domain: str | None = None
+    website: str | None = None
+    industry: str | None = None
+    employees: int | None = Field(default=None, ge=0)
+    annual_revenue: float | None = Field(default=None, ge=0)
+    region: str | None = None
+    city: str | None = None
+    postal_code: str | None = None
+    # attribution
+    channel: Channel | None = None
+    utm_source: str | None = None
+    utm_medium: str | None = None
+    utm_campaign: str | None = None
+    utm_term: str | None = None
+    utm_content: str | None = None
+    click_ids: dict[str, str] = Field(default_factory=dict)
+    landing_page: str | None = None
+    referrer: str | None = None
+    form_id: str | None = None
+    ad_account: str | None = None
+    campaign_id: str | None = None
+    ad_id: str | None = None
+    first_touch: Touch | None = None
+    # qualification
+    score: float | None = None
+    score_breakdown: ScoreBreakdown | None = None
+    qualification_reason: str | None = None
+    intent_signals: list[str] = Field(default_factory=list)
+    tier: Tier | None = None
+    # lifecycle
+    stage: Stage = Stage.LEAD
+    rejection_reason: RejectionReason | None = None
+    # ownership & SLA
+    owner: Owner | None = None
+    queue: str | None = None
+    assigned_at: datetime | None = None
+    first_action_at: datetime | None = None
+    accepted_at: datetime | None = None
+    sla_due_at: datetime | None = None
+    # consent
+    email_opt_in: bool | None = None
+    consent_text: str | None = None
+    consent_at: datetime | None = None
+    # bookkeeping
+    created_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
+    updated_at: dict[str, datetime] = Field(default_factory=dict)
+    is_test: bool = False
+    custom: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator(*_TEXT_FIELDS, mode="before")
+    @classmethod
+    def _trim_text(cls, value: object) -> object:
+        """Names and other free text: whitespace trimmed and folded, Unicode kept."""
+        return _clean_text(value)
+
+    @field_validator(
+        "utm_source",
+        "utm_medium",
+        "utm_campaign",
+        "utm_term",
+        "utm_content",
+        "landing_page",
+        "referrer",
+        "website",
+        mode="before",
+    )
+    @classmethod
+    def _trim_attribution(cls, value: object) -> object:
+        if isinstance(value, str):
+            return value.strip() or None
+        return value
+
+    @field_validator("email", mode="before")
+    @classmethod
+    def _email(cls, value: object) -> object:
+        if isinstance(value, str):
+            return normalize_email(value) if value.strip() else None
+        return value
+
+    @field_validator("country", mode="before")
+    @classmethod
+    def _country(cls, value: object) -> object:
+        if isinstance(value, str):
+            return normalize_country(value) if value.strip() else None
+        return value
+
+    @field_validator("company_domain", mode="before")
+    @classmethod
+    def _company_domain(cls, value: object) -> object:
+        if isinstance(value, str):
+            if not value.strip():
+                return None
+            domain = domain_from_website(value)
+            if domain is None:
+                raise ValueError(f"not a domain: {value!r}")
+            return domain
+        return value
+
+    @field_validator("phone", mode="before")
+    @classmethod
+    def _phone(cls, value: object, info: ValidationInfo) -> object:
+        if isinstance(value, str):
+            if not value.strip():
+                return None
+            return normalize_phone(value, info.data.get("country"))
+        return value
+
+    @model_validator(mode="after")
+    def _derive(self) -> Lead:
+        """Company domain from a work email or, failing that, the website."""
+        # An assignment here would re-enter validation (validate_assignment): write __dict__.
+        if self.company_domain is None:
+            domain = company_domain_from_email(self.email) if self.email else None
+            if domain is None and self.website:
+                domain = domain_from_website(self.website)
+            if domain is not None:
+                self.__dict__["company_domain"] = domain
+        return self
+
+    @property
+    def full_name(self) -> str | None:
+        """First and last name joined, or None when both are missing."""
+        parts = [p for p in (self.first_name, self.last_name) if p]
+        return " ".join(parts) or None
+
+    def touch(self) -> Touch:
+        """The attribution currently on the lead, as a Touch."""
+        return Touch(
+            channel=self.channel,
+            utm_source=self.utm_source,
+            utm_medium=self.utm_medium,
+            utm_campaign=self.utm_campaign,
+            utm_term=self.utm_term,
+            utm_content=self.utm_content,
+            click_ids=dict(self.click_ids),
+            landing_page=self.landing_page,
+            referrer=self.referrer,
+        )

@@ -1,0 +1,179 @@
+"""The canonical Lead: normalization repairs what it can and names what it cannot."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from leadrelay.model import (
+    STAGE_ORDER,
+    Channel,
+    Lead,
+    Owner,
+    Stage,
+    domain_from_website,
+    normalize_country,
+    normalize_email,
+    normalize_phone,
+)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("  Ana.Silva@Example.COM ", "ana.silva@example.com"),
+        ("<ana@example.com>", "ana@example.com"),
+        ("mailto:ana@example.com", "ana@example.com"),
+        ("jörg@Bücher.de", "jörg@xn--bcher-kva.de"),
+        ("ana+news@example.com", "ana+news@example.com"),
+    ],
+)
+def test_email_is_trimmed_lowered_and_idna_encoded(raw: str, expected: str) -> None:
+    assert normalize_email(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("ana@", "something after the @-sign"),
+        ("ana.example.com", "must have an @-sign"),
+        ("ana@@example.com", "valid email"),
+        ("   ", "empty"),
+    ],
+)
+def test_unrepairable_email_is_rejected_with_the_reason(raw: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        normalize_email(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "country", "expected"),
+    [
+        ("(415) 555-2671", "US", "+14155552671"),
+        ("030 1234567", "DE", "+49301234567"),
+        ("030 1234567", "Germany", "+49301234567"),
+        ("0044 20 7946 0958", None, "+442079460958"),
+        ("+33 1 42 68 53 00", None, "+33142685300"),
+        ("07911 123456", "uk", "+447911123456"),
+    ],
+)
+def test_phone_becomes_e164_with_the_country_as_default_region(
+    raw: str, country: str | None, expected: str
+) -> None:
+    assert normalize_phone(raw, country) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "country", "reason"),
+    [
+        ("12", "US", "not a possible number"),
+        ("555-2671", None, "no country"),
+        ("call me", "US", "cannot be parsed"),
+    ],
+)
+def test_unparseable_phone_is_rejected_with_the_reason(
+    raw: str, country: str | None, reason: str
+) -> None:
+    with pytest.raises(ValueError, match=reason):
+        normalize_phone(raw, country)
+
+
+def test_lead_names_the_field_that_failed() -> None:
+    with pytest.raises(ValidationError) as caught:
+        Lead(email="ana@example.com", phone="12", country="US")
+    assert caught.value.errors()[0]["loc"] == ("phone",)
+    assert "not a possible number" in caught.value.errors()[0]["msg"]
+
+
+def test_lead_phone_uses_the_leads_own_country() -> None:
+    assert Lead(phone="020 7946 0958", country="United Kingdom").phone == "+442079460958"
+
+
+@pytest.mark.parametrize(
+    ("fields", "domain"),
+    [
+        ({"email": "ana@acme.io"}, "acme.io"),
+        ({"email": "ana@gmail.com"}, None),
+        ({"email": "ana@gmail.com", "website": "https://www.Acme.io/about"}, "acme.io"),
+        ({"website": "acme.io"}, "acme.io"),
+        ({"email": "ana@acme.io", "company_domain": "www.other.com"}, "other.com"),
+    ],
+)
+def test_company_domain_from_work_email_or_website(
+    fields: dict[str, str], domain: str | None
+) -> None:
+    assert Lead(**fields).company_domain == domain  # type: ignore[arg-type]
+
+
+def test_names_are_trimmed_and_unicode_kept() -> None:
+    lead = Lead(first_name="  José  María ", last_name="\tMüller\n")
+    assert (lead.first_name, lead.last_name) == ("José María", "Müller")
+    assert lead.full_name == "José María Müller"
+
+
+def test_blank_strings_become_missing_values() -> None:
+    lead = Lead(email="  ", phone="", first_name="   ", utm_source=" ")
+    assert (lead.email, lead.phone, lead.first_name, lead.utm_source) == (None, None, None, None)
+
+
+def test_assignment_is_normalized_too() -> None:
+    lead = Lead()
+    lead.email = " Ana@Example.com"
+    assert lead.email == "ana@example.com"
+    with pytest.raises(ValidationError, match="email"):
+        lead.email = "not-an-email"
+
+
+@pytest.mark.parametrize("field", ["stage", "channel", "rejection_reason", "tier"])
+def test_enum_fields_reject_values_outside_the_enum(field: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        Lead(**{field: "bogus"})  # type: ignore[arg-type]
+    assert caught.value.errors()[0]["loc"] == (field,)
+
+
+def test_unknown_fields_are_rejected_not_dropped() -> None:
+    with pytest.raises(ValidationError, match="emial"):
+        Lead(emial="ana@example.com")  # type: ignore[call-arg]
+
+
+def test_every_stage_has_a_funnel_position() -> None:
+    assert set(STAGE_ORDER) == set(Stage)
+    assert STAGE_ORDER[Stage.MQL] < STAGE_ORDER[Stage.SQL] < STAGE_ORDER[Stage.WON]
+
+
+def test_keys_are_unique_and_prefixed() -> None:
+    keys = {Lead().key for _ in range(100)}
+    assert len(keys) == 100
+    assert all(key.startswith("ld_") for key in keys)
+
+
+def test_lead_round_trips_through_json() -> None:
+    lead = Lead(
+        email="ana@acme.io",
+        channel=Channel.PAID_SEARCH,
+        stage=Stage.SQL,
+        owner=Owner(id="7", email="rep@acme.io"),
+        click_ids={"gclid": "abc"},
+    )
+    assert Lead.model_validate_json(lead.model_dump_json()) == lead
+
+
+def test_touch_copies_the_current_attribution() -> None:
+    lead = Lead(utm_source="google", utm_medium="cpc", click_ids={"gclid": "x"})
+    touch = lead.touch()
+    touch.click_ids["gclid"] = "changed"
+    assert lead.click_ids == {"gclid": "x"}
+    assert touch.utm_medium == "cpc"
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("de", "DE"), ("USA", "US"), ("uk", "GB"), ("Atlantis", "Atlantis"), (" france ", "FR")],
+)
+def test_country_names_become_iso_codes(raw: str, expected: str) -> None:
+    assert normalize_country(raw) == expected
+
+
+@pytest.mark.parametrize("raw", ["", "localhost", "http://", "not a url"])
+def test_domain_from_website_refuses_non_domains(raw: str) -> None:
+    assert domain_from_website(raw) is None
