@@ -1,0 +1,193 @@
+"""The starter project ``leadrelay init DIR`` writes (DESIGN §11).
+
+It holds one HubSpot and one Salesforce connection, a two-way flow between them, one web form
+with its mapping, the capture service settings and the handoff defaults of the lead-handoff SOP
+(DESIGN §12). Every secret is a ``${VAR}`` reference; ``.env.example`` lists every variable. The
+variable names are the ones ``leadrelay sandbox --env-file .env`` writes, so the starter project
+runs against the sandbox once its ``.env`` is in place.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["FORM_NAME", "STARTER_ENV_VARS", "write_starter_project"]
+
+#: The name of the starter project's web form.
+FORM_NAME = "pricing-demo"
+
+_TOML = """\
+# leadrelay project configuration.
+# ${VAR} is read from the environment first, then from .env next to this file;
+# ${VAR:-default} falls back to the default; $$ is a literal $.
+# Secrets belong in .env (see .env.example), never in this file.
+
+[state]
+# Ledger, cursors and dead letters. A relative SQLite path is resolved against this folder;
+# use postgresql://USER:PASSWORD@HOST/DB when several workers share the state.
+url = "sqlite:///leadrelay.db"
+
+[connections.hubspot]
+kind = "hubspot"
+auth = "private_app"                      # or "oauth": client_id, client_secret, refresh_token
+access_token = "${HUBSPOT_ACCESS_TOKEN}"
+base_url = "${HUBSPOT_BASE_URL:-https://api.hubapi.com}"
+ca_bundle = "${LEADRELAY_CA_BUNDLE:-}"    # only for a private CA (the sandbox has one)
+
+[connections.salesforce]
+kind = "salesforce"
+auth = "password"                         # or "jwt" / "client_credentials"
+login_url = "${SALESFORCE_LOGIN_URL:-https://login.salesforce.com}"
+instance_url = "${SALESFORCE_INSTANCE_URL:-}"
+username = "${SALESFORCE_USERNAME}"
+password = "${SALESFORCE_PASSWORD}"
+security_token = "${SALESFORCE_SECURITY_TOKEN:-}"
+consumer_key = "${SALESFORCE_CONSUMER_KEY}"
+consumer_secret = "${SALESFORCE_CONSUMER_SECRET}"
+api_version = "59.0"
+ca_bundle = "${LEADRELAY_CA_BUNDLE:-}"
+
+[[flows]]
+name = "hubspot-salesforce"
+source = "hubspot"
+destination = "salesforce"
+two_way = true                            # sales' status, owner and rejection reason come back
+schedule = "*/5 * * * *"                  # used by `leadrelay serve`; cron runs `leadrelay sync`
+# Per-field overrides of the default rules (source_wins, destination_wins,
+# prefer_destination_unless_blank, two_way, none):
+# field_rules = { phone = "prefer_destination_unless_blank" }
+
+[forms.pricing-demo]
+source = "webform"
+destination = "hubspot"
+mapping = "mappings/forms/pricing-demo.toml"
+secret = "${PRICING_DEMO_FORM_SECRET}"    # sent by your site's form handler
+honeypot = "website_url"                  # hidden field; bots fill it, people do not
+default_utm = { utm_source = "website", utm_medium = "form" }
+
+[capture]
+host = "127.0.0.1"
+port = 8080
+# public_url = "https://leads.example.com"  # printed as the endpoint base URL
+
+# Handoff rules (lead-handoff SOP defaults). Validated by the handoff rules when they load.
+[scoring]
+mql_threshold = 60
+
+[scoring.weights]
+fit = 40
+intent = 40
+engagement = 20
+
+[routing]
+fallback_queue = "Unassigned Leads"
+
+[sla]
+hot_hours = 1          # hot leads: first action within 1 hour
+mql_hours = 24         # MQLs: accepted or rejected within 24 hours
+unassigned_hours = 12  # leads without an owner are flagged after 12 hours
+"""
+
+#: Every variable the starter ``leadrelay.toml`` references, with its example value.
+STARTER_ENV_VARS: dict[str, str] = {
+    "HUBSPOT_ACCESS_TOKEN": "",
+    "HUBSPOT_BASE_URL": "https://api.hubapi.com",
+    "LEADRELAY_CA_BUNDLE": "",
+    "SALESFORCE_LOGIN_URL": "https://login.salesforce.com",
+    "SALESFORCE_INSTANCE_URL": "",
+    "SALESFORCE_USERNAME": "",
+    "SALESFORCE_PASSWORD": "",
+    "SALESFORCE_SECURITY_TOKEN": "",
+    "SALESFORCE_CONSUMER_KEY": "",
+    "SALESFORCE_CONSUMER_SECRET": "",
+    "PRICING_DEMO_FORM_SECRET": "",
+}
+
+_ENV_COMMENTS: dict[str, str] = {
+    "HUBSPOT_ACCESS_TOKEN": "HubSpot private app token (pat-...)",
+    "LEADRELAY_CA_BUNDLE": "CA file for a private CA; leave empty for public APIs",
+    "SALESFORCE_INSTANCE_URL": "optional: the token reply names it",
+    "SALESFORCE_SECURITY_TOKEN": "only when the org requires it for API logins",
+    "SALESFORCE_CONSUMER_KEY": "connected app consumer key and secret",
+    "PRICING_DEMO_FORM_SECRET": "any long random string; your form handler sends it",
+}
+
+
+def _env_example() -> str:
+    lines = [
+        "# Copy to .env and fill in. .env holds secrets: never commit it.",
+        "# Variables set in the environment win over this file.",
+    ]
+    for name, value in STARTER_ENV_VARS.items():
+        comment = _ENV_COMMENTS.get(name)
+        if comment:
+            lines.append(f"# {comment}")
+        lines.append(f"{name}={value}")
+    return "\n".join(lines) + "\n"
+
+
+_FORM_MAPPING = """\
+# Mapping of the pricing-demo web form: Lead field = "form field name".
+# Lead fields are those of leadrelay.model.Lead; a form field not listed here is ignored.
+# utm_* parameters, click ids (gclid, fbclid, li_fat_id, msclkid), page_url and referrer are
+# read by the tagging step without a mapping.
+
+[fields]
+email = "email"
+first_name = "first_name"
+last_name = "last_name"
+company = "company"
+job_title = "job_title"
+phone = "phone"
+country = "country"
+email_opt_in = "consent"
+"""
+
+_MAPPINGS_README = """\
+# Mappings
+
+- `forms/<form>.toml` maps a form's field names to Lead fields, one file per `[forms.<form>]`.
+- A file named after a connector kind (`hubspot.toml`, `salesforce.toml`, `zoho.toml`) overrides
+  or extends the mapping built into leadrelay for that system: fields, picklist value maps and
+  named transforms. Only what you list changes; the rest of the built-in mapping stays.
+"""
+
+_GITIGNORE_ENTRIES = (".env", "leadrelay.db", "leadrelay.db-wal", "leadrelay.db-shm")
+
+
+def _starter_files() -> dict[Path, str]:
+    return {
+        Path("leadrelay.toml"): _TOML,
+        Path(".env.example"): _env_example(),
+        Path("mappings") / "README.md": _MAPPINGS_README,
+        Path("mappings") / "forms" / f"{FORM_NAME}.toml": _FORM_MAPPING,
+    }
+
+
+def write_starter_project(dir: Path, *, force: bool = False) -> list[Path]:
+    """Write a starter project into ``dir`` (created if needed) and return the files written.
+
+    ``.gitignore`` gains the ``.env`` and database entries it lacks; any other file that
+    already exists is left alone and FileExistsError names it, before anything is written,
+    unless ``force`` is true.
+    """
+    files = {dir / relative: text for relative, text in _starter_files().items()}
+    if not force:
+        existing = [path for path in files if path.exists()]
+        if existing:
+            names = ", ".join(str(path) for path in existing)
+            raise FileExistsError(f"{names}: already exists (use --force to overwrite)")
+    written: list[Path] = []
+    for path, text in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+    gitignore = dir / ".gitignore"
+    current = gitignore.read_text(encoding="utf-8") if gitignore.exists() else ""
+    present = {line.strip() for line in current.splitlines()}
+    missing = [entry for entry in _GITIGNORE_ENTRIES if entry not in present]
+    if missing:
+        prefix = "" if not current or current.endswith("\n") else "\n"
+        gitignore.write_text(current + prefix + "\n".join(missing) + "\n", encoding="utf-8")
+        written.append(gitignore)
+    return written

@@ -1,0 +1,1839 @@
+"""The state store: everything leadrelay must remember between runs, in one database.
+
+SQLite (``sqlite:///leadrelay.db``, WAL) by default; PostgreSQL by URL
+(``postgresql+psycopg://…``) with no code change. Built on SQLAlchemy Core with generic column
+types only.
+
+Tables and what they are for:
+
+``inbox``
+    Captured submissions, stored before the capture service answers 2xx. ``dedupe_key`` is
+    unique, so a replayed notification (the same Meta ``leadgen_id``) is stored once. Sync
+    workers *claim* batches of pending rows with a claim token; a claim older than its expiry is
+    taken over, so a crashed worker never strands a lead.
+``ledger``
+    One row per (lead key, destination connection): received → written → verified (or failed),
+    with times, form and source, for the report of what arrived and what is missing.
+``links`` and ``identities``
+    Lead key ↔ (connection, external id), unique both ways; and normalized email → lead key, so a
+    lead seen again from another source finds its key.
+``cursors``
+    Per (flow, connection) read position. Move it in the same transaction as the page's ledger
+    and links (see below), so a cursor never runs ahead of what was committed.
+``fingerprints``
+    (connection, external id) → fingerprint of the values leadrelay last wrote, to recognize its
+    own writes when they come back (echo suppression).
+``dead_letters``
+    Records a system refused, with the system's own reason, for ``leadrelay dlq``.
+``runs``
+    One row per ``leadrelay sync`` run: status, counts, and a list of events.
+``locks``
+    Named locks (``"sync"``) held by (hostname, pid, random token), with heartbeat and TTL.
+
+Transactions: every method that writes takes an optional keyword ``conn``. Without it the method
+runs in its own transaction. To make several writes atomic (the sync engine's "ledger + links +
+fingerprints + cursor" for one page) open ``store.transaction()`` and pass its connection::
+
+    with store.transaction() as conn:
+        store.mark_written_many(rows, conn=conn)
+        store.link_many("sf", links, conn=conn)
+        store.put_fingerprints("sf", fingerprints, conn=conn)
+        store.set_cursor("hs-to-sf", "hs", next_cursor, conn=conn)
+
+Read methods accept the same ``conn`` so they can see the transaction's own writes.
+
+Concurrency: on SQLite every write transaction starts with ``BEGIN IMMEDIATE`` (the write lock
+is taken up front, so two processes never deadlock upgrading a read lock) and waits up to
+``busy_timeout`` for another writer; reads use a plain deferred ``BEGIN`` and never block writers
+under WAL. On PostgreSQL, claims and lock take-overs are conditional updates, so two workers
+cannot both win.
+
+All times are timezone-aware UTC, also on SQLite (which stores them naive).
+Payloads may hold personal data; nothing here logs them.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from enum import StrEnum
+from typing import Any, NamedTuple, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import StaticPool
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "DeadLetter",
+    "DeadLetterStatus",
+    "InboxItem",
+    "InboxPut",
+    "InboxStatus",
+    "LedgerCount",
+    "LedgerRow",
+    "LedgerState",
+    "LinkConflictError",
+    "LockHolder",
+    "LockInfo",
+    "Run",
+    "RunStatus",
+    "SchemaVersionError",
+    "StateError",
+    "StateStore",
+    "StoreLock",
+]
+
+SCHEMA_VERSION = 1
+"""The schema version this code writes and understands."""
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+"""How long a SQLite connection waits for another process's write lock before failing."""
+
+_IN_CHUNK = 500
+"""Largest IN (…) list sent at once; keeps far below SQLite's bound-parameter limit."""
+
+_READ_ONLY = "leadrelay_read_only"
+
+T = TypeVar("T")
+
+
+class StateError(Exception):
+    """A state-store operation could not be done as asked."""
+
+
+class SchemaVersionError(StateError):
+    """The database's schema is newer than this leadrelay understands."""
+
+
+class LinkConflictError(StateError):
+    """A link would silently move an external id or a lead to another partner."""
+
+
+class InboxStatus(StrEnum):
+    """Delivery status of a captured submission."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+class LedgerState(StrEnum):
+    """Where a lead stands with one destination."""
+
+    RECEIVED = "received"
+    WRITTEN = "written"
+    VERIFIED = "verified"
+    FAILED = "failed"
+
+
+class DeadLetterStatus(StrEnum):
+    """What became of a dead letter."""
+
+    OPEN = "open"
+    RETRIED = "retried"
+    DROPPED = "dropped"
+    RESOLVED = "resolved"
+
+
+class RunStatus(StrEnum):
+    """Outcome of a sync run."""
+
+    RUNNING = "running"
+    OK = "ok"
+    PARTIAL = "partial"
+    FAILED = "failed"
+    ABORTED = "aborted"
+
+
+# ---------------------------------------------------------------------------------------------
+# Schema
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every backend.
+
+    Refuses naive datetimes on the way in; SQLite hands back naive values, which are read as UTC.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value.isoformat()} given; use an aware UTC time")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+metadata = sa.MetaData()
+
+meta_table = sa.Table(
+    "meta",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.String(255), nullable=False),
+)
+
+inbox_table = sa.Table(
+    "inbox",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("key", sa.String(64), nullable=False, unique=True),
+    sa.Column("form", sa.String(255), nullable=False),
+    sa.Column("source", sa.String(64), nullable=False),
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Column("dedupe_key", sa.String(255), nullable=False, unique=True),
+    sa.Column("is_test", sa.Boolean, nullable=False, default=False),
+    sa.Column("received_at", UTCDateTime, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("delivered_at", UTCDateTime, nullable=True),
+    sa.Column("claim_token", sa.String(64), nullable=True),
+    sa.Column("claimed_at", UTCDateTime, nullable=True),
+    sa.Index("ix_inbox_status_id", "status", "id"),
+)
+
+ledger_table = sa.Table(
+    "ledger",
+    metadata,
+    sa.Column("lead_key", sa.String(64), primary_key=True),
+    sa.Column("destination", sa.String(255), primary_key=True),
+    sa.Column("form", sa.String(255), nullable=True),
+    sa.Column("source", sa.String(64), nullable=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("external_id", sa.String(255), nullable=True),
+    sa.Column("received_at", UTCDateTime, nullable=False),
+    sa.Column("written_at", UTCDateTime, nullable=True),
+    sa.Column("verified_at", UTCDateTime, nullable=True),
+    sa.Column("failed_at", UTCDateTime, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("is_test", sa.Boolean, nullable=False, default=False),
+    sa.Index("ix_ledger_received_at", "received_at"),
+)
+
+links_table = sa.Table(
+    "links",
+    metadata,
+    sa.Column("connection", sa.String(255), primary_key=True),
+    sa.Column("external_id", sa.String(255), primary_key=True),
+    sa.Column("lead_key", sa.String(64), nullable=False),
+    sa.Column("linked_at", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("lead_key", "connection", name="uq_links_lead_key_connection"),
+)
+
+identities_table = sa.Table(
+    "identities",
+    metadata,
+    sa.Column("email", sa.String(320), primary_key=True),
+    sa.Column("lead_key", sa.String(64), nullable=False, index=True),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+cursors_table = sa.Table(
+    "cursors",
+    metadata,
+    sa.Column("flow", sa.String(255), primary_key=True),
+    sa.Column("connection", sa.String(255), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+fingerprints_table = sa.Table(
+    "fingerprints",
+    metadata,
+    sa.Column("connection", sa.String(255), primary_key=True),
+    sa.Column("external_id", sa.String(255), primary_key=True),
+    sa.Column("fingerprint", sa.String(255), nullable=False),
+    sa.Column("written_at", UTCDateTime, nullable=False),
+)
+
+dead_letters_table = sa.Table(
+    "dead_letters",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("lead_key", sa.String(64), nullable=True),
+    sa.Column("flow", sa.String(255), nullable=True),
+    sa.Column("connection", sa.String(255), nullable=False),
+    sa.Column("system", sa.String(64), nullable=False),
+    sa.Column("record_ref", sa.String(512), nullable=False),
+    sa.Column("field", sa.String(255), nullable=True),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=1),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("last_attempt_at", UTCDateTime, nullable=False),
+    sa.Index("ix_dead_letters_status", "status"),
+)
+
+runs_table = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("flow", sa.String(1024), nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("finished_at", UTCDateTime, nullable=True),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("stats", sa.JSON, nullable=False),
+    sa.Column("log", sa.JSON, nullable=False),
+    sa.Column("dry_run", sa.Boolean, nullable=False, default=False),
+)
+
+locks_table = sa.Table(
+    "locks",
+    metadata,
+    sa.Column("name", sa.String(255), primary_key=True),
+    sa.Column("hostname", sa.String(255), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("token", sa.String(64), nullable=False),
+    sa.Column("acquired_at", UTCDateTime, nullable=False),
+    sa.Column("heartbeat_at", UTCDateTime, nullable=False),
+    sa.Column("ttl_s", sa.Integer, nullable=False),
+)
+
+Migration = Callable[[Connection], None]
+
+MIGRATIONS: dict[int, list[Migration]] = {}
+"""Forward migrations: ``MIGRATIONS[n]`` turns a version ``n - 1`` database into version ``n``.
+
+Version 1 is created from :data:`metadata` directly, so it has no entry. When the schema
+changes, bump :data:`SCHEMA_VERSION`, change the tables above, and add the DDL steps here.
+"""
+
+
+# ---------------------------------------------------------------------------------------------
+# Return types
+
+
+class InboxPut(NamedTuple):
+    """Result of :meth:`StateStore.put_inbox`: the stored key and whether this call stored it."""
+
+    key: str
+    created: bool
+
+
+@dataclass(frozen=True)
+class InboxItem:
+    """A captured submission waiting for (or done with) delivery."""
+
+    key: str
+    form: str
+    source: str
+    payload: dict[str, Any]
+    dedupe_key: str
+    is_test: bool
+    received_at: datetime
+    status: InboxStatus
+    attempts: int
+    last_error: str | None
+    delivered_at: datetime | None
+    claim_token: str | None
+    claimed_at: datetime | None
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    """One lead's standing with one destination."""
+
+    lead_key: str
+    destination: str
+    form: str | None
+    source: str | None
+    state: LedgerState
+    external_id: str | None
+    received_at: datetime
+    written_at: datetime | None
+    verified_at: datetime | None
+    failed_at: datetime | None
+    last_error: str | None
+    is_test: bool
+
+
+@dataclass(frozen=True)
+class LedgerCount:
+    """A count of ledger rows; ``day`` (UTC day received) is set when counted by day."""
+
+    form: str | None
+    source: str | None
+    destination: str
+    state: LedgerState
+    count: int
+    day: date | None = None
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A record a system refused, with the system's own reason."""
+
+    id: int
+    lead_key: str | None
+    flow: str | None
+    connection: str
+    system: str
+    record_ref: str
+    field: str | None
+    reason: str
+    payload: dict[str, Any]
+    attempts: int
+    status: DeadLetterStatus
+    created_at: datetime
+    last_attempt_at: datetime
+
+
+@dataclass(frozen=True)
+class Run:
+    """One sync run. ``flow`` holds the flow names joined by commas."""
+
+    id: int
+    flow: str
+    started_at: datetime
+    finished_at: datetime | None
+    status: RunStatus
+    stats: dict[str, Any]
+    log: list[dict[str, Any]]
+    dry_run: bool
+
+    @property
+    def flows(self) -> list[str]:
+        """The flow names of this run."""
+        return [name for name in self.flow.split(",") if name]
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """Who holds (or wants) a lock: a process on a host, told apart by a random token."""
+
+    hostname: str
+    pid: int
+    token: str = field(default_factory=lambda: secrets.token_hex(16))
+
+    @classmethod
+    def this_process(cls) -> LockHolder:
+        """A new holder identity for the calling process."""
+        return cls(hostname=socket.gethostname(), pid=os.getpid())
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    """The current holder of a named lock."""
+
+    name: str
+    holder: LockHolder
+    acquired_at: datetime
+    heartbeat_at: datetime
+    ttl_s: int
+
+    def describe(self) -> str:
+        """A one-line description for an error message ("held by host pid 12 since …")."""
+        return (
+            f"lock {self.name!r} held by {self.holder.hostname} pid {self.holder.pid} "
+            f"since {self.acquired_at.isoformat()}, last heartbeat {self.heartbeat_at.isoformat()}"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _chunks(items: Sequence[T], size: int = _IN_CHUNK) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _normalize_email(email: str) -> str:
+    return email.strip().lower()
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    if os.name == "nt":
+        # os.kill on Windows terminates the process; judge Windows holders by heartbeat only.
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _install_sqlite_listeners(engine: Engine) -> None:
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event emit BEGIN itself (pysqlite would otherwise defer it and
+        # upgrade read locks to write locks mid-transaction, which deadlocks between processes).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+            cursor.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        if conn.get_execution_options().get(_READ_ONLY):
+            conn.exec_driver_sql("BEGIN")
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+def _make_engine(url: str | sa.URL) -> Engine:
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database in ("", ":memory:") or database.startswith("file::memory:"):
+            engine = sa.create_engine(
+                parsed,
+                poolclass=StaticPool,
+                connect_args={"check_same_thread": False},
+            )
+        else:
+            engine = sa.create_engine(parsed)
+        _install_sqlite_listeners(engine)
+        return engine
+    return sa.create_engine(parsed, pool_pre_ping=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The store
+
+
+class StateStore:
+    """leadrelay's state in one database, opened by SQLAlchemy URL.
+
+    Creates the schema when the database is empty, migrates it forward when older, and refuses
+    a database written by a newer leadrelay (:class:`SchemaVersionError`). ``clock`` returns the
+    current aware UTC time; tests pass their own.
+    """
+
+    def __init__(self, url: str | sa.URL, *, clock: Callable[[], datetime] = _utcnow) -> None:
+        self._engine = _make_engine(url)
+        self._read_engine = self._engine.execution_options(**{_READ_ONLY: True})
+        self._clock = clock
+        self._dialect = self._engine.dialect.name
+        if self._dialect not in ("sqlite", "postgresql"):
+            self._engine.dispose()
+            raise StateError(
+                f"state store URL uses {self._dialect!r}; supported are sqlite and postgresql"
+            )
+        try:
+            self._ensure_schema()
+        except BaseException:
+            self._engine.dispose()
+            raise
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The database URL with any password hidden."""
+        return self._engine.url.render_as_string(hide_password=True)
+
+    @property
+    def dialect(self) -> str:
+        """``"sqlite"`` or ``"postgresql"``."""
+        return self._dialect
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self._engine.dispose()
+
+    def __enter__(self) -> StateStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def now(self) -> datetime:
+        """The store's clock (aware UTC)."""
+        value = self._clock()
+        if value.tzinfo is None:
+            raise StateError("the state store clock returned a naive datetime")
+        return value.astimezone(UTC)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A write transaction; pass the connection as ``conn=`` to make several calls atomic.
+
+        Commits when the block ends, rolls back when it raises.
+        """
+        with self._engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _write(self, conn: Connection | None) -> Iterator[Connection]:
+        if conn is not None:
+            yield conn
+            return
+        with self._engine.begin() as own:
+            yield own
+
+    @contextmanager
+    def _read(self, conn: Connection | None) -> Iterator[Connection]:
+        if conn is not None:
+            yield conn
+            return
+        with self._read_engine.connect() as own:
+            yield own
+
+    def _insert(self, table: sa.Table) -> Any:
+        if self._dialect == "postgresql":
+            return pg_dialect.insert(table)
+        return sqlite_dialect.insert(table)
+
+    # -- schema --------------------------------------------------------------------------------
+
+    def schema_version(self) -> int:
+        """The schema version recorded in the database."""
+        with self._read(None) as conn:
+            value = conn.scalar(
+                sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")
+            )
+        if value is None:
+            raise StateError("the state database has no schema_version")
+        return int(value)
+
+    def _ensure_schema(self) -> None:
+        with self._engine.begin() as conn:
+            if self._dialect == "postgresql":
+                # Two processes opening an empty database at once: one creates, the other waits.
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(0x1EAD7E1A)))
+            if not sa.inspect(conn).has_table(meta_table.name):
+                metadata.create_all(conn)
+                conn.execute(
+                    meta_table.insert().values(key="schema_version", value=str(SCHEMA_VERSION))
+                )
+                return
+            raw = conn.scalar(
+                sa.select(meta_table.c.value).where(meta_table.c.key == "schema_version")
+            )
+            if raw is None:
+                raise StateError(f"state database {self.url} has a meta table but no version")
+            version = int(raw)
+            if version > SCHEMA_VERSION:
+                raise SchemaVersionError(
+                    f"state database {self.url} has schema version {version}, but this leadrelay "
+                    f"understands up to {SCHEMA_VERSION}; upgrade leadrelay to use it"
+                )
+            for step in range(version + 1, SCHEMA_VERSION + 1):
+                for migrate in MIGRATIONS.get(step, []):
+                    migrate(conn)
+            if version < SCHEMA_VERSION:
+                conn.execute(
+                    meta_table.update()
+                    .where(meta_table.c.key == "schema_version")
+                    .values(value=str(SCHEMA_VERSION))
+                )
+
+    # -- inbox ---------------------------------------------------------------------------------
+
+    def put_inbox(
+        self,
+        *,
+        key: str,
+        form: str,
+        source: str,
+        payload: Mapping[str, Any],
+        dedupe_key: str,
+        is_test: bool = False,
+        received_at: datetime | None = None,
+        conn: Connection | None = None,
+    ) -> InboxPut:
+        """Store a captured submission once per ``dedupe_key``.
+
+        Returns the stored key and ``created=True``; for a replay (same ``dedupe_key``) the key
+        stored the first time and ``created=False``.
+        """
+        stmt = (
+            self._insert(inbox_table)
+            .values(
+                key=key,
+                form=form,
+                source=source,
+                payload=dict(payload),
+                dedupe_key=dedupe_key,
+                is_test=is_test,
+                received_at=received_at or self.now(),
+                status=InboxStatus.PENDING.value,
+                attempts=0,
+            )
+            .on_conflict_do_nothing(index_elements=[inbox_table.c.dedupe_key])
+            .returning(inbox_table.c.key)
+        )
+        with self._write(conn) as c:
+            try:
+                result = c.execute(stmt)
+            except sa.exc.IntegrityError as exc:
+                raise StateError(
+                    f"inbox key {key!r} is already stored under another dedupe key"
+                ) from exc
+            if result.first() is not None:
+                return InboxPut(key, True)
+            existing = c.scalar(
+                sa.select(inbox_table.c.key).where(inbox_table.c.dedupe_key == dedupe_key)
+            )
+        if existing is None:
+            raise StateError(f"inbox row for dedupe key {dedupe_key!r} vanished during insert")
+        return InboxPut(str(existing), False)
+
+    def get_inbox(self, key: str, *, conn: Connection | None = None) -> InboxItem | None:
+        """The inbox row for a lead key, or None."""
+        with self._read(conn) as c:
+            row = c.execute(sa.select(inbox_table).where(inbox_table.c.key == key)).first()
+        return None if row is None else _inbox_item(row)
+
+    def claim_inbox(
+        self,
+        *,
+        limit: int = 100,
+        claim_ttl_s: float = 300.0,
+        conn: Connection | None = None,
+    ) -> list[InboxItem]:
+        """Claim up to ``limit`` pending rows, oldest first, for one delivery worker.
+
+        A row is claimed by one caller only; a claim older than ``claim_ttl_s`` (its worker died)
+        is taken over. The returned items carry the ``claim_token`` to pass to ``mark_*``.
+        """
+        if limit <= 0:
+            return []
+        token = secrets.token_hex(16)
+        now = self.now()
+        expired = now - timedelta(seconds=claim_ttl_s)
+        claimable = sa.and_(
+            inbox_table.c.status == InboxStatus.PENDING.value,
+            sa.or_(inbox_table.c.claim_token.is_(None), inbox_table.c.claimed_at < expired),
+        )
+        candidates = (
+            sa.select(inbox_table.c.id)
+            .where(claimable)
+            .order_by(inbox_table.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        with self._write(conn) as c:
+            # Select, then update by id: on PostgreSQL the selected rows stay locked until commit
+            # and rows other workers hold are skipped; on SQLite the transaction holds the write
+            # lock. (An UPDATE … WHERE id IN (SELECT … LIMIT n) may update more than n rows on
+            # PostgreSQL when the planner re-runs the sub-select.)
+            ids = list(c.scalars(candidates))
+            if not ids:
+                return []
+            c.execute(
+                inbox_table.update()
+                .where(claimable, inbox_table.c.id.in_(ids))
+                .values(claim_token=token, claimed_at=now)
+            )
+            rows = c.execute(
+                sa.select(inbox_table)
+                .where(inbox_table.c.claim_token == token)
+                .order_by(inbox_table.c.id)
+            ).all()
+        return [_inbox_item(row) for row in rows]
+
+    def mark_inbox_delivered(
+        self,
+        keys: Iterable[str],
+        *,
+        claim_token: str | None = None,
+        conn: Connection | None = None,
+    ) -> int:
+        """Mark pending rows delivered; returns how many changed.
+
+        With ``claim_token`` only rows still held by that claim change, so a worker whose claim
+        was taken over does not mark what another worker now owns.
+        """
+        key_list = list(dict.fromkeys(keys))
+        changed = 0
+        now = self.now()
+        with self._write(conn) as c:
+            for chunk in _chunks(key_list):
+                stmt = inbox_table.update().where(
+                    inbox_table.c.key.in_(chunk),
+                    inbox_table.c.status == InboxStatus.PENDING.value,
+                )
+                if claim_token is not None:
+                    stmt = stmt.where(inbox_table.c.claim_token == claim_token)
+                result = c.execute(
+                    stmt.values(
+                        status=InboxStatus.DELIVERED.value,
+                        delivered_at=now,
+                        attempts=inbox_table.c.attempts + 1,
+                        last_error=None,
+                        claim_token=None,
+                        claimed_at=None,
+                    )
+                )
+                changed += result.rowcount
+        return changed
+
+    def mark_inbox_failed(
+        self,
+        key: str,
+        error: str,
+        *,
+        retry: bool,
+        claim_token: str | None = None,
+        conn: Connection | None = None,
+    ) -> bool:
+        """Record a failed delivery attempt (attempts + 1, ``last_error``) and release the claim.
+
+        ``retry=True`` leaves the row pending for a later claim; ``retry=False`` marks it failed
+        for good. Returns False when the row is not pending (or not held by ``claim_token``).
+        """
+        stmt = inbox_table.update().where(
+            inbox_table.c.key == key, inbox_table.c.status == InboxStatus.PENDING.value
+        )
+        if claim_token is not None:
+            stmt = stmt.where(inbox_table.c.claim_token == claim_token)
+        status = InboxStatus.PENDING if retry else InboxStatus.FAILED
+        with self._write(conn) as c:
+            result = c.execute(
+                stmt.values(
+                    status=status.value,
+                    attempts=inbox_table.c.attempts + 1,
+                    last_error=error,
+                    claim_token=None,
+                    claimed_at=None,
+                )
+            )
+        return result.rowcount == 1
+
+    def requeue_inbox(self, key: str, *, conn: Connection | None = None) -> bool:
+        """Put a failed row back to pending (for a manual retry); True if it was failed."""
+        with self._write(conn) as c:
+            result = c.execute(
+                inbox_table.update()
+                .where(inbox_table.c.key == key, inbox_table.c.status == InboxStatus.FAILED.value)
+                .values(status=InboxStatus.PENDING.value, claim_token=None, claimed_at=None)
+            )
+        return result.rowcount == 1
+
+    def inbox_counts(self, *, conn: Connection | None = None) -> dict[InboxStatus, int]:
+        """Number of inbox rows per status (every status present, zero when none)."""
+        counts = dict.fromkeys(InboxStatus, 0)
+        with self._read(conn) as c:
+            rows = c.execute(
+                sa.select(inbox_table.c.status, sa.func.count()).group_by(inbox_table.c.status)
+            ).all()
+        for status, count in rows:
+            counts[InboxStatus(status)] = int(count)
+        return counts
+
+    # -- ledger --------------------------------------------------------------------------------
+
+    def mark_received(
+        self,
+        lead_key: str,
+        destination: str,
+        *,
+        form: str | None = None,
+        source: str | None = None,
+        is_test: bool = False,
+        at: datetime | None = None,
+        conn: Connection | None = None,
+    ) -> None:
+        """Record that a lead arrived for a destination (kept as is when already recorded)."""
+        self.mark_received_many(
+            [lead_key], destination, form=form, source=source, is_test=is_test, at=at, conn=conn
+        )
+
+    def mark_received_many(
+        self,
+        lead_keys: Sequence[str],
+        destination: str,
+        *,
+        form: str | None = None,
+        source: str | None = None,
+        is_test: bool = False,
+        at: datetime | None = None,
+        conn: Connection | None = None,
+    ) -> None:
+        """:meth:`mark_received` for many leads of one form/source in one statement."""
+        if not lead_keys:
+            return
+        now = at or self.now()
+        rows = [
+            {
+                "lead_key": key,
+                "destination": destination,
+                "form": form,
+                "source": source,
+                "state": LedgerState.RECEIVED.value,
+                "received_at": now,
+                "is_test": is_test,
+            }
+            for key in dict.fromkeys(lead_keys)
+        ]
+        stmt = self._insert(ledger_table)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[ledger_table.c.lead_key, ledger_table.c.destination],
+            set_={
+                "form": sa.func.coalesce(ledger_table.c.form, stmt.excluded.form),
+                "source": sa.func.coalesce(ledger_table.c.source, stmt.excluded.source),
+            },
+        )
+        with self._write(conn) as c:
+            c.execute(stmt, rows)
+
+    def mark_written(
+        self,
+        lead_key: str,
+        destination: str,
+        external_id: str,
+        *,
+        at: datetime | None = None,
+        conn: Connection | None = None,
+    ) -> None:
+        """Record that a lead was written to a destination as ``external_id``."""
+        self.mark_written_many([(lead_key, external_id)], destination, at=at, conn=conn)
+
+    def mark_written_many(
+        self,
+        written: Sequence[tuple[str, str]],
+        destination: str,
+        *,
+        at: datetime | None = None,
+        conn: Connection | None = None,
+    ) -> None:
+        """Record ``(lead_key, external_id)`` pairs written to one destination.
+
+        A lead with no ledger row yet gets one (received at the same time). A verified lead stays
+        verified; a failed one becomes written.
+        """
+        if not written:
+            return
+        now = at or self.now()
+        rows = [
+            {
+                "lead_key": key,
+                "destination": destination,
+                "state": LedgerState.WRITTEN.value,
+                "external_id": external_id,
+                "received_at": now,
+                "written_at": now,
+                "is_test": False,
+            }
+            for key, external_id in dict(written).items()
+        ]
+        stmt = self._insert(ledger_table)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[ledger_table.c.lead_key, ledger_table.c.destination],
+            set_={
+                "state": sa.case(
+                    (ledger_table.c.state == LedgerState.VERIFIED.value, ledger_table.c.state),
+                    else_=stmt.excluded.state,
+                ),
+                "external_id": stmt.excluded.external_id,
+                "written_at": stmt.excluded.written_at,
+                "last_error": None,
+            },
+        )
+        with self._write(conn) as c:
+            c.execute(stmt, rows)
+
+    def mark_verified(
+        self,
+        lead_key: str,
+        destination: str,
+        *,
+        at: datetime | None = None,
+        conn: Connection | None = None,
+    ) -> None:
+        """Record that a written lead was read back from the destination and checked."""
+        with self._write(conn) as c:
+            result = c.execute(
+                ledger_table.update()
+                .where(
+                    ledger_table.c.lead_key == lead_key,
+                    ledger_table.c.destination == destination,
+                    ledger_table.c.state.in_(
+                        [LedgerState.WRITTEN.value, LedgerState.VERIFIED.value]
+                    ),
+                )
+                .values(state=LedgerState.VERIFIED.value, verified_at=at or self.now())
+            )
+        if result.rowcount != 1:
+            raise StateError(
+                f"lead {lead_key} has not been written to {destination}; cannot mark it verified"
+            )
+
+    def mark_failed(
+        self,
+        lead_key: str,
+        destination: str,
+        reason: str,
+        *,
+        at: datetime | None = None,
+        conn: Connection | None = None,
+    ) -> None:
+        """Record that writing a lead to a destination failed.
+
+        A lead already written or verified keeps that state (the failure is kept in
+        ``last_error`` and the dead-letter queue); otherwise its state becomes failed.
+        """
+        now = at or self.now()
+        stmt = self._insert(ledger_table).values(
+            lead_key=lead_key,
+            destination=destination,
+            state=LedgerState.FAILED.value,
+            received_at=now,
+            failed_at=now,
+            last_error=reason,
+            is_test=False,
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[ledger_table.c.lead_key, ledger_table.c.destination],
+            set_={
+                "state": sa.case(
+                    (
+                        ledger_table.c.state.in_(
+                            [LedgerState.WRITTEN.value, LedgerState.VERIFIED.value]
+                        ),
+                        ledger_table.c.state,
+                    ),
+                    else_=stmt.excluded.state,
+                ),
+                "failed_at": stmt.excluded.failed_at,
+                "last_error": stmt.excluded.last_error,
+            },
+        )
+        with self._write(conn) as c:
+            c.execute(stmt)
+
+    def ledger_rows(self, lead_key: str, *, conn: Connection | None = None) -> list[LedgerRow]:
+        """A lead's ledger rows, one per destination."""
+        with self._read(conn) as c:
+            rows = c.execute(
+                sa.select(ledger_table)
+                .where(ledger_table.c.lead_key == lead_key)
+                .order_by(ledger_table.c.destination)
+            ).all()
+        return [_ledger_row(row) for row in rows]
+
+    def ledger_counts(
+        self,
+        *,
+        by_day: bool = False,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        include_test: bool = False,
+        conn: Connection | None = None,
+    ) -> list[LedgerCount]:
+        """Ledger rows counted by form, source, destination and state (and UTC day received).
+
+        ``since`` / ``until`` bound ``received_at`` (since inclusive, until exclusive). Test
+        leads are left out unless ``include_test``.
+        """
+        group: list[sa.ColumnElement[Any]] = [
+            ledger_table.c.form,
+            ledger_table.c.source,
+            ledger_table.c.destination,
+            ledger_table.c.state,
+        ]
+        if by_day:
+            group.append(self._day_of(ledger_table.c.received_at).label("day"))
+        query = sa.select(*group, sa.func.count().label("n")).group_by(*group)
+        if not include_test:
+            query = query.where(ledger_table.c.is_test.is_(False))
+        if since is not None:
+            query = query.where(ledger_table.c.received_at >= since)
+        if until is not None:
+            query = query.where(ledger_table.c.received_at < until)
+        with self._read(conn) as c:
+            rows = c.execute(query).all()
+        counts = [
+            LedgerCount(
+                form=row.form,
+                source=row.source,
+                destination=row.destination,
+                state=LedgerState(row.state),
+                count=int(row.n),
+                day=date.fromisoformat(row.day) if by_day else None,
+            )
+            for row in rows
+        ]
+        counts.sort(
+            key=lambda n: (
+                n.day or date.min,
+                n.form or "",
+                n.source or "",
+                n.destination,
+                n.state.value,
+            )
+        )
+        return counts
+
+    def _day_of(self, column: sa.ColumnElement[Any]) -> sa.ColumnElement[str]:
+        if self._dialect == "postgresql":
+            return sa.func.to_char(sa.func.timezone("UTC", column), "YYYY-MM-DD", type_=sa.String)
+        # SQLite stores UTC as "YYYY-MM-DD HH:MM:SS.ffffff"; date() keeps the day part.
+        return sa.func.date(column, type_=sa.String)
+
+    # -- links and identities ------------------------------------------------------------------
+
+    def link(
+        self, lead_key: str, connection: str, external_id: str, *, conn: Connection | None = None
+    ) -> None:
+        """Link a lead to its record in a connection (idempotent).
+
+        Raises :class:`LinkConflictError` when the external id belongs to another lead or the lead
+        already has another record there; use :meth:`relink` to move a link on purpose.
+        """
+        self.link_many(connection, {lead_key: external_id}, conn=conn)
+
+    def link_many(
+        self,
+        connection: str,
+        links: Mapping[str, str],
+        *,
+        conn: Connection | None = None,
+    ) -> None:
+        """:meth:`link` for many ``{lead_key: external_id}`` of one connection, all or none."""
+        if not links:
+            return
+        by_external: dict[str, str] = {}
+        for key, external_id in links.items():
+            other = by_external.setdefault(external_id, key)
+            if other != key:
+                raise LinkConflictError(
+                    f"{connection} record {external_id} given for two leads: {other} and {key}"
+                )
+        keys = list(links)
+        now = self.now()
+        with self._write(conn) as c:
+            existing_by_ext = self._keys_for(c, connection, list(by_external))
+            existing_by_key = self._external_ids_for(c, connection, keys)
+            new_rows = []
+            for key, external_id in links.items():
+                owner = existing_by_ext.get(external_id)
+                if owner is not None and owner != key:
+                    raise LinkConflictError(
+                        f"{connection} record {external_id} is linked to lead {owner}, "
+                        f"not {key}; relink it explicitly to move it"
+                    )
+                current = existing_by_key.get(key)
+                if current is not None and current != external_id:
+                    raise LinkConflictError(
+                        f"lead {key} is linked to {connection} record {current}, "
+                        f"not {external_id}; relink it explicitly to move it"
+                    )
+                if owner is None:
+                    new_rows.append(
+                        {
+                            "connection": connection,
+                            "external_id": external_id,
+                            "lead_key": key,
+                            "linked_at": now,
+                        }
+                    )
+            if new_rows:
+                try:
+                    c.execute(links_table.insert(), new_rows)
+                except sa.exc.IntegrityError as exc:
+                    raise LinkConflictError(
+                        f"{connection} links changed concurrently; retry the batch"
+                    ) from exc
+
+    def relink(
+        self, lead_key: str, connection: str, external_id: str, *, conn: Connection | None = None
+    ) -> None:
+        """Link a lead to ``external_id``, removing whatever link either side had (e.g. after a
+        merge in the destination)."""
+        with self._write(conn) as c:
+            c.execute(
+                links_table.delete().where(
+                    links_table.c.connection == connection,
+                    sa.or_(
+                        links_table.c.external_id == external_id,
+                        links_table.c.lead_key == lead_key,
+                    ),
+                )
+            )
+            c.execute(
+                links_table.insert().values(
+                    connection=connection,
+                    external_id=external_id,
+                    lead_key=lead_key,
+                    linked_at=self.now(),
+                )
+            )
+
+    def unlink(self, lead_key: str, connection: str, *, conn: Connection | None = None) -> bool:
+        """Remove a lead's link to a connection (its record was deleted); True if there was one."""
+        with self._write(conn) as c:
+            result = c.execute(
+                links_table.delete().where(
+                    links_table.c.lead_key == lead_key, links_table.c.connection == connection
+                )
+            )
+        return result.rowcount == 1
+
+    def key_for(
+        self, connection: str, external_id: str, *, conn: Connection | None = None
+    ) -> str | None:
+        """The lead key linked to a record of a connection, or None."""
+        return self.keys_for_many(connection, [external_id], conn=conn).get(external_id)
+
+    def external_id_for(
+        self, lead_key: str, connection: str, *, conn: Connection | None = None
+    ) -> str | None:
+        """The id of a lead's record in a connection, or None."""
+        return self.external_ids_for_many(connection, [lead_key], conn=conn).get(lead_key)
+
+    def keys_for_many(
+        self, connection: str, external_ids: Iterable[str], *, conn: Connection | None = None
+    ) -> dict[str, str]:
+        """``{external_id: lead_key}`` for the linked ones among ``external_ids`` (one query)."""
+        with self._read(conn) as c:
+            return self._keys_for(c, connection, list(dict.fromkeys(external_ids)))
+
+    def external_ids_for_many(
+        self, connection: str, lead_keys: Iterable[str], *, conn: Connection | None = None
+    ) -> dict[str, str]:
+        """``{lead_key: external_id}`` for the linked ones among ``lead_keys`` (one query)."""
+        with self._read(conn) as c:
+            return self._external_ids_for(c, connection, list(dict.fromkeys(lead_keys)))
+
+    def links_of(self, lead_key: str, *, conn: Connection | None = None) -> dict[str, str]:
+        """``{connection: external_id}`` for every link of a lead."""
+        with self._read(conn) as c:
+            rows = c.execute(
+                sa.select(links_table.c.connection, links_table.c.external_id).where(
+                    links_table.c.lead_key == lead_key
+                )
+            ).all()
+        return {row.connection: row.external_id for row in rows}
+
+    @staticmethod
+    def _keys_for(c: Connection, connection: str, external_ids: Sequence[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for chunk in _chunks(external_ids):
+            rows = c.execute(
+                sa.select(links_table.c.external_id, links_table.c.lead_key).where(
+                    links_table.c.connection == connection,
+                    links_table.c.external_id.in_(chunk),
+                )
+            ).all()
+            found.update({row.external_id: row.lead_key for row in rows})
+        return found
+
+    @staticmethod
+    def _external_ids_for(
+        c: Connection, connection: str, lead_keys: Sequence[str]
+    ) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for chunk in _chunks(lead_keys):
+            rows = c.execute(
+                sa.select(links_table.c.lead_key, links_table.c.external_id).where(
+                    links_table.c.connection == connection,
+                    links_table.c.lead_key.in_(chunk),
+                )
+            ).all()
+            found.update({row.lead_key: row.external_id for row in rows})
+        return found
+
+    def claim_emails(
+        self, emails: Mapping[str, str], *, conn: Connection | None = None
+    ) -> dict[str, str]:
+        """Record ``{email: lead_key}`` where the email is new; return every email's owner.
+
+        An email already known keeps its first lead key, which is returned, so a lead seen again
+        from another source (or by a concurrent process) gets the same key. Emails are
+        compared lower-cased and stripped; pass the Lead's normalized email.
+        """
+        wanted: dict[str, str] = {}
+        for email, key in emails.items():
+            wanted.setdefault(_normalize_email(email), key)
+        if not wanted:
+            return {}
+        now = self.now()
+        stmt = self._insert(identities_table).on_conflict_do_nothing(
+            index_elements=[identities_table.c.email]
+        )
+        with self._write(conn) as c:
+            c.execute(
+                stmt,
+                [{"email": e, "lead_key": k, "created_at": now} for e, k in wanted.items()],
+            )
+            owners = self._find_keys(c, list(wanted))
+        return {email: owners[_normalize_email(email)] for email in emails}
+
+    def find_key_by_email(self, email: str, *, conn: Connection | None = None) -> str | None:
+        """The lead key known for an email, or None."""
+        return self.find_keys_by_emails([email], conn=conn).get(email)
+
+    def find_keys_by_emails(
+        self, emails: Iterable[str], *, conn: Connection | None = None
+    ) -> dict[str, str]:
+        """``{email: lead_key}`` for the known ones among ``emails`` (one query per 500)."""
+        email_list = list(dict.fromkeys(emails))
+        with self._read(conn) as c:
+            found = self._find_keys(c, list({_normalize_email(e) for e in email_list}))
+        return {e: found[_normalize_email(e)] for e in email_list if _normalize_email(e) in found}
+
+    @staticmethod
+    def _find_keys(c: Connection, emails: Sequence[str]) -> dict[str, str]:
+        found: dict[str, str] = {}
+        for chunk in _chunks(emails):
+            rows = c.execute(
+                sa.select(identities_table.c.email, identities_table.c.lead_key).where(
+                    identities_table.c.email.in_(chunk)
+                )
+            ).all()
+            found.update({row.email: row.lead_key for row in rows})
+        return found
+
+    # -- cursors -------------------------------------------------------------------------------
+
+    def get_cursor(
+        self, flow: str, connection: str, *, conn: Connection | None = None
+    ) -> str | None:
+        """The saved read position of a flow on a connection, or None (read from the start)."""
+        with self._read(conn) as c:
+            value = c.scalar(
+                sa.select(cursors_table.c.value).where(
+                    cursors_table.c.flow == flow, cursors_table.c.connection == connection
+                )
+            )
+        return None if value is None else str(value)
+
+    def set_cursor(
+        self, flow: str, connection: str, value: str, *, conn: Connection | None = None
+    ) -> None:
+        """Save a read position; pass the page's transaction as ``conn`` so both commit together."""
+        stmt = self._insert(cursors_table).values(
+            flow=flow, connection=connection, value=value, updated_at=self.now()
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[cursors_table.c.flow, cursors_table.c.connection],
+            set_={"value": stmt.excluded.value, "updated_at": stmt.excluded.updated_at},
+        )
+        with self._write(conn) as c:
+            c.execute(stmt)
+
+    def cursor_updated_at(
+        self, flow: str, connection: str, *, conn: Connection | None = None
+    ) -> datetime | None:
+        """When a cursor was last saved, or None."""
+        with self._read(conn) as c:
+            value: datetime | None = c.scalar(
+                sa.select(cursors_table.c.updated_at).where(
+                    cursors_table.c.flow == flow, cursors_table.c.connection == connection
+                )
+            )
+        return value
+
+    def reset_cursors(self, flow: str, *, conn: Connection | None = None) -> int:
+        """Forget every cursor of a flow (``sync --full``); returns how many were removed."""
+        with self._write(conn) as c:
+            result = c.execute(cursors_table.delete().where(cursors_table.c.flow == flow))
+        return result.rowcount
+
+    # -- fingerprints --------------------------------------------------------------------------
+
+    def get_fingerprints(
+        self, connection: str, external_ids: Iterable[str], *, conn: Connection | None = None
+    ) -> dict[str, str]:
+        """``{external_id: fingerprint}`` of what leadrelay last wrote, for the known ids."""
+        ids = list(dict.fromkeys(external_ids))
+        found: dict[str, str] = {}
+        with self._read(conn) as c:
+            for chunk in _chunks(ids):
+                rows = c.execute(
+                    sa.select(
+                        fingerprints_table.c.external_id, fingerprints_table.c.fingerprint
+                    ).where(
+                        fingerprints_table.c.connection == connection,
+                        fingerprints_table.c.external_id.in_(chunk),
+                    )
+                ).all()
+                found.update({row.external_id: row.fingerprint for row in rows})
+        return found
+
+    def put_fingerprints(
+        self,
+        connection: str,
+        fingerprints: Mapping[str, str],
+        *,
+        conn: Connection | None = None,
+    ) -> None:
+        """Save ``{external_id: fingerprint}`` of values just written (replacing older ones)."""
+        if not fingerprints:
+            return
+        now = self.now()
+        stmt = self._insert(fingerprints_table)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[fingerprints_table.c.connection, fingerprints_table.c.external_id],
+            set_={
+                "fingerprint": stmt.excluded.fingerprint,
+                "written_at": stmt.excluded.written_at,
+            },
+        )
+        rows = [
+            {"connection": connection, "external_id": ext, "fingerprint": fp, "written_at": now}
+            for ext, fp in fingerprints.items()
+        ]
+        with self._write(conn) as c:
+            c.execute(stmt, rows)
+
+    # -- dead letters --------------------------------------------------------------------------
+
+    def add_dead_letter(
+        self,
+        *,
+        connection: str,
+        system: str,
+        record_ref: str,
+        reason: str,
+        payload: Mapping[str, Any],
+        lead_key: str | None = None,
+        flow: str | None = None,
+        field: str | None = None,
+        conn: Connection | None = None,
+    ) -> int:
+        """Queue a record a system refused, with the system's own ``reason``; returns its id."""
+        now = self.now()
+        with self._write(conn) as c:
+            result = c.execute(
+                dead_letters_table.insert().values(
+                    lead_key=lead_key,
+                    flow=flow,
+                    connection=connection,
+                    system=system,
+                    record_ref=record_ref,
+                    field=field,
+                    reason=reason,
+                    payload=dict(payload),
+                    attempts=1,
+                    status=DeadLetterStatus.OPEN.value,
+                    created_at=now,
+                    last_attempt_at=now,
+                )
+            )
+        primary_key = result.inserted_primary_key
+        if primary_key is None:
+            raise StateError("the database did not return the new dead letter's id")
+        return int(primary_key[0])
+
+    def get_dead_letter(self, dead_letter_id: int, *, conn: Connection | None = None) -> DeadLetter:
+        """One dead letter; :class:`StateError` when there is none with that id."""
+        with self._read(conn) as c:
+            row = c.execute(
+                sa.select(dead_letters_table).where(dead_letters_table.c.id == dead_letter_id)
+            ).first()
+        if row is None:
+            raise StateError(f"no dead letter with id {dead_letter_id}")
+        return _dead_letter(row)
+
+    def list_dead_letters(
+        self,
+        *,
+        status: DeadLetterStatus | None = DeadLetterStatus.OPEN,
+        flow: str | None = None,
+        connection: str | None = None,
+        limit: int | None = None,
+        conn: Connection | None = None,
+    ) -> list[DeadLetter]:
+        """Dead letters, oldest first; open ones by default (``status=None`` for all)."""
+        query = sa.select(dead_letters_table).order_by(dead_letters_table.c.id)
+        if status is not None:
+            query = query.where(dead_letters_table.c.status == DeadLetterStatus(status).value)
+        if flow is not None:
+            query = query.where(dead_letters_table.c.flow == flow)
+        if connection is not None:
+            query = query.where(dead_letters_table.c.connection == connection)
+        if limit is not None:
+            query = query.limit(limit)
+        with self._read(conn) as c:
+            rows = c.execute(query).all()
+        return [_dead_letter(row) for row in rows]
+
+    def count_dead_letters(
+        self,
+        *,
+        status: DeadLetterStatus | None = DeadLetterStatus.OPEN,
+        conn: Connection | None = None,
+    ) -> int:
+        """How many dead letters have ``status`` (all when None)."""
+        query = sa.select(sa.func.count()).select_from(dead_letters_table)
+        if status is not None:
+            query = query.where(dead_letters_table.c.status == DeadLetterStatus(status).value)
+        with self._read(conn) as c:
+            return int(c.scalar(query) or 0)
+
+    def bump_dead_letter(
+        self,
+        dead_letter_id: int,
+        *,
+        reason: str | None = None,
+        conn: Connection | None = None,
+    ) -> DeadLetter:
+        """Count another failed attempt (a retry that failed again), with the newest reason."""
+        values: dict[str, Any] = {
+            "attempts": dead_letters_table.c.attempts + 1,
+            "last_attempt_at": self.now(),
+            "status": DeadLetterStatus.OPEN.value,
+        }
+        if reason is not None:
+            values["reason"] = reason
+        return self._update_dead_letter(dead_letter_id, values, conn)
+
+    def mark_dead_letter_retried(
+        self, dead_letter_id: int, *, conn: Connection | None = None
+    ) -> DeadLetter:
+        """A retry wrote the record: status retried."""
+        return self._set_dead_letter_status(dead_letter_id, DeadLetterStatus.RETRIED, conn)
+
+    def resolve_dead_letter(
+        self, dead_letter_id: int, *, conn: Connection | None = None
+    ) -> DeadLetter:
+        """Someone fixed it by hand: status resolved."""
+        return self._set_dead_letter_status(dead_letter_id, DeadLetterStatus.RESOLVED, conn)
+
+    def drop_dead_letter(
+        self, dead_letter_id: int, *, conn: Connection | None = None
+    ) -> DeadLetter:
+        """Give up on it (``dlq drop``): status dropped."""
+        return self._set_dead_letter_status(dead_letter_id, DeadLetterStatus.DROPPED, conn)
+
+    def _set_dead_letter_status(
+        self, dead_letter_id: int, status: DeadLetterStatus, conn: Connection | None
+    ) -> DeadLetter:
+        values: dict[str, Any] = {"status": status.value}
+        if status is DeadLetterStatus.RETRIED:
+            values["last_attempt_at"] = self.now()
+            values["attempts"] = dead_letters_table.c.attempts + 1
+        return self._update_dead_letter(dead_letter_id, values, conn)
+
+    def _update_dead_letter(
+        self, dead_letter_id: int, values: dict[str, Any], conn: Connection | None
+    ) -> DeadLetter:
+        with self._write(conn) as c:
+            result = c.execute(
+                dead_letters_table.update()
+                .where(dead_letters_table.c.id == dead_letter_id)
+                .values(**values)
+            )
+            if result.rowcount != 1:
+                raise StateError(f"no dead letter with id {dead_letter_id}")
+            return self.get_dead_letter(dead_letter_id, conn=c)
+
+    # -- runs ----------------------------------------------------------------------------------
+
+    def start_run(
+        self,
+        flows: str | Sequence[str],
+        *,
+        dry_run: bool = False,
+        conn: Connection | None = None,
+    ) -> int:
+        """Record the start of a sync run over one or more flows; returns the run id."""
+        names = [flows] if isinstance(flows, str) else list(flows)
+        with self._write(conn) as c:
+            result = c.execute(
+                runs_table.insert().values(
+                    flow=",".join(names),
+                    started_at=self.now(),
+                    status=RunStatus.RUNNING.value,
+                    stats={},
+                    log=[],
+                    dry_run=dry_run,
+                )
+            )
+        primary_key = result.inserted_primary_key
+        if primary_key is None:
+            raise StateError("the database did not return the new run's id")
+        return int(primary_key[0])
+
+    def finish_run(
+        self,
+        run_id: int,
+        status: RunStatus,
+        stats: Mapping[str, Any],
+        *,
+        conn: Connection | None = None,
+    ) -> Run:
+        """Record how a run ended and its counts."""
+        if RunStatus(status) is RunStatus.RUNNING:
+            raise StateError(f"run {run_id} cannot finish with status running")
+        with self._write(conn) as c:
+            result = c.execute(
+                runs_table.update()
+                .where(runs_table.c.id == run_id)
+                .values(status=RunStatus(status).value, stats=dict(stats), finished_at=self.now())
+            )
+            if result.rowcount != 1:
+                raise StateError(f"no run with id {run_id}")
+            return self.get_run(run_id, conn=c)
+
+    def append_event(
+        self, run_id: int, event: Mapping[str, Any], *, conn: Connection | None = None
+    ) -> None:
+        """Add an event (a conflict resolved, a record skipped…) to a run's log; ``at`` is added
+        when the event has none."""
+        entry = dict(event)
+        entry.setdefault("at", self.now().isoformat())
+        with self._write(conn) as c:
+            log = c.scalar(
+                sa.select(runs_table.c.log).where(runs_table.c.id == run_id).with_for_update()
+            )
+            if log is None:
+                raise StateError(f"no run with id {run_id}")
+            c.execute(
+                runs_table.update().where(runs_table.c.id == run_id).values(log=[*log, entry])
+            )
+
+    def get_run(self, run_id: int, *, conn: Connection | None = None) -> Run:
+        """One run; :class:`StateError` when there is none with that id."""
+        with self._read(conn) as c:
+            row = c.execute(sa.select(runs_table).where(runs_table.c.id == run_id)).first()
+        if row is None:
+            raise StateError(f"no run with id {run_id}")
+        return _run(row)
+
+    def list_runs(
+        self, *, limit: int = 20, flow: str | None = None, conn: Connection | None = None
+    ) -> list[Run]:
+        """The newest runs first; ``flow`` keeps runs that included that flow."""
+        query = sa.select(runs_table).order_by(runs_table.c.id.desc())
+        with self._read(conn) as c:
+            if flow is None:
+                rows = c.execute(query.limit(limit)).all()
+                return [_run(row) for row in rows]
+            runs = [_run(row) for row in c.execute(query).all()]
+        return [run for run in runs if flow in run.flows][:limit]
+
+    # -- locks ---------------------------------------------------------------------------------
+
+    def lock(self, name: str, *, ttl_s: int = 600) -> StoreLock:
+        """A named lock for this process (not yet acquired)."""
+        return StoreLock(self, name, ttl_s=ttl_s)
+
+    def acquire_lock(self, name: str, holder: LockHolder, *, ttl_s: int) -> bool:
+        """Take a named lock for ``holder``; False at once when another live holder has it.
+
+        A holder is taken over when its process is gone (same host, pid not running) or its last
+        heartbeat is older than the TTL it acquired with. Re-acquiring one's own lock refreshes it.
+        """
+        if ttl_s <= 0:
+            raise StateError(f"lock {name!r}: ttl_s must be positive, got {ttl_s}")
+        now = self.now()
+        mine = {
+            "hostname": holder.hostname,
+            "pid": holder.pid,
+            "token": holder.token,
+            "acquired_at": now,
+            "heartbeat_at": now,
+            "ttl_s": ttl_s,
+        }
+        insert = (
+            self._insert(locks_table)
+            .values(name=name, **mine)
+            .on_conflict_do_nothing(index_elements=[locks_table.c.name])
+            .returning(locks_table.c.name)
+        )
+        with self._write(None) as c:
+            if c.execute(insert).first() is not None:
+                return True
+            current = self._lock_info(c, name, for_update=True)
+            if current is None:
+                return c.execute(insert).first() is not None
+            if current.holder.token == holder.token:
+                c.execute(
+                    locks_table.update()
+                    .where(locks_table.c.name == name, locks_table.c.token == holder.token)
+                    .values(heartbeat_at=now, ttl_s=ttl_s)
+                )
+                return True
+            if not self._is_stale(current, now):
+                return False
+            # Conditional on the old token: of two processes taking over at once, one wins.
+            result = c.execute(
+                locks_table.update()
+                .where(locks_table.c.name == name, locks_table.c.token == current.holder.token)
+                .values(**mine)
+            )
+            return result.rowcount == 1
+
+    def heartbeat_lock(self, name: str, holder: LockHolder) -> bool:
+        """Refresh the holder's heartbeat; False when the lock is no longer the holder's."""
+        with self._write(None) as c:
+            result = c.execute(
+                locks_table.update()
+                .where(locks_table.c.name == name, locks_table.c.token == holder.token)
+                .values(heartbeat_at=self.now())
+            )
+        return result.rowcount == 1
+
+    def release_lock(self, name: str, holder: LockHolder) -> bool:
+        """Release the lock if the holder has it; True when it did."""
+        with self._write(None) as c:
+            result = c.execute(
+                locks_table.delete().where(
+                    locks_table.c.name == name, locks_table.c.token == holder.token
+                )
+            )
+        return result.rowcount == 1
+
+    def lock_info(self, name: str) -> LockInfo | None:
+        """Who holds a named lock, or None."""
+        with self._read(None) as c:
+            return self._lock_info(c, name, for_update=False)
+
+    @staticmethod
+    def _lock_info(c: Connection, name: str, *, for_update: bool) -> LockInfo | None:
+        query = sa.select(locks_table).where(locks_table.c.name == name)
+        if for_update:
+            query = query.with_for_update()
+        row = c.execute(query).first()
+        if row is None:
+            return None
+        return LockInfo(
+            name=row.name,
+            holder=LockHolder(hostname=row.hostname, pid=row.pid, token=row.token),
+            acquired_at=row.acquired_at,
+            heartbeat_at=row.heartbeat_at,
+            ttl_s=row.ttl_s,
+        )
+
+    @staticmethod
+    def _is_stale(info: LockInfo, now: datetime) -> bool:
+        if info.heartbeat_at + timedelta(seconds=info.ttl_s) < now:
+            return True
+        return info.holder.hostname == socket.gethostname() and not _pid_alive(info.holder.pid)
+
+
+class StoreLock:
+    """A named lock held by this process: ``acquire()``, ``heartbeat()``, ``release()``.
+
+    Also a context manager that raises :class:`StateError` (naming the holder) when the lock is
+    held by someone else, and releases it on exit.
+    """
+
+    def __init__(self, store: StateStore, name: str, *, ttl_s: int = 600) -> None:
+        self.store = store
+        self.name = name
+        self.ttl_s = ttl_s
+        self.holder = LockHolder.this_process()
+        self.held = False
+
+    def acquire(self) -> bool:
+        """Take the lock; False at once when a live holder has it."""
+        self.held = self.store.acquire_lock(self.name, self.holder, ttl_s=self.ttl_s)
+        return self.held
+
+    def heartbeat(self) -> bool:
+        """Tell others this holder is alive; False when the lock was taken over."""
+        self.held = self.store.heartbeat_lock(self.name, self.holder)
+        return self.held
+
+    def release(self) -> None:
+        """Release the lock (nothing happens when it is not held)."""
+        if self.held:
+            self.store.release_lock(self.name, self.holder)
+            self.held = False
+
+    def __enter__(self) -> StoreLock:
+        if not self.acquire():
+            info = self.store.lock_info(self.name)
+            raise StateError(info.describe() if info else f"lock {self.name!r} is held")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+# ---------------------------------------------------------------------------------------------
+# Row → dataclass
+
+
+def _inbox_item(row: sa.Row[Any]) -> InboxItem:
+    return InboxItem(
+        key=row.key,
+        form=row.form,
+        source=row.source,
+        payload=row.payload,
+        dedupe_key=row.dedupe_key,
+        is_test=bool(row.is_test),
+        received_at=row.received_at,
+        status=InboxStatus(row.status),
+        attempts=row.attempts,
+        last_error=row.last_error,
+        delivered_at=row.delivered_at,
+        claim_token=row.claim_token,
+        claimed_at=row.claimed_at,
+    )
+
+
+def _ledger_row(row: sa.Row[Any]) -> LedgerRow:
+    return LedgerRow(
+        lead_key=row.lead_key,
+        destination=row.destination,
+        form=row.form,
+        source=row.source,
+        state=LedgerState(row.state),
+        external_id=row.external_id,
+        received_at=row.received_at,
+        written_at=row.written_at,
+        verified_at=row.verified_at,
+        failed_at=row.failed_at,
+        last_error=row.last_error,
+        is_test=bool(row.is_test),
+    )
+
+
+def _dead_letter(row: sa.Row[Any]) -> DeadLetter:
+    return DeadLetter(
+        id=row.id,
+        lead_key=row.lead_key,
+        flow=row.flow,
+        connection=row.connection,
+        system=row.system,
+        record_ref=row.record_ref,
+        field=row.field,
+        reason=row.reason,
+        payload=row.payload,
+        attempts=row.attempts,
+        status=DeadLetterStatus(row.status),
+        created_at=row.created_at,
+        last_attempt_at=row.last_attempt_at,
+    )
+
+
+def _run(row: sa.Row[Any]) -> Run:
+    return Run(
+        id=row.id,
+        flow=row.flow,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        status=RunStatus(row.status),
+        stats=row.stats,
+        log=row.log,
+        dry_run=bool(row.dry_run),
+    )
