@@ -9,12 +9,15 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 
 from leadrelay import __version__
+
+if TYPE_CHECKING:
+    from leadrelay.config import Config
 
 app = typer.Typer(
     name="leadrelay",
@@ -70,6 +73,65 @@ def _root(
     _Options.debug = debug
 
 
+ConfigOption = Annotated[
+    Path,
+    typer.Option("--config", "-c", help="The project file.", show_default=True),
+]
+
+
+def _load_config(path: Path) -> Config:
+    from leadrelay.config import ConfigError, load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        raise CliError(str(exc), exit_code=2) from exc
+
+
+# --- project -----------------------------------------------------------------------------
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Where to write the project.")] = Path("."),
+    force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
+) -> None:
+    """Write a starter project: leadrelay.toml, mappings/ and .env.example."""
+    from leadrelay.project import write_starter_project
+
+    try:
+        written = write_starter_project(directory, force=force)
+    except FileExistsError as exc:
+        raise CliError(str(exc), exit_code=2) from exc
+    for path in written:
+        console.print(f"wrote {path}")
+    console.print(
+        "next: copy .env.example to .env and fill it in, then run [bold]leadrelay check[/]"
+    )
+
+
+@app.command()
+def check(
+    config: ConfigOption = Path("leadrelay.toml"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Validate the project: config, state store and mappings.
+
+    Exit 0 when everything is fine, 1 when a check found a problem, 2 on a config error.
+    """
+    from leadrelay.check import render_checks, run_checks
+
+    loaded = _load_config(config)
+    results = run_checks(loaded)
+    ok = all(result.ok for result in results)
+    if as_json:
+        _print_json({"ok": ok, "checks": [result.to_json() for result in results]})
+    else:
+        console.print(render_checks(results))
+    if not ok:
+        raise typer.Exit(1)
+
+
 # --- attribution -------------------------------------------------------------------------
 
 
@@ -120,6 +182,65 @@ def dedupe(
     else:
         for renderable in render(report):
             console.print(renderable)
+
+
+# --- sandbox -----------------------------------------------------------------------------
+
+
+@app.command()
+def sandbox(
+    port: Annotated[int, typer.Option("--port", "-p", help="Port on 127.0.0.1.")] = 8765,
+    faults: Annotated[
+        str | None,
+        typer.Option(
+            "--faults",
+            help='Fault injection JSON, e.g. \'{"error_rate": 0.2, "rate_limit_per_10s": 100}\'.',
+        ),
+    ] = None,
+    env_file: Annotated[
+        Path | None, typer.Option("--env-file", help="Also write the KEY=value lines here.")
+    ] = None,
+    init: Annotated[
+        Path | None,
+        typer.Option("--init", help="Write a ready project wired to this sandbox into DIR."),
+    ] = None,
+) -> None:
+    """Run local emulators of HubSpot, Salesforce, Zoho, Meta and LinkedIn over HTTPS.
+
+    Salesforce answers at /services/…, HubSpot under /hubspot, Zoho under /zoho, Meta under
+    /meta, LinkedIn under /linkedin; the admin API is under /__sandbox__. Prints the settings
+    clients need (LEADRELAY_CA_BUNDLE among them) and serves until Ctrl-C.
+    """
+    from leadrelay.sandbox.server import SandboxServer, parse_faults
+
+    try:
+        fault_settings = parse_faults(faults) if faults else None
+    except ValueError as exc:
+        raise CliError(str(exc), exit_code=2) from exc
+    if init is not None:
+        ca_dir = init / ".sandbox"
+    elif env_file is not None:
+        ca_dir = env_file.resolve().parent / ".sandbox"
+    else:
+        ca_dir = None
+    try:
+        server = SandboxServer(port=port, ca_dir=ca_dir, faults=fault_settings, log_level="info")
+    except OSError as exc:
+        raise CliError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror}", exit_code=2) from exc
+    lines = server.env_lines()
+    if env_file is not None:
+        env_file.write_text(lines, encoding="utf-8")
+    if init is not None:
+        from leadrelay.sandbox.project import write_sandbox_project
+
+        written = write_sandbox_project(init, server.env())
+        err_console.print(f"wrote a project wired to this sandbox into {init}:")
+        for path in written:
+            err_console.print(f"  {path}")
+    sys.stdout.write(lines)
+    sys.stdout.flush()
+    err_console.print(f"sandbox listening on {server.url} (Ctrl-C to stop)")
+    server.serve_forever()
 
 
 def _fail(message: str, exit_code: int) -> NoReturn:
