@@ -184,6 +184,17 @@ def dedupe(
             console.print(renderable)
 
 
+# --- demo --------------------------------------------------------------------------------
+
+
+@app.command()
+def demo() -> None:
+    """Show what leadrelay does to a lead list: normalize, tag attribution, find duplicates."""
+    from leadrelay import demo as demo_module
+
+    demo_module.render(demo_module.run(), console)
+
+
 # --- sandbox -----------------------------------------------------------------------------
 
 

@@ -1,0 +1,297 @@
+"""Streaming reader for lead lists in CSV files (imports and ``leadrelay dedupe``).
+
+Bad input never crashes the reader and is never dropped silently. A problem with the whole file
+(empty, binary, a required column missing, two columns naming one field) raises :class:`CsvError`
+before any row is read. A problem with one row (too few or too many cells, a field over the size
+limit, a line the csv parser cannot read) yields a :class:`SkippedRow` naming the row and the
+reason, and reading goes on. Blank rows are skipped and counted.
+
+Rows are numbered 1-based with the header excluded, counting blank rows, so that row ``n`` is the
+``n``-th line under the header in a spreadsheet even when quoted fields span several lines.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+from collections.abc import Iterator, Sequence
+from os import PathLike
+from pathlib import Path
+from types import TracebackType
+from typing import IO, NamedTuple
+
+from leadrelay.model import Lead
+
+#: Default largest field accepted in a row; a bigger one gets the row skipped.
+DEFAULT_MAX_FIELD_BYTES = 1024 * 1024
+
+#: Bound given to the csv parser (characters per field). The stdlib default of 128 KiB would turn
+#: a long-but-legal field into a parser error; a bound keeps a stray quote that swallows the rest
+#: of the file from reading it all into memory.
+PARSER_FIELD_LIMIT = 16 * 1024 * 1024
+
+_SCAN_CHUNK = 256 * 1024
+_DELIMITERS = (",", ";", "\t", "|")
+#: Lead fields a flat CSV cell can carry (nested and dict fields are left out).
+LEAD_COLUMNS: frozenset[str] = frozenset(Lead.model_fields) - {
+    "external_ids",
+    "click_ids",
+    "first_touch",
+    "score_breakdown",
+    "owner",
+    "updated_at",
+    "custom",
+    "intent_signals",
+}
+
+
+class CsvError(ValueError):
+    """The file as a whole cannot be read as a lead list; the message says why."""
+
+
+class LeadRow(NamedTuple):
+    """One data row: its number (1-based, header excluded) and its values by Lead field name."""
+
+    row_number: int
+    values: dict[str, str]
+
+
+class SkippedRow(NamedTuple):
+    """A row that was not read, with its number (1-based, header excluded) and the reason."""
+
+    row_number: int
+    reason: str
+
+
+RowResult = LeadRow | SkippedRow
+
+
+def header_to_field(header: str) -> str:
+    """The Lead field name a CSV header spells (trimmed, case-insensitive, ``First Name`` ok)."""
+    return "_".join(header.strip().casefold().replace("-", " ").split())
+
+
+def detect_encoding(path: str | PathLike[str]) -> str:
+    """The text encoding of a file: UTF-8 (with or without BOM), UTF-16 with BOM, else cp1252.
+
+    The whole file is scanned in chunks (constant memory), so a non-UTF-8 byte deep in a large
+    file is found before any row is read. Bytes cp1252 leaves undefined fall back to latin-1,
+    which decodes every byte.
+    """
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+        if head.startswith(codecs.BOM_UTF8):
+            return "utf-8-sig"
+        if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+            return "utf-16"
+        for encoding in ("utf-8", "cp1252"):
+            handle.seek(0)
+            if _decodes(handle, encoding):
+                return encoding
+    return "latin-1"
+
+
+def _decodes(handle: IO[bytes], encoding: str) -> bool:
+    decoder = codecs.getincrementaldecoder(encoding)()
+    try:
+        while chunk := handle.read(_SCAN_CHUNK):
+            decoder.decode(chunk)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _pick_delimiter(first_line: str) -> str:
+    """The delimiter under which the header line names the most Lead fields (comma on a tie)."""
+    best, best_known = ",", -1
+    for delimiter in _DELIMITERS:
+        cells = next(csv.reader([first_line], delimiter=delimiter), [])
+        known = sum(1 for cell in cells if header_to_field(cell) in LEAD_COLUMNS)
+        if known > best_known:
+            best, best_known = delimiter, known
+    return best
+
+
+class LeadCsv:
+    """A lead CSV opened for streaming; iterate it for :data:`RowResult` items.
+
+    Opening checks the whole file (encoding, header, required columns) and raises
+    :class:`CsvError` when it cannot be read. After iteration, ``rows_read``, ``rows_skipped``
+    and ``blank_rows`` count what happened; ``encoding``, ``delimiter``, ``columns`` (header to
+    Lead field) and ``unknown_headers`` (ignored columns) describe the file.
+    """
+
+    def __init__(
+        self,
+        path: str | PathLike[str],
+        *,
+        required: Sequence[str] = ("email",),
+        max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES,
+        extra_columns: Sequence[str] = (),
+    ) -> None:
+        self.path = Path(path)
+        self._known = LEAD_COLUMNS | frozenset(extra_columns)
+        self.max_field_bytes = max_field_bytes
+        self.rows_read = 0
+        self.rows_skipped = 0
+        self.blank_rows = 0
+        self._check_bytes()
+        self.encoding = detect_encoding(self.path)
+        # Only ever raised, never lowered: other readers in this process keep a bound they set.
+        csv.field_size_limit(max(csv.field_size_limit(), PARSER_FIELD_LIMIT, max_field_bytes + 1))
+        self._handle: IO[str] = open(self.path, encoding=self.encoding, newline="")  # noqa: SIM115
+        try:
+            self._open_header(required)
+        except BaseException:
+            self._handle.close()
+            raise
+
+    def _check_bytes(self) -> None:
+        try:
+            with open(self.path, "rb") as handle:
+                prefix = handle.read(64 * 1024)
+        except OSError as exc:
+            raise CsvError(f"cannot open {self.path.name}: {exc.strerror or exc}") from None
+        if not prefix.strip():
+            raise CsvError(f"{self.path.name} is empty: no header row")
+        utf16 = prefix.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+        if not utf16 and b"\x00" in prefix:
+            offset = prefix.index(b"\x00")
+            raise CsvError(
+                f"{self.path.name} is not a CSV: binary content (a NUL byte at offset {offset})"
+            )
+
+    def _open_header(self, required: Sequence[str]) -> None:
+        first_line = ""
+        self._line_offset = 0
+        while not first_line.strip():
+            first_line = self._handle.readline()
+            self._line_offset += 1
+            if not first_line:
+                raise CsvError(f"{self.path.name} is empty: no header row")
+        self.delimiter = _pick_delimiter(first_line)
+        try:
+            header = next(csv.reader([first_line], delimiter=self.delimiter))
+        except csv.Error as exc:
+            raise CsvError(f"{self.path.name}: the header row cannot be read: {exc}") from None
+        self.headers = [cell.strip() for cell in header]
+        self.columns: dict[str, str] = {}
+        self.unknown_headers: list[str] = []
+        self._positions: list[tuple[int, str]] = []
+        for position, cell in enumerate(self.headers):
+            field = header_to_field(cell)
+            if field not in self._known:
+                if cell:
+                    self.unknown_headers.append(cell)
+                continue
+            clash = next((h for h, f in self.columns.items() if f == field), None)
+            if clash is not None:
+                raise CsvError(
+                    f"{self.path.name}: columns {clash!r} and {cell!r} both name the Lead field "
+                    f"{field!r}"
+                )
+            self.columns[cell] = field
+            self._positions.append((position, field))
+        present = set(self.columns.values())
+        missing = [name for name in required if name not in present]
+        if missing:
+            found = ", ".join(repr(h) for h in self.headers) or "none"
+            raise CsvError(
+                f"{self.path.name}: missing required column {', '.join(map(repr, missing))}; "
+                f"headers found: {found}"
+            )
+        self._reader = csv.reader(self._handle, delimiter=self.delimiter, strict=True)
+
+    def __iter__(self) -> Iterator[RowResult]:
+        width = len(self.headers)
+        limit = self.max_field_bytes
+        # a str of n characters is at most 4n bytes in UTF-8: only long ones need encoding
+        cheap = limit // 4
+        row_number = 0
+        reader = self._reader
+        while True:
+            row_number += 1
+            first_line = self._line_offset + reader.line_num + 1
+            try:
+                cells = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                self.rows_skipped += 1
+                last_line = self._line_offset + reader.line_num
+                yield SkippedRow(
+                    row_number,
+                    f"unreadable row at lines {first_line}-{last_line} of the file "
+                    f"(a stray quote?): {exc}",
+                )
+                continue
+            if not cells or not any(cell.strip() for cell in cells):
+                self.blank_rows += 1
+                continue
+            if len(cells) != width and not (
+                len(cells) > width and not any(c.strip() for c in cells[width:])
+            ):
+                self.rows_skipped += 1
+                lines = (
+                    f" (one row over lines {first_line}-{last_line} of the file: a stray quote?)"
+                    if (last_line := self._line_offset + reader.line_num) > first_line
+                    else ""
+                )
+                yield SkippedRow(
+                    row_number, f"row has {len(cells)} cells, the header has {width}{lines}"
+                )
+                continue
+            oversized = next(
+                (
+                    (position, size)
+                    for position, cell in enumerate(cells[:width])
+                    if len(cell) > cheap and (size := len(cell.encode("utf-8"))) > limit
+                ),
+                None,
+            )
+            if oversized is not None:
+                position, size = oversized
+                self.rows_skipped += 1
+                yield SkippedRow(
+                    row_number,
+                    f"field {self.headers[position]!r} is {size:,} bytes, "
+                    f"over the {limit:,} byte limit",
+                )
+                continue
+            self.rows_read += 1
+            yield LeadRow(row_number, {field: cells[pos] for pos, field in self._positions})
+
+    def close(self) -> None:
+        """Close the underlying file."""
+        self._handle.close()
+
+    def __enter__(self) -> LeadCsv:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def read_lead_rows(
+    path: str | PathLike[str],
+    *,
+    required: Sequence[str] = ("email",),
+    max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES,
+    extra_columns: Sequence[str] = (),
+) -> Iterator[RowResult]:
+    """Stream the rows of a lead CSV as :class:`LeadRow` or :class:`SkippedRow` items.
+
+    ``extra_columns`` are kept next to the Lead fields (e.g. ``page_url`` for attribution).
+    Raises :class:`CsvError` (on the first ``next``) when the file as a whole cannot be read.
+    Use :class:`LeadCsv` directly to see the encoding, ignored headers and counts.
+    """
+    with LeadCsv(
+        path, required=required, max_field_bytes=max_field_bytes, extra_columns=extra_columns
+    ) as lead_csv:
+        yield from lead_csv

@@ -1,0 +1,711 @@
+"""Lead identity and duplicate detection (DESIGN §2 "identify", §11 ``leadrelay dedupe``).
+
+Three rules say that two records are one person; clusters are their transitive closure
+(union-find), and every cluster lists the distinct reasons that joined it:
+
+1. **Same email after normalization** — :func:`identity_email`: trimmed, lower-cased, IDNA domain;
+   for Gmail, dots and ``+tags`` in the local part are dropped and ``googlemail.com`` folds into
+   ``gmail.com`` (Gmail delivers all of those to one mailbox). Other domains keep their plus-tags:
+   ``ops+eu@acme.io`` and ``ops+us@acme.io`` may well be different mailboxes.
+2. **Same phone and last name** — E.164 phone and the folded last name (case and accents folded).
+   Colleagues sharing a switchboard number have different last names and are not merged. Two
+   people at one household number share a last name too, so the first names must not clearly
+   differ: they match when either is missing, when they are equal after folding and nicknames
+   (Bob = Robert), when one is the other's initial, or when they are one typo apart (Jon = John).
+   ``Anna`` and ``Peter Berg`` at one number stay two leads.
+3. **Name at the same company domain** — within a block of one company domain, the full names
+   (folded, nicknames resolved, tokens sorted: rapidfuzz ``token_sort_ratio``) score at least
+   :data:`NAME_THRESHOLD`. Free-mail domains are never a company, so they never form a block. A
+   record needs a first and a last name (or two name tokens) to take part, and role addresses
+   (info@, sales@) never do: a shared mailbox says nothing about who typed the name. An initial
+   does not stand for a name here (J. Smith may be John or Jane). The male and female forms of
+   one name (Daniel and Daniela, Mario and Maria) are one letter apart but two people:
+   :func:`gendered_variants` keeps them apart in rules 2 and 3.
+
+Records without a usable email, phone or name never match. An email or phone that cannot be
+normalized simply does not count as an identity; the record is kept and can match by other rules.
+
+:func:`find_clusters` works on a whole list (``leadrelay dedupe``, imports) and is built to stay
+near-linear: emails hash, phones are only parsed for records whose last name and phone digits
+already collide, and names are compared inside company blocks, with big blocks compared by a
+sorted neighbourhood instead of all pairs. :class:`IdentityIndex` applies the same rules one lead
+at a time for the sync engine and capture.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, NamedTuple, Self
+
+from rapidfuzz import fuzz, process
+from rapidfuzz.distance import OSA
+
+from leadrelay.model import (
+    FREE_MAIL_DOMAINS,
+    ROLE_LOCAL_PARTS,
+    Lead,
+    domain_from_website,
+    normalize_email,
+    normalize_phone,
+)
+from leadrelay.sync.csvfile import CsvError, LeadCsv, SkippedRow
+
+if TYPE_CHECKING:
+    from os import PathLike
+
+    from rich.console import RenderableType
+
+#: Lowest full-name similarity (0..1, token sort ratio) that makes two records at one company
+#: domain the same person.
+NAME_THRESHOLD = 0.90
+
+REASON_EMAIL = "same email after normalization"
+REASON_PHONE = "same phone and last name"
+RULE_EMAIL = "email"
+RULE_PHONE = "phone_last_name"
+RULE_NAME = "name_at_domain"
+
+#: Blocks up to this size compare all pairs of names; bigger ones use a sorted neighbourhood.
+ALL_PAIRS_BLOCK = 300
+#: How many neighbours each name is compared with, per sort order, in a big block.
+NEIGHBOURHOOD = 25
+
+_GMAIL_DOMAINS = frozenset({"gmail.com", "googlemail.com"})
+_FAST_LOCAL = re.compile(r"[a-z0-9_'+\-]+(?:\.[a-z0-9_'+\-]+)*")
+_FAST_DOMAIN = re.compile(r"(?:[a-z0-9](?:[a-z0-9\-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}")
+_PLAIN_PHONE = re.compile(r"\+?[0-9 ().\-/]+")
+_NON_WORD = re.compile(r"[^\w]+")
+#: Cell values that mean "no name given".
+_PLACEHOLDER_NAMES = frozenset({"", "-", "n/a", "na", "none", "null", "unknown", "x", "test"})
+
+#: Common English nicknames, folded to one given name so "Bob Smith" meets "Robert Smith".
+NICKNAMES: dict[str, str] = {
+    "bob": "robert",
+    "bobby": "robert",
+    "rob": "robert",
+    "robbie": "robert",
+    "bill": "william",
+    "billy": "william",
+    "will": "william",
+    "liam": "william",
+    "jim": "james",
+    "jimmy": "james",
+    "jamie": "james",
+    "mike": "michael",
+    "mikey": "michael",
+    "mick": "michael",
+    "dave": "david",
+    "davey": "david",
+    "tom": "thomas",
+    "tommy": "thomas",
+    "dick": "richard",
+    "rick": "richard",
+    "rich": "richard",
+    "ricky": "richard",
+    "chris": "christopher",
+    "kate": "katherine",
+    "katie": "katherine",
+    "kathy": "katherine",
+    "cathy": "catherine",
+    "liz": "elizabeth",
+    "beth": "elizabeth",
+    "betty": "elizabeth",
+    "lizzie": "elizabeth",
+    "jen": "jennifer",
+    "jenny": "jennifer",
+    "alex": "alexander",
+    "sandy": "alexandra",
+    "dan": "daniel",
+    "danny": "daniel",
+    "matt": "matthew",
+    "nick": "nicholas",
+    "tony": "anthony",
+    "joe": "joseph",
+    "joey": "joseph",
+    "steve": "steven",
+    "stephen": "steven",
+    "ben": "benjamin",
+    "sam": "samuel",
+    "greg": "gregory",
+    "jeff": "jeffrey",
+    "pat": "patricia",
+    "patty": "patricia",
+    "peggy": "margaret",
+    "maggie": "margaret",
+    "meg": "margaret",
+    "sue": "susan",
+    "susie": "susan",
+    "andy": "andrew",
+    "drew": "andrew",
+    "ed": "edward",
+    "eddie": "edward",
+    "ted": "edward",
+    "fred": "frederick",
+    "larry": "lawrence",
+    "ron": "ronald",
+    "don": "donald",
+    "ken": "kenneth",
+    "tim": "timothy",
+    "vicky": "victoria",
+    "becky": "rebecca",
+    "debbie": "deborah",
+    "abby": "abigail",
+    "josh": "joshua",
+    "zach": "zachary",
+    "nate": "nathan",
+}
+
+
+# --------------------------------------------------------------------------- normalization
+
+
+@lru_cache(maxsize=65536)
+def _domain_is_valid(domain: str) -> bool:
+    """Whether email-validator accepts ``domain`` unchanged (checked once per domain)."""
+    try:
+        return normalize_email("x@" + domain) == "x@" + domain
+    except ValueError:
+        return False
+
+
+def _normalized_email(value: str) -> str:
+    """:func:`leadrelay.model.normalize_email`, with a fast path for plain ASCII addresses.
+
+    The fast path answers only when the address is a dot-atom of common characters and its
+    domain passed the validator before; anything else goes to the validator itself, so the
+    result (or the error) is always the validator's.
+    """
+    text = value.strip()
+    if text.isascii() and "<" not in text:
+        lowered = text.lower()
+        local, at, domain = lowered.rpartition("@")
+        if (
+            at
+            and not lowered.startswith("mailto:")
+            and len(local) <= 64
+            and len(lowered) <= 254
+            and _FAST_LOCAL.fullmatch(local)
+            and _FAST_DOMAIN.fullmatch(domain)
+            and _domain_is_valid(domain)
+        ):
+            return lowered
+    return normalize_email(value)
+
+
+def identity_email(email: str) -> str:
+    """The email a person is identified by: normalized, Gmail dots and plus-tags folded.
+
+    ``John.Smith+news@GoogleMail.com`` and ``johnsmith@gmail.com`` give ``johnsmith@gmail.com``;
+    ``ops+eu@acme.io`` stays as it is. Raises ValueError (naming the reason) for an address that
+    is not valid.
+    """
+    normalized = _normalized_email(email)
+    local, _, domain = normalized.rpartition("@")
+    if domain in _GMAIL_DOMAINS:
+        folded = local.split("+", 1)[0].replace(".", "")
+        if folded:
+            return f"{folded}@gmail.com"
+    return normalized
+
+
+def fold_name(value: str) -> str:
+    """A name for comparison: accents and case folded, punctuation to spaces, spaces collapsed."""
+    if not value.isascii():
+        decomposed = unicodedata.normalize("NFKD", value)
+        value = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    return " ".join(_NON_WORD.sub(" ", value.casefold()).replace("_", " ").split())
+
+
+def _person_name(value: str | None) -> str:
+    if not value:
+        return ""
+    folded = fold_name(value)
+    return "" if folded in _PLACEHOLDER_NAMES else folded
+
+
+def canonical_first_name(folded: str) -> str:
+    """The first given name of a folded first-name value, nicknames resolved (bob -> robert)."""
+    first = folded.split(" ", 1)[0]
+    return NICKNAMES.get(first, first)
+
+
+def gendered_variants(a: str, b: str) -> bool:
+    """Whether two first names are the male and female form of one name (Daniel, Daniela).
+
+    One ends in ``a`` where the other adds it (Paul, Paula) or has another last letter
+    (Mario, Maria): one letter apart, yet two people.
+    """
+    if a == b or len(a) < 2 or len(b) < 2:
+        return False
+    if a + "a" == b or b + "a" == a:
+        return True
+    return len(a) == len(b) and a[:-1] == b[:-1] and "a" in (a[-1], b[-1])
+
+
+def first_names_compatible(a: str, b: str) -> bool:
+    """Whether two folded, canonical first names may belong to one person (see rule 2)."""
+    if not a or not b or a == b:
+        return True
+    if len(a) == 1 or len(b) == 1:
+        return a[0] == b[0]
+    if gendered_variants(a, b):
+        return False
+    return min(len(a), len(b)) >= 3 and OSA.distance(a, b, score_cutoff=1) <= 1
+
+
+def _phone_tail(phone: str) -> str | None:
+    """The last six digits of a phone typed with digits and separators only, else None.
+
+    The national significant number is a suffix of the digits typed (national prefixes and
+    country codes sit in front; an extension needs letters or ``#``), so two spellings of one
+    E.164 number share these digits. Anything else is parsed right away instead.
+    """
+    if not _PLAIN_PHONE.fullmatch(phone):
+        return None
+    digits = "".join(ch for ch in phone if ch.isdigit())
+    return digits[-6:] if len(digits) >= 6 else None
+
+
+def _e164(phone: str, country: str | None) -> str | None:
+    try:
+        return normalize_phone(phone, country)
+    except ValueError:
+        return None
+
+
+# --------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True, slots=True)
+class DedupeRecord:
+    """What identity looks at in one lead; ``row`` numbers it in a list, ``key`` names a lead.
+
+    Values are as given (a CSV cell or a Lead field); normalization happens when matching.
+    """
+
+    row: int
+    email: str | None = None
+    phone: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+    company_domain: str | None = None
+    company: str | None = None
+    country: str | None = None
+    key: str | None = None
+
+    @classmethod
+    def from_mapping(cls, row: int, values: Mapping[str, Any], *, key: str | None = None) -> Self:
+        """A record from Lead-field-named values (a CSV row); ``website`` stands in for a domain."""
+
+        def text(name: str) -> str | None:
+            value = values.get(name)
+            if value is None:
+                return None
+            value = str(value).strip()
+            return value or None
+
+        domain = text("company_domain")
+        if domain is None and (website := text("website")) is not None:
+            domain = domain_from_website(website)
+        elif domain is not None:
+            domain = domain_from_website(domain)
+        return cls(
+            row=row,
+            email=text("email"),
+            phone=text("phone"),
+            first_name=text("first_name"),
+            last_name=text("last_name"),
+            company_domain=domain,
+            company=text("company"),
+            country=text("country"),
+            key=key,
+        )
+
+    @classmethod
+    def from_lead(cls, lead: Lead, row: int = 0) -> Self:
+        """A record from a canonical Lead, keyed by the lead's key."""
+        return cls(
+            row=row,
+            email=lead.email,
+            phone=lead.phone,
+            first_name=lead.first_name,
+            last_name=lead.last_name,
+            company_domain=lead.company_domain,
+            company=lead.company,
+            country=lead.country,
+            key=lead.key,
+        )
+
+
+class _Identity(NamedTuple):
+    """The comparable parts of a record."""
+
+    email: str | None
+    last: str
+    first: str
+    name_key: str
+    domain: str | None
+
+
+def _identity(record: DedupeRecord) -> _Identity:
+    email: str | None = None
+    if record.email:
+        try:
+            email = identity_email(record.email)
+        except ValueError:
+            email = None
+    first = _person_name(record.first_name)
+    last = _person_name(record.last_name)
+    tokens = f"{first} {last}".split()
+    if first:
+        tokens[0] = canonical_first_name(first)
+    name_key = " ".join(sorted(tokens)) if len(tokens) >= 2 else ""
+    if email is not None and is_role_address(email):
+        # a shared mailbox: the name typed is whoever filled the form, not the address's owner
+        name_key = ""
+    domain = record.company_domain.lower() if record.company_domain else None
+    if domain is None and email is not None:
+        domain = email.rpartition("@")[2]
+    if domain in FREE_MAIL_DOMAINS:
+        domain = None
+    return _Identity(email, last, canonical_first_name(first) if first else "", name_key, domain)
+
+
+def is_role_address(email: str) -> bool:
+    """Whether an email names a function (info@, sales@ …) rather than a person."""
+    local = email.rpartition("@")[0].split("+", 1)[0]
+    return local in ROLE_LOCAL_PARTS
+
+
+def _name_reason(score: float, domain: str) -> str:
+    return f"name {score / 100:.2f} at {domain}"
+
+
+# --------------------------------------------------------------------------- clusters
+
+
+@dataclass(frozen=True, slots=True)
+class Cluster:
+    """Rows that are one person: ``reason`` lists each distinct reason, ``rule`` their rule ids."""
+
+    rows: list[int]
+    reason: str
+    rule: str
+
+
+class _UnionFind:
+    """Union-find over row numbers that records, per set, the reasons that joined it."""
+
+    def __init__(self) -> None:
+        self.parent: dict[int, int] = {}
+        self.reasons: dict[int, list[tuple[str, str]]] = {}
+
+    def find(self, row: int) -> int:
+        parent = self.parent
+        root = row
+        while (up := parent.get(root, root)) != root:
+            root = up
+        while row != root:
+            up = parent[row]
+            parent[row] = root
+            row = up
+        return root
+
+    def union(self, a: int, b: int, rule: str, reason: str) -> bool:
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return False
+        if ra > rb:
+            ra, rb = rb, ra
+        self.parent[rb] = ra
+        self.parent.setdefault(ra, ra)
+        merged = self.reasons.pop(ra, [])
+        for item in [*self.reasons.pop(rb, []), (rule, reason)]:
+            if item not in merged:
+                merged.append(item)
+        self.reasons[ra] = merged
+        return True
+
+    def clusters(self) -> list[Cluster]:
+        members: dict[int, list[int]] = {}
+        for row in self.parent:
+            members.setdefault(self.find(row), []).append(row)
+        result = []
+        for root, rows in members.items():
+            reasons = self.reasons[root]
+            rules = list(dict.fromkeys(rule for rule, _ in reasons))
+            result.append(
+                Cluster(
+                    rows=sorted(rows),
+                    reason="; ".join(reason for _, reason in reasons),
+                    rule="+".join(rules),
+                )
+            )
+        result.sort(key=lambda cluster: cluster.rows[0])
+        return result
+
+
+def _join_names(
+    uf: _UnionFind, a: tuple[int, str, str], b: tuple[int, str, str], score: float, domain: str
+) -> None:
+    if not gendered_variants(a[2], b[2]):
+        uf.union(a[0], b[0], RULE_NAME, _name_reason(score, domain))
+
+
+def _match_names(
+    entries: list[tuple[int, str, str]], domain: str, cutoff: float, uf: _UnionFind
+) -> None:
+    """Join rows in one company block whose name keys score at least ``cutoff`` (0..100)."""
+    names = [entry[1] for entry in entries]
+    if len(entries) <= ALL_PAIRS_BLOCK:
+        for i in range(len(entries) - 1):
+            for _, score, j in process.extract(
+                names[i],
+                names[i + 1 :],
+                scorer=fuzz.ratio,
+                score_cutoff=cutoff,
+                limit=None,
+            ):
+                _join_names(uf, entries[i], entries[i + 1 + j], score, domain)
+        return
+    # Sorted neighbourhood, twice: by the name and by the name reversed, so a typo near the
+    # start of a name still leaves its twin close by in one of the two orders.
+    for order in (
+        sorted(range(len(entries)), key=names.__getitem__),
+        sorted(range(len(entries)), key=lambda i: names[i][::-1]),
+    ):
+        ordered = [names[i] for i in order]
+        for pos in range(len(order) - 1):
+            window = ordered[pos + 1 : pos + 1 + NEIGHBOURHOOD]
+            for _, score, j in process.extract(
+                ordered[pos], window, scorer=fuzz.ratio, score_cutoff=cutoff, limit=None
+            ):
+                _join_names(uf, entries[order[pos]], entries[order[pos + 1 + j]], score, domain)
+
+
+def find_clusters(
+    records: Iterable[DedupeRecord], *, name_threshold: float = NAME_THRESHOLD
+) -> list[Cluster]:
+    """Clusters of two or more records that are one person, ordered by their first row.
+
+    ``records`` is consumed once (a generator over a large file is fine); only the compact
+    identity keys are kept. Row numbers must be unique.
+    """
+    uf = _UnionFind()
+    cutoff = name_threshold * 100
+    first_by_email: dict[str, int] = {}
+    # (last name, last 6 phone digits) -> (row, phone, country, first name); collisions in groups
+    first_by_phone: dict[tuple[str, str], tuple[int, str, str | None, str]] = {}
+    phone_groups: dict[tuple[str, str], list[tuple[int, str, str | None, str]]] = {}
+    blocks: dict[str, list[tuple[int, str, str]]] = {}
+
+    for record in records:
+        ident = _identity(record)
+        row = record.row
+        if ident.email is not None:
+            seen = first_by_email.setdefault(ident.email, row)
+            if seen != row:
+                uf.union(seen, row, RULE_EMAIL, REASON_EMAIL)
+        if ident.last and record.phone:
+            tail = _phone_tail(record.phone)
+            if tail is None:
+                e164 = _e164(record.phone, record.country)
+                tail = e164[-6:] if e164 else None
+            if tail is not None:
+                phone_key = (ident.last, tail)
+                entry = (row, record.phone, record.country, ident.first)
+                first = first_by_phone.setdefault(phone_key, entry)
+                if first is not entry:
+                    phone_groups.setdefault(phone_key, [first]).append(entry)
+        if ident.domain is not None and ident.name_key:
+            blocks.setdefault(ident.domain, []).append((row, ident.name_key, ident.first))
+    del first_by_email, first_by_phone
+
+    for group in phone_groups.values():
+        by_number: dict[str, list[tuple[int, str]]] = {}
+        for row, phone, country, first_name in group:
+            e164 = _e164(phone, country)
+            if e164 is not None:
+                by_number.setdefault(e164, []).append((row, first_name))
+        for people in by_number.values():
+            for i, (row_a, first_a) in enumerate(people):
+                for row_b, first_b in people[i + 1 :]:
+                    if first_names_compatible(first_a, first_b):
+                        uf.union(row_a, row_b, RULE_PHONE, REASON_PHONE)
+    del phone_groups
+
+    for domain, entries in blocks.items():
+        if len(entries) > 1:
+            _match_names(entries, domain, cutoff, uf)
+    return uf.clusters()
+
+
+# --------------------------------------------------------------------------- identity index
+
+
+class IdentityMatch(NamedTuple):
+    """The lead an incoming record is, and why."""
+
+    key: str
+    reason: str
+    rule: str
+
+
+@dataclass
+class IdentityIndex:
+    """Identity keys of the leads seen in one run, to dedupe incoming leads as they arrive.
+
+    Same rules and the same normalization as :func:`find_clusters`; phones are parsed on
+    :meth:`add` and :meth:`match`. Memory grows with the leads added (a few hundred bytes each).
+    """
+
+    name_threshold: float = NAME_THRESHOLD
+    _by_email: dict[str, str] = field(default_factory=dict)
+    _by_phone: dict[tuple[str, str], list[tuple[str, str]]] = field(default_factory=dict)
+    _by_domain: dict[str, list[tuple[str, str, str]]] = field(default_factory=dict)
+    _size: int = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    @staticmethod
+    def _phone_key(record: DedupeRecord, ident: _Identity) -> tuple[str, str] | None:
+        if not ident.last or not record.phone:
+            return None
+        e164 = _e164(record.phone, record.country)
+        return (e164, ident.last) if e164 else None
+
+    def match(self, record: DedupeRecord) -> IdentityMatch | None:
+        """The key of a lead already added that ``record`` is, with the reason; else None."""
+        ident = _identity(record)
+        if ident.email is not None and (key := self._by_email.get(ident.email)) is not None:
+            return IdentityMatch(key, REASON_EMAIL, RULE_EMAIL)
+        phone_key = self._phone_key(record, ident)
+        if phone_key is not None:
+            for key, first in self._by_phone.get(phone_key, ()):
+                if first_names_compatible(ident.first, first):
+                    return IdentityMatch(key, REASON_PHONE, RULE_PHONE)
+        if ident.domain is not None and ident.name_key:
+            entries = self._by_domain.get(ident.domain)
+            if entries:
+                for _, score, index in process.extract(
+                    ident.name_key,
+                    [entry[1] for entry in entries],
+                    scorer=fuzz.ratio,
+                    score_cutoff=self.name_threshold * 100,
+                    limit=None,
+                ):
+                    key, _, first = entries[index]
+                    if not gendered_variants(ident.first, first):
+                        return IdentityMatch(key, _name_reason(score, ident.domain), RULE_NAME)
+        return None
+
+    def add(self, record: DedupeRecord) -> None:
+        """Remember ``record`` under its ``key`` (the first lead keeps an identity it shares)."""
+        if record.key is None:
+            raise ValueError(f"record of row {record.row} has no lead key to index")
+        key = record.key
+        ident = _identity(record)
+        if ident.email is not None:
+            self._by_email.setdefault(ident.email, key)
+        phone_key = self._phone_key(record, ident)
+        if phone_key is not None:
+            self._by_phone.setdefault(phone_key, []).append((key, ident.first))
+        if ident.domain is not None and ident.name_key:
+            self._by_domain.setdefault(ident.domain, []).append((key, ident.name_key, ident.first))
+        self._size += 1
+
+
+# --------------------------------------------------------------------------- CSV report
+
+
+@dataclass
+class DedupeReport:
+    """What ``leadrelay dedupe FILE.csv`` found in a lead list."""
+
+    clusters: list[Cluster]
+    rows_read: int
+    rows_skipped: list[SkippedRow]
+    blank_rows: int = 0
+    encoding: str = "utf-8"
+    ignored_headers: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``--json`` document of DESIGN §11, with the reading summary after ``clusters``."""
+        return {
+            "clusters": [{"rows": c.rows, "reason": c.reason} for c in self.clusters],
+            "rows_read": self.rows_read,
+            "skipped": [{"row": s.row_number, "reason": s.reason} for s in self.rows_skipped],
+            "blank_rows": self.blank_rows,
+            "encoding": self.encoding,
+            "ignored_headers": self.ignored_headers,
+        }
+
+
+#: Columns dedupe looks at; a file needs at least one of the identity ones.
+DEDUPE_IDENTITY_COLUMNS = ("email", "phone", "first_name", "last_name")
+
+
+def dedupe_csv(
+    path: str | PathLike[str], *, name_threshold: float = NAME_THRESHOLD
+) -> DedupeReport:
+    """Read a lead CSV (headers are Lead field names) and cluster its duplicate rows.
+
+    Raises :class:`leadrelay.sync.csvfile.CsvError` when the file cannot be read at all or has
+    none of the columns identity uses.
+    """
+    skipped: list[SkippedRow] = []
+    with LeadCsv(path, required=()) as lead_csv:
+        if not set(lead_csv.columns.values()) & set(DEDUPE_IDENTITY_COLUMNS):
+            found = ", ".join(repr(h) for h in lead_csv.headers) or "none"
+            raise CsvError(
+                f"{lead_csv.path.name}: no column to identify leads by (need one of "
+                f"{', '.join(DEDUPE_IDENTITY_COLUMNS)}); headers found: {found}"
+            )
+
+        def records() -> Iterator[DedupeRecord]:
+            for item in lead_csv:
+                if isinstance(item, SkippedRow):
+                    skipped.append(item)
+                else:
+                    yield DedupeRecord.from_mapping(item.row_number, item.values)
+
+        clusters = find_clusters(records(), name_threshold=name_threshold)
+        return DedupeReport(
+            clusters=clusters,
+            rows_read=lead_csv.rows_read,
+            rows_skipped=skipped,
+            blank_rows=lead_csv.blank_rows,
+            encoding=lead_csv.encoding,
+            ignored_headers=list(lead_csv.unknown_headers),
+        )
+
+
+def render(report: DedupeReport) -> list[RenderableType]:
+    """Rich renderables for a report: the clusters, then skipped rows with their reasons."""
+    from rich.table import Table
+    from rich.text import Text
+
+    out: list[RenderableType] = []
+    clusters = Table(title=f"{len(report.clusters)} duplicate clusters in {report.rows_read} rows")
+    clusters.add_column("rows", style="bold")
+    clusters.add_column("why")
+    for cluster in report.clusters:
+        clusters.add_row(", ".join(map(str, cluster.rows)), cluster.reason)
+    out.append(clusters)
+    if report.rows_skipped:
+        skipped = Table(title=f"{len(report.rows_skipped)} rows skipped")
+        skipped.add_column("row", justify="right")
+        skipped.add_column("reason")
+        for row in report.rows_skipped:
+            skipped.add_row(str(row.row_number), row.reason)
+        out.append(skipped)
+    notes = [f"encoding {report.encoding}", f"{report.blank_rows} blank rows"]
+    if report.ignored_headers:
+        notes.append("ignored columns: " + ", ".join(report.ignored_headers))
+    out.append(Text("; ".join(notes), style="dim"))
+    return out

@@ -1,0 +1,190 @@
+"""Robust lead CSV reading: bad files raise CsvError, bad rows are skipped with a reason."""
+
+from __future__ import annotations
+
+import tracemalloc
+from pathlib import Path
+
+import pytest
+
+from leadrelay.sync.csvfile import (
+    CsvError,
+    LeadCsv,
+    LeadRow,
+    SkippedRow,
+    detect_encoding,
+    read_lead_rows,
+)
+
+
+def write(tmp_path: Path, data: bytes | str, name: str = "leads.csv") -> Path:
+    path = tmp_path / name
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    path.write_bytes(data)
+    return path
+
+
+def test_reads_rows_by_lead_field_name(tmp_path: Path) -> None:
+    path = write(tmp_path, "email,first_name\na@acme.io,Ann\nb@acme.io,Bo\n")
+    assert list(read_lead_rows(path)) == [
+        LeadRow(1, {"email": "a@acme.io", "first_name": "Ann"}),
+        LeadRow(2, {"email": "b@acme.io", "first_name": "Bo"}),
+    ]
+
+
+def test_missing_required_column_names_it_and_the_headers_found(tmp_path: Path) -> None:
+    path = write(tmp_path, "name,phone\nAnn,+14155550100\n")
+    with pytest.raises(CsvError, match=r"missing required column 'email'.*'name', 'phone'"):
+        list(read_lead_rows(path))
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [(b"", "is empty"), (b"\n\n  \n", "is empty"), (b"\x89PNG\r\n\x1a\n\x00\x00", "not a CSV")],
+    ids=["empty", "blank-lines", "binary"],
+)
+def test_unreadable_files_raise_csv_error(tmp_path: Path, data: bytes, message: str) -> None:
+    with pytest.raises(CsvError, match=message):
+        LeadCsv(write(tmp_path, data))
+
+
+def test_latin1_file_is_decoded_and_its_encoding_reported(tmp_path: Path) -> None:
+    path = write(tmp_path, "email,last_name\nm@acme.de,Müller\n".encode("latin-1"))
+    with LeadCsv(path) as lead_csv:
+        rows = list(lead_csv)
+        assert lead_csv.encoding == "cp1252"
+    assert rows == [LeadRow(1, {"email": "m@acme.de", "last_name": "Müller"})]
+
+
+def test_non_utf8_byte_deep_in_the_file_is_found_before_reading(tmp_path: Path) -> None:
+    body = "email\n" + "a@acme.io\n" * 200_000 + "café@acme.io\n"
+    assert detect_encoding(write(tmp_path, body.encode("cp1252"))) == "cp1252"
+
+
+def test_bom_is_not_part_of_the_first_header(tmp_path: Path) -> None:
+    path = write(tmp_path, b"\xef\xbb\xbfemail,company\nz@acme.io,Acme\n")
+    with LeadCsv(path) as lead_csv:
+        assert lead_csv.encoding == "utf-8-sig"
+        assert list(lead_csv) == [LeadRow(1, {"email": "z@acme.io", "company": "Acme"})]
+
+
+def test_utf16_export_with_bom_is_read(tmp_path: Path) -> None:
+    path = write(tmp_path, "email\tlast_name\nz@acme.io\tØre\n".encode("utf-16"))
+    assert list(read_lead_rows(path)) == [LeadRow(1, {"email": "z@acme.io", "last_name": "Øre"})]
+
+
+def test_blank_rows_are_skipped_counted_and_keep_row_numbers(tmp_path: Path) -> None:
+    path = write(tmp_path, "\nemail,company\na@acme.io,A\n\n , \nb@acme.io,B\n")
+    with LeadCsv(path) as lead_csv:
+        rows = list(lead_csv)
+        assert lead_csv.blank_rows == 2
+    assert [r.row_number for r in rows] == [1, 4]
+
+
+def test_ten_megabyte_field_skips_its_row_and_reading_goes_on(tmp_path: Path) -> None:
+    big = "x" * (10 * 1024 * 1024)
+    path = write(tmp_path, f"email,company\na@acme.io,{big}\nb@acme.io,B\n")
+    rows = list(read_lead_rows(path))
+    assert rows == [
+        SkippedRow(1, "field 'company' is 10,485,760 bytes, over the 1,048,576 byte limit"),
+        LeadRow(2, {"email": "b@acme.io", "company": "B"}),
+    ]
+
+
+def test_field_limit_counts_utf8_bytes(tmp_path: Path) -> None:
+    path = write(tmp_path, "email,company\na@acme.io," + "é" * 600 + "\n")
+    (row,) = read_lead_rows(path, max_field_bytes=1000)
+    assert row == SkippedRow(1, "field 'company' is 1,200 bytes, over the 1,000 byte limit")
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ("c@acme.io", "row has 1 cells, the header has 2"),
+        ("c@acme.io,C,extra", "row has 3 cells, the header has 2"),
+    ],
+    ids=["too-few", "too-many"],
+)
+def test_ragged_rows_are_skipped_with_the_reason(tmp_path: Path, line: str, reason: str) -> None:
+    path = write(tmp_path, f"email,company\na@acme.io,A\n{line}\nb@acme.io,B\n")
+    rows = list(read_lead_rows(path))
+    assert rows[1] == SkippedRow(2, reason)
+    assert [r.row_number for r in rows if isinstance(r, LeadRow)] == [1, 3]
+
+
+def test_trailing_empty_cells_are_tolerated(tmp_path: Path) -> None:
+    path = write(tmp_path, "email,company\na@acme.io,A,,\n")
+    assert list(read_lead_rows(path)) == [LeadRow(1, {"email": "a@acme.io", "company": "A"})]
+
+
+def test_unterminated_quote_is_reported_with_the_lines_it_spans(tmp_path: Path) -> None:
+    path = write(tmp_path, 'email,company\na@acme.io,"Acme\nb@acme.io,B\nc@acme.io,C\n')
+    assert list(read_lead_rows(path)) == [
+        SkippedRow(
+            1,
+            "unreadable row at lines 2-4 of the file (a stray quote?): unexpected end of data",
+        )
+    ]
+
+
+def test_junk_after_a_closing_quote_skips_only_that_row(tmp_path: Path) -> None:
+    path = write(tmp_path, 'email,company\na@acme.io,"Acme"x\nb@acme.io,B\n')
+    first, second = read_lead_rows(path)
+    assert isinstance(first, SkippedRow)
+    assert first.row_number == 1
+    assert "lines 2-2" in first.reason
+    assert second == LeadRow(2, {"email": "b@acme.io", "company": "B"})
+
+
+def test_headers_match_case_insensitively_and_unknown_ones_are_reported(tmp_path: Path) -> None:
+    path = write(tmp_path, " Email ,First Name,LAST-NAME,favourite colour\na@x.io,A,B,red\n")
+    with LeadCsv(path) as lead_csv:
+        assert lead_csv.columns == {
+            "Email": "email",
+            "First Name": "first_name",
+            "LAST-NAME": "last_name",
+        }
+        assert lead_csv.unknown_headers == ["favourite colour"]
+        assert next(iter(lead_csv)) == LeadRow(
+            1,
+            {
+                "email": "a@x.io",
+                "first_name": "A",
+                "last_name": "B",
+            },
+        )
+
+
+def test_two_columns_naming_one_field_raise(tmp_path: Path) -> None:
+    with pytest.raises(
+        CsvError, match="columns 'email' and 'EMAIL' both name the Lead field 'email'"
+    ):
+        LeadCsv(write(tmp_path, "email,EMAIL\na,b\n"))
+
+
+def test_semicolon_delimited_file_is_detected(tmp_path: Path) -> None:
+    path = write(tmp_path, "email;company\na@acme.io;Acme, Inc.\n")
+    with LeadCsv(path) as lead_csv:
+        assert lead_csv.delimiter == ";"
+        assert list(lead_csv) == [LeadRow(1, {"email": "a@acme.io", "company": "Acme, Inc."})]
+
+
+def test_reading_streams_in_constant_memory(tmp_path: Path) -> None:
+    # 100k rows (about 5 MB) must not be held at once; the 1,000,000-row run is in
+    # benchmarks/bench_dedupe.py (--csv), too slow for the unit suite.
+    path = tmp_path / "big.csv"
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write("email,first_name,last_name,company\n")
+        for n in range(100_000):
+            handle.write(f"person{n}@company{n % 977}.io,First{n},Last{n},Company {n % 977}\n")
+    count = 0
+    tracemalloc.start()
+    try:
+        for row in read_lead_rows(path):
+            count += isinstance(row, LeadRow)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert count == 100_000
+    assert peak < 1024 * 1024
