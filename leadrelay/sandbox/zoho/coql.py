@@ -1,0 +1,450 @@
+"""A parser and evaluator for the COQL subset a connector needs (``POST /crm/v7/coql``).
+
+``select f1, f2 from Leads where <criteria> [order by f [asc|desc], …] [limit N [offset M] |
+limit M, N]``. Criteria: ``= != <> < > <= >=``, ``[not] like '%x%'``, ``[not] in (…)``,
+``is [not] null``, ``[not] between a and b``, joined by ``and`` / ``or``. As the COQL doc
+requires, more than two criteria must be grouped with parentheses (``(A and B) and C``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from leadrelay.sandbox.zoho.schema import NUMBER_TYPES, TEXT_TYPES, FieldDef, parse_datetime
+from leadrelay.sandbox.zoho.store import StoredRecord
+
+DEFAULT_LIMIT = 200
+MAX_LIMIT = 2000
+MAX_OFFSET_REACH = 100_000
+MAX_FIELDS = 50
+MAX_ORDER_BY = 10
+MAX_IN_VALUES = 50
+MAX_CRITERIA = 25
+
+Predicate = Callable[[StoredRecord], bool]
+
+_TOKEN = re.compile(
+    r"""
+    (?P<space>\s+)
+    |(?P<string>'(?:\\.|[^'\\])*'|"(?:\\.|[^"\\])*")
+    |(?P<number>-?\d+(?:\.\d+)?)
+    |(?P<op><>|!=|<=|>=|=|<|>)
+    |(?P<punct>[(),*])
+    |(?P<word>[A-Za-z_$][A-Za-z0-9_.$]*)
+    """,
+    re.VERBOSE,
+)
+_ID_FIELD = FieldDef("id", "Record Id", "bigint", "string")
+
+
+class CoqlError(Exception):
+    """A query Zoho refuses: ``code`` (SYNTAX_ERROR, INVALID_QUERY, LIMIT_EXCEEDED …)."""
+
+    def __init__(self, code: str, message: str, details: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details
+
+
+@dataclass
+class Token:
+    kind: str
+    text: str
+    pos: int
+
+    @property
+    def word(self) -> str:
+        return self.text.lower() if self.kind == "word" else ""
+
+
+@dataclass
+class Query:
+    """A parsed select query."""
+
+    fields: list[str]
+    module: str
+    where: Predicate
+    order_by: list[tuple[FieldDef, bool]] = field(default_factory=list)
+    limit: int = DEFAULT_LIMIT
+    offset: int = 0
+
+    @property
+    def credits(self) -> int:
+        """API credits by LIMIT size (COQL-Limitations doc): 1-200 → 1, ≤1000 → 2, else 3."""
+        if self.limit <= 200:
+            return 1
+        return 2 if self.limit <= 1000 else 3
+
+    def run(self, records: list[StoredRecord]) -> tuple[list[dict[str, Any]], bool]:
+        """The selected rows of the page and whether more rows follow it."""
+        rows = [record for record in records if self.where(record)]
+        for definition, descending in reversed(self.order_by):
+            present = [r for r in rows if _value(r, definition) is not None]
+            missing = [r for r in rows if _value(r, definition) is None]
+            present.sort(key=_sort_key(definition), reverse=descending)
+            rows = present + missing
+        page = rows[self.offset : self.offset + self.limit]
+        more = len(rows) > self.offset + self.limit
+        return [record.to_json(self.fields) for record in page], more
+
+
+def _sort_key(definition: FieldDef) -> Callable[[StoredRecord], Any]:
+    return lambda record: _value(record, definition)
+
+
+def _syntax(message: str, token: Token | None) -> CoqlError:
+    details: dict[str, Any] = {}
+    if token is not None:
+        details = {"near": token.text, "column": token.pos + 1, "line": 1}
+    return CoqlError("SYNTAX_ERROR", message, details)
+
+
+def _tokenize(text: str) -> list[Token]:
+    tokens: list[Token] = []
+    pos = 0
+    while pos < len(text):
+        match = _TOKEN.match(text, pos)
+        if match is None:
+            raise _syntax(f"unexpected character {text[pos]!r}", Token("char", text[pos], pos))
+        kind = match.lastgroup or ""
+        if kind != "space":
+            tokens.append(Token(kind, match.group(), pos))
+        pos = match.end()
+    return tokens
+
+
+def _unquote(text: str) -> str:
+    body = text[1:-1]
+    return re.sub(r"\\(.)", r"\1", body)
+
+
+def _value(record: StoredRecord, definition: FieldDef) -> Any:
+    name = definition.api_name
+    if name == "Created_Time":
+        return record.created
+    if name == "Modified_Time":
+        return record.modified
+    if name == "id":
+        return int(record.id)
+    raw = record.get(name)
+    if isinstance(raw, dict):
+        return raw.get("id")
+    if isinstance(raw, str) and definition.data_type in TEXT_TYPES:
+        return raw.lower()
+    return raw
+
+
+class _Parser:
+    def __init__(self, text: str, fields: dict[str, FieldDef]) -> None:
+        self.tokens = _tokenize(text)
+        self.index = 0
+        self.fields = fields
+        self.criteria = 0
+
+    # -- token helpers -------------------------------------------------------------------------
+
+    def peek(self) -> Token | None:
+        return self.tokens[self.index] if self.index < len(self.tokens) else None
+
+    def take(self) -> Token:
+        token = self.peek()
+        if token is None:
+            raise _syntax("the query ends too early", None)
+        self.index += 1
+        return token
+
+    def at_word(self, *words: str) -> bool:
+        token = self.peek()
+        return token is not None and token.word in words
+
+    def expect_word(self, word: str, message: str) -> None:
+        token = self.peek()
+        if token is None or token.word != word:
+            raise _syntax(message, token)
+        self.index += 1
+
+    def expect_punct(self, char: str) -> None:
+        token = self.peek()
+        if token is None or token.text != char:
+            raise _syntax(f"expected '{char}'", token)
+        self.index += 1
+
+    def field(self, token: Token) -> FieldDef:
+        if token.kind != "word":
+            raise _syntax("expected a field API name", token)
+        definition = self.fields.get(token.text) or (_ID_FIELD if token.text == "id" else None)
+        if definition is None:
+            raise CoqlError(
+                "INVALID_QUERY", "invalid column given", {"column_name": token.text, "line": 1}
+            )
+        return definition
+
+    # -- grammar -------------------------------------------------------------------------------
+
+    def parse(self) -> Query:
+        if not self.at_word("select"):
+            raise _syntax("only select queries are supported", self.peek())
+        self.index += 1
+        names: list[str] = []
+        while True:
+            token = self.take()
+            if token.text == "*":
+                raise _syntax("'*' is not supported; name the fields", token)
+            definition = self.field(token)
+            if definition.api_name in names:
+                raise CoqlError(
+                    "DUPLICATE_DATA", "duplicate select columns", {"column_name": token.text}
+                )
+            names.append(definition.api_name)
+            if self.peek() is not None and self.peek().text == ",":  # type: ignore[union-attr]
+                self.index += 1
+                continue
+            break
+        if len(names) > MAX_FIELDS:
+            raise CoqlError("LIMIT_EXCEEDED", "select column limit exceeded", {"limit": MAX_FIELDS})
+        self.expect_word("from", "the query does not contain the from clause")
+        module = self.take()
+        if module.kind != "word":
+            raise _syntax("expected a module API name", module)
+        if module.text != "Leads":
+            raise CoqlError("INVALID_QUERY", "invalid module given", {"module": module.text})
+        # COQL doc: "The query does not contain either proper criteria, base table, or the
+        # where clause" is a SYNTAX_ERROR, so a where clause is required.
+        self.expect_word("where", "the query does not contain the where clause")
+        where = self.condition()
+        query = Query(names, module.text, where)
+        if self.at_word("and", "or"):
+            raise _syntax("more than two criteria must be grouped with parentheses", self.peek())
+        if self.at_word("order"):
+            self.index += 1
+            self.expect_word("by", "expected 'by' after 'order'")
+            query.order_by = self.order_list()
+        if self.at_word("limit"):
+            self.index += 1
+            self.limit_clause(query)
+        if self.peek() is not None:
+            raise _syntax("unexpected text at the end of the query", self.peek())
+        return query
+
+    def order_list(self) -> list[tuple[FieldDef, bool]]:
+        order: list[tuple[FieldDef, bool]] = []
+        while True:
+            definition = self.field(self.take())
+            descending = False
+            if self.at_word("asc", "desc"):
+                descending = self.take().word == "desc"
+            order.append((definition, descending))
+            token = self.peek()
+            if token is not None and token.text == ",":
+                self.index += 1
+                continue
+            break
+        if len(order) > MAX_ORDER_BY:
+            raise CoqlError("LIMIT_EXCEEDED", "order by limit exceeded", {"limit": MAX_ORDER_BY})
+        return order
+
+    def number(self) -> int:
+        token = self.take()
+        if token.kind != "number" or "." in token.text or token.text.startswith("-"):
+            raise _syntax("expected a whole number", token)
+        return int(token.text)
+
+    def limit_clause(self, query: Query) -> None:
+        first = self.number()
+        token = self.peek()
+        if token is not None and token.text == ",":
+            self.index += 1
+            query.offset, query.limit = first, self.number()
+        elif self.at_word("offset"):
+            self.index += 1
+            query.limit, query.offset = first, self.number()
+        else:
+            query.limit = first
+        if query.limit < 1 or query.limit > MAX_LIMIT:
+            raise CoqlError("LIMIT_EXCEEDED", "limit exceeded", {"limit": MAX_LIMIT})
+        if query.offset + query.limit > MAX_OFFSET_REACH:
+            raise CoqlError(
+                "LIMIT_EXCEEDED", "max records limit exceeded", {"limit": MAX_OFFSET_REACH}
+            )
+
+    def condition(self) -> Predicate:
+        left = self.operand()
+        if not self.at_word("and", "or"):
+            return left
+        joiner = self.take().word
+        right = self.operand()
+        if joiner == "and":
+            return lambda record: left(record) and right(record)
+        return lambda record: left(record) or right(record)
+
+    def operand(self) -> Predicate:
+        token = self.peek()
+        if token is not None and token.text == "(":
+            self.index += 1
+            inner = self.condition()
+            if self.at_word("and", "or"):
+                raise _syntax(
+                    "more than two criteria must be grouped with parentheses", self.peek()
+                )
+            self.expect_punct(")")
+            return inner
+        return self.comparison()
+
+    def literal(self, definition: FieldDef) -> Any:
+        token = self.take()
+        if token.kind == "string":
+            text: Any = _unquote(token.text)
+        elif token.kind == "number":
+            text = token.text
+        elif token.kind == "word" and token.word in {"true", "false"}:
+            text = token.word
+        elif token.kind == "word":
+            text = token.text
+        else:
+            raise _syntax("expected a value", token)
+        return _coerce(definition, text)
+
+    def comparison(self) -> Predicate:
+        self.criteria += 1
+        if self.criteria > MAX_CRITERIA:
+            raise CoqlError("LIMIT_EXCEEDED", "criteria limit exceeded", {"limit": MAX_CRITERIA})
+        definition = self.field(self.take())
+        kind = definition.data_type
+        ordered = kind in NUMBER_TYPES or kind in {"datetime", "bigint"}
+        token = self.take()
+        negate = False
+        if token.word == "is":
+            if self.at_word("not"):
+                self.index += 1
+                negate = True
+            self.expect_word("null", "expected 'null' after 'is'")
+            return lambda r: (_value(r, definition) in (None, "")) != negate
+        if token.word == "not":
+            negate = True
+            token = self.take()
+        if token.word == "like":
+            if kind not in TEXT_TYPES:
+                raise _operator_error(definition, "like")
+            pattern = self.take()
+            if pattern.kind != "string":
+                raise _syntax("like needs a quoted pattern", pattern)
+            regex = _like(_unquote(pattern.text))
+            return lambda r: (
+                (
+                    isinstance(_value(r, definition), str)
+                    and bool(regex.match(_value(r, definition)))
+                )
+                != negate
+            )
+        if token.word == "in":
+            if kind == "boolean":
+                raise _operator_error(definition, "in")
+            self.expect_punct("(")
+            values = [self.literal(definition)]
+            while self.peek() is not None and self.peek().text == ",":  # type: ignore[union-attr]
+                self.index += 1
+                values.append(self.literal(definition))
+            self.expect_punct(")")
+            if len(values) > MAX_IN_VALUES:
+                raise CoqlError(
+                    "LIMIT_EXCEEDED", "too many values for in", {"limit": MAX_IN_VALUES}
+                )
+            return lambda r: (_value(r, definition) in values) != negate
+        if token.word == "between":
+            if not ordered:
+                raise _operator_error(definition, "between")
+            low = self.literal(definition)
+            self.expect_word("and", "between needs 'and'")
+            high = self.literal(definition)
+            return lambda r: (
+                (_value(r, definition) is not None and low <= _value(r, definition) <= high)
+                != negate
+            )
+        if negate or token.kind != "op":
+            raise _syntax("expected a comparison operator", token)
+        operator = "!=" if token.text == "<>" else token.text
+        if operator in {"<", ">", "<=", ">="} and not ordered:
+            raise _operator_error(definition, operator)
+        if kind == "boolean" and operator != "=":
+            raise _operator_error(definition, operator)
+        expected = self.literal(definition)
+        return _compare(definition, operator, expected)
+
+
+def _operator_error(definition: FieldDef, operator: str) -> CoqlError:
+    return CoqlError(
+        "INVALID_QUERY",
+        "invalid operator found",
+        {"column_name": definition.api_name, "operator": operator},
+    )
+
+
+def _like(pattern: str) -> re.Pattern[str]:
+    parts = [re.escape(part) for part in pattern.lower().split("%")]
+    return re.compile("^" + ".*".join(parts) + "$", re.DOTALL)
+
+
+def _coerce(definition: FieldDef, text: str) -> Any:
+    kind = definition.data_type
+    try:
+        if kind in NUMBER_TYPES:
+            return float(text)
+        if kind == "bigint":
+            return int(text)
+    except ValueError:
+        raise CoqlError(
+            "INVALID_QUERY",
+            "invalid value given for the column",
+            {"column_name": definition.api_name, "expected_data_type": kind},
+        ) from None
+    if kind == "datetime":
+        moment = parse_datetime(text)
+        if moment is None:
+            raise CoqlError(
+                "INVALID_QUERY",
+                "invalid value given for the column",
+                {"column_name": definition.api_name, "expected_data_type": kind},
+            )
+        return moment
+    if kind == "boolean":
+        if text.lower() not in {"true", "false"}:
+            raise CoqlError(
+                "INVALID_QUERY",
+                "invalid value given for the column",
+                {"column_name": definition.api_name, "expected_data_type": kind},
+            )
+        return text.lower() == "true"
+    return text.lower() if kind in TEXT_TYPES else text
+
+
+def _compare(definition: FieldDef, operator: str, expected: Any) -> Predicate:
+    def test(record: StoredRecord) -> bool:
+        actual = _value(record, definition)
+        if definition.data_type in NUMBER_TYPES and actual is not None:
+            actual = float(actual)
+        if operator == "=":
+            return bool(actual == expected)
+        if operator == "!=":
+            return bool(actual != expected)
+        if actual is None:
+            return False
+        if operator == "<":
+            return bool(actual < expected)
+        if operator == ">":
+            return bool(actual > expected)
+        if operator == "<=":
+            return bool(actual <= expected)
+        return bool(actual >= expected)
+
+    return test
+
+
+def parse_query(text: str, fields: dict[str, FieldDef]) -> Query:
+    """Parse a ``select_query``; raise :class:`CoqlError` in Zoho's terms."""
+    if not isinstance(text, str) or not text.strip():
+        raise CoqlError("SYNTAX_ERROR", "the query is empty", {})
+    return _Parser(text, fields).parse()

@@ -1,0 +1,808 @@
+"""The Zoho CRM v7 emulator: accounts token endpoint, Leads records, search, COQL, metadata.
+
+Mounted under ``/zoho``: the accounts server is ``/zoho/accounts`` (token endpoint
+``/zoho/accounts/oauth/v2/token``) and the API domain is ``/zoho`` (``/zoho/crm/v7/Leads``).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp
+
+from leadrelay.sandbox.base import Emulator, SchemaChangeError
+from leadrelay.sandbox.zoho.coql import CoqlError, parse_query
+from leadrelay.sandbox.zoho.criteria import CriteriaError, parse_criteria
+from leadrelay.sandbox.zoho.schema import SEEDED_USERS, UNDELETABLE, parse_datetime
+from leadrelay.sandbox.zoho.store import (
+    MAX_RECORDS_PER_CALL,
+    LeadStore,
+    RecordResult,
+    StoredRecord,
+    batch_status,
+    iso,
+)
+
+#: Sandbox-only OAuth client of the emulated Zoho org (never a real credential).
+SANDBOX_CLIENT_ID = "1000.SANDBOXLEADRELAYCLIENT0000000000"
+SANDBOX_CLIENT_SECRET = "sandbox-zoho-client-secret-0000000000000000"
+SANDBOX_REFRESH_TOKEN = "1000.sandboxrefresh00000000000000000000.sandboxrefresh000000000000000000"
+SANDBOX_SCOPE = "ZohoCRM.modules.ALL ZohoCRM.settings.ALL ZohoCRM.users.READ ZohoCRM.coql.READ"
+
+MAX_PER_PAGE = 200
+#: Get Records: ``page`` reaches only the first 2,000 records; beyond it ``page_token``.
+DISCRETE_PAGINATION_LIMIT = 2000
+#: Get Records: ``page_token`` reaches 100,000 records; tokens expire after a day.
+TOKEN_PAGINATION_LIMIT = 100_000
+PAGE_TOKEN_LIFETIME = timedelta(days=1)
+SEARCH_RESULT_LIMIT = 2000
+SORTABLE = ("id", "Created_Time", "Modified_Time")
+MAX_FIELDS_PARAM = 50
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def zoho_error(
+    status: int, code: str, message: str, details: dict[str, Any] | None = None
+) -> JSONResponse:
+    """Zoho's error body: ``{code, details, message, status: "error"}``."""
+    body = {"code": code, "details": details or {}, "message": message, "status": "error"}
+    return JSONResponse(body, status_code=status)
+
+
+class ZohoApiError(Exception):
+    """Raised inside a handler to answer with a Zoho error body."""
+
+    def __init__(
+        self, status: int, code: str, message: str, details: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.response = zoho_error(status, code, message, details)
+
+
+@dataclass
+class PageCursor:
+    """Server-side state behind an opaque ``page_token``."""
+
+    signature: tuple[Any, ...]
+    offset: int
+    page: int
+    expires: datetime
+
+
+class ZohoEmulator(Emulator):
+    """Zoho CRM v7 (Leads module) with Zoho Accounts' refresh-token grant."""
+
+    name = "zoho"
+    prefix = "/zoho"
+
+    def __init__(self, sandbox: Any) -> None:
+        super().__init__(sandbox)
+        #: access token lifetime in seconds (``expires_in``); tests may shorten it
+        self.token_lifetime_s: float = 3600.0
+        #: Token Validity doc: at most 10 access tokens per refresh token per 10 minutes
+        self.token_limit = 10
+        self.token_window_s = 600.0
+        #: API credits per rolling 24 h (Professional base 50,000 — crm-api-facts §3)
+        self.credit_limit = 50_000
+        #: concurrent API calls (Professional: 15 — crm-api-facts §3)
+        self.concurrency_limit = 15
+        self._auth_lock = threading.Lock()
+        self.in_flight = 0
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Drop records, tokens, cursors and credit usage; restore schema and users."""
+        with self.lock:
+            self.store = LeadStore()
+            self.cursors: dict[str, PageCursor] = {}
+        with self._auth_lock:
+            self.access_tokens: dict[str, float] = {}
+            self.token_issues: dict[str, deque[float]] = {}
+            self.credit_log: deque[tuple[float, int]] = deque()
+            self.credits_used = 0
+            self.in_flight = 0
+
+    def env(self) -> dict[str, str]:
+        """DESIGN §10 keys for Zoho."""
+        return {
+            "ZOHO_ACCOUNTS_URL": f"{self.base_url}/accounts",
+            "ZOHO_API_DOMAIN": self.base_url,
+            "ZOHO_CLIENT_ID": SANDBOX_CLIENT_ID,
+            "ZOHO_CLIENT_SECRET": SANDBOX_CLIENT_SECRET,
+            "ZOHO_REFRESH_TOKEN": SANDBOX_REFRESH_TOKEN,
+        }
+
+    def expire_tokens(self) -> None:
+        """Make every issued access token invalid (as if an hour had passed)."""
+        with self._auth_lock:
+            self.access_tokens.clear()
+
+    def credits_remaining(self) -> int:
+        """Credits left in the rolling 24-hour window."""
+        with self._auth_lock:
+            self._expire_credits(time.monotonic())
+            return self.credit_limit - self.credits_used
+
+    def _expire_credits(self, now: float) -> None:
+        while self.credit_log and now - self.credit_log[0][0] >= 86_400:
+            self.credits_used -= self.credit_log.popleft()[1]
+
+    def charge(self, cost: int) -> bool:
+        """Spend API credits; False when the 24-hour budget does not cover them."""
+        now = time.monotonic()
+        with self._auth_lock:
+            self._expire_credits(now)
+            if self.credits_used + cost > self.credit_limit:
+                return False
+            self.credit_log.append((now, cost))
+            self.credits_used += cost
+            return True
+
+    # -- frame hooks ---------------------------------------------------------------------------
+
+    def rate_limited(self, request: Request) -> Response:
+        """Zoho's 429 (API limits doc / Kaizen #203)."""
+        return zoho_error(
+            429,
+            "TOO_MANY_REQUESTS",
+            "You have reached the API limit. Please try again after some time.",
+        )
+
+    def fault(self, request: Request, status: int) -> Response:
+        """Zoho's error body for an injected status (the accounts server answers its own way)."""
+        if request.url.path.startswith(f"{self.prefix}/accounts"):
+            return JSONResponse({"error": "general_error", "status": "failure"}, status_code=status)
+        codes = {401: "INVALID_TOKEN", 403: "NO_PERMISSION", 404: "INVALID_URL_PATTERN"}
+        code = codes.get(status, "INTERNAL_ERROR" if status >= 500 else "INVALID_REQUEST")
+        message = "Internal Server Error" if status >= 500 else "the request could not be served"
+        return zoho_error(status, code, message)
+
+    def change_schema(self, change: dict[str, Any]) -> None:
+        """Remove a field or a pick-list option, as an admin would in Setup."""
+        with self.lock:
+            fields = self.store.fields
+            if "remove_field" in change:
+                name = str(change["remove_field"])
+                if name not in fields:
+                    raise SchemaChangeError(f"Leads has no field {name!r}")
+                if name in UNDELETABLE:
+                    raise SchemaChangeError(f"{name} is a system field and cannot be removed")
+                self.store.remove_field(name)
+                return
+            option = change.get("remove_option")
+            if not isinstance(option, dict):
+                raise SchemaChangeError("remove_option needs {field, value}")
+            name, value = str(option.get("field")), option.get("value")
+            definition = fields.get(name)
+            if definition is None:
+                raise SchemaChangeError(f"Leads has no field {name!r}")
+            if definition.data_type != "picklist":
+                raise SchemaChangeError(f"{name} is not a picklist")
+            if value not in definition.picklist:
+                raise SchemaChangeError(f"{name} has no option {value!r}")
+            # After the option is gone a write of it is still stored: Zoho's Insert Records
+            # doc says a picklist accepts "an existing pick list value or a new one".
+            definition.picklist.remove(str(value))
+
+    def admin_routes(self) -> list[BaseRoute]:
+        """``POST /__sandbox__/zoho/expire-tokens`` and ``GET /__sandbox__/zoho/credits``."""
+
+        async def expire(request: Request) -> Response:
+            self.expire_tokens()
+            return JSONResponse({"ok": True})
+
+        async def credits(request: Request) -> Response:
+            remaining = self.credits_remaining()
+            return JSONResponse(
+                {
+                    "limit": self.credit_limit,
+                    "used": self.credit_limit - remaining,
+                    "remaining": remaining,
+                }
+            )
+
+        return [
+            Route("/zoho/expire-tokens", expire, methods=["POST"]),
+            Route("/zoho/credits", credits, methods=["GET"]),
+        ]
+
+    # -- accounts server -----------------------------------------------------------------------
+
+    async def _token(self, request: Request) -> Response:
+        params: dict[str, str] = dict(request.query_params)
+        if "form" in request.headers.get("content-type", ""):
+            form = await request.form()
+            params.update({k: str(v) for k, v in form.items()})
+        grant = params.get("grant_type")
+        # Token-endpoint errors come back as HTTP 200 with an "error" key (crm-api-facts §3).
+        if grant != "refresh_token":
+            return JSONResponse({"error": "unsupported_grant_type"})
+        if params.get("client_id") != SANDBOX_CLIENT_ID or not secrets.compare_digest(
+            params.get("client_secret", ""), SANDBOX_CLIENT_SECRET
+        ):
+            return JSONResponse({"error": "invalid_client"})
+        refresh = params.get("refresh_token", "")
+        if not secrets.compare_digest(refresh, SANDBOX_REFRESH_TOKEN):
+            return JSONResponse({"error": "invalid_code"})
+        now = time.monotonic()
+        with self._auth_lock:
+            issued = self.token_issues.setdefault(refresh, deque())
+            while issued and now - issued[0] >= self.token_window_s:
+                issued.popleft()
+            if len(issued) >= self.token_limit:
+                # Token Validity doc (v7/v8): after 10 access tokens from one refresh token in
+                # 10 minutes, "Access Denied" for the rest of the window. The body shape and the
+                # HTTP 400 are as widely reported for accounts.zoho.com (not in the doc itself).
+                return JSONResponse(
+                    {
+                        "error_description": "You have made too many requests continuously. "
+                        "Please try again after some time.",
+                        "error": "Access Denied",
+                        "status": "failure",
+                    },
+                    status_code=400,
+                )
+            issued.append(now)
+            token = f"1000.{secrets.token_hex(16)}.{secrets.token_hex(16)}"
+            self.access_tokens[token] = now + self.token_lifetime_s
+        return JSONResponse(
+            {
+                "access_token": token,
+                "scope": SANDBOX_SCOPE,
+                "api_domain": self.base_url,
+                "token_type": "Bearer",
+                "expires_in": int(self.token_lifetime_s),
+            }
+        )
+
+    def _authenticate(self, request: Request) -> Response | None:
+        header = request.headers.get("authorization")
+        if not header:
+            return zoho_error(401, "AUTHENTICATION_FAILURE", "Authentication failed")
+        scheme, _, token = header.partition(" ")
+        # Only "Zoho-oauthtoken <token>" is accepted; anything else is an invalid token.
+        if scheme != "Zoho-oauthtoken":
+            return zoho_error(401, "INVALID_TOKEN", "invalid oauth token")
+        with self._auth_lock:
+            expires = self.access_tokens.get(token.strip())
+        if expires is None or time.monotonic() >= expires:
+            return zoho_error(401, "INVALID_TOKEN", "invalid oauth token")
+        return None
+
+    async def _guard(self, request: Request, call_next: Handler) -> Response:
+        path = request.url.path
+        if "/crm/" not in path:
+            return await self._safely(request, call_next)
+        refused = self._authenticate(request)
+        if refused is not None:
+            return refused
+        with self._auth_lock:
+            if self.in_flight >= self.concurrency_limit:
+                busy = True
+            else:
+                busy = False
+                self.in_flight += 1
+        if busy:
+            return self.rate_limited(request)
+        try:
+            # COQL is charged by its LIMIT in its handler; every other call costs 1 credit.
+            if not path.endswith("/coql") and not self.charge(1):
+                return self.rate_limited(request)
+            return await self._safely(request, call_next)
+        finally:
+            with self._auth_lock:
+                self.in_flight -= 1
+
+    @staticmethod
+    async def _safely(request: Request, call_next: Handler) -> Response:
+        try:
+            return await call_next(request)
+        except ZohoApiError as exc:
+            return exc.response
+        except Exception:
+            return zoho_error(500, "INTERNAL_ERROR", "Internal Server Error")
+
+    # -- the app -------------------------------------------------------------------------------
+
+    def app(self) -> ASGIApp:
+        """The FastAPI app: accounts token endpoint and the CRM v7 API."""
+        api = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+        api.middleware("http")(self._guard)
+
+        @api.exception_handler(StarletteHTTPException)
+        async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+            if exc.status_code == 405:
+                return zoho_error(
+                    400, "INVALID_REQUEST_METHOD", "The http request method type is not a valid one"
+                )
+            return zoho_error(
+                404,
+                "INVALID_URL_PATTERN",
+                "Please check if the URL trying to access is a correct one",
+            )
+
+        @api.exception_handler(ZohoApiError)
+        async def zoho_api_error(request: Request, exc: ZohoApiError) -> Response:
+            return exc.response
+
+        @api.exception_handler(RequestValidationError)
+        async def invalid(request: Request, exc: RequestValidationError) -> Response:
+            return zoho_error(400, "INVALID_DATA", "invalid data")
+
+        api.add_api_route("/accounts/oauth/v2/token", self._token, methods=["POST"])
+        base = "/crm/v{version}"
+        routes: list[tuple[str, Callable[..., Any], list[str]]] = [
+            (f"{base}/Leads", self._list, ["GET"]),
+            (f"{base}/Leads", self._insert, ["POST"]),
+            (f"{base}/Leads", self._update_many, ["PUT"]),
+            (f"{base}/Leads", self._delete_many, ["DELETE"]),
+            (f"{base}/Leads/search", self._search, ["GET"]),
+            (f"{base}/Leads/upsert", self._upsert, ["POST"]),
+            (f"{base}/Leads/{{record_id}}", self._get_one, ["GET"]),
+            (f"{base}/Leads/{{record_id}}", self._update_one, ["PUT"]),
+            (f"{base}/Leads/{{record_id}}", self._delete_one, ["DELETE"]),
+            (f"{base}/coql", self._coql, ["POST"]),
+            (f"{base}/settings/fields", self._fields, ["GET"]),
+            (f"{base}/users", self._users, ["GET"]),
+            (f"{base}/users/{{user_id}}", self._user, ["GET"]),
+            (f"{base}/{{module}}", self._unknown_module, ["GET", "POST", "PUT", "DELETE"]),
+        ]
+        for path, endpoint, methods in routes:
+            api.add_api_route(path, endpoint, methods=methods)
+        return api
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    @staticmethod
+    async def _json(request: Request) -> dict[str, Any]:
+        raw = await request.body()
+        try:
+            body = json.loads(raw or b"null")
+        except ValueError:
+            raise ZohoApiError(400, "INVALID_DATA", "body is not a valid JSON") from None
+        if not isinstance(body, dict):
+            raise ZohoApiError(400, "INVALID_DATA", "body must be a JSON object")
+        return body
+
+    @staticmethod
+    def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
+        text = request.query_params.get(name)
+        if text is None:
+            return default
+        try:
+            value = int(text)
+        except ValueError:
+            raise ZohoApiError(400, "INVALID_DATA", "invalid data", {"param_name": name}) from None
+        if not low <= value <= high:
+            raise ZohoApiError(
+                400, "INVALID_DATA", "invalid data", {"param_name": name, "maximum": high}
+            )
+        return value
+
+    def _field_list(self, request: Request, required: bool) -> list[str] | None:
+        text = request.query_params.get("fields")
+        if text is None or not text.strip():
+            if required:
+                raise ZohoApiError(
+                    400,
+                    "REQUIRED_PARAM_MISSING",
+                    "One of the expected parameter is missing",
+                    {"param_name": "fields"},
+                )
+            return None
+        names = [name.strip() for name in text.split(",") if name.strip()]
+        if len(names) > MAX_FIELDS_PARAM:
+            raise ZohoApiError(
+                400, "LIMIT_EXCEEDED", "fields limit exceeded", {"limit": MAX_FIELDS_PARAM}
+            )
+        # Names that are not fields (e.g. removed by an admin) are not returned.
+        return [name for name in names if name in self.store.fields]
+
+    def _all_fields(self) -> list[str]:
+        return list(self.store.fields)
+
+    def _data_list(self, body: dict[str, Any]) -> list[Any]:
+        data = body.get("data")
+        if not isinstance(data, list) or not data:
+            raise ZohoApiError(
+                400, "MANDATORY_NOT_FOUND", "required field not found", {"api_name": "data"}
+            )
+        if len(data) > MAX_RECORDS_PER_CALL:
+            raise ZohoApiError(
+                400,
+                "LIMIT_EXCEEDED",
+                "the number of records exceeds the limit",
+                {"limit": MAX_RECORDS_PER_CALL},
+            )
+        return data
+
+    @staticmethod
+    def _results(results: list[RecordResult], ok_status: int) -> Response:
+        return JSONResponse(
+            {"data": [result.body for result in results]},
+            status_code=batch_status(results, ok_status),
+        )
+
+    # -- records -------------------------------------------------------------------------------
+
+    async def _list(self, request: Request, version: str) -> Response:
+        params = request.query_params
+        names = self._field_list(request, required=True) or []
+        per_page = self._int_param(request, "per_page", MAX_PER_PAGE, 1, MAX_PER_PAGE)
+        sort_by = params.get("sort_by", "id")
+        if sort_by not in SORTABLE:
+            raise ZohoApiError(400, "INVALID_DATA", "invalid data", {"param_name": "sort_by"})
+        sort_order = params.get("sort_order", "desc")
+        if sort_order not in {"asc", "desc"}:
+            raise ZohoApiError(400, "INVALID_DATA", "invalid data", {"param_name": "sort_order"})
+        since_header = request.headers.get("if-modified-since")
+        since = _parse_http_date(since_header) if since_header else None
+        if since_header and since is None:
+            raise ZohoApiError(
+                400, "INVALID_DATA", "invalid data", {"header_name": "If-Modified-Since"}
+            )
+        ids_param = params.get("ids")
+        token = params.get("page_token")
+        if token is not None and "page" in params:
+            raise ZohoApiError(
+                400,
+                "AMBIGUITY_DURING_PROCESSING",
+                "You cannot use both page and page_token",
+                {"ambiguity_due_to": ["page", "page_token"]},
+            )
+        signature = (tuple(names), per_page, sort_by, sort_order, since_header, ids_param)
+        with self.lock:
+            if token is not None:
+                cursor = self._cursor(token, signature)
+                offset, page = cursor.offset, cursor.page
+            else:
+                page = self._int_param(request, "page", 1, 1, 1_000_000)
+                if page * per_page > DISCRETE_PAGINATION_LIMIT:
+                    raise ZohoApiError(
+                        400,
+                        "DISCRETE_PAGINATION_LIMIT_EXCEEDED",
+                        "You can only get the first 2000 records without using page_token param",
+                        {"limit": DISCRETE_PAGINATION_LIMIT},
+                    )
+                offset = (page - 1) * per_page
+            if offset + per_page > TOKEN_PAGINATION_LIMIT:
+                raise ZohoApiError(
+                    400,
+                    "PAGINATION_LIMIT_EXCEEDED",
+                    "You can only get up to first 100000 records using page_token param",
+                    {"limit": TOKEN_PAGINATION_LIMIT},
+                )
+            rows = self._listing(sort_by, sort_order == "desc", since, ids_param)
+            if not rows:
+                # Status codes doc: 304 when nothing changed after If-Modified-Since;
+                # otherwise an empty module is a bare 204.
+                return Response(status_code=304 if since is not None else 204)
+            page_rows = rows[offset : offset + per_page]
+            more = len(rows) > offset + per_page
+            info: dict[str, Any] = {
+                "per_page": per_page,
+                "count": len(page_rows),
+                "page": page,
+                "sort_by": sort_by,
+                "sort_order": sort_order,
+                "more_records": more,
+                "next_page_token": None,
+                "previous_page_token": token,
+                "page_token_expiry": None,
+            }
+            if more:
+                expiry = datetime.now(UTC) + PAGE_TOKEN_LIFETIME
+                next_token = secrets.token_hex(24)
+                self.cursors[next_token] = PageCursor(
+                    signature, offset + per_page, page + 1, expiry
+                )
+                info["next_page_token"] = next_token
+                info["page_token_expiry"] = iso(expiry)
+            data = [record.to_json(names) for record in page_rows]
+        return JSONResponse({"data": data, "info": info})
+
+    def _cursor(self, token: str, signature: tuple[Any, ...]) -> PageCursor:
+        cursor = self.cursors.get(token)
+        if cursor is None:
+            raise ZohoApiError(400, "INVALID_DATA", "invalid data", {"param_name": "page_token"})
+        if datetime.now(UTC) >= cursor.expires:
+            raise ZohoApiError(
+                400, "EXPIRED_VALUE", "the page_token has expired", {"param_name": "page_token"}
+            )
+        if cursor.signature != signature:
+            raise ZohoApiError(
+                400,
+                "TOKEN_BOUND_DATA_MISMATCH",
+                "The page_token given seems to be invalid or input param is added, altered, or "
+                "deleted",
+                {"param_name": "page_token"},
+            )
+        return cursor
+
+    def _listing(
+        self, sort_by: str, descending: bool, since: datetime | None, ids: str | None
+    ) -> list[StoredRecord]:
+        store = self.store
+        if ids is not None:
+            wanted = [store.records[i] for i in ids.split(",") if i.strip() in store.records]
+            rows = sorted(wanted, key=lambda r: _sort_value(r, sort_by), reverse=descending)
+        elif since is not None:
+            rows = store.modified_after(since)
+            rows.sort(key=lambda r: _sort_value(r, sort_by), reverse=descending)
+        else:
+            rows = list(store.iter_sorted(sort_by, descending))
+        if since is not None and ids is not None:
+            rows = [row for row in rows if row.modified > since]
+        return rows
+
+    async def _get_one(self, request: Request, version: str, record_id: str) -> Response:
+        names = self._field_list(request, required=False)
+        with self.lock:
+            record = self.store.records.get(record_id)
+            if record is None:
+                return Response(status_code=204)
+            body = record.to_json(names if names is not None else self._all_fields())
+        return JSONResponse({"data": [body]})
+
+    async def _insert(self, request: Request, version: str) -> Response:
+        data = self._data_list(await self._json(request))
+        with self.lock:
+            results = [self.store.insert_one(raw, index) for index, raw in enumerate(data)]
+        return self._results(results, 201)
+
+    async def _update_many(self, request: Request, version: str) -> Response:
+        data = self._data_list(await self._json(request))
+        with self.lock:
+            results = [self.store.update_one(raw, index) for index, raw in enumerate(data)]
+        return self._results(results, 200)
+
+    async def _update_one(self, request: Request, version: str, record_id: str) -> Response:
+        data = self._data_list(await self._json(request))
+        with self.lock:
+            results = [
+                self.store.update_one(raw, index, record_id) for index, raw in enumerate(data)
+            ]
+        return self._results(results, 200)
+
+    async def _upsert(self, request: Request, version: str) -> Response:
+        body = await self._json(request)
+        data = self._data_list(body)
+        with self.lock:
+            allowed = self.store.duplicate_check_candidates()
+            requested = body.get("duplicate_check_fields")
+            if requested is None:
+                # Upsert doc: without duplicate_check_fields the system field (Leads: Email)
+                # is checked first, then the unique fields.
+                check = allowed
+            elif (
+                not isinstance(requested, list)
+                or not requested
+                or any(name not in allowed for name in requested)
+            ):
+                raise ZohoApiError(
+                    400,
+                    "INVALID_DATA",
+                    "invalid data",
+                    {"api_name": "duplicate_check_fields", "expected": allowed},
+                )
+            else:
+                check = [str(name) for name in requested]
+            results = [self.store.upsert_one(raw, index, check) for index, raw in enumerate(data)]
+        return self._results(results, 200)
+
+    async def _delete_many(self, request: Request, version: str) -> Response:
+        text = request.query_params.get("ids")
+        if not text:
+            raise ZohoApiError(
+                400,
+                "REQUIRED_PARAM_MISSING",
+                "One of the expected parameter is missing",
+                {"param_name": "ids"},
+            )
+        ids = [part.strip() for part in text.split(",") if part.strip()]
+        if len(ids) > MAX_RECORDS_PER_CALL:
+            raise ZohoApiError(
+                400, "LIMIT_EXCEEDED", "the number of records exceeds the limit", {"limit": 100}
+            )
+        with self.lock:
+            results = [self._delete(record_id) for record_id in ids]
+        return self._results(results, 200)
+
+    async def _delete_one(self, request: Request, version: str, record_id: str) -> Response:
+        with self.lock:
+            results = [self._delete(record_id)]
+        return self._results(results, 200)
+
+    def _delete(self, record_id: str) -> RecordResult:
+        if self.store.delete(record_id):
+            return RecordResult(
+                True,
+                {
+                    "code": "SUCCESS",
+                    "details": {"id": record_id},
+                    "message": "record deleted",
+                    "status": "success",
+                },
+            )
+        return RecordResult(
+            False,
+            {
+                "code": "INVALID_DATA",
+                "details": {"id": record_id},
+                "message": "the id given seems to be invalid",
+                "status": "error",
+            },
+        )
+
+    # -- search and COQL -----------------------------------------------------------------------
+
+    async def _search(self, request: Request, version: str) -> Response:
+        params = request.query_params
+        given = [key for key in ("criteria", "email", "phone", "word") if params.get(key)]
+        if len(given) != 1:
+            raise ZohoApiError(
+                400,
+                "REQUIRED_PARAM_MISSING",
+                "One of the expected parameter is missing",
+                {"param_name": "criteria/email/phone/word"},
+            )
+        names = self._field_list(request, required=False)
+        per_page = self._int_param(request, "per_page", MAX_PER_PAGE, 1, MAX_PER_PAGE)
+        page = self._int_param(request, "page", 1, 1, 1_000_000)
+        if page * per_page > SEARCH_RESULT_LIMIT:
+            raise ZohoApiError(
+                400,
+                "LIMIT_REACHED",
+                "search results are limited to the first 2000 records",
+                {"limit": SEARCH_RESULT_LIMIT},
+            )
+        kind, value = given[0], params[given[0]]
+        lag = self.sandbox.search_lag_s(self.name)
+        visible_before = time.monotonic() - lag
+        with self.lock:
+            try:
+                matches = self._matcher(kind, value)
+            except CriteriaError as exc:
+                raise ZohoApiError(
+                    400, "INVALID_QUERY", "Invalid query formed", exc.details
+                ) from None
+            rows = [
+                record
+                for record in self.store.iter_sorted("id", descending=False)
+                if (lag <= 0 or record.written_at <= visible_before) and matches(record)
+            ]
+            if not rows:
+                return Response(status_code=204)
+            page_rows = rows[(page - 1) * per_page : page * per_page]
+            fields = names if names is not None else self._all_fields()
+            data = [record.to_json(fields) for record in page_rows]
+        info = {
+            "per_page": per_page,
+            "count": len(data),
+            "page": page,
+            "more_records": len(rows) > page * per_page,
+        }
+        if not data:
+            return Response(status_code=204)
+        return JSONResponse({"data": data, "info": info})
+
+    def _matcher(self, kind: str, value: str) -> Callable[[StoredRecord], bool]:
+        fields = self.store.fields
+        if kind == "criteria":
+            return parse_criteria(value, fields)
+        wanted = value.strip().lower()
+        if kind == "email":
+            names = [n for n, f in fields.items() if f.data_type == "email"]
+            return lambda r: any(str(r.get(n) or "").lower() == wanted for n in names)
+        if kind == "phone":
+            digits = "".join(ch for ch in value if ch.isdigit())
+            names = [n for n, f in fields.items() if f.data_type == "phone"]
+            return lambda r: (
+                bool(digits)
+                and any(
+                    "".join(ch for ch in str(r.get(n) or "") if ch.isdigit()) == digits
+                    for n in names
+                )
+            )
+        names = [n for n, f in fields.items() if f.data_type in {"text", "email", "phone"}]
+        return lambda r: any(wanted in str(r.get(n) or "").lower() for n in names)
+
+    async def _coql(self, request: Request, version: str) -> Response:
+        body = await self._json(request)
+        text = body.get("select_query")
+        with self.lock:
+            try:
+                query = parse_query(text if isinstance(text, str) else "", self.store.fields)
+            except CoqlError as exc:
+                if not self.charge(1):
+                    return self.rate_limited(request)
+                return zoho_error(400, exc.code, exc.message, exc.details)
+            if not self.charge(query.credits):
+                return self.rate_limited(request)
+            rows, more = query.run(list(self.store.records.values()))
+        if not rows:
+            return Response(status_code=204)
+        return JSONResponse({"data": rows, "info": {"count": len(rows), "more_records": more}})
+
+    # -- metadata and users --------------------------------------------------------------------
+
+    async def _fields(self, request: Request, version: str) -> Response:
+        module = request.query_params.get("module")
+        if not module:
+            raise ZohoApiError(
+                400,
+                "REQUIRED_PARAM_MISSING",
+                "One of the expected parameter is missing",
+                {"param_name": "module"},
+            )
+        if module != "Leads":
+            raise ZohoApiError(
+                400, "INVALID_MODULE", "the module name given seems to be invalid", {}
+            )
+        with self.lock:
+            fields = [definition.to_json() for definition in self.store.fields.values()]
+        return JSONResponse({"fields": fields})
+
+    async def _users(self, request: Request, version: str) -> Response:
+        kind = request.query_params.get("type", "AllUsers")
+        filters: dict[str, Callable[[Any], bool]] = {
+            "AllUsers": lambda user: True,
+            "ActiveUsers": lambda user: user.status == "active",
+            "DeactiveUsers": lambda user: user.status == "disabled",
+            "AdminUsers": lambda user: user.profile == "Administrator",
+            "ActiveConfirmedUsers": lambda user: user.status == "active",
+        }
+        chosen = filters.get(kind)
+        if chosen is None:
+            raise ZohoApiError(400, "INVALID_DATA", "invalid data", {"param_name": "type"})
+        users = [user.to_json() for user in SEEDED_USERS if chosen(user)]
+        if not users:
+            return Response(status_code=204)
+        info = {"per_page": 200, "count": len(users), "page": 1, "more_records": False}
+        return JSONResponse({"users": users, "info": info})
+
+    async def _user(self, request: Request, version: str, user_id: str) -> Response:
+        for user in SEEDED_USERS:
+            if user.id == user_id:
+                return JSONResponse({"users": [user.to_json()]})
+        raise ZohoApiError(400, "INVALID_DATA", "the id given seems to be invalid", {"id": user_id})
+
+    async def _unknown_module(self, request: Request, version: str, module: str) -> Response:
+        raise ZohoApiError(
+            400, "INVALID_MODULE", "the module name given seems to be invalid", {"module": module}
+        )
+
+
+def _sort_value(record: StoredRecord, sort_by: str) -> Any:
+    if sort_by == "Modified_Time":
+        return record.modified
+    return int(record.id)
+
+
+def _parse_http_date(text: str) -> datetime | None:
+    """If-Modified-Since: Zoho's docs show ISO 8601 with an offset; RFC 1123 is accepted too."""
+    moment = parse_datetime(text)
+    if moment is not None:
+        return moment
+    try:
+        parsed = parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
