@@ -61,14 +61,20 @@ INDUSTRY_VALUES = (
     "Systems Integrator",
     "Wireless Industry",
 )
+#: The custom pick list an org set up for leadrelay holds every value its default mapping writes.
 REJECTION_REASON_VALUES = (
     "-None-",
     "Not a fit",
+    "Wrong Role",
+    "No Need",
+    "Bad Timing",
     "No budget",
     "Duplicate",
     "Spam",
     "Unreachable",
     "Competitor",
+    "Existing Customer",
+    "Other",
 )
 
 #: Data types whose values are JSON strings.
@@ -176,6 +182,7 @@ def default_fields() -> dict[str, FieldDef]:
             picklist=[*REJECTION_REASON_VALUES],
         ),
         _text("LeadRelay_Key", "LeadRelay Key", custom=True, unique=True),
+        FieldDef("Lead_Score", "Lead Score", "double", "double", 16, custom=True),
         FieldDef("Created_By", "Created By", "ownerlookup", "jsonobject", read_only=True),
         FieldDef("Modified_By", "Modified By", "ownerlookup", "jsonobject", read_only=True),
         FieldDef("Created_Time", "Created Time", "datetime", "string", read_only=True),
