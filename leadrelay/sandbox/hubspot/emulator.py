@@ -1,0 +1,627 @@
+"""The HubSpot CRM v3 emulator: contacts, batch, search, properties, owners and OAuth.
+
+Mounted under ``/hubspot``; ``hubspot.HubSpot(access_token=HUBSPOT_ACCESS_TOKEN,
+host=HUBSPOT_BASE_URL, ssl_ca_cert=CA)`` works against it unmodified. Every API response carries
+HubSpot's rate-limit headers (search responses none, as on HubSpot) and every error answers in
+HubSpot's ``{"status": "error", "message", "correlationId", "category"}`` dialect.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qs
+
+from fastapi import FastAPI
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from leadrelay.sandbox.base import Emulator, Sandbox, SchemaChangeError
+from leadrelay.sandbox.hubspot.errors import (
+    HubSpotError,
+    correlation_id,
+    error_body,
+    not_found,
+    validation_error,
+)
+from leadrelay.sandbox.hubspot.schema import SANDBOX_HUB_ID, SEEDED_OWNERS, Schema
+from leadrelay.sandbox.hubspot.search import search
+from leadrelay.sandbox.hubspot.store import ContactStore, wanted_properties
+
+#: sandbox-only private-app token (never a real HubSpot credential)
+SANDBOX_ACCESS_TOKEN = "pat-sandbox-0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0"
+#: sandbox-only OAuth app credentials and the refresh token of its one installation
+SANDBOX_CLIENT_ID = "sandbox-client-5f0e3c1a-2b4d-4e6f-8a9b-0c1d2e3f4a5b"
+SANDBOX_CLIENT_SECRET = "sandbox-secret-9d8c7b6a-5f4e-3d2c-1b0a-f9e8d7c6b5a4"
+SANDBOX_REFRESH_TOKEN = "sandbox-refresh-1a2b3c4d-5e6f-7a8b-9c0d-e1f2a3b4c5d6"
+SANDBOX_APP_ID = 3_210_987
+#: lifetime of issued OAuth access tokens (HubSpot issues 30-minute tokens)
+ACCESS_TOKEN_TTL_S = 1800
+
+# Private-app limits of a Professional account: 190 per 10 s, 650,000 per day; search has its own
+# 5 per second (facts §1 "Errors and rate limits", "Search").
+TEN_SECOND_LIMIT = 190
+DAILY_LIMIT = 650_000
+SEARCH_PER_SECOND = 5
+
+_AUTH_MESSAGE = (
+    "Authentication credentials not found. This API supports OAuth 2.0 authentication and you "
+    "can find more details at https://developers.hubspot.com/docs/methods/auth/oauth-overview"
+)
+
+Handler = Callable[["_Call"], Response]
+
+
+@dataclass
+class _Call:
+    """One authenticated API request, as handlers see it."""
+
+    request: Request
+    body: Any
+    token: str
+
+    def query(self, name: str) -> str | None:
+        return self.request.query_params.get(name)
+
+    def query_list(self, name: str) -> list[str] | None:
+        values = self.request.query_params.getlist(name)
+        return wanted_properties(values) if values else None
+
+    def flag(self, name: str) -> bool:
+        return (self.query(name) or "false").lower() == "true"
+
+    def path(self, name: str) -> str:
+        return str(self.request.path_params[name])
+
+
+class _RateLimits:
+    """Per-token rolling windows: the 10-second burst budget, the daily count, search's 5/s."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.burst: dict[str, deque[float]] = {}
+        self.search: dict[str, deque[float]] = {}
+        self.daily: dict[tuple[str, str], int] = {}
+
+    @staticmethod
+    def _take(window: deque[float], now: float, span: float, limit: int) -> bool:
+        while window and now - window[0] >= span:
+            window.popleft()
+        if len(window) >= limit:
+            return False
+        window.append(now)
+        return True
+
+    def take_burst(self, token: str) -> tuple[bool, dict[str, str], bool]:
+        """Count one API call; (allowed, headers, daily_exhausted)."""
+        now = time.monotonic()
+        day = datetime.now(UTC).strftime("%Y-%m-%d")
+        with self.lock:
+            window = self.burst.setdefault(token, deque())
+            used_today = self.daily.get((token, day), 0)
+            if used_today >= DAILY_LIMIT:
+                return False, {}, True
+            allowed = self._take(window, now, 10.0, TEN_SECOND_LIMIT)
+            if allowed:
+                used_today += 1
+                self.daily[(token, day)] = used_today
+            last_second = sum(1 for t in window if now - t < 1.0)
+            headers = {
+                "X-HubSpot-RateLimit-Max": str(TEN_SECOND_LIMIT),
+                "X-HubSpot-RateLimit-Remaining": str(max(0, TEN_SECOND_LIMIT - len(window))),
+                "X-HubSpot-RateLimit-Interval-Milliseconds": "10000",
+                "X-HubSpot-RateLimit-Secondly": str(TEN_SECOND_LIMIT // 10),
+                "X-HubSpot-RateLimit-Secondly-Remaining": str(
+                    max(0, TEN_SECOND_LIMIT // 10 - last_second)
+                ),
+            }
+            if token.startswith("pat-"):
+                # OAuth calls omit the daily pair (facts §1 "Errors and rate limits").
+                headers["X-HubSpot-RateLimit-Daily"] = str(DAILY_LIMIT)
+                headers["X-HubSpot-RateLimit-Daily-Remaining"] = str(DAILY_LIMIT - used_today)
+            return allowed, headers, False
+
+    def take_search(self, token: str) -> bool:
+        """Count one search call against its own 5-per-second limit."""
+        with self.lock:
+            window = self.search.setdefault(token, deque())
+            return self._take(window, time.monotonic(), 1.0, SEARCH_PER_SECOND)
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def ten_secondly_response() -> JSONResponse:
+    """HubSpot's 429 for the 10-second burst budget."""
+    body = error_body(
+        "You have reached your ten_secondly_rolling limit.",
+        "RATE_LIMITS",
+        errorType="RATE_LIMIT",
+        policyName="TEN_SECONDLY_ROLLING",
+        groupName=f"private-app:{SANDBOX_HUB_ID}",
+    )
+    return _json(body, 429)
+
+
+class _CatchAll:
+    """Outermost wrapper: anything that escaped the app still answers in HubSpot's dialect."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            if started:
+                return
+            body = error_body("internal error", "INTERNAL_ERROR")
+            await _json(body, 500)(scope, receive, send)
+
+
+class HubSpotEmulator(Emulator):
+    """HubSpot CRM v3 (contacts, properties, owners, OAuth) in memory."""
+
+    name = "hubspot"
+    prefix = "/hubspot"
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        super().__init__(sandbox)
+        self.reset()
+
+    def reset(self) -> None:
+        """Drop every contact and issued token; restore the default properties and owners."""
+        with self.lock:
+            self.schema = Schema()
+            self.store = ContactStore(self.schema)
+            self.owners = list(SEEDED_OWNERS)
+            self.limits = _RateLimits()
+            self.oauth_tokens: dict[str, float] = {}
+            self.refresh_tokens = {SANDBOX_REFRESH_TOKEN}
+
+    def env(self) -> dict[str, str]:
+        """``HUBSPOT_BASE_URL`` and ``HUBSPOT_ACCESS_TOKEN`` (DESIGN §10)."""
+        return {"HUBSPOT_BASE_URL": self.base_url, "HUBSPOT_ACCESS_TOKEN": SANDBOX_ACCESS_TOKEN}
+
+    # ------------------------------------------------------------ faults, schema
+
+    def rate_limited(self, request: Request) -> Response:
+        """The injected rate limit answers HubSpot's TEN_SECONDLY_ROLLING 429."""
+        return ten_secondly_response()
+
+    def fault(self, request: Request, status: int) -> Response:
+        """An injected server error in HubSpot's error shape."""
+        messages = {502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
+        category = "INTERNAL_ERROR" if status >= 500 else "VALIDATION_ERROR"
+        return _json(error_body(messages.get(status, "internal error"), category), status)
+
+    def change_schema(self, change: dict[str, Any]) -> None:
+        """Remove a contact property, or one option of an enumeration property."""
+        with self.lock:
+            if "remove_field" in change:
+                name = change["remove_field"]
+                if not isinstance(name, str) or name not in self.schema.properties:
+                    raise SchemaChangeError(f"hubspot has no contact property {name!r}")
+                del self.schema.properties[name]
+                return
+            spec = change.get("remove_option")
+            if not isinstance(spec, dict):
+                raise SchemaChangeError('remove_option needs {"field": NAME, "value": V}')
+            definition = self.schema.properties.get(str(spec.get("field")))
+            if definition is None:
+                raise SchemaChangeError(f"hubspot has no contact property {spec.get('field')!r}")
+            options = definition["options"]
+            kept = [o for o in options if o["value"] != spec.get("value")]
+            if len(kept) == len(options):
+                raise SchemaChangeError(
+                    f"hubspot property {definition['name']} has no option {spec.get('value')!r}"
+                )
+            # HubSpot enumerations are restricted: a removed option is then refused with
+            # INVALID_OPTION like any unknown value (facts §1 "Enumerations").
+            definition["options"] = kept
+
+    # ------------------------------------------------------------ plumbing
+
+    def _authenticate(self, request: Request) -> str:
+        header = request.headers.get("authorization", "")
+        token = header[7:].strip() if header[:7].lower() == "bearer " else ""
+        if token == SANDBOX_ACCESS_TOKEN:
+            return token
+        with self.lock:
+            expiry = self.oauth_tokens.get(token)
+        if expiry is None:
+            raise HubSpotError(401, _AUTH_MESSAGE, "INVALID_AUTHENTICATION")
+        if expiry <= time.time():
+            ago = int(time.time() - expiry)
+            raise HubSpotError(
+                401,
+                f"The OAuth token used to make this call expired {ago} second(s) ago.",
+                "EXPIRED_AUTHENTICATION",
+            )
+        return token
+
+    async def _serve(self, request: Request, handler: Handler, *, is_search: bool) -> Response:
+        headers: dict[str, str] = {}
+        response: Response
+        try:
+            token = self._authenticate(request)
+            if is_search:
+                if not self.limits.take_search(token):
+                    # Search's own limit answers RATE_LIMITS with no policyName (facts §1).
+                    raise HubSpotError(429, "You have reached your secondly limit.", "RATE_LIMITS")
+            else:
+                allowed, headers, daily = self.limits.take_burst(token)
+                if daily:
+                    body = error_body(
+                        "You have reached your daily limit.",
+                        "RATE_LIMITS",
+                        errorType="RATE_LIMIT",
+                        policyName="DAILY",
+                        groupName=f"private-app:{SANDBOX_HUB_ID}",
+                    )
+                    return _json(body, 429)
+                if not allowed:
+                    response = ten_secondly_response()
+                    response.headers.update(headers)
+                    return response
+            body = await self._read_body(request)
+            with self.lock:
+                response = handler(_Call(request, body, token))
+        except HubSpotError as exc:
+            response = _json(exc.body(), exc.status)
+        response.headers.update(headers)
+        return response
+
+    @staticmethod
+    async def _read_body(request: Request) -> Any:
+        if request.method not in {"POST", "PATCH", "PUT"}:
+            return None
+        raw = await request.body()
+        if not raw.strip():
+            return None
+        try:
+            return json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise validation_error(f"Invalid input JSON on line 1: {exc}") from None
+
+    def _route(
+        self, handler: Handler, *, is_search: bool = False
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            return await self._serve(request, handler, is_search=is_search)
+
+        return endpoint
+
+    def app(self) -> ASGIApp:
+        """The FastAPI app serving HubSpot's paths relative to ``/hubspot``."""
+        api = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+        contacts = "/crm/v3/objects/contacts"
+        props = "/crm/v3/properties/{objectType}"
+        routes: list[tuple[str, str, Handler, bool]] = [
+            ("GET", contacts, self._list_contacts, False),
+            ("POST", contacts, self._create_contact, False),
+            ("POST", f"{contacts}/search", self._search, True),
+            ("POST", f"{contacts}/batch/read", self._batch("read"), False),
+            ("POST", f"{contacts}/batch/create", self._batch("create"), False),
+            ("POST", f"{contacts}/batch/update", self._batch("update"), False),
+            ("POST", f"{contacts}/batch/upsert", self._batch("upsert"), False),
+            ("POST", f"{contacts}/batch/archive", self._batch_archive, False),
+            ("GET", contacts + "/{contactId}", self._get_contact, False),
+            ("PATCH", contacts + "/{contactId}", self._update_contact, False),
+            ("DELETE", contacts + "/{contactId}", self._archive_contact, False),
+            ("GET", props, self._list_properties, False),
+            ("POST", props, self._create_property, False),
+            ("POST", props + "/batch/read", self._properties_batch_read, False),
+            ("POST", props + "/batch/create", self._properties_batch_create, False),
+            ("POST", props + "/batch/archive", self._properties_batch_archive, False),
+            ("GET", props + "/{propertyName}", self._get_property, False),
+            ("PATCH", props + "/{propertyName}", self._update_property, False),
+            ("DELETE", props + "/{propertyName}", self._archive_property, False),
+            ("GET", "/crm/v3/owners/", self._list_owners, False),
+            ("GET", "/crm/v3/owners", self._list_owners, False),
+            ("GET", "/crm/v3/owners/{ownerId}", self._get_owner, False),
+        ]
+        for method, path, handler, is_search in routes:
+            api.add_api_route(path, self._route(handler, is_search=is_search), methods=[method])
+        api.add_api_route("/oauth/v1/token", self._oauth_token, methods=["POST"])
+        api.add_api_route(
+            "/oauth/v1/access-tokens/{token}", self._access_token_info, methods=["GET"]
+        )
+        api.add_api_route(
+            "/oauth/v1/refresh-tokens/{token}",
+            self._refresh_token_info,
+            methods=["GET", "DELETE"],
+        )
+        api.router.redirect_slashes = False
+
+        async def http_error(request: Request, exc: Exception) -> Response:
+            status = exc.status_code if isinstance(exc, StarletteHTTPException) else 500
+            if status == 405:
+                message = f"{request.method} is not allowed on {request.url.path}"
+                return _json(error_body(message, "VALIDATION_ERROR"), 405)
+            if status == 404:
+                return _json(error_body("resource not found", "OBJECT_NOT_FOUND"), 404)
+            return _json(error_body("internal error", "INTERNAL_ERROR"), status)
+
+        api.add_exception_handler(StarletteHTTPException, http_error)
+        api.add_exception_handler(Exception, http_error)
+        return _CatchAll(api)
+
+    # ------------------------------------------------------------ contacts
+
+    def _list_contacts(self, call: _Call) -> Response:
+        limit = _int_param(call.query("limit"), "limit", default=10, maximum=100)
+        page, after = self.store.page(limit, call.query("after"), call.flag("archived"))
+        wanted = call.query_list("properties")
+        body: dict[str, Any] = {"results": [self.store.render(c, wanted) for c in page]}
+        if after is not None:
+            link = f"{self.base_url}/crm/v3/objects/contacts?after={after}&limit={limit}"
+            body["paging"] = {"next": {"after": after, "link": link}}
+        return _json(body)
+
+    def _get_contact(self, call: _Call) -> Response:
+        contact = self.store.find(
+            call.path("contactId"), call.query("idProperty"), call.flag("archived")
+        )
+        return _json(self.store.render(contact, call.query_list("properties")))
+
+    def _create_contact(self, call: _Call) -> Response:
+        body = _object(call.body)
+        contact = self.store.create(body.get("properties"))
+        return _json(self.store.render(contact, None, all_set=True), 201)
+
+    def _update_contact(self, call: _Call) -> Response:
+        body = _object(call.body)
+        contact = self.store.update(
+            call.path("contactId"), body.get("properties"), call.query("idProperty")
+        )
+        return _json(self.store.render(contact, None, all_set=True))
+
+    def _archive_contact(self, call: _Call) -> Response:
+        key = call.path("contactId")
+        if key.isdigit() and (contact := self.store.contacts.get(int(key))) is not None:
+            self.store.archive(contact)
+        return Response(status_code=204)
+
+    def _batch(self, operation: str) -> Handler:
+        def handler(call: _Call) -> Response:
+            run = {
+                "read": self.store.batch_read,
+                "create": self.store.batch_create,
+                "update": self.store.batch_update,
+                "upsert": self.store.batch_upsert,
+            }[operation]
+            status, body = run(call.body)
+            return _json(body, status)
+
+        return handler
+
+    def _batch_archive(self, call: _Call) -> Response:
+        self.store.batch_archive(call.body)
+        return Response(status_code=204)
+
+    def _search(self, call: _Call) -> Response:
+        body = search(self.store, call.body, self.sandbox.search_lag_s(self.name))
+        return _json(body)
+
+    # ------------------------------------------------------------ properties
+
+    def _object_type(self, call: _Call) -> None:
+        object_type = call.path("objectType")
+        if object_type not in {"contacts", "contact", "0-1"}:
+            raise validation_error(f"Unable to infer object type from: {object_type}")
+
+    def _list_properties(self, call: _Call) -> Response:
+        self._object_type(call)
+        return _json({"results": list(self.schema.properties.values())})
+
+    def _get_property(self, call: _Call) -> Response:
+        self._object_type(call)
+        name = call.path("propertyName")
+        definition = self.schema.properties.get(name)
+        if definition is None:
+            raise not_found(f"Unable to find property {name} for object type contacts")
+        return _json(definition)
+
+    def _create_property(self, call: _Call) -> Response:
+        self._object_type(call)
+        return _json(self.schema.create_property(call.body), 201)
+
+    def _update_property(self, call: _Call) -> Response:
+        self._object_type(call)
+        return _json(self.schema.update_property(call.path("propertyName"), call.body))
+
+    def _archive_property(self, call: _Call) -> Response:
+        self._object_type(call)
+        self.schema.archive_property(call.path("propertyName"))
+        return Response(status_code=204)
+
+    def _names(self, body: Any) -> list[str]:
+        inputs = ContactStore.batch_inputs(body)
+        names = []
+        for item in inputs:
+            if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+                raise validation_error("Each input needs a property name")
+            names.append(item["name"])
+        return names
+
+    def _properties_batch_read(self, call: _Call) -> Response:
+        self._object_type(call)
+        started = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        names = self._names(call.body)
+        results = [self.schema.properties[n] for n in names if n in self.schema.properties]
+        missing = [n for n in names if n not in self.schema.properties]
+        body: dict[str, Any] = {"status": "COMPLETE", "results": results, "startedAt": started}
+        body["completedAt"] = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        if missing:
+            body["numErrors"] = 1
+            body["errors"] = [
+                not_found("Unable to find some properties for object type contacts").batch_error(
+                    {"names": missing}
+                )
+            ]
+            return _json(body, 207)
+        return _json(body)
+
+    def _properties_batch_create(self, call: _Call) -> Response:
+        self._object_type(call)
+        started = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        inputs = ContactStore.batch_inputs(call.body)
+        results = [self.schema.create_property(item) for item in inputs]
+        body = {
+            "status": "COMPLETE",
+            "results": results,
+            "startedAt": started,
+            "completedAt": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
+        }
+        return _json(body, 201)
+
+    def _properties_batch_archive(self, call: _Call) -> Response:
+        self._object_type(call)
+        for name in self._names(call.body):
+            if name in self.schema.properties:
+                self.schema.archive_property(name)
+        return Response(status_code=204)
+
+    # ------------------------------------------------------------ owners
+
+    def _list_owners(self, call: _Call) -> Response:
+        limit = _int_param(call.query("limit"), "limit", default=100, maximum=500)
+        owners = self.owners
+        email = call.query("email")
+        if email:
+            owners = [o for o in owners if o.email == email.strip().lower()]
+        if call.flag("archived"):
+            owners = []
+        start = 0
+        after = call.query("after")
+        if after:
+            ids = [o.id for o in owners]
+            if after not in ids:
+                raise validation_error(f"after {after!r} is not a cursor this API handed out")
+            start = ids.index(after)
+        page = owners[start : start + limit]
+        body: dict[str, Any] = {"results": [o.to_json() for o in page]}
+        if start + limit < len(owners):
+            next_id = owners[start + limit].id
+            link = f"{self.base_url}/crm/v3/owners/?after={next_id}&limit={limit}"
+            body["paging"] = {"next": {"after": next_id, "link": link}}
+        return _json(body)
+
+    def _get_owner(self, call: _Call) -> Response:
+        key = call.path("ownerId")
+        by_user = call.query("idProperty") == "userId"
+        for owner in self.owners:
+            if (str(owner.user_id) if by_user else owner.id) == key:
+                return _json(owner.to_json())
+        raise not_found(f"Owner {key} not found", context={"id": [key]})
+
+    # ------------------------------------------------------------ OAuth
+
+    async def _oauth_token(self, request: Request) -> Response:
+        raw = (await request.body()).decode("utf-8", errors="replace")
+        form = {k: v[0] for k, v in parse_qs(raw).items()}
+
+        def refused(status: str, message: str) -> Response:
+            # HubSpot's OAuth errors carry the reason in "status" (BAD_REFRESH_TOKEN, …).
+            body = {"status": status, "message": message, "correlationId": correlation_id()}
+            return _json(body, 400)
+
+        if form.get("grant_type") != "refresh_token":
+            return refused("BAD_GRANT_TYPE", f"unsupported grant_type {form.get('grant_type')!r}")
+        if form.get("client_id") != SANDBOX_CLIENT_ID:
+            return refused("BAD_CLIENT_ID", "missing or invalid client_id")
+        if form.get("client_secret") != SANDBOX_CLIENT_SECRET:
+            return refused("BAD_CLIENT_SECRET", "missing or invalid client_secret")
+        refresh = form.get("refresh_token", "")
+        with self.lock:
+            if refresh not in self.refresh_tokens:
+                return refused("BAD_REFRESH_TOKEN", "missing or unknown refresh token")
+            token = "sandbox-oauth-" + secrets.token_hex(16)
+            self.oauth_tokens[token] = time.time() + ACCESS_TOKEN_TTL_S
+        return _json(
+            {
+                "access_token": token,
+                "refresh_token": refresh,
+                "token_type": "bearer",
+                "expires_in": ACCESS_TOKEN_TTL_S,
+            }
+        )
+
+    async def _access_token_info(self, request: Request) -> Response:
+        token = str(request.path_params["token"])
+        with self.lock:
+            expiry = self.oauth_tokens.get(token)
+        remaining = int(expiry - time.time()) if expiry is not None else -1
+        if remaining <= 0:
+            return _json(error_body("Token not found or expired", "OBJECT_NOT_FOUND"), 404)
+        return _json(
+            {
+                "token": token,
+                "user": SEEDED_OWNERS[0].email,
+                "hub_domain": "leadrelay-sandbox.example.com",
+                "scopes": ["crm.objects.contacts.read", "crm.objects.contacts.write", "oauth"],
+                "hub_id": SANDBOX_HUB_ID,
+                "app_id": SANDBOX_APP_ID,
+                "expires_in": remaining,
+                "user_id": SEEDED_OWNERS[0].user_id,
+                "token_type": "access",
+            }
+        )
+
+    async def _refresh_token_info(self, request: Request) -> Response:
+        token = str(request.path_params["token"])
+        with self.lock:
+            known = token in self.refresh_tokens
+            if known and request.method == "DELETE":
+                self.refresh_tokens.discard(token)
+                return Response(status_code=204)
+        if not known:
+            return _json(error_body("Refresh token not found", "OBJECT_NOT_FOUND"), 404)
+        return _json(
+            {
+                "token": token,
+                "user": SEEDED_OWNERS[0].email,
+                "hub_domain": "leadrelay-sandbox.example.com",
+                "scopes": ["crm.objects.contacts.read", "crm.objects.contacts.write", "oauth"],
+                "hub_id": SANDBOX_HUB_ID,
+                "client_id": SANDBOX_CLIENT_ID,
+                "user_id": SEEDED_OWNERS[0].user_id,
+                "token_type": "refresh",
+            }
+        )
+
+
+def _object(body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise validation_error("Invalid input JSON: expected an object with properties")
+    return body
+
+
+def _int_param(raw: str | None, name: str, *, default: int, maximum: int) -> int:
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or int(raw) < 1:
+        raise validation_error(f"{name} must be a positive whole number, got {raw!r}")
+    value = int(raw)
+    if value > maximum:
+        raise validation_error(f"{name} must be at most {maximum}, got {value}")
+    return value

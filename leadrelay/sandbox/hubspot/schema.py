@@ -1,0 +1,538 @@
+"""Contact properties and owners of the emulated HubSpot account, and property value checks.
+
+The defaults follow the contact properties a new portal has (names, types, enumeration options in
+their display order), plus the custom ``utm_*`` properties a leadrelay-ready account carries.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+from leadrelay.sandbox.hubspot.errors import (
+    HubSpotError,
+    property_problem,
+    validation_error,
+)
+
+#: the sandbox portal ("hub") id
+SANDBOX_HUB_ID = 24_680_135
+
+PROPERTY_TYPES = {"string", "number", "date", "datetime", "enumeration", "bool", "phone_number"}
+FIELD_TYPES = {
+    "textarea",
+    "text",
+    "date",
+    "file",
+    "number",
+    "select",
+    "radio",
+    "checkbox",
+    "booleancheckbox",
+    "calculation_equation",
+    "phonenumber",
+    "html",
+}
+
+LIFECYCLE_STAGES = [
+    ("subscriber", "Subscriber"),
+    ("lead", "Lead"),
+    ("marketingqualifiedlead", "Marketing Qualified Lead"),
+    ("salesqualifiedlead", "Sales Qualified Lead"),
+    ("opportunity", "Opportunity"),
+    ("customer", "Customer"),
+    ("evangelist", "Evangelist"),
+    ("other", "Other"),
+]
+LEAD_STATUSES = [
+    ("NEW", "New"),
+    ("OPEN", "Open"),
+    ("IN_PROGRESS", "In Progress"),
+    ("OPEN_DEAL", "Open Deal"),
+    ("UNQUALIFIED", "Unqualified"),
+    ("ATTEMPTED_TO_CONTACT", "Attempted to Contact"),
+    ("CONNECTED", "Connected"),
+    ("BAD_TIMING", "Bad Timing"),
+]
+ANALYTICS_SOURCES = [
+    ("ORGANIC_SEARCH", "Organic search"),
+    ("PAID_SEARCH", "Paid search"),
+    ("EMAIL_MARKETING", "Email marketing"),
+    ("SOCIAL_MEDIA", "Organic social"),
+    ("REFERRALS", "Referrals"),
+    ("OTHER_CAMPAIGNS", "Other campaigns"),
+    ("DIRECT_TRAFFIC", "Direct traffic"),
+    ("OFFLINE", "Offline sources"),
+    ("PAID_SOCIAL", "Paid social"),
+]
+EMPLOYEE_RANGES = ["1-5", "5-25", "25-50", "50-100", "100-500", "500-1000", "1000+"]
+
+#: properties a read returns when the request names none (HubSpot search/read default set)
+DEFAULT_READ_PROPERTIES = [
+    "createdate",
+    "email",
+    "firstname",
+    "hs_object_id",
+    "lastmodifieddate",
+    "lastname",
+]
+#: properties the free-text ``query`` of a search looks in
+SEARCHABLE_PROPERTIES = ["firstname", "lastname", "email", "phone", "mobilephone", "company"]
+
+#: epoch 2024-01-01T00:00:00Z in ms, when the seeded definitions were "created"
+_SEEDED_AT = "2024-01-01T00:00:00.000Z"
+
+_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+def iso_ms(ms: int) -> str:
+    """Epoch milliseconds as HubSpot's ISO-8601 ``2024-01-01T00:00:00.000Z``."""
+    moment = datetime.fromtimestamp(ms // 1000, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ms % 1000:03d}Z"
+
+
+def parse_datetime_ms(value: str) -> int | None:
+    """Epoch ms from an epoch-ms string, an ISO-8601 datetime or a ``YYYY-MM-DD`` date."""
+    text = value.strip()
+    if re.fullmatch(r"-?\d+", text):
+        return int(text)
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+            moment = datetime.combine(date.fromisoformat(text), datetime.min.time(), tzinfo=UTC)
+        else:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return int(moment.timestamp() * 1000)
+
+
+@dataclass
+class Owner:
+    """A seeded HubSpot user who can own contacts (``hubspot_owner_id``)."""
+
+    id: str
+    email: str
+    first_name: str
+    last_name: str
+    user_id: int
+    team: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The owner as ``/crm/v3/owners/`` answers it."""
+        return {
+            "id": self.id,
+            "email": self.email,
+            "type": "PERSON",
+            "firstName": self.first_name,
+            "lastName": self.last_name,
+            "userId": self.user_id,
+            "userIdIncludingInactive": self.user_id,
+            "createdAt": _SEEDED_AT,
+            "updatedAt": _SEEDED_AT,
+            "archived": False,
+            "teams": [{"id": "9001", "name": self.team, "primary": True}],
+        }
+
+
+SEEDED_OWNERS = [
+    Owner("61000001", "alex.rivera@example.com", "Alex", "Rivera", 8_100_001, "Inbound Sales"),
+    Owner("61000002", "bea.novak@example.com", "Bea", "Novak", 8_100_002, "Inbound Sales"),
+    Owner("61000003", "chidi.okafor@example.com", "Chidi", "Okafor", 8_100_003, "Inbound Sales"),
+    Owner("61000004", "dana.lind@example.com", "Dana", "Lind", 8_100_004, "Enterprise Sales"),
+]
+
+
+def _options(pairs: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    return [
+        {"label": label, "value": value, "displayOrder": order, "hidden": False, "description": ""}
+        for order, (value, label) in enumerate(pairs)
+    ]
+
+
+def make_property(
+    name: str,
+    label: str,
+    type_: str = "string",
+    field_type: str = "text",
+    *,
+    group: str = "contactinformation",
+    options: list[dict[str, Any]] | None = None,
+    read_only: bool = False,
+    hubspot_defined: bool = True,
+    description: str = "",
+    has_unique_value: bool = False,
+    external_options: bool = False,
+) -> dict[str, Any]:
+    """A property definition as the Properties API returns it."""
+    definition: dict[str, Any] = {
+        "name": name,
+        "label": label,
+        "type": type_,
+        "fieldType": field_type,
+        "description": description,
+        "groupName": group,
+        "options": options or [],
+        "displayOrder": -1,
+        "calculated": False,
+        "externalOptions": external_options,
+        "hasUniqueValue": has_unique_value,
+        "hidden": False,
+        "modificationMetadata": {
+            "archivable": not hubspot_defined,
+            "readOnlyDefinition": hubspot_defined,
+            "readOnlyValue": read_only,
+        },
+        "formField": not read_only,
+        "dataSensitivity": "non_sensitive",
+        "createdAt": _SEEDED_AT,
+        "updatedAt": _SEEDED_AT,
+        "archived": False,
+    }
+    if hubspot_defined:
+        definition["hubspotDefined"] = True
+    else:
+        definition["createdUserId"] = str(SEEDED_OWNERS[0].user_id)
+    return definition
+
+
+def default_properties() -> dict[str, dict[str, Any]]:
+    """The contact properties of a fresh sandbox account, by name."""
+    owner_options = [
+        {
+            "label": f"{o.first_name} {o.last_name} ({o.email})",
+            "value": o.id,
+            "displayOrder": i,
+            "hidden": False,
+            "description": "",
+        }
+        for i, o in enumerate(SEEDED_OWNERS)
+    ]
+    analytics = "analyticsinformation"
+    props = [
+        make_property("firstname", "First Name"),
+        make_property("lastname", "Last Name"),
+        make_property("email", "Email"),
+        make_property("phone", "Phone Number", "string", "phonenumber"),
+        make_property("mobilephone", "Mobile Phone Number", "string", "phonenumber"),
+        make_property("company", "Company Name"),
+        make_property("jobtitle", "Job Title"),
+        make_property("website", "Website URL"),
+        make_property("industry", "Industry"),
+        make_property(
+            "numemployees",
+            "Number of Employees",
+            "enumeration",
+            "select",
+            options=_options([(r, r) for r in EMPLOYEE_RANGES]),
+        ),
+        make_property("annualrevenue", "Annual Revenue"),
+        make_property("city", "City"),
+        make_property("state", "State/Region"),
+        make_property("zip", "Postal Code"),
+        make_property("country", "Country/Region"),
+        make_property(
+            "lifecyclestage",
+            "Lifecycle Stage",
+            "enumeration",
+            "radio",
+            options=_options(LIFECYCLE_STAGES),
+        ),
+        make_property(
+            "hs_lead_status",
+            "Lead Status",
+            "enumeration",
+            "radio",
+            group="sales_properties",
+            options=_options(LEAD_STATUSES),
+        ),
+        # Original source can be edited through the API (facts §1 "Enumerations"); its
+        # drill-downs are HubSpot-set and read-only.
+        make_property(
+            "hs_analytics_source",
+            "Original Traffic Source",
+            "enumeration",
+            "select",
+            group=analytics,
+            options=_options(ANALYTICS_SOURCES),
+        ),
+        make_property(
+            "hs_analytics_source_data_1",
+            "Original Traffic Source Drill-Down 1",
+            group=analytics,
+            read_only=True,
+        ),
+        make_property(
+            "hs_analytics_source_data_2",
+            "Original Traffic Source Drill-Down 2",
+            group=analytics,
+            read_only=True,
+        ),
+        make_property(
+            "hubspot_owner_id",
+            "Contact owner",
+            "enumeration",
+            "select",
+            group="sales_properties",
+            options=owner_options,
+            external_options=True,
+        ),
+        make_property("createdate", "Create Date", "datetime", "date", read_only=True),
+        make_property("lastmodifieddate", "Last Modified Date", "datetime", "date", read_only=True),
+        make_property(
+            "hs_object_id", "Record ID", "number", "number", read_only=True, has_unique_value=True
+        ),
+    ]
+    for part in ("source", "medium", "campaign", "term", "content"):
+        props.append(
+            make_property(
+                f"utm_{part}",
+                f"UTM {part}",
+                group="leadrelay",
+                hubspot_defined=False,
+                description=f"Raw utm_{part} of the first captured touch (leadrelay)",
+            )
+        )
+    return {p["name"]: p for p in props}
+
+
+@dataclass
+class Schema:
+    """The contact property definitions of the account and the checks HubSpot runs on writes."""
+
+    properties: dict[str, dict[str, Any]] = field(default_factory=default_properties)
+
+    def exists(self, name: str) -> bool:
+        """Whether ``name`` is a (not archived) contact property."""
+        return name in self.properties
+
+    def stage_rank(self, stage: str) -> int | None:
+        """Position of a lifecycle stage in the option order, None when it is not an option."""
+        definition = self.properties.get("lifecyclestage")
+        if definition is None:
+            return None
+        for option in definition["options"]:
+            if option["value"] == stage:
+                return int(option["displayOrder"])
+        return None
+
+    def normalise(self, values: Any) -> tuple[dict[str, str], list[dict[str, Any]]]:
+        """Check written property values; return them as stored strings plus the problems.
+
+        ``""`` (or null) clears a value. Each problem is one ``{isValid: false, …}`` entry.
+        """
+        if not isinstance(values, dict):
+            raise validation_error("Invalid input JSON: properties must be an object")
+        clean: dict[str, str] = {}
+        problems: list[dict[str, Any]] = []
+        for name, raw in values.items():
+            definition = self.properties.get(name)
+            if definition is None:
+                problems.append(
+                    property_problem(
+                        name, "PROPERTY_DOESNT_EXIST", f'Property "{name}" does not exist'
+                    )
+                )
+                continue
+            if definition["modificationMetadata"]["readOnlyValue"]:
+                problems.append(
+                    property_problem(
+                        name,
+                        "READ_ONLY_VALUE",
+                        f'"{name}" is a read only property; its value cannot be set.',
+                    )
+                )
+                continue
+            try:
+                clean[name] = self._value(definition, raw)
+            except _BadValue as bad:
+                problems.append(property_problem(name, bad.code, bad.message))
+        return clean, problems
+
+    def _value(self, definition: dict[str, Any], raw: Any) -> str:
+        if raw is None:
+            return ""
+        if isinstance(raw, bool):
+            text = "true" if raw else "false"
+        elif isinstance(raw, int | float):
+            if isinstance(raw, float) and not math.isfinite(raw):
+                raise _BadValue("INVALID_DECIMAL", f"{raw} was not a valid number.")
+            text = str(int(raw)) if isinstance(raw, float) and raw.is_integer() else str(raw)
+        elif isinstance(raw, str):
+            text = raw
+        else:
+            raise _BadValue(
+                "INVALID_PROPERTY_VALUE",
+                f"{definition['name']} must be a string, number or boolean, not "
+                f"{type(raw).__name__}",
+            )
+        if text == "":
+            return ""
+        kind = definition["type"]
+        name = definition["name"]
+        if name == "email":
+            text = text.strip().lower()
+            if not _EMAIL.match(text):
+                raise _BadValue("INVALID_EMAIL", f"Email address {text} is invalid")
+            return text
+        if kind == "number":
+            try:
+                number = float(text)
+            except ValueError:
+                raise _BadValue("INVALID_DECIMAL", f"{text} was not a valid number.") from None
+            if not math.isfinite(number):
+                raise _BadValue("INVALID_DECIMAL", f"{text} was not a valid number.")
+            return text.strip()
+        if kind == "bool":
+            if text.lower() not in {"true", "false"}:
+                raise _BadValue("INVALID_BOOLEAN", f"{text} was not a valid boolean.")
+            return text.lower()
+        if kind in {"date", "datetime"}:
+            ms = parse_datetime_ms(text)
+            if ms is None:
+                raise _BadValue("INVALID_DATE", f"{text} was not a valid date or datetime.")
+            if kind == "date":
+                if ms % 86_400_000:
+                    raise _BadValue(
+                        "INVALID_DATE", f"{text} is not midnight UTC; date values must be."
+                    )
+                return iso_ms(ms)[:10]
+            return iso_ms(ms)
+        if kind == "enumeration":
+            allowed = [o["value"] for o in definition["options"] if not o.get("hidden")]
+            chosen = text.split(";") if definition["fieldType"] == "checkbox" else [text]
+            for value in chosen:
+                if value not in allowed:
+                    raise _BadValue(
+                        "INVALID_OPTION",
+                        f"{value} was not one of the allowed options: [{', '.join(allowed)}]",
+                    )
+            return text
+        return text
+
+    def create_property(self, body: Any) -> dict[str, Any]:
+        """Validate a PropertyCreate body and add the property; returns its definition."""
+        if not isinstance(body, dict):
+            raise validation_error("Invalid input JSON: expected a property object")
+        missing = [
+            k for k in ("name", "label", "type", "fieldType", "groupName") if not body.get(k)
+        ]
+        if missing:
+            raise validation_error(
+                f"Missing required field(s) for a property: {', '.join(missing)}"
+            )
+        name = str(body["name"])
+        if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
+            raise validation_error(
+                f"Property name {name!r} is invalid: use lower-case letters, digits and _ "
+                "starting with a letter"
+            )
+        if name in self.properties:
+            raise HubSpotError(
+                409, f"Property named '{name}' already exists.", "OBJECT_ALREADY_EXISTS"
+            )
+        if body["type"] not in PROPERTY_TYPES:
+            raise validation_error(
+                f"Invalid property type {body['type']!r}; "
+                f"allowed: {', '.join(sorted(PROPERTY_TYPES))}"
+            )
+        if body["fieldType"] not in FIELD_TYPES:
+            raise validation_error(
+                f"Invalid fieldType {body['fieldType']!r}; "
+                f"allowed: {', '.join(sorted(FIELD_TYPES))}"
+            )
+        options = self._options(body.get("options") or [], body["type"], name)
+        definition = make_property(
+            name,
+            str(body["label"]),
+            str(body["type"]),
+            str(body["fieldType"]),
+            group=str(body["groupName"]),
+            options=options,
+            hubspot_defined=False,
+            description=str(body.get("description") or ""),
+            has_unique_value=bool(body.get("hasUniqueValue", False)),
+        )
+        definition["hidden"] = bool(body.get("hidden", False))
+        definition["formField"] = bool(body.get("formField", True))
+        if "displayOrder" in body:
+            definition["displayOrder"] = _whole(body["displayOrder"], "displayOrder")
+        self.properties[name] = definition
+        return definition
+
+    def update_property(self, name: str, body: Any) -> dict[str, Any]:
+        """Apply a PropertyUpdate (label, description, options, …) to ``name``."""
+        definition = self.properties.get(name)
+        if definition is None:
+            raise _property_not_found(name)
+        if not isinstance(body, dict):
+            raise validation_error("Invalid input JSON: expected a property object")
+        if definition.get("hubspotDefined") and "options" in body and name != "lifecyclestage":
+            raise validation_error(f"Options of the HubSpot-defined property {name} are fixed")
+        for key in ("label", "description", "groupName"):
+            if key in body:
+                definition[key] = str(body[key])
+        for key in ("hidden", "formField"):
+            if key in body:
+                definition[key] = bool(body[key])
+        if "displayOrder" in body:
+            definition["displayOrder"] = _whole(body["displayOrder"], "displayOrder")
+        if "options" in body:
+            definition["options"] = self._options(body["options"], definition["type"], name)
+        return definition
+
+    def archive_property(self, name: str) -> None:
+        """Archive (delete) a custom property; HubSpot-defined ones cannot be."""
+        definition = self.properties.get(name)
+        if definition is None:
+            raise _property_not_found(name)
+        if definition.get("hubspotDefined"):
+            raise validation_error(f"Can't archive the HubSpot-defined property {name}")
+        del self.properties[name]
+
+    @staticmethod
+    def _options(raw: Any, type_: str, name: str) -> list[dict[str, Any]]:
+        if not isinstance(raw, list):
+            raise validation_error(f"options of {name} must be a list")
+        if raw and type_ != "enumeration":
+            raise validation_error(f"Only enumeration properties have options ({name})")
+        options = []
+        for order, item in enumerate(raw):
+            if not isinstance(item, dict) or not item.get("value") or not item.get("label"):
+                raise validation_error(f"Each option of {name} needs a label and a value")
+            options.append(
+                {
+                    "label": str(item["label"]),
+                    "value": str(item["value"]),
+                    "displayOrder": _whole(item.get("displayOrder", order), "displayOrder"),
+                    "hidden": bool(item.get("hidden", False)),
+                    "description": str(item.get("description") or ""),
+                }
+            )
+        return options
+
+
+def _whole(raw: Any, name: str) -> int:
+    if isinstance(raw, bool) or not isinstance(raw, int | str):
+        raise validation_error(f"{name} must be a whole number, got {raw!r}")
+    try:
+        return int(raw)
+    except ValueError:
+        raise validation_error(f"{name} must be a whole number, got {raw!r}") from None
+
+
+def _property_not_found(name: str) -> HubSpotError:
+    return HubSpotError(
+        404, f"Unable to find property {name} for object type contacts", "OBJECT_NOT_FOUND"
+    )
+
+
+class _BadValue(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
