@@ -297,6 +297,56 @@ def default_properties() -> dict[str, dict[str, Any]]:
                 description=f"Raw utm_{part} of the first captured touch (leadrelay)",
             )
         )
+    # The other custom properties leadrelay's default mapping writes (README: custom fields).
+    props.append(
+        make_property(
+            "leadrelay_key",
+            "leadrelay key",
+            group="leadrelay",
+            hubspot_defined=False,
+            has_unique_value=True,
+            description="leadrelay's own lead key",
+        )
+    )
+    props.append(
+        make_property(
+            "leadrelay_score",
+            "leadrelay score",
+            "number",
+            "number",
+            group="leadrelay",
+            hubspot_defined=False,
+            description="Lead score 0-100 (fit + intent + engagement)",
+        )
+    )
+    props.append(
+        make_property(
+            "rejection_reason",
+            "Rejection reason",
+            "enumeration",
+            "select",
+            group="leadrelay",
+            hubspot_defined=False,
+            options=_options(
+                [
+                    (value, value.replace("_", " ").capitalize())
+                    for value in (
+                        "bad_fit",
+                        "wrong_role",
+                        "no_need",
+                        "timing",
+                        "no_response",
+                        "competitor",
+                        "invalid_contact",
+                        "duplicate",
+                        "existing_customer",
+                        "other",
+                    )
+                ]
+            ),
+            description="Why sales rejected the lead",
+        )
+    )
     return {p["name"]: p for p in props}
 
 
