@@ -60,6 +60,22 @@ def _route_label(scope: Scope, emulator: Emulator) -> str:
     return f"{method} {emulator.prefix}{template}"
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, closing client connections at once on shutdown.
+
+    Clients that keep a response referenced (hubspot-api-client keeps ``last_response``) leave
+    their TLS connections open; a graceful TLS close would wait on them and leak transports.
+    A sandbox going away may drop them abruptly, as a real server restart would.
+    """
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for connection in list(self.server_state.connections):
+            transport = getattr(connection, "transport", None)
+            if transport is not None:
+                transport.abort()
+        await super().shutdown(sockets)
+
+
 class SandboxApp:
     """ASGI app: dispatches to the emulators by prefix, applies faults, counts requests."""
 
@@ -273,7 +289,7 @@ class SandboxServer:
             lifespan="off",
             timeout_graceful_shutdown=2,
         )
-        self._server = uvicorn.Server(config)
+        self._server = _Server(config)
         self._thread: threading.Thread | None = None
 
     def env(self) -> dict[str, str]:

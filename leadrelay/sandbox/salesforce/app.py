@@ -1,0 +1,1120 @@
+"""The Salesforce REST emulator: OAuth token endpoint, sObjects, SOQL, collections, Bulk 2.0.
+
+Mounted at the real root path ``/services`` (simple-salesforce keeps only host and port of an
+instance URL and always uses https — crm-api-facts §0). Every API response carries
+``Sforce-Limit-Info``; errors are JSON arrays ``[{"message", "errorCode", …}]`` (§2).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Match, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from leadrelay.sandbox.base import Emulator, Sandbox, SchemaChangeError
+from leadrelay.sandbox.salesforce import soql
+from leadrelay.sandbox.salesforce.bulk import BulkError, BulkJobs
+from leadrelay.sandbox.salesforce.schema import ORG_ID, SObjectDef, format_datetime, make_id
+from leadrelay.sandbox.salesforce.store import (
+    ROLLED_BACK,
+    SANDBOX_USERS,
+    Journal,
+    MultipleMatches,
+    OrgStore,
+    Problem,
+    RecordError,
+    RequestError,
+    not_found,
+    parse_datetime,
+)
+
+#: Sandbox-only credentials (not secrets): the emulated org's integration user and connected app.
+SANDBOX_USERNAME = SANDBOX_USERS[0][0]
+SANDBOX_PASSWORD = "sandbox-password"
+SANDBOX_SECURITY_TOKEN = "SANDBOXSECURITYTOKEN"
+SANDBOX_CONSUMER_KEY = "3MVG9sandbox.leadrelay.consumer.key"
+SANDBOX_CONSUMER_SECRET = "sandbox-consumer-secret"
+DEFAULT_DAILY_API_LIMIT = 15_000
+QUERY_BATCH_SIZE = 2000
+COLLECTION_LIMIT = 200
+MAX_OPEN_CURSORS = 200
+MIN_VERSION, MAX_VERSION = 31.0, 62.0
+JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+_VERSION = re.compile(r"^\d{2}\.\d$")
+
+Handler = Callable[..., Awaitable[Response]]
+
+
+class SalesforceAPIError(Exception):
+    """Answer with ``status`` and a Salesforce error array."""
+
+    def __init__(self, status: int, *problems: Problem) -> None:
+        super().__init__(problems[0].message if problems else str(status))
+        self.status = status
+        self.problems = problems
+
+
+def sf_error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
+    """A Salesforce error response: always a JSON array."""
+    return JSONResponse([{"message": message, "errorCode": code, **extra}], status_code=status)
+
+
+def _oauth_error(error: str, description: str, status: int = 400) -> JSONResponse:
+    return JSONResponse({"error": error, "error_description": description}, status_code=status)
+
+
+@dataclass
+class _Cursor:
+    rows: list[dict[str, Any]]
+    bound: soql.BoundQuery
+    version: str
+    endpoint: str
+
+
+class SalesforceEmulator(Emulator):
+    """Salesforce REST API (v31.0–v62.0) over an in-memory org with Lead, Contact, Account,
+    User and LeadStatus."""
+
+    name = "salesforce"
+    prefix = "/services"
+
+    def __init__(self, sandbox: Sandbox) -> None:
+        super().__init__(sandbox)
+        #: the org's DailyApiRequests Max (configurable; survives reset)
+        self.daily_api_limit = DEFAULT_DAILY_API_LIMIT
+        self.sessions: dict[str, str] = {}
+
+    # --- Emulator contract -------------------------------------------------------------------
+
+    def reset(self) -> None:
+        """Fresh org: seeded users and lead statuses, no records, jobs or cursors; usage 0.
+
+        Issued sessions stay valid (use ``expire_sessions`` to test re-authentication).
+        """
+        with self.lock:
+            self.store = OrgStore()
+            self.bulk = BulkJobs(self.store)
+            self.cursors: OrderedDict[str, _Cursor] = OrderedDict()
+            self.api_usage = 0
+            self._cursor_sequence = 0
+
+    def expire_sessions(self) -> int:
+        """Invalidate every issued access token; returns how many there were."""
+        with self.lock:
+            count = len(self.sessions)
+            self.sessions.clear()
+            return count
+
+    def rate_limited(self, request: Request) -> Response:
+        # Salesforce has no 429: a short-window overload is 403 REQUEST_LIMIT_EXCEEDED with the
+        # concurrent-request message (crm-api-facts §2), which clears by itself. The daily
+        # "TotalRequests" variant is answered by the real daily counter, not by this fault.
+        return sf_error(403, "REQUEST_LIMIT_EXCEEDED", "ConcurrentPerOrgLongTxn Limit exceeded.")
+
+    def fault(self, request: Request, status: int) -> Response:
+        codes = {
+            503: "SERVER_UNAVAILABLE",
+            500: "UNKNOWN_EXCEPTION",
+            502: "SERVER_UNAVAILABLE",
+            429: "REQUEST_LIMIT_EXCEEDED",
+            403: "REQUEST_LIMIT_EXCEEDED",
+        }
+        code = codes.get(status, "UNKNOWN_EXCEPTION" if status >= 500 else "INVALID_REQUEST")
+        message = (
+            "Service temporarily unavailable, please retry."
+            if code == "SERVER_UNAVAILABLE"
+            else f"An unexpected error occurred (HTTP {status})."
+        )
+        return sf_error(status, code, message)
+
+    def change_schema(self, change: dict[str, Any]) -> None:
+        """Remove a Lead field (``Name`` or ``Object.Name``) or a picklist value.
+
+        Restricted picklists (Status, Rejection_Reason__c) then refuse the removed value with
+        INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST. Unrestricted ones (LeadSource, Industry) keep
+        accepting it: the API saves any value into an unrestricted picklist (Salesforce Help,
+        "Restrict Picklists to the Values You Define"), so only describe changes.
+        """
+        with self.lock:
+            if "remove_field" in change:
+                sobject, spec = self._schema_field(str(change["remove_field"]))
+                if not spec.custom and (not spec.nillable or not spec.createable):
+                    raise SchemaChangeError(
+                        f"{sobject.name}.{spec.name} is a required or system field and cannot "
+                        "be deleted"
+                    )
+                sobject.remove_field(spec.name)
+                for index in (self.store.indexes[sobject.name],):
+                    index.pop(spec.name, None)
+                return
+            option = change.get("remove_option")
+            if not isinstance(option, dict):
+                raise SchemaChangeError("remove_option needs {field, value}")
+            sobject, spec = self._schema_field(str(option.get("field")))
+            value = option.get("value")
+            entry = next((p for p in spec.picklist if p.value == value), None)
+            if entry is None:
+                raise SchemaChangeError(
+                    f"{sobject.name}.{spec.name} has no picklist value {value!r}"
+                )
+            if entry.default:
+                raise SchemaChangeError(
+                    f"{value!r} is the default of {spec.name}; cannot remove it"
+                )
+            spec.picklist.remove(entry)
+            if sobject.name == "Lead" and spec.name == "Status":
+                statuses = self.store.records["LeadStatus"]
+                for record_id, record in list(statuses.items()):
+                    if record["ApiName"] == value:
+                        del statuses[record_id]
+
+    def _schema_field(self, name: str) -> tuple[SObjectDef, Any]:
+        object_name, _, field_name = name.rpartition(".")
+        sobject = self.store.sobject(object_name or "Lead")
+        spec = sobject.field(field_name) if sobject else None
+        if sobject is None or spec is None:
+            raise SchemaChangeError(f"no field {name!r} on {object_name or 'Lead'}")
+        return sobject, spec
+
+    def env(self) -> dict[str, str]:
+        return {
+            "SALESFORCE_INSTANCE_URL": self.sandbox.base_url,
+            "SALESFORCE_USERNAME": SANDBOX_USERNAME,
+            "SALESFORCE_PASSWORD": SANDBOX_PASSWORD,
+            "SALESFORCE_CONSUMER_KEY": SANDBOX_CONSUMER_KEY,
+            "SALESFORCE_CONSUMER_SECRET": SANDBOX_CONSUMER_SECRET,
+        }
+
+    def admin_routes(self) -> list[BaseRoute]:
+        async def expire(request: Request) -> Response:
+            return JSONResponse({"ok": True, "expired": self.expire_sessions()})
+
+        async def limits(request: Request) -> Response:
+            try:
+                body = await request.json()
+                limit = int(body["daily_api_requests"])
+            except (ValueError, KeyError, TypeError):
+                return JSONResponse(
+                    {"error": 'body must be {"daily_api_requests": N}'}, status_code=400
+                )
+            with self.lock:
+                self.daily_api_limit = limit
+            return JSONResponse({"ok": True, "daily_api_requests": limit})
+
+        return [
+            Route("/salesforce/expire-sessions", expire, methods=["POST"]),
+            Route("/salesforce/limits", limits, methods=["POST"]),
+        ]
+
+    def app(self) -> ASGIApp:
+        api = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+        self._install_handlers(api)
+        self._oauth_routes(api)
+        self._rest_routes(api)
+        self._bulk_routes(api)
+
+        async def not_found_route(request: Request) -> Response:
+            allowed: set[str] = set()
+            for candidate in api.router.routes:
+                if isinstance(candidate, APIRoute) and candidate.endpoint is not not_found_route:
+                    match, _ = candidate.matches({**request.scope, "method": "_"})
+                    if match is not Match.NONE:
+                        allowed |= candidate.methods or set()
+            if allowed:
+                return sf_error(
+                    405,
+                    "METHOD_NOT_ALLOWED",
+                    f"HTTP Method '{request.method}' not allowed. Allowed are "
+                    + ",".join(sorted(allowed)),
+                )
+            return sf_error(404, "NOT_FOUND", "The requested resource does not exist")
+
+        api.add_api_route(
+            "/{rest:path}",
+            not_found_route,
+            methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"],
+            include_in_schema=False,
+        )
+        return _ApiGate(self, api)
+
+    # --- sessions and limits ---------------------------------------------------------------
+
+    def issue_token(self, user_id: str, client_secret: str) -> dict[str, Any]:
+        """A new access token, shaped as the token endpoint answers."""
+        token = f"{ORG_ID[:15]}!AQ" + secrets.token_urlsafe(72)
+        with self.lock:
+            self.sessions[token] = user_id
+        issued_at = str(int(time.time() * 1000))
+        identity = f"{self.sandbox.base_url}/id/{ORG_ID}/{user_id}"
+        signature = base64.b64encode(
+            hmac.new(
+                client_secret.encode(), (identity + issued_at).encode(), hashlib.sha256
+            ).digest()
+        ).decode()
+        return {
+            "access_token": token,
+            "instance_url": self.sandbox.base_url,
+            "id": identity,
+            "token_type": "Bearer",
+            "issued_at": issued_at,
+            "signature": signature,
+        }
+
+    def session_user(self, authorization: str | None) -> str | None:
+        """The user of a ``Bearer``/``OAuth`` token header, or None if invalid or expired."""
+        if not authorization:
+            return None
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() not in ("bearer", "oauth"):
+            return None
+        with self.lock:
+            return self.sessions.get(token.strip())
+
+    def count_call(self) -> tuple[int, bool]:
+        """Count one API call; returns (usage, over the daily limit)."""
+        with self.lock:
+            self.api_usage += 1
+            return self.api_usage, self.api_usage > self.daily_api_limit
+
+    def limit_info(self) -> str:
+        """The ``Sforce-Limit-Info`` header value."""
+        return f"api-usage={self.api_usage}/{self.daily_api_limit}"
+
+    # --- handlers -----------------------------------------------------------------------------
+
+    def _install_handlers(self, api: FastAPI) -> None:
+        async def api_error(request: Request, exc: Exception) -> Response:
+            assert isinstance(exc, SalesforceAPIError)
+            return JSONResponse([p.rest() for p in exc.problems], status_code=exc.status)
+
+        async def record_error(request: Request, exc: Exception) -> Response:
+            assert isinstance(exc, RecordError)
+            return JSONResponse([exc.problem.rest()], status_code=exc.status)
+
+        async def soql_error(request: Request, exc: Exception) -> Response:
+            assert isinstance(exc, soql.SoqlError)
+            return sf_error(400, exc.error_code, exc.message)
+
+        async def bulk_error(request: Request, exc: Exception) -> Response:
+            assert isinstance(exc, BulkError)
+            return sf_error(exc.status, exc.code, exc.message)
+
+        async def http_error(request: Request, exc: Exception) -> Response:
+            assert isinstance(exc, StarletteHTTPException)
+            if exc.status_code == 405:
+                return sf_error(
+                    405, "METHOD_NOT_ALLOWED", f"HTTP Method '{request.method}' not allowed."
+                )
+            return sf_error(exc.status_code, "NOT_FOUND", "The requested resource does not exist")
+
+        async def validation_error(request: Request, exc: Exception) -> Response:
+            return sf_error(400, "INVALID_QUERY_PARAMETER", f"Invalid request: {exc}")
+
+        async def crash(request: Request, exc: Exception) -> Response:
+            return sf_error(
+                500, "UNKNOWN_EXCEPTION", f"An unexpected error occurred: {type(exc).__name__}"
+            )
+
+        api.add_exception_handler(SalesforceAPIError, api_error)
+        api.add_exception_handler(RecordError, record_error)
+        api.add_exception_handler(soql.SoqlError, soql_error)
+        api.add_exception_handler(BulkError, bulk_error)
+        api.add_exception_handler(StarletteHTTPException, http_error)
+        api.add_exception_handler(RequestValidationError, validation_error)
+        api.add_exception_handler(Exception, crash)
+
+    # --- OAuth ---------------------------------------------------------------------------------
+
+    def _oauth_routes(self, api: FastAPI) -> None:
+        @api.post("/oauth2/token")
+        async def token(request: Request) -> Response:
+            form = {
+                k: v[0]
+                for k, v in parse_qs((await request.body()).decode("utf-8", "replace")).items()
+            }
+            form.update({k: v for k, v in request.query_params.items() if k not in form})
+            grant = form.get("grant_type", "")
+            if grant == "password":
+                return self._password_grant(form)
+            if grant == "client_credentials":
+                return self._client_credentials_grant(form, request.headers.get("authorization"))
+            if grant == JWT_GRANT:
+                return self._jwt_grant(form.get("assertion", ""))
+            return _oauth_error("unsupported_grant_type", "grant type not supported")
+
+        @api.post("/oauth2/revoke")
+        async def revoke(request: Request) -> Response:
+            form = parse_qs((await request.body()).decode("utf-8", "replace"))
+            value = (form.get("token") or [request.query_params.get("token", "")])[0]
+            with self.lock:
+                if self.sessions.pop(value, None) is None:
+                    return _oauth_error(
+                        "unsupported_token_type", "this token type is not supported"
+                    )
+            return Response(status_code=200)
+
+    def _client_ok(self, client_id: str | None, client_secret: str | None) -> JSONResponse | None:
+        if client_id != SANDBOX_CONSUMER_KEY:
+            return _oauth_error("invalid_client_id", "client identifier invalid")
+        if client_secret is not None and client_secret != SANDBOX_CONSUMER_SECRET:
+            return _oauth_error("invalid_client", "invalid client credentials")
+        return None
+
+    def _password_grant(self, form: dict[str, str]) -> Response:
+        refused = self._client_ok(form.get("client_id"), form.get("client_secret", ""))
+        if refused is not None:
+            return refused
+        password = form.get("password", "")
+        if form.get("username") != SANDBOX_USERNAME or password not in (
+            SANDBOX_PASSWORD,
+            SANDBOX_PASSWORD + SANDBOX_SECURITY_TOKEN,
+        ):
+            return _oauth_error("invalid_grant", "authentication failure")
+        return JSONResponse(
+            self.issue_token(self.store.integration_user_id, SANDBOX_CONSUMER_SECRET)
+        )
+
+    def _client_credentials_grant(
+        self, form: dict[str, str], authorization: str | None
+    ) -> Response:
+        client_id, client_secret = form.get("client_id"), form.get("client_secret")
+        if authorization and authorization.lower().startswith("basic "):
+            try:
+                decoded = base64.b64decode(authorization[6:].strip()).decode()
+            except (binascii.Error, UnicodeDecodeError):
+                return _oauth_error("invalid_client", "invalid client credentials")
+            client_id, _, client_secret = decoded.partition(":")
+        refused = self._client_ok(client_id, client_secret or "")
+        if refused is not None:
+            return refused
+        body = self.issue_token(self.store.integration_user_id, SANDBOX_CONSUMER_SECRET)
+        return JSONResponse({**body, "scope": "api", "token_format": "opaque"})
+
+    def _jwt_grant(self, assertion: str) -> Response:
+        """JWT bearer flow: ``iss`` must be the consumer key, ``sub`` the username, ``exp`` in
+        the future. The RS256 signature is not verified (the sandbox has no uploaded cert)."""
+        parts = assertion.split(".")
+        try:
+            claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+        except (IndexError, ValueError, binascii.Error):
+            return _oauth_error("invalid_grant", "invalid assertion")
+        if not isinstance(claims, dict) or len(parts) != 3:
+            return _oauth_error("invalid_grant", "invalid assertion")
+        if claims.get("iss") != SANDBOX_CONSUMER_KEY:
+            return _oauth_error("invalid_client_id", "client identifier invalid")
+        if claims.get("sub") != SANDBOX_USERNAME:
+            return _oauth_error("invalid_grant", "user hasn't approved this consumer")
+        try:
+            expired = float(claims.get("exp", 0)) < time.time()
+        except (TypeError, ValueError):
+            expired = True
+        if expired:
+            return _oauth_error("invalid_grant", "expired access/refresh token")
+        return JSONResponse(
+            self.issue_token(self.store.integration_user_id, SANDBOX_CONSUMER_SECRET)
+        )
+
+    # --- REST -----------------------------------------------------------------------------------
+
+    def _sobject(self, name: str) -> SObjectDef:
+        sobject = self.store.sobject(name)
+        if sobject is None:
+            raise not_found()
+        return sobject
+
+    def _rest_routes(self, api: FastAPI) -> None:
+        def route(path: str, methods: list[str]) -> Callable[[Handler], Handler]:
+            """Register ``path`` with and without a trailing slash (simple-salesforce sends
+            both ``sobjects/Lead/`` and ``query/``)."""
+
+            def register(handler: Handler) -> Handler:
+                for variant in {path, path.rstrip("/") + "/"}:
+                    api.add_api_route(variant, handler, methods=methods)
+                return handler
+
+            return register
+
+        @route("/data", ["GET"])
+        async def versions() -> Response:
+            return JSONResponse(
+                [
+                    {"label": f"v{v}.0", "url": f"/services/data/v{v}.0", "version": f"{v}.0"}
+                    for v in range(int(MIN_VERSION), int(MAX_VERSION) + 1)
+                ]
+            )
+
+        @route("/data/v{version}", ["GET"])
+        async def resources(version: str) -> Response:
+            _check_version(version)
+            base = f"/services/data/v{version}"
+            names = ["sobjects", "query", "queryAll", "composite", "limits", "jobs"]
+            return JSONResponse({name: f"{base}/{name}" for name in names})
+
+        @route("/data/v{version}/limits", ["GET"])
+        async def limits(version: str) -> Response:
+            _check_version(version)
+            with self.lock:
+                used = self.api_usage
+                limit = self.daily_api_limit
+            return JSONResponse(
+                {
+                    "DailyApiRequests": {"Max": limit, "Remaining": max(limit - used, 0)},
+                    "DailyBulkV2QueryJobs": {"Max": 10000, "Remaining": 10000},
+                    "DailyBulkV2QueryFileStorageMB": {"Max": 976562, "Remaining": 976562},
+                    "DataStorageMB": {"Max": 5, "Remaining": 5},
+                    "HourlyODataCallout": {"Max": 10000, "Remaining": 10000},
+                }
+            )
+
+        @route("/data/v{version}/sobjects", ["GET"])
+        async def global_describe(version: str) -> Response:
+            _check_version(version)
+            with self.lock:
+                objects = [s.basic(version) for s in self.store.schema.values()]
+            return JSONResponse({"encoding": "UTF-8", "maxBatchSize": 200, "sobjects": objects})
+
+        @route("/data/v{version}/sobjects/{sobject}/describe", ["GET"])
+        async def describe(version: str, sobject: str) -> Response:
+            _check_version(version)
+            with self.lock:
+                return JSONResponse(self._sobject(sobject).describe(version))
+
+        @route("/data/v{version}/sobjects/{sobject}/updated", ["GET"])
+        async def updated(version: str, sobject: str, request: Request) -> Response:
+            _check_version(version)
+            start, end = _window(request)
+            with self.lock:
+                spec = self._sobject(sobject)
+                ids = [
+                    rid
+                    for rid, rec in self.store.records[spec.name].items()
+                    if not rec.get("IsDeleted") and start <= rec["SystemModstamp"] < end
+                ]
+            return JSONResponse({"ids": ids, "latestDateCovered": _iso(end)})
+
+        @route("/data/v{version}/sobjects/{sobject}/deleted", ["GET"])
+        async def deleted(version: str, sobject: str, request: Request) -> Response:
+            _check_version(version)
+            start, end = _window(request)
+            with self.lock:
+                spec = self._sobject(sobject)
+                gone = [
+                    {"id": rid, "deletedDate": _iso(rec["SystemModstamp"])}
+                    for rid, rec in self.store.records[spec.name].items()
+                    if rec.get("IsDeleted") and start <= rec["SystemModstamp"] < end
+                ]
+            return JSONResponse(
+                {
+                    "deletedRecords": gone,
+                    "earliestDateAvailable": _iso(start),
+                    "latestDateCovered": _iso(end),
+                }
+            )
+
+        @route("/data/v{version}/sobjects/{sobject}", ["GET", "POST"])
+        async def sobject_root(version: str, sobject: str, request: Request) -> Response:
+            _check_version(version)
+            if request.method == "GET":
+                with self.lock:
+                    spec = self._sobject(sobject)
+                    recent = [
+                        self.store.render(
+                            spec, rec, version, ["Id", "Name"] if "Name" in spec.fields else ["Id"]
+                        )
+                        for rec in list(self.store.records[spec.name].values())[-10:]
+                        if not rec.get("IsDeleted")
+                    ]
+                    return JSONResponse(
+                        {"objectDescribe": spec.basic(version), "recentItems": recent}
+                    )
+            body = await _json_body(request)
+            with self.lock:
+                spec = self._sobject(sobject)
+                values = self.store.deserialize(spec, body)
+                record_id = self.store.create(
+                    spec, values, _user(request), allow_save=_allow_save(request)
+                )
+            return JSONResponse({"id": record_id, "success": True, "errors": []}, status_code=201)
+
+        @api.api_route(
+            "/data/v{version}/sobjects/{sobject}/{record_id}", methods=["GET", "PATCH", "DELETE"]
+        )
+        async def record(version: str, sobject: str, record_id: str, request: Request) -> Response:
+            _check_version(version)
+            if request.method == "GET":
+                with self.lock:
+                    spec = self._sobject(sobject)
+                    rec = self.store.get(spec, record_id)
+                    if rec.get("IsDeleted"):
+                        raise not_found()
+                    names = _field_list(spec, request.query_params.get("fields"))
+                    return JSONResponse(self.store.render(spec, rec, version, names))
+            body = await _json_body(request) if request.method == "PATCH" else None
+            with self.lock:
+                spec = self._sobject(sobject)
+                rec = self.store.get(spec, record_id)
+                if rec.get("IsDeleted"):
+                    raise RecordError(Problem("ENTITY_IS_DELETED", "entity is deleted"), 404)
+                if request.method == "DELETE":
+                    self.store.delete(spec, rec["Id"])
+                    return Response(status_code=204)
+                values = self.store.deserialize(spec, body)
+                if "Id" in values:
+                    raise RecordError(
+                        Problem(
+                            "INVALID_FIELD",
+                            "The Id field should not be specified in the sobject data.",
+                        )
+                    )
+                self.store.update(
+                    spec, rec["Id"], values, _user(request), allow_save=_allow_save(request)
+                )
+            return Response(status_code=204)
+
+        @api.api_route(
+            "/data/v{version}/sobjects/{sobject}/{field}/{value:path}", methods=["GET", "PATCH"]
+        )
+        async def by_external_id(
+            version: str, sobject: str, field: str, value: str, request: Request
+        ) -> Response:
+            _check_version(version)
+            if request.method == "GET":
+                with self.lock:
+                    spec = self._sobject(sobject)
+                    key = self.store.upsert_key(spec, field)
+                    matches = self.store.lookup(spec, key.name, value)
+                    if not matches:
+                        raise not_found()
+                    if len(matches) > 1:
+                        return _multiple(spec, version, matches)
+                    rec = self.store.records[spec.name][matches[0]]
+                    names = _field_list(spec, request.query_params.get("fields"))
+                    return JSONResponse(self.store.render(spec, rec, version, names))
+            body = await _json_body(request)
+            with self.lock:
+                spec = self._sobject(sobject)
+                key = self.store.upsert_key(spec, field)
+                values = self.store.deserialize(spec, body)
+                for name in {"Id", key.name} & values.keys():
+                    raise RecordError(
+                        Problem(
+                            "INVALID_FIELD",
+                            f"The {name} field should not be specified in the sobject data.",
+                        )
+                    )
+                try:
+                    record_id, created = self.store.upsert(
+                        spec, key, value, values, _user(request), allow_save=_allow_save(request)
+                    )
+                except MultipleMatches as exc:
+                    return _multiple(spec, version, exc.ids)
+            result = {"id": record_id, "success": True, "errors": [], "created": created}
+            if created:
+                return JSONResponse(result, status_code=201)
+            # Upsert-update answers 200 with a body from v46.0, 204 before (crm-api-facts §2).
+            if float(version) >= 46.0:
+                return JSONResponse(result, status_code=200)
+            return Response(status_code=204)
+
+        @route("/data/v{version}/query", ["GET"])
+        async def query(version: str, request: Request) -> Response:
+            return self._query(version, request, include_deleted=False)
+
+        @route("/data/v{version}/queryAll", ["GET"])
+        async def query_all(version: str, request: Request) -> Response:
+            return self._query(version, request, include_deleted=True)
+
+        @api.get("/data/v{version}/query/{locator}")
+        async def query_more(version: str, locator: str) -> Response:
+            return self._query_more(version, locator)
+
+        @api.get("/data/v{version}/queryAll/{locator}")
+        async def query_all_more(version: str, locator: str) -> Response:
+            return self._query_more(version, locator)
+
+        @route("/data/v{version}/composite/sobjects", ["POST", "PATCH", "DELETE"])
+        async def collections(version: str, request: Request) -> Response:
+            _check_version(version)
+            if request.method == "DELETE":
+                return self._collection_delete(request)
+            body = await _json_body(request)
+            records, all_or_none = _collection_body(body)
+            with self.lock:
+                if request.method == "POST":
+                    return self._collection_write(records, all_or_none, request, "create")
+                return self._collection_write(records, all_or_none, request, "update")
+
+        @route("/data/v{version}/composite/sobjects/{sobject}/{field}", ["PATCH"])
+        async def collection_upsert(
+            version: str, sobject: str, field: str, request: Request
+        ) -> Response:
+            _check_version(version)
+            body = await _json_body(request)
+            records, all_or_none = _collection_body(body)
+            with self.lock:
+                spec = self._sobject(sobject)
+                key = self.store.upsert_key(spec, field)
+                return self._collection_write(
+                    records, all_or_none, request, "upsert", spec, key.name
+                )
+
+    # --- query ------------------------------------------------------------------------------------
+
+    def _query(self, version: str, request: Request, *, include_deleted: bool) -> Response:
+        _check_version(version)
+        text = request.query_params.get("q")
+        if not text:
+            return sf_error(400, "MALFORMED_QUERY", "A query string has to be specified")
+        batch = _batch_size(request.headers.get("sforce-query-options", ""))
+        with self.lock:
+            bound = soql.compile_query(text, self.store.schema, self.store.resolve)
+            rows = [
+                record
+                for record in self.store.candidates(
+                    bound.sobject, bound.hints, include_deleted=include_deleted
+                )
+                if (include_deleted or not record.get("IsDeleted")) and bound.matches(record)
+            ]
+            if bound.count_only:
+                return JSONResponse({"totalSize": len(rows), "done": True, "records": []})
+            rows = bound.order(rows)
+            endpoint = "queryAll" if include_deleted else "query"
+            cursor = _Cursor(rows, bound, version, endpoint)
+            return JSONResponse(self._page(cursor, None, 0, batch))
+
+    def _page(self, cursor: _Cursor, locator: str | None, start: int, batch: int) -> dict[str, Any]:
+        end = start + batch
+        page = cursor.rows[start:end]
+        body: dict[str, Any] = {"totalSize": len(cursor.rows), "done": end >= len(cursor.rows)}
+        if end < len(cursor.rows):
+            if locator is None:
+                self._cursor_sequence += 1
+                locator = make_id("01g", self._cursor_sequence)
+                self.cursors[locator] = cursor
+                while len(self.cursors) > MAX_OPEN_CURSORS:
+                    self.cursors.popitem(last=False)
+            body["nextRecordsUrl"] = (
+                f"/services/data/v{cursor.version}/{cursor.endpoint}/{locator}-{end}"
+            )
+        elif locator is not None:
+            self.cursors.pop(locator, None)
+        body["records"] = [cursor.bound.project(record, cursor.version) for record in page]
+        return body
+
+    def _query_more(self, version: str, locator: str) -> Response:
+        _check_version(version)
+        cursor_id, _, offset = locator.partition("-")
+        with self.lock:
+            cursor = self.cursors.get(cursor_id)
+            if cursor is None or not offset.isdigit() or int(offset) > len(cursor.rows):
+                return sf_error(400, "INVALID_QUERY_LOCATOR", "invalid query locator")
+            return JSONResponse(self._page(cursor, cursor_id, int(offset), QUERY_BATCH_SIZE))
+
+    # --- collections ------------------------------------------------------------------------------
+
+    def _collection_write(
+        self,
+        records: list[Any],
+        all_or_none: bool,
+        request: Request,
+        operation: str,
+        target: SObjectDef | None = None,
+        key: str | None = None,
+    ) -> Response:
+        user, allow_save = _user(request), _allow_save(request)
+        prepared: list[tuple[SObjectDef, dict[str, Any]]] = []
+        for item in records:
+            if not isinstance(item, dict):
+                raise SalesforceAPIError(
+                    400,
+                    Problem(
+                        "JSON_PARSER_ERROR",
+                        "Cannot deserialize SObject: each record must be a JSON object",
+                    ),
+                )
+            attributes = item.get("attributes")
+            type_name = attributes.get("type") if isinstance(attributes, dict) else None
+            if not isinstance(type_name, str):
+                raise SalesforceAPIError(
+                    400,
+                    Problem(
+                        "JSON_PARSER_ERROR", "Can not deserialize SObject, no attributes.type found"
+                    ),
+                )
+            spec = self.store.sobject(type_name)
+            if spec is None or (target is not None and spec.name != target.name):
+                raise SalesforceAPIError(
+                    400, Problem("INVALID_TYPE", f"sObject type '{type_name}' is not supported.")
+                )
+            try:
+                prepared.append((spec, self.store.deserialize(spec, item)))
+            except RequestError as exc:
+                raise SalesforceAPIError(400, exc.problem) from None
+        keys: dict[Any, int] = {}
+        if key is not None:
+            for _, values in prepared:
+                value = values.get(key)
+                if value is not None:
+                    folded = value.lower() if isinstance(value, str) else value
+                    keys[folded] = keys.get(folded, 0) + 1
+        journal: Journal = []
+        results: list[dict[str, Any]] = []
+        failed = False
+        for spec, values in prepared:
+            try:
+                result = self._write_one(
+                    spec, values, operation, key, keys, user, allow_save, journal
+                )
+                results.append(result)
+            except RecordError as exc:
+                failed = True
+                results.append({"success": False, "errors": [exc.problem.save_result()]})
+        if all_or_none and failed:
+            self.store.rollback(journal)
+            rolled = Problem("ALL_OR_NONE_OPERATION_ROLLED_BACK", ROLLED_BACK)
+            results = [
+                r
+                if not r["success"]
+                else {"id": None, "success": False, "errors": [rolled.save_result()]}
+                for r in results
+            ]
+            if operation == "upsert":
+                for r in results:
+                    r.setdefault("created", False)
+        return JSONResponse(results)
+
+    def _write_one(
+        self,
+        spec: SObjectDef,
+        values: dict[str, Any],
+        operation: str,
+        key: str | None,
+        keys: dict[Any, int],
+        user: str,
+        allow_save: bool,
+        journal: Journal,
+    ) -> dict[str, Any]:
+        if operation == "create":
+            if "Id" in values:
+                raise RecordError(
+                    Problem("INVALID_FIELD", "cannot specify Id in an insert call", ["Id"])
+                )
+            record_id = self.store.create(
+                spec, values, user, allow_save=allow_save, journal=journal
+            )
+            return {"id": record_id, "success": True, "errors": []}
+        if operation == "update":
+            record_id = values.pop("Id", None)
+            if not record_id:
+                raise RecordError(
+                    Problem("MISSING_ARGUMENT", "Id not specified in an update call", ["Id"])
+                )
+            self.store.update(spec, record_id, values, user, allow_save=allow_save, journal=journal)
+            return {"id": self.store.get(spec, record_id)["Id"], "success": True, "errors": []}
+        assert key is not None
+        value = values.pop(key, None) if key != "Id" else values.pop("Id", None)
+        if value is None:
+            raise RecordError(Problem("MISSING_ARGUMENT", f"{key} not specified", [key]))
+        if keys.get(value.lower() if isinstance(value, str) else value, 0) > 1:
+            raise RecordError(
+                Problem("DUPLICATE_EXTERNAL_ID", f"Duplicate external id specified: {value}", [key])
+            )
+        try:
+            record_id, created = self.store.upsert(
+                spec, spec.fields[key], value, values, user, allow_save=allow_save, journal=journal
+            )
+        except MultipleMatches as exc:
+            message = (
+                f"{key}: more than one record found for external id field: [{', '.join(exc.ids)}]"
+            )
+            raise RecordError(Problem("DUPLICATE_EXTERNAL_ID", message, [key])) from None
+        return {"id": record_id, "success": True, "errors": [], "created": created}
+
+    def _collection_delete(self, request: Request) -> Response:
+        ids = [i for i in request.query_params.get("ids", "").split(",") if i]
+        if not ids:
+            return sf_error(400, "MISSING_ARGUMENT", "ids parameter is required")
+        if len(ids) > COLLECTION_LIMIT:
+            return _too_many()
+        all_or_none = request.query_params.get("allOrNone", "false").lower() == "true"
+        journal: Journal = []
+        results: list[dict[str, Any]] = []
+        failed = False
+        with self.lock:
+            for raw in ids:
+                spec = next(
+                    (s for s in self.store.schema.values() if raw.startswith(s.key_prefix)), None
+                )
+                try:
+                    if spec is None:
+                        raise RecordError(Problem("MALFORMED_ID", f"malformed id {raw}"))
+                    record_id = self.store.get(spec, raw)["Id"]
+                    self.store.delete(spec, record_id, journal=journal)
+                    results.append({"id": record_id, "success": True, "errors": []})
+                except RecordError as exc:
+                    failed = True
+                    problem = exc.problem
+                    if problem.code == "NOT_FOUND":
+                        problem = Problem(
+                            "INVALID_CROSS_REFERENCE_KEY", "invalid cross reference id"
+                        )
+                    results.append({"id": raw, "success": False, "errors": [problem.save_result()]})
+            if all_or_none and failed:
+                self.store.rollback(journal)
+                rolled = Problem("ALL_OR_NONE_OPERATION_ROLLED_BACK", ROLLED_BACK).save_result()
+                results = [
+                    r if not r["success"] else {**r, "success": False, "errors": [rolled]}
+                    for r in results
+                ]
+        return JSONResponse(results)
+
+    # --- Bulk API 2.0 -----------------------------------------------------------------------------
+
+    def _bulk_routes(self, api: FastAPI) -> None:
+        base = "/data/v{version}/jobs"
+
+        @api.api_route(base + "/ingest", methods=["GET", "POST"])
+        @api.api_route(base + "/ingest/", methods=["GET", "POST"])
+        async def ingest_jobs(version: str, request: Request) -> Response:
+            _check_version(version)
+            if request.method == "GET":
+                with self.lock:
+                    return JSONResponse(self.bulk.list_jobs("ingest"))
+            body = await _json_body(request)
+            with self.lock:
+                job = self.bulk.create_ingest(body, _user(request), version)
+                return JSONResponse(job.info())
+
+        @api.api_route(base + "/ingest/{job_id}", methods=["GET", "PATCH", "DELETE"])
+        async def ingest_job(version: str, job_id: str, request: Request) -> Response:
+            _check_version(version)
+            body = await _json_body(request) if request.method == "PATCH" else None
+            with self.lock:
+                if request.method == "GET":
+                    return JSONResponse(self.bulk.get("ingest", job_id).info())
+                if request.method == "DELETE":
+                    self.bulk.delete("ingest", job_id)
+                    return Response(status_code=204)
+                return JSONResponse(self.bulk.set_state(job_id, body, _user(request)).info())
+
+        @api.put(base + "/ingest/{job_id}/batches")
+        async def upload(version: str, job_id: str, request: Request) -> Response:
+            _check_version(version)
+            data = await request.body()
+            with self.lock:
+                self.bulk.upload(job_id, data)
+            return Response(status_code=201)
+
+        @api.get(base + "/ingest/{job_id}/{kind}")
+        async def ingest_results(version: str, job_id: str, kind: str) -> Response:
+            _check_version(version)
+            if kind.lower() not in ("successfulresults", "failedresults", "unprocessedrecords"):
+                raise not_found()
+            with self.lock:
+                text = self.bulk.ingest_results(job_id, kind.lower())
+            return Response(text, media_type="text/csv")
+
+        @api.api_route(base + "/query", methods=["GET", "POST"])
+        @api.api_route(base + "/query/", methods=["GET", "POST"])
+        async def query_jobs(version: str, request: Request) -> Response:
+            _check_version(version)
+            if request.method == "GET":
+                with self.lock:
+                    return JSONResponse(self.bulk.list_jobs("query"))
+            body = await _json_body(request)
+            with self.lock:
+                job = self.bulk.create_query(body, _user(request), version)
+                info = job.info()
+            # A new query job reports UploadComplete; it is JobComplete on the next GET.
+            return JSONResponse({**info, "state": "UploadComplete"})
+
+        @api.api_route(base + "/query/{job_id}", methods=["GET", "PATCH", "DELETE"])
+        async def query_job(version: str, job_id: str, request: Request) -> Response:
+            _check_version(version)
+            body = await _json_body(request) if request.method == "PATCH" else None
+            with self.lock:
+                if request.method == "GET":
+                    return JSONResponse(self.bulk.get("query", job_id).info())
+                if request.method == "DELETE":
+                    self.bulk.delete("query", job_id)
+                    return Response(status_code=204)
+                return JSONResponse(self.bulk.abort_query(job_id, body).info())
+
+        @api.get(base + "/query/{job_id}/results")
+        async def query_results(version: str, job_id: str, request: Request) -> Response:
+            _check_version(version)
+            raw_max = request.query_params.get("maxRecords")
+            if raw_max is not None and not raw_max.isdigit():
+                raise BulkError(400, "INVALIDREQUEST", f"Invalid maxRecords: {raw_max}")
+            with self.lock:
+                text, locator, count = self.bulk.query_results(
+                    job_id, request.query_params.get("locator"), int(raw_max) if raw_max else None
+                )
+            return Response(
+                text,
+                media_type="text/csv",
+                headers={"Sforce-Locator": locator, "Sforce-NumberOfRecords": str(count)},
+            )
+
+
+class _ApiGate:
+    """In front of the FastAPI app: session check, API usage count, limit, Sforce-Limit-Info."""
+
+    def __init__(self, emulator: SalesforceEmulator, app: ASGIApp) -> None:
+        self.emulator = emulator
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        root = str(scope.get("root_path", ""))
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        if not path.startswith("/data/") or path.rstrip("/") == "/data":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        user = self.emulator.session_user(headers.get("authorization"))
+        if user is None:
+            response = sf_error(401, "INVALID_SESSION_ID", "Session expired or invalid")
+            await response(scope, receive, send)
+            return
+        _, over = self.emulator.count_call()
+        limit_header = (b"sforce-limit-info", self.emulator.limit_info().encode())
+        if over:
+            response = sf_error(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.")
+            response.headers["Sforce-Limit-Info"] = self.emulator.limit_info()
+            await response(scope, receive, send)
+            return
+        scope.setdefault("state", {})["sf_user"] = user
+
+        async def with_limit_info(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), limit_header]}
+            await send(message)
+
+        await self.app(scope, receive, with_limit_info)
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def _check_version(version: str) -> None:
+    if not _VERSION.match(version) or not MIN_VERSION <= float(version) <= MAX_VERSION:
+        raise not_found()
+
+
+def _user(request: Request) -> str:
+    return str(request.state.sf_user)
+
+
+def _allow_save(request: Request) -> bool:
+    header = request.headers.get("sforce-duplicate-rule-header", "")
+    return "allowsave=true" in header.replace(" ", "").lower()
+
+
+async def _json_body(request: Request) -> Any:
+    raw = await request.body()
+    try:
+        return json.loads(raw) if raw.strip() else None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise SalesforceAPIError(
+            400, Problem("JSON_PARSER_ERROR", f"Unexpected character in the request body: {exc}")
+        ) from None
+
+
+def _collection_body(body: Any) -> tuple[list[Any], bool]:
+    if not isinstance(body, dict) or not isinstance(body.get("records"), list):
+        raise SalesforceAPIError(
+            400,
+            Problem(
+                "JSON_PARSER_ERROR", 'The request body must be {"allOrNone": …, "records": […]}'
+            ),
+        )
+    records: list[Any] = body["records"]
+    if len(records) > COLLECTION_LIMIT:
+        raise SalesforceAPIError(
+            400,
+            Problem(
+                "EXCEEDED_ID_LIMIT",
+                "record limit reached. cannot submit more than 200 records into this call",
+            ),
+        )
+    return records, bool(body.get("allOrNone", False))
+
+
+def _too_many() -> Response:
+    return sf_error(
+        400,
+        "EXCEEDED_ID_LIMIT",
+        "record limit reached. cannot submit more than 200 records into this call",
+    )
+
+
+def _multiple(spec: SObjectDef, version: str, ids: list[str]) -> Response:
+    urls = [f"/services/data/v{version}/sobjects/{spec.name}/{rid}" for rid in ids]
+    return JSONResponse(urls, status_code=300)
+
+
+def _field_list(spec: SObjectDef, raw: str | None) -> list[str] | None:
+    if not raw:
+        return None
+    names = []
+    for name in (part.strip() for part in raw.split(",") if part.strip()):
+        field = spec.field(name)
+        if field is None:
+            raise RecordError(
+                Problem(
+                    "INVALID_FIELD",
+                    f"No such column '{name}' on entity '{spec.name}'. If you are attempting to "
+                    "use a custom field, be sure to append the '__c' after the custom field name. "
+                    "Please reference your WSDL or the describe call for the appropriate names.",
+                )
+            )
+        names.append(field.name)
+    return names
+
+
+def _batch_size(options: str) -> int:
+    match = re.search(r"batchSize=(\d+)", options)
+    if match is None:
+        return QUERY_BATCH_SIZE
+    return min(max(int(match.group(1)), 200), QUERY_BATCH_SIZE)
+
+
+def _window(request: Request) -> tuple[Any, Any]:
+    start = parse_datetime(request.query_params.get("start", ""))
+    end = parse_datetime(request.query_params.get("end", ""))
+    if start is None or end is None or end <= start:
+        raise SalesforceAPIError(
+            400,
+            Problem(
+                "INVALID_REPLICATION_DATE", "start and end must be datetimes, start before end"
+            ),
+        )
+    return start, end
+
+
+def _iso(value: Any) -> str:
+    return format_datetime(value)

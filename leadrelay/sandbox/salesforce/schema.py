@@ -1,0 +1,417 @@
+"""Salesforce object schemas, record ids and timestamps, as the REST API describes them.
+
+The emulated org has the standard Lead, Contact, Account, User and LeadStatus objects (the
+fields a lead-handoff connector touches) plus leadrelay's custom Lead fields: the UTM fields, a
+restricted ``Rejection_Reason__c`` picklist and the ``LeadRelay_Key__c`` external id.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+#: Lead Status values of a new org (crm-api-facts §2 "Lead object"): value, converted, default.
+LEAD_STATUSES: tuple[tuple[str, bool, bool], ...] = (
+    ("Open - Not Contacted", False, True),
+    ("Working - Contacted", False, False),
+    ("Closed - Converted", True, False),
+    ("Closed - Not Converted", False, False),
+)
+LEAD_SOURCES = ("Web", "Phone Inquiry", "Partner Referral", "Purchased List", "Other")
+INDUSTRIES = (
+    "Agriculture", "Apparel", "Banking", "Biotechnology", "Chemicals", "Communications",
+    "Construction", "Consulting", "Education", "Electronics", "Energy", "Engineering",
+    "Entertainment", "Environmental", "Finance", "Food & Beverage", "Government", "Healthcare",
+    "Hospitality", "Insurance", "Machinery", "Manufacturing", "Media", "Not For Profit",
+    "Recreation", "Retail", "Shipping", "Technology", "Telecommunications", "Transportation",
+    "Utilities", "Other",
+)  # fmt: skip
+REJECTION_REASONS = (
+    "No Budget", "No Authority", "No Need", "Bad Timing", "Competitor", "Spam / Invalid",
+)  # fmt: skip
+
+#: Field types whose values are strings in JSON and in SOQL literals.
+STRING_TYPES = frozenset(
+    {"id", "string", "email", "phone", "picklist", "textarea", "url", "reference"}
+)
+_SOAP_TYPES = {
+    "id": "tns:ID",
+    "reference": "tns:ID",
+    "boolean": "xsd:boolean",
+    "int": "xsd:int",
+    "double": "xsd:double",
+    "currency": "xsd:double",
+    "datetime": "xsd:dateTime",
+    "date": "xsd:date",
+}
+
+
+@dataclass
+class PicklistValue:
+    """One picklist entry as describe shows it."""
+
+    value: str
+    label: str
+    default: bool = False
+    active: bool = True
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``picklistValues[]`` element of describe."""
+        return {
+            "active": self.active,
+            "defaultValue": self.default,
+            "label": self.label,
+            "validFor": None,
+            "value": self.value,
+        }
+
+
+@dataclass
+class FieldDef:
+    """One field of an sObject, with what describe reports and what writes must obey."""
+
+    name: str
+    label: str
+    type: str
+    length: int = 0
+    nillable: bool = True
+    createable: bool = True
+    updateable: bool = True
+    defaulted_on_create: bool = False
+    picklist: list[PicklistValue] = field(default_factory=list)
+    restricted: bool = False
+    external_id: bool = False
+    unique: bool = False
+    reference_to: str | None = None
+    relationship_name: str | None = None
+    custom: bool = False
+    precision: int = 0
+    scale: int = 0
+
+    @property
+    def required(self) -> bool:
+        """Required on create: createable, not nillable and not defaulted by the server."""
+        return self.createable and not self.nillable and not self.defaulted_on_create
+
+    def picklist_values(self) -> set[str]:
+        """The active values of a picklist."""
+        return {entry.value for entry in self.picklist if entry.active}
+
+    def default_value(self) -> str | None:
+        """The picklist default, if any."""
+        return next((entry.value for entry in self.picklist if entry.default), None)
+
+    def describe(self) -> dict[str, Any]:
+        """The ``fields[]`` element of ``sobjects/{name}/describe``."""
+        return {
+            "autoNumber": False,
+            "byteLength": self.length * 3,
+            "calculated": False,
+            "createable": self.createable,
+            "custom": self.custom,
+            "defaultValue": None,
+            "defaultedOnCreate": self.defaulted_on_create,
+            "digits": 9 if self.type == "int" else 0,
+            "externalId": self.external_id,
+            "filterable": self.type != "textarea",
+            "idLookup": self.type == "id" or self.name == "Email" or self.external_id,
+            "label": self.label,
+            "length": self.length,
+            "name": self.name,
+            "nillable": self.nillable,
+            "picklistValues": [entry.to_json() for entry in self.picklist],
+            "precision": self.precision,
+            "referenceTo": [self.reference_to] if self.reference_to else [],
+            "relationshipName": self.relationship_name,
+            "restrictedPicklist": self.restricted,
+            "scale": self.scale,
+            "soapType": _SOAP_TYPES.get(self.type, "xsd:string"),
+            "sortable": self.type != "textarea",
+            "type": self.type,
+            "unique": self.unique,
+            "updateable": self.updateable,
+        }
+
+
+@dataclass
+class SObjectDef:
+    """One sObject type: key prefix, label, fields in describe order, API capabilities."""
+
+    name: str
+    label: str
+    label_plural: str
+    key_prefix: str
+    fields: dict[str, FieldDef]
+    createable: bool = True
+    custom: bool = False
+
+    def __post_init__(self) -> None:
+        self._by_lower = {name.lower(): spec for name, spec in self.fields.items()}
+
+    def field(self, name: str) -> FieldDef | None:
+        """The field named ``name`` (API names are case-insensitive), or None."""
+        return self._by_lower.get(name.lower())
+
+    def remove_field(self, name: str) -> FieldDef:
+        """Drop a field from the schema (an admin deleting it); returns the removed field."""
+        spec = self._by_lower.pop(name.lower())
+        del self.fields[spec.name]
+        return spec
+
+    def describe(self, version: str) -> dict[str, Any]:
+        """The body of ``sobjects/{name}/describe``."""
+        return {**self.basic(version), "fields": [f.describe() for f in self.fields.values()]}
+
+    def basic(self, version: str) -> dict[str, Any]:
+        """The ``sobjects[]`` element of the global describe."""
+        base = f"/services/data/v{version}/sobjects/{self.name}"
+        return {
+            "activateable": False,
+            "createable": self.createable,
+            "custom": self.custom,
+            "deletable": self.createable,
+            "keyPrefix": self.key_prefix,
+            "label": self.label,
+            "labelPlural": self.label_plural,
+            "name": self.name,
+            "queryable": True,
+            "retrieveable": True,
+            "searchable": True,
+            "updateable": self.createable,
+            "urls": {
+                "sobject": base,
+                "describe": f"{base}/describe",
+                "rowTemplate": f"{base}/{{ID}}",
+            },
+        }
+
+
+def _system_fields() -> list[FieldDef]:
+    return [
+        FieldDef("Id", "Record ID", "id", 18, nillable=False, createable=False, updateable=False,
+                 defaulted_on_create=True),
+        FieldDef("IsDeleted", "Deleted", "boolean", nillable=False, createable=False,
+                 updateable=False, defaulted_on_create=True),
+    ]  # fmt: skip
+
+
+def _audit_fields() -> list[FieldDef]:
+    readonly: dict[str, Any] = {
+        "createable": False, "updateable": False, "nillable": False, "defaulted_on_create": True,
+    }  # fmt: skip
+    return [
+        FieldDef("CreatedDate", "Created Date", "datetime", **readonly),
+        FieldDef("CreatedById", "Created By ID", "reference", 18, reference_to="User",
+                 relationship_name="CreatedBy", **readonly),
+        FieldDef("LastModifiedDate", "Last Modified Date", "datetime", **readonly),
+        FieldDef("LastModifiedById", "Last Modified By ID", "reference", 18, reference_to="User",
+                 relationship_name="LastModifiedBy", **readonly),
+        FieldDef("SystemModstamp", "System Modstamp", "datetime", **readonly),
+    ]  # fmt: skip
+
+
+def _picklist(values: tuple[str, ...], default: str | None = None) -> list[PicklistValue]:
+    return [PicklistValue(value, value, default=value == default) for value in values]
+
+
+def _owner() -> FieldDef:
+    return FieldDef(
+        "OwnerId", "Owner ID", "reference", 18, nillable=False, defaulted_on_create=True,
+        reference_to="User", relationship_name="Owner",
+    )  # fmt: skip
+
+
+def _name_field(length: int = 121) -> FieldDef:
+    return FieldDef("Name", "Full Name", "string", length, createable=False, updateable=False)
+
+
+def _lead() -> SObjectDef:
+    readonly: dict[str, Any] = {"createable": False, "updateable": False}
+    fields = [
+        *_system_fields(),
+        FieldDef("FirstName", "First Name", "string", 40),
+        FieldDef("LastName", "Last Name", "string", 80, nillable=False),
+        _name_field(),
+        FieldDef("Title", "Title", "string", 128),
+        FieldDef("Company", "Company", "string", 255, nillable=False),
+        FieldDef("Email", "Email", "email", 80),
+        FieldDef("Phone", "Phone", "phone", 40),
+        FieldDef("MobilePhone", "Mobile Phone", "phone", 40),
+        FieldDef("Website", "Website", "url", 255),
+        FieldDef("Description", "Description", "textarea", 32000),
+        FieldDef("City", "City", "string", 40),
+        FieldDef("State", "State/Province", "string", 80),
+        FieldDef("PostalCode", "Zip/Postal Code", "string", 20),
+        FieldDef("Country", "Country", "string", 80),
+        FieldDef("LeadSource", "Lead Source", "picklist", 255, picklist=_picklist(LEAD_SOURCES)),
+        FieldDef("Status", "Lead Status", "picklist", 255, nillable=False,
+                 defaulted_on_create=True, restricted=True,
+                 picklist=_picklist(tuple(s for s, _, _ in LEAD_STATUSES), LEAD_STATUSES[0][0])),
+        FieldDef("Industry", "Industry", "picklist", 255, picklist=_picklist(INDUSTRIES)),
+        FieldDef("NumberOfEmployees", "Employees", "int", precision=8),
+        FieldDef("AnnualRevenue", "Annual Revenue", "currency", precision=18),
+        _owner(),
+        FieldDef("IsConverted", "Converted", "boolean", nillable=False, defaulted_on_create=True,
+                 **readonly),
+        FieldDef("ConvertedDate", "Converted Date", "date", **readonly),
+        FieldDef("ConvertedAccountId", "Converted Account ID", "reference", 18,
+                 reference_to="Account", relationship_name="ConvertedAccount", **readonly),
+        FieldDef("ConvertedContactId", "Converted Contact ID", "reference", 18,
+                 reference_to="Contact", relationship_name="ConvertedContact", **readonly),
+        FieldDef("ConvertedOpportunityId", "Converted Opportunity ID", "reference", 18,
+                 **readonly),
+        *_audit_fields(),
+        *(
+            FieldDef(f"UTM_{part}__c", f"UTM {part}", "string", 255, custom=True)
+            for part in ("Source", "Medium", "Campaign", "Term", "Content")
+        ),
+        FieldDef("Rejection_Reason__c", "Rejection Reason", "picklist", 255, custom=True,
+                 restricted=True, picklist=_picklist(REJECTION_REASONS)),
+        FieldDef("LeadRelay_Key__c", "LeadRelay Key", "string", 255, custom=True,
+                 external_id=True, unique=True),
+    ]  # fmt: skip
+    return SObjectDef("Lead", "Lead", "Leads", "00Q", {f.name: f for f in fields})
+
+
+def _contact() -> SObjectDef:
+    fields = [
+        *_system_fields(),
+        FieldDef("FirstName", "First Name", "string", 40),
+        FieldDef("LastName", "Last Name", "string", 80, nillable=False),
+        _name_field(),
+        FieldDef("AccountId", "Account ID", "reference", 18, reference_to="Account",
+                 relationship_name="Account"),
+        FieldDef("Title", "Title", "string", 128),
+        FieldDef("Email", "Email", "email", 80),
+        FieldDef("Phone", "Business Phone", "phone", 40),
+        FieldDef("MobilePhone", "Mobile Phone", "phone", 40),
+        FieldDef("LeadSource", "Lead Source", "picklist", 255, picklist=_picklist(LEAD_SOURCES)),
+        FieldDef("MailingCity", "Mailing City", "string", 40),
+        FieldDef("MailingState", "Mailing State/Province", "string", 80),
+        FieldDef("MailingPostalCode", "Mailing Zip/Postal Code", "string", 20),
+        FieldDef("MailingCountry", "Mailing Country", "string", 80),
+        FieldDef("Description", "Contact Description", "textarea", 32000),
+        _owner(),
+        *_audit_fields(),
+    ]  # fmt: skip
+    return SObjectDef("Contact", "Contact", "Contacts", "003", {f.name: f for f in fields})
+
+
+def _account() -> SObjectDef:
+    fields = [
+        *_system_fields(),
+        FieldDef("Name", "Account Name", "string", 255, nillable=False),
+        FieldDef("Industry", "Industry", "picklist", 255, picklist=_picklist(INDUSTRIES)),
+        FieldDef("Website", "Website", "url", 255),
+        FieldDef("Phone", "Account Phone", "phone", 40),
+        FieldDef("NumberOfEmployees", "Employees", "int", precision=8),
+        FieldDef("AnnualRevenue", "Annual Revenue", "currency", precision=18),
+        FieldDef("BillingCity", "Billing City", "string", 40),
+        FieldDef("BillingState", "Billing State/Province", "string", 80),
+        FieldDef("BillingPostalCode", "Billing Zip/Postal Code", "string", 20),
+        FieldDef("BillingCountry", "Billing Country", "string", 80),
+        FieldDef("Description", "Account Description", "textarea", 32000),
+        _owner(),
+        *_audit_fields(),
+    ]  # fmt: skip
+    return SObjectDef("Account", "Account", "Accounts", "001", {f.name: f for f in fields})
+
+
+def _user() -> SObjectDef:
+    fields = [
+        *_system_fields()[:1],
+        FieldDef("Username", "Username", "string", 80, nillable=False, unique=True),
+        FieldDef("FirstName", "First Name", "string", 40),
+        FieldDef("LastName", "Last Name", "string", 80, nillable=False),
+        _name_field(),
+        FieldDef("Alias", "Alias", "string", 8, nillable=False),
+        FieldDef("Email", "Email", "email", 128, nillable=False),
+        FieldDef("Title", "Title", "string", 80),
+        FieldDef("Department", "Department", "string", 80),
+        FieldDef("IsActive", "Active", "boolean", nillable=False, defaulted_on_create=True),
+        FieldDef("UserRoleId", "Role ID", "reference", 18),
+        *_audit_fields(),
+    ]  # fmt: skip
+    return SObjectDef("User", "User", "Users", "005", {f.name: f for f in fields}, createable=False)
+
+
+def _lead_status() -> SObjectDef:
+    fields = [
+        *_system_fields()[:1],
+        FieldDef("MasterLabel", "Master Label", "string", 255, nillable=False),
+        FieldDef("ApiName", "Api Name", "string", 255, nillable=False),
+        FieldDef("SortOrder", "Sort Order", "int", precision=9),
+        FieldDef("IsDefault", "Is Default", "boolean", nillable=False),
+        FieldDef("IsConverted", "Is Converted", "boolean", nillable=False),
+        *_audit_fields(),
+    ]
+    return SObjectDef(
+        "LeadStatus", "Lead Status Value", "Lead Status Value", "01J",
+        {f.name: f for f in fields}, createable=False,
+    )  # fmt: skip
+
+
+def default_schema() -> dict[str, SObjectDef]:
+    """A fresh copy of the emulated org's schema, keyed by sObject name."""
+    objects = [_lead(), _contact(), _account(), _user(), _lead_status()]
+    return {sobject.name: copy.deepcopy(sobject) for sobject in objects}
+
+
+# --- record ids --------------------------------------------------------------------------
+
+_BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_SUFFIX = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"
+ORG_ID = "00D5g000004SBOXEAW"
+
+
+def id_suffix(id15: str) -> str:
+    """The 3-character case-safe suffix that turns a 15-character id into 18 characters."""
+    out = []
+    for start in (0, 5, 10):
+        bits = sum(1 << i for i, ch in enumerate(id15[start : start + 5]) if "A" <= ch <= "Z")
+        out.append(_SUFFIX[bits])
+    return "".join(out)
+
+
+def make_id(prefix: str, sequence: int) -> str:
+    """An 18-character id: key prefix, pod ``5g``, a base-62 sequence, the checksum suffix.
+
+    Sequences are fixed-width base 62 in ASCII order, so ids sort in creation order.
+    """
+    digits = []
+    for _ in range(7):
+        sequence, rest = divmod(sequence, 62)
+        digits.append(_BASE62[rest])
+    id15 = f"{prefix}5g000{''.join(reversed(digits))}"
+    return id15 + id_suffix(id15)
+
+
+def normalize_id(value: str) -> str | None:
+    """The 18-character form of a 15- or 18-character id, or None if it is not an id."""
+    if len(value) not in (15, 18) or not value.isalnum() or not value.isascii():
+        return None
+    if len(value) == 15:
+        return value + id_suffix(value)
+    if id_suffix(value[:15]) != value[15:].upper() and id_suffix(value[:15]) != value[15:]:
+        return None
+    return value[:15] + id_suffix(value[:15])
+
+
+# --- timestamps --------------------------------------------------------------------------
+
+
+def format_datetime(value: datetime) -> str:
+    """The REST API form ``2024-01-01T00:00:00.000+0000``."""
+    value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}+0000"
+
+
+def format_value(value: Any) -> Any:
+    """A stored value as JSON shows it."""
+    if isinstance(value, datetime):
+        return format_datetime(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
