@@ -1,0 +1,904 @@
+"""The Salesforce connector: Leads through simple-salesforce, collections, SOQL and Bulk API 2.0.
+
+How it talks to the org (crm-api-facts §2):
+
+* **Auth** — leadrelay fetches the OAuth token itself (:mod:`.auth`) and hands it to
+  simple-salesforce as ``session_id``, so the client never logs in on its own. On
+  ``INVALID_SESSION_ID`` (401) the call policy re-fetches the token and rebuilds the client at
+  most once per call; a second 401 is an :class:`~leadrelay.connectors.errors.AuthError`.
+* **read_changes** — ``SELECT … FROM Lead WHERE SystemModstamp >= <cursor - overlap>
+  ORDER BY SystemModstamp, Id``, then ``queryMore`` (up to 2,000 per page). Records inside the
+  overlap are returned again (the engine dedupes); the cursor is precise: the SystemModstamp and
+  Id of the last record of the page.
+* **lookup** — ``Email IN (…)`` on Lead, split so each query fits the GET URL (:mod:`.soql`);
+  the emails with no Lead are then looked up on Contact. A Contact match is returned with
+  ``record["attributes"]["type"] == "Contact"``: the person is an existing customer.
+* **upsert** — with ``external_id_field``: ``PATCH composite/sobjects/Lead/<field>`` (200 per
+  call, results carry ``created``). Without: a batch lookup by email, then ``POST`` (creates) and
+  ``PATCH`` (updates) of ``composite/sobjects``, ``allOrNone=false``. A create that failed
+  ambiguously (reset, 5xx) is resolved by a lookup before it is sent again, never duplicated.
+  An email that belongs to a Contact (or to a converted Lead) is not written: its result fails
+  with code ``EXISTING_CONTACT`` naming the Contact. Above ``bulk_threshold`` inputs, Bulk API
+  2.0 ingest jobs are used (:mod:`.bulk`).
+* **Duplicate rules** — ``DUPLICATES_DETECTED`` becomes a failed result with the rule's own
+  message, unless ``allow_duplicate_save`` sends ``Sforce-Duplicate-Rule-Header:
+  allowSave=true``.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import threading
+import time
+import tomllib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar, TypeVar
+
+import requests
+from simple_salesforce.api import Salesforce
+
+from leadrelay.config import SalesforceConnection
+from leadrelay.connectors.base import (
+    Capability,
+    Connector,
+    FieldInfo,
+    Health,
+    Page,
+    RawRecord,
+    Schema,
+    UpsertInput,
+    WriteOutcome,
+    WriteResult,
+    normalize_email,
+)
+from leadrelay.connectors.errors import (
+    AuthError,
+    ConnectorError,
+    Fatal,
+    Rejected,
+    Retryable,
+    register_secret,
+)
+from leadrelay.connectors.policy import RateLimiter, RetryPolicy
+from leadrelay.connectors.salesforce import bulk
+from leadrelay.connectors.salesforce.auth import Token, fetch_token
+from leadrelay.connectors.salesforce.soql import datetime_literal, in_batches
+
+__all__ = ["CONTACT_FIELDS", "DEFAULT_READ_FIELDS", "SalesforceConnector"]
+
+T = TypeVar("T")
+
+SYSTEM = "salesforce"
+#: Composite sObject collections take at most 200 records per call.
+COLLECTION_LIMIT = 200
+#: Fields read from Lead when neither ``read_fields`` nor the mapping file says otherwise.
+DEFAULT_READ_FIELDS: tuple[str, ...] = (
+    "Id",
+    "Email",
+    "FirstName",
+    "LastName",
+    "Company",
+    "Title",
+    "Phone",
+    "Status",
+    "LeadSource",
+    "OwnerId",
+    "IsConverted",
+    "ConvertedContactId",
+    "ConvertedAccountId",
+    "SystemModstamp",
+    "LastModifiedDate",
+    "CreatedDate",
+    "UTM_Source__c",
+    "UTM_Medium__c",
+    "UTM_Campaign__c",
+    "UTM_Term__c",
+    "UTM_Content__c",
+    "Rejection_Reason__c",
+    "LeadRelay_Key__c",
+)
+#: Fields read from a Contact found by email (an existing customer).
+CONTACT_FIELDS: tuple[str, ...] = (
+    "Id",
+    "Email",
+    "FirstName",
+    "LastName",
+    "AccountId",
+    "OwnerId",
+    "SystemModstamp",
+)
+#: The fields the connector itself needs on every Lead it reads.
+_REQUIRED_READ = ("Id", "Email", "SystemModstamp", "IsConverted", "ConvertedContactId")
+_CONTACT_PREFIX = "003"
+EXISTING_CONTACT = "EXISTING_CONTACT"
+
+
+def mapping_fields() -> list[str]:
+    """The Lead fields named by the built-in mapping file ``mappings/salesforce.toml``.
+
+    Empty when the file is absent or unreadable (the mapping engine reports its problems).
+    """
+    try:
+        text = (
+            importlib.resources.files("leadrelay.mappings")
+            .joinpath("salesforce.toml")
+            .read_text("utf-8")
+        )
+        data = tomllib.loads(text)
+    except (FileNotFoundError, ModuleNotFoundError, OSError, tomllib.TOMLDecodeError):
+        return []
+    names: list[str] = []
+    key = data.get("key")
+    if isinstance(key, str):
+        names.append(key)
+    fields = data.get("fields")
+    for value in fields.values() if isinstance(fields, dict) else ():
+        if isinstance(value, str):
+            names.append(value)
+        elif isinstance(value, dict):
+            if isinstance(value.get("field"), str):
+                names.append(value["field"])
+            listed = value.get("fields")
+            if isinstance(listed, list):
+                names.extend(v for v in listed if isinstance(v, str))
+    return names
+
+
+def encode_cursor(record: Mapping[str, Any]) -> str:
+    """The cursor after ``record``: its SystemModstamp and Id, ``<stamp>|<id>``."""
+    return f"{record['SystemModstamp']}|{record['Id']}"
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """The SystemModstamp and Id of a cursor made by :func:`encode_cursor`.
+
+    Raises:
+        ValueError: the cursor is not one of this connector's.
+    """
+    stamp, sep, record_id = cursor.partition("|")
+    try:
+        when = parse_stamp(stamp)
+    except ValueError:
+        raise ValueError(f"not a Salesforce cursor: {cursor!r}") from None
+    if not sep:
+        raise ValueError(f"not a Salesforce cursor: {cursor!r}")
+    return when, record_id
+
+
+def parse_stamp(value: str) -> datetime:
+    """A Salesforce datetime (``2024-05-01T09:30:00.000+0000``) as an aware datetime."""
+    text = value.strip()
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    when = datetime.fromisoformat(text)
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def _record_type(record_id: str) -> str:
+    return "Contact" if record_id.startswith(_CONTACT_PREFIX) else "Lead"
+
+
+def _clean(record: Mapping[str, Any]) -> RawRecord:
+    """A query row with its ``attributes`` kept to the type (the URL is not needed)."""
+    out = dict(record)
+    attributes = out.get("attributes")
+    if isinstance(attributes, Mapping):
+        out["attributes"] = {"type": attributes.get("type")}
+    return out
+
+
+def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def save_error(ref: str, errors: Any, *, status: int | None = None) -> Rejected:
+    """The :class:`Rejected` of one failed SaveResult (``errors`` of a collection result).
+
+    ``DUPLICATES_DETECTED`` carries the duplicate rule's own message (the key is spelt
+    ``duplicateResut`` in real responses; both spellings are read — crm-api-facts §2).
+    """
+    first = errors[0] if isinstance(errors, list) and errors else {}
+    if not isinstance(first, Mapping):
+        first = {}
+    code = str(first.get("statusCode") or first.get("errorCode") or "") or None
+    message = str(first.get("message") or "the record was refused")
+    fields = first.get("fields")
+    field = (
+        fields[0] if isinstance(fields, list) and fields and isinstance(fields[0], str) else None
+    )
+    if code == "DUPLICATES_DETECTED":
+        duplicate = first.get("duplicateResut") or first.get("duplicateResult")
+        if isinstance(duplicate, Mapping):
+            rule = duplicate.get("duplicateRule")
+            rule_message = duplicate.get("errorMessage") or message
+            message = f"{rule_message} (duplicate rule {rule})" if rule else str(rule_message)
+    return Rejected(message, system=SYSTEM, record=ref, field=field, code=code, status=status)
+
+
+class SalesforceConnector(Connector[SalesforceConnection]):
+    """Leads in a Salesforce org (REST API through simple-salesforce; Bulk API 2.0).
+
+    Args:
+        settings: the ``[connections.NAME]`` table (``kind = "salesforce"``).
+        name: the connection's name.
+        retry: the retry bounds (default :class:`RetryPolicy`).
+        sleep: how to wait between retries and bulk polls (tests pass a fast one).
+        read_fields: the Lead fields ``read_changes`` and ``lookup`` return; default: the fields
+            of the built-in mapping plus :data:`DEFAULT_READ_FIELDS`, keeping those the org's
+            ``describe`` has.
+        overlap: how far ``read_changes`` reads back before the cursor (records committed
+            late with an earlier SystemModstamp; equal stamps).
+        check_contacts: look emails up on Contact too, and refuse to create a Lead for an
+            existing Contact (default True).
+        bulk_poll_s, bulk_timeout_s: first poll interval and the longest wait for a Bulk job.
+    """
+
+    kind: ClassVar[str] = "salesforce"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {
+            Capability.READ_INCREMENTAL,
+            Capability.LOOKUP,
+            Capability.UPSERT,
+            Capability.UPDATE,
+            Capability.DELETE,
+            Capability.DESCRIBE,
+        }
+    )
+    batch_size: ClassVar[int] = COLLECTION_LIMIT
+
+    def __init__(
+        self,
+        settings: SalesforceConnection,
+        name: str,
+        *,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        read_fields: Sequence[str] | None = None,
+        overlap: timedelta = timedelta(seconds=60),
+        check_contacts: bool = True,
+        bulk_poll_s: float = 1.0,
+        bulk_timeout_s: float = 3600.0,
+    ) -> None:
+        super().__init__(settings, name)
+        self.session = requests.Session()
+        if settings.ca_bundle is not None:
+            self.session.verify = str(settings.ca_bundle)
+            # requests lets REQUESTS_CA_BUNDLE override Session.verify unless trust_env is off;
+            # a connection that names its CA bundle means that bundle.
+            self.session.trust_env = False
+        # Salesforce has no per-second limit for REST calls, only the org's 24 h budget
+        # (Sforce-Limit-Info, fed to the limiter after each call) and 25 concurrent long ones.
+        self.limiter = RateLimiter(SYSTEM, max_calls=100, per_s=1.0, sleep=sleep)
+        self.policy = self.call_policy(limiter=self.limiter, retry=retry, sleep=sleep)
+        self._sleep = sleep
+        self.read_fields: list[str] | None = list(read_fields) if read_fields else None
+        self.overlap = overlap
+        self.check_contacts = check_contacts
+        self.bulk_poll_s = bulk_poll_s
+        self.bulk_timeout_s = bulk_timeout_s
+        self._lock = threading.RLock()
+        self._token: Token | None = None
+        self._sf: Any = None
+        self._fields: list[str] | None = None
+        self._schema: Schema | None = None
+        self.token_requests = 0
+
+    # -- session ----------------------------------------------------------------------------
+
+    def _login(self) -> None:
+        token = fetch_token(self.settings, self.session, self.policy)
+        self.token_requests += 1
+        register_secret(token.access_token)
+        self._token = token
+        self._sf = Salesforce(
+            instance_url=token.instance_url,
+            session_id=token.access_token,
+            session=self.session,
+            version=self.settings.api_version,
+        )
+
+    def client(self) -> Any:
+        """The simple-salesforce client, logging in first when there is no session yet."""
+        with self._lock:
+            if self._sf is None:
+                self._login()
+            return self._sf
+
+    def _reauth(self) -> None:
+        with self._lock:
+            self._sf = None
+            self._login()
+
+    @property
+    def instance_url(self) -> str | None:
+        """The org's instance URL, once logged in."""
+        return self._token.instance_url if self._token is not None else None
+
+    @property
+    def access_token(self) -> str | None:
+        """The current access token (a secret; for Bulk requests and tests)."""
+        return self._token.access_token if self._token is not None else None
+
+    @property
+    def api_usage(self) -> tuple[int, int] | None:
+        """``(used, max)`` of the org's 24 h API budget from the last ``Sforce-Limit-Info``."""
+        sf = self._sf
+        usage = getattr(sf, "api_usage", None) if sf is not None else None
+        found = usage.get("api-usage") if isinstance(usage, Mapping) else None
+        if found is None:
+            return None
+        return int(found.used), int(found.total)
+
+    def call(
+        self,
+        send: Callable[[Any], T],
+        *,
+        describe: str,
+        idempotent: bool,
+        record: str | None = None,
+    ) -> T:
+        """Run ``send(client)`` under the call policy (re-auth once on INVALID_SESSION_ID)."""
+        self.client()
+        try:
+            return self.policy.execute(
+                lambda: send(self.client()),
+                idempotent=idempotent,
+                reauth=self._reauth,
+                describe=describe,
+                record=record,
+            )
+        finally:
+            usage = self.api_usage
+            if usage is not None:
+                self.limiter.observe({"Sforce-Limit-Info": f"api-usage={usage[0]}/{usage[1]}"})
+
+    def restful(
+        self,
+        path: str,
+        *,
+        method: str = "GET",
+        describe: str,
+        idempotent: bool,
+        **kwargs: Any,
+    ) -> Any:
+        """``client.restful(path, …)`` under :meth:`call`, with the connection's timeout."""
+        kwargs.setdefault("timeout", self.settings.timeout_s)
+        return self.call(
+            lambda sf: sf.restful(path, method=method, **kwargs),
+            describe=describe,
+            idempotent=idempotent,
+        )
+
+    def _write_headers(self) -> dict[str, str]:
+        if self.settings.allow_duplicate_save:
+            return {"Sforce-Duplicate-Rule-Header": "allowSave=true"}
+        return {}
+
+    # -- queries ----------------------------------------------------------------------------
+
+    def query_pages(self, soql: str, *, describe: str) -> Iterator[list[RawRecord]]:
+        """The pages of ``soql``: ``query`` then ``queryMore`` until done."""
+        timeout = self.settings.timeout_s
+        result = self.call(
+            lambda sf: sf.query(soql, timeout=timeout), describe=describe, idempotent=True
+        )
+        while True:
+            yield [_clean(r) for r in result.get("records", [])]
+            next_url = result.get("nextRecordsUrl")
+            if result.get("done", True) or not next_url:
+                return
+            result = self.call(
+                _query_more(str(next_url), timeout),
+                describe=f"{describe} (next page)",
+                idempotent=True,
+            )
+
+    def query(self, soql: str, *, describe: str) -> list[RawRecord]:
+        """Every row of ``soql``."""
+        return [row for page in self.query_pages(soql, describe=describe) for row in page]
+
+    def _query_in(
+        self, sobject: str, fields: Sequence[str], column: str, values: Sequence[str]
+    ) -> list[RawRecord]:
+        # Object and field names come from code and describe(); values are quoted literals.
+        template = f"SELECT {', '.join(fields)} FROM {sobject} WHERE {column} IN ({{values}})"  # noqa: S608
+        rows: list[RawRecord] = []
+        for soql, batch in in_batches(template, values):
+            rows.extend(self.query(soql, describe=f"look up {len(batch)} {sobject} by {column}"))
+        return rows
+
+    def lead_fields(self) -> list[str]:
+        """The Lead fields this connector reads (see ``read_fields``)."""
+        with self._lock:
+            if self._fields is not None:
+                return self._fields
+            if self.read_fields is not None:
+                wanted = list(dict.fromkeys([*_REQUIRED_READ, *self.read_fields]))
+                self._fields = wanted
+                return wanted
+        schema = self.describe()
+        candidates = [*_REQUIRED_READ, *DEFAULT_READ_FIELDS, *mapping_fields()]
+        fields = [name for name in dict.fromkeys(candidates) if schema.has(name)]
+        with self._lock:
+            self._fields = fields
+        return fields
+
+    # -- read_changes -----------------------------------------------------------------------
+
+    def read_changes(self, cursor: str | None) -> Iterator[Page]:
+        """Leads changed since ``cursor``, oldest first, one page per query batch (≤ 2,000).
+
+        ``SystemModstamp >= cursor - overlap`` (whole seconds) ``ORDER BY SystemModstamp, Id``:
+        records inside the overlap come back again and the caller dedupes them; each page's
+        cursor is the SystemModstamp and Id of its last record.
+        """
+        fields = self.lead_fields()
+        where = ""
+        if cursor is not None:
+            stamp, _ = decode_cursor(cursor)
+            where = f" WHERE SystemModstamp >= {datetime_literal(stamp - self.overlap)}"
+        soql = f"SELECT {', '.join(fields)} FROM Lead{where} ORDER BY SystemModstamp, Id"  # noqa: S608
+        for records in self.query_pages(soql, describe="read changed Leads"):
+            if records:
+                yield Page(records, encode_cursor(records[-1]))
+
+    # -- lookup -----------------------------------------------------------------------------
+
+    def lookup(
+        self, emails: Sequence[str] | None = None, ids: Sequence[str] | None = None
+    ) -> dict[str, RawRecord]:
+        """Leads (and Contacts) by email or id, keyed by normalised email or by id.
+
+        One query per batch of emails (as many as fit one query URL), never one per lead. Emails
+        with no Lead are looked up on Contact when ``check_contacts`` is on; such a record has
+        ``attributes.type == "Contact"``. When several Leads share an email, an unconverted one
+        wins, then the most recently modified.
+        """
+        found: dict[str, RawRecord] = {}
+        if emails:
+            found.update(self._find_by_email([normalize_email(e) for e in emails if e.strip()]))
+        if ids:
+            wanted = list(dict.fromkeys(i for i in ids if i))
+            leads = [i for i in wanted if _record_type(i) == "Lead"]
+            contacts = [i for i in wanted if _record_type(i) == "Contact"]
+            rows = self._query_in("Lead", self.lead_fields(), "Id", leads) if leads else []
+            if contacts:
+                rows += self._query_in("Contact", CONTACT_FIELDS, "Id", contacts)
+            by_id = {str(row["Id"]): row for row in rows}
+            for asked in wanted:
+                # 15- and 18-character ids name the same record; key by what was asked.
+                row = by_id.get(asked) or next(
+                    (r for rid, r in by_id.items() if rid[:15] == asked[:15]), None
+                )
+                if row is not None:
+                    found[asked] = row
+        return found
+
+    def _find_by_email(self, emails: Sequence[str]) -> dict[str, RawRecord]:
+        unique = list(dict.fromkeys(e for e in emails if e))
+        if not unique:
+            return {}
+        found: dict[str, RawRecord] = {}
+        for row in self._query_in("Lead", self.lead_fields(), "Email", unique):
+            key = normalize_email(str(row.get("Email") or ""))
+            if key and (key not in found or _better(row, found[key])):
+                found[key] = row
+        missing = [e for e in unique if e not in found]
+        if missing and self.check_contacts:
+            for row in self._query_in("Contact", CONTACT_FIELDS, "Email", missing):
+                key = normalize_email(str(row.get("Email") or ""))
+                if key and key not in found:
+                    found[key] = row
+        return found
+
+    # -- upsert -----------------------------------------------------------------------------
+
+    def upsert(self, inputs: Sequence[UpsertInput]) -> list[WriteResult]:
+        """Create or update Leads; one result per input, in order (see the module docstring)."""
+        items = list(inputs)
+        for item in items:
+            if not isinstance(item.fields, Mapping):
+                raise TypeError(f"upsert input {item.ref!r}: fields must be a mapping")
+        if not items:
+            return []
+        if len(items) > self.settings.bulk_threshold:
+            return bulk.upsert(self, items)
+        if self.settings.external_id_field:
+            return self._upsert_by_external_id(items)
+        return self._upsert_by_lookup(items)
+
+    def _external_value(self, item: UpsertInput) -> str:
+        ext = str(self.settings.external_id_field)
+        value = item.fields.get(ext)
+        return str(value) if value not in (None, "") else item.ref
+
+    def _upsert_by_external_id(self, items: list[UpsertInput]) -> list[WriteResult]:
+        ext = str(self.settings.external_id_field)
+        results: list[WriteResult | None] = [None] * len(items)
+        customers = self._existing_customers(items)
+        queue = []
+        for index, item in enumerate(items):
+            contact = customers.get(index)
+            if contact is not None:
+                results[index] = _customer_result(item, contact)
+            else:
+                queue.append(index)
+        for chunk in _distinct_chunks(queue, lambda i: self._external_value(items[i]).lower()):
+            records = [
+                {
+                    "attributes": {"type": "Lead"},
+                    **{k: v for k, v in items[i].fields.items() if k not in ("Id", ext)},
+                    ext: self._external_value(items[i]),
+                }
+                for i in chunk
+            ]
+            answers = self.restful(
+                f"composite/sobjects/Lead/{ext}",
+                method="PATCH",
+                json={"allOrNone": False, "records": records},
+                headers=self._write_headers(),
+                describe=f"upsert {len(records)} Leads by {ext}",
+                idempotent=True,  # by external id: sending twice writes the same record
+            )
+            for i, answer in zip(chunk, _answers(answers, len(chunk)), strict=True):
+                ref = items[i].ref
+                if answer.get("success"):
+                    outcome = (
+                        WriteOutcome.CREATED if answer.get("created") else WriteOutcome.UPDATED
+                    )
+                    results[i] = WriteResult(ref, answer.get("id"), outcome)
+                else:
+                    results[i] = WriteResult.failed(ref, save_error(ref, answer.get("errors")))
+        return _complete(results)
+
+    def _existing_customers(self, items: Sequence[UpsertInput]) -> dict[int, RawRecord]:
+        """Input index → the Contact (or converted Lead) its email belongs to."""
+        if not self.check_contacts:
+            return {}
+        emails = {
+            i: normalize_email(str(it.fields.get("Email") or "")) for i, it in enumerate(items)
+        }
+        wanted = list(dict.fromkeys(e for e in emails.values() if e))
+        if not wanted:
+            return {}
+        contacts: dict[str, RawRecord] = {}
+        for row in self._query_in("Contact", CONTACT_FIELDS, "Email", wanted):
+            contacts.setdefault(normalize_email(str(row.get("Email") or "")), row)
+        return {i: contacts[e] for i, e in emails.items() if e in contacts}
+
+    def _upsert_by_lookup(self, items: list[UpsertInput]) -> list[WriteResult]:
+        results: list[WriteResult | None] = [None] * len(items)
+        emails: dict[int, str] = {}
+        known: list[int] = []
+        for index, item in enumerate(items):
+            if item.external_id:
+                known.append(index)
+                continue
+            email = normalize_email(str(item.fields.get("Email") or ""))
+            if not email:
+                results[index] = WriteResult.failed(
+                    item.ref,
+                    Rejected(
+                        "the record has no Email to find its Lead by (and no Salesforce id)",
+                        system=SYSTEM,
+                        record=item.ref,
+                        field="Email",
+                    ),
+                )
+                continue
+            emails[index] = email
+        if known:
+            self._update_items(items, [(i, str(items[i].external_id)) for i in known], results)
+        # One lookup for the whole call, in query-sized batches; a Lead created below is added
+        # to it, so a later input with the same email updates it.
+        found = self._find_by_email(list(emails.values()))
+        # A batch never holds one email twice: the second waits until the first is created.
+        for chunk in _distinct_chunks(list(emails), lambda i: emails[i]):
+            updates: list[tuple[int, str]] = []
+            creates: list[int] = []
+            for index in chunk:
+                row = found.get(emails[index])
+                if row is None:
+                    creates.append(index)
+                elif _is_customer(row):
+                    results[index] = _customer_result(items[index], row)
+                else:
+                    updates.append((index, str(row["Id"])))
+            if updates:
+                self._update_items(items, updates, results)
+            if creates:
+                self._create_items(items, creates, {i: emails[i] for i in creates}, results)
+                for index in creates:
+                    done = results[index]
+                    if done is not None and done.ok and done.external_id:
+                        found[emails[index]] = {
+                            "attributes": {"type": "Lead"},
+                            "Id": done.external_id,
+                            "Email": emails[index],
+                        }
+        return _complete(results)
+
+    def _update_items(
+        self,
+        items: Sequence[UpsertInput],
+        targets: list[tuple[int, str]],
+        results: list[WriteResult | None],
+    ) -> None:
+        for chunk in _chunks(targets, COLLECTION_LIMIT):
+            records = [
+                {
+                    "attributes": {"type": _record_type(record_id)},
+                    **{k: v for k, v in items[i].fields.items() if k != "Id"},
+                    "Id": record_id,
+                }
+                for i, record_id in chunk
+            ]
+            answers = self._collection("PATCH", records, f"update {len(records)} Leads")
+            for (i, record_id), answer in zip(chunk, answers, strict=True):
+                ref = items[i].ref
+                if answer.get("success"):
+                    results[i] = WriteResult(
+                        ref, answer.get("id") or record_id, WriteOutcome.UPDATED
+                    )
+                else:
+                    error = save_error(ref, answer.get("errors"))
+                    results[i] = WriteResult.failed(ref, error, record_id)
+
+    def _collection(self, method: str, records: list[RawRecord], describe: str) -> list[Any]:
+        answers = self.restful(
+            "composite/sobjects",
+            method=method,
+            json={"allOrNone": False, "records": records},
+            headers=self._write_headers(),
+            describe=describe,
+            idempotent=method != "POST",
+        )
+        return _answers(answers, len(records))
+
+    def _create_items(
+        self,
+        items: Sequence[UpsertInput],
+        indexes: list[int],
+        emails: Mapping[int, str],
+        results: list[WriteResult | None],
+    ) -> None:
+        pending = list(indexes)
+        attempts = 0
+        while pending:
+            attempts += 1
+            records = [{"attributes": {"type": "Lead"}, **items[i].fields} for i in pending]
+            try:
+                answers = self._collection("POST", records, f"create {len(records)} Leads")
+            except Retryable:
+                # The creates may have been applied (reset, 5xx): find them before resending.
+                if attempts >= self.policy.retry.max_attempts:
+                    raise
+                self._sleep(self.policy.retry.backoff(attempts))
+                found = self._find_by_email([emails[i] for i in pending])
+                still: list[int] = []
+                for index in pending:
+                    row = found.get(emails[index])
+                    if row is None:
+                        still.append(index)
+                    elif _is_customer(row):
+                        results[index] = _customer_result(items[index], row)
+                    else:
+                        ref = items[index].ref
+                        results[index] = WriteResult(ref, str(row["Id"]), WriteOutcome.CREATED)
+                pending = still
+                continue
+            for index, answer in zip(pending, answers, strict=True):
+                ref = items[index].ref
+                if answer.get("success"):
+                    results[index] = WriteResult(ref, answer.get("id"), WriteOutcome.CREATED)
+                else:
+                    results[index] = WriteResult.failed(ref, save_error(ref, answer.get("errors")))
+            pending = []
+
+    # -- update, delete ---------------------------------------------------------------------
+
+    def update(self, updates: Mapping[str, RawRecord]) -> list[WriteResult]:
+        """Write fields to records by id (Lead, or Contact for ``003…`` ids); one per id."""
+        targets = list(updates.items())
+        results: list[WriteResult] = []
+        for chunk in _chunks(targets, COLLECTION_LIMIT):
+            records = [
+                {
+                    "attributes": {"type": _record_type(record_id)},
+                    **{k: v for k, v in fields.items() if k != "Id"},
+                    "Id": record_id,
+                }
+                for record_id, fields in chunk
+            ]
+            answers = self._collection("PATCH", records, f"update {len(records)} records")
+            for (record_id, _), answer in zip(chunk, answers, strict=True):
+                if answer.get("success"):
+                    results.append(WriteResult(record_id, record_id, WriteOutcome.UPDATED))
+                else:
+                    error = save_error(record_id, answer.get("errors"))
+                    results.append(WriteResult.failed(record_id, error, record_id))
+        return results
+
+    def delete(self, ids: Sequence[str]) -> list[WriteResult]:
+        """Delete records by id (``DELETE composite/sobjects?ids=…``); one result per id.
+
+        A record that is already deleted counts as done (a retried delete is harmless).
+        """
+        results: list[WriteResult] = []
+        for chunk in _chunks(list(ids), COLLECTION_LIMIT):
+            answers = _answers(
+                self.restful(
+                    "composite/sobjects",
+                    method="DELETE",
+                    params={"ids": ",".join(chunk), "allOrNone": "false"},
+                    describe=f"delete {len(chunk)} records",
+                    idempotent=True,
+                ),
+                len(chunk),
+            )
+            for record_id, answer in zip(chunk, answers, strict=True):
+                errors = answer.get("errors") or []
+                code = (
+                    errors[0].get("statusCode") if errors and isinstance(errors[0], dict) else None
+                )
+                if answer.get("success"):
+                    results.append(WriteResult(record_id, record_id, WriteOutcome.UPDATED))
+                elif code == "ENTITY_IS_DELETED":
+                    results.append(WriteResult(record_id, record_id, WriteOutcome.UNCHANGED))
+                else:
+                    error = save_error(record_id, errors)
+                    results.append(WriteResult.failed(record_id, error, record_id))
+        return results
+
+    # -- describe, health, users ------------------------------------------------------------
+
+    def describe(self) -> Schema:
+        """The Lead object's live schema: picklists hold active values only; a field is
+        required when it is not nillable, createable and not defaulted on create."""
+        body = self.restful("sobjects/Lead/describe", describe="describe Lead", idempotent=True)
+        fields: dict[str, FieldInfo] = {}
+        for spec in body.get("fields", []) if isinstance(body, Mapping) else []:
+            kind = str(spec.get("type", ""))
+            picklist = None
+            if kind in ("picklist", "multipicklist"):
+                picklist = tuple(
+                    str(p["value"]) for p in spec.get("picklistValues", []) if p.get("active", True)
+                )
+            createable = bool(spec.get("createable"))
+            fields[spec["name"]] = FieldInfo(
+                name=str(spec["name"]),
+                label=str(spec.get("label", spec["name"])),
+                type=kind,
+                required=not spec.get("nillable", True)
+                and createable
+                and not spec.get("defaultedOnCreate", False),
+                read_only=not createable and not spec.get("updateable", False),
+                unique=bool(spec.get("unique")) or bool(spec.get("externalId")),
+                picklist_values=picklist,
+                multi_select=kind == "multipicklist",
+            )
+        schema = Schema("Lead", fields)
+        self._schema = schema
+        return schema
+
+    def health(self) -> Health:
+        """One call to ``limits/``: credentials, the instance and the 24 h API budget."""
+        try:
+            limits = self.restful("limits/", describe="read org limits", idempotent=True)
+        except AuthError as exc:
+            return Health(False, SYSTEM, self.instance_url, False, details={"error": str(exc)})
+        except ConnectorError as exc:
+            valid = self._token is not None
+            return Health(False, SYSTEM, self.instance_url, valid, details={"error": str(exc)})
+        daily = limits.get("DailyApiRequests", {}) if isinstance(limits, Mapping) else {}
+        maximum = daily.get("Max")
+        remaining = daily.get("Remaining")
+        used = (
+            maximum - remaining if isinstance(maximum, int) and isinstance(remaining, int) else None
+        )
+        details: dict[str, Any] = {
+            "api_version": self.settings.api_version,
+            "auth": self.settings.auth,
+        }
+        usage = self.api_usage
+        if usage is not None:
+            details["sforce_limit_info"] = f"api-usage={usage[0]}/{usage[1]}"
+        return Health(
+            ok=True,
+            system=SYSTEM,
+            instance=self.instance_url,
+            credentials_valid=True,
+            budget_used=used,
+            budget_max=maximum if isinstance(maximum, int) else None,
+            details=details,
+        )
+
+    def users(self) -> list[RawRecord]:
+        """Active users (Id, Email, Name), for owner routing."""
+        return self.query(
+            "SELECT Id, Email, Name FROM User WHERE IsActive = true ORDER BY Name",
+            describe="list active users",
+        )
+
+    def lead_statuses(self) -> list[RawRecord]:
+        """The org's Lead Status values with which of them count as converted."""
+        return self.query(
+            "SELECT Id, MasterLabel, ApiName, SortOrder, IsDefault, IsConverted FROM LeadStatus "
+            "ORDER BY SortOrder",
+            describe="list lead statuses",
+        )
+
+    def close(self) -> None:
+        """Close the HTTP session."""
+        self.session.close()
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def _query_more(url: str, timeout: float) -> Callable[[Any], Any]:
+    def send(sf: Any) -> Any:
+        return sf.query_more(url, identifier_is_url=True, timeout=timeout)
+
+    return send
+
+
+def _better(candidate: Mapping[str, Any], current: Mapping[str, Any]) -> bool:
+    """Whether ``candidate`` is the Lead to key an email by rather than ``current``."""
+    if bool(candidate.get("IsConverted")) != bool(current.get("IsConverted")):
+        return not candidate.get("IsConverted")
+    return str(candidate.get("SystemModstamp") or "") > str(current.get("SystemModstamp") or "")
+
+
+def _is_customer(row: Mapping[str, Any]) -> bool:
+    attributes = row.get("attributes")
+    kind = attributes.get("type") if isinstance(attributes, Mapping) else None
+    return kind == "Contact" or bool(row.get("IsConverted"))
+
+
+def _customer_result(item: UpsertInput, row: Mapping[str, Any]) -> WriteResult:
+    contact_id = str(row.get("ConvertedContactId") or row.get("Id"))
+    return WriteResult.failed(
+        item.ref,
+        Rejected(
+            f"the email belongs to the existing Contact {contact_id}; no Lead was created",
+            system=SYSTEM,
+            record=item.ref,
+            field="Email",
+            code=EXISTING_CONTACT,
+        ),
+        contact_id,
+    )
+
+
+def _distinct_chunks(indexes: list[int], key: Callable[[int], str]) -> Iterator[list[int]]:
+    """Chunks of at most 200 indexes in order, none holding the same key twice."""
+    chunk: list[int] = []
+    seen: set[str] = set()
+    for index in indexes:
+        value = key(index)
+        if len(chunk) >= COLLECTION_LIMIT or value in seen:
+            yield chunk
+            chunk, seen = [], set()
+        chunk.append(index)
+        seen.add(value)
+    if chunk:
+        yield chunk
+
+
+def _answers(answers: Any, expected: int) -> list[dict[str, Any]]:
+    if not isinstance(answers, list) or len(answers) != expected:
+        raise Fatal(
+            f"expected {expected} save results from Salesforce, got {answers!r:.200}",
+            system=SYSTEM,
+        )
+    return [a if isinstance(a, dict) else {} for a in answers]
+
+
+def _complete(results: list[WriteResult | None]) -> list[WriteResult]:
+    missing = [i for i, r in enumerate(results) if r is None]
+    if missing:
+        raise AssertionError(f"no write result for inputs {missing[:5]}")
+    return [r for r in results if r is not None]

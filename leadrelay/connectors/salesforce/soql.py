@@ -1,0 +1,148 @@
+"""SOQL text built safely: literal escaping and ``IN (...)`` lists split under the length limits.
+
+Every value leadrelay puts into SOQL goes through :func:`quote` (or :func:`quote_like` inside a
+``LIKE``), so an email or a name holding quotes, backslashes or newlines can neither break the
+query nor change its meaning (crm-api-facts §2: the escapes are
+``\\n \\r \\t \\b \\f \\" \\' \\\\`` and ``\\uXXXX``; ``\\%`` and ``\\_`` are only valid
+inside ``LIKE``, where ``%`` and ``_`` are wildcards — with ``=`` and ``IN`` they are plain
+characters and stay as they are).
+
+Two limits bound a query (Salesforce "SOQL and SOSL Limits"): the SOQL statement may be at most
+100,000 characters, and the REST ``query`` resource is a GET, whose URI must stay under about
+16,000 characters. The URL, with the query percent-encoded, is the binding one for an
+``IN`` list, so :func:`in_batches` measures each query as it will travel in the URL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from urllib.parse import urlencode
+
+__all__ = [
+    "MAX_QUERY_URL_CHARS",
+    "MAX_SOQL_CHARS",
+    "datetime_literal",
+    "in_batches",
+    "quote",
+    "quote_like",
+]
+
+#: The documented maximum length of a SOQL statement.
+MAX_SOQL_CHARS = 100_000
+#: What leadrelay allows for the query part of a GET URL (Salesforce answers 414 beyond about
+#: 16,384 bytes of URI; the rest is left for the instance host and the API path).
+MAX_QUERY_URL_CHARS = 15_000
+
+_ESCAPES = {
+    "\\": "\\\\",
+    "'": "\\'",
+    '"': '\\"',
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "\b": "\\b",
+    "\f": "\\f",
+}
+
+
+def _escape(value: str) -> str:
+    out = []
+    for char in value:
+        escaped = _ESCAPES.get(char)
+        if escaped is not None:
+            out.append(escaped)
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            # Other control characters have no short escape; \uXXXX is the SOQL form.
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def quote(value: str) -> str:
+    """``value`` as a SOQL string literal for ``=``, ``!=`` and ``IN``: ``'O\\'Brien'``."""
+    if not isinstance(value, str):
+        raise TypeError(f"SOQL string literal needs a str, not {type(value).__name__}")
+    return f"'{_escape(value)}'"
+
+
+def quote_like(value: str) -> str:
+    """``value`` as a literal for ``LIKE`` that matches it exactly: ``%`` and ``_`` escaped too.
+
+    Add wildcards around the escaped text yourself (``quote_like(x)[:-1] + "%'"``).
+    """
+    escaped = _escape(value).replace("%", "\\%").replace("_", "\\_")
+    return f"'{escaped}'"
+
+
+def datetime_literal(value: datetime) -> str:
+    """A SOQL dateTime literal in UTC, whole seconds: ``2024-05-01T09:30:00Z``.
+
+    Naive datetimes are taken as UTC; sub-seconds are dropped (rounded down).
+    """
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _url_length(soql: str) -> int:
+    return len(urlencode({"q": soql}))
+
+
+def in_batches(
+    template: str,
+    values: Iterable[str],
+    *,
+    max_url_chars: int = MAX_QUERY_URL_CHARS,
+    max_soql_chars: int = MAX_SOQL_CHARS,
+    max_values: int | None = None,
+) -> list[tuple[str, list[str]]]:
+    """Split ``values`` into queries ``template.format(values=<quoted list>)`` under the limits.
+
+    Args:
+        template: the query with one ``{values}`` slot, e.g.
+            ``"SELECT Id, Email FROM Lead WHERE Email IN ({values})"``; it must not contain any
+            other brace.
+        values: the raw values; each is quoted with :func:`quote`. Duplicates are sent once.
+        max_url_chars: the longest ``q=<percent-encoded query>`` allowed.
+        max_soql_chars: the longest SOQL statement allowed.
+        max_values: at most this many values per query (None: as many as fit).
+
+    Returns:
+        ``(query, values in it)`` pairs, in the order the values came.
+
+    Raises:
+        ValueError: a single value does not fit in one query on its own.
+    """
+    unique: list[str] = list(dict.fromkeys(values))
+    batches: list[tuple[str, list[str]]] = []
+    base_url = _url_length(template.format(values=""))
+    base_soql = len(template.format(values=""))
+    current: list[str] = []
+    url_size, soql_size = base_url, base_soql
+    for value in unique:
+        literal = quote(value)
+        # Each value adds its literal and a comma; measured percent-encoded as it travels.
+        item_url = len(urlencode({"": literal + ","})) - 1
+        item_soql = len(literal) + 1
+        full = max_values is not None and len(current) >= max_values
+        if current and (
+            full or url_size + item_url > max_url_chars or soql_size + item_soql > max_soql_chars
+        ):
+            batches.append(_render(template, current))
+            current, url_size, soql_size = [], base_url, base_soql
+        if base_url + item_url > max_url_chars or base_soql + item_soql > max_soql_chars:
+            raise ValueError(
+                f"value of {len(value)} characters is too long for one SOQL query: {value[:40]!r}…"
+            )
+        current.append(value)
+        url_size += item_url
+        soql_size += item_soql
+    if current:
+        batches.append(_render(template, current))
+    return batches
+
+
+def _render(template: str, values: Sequence[str]) -> tuple[str, list[str]]:
+    return template.format(values=",".join(quote(v) for v in values)), list(values)
