@@ -7,12 +7,16 @@ itself; everything found after that is a problem (exit 1).
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
+from pathlib import Path
 
+from rich.markup import escape
 from rich.table import Table
 
-from leadrelay.config import Config
+from leadrelay.config import Config, ConnectionConfig
+from leadrelay.connectors.base import ConnectorNotFound, connector_class
+from leadrelay.connectors.errors import ConnectorError
+from leadrelay.mappings.engine import MappingError, load_form_mapping, load_mapping
 from leadrelay.sync.state import StateError, StateStore
 
 
@@ -43,25 +47,88 @@ def check_state(config: Config) -> CheckResult:
 
 
 def check_form_mappings(config: Config) -> list[CheckResult]:
-    """Every form's mapping file is readable TOML."""
-    results = []
+    """Every form's mapping loads (merged over its source's default) without a problem."""
+    results: list[CheckResult] = []
     for name, form in sorted(config.forms.items()):
         subject = f"form {name} mapping {form.mapping.name}"
         try:
-            with form.mapping.open("rb") as handle:
-                tomllib.load(handle)
-        except (OSError, tomllib.TOMLDecodeError) as exc:
-            results.append(CheckResult(subject, False, f"{form.mapping}: {exc}"))
+            load_form_mapping(form.mapping, source=str(form.source))
+        except MappingError as exc:
+            results.extend(CheckResult(subject, False, str(problem)) for problem in exc.problems)
         else:
             results.append(CheckResult(subject, True, f"{form.source} -> {form.destination}"))
     return results
 
 
-def run_checks(config: Config) -> list[CheckResult]:
+def _mapping_files(config: Config, connection: str) -> list[Path | None]:
+    """The mappings a connection is used with: its project mapping and every flow override."""
+    overrides = {flow.mappings[connection] for flow in config.flows if connection in flow.mappings}
+    return [None, *sorted(overrides)]
+
+
+def check_connection(config: Config, name: str, settings: ConnectionConfig) -> list[CheckResult]:
+    """Credentials, instance and API budget of one connection, and its mappings vs describe().
+
+    Every mapped field must exist, be writable when written, and every value a value map
+    writes must be allowed by the live picklist; a problem names the connection, field and
+    value. Nothing secret is shown: connector errors are redacted.
+    """
+    subject = f"connection {name} ({settings.kind})"
+    try:
+        connector = connector_class(settings.kind)(settings, name)
+    except ConnectorNotFound as exc:
+        return [CheckResult(subject, False, str(exc))]
+    results: list[CheckResult] = []
+    try:
+        health = connector.health()
+        budget = (
+            f", API budget {health.budget_used:,}/{health.budget_max:,} used"
+            if health.budget_used is not None and health.budget_max is not None
+            else ""
+        )
+        detail = f"{health.instance or 'instance unknown'}{budget}"
+        results.append(CheckResult(subject, health.ok and health.credentials_valid, detail))
+        if not (health.ok and health.credentials_valid):
+            return results
+        schema = connector.describe()
+        for override in _mapping_files(config, name):
+            label = override.name if override else f"{settings.kind} mapping"
+            try:
+                mapping = load_mapping(settings.kind, project_dir=config.folder, override=override)
+            except MappingError as exc:
+                results.extend(
+                    CheckResult(f"{subject} {label}", False, str(problem))
+                    for problem in exc.problems
+                )
+                continue
+            problems = mapping.validate_against(schema)
+            results.extend(
+                CheckResult(f"{subject} {label}", False, str(problem)) for problem in problems
+            )
+            if not problems:
+                fields = len(mapping.system_fields())
+                results.append(
+                    CheckResult(
+                        f"{subject} {label}",
+                        True,
+                        f"{fields} fields match {schema.object_name} ({len(schema.fields)} live)",
+                    )
+                )
+    except ConnectorError as exc:
+        results.append(CheckResult(subject, False, str(exc)))
+    finally:
+        connector.close()
+    return results
+
+
+def run_checks(config: Config, *, connections: bool = True) -> list[CheckResult]:
     """Every check of a loaded config, in the order they are shown."""
     results = [CheckResult(f"config {config.path.name}", True, _summary(config))]
     results.append(check_state(config))
     results.extend(check_form_mappings(config))
+    if connections:
+        for name, settings in sorted(config.connections.items()):
+            results.extend(check_connection(config, name, settings))
     return results
 
 
@@ -80,5 +147,5 @@ def render_checks(results: list[CheckResult]) -> Table:
     table.add_column("detail", overflow="fold")
     for result in results:
         mark = "[green]✓[/]" if result.ok else "[red]✗[/]"
-        table.add_row(mark, result.subject, result.detail)
+        table.add_row(mark, escape(result.subject), escape(result.detail))
     return table

@@ -113,16 +113,24 @@ def init(
 @app.command()
 def check(
     config: ConfigOption = Path("leadrelay.toml"),
+    offline: Annotated[
+        bool,
+        typer.Option(
+            "--offline", help="Skip the connection checks (credentials, budget, live schema)."
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
-    """Validate the project: config, state store and mappings.
+    """Validate the project: config, state store, mappings, and each connection.
 
-    Exit 0 when everything is fine, 1 when a check found a problem, 2 on a config error.
+    Each connection is checked live: credentials, instance, API budget left, and every mapped
+    field and picklist value against the system's describe(). Exit 0 when everything is fine,
+    1 when a check found a problem, 2 on a config error.
     """
     from leadrelay.check import render_checks, run_checks
 
     loaded = _load_config(config)
-    results = run_checks(loaded)
+    results = run_checks(loaded, connections=not offline)
     ok = all(result.ok for result in results)
     if as_json:
         _print_json({"ok": ok, "checks": [result.to_json() for result in results]})
@@ -262,7 +270,10 @@ def _fail(message: str, exit_code: int) -> NoReturn:
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: runs the app, turning errors into one line and an exit code."""
     try:
-        app(args=argv, prog_name="leadrelay", standalone_mode=False)
+        # Without standalone mode, click returns the code of a typer.Exit instead of exiting.
+        code = app(args=argv, prog_name="leadrelay", standalone_mode=False)
+        if isinstance(code, int) and code != 0:
+            raise SystemExit(code)
     except CliError as exc:
         if _Options.debug:
             raise

@@ -94,7 +94,9 @@ def test_check_passes_on_a_complete_project(
     ):
         env += f"\n{name}=value-for-test"
     (tmp_path / ".env").write_text(env)
-    code, out, _ = run(["check", "--config", str(tmp_path / "leadrelay.toml"), "--json"], capsys)
+    code, out, _ = run(
+        ["check", "--config", str(tmp_path / "leadrelay.toml"), "--offline", "--json"], capsys
+    )
     report = json.loads(out)
     assert code == 0, report
     assert report["ok"] is True

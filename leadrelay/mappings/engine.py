@@ -756,7 +756,13 @@ class Mapping:
                         file=self._file(),
                     )
                 )
-            elif writer.primary.default is None and _nullable(writer.name):
+            elif (
+                writer.primary.default is None
+                and _nullable(writer.name)
+                and system_field != self.key_field
+            ):
+                # The natural key is never written blank: a connector refuses a record
+                # without it, naming the field, before anything is sent.
                 problems.append(
                     Problem(
                         writer.name,

@@ -28,8 +28,11 @@ INDUSTRIES = (
     "Recreation", "Retail", "Shipping", "Technology", "Telecommunications", "Transportation",
     "Utilities", "Other",
 )  # fmt: skip
+#: The values of an org set up for leadrelay: every value its default mapping writes, plus two
+#: of the org's own that leadrelay reads (No Budget).
 REJECTION_REASONS = (
-    "No Budget", "No Authority", "No Need", "Bad Timing", "Competitor", "Spam / Invalid",
+    "Bad Fit", "No Budget", "No Authority", "No Need", "Bad Timing", "No Response",
+    "Competitor", "Spam / Invalid", "Duplicate", "Existing Customer", "Other",
 )  # fmt: skip
 
 #: Field types whose values are strings in JSON and in SOQL literals.
@@ -271,6 +274,7 @@ def _lead() -> SObjectDef:
                  restricted=True, picklist=_picklist(REJECTION_REASONS)),
         FieldDef("LeadRelay_Key__c", "LeadRelay Key", "string", 255, custom=True,
                  external_id=True, unique=True),
+        FieldDef("Lead_Score__c", "Lead Score", "double", precision=5, custom=True),
     ]  # fmt: skip
     return SObjectDef("Lead", "Lead", "Leads", "00Q", {f.name: f for f in fields})
 

@@ -1,0 +1,774 @@
+"""The Zoho CRM connector (v7 REST API over httpx).
+
+* Auth: the refresh-token grant against the data centre's accounts server; the token is
+  cached and shared per process (:mod:`leadrelay.connectors.zoho.auth`), and the token reply's
+  ``api_domain`` is the API root.
+* ``read_changes``: Get Records sorted by ``Modified_Time`` with ``If-Modified-Since``; ``page``
+  for the first 2,000 records, ``page_token`` beyond.
+* ``lookup``: COQL ``Email in (…)`` (one query per 100 emails), Search Records criteria for a
+  single email, Get Records ``ids=`` for ids.
+* ``upsert``: ``POST /Leads/upsert`` with ``duplicate_check_fields: ["Email"]``, 100 per call,
+  per-record codes mapped to results; ``update`` / ``delete`` likewise by id.
+* API credits are counted per call (COQL by its LIMIT) in :attr:`ZohoConnector.credits_used`.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import re
+import ssl
+import threading
+import time
+import tomllib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar, TypeVar
+
+import httpx
+
+from leadrelay.config import ZohoConnection
+from leadrelay.connectors.base import (
+    Capability,
+    Connector,
+    FieldInfo,
+    Health,
+    Page,
+    RawRecord,
+    Schema,
+    UpsertInput,
+    WriteOutcome,
+    WriteResult,
+    normalize_email,
+)
+from leadrelay.connectors.errors import (
+    AuthError,
+    ConnectorError,
+    Fatal,
+    Rejected,
+    register_secret,
+)
+from leadrelay.connectors.policy import (
+    Classified,
+    Decision,
+    RateLimiter,
+    ResponseInfo,
+    RetryPolicy,
+    classify_default,
+    connector_logger,
+    from_httpx,
+)
+from leadrelay.connectors.zoho.auth import ZohoTokenSource, shared_token_source
+from leadrelay.connectors.zoho.criteria import coql_in, coql_select, equals_any
+
+__all__ = [
+    "DEFAULT_READ_FIELDS",
+    "ZohoConnector",
+    "classify_zoho",
+    "coql_credits",
+    "default_read_fields",
+]
+
+_log = connector_logger("zoho")
+
+T = TypeVar("T")
+
+#: Get Records / COQL: at most 50 fields per call.
+MAX_FIELDS = 50
+#: Get Records: ``per_page`` maximum.
+PER_PAGE = 200
+#: Get Records: ``page`` reaches only the first 2,000 records; beyond them ``page_token``.
+PAGE_REACH = 2000
+#: Rows per COQL lookup query (LIMIT 1-200 costs 1 credit).
+COQL_LIMIT = 200
+
+_API_NAME = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
+
+#: Fields every read asks for, whatever the mapping says.
+_ALWAYS_READ = ("Email", "Last_Name", "Modified_Time")
+
+#: Fields read when no mapping file names them.
+DEFAULT_READ_FIELDS: tuple[str, ...] = (
+    "Email",
+    "First_Name",
+    "Last_Name",
+    "Company",
+    "Phone",
+    "Lead_Status",
+    "Lead_Source",
+    "Owner",
+    "Modified_Time",
+    "Created_Time",
+    "UTM_Source",
+    "UTM_Medium",
+    "UTM_Campaign",
+    "UTM_Term",
+    "UTM_Content",
+    "Rejection_Reason",
+    "LeadRelay_Key",
+)
+
+
+def coql_credits(limit: int) -> int:
+    """API credits one COQL query costs by its LIMIT (COQL-Limitations doc): 1, 2 or 3."""
+    if limit <= 200:
+        return 1
+    return 2 if limit <= 1000 else 3
+
+
+def _mapping_fields() -> list[str]:
+    """The Zoho field names the built-in mapping file uses (empty when there is none)."""
+    try:
+        resource = importlib.resources.files("leadrelay.mappings").joinpath("zoho.toml")
+        data = tomllib.loads(resource.read_text(encoding="utf-8"))
+    except (ModuleNotFoundError, FileNotFoundError, OSError, tomllib.TOMLDecodeError):
+        return []
+    names: list[str] = []
+    key = data.get("key")
+    if isinstance(key, str):
+        names.append(key)
+    fields = data.get("fields")
+    if not isinstance(fields, dict):
+        return names
+    for spec in fields.values():
+        if isinstance(spec, str):
+            names.append(spec)
+        elif isinstance(spec, dict):
+            if isinstance(spec.get("field"), str):
+                names.append(spec["field"])
+            many = spec.get("fields")
+            if isinstance(many, list):
+                names.extend(str(name) for name in many if isinstance(name, str))
+    return names
+
+
+def default_read_fields() -> tuple[str, ...]:
+    """The fields read by default: those of the Zoho mapping file, else a built-in list."""
+    names = _mapping_fields() or list(DEFAULT_READ_FIELDS)
+    return _field_list([*_ALWAYS_READ, *names])
+
+
+def _field_list(names: Sequence[str]) -> tuple[str, ...]:
+    seen: dict[str, None] = {}
+    for name in names:
+        name = name.strip()
+        if not _API_NAME.fullmatch(name):
+            raise ValueError(f"{name!r} is not a Zoho field API name")
+        if name != "id":  # the record id always comes back; it is not a field to ask for
+            seen.setdefault(name, None)
+    if len(seen) > MAX_FIELDS:
+        raise ValueError(f"Zoho reads at most {MAX_FIELDS} fields per call; {len(seen)} were given")
+    return tuple(seen)
+
+
+def _per_record(data: Any) -> bool:
+    return (
+        isinstance(data, dict)
+        and isinstance(data.get("data"), list)
+        and bool(data["data"])
+        and all(isinstance(item, dict) and "code" in item for item in data["data"])
+    )
+
+
+def classify_zoho(info: ResponseInfo) -> Classified:
+    """Zoho's refinement of :func:`classify_default`.
+
+    A batch write answers 207 (mixed) or 400 (every record refused) with one result per record:
+    those are handled record by record, so they count as success here. A COQL query naming a
+    column the org lacks (``INVALID_QUERY`` with ``column_name``) is handed back too, so the
+    connector can drop that column and ask again.
+    """
+    if info.status == 400:
+        data = info.json()
+        if _per_record(data):
+            return Classified(Decision.SUCCESS, "HTTP 400 with per-record results")
+        if (
+            isinstance(data, dict)
+            and data.get("code") == "INVALID_QUERY"
+            and isinstance(data.get("details"), dict)
+            and "column_name" in data["details"]
+        ):
+            return Classified(Decision.SUCCESS, "HTTP 400: COQL column unknown")
+    return classify_default(info)
+
+
+def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _parse_time(text: Any) -> datetime | None:
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def _id_order(record_id: Any) -> tuple[int, str]:
+    text = str(record_id)
+    return (int(text), text) if text.isdigit() else (0, text)
+
+
+def encode_cursor(moment: datetime, record_id: str) -> str:
+    """The cursor after a record: its ``Modified_Time`` (UTC) and its id, ``time|id``."""
+    return f"{_iso(moment)}|{record_id}"
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """The (Modified_Time, id) of a cursor; ValueError naming it when malformed."""
+    moment_text, _, record_id = cursor.partition("|")
+    moment = _parse_time(moment_text)
+    if moment is None:
+        raise ValueError(f"not a Zoho read cursor: {cursor!r} (expected '<ISO time>|<id>')")
+    return moment, record_id
+
+
+def _rejection_message(entry: Mapping[str, Any]) -> str:
+    message = str(entry.get("message") or entry.get("code") or "refused")
+    details = entry.get("details")
+    if not isinstance(details, Mapping):
+        return message
+    extra = []
+    for key, value in details.items():
+        if key in ("json_path", "api_name"):
+            continue
+        if isinstance(value, Mapping) and "id" in value:
+            value = value["id"]  # duplicate_record: the id of the record it collides with
+        extra.append(f"{key}: {value}")
+    return f"{message} ({', '.join(extra)})" if extra else message
+
+
+class ZohoConnector(Connector[ZohoConnection]):
+    """Zoho CRM Leads (or ``settings.module``) over the v7 REST API.
+
+    Args:
+        settings: the connection settings.
+        name: the connection's name in the project.
+        read_fields: the fields ``read_changes`` and ``lookup`` ask for besides Email,
+            Last_Name and Modified_Time (at most 50 in all; default :func:`default_read_fields`).
+        retry: the retry bounds (tests pass small waits).
+        limiter: the rate limiter (default 200 calls per 10 s; Zoho limits concurrency and
+            daily credits rather than a rate, so this only smooths bursts).
+        sleep: how the policy waits between retries (tests).
+        read_overlap: how far before the cursor a read starts again (equal timestamps, skew).
+    """
+
+    kind = "zoho"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {
+            Capability.READ_INCREMENTAL,
+            Capability.LOOKUP,
+            Capability.UPSERT,
+            Capability.UPDATE,
+            Capability.DELETE,
+            Capability.DESCRIBE,
+        }
+    )
+    #: Insert / update / upsert / delete take at most 100 records per call.
+    batch_size = 100
+    api_version: ClassVar[str] = "v7"
+
+    def __init__(
+        self,
+        settings: ZohoConnection,
+        name: str,
+        *,
+        read_fields: Sequence[str] | None = None,
+        retry: RetryPolicy | None = None,
+        limiter: RateLimiter | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        read_overlap: timedelta = timedelta(seconds=2),
+    ) -> None:
+        super().__init__(settings, name)
+        client_secret = settings.client_secret.get_secret_value()
+        refresh_token = settings.refresh_token.get_secret_value()
+        register_secret(client_secret, refresh_token)
+        if settings.notify_token is not None:
+            register_secret(settings.notify_token.get_secret_value())
+        verify: ssl.SSLContext | bool = True
+        if settings.ca_bundle is not None:
+            verify = ssl.create_default_context(cafile=str(settings.ca_bundle))
+        self.read_fields = (
+            _field_list([*_ALWAYS_READ, *read_fields]) if read_fields else default_read_fields()
+        )
+        if not _API_NAME.fullmatch(settings.module):
+            raise ValueError(f"{settings.module!r} is not a Zoho module API name")
+        self.module = settings.module
+        self.read_overlap = read_overlap
+        self._unknown_fields: set[str] = set()
+        self._credits = 0
+        self._credits_lock = threading.Lock()
+        self.tokens: ZohoTokenSource = shared_token_source(
+            settings.accounts_url,
+            settings.client_id,
+            client_secret,
+            refresh_token,
+            verify=verify,
+            timeout_s=settings.timeout_s,
+            retry=retry,
+            sleep=sleep,
+        )
+        self.limiter = limiter or RateLimiter(self.kind, max_calls=200, per_s=10.0, sleep=sleep)
+        self.policy = self.call_policy(
+            limiter=self.limiter, retry=retry, classify=classify_zoho, sleep=sleep
+        )
+        self._client = httpx.Client(
+            auth=self.tokens.auth, verify=verify, timeout=settings.timeout_s
+        )
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    @property
+    def credits_used(self) -> int:
+        """API credits the calls of this connector cost (as Zoho charges them)."""
+        with self._credits_lock:
+            return self._credits
+
+    @property
+    def api_domain(self) -> str:
+        """The API root: the token reply's ``api_domain``, else the configured one."""
+        domain = self.tokens.api_domain or self.settings.api_domain
+        if not domain:
+            raise Fatal(
+                "the Zoho token reply named no api_domain and the connection sets none",
+                system=self.kind,
+            )
+        return domain
+
+    def _url(self, path: str) -> str:
+        if self.tokens.refreshes == 0:
+            self.tokens.token()  # the first token reply names the data centre's API domain
+        return f"{self.api_domain}/crm/{self.api_version}{path}"
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        describe: str,
+        idempotent: bool = True,
+        credits: int = 1,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        def send() -> httpx.Response:
+            response = self._client.request(method, self._url(path), **kwargs)
+            if response.status_code < 500 and response.status_code not in (401, 429):
+                with self._credits_lock:
+                    self._credits += credits
+            return response
+
+        return self.policy.execute(
+            send, to_info=from_httpx, idempotent=idempotent, describe=describe
+        )
+
+    @staticmethod
+    def _json(response: httpx.Response) -> dict[str, Any]:
+        if response.status_code in (204, 304) or not response.content:
+            return {}
+        try:
+            body = response.json()
+        except ValueError:
+            return {}
+        return body if isinstance(body, dict) else {}
+
+    def close(self) -> None:
+        """Close the HTTP client (the shared token stays cached for other connectors)."""
+        self._client.close()
+
+    # -- read -----------------------------------------------------------------------------
+
+    def read_changes(self, cursor: str | None) -> Iterator[Page]:
+        """Leads modified since ``cursor``, oldest change first, 200 per page.
+
+        The cursor is the newest ``Modified_Time|id`` read; the next read asks
+        ``If-Modified-Since`` :attr:`read_overlap` before it, so records changed in the same
+        second are not missed (callers dedupe the overlap).
+        """
+        self.require(Capability.READ_INCREMENTAL)
+        headers: dict[str, str] = {}
+        newest: tuple[datetime, tuple[int, str]] | None = None
+        if cursor:
+            since, since_id = decode_cursor(cursor)
+            headers["If-Modified-Since"] = _iso(since - self.read_overlap)
+            newest = (since, _id_order(since_id))
+        return self._read_pages(headers, newest)
+
+    def _read_pages(
+        self, headers: dict[str, str], newest: tuple[datetime, tuple[int, str]] | None
+    ) -> Iterator[Page]:
+        base = {
+            "fields": ",".join(self.read_fields),
+            "sort_by": "Modified_Time",
+            "sort_order": "asc",
+            "per_page": str(PER_PAGE),
+        }
+        page, token = 1, None
+        while True:
+            params = dict(base)
+            if token is None:
+                params["page"] = str(page)
+            else:
+                params["page_token"] = token
+            response = self._call(
+                "GET",
+                f"/{self.module}",
+                params=params,
+                headers=headers,
+                describe=f"read of changed {self.module} (page {page})",
+            )
+            body = self._json(response)
+            records = [r for r in body.get("data") or [] if isinstance(r, dict)]
+            if not records:
+                return
+            for record in records:
+                moment = _parse_time(record.get("Modified_Time"))
+                if moment is None:
+                    continue
+                key = (moment, _id_order(record.get("id")))
+                if newest is None or key > newest:
+                    newest = key
+            yield Page(
+                records,
+                encode_cursor(newest[0], newest[1][1]) if newest is not None else None,
+            )
+            info = body.get("info") or {}
+            if not info.get("more_records"):
+                return
+            page += 1
+            if token is None and page * PER_PAGE <= PAGE_REACH:
+                continue
+            token = info.get("next_page_token")
+            if not token:
+                # Without a page_token nothing beyond 2,000 records can be read in this pass;
+                # the cursor has advanced, so the next read continues from it.
+                _log.info("zoho read stopped at page %d: no next_page_token given", page - 1)
+                return
+
+    # -- lookup ---------------------------------------------------------------------------
+
+    def lookup(
+        self, emails: Sequence[str] | None = None, ids: Sequence[str] | None = None
+    ) -> dict[str, RawRecord]:
+        """Leads by email (COQL, or search criteria for one email) and by id.
+
+        Keyed by normalised email (the oldest Lead when several share one, the one upsert
+        updates) or by id. One call per 100 keys.
+        """
+        self.require(Capability.LOOKUP)
+        found: dict[str, RawRecord] = {}
+        wanted: dict[str, None] = {}
+        for email in emails or ():
+            key = normalize_email(email)
+            if not key:
+                raise ValueError(f"lookup by email: {email!r} is blank")
+            wanted.setdefault(key, None)
+        for batch in _chunks(list(wanted), self.batch_size):
+            # One email: a search criterion; more: one COQL query (fewer calls per batch).
+            single = len(batch) == 1
+            records = self._search_emails(batch) if single else self._coql_emails(batch)
+            for record in sorted(records, key=lambda r: _id_order(r.get("id"))):
+                key = normalize_email(str(record.get("Email") or ""))
+                if key in wanted:
+                    found.setdefault(key, record)
+        unique_ids = list(dict.fromkeys(str(i) for i in ids or ()))
+        for id_batch in _chunks(unique_ids, self.batch_size):
+            response = self._call(
+                "GET",
+                f"/{self.module}",
+                params={"ids": ",".join(id_batch), "fields": ",".join(self.read_fields)},
+                describe=f"lookup of {len(id_batch)} {self.module} by id",
+            )
+            for record in self._json(response).get("data") or []:
+                if isinstance(record, dict) and record.get("id") is not None:
+                    found[str(record["id"])] = record
+        return found
+
+    def _search_emails(self, emails: Sequence[str]) -> list[RawRecord]:
+        response = self._call(
+            "GET",
+            f"/{self.module}/search",
+            params={
+                "criteria": equals_any("Email", emails),
+                "fields": ",".join(self.read_fields),
+                "per_page": str(PER_PAGE),
+            },
+            describe=f"search of {self.module} by email",
+        )
+        return [r for r in self._json(response).get("data") or [] if isinstance(r, dict)]
+
+    def _coql_emails(self, emails: Sequence[str]) -> list[RawRecord]:
+        rows: list[RawRecord] = []
+        offset = 0
+        while True:
+            columns = [n for n in self.read_fields if n not in self._unknown_fields]
+            query = coql_select(
+                columns,
+                self.module,
+                coql_in("Email", emails),
+                order_by="id asc",
+                limit=COQL_LIMIT,
+                offset=offset,
+            )
+            response = self._call(
+                "POST",
+                "/coql",
+                json={"select_query": query},
+                describe=f"COQL lookup of {len(emails)} {self.module} by email",
+                credits=coql_credits(COQL_LIMIT),
+            )
+            body = self._json(response)
+            if response.status_code == 400:
+                column = str((body.get("details") or {}).get("column_name") or "")
+                if column not in columns or column in _ALWAYS_READ:
+                    raise Fatal(
+                        f"COQL lookup refused: {body.get('message')} (column {column!r})",
+                        system=self.kind,
+                        status=400,
+                        code=str(body.get("code")),
+                    )
+                # The org lacks this field (not created, or removed by an admin): read
+                # without it rather than failing every lookup.
+                _log.warning("zoho %s has no field %s; reading without it", self.module, column)
+                self._unknown_fields.add(column)
+                continue
+            rows.extend(r for r in body.get("data") or [] if isinstance(r, dict))
+            if not (body.get("info") or {}).get("more_records"):
+                return rows
+            offset += COQL_LIMIT
+
+    # -- write ----------------------------------------------------------------------------
+
+    def upsert(self, inputs: Sequence[UpsertInput]) -> list[WriteResult]:
+        """Create or update Leads by Email, 100 per call; one result per input, in order.
+
+        An input without an Email fails on its own (the duplicate check could not match it,
+        so a retry would create a second Lead).
+        """
+        self.require(Capability.UPSERT)
+        results: list[WriteResult | None] = [None] * len(inputs)
+        sendable: list[int] = []
+        for index, item in enumerate(inputs):
+            email = item.fields.get("Email")
+            if isinstance(email, str) and email.strip():
+                sendable.append(index)
+                continue
+            results[index] = WriteResult.failed(
+                item.ref,
+                Rejected(
+                    "no Email: Leads are upserted by Email, so a record without one cannot be "
+                    "matched",
+                    system=self.kind,
+                    record=item.ref,
+                    field="Email",
+                ),
+                item.external_id,
+            )
+        for batch in _chunks(sendable, self.batch_size):
+            data = [dict(inputs[i].fields) for i in batch]
+            describe = f"upsert of {len(batch)} {self.module} by Email"
+            # Upsert by Email is idempotent: sending it again after an ambiguous failure
+            # updates the Lead the first attempt created.
+            response = self._call(
+                "POST",
+                f"/{self.module}/upsert",
+                json={"data": data, "duplicate_check_fields": ["Email"], "trigger": []},
+                describe=describe,
+            )
+            entries = self._entries(response, len(batch), describe)
+            for index, entry in zip(batch, entries, strict=True):
+                results[index] = self._result(inputs[index].ref, entry, response)
+        return [r for r in results if r is not None]
+
+    def update(self, updates: Mapping[str, RawRecord]) -> list[WriteResult]:
+        """Write fields to Leads by id, 100 per call; one result per id, in order."""
+        self.require(Capability.UPDATE)
+        results: list[WriteResult] = []
+        for batch in _chunks(list(updates.items()), self.batch_size):
+            describe = f"update of {len(batch)} {self.module}"
+            response = self._call(
+                "PUT",
+                f"/{self.module}",
+                json={
+                    "data": [{**fields, "id": record_id} for record_id, fields in batch],
+                    "trigger": [],
+                },
+                describe=describe,
+            )
+            entries = self._entries(response, len(batch), describe)
+            results.extend(
+                self._result(record_id, entry, response)
+                for (record_id, _), entry in zip(batch, entries, strict=True)
+            )
+        return results
+
+    def delete(self, ids: Sequence[str]) -> list[WriteResult]:
+        """Delete Leads by id, 100 per call; an id already gone is ``unchanged``."""
+        self.require(Capability.DELETE)
+        results: list[WriteResult] = []
+        for batch in _chunks([str(i) for i in ids], self.batch_size):
+            describe = f"delete of {len(batch)} {self.module}"
+            response = self._call(
+                "DELETE",
+                f"/{self.module}",
+                params={"ids": ",".join(batch)},
+                describe=describe,
+            )
+            entries = self._entries(response, len(batch), describe)
+            for record_id, entry in zip(batch, entries, strict=True):
+                details = entry.get("details")
+                gone = (
+                    entry.get("code") == "INVALID_DATA"
+                    and isinstance(details, Mapping)
+                    and str(details.get("id")) == record_id
+                )
+                if gone:
+                    results.append(WriteResult(record_id, record_id, WriteOutcome.UNCHANGED))
+                else:
+                    results.append(self._result(record_id, entry, response))
+        return results
+
+    def _entries(
+        self, response: httpx.Response, expected: int, describe: str
+    ) -> list[Mapping[str, Any]]:
+        body = self._json(response)
+        data = body.get("data")
+        entries = [e for e in data if isinstance(e, Mapping)] if isinstance(data, list) else []
+        if len(entries) != expected:
+            first = entries[0] if entries else body
+            raise Rejected(
+                f"{describe}: {_rejection_message(first) if first else 'no per-record results'}"
+                f" ({len(entries)} results for {expected} records)",
+                system=self.kind,
+                status=response.status_code,
+                url=str(response.request.url),
+                method=response.request.method,
+                code=str(first.get("code")) if first else None,
+            )
+        return entries
+
+    def _result(self, ref: str, entry: Mapping[str, Any], response: httpx.Response) -> WriteResult:
+        details = entry.get("details")
+        details = details if isinstance(details, Mapping) else {}
+        if entry.get("code") == "SUCCESS" or entry.get("status") == "success":
+            record_id = details.get("id")
+            outcome = (
+                WriteOutcome.CREATED if entry.get("action") == "insert" else WriteOutcome.UPDATED
+            )
+            return WriteResult(ref, str(record_id) if record_id else None, outcome)
+        field = details.get("api_name")
+        error = Rejected(
+            _rejection_message(entry),
+            system=self.kind,
+            record=ref,
+            field=str(field) if field else None,
+            code=str(entry.get("code")) if entry.get("code") else None,
+            status=response.status_code,
+            url=str(response.request.url),
+            method=response.request.method,
+        )
+        duplicate = details.get("duplicate_record")
+        existing = duplicate.get("id") if isinstance(duplicate, Mapping) else None
+        return WriteResult.failed(ref, error, str(existing) if existing else None)
+
+    # -- metadata -------------------------------------------------------------------------
+
+    def describe(self) -> Schema:
+        """The module's fields from ``settings/fields``.
+
+        Pick lists carry their ``actual_value`` list. Zoho's Insert Records doc says a pick
+        list also accepts a value it does not list (it is added), so the values are the
+        known ones, not a hard limit of the API.
+        """
+        self.require(Capability.DESCRIBE)
+        response = self._call(
+            "GET",
+            "/settings/fields",
+            params={"module": self.module},
+            describe=f"describe of {self.module}",
+        )
+        fields: dict[str, FieldInfo] = {}
+        for raw in self._json(response).get("fields") or []:
+            if not isinstance(raw, dict) or not raw.get("api_name"):
+                continue
+            kind = str(raw.get("data_type") or "")
+            picklist: tuple[str, ...] | None = None
+            if kind in ("picklist", "multiselectpicklist"):
+                picklist = tuple(
+                    str(option.get("actual_value"))
+                    for option in raw.get("pick_list_values") or []
+                    if isinstance(option, dict) and option.get("actual_value") is not None
+                )
+            name = str(raw["api_name"])
+            fields[name] = FieldInfo(
+                name=name,
+                label=str(raw.get("field_label") or raw.get("display_label") or name),
+                type=kind,
+                required=bool(raw.get("system_mandatory")),
+                read_only=bool(raw.get("read_only") or raw.get("field_read_only")),
+                unique=bool(raw.get("unique")),
+                picklist_values=picklist,
+                multi_select=kind == "multiselectpicklist",
+            )
+        return Schema(self.module, fields)
+
+    def users(self, kind: str = "ActiveUsers") -> list[dict[str, Any]]:
+        """CRM users (``type`` = ActiveUsers, AllUsers, AdminUsers …), for owner routing."""
+        users: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            response = self._call(
+                "GET",
+                "/users",
+                params={"type": kind, "page": str(page), "per_page": str(PER_PAGE)},
+                describe=f"list of {kind}",
+            )
+            body = self._json(response)
+            users.extend(u for u in body.get("users") or [] if isinstance(u, dict))
+            if not (body.get("info") or {}).get("more_records"):
+                return users
+            page += 1
+
+    def health(self) -> Health:
+        """One call (the first active user): credentials, the resolved API domain, budget."""
+        details: dict[str, Any] = {"accounts_url": self.tokens.accounts_url}
+        try:
+            response = self._call(
+                "GET",
+                "/users",
+                params={"type": "ActiveUsers", "per_page": "1"},
+                describe="health check",
+            )
+        except AuthError as exc:
+            return Health(
+                ok=False,
+                system=self.kind,
+                instance=self.tokens.api_domain or self.settings.api_domain,
+                credentials_valid=False,
+                details={**details, "error": str(exc)},
+            )
+        except ConnectorError as exc:
+            return Health(
+                ok=False,
+                system=self.kind,
+                instance=self.tokens.api_domain or self.settings.api_domain,
+                credentials_valid=self.tokens.refreshes > 0,
+                details={**details, "error": str(exc)},
+            )
+        details["credits_used_by_this_connection"] = self.credits_used
+        details["token_refreshes"] = self.tokens.refreshes
+        details["users_found"] = len(self._json(response).get("users") or [])
+        return Health(
+            ok=True,
+            system=self.kind,
+            instance=self.api_domain,
+            credentials_valid=True,
+            budget_used=self.limiter.budget_used,
+            budget_max=self.limiter.budget_max,
+            details=details,
+        )

@@ -1,0 +1,516 @@
+"""Lead scoring: weighted categories of declarative point rules (DESIGN §12).
+
+How a score is made, precisely:
+
+1. Every rule whose condition holds gives its points to its category. A field rule counts once;
+   a signal rule counts every occurrence (``Signal.count`` included) up to ``max_times``, each
+   decayed by the signal's age: ``points * 0.5 ** (age_days / decay.half_life_days)``.
+2. Velocity: when the undecayed signal points earned within ``velocity.window_days`` reach
+   ``velocity.min_points``, ``velocity.bonus`` is added to ``velocity.category``.
+3. Per category, the positive points are capped at the category's weight, then the negative
+   points are added and the result floored at 0 — so a negative rule is never absorbed by
+   points above the cap. The total (0–100) is the sum of the categories.
+4. MQL: total >= ``mql_threshold`` and, when ``required_signal`` is set, a signal of that name.
+5. Tier: **hot** = MQL (unless ``hot_requires_mql = false``) and a ``hot_signals`` signal
+   (demo or pricing request) within ``hot_window_hours`` of now; **warm** = any other MQL, or a
+   total >= ``mql_threshold - warm_margin``; **cold** = the rest.
+
+Config keys (``[scoring]`` in ``leadrelay.toml``): ``mql_threshold``, ``[scoring.weights]``
+``fit / intent / engagement`` (must add up to 100), ``required_signal``, ``[scoring.decay]``,
+``[scoring.velocity]``, ``hot_signals``, ``hot_window_hours``, ``hot_requires_mql``,
+``warm_margin``, ``[scoring.lists]`` (named value lists for ``in_list``) and ``[[scoring.rules]]``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from leadrelay.handoff.signals import Category, Signal
+from leadrelay.model import FREE_MAIL_DOMAINS, Lead, ScoreBreakdown, Stage, Tier
+
+#: Salesforce custom text fields hold at most 255 characters; the reason must fit one.
+REASON_MAX_CHARS = 255
+
+#: Lead fields a rule may test (``custom.NAME`` reads ``Lead.custom``).
+RULE_FIELDS: frozenset[str] = frozenset(
+    name
+    for name, info in Lead.model_fields.items()
+    if name
+    not in {
+        "external_ids",
+        "click_ids",
+        "first_touch",
+        "updated_at",
+        "custom",
+        "score_breakdown",
+        "owner",
+    }
+)
+
+
+class Weights(BaseModel):
+    """Maximum points per category (``[scoring.weights]``); they add up to 100."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    fit: float = Field(default=40, ge=0)
+    intent: float = Field(default=40, ge=0)
+    engagement: float = Field(default=20, ge=0)
+
+    @model_validator(mode="after")
+    def _hundred(self) -> Self:
+        total = self.fit + self.intent + self.engagement
+        if abs(total - 100) > 1e-9:
+            raise ValueError(
+                f"fit + intent + engagement must add up to 100, not {total:g} "
+                f"({self.fit:g} + {self.intent:g} + {self.engagement:g})"
+            )
+        return self
+
+    def of(self, category: Category) -> float:
+        """The weight of one category."""
+        value: float = getattr(self, category.value)
+        return value
+
+
+class Condition(BaseModel):
+    """When a rule applies: exactly one of a small fixed set of condition kinds.
+
+    * ``signal = NAME`` — the lead has a signal of that name (counts each occurrence);
+    * ``field = NAME`` with one of ``matches`` (regular expression, ``re.search``), ``between``
+      (``[low, high]``, inclusive, numbers), ``in`` (values, compared case-insensitively) or
+      ``in_list`` (the name of a ``[scoring.lists]`` list);
+    * ``free_mail = true`` — the email is at a consumer mailbox provider;
+    * ``opted_out = true`` — ``email_opt_in`` is false or the lead has an ``unsubscribed`` signal.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    signal: str | None = None
+    field: str | None = None
+    matches: str | None = None
+    between: tuple[float, float] | None = None
+    in_: list[str] | None = Field(default=None, alias="in")
+    in_list: str | None = None
+    free_mail: bool | None = None
+    opted_out: bool | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Self:
+        kinds = [
+            name
+            for name, value in (
+                ("signal", self.signal),
+                ("field", self.field),
+                ("free_mail", self.free_mail),
+                ("opted_out", self.opted_out),
+            )
+            if value is not None
+        ]
+        if len(kinds) != 1:
+            raise ValueError(
+                "a condition needs exactly one of signal, field, free_mail, opted_out"
+                + (f" (got {', '.join(kinds)})" if kinds else "")
+            )
+        tests = [
+            name
+            for name, value in (
+                ("matches", self.matches),
+                ("between", self.between),
+                ("in", self.in_),
+                ("in_list", self.in_list),
+            )
+            if value is not None
+        ]
+        if self.field is None:
+            if tests:
+                raise ValueError(f"{', '.join(tests)} needs a field")
+        else:
+            if self.field not in RULE_FIELDS and not self.field.startswith("custom."):
+                raise ValueError(f"field {self.field!r} is not a Lead field (or custom.NAME)")
+            if len(tests) != 1:
+                raise ValueError(
+                    f"field {self.field!r} needs exactly one of matches, between, in, in_list"
+                )
+        if self.free_mail is False or self.opted_out is False:
+            raise ValueError("free_mail and opted_out conditions can only be true")
+        if self.matches is not None:
+            try:
+                re.compile(self.matches)
+            except re.error as exc:
+                raise ValueError(f"matches is not a regular expression: {exc}") from None
+        if self.between is not None and self.between[0] > self.between[1]:
+            raise ValueError(f"between {list(self.between)}: low is above high")
+        return self
+
+
+class Rule(BaseModel):
+    """A point rule: ``points`` (negative to subtract) to ``category`` when ``when`` holds."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1)
+    category: Category
+    points: float
+    when: Condition
+    max_times: int | None = Field(default=None, ge=1)
+
+
+class Decay(BaseModel):
+    """Signal points halve every ``half_life_days`` (``0`` turns decay off)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    half_life_days: float = Field(default=30, ge=0)
+
+
+class Velocity(BaseModel):
+    """A bonus when the lead earned ``min_points`` signal points within ``window_days``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    window_days: float = Field(default=7, gt=0)
+    min_points: float = Field(default=30, gt=0)
+    bonus: float = Field(default=5, ge=0)
+    category: Category = Category.INTENT
+
+
+_DIRECTOR_PLUS = r"(?i)\b(director|vp|vice president|head|chief|c[eo]o|cfo|cto|founder|owner)\b"
+_NON_BUYER = r"(?i)\b(student|intern|job seeker|jobseeker|looking for (a )?(job|work)|unemployed)\b"
+
+
+def _rule(name: str, category: Category, points: float, **when: Any) -> Rule:
+    return Rule(name=name, category=category, points=points, when=Condition(**when))
+
+
+#: The SOP's default rules. ``target_industries`` and ``competitors`` are empty until the
+#: ``[scoring.lists]`` of the project fill them.
+DEFAULT_RULES: tuple[Rule, ...] = (
+    _rule("Director+ title", Category.FIT, 15, field="job_title", matches=_DIRECTOR_PLUS),
+    _rule("target industry", Category.FIT, 10, field="industry", in_list="target_industries"),
+    _rule("company size 50–500", Category.FIT, 10, field="employees", between=(50, 500)),
+    _rule("free-mail address", Category.FIT, -10, free_mail=True),
+    _rule("student / job-seeker title", Category.FIT, -20, field="job_title", matches=_NON_BUYER),
+    _rule("careers page", Category.FIT, -10, signal="job_seeker"),
+    _rule("competitor domain", Category.FIT, -40, field="company_domain", in_list="competitors"),
+    _rule("demo request", Category.INTENT, 30, signal="demo_request"),
+    _rule("pricing page", Category.INTENT, 20, signal="pricing_page"),
+    _rule("case study", Category.INTENT, 15, signal="case_study"),
+    _rule("docs", Category.INTENT, 5, signal="docs"),
+    _rule("webinar", Category.ENGAGEMENT, 15, signal="webinar"),
+    _rule("form submission", Category.ENGAGEMENT, 5, signal="form_submission"),
+    _rule("email click", Category.ENGAGEMENT, 3, signal="email_click"),
+    _rule("blog post", Category.ENGAGEMENT, 3, signal="blog_post"),
+    _rule("email open", Category.ENGAGEMENT, 1, signal="email_open"),
+    _rule("unsubscribed", Category.ENGAGEMENT, -20, opted_out=True),
+)
+
+_DEFAULT_LISTS: dict[str, list[str]] = {"target_industries": [], "competitors": []}
+
+
+class ScoringConfig(BaseModel):
+    """The ``[scoring]`` section (SOP defaults: fit 40 / intent 40 / engagement 20, MQL at 60)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    mql_threshold: float = Field(default=60, ge=0, le=100)
+    weights: Weights = Field(default_factory=Weights)
+    required_signal: str | None = None
+    decay: Decay = Field(default_factory=Decay)
+    velocity: Velocity = Field(default_factory=Velocity)
+    hot_signals: list[str] = Field(default_factory=lambda: ["demo_request", "pricing_page"])
+    hot_window_hours: float = Field(default=24, gt=0)
+    hot_requires_mql: bool = True
+    warm_margin: float = Field(default=15, ge=0)
+    lists: dict[str, list[str]] = Field(default_factory=lambda: dict(_DEFAULT_LISTS))
+    rules: list[Rule] = Field(default_factory=lambda: list(DEFAULT_RULES))
+
+    @field_validator("lists", mode="before")
+    @classmethod
+    def _default_lists(cls, value: Any) -> Any:
+        # Lists the default rules name stay defined when a project sets only some of them.
+        if isinstance(value, dict):
+            return {**_DEFAULT_LISTS, **value}
+        return value
+
+    @model_validator(mode="after")
+    def _lists_exist(self) -> Self:
+        for index, rule in enumerate(self.rules):
+            name = rule.when.in_list
+            if name is not None and name not in self.lists:
+                defined = ", ".join(sorted(self.lists)) or "none"
+                raise ValueError(
+                    f"rules[{index}] ({rule.name}): list {name!r} is not in [scoring.lists] "
+                    f"(defined: {defined})"
+                )
+        return self
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """A lead's score and why.
+
+    Attributes:
+        total: 0–100, the sum of the categories.
+        breakdown: points per category, each within 0 and its weight.
+        reasons: one line per rule that fired ("pricing page 2 d ago +20 (decayed 19)").
+        is_mql: whether the lead qualifies as an MQL.
+        tier: hot / warm / cold.
+        qualification_reason: one line for the CRM (at most 255 characters).
+        signals: the names of the lead's intent-category signals, first seen first (what
+            ``Lead.intent_signals`` holds).
+    """
+
+    total: float
+    breakdown: ScoreBreakdown
+    reasons: list[str]
+    is_mql: bool
+    tier: Tier
+    qualification_reason: str
+    signals: list[str] = field(default_factory=list)
+
+
+def _number(value: float) -> str:
+    rounded = round(value, 1)
+    return f"{rounded:g}" if rounded != int(rounded) else str(int(rounded))
+
+
+def _signed(value: float) -> str:
+    return ("+" if value >= 0 else "-") + _number(abs(value))
+
+
+def _age(now: datetime, at: datetime) -> str:
+    seconds = max((now - at).total_seconds(), 0.0)
+    if seconds < 3600:
+        return "just now" if seconds < 60 else f"{int(seconds // 60)} min ago"
+    if seconds < 86400:
+        return f"{int(seconds // 3600)} h ago"
+    return f"{int(seconds // 86400)} d ago"
+
+
+def _field_value(lead: Lead, name: str) -> Any:
+    if name.startswith("custom."):
+        return lead.custom.get(name.removeprefix("custom."))
+    return getattr(lead, name)
+
+
+def _text(value: Any) -> str:
+    return str(value.value if hasattr(value, "value") else value)
+
+
+def _field_holds(condition: Condition, lead: Lead, lists: dict[str, list[str]]) -> bool:
+    assert condition.field is not None
+    value = _field_value(lead, condition.field)
+    if value is None:
+        return False
+    if condition.matches is not None:
+        return re.search(condition.matches, _text(value)) is not None
+    if condition.between is not None:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            return False
+        return condition.between[0] <= number <= condition.between[1]
+    allowed = condition.in_ if condition.in_ is not None else lists[condition.in_list or ""]
+    return _text(value).casefold() in {item.casefold() for item in allowed}
+
+
+def _free_mail(lead: Lead) -> bool:
+    return lead.email is not None and lead.email.rpartition("@")[2] in FREE_MAIL_DOMAINS
+
+
+def _opted_out(lead: Lead, signals: Sequence[Signal]) -> bool:
+    return lead.email_opt_in is False or any(s.name == "unsubscribed" for s in signals)
+
+
+class Scorer:
+    """Scores leads by one :class:`ScoringConfig`."""
+
+    def __init__(self, config: ScoringConfig | None = None) -> None:
+        self.config = config or ScoringConfig()
+
+    def _decayed(self, points: float, at: datetime, now: datetime) -> float:
+        half_life = self.config.decay.half_life_days
+        age_days = max((now - at).total_seconds(), 0.0) / 86400
+        if half_life == 0 or age_days == 0:
+            return points
+        decayed: float = points * 0.5 ** (age_days / half_life)
+        return decayed
+
+    def _signal_rule(
+        self, rule: Rule, signals: Sequence[Signal], now: datetime
+    ) -> tuple[float, float, str] | None:
+        """(decayed points, raw points within the velocity window, reason) or None."""
+        matching = sorted(
+            (s for s in signals if s.name == rule.when.signal and s.at <= now),
+            key=lambda s: s.at,
+            reverse=True,
+        )
+        if not matching:
+            return None
+        remaining = rule.max_times
+        window_start = now - timedelta(days=self.config.velocity.window_days)
+        times = 0
+        raw = decayed = recent = 0.0
+        for signal in matching:
+            count = signal.count if remaining is None else min(signal.count, remaining)
+            times += count
+            raw += rule.points * count
+            decayed += self._decayed(rule.points * count, signal.at, now)
+            if signal.at >= window_start:
+                recent += rule.points * count
+            if remaining is not None:
+                remaining -= count
+                if remaining == 0:
+                    break
+        label = rule.name if times == 1 else f"{rule.name} ×{times}"
+        reason = f"{label} {_age(now, matching[0].at)} {_signed(raw)}"
+        if _number(decayed) != _number(raw):
+            reason += f" (decayed {_number(decayed)})"
+        return decayed, recent, reason
+
+    def score(self, lead: Lead, signals: Iterable[Signal], now: datetime) -> ScoreResult:
+        """Score ``lead`` with its ``signals`` as of ``now`` (timezone-aware)."""
+        if now.tzinfo is None:
+            raise ValueError("scoring needs a timezone-aware 'now'")
+        config = self.config
+        signals = list(signals)
+        positive = dict.fromkeys(Category, 0.0)
+        negative = dict.fromkeys(Category, 0.0)
+        reasons: list[str] = []
+        recent_points = 0.0
+        for rule in config.rules:
+            when = rule.when
+            if when.signal is not None:
+                fired = self._signal_rule(rule, signals, now)
+                if fired is None:
+                    continue
+                points, recent, reason = fired
+                recent_points += max(recent, 0.0)
+            else:
+                if when.field is not None:
+                    holds = _field_holds(when, lead, config.lists)
+                elif when.free_mail:
+                    holds = _free_mail(lead)
+                else:
+                    holds = _opted_out(lead, signals)
+                if not holds:
+                    continue
+                points, reason = rule.points, f"{rule.name} {_signed(rule.points)}"
+            if points >= 0:
+                positive[rule.category] += points
+            else:
+                negative[rule.category] += points
+            reasons.append(reason)
+        velocity = config.velocity
+        if velocity.bonus > 0 and recent_points >= velocity.min_points:
+            positive[velocity.category] += velocity.bonus
+            reasons.append(
+                f"velocity {_number(recent_points)} points in {_number(velocity.window_days)} d "
+                f"{_signed(velocity.bonus)}"
+            )
+        values = {
+            category: round(
+                max(
+                    min(positive[category], config.weights.of(category)) + negative[category],
+                    0.0,
+                ),
+                2,
+            )
+            for category in Category
+        }
+        breakdown = ScoreBreakdown(
+            fit=values[Category.FIT],
+            intent=values[Category.INTENT],
+            engagement=values[Category.ENGAGEMENT],
+        )
+        total = round(sum(values.values()), 2)
+        has_required = config.required_signal is None or any(
+            s.name == config.required_signal and s.at <= now for s in signals
+        )
+        is_mql = total >= config.mql_threshold and has_required
+        hot_since = now - timedelta(hours=config.hot_window_hours)
+        hot_signal = any(s.name in config.hot_signals and hot_since <= s.at <= now for s in signals)
+        if hot_signal and (is_mql or not config.hot_requires_mql):
+            tier = Tier.HOT
+        elif is_mql or total >= config.mql_threshold - config.warm_margin:
+            tier = Tier.WARM
+        else:
+            tier = Tier.COLD
+        names = list(dict.fromkeys(s.name for s in signals if s.category is Category.INTENT))
+        return ScoreResult(
+            total=total,
+            breakdown=breakdown,
+            reasons=reasons,
+            is_mql=is_mql,
+            tier=tier,
+            qualification_reason=self._qualification_reason(
+                total, breakdown, reasons, is_mql, has_required, tier
+            ),
+            signals=names,
+        )
+
+    def _qualification_reason(
+        self,
+        total: float,
+        breakdown: ScoreBreakdown,
+        reasons: list[str],
+        is_mql: bool,
+        has_required: bool,
+        tier: Tier,
+    ) -> str:
+        threshold = _number(self.config.mql_threshold)
+        if is_mql:
+            head = f"MQL ({tier.value}): score {_number(total)} >= {threshold}"
+        elif total >= self.config.mql_threshold and not has_required:
+            head = (
+                f"not MQL: score {_number(total)} >= {threshold} "
+                f"but no {self.config.required_signal} signal"
+            )
+        else:
+            head = f"not MQL ({tier.value}): score {_number(total)} < {threshold}"
+        head += (
+            f" (fit {_number(breakdown.fit)}, intent {_number(breakdown.intent)}, "
+            f"engagement {_number(breakdown.engagement)})"
+        )
+        text = head
+        for index, reason in enumerate(reasons):
+            part = ("; " if index else ": ") + reason
+            if len(text) + len(part) > REASON_MAX_CHARS:
+                more = f"; +{len(reasons) - index} more"
+                if len(text) + len(more) <= REASON_MAX_CHARS:
+                    text += more
+                break
+            text += part
+        return text[:REASON_MAX_CHARS]
+
+
+def score(
+    lead: Lead,
+    signals: Iterable[Signal],
+    now: datetime,
+    config: ScoringConfig | None = None,
+) -> ScoreResult:
+    """Score ``lead`` with ``signals`` as of ``now`` (see :class:`Scorer`)."""
+    return Scorer(config).score(lead, signals, now)
+
+
+def apply_score(lead: Lead, result: ScoreResult) -> None:
+    """Write a score onto the lead: score, breakdown, reason, signals, tier, and stage.
+
+    The stage moves from ``lead`` to ``mql`` when the lead qualifies; it never moves backward
+    and never touches a stage sales owns (sal and beyond), nor recycled / disqualified leads.
+    """
+    lead.score = result.total
+    lead.score_breakdown = result.breakdown
+    lead.qualification_reason = result.qualification_reason
+    lead.intent_signals = list(dict.fromkeys([*lead.intent_signals, *result.signals]))
+    lead.tier = result.tier
+    if result.is_mql and lead.stage is Stage.LEAD:
+        lead.stage = Stage.MQL

@@ -1,0 +1,250 @@
+"""Zoho OAuth: the refresh grant, its HTTP-200 errors, the shared token cache, 401 → refresh."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import parse_qs
+
+import httpx
+import pytest
+import respx
+
+from leadrelay.config import ZohoConnection
+from leadrelay.connectors.errors import AuthError, RateLimited
+from leadrelay.connectors.policy import ManualClock, RetryPolicy
+from leadrelay.connectors.zoho import ZohoConnector
+from leadrelay.connectors.zoho.auth import (
+    forget_token_sources,
+    shared_token_source,
+    token_source_key,
+)
+
+ACCOUNTS = "https://accounts.zoho.eu"
+API = "https://www.zohoapis.eu"
+TOKEN_URL = f"{ACCOUNTS}/oauth/v2/token"
+USERS_URL = f"{API}/crm/v7/users"
+CLIENT_ID = "1000.TESTCLIENTID"
+SECRET = "test-client-secret-0123456789abcdef"
+REFRESH = "1000.refreshtoken0123456789abcdef.fedcba9876543210refresh"
+ACCESS = "1000.0123456789abcdef0123456789abcdef.fedcba9876543210fedcba9876543210"
+FAST = RetryPolicy(max_attempts=3, base_s=0.0, cap_s=0.0, max_total_s=5.0)
+
+
+def settings(**overrides: str) -> ZohoConnection:
+    values = {
+        "kind": "zoho",
+        "client_id": CLIENT_ID,
+        "client_secret": SECRET,
+        "refresh_token": REFRESH,
+        "accounts_url": ACCOUNTS,
+    } | overrides
+    return ZohoConnection.model_validate(values)
+
+
+def connector(**overrides: str) -> ZohoConnector:
+    return ZohoConnector(settings(**overrides), "zoho", retry=FAST, sleep=lambda s: None)
+
+
+def token_reply(token: str = ACCESS, expires_in: int = 3600) -> httpx.Response:
+    return httpx.Response(
+        200,
+        json={
+            "access_token": token,
+            "scope": "ZohoCRM.modules.ALL",
+            "api_domain": API,
+            "token_type": "Bearer",
+            "expires_in": expires_in,
+        },
+    )
+
+
+USERS = httpx.Response(200, json={"users": [{"id": "1"}], "info": {"more_records": False}})
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache() -> Iterator[None]:
+    forget_token_sources()
+    yield
+    forget_token_sources()
+
+
+@respx.mock
+def test_refresh_posts_the_grant_and_uses_the_token() -> None:
+    token = respx.post(TOKEN_URL).mock(return_value=token_reply())
+    users = respx.get(USERS_URL).mock(return_value=USERS)
+    with connector() as zoho:
+        assert zoho.health().ok
+    form = parse_qs(token.calls.last.request.content.decode())
+    assert form == {
+        "grant_type": ["refresh_token"],
+        "client_id": [CLIENT_ID],
+        "client_secret": [SECRET],
+        "refresh_token": [REFRESH],
+    }
+    assert SECRET not in str(token.calls.last.request.url)
+    assert users.calls.last.request.headers["Authorization"] == f"Zoho-oauthtoken {ACCESS}"
+
+
+@respx.mock
+def test_the_token_replys_api_domain_overrides_the_configured_one() -> None:
+    respx.post(TOKEN_URL).mock(return_value=token_reply())
+    users = respx.get(USERS_URL).mock(return_value=USERS)
+    with connector(api_domain="https://www.zohoapis.com") as zoho:
+        health = zoho.health()
+    assert users.called and health.instance == API
+
+
+@pytest.mark.parametrize(
+    ("error", "meaning"),
+    [
+        ("invalid_client", "client_id or client_secret"),
+        ("invalid_code", "refresh_token is invalid"),
+        ("something_new", "refused the credentials"),
+    ],
+)
+@respx.mock
+def test_a_200_with_an_error_key_is_an_auth_error(error: str, meaning: str) -> None:
+    respx.post(TOKEN_URL).mock(return_value=httpx.Response(200, json={"error": error}))
+    users = respx.get(USERS_URL).mock(return_value=USERS)
+    with connector() as zoho, pytest.raises(AuthError) as caught:
+        zoho.describe()
+    text = str(caught.value)
+    assert error in text and meaning in text
+    assert SECRET not in text and REFRESH not in text
+    assert not users.called
+
+
+@pytest.mark.parametrize("status", [200, 400])
+@respx.mock
+def test_too_many_token_requests_says_ten_per_ten_minutes(status: int) -> None:
+    body = {
+        "error_description": "You have made too many requests continuously. "
+        "Please try again after some time.",
+        "error": "Access Denied",
+        "status": "failure",
+    }
+    token = respx.post(TOKEN_URL).mock(return_value=httpx.Response(status, json=body))
+    with connector() as zoho, pytest.raises(RateLimited) as caught:
+        zoho.describe()
+    assert "10 access tokens per refresh token in 10 minutes" in str(caught.value)
+    assert token.call_count == 1  # waiting seconds cannot help: not retried
+
+
+@respx.mock
+def test_two_connectors_and_twenty_threads_refresh_once() -> None:
+    token = respx.post(TOKEN_URL).mock(side_effect=lambda request: token_reply())
+    users = respx.get(USERS_URL).mock(return_value=USERS)
+    first, second = connector(), connector()
+    barrier = threading.Barrier(20)
+
+    def call(n: int) -> bool:
+        barrier.wait()
+        return (first if n % 2 else second).health().ok
+
+    try:
+        with ThreadPoolExecutor(max_workers=20) as pool:
+            assert all(pool.map(call, range(20)))
+    finally:
+        first.close()
+        second.close()
+    assert token.call_count == 1
+    assert users.call_count == 20
+    assert first.tokens is second.tokens and first.tokens.refreshes == 1
+
+
+@respx.mock
+def test_other_credentials_get_their_own_token() -> None:
+    token = respx.post(TOKEN_URL).mock(side_effect=lambda request: token_reply())
+    respx.get(USERS_URL).mock(return_value=USERS)
+    with connector() as one, connector(refresh_token="1000.another.refresh-token") as two:
+        one.health()
+        two.health()
+        assert one.tokens is not two.tokens
+    assert token.call_count == 2
+
+
+def test_the_cache_key_hides_the_refresh_token() -> None:
+    key = token_source_key(ACCOUNTS, CLIENT_ID, REFRESH)
+    assert REFRESH not in key and len(key) == 64
+    assert key != token_source_key("https://accounts.zoho.com", CLIENT_ID, REFRESH)
+
+
+@respx.mock
+def test_an_expired_token_is_refreshed_once_and_the_request_resent_once() -> None:
+    new = ACCESS.replace("0123", "4567")
+    token = respx.post(TOKEN_URL).mock(side_effect=[token_reply(), token_reply(new)])
+    expired = httpx.Response(
+        401,
+        json={"code": "INVALID_TOKEN", "details": {}, "message": "invalid oauth token"},
+    )
+    users = respx.get(USERS_URL).mock(side_effect=[USERS, expired, USERS])
+    with connector() as zoho:
+        assert zoho.health().ok
+        assert zoho.health().ok
+    assert token.call_count == 2
+    assert users.call_count == 3
+    sent = [call.request.headers["Authorization"] for call in users.calls]
+    assert sent == [
+        f"Zoho-oauthtoken {ACCESS}",
+        f"Zoho-oauthtoken {ACCESS}",
+        f"Zoho-oauthtoken {new}",
+    ]
+
+
+@respx.mock
+def test_a_token_refused_twice_is_an_auth_error_after_one_refresh() -> None:
+    token = respx.post(TOKEN_URL).mock(side_effect=lambda request: token_reply())
+    refused = httpx.Response(401, json={"code": "INVALID_TOKEN", "message": "invalid oauth token"})
+    users = respx.get(f"{API}/crm/v7/settings/fields").mock(return_value=refused)
+    with connector() as zoho, pytest.raises(AuthError):
+        zoho.describe()
+    assert token.call_count == 2 and users.call_count == 2
+
+
+@respx.mock
+def test_a_token_is_refreshed_shortly_before_it_expires() -> None:
+    clock = ManualClock()
+    shared_token_source(ACCOUNTS, CLIENT_ID, SECRET, REFRESH, clock=clock.now)
+    token = respx.post(TOKEN_URL).mock(side_effect=lambda request: token_reply(expires_in=3600))
+    respx.get(USERS_URL).mock(return_value=USERS)
+    with connector() as zoho:
+        zoho.health()
+        clock.advance(3600 - 61)
+        zoho.health()
+        assert token.call_count == 1
+        clock.advance(2)  # now inside the 60 s refresh margin
+        zoho.health()
+    assert token.call_count == 2
+
+
+@respx.mock
+def test_a_failing_accounts_server_is_retried() -> None:
+    token = respx.post(TOKEN_URL).mock(
+        side_effect=[httpx.Response(503, json={"error": "general_error"}), token_reply()]
+    )
+    respx.get(USERS_URL).mock(return_value=USERS)
+    with connector() as zoho:
+        assert zoho.health().ok
+    assert token.call_count == 2
+
+
+@respx.mock
+def test_no_secret_or_token_reaches_logs_or_errors(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    respx.post(TOKEN_URL).mock(side_effect=[token_reply(), token_reply()])
+    refused = httpx.Response(
+        401, json={"code": "INVALID_TOKEN", "message": f"invalid oauth token {ACCESS}"}
+    )
+    respx.get(f"{API}/crm/v7/settings/fields").mock(
+        side_effect=[httpx.Response(503, text=f"echo Zoho-oauthtoken {ACCESS}"), refused, refused]
+    )
+    with connector() as zoho, pytest.raises(AuthError) as caught:
+        zoho.describe()
+    texts = [str(caught.value), repr(caught.value), caplog.text]
+    assert caplog.records  # the retry was logged
+    for text in texts:
+        for secret in (SECRET, REFRESH, ACCESS):
+            assert secret not in text

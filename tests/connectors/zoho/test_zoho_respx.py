@@ -1,0 +1,468 @@
+"""Unit tests of the Zoho client against respx: paging, 204/304, per-record codes, escaping."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+import respx
+
+from leadrelay.config import ZohoConnection
+from leadrelay.connectors.base import UpsertInput, WriteOutcome
+from leadrelay.connectors.errors import RateLimited, Rejected
+from leadrelay.connectors.policy import RetryPolicy
+from leadrelay.connectors.zoho import ZohoConnector
+from leadrelay.connectors.zoho.auth import forget_token_sources
+from leadrelay.connectors.zoho.connector import coql_credits, decode_cursor, encode_cursor
+from leadrelay.connectors.zoho.criteria import (
+    coql_in,
+    coql_literal,
+    coql_select,
+    criteria_value,
+    equals_any,
+)
+from leadrelay.sandbox.zoho.emulator import (
+    SANDBOX_CLIENT_SECRET,
+    SANDBOX_REFRESH_TOKEN,
+)
+
+ACCOUNTS = "https://accounts.zoho.eu"
+API = "https://www.zohoapis.eu/crm/v7"
+TOKEN = "1000.0123456789abcdef0123456789abcdef.fedcba9876543210fedcba9876543210"
+FAST = RetryPolicy(max_attempts=4, base_s=0.0, cap_s=0.0, max_total_s=5.0)
+CASSETTES = Path(__file__).resolve().parents[1] / "cassettes"
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache() -> Iterator[None]:
+    forget_token_sources()
+    yield
+    forget_token_sources()
+
+
+@pytest.fixture
+def zoho() -> Iterator[ZohoConnector]:
+    settings = ZohoConnection.model_validate(
+        {
+            "kind": "zoho",
+            "client_id": "1000.CLIENT",
+            "client_secret": "respx-client-secret-000000",
+            "refresh_token": "1000.respx.refresh000000",
+            "accounts_url": ACCOUNTS,
+        }
+    )
+    with respx.mock:
+        respx.post(f"{ACCOUNTS}/oauth/v2/token").respond(
+            200,
+            json={
+                "access_token": TOKEN,
+                "api_domain": "https://www.zohoapis.eu",
+                "expires_in": 3600,
+            },
+        )
+        connector = ZohoConnector(
+            settings, "zoho", retry=FAST, sleep=lambda s: None, read_fields=["Company"]
+        )
+        with connector:
+            yield connector
+
+
+def query(request: httpx.Request) -> dict[str, str]:
+    return {k: v[0] for k, v in parse_qs(urlsplit(str(request.url)).query).items()}
+
+
+def lead(n: int, start: datetime = datetime(2024, 1, 1, tzinfo=UTC)) -> dict[str, Any]:
+    moment = (start + timedelta(seconds=n)).isoformat(timespec="seconds")
+    return {"id": str(1000 + n), "Email": f"l{n}@example.com", "Modified_Time": moment}
+
+
+# -- read_changes --------------------------------------------------------------------------
+
+
+def test_paging_switches_from_page_to_page_token_after_2000_records(
+    zoho: ZohoConnector,
+) -> None:
+    total = 2100
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        params = query(request)
+        if "page_token" in params:
+            assert "page" not in params
+            number = int(params["page_token"].removeprefix("tok"))
+        else:
+            number = int(params["page"])
+        rows = [lead(n) for n in range((number - 1) * 200, min(number * 200, total))]
+        more = number * 200 < total
+        info = {"more_records": more, "next_page_token": f"tok{number + 1}" if more else None}
+        return httpx.Response(200, json={"data": rows, "info": info})
+
+    route = respx.get(f"{API}/Leads").mock(side_effect=answer)
+    pages = list(zoho.read_changes(None))
+    sent = [query(call.request) for call in route.calls]
+    assert [p.get("page") for p in sent] == [str(n) for n in range(1, 11)] + [None]
+    assert sent[-1]["page_token"] == "tok11"
+    assert sum(len(p.records) for p in pages) == total
+    assert pages[-1].cursor == encode_cursor(
+        datetime(2024, 1, 1, tzinfo=UTC) + timedelta(seconds=total - 1), str(1000 + total - 1)
+    )
+    first = sent[0]
+    assert (first["sort_by"], first["sort_order"], first["per_page"]) == (
+        "Modified_Time",
+        "asc",
+        "200",
+    )
+    assert first["fields"] == "Email,Last_Name,Modified_Time,Company"
+
+
+@pytest.mark.parametrize("status", [204, 304])
+def test_no_changes_yield_no_pages(zoho: ZohoConnector, status: int) -> None:
+    respx.get(f"{API}/Leads").respond(status)
+    assert list(zoho.read_changes(encode_cursor(datetime(2024, 5, 1, tzinfo=UTC), "7"))) == []
+
+
+def test_a_cursor_reads_from_the_overlap_before_it(zoho: ZohoConnector) -> None:
+    route = respx.get(f"{API}/Leads").respond(204)
+    cursor = encode_cursor(datetime(2024, 5, 1, 12, 0, 10, tzinfo=UTC), "42")
+    list(zoho.read_changes(cursor))
+    assert route.calls.last.request.headers["If-Modified-Since"] == "2024-05-01T12:00:08+00:00"
+
+
+def test_reading_from_none_sends_no_if_modified_since(zoho: ZohoConnector) -> None:
+    route = respx.get(f"{API}/Leads").respond(204)
+    list(zoho.read_changes(None))
+    assert "If-Modified-Since" not in route.calls.last.request.headers
+
+
+def test_cursor_round_trips_and_rejects_garbage() -> None:
+    moment = datetime(2024, 5, 1, 17, 30, tzinfo=UTC)
+    assert decode_cursor(encode_cursor(moment, "99")) == (moment, "99")
+    with pytest.raises(ValueError, match="not a Zoho read cursor"):
+        decode_cursor("yesterday")
+
+
+def test_more_than_50_read_fields_are_refused() -> None:
+    settings = ZohoConnection.model_validate(
+        {
+            "kind": "zoho",
+            "client_id": "c",
+            "client_secret": "s-000000",
+            "refresh_token": "r-000000",
+        }
+    )
+    with pytest.raises(ValueError, match="at most 50"):
+        ZohoConnector(settings, "z", read_fields=[f"F{n}" for n in range(51)])
+
+
+# -- lookup and escaping -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "escaped"),
+    [
+        ("plain@example.com", "plain@example.com"),
+        ("a(b)@example.com", "a\\(b\\)@example.com"),
+        ("x,y@example.com", "x\\,y@example.com"),
+        ("back\\slash@example.com", "back\\\\slash@example.com"),
+        ("o'brien@example.com", "o'brien@example.com"),
+    ],
+)
+def test_criteria_values_escape_parentheses_commas_and_backslashes(
+    value: str, escaped: str
+) -> None:
+    assert criteria_value(value) == escaped
+
+
+@pytest.mark.parametrize(
+    ("value", "literal"),
+    [
+        ("o'brien@example.com", "'o\\'brien@example.com'"),
+        ("back\\slash", "'back\\\\slash'"),
+        ("a(b),c", "'a(b),c'"),
+    ],
+)
+def test_coql_literals_escape_quotes_and_backslashes(value: str, literal: str) -> None:
+    assert coql_literal(value) == literal
+
+
+def test_criteria_allow_at_most_ten_values() -> None:
+    assert equals_any("Email", ["a", "b"]) == "(Email:equals:a)or(Email:equals:b)"
+    with pytest.raises(ValueError, match="at most 10"):
+        equals_any("Email", [str(n) for n in range(11)])
+
+
+def test_coql_in_splits_lists_longer_than_50() -> None:
+    values = [f"v{n}" for n in range(60)]
+    condition = coql_in("Email", values)
+    assert condition.startswith("(Email in ('v0', ") and ") or (Email in ('v50'," in condition
+    with pytest.raises(ValueError, match="at most 100"):
+        coql_in("Email", [str(n) for n in range(101)])
+
+
+def test_coql_select_refuses_names_that_are_not_api_names() -> None:
+    with pytest.raises(ValueError, match="not a Zoho API name"):
+        coql_select(["Email from Leads; --"], "Leads", "id = '1'")
+
+
+def test_a_single_email_is_looked_up_by_escaped_search_criteria(zoho: ZohoConnector) -> None:
+    email = "O'Brien(x),y\\z@example.com"
+    row = {"id": "5", "Email": email.lower()}
+    route = respx.get(f"{API}/Leads/search").respond(200, json={"data": [row], "info": {}})
+    found = zoho.lookup(emails=[email])
+    assert found == {email.lower(): row}
+    criteria = query(route.calls.last.request)["criteria"]
+    assert criteria == "(Email:equals:o'brien\\(x\\)\\,y\\\\z@example.com)"
+
+
+def test_several_emails_are_one_coql_query_with_escaped_literals(zoho: ZohoConnector) -> None:
+    emails = ["o'neil@example.com", "a(b)@example.com", "c\\d@example.com"]
+    route = respx.post(f"{API}/coql").respond(
+        200,
+        json={
+            "data": [
+                {"id": "12", "Email": "O'Neil@example.com"},
+                {"id": "11", "Email": "o'neil@example.com"},
+            ],
+            "info": {"more_records": False},
+        },
+    )
+    found = zoho.lookup(emails=emails)
+    assert route.call_count == 1
+    sent = json.loads(route.calls.last.request.content)["select_query"]
+    assert sent == (
+        "select Email, Last_Name, Modified_Time, Company from Leads where Email in "
+        "('o\\'neil@example.com', 'a(b)@example.com', 'c\\\\d@example.com') "
+        "order by id asc limit 200 offset 0"
+    )
+    # Two Leads share the email: the oldest one (the one upsert updates) is returned.
+    assert list(found) == ["o'neil@example.com"] and found["o'neil@example.com"]["id"] == "11"
+
+
+def test_no_match_is_an_empty_result(zoho: ZohoConnector) -> None:
+    respx.post(f"{API}/coql").respond(204)
+    respx.get(f"{API}/Leads/search").respond(204)
+    assert zoho.lookup(emails=["a@example.com", "b@example.com"]) == {}
+    assert zoho.lookup(emails=["a@example.com"]) == {}
+
+
+def test_lookup_makes_one_call_per_100_emails_and_counts_coql_credits(
+    zoho: ZohoConnector,
+) -> None:
+    route = respx.post(f"{API}/coql").respond(204)
+    zoho.lookup(emails=[f"p{n}@example.com" for n in range(150)])
+    assert route.call_count == 2
+    assert zoho.credits_used == 2
+    assert [coql_credits(n) for n in (200, 201, 1000, 2000)] == [1, 2, 2, 3]
+
+
+def test_lookup_by_ids_is_one_get_per_100_ids(zoho: ZohoConnector) -> None:
+    route = respx.get(f"{API}/Leads").respond(
+        200, json={"data": [{"id": "1", "Email": "x@example.com"}]}
+    )
+    found = zoho.lookup(ids=["1", "2"])
+    assert list(found) == ["1"]
+    assert query(route.calls.last.request)["ids"] == "1,2"
+
+
+def test_an_unknown_coql_column_is_dropped_and_asked_again(zoho: ZohoConnector) -> None:
+    unknown = httpx.Response(
+        400,
+        json={
+            "code": "INVALID_QUERY",
+            "details": {"column_name": "Company", "line": 1},
+            "message": "invalid column given",
+            "status": "error",
+        },
+    )
+    route = respx.post(f"{API}/coql").mock(side_effect=[unknown, httpx.Response(204)])
+    assert zoho.lookup(emails=["a@example.com", "b@example.com"]) == {}
+    again = json.loads(route.calls.last.request.content)["select_query"]
+    assert again.startswith("select Email, Last_Name, Modified_Time from Leads")
+
+
+# -- writes --------------------------------------------------------------------------------
+
+
+def success(action: str, record_id: str) -> dict[str, Any]:
+    return {
+        "code": "SUCCESS",
+        "action": action,
+        "duplicate_field": "Email" if action == "update" else None,
+        "details": {"id": record_id, "Modified_Time": "2024-01-01T00:00:00+00:00"},
+        "message": "record added",
+        "status": "success",
+    }
+
+
+def failure(code: str, field: str, message: str, **details: Any) -> dict[str, Any]:
+    return {
+        "code": code,
+        "details": {"api_name": field, "json_path": f"$.data[0].{field}", **details},
+        "message": message,
+        "status": "error",
+    }
+
+
+def test_per_record_codes_map_to_results_in_input_order(zoho: ZohoConnector) -> None:
+    body = {
+        "data": [
+            success("insert", "1"),
+            success("update", "2"),
+            failure(
+                "DUPLICATE_DATA", "LeadRelay_Key", "duplicate data", duplicate_record={"id": "9"}
+            ),
+            failure("INVALID_DATA", "Email", "invalid data", expected_data_type="email"),
+            failure("MANDATORY_NOT_FOUND", "Last_Name", "required field not found"),
+        ]
+    }
+    route = respx.post(f"{API}/Leads/upsert").respond(207, json=body)
+    inputs = [UpsertInput(f"r{n}", {"Email": f"r{n}@example.com"}) for n in range(5)]
+    results = zoho.upsert(inputs)
+    assert [(r.ref, r.outcome, r.external_id) for r in results] == [
+        ("r0", WriteOutcome.CREATED, "1"),
+        ("r1", WriteOutcome.UPDATED, "2"),
+        ("r2", WriteOutcome.FAILED, "9"),
+        ("r3", WriteOutcome.FAILED, None),
+        ("r4", WriteOutcome.FAILED, None),
+    ]
+    errors = [r.error for r in results[2:]]
+    assert [(e.field, e.code, e.record) for e in errors if e] == [
+        ("LeadRelay_Key", "DUPLICATE_DATA", "r2"),
+        ("Email", "INVALID_DATA", "r3"),
+        ("Last_Name", "MANDATORY_NOT_FOUND", "r4"),
+    ]
+    assert errors[0] is not None and errors[0].message == "duplicate data (duplicate_record: 9)"
+    assert errors[1] is not None and "expected_data_type: email" in errors[1].message
+    sent = json.loads(route.calls.last.request.content)
+    assert sent["duplicate_check_fields"] == ["Email"] and sent["trigger"] == []
+
+
+def test_a_400_with_every_record_refused_fails_each_record(zoho: ZohoConnector) -> None:
+    body = {"data": [failure("INVALID_DATA", "Email", "invalid data")] * 2}
+    respx.post(f"{API}/Leads/upsert").respond(400, json=body)
+    results = zoho.upsert([UpsertInput(f"r{n}", {"Email": f"r{n}@x.io"}) for n in range(2)])
+    assert [r.outcome for r in results] == [WriteOutcome.FAILED] * 2
+    assert all(isinstance(r.error, Rejected) and r.error.status == 400 for r in results)
+
+
+def test_a_whole_call_400_raises(zoho: ZohoConnector) -> None:
+    body = {"code": "INVALID_DATA", "details": {"api_name": "data"}, "message": "invalid data"}
+    respx.post(f"{API}/Leads/upsert").respond(400, json=body)
+    with pytest.raises(Rejected, match="invalid data"):
+        zoho.upsert([UpsertInput("r", {"Email": "r@x.io"})])
+
+
+def test_upsert_sends_100_records_per_call(zoho: ZohoConnector) -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        data = json.loads(request.content)["data"]
+        return httpx.Response(200, json={"data": [success("insert", "1") for _ in data]})
+
+    route = respx.post(f"{API}/Leads/upsert").mock(side_effect=answer)
+    results = zoho.upsert([UpsertInput(str(n), {"Email": f"{n}@x.io"}) for n in range(250)])
+    sizes = [len(json.loads(call.request.content)["data"]) for call in route.calls]
+    assert sizes == [100, 100, 50] and len(results) == 250
+
+
+def test_an_input_without_email_fails_alone(zoho: ZohoConnector) -> None:
+    route = respx.post(f"{API}/Leads/upsert").respond(200, json={"data": [success("insert", "1")]})
+    results = zoho.upsert(
+        [UpsertInput("none", {"Last_Name": "X"}), UpsertInput("ok", {"Email": "ok@x.io"})]
+    )
+    assert [r.outcome for r in results] == [WriteOutcome.FAILED, WriteOutcome.CREATED]
+    assert results[0].error is not None and results[0].error.field == "Email"
+    assert len(json.loads(route.calls.last.request.content)["data"]) == 1
+
+
+def test_an_ambiguous_upsert_failure_is_retried(zoho: ZohoConnector) -> None:
+    route = respx.post(f"{API}/Leads/upsert").mock(
+        side_effect=[
+            httpx.ReadTimeout("timed out"),
+            httpx.Response(200, json={"data": [success("update", "1")]}),
+        ]
+    )
+    results = zoho.upsert([UpsertInput("r", {"Email": "r@x.io"})])
+    assert route.call_count == 2 and results[0].outcome is WriteOutcome.UPDATED
+
+
+def test_too_many_requests_is_retried_then_raised(zoho: ZohoConnector) -> None:
+    busy = httpx.Response(
+        429, json={"code": "TOO_MANY_REQUESTS", "details": {}, "message": "API limit"}
+    )
+    route = respx.get(f"{API}/settings/fields").mock(return_value=busy)
+    with pytest.raises(RateLimited):
+        zoho.describe()
+    assert route.call_count == FAST.max_attempts
+
+
+def test_update_and_delete_map_results_by_id(zoho: ZohoConnector) -> None:
+    put = respx.put(f"{API}/Leads").respond(
+        207, json={"data": [success("", "1"), failure("INVALID_DATA", "id", "the id given")]}
+    )
+    updated = zoho.update({"1": {"Last_Name": "A"}, "2": {"Last_Name": "B"}})
+    assert [(r.ref, r.outcome) for r in updated] == [
+        ("1", WriteOutcome.UPDATED),
+        ("2", WriteOutcome.FAILED),
+    ]
+    assert json.loads(put.calls.last.request.content)["data"][1] == {"Last_Name": "B", "id": "2"}
+    gone = {"code": "INVALID_DATA", "details": {"id": "4"}, "message": "the id given"}
+    delete = respx.delete(f"{API}/Leads").respond(207, json={"data": [success("", "3"), gone]})
+    deleted = zoho.delete(["3", "4"])
+    assert [(r.ref, r.ok) for r in deleted] == [("3", True), ("4", True)]
+    assert deleted[1].outcome is WriteOutcome.UNCHANGED
+    assert query(delete.calls.last.request)["ids"] == "3,4"
+
+
+# -- describe ------------------------------------------------------------------------------
+
+
+def test_describe_reads_picklists_and_system_mandatory(zoho: ZohoConnector) -> None:
+    fields = [
+        {
+            "api_name": "Last_Name",
+            "field_label": "Last Name",
+            "data_type": "text",
+            "system_mandatory": True,
+        },
+        {
+            "api_name": "Lead_Status",
+            "field_label": "Lead Status",
+            "data_type": "picklist",
+            "system_mandatory": False,
+            "pick_list_values": [
+                {"display_value": "Contacted (shown)", "actual_value": "Contacted"},
+                {"display_value": "-None-", "actual_value": "-None-"},
+            ],
+        },
+        {"api_name": "Tags", "data_type": "multiselectpicklist", "pick_list_values": []},
+        {"api_name": "Created_Time", "data_type": "datetime", "read_only": True},
+        {"api_name": "LeadRelay_Key", "data_type": "text", "unique": {"casesensitive": False}},
+    ]
+    respx.get(f"{API}/settings/fields").respond(200, json={"fields": fields})
+    schema = zoho.describe()
+    assert schema.required == ("Last_Name",)
+    assert schema.field("Lead_Status").picklist_values == ("Contacted", "-None-")
+    assert schema.field("Tags").multi_select
+    assert schema.field("Created_Time").read_only and schema.field("LeadRelay_Key").unique
+
+
+# -- cassettes -----------------------------------------------------------------------------
+
+_TOKEN_HEADER = re.compile(r"(?:Zoho-oauthtoken|Bearer) +(?!\*\*\*|<|REDACTED|PLACEHOLDER)\S{8,}")
+
+
+def test_no_cassette_holds_a_zoho_credential() -> None:
+    leaks = []
+    for path in sorted(CASSETTES.rglob("*.y*ml")) if CASSETTES.is_dir() else []:
+        text = path.read_text(encoding="utf-8", errors="replace")
+        for secret in (SANDBOX_CLIENT_SECRET, SANDBOX_REFRESH_TOKEN):
+            if secret in text:
+                leaks.append(f"{path.name}: a Zoho credential")
+        if _TOKEN_HEADER.search(text) or re.search(r"1000\.[0-9a-f]{16,}\.[0-9a-f]{16,}", text):
+            leaks.append(f"{path.name}: an access token")
+    assert leaks == []
