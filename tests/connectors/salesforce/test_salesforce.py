@@ -377,7 +377,10 @@ def test_read_changes_follows_query_more(make_connector: Make) -> None:
     assert len({r["Id"] for p in pages for r in p.records}) == 2001
 
 
-def test_read_fields_default_to_the_mapping_fields_the_org_has(make_connector: Make) -> None:
+def test_read_fields_default_to_the_mapping_fields_the_org_has(
+    make_connector: Make, env: dict[str, str]
+) -> None:
+    admin(env, "schema", {"system": "salesforce", "remove_field": "Lead_Score__c"})
     connector = make_connector()
     fields = connector.lead_fields()
     assert {"Id", "Email", "SystemModstamp", "LeadRelay_Key__c", "UTM_Source__c"} <= set(fields)

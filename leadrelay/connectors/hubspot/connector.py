@@ -1,0 +1,932 @@
+"""The HubSpot connector: contacts through hubspot-api-client (CRM v3).
+
+* Auth: a private-app token, or OAuth (refresh token → 30-minute access tokens, refreshed
+  before they expire and once after a 401; HubSpot says a 401 is no reliable signal).
+* Writes: ``batch/upsert`` by ``idProperty=email`` (emails lower-cased: HubSpot matches
+  exactly), 100 per call, each input with an ``objectWriteTraceId`` so one bad record is a
+  207 entry instead of failing the batch. A whole-batch 400 is narrowed down by splitting
+  the batch (bounded), and a 409 ``Existing ID: N`` becomes an update of N.
+* Lifecycle stage only moves forward on HubSpot: a backward write is silently ignored.
+  :meth:`HubSpotConnector.force_lifecycle_stage` clears it and sets it in two requests.
+* Incremental reads: search on ``lastmodifieddate`` (one sort), keyset-paged (see
+  :meth:`HubSpotConnector.read_changes`).
+* Rate limits: 190 calls per 10 s (kept honest by ``X-HubSpot-RateLimit-*``) and search's own
+  5 per second.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any, ClassVar, Self, TypeVar
+from urllib.parse import urlsplit
+
+from leadrelay.config import HubSpotConnection
+from leadrelay.connectors.base import (
+    Capability,
+    Connector,
+    FieldInfo,
+    Health,
+    Page,
+    RawRecord,
+    Schema,
+    UpsertInput,
+    WriteOutcome,
+    WriteResult,
+    normalize_email,
+)
+from leadrelay.connectors.errors import AuthError, ConnectorError, Rejected, register_secret
+from leadrelay.connectors.hubspot.client import (
+    HubSpotApis,
+    HubSpotResponse,
+    classify_hubspot,
+    classify_token,
+    error_info,
+    existing_id,
+    explain,
+)
+from leadrelay.connectors.hubspot.fields import (
+    EMAIL,
+    LAST_MODIFIED,
+    LIFECYCLE_STAGE,
+    RECORD_ID,
+    REQUIRED_READ,
+    PropertySpec,
+    custom_property_specs,
+    default_read_properties,
+)
+from leadrelay.connectors.policy import (
+    RateLimiter,
+    RefreshingAuth,
+    RetryPolicy,
+    connector_logger,
+)
+
+__all__ = ["HubSpotConnector", "HubSpotOwner"]
+
+T = TypeVar("T")
+
+_CONTACTS = "/crm/v3/objects/contacts"
+_PROPERTIES = "/crm/v3/properties/contacts"
+_NO_EMAIL = "HubSpot upserts by email; the record has none"
+
+logger = connector_logger("hubspot")
+
+
+@dataclass(frozen=True)
+class HubSpotOwner:
+    """A HubSpot user who can own contacts (``hubspot_owner_id`` takes :attr:`id`)."""
+
+    id: str
+    email: str
+    name: str
+
+
+@dataclass
+class _Item:
+    """One record of a batch write: its position, the caller's ref, the key and values."""
+
+    index: int
+    ref: str
+    key: str
+    properties: dict[str, Any]
+
+
+@dataclass
+class _Done:
+    """What a batch write did to one item: written (with ``new`` for upserts) or refused."""
+
+    record_id: str | None = None
+    new: bool | None = None
+    error: Rejected | None = None
+    not_found: bool = False
+
+
+def _chunks(items: Sequence[T], size: int) -> Iterator[list[T]]:
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
+
+
+def _chunks_by_key(items: Sequence[_Item], size: int) -> Iterator[list[_Item]]:
+    """Chunks of at most ``size`` with no key twice (HubSpot refuses duplicate ids in a batch);
+    a repeated key goes to a later chunk, so the later value is written last."""
+    pending = list(items)
+    while pending:
+        chunk: list[_Item] = []
+        keys: set[str] = set()
+        rest: list[_Item] = []
+        for item in pending:
+            if len(chunk) < size and item.key not in keys:
+                chunk.append(item)
+                keys.add(item.key)
+            else:
+                rest.append(item)
+        yield chunk
+        pending = rest
+
+
+def _unique(values: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(v for v in values if v))
+
+
+def _value(value: Any) -> str:
+    """A property value as HubSpot takes it: every value is a string (``""`` clears)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, datetime):
+        moment = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        return str(int(moment.timestamp() * 1000))
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, list | tuple | set | frozenset):
+        return ";".join(_value(v) for v in value)
+    return str(value)
+
+
+def _email_in(fields: Mapping[str, Any]) -> str | None:
+    raw = fields.get(EMAIL)
+    if not isinstance(raw, str):
+        return None
+    email = normalize_email(raw)
+    return email or None
+
+
+def _flatten(item: Mapping[str, Any]) -> RawRecord:
+    """A SimplePublicObject as a raw record: its properties, with the id always present."""
+    properties = item.get("properties")
+    record: RawRecord = dict(properties) if isinstance(properties, dict) else {}
+    if record.get(RECORD_ID) in (None, ""):
+        record[RECORD_ID] = str(item.get("id", ""))
+    if record.get(LAST_MODIFIED) in (None, "") and item.get("updatedAt"):
+        record[LAST_MODIFIED] = item["updatedAt"]
+    return record
+
+
+def _epoch_ms(value: Any) -> int:
+    """HubSpot's datetime value (ISO-8601 or epoch ms) in epoch milliseconds."""
+    text = str(value or "").strip()
+    if not text:
+        return 0
+    if text.isdigit():
+        return int(text)
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def _record_id(record: Mapping[str, Any]) -> int:
+    raw = str(record.get(RECORD_ID) or "0")
+    return int(raw) if raw.isdigit() else 0
+
+
+def _order(record: Mapping[str, Any]) -> tuple[int, int]:
+    return _epoch_ms(record.get(LAST_MODIFIED)), _record_id(record)
+
+
+def encode_cursor(timestamp_ms: int, last_id: int | None) -> str:
+    """A read position: everything changed before ``timestamp_ms`` was delivered, and at it
+    every record up to ``last_id`` (None: none at it is known to be)."""
+    return f"{timestamp_ms}:{last_id if last_id is not None else ''}"
+
+
+def decode_cursor(cursor: str) -> tuple[int, int | None]:
+    """The (timestamp ms, last id) of a cursor made by :func:`encode_cursor`."""
+    stamp, sep, last = cursor.partition(":")
+    if not sep or not stamp.isdigit() or (last and not last.isdigit()):
+        raise ValueError(
+            f"invalid HubSpot cursor {cursor!r}: expected '<epoch ms>:<record id or empty>'"
+        )
+    return int(stamp), int(last) if last else None
+
+
+class HubSpotConnector(Connector[HubSpotConnection]):
+    """Contacts of one HubSpot portal (see the module docstring for the API rules obeyed).
+
+    Args:
+        settings: the ``[connections.NAME]`` settings (``kind = "hubspot"``).
+        name: the connection's name.
+        retry: retry bounds (default :class:`RetryPolicy`); tests pass small waits.
+        read_properties: the properties :meth:`read_changes` and :meth:`lookup` return
+            (default: every property the shipped mapping names); the key, id and change time
+            are always added. Assignable later as :attr:`read_properties`.
+        token_clock: monotonic clock of the OAuth token expiry (tests).
+    """
+
+    kind: ClassVar[str] = "hubspot"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {
+            Capability.READ_INCREMENTAL,
+            Capability.LOOKUP,
+            Capability.UPSERT,
+            Capability.UPDATE,
+            Capability.DELETE,
+            Capability.DESCRIBE,
+        }
+    )
+    batch_size: ClassVar[int] = 100
+    #: Search page size (HubSpot's maximum is 200).
+    page_size: ClassVar[int] = 200
+    #: How far a resumed read goes back before its cursor (search lags writes by seconds).
+    overlap_ms: ClassVar[int] = 5_000
+    #: Send an objectWriteTraceId with every batch input, so HubSpot answers a bad record with
+    #: a 207 entry instead of failing the whole batch (facts §1 "Records, batch, upsert").
+    write_trace_ids: ClassVar[bool] = True
+    #: Refresh an OAuth token this long before it expires.
+    refresh_margin_s: ClassVar[float] = 120.0
+
+    def __init__(
+        self,
+        settings: HubSpotConnection,
+        name: str,
+        *,
+        retry: RetryPolicy | None = None,
+        read_properties: Sequence[str] | None = None,
+        token_clock: Callable[[], float] | None = None,
+    ) -> None:
+        super().__init__(settings, name)
+        register_secret(
+            *(
+                secret.get_secret_value()
+                for secret in (
+                    settings.access_token,
+                    settings.client_secret,
+                    settings.refresh_token,
+                    settings.app_client_secret,
+                )
+                if secret is not None
+            )
+        )
+        self.base_url = str(settings.base_url).rstrip("/")
+        self.read_properties: list[str] = (
+            list(read_properties) if read_properties is not None else default_read_properties()
+        )
+        self.limiter = RateLimiter("hubspot", max_calls=190, per_s=10.0)
+        self.search_limiter = RateLimiter("hubspot", max_calls=5, per_s=1.0, name="search")
+        self.policy = self.call_policy(
+            limiter=self.limiter, retry=retry, classify=classify_hubspot, logger=logger
+        )
+        self._token_policy = self.call_policy(retry=retry, classify=classify_token, logger=logger)
+        self._auth: RefreshingAuth | None = None
+        token: str | None = None
+        if settings.auth == "oauth":
+            kwargs: dict[str, Any] = {"refresh_margin_s": self.refresh_margin_s}
+            if token_clock is not None:
+                kwargs["clock"] = token_clock
+            self._auth = RefreshingAuth(self._fetch_token, **kwargs)
+        elif settings.access_token is not None:
+            token = settings.access_token.get_secret_value()
+        self._apis = HubSpotApis(
+            base_url=self.base_url,
+            access_token=token,
+            ca_bundle=settings.ca_bundle,
+            timeout_s=settings.timeout_s,
+        )
+        self._token_in_use = token
+        self._token_lock = threading.Lock()
+
+    # -- auth and transport -------------------------------------------------------------
+
+    @property
+    def token_refreshes(self) -> int:
+        """OAuth access tokens fetched so far (0 with a private-app token)."""
+        return self._auth.refreshes if self._auth is not None else 0
+
+    def _fetch_token(self) -> tuple[str, float]:
+        settings = self.settings
+        assert settings.client_secret is not None and settings.refresh_token is not None
+        client_secret = settings.client_secret.get_secret_value()
+        refresh_token = settings.refresh_token.get_secret_value()
+        url = f"{self.base_url}/oauth/v1/token"
+        tokens = self._apis.tokens
+        response = self._token_policy.execute(
+            lambda: self._apis.send(
+                tokens.create_with_http_info,
+                grant_type="refresh_token",
+                client_id=settings.client_id,
+                client_secret=client_secret,
+                refresh_token=refresh_token,
+            ),
+            to_info=lambda r: r.info(url, "POST"),
+            on_error=lambda e: error_info(e, url, "POST"),
+            idempotent=True,
+            describe="OAuth token refresh",
+        )
+        body = response.body if isinstance(response.body, dict) else {}
+        token = body.get("access_token")
+        if not isinstance(token, str) or not token:
+            raise AuthError(
+                "the OAuth token endpoint answered without an access_token",
+                system=self.kind,
+                url=url,
+                status=response.status,
+            )
+        register_secret(token)
+        refresh = body.get("refresh_token")
+        if isinstance(refresh, str):
+            register_secret(refresh)
+        expires_in = body.get("expires_in")
+        return token, float(expires_in) if isinstance(expires_in, int | float) else 1800.0
+
+    def _use_token(self, token: str) -> None:
+        with self._token_lock:
+            if token != self._token_in_use:
+                self._apis.set_token(token)
+                self._token_in_use = token
+
+    def _prepare_auth(self) -> None:
+        if self._auth is not None:
+            self._use_token(self._auth.token())
+
+    def _reauth(self) -> None:
+        assert self._auth is not None
+        self._use_token(self._auth.refresh_after_rejection(self._token_in_use))
+
+    def _call(
+        self,
+        describe: str,
+        method: str,
+        path: str,
+        api_method: Callable[..., Any],
+        *args: Any,
+        search: bool = False,
+        idempotent: bool = True,
+        record: str | None = None,
+        **kwargs: Any,
+    ) -> HubSpotResponse:
+        url = f"{self.base_url}{path}"
+
+        def attempt() -> HubSpotResponse:
+            self._prepare_auth()
+            return self._apis.send(api_method, *args, **kwargs)
+
+        return self.policy.execute(
+            attempt,
+            to_info=lambda r: r.info(url, method),
+            on_error=lambda e: error_info(e, url, method),
+            idempotent=idempotent,
+            reauth=self._reauth if self._auth is not None else None,
+            describe=describe,
+            limiter=self.search_limiter if search else None,
+            record=record,
+        )
+
+    def _properties(self) -> list[str]:
+        return _unique([*REQUIRED_READ, *self.read_properties])
+
+    # -- reading ------------------------------------------------------------------------
+
+    def _search(self, filters: list[dict[str, str]], sort: str) -> tuple[list[RawRecord], bool]:
+        body = {
+            "filterGroups": [{"filters": filters}],
+            "sorts": [{"propertyName": sort, "direction": "ASCENDING"}],
+            "properties": self._properties(),
+            "limit": self.page_size,
+        }
+        response = self._call(
+            "search of changed contacts",
+            "POST",
+            f"{_CONTACTS}/search",
+            self._apis.contacts_search.do_search_with_http_info,
+            body,
+            search=True,
+        )
+        records = [_flatten(item) for item in response.items("results")]
+        paging = response.body.get("paging") if isinstance(response.body, dict) else None
+        more = isinstance(paging, dict) and bool(paging.get("next"))
+        return records, more or len(records) >= self.page_size
+
+    def read_changes(self, cursor: str | None) -> Iterator[Page]:
+        """Contacts changed since ``cursor``, oldest first, ``page_size`` per search.
+
+        Every page is its own search from the last timestamp read (keyset paging), so no
+        query pages deep: HubSpot's 10,000-result cap is never reached, and a record changed
+        during the read moves to a later page instead of shifting others out of reach. The
+        search sorts by ``lastmodifieddate`` only (HubSpot applies one sort); records sharing
+        the last timestamp of a full page are read again from it and de-duplicated, and
+        when one timestamp fills a whole page it is read on its own, by ``hs_object_id``
+        (``lastmodifieddate EQ ts`` and ``hs_object_id GT last``), before going on with
+        ``lastmodifieddate GT ts``. Nothing is missed and nothing loops, however many records
+        share one millisecond.
+
+        A resumed read starts :attr:`overlap_ms` before the cursor (search lags writes), so a
+        few records may be read again; callers dedupe.
+        """
+        self.require(Capability.READ_INCREMENTAL)
+        operator, stamp = "GTE", 0
+        if cursor is not None:
+            start, last_id = decode_cursor(cursor)
+            if self.overlap_ms <= 0 and last_id is not None:
+                yield from self._read_timestamp(start, set(), last_id)
+                operator, stamp = "GT", start
+            else:
+                stamp = max(0, start - self.overlap_ms)
+        edge: int | None = None
+        seen: set[int] = set()
+        while True:
+            records, more = self._search(
+                [{"propertyName": LAST_MODIFIED, "operator": operator, "value": str(stamp)}],
+                LAST_MODIFIED,
+            )
+            if not records:
+                return
+            records.sort(key=_order)
+            first_ts, last_ts = _order(records[0])[0], _order(records[-1])[0]
+            if more and first_ts == last_ts:
+                # One timestamp fills the page: its records can only be told apart by id.
+                yield from self._read_timestamp(last_ts, seen if edge == last_ts else set())
+                operator, stamp, edge, seen = "GT", last_ts, None, set()
+                continue
+            fresh = [r for r in records if not (_order(r)[0] == edge and _record_id(r) in seen)]
+            if not more:
+                last_id = max(_record_id(r) for r in records if _order(r)[0] == last_ts)
+                yield Page(fresh, encode_cursor(last_ts, last_id))
+                return
+            # More records may share last_ts beyond this page: read again from it.
+            if edge != last_ts:
+                seen = set()
+            seen.update(_record_id(r) for r in records if _order(r)[0] == last_ts)
+            edge, operator, stamp = last_ts, "GTE", last_ts
+            yield Page(fresh, encode_cursor(last_ts, None))
+
+    def _read_timestamp(self, stamp: int, seen: set[int], after_id: int = 0) -> Iterator[Page]:
+        """Every record whose ``lastmodifieddate`` is ``stamp``, by id, skipping ``seen``."""
+        while True:
+            records, more = self._search(
+                [
+                    {"propertyName": LAST_MODIFIED, "operator": "EQ", "value": str(stamp)},
+                    {"propertyName": RECORD_ID, "operator": "GT", "value": str(after_id)},
+                ],
+                RECORD_ID,
+            )
+            if not records:
+                return
+            records.sort(key=_record_id)
+            after_id = _record_id(records[-1])
+            fresh = [r for r in records if _record_id(r) not in seen]
+            yield Page(fresh, encode_cursor(stamp, after_id))
+            if not more:
+                return
+
+    def lookup(
+        self, emails: Sequence[str] | None = None, ids: Sequence[str] | None = None
+    ) -> dict[str, RawRecord]:
+        """Contacts by email (``batch/read`` with ``idProperty=email``) and by id.
+
+        Keys are lower-cased emails and record ids; not found ones are absent (HubSpot's
+        207 ``OBJECT_NOT_FOUND`` entries are not failures).
+        """
+        self.require(Capability.LOOKUP)
+        found: dict[str, RawRecord] = {}
+        wanted = _unique(normalize_email(e) for e in emails or () if e and e.strip())
+        for chunk in _chunks(wanted, self.batch_size):
+            body = {
+                "inputs": [{"id": email} for email in chunk],
+                "idProperty": EMAIL,
+                "properties": self._properties(),
+                "propertiesWithHistory": [],
+            }
+            response = self._call(
+                f"batch read of {len(chunk)} contacts by email",
+                "POST",
+                f"{_CONTACTS}/batch/read",
+                self._apis.contacts_batch.read_with_http_info,
+                body,
+            )
+            asked = set(chunk)
+            for item in response.items("results"):
+                record = _flatten(item)
+                key = normalize_email(str(record.get(EMAIL) or ""))
+                if key in asked:
+                    found[key] = record
+        for chunk in _chunks(_unique(str(i) for i in ids or ()), self.batch_size):
+            body = {
+                "inputs": [{"id": record_id} for record_id in chunk],
+                "properties": self._properties(),
+                "propertiesWithHistory": [],
+            }
+            response = self._call(
+                f"batch read of {len(chunk)} contacts by id",
+                "POST",
+                f"{_CONTACTS}/batch/read",
+                self._apis.contacts_batch.read_with_http_info,
+                body,
+            )
+            for item in response.items("results"):
+                record = _flatten(item)
+                found[str(record[RECORD_ID])] = record
+        return found
+
+    # -- writing ------------------------------------------------------------------------
+
+    def _rejected(self, message: str, *, ref: str, field: str | None = None, **kw: Any) -> Rejected:
+        return Rejected(message, system=self.kind, record=ref, field=field, **kw)
+
+    def _from_error(self, entry: Mapping[str, Any], ref: str, url: str) -> Rejected:
+        """A 207 ``errors`` entry as the :class:`Rejected` of one record."""
+        raw = str(entry.get("message") or "HubSpot refused the record")
+        message, field_name, code = explain(raw)
+        context = entry.get("context")
+        if field_name is None and isinstance(context, dict):
+            names = context.get("propertyName")
+            if isinstance(names, list) and names and isinstance(names[0], str):
+                field_name = names[0]
+        category = entry.get("category")
+        return self._rejected(
+            message,
+            ref=ref,
+            field=field_name,
+            code=code or (category if isinstance(category, str) else None),
+            url=url,
+            method="POST",
+        )
+
+    def _write_batch(self, operation: str, items: list[_Item]) -> dict[int, _Done]:
+        """Send ``items`` to ``batch/upsert`` or ``batch/update``; what happened to each.
+
+        A whole-batch rejection (HubSpot may fail a batch for one bad input) is narrowed by
+        sending halves, within a bound of twice the batch size in extra calls; items still
+        undecided then fail with the batch's error.
+        """
+        done: dict[int, _Done] = {}
+        for chunk in _chunks_by_key(items, self.batch_size):
+            budget = [2 * len(chunk)]
+            self._write_chunk(operation, chunk, done, budget)
+        return done
+
+    def _write_chunk(
+        self, operation: str, chunk: list[_Item], done: dict[int, _Done], budget: list[int]
+    ) -> None:
+        path = f"{_CONTACTS}/batch/{operation}"
+        url = f"{self.base_url}{path}"
+        inputs = []
+        for item in chunk:
+            entry: dict[str, Any] = {"id": item.key, "properties": item.properties}
+            if operation == "upsert":
+                entry["idProperty"] = EMAIL
+            if self.write_trace_ids:
+                entry["objectWriteTraceId"] = str(item.index)
+            inputs.append(entry)
+        api = self._apis.contacts_batch
+        method = api.upsert_with_http_info if operation == "upsert" else api.update_with_http_info
+        try:
+            response = self._call(
+                f"batch {operation} of {len(chunk)} contacts",
+                "POST",
+                path,
+                method,
+                {"inputs": inputs},
+                record=chunk[0].ref if len(chunk) == 1 else None,
+            )
+        except Rejected as error:
+            if len(chunk) == 1:
+                item = chunk[0]
+                error.record = item.ref
+                done[item.index] = _Done(error=error, not_found=error.status == 404)
+                return
+            if budget[0] <= 0:
+                for item in chunk:
+                    done[item.index] = _Done(error=self._batch_error(error, item.ref))
+                return
+            logger.info(
+                "batch %s of %d contacts refused as a whole (%s); narrowing it down",
+                operation,
+                len(chunk),
+                error.message,
+            )
+            half = len(chunk) // 2
+            for part in (chunk[:half], chunk[half:]):
+                budget[0] -= 1
+                self._write_chunk(operation, part, done, budget)
+            return
+        self._read_results(operation, chunk, response, done, url)
+
+    def _batch_error(self, error: Rejected, ref: str) -> Rejected:
+        return self._rejected(
+            error.message,
+            ref=ref,
+            field=error.field,
+            code=error.code,
+            url=error.url,
+            status=error.status,
+            method=error.method,
+        )
+
+    def _read_results(
+        self,
+        operation: str,
+        chunk: list[_Item],
+        response: HubSpotResponse,
+        done: dict[int, _Done],
+        url: str,
+    ) -> None:
+        by_trace = {str(item.index): item for item in chunk}
+        by_key = {item.key: item for item in chunk}
+        for result in response.items("results"):
+            item = by_trace.get(str(result.get("objectWriteTraceId")))
+            if item is None:
+                properties = result.get("properties") or {}
+                key = (
+                    normalize_email(str(properties.get(EMAIL) or ""))
+                    if operation == "upsert"
+                    else str(result.get("id"))
+                )
+                item = by_key.get(key)
+            if item is None:
+                continue
+            new = result.get("new")
+            done[item.index] = _Done(
+                record_id=str(result.get("id")), new=new if isinstance(new, bool) else None
+            )
+        for entry in response.items("errors"):
+            context = entry.get("context") if isinstance(entry.get("context"), dict) else {}
+            assert isinstance(context, dict)
+            targets = [by_trace.get(str(t)) for t in context.get("objectWriteTraceId") or ()]
+            targets += [by_key.get(str(k).lower()) for k in context.get("ids") or ()]
+            missing = entry.get("category") == "OBJECT_NOT_FOUND"
+            for item in targets:
+                if item is not None and item.index not in done:
+                    error = self._from_error(entry, item.ref, url)
+                    done[item.index] = _Done(error=error, not_found=missing)
+        for item in chunk:
+            if item.index not in done:
+                done[item.index] = _Done(
+                    error=self._rejected(
+                        f"HubSpot answered the batch {operation} without a result for this record",
+                        ref=item.ref,
+                        url=url,
+                        status=response.status,
+                    )
+                )
+
+    def upsert(self, inputs: Sequence[UpsertInput]) -> list[WriteResult]:
+        """Create or update contacts by email; one result per input, in order.
+
+        Inputs with an ``external_id`` are updated by id (falling back to the email when the
+        id is gone). A 409 ``Contact already exists. Existing ID: N`` updates N instead.
+        A ``lifecyclestage`` earlier than the record's is ignored by HubSpot; see
+        :meth:`force_lifecycle_stage`.
+        """
+        self.require(Capability.UPSERT)
+        results: dict[int, WriteResult] = {}
+        by_email: list[_Item] = []
+        by_id: list[_Item] = []
+        for index, record in enumerate(inputs):
+            email = _email_in(record.fields)
+            properties = {k: _value(v) for k, v in record.fields.items()}
+            if email is not None:
+                properties[EMAIL] = email
+            if record.external_id:
+                by_id.append(_Item(index, record.ref, str(record.external_id), properties))
+            elif email is None:
+                results[index] = WriteResult.failed(
+                    record.ref, self._rejected(_NO_EMAIL, ref=record.ref, field=EMAIL)
+                )
+            else:
+                by_email.append(_Item(index, record.ref, email, properties))
+        conflicts: list[_Item] = []
+        for item, outcome in self._outcomes("update", by_id):
+            if outcome.error is None:
+                results[item.index] = WriteResult(item.ref, outcome.record_id, WriteOutcome.UPDATED)
+            elif outcome.not_found and EMAIL in item.properties:
+                by_email.append(
+                    _Item(item.index, item.ref, item.properties[EMAIL], item.properties)
+                )
+            else:
+                self._conflict_or_fail(item, outcome.error, conflicts, results)
+        for item, outcome in self._outcomes("upsert", by_email):
+            if outcome.error is None:
+                created = WriteOutcome.CREATED if outcome.new else WriteOutcome.UPDATED
+                results[item.index] = WriteResult(item.ref, outcome.record_id, created)
+            else:
+                self._conflict_or_fail(item, outcome.error, conflicts, results)
+        for item, outcome in self._outcomes("update", conflicts):
+            if outcome.error is None:
+                results[item.index] = WriteResult(item.ref, outcome.record_id, WriteOutcome.UPDATED)
+            else:
+                results[item.index] = WriteResult.failed(item.ref, outcome.error)
+        return [results[index] for index in range(len(inputs))]
+
+    def _outcomes(self, operation: str, items: list[_Item]) -> list[tuple[_Item, _Done]]:
+        if not items:
+            return []
+        done = self._write_batch(operation, items)
+        return [(item, done[item.index]) for item in items]
+
+    def _conflict_or_fail(
+        self,
+        item: _Item,
+        error: Rejected,
+        conflicts: list[_Item],
+        results: dict[int, WriteResult],
+    ) -> None:
+        """A 409 naming the existing contact becomes an update of it; anything else fails."""
+        existing = existing_id(error.message)
+        if existing is not None and existing != item.key:
+            logger.info(
+                "record %s: contact %s already has its email; updating it", item.ref, existing
+            )
+            conflicts.append(_Item(item.index, item.ref, existing, item.properties))
+            return
+        results[item.index] = WriteResult.failed(item.ref, error)
+
+    def update(self, updates: Mapping[str, RawRecord]) -> list[WriteResult]:
+        """Write fields to contacts by record id (``batch/update``); one result per id."""
+        self.require(Capability.UPDATE)
+        items = [
+            _Item(index, str(record_id), str(record_id), {k: _value(v) for k, v in fields.items()})
+            for index, (record_id, fields) in enumerate(updates.items())
+        ]
+        results = []
+        for item, outcome in self._outcomes("update", items):
+            if outcome.error is None:
+                results.append(WriteResult(item.ref, outcome.record_id, WriteOutcome.UPDATED))
+            else:
+                results.append(WriteResult.failed(item.ref, outcome.error, external_id=item.key))
+        return results
+
+    def force_lifecycle_stage(self, stages: Mapping[str, str]) -> list[WriteResult]:
+        """Set ``lifecyclestage`` even when it moves backward; one result per record id.
+
+        HubSpot only moves a lifecycle stage forward and silently ignores an earlier one, so
+        the stage is cleared (``""``) and then set in a second, separate request (a batch's
+        inputs are not ordered). Call it only when a field rule requires the backward move;
+        a normal :meth:`upsert` or :meth:`update` is enough otherwise.
+        """
+        self.require(Capability.UPDATE)
+        cleared = self.update({record_id: {LIFECYCLE_STAGE: ""} for record_id in stages})
+        failed = {r.ref: r for r in cleared if not r.ok}
+        wanted: dict[str, RawRecord] = {
+            rid: {LIFECYCLE_STAGE: stage} for rid, stage in stages.items() if str(rid) not in failed
+        }
+        written = {r.ref: r for r in self.update(wanted)} if wanted else {}
+        return [failed.get(str(rid)) or written[str(rid)] for rid in stages]
+
+    def delete(self, ids: Sequence[str]) -> list[WriteResult]:
+        """Archive contacts by id (``batch/archive``; unknown ids are ignored by HubSpot)."""
+        self.require(Capability.DELETE)
+        keys = [str(i) for i in ids]
+        for chunk in _chunks(_unique(keys), self.batch_size):
+            self._call(
+                f"batch archive of {len(chunk)} contacts",
+                "POST",
+                f"{_CONTACTS}/batch/archive",
+                self._apis.contacts_batch.archive_with_http_info,
+                {"inputs": [{"id": record_id} for record_id in chunk]},
+            )
+        return [WriteResult(key, key, WriteOutcome.UPDATED) for key in keys]
+
+    # -- schema, properties, owners, health -----------------------------------------------
+
+    def _property_list(self) -> list[dict[str, Any]]:
+        response = self._call(
+            "list of contact properties",
+            "GET",
+            _PROPERTIES,
+            self._apis.properties.get_all_with_http_info,
+            "contacts",
+        )
+        return response.items("results")
+
+    def describe(self) -> Schema:
+        """Contact properties from the Properties API.
+
+        HubSpot requires no contact property, but this connector writes by email, so email is
+        marked required (and unique: it is the upsert key). Read-only values
+        (``modificationMetadata.readOnlyValue``) and calculated properties are read_only;
+        enumeration options that are not hidden are the picklist values.
+        """
+        self.require(Capability.DESCRIBE)
+        fields: dict[str, FieldInfo] = {}
+        for prop in self._property_list():
+            name = prop.get("name")
+            if not isinstance(name, str) or prop.get("archived"):
+                continue
+            metadata = prop.get("modificationMetadata")
+            read_only = bool(prop.get("calculated")) or (
+                isinstance(metadata, dict) and bool(metadata.get("readOnlyValue"))
+            )
+            options = prop.get("options")
+            picklist: tuple[str, ...] | None = None
+            if prop.get("type") == "enumeration" and isinstance(options, list) and options:
+                picklist = tuple(
+                    str(o["value"])
+                    for o in options
+                    if isinstance(o, dict) and "value" in o and not o.get("hidden")
+                )
+            fields[name] = FieldInfo(
+                name=name,
+                label=str(prop.get("label") or name),
+                type=str(prop.get("type") or "string"),
+                required=name == EMAIL,
+                read_only=read_only,
+                unique=name == EMAIL or bool(prop.get("hasUniqueValue")),
+                picklist_values=picklist,
+                multi_select=prop.get("fieldType") == "checkbox",
+            )
+        return Schema("contacts", fields)
+
+    def ensure_properties(self, specs: Sequence[PropertySpec] | None = None) -> list[str]:
+        """Create the custom contact properties that are missing; return the names created.
+
+        Default ``specs``: :func:`~leadrelay.connectors.hubspot.fields.custom_property_specs`
+        (utm_*, the lead key, rejection reason, score). One call lists the properties, then
+        one call per missing property; one that appeared meanwhile (409) is left as it is.
+        """
+        wanted = list(specs) if specs is not None else custom_property_specs()
+        existing = {p.get("name") for p in self._property_list()}
+        created = []
+        for spec in wanted:
+            if spec.name in existing:
+                continue
+            try:
+                self._call(
+                    f"creation of contact property {spec.name}",
+                    "POST",
+                    _PROPERTIES,
+                    self._apis.properties.create_with_http_info,
+                    "contacts",
+                    spec.to_body(),
+                    record=spec.name,
+                )
+            except Rejected as error:
+                if error.status != 409:
+                    raise
+                continue
+            created.append(spec.name)
+        return created
+
+    def owners(self) -> list[HubSpotOwner]:
+        """Every active owner (``/crm/v3/owners``), for routing."""
+        owners: list[HubSpotOwner] = []
+        after: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"limit": 100, "archived": False}
+            if after:
+                kwargs["after"] = after
+            response = self._call(
+                "list of owners",
+                "GET",
+                "/crm/v3/owners/",
+                self._apis.owners.get_page_with_http_info,
+                **kwargs,
+            )
+            for item in response.items("results"):
+                first, last = item.get("firstName") or "", item.get("lastName") or ""
+                owners.append(
+                    HubSpotOwner(
+                        id=str(item.get("id")),
+                        email=str(item.get("email") or ""),
+                        name=" ".join(p for p in (first, last) if p),
+                    )
+                )
+            paging = response.body.get("paging") if isinstance(response.body, dict) else None
+            following = paging.get("next") if isinstance(paging, dict) else None
+            after = following.get("after") if isinstance(following, dict) else None
+            if not after:
+                return owners
+
+    def health(self) -> Health:
+        """One cheap call (the ``email`` property's definition): credentials, daily budget."""
+        instance = urlsplit(self.base_url).netloc or self.base_url
+        details: dict[str, Any] = {"auth": self.settings.auth}
+        if self.settings.portal_id:
+            details["portal_id"] = self.settings.portal_id
+        try:
+            self._call(
+                "health check",
+                "GET",
+                f"{_PROPERTIES}/{EMAIL}",
+                self._apis.properties.get_by_name_with_http_info,
+                "contacts",
+                EMAIL,
+            )
+        except AuthError as error:
+            details["error"] = str(error)
+            return Health(False, self.kind, instance, False, details=details)
+        except ConnectorError as error:
+            details["error"] = str(error)
+            return Health(
+                False, self.kind, instance, error.status not in (None, 401), details=details
+            )
+        details["rate_limit"] = f"{self.limiter.max_calls} per {self.limiter.per_s:g} s"
+        return Health(
+            True,
+            self.kind,
+            instance,
+            True,
+            budget_used=self.limiter.budget_used,
+            budget_max=self.limiter.budget_max,
+            details=details,
+        )
+
+    def __enter__(self) -> Self:
+        return self
+
+    def close(self) -> None:
+        """Close the client's connection pools."""
+        self._apis.close()

@@ -1,0 +1,197 @@
+"""HubSpot contact property names the connector relies on, and the custom ones it can create.
+
+The custom properties (raw UTMs, the lead key, the score, the rejection reason) are named by the
+shipped mapping ``leadrelay/mappings/hubspot.toml``; :func:`custom_property_specs` reads their
+names from it so a renamed mapping field is created under its new name.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from leadrelay.model import RejectionReason
+
+__all__ = [
+    "CREATED",
+    "EMAIL",
+    "LAST_MODIFIED",
+    "LEAD_STATUS",
+    "LIFECYCLE_STAGE",
+    "OWNER",
+    "RECORD_ID",
+    "REQUIRED_READ",
+    "PropertySpec",
+    "custom_property_specs",
+    "default_read_properties",
+]
+
+#: The natural key: contacts upsert by it (``idProperty=email``).
+EMAIL = "email"
+#: The record id as a property (numeric, unique).
+RECORD_ID = "hs_object_id"
+#: When HubSpot last changed the record (datetime; drives incremental reads).
+LAST_MODIFIED = "lastmodifieddate"
+CREATED = "createdate"
+#: Forward-only enumeration (facts §1 "Enumerations and business rules").
+LIFECYCLE_STAGE = "lifecyclestage"
+LEAD_STATUS = "hs_lead_status"
+OWNER = "hubspot_owner_id"
+
+#: Read with every record whatever the caller asks for: the key, the id and the change time.
+REQUIRED_READ: tuple[str, ...] = (EMAIL, RECORD_ID, LAST_MODIFIED, CREATED)
+
+#: The property group custom properties are created in (it exists in every portal).
+CUSTOM_GROUP = "contactinformation"
+
+_UTM_PARTS = ("source", "medium", "campaign", "term", "content")
+
+#: What is read when the shipped mapping cannot be loaded.
+_FALLBACK_READ: tuple[str, ...] = (
+    "firstname",
+    "lastname",
+    "phone",
+    "company",
+    "jobtitle",
+    LIFECYCLE_STAGE,
+    LEAD_STATUS,
+    OWNER,
+    *(f"utm_{part}" for part in _UTM_PARTS),
+)
+
+
+@dataclass(frozen=True)
+class PropertySpec:
+    """A custom contact property to create (Properties API ``PropertyCreate``).
+
+    Attributes:
+        name: the internal name (lower-case, digits, ``_``).
+        label: the label users see.
+        type: ``string``, ``number``, ``enumeration`` …
+        field_type: ``text``, ``number``, ``select`` …
+        options: the option values of an enumeration (labels are the values).
+        unique: HubSpot enforces unique values.
+        description: shown in HubSpot's property settings.
+    """
+
+    name: str
+    label: str
+    type: str = "string"
+    field_type: str = "text"
+    options: tuple[str, ...] = ()
+    unique: bool = False
+    description: str = ""
+
+    def to_body(self) -> dict[str, Any]:
+        """The ``PropertyCreate`` JSON body."""
+        body: dict[str, Any] = {
+            "name": self.name,
+            "label": self.label,
+            "type": self.type,
+            "fieldType": self.field_type,
+            "groupName": CUSTOM_GROUP,
+            "description": self.description or f"{self.label} (leadrelay)",
+        }
+        if self.options:
+            body["options"] = [
+                {"label": value.replace("_", " ").capitalize(), "value": value, "displayOrder": i}
+                for i, value in enumerate(self.options)
+            ]
+        if self.unique:
+            body["hasUniqueValue"] = True
+        return body
+
+
+def _shipped_mapping() -> Mapping[str, Any]:
+    """The ``[fields]`` table of the shipped HubSpot mapping, or {} when it cannot be read."""
+    try:
+        text = (importlib.resources.files("leadrelay.mappings") / "hubspot.toml").read_text(
+            encoding="utf-8"
+        )
+        fields = tomllib.loads(text).get("fields", {})
+    except (OSError, ModuleNotFoundError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+        return {}
+    return fields if isinstance(fields, dict) else {}
+
+
+def _system_names(spec: Any) -> list[str]:
+    if isinstance(spec, str):
+        return [spec]
+    if not isinstance(spec, dict):
+        return []
+    names: list[str] = []
+    if isinstance(spec.get("field"), str):
+        names.append(spec["field"])
+    many = spec.get("fields")
+    if isinstance(many, list):
+        names.extend(n for n in many if isinstance(n, str))
+    return names
+
+
+def _unique(names: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(n for n in names if n))
+
+
+def default_read_properties() -> list[str]:
+    """Every property the shipped mapping names, plus :data:`REQUIRED_READ`."""
+    fields = _shipped_mapping()
+    names = [n for spec in fields.values() for n in _system_names(spec)]
+    return _unique([*REQUIRED_READ, *(names or _FALLBACK_READ)])
+
+
+def _mapped_name(fields: Mapping[str, Any], canonical: str, default: str) -> str:
+    names = _system_names(fields.get(canonical))
+    return names[0] if names else default
+
+
+def custom_property_specs() -> list[PropertySpec]:
+    """The custom properties leadrelay writes: utm_*, the lead key, score, rejection reason.
+
+    Names (and the rejection reason's option values) come from the shipped mapping when it
+    names them; otherwise the documented defaults are used.
+    """
+    fields = _shipped_mapping()
+    specs = [
+        PropertySpec(
+            _mapped_name(fields, f"utm_{part}", f"utm_{part}"),
+            f"UTM {part}",
+            description=f"Raw utm_{part} of the first captured touch (leadrelay)",
+        )
+        for part in _UTM_PARTS
+    ]
+    specs.append(
+        PropertySpec(
+            _mapped_name(fields, "key", "leadrelay_key"),
+            "leadrelay key",
+            unique=True,
+            description="The lead's key in leadrelay (leadrelay)",
+        )
+    )
+    reason = fields.get("rejection_reason")
+    options: tuple[str, ...] = tuple(r.value for r in RejectionReason)
+    if isinstance(reason, dict) and isinstance(reason.get("values"), dict):
+        mapped = tuple(str(v) for v in reason["values"].values() if isinstance(v, str) and v)
+        options = mapped or options
+    specs.append(
+        PropertySpec(
+            _mapped_name(fields, "rejection_reason", "rejection_reason"),
+            "Rejection reason",
+            "enumeration",
+            "select",
+            options=tuple(dict.fromkeys(options)),
+            description="Why sales rejected the lead (leadrelay)",
+        )
+    )
+    specs.append(
+        PropertySpec(
+            _mapped_name(fields, "score", "leadrelay_score"),
+            "leadrelay score",
+            "number",
+            "number",
+            description="The lead score computed by leadrelay (leadrelay)",
+        )
+    )
+    return specs

@@ -1,0 +1,581 @@
+"""The handoff report behind ``leadrelay report`` (DESIGN §12).
+
+:func:`build_report` turns the current leads, the ledger counts of the state store and the SLA
+clocks into a :class:`Report` with these sections:
+
+``funnel``
+    How many leads reached MQL, SAL, SQL, opportunity and won (a lead at a later stage counts as
+    having reached the earlier ones; a disqualified lead reached MQL, a lost one opportunity), the
+    conversion rate of each step, and MQL → SQL against the SOP's goal of 30 %.
+``time_to_first_action``
+    Hours from arrival to sales' first action: median and 90th percentile.
+``sla``
+    Compliance per clock (on time / decided), breaches, and a histogram of minutes to first
+    action.
+``rejections``
+    Rejection reasons, in total and by source, form and campaign.
+``ledger``
+    Per day, form, source and destination: received, written, verified, failed and missing
+    (received − written).
+``diagnosis``
+    The six layers of a handoff — capture, qualification, routing, action, status, outcome —
+    each scored 0–1 with its evidence, and the weakest layer named.
+
+Test leads (``is_test``) never count. :meth:`Report.to_dict` holds exactly the keys
+``funnel``, ``ledger``, ``sla``, ``rejections`` and ``diagnosis`` plus the metadata keys
+``generated_at``, ``lead_count`` and ``time_to_first_action``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+from rich.console import RenderableType
+from rich.table import Table
+
+from leadrelay.config import Config
+from leadrelay.handoff.sla import (
+    ClockKind,
+    SlaConfig,
+    SlaState,
+    SlaStatus,
+    evaluate,
+    load_sla_config,
+)
+from leadrelay.model import Lead, Stage
+from leadrelay.sync.state import LedgerCount, LedgerState, StateStore
+
+__all__ = [
+    "FUNNEL_STAGES",
+    "LAYERS",
+    "MQL_TO_SQL_GOAL",
+    "SLA_BUCKETS",
+    "Report",
+    "build_report",
+    "funnel_position",
+    "render_tables",
+    "report_command_data",
+]
+
+#: The funnel steps, in order.
+FUNNEL_STAGES: tuple[Stage, ...] = (Stage.MQL, Stage.SAL, Stage.SQL, Stage.OPPORTUNITY, Stage.WON)
+
+#: The SOP's goal for the MQL → SQL conversion rate.
+MQL_TO_SQL_GOAL = 0.30
+
+#: The layers of the handoff diagnosis, upstream first (a tie names the upstream layer).
+LAYERS: tuple[str, ...] = ("capture", "qualification", "routing", "action", "status", "outcome")
+
+#: Histogram buckets of minutes to first action: (label, lower bound, upper bound exclusive).
+SLA_BUCKETS: tuple[tuple[str, float, float], ...] = (
+    ("0-15", 0, 15),
+    ("15-30", 15, 30),
+    ("30-60", 30, 60),
+    ("60-120", 60, 120),
+    ("120-240", 120, 240),
+    ("240-480", 240, 480),
+    ("480-1440", 480, 1440),
+    ("1440+", 1440, math.inf),
+)
+
+_UNKNOWN = "(none)"
+
+# The last funnel step each terminal or side stage implies.
+_POSITION: dict[Stage, int] = {
+    Stage.LEAD: -1,
+    Stage.RECYCLED: -1,
+    Stage.MQL: 0,
+    Stage.DISQUALIFIED: 0,
+    Stage.SAL: 1,
+    Stage.SQL: 2,
+    Stage.OPPORTUNITY: 3,
+    Stage.LOST: 3,
+    Stage.WON: 4,
+}
+
+
+def funnel_position(lead: Lead) -> int:
+    """Index in :data:`FUNNEL_STAGES` of the last step a lead reached; -1 before MQL.
+
+    Disqualified and recycled leads reached MQL when sales gave them a verdict (a rejection
+    reason), and SAL when sales had accepted them first (``accepted_at``). A lost lead reached
+    opportunity.
+    """
+    position = _POSITION[lead.stage]
+    if lead.stage in (Stage.DISQUALIFIED, Stage.RECYCLED, Stage.LEAD):
+        if lead.rejection_reason is not None or lead.stage is Stage.DISQUALIFIED:
+            position = max(position, 0)
+        if lead.accepted_at is not None and lead.stage is not Stage.LEAD:
+            position = max(position, 1)
+    return position
+
+
+def _rate(numerator: int, denominator: int) -> float | None:
+    return numerator / denominator if denominator else None
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 100:.1f} %"
+
+
+def _percentile(values: Sequence[float], share: float) -> float | None:
+    """Linear-interpolated percentile of sorted values (``share`` in 0–1)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = share * (len(ordered) - 1)
+    low = math.floor(rank)
+    high = math.ceil(rank)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def _aware(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# ---------------------------------------------------------------------------------------------
+# sections
+
+
+def _funnel(leads: Sequence[Lead]) -> dict[str, Any]:
+    positions = [funnel_position(lead) for lead in leads]
+    counts = [sum(1 for p in positions if p >= index) for index in range(len(FUNNEL_STAGES))]
+    stages = []
+    for index, stage in enumerate(FUNNEL_STAGES):
+        previous = counts[index - 1] if index else None
+        stages.append(
+            {
+                "stage": stage.value,
+                "count": counts[index],
+                "rate_from_previous": _rate(counts[index], previous)
+                if previous is not None
+                else None,
+                "rate_from_mql": _rate(counts[index], counts[0]),
+            }
+        )
+    mql_to_sql = _rate(counts[2], counts[0])
+    return {
+        "stages": stages,
+        "mql_to_sql": {
+            "actual": mql_to_sql,
+            "goal": MQL_TO_SQL_GOAL,
+            "meets_goal": None if mql_to_sql is None else mql_to_sql >= MQL_TO_SQL_GOAL,
+        },
+        "leads": len(leads),
+    }
+
+
+def _first_action_minutes(leads: Sequence[Lead]) -> list[float]:
+    minutes = []
+    for lead in leads:
+        if lead.first_action_at is not None:
+            delta = _aware(lead.first_action_at) - _aware(lead.created_at)
+            minutes.append(max(delta.total_seconds(), 0.0) / 60.0)
+    return minutes
+
+
+def _time_to_first_action(leads: Sequence[Lead]) -> dict[str, Any]:
+    hours = [m / 60.0 for m in _first_action_minutes(leads)]
+    worked = [lead for lead in leads if funnel_position(lead) >= 0]
+    return {
+        "with_action": len(hours),
+        "mql_without_action": sum(1 for lead in worked if lead.first_action_at is None),
+        "median_hours": _percentile(hours, 0.5),
+        "p90_hours": _percentile(hours, 0.9),
+    }
+
+
+def _sla(leads: Sequence[Lead], statuses: Sequence[SlaStatus]) -> dict[str, Any]:
+    test_keys = {lead.key for lead in leads if lead.is_test}
+    live = [status for status in statuses if status.lead_key not in test_keys]
+    by_kind: dict[str, Any] = {}
+    for kind in ClockKind:
+        states = Counter(status.state for status in live if status.kind is kind)
+        on_time, breached = states[SlaState.ON_TIME], states[SlaState.BREACHED]
+        by_kind[kind.value] = {
+            "clocks": sum(states.values()),
+            "on_time": on_time,
+            "breached": breached,
+            "pending": states[SlaState.PENDING],
+            "at_risk": states[SlaState.AT_RISK],
+            "compliance": _rate(on_time, on_time + breached),
+        }
+    on_time = sum(1 for status in live if status.state is SlaState.ON_TIME)
+    breached_all = [status for status in live if status.state is SlaState.BREACHED]
+    histogram = []
+    minutes = _first_action_minutes(leads)
+    for label, low, high in SLA_BUCKETS:
+        histogram.append(
+            {
+                "bucket": label,
+                "min_minutes": low,
+                "max_minutes": None if math.isinf(high) else high,
+                "count": sum(1 for m in minutes if low <= m < high),
+            }
+        )
+    breaches = sorted(breached_all, key=lambda s: (-s.minutes_late, s.lead_key, s.kind.value))
+    return {
+        "by_kind": by_kind,
+        "compliance": _rate(on_time, on_time + len(breached_all)),
+        "breaches": [status.to_dict() for status in breaches],
+        "open_breaches": sum(1 for status in breaches if status.open_breach),
+        "histogram": histogram,
+    }
+
+
+def _lead_source(lead: Lead) -> str:
+    if lead.utm_source:
+        return lead.utm_source
+    return lead.channel.value if lead.channel is not None else _UNKNOWN
+
+
+def _lead_campaign(lead: Lead) -> str:
+    return lead.utm_campaign or lead.campaign_id or _UNKNOWN
+
+
+def _rejections(leads: Sequence[Lead]) -> dict[str, Any]:
+    rejected = [(lead, lead.rejection_reason) for lead in leads if lead.rejection_reason]
+    by_reason = Counter(reason.value for _, reason in rejected)
+
+    def breakdown(attribute: str) -> dict[str, dict[str, int]]:
+        table: dict[str, Counter[str]] = defaultdict(Counter)
+        for lead, reason in rejected:
+            if attribute == "source":
+                group = _lead_source(lead)
+            elif attribute == "form":
+                group = lead.form_id or _UNKNOWN
+            else:
+                group = _lead_campaign(lead)
+            table[group][reason.value] += 1
+        return {group: dict(sorted(table[group].items())) for group in sorted(table)}
+
+    return {
+        "total": len(rejected),
+        "by_reason": dict(by_reason.most_common()),
+        "by_source": breakdown("source"),
+        "by_form": breakdown("form"),
+        "by_campaign": breakdown("campaign"),
+    }
+
+
+def _ledger(counts: Iterable[LedgerCount]) -> dict[str, Any]:
+    rows: dict[tuple[str, str, str, str], Counter[str]] = defaultdict(Counter)
+    for count in counts:
+        day = count.day.isoformat() if isinstance(count.day, date) else _UNKNOWN
+        key = (day, count.form or _UNKNOWN, count.source or _UNKNOWN, count.destination)
+        rows[key]["received"] += count.count
+        if count.state in (LedgerState.WRITTEN, LedgerState.VERIFIED):
+            rows[key]["written"] += count.count
+        if count.state is LedgerState.VERIFIED:
+            rows[key]["verified"] += count.count
+        if count.state is LedgerState.FAILED:
+            rows[key]["failed"] += count.count
+
+    def numbers(counter: Counter[str]) -> dict[str, int]:
+        received, written = counter["received"], counter["written"]
+        return {
+            "received": received,
+            "written": written,
+            "verified": counter["verified"],
+            "failed": counter["failed"],
+            "missing": received - written,
+        }
+
+    by_form: dict[str, Counter[str]] = defaultdict(Counter)
+    totals: Counter[str] = Counter()
+    out_rows = []
+    for (day, form, source, destination), counter in sorted(rows.items()):
+        out_rows.append(
+            {"day": day, "form": form, "source": source, "destination": destination}
+            | numbers(counter)
+        )
+        by_form[form].update(counter)
+        totals.update(counter)
+    return {
+        "rows": out_rows,
+        "by_form": {form: numbers(by_form[form]) for form in sorted(by_form)},
+        "totals": numbers(totals),
+    }
+
+
+def _layer(score: float | None, evidence: list[str]) -> dict[str, Any]:
+    return {"score": None if score is None else round(score, 4), "evidence": evidence}
+
+
+def _diagnosis(
+    leads: Sequence[Lead],
+    funnel: dict[str, Any],
+    sla: dict[str, Any],
+    ledger: dict[str, Any],
+) -> dict[str, Any]:
+    layers: dict[str, dict[str, Any]] = {}
+    total = len(leads)
+
+    received = ledger["totals"]["received"]
+    written = ledger["totals"]["written"]
+    evidence = [f"{written} of {received} received leads written to their destination"]
+    leaking = [
+        f"form {form}: {numbers['missing']} of {numbers['received']} missing"
+        for form, numbers in ledger["by_form"].items()
+        if numbers["missing"]
+    ]
+    layers["capture"] = _layer(_rate(written, received), evidence + leaking)
+
+    scored = [lead for lead in leads if lead.score is not None]
+    reasoned = [lead for lead in scored if lead.qualification_reason]
+    layers["qualification"] = _layer(
+        _rate(len(reasoned), total),
+        [
+            f"{len(reasoned)} of {total} leads have a score and a qualification reason",
+            f"{total - len(scored)} without a score, "
+            f"{len(scored) - len(reasoned)} scored without a reason",
+        ],
+    )
+
+    owned = [lead for lead in leads if lead.owner is not None]
+    unassigned = sla["by_kind"][ClockKind.UNASSIGNED.value]
+    layers["routing"] = _layer(
+        _rate(len(owned), total),
+        [
+            f"{len(owned)} of {total} leads have an owner",
+            f"{unassigned['breached']} breached the unassigned clock",
+        ],
+    )
+
+    decided = {"on_time": 0, "breached": 0}
+    action_evidence = []
+    for kind in (ClockKind.HOT, ClockKind.MQL):
+        numbers = sla["by_kind"][kind.value]
+        decided["on_time"] += numbers["on_time"]
+        decided["breached"] += numbers["breached"]
+        action_evidence.append(
+            f"{kind.value} SLA: {numbers['on_time']} on time, {numbers['breached']} breached "
+            f"({_pct(numbers['compliance'])} compliance)"
+        )
+    layers["action"] = _layer(
+        _rate(decided["on_time"], decided["on_time"] + decided["breached"]), action_evidence
+    )
+
+    # Sales worked a lead once it acted, accepted, rejected or moved it past MQL.
+    worked = [
+        lead
+        for lead in leads
+        if funnel_position(lead) >= 0
+        and (
+            lead.first_action_at is not None
+            or lead.accepted_at is not None
+            or lead.rejection_reason is not None
+            or lead.stage is not Stage.MQL
+        )
+    ]
+    with_status = [
+        lead for lead in worked if funnel_position(lead) >= 1 or lead.rejection_reason is not None
+    ]
+    rejected_without_reason = sum(
+        1 for lead in worked if lead.stage is Stage.DISQUALIFIED and lead.rejection_reason is None
+    )
+    layers["status"] = _layer(
+        _rate(len(with_status), len(worked)),
+        [
+            f"{len(with_status)} of {len(worked)} worked MQLs have a sales status written back",
+            f"{len(worked) - len(with_status)} still at MQL after sales acted, "
+            f"{rejected_without_reason} rejected without a reason",
+        ],
+    )
+
+    actual = funnel["mql_to_sql"]["actual"]
+    layers["outcome"] = _layer(
+        None if actual is None else min(actual / MQL_TO_SQL_GOAL, 1.0),
+        [f"MQL → SQL {_pct(actual)} against a goal of {_pct(MQL_TO_SQL_GOAL)}"],
+    )
+
+    scored_layers = [name for name in LAYERS if layers[name]["score"] is not None]
+    weakest = min(scored_layers, key=lambda name: layers[name]["score"], default=None)
+    return {
+        "layers": [{"layer": name} | layers[name] for name in LAYERS],
+        "weakest": weakest,
+        "weakest_evidence": layers[weakest]["evidence"] if weakest else [],
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# the report
+
+
+@dataclass(frozen=True)
+class Report:
+    """A built handoff report; :meth:`to_dict` is what ``leadrelay report --json`` prints."""
+
+    generated_at: datetime
+    lead_count: int
+    funnel: dict[str, Any]
+    time_to_first_action: dict[str, Any]
+    sla: dict[str, Any]
+    rejections: dict[str, Any]
+    ledger: dict[str, Any]
+    diagnosis: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form: the five sections plus metadata keys."""
+        return {
+            "generated_at": self.generated_at.isoformat(),
+            "lead_count": self.lead_count,
+            "funnel": self.funnel,
+            "time_to_first_action": self.time_to_first_action,
+            "sla": self.sla,
+            "rejections": self.rejections,
+            "ledger": self.ledger,
+            "diagnosis": self.diagnosis,
+        }
+
+    def to_json(self, *, indent: int | None = 2) -> str:
+        """:meth:`to_dict` as JSON text."""
+        return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False)
+
+
+def build_report(
+    leads: Iterable[Lead],
+    ledger_counts: Iterable[LedgerCount],
+    sla_statuses: Iterable[SlaStatus],
+    now: datetime,
+) -> Report:
+    """Build the report from the current leads, the ledger counts and the SLA clocks.
+
+    ``ledger_counts`` come from ``StateStore.ledger_counts(by_day=True)`` (test rows already left
+    out); ``sla_statuses`` from :func:`leadrelay.handoff.sla.evaluate` at ``now``.
+    """
+    live = [lead for lead in leads if not lead.is_test]
+    funnel = _funnel(live)
+    sla = _sla(live, list(sla_statuses))
+    ledger = _ledger(ledger_counts)
+    return Report(
+        generated_at=_aware(now),
+        lead_count=len(live),
+        funnel=funnel,
+        time_to_first_action=_time_to_first_action(live),
+        sla=sla,
+        rejections=_rejections(live),
+        ledger=ledger,
+        diagnosis=_diagnosis(live, funnel, sla, ledger),
+    )
+
+
+def report_command_data(
+    config: Config,
+    store: StateStore,
+    leads: Iterable[Lead],
+    *,
+    now: datetime | None = None,
+    sla_config: SlaConfig | None = None,
+) -> Report:
+    """Everything ``leadrelay report`` needs from a config, its state store and the leads.
+
+    The SLA settings come from ``[sla]`` (ConfigError names a bad key); the ledger from the
+    store, counted by day without test rows; ``now`` defaults to the store's clock.
+    """
+    settings = sla_config or load_sla_config(config)
+    moment = now or store.now()
+    current = [lead for lead in leads if not lead.is_test]
+    statuses = evaluate(current, moment, settings)
+    counts = store.ledger_counts(by_day=True)
+    return build_report(current, counts, statuses, moment)
+
+
+# ---------------------------------------------------------------------------------------------
+# terminal tables
+
+
+def _hours(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f} h"
+
+
+def render_tables(report: Report) -> list[RenderableType]:
+    """The report as rich tables, in reading order (funnel first, diagnosis last)."""
+    funnel = Table(title="Funnel")
+    for column in ("stage", "leads", "from previous", "from MQL"):
+        funnel.add_column(column, justify="left" if column == "stage" else "right")
+    for step in report.funnel["stages"]:
+        funnel.add_row(
+            step["stage"].upper() if len(step["stage"]) == 3 else step["stage"],
+            str(step["count"]),
+            _pct(step["rate_from_previous"]) if step["rate_from_previous"] is not None else "",
+            _pct(step["rate_from_mql"]),
+        )
+    goal = report.funnel["mql_to_sql"]
+    verdict = {True: "meets the goal", False: "below the goal", None: "no MQLs yet"}
+    funnel.caption = (
+        f"MQL → SQL {_pct(goal['actual'])} vs goal {_pct(goal['goal'])}: "
+        f"{verdict[goal['meets_goal']]}"
+    )
+
+    sla = Table(title="SLA")
+    for column in ("clock", "clocks", "on time", "breached", "at risk", "pending", "compliance"):
+        sla.add_column(column, justify="left" if column == "clock" else "right")
+    for kind, numbers in report.sla["by_kind"].items():
+        sla.add_row(
+            kind,
+            str(numbers["clocks"]),
+            str(numbers["on_time"]),
+            str(numbers["breached"]),
+            str(numbers["at_risk"]),
+            str(numbers["pending"]),
+            _pct(numbers["compliance"]),
+        )
+    action = report.time_to_first_action
+    sla.caption = (
+        f"time to first action: median {_hours(action['median_hours'])}, "
+        f"p90 {_hours(action['p90_hours'])}; {report.sla['open_breaches']} open breaches"
+    )
+
+    histogram = Table(title="Minutes to first action")
+    histogram.add_column("minutes")
+    histogram.add_column("leads", justify="right")
+    for bucket in report.sla["histogram"]:
+        histogram.add_row(bucket["bucket"], str(bucket["count"]))
+
+    rejections = Table(title="Rejection reasons")
+    rejections.add_column("reason")
+    rejections.add_column("leads", justify="right")
+    rejections.add_column("by source")
+    for reason, count in report.rejections["by_reason"].items():
+        sources = ", ".join(
+            f"{source} {reasons[reason]}"
+            for source, reasons in report.rejections["by_source"].items()
+            if reason in reasons
+        )
+        rejections.add_row(reason, str(count), sources)
+
+    ledger = Table(title="Ledger")
+    for column in ("day", "form", "destination", "received", "written", "verified", "missing"):
+        right = column in ("received", "written", "verified", "missing")
+        ledger.add_column(column, justify="right" if right else "left")
+    for row in report.ledger["rows"]:
+        ledger.add_row(
+            row["day"],
+            row["form"],
+            row["destination"],
+            str(row["received"]),
+            str(row["written"]),
+            str(row["verified"]),
+            str(row["missing"]),
+        )
+
+    diagnosis = Table(title="Handoff diagnosis")
+    diagnosis.add_column("layer")
+    diagnosis.add_column("score", justify="right")
+    diagnosis.add_column("evidence")
+    weakest = report.diagnosis["weakest"]
+    for layer in report.diagnosis["layers"]:
+        name = layer["layer"]
+        diagnosis.add_row(
+            f"[bold red]{name} ← weakest[/]" if name == weakest else name,
+            "n/a" if layer["score"] is None else f"{layer['score']:.2f}",
+            "; ".join(layer["evidence"]),
+        )
+    return [funnel, sla, histogram, rejections, ledger, diagnosis]
