@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rich.markup import escape
 from rich.table import Table
 
 from leadrelay.config import Config, ConnectionConfig
-from leadrelay.connectors.base import ConnectorNotFound, connector_class
+from leadrelay.connectors.base import Connector, ConnectorNotFound, connector_class
 from leadrelay.connectors.errors import ConnectorError
 from leadrelay.mappings.engine import MappingError, load_form_mapping, load_mapping
 from leadrelay.sync.state import StateError, StateStore
@@ -66,7 +67,9 @@ def _mapping_files(config: Config, connection: str) -> list[Path | None]:
     return [None, *sorted(overrides)]
 
 
-def check_connection(config: Config, name: str, settings: ConnectionConfig) -> list[CheckResult]:
+def check_connection(
+    config: Config, name: str, settings: ConnectionConfig, *, create_fields: bool = False
+) -> list[CheckResult]:
     """Credentials, instance and API budget of one connection, and its mappings vs describe().
 
     Every mapped field must exist, be writable when written, and every value a value map
@@ -90,6 +93,8 @@ def check_connection(config: Config, name: str, settings: ConnectionConfig) -> l
         results.append(CheckResult(subject, health.ok and health.credentials_valid, detail))
         if not (health.ok and health.credentials_valid):
             return results
+        if create_fields:
+            results.append(_create_fields(subject, connector))
         schema = connector.describe()
         for override in _mapping_files(config, name):
             label = override.name if override else f"{settings.kind} mapping"
@@ -121,14 +126,35 @@ def check_connection(config: Config, name: str, settings: ConnectionConfig) -> l
     return results
 
 
-def run_checks(config: Config, *, connections: bool = True) -> list[CheckResult]:
+def _create_fields(subject: str, connector: Connector[Any]) -> CheckResult:
+    """``--create-fields``: create the custom properties leadrelay needs, where the API can.
+
+    HubSpot's properties API creates contact properties; Salesforce and Zoho custom fields
+    are created by an admin in Setup (the README lists them), so they are only checked.
+    """
+    from leadrelay.connectors.hubspot import HubSpotConnector
+
+    if not isinstance(connector, HubSpotConnector):
+        return CheckResult(
+            f"{subject} create fields",
+            True,
+            "custom fields are created in the system's setup (see the README); checked below",
+        )
+    created = connector.ensure_properties()
+    detail = f"created {', '.join(created)}" if created else "every custom property exists"
+    return CheckResult(f"{subject} create fields", True, detail)
+
+
+def run_checks(
+    config: Config, *, connections: bool = True, create_fields: bool = False
+) -> list[CheckResult]:
     """Every check of a loaded config, in the order they are shown."""
     results = [CheckResult(f"config {config.path.name}", True, _summary(config))]
     results.append(check_state(config))
     results.extend(check_form_mappings(config))
     if connections:
         for name, settings in sorted(config.connections.items()):
-            results.extend(check_connection(config, name, settings))
+            results.extend(check_connection(config, name, settings, create_fields=create_fields))
     return results
 
 

@@ -119,6 +119,13 @@ def check(
             "--offline", help="Skip the connection checks (credentials, budget, live schema)."
         ),
     ] = False,
+    create_fields: Annotated[
+        bool,
+        typer.Option(
+            "--create-fields",
+            help="Create the custom HubSpot properties leadrelay's mapping needs.",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Validate the project: config, state store, mappings, and each connection.
@@ -130,7 +137,7 @@ def check(
     from leadrelay.check import render_checks, run_checks
 
     loaded = _load_config(config)
-    results = run_checks(loaded, connections=not offline)
+    results = run_checks(loaded, connections=not offline, create_fields=create_fields)
     ok = all(result.ok for result in results)
     if as_json:
         _print_json({"ok": ok, "checks": [result.to_json() for result in results]})

@@ -94,3 +94,19 @@ def test_bad_credentials_fail_without_printing_the_secret(
     assert exit_info.value.code == 1
     assert "pat-wrong-token-123" not in out
     assert token not in out
+
+
+def test_create_fields_creates_the_missing_hubspot_properties(
+    server: SandboxServer, project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("utm_term", "rejection_reason"):
+        server.sandbox.emulators["hubspot"].change_schema({"remove_field": name})
+    with pytest.raises(SystemExit) as failing:
+        main(["check", "--config", str(project)])
+    assert failing.value.code == 1
+    capsys.readouterr()
+    main(["check", "--config", str(project), "--create-fields", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    created = next(c for c in report["checks"] if c["subject"].endswith("create fields"))
+    assert "utm_term" in created["detail"] and "rejection_reason" in created["detail"]
+    assert report["ok"] is True
