@@ -81,11 +81,14 @@ ConfigOption = Annotated[
 
 def _load_config(path: Path) -> Config:
     from leadrelay.config import ConfigError, load_config
+    from leadrelay.handoff.sla import load_sla_config
 
     try:
-        return load_config(path)
+        config = load_config(path)
+        load_sla_config(config)  # [sla] is typed by the handoff package; a bad key is exit 2
     except ConfigError as exc:
         raise CliError(str(exc), exit_code=2) from exc
+    return config
 
 
 # --- project -----------------------------------------------------------------------------

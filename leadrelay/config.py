@@ -55,6 +55,9 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from leadrelay.handoff.recycle import RecycleConfig
+from leadrelay.handoff.routing import RoutingConfig
+from leadrelay.handoff.scoring import ScoringConfig
 from leadrelay.model import Lead, Stage
 
 __all__ = [
@@ -927,8 +930,12 @@ class Config(_Section):
         flows: list of :class:`FlowConfig` (``[[flows]]``).
         forms: name → :data:`FormConfig` (``[forms.NAME]``).
         capture: :class:`CaptureConfig` (``[capture]``).
-        scoring, routing, sla: the handoff rules of DESIGN §12 as free tables; the handoff
-            package validates them when it reads them.
+        scoring, routing, recycle: the handoff rules of DESIGN §12
+            (:class:`~leadrelay.handoff.scoring.ScoringConfig`,
+            :class:`~leadrelay.handoff.routing.RoutingConfig`,
+            :class:`~leadrelay.handoff.recycle.RecycleConfig`).
+        sla: the SLA clocks, validated by :func:`leadrelay.handoff.sla.load_sla_config`
+            (which reads this config, so it cannot be typed here without an import cycle).
     """
 
     state: StateConfig = Field(default_factory=StateConfig)
@@ -936,8 +943,9 @@ class Config(_Section):
     flows: list[FlowConfig] = Field(default_factory=list)
     forms: dict[Name, FormConfig] = Field(default_factory=dict)
     capture: CaptureConfig = Field(default_factory=CaptureConfig)
-    scoring: dict[str, Any] = Field(default_factory=dict)
-    routing: dict[str, Any] = Field(default_factory=dict)
+    scoring: ScoringConfig = Field(default_factory=ScoringConfig)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    recycle: RecycleConfig = Field(default_factory=RecycleConfig)
     sla: dict[str, Any] = Field(default_factory=dict)
 
     _path: Path = PrivateAttr(default_factory=lambda: Path.cwd() / "leadrelay.toml")
@@ -1174,6 +1182,9 @@ def _all_keys() -> list[str]:
         GoogleAdsFormConfig,
         CsvFormConfig,
         HubSpotFormConfig,
+        ScoringConfig,
+        RoutingConfig,
+        RecycleConfig,
     ):
         keys.update(model.model_fields)
     return sorted(keys)

@@ -128,3 +128,27 @@ def test_help_is_available_for_every_command(capsys: pytest.CaptureFixture[str])
         code, out, _ = run([command, "--help"], capsys)
         assert code == 0
         assert "Usage" in out
+
+
+def test_a_bad_sla_key_is_a_config_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run(["init", str(tmp_path)], capsys)
+    toml = tmp_path / "leadrelay.toml"
+    toml.write_text(toml.read_text().replace("hot_hours", "hot_hour"))
+    (tmp_path / ".env").write_text(
+        "\n".join(
+            f"{name}=x"
+            for name in (
+                "HUBSPOT_ACCESS_TOKEN",
+                "SALESFORCE_USERNAME",
+                "SALESFORCE_PASSWORD",
+                "SALESFORCE_CONSUMER_KEY",
+                "SALESFORCE_CONSUMER_SECRET",
+                "PRICING_DEMO_FORM_SECRET",
+            )
+        )
+    )
+    code, _, err = run(["check", "--config", str(toml), "--offline"], capsys)
+    assert code == 2
+    assert "sla.hot_hour" in err

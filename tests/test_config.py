@@ -643,14 +643,21 @@ def test_capture_defaults_and_bad_port(project: Path) -> None:
     assert problems == ["capture.port: input should be less than or equal to 65535"]
 
 
-def test_handoff_tables_are_kept_free(project: Path) -> None:
-    body = BASE + "\n[scoring]\nmql_threshold = 60\n[sla]\nhot_hours = 1\n"
+def test_handoff_tables_are_typed(project: Path) -> None:
+    body = BASE + "\n[scoring]\nmql_threshold = 55\n[sla]\nhot_hours = 1\n"
 
     config = load_config(write(project, body), environ=ENV)
 
-    assert config.scoring == {"mql_threshold": 60}
+    assert config.scoring.mql_threshold == 55
     assert config.sla == {"hot_hours": 1}
-    assert config.routing == {}
+    assert config.routing.fallback_queue == "Unassigned Leads"
+
+
+def test_a_misspelled_handoff_key_names_the_key(project: Path) -> None:
+    body = BASE + "\n[scoring]\nmql_treshold = 55\n"
+
+    with pytest.raises(ConfigError, match=r"scoring\.mql_treshold"):
+        load_config(write(project, body), environ=ENV)
 
 
 def test_numbers_from_variables_are_coerced(project: Path) -> None:

@@ -124,12 +124,11 @@ def test_handoff_defaults_follow_the_sop(tmp_path: Path) -> None:
 
     config = load_config(tmp_path / "leadrelay.toml", environ=FILLED)
 
-    assert config.scoring == {
-        "mql_threshold": 60,
-        "weights": {"fit": 40, "intent": 40, "engagement": 20},
-    }
+    assert config.scoring.mql_threshold == 60
+    weights = config.scoring.weights
+    assert (weights.fit, weights.intent, weights.engagement) == (40, 40, 20)
     assert config.sla == {"hot_hours": 1, "mql_hours": 24, "unassigned_hours": 12}
-    assert config.routing["fallback_queue"]
+    assert config.routing.fallback_queue
 
 
 def test_form_mapping_targets_lead_fields(tmp_path: Path) -> None:
