@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 
 from leadrelay import __version__
+from leadrelay.sync.commands import dlq_app, runs_app, sync_command
 
 if TYPE_CHECKING:
     from leadrelay.config import Config
@@ -270,6 +271,13 @@ def sandbox(
     sys.stdout.flush()
     err_console.print(f"sandbox listening on {server.url} (Ctrl-C to stop)")
     server.serve_forever()
+
+
+# --- sync, dead letters, runs (leadrelay/sync/commands.py) ------------------------------
+
+app.command("sync")(sync_command)
+app.add_typer(dlq_app, name="dlq")
+app.add_typer(runs_app, name="runs")
 
 
 def _fail(message: str, exit_code: int) -> NoReturn:

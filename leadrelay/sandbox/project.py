@@ -45,6 +45,22 @@ client_secret = "${ZOHO_CLIENT_SECRET}"
 refresh_token = "${ZOHO_REFRESH_TOKEN}"
 ca_bundle = "${LEADRELAY_CA_BUNDLE}"
 
+# Two-way flows: marketing (HubSpot) is the source, the CRM the destination. Attribution,
+# score and consent go to sales; stage after SAL, owner and rejection reason come back.
+[[flows]]
+name = "hubspot-salesforce"
+source = "hubspot"
+destination = "salesforce"
+two_way = true
+schedule = "*/5 * * * *"
+
+[[flows]]
+name = "hubspot-zoho"
+source = "hubspot"
+destination = "zoho"
+two_way = true
+schedule = "*/5 * * * *"
+
 [capture]
 host = "127.0.0.1"
 port = 8080

@@ -1,0 +1,1065 @@
+"""The sync engine: one flow between a marketing system (source) and a CRM (destination).
+
+Per flow, page by page (DESIGN §2, §7):
+
+1. read the records changed since the flow's cursor on that connection;
+2. skip leadrelay's own echoes: a record whose mapped values hash to the fingerprint stored
+   for (connection, id) is what leadrelay wrote or last reconciled (§7.4);
+3. normalize (the connection's mapping → :class:`~leadrelay.model.Lead`), tag (channel from the
+   UTMs when the system had none);
+4. identify: lead key by link (connection, id), then by identity email, then within the page;
+   the other side's current records by one batched ``lookup`` (ids of linked records, emails of
+   the others), so a person arriving from two sources is one record (§7.2);
+5. plan the field diff under the flow's field rules (:mod:`leadrelay.sync.plan`); check the
+   values against the target's live ``describe()``;
+6. write in batches (``upsert`` by natural key for new records, ``update`` by id for existing
+   ones); a refused record is dead-lettered with the system's own message, the page goes on;
+7. commit in one state-store transaction: identities, links, ledger, fingerprints, dead letters,
+   run-log events and the cursor. A crash before the commit replays the page; every write is
+   idempotent, so nothing is duplicated (§7.1).
+
+The forward pass reads the source and writes the destination; with ``two_way`` the backward pass
+reads the destination and carries what sales owns back (write-back), creating in the source the
+leads that started in the CRM.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from sqlalchemy.engine import Connection
+
+from leadrelay.config import Config, FlowConfig
+from leadrelay.connectors.base import (
+    Capability,
+    Connector,
+    RawRecord,
+    Schema,
+    UpsertInput,
+    WriteResult,
+    connector_class,
+    normalize_email,
+)
+from leadrelay.mappings.engine import Mapping as FieldMapping
+from leadrelay.mappings.engine import Problem, build_lead, load_mapping
+from leadrelay.model import Lead
+from leadrelay.sync.dedupe import identity_email
+from leadrelay.sync.plan import (
+    Action,
+    RecordPlan,
+    canonical_value,
+    plan_record,
+    readable_fields,
+    writable_fields,
+)
+from leadrelay.sync.rules import FieldRules, Side
+from leadrelay.sync.state import DeadLetter, StateStore
+from leadrelay.sync.tagging import classify_channel
+
+__all__ = [
+    "ConnectorPool",
+    "FlowStats",
+    "InboxDrainer",
+    "PlannedRecord",
+    "SyncContext",
+    "SyncEngine",
+    "fingerprint",
+    "inbox_drainers",
+    "modified_at",
+    "record_id",
+    "register_inbox_drainer",
+]
+
+#: Canonical fields left out of a fingerprint: bookkeeping that differs between reads.
+_UNHASHED = frozenset({"external_ids", "updated_at", "created_at"})
+
+#: Raw keys holding a record's id (HubSpot ``hs_object_id``, Salesforce ``Id``, Zoho ``id``).
+_ID_KEYS = ("id", "Id", "ID", "hs_object_id")
+
+#: Raw keys holding when a record last changed (HubSpot, Salesforce, Zoho).
+_MODIFIED_KEYS = (
+    "updatedAt",
+    "hs_lastmodifieddate",
+    "lastmodifieddate",
+    "SystemModstamp",
+    "LastModifiedDate",
+    "Modified_Time",
+)
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+
+
+def record_id(connector: Connector[Any], raw: RawRecord) -> str | None:
+    """The system id of a raw record: the connector's ``record_id(raw)`` when it has one,
+    else the ``id`` / ``Id`` key."""
+    own = getattr(connector, "record_id", None)
+    if callable(own):
+        value = own(raw)
+        return None if value is None else str(value)
+    for key in _ID_KEYS:
+        value = raw.get(key)
+        if value not in (None, ""):
+            return str(value)
+    return None
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value / 1000, UTC)
+    if isinstance(value, str) and value.strip():
+        text = value.strip()
+        if text.isdigit():
+            return datetime.fromtimestamp(int(text) / 1000, UTC)
+        if text.endswith("Z"):
+            text = text[:-1] + "+00:00"
+        if len(text) > 5 and text[-5] in "+-" and text[-3] != ":":
+            text = text[:-2] + ":" + text[-2:]  # Salesforce writes +0000
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            return None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return None
+
+
+def modified_at(connector: Connector[Any], raw: RawRecord) -> datetime | None:
+    """When a raw record last changed: the connector's ``modified_at(raw)`` when it has one,
+    else the system's usual modification-time key."""
+    own = getattr(connector, "modified_at", None)
+    if callable(own):
+        value = own(raw)
+        return value if isinstance(value, datetime) or value is None else _parse_time(value)
+    for key in _MODIFIED_KEYS:
+        found = _parse_time(raw.get(key))
+        if found is not None:
+            return found
+    return None
+
+
+def fingerprint(values: Mapping[str, Any], fields: Iterable[str] | None = None) -> str:
+    """A stable hash of a record's canonical values (bookkeeping left out); with ``fields``,
+    of those canonical fields only (``custom.NAME`` picks one key of ``custom``)."""
+    if fields is None:
+        kept = {k: canonical_value(v) for k, v in values.items() if k not in _UNHASHED}
+    else:
+        kept = {}
+        for name in fields:
+            head, _, sub = name.partition(".")
+            value = values.get(head)
+            if sub:
+                value = value.get(sub) if isinstance(value, dict) else None
+            if value is not None and name not in _UNHASHED:
+                kept[name] = canonical_value(value)
+    text = json.dumps(kept, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _identity(email: str | None) -> str | None:
+    if not email:
+        return None
+    try:
+        return identity_email(email)
+    except ValueError:
+        return None
+
+
+def _tag(lead: Lead) -> None:
+    """Give a lead its channel from its UTMs / click ids / referrer when the system had none."""
+    if lead.channel is not None:
+        return
+    if not any(
+        (lead.utm_source, lead.utm_medium, lead.utm_campaign, lead.click_ids, lead.referrer)
+    ):
+        return
+    channel, _rule = classify_channel(
+        utm_source=lead.utm_source,
+        utm_medium=lead.utm_medium,
+        utm_campaign=lead.utm_campaign,
+        click_ids=lead.click_ids,
+        referrer=lead.referrer,
+        landing_page=lead.landing_page,
+    )
+    lead.channel = channel
+    if lead.first_touch is None:
+        touch = lead.touch()
+        touch.at = lead.created_at
+        lead.first_touch = touch
+
+
+# --------------------------------------------------------------------------------------------
+# results
+
+
+@dataclass
+class FlowStats:
+    """What one flow did in a run (the ``flows`` entries of ``sync --json``).
+
+    ``created`` counts records created on either side, ``updated`` records updated in the
+    destination, ``written_back`` records updated in the source (two-way), ``unchanged``
+    records read that needed no write (echoes included).
+    """
+
+    name: str
+    read: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    written_back: int = 0
+    dead_lettered: int = 0
+    api_calls: dict[str, int] = field(default_factory=dict)
+    conflicts: int = 0
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The DESIGN §11 shape: name, counts and API calls per connection."""
+        return {
+            "name": self.name,
+            "read": self.read,
+            "created": self.created,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "written_back": self.written_back,
+            "dead_lettered": self.dead_lettered,
+            "api_calls": dict(self.api_calls),
+        }
+
+    def to_stats(self) -> dict[str, Any]:
+        """The run-log form: the JSON shape plus conflicts and the error, if any."""
+        return {**self.to_json(), "conflicts": self.conflicts, "error": self.error}
+
+
+@dataclass(frozen=True)
+class PlannedRecord:
+    """One record's plan, for ``--dry-run`` output and the run log."""
+
+    flow: str
+    target: str
+    lead_key: str
+    email: str | None
+    action: Action
+    changes: list[tuple[str, Any, Any]]
+
+
+# --------------------------------------------------------------------------------------------
+# connectors and context
+
+
+class ConnectorPool:
+    """The connectors of a project, built on first use and closed together.
+
+    ``options`` are keyword arguments for every connector's constructor (e.g. a shorter
+    ``retry`` policy in tests).
+    """
+
+    def __init__(self, config: Config, **options: Any) -> None:
+        self.config = config
+        self.options = options
+        self._open: dict[str, Connector[Any]] = {}
+
+    def get(self, name: str) -> Connector[Any]:
+        """The connector of connection ``name``."""
+        if name not in self._open:
+            settings = self.config.connection(name)
+            cls = connector_class(settings.kind)
+            self._open[name] = cls(settings, name, **self.options)
+        return self._open[name]
+
+    def close(self) -> None:
+        """Close every connector opened."""
+        for connector in self._open.values():
+            connector.close()
+        self._open.clear()
+
+    def __enter__(self) -> ConnectorPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass
+class SyncContext:
+    """What one ``leadrelay sync`` invocation runs with (handed to inbox drainers too)."""
+
+    config: Config
+    store: StateStore
+    connectors: ConnectorPool
+    dry_run: bool = False
+    run_id: int | None = None
+
+
+class InboxDrainer(Protocol):
+    """A step ``leadrelay sync`` runs before the flows: delivers captured leads from the inbox
+    (``store.claim_inbox``). Returns its counts as a :class:`FlowStats`, or None."""
+
+    def __call__(self, context: SyncContext) -> FlowStats | None: ...
+
+
+_DRAINERS: list[InboxDrainer] = []
+
+
+def register_inbox_drainer(drainer: InboxDrainer) -> None:
+    """Add a step that ``leadrelay sync`` runs before its flows (the capture inbox)."""
+    if drainer not in _DRAINERS:
+        _DRAINERS.append(drainer)
+
+
+def inbox_drainers() -> list[InboxDrainer]:
+    """The registered inbox drainers, in registration order."""
+    return list(_DRAINERS)
+
+
+# --------------------------------------------------------------------------------------------
+# the engine
+
+
+@dataclass
+class _Item:
+    """One record of a page on its way through the pipeline."""
+
+    raw: RawRecord
+    reader_id: str
+    values: dict[str, Any]
+    reader_fp: str
+    lead: Lead | None = None
+    problems: list[Problem] = field(default_factory=list)
+    key: str | None = None
+    linked: bool = False
+    target_id: str | None = None
+    target_raw: RawRecord | None = None
+    relink_target: bool = False
+    link_target: bool = False
+    plan: RecordPlan | None = None
+    target_changed: bool = True
+    target_values: dict[str, Any] | None = None
+    skip_reason: str | None = None
+    dead_letter_id: int | None = None
+
+
+@dataclass
+class _PageResult:
+    """What one page commits."""
+
+    identities: dict[str, str] = field(default_factory=dict)
+    reader_links: dict[str, str] = field(default_factory=dict)
+    target_links: dict[str, str] = field(default_factory=dict)
+    target_relinks: dict[str, str] = field(default_factory=dict)
+    written: list[tuple[str, str]] = field(default_factory=list)
+    reader_fps: dict[str, str] = field(default_factory=dict)
+    target_fps: dict[str, str] = field(default_factory=dict)
+    dead_letters: list[dict[str, Any]] = field(default_factory=list)
+    bumped: list[tuple[int, str]] = field(default_factory=list)
+    retried: list[int] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+
+class SyncEngine:
+    """Runs one flow (see the module docstring).
+
+    Args:
+        store: the state store.
+        flow: the flow's config.
+        source, destination: the connectors of the flow's two connections.
+        source_mapping, destination_mapping: their mappings.
+        dry_run: plan only: no write to any system, nothing saved in the store.
+        run_id: the run whose log receives conflict and skip events.
+        on_plan: called with every record's plan (``--dry-run`` output).
+        on_page: called after each page with (pass label, records in the page); progress
+            display and the lock heartbeat hang here.
+    """
+
+    def __init__(
+        self,
+        store: StateStore,
+        flow: FlowConfig,
+        *,
+        source: Connector[Any],
+        destination: Connector[Any],
+        source_mapping: FieldMapping,
+        destination_mapping: FieldMapping,
+        dry_run: bool = False,
+        run_id: int | None = None,
+        on_plan: Callable[[PlannedRecord], None] | None = None,
+        on_page: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.flow = flow
+        self.source = source
+        self.destination = destination
+        self.mappings = {Side.SOURCE: source_mapping, Side.DESTINATION: destination_mapping}
+        self.connectors: dict[Side, Connector[Any]] = {
+            Side.SOURCE: source,
+            Side.DESTINATION: destination,
+        }
+        self.rules = FieldRules(dict(flow.field_rules))
+        self.dry_run = dry_run
+        self.run_id = run_id
+        self.on_plan = on_plan
+        self.on_page = on_page
+        self.stats = FlowStats(flow.name)
+        self._schemas: dict[Side, Schema | None] = {}
+        # A record's fingerprint covers the fields the flow carries from its side: a change
+        # to anything else (a CRM default owner, a field no mapping of the other side holds)
+        # is nothing to sync, so it is no reason to treat the record as news.
+        self._fp_fields = {side: sorted(self._fields(side)) for side in Side}
+        self._calls_at_start = {
+            source.name: source.api_calls,
+            destination.name: destination.api_calls,
+        }
+
+    @classmethod
+    def for_flow(
+        cls,
+        context: SyncContext,
+        flow: FlowConfig,
+        **kwargs: Any,
+    ) -> SyncEngine:
+        """An engine for ``flow`` with its connectors and mappings loaded from the project.
+
+        Raises MappingError (a configuration error) when a mapping does not load.
+        """
+        config = context.config
+        source = context.connectors.get(flow.source)
+        destination = context.connectors.get(flow.destination)
+        source_mapping = load_mapping(
+            config.connection(flow.source).kind,
+            project_dir=config.folder,
+            override=flow.mappings.get(flow.source),
+        )
+        destination_mapping = load_mapping(
+            config.connection(flow.destination).kind,
+            project_dir=config.folder,
+            override=flow.mappings.get(flow.destination),
+        )
+        return cls(
+            context.store,
+            flow,
+            source=source,
+            destination=destination,
+            source_mapping=source_mapping,
+            destination_mapping=destination_mapping,
+            dry_run=context.dry_run,
+            run_id=context.run_id,
+            **kwargs,
+        )
+
+    # -- running -------------------------------------------------------------------------------
+
+    def run(self, *, full: bool = False) -> FlowStats:
+        """Run the flow: forward pass, then (two-way) the write-back pass.
+
+        ``full`` forgets the flow's cursors first, so both sides are read from the start.
+        Connector errors other than a refused record (auth, budget, transport once retries ran
+        out) propagate; what was committed before stays committed.
+        """
+        try:
+            if full and not self.dry_run:
+                self.store.reset_cursors(self.flow.name)
+            self._pass(Side.SOURCE, full=full)
+            if self.flow.two_way:
+                self._pass(Side.DESTINATION, full=full)
+        finally:
+            self._count_calls()
+        return self.stats
+
+    def _count_calls(self) -> None:
+        for connector in (self.source, self.destination):
+            self.stats.api_calls[connector.name] = (
+                connector.api_calls - self._calls_at_start[connector.name]
+            )
+
+    def _pass(self, from_side: Side, *, full: bool) -> None:
+        reader = self.connectors[from_side]
+        cursor = None if full else self.store.get_cursor(self.flow.name, reader.name)
+        label = f"{self.flow.name}: {reader.name} → {self.connectors[from_side.other].name}"
+        for page in reader.read_changes(cursor):
+            result = self._process(from_side, page.records)
+            if not self.dry_run:
+                self._commit(from_side, result, page.cursor)
+            if self.on_page is not None:
+                self.on_page(label, len(page.records))
+
+    # -- retrying dead letters -----------------------------------------------------------------
+
+    def retry(self, dead_letters: Sequence[DeadLetter]) -> dict[int, bool]:
+        """Replay dead letters of this flow through the same path; ``{id: written}``.
+
+        The record is read again from the system it came from (by id), so a fix made there is
+        picked up. A letter whose record is gone is left open.
+        """
+        outcome: dict[int, bool] = {}
+        by_side: dict[Side, list[DeadLetter]] = {Side.SOURCE: [], Side.DESTINATION: []}
+        for letter in dead_letters:
+            side = Side(letter.payload.get("from_side", Side.SOURCE.value))
+            by_side[side].append(letter)
+        for side, letters in by_side.items():
+            if not letters:
+                continue
+            reader = self.connectors[side]
+            wanted = {
+                str(letter.payload.get("reader_id") or letter.record_ref): letter
+                for letter in letters
+            }
+            found: dict[str, RawRecord] = {}
+            for chunk in _chunks(list(wanted), reader.batch_size):
+                found.update(reader.lookup(ids=list(chunk)))
+            records = [found[rid] for rid in wanted if rid in found]
+            for rid, letter in wanted.items():
+                if rid not in found:
+                    outcome[letter.id] = False
+            result = self._process(
+                side, records, force=True, letters={rid: dl.id for rid, dl in wanted.items()}
+            )
+            if not self.dry_run:
+                self._commit(side, result, None)
+            bumped = {dl_id for dl_id, _ in result.bumped}
+            for letter in letters:
+                outcome.setdefault(letter.id, letter.id not in bumped)
+        self._count_calls()
+        return outcome
+
+    # -- one page ------------------------------------------------------------------------------
+
+    def _process(
+        self,
+        from_side: Side,
+        records: Sequence[RawRecord],
+        *,
+        force: bool = False,
+        letters: Mapping[str, int] | None = None,
+    ) -> _PageResult:
+        reader = self.connectors[from_side]
+        reader_mapping = self.mappings[from_side]
+        result = _PageResult()
+        self.stats.read += len(records)
+        letters = letters or {}
+
+        # 1. normalize and drop echoes
+        items: dict[str, _Item] = {}
+        for raw in records:
+            rid = record_id(reader, raw)
+            if rid is None:
+                self._dead_letter(
+                    result,
+                    from_side,
+                    connection=reader,
+                    ref="(no id)",
+                    field="id",
+                    reason=f"{reader.kind} record has no id",
+                    raw=raw,
+                    reader_id=None,
+                    key=None,
+                )
+                continue
+            draft = reader_mapping.to_lead(raw, connection=reader.name, external_id=rid)
+            lead, problems = build_lead(draft)
+            items[rid] = _Item(
+                raw,
+                rid,
+                draft.values,
+                fingerprint(draft.values, self._fp_fields[from_side]),
+                lead=lead,
+                problems=problems,
+                dead_letter_id=letters.get(rid),
+            )
+        if not items:
+            return result
+        if not force:
+            known = self.store.get_fingerprints(self._fp_space(reader), list(items))
+            for rid in [rid for rid, item in items.items() if known.get(rid) == item.reader_fp]:
+                del items[rid]
+                self.stats.unchanged += 1
+        if not items:
+            return result
+
+        # 2. lead keys: links, identities, then the record's own leadrelay key
+        linked = self.store.keys_for_many(reader.name, list(items))
+        emails = {
+            rid: ident
+            for rid, item in items.items()
+            if rid not in linked
+            and item.lead is not None
+            and (ident := _identity(item.lead.email)) is not None
+        }
+        by_email = self.store.find_keys_by_emails(set(emails.values())) if emails else {}
+        seen_identities: dict[str, str] = {}
+        for rid, item in items.items():
+            if rid in linked:
+                item.key, item.linked = linked[rid], True
+            elif rid in emails and emails[rid] in by_email:
+                item.key = by_email[emails[rid]]
+            elif item.lead is not None:
+                item.key = item.lead.key
+            ident = emails.get(rid)
+            if ident is not None and not item.linked:
+                first = seen_identities.setdefault(ident, rid)
+                if first != rid and items[first].key is not None:
+                    # The same person twice in one system: one record per system downstream.
+                    item.key = items[first].key
+                    item.skip_reason = f"duplicate in {reader.name} of record {first} (same email)"
+        # a lead linked to another record of the reader is a duplicate there
+        unlinked_keys = {i.key for i in items.values() if not i.linked and i.key is not None}
+        reader_links = (
+            self.store.external_ids_for_many(reader.name, unlinked_keys) if unlinked_keys else {}
+        )
+        for rid, item in items.items():
+            if not item.linked and item.key in reader_links and reader_links[item.key] != rid:
+                item.skip_reason = item.skip_reason or (
+                    f"duplicate in {reader.name} of record {reader_links[item.key]} "
+                    f"(lead {item.key})"
+                )
+
+        # 3. problems while mapping: dead letters at the reader
+        for rid, item in list(items.items()):
+            if item.lead is None or item.problems:
+                problem = item.problems[0] if item.problems else None
+                self._dead_letter(
+                    result,
+                    from_side,
+                    connection=reader,
+                    ref=rid,
+                    field=problem.field if problem else None,
+                    reason="; ".join(str(p) for p in item.problems) or "record did not map",
+                    raw=item.raw,
+                    reader_id=rid,
+                    key=item.key if item.linked else None,
+                    letter=item.dead_letter_id,
+                )
+                result.reader_fps[rid] = item.reader_fp
+                del items[rid]
+        for item in items.values():
+            if item.lead is not None and item.key is not None:
+                item.lead.__dict__["key"] = item.key
+                _tag(item.lead)
+
+        # 4. the other side's current records: by linked id, else by email
+        self._lookup_targets(from_side, items)
+
+        # 5. plan, check, write
+        self._plan_and_write(from_side, items, result)
+        for item in items.values():
+            result.reader_fps[item.reader_id] = item.reader_fp
+            if item.key is not None and not item.linked and item.skip_reason is None:
+                result.reader_links[item.key] = item.reader_id
+            if item.lead is not None and item.key is not None and item.skip_reason is None:
+                ident = _identity(item.lead.email)
+                if ident is not None:
+                    result.identities.setdefault(ident, item.key)
+        return result
+
+    def _lookup_targets(self, from_side: Side, items: dict[str, _Item]) -> None:
+        writer = self.connectors[from_side.other]
+        live = [i for i in items.values() if i.skip_reason is None and i.key is not None]
+        target_ids = self.store.external_ids_for_many(writer.name, [i.key for i in live if i.key])
+        by_id: dict[str, _Item] = {}
+        by_email: dict[str, list[_Item]] = {}
+        for item in live:
+            assert item.key is not None and item.lead is not None
+            tid = target_ids.get(item.key)
+            if tid is not None:
+                item.target_id = tid
+                by_id[tid] = item
+            elif item.lead.email:
+                by_email.setdefault(normalize_email(item.lead.email), []).append(item)
+        if not by_id and not by_email:
+            return
+        found: dict[str, RawRecord] = {}
+        if writer.supports(Capability.LOOKUP):
+            id_list, email_list = list(by_id), list(by_email)
+            size = writer.batch_size
+            for start in range(0, max(len(id_list), len(email_list)), size):
+                ids = id_list[start : start + size]
+                mails = email_list[start : start + size]
+                found.update(writer.lookup(emails=mails or None, ids=ids or None))
+        for tid, item in by_id.items():
+            raw = found.get(tid)
+            if raw is not None:
+                item.target_raw = raw
+            else:
+                # linked record gone from the target (deleted or merged): find or create anew
+                item.target_id = None
+                item.relink_target = True
+                assert item.lead is not None
+                if item.lead.email:
+                    mail = normalize_email(item.lead.email)
+                    raw = found.get(mail)
+                    if raw is None and writer.supports(Capability.LOOKUP):
+                        raw = writer.lookup(emails=[mail]).get(mail)
+                    if raw is not None:
+                        item.target_raw = raw
+                        item.target_id = record_id(writer, raw)
+        found_by_email: dict[str, _Item] = {}
+        for mail, group in by_email.items():
+            raw = found.get(mail)
+            if raw is None:
+                continue
+            tid = record_id(writer, raw)
+            if tid is None:
+                continue
+            for item in group:
+                item.target_raw, item.target_id, item.link_target = raw, tid, True
+                found_by_email[tid] = item
+        if found_by_email:
+            owners = self.store.keys_for_many(writer.name, list(found_by_email))
+            for tid, owner in owners.items():
+                item = found_by_email[tid]
+                item.link_target = False
+                if owner == item.key:
+                    continue
+                if item.linked:
+                    item.skip_reason = (
+                        f"{writer.name} record {tid} with this email belongs to lead {owner}, "
+                        f"but {self.connectors[from_side].name} record {item.reader_id} is "
+                        f"lead {item.key}"
+                    )
+                else:
+                    # the same person, already known under another key: adopt it
+                    item.key = owner
+                    assert item.lead is not None
+                    item.lead.__dict__["key"] = owner
+
+    def _schema(self, side: Side) -> Schema | None:
+        if side not in self._schemas:
+            connector = self.connectors[side]
+            self._schemas[side] = (
+                connector.describe() if connector.supports(Capability.DESCRIBE) else None
+            )
+        return self._schemas[side]
+
+    def _fields(self, from_side: Side) -> list[str]:
+        reader_mapping = self.mappings[from_side]
+        writer_mapping = self.mappings[from_side.other]
+        readable = readable_fields(reader_mapping)
+        fields = [
+            name for name in writable_fields(writer_mapping) if name in readable or name == "key"
+        ]
+        if self.source.kind != self.destination.kind and "owner" not in self.flow.field_rules:
+            # Owner ids belong to one system: a Salesforce user id means nothing to HubSpot.
+            fields = [name for name in fields if name != "owner"]
+        return fields
+
+    def _plan_and_write(
+        self, from_side: Side, items: dict[str, _Item], result: _PageResult
+    ) -> None:
+        writer = self.connectors[from_side.other]
+        writer_mapping = self.mappings[from_side.other]
+        fields = self._fields(from_side)
+        include = set(self.flow.include_stages) if self.flow.include_stages else None
+        to_write: list[_Item] = []
+        known_fps = self.store.get_fingerprints(
+            self._fp_space(writer), [i.target_id for i in items.values() if i.target_id]
+        )
+        for item in items.values():
+            assert item.lead is not None and item.key is not None
+            if item.skip_reason is not None:
+                self.stats.unchanged += 1
+                result.events.append(
+                    {"event": "skipped", "lead": item.key, "reason": item.skip_reason}
+                )
+                continue
+            creating = item.target_raw is None
+            if (
+                creating
+                and from_side is Side.SOURCE
+                and include is not None
+                and item.lead.stage not in include
+            ):
+                self.stats.unchanged += 1
+                continue
+            target_lead: Lead | None = None
+            target_fp: str | None = None
+            target_values: dict[str, Any] | None = None
+            if item.target_raw is not None:
+                tdraft = writer_mapping.to_lead(item.target_raw)
+                target_values = tdraft.values
+                target_fp = fingerprint(tdraft.values, self._fp_fields[from_side.other])
+                target_lead, _ = build_lead(tdraft)
+            known_fp = known_fps.get(item.target_id) if item.target_id else None
+            incoming_at = modified_at(self.connectors[from_side], item.raw)
+            target_at = (
+                modified_at(writer, item.target_raw) if item.target_raw is not None else None
+            )
+            newer = incoming_at is None or target_at is None or incoming_at >= target_at
+            plan = plan_record(
+                incoming=item.lead,
+                from_side=from_side,
+                rules=self.rules,
+                target_mapping=writer_mapping,
+                target_raw=item.target_raw,
+                target_id=item.target_id,
+                target_current=target_lead,
+                fields=fields,
+                incoming_newer=newer,
+                target_changed=target_fp is not None and known_fp != target_fp,
+                target_values=target_values,
+            )
+            item.plan = plan
+            item.target_changed = target_fp is None or known_fp != target_fp
+            item.target_values = target_values
+            for conflict in plan.conflicts:
+                self.stats.conflicts += 1
+                result.events.append(conflict.to_event(item.key))
+            if not plan.problems and plan.action is not Action.UNCHANGED:
+                plan.problems.extend(self._check(from_side.other, plan))
+            if plan.action is Action.CREATE and not item.lead.email:
+                plan.problems.append(
+                    Problem("email", f"no email: {writer.kind} creates records by email")
+                )
+            if plan.problems:
+                first = plan.problems[0]
+                self._dead_letter(
+                    result,
+                    from_side,
+                    connection=writer,
+                    ref=item.key,
+                    field=first.system_field or first.field,
+                    reason="; ".join(str(p) for p in plan.problems),
+                    raw=item.raw,
+                    reader_id=item.reader_id,
+                    key=item.key,
+                    letter=item.dead_letter_id,
+                )
+                continue
+            if self.on_plan is not None:
+                self.on_plan(
+                    PlannedRecord(
+                        flow=self.flow.name,
+                        target=writer.name,
+                        lead_key=item.key,
+                        email=item.lead.email,
+                        action=plan.action,
+                        changes=[(c.field, c.old, c.new) for c in plan.changes],
+                    )
+                )
+            if plan.action is Action.UNCHANGED:
+                self.stats.unchanged += 1
+                self._settle(from_side, item, result, None)
+                continue
+            to_write.append(item)
+        if not to_write:
+            return
+        if self.dry_run:
+            for item in to_write:
+                self._count_write(from_side, item)
+            return
+        for item, outcome in self._write(writer, to_write):
+            if outcome.ok:
+                self._count_write(from_side, item)
+                self._settle(from_side, item, result, outcome)
+            else:
+                assert outcome.error is not None
+                error = outcome.error
+                self._dead_letter(
+                    result,
+                    from_side,
+                    connection=writer,
+                    ref=item.key or item.reader_id,
+                    field=error.field,
+                    reason=error.message or str(error),
+                    raw=item.raw,
+                    reader_id=item.reader_id,
+                    key=item.key,
+                    letter=item.dead_letter_id,
+                )
+
+    def _count_write(self, from_side: Side, item: _Item) -> None:
+        assert item.plan is not None
+        if item.plan.action is Action.CREATE:
+            self.stats.created += 1
+        elif from_side is Side.SOURCE:
+            self.stats.updated += 1
+        else:
+            self.stats.written_back += 1
+
+    def _check(self, side: Side, plan: RecordPlan) -> list[Problem]:
+        """The planned values against the target's live schema (§7.5: picklists, fields)."""
+        schema = self._schema(side)
+        if schema is None:
+            return []
+        problems: list[Problem] = []
+        for name, value in plan.fields.items():
+            info = schema.fields.get(name)
+            if info is None:
+                problems.append(
+                    Problem(
+                        name,
+                        f"{schema.object_name} has no field {name!r} (removed from the schema?)",
+                        system_field=name,
+                        value=canonical_value(value),
+                        record=plan.lead_key,
+                    )
+                )
+            elif not info.read_only and not info.allows(value):
+                allowed = ", ".join(info.picklist_values or ())
+                problems.append(
+                    Problem(
+                        name,
+                        f"value not allowed in {schema.object_name}.{name}"
+                        + (f" (allowed: {allowed})" if allowed else ""),
+                        system_field=name,
+                        value=canonical_value(value),
+                        record=plan.lead_key,
+                    )
+                )
+        return problems
+
+    def _write(
+        self, writer: Connector[Any], items: list[_Item]
+    ) -> Iterator[tuple[_Item, WriteResult]]:
+        size = min(self.flow.batch_size or writer.batch_size, writer.batch_size)
+        creates = [i for i in items if i.plan is not None and i.plan.target_id is None]
+        updates = [i for i in items if i.plan is not None and i.plan.target_id is not None]
+        use_update = writer.supports(Capability.UPDATE)
+        if not use_update:
+            creates, updates = creates + updates, []
+        for chunk in _chunks(creates, size):
+            inputs = [
+                UpsertInput(ref=i.key or i.reader_id, fields=i.plan.fields, external_id=i.target_id)
+                for i in chunk
+                if i.plan is not None
+            ]
+            results = writer.upsert(inputs)
+            yield from self._pair(writer, chunk, results, lambda i: i.key or i.reader_id)
+        for chunk in _chunks(updates, size):
+            payload = {i.target_id: i.plan.fields for i in chunk if i.plan and i.target_id}
+            results = writer.update(payload)
+            yield from self._pair(writer, chunk, results, lambda i: i.target_id or "")
+
+    @staticmethod
+    def _pair(
+        writer: Connector[Any],
+        chunk: Sequence[_Item],
+        results: Sequence[WriteResult],
+        ref_of: Callable[[_Item], str],
+    ) -> Iterator[tuple[_Item, WriteResult]]:
+        if len(results) != len(chunk):
+            raise RuntimeError(
+                f"{writer.name}: {len(chunk)} records written but {len(results)} results returned"
+            )
+        for item, outcome in zip(chunk, results, strict=True):
+            if outcome.ref != ref_of(item):
+                raise RuntimeError(
+                    f"{writer.name}: result for {outcome.ref!r} where {ref_of(item)!r} was expected"
+                )
+            yield item, outcome
+
+    def _settle(
+        self, from_side: Side, item: _Item, result: _PageResult, outcome: WriteResult | None
+    ) -> None:
+        """Record what a written (or already up-to-date) record leaves in the store."""
+        assert item.key is not None and item.plan is not None
+        writer_mapping = self.mappings[from_side.other]
+        target_id = item.target_id
+        if outcome is not None and outcome.external_id:
+            target_id = outcome.external_id
+        if target_id is None:
+            return
+        if item.relink_target:
+            result.target_relinks[item.key] = target_id
+        elif item.link_target or (outcome is not None and item.plan.action is Action.CREATE):
+            result.target_links[item.key] = target_id
+        if item.plan.action is Action.CREATE or not item.target_changed:
+            # The target holds nothing leadrelay has not seen: what it will read back as is an
+            # echo. A target changed by someone else keeps its old fingerprint, so its own
+            # change is still carried the other way when it is read.
+            expected = item.plan.expected
+            if expected is None:
+                expected = (
+                    item.target_values or writer_mapping.to_lead(item.target_raw or {}).values
+                )
+            result.target_fps[target_id] = fingerprint(expected, self._fp_fields[from_side.other])
+        if outcome is not None:
+            result.written.append((item.key, target_id))
+        if item.dead_letter_id is not None:
+            result.retried.append(item.dead_letter_id)
+
+    # -- dead letters and commit ---------------------------------------------------------------
+
+    def _dead_letter(
+        self,
+        result: _PageResult,
+        from_side: Side,
+        *,
+        connection: Connector[Any],
+        ref: str,
+        field: str | None,
+        reason: str,
+        raw: RawRecord,
+        reader_id: str | None,
+        key: str | None,
+        letter: int | None = None,
+    ) -> None:
+        self.stats.dead_lettered += 1
+        if letter is not None:
+            result.bumped.append((letter, reason))
+        else:
+            result.dead_letters.append(
+                {
+                    "connection": connection.name,
+                    "system": connection.kind,
+                    "record_ref": ref,
+                    "field": field,
+                    "reason": reason,
+                    "lead_key": key,
+                    "flow": self.flow.name,
+                    "payload": {
+                        "from_side": from_side.value,
+                        "reader": self.connectors[from_side].name,
+                        "reader_id": reader_id,
+                        "record": raw,
+                    },
+                }
+            )
+        if key is not None and connection is self.connectors[from_side.other]:
+            result.failed.append((key, reason))
+
+    def _fp_space(self, connector: Connector[Any]) -> str:
+        """Fingerprints are kept per flow: what one flow reconciled is news to another flow
+        reading the same connection (HubSpot feeds both Salesforce and Zoho)."""
+        return f"{self.flow.name}/{connector.name}"
+
+    def _commit(self, from_side: Side, result: _PageResult, cursor: str | None) -> None:
+        reader = self.connectors[from_side]
+        writer = self.connectors[from_side.other]
+        with self.store.transaction() as conn:
+            if result.identities:
+                self.store.claim_emails(result.identities, conn=conn)
+            self.store.link_many(reader.name, result.reader_links, conn=conn)
+            self.store.link_many(writer.name, result.target_links, conn=conn)
+            for key, target_id in result.target_relinks.items():
+                self.store.relink(key, writer.name, target_id, conn=conn)
+            self.store.mark_written_many(result.written, writer.name, conn=conn)
+            self.store.put_fingerprints(self._fp_space(reader), result.reader_fps, conn=conn)
+            self.store.put_fingerprints(self._fp_space(writer), result.target_fps, conn=conn)
+            for letter in result.dead_letters:
+                self.store.add_dead_letter(**letter, conn=conn)
+            for letter_id, reason in result.bumped:
+                self.store.bump_dead_letter(letter_id, reason=reason, conn=conn)
+            for letter_id in result.retried:
+                self.store.mark_dead_letter_retried(letter_id, conn=conn)
+            for key, reason in result.failed:
+                self.store.mark_failed(key, writer.name, reason, conn=conn)
+            self._append_events(result.events, conn)
+            if cursor is not None:
+                self.store.set_cursor(self.flow.name, reader.name, cursor, conn=conn)
+
+    def _append_events(self, events: Iterable[dict[str, Any]], conn: Connection) -> None:
+        if self.run_id is None:
+            return
+        for event in events:
+            self.store.append_event(self.run_id, {"flow": self.flow.name, **event}, conn=conn)

@@ -1,0 +1,278 @@
+"""``leadrelay sync``, ``dlq`` and ``runs``: exit codes, --json shapes, locks (DESIGN §11)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import typer
+
+from leadrelay import config as config_module
+from leadrelay.cli import CliError
+from leadrelay.connectors import base
+from leadrelay.connectors.errors import AuthError
+from leadrelay.mappings.engine import DEFAULTS_DIR, load_mapping
+from leadrelay.sync.commands import dlq_app, runs_app, sync_command
+from leadrelay.sync.state import DeadLetterStatus, LockHolder, StateStore
+from tests.sync.fake_crm import FakeCrm, FakeHub, FakeSystem, _FakeConnector
+
+TOML = """\
+[state]
+url = "sqlite:///state.db"
+
+[connections.hs]
+kind = "fakehub"
+
+[connections.sf]
+kind = "fakecrm"
+
+[[flows]]
+name = "hs-sf"
+source = "hs"
+destination = "sf"
+two_way = true
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    monkeypatch.setattr(
+        config_module, "registered_connector_kinds", lambda: frozenset({"fakehub", "fakecrm"})
+    )
+    base.register("fakehub", FakeHub)
+    base.register("fakecrm", FakeCrm)
+    (tmp_path / "mappings").mkdir()
+    for kind, shipped in (("fakehub", "hubspot"), ("fakecrm", "salesforce")):
+        text = (DEFAULTS_DIR / f"{shipped}.toml").read_text(encoding="utf-8")
+        (tmp_path / "mappings" / f"{kind}.toml").write_text(text, encoding="utf-8")
+    (tmp_path / "leadrelay.toml").write_text(TOML, encoding="utf-8")
+    _FakeConnector.systems.clear()
+    _FakeConnector.systems["hs"] = FakeSystem(
+        "hs", "email", "contacts", set(load_mapping("hubspot").system_fields())
+    )
+    _FakeConnector.systems["sf"] = FakeSystem(
+        "00Q", "Email", "Lead", set(load_mapping("salesforce").system_fields())
+    )
+    monkeypatch.chdir(tmp_path)
+    yield tmp_path
+    base.unregister("fakehub")
+    base.unregister("fakecrm")
+    _FakeConnector.systems.clear()
+
+
+def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    app = typer.Typer()
+    app.command("sync")(sync_command)
+    app.add_typer(dlq_app, name="dlq")
+    app.add_typer(runs_app, name="runs")
+    code = 0
+    try:
+        code = app(args=argv, standalone_mode=False) or 0
+    except CliError as exc:
+        code = exc.exit_code
+        print(f"error: {exc}", file=sys.stderr)
+    except typer.Exit as exc:
+        code = exc.exit_code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def hub() -> FakeSystem:
+    return _FakeConnector.systems["hs"]
+
+
+def crm() -> FakeSystem:
+    return _FakeConnector.systems["sf"]
+
+
+def add_contacts(count: int, **extra: str) -> None:
+    for n in range(count):
+        hub().put({"email": f"p{n}@acme.io", "lastname": f"P{n}", "company": "Acme", **extra})
+
+
+def test_sync_json_is_exactly_the_design_shape(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    add_contacts(3)
+    code, out, _ = run(["sync", "--json"], capsys)
+    data = json.loads(out)
+    assert code == 0
+    assert set(data) == {"ok", "flows"}
+    [flow] = data["flows"]
+    assert set(flow) == {
+        "name",
+        "read",
+        "created",
+        "updated",
+        "unchanged",
+        "written_back",
+        "dead_lettered",
+        "api_calls",
+    }
+    assert (data["ok"], flow["name"], flow["created"]) == (True, "hs-sf", 3)
+    assert set(flow["api_calls"]) == {"hs", "sf"}
+
+
+def test_a_second_sync_reports_nothing_written(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    add_contacts(4)
+    run(["sync", "--json"], capsys)
+    _, out, _ = run(["sync", "--json"], capsys)
+    [flow] = json.loads(out)["flows"]
+    assert (flow["created"], flow["updated"], flow["written_back"]) == (0, 0, 0)
+
+
+def test_dead_letters_make_exit_1_and_are_listed_with_the_systems_reason(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    add_contacts(2)
+    hub().put({"email": "x@blocked.io", "lastname": "X", "company": "Blocked"})
+    crm().reject_values["Blocked"] = "company is on the block list"
+    code, out, _ = run(["sync", "--json"], capsys)
+    assert code == 1
+    assert json.loads(out)["ok"] is False
+    code, out, _ = run(["dlq", "list", "--json"], capsys)
+    [letter] = json.loads(out)["dead_letters"]
+    assert code == 0
+    assert (letter["system"], letter["field"], letter["reason"], letter["attempts"]) == (
+        "fakecrm",
+        "Company",
+        "company is on the block list",
+        1,
+    )
+
+
+def test_dlq_retry_replays_and_dlq_drop_gives_up(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hub().put({"email": "x@blocked.io", "lastname": "X", "company": "Blocked"})
+    hub().put({"email": "y@blocked.io", "lastname": "Y", "company": "Blocked"})
+    crm().reject_values["Blocked"] = "company is on the block list"
+    run(["sync"], capsys)
+    crm().reject_values.clear()
+    code, out, _ = run(["dlq", "retry", "1", "--json"], capsys)
+    assert (code, json.loads(out)) == (0, {"retried": [{"id": 1, "result": "written"}]})
+    code, _, _ = run(["dlq", "drop", "2"], capsys)
+    with StateStore(f"sqlite:///{project / 'state.db'}") as store:
+        statuses = [dl.status for dl in store.list_dead_letters(status=None)]
+    assert (code, statuses) == (0, [DeadLetterStatus.RETRIED, DeadLetterStatus.DROPPED])
+    assert sorted(r["Email"] for r in crm().records.values()) == ["x@blocked.io"]
+
+
+def test_dlq_drop_of_an_unknown_id_is_exit_2(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run(["dlq", "drop", "99"], capsys)
+    assert code == 2
+    assert "99" in err
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    add_contacts(1)
+    code, out, _ = run(["sync", "--dry-run"], capsys)
+    assert code == 0
+    assert "p0@acme.io" in out and "last_name" in out
+    assert crm().records == {}
+    with StateStore(f"sqlite:///{project / 'state.db'}") as store:
+        assert store.list_runs() == []
+        assert store.get_cursor("hs-sf", "hs") is None
+
+
+def test_full_reads_everything_again(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    add_contacts(5)
+    run(["sync"], capsys)
+    _, out, _ = run(["sync", "--json"], capsys)
+    incremental = json.loads(out)["flows"][0]["read"]
+    _, out, _ = run(["sync", "--full", "--json"], capsys)
+    [flow] = json.loads(out)["flows"]
+    assert flow["read"] > incremental
+    assert (flow["created"], flow["updated"]) == (0, 0)
+
+
+def test_a_lock_held_by_a_live_process_is_exit_3_naming_the_holder(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with StateStore(f"sqlite:///{project / 'state.db'}") as store:
+        holder = LockHolder(hostname=socket.gethostname(), pid=os.getpid())
+        assert store.acquire_lock("sync:hs-sf", holder, ttl_s=300)
+    code, _, err = run(["sync"], capsys)
+    assert code == 3
+    assert f"pid {os.getpid()}" in err
+
+
+def test_a_lock_left_by_a_killed_run_is_taken_over(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    finished = subprocess.run([sys.executable, "-c", "pass"], check=True)
+    dead_pid = int(finished.args and 0) or _dead_pid()
+    with StateStore(f"sqlite:///{project / 'state.db'}") as store:
+        holder = LockHolder(hostname=socket.gethostname(), pid=dead_pid)
+        assert store.acquire_lock("sync:hs-sf", holder, ttl_s=300)
+    add_contacts(1)
+    code, _, _ = run(["sync"], capsys)
+    assert code == 0
+    assert len(crm().records) == 1
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_refused_credentials_are_exit_3(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    hub().error = AuthError("invalid token", system="fakehub", status=401)
+    code, _, err = run(["sync"], capsys)
+    assert code == 3
+    assert "invalid token" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [(["sync", "nope"], "flow 'nope' is not defined"), (["sync", "-c", "missing.toml"], "no such")],
+)
+def test_config_errors_are_exit_2(
+    project: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    code, _, err = run(argv, capsys)
+    assert code == 2
+    assert message in err
+
+
+def test_runs_list_and_show_json(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    add_contacts(2)
+    run(["sync"], capsys)
+    code, out, _ = run(["runs", "list", "--json"], capsys)
+    [listed] = json.loads(out)["runs"]
+    assert (code, listed["flows"], listed["status"]) == (0, ["hs-sf"], "ok")
+    assert listed["stats"]["flows"][0]["created"] == 2
+    code, out, _ = run(["runs", "show", str(listed["id"]), "--json"], capsys)
+    shown = json.loads(out)
+    assert (code, shown["id"], shown["log"]) == (0, listed["id"], [])
+
+
+def test_runs_show_logs_a_conflict_with_both_values_and_the_rule(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hub_id = hub().put(
+        {"email": "c@acme.io", "lastname": "C", "company": "Acme", "phone": "+14155550100"}
+    )
+    run(["sync"], capsys)
+    [crm_id] = crm().records
+    hub().put({"phone": "+14155550111"}, hub_id)
+    crm().put({"Phone": "+14155550122"}, crm_id)
+    run(["sync"], capsys)
+    _, out, _ = run(["runs", "show", "2", "--json"], capsys)
+    [event] = [e for e in json.loads(out)["log"] if e["event"] == "conflict"]
+    assert (event["field"], event["rule"], event["winner"]) == ("phone", "two_way", "destination")
+    code, out, _ = run(["runs", "show", "2"], capsys)
+    assert code == 0 and "phone" in out

@@ -1,0 +1,359 @@
+"""The sync engine against in-memory systems: pipeline, echoes, rules, dead letters, crashes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from leadrelay.config import FieldRule, FlowConfig
+from leadrelay.connectors.errors import Retryable
+from leadrelay.mappings.engine import load_mapping
+from leadrelay.model import Stage
+from leadrelay.sync.engine import FlowStats, PlannedRecord, SyncEngine
+from leadrelay.sync.state import DeadLetterStatus, LedgerState, StateStore
+from tests.sync.fake_crm import FakeCrm, FakeHub, FakeSystem
+
+HUB_FIELDS = load_mapping("hubspot").system_fields()
+CRM_FIELDS = load_mapping("salesforce").system_fields()
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[StateStore]:
+    with StateStore(f"sqlite:///{tmp_path / 'state.db'}") as opened:
+        yield opened
+
+
+@pytest.fixture
+def hub() -> FakeSystem:
+    return FakeSystem("hs", "email", "contacts", set(HUB_FIELDS))
+
+
+@pytest.fixture
+def crm() -> FakeSystem:
+    return FakeSystem("00Q", "Email", "Lead", set(CRM_FIELDS))
+
+
+Sync = Callable[..., FlowStats]
+
+
+@pytest.fixture
+def sync(store: StateStore, hub: FakeSystem, crm: FakeSystem) -> Sync:
+    mappings = (load_mapping("hubspot"), load_mapping("salesforce"))
+
+    def run(
+        *, full: bool = False, dry_run: bool = False, run_id: int | None = None, **flow: Any
+    ) -> FlowStats:
+        config = FlowConfig(
+            name="hs-sf", source="hs", destination="sf", **{"two_way": True, **flow}
+        )
+        engine = SyncEngine(
+            store,
+            config,
+            source=FakeHub(None, "hs", hub),
+            destination=FakeCrm(None, "sf", crm),
+            source_mapping=mappings[0],
+            destination_mapping=mappings[1],
+            dry_run=dry_run,
+            run_id=run_id,
+            on_plan=planned.append,
+        )
+        return engine.run(full=full)
+
+    planned: list[PlannedRecord] = []
+    run.planned = planned  # type: ignore[attr-defined]
+    return run
+
+
+def contact(n: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "email": f"lead{n}@acme{n}.io",
+        "firstname": f"Ann{n}",
+        "lastname": f"Lee{n}",
+        "company": f"Acme {n}",
+        "lifecyclestage": "marketingqualifiedlead",
+        "hs_lead_status": "NEW",
+        "utm_source": "google",
+        "utm_medium": "cpc",
+        **extra,
+    }
+
+
+def counts(stats: FlowStats) -> tuple[int, int, int, int]:
+    return stats.created, stats.updated, stats.written_back, stats.dead_lettered
+
+
+def test_first_sync_creates_every_source_lead_once(
+    sync: Sync, hub: FakeSystem, crm: FakeSystem, store: StateStore
+) -> None:
+    ids = [hub.put(contact(n)) for n in range(23)]
+    stats = sync()
+    assert (stats.created, stats.dead_lettered) == (23, 0)
+    emails = sorted(str(r["Email"]) for r in crm.records.values())
+    assert emails == sorted(f"lead{n}@acme{n}.io" for n in range(23))
+    key = store.key_for("hs", ids[0])
+    assert key is not None
+    assert store.links_of(key).keys() == {"hs", "sf"}
+    assert [row.state for row in store.ledger_rows(key)] == [LedgerState.WRITTEN]
+
+
+def test_fields_are_mapped_through_the_canonical_lead(
+    sync: Sync, hub: FakeSystem, crm: FakeSystem
+) -> None:
+    hub.put(contact(1, phone="+1 415 555 0100"))
+    sync()
+    [record] = crm.records.values()
+    assert record["LastName"] == "Lee1"
+    assert record["Phone"] == "+14155550100"
+    assert record["UTM_Source__c"] == "google"
+    assert record["Status"] == "Open - Not Contacted"
+    assert str(record["LeadRelay_Key__c"]).startswith("ld_")
+
+
+def test_a_second_sync_without_outside_change_writes_nothing(sync: Sync, hub: FakeSystem) -> None:
+    for n in range(12):
+        hub.put(contact(n))
+    sync()
+    again = sync()
+    assert counts(again) == (0, 0, 0, 0)
+
+
+def test_a_lead_created_in_the_crm_reaches_the_marketing_system_once(
+    sync: Sync, hub: FakeSystem, crm: FakeSystem
+) -> None:
+    crm.put(
+        {
+            "Email": "walk.in@shop.io",
+            "LastName": "Walker",
+            "Company": "Shop",
+            "Status": "Open - Not Contacted",
+        }
+    )
+    first = sync()
+    second = sync()
+    assert first.created == 1
+    assert [r["email"] for r in hub.records.values()] == ["walk.in@shop.io"]
+    assert counts(second) == (0, 0, 0, 0)
+
+
+def test_a_sales_rejection_flows_back_with_its_reason(
+    sync: Sync, hub: FakeSystem, crm: FakeSystem
+) -> None:
+    hub_id = hub.put(contact(1))
+    sync()
+    [crm_id] = crm.records
+    crm.put({"Status": "Closed - Not Converted", "Rejection_Reason__c": "Bad Fit"}, crm_id)
+    stats = sync()
+    assert stats.written_back == 1
+    assert hub.records[hub_id]["hs_lead_status"] == "UNQUALIFIED"
+    assert hub.records[hub_id]["rejection_reason"] == "bad_fit"
+    assert counts(sync()) == (0, 0, 0, 0)
+
+
+def test_attribution_flows_to_sales_and_not_back(
+    sync: Sync, hub: FakeSystem, crm: FakeSystem
+) -> None:
+    hub_id = hub.put(contact(1))
+    sync()
+    [crm_id] = crm.records
+    crm.put({"UTM_Source__c": "typed-by-sales"}, crm_id)
+    hub.put({"utm_campaign": "spring"}, hub_id)
+    sync()
+    assert hub.records[hub_id]["utm_source"] == "google"
+    assert crm.records[crm_id]["UTM_Campaign__c"] == "spring"
+
+
+def test_contact_details_latest_change_wins_and_the_conflict_is_logged(
+    sync: Sync, hub: FakeSystem, crm: FakeSystem, store: StateStore
+) -> None:
+    hub_id = hub.put(contact(1, phone="+14155550100"))
+    sync()
+    [crm_id] = crm.records
+    hub.put({"phone": "+14155550111"}, hub_id)
+    crm.put({"Phone": "+14155550122"}, crm_id)  # sales changed it later
+    run_id = store.start_run("hs-sf")
+    stats = sync(run_id=run_id)
+    assert hub.records[hub_id]["phone"] == "+14155550122"
+    assert crm.records[crm_id]["Phone"] == "+14155550122"
+    assert stats.conflicts >= 1
+    [event] = [e for e in store.get_run(run_id).log if e["event"] == "conflict"]
+    assert (event["field"], event["rule"], event["winner"]) == ("phone", "two_way", "destination")
+    assert (event["source_value"], event["destination_value"]) == ("+14155550111", "+14155550122")
+
+
+def test_one_person_in_both_systems_ends_as_one_record_per_system(
+    sync: Sync, hub: FakeSystem, crm: FakeSystem, store: StateStore
+) -> None:
+    hub_id = hub.put(contact(1))
+    crm_id = crm.put({"Email": "LEAD1@acme1.io", "LastName": "Lee", "Company": "Acme 1"})
+    stats = sync()
+    assert (len(hub.records), len(crm.records)) == (1, 1)
+    assert stats.created == 0
+    key = store.key_for("hs", hub_id)
+    assert key is not None and store.key_for("sf", crm_id) == key
+
+
+def test_a_refused_record_is_dead_lettered_with_the_systems_message(
+    sync: Sync, hub: FakeSystem, crm: FakeSystem, store: StateStore
+) -> None:
+    for n in range(4):
+        hub.put(contact(n))
+    hub.put(contact(9, company="Blocked Inc"))
+    crm.reject_values["Blocked Inc"] = "FIELD_CUSTOM_VALIDATION_EXCEPTION: company is blocked"
+    stats = sync()
+    assert (stats.created, stats.dead_lettered) == (4, 1)
+    [letter] = store.list_dead_letters()
+    assert (letter.connection, letter.system, letter.field) == ("sf", "fakecrm", "Company")
+    assert letter.reason == "FIELD_CUSTOM_VALIDATION_EXCEPTION: company is blocked"
+    assert letter.lead_key is not None
+    assert store.ledger_rows(letter.lead_key)[0].state is LedgerState.FAILED
+
+
+def test_a_record_that_does_not_map_is_dead_lettered_naming_the_field(
+    sync: Sync, hub: FakeSystem, store: StateStore
+) -> None:
+    hub.put(contact(1, email="not an email"))
+    hub.put(contact(2))
+    stats = sync()
+    assert (stats.created, stats.dead_lettered) == (1, 1)
+    [letter] = store.list_dead_letters()
+    assert (letter.connection, letter.field) == ("hs", "email")
+    assert "email" in letter.reason
+    assert counts(sync()) == (0, 0, 0, 0)
+
+
+def test_retrying_a_dead_letter_after_the_fix_writes_it(
+    store: StateStore, hub: FakeSystem, crm: FakeSystem
+) -> None:
+    hub.put(contact(9, company="Blocked Inc"))
+    crm.reject_values["Blocked Inc"] = "company is blocked"
+    flow = FlowConfig(name="hs-sf", source="hs", destination="sf", two_way=True)
+    engine = SyncEngine(
+        store,
+        flow,
+        source=FakeHub(None, "hs", hub),
+        destination=FakeCrm(None, "sf", crm),
+        source_mapping=load_mapping("hubspot"),
+        destination_mapping=load_mapping("salesforce"),
+    )
+    engine.run()
+    [letter] = store.list_dead_letters()
+    again = engine.retry([letter])
+    assert again == {letter.id: False}
+    assert store.get_dead_letter(letter.id).attempts == 2
+    crm.reject_values.clear()
+    assert engine.retry([letter]) == {letter.id: True}
+    assert store.get_dead_letter(letter.id).status is DeadLetterStatus.RETRIED
+    assert [r["Company"] for r in crm.records.values()] == ["Blocked Inc"]
+
+
+def test_a_field_removed_from_the_schema_dead_letters_only_records_that_write_it(
+    sync: Sync, hub: FakeSystem, crm: FakeSystem, store: StateStore
+) -> None:
+    hub.put(contact(1, utm_term="shoes"))
+    hub.put(contact(2))
+    crm.fields.discard("UTM_Term__c")
+    stats = sync()
+    assert (stats.created, stats.dead_lettered) == (1, 1)
+    [letter] = store.list_dead_letters()
+    assert letter.field == "UTM_Term__c"
+    assert "UTM_Term__c" in letter.reason
+
+
+def test_a_picklist_value_removed_dead_letters_the_records_holding_it(
+    sync: Sync, hub: FakeSystem, crm: FakeSystem, store: StateStore
+) -> None:
+    crm.picklists["Status"] = ("Open - Not Contacted", "Closed - Converted")
+    hub.put(contact(1))
+    hub.put(contact(2, lifecyclestage="marketingqualifiedlead", hs_lead_status="IN_PROGRESS"))
+    stats = sync()
+    assert (stats.created, stats.dead_lettered) == (1, 1)
+    [letter] = store.list_dead_letters()
+    assert letter.field == "Status"
+    assert "Working - Contacted" in letter.reason
+
+
+def test_dry_run_plans_and_writes_nothing(
+    sync: Sync, hub: FakeSystem, crm: FakeSystem, store: StateStore
+) -> None:
+    hub.put(contact(1))
+    stats = sync(dry_run=True)
+    assert stats.created == 1
+    assert crm.records == {}
+    assert store.get_cursor("hs-sf", "hs") is None
+    [plan] = sync.planned  # type: ignore[attr-defined]
+    assert plan.action.value == "create"
+    assert ("last_name", None, "Lee1") in plan.changes
+
+
+def test_full_rereads_from_the_start_and_still_writes_nothing_new(
+    sync: Sync, hub: FakeSystem
+) -> None:
+    for n in range(9):
+        hub.put(contact(n))
+    first = sync()
+    incremental = sync()
+    full = sync(full=True)
+    assert full.read >= first.read > incremental.read
+    assert counts(full) == (0, 0, 0, 0)
+
+
+def test_include_stages_keeps_earlier_leads_out_of_the_crm(
+    sync: Sync, hub: FakeSystem, crm: FakeSystem
+) -> None:
+    hub.put(contact(1, lifecyclestage="lead"))
+    hub.put(contact(2))
+    stats = sync(include_stages=[Stage.MQL, Stage.SAL, Stage.SQL])
+    assert stats.created == 1
+    assert [r["Email"] for r in crm.records.values()] == ["lead2@acme2.io"]
+
+
+def test_a_flow_rule_override_changes_who_wins(
+    sync: Sync, hub: FakeSystem, crm: FakeSystem
+) -> None:
+    hub_id = hub.put(contact(1))
+    sync()
+    [crm_id] = crm.records
+    crm.put({"UTM_Source__c": "sales-says"}, crm_id)
+    sync(field_rules={"utm_source": FieldRule.DESTINATION_WINS})
+    assert hub.records[hub_id]["utm_source"] == "sales-says"
+
+
+def test_a_crash_mid_run_then_a_rerun_delivers_every_lead_exactly_once(
+    sync: Sync, hub: FakeSystem, crm: FakeSystem
+) -> None:
+    for n in range(30):
+        hub.put(contact(n))
+    crm.fail_writes_after = 3
+    with pytest.raises(Retryable):
+        sync()
+    written_before = len(crm.records)
+    crm.fail_writes_after = None
+    sync()
+    emails = [str(r["Email"]) for r in crm.records.values()]
+    assert 0 < written_before < 30
+    assert sorted(emails) == sorted(f"lead{n}@acme{n}.io" for n in range(30))
+
+
+def test_with_the_destination_down_every_lead_stays_pending_for_the_next_run(
+    sync: Sync, hub: FakeSystem, crm: FakeSystem, store: StateStore
+) -> None:
+    for n in range(8):
+        hub.put(contact(n))
+    crm.down = True
+    with pytest.raises(Retryable):
+        sync()
+    assert store.get_cursor("hs-sf", "hs") is None
+    crm.down = False
+    assert sync().created == 8
+
+
+def test_api_calls_are_counted_per_connection(sync: Sync, hub: FakeSystem) -> None:
+    for n in range(10):
+        hub.put(contact(n))
+    stats = sync()
+    # hs: 2 pages + 1 empty page, then the write-back pass reads nothing; sf: per 5-record batch
+    assert set(stats.api_calls) == {"hs", "sf"}
+    assert stats.api_calls["sf"] >= 2

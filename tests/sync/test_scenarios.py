@@ -1,0 +1,282 @@
+"""End-to-end sync scenarios on the sandbox: HubSpot <-> Salesforce and HubSpot <-> Zoho.
+
+Each test runs ``leadrelay sync`` (the command function) against a project written by
+``write_sandbox_project`` and checks the records in the emulators through the connectors.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import typer
+
+from leadrelay.cli import CliError
+from leadrelay.config import Config, load_config
+from leadrelay.connectors.base import Connector, UpsertInput
+from leadrelay.mappings.engine import load_mapping
+from leadrelay.sandbox.project import write_sandbox_project
+from leadrelay.sandbox.server import SandboxServer
+from leadrelay.sync.commands import dlq_app, sync_command
+from leadrelay.sync.engine import ConnectorPool
+from leadrelay.sync.state import StateStore
+
+FLOWS = """
+[[flows]]
+name = "hubspot-salesforce"
+source = "hubspot"
+destination = "salesforce"
+two_way = true
+
+[[flows]]
+name = "hubspot-zoho"
+source = "hubspot"
+destination = "zoho"
+two_way = true
+"""
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxServer]:
+    with SandboxServer(ca_dir=tmp_path_factory.mktemp("ca")) as running:
+        yield running
+
+
+def admin(sandbox: SandboxServer, path: str, body: dict[str, Any]) -> Any:
+    context = ssl.create_default_context(cafile=str(sandbox.ca_bundle))
+    with httpx.Client(verify=context) as client:
+        response = client.post(f"{sandbox.url}/__sandbox__/{path}", json=body)
+        response.raise_for_status()
+        return response.json()
+
+
+class Project:
+    """A sandbox project folder with its config, connectors and a way to run commands."""
+
+    def __init__(self, folder: Path, sandbox: SandboxServer) -> None:
+        self.folder = folder
+        self.sandbox = sandbox
+        write_sandbox_project(folder, sandbox.env())
+        toml = folder / "leadrelay.toml"
+        text = toml.read_text(encoding="utf-8")
+        if "[[flows]]" not in text:
+            toml.write_text(text + FLOWS, encoding="utf-8")
+        self.config: Config = load_config(toml)
+        self.pool = ConnectorPool(self.config)
+
+    def connector(self, name: str) -> Connector[Any]:
+        return self.pool.get(name)
+
+    def run(self, *argv: str) -> tuple[int, Any]:
+        app = typer.Typer()
+        app.command("sync")(sync_command)
+        app.add_typer(dlq_app, name="dlq")
+        args = [*argv, "--config", str(self.folder / "leadrelay.toml"), "--json"]
+        try:
+            code = app(args=args, standalone_mode=False) or 0
+        except CliError as exc:
+            code = exc.exit_code
+            print(f"error: {exc}", file=sys.stderr)
+        return code, None
+
+    def sync(self, *flows: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any]]:
+        capsys.readouterr()
+        code, _ = self.run("sync", *flows)
+        out, _err = capsys.readouterr()
+        return code, json.loads(out)
+
+    def store(self) -> StateStore:
+        return StateStore(self.config.state.url)
+
+
+@pytest.fixture
+def project(sandbox: SandboxServer, tmp_path: Path) -> Iterator[Project]:
+    admin(sandbox, "reset", {})
+    opened = Project(tmp_path, sandbox)
+    yield opened
+    opened.pool.close()
+
+
+def hubspot_contacts(project: Project, count: int, **extra: str) -> list[str]:
+    results = project.connector("hubspot").upsert(
+        [
+            UpsertInput(
+                ref=str(n),
+                fields={
+                    "email": f"lead{n}@acme{n}.io",
+                    "firstname": f"Ann{n}",
+                    "lastname": f"Lee{n}",
+                    "company": f"Acme {n}",
+                    "lifecyclestage": "marketingqualifiedlead",
+                    "utm_source": "google",
+                    **extra,
+                },
+            )
+            for n in range(count)
+        ]
+    )
+    assert all(result.ok for result in results), results
+    return [str(result.external_id) for result in results]
+
+
+def emails_in(project: Project, connection: str, emails: list[str]) -> dict[str, dict[str, Any]]:
+    return project.connector(connection).lookup(emails=emails)
+
+
+FLOW_OF = {"salesforce": "hubspot-salesforce", "zoho": "hubspot-zoho"}
+EMAIL = {"hubspot": "email", "salesforce": "Email", "zoho": "Email"}
+
+
+@pytest.mark.parametrize("crm", ["salesforce", "zoho"])
+def test_marketing_leads_reach_the_crm_once_and_a_rerun_writes_nothing(
+    project: Project, crm: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hubspot_contacts(project, 12)
+    code, first = project.sync(FLOW_OF[crm], capsys=capsys)
+    code2, second = project.sync(FLOW_OF[crm], capsys=capsys)
+    emails = [f"lead{n}@acme{n}.io" for n in range(12)]
+    assert (code, first["flows"][0]["created"]) == (0, 12)
+    assert sorted(emails_in(project, crm, emails)) == sorted(emails)
+    flow = second["flows"][0]
+    assert (code2, flow["created"], flow["updated"], flow["written_back"]) == (0, 0, 0, 0)
+    # an idle run reads once per connection; Salesforce adds its token and the describe()
+    # that keeps its field list safe from schema drift
+    assert flow["api_calls"]["hubspot"] == 1
+    assert flow["api_calls"][crm] <= 3
+
+
+@pytest.mark.parametrize(
+    ("crm", "fields"),
+    [
+        ("salesforce", {"Email": "walk.in@shop.io", "LastName": "Walker", "Company": "Shop"}),
+        ("zoho", {"Email": "walk.in@shop.io", "Last_Name": "Walker", "Company": "Shop"}),
+    ],
+)
+def test_a_lead_created_by_sales_reaches_marketing_once(
+    project: Project, crm: str, fields: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    [result] = project.connector(crm).upsert([UpsertInput(ref="w", fields=fields)])
+    assert result.ok, result
+    code, _ = project.sync(FLOW_OF[crm], capsys=capsys)
+    _, again = project.sync(FLOW_OF[crm], capsys=capsys)
+    found = emails_in(project, "hubspot", ["walk.in@shop.io"])
+    assert code == 0
+    assert found["walk.in@shop.io"]["lastname"] == "Walker"
+    assert again["flows"][0]["created"] == 0
+
+
+@pytest.mark.parametrize(
+    ("crm", "verdict", "reason"),
+    [
+        (
+            "salesforce",
+            {"Status": "Closed - Not Converted", "Rejection_Reason__c": "No Authority"},
+            "wrong_role",
+        ),
+        ("zoho", {"Lead_Status": "Junk Lead"}, "invalid_contact"),
+    ],
+)
+def test_a_sales_rejection_flows_back_as_disqualified_with_its_reason(
+    project: Project,
+    crm: str,
+    verdict: dict[str, str],
+    reason: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    [hub_id] = hubspot_contacts(project, 1)
+    project.sync(FLOW_OF[crm], capsys=capsys)
+    record = emails_in(project, crm, ["lead0@acme0.io"])["lead0@acme0.io"]
+    record_id = str(record.get("Id") or record.get("id"))
+    [updated] = project.connector(crm).update({record_id: verdict})
+    assert updated.ok, updated
+    code, result = project.sync(FLOW_OF[crm], capsys=capsys)
+    contact = project.connector("hubspot").lookup(ids=[hub_id])[hub_id]
+    mapped = load_mapping("hubspot").to_lead(contact).values
+    assert (code, result["flows"][0]["written_back"]) == (0, 1)
+    assert (mapped["stage"], mapped["rejection_reason"]) == ("disqualified", reason)
+    _, quiet = project.sync(FLOW_OF[crm], capsys=capsys)
+    assert quiet["flows"][0]["written_back"] == 0
+
+
+@pytest.mark.parametrize(
+    ("crm", "fields"),
+    [
+        ("salesforce", {"Email": "LEAD0@acme0.io", "LastName": "Lee", "Company": "Acme 0"}),
+        ("zoho", {"Email": "LEAD0@acme0.io", "Last_Name": "Lee", "Company": "Acme 0"}),
+    ],
+)
+def test_one_person_from_two_sources_is_one_record_per_system(
+    project: Project, crm: str, fields: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    hubspot_contacts(project, 1)
+    [result] = project.connector(crm).upsert([UpsertInput(ref="x", fields=fields)])
+    assert result.ok
+    code, report = project.sync(FLOW_OF[crm], capsys=capsys)
+    assert (code, report["flows"][0]["created"]) == (0, 0)
+    with project.store() as store:
+        hub_key = store.find_key_by_email("lead0@acme0.io")
+        assert hub_key is not None
+        assert set(store.links_of(hub_key)) == {"hubspot", crm}
+
+
+@pytest.mark.parametrize(
+    ("crm", "change", "field"),
+    [
+        ("salesforce", {"remove_field": "UTM_Term__c"}, "UTM_Term__c"),
+        ("zoho", {"remove_field": "UTM_Term"}, "UTM_Term"),
+    ],
+)
+def test_a_removed_field_fails_the_mapping_check_and_dead_letters_only_affected_records(
+    project: Project,
+    crm: str,
+    change: dict[str, str],
+    field: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    hubspot_contacts(project, 3)
+    project.connector("hubspot").upsert(
+        [
+            UpsertInput(
+                ref="t", fields={"email": "term@acme.io", "lastname": "T", "utm_term": "shoes"}
+            )
+        ]
+    )
+    admin(project.sandbox, "schema", {"system": crm, **change})
+    problems = load_mapping(crm).validate_against(project.connector(crm).describe())
+    assert any(problem.system_field == field for problem in problems)
+    code, report = project.sync(FLOW_OF[crm], capsys=capsys)
+    flow = report["flows"][0]
+    assert (code, flow["created"], flow["dead_lettered"]) == (1, 3, 1)
+    with project.store() as store:
+        [letter] = store.list_dead_letters()
+    assert (letter.connection, letter.field) == (crm, field)
+    assert field in letter.reason
+
+
+def test_a_removed_picklist_value_dead_letters_only_the_records_holding_it(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    [hub_id] = hubspot_contacts(project, 1)
+    project.sync("hubspot-salesforce", capsys=capsys)
+    hubspot_contacts(project, 2, lifecyclestage="salesqualifiedlead")
+    admin(
+        project.sandbox,
+        "schema",
+        {
+            "system": "salesforce",
+            "remove_option": {"field": "Status", "value": "Closed - Converted"},
+        },
+    )
+    code, report = project.sync("hubspot-salesforce", capsys=capsys)
+    assert hub_id
+    flow = report["flows"][0]
+    assert (code, flow["dead_lettered"]) == (1, 2)
+    with project.store() as store:
+        letters = store.list_dead_letters()
+    assert {(dl.field, "Closed - Converted" in dl.reason) for dl in letters} == {("Status", True)}
