@@ -248,6 +248,9 @@ class SalesforceConnector(Connector[SalesforceConnection]):
     )
     batch_size: ClassVar[int] = COLLECTION_LIMIT
 
+    #: Seconds a lookup answer may be reused by the next upsert of the same emails.
+    lookup_memo_s: ClassVar[float] = 10.0
+
     def __init__(
         self,
         settings: SalesforceConnection,
@@ -284,6 +287,9 @@ class SalesforceConnector(Connector[SalesforceConnection]):
         self._fields: list[str] | None = None
         self._schema: Schema | None = None
         self.token_requests = 0
+        # Email -> (when, the Lead/Contact found or None): the answer of a lookup, reused by an
+        # upsert of the same emails moments later instead of asking Salesforce again.
+        self._lookup_memo: dict[str, tuple[float, RawRecord | None]] = {}
 
     # -- session ----------------------------------------------------------------------------
 
@@ -476,10 +482,52 @@ class SalesforceConnector(Connector[SalesforceConnection]):
                     found[asked] = row
         return found
 
-    def _find_by_email(self, emails: Sequence[str]) -> dict[str, RawRecord]:
+    def _find_by_email(self, emails: Sequence[str], *, reuse: bool = False) -> dict[str, RawRecord]:
+        """Leads (else Contacts) by normalised email; ``reuse`` takes fresh memo answers.
+
+        Every answer is remembered for :attr:`lookup_memo_s` seconds. The sync engine looks a
+        batch up (to identify its leads) right before it upserts the same batch, so the upsert
+        reuses those answers instead of querying twice. The window is short on purpose: it is
+        no wider than the time between the engine's decision and the write.
+        """
         unique = list(dict.fromkeys(e for e in emails if e))
         if not unique:
             return {}
+        found: dict[str, RawRecord] = {}
+        now = time.monotonic()
+        if reuse:
+            fresh = [
+                email
+                for email in unique
+                if email in self._lookup_memo
+                and now - self._lookup_memo[email][0] <= self.lookup_memo_s
+            ]
+            for email in fresh:
+                row = self._lookup_memo[email][1]
+                if row is not None:
+                    found[email] = row
+            asked = set(fresh)
+            unique = [email for email in unique if email not in asked]
+            if not unique:
+                return found
+        queried = self._query_emails(unique)
+        found.update(queried)
+        self._remember(unique, queried, now)
+        return found
+
+    def _remember(self, emails: Sequence[str], found: Mapping[str, RawRecord], now: float) -> None:
+        with self._lock:
+            if len(self._lookup_memo) > 10 * COLLECTION_LIMIT:
+                # Keep memory flat on long runs: answers older than the window are useless.
+                self._lookup_memo = {
+                    email: entry
+                    for email, entry in self._lookup_memo.items()
+                    if now - entry[0] <= self.lookup_memo_s
+                }
+            for email in emails:
+                self._lookup_memo[email] = (now, found.get(email))
+
+    def _query_emails(self, unique: Sequence[str]) -> dict[str, RawRecord]:
         found: dict[str, RawRecord] = {}
         for row in self._query_in("Lead", self.lead_fields(), "Email", unique):
             key = normalize_email(str(row.get("Email") or ""))
@@ -591,9 +639,10 @@ class SalesforceConnector(Connector[SalesforceConnection]):
             emails[index] = email
         if known:
             self._update_items(items, [(i, str(items[i].external_id)) for i in known], results)
-        # One lookup for the whole call, in query-sized batches; a Lead created below is added
-        # to it, so a later input with the same email updates it.
-        found = self._find_by_email(list(emails.values()))
+        # One lookup for the whole call, in query-sized batches (or the answers of a lookup of
+        # the same emails moments ago); a Lead created below is added to it, so a later input
+        # with the same email updates it.
+        found = self._find_by_email(list(emails.values()), reuse=True)
         # A batch never holds one email twice: the second waits until the first is created.
         for chunk in _distinct_chunks(list(emails), lambda i: emails[i]):
             updates: list[tuple[int, str]] = []
@@ -618,6 +667,7 @@ class SalesforceConnector(Connector[SalesforceConnection]):
                             "Id": done.external_id,
                             "Email": emails[index],
                         }
+                        self._remember([emails[index]], found, time.monotonic())
         return _complete(results)
 
     def _update_items(
@@ -726,6 +776,8 @@ class SalesforceConnector(Connector[SalesforceConnection]):
 
         A record that is already deleted counts as done (a retried delete is harmless).
         """
+        with self._lock:
+            self._lookup_memo.clear()
         results: list[WriteResult] = []
         for chunk in _chunks(list(ids), COLLECTION_LIMIT):
             answers = _answers(

@@ -442,3 +442,28 @@ def test_update_and_delete_report_per_record(make_connector: Make) -> None:
     assert [r.ok for r in first] == [True, False]
     again = connector.delete([a.external_id])
     assert again[0].ok
+
+
+def test_upsert_reuses_a_fresh_lookup_of_the_same_emails(make_connector: Make) -> None:
+    connector = make_connector()
+    existing = "known@example.com"
+    assert connector.upsert([UpsertInput(existing, lead(existing))])[0].ok
+    emails = [existing, "new1@example.com", "new2@example.com"]
+    connector.lookup(emails=emails)
+    before = connector.api_calls
+    results = connector.upsert([UpsertInput(e, lead(e)) for e in emails])
+    assert [r.outcome for r in results] == [
+        WriteOutcome.UPDATED,
+        WriteOutcome.CREATED,
+        WriteOutcome.CREATED,
+    ]
+    assert connector.api_calls - before == 2  # one update, one create: no second lookup
+
+
+def test_a_stale_lookup_is_asked_again(make_connector: Make) -> None:
+    connector = make_connector()
+    connector.lookup_memo_s = 0.0
+    connector.lookup(emails=["stale@example.com"])
+    before = connector.api_calls
+    assert connector.upsert([UpsertInput("s", lead("stale@example.com"))])[0].ok
+    assert connector.api_calls - before > 1
