@@ -15,7 +15,10 @@ import typer
 from rich.console import Console
 
 from leadrelay import __version__
+from leadrelay.capture.commands import forms_app, import_command, serve_command
+from leadrelay.handoff.commands import report_command
 from leadrelay.sync.commands import dlq_app, runs_app, sync_command
+from leadrelay.validation.commands import validate_command
 
 if TYPE_CHECKING:
     from leadrelay.config import Config
@@ -208,10 +211,15 @@ def dedupe(
 
 @app.command()
 def demo() -> None:
-    """Show what leadrelay does to a lead list: normalize, tag attribution, find duplicates."""
+    """Run the main job end to end on the embedded sandbox, then the sample-list section.
+
+    The sandbox starts in-process; a web form, a Meta and a Google lead are captured and
+    delivered, synced into HubSpot, Salesforce and Zoho, sales' verdicts are written back,
+    one validation run proves a test lead arrives; a summary per system is printed.
+    """
     from leadrelay import demo as demo_module
 
-    demo_module.render(demo_module.run(), console)
+    raise typer.Exit(demo_module.main(console, err_console))
 
 
 # --- sandbox -----------------------------------------------------------------------------
@@ -278,6 +286,11 @@ def sandbox(
 app.command("sync")(sync_command)
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(runs_app, name="runs")
+app.command("report")(report_command)
+app.command("validate")(validate_command)
+app.command("serve")(serve_command)
+app.add_typer(forms_app, name="forms")
+app.command("import")(import_command)
 
 
 def _fail(message: str, exit_code: int) -> NoReturn:

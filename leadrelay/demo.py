@@ -1,17 +1,31 @@
-"""``leadrelay demo``: what leadrelay does to a lead list, on data shipped in the package.
+"""``leadrelay demo``: the main job end to end on the embedded sandbox, and the sample list.
 
-It reads ``leadrelay/data/sample_leads.csv``, turns every row into the canonical Lead (a row that
-cannot be repaired is rejected with its field and reason, never dropped silently), tags each
-lead's attribution from its landing page and referrer, and clusters the duplicates with the
-reason each matched.
+:func:`run_end_to_end` (what ``leadrelay demo`` runs, DESIGN §10): the sandbox in-process, a
+project written as ``leadrelay sandbox --init`` writes it, a web form lead, a Meta lead ad and a
+Google Ads lead form lead captured by the capture service and delivered, two-way syncs
+HubSpot <-> Salesforce and HubSpot <-> Zoho, sales' verdicts set in Salesforce and Zoho through
+their APIs and written back to HubSpot by the next sync, one validation run, and a summary per
+system (leads, created, updated, written back, API calls).
+
+:func:`run` / :func:`render` show what the pipeline does to a lead list: they read
+``leadrelay/data/sample_leads.csv``, turn every row into the canonical Lead (a row that cannot
+be repaired is rejected with its field and reason, never dropped silently), tag each lead's
+attribution from its landing page and referrer, and cluster the duplicates with the reason
+each matched.
 """
 
 from __future__ import annotations
 
+import json
+import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
+import httpx
 from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
@@ -107,3 +121,308 @@ def render(result: DemoResult, console: Console) -> None:
         f"{len(result.leads)} leads accepted, {len(result.rejected)} rejected with a reason, "
         f"{len(result.clusters)} duplicate clusters -> {people} distinct people"
     )
+
+
+# --------------------------------------------------------------------------------------------
+# end to end on the sandbox
+
+#: The systems of the summary, in the order the lead travels.
+SYSTEMS = ("hubspot", "salesforce", "zoho")
+
+#: The demo's people: (form, email, first name, last name, company, job title).
+DEMO_PEOPLE = (
+    ("demo-webform", "ana.silva@northwind.example", "Ana", "Silva", "Northwind", "VP Sales"),
+    ("demo-meta", "li.wei@contoso.example", "Li", "Wei", "Contoso", "Marketing Manager"),
+    ("demo-google", "omar.haddad@fabrikam.example", "Omar", "Haddad", "Fabrikam", "CTO"),
+)
+
+
+@dataclass
+class SystemSummary:
+    """One system's line of the summary table."""
+
+    name: str
+    leads: int = 0
+    created: int = 0
+    updated: int = 0
+    written_back: int = 0
+    api_calls: int = 0
+
+
+@dataclass
+class EndToEndResult:
+    """What the end-to-end demo did: per-system counts, the demo leads as HubSpot holds them
+    after the write-back, the validation run, and how long it took."""
+
+    systems: dict[str, SystemSummary]
+    leads: list[dict[str, Any]] = field(default_factory=list)
+    captured: int = 0
+    delivered: int = 0
+    validation: Any = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """Every lead delivered and the validation run passed."""
+        return (
+            self.delivered == self.captured
+            and self.validation is not None
+            and bool(self.validation.ok)
+        )
+
+
+def _post(client: httpx.Client, url: str, body: bytes, headers: dict[str, str]) -> Any:
+    response = client.post(
+        url, content=body, headers={"Content-Type": "application/json", **headers}
+    )
+    if response.status_code >= 300:
+        raise RuntimeError(f"POST {url} answered {response.status_code}: {response.text[:200]}")
+    return response.json()
+
+
+def _capture_leads(config: Any, capture: str, sandbox_url: str, ca: Path) -> int:
+    """Send the three demo leads the way their sources send them; returns how many."""
+    import ssl
+
+    from leadrelay.capture.verify import hex_hmac_sha256
+    from leadrelay.config import GoogleAdsFormConfig, MetaFormConfig, WebformConfig
+
+    web, meta, google = (config.form(p[0]) for p in DEMO_PEOPLE)
+    assert isinstance(web, WebformConfig) and isinstance(meta, MetaFormConfig)
+    assert isinstance(google, GoogleAdsFormConfig)
+    _, email, first, last, company, title = DEMO_PEOPLE[0]
+    with httpx.Client(timeout=30) as client:
+        form = {
+            "email": email,
+            "first_name": first,
+            "last_name": last,
+            "company": company,
+            "job_title": title,
+            "phone": "+14155550123",
+            "page_url": "https://www.example.com/pricing?utm_source=google&utm_medium=cpc"
+            "&utm_campaign=brand&gclid=demo-gclid-1",
+        }
+        headers = {"X-Leadrelay-Secret": web.secret.get_secret_value()} if web.secret else {}
+        _post(client, f"{capture}/forms/demo-webform", json.dumps(form).encode(), headers)
+
+        _, email, first, last, company, title = DEMO_PEOPLE[1]
+        form_id = meta.form_ids[0] if meta.form_ids else "700000000000001"
+        answers = {"email": email, "full_name": f"{first} {last}", "company_name": company}
+        answers["job_title"] = title
+        with httpx.Client(verify=ssl.create_default_context(cafile=str(ca))) as admin:
+            created = _post(
+                admin,
+                f"{sandbox_url}/__sandbox__/leads/meta",
+                json.dumps(
+                    {
+                        "form_id": form_id,
+                        "field_data": [{"name": k, "values": [v]} for k, v in answers.items()],
+                    }
+                ).encode(),
+                {},
+            )
+        change = {"leadgen_id": created["id"], "form_id": form_id, "created_time": int(time.time())}
+        note = json.dumps(
+            {
+                "object": "page",
+                "entry": [
+                    {
+                        "id": "0",
+                        "time": int(time.time()),
+                        "changes": [{"field": "leadgen", "value": change}],
+                    }
+                ],
+            }
+        ).encode()
+        signature = hex_hmac_sha256(meta.app_secret.get_secret_value(), note)
+        _post(client, f"{capture}/hooks/meta", note, {"X-Hub-Signature-256": f"sha256={signature}"})
+
+        _, email, first, last, company, title = DEMO_PEOPLE[2]
+        lead = {
+            "lead_id": "demo-google-lead-1",
+            "api_version": "1.0",
+            "form_id": google.form_ids[0] if google.form_ids else "40000000000",
+            "campaign_id": "20000000000",
+            "google_key": google.google_key.get_secret_value(),
+            "is_test": False,
+            "gcl_id": "demo-gclid-2",
+            "user_column_data": [
+                {"column_id": "EMAIL", "string_value": email},
+                {"column_id": "FULL_NAME", "string_value": f"{first} {last}"},
+                {"column_id": "COMPANY_NAME", "string_value": company},
+                {"column_id": "JOB_TITLE", "string_value": title},
+            ],
+        }
+        _post(client, f"{capture}/hooks/google-ads", json.dumps(lead).encode(), {})
+    return len(DEMO_PEOPLE)
+
+
+def _count(connector: Any) -> int:
+    return sum(len(page.records) for page in connector.read_changes(None))
+
+
+def _sync(config: Any, store: Any, pool: Any) -> list[Any]:
+    from leadrelay.sync.engine import SyncContext, SyncEngine
+    from leadrelay.sync.state import RunStatus
+
+    run_id = store.start_run([flow.name for flow in config.flows])
+    context = SyncContext(config, store, pool, run_id=run_id)
+    results = [SyncEngine.for_flow(context, flow).run() for flow in config.flows]
+    status = RunStatus.PARTIAL if any(s.dead_lettered for s in results) else RunStatus.OK
+    store.finish_run(run_id, status, {"flows": [s.to_stats() for s in results]})
+    return results
+
+
+def _sales_verdicts(pool: Any) -> None:
+    """What sales does in the CRMs: work one lead, reject one with a reason, junk one."""
+    salesforce, zoho = pool.get("salesforce"), pool.get("zoho")
+    web_email, meta_email, google_email = (p[1] for p in DEMO_PEOPLE)
+    found = salesforce.lookup(emails=[web_email, meta_email])
+    salesforce.update(
+        {
+            str(found[web_email]["Id"]): {"Status": "Working - Contacted"},
+            str(found[meta_email]["Id"]): {
+                "Status": "Closed - Not Converted",
+                "Rejection_Reason__c": "No Need",
+            },
+        }
+    )
+    lead = zoho.lookup(emails=[google_email])[google_email]
+    zoho.update({str(lead["id"]): {"Lead_Status": "Junk Lead"}})
+
+
+def run_end_to_end(
+    workdir: Path | None = None, *, progress: Callable[[str], None] | None = None
+) -> EndToEndResult:
+    """Run the end-to-end demo (see the module docstring) in ``workdir`` (default: a temporary
+    folder, removed afterwards). ``progress`` is told each step as it starts."""
+    from leadrelay.capture.worker import drain_inbox
+    from leadrelay.config import load_config
+    from leadrelay.mappings.engine import load_mapping
+    from leadrelay.sandbox.project import write_sandbox_project
+    from leadrelay.sandbox.server import SandboxServer
+    from leadrelay.sync.engine import ConnectorPool
+    from leadrelay.sync.state import StateStore
+    from leadrelay.validation.runner import in_process_capture, validate_form
+
+    say = progress or (lambda _step: None)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="leadrelay-demo-") as tmp:
+        folder = workdir or Path(tmp)
+        say("starting the sandbox (HubSpot, Salesforce, Zoho, Meta, LinkedIn emulators)")
+        with SandboxServer(ca_dir=folder / ".sandbox") as server:
+            write_sandbox_project(folder, server.env())
+            config = load_config(folder / "leadrelay.toml")
+            store = StateStore(config.state.url)
+            try:
+                with ConnectorPool(config) as pool:
+                    systems = {name: SystemSummary(name) for name in SYSTEMS}
+                    before = {name: _count(pool.get(name)) for name in SYSTEMS}
+                    say("capturing a web form lead, a Meta lead ad and a Google Ads lead")
+                    with in_process_capture(config, store) as capture:
+                        captured = _capture_leads(config, capture, server.url, server.ca_bundle)
+                    delivery = drain_inbox(config, store, connectors=pool)
+                    say("syncing HubSpot <-> Salesforce and HubSpot <-> Zoho")
+                    flows = _sync(config, store, pool)
+                    say("sales works, rejects and junks leads in Salesforce and Zoho")
+                    _sales_verdicts(pool)
+                    say("syncing again: sales' verdicts written back to HubSpot")
+                    flows += _sync(config, store, pool)
+                    for stats in flows:
+                        flow = config.flow(stats.name)
+                        systems[flow.destination].updated += stats.updated
+                        systems[flow.source].written_back += stats.written_back
+                    for name in SYSTEMS:
+                        systems[name].leads = _count(pool.get(name))
+                        systems[name].created = systems[name].leads - before[name]
+                    hubspot = pool.get("hubspot")
+                    mapping = load_mapping("hubspot", project_dir=config.folder)
+                    emails = [p[1] for p in DEMO_PEOPLE]
+                    records = hubspot.lookup(emails=emails)
+                    leads = []
+                    for form, email, *_ in DEMO_PEOPLE:
+                        values = mapping.to_lead(records.get(email, {})).values
+                        leads.append({"form": form, "email": email, **values})
+                    say("validating the demo-google form with a test lead")
+                    validation = validate_form(
+                        config, "demo-google", timeout=30, store=store, capture_url=False
+                    )
+                requests = server.sandbox.stats.to_json()["requests"]
+                for name in SYSTEMS:
+                    systems[name].api_calls = int(requests.get(name, 0))
+            finally:
+                store.close()
+    return EndToEndResult(
+        systems=systems,
+        leads=leads,
+        captured=captured,
+        delivered=delivery.delivered,
+        validation=validation,
+        seconds=time.monotonic() - started,
+    )
+
+
+def _value(value: Any) -> str:
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, dict):
+        return str(value.get("email") or value.get("id") or "-")
+    return str(getattr(value, "value", value))
+
+
+def render_end_to_end(result: EndToEndResult, console: Console) -> None:
+    """Print the demo's summary: per system, the demo leads in HubSpot, the validation run."""
+    from leadrelay.validation.output import render_table
+
+    summary = Table(title="leadrelay demo: what each system saw")
+    for column in ("system", "leads", "created", "updated", "written back", "API calls"):
+        summary.add_column(column, justify="left" if column == "system" else "right")
+    for line in result.systems.values():
+        summary.add_row(
+            line.name,
+            str(line.leads),
+            str(line.created),
+            str(line.updated),
+            str(line.written_back),
+            str(line.api_calls),
+        )
+    console.print(summary)
+    leads = Table(title="The demo leads in HubSpot after the write-back")
+    for column in ("form", "email", "channel", "stage", "rejection", "owner", "score"):
+        leads.add_column(column, overflow="fold")
+    for lead in result.leads:
+        leads.add_row(
+            lead["form"],
+            lead["email"],
+            _value(lead.get("channel")),
+            _value(lead.get("stage")),
+            _value(lead.get("rejection_reason")),
+            _value(lead.get("owner")),
+            _value(lead.get("score")),
+        )
+    console.print(leads)
+    if result.validation is not None:
+        console.print(render_table(result.validation))
+    console.print(
+        f"{result.captured} leads captured, {result.delivered} delivered; "
+        f"validation {'passed' if result.validation and result.validation.ok else 'FAILED'}; "
+        f"{result.seconds:.1f}s"
+    )
+
+
+def main(console: Console, progress: Console | None = None) -> int:
+    """``leadrelay demo``: the end-to-end run on the sandbox, then the sample-list section.
+
+    Steps are announced on ``progress`` (stderr in the CLI). Returns the exit code: 0 when
+    every lead was delivered and the validation run passed, else 1.
+    """
+
+    def say(step: str) -> None:
+        if progress is not None:
+            progress.print(f"[dim]· {step}[/]", highlight=False)
+
+    result = run_end_to_end(progress=say)
+    render_end_to_end(result, console)
+    console.print()
+    render(run(), console)
+    return 0 if result.ok else 1

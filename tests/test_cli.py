@@ -115,6 +115,7 @@ def test_demo_normalizes_tags_and_dedupes_the_sample(capsys: pytest.CaptureFixtu
     assert "paid_search" in out
     assert "same email after normalization" in out
     assert "rejected with a reason" in out
+    assert "validate demo-google: passed" in out
 
 
 def test_sandbox_rejects_bad_faults_json(capsys: pytest.CaptureFixture[str]) -> None:
@@ -124,7 +125,19 @@ def test_sandbox_rejects_bad_faults_json(capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_help_is_available_for_every_command(capsys: pytest.CaptureFixture[str]) -> None:
-    for command in ("tag", "dedupe", "init", "check", "demo", "sandbox"):
+    for command in (
+        "tag",
+        "dedupe",
+        "init",
+        "check",
+        "demo",
+        "sandbox",
+        "sync",
+        "validate",
+        "serve",
+        "import",
+        "report",
+    ):
         code, out, _ = run([command, "--help"], capsys)
         assert code == 0
         assert "Usage" in out

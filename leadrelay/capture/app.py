@@ -232,11 +232,13 @@ class _Capture:
         store: StateStore,
         metrics: CaptureMetrics,
         clock: Callable[[], datetime],
+        on_stored: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.metrics = metrics
         self.clock = clock
+        self.on_stored = on_stored
         self._contacts = {
             name: _contact_names(form)
             for name, form in config.forms.items()
@@ -325,6 +327,8 @@ class _Capture:
                 self.metrics.stored(item.lead.form, item.lead.source)
             else:
                 self.metrics.duplicate(item.lead.form, item.lead.source)
+        if self.on_stored is not None and any(item.created for item in stored):
+            self.on_stored()
         return stored
 
     def batch_answer(
@@ -972,20 +976,22 @@ def create_app(
     *,
     fetchers: Fetchers | None = None,
     clock: Callable[[], datetime] | None = None,
+    on_stored: Callable[[], None] | None = None,
 ) -> FastAPI:
     """The capture service for ``config``, storing into ``store``.
 
     ``fetchers`` (the Meta / LinkedIn answer fetchers the delivery step uses) and the metrics
     are kept on ``app.state`` (``fetchers``, ``metrics``, ``store``, ``config``) for the worker
     that runs beside the app. ``clock`` returns aware UTC time (HubSpot timestamp window, web
-    form dedupe window); tests pass their own.
+    form dedupe window); tests pass their own. ``on_stored`` is called (from a worker thread)
+    after new leads were stored, to wake the delivery worker.
     """
 
     def inbox_counts() -> dict[str, int]:
         return {str(status): count for status, count in store.inbox_counts().items()}
 
     metrics = CaptureMetrics(inbox_counts)
-    capture = _Capture(config, store, metrics, clock or _utcnow)
+    capture = _Capture(config, store, metrics, clock or _utcnow, on_stored)
     app = FastAPI(title="leadrelay capture", version="1", docs_url=None, redoc_url=None)
     app.state.config = config
     app.state.store = store
@@ -1049,20 +1055,36 @@ def create_app(
     return app
 
 
-def serve(config: Config, *, host: str | None = None, port: int | None = None) -> None:
-    """Run the capture service in the foreground (uvicorn) on ``config.state.url``'s store.
+def serve(
+    config: Config,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    log_level: str = "info",
+) -> None:
+    """Run the capture service in the foreground (uvicorn) on ``config.state.url``'s store,
+    with the delivery worker in a child process (every ``[capture] worker_interval_s``, and
+    right after a lead is stored; see :class:`~leadrelay.capture.worker.DeliveryProcess`).
 
-    ``host`` and ``port`` default to ``[capture]``. Returns when the server stops (Ctrl-C).
+    ``host`` and ``port`` default to ``[capture]``. Returns when the server stops (Ctrl-C),
+    after the delivery pass in progress.
     """
+    from leadrelay.capture.worker import DeliveryProcess
+
     store = StateStore(config.state.url)
     try:
-        app = create_app(config, store)
-        uvicorn.run(
-            app,
-            host=host or config.capture.host,
-            port=port or config.capture.port,
-            log_level="info",
-            proxy_headers=True,
-        )
+        loop = DeliveryProcess(config.path)
+        app = create_app(config, store, on_stored=loop.wake)
+        loop.start()
+        try:
+            uvicorn.run(
+                app,
+                host=host or config.capture.host,
+                port=port or config.capture.port,
+                log_level=log_level,
+                proxy_headers=True,
+            )
+        finally:
+            loop.stop()
     finally:
         store.close()

@@ -7,6 +7,7 @@ so the same file works against real accounts once ``.env`` holds real values.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -64,7 +65,96 @@ schedule = "*/5 * * * *"
 [capture]
 host = "127.0.0.1"
 port = 8080
+
+# Handoff rules (the lead-handoff SOP): fit 40 / intent 40 / engagement 20, MQL at 60.
+[scoring]
+mql_threshold = 60
+
+# Every lead gets an owner from the destination CRM's own users: the existing account's
+# owner, enterprise accounts to the sales managers, everyone else round robin. Owners are
+# named by e-mail; a name the destination does not know is skipped, so one rule serves the
+# sandbox's Salesforce (@leadrelay.sandbox) and Zoho (@sandbox.example) users.
+[routing]
+fallback_queue = "Unassigned Leads"
+
+[[routing.rules]]
+kind = "account_owner"
+
+[[routing.rules]]
+kind = "segment"
+name = "enterprise"
+employees_min = 1000
+owners = ["dana.kowalski@leadrelay.sandbox", "dana.kowalski@sandbox.example"]
+
+[[routing.rules]]
+kind = "round_robin"
+name = "inbound"
+
+# The API users own no leads by round robin; Ana takes two turns in three.
+[routing.owners."integration@leadrelay.sandbox"]
+weight = 0
+
+[routing.owners."ada.okafor@sandbox.example"]
+weight = 0
+
+[routing.owners."ana.silva@leadrelay.sandbox"]
+weight = 2
+
+[sla]
+hot_hours = 1
+mql_hours = 24
+unassigned_hours = 12
 """
+
+_DEMO_FORMS = """
+# Demo forms, taken in by `leadrelay serve` and delivered to the CRMs. Their secrets are in .env.
+# demo-webform takes Lead field names (email, first_name, last_name, company, phone, job_title …)
+# plus utm_*, click ids (gclid, fbclid …), page_url and referrer: post it from curl with the
+# X-Leadrelay-Secret header, or from a page served at an allowed origin.
+[forms.demo-webform]
+source = "webform"
+destination = "hubspot"
+mapping = "mappings/forms/demo-webform.toml"
+secret = "${DEMO_WEBFORM_SECRET}"
+allowed_origins = ["http://127.0.0.1:8000", "http://localhost:8000"]
+
+# Meta lead ads: /hooks/meta, signed with META_APP_SECRET; answers read from the sandbox's
+# Graph API (create a lead with POST /__sandbox__/leads/meta, then send the notification).
+[forms.demo-meta]
+source = "meta_lead_ads"
+destination = "hubspot"
+mapping = "mappings/forms/demo-meta.toml"
+app_secret = "${META_APP_SECRET}"
+verify_token = "${META_VERIFY_TOKEN}"
+access_token = "${META_ACCESS_TOKEN}"
+graph_url = "${META_GRAPH_URL}"
+ca_bundle = "${LEADRELAY_CA_BUNDLE}"
+default_utm = { utm_source = "facebook", utm_medium = "paid_social", utm_campaign = "demo-meta" }
+
+# Google Ads lead form webhook: /hooks/google-ads with GOOGLE_ADS_KEY as google_key.
+[forms.demo-google]
+source = "google_ads_lead_form"
+destination = "zoho"
+mapping = "mappings/forms/demo-google.toml"
+google_key = "${GOOGLE_ADS_KEY}"
+default_utm = { utm_source = "google", utm_medium = "cpc", utm_campaign = "demo-google" }
+"""
+
+#: The demo forms' secrets in .env: new random values, kept across sandbox runs.
+DEMO_SECRETS: tuple[str, ...] = (
+    "DEMO_WEBFORM_SECRET",
+    "META_APP_SECRET",
+    "META_VERIFY_TOKEN",
+    "GOOGLE_ADS_KEY",
+    "LINKEDIN_CLIENT_SECRET",
+)
+
+#: The demo forms and their sources (each gets a starter mapping in mappings/forms/).
+DEMO_FORMS: dict[str, str] = {
+    "demo-webform": "webform",
+    "demo-meta": "meta_lead_ads",
+    "demo-google": "google_ads_lead_form",
+}
 
 _MAPPINGS_README = """\
 Project mapping overrides. A file named after a connector kind (hubspot.toml, salesforce.toml,
@@ -84,10 +174,13 @@ def write_sandbox_project(directory: Path, env: Mapping[str, str]) -> list[Path]
     written: list[Path] = []
     toml_path = directory / "leadrelay.toml"
     if not toml_path.exists():
-        toml_path.write_text(_TOML, encoding="utf-8")
+        toml_path.write_text(_TOML + _DEMO_FORMS, encoding="utf-8")
         written.append(toml_path)
     env_path = directory / ".env"
-    env_path.write_text("".join(f"{key}={value}\n" for key, value in env.items()), "utf-8")
+    values = dict(env)
+    values.update(_demo_secrets(env_path))
+    env_path.write_text("".join(f"{key}={value}\n" for key, value in values.items()), "utf-8")
+    env_path.chmod(0o600)
     written.append(env_path)
     mappings = directory / "mappings"
     (mappings / "forms").mkdir(parents=True, exist_ok=True)
@@ -95,4 +188,25 @@ def write_sandbox_project(directory: Path, env: Mapping[str, str]) -> list[Path]
     if not readme.exists():
         readme.write_text(_MAPPINGS_README, encoding="utf-8")
         written.append(readme)
+    from leadrelay.capture.formsconfig import starter_mapping
+
+    for form, source in DEMO_FORMS.items():
+        form_mapping = mappings / "forms" / f"{form}.toml"
+        if not form_mapping.exists():
+            form_mapping.write_text(starter_mapping(source), encoding="utf-8")
+            written.append(form_mapping)
     return written
+
+
+def _demo_secrets(env_path: Path) -> dict[str, str]:
+    """The demo forms' secrets: those of the previous ``.env`` (so a platform's test tool
+    set up with them keeps working), new random ones for the others."""
+    previous: dict[str, str] = {}
+    if env_path.is_file():
+        from leadrelay.config import ConfigError, read_env_file
+
+        try:
+            previous = read_env_file(env_path)
+        except ConfigError:
+            previous = {}
+    return {name: previous.get(name) or secrets.token_urlsafe(24) for name in DEMO_SECRETS}

@@ -45,6 +45,7 @@ from leadrelay.connectors.base import (
     connector_class,
     normalize_email,
 )
+from leadrelay.handoff.qualify import QUALIFY_FIELDS, Qualifier
 from leadrelay.mappings.engine import Mapping as FieldMapping
 from leadrelay.mappings.engine import Problem, build_lead, load_mapping
 from leadrelay.model import Lead
@@ -348,6 +349,7 @@ class _Item:
     target_values: dict[str, Any] | None = None
     skip_reason: str | None = None
     dead_letter_id: int | None = None
+    routed: bool = False
 
 
 @dataclass
@@ -396,6 +398,7 @@ class SyncEngine:
         run_id: int | None = None,
         on_plan: Callable[[PlannedRecord], None] | None = None,
         on_page: Callable[[str, int], None] | None = None,
+        qualifier: Qualifier | None = None,
     ) -> None:
         self.store = store
         self.flow = flow
@@ -411,6 +414,7 @@ class SyncEngine:
         self.run_id = run_id
         self.on_plan = on_plan
         self.on_page = on_page
+        self.qualifier = qualifier
         self.stats = FlowStats(flow.name)
         self._schemas: dict[Side, Schema | None] = {}
         # A record's fingerprint covers the fields the flow carries from its side: a change
@@ -455,7 +459,18 @@ class SyncEngine:
             destination_mapping=destination_mapping,
             dry_run=context.dry_run,
             run_id=context.run_id,
-            **kwargs,
+            **{
+                "qualifier": Qualifier(
+                    config,
+                    context.store,
+                    destination,
+                    source=source,
+                    flow=flow,
+                    destination_mapping=destination_mapping,
+                    dry_run=context.dry_run,
+                ),
+                **kwargs,
+            },
         )
 
     # -- running -------------------------------------------------------------------------------
@@ -473,9 +488,33 @@ class SyncEngine:
             self._pass(Side.SOURCE, full=full)
             if self.flow.two_way:
                 self._pass(Side.DESTINATION, full=full)
+            if self.qualifier is not None and not self.dry_run:
+                self._escalate(self.qualifier)
         finally:
             self._count_calls()
         return self.stats
+
+    def _escalate(self, qualifier: Qualifier) -> None:
+        """Escalate SLA breaches of this flow's destination and log what went out."""
+        outcome = qualifier.escalate_due()
+        if outcome is None:
+            return
+        events = [
+            {"event": "escalated", "lead": d.lead_key, "clock": d.kind.value, "channel": d.channel}
+            for d in outcome.sent
+        ] + [
+            {
+                "event": "escalation_failed",
+                "lead": d.lead_key,
+                "clock": d.kind.value,
+                "channel": d.channel,
+                "reason": d.error,
+            }
+            for d in outcome.failed
+        ]
+        if events:
+            with self.store.transaction() as conn:
+                self._append_events(events, conn)
 
     def _count_calls(self) -> None:
         for connector in (self.source, self.destination):
@@ -650,6 +689,20 @@ class SyncEngine:
         # 4. the other side's current records: by linked id, else by email
         self._lookup_targets(from_side, items)
 
+        # 4b. qualify (handoff/): score, route and start the SLA clock of leads going to
+        #     sales; a rejection sales writes back gets its recycle play
+        if self.qualifier is not None:
+            live = [i for i in items.values() if i.skip_reason is None and i.lead is not None]
+            if from_side is Side.SOURCE:
+                outcome = self.qualifier.qualify_page(
+                    [(i.lead, i.raw, i.target_raw is None) for i in live if i.lead is not None]
+                )
+            else:
+                outcome = self.qualifier.recycle_page(i.lead for i in live if i.lead is not None)
+            for item, routed in zip(live, outcome.routed, strict=True):
+                item.routed = routed
+            result.events.extend(outcome.events)
+
         # 5. plan, check, write
         self._plan_and_write(from_side, items, result)
         for item in items.values():
@@ -760,6 +813,18 @@ class SyncEngine:
         writer_mapping = self.mappings[from_side.other]
         fields = self._fields(from_side)
         include = set(self.flow.include_stages) if self.flow.include_stages else None
+        # What the qualify step sets reaches the writer's fields even when the reader's mapping
+        # has none for it; a routed owner is one of the writer's own users, so it crosses kinds.
+        writable = writable_fields(writer_mapping)
+        qualified = [
+            name
+            for name in QUALIFY_FIELDS
+            if self.qualifier is not None
+            and from_side is Side.SOURCE
+            and name in writable
+            and name not in fields
+        ]
+        routed_owner = ["owner"] if "owner" not in fields and "owner" in writable else []
         to_write: list[_Item] = []
         known_fps = self.store.get_fingerprints(
             self._fp_space(writer), [i.target_id for i in items.values() if i.target_id]
@@ -803,7 +868,7 @@ class SyncEngine:
                 target_raw=item.target_raw,
                 target_id=item.target_id,
                 target_current=target_lead,
-                fields=fields,
+                fields=[*fields, *qualified, *(routed_owner if item.routed else [])],
                 incoming_newer=newer,
                 target_changed=target_fp is not None and known_fp != target_fp,
                 target_values=target_values,

@@ -1,0 +1,250 @@
+"""Capture under load: time to the 2xx, and time from submission to the record in the CRM.
+
+Run: ``python -m benchmarks.bench_capture [--rate 200] [--seconds 30]``.
+
+``leadrelay serve`` (its own process: uvicorn + the delivery worker) runs on loopback on a
+project written by ``write_sandbox_project`` for a sandbox running in this process. Load
+processes (``--processes``, default 2) post ``demo-webform`` submissions (JSON, with the form's
+secret) on a fixed schedule for a bounded time over keep-alive connections, and this process
+watches the sandbox HubSpot's contact store every 50 ms to see when each record appears.
+Printed: the
+rate reached, p50 / p99 time to the 202, and p50 / p95 / max time from submission to the record
+being readable in the CRM (targets: p99 <= 20 ms, p95 <= 5 s), and the CPU each side used (on
+a small machine the load generator and the server compete for cores). Nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil  # type: ignore[import-untyped]
+
+from leadrelay.config import read_env_file
+from leadrelay.sandbox.project import write_sandbox_project
+from leadrelay.sandbox.server import SandboxServer
+
+SERVE = (
+    "import sys\n"
+    "from leadrelay.config import load_config\n"
+    "from leadrelay.capture.app import serve\n"
+    "serve(load_config(sys.argv[1]), port=int(sys.argv[2]), log_level='warning')\n"
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _cpu(process: psutil.Process) -> float:
+    """CPU seconds used by a process and its children (the delivery worker)."""
+    total = float(sum(process.cpu_times()[:2]))
+    for child in process.children(recursive=True):
+        total += float(sum(child.cpu_times()[:2]))
+    return total
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def _wait_healthy(url: str, child: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            raise RuntimeError("leadrelay serve exited early")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise RuntimeError("leadrelay serve did not become healthy")
+
+
+def _email(n: int) -> str:
+    return f"bench{n}@load{n % 50}.io"
+
+
+def _load_process(
+    url: str, secret: str, rate: float, seconds: float, part: int, parts: int
+) -> tuple[list[float], int, dict[str, float]]:
+    """One load process: submissions ``part``, ``part + parts`` … of the whole schedule."""
+    sent: dict[str, float] = {}
+    latencies, failures = asyncio.run(_load(url, secret, rate, seconds, sent, part, parts))
+    return latencies, failures, sent
+
+
+async def _load(
+    url: str,
+    secret: str,
+    rate: float,
+    seconds: float,
+    sent: dict[str, float],
+    part: int = 0,
+    parts: int = 1,
+) -> tuple[list[float], int]:
+    """Post this part of a ``rate``/s schedule for ``seconds``; ack latencies (s) and the
+    count of non-2xx."""
+    latencies: list[float] = []
+    failures = 0
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
+    headers = {"X-Leadrelay-Secret": secret}
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=10) as client:
+
+        async def one(n: int) -> None:
+            nonlocal failures
+            email = _email(n)
+            body = {
+                "email": email,
+                "first_name": "Bench",
+                "last_name": f"L{n}",
+                "company": f"Load {n % 50}",
+                "page_url": f"https://www.example.org/demo?utm_source=bench&utm_campaign=c{n % 7}",
+            }
+            started = time.perf_counter()
+            sent[email] = time.monotonic()
+            response = await client.post("/forms/demo-webform", json=body, headers=headers)
+            latencies.append(time.perf_counter() - started)
+            if response.status_code // 100 != 2:
+                failures += 1
+
+        tasks: list[asyncio.Task[None]] = []
+        start = time.perf_counter()
+        total = int(rate * seconds)
+        for n in range(part, total, parts):
+            due = start + n / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(one(n)))
+        await asyncio.gather(*tasks)
+    return latencies, failures
+
+
+def _poll(
+    sandbox: SandboxServer, expected: list[str], seen: dict[str, float], stop: threading.Event
+) -> None:
+    """Watch the sandbox HubSpot's contact store (in this process, so no API budget is spent)
+    until every expected email is there (or ``stop``)."""
+    emulator: Any = sandbox.sandbox.emulators["hubspot"]
+    waiting = list(expected)
+    while waiting and not stop.is_set():
+        with emulator.lock:
+            found = [email for email in waiting if email in emulator.store.by_email]
+        now = time.monotonic()
+        for email in found:
+            seen[email] = now
+        if found:
+            waiting = [email for email in waiting if email not in seen]
+        time.sleep(0.05)
+
+
+def run(rate: float, seconds: float, settle_s: float, processes: int) -> None:
+    """One load run; prints its figures."""
+    with tempfile.TemporaryDirectory(prefix="bench-capture-") as tmp:
+        folder = Path(tmp)
+        with SandboxServer(ca_dir=folder / ".sandbox") as sandbox:
+            write_sandbox_project(folder, sandbox.env())
+            config_path = folder / "leadrelay.toml"
+            secret = read_env_file(folder / ".env")["DEMO_WEBFORM_SECRET"]
+            port = _free_port()
+            url = f"http://127.0.0.1:{port}"
+            child = subprocess.Popen(
+                [sys.executable, "-c", SERVE, str(config_path), str(port)],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+            try:
+                _wait_healthy(url, child)
+                sent: dict[str, float] = {}
+                seen: dict[str, float] = {}
+                stop = threading.Event()
+                expected = [_email(n) for n in range(int(rate * seconds))]
+                poller = threading.Thread(
+                    target=_poll, args=(sandbox, expected, seen, stop), daemon=True
+                )
+                poller.start()
+                server_process = psutil.Process(child.pid)
+                server_cpu = _cpu(server_process)
+                own_cpu = time.process_time()
+                started = time.perf_counter()
+                latencies, failures = [], 0
+                context = multiprocessing.get_context("spawn")
+                with ProcessPoolExecutor(processes, mp_context=context) as pool:
+                    futures = [
+                        pool.submit(_load_process, url, secret, rate, seconds, part, processes)
+                        for part in range(processes)
+                    ]
+                    for future in futures:
+                        part_latencies, part_failures, part_sent = future.result()
+                        latencies += part_latencies
+                        failures += part_failures
+                        sent.update(part_sent)
+                elapsed = time.perf_counter() - started
+                server_cpu = _cpu(server_process) - server_cpu
+                own_cpu = time.process_time() - own_cpu
+                poller.join(timeout=settle_s)
+                if poller.is_alive():
+                    stop.set()
+                    poller.join(timeout=30)
+                    print(f"  (gave up waiting for records after {settle_s:.0f} s)")
+            finally:
+                child.terminate()
+                child.wait(timeout=30)
+        delays = [seen[email] - sent[email] for email in seen if email in sent]
+        ms = [value * 1000 for value in latencies]
+        print(
+            f"  submissions: {len(latencies)} in {elapsed:.1f} s ({len(latencies) / elapsed:.0f}/s)"
+        )
+        print(f"  non-2xx: {failures}")
+        print(
+            f"  CPU during the load: serve (capture + delivery) {server_cpu / elapsed:.0%} of a "
+            f"core, sandbox {own_cpu / elapsed:.0%}, "
+            f"on {os.cpu_count()} core(s)"
+        )
+        print(
+            f"  time to 2xx: p50 {_percentile(ms, 50):.1f} ms, p99 {_percentile(ms, 99):.1f} ms,"
+            f" mean {statistics.fmean(ms):.1f} ms (target p99 <= 20 ms)"
+        )
+        print(
+            f"  submission -> record in HubSpot: {len(delays)}/{len(sent)} seen, "
+            f"p50 {_percentile(delays, 50):.2f} s, p95 {_percentile(delays, 95):.2f} s, "
+            f"max {max(delays, default=float('nan')):.2f} s (target p95 <= 5 s)"
+        )
+
+
+def main() -> None:
+    """Command-line entry point."""
+    parser = argparse.ArgumentParser(prog="bench_capture")
+    parser.add_argument("--rate", type=float, default=200.0, help="submissions per second")
+    parser.add_argument("--seconds", type=float, default=30.0, help="how long to send")
+    parser.add_argument("--processes", type=int, default=2, help="load-generating processes")
+    parser.add_argument(
+        "--settle", type=float, default=120.0, help="longest wait for the last records (s)"
+    )
+    args = parser.parse_args()
+    run(args.rate, args.seconds, args.settle, args.processes)
+
+
+if __name__ == "__main__":
+    main()

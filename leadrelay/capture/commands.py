@@ -1,0 +1,399 @@
+"""``leadrelay serve``, ``leadrelay forms add|list`` and ``leadrelay import``.
+
+Registered by :mod:`leadrelay.cli`::
+
+    app.command("serve")(serve_command)
+    app.add_typer(forms_app, name="forms")
+    app.command("import")(import_command)
+
+Exit codes (DESIGN §11): ``forms`` 0, or 2 on a configuration error; ``import`` 0 when every
+row was delivered, 1 when a row was skipped, dead-lettered or left pending (the CRM failing:
+the next ``leadrelay sync`` or ``serve`` pass delivers it), 2 on a configuration error or a file
+that cannot be read as a whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from leadrelay.capture import worker as _worker  # registers the inbox drainer of `sync`
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from leadrelay.config import Config
+    from leadrelay.sync.state import StateStore
+
+__all__ = ["forms_app", "import_command", "serve_command"]
+
+_console = Console()
+_err = Console(stderr=True)
+
+forms_app = typer.Typer(
+    help="Connect web forms and ad lead forms, and see what each has received.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+ConfigOption = Annotated[
+    Path, typer.Option("--config", "-c", help="The project file.", show_default=True)
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def _error(message: str, exit_code: int) -> Exception:
+    from leadrelay.cli import CliError
+
+    return CliError(message, exit_code=exit_code)
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, default=str, ensure_ascii=False) + "\n")
+
+
+def _load(path: Path) -> Config:
+    from leadrelay.config import ConfigError, load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        raise _error(str(exc), 2) from exc
+
+
+def _open_store(config: Config) -> StateStore:
+    from leadrelay.sync.state import StateError, StateStore
+
+    try:
+        return StateStore(config.state.url)
+    except StateError as exc:
+        raise _error(f"state store {config.state.display_url}: {exc}", 2) from exc
+
+
+# --------------------------------------------------------------------------------------------
+# serve
+
+
+def serve_command(
+    config: ConfigOption = Path("leadrelay.toml"),
+    host: Annotated[
+        str | None, typer.Option("--host", help="Interface to listen on (default [capture]).")
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option("--port", "-p", min=1, max=65535, help="Port (default [capture])."),
+    ] = None,
+) -> None:
+    """Run the capture service: form and ad-lead endpoints, with delivery to the CRMs.
+
+    Each lead is stored before it is acknowledged (202) and delivered by a background worker
+    every [capture] worker_interval_s (and right after it arrives), with retries while a CRM is
+    down. Stops on Ctrl-C after the delivery pass in progress.
+    """
+    from leadrelay.capture.app import serve
+
+    loaded = _load(config)
+    for name, form in sorted(loaded.forms.items()):
+        from leadrelay.capture.formsconfig import form_endpoint
+
+        url = form_endpoint(loaded, name, form.source)
+        if url is not None:
+            _err.print(f"form {name} ({form.source} → {form.destination}): {url}", highlight=False)
+    serve(loaded, host=host, port=port)
+
+
+# --------------------------------------------------------------------------------------------
+# forms
+
+
+@forms_app.command("add")
+def forms_add(
+    name: Annotated[str, typer.Argument(help="The form's name (used in its URL).")],
+    source: Annotated[
+        str,
+        typer.Option(
+            "--source",
+            help="webform, meta_lead_ads, linkedin_lead_gen, google_ads_lead_form or csv.",
+        ),
+    ],
+    destination: Annotated[
+        str, typer.Option("--destination", help="The connection its leads go to.")
+    ],
+    config: ConfigOption = Path("leadrelay.toml"),
+    as_json: JsonOption = False,
+) -> None:
+    """Connect a form: writes [forms.NAME], mappings/forms/NAME.toml and its secrets in .env.
+
+    Prints the endpoint URL and the values to paste into the form or ad platform. New secrets
+    (a web form's shared secret, Meta's verify token, a Google Ads key) are yours and are
+    printed this once so you can paste them; they are kept only in .env.
+    """
+    from leadrelay.capture.formsconfig import FormsConfigError, add_form
+
+    try:
+        added = add_form(config, name, source=source, destination=destination)
+    except FormsConfigError as exc:
+        raise _error(str(exc), 2) from exc
+    if as_json:
+        _print_json(
+            {
+                "form": added.name,
+                "source": added.source,
+                "destination": added.destination,
+                "endpoint": added.endpoint,
+                "paste": added.paste,
+                "files": [str(path) for path in added.files],
+            }
+        )
+        return
+    _console.print(f"added form [bold]{added.name}[/] ({added.source} → {added.destination})")
+    for path in added.files:
+        _console.print(f"  wrote {path}", highlight=False)
+    if added.endpoint is not None:
+        _console.print(f"endpoint: {added.endpoint}", highlight=False)
+    else:
+        _console.print(f"load a list with: leadrelay import FILE.csv --form {added.name}")
+    for label, value in added.paste.items():
+        _console.print(f"{label}: {value}", highlight=False)
+    _console.print(
+        f"next: edit mappings/forms/{added.name}.toml, run `leadrelay check`, "
+        f"then `leadrelay validate {added.name}`"
+    )
+
+
+def _form_summaries(config: Config, store: StateStore) -> list[dict[str, Any]]:
+    import sqlalchemy as sa
+
+    from leadrelay.capture.formsconfig import form_endpoint
+    from leadrelay.sync.state import InboxStatus, inbox_table
+
+    with store.transaction() as conn:
+        last: dict[str, Any] = dict(
+            conn.execute(
+                sa.select(inbox_table.c.form, sa.func.max(inbox_table.c.received_at)).group_by(
+                    inbox_table.c.form
+                )
+            ).all()
+        )
+        pending: dict[str, int] = dict(
+            conn.execute(
+                sa.select(inbox_table.c.form, sa.func.count())
+                .where(inbox_table.c.status == InboxStatus.PENDING.value)
+                .group_by(inbox_table.c.form)
+            ).all()
+        )
+        counts = store.ledger_counts(include_test=True, conn=conn)
+    rows = []
+    for name, form in sorted(config.forms.items()):
+        states = dict.fromkeys(("received", "written", "verified", "failed"), 0)
+        for count in counts:
+            if count.form == name and count.destination == form.destination:
+                states[count.state.value] += count.count
+        received = last.get(name)
+        if isinstance(received, datetime):
+            received = received.isoformat(timespec="seconds")
+        rows.append(
+            {
+                "form": name,
+                "source": form.source,
+                "destination": form.destination,
+                "endpoint": form_endpoint(config, name, form.source),
+                "last_lead_at": received,
+                "ledger": states,
+                "pending": int(pending.get(name, 0)),
+            }
+        )
+    return rows
+
+
+@forms_app.command("list")
+def forms_list(config: ConfigOption = Path("leadrelay.toml"), as_json: JsonOption = False) -> None:
+    """Each form with its endpoint, last lead, counts by ledger state and inbox items pending.
+
+    Ledger states count each lead per destination: received (stored, not yet written),
+    written, verified (read back by `leadrelay validate`) and failed (dead-lettered).
+    """
+    loaded = _load(config)
+    store = _open_store(loaded)
+    try:
+        rows = _form_summaries(loaded, store)
+    finally:
+        store.close()
+    if as_json:
+        _print_json({"forms": rows})
+        return
+    if not rows:
+        _console.print("no forms yet: add one with `leadrelay forms add NAME --source …`")
+        return
+    table = Table(title="forms")
+    for column in ("form", "source", "destination", "endpoint", "last lead"):
+        table.add_column(column, overflow="fold")
+    for column in ("received", "written", "verified", "failed", "pending"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        ledger = row["ledger"]
+        table.add_row(
+            row["form"],
+            row["source"],
+            row["destination"],
+            row["endpoint"] or "(import)",
+            row["last_lead_at"] or "-",
+            *(str(ledger[state]) for state in ("received", "written", "verified", "failed")),
+            str(row["pending"]),
+        )
+    _console.print(table)
+
+
+# --------------------------------------------------------------------------------------------
+# import
+
+
+@contextmanager
+def _progress(enabled: bool, total: int) -> Iterator[Callable[[int], None]]:
+    if not enabled:
+        yield lambda _n: None
+        return
+    with Progress(
+        TextColumn("delivering"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=_err,
+    ) as progress:
+        task = progress.add_task("import", total=total)
+        yield lambda n: progress.advance(task, n)
+
+
+def _row_fields(values: dict[str, str], aliases: dict[str, str]) -> dict[str, str]:
+    """A CSV row as form fields: its columns, also under the mapping's own spelling."""
+    fields = {name: value for name, value in values.items() if value.strip()}
+    for normalized, system in aliases.items():
+        if normalized in fields and system not in fields:
+            fields[system] = fields[normalized]
+    return fields
+
+
+def import_command(
+    file: Annotated[Path, typer.Argument(help="A CSV list (event attendees, referrals …).")],
+    form: Annotated[str, typer.Option("--form", help="The form whose mapping and destination.")],
+    config: ConfigOption = Path("leadrelay.toml"),
+    as_json: JsonOption = False,
+) -> None:
+    """Load a CSV list through the capture path: stored, tagged, deduped, delivered.
+
+    Headers are Lead field names (First Name or first_name), the form mapping's field names,
+    utm_*, click ids, page_url and referrer. Re-importing the same file stores nothing twice; a
+    corrected row is delivered as an update. Exit 0 when every row was delivered, 1 when a row
+    was skipped, dead-lettered or left pending, 2 on a configuration error.
+    """
+    from leadrelay.mappings.engine import MappingError, load_form_mapping
+    from leadrelay.sync.csvfile import CsvError, LeadRow, header_to_field, read_lead_rows
+    from leadrelay.sync.tagging import CLICK_ID_PARAMS, UTM_PARAMS
+
+    loaded = _load(config)
+    try:
+        form_config = loaded.form(form)
+    except KeyError as exc:
+        raise _error(str(exc.args[0]), 2) from exc
+    if not file.is_file():
+        raise _error(f"{file}: no such file", 2)
+    try:
+        mapping = load_form_mapping(form_config.mapping, source=form_config.source)
+    except MappingError as exc:
+        raise _error(f"form {form}: {exc}", 2) from exc
+    aliases = {header_to_field(name): name for name in mapping.system_fields()}
+    extra = sorted({*aliases, *UTM_PARAMS, *CLICK_ID_PARAMS, "page_url", "referrer"})
+    store = _open_store(loaded)
+    skipped: list[dict[str, Any]] = []
+    keys: list[str] = []
+    read = stored = duplicates = 0
+    try:
+        from leadrelay.model import new_lead_key
+
+        try:
+            with store.transaction() as conn:
+                for row in read_lead_rows(file, required=(), extra_columns=extra):
+                    if not isinstance(row, LeadRow):
+                        skipped.append({"row": row.row_number, "reason": row.reason})
+                        continue
+                    read += 1
+                    fields = _row_fields(row.values, aliases)
+                    canonical = json.dumps(fields, sort_keys=True, ensure_ascii=False)
+                    digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:40]
+                    put = store.put_inbox(
+                        key=new_lead_key(),
+                        form=form,
+                        source=_worker.CSV_SOURCE,
+                        payload={"fields": fields, "file": file.name, "row": row.row_number},
+                        dedupe_key=f"csv:{form}:{digest}",
+                        conn=conn,
+                    )
+                    if put.created:
+                        stored += 1
+                        keys.append(put.key)
+                        store.mark_received(
+                            put.key,
+                            form_config.destination,
+                            form=form,
+                            source=_worker.CSV_SOURCE,
+                            conn=conn,
+                        )
+                    else:
+                        duplicates += 1
+        except CsvError as exc:
+            raise _error(f"{file}: {exc}", 2) from exc
+        show = _err.is_terminal and not as_json
+        with _progress(show, stored) as advance:
+            stats = _worker.drain_inbox(loaded, store, on_progress=advance)
+    finally:
+        store.close()
+    delivered = sum(1 for key in keys if stats.outcomes.get(key) == "delivered")
+    dead = sum(1 for key in keys if stats.outcomes.get(key) == "dead_lettered")
+    pending = len(keys) - delivered - dead
+    result = {
+        "file": str(file),
+        "form": form,
+        "read": read,
+        "stored": stored,
+        "duplicates": duplicates,
+        "delivered": delivered,
+        "dead_lettered": dead,
+        "pending": pending,
+        "skipped": skipped,
+    }
+    if as_json:
+        _print_json(result)
+    else:
+        _console.print(
+            f"{file.name} → {form}: read {read}, stored {stored}, duplicates {duplicates}, "
+            f"delivered {delivered}, dead-lettered {dead}, pending {pending}, "
+            f"skipped {len(skipped)}",
+            highlight=False,
+        )
+        for item in skipped:
+            _err.print(f"  row {item['row']} skipped: {item['reason']}", highlight=False)
+        if pending:
+            _err.print("  " + "; ".join(stats.errors[:3]), highlight=False)
+    problems = []
+    if skipped:
+        problems.append(f"{len(skipped)} row(s) skipped")
+    if dead:
+        problems.append(f"{dead} row(s) dead-lettered (see `leadrelay dlq list`)")
+    if pending:
+        problems.append(
+            f"{pending} row(s) stored but not delivered yet (the next `leadrelay sync` or "
+            "`serve` pass retries them)"
+        )
+    if problems:
+        raise _error("; ".join(problems), 1)

@@ -1,0 +1,850 @@
+"""Delivery of captured leads: from the inbox into each form's destination CRM (DESIGN §2, §9).
+
+The capture endpoints store what arrives before answering 2xx; this step delivers it. Per
+claimed batch (``StateStore.claim_inbox``, so several workers never deliver one lead twice):
+
+1. the submitted fields (:func:`~leadrelay.capture.sources.submission_fields`; Meta and
+   LinkedIn answers are fetched from their APIs by id). A fetch the platform may answer later
+   (timeout, 429, 5xx) leaves the item pending with its error; one it never will is a dead
+   letter;
+2. normalize with the form's mapping into a :class:`~leadrelay.model.Lead`; a bad value is a
+   dead letter naming the field (system = the form's source), never dropped;
+3. tag: the page URL and referrer (:func:`~leadrelay.sync.tagging.tag_url`), UTM and click-id
+   form fields over them, the form's ``default_utm`` when the visit had no UTMs; plus form,
+   ad, campaign and ad-account ids and ``is_test``;
+4. identify by email: the lead key the state store knows for the person (any earlier lead,
+   any form, any flow), else the first of the batch with that email, else the item's own key.
+   A replayed notification never gets here (the inbox stores it once); the same person from two
+   forms ends as one record;
+5. map to the destination (its connector mapping) and upsert in batches as large as the API
+   takes. A record the system refuses is a dead letter with the system's own message; a failed
+   call (5xx, 429, a transport error after the connector's retries, credentials) leaves the
+   whole batch pending for the next pass: nothing is lost while the CRM is down.
+
+``leadrelay serve`` runs :class:`DeliveryLoop` beside the capture app; ``leadrelay sync`` drains
+the inbox first through the drainer registered here (a pseudo-flow named ``inbox`` in its
+output, only when there was something to deliver).
+
+What the sync engine could share: it has no entry point that writes already-normalized Leads
+(its pipeline starts from a source connector's raw records), so steps 4-5 are kept small here.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import signal
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from leadrelay.capture.metrics import CaptureMetrics
+from leadrelay.capture.sources import FetchError, Fetchers, submission_fields
+from leadrelay.config import Config, FormConfig
+from leadrelay.connectors.base import Connector, UpsertInput, WriteOutcome
+from leadrelay.connectors.errors import ConnectorError, redact
+from leadrelay.mappings.engine import Mapping as FieldMapping
+from leadrelay.mappings.engine import (
+    MappingError,
+    Problem,
+    build_lead,
+    load_form_mapping,
+    load_mapping,
+)
+from leadrelay.model import Lead
+from leadrelay.sync.dedupe import identity_email
+from leadrelay.sync.engine import (
+    ConnectorPool,
+    FlowStats,
+    SyncContext,
+    register_inbox_drainer,
+)
+from leadrelay.sync.state import InboxItem, StateStore
+from leadrelay.sync.tagging import (
+    CLICK_ID_PARAMS,
+    UTM_PARAMS,
+    Attribution,
+    classify_channel,
+    tag_url,
+)
+
+__all__ = [
+    "CSV_SOURCE",
+    "INBOX_FLOW",
+    "SALES_OWNED",
+    "DeliveryLoop",
+    "DeliveryProcess",
+    "DeliveryStats",
+    "deliver_inbox",
+    "drain_inbox",
+]
+
+log = logging.getLogger("leadrelay.capture.worker")
+
+#: The pseudo-flow name the inbox drainer reports in ``leadrelay sync`` output.
+INBOX_FLOW = "inbox"
+
+#: The ``source`` of inbox rows stored by ``leadrelay import``.
+CSV_SOURCE = "csv"
+
+#: Canonical fields sales owns (DESIGN §7.3): a form submission of a person the CRM already
+#: holds does not overwrite them.
+SALES_OWNED: frozenset[str] = frozenset(
+    {
+        "stage",
+        "owner",
+        "queue",
+        "rejection_reason",
+        "assigned_at",
+        "first_action_at",
+        "accepted_at",
+        "sla_due_at",
+    }
+)
+
+#: Ids a form source may carry that are Lead fields of their own.
+_ID_FIELDS = ("form_id", "ad_id", "campaign_id", "ad_account")
+
+
+@dataclass
+class DeliveryStats:
+    """What one or more delivery passes did.
+
+    ``outcomes`` maps each inbox key handled to ``delivered``, ``dead_lettered`` or
+    ``pending`` (left for a later pass); ``errors`` holds the distinct reasons items were left
+    pending (redacted).
+    """
+
+    claimed: int = 0
+    delivered: int = 0
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    pending: int = 0
+    dead_lettered: int = 0
+    api_calls: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    outcomes: dict[str, str] = field(default_factory=dict)
+
+    def add(self, other: DeliveryStats) -> None:
+        """Add another pass's counts to these."""
+        for name in ("claimed", "delivered", "created", "updated", "unchanged", "pending"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.dead_lettered += other.dead_lettered
+        for connection, calls in other.api_calls.items():
+            self.api_calls[connection] = self.api_calls.get(connection, 0) + calls
+        for error in other.errors:
+            if error not in self.errors:
+                self.errors.append(error)
+        self.outcomes.update(other.outcomes)
+
+    def to_flow_stats(self) -> FlowStats:
+        """The counts as a ``leadrelay sync`` flow entry named :data:`INBOX_FLOW`."""
+        stats = FlowStats(
+            INBOX_FLOW,
+            read=self.claimed,
+            created=self.created,
+            updated=self.updated,
+            unchanged=self.unchanged,
+            dead_lettered=self.dead_lettered,
+            api_calls=dict(self.api_calls),
+        )
+        if self.pending:
+            stats.error = f"{self.pending} captured lead(s) left pending: " + "; ".join(
+                self.errors[:3]
+            )
+        return stats
+
+
+@dataclass
+class _Work:
+    """One claimed inbox item on its way to the destination."""
+
+    item: InboxItem
+    form: FormConfig | None
+    lead: Lead | None = None
+    identity: str | None = None
+
+
+@dataclass
+class _Outcome:
+    """What one batch leaves in the store, written in one transaction."""
+
+    delivered: list[_Work] = field(default_factory=list)
+    written: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    links: dict[str, dict[str, str]] = field(default_factory=dict)
+    identities: dict[str, str] = field(default_factory=dict)
+    retry: list[tuple[_Work, str]] = field(default_factory=list)
+    dead: list[tuple[_Work, dict[str, Any]]] = field(default_factory=list)
+
+
+def _first(value: Any) -> Any:
+    if isinstance(value, list):
+        return next((v for v in value if v not in (None, "")), None)
+    return value
+
+
+def _text(value: Any) -> str | None:
+    value = _first(value)
+    if value is None or isinstance(value, bool):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def attribution_of(fields: Mapping[str, Any], form: FormConfig) -> Attribution:
+    """The attribution of a submission: its page URL and referrer, UTM and click-id fields
+    over those, and the form's ``default_utm`` when the visit carried no UTM at all."""
+    tagged = tag_url(_text(fields.get("page_url")), _text(fields.get("referrer")))
+    utms = {name: getattr(tagged, name) for name in UTM_PARAMS}
+    for name in UTM_PARAMS:
+        given = _text(fields.get(name))
+        if given is not None:
+            utms[name] = given
+    if not any(utms.values()):
+        defaults = form.default_utm
+        utms = {name: getattr(defaults, name) for name in UTM_PARAMS}
+    click_ids = dict(tagged.click_ids)
+    for name in CLICK_ID_PARAMS:
+        given = _text(fields.get(name))
+        if given is not None:
+            click_ids[name] = given
+    channel, rule = classify_channel(
+        utm_source=utms["utm_source"],
+        utm_medium=utms["utm_medium"],
+        utm_campaign=utms["utm_campaign"],
+        click_ids=click_ids,
+        referrer=tagged.referrer,
+        landing_page=tagged.landing_page,
+    )
+    return replace(tagged, channel=channel, channel_rule=rule, click_ids=click_ids, **utms)
+
+
+def _lead_extras(
+    item: InboxItem, form: FormConfig, fields: Mapping[str, Any], attribution: Attribution
+) -> dict[str, Any]:
+    extras: dict[str, Any] = {
+        "key": item.key,
+        "created_at": item.received_at,
+        "is_test": item.is_test or fields.get("is_test") is True,
+        "channel": attribution.channel,
+        "click_ids": dict(attribution.click_ids),
+        "landing_page": attribution.landing_page,
+        "referrer": attribution.referrer,
+        "first_touch": attribution.to_touch(item.received_at),
+    }
+    for name in UTM_PARAMS:
+        extras[name] = getattr(attribution, name)
+    for name in _ID_FIELDS:
+        value = _text(fields.get(name))
+        if value is not None:
+            extras[name] = value
+    if "form_id" not in extras:
+        extras["form_id"] = item.form
+    if form.owner is not None:
+        extras["owner"] = {"id": form.owner}
+    if form.queue is not None:
+        extras["queue"] = form.queue
+    return extras
+
+
+def _merge(first: Lead, later: Lead) -> Lead:
+    """One lead from two submissions of a person: the later's values over the first's, the
+    first touch kept."""
+    data = first.model_dump()
+    for name, value in later.model_dump().items():
+        if name in ("key", "first_touch", "created_at") or value in (None, {}, []):
+            continue
+        data[name] = value
+    return Lead.model_validate(data)
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class _Delivery:
+    """One pass over one claimed batch."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: StateStore,
+        pool: ConnectorPool,
+        *,
+        fetchers: Fetchers | None,
+        metrics: CaptureMetrics | None,
+        on_progress: Callable[[int], None] | None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.pool = pool
+        self.fetchers = fetchers
+        self.metrics = metrics
+        self.on_progress = on_progress
+        self.stats = DeliveryStats()
+        self._form_mappings: dict[str, FieldMapping] = {}
+        self._mappings: dict[str, FieldMapping] = {}
+        self.deferred: list[tuple[_Work, str, str | None]] = []
+        #: Destinations whose write call failed in this pass, with the reason: their leads
+        #: wait for the next pass without another call (or fetch) now.
+        self.down: dict[str, str] = {}
+
+    # -- normalize -----------------------------------------------------------------------------
+
+    def _form_mapping(self, name: str, form: FormConfig) -> FieldMapping:
+        if name not in self._form_mappings:
+            self._form_mappings[name] = load_form_mapping(form.mapping, source=form.source)
+        return self._form_mappings[name]
+
+    def _fields(self, item: InboxItem) -> dict[str, Any]:
+        if item.source == CSV_SOURCE:
+            raw = item.payload.get("fields")
+            return dict(raw) if isinstance(raw, dict) else {}
+        return submission_fields(item, self.config, fetchers=self.fetchers)
+
+    def _dead_letter(
+        self,
+        work: _Work,
+        outcome: _Outcome,
+        *,
+        connection: str,
+        system: str,
+        field: str | None,
+        reason: str,
+        fields: Mapping[str, Any] | None = None,
+    ) -> None:
+        item = work.item
+        ref = item.key
+        if item.source == CSV_SOURCE and "row" in item.payload:
+            ref = f"{item.payload.get('file', 'import')} row {item.payload['row']}"
+        outcome.dead.append(
+            (
+                work,
+                {
+                    "connection": connection,
+                    "system": system,
+                    "record_ref": ref,
+                    "field": field,
+                    "reason": reason,
+                    "lead_key": item.key,
+                    "payload": {
+                        "inbox_key": item.key,
+                        "form": item.form,
+                        "source": item.source,
+                        "fields": dict(fields) if fields is not None else None,
+                    },
+                },
+            )
+        )
+
+    def normalize(self, work: _Work, outcome: _Outcome) -> None:
+        """Fields → tagged Lead; a problem leaves the item pending or dead-letters it."""
+        item, form = work.item, work.form
+        assert form is not None
+        try:
+            fields = self._fields(item)
+        except FetchError as exc:
+            if exc.retryable:
+                outcome.retry.append((work, str(exc)))
+            else:
+                self._dead_letter(
+                    work,
+                    outcome,
+                    connection=item.form,
+                    system=item.source,
+                    field=None,
+                    reason=str(exc),
+                )
+            return
+        try:
+            mapping = self._form_mapping(item.form, form)
+        except MappingError as exc:
+            # The form's configuration, not the lead, is wrong: keep the lead until it is fixed.
+            outcome.retry.append((work, f"form {item.form}: {exc}"))
+            return
+        draft = mapping.to_lead(fields)
+        draft.record = item.key
+        attribution = attribution_of(fields, form)
+        lead, problems = build_lead(draft, **_lead_extras(item, form, fields, attribution))
+        if lead is None:
+            first = problems[0] if problems else Problem("lead", "did not map")
+            self._dead_letter(
+                work,
+                outcome,
+                connection=item.form,
+                system=item.source,
+                field=first.system_field or first.field,
+                reason="; ".join(str(p) for p in problems) or "record did not map",
+                fields=fields,
+            )
+            return
+        work.lead = lead
+        if lead.email:
+            try:
+                work.identity = identity_email(lead.email)
+            except ValueError:
+                work.identity = None
+
+    # -- identify ------------------------------------------------------------------------------
+
+    def identify(self, works: Sequence[_Work]) -> None:
+        """Give each lead the key its person already has (state store, then this batch)."""
+        identities = {w.identity for w in works if w.identity is not None}
+        known = self.store.find_keys_by_emails(identities) if identities else {}
+        in_batch: dict[str, str] = {}
+        for work in works:
+            assert work.lead is not None
+            if work.identity is None:
+                continue
+            key = known.get(work.identity) or in_batch.setdefault(work.identity, work.lead.key)
+            if key != work.lead.key:
+                work.lead.key = key
+
+    # -- write ---------------------------------------------------------------------------------
+
+    def _mapping(self, destination: str) -> FieldMapping:
+        if destination not in self._mappings:
+            kind = self.config.connection(destination).kind
+            self._mappings[destination] = load_mapping(kind, project_dir=self.config.folder)
+        return self._mappings[destination]
+
+    def write(self, destination: str, works: Sequence[_Work], outcome: _Outcome) -> None:
+        """Upsert the leads of one destination, one record per lead key."""
+        try:
+            mapping = self._mapping(destination)
+            connector: Connector[Any] = self.pool.get(destination)
+        except (MappingError, KeyError, LookupError, TypeError) as exc:
+            for work in works:
+                outcome.retry.append((work, f"destination {destination}: {exc}"))
+            return
+        groups: dict[str, list[_Work]] = {}
+        for work in works:
+            assert work.lead is not None
+            groups.setdefault(work.lead.key, []).append(work)
+        linked = self.store.external_ids_for_many(destination, list(groups))
+        inputs: list[tuple[UpsertInput, list[_Work]]] = []
+        for key, group in groups.items():
+            lead = group[0].lead
+            assert lead is not None
+            for later in group[1:]:
+                assert later.lead is not None
+                lead = _merge(lead, later.lead)
+            existing = linked.get(key)
+            names = None
+            if existing is not None:
+                names = [name for name in mapping.fields if name not in SALES_OWNED]
+            try:
+                record = mapping.to_system(lead, fields=names)
+            except MappingError as exc:
+                first = exc.problems[0]
+                for work in group:
+                    self._dead_letter(
+                        work,
+                        outcome,
+                        connection=destination,
+                        system=connector.kind,
+                        field=first.system_field or first.field,
+                        reason=str(exc),
+                    )
+                continue
+            inputs.append((UpsertInput(ref=key, fields=record, external_id=existing), group))
+        for chunk in _chunks(inputs, connector.batch_size):
+            try:
+                results = connector.upsert([upsert for upsert, _ in chunk])
+            except ConnectorError as exc:
+                reason = redact(f"{destination}: {exc}")
+                self.down[destination] = reason
+                for _, group in chunk:
+                    outcome.retry.extend((work, reason) for work in group)
+                continue
+            if len(results) != len(chunk):
+                reason = f"{destination}: {len(chunk)} records sent, {len(results)} results"
+                for _, group in chunk:
+                    outcome.retry.extend((work, reason) for work in group)
+                continue
+            for (upsert, group), result in zip(chunk, results, strict=True):
+                self._settle(destination, connector, upsert, group, result, linked, outcome)
+
+    def _settle(
+        self,
+        destination: str,
+        connector: Connector[Any],
+        upsert: UpsertInput,
+        group: list[_Work],
+        result: Any,
+        linked: Mapping[str, str],
+        outcome: _Outcome,
+    ) -> None:
+        if not result.ok or not result.external_id:
+            error = result.error
+            message = (error.message or str(error)) if error is not None else "no record id"
+            for work in group:
+                self._dead_letter(
+                    work,
+                    outcome,
+                    connection=destination,
+                    system=connector.kind,
+                    field=getattr(error, "field", None),
+                    reason=redact(str(message)),
+                )
+            return
+        external_id = str(result.external_id)
+        if result.outcome is WriteOutcome.CREATED:
+            self.stats.created += 1
+        elif result.outcome is WriteOutcome.UPDATED:
+            self.stats.updated += 1
+        else:
+            self.stats.unchanged += 1
+        if upsert.ref not in linked:
+            outcome.links.setdefault(destination, {})[upsert.ref] = external_id
+        for work in group:
+            outcome.delivered.append(work)
+            outcome.written.setdefault(destination, []).append((work.item.key, external_id))
+            if work.identity is not None:
+                outcome.identities.setdefault(work.identity, upsert.ref)
+
+    # -- commit --------------------------------------------------------------------------------
+
+    def commit(self, outcome: _Outcome, claim_token: str | None) -> None:
+        """Record a batch's results in one transaction."""
+        links = self._free_links(outcome.links)
+        with self.store.transaction() as conn:
+            if outcome.identities:
+                self.store.claim_emails(outcome.identities, conn=conn)
+            for destination, pairs in links.items():
+                self.store.link_many(destination, pairs, conn=conn)
+            for destination, written in outcome.written.items():
+                self.store.mark_written_many(written, destination, conn=conn)
+            if outcome.delivered:
+                self.store.mark_inbox_delivered(
+                    [w.item.key for w in outcome.delivered], claim_token=claim_token, conn=conn
+                )
+            for work, letter in outcome.dead:
+                self.store.add_dead_letter(**letter, conn=conn)
+                if work.form is not None:
+                    self.store.mark_failed(
+                        work.item.key, work.form.destination, letter["reason"], conn=conn
+                    )
+                self.store.mark_inbox_failed(
+                    work.item.key, letter["reason"], retry=False, claim_token=claim_token, conn=conn
+                )
+        # Items to retry keep their claim until the pass ends, so the rest of the inbox is
+        # claimed past them (a CRM that is down does not hold up another's leads).
+        self.deferred.extend((work, reason, claim_token) for work, reason in outcome.retry)
+        for work in outcome.delivered:
+            self.stats.outcomes[work.item.key] = "delivered"
+            if self.metrics is not None:
+                self.metrics.delivered(work.item.form, work.item.source)
+        for work, _ in outcome.dead:
+            self.stats.outcomes[work.item.key] = "dead_lettered"
+            if self.metrics is not None:
+                self.metrics.failed(work.item.form, work.item.source)
+        for work, reason in outcome.retry:
+            self.stats.outcomes[work.item.key] = "pending"
+            if reason not in self.stats.errors:
+                self.stats.errors.append(reason)
+        self.stats.delivered += len(outcome.delivered)
+        self.stats.dead_lettered += len(outcome.dead)
+        self.stats.pending += len(outcome.retry)
+        if self.on_progress is not None:
+            self.on_progress(len(outcome.delivered) + len(outcome.dead) + len(outcome.retry))
+
+    def finish(self) -> None:
+        """Release the items left for a later pass, with their errors (attempts + 1)."""
+        if not self.deferred:
+            return
+        with self.store.transaction() as conn:
+            for work, reason, token in self.deferred:
+                self.store.mark_inbox_failed(
+                    work.item.key, reason, retry=True, claim_token=token, conn=conn
+                )
+        self.deferred.clear()
+
+    def _free_links(self, links: Mapping[str, Mapping[str, str]]) -> dict[str, dict[str, str]]:
+        """The new links whose external id no other lead holds (a record the CRM merged or a
+        flow linked first keeps its link)."""
+        free: dict[str, dict[str, str]] = {}
+        for destination, pairs in links.items():
+            owners = self.store.keys_for_many(destination, pairs.values())
+            kept = {k: ext for k, ext in pairs.items() if owners.get(ext) in (None, k)}
+            if kept:
+                free[destination] = kept
+        return free
+
+    # -- one batch -----------------------------------------------------------------------------
+
+    def run(self, items: Sequence[InboxItem]) -> None:
+        """Deliver one claimed batch."""
+        self.stats.claimed += len(items)
+        outcome = _Outcome()
+        ready: list[_Work] = []
+        for item in items:
+            work = _Work(item, self.config.forms.get(item.form))
+            if work.form is None:
+                self._dead_letter(
+                    work,
+                    outcome,
+                    connection=item.form,
+                    system=item.source,
+                    field=None,
+                    reason=f"form {item.form!r} is no longer in the configuration",
+                )
+                continue
+            if work.form.destination in self.down:
+                outcome.retry.append((work, self.down[work.form.destination]))
+                continue
+            self.normalize(work, outcome)
+            if work.lead is not None:
+                ready.append(work)
+        self.identify(ready)
+        by_destination: dict[str, list[_Work]] = {}
+        for work in ready:
+            assert work.form is not None
+            by_destination.setdefault(work.form.destination, []).append(work)
+        before = {name: self._calls(name) for name in by_destination}
+        for destination, works in by_destination.items():
+            self.write(destination, works, outcome)
+        for name, calls in before.items():
+            spent = self._calls(name) - calls
+            self.stats.api_calls[name] = self.stats.api_calls.get(name, 0) + spent
+        self.commit(outcome, items[0].claim_token if items else None)
+
+    def _calls(self, destination: str) -> int:
+        try:
+            return self.pool.get(destination).api_calls
+        except (KeyError, LookupError, TypeError):
+            return 0
+
+
+def deliver_inbox(
+    config: Config,
+    store: StateStore,
+    *,
+    connectors: ConnectorPool | None = None,
+    fetchers: Fetchers | None = None,
+    metrics: CaptureMetrics | None = None,
+    limit: int = 100,
+    claim_ttl_s: float = 300.0,
+    on_progress: Callable[[int], None] | None = None,
+) -> DeliveryStats:
+    """Claim one batch of up to ``limit`` pending inbox items and deliver it (see the module
+    docstring). ``connectors`` defaults to a pool of this call's own, closed at the end."""
+    return drain_inbox(
+        config,
+        store,
+        connectors=connectors,
+        fetchers=fetchers,
+        metrics=metrics,
+        limit=limit,
+        claim_ttl_s=claim_ttl_s,
+        max_batches=1,
+        on_progress=on_progress,
+    )
+
+
+def drain_inbox(
+    config: Config,
+    store: StateStore,
+    *,
+    connectors: ConnectorPool | None = None,
+    fetchers: Fetchers | None = None,
+    metrics: CaptureMetrics | None = None,
+    limit: int = 100,
+    claim_ttl_s: float = 300.0,
+    max_batches: int = 1000,
+    on_progress: Callable[[int], None] | None = None,
+) -> DeliveryStats:
+    """Deliver batches of ``limit`` until nothing is left to claim or ``max_batches`` ran.
+
+    Items left for a later pass (their destination or platform failing) stay claimed until
+    the end of the call, so later items are claimed past them; a destination whose write call
+    failed is not called again in this pass.
+    """
+    pool = connectors if connectors is not None else ConnectorPool(config)
+    delivery = _Delivery(
+        config, store, pool, fetchers=fetchers, metrics=metrics, on_progress=on_progress
+    )
+    try:
+        for _ in range(max_batches):
+            items = store.claim_inbox(limit=limit, claim_ttl_s=claim_ttl_s)
+            if items:
+                delivery.run(items)
+            if len(items) < limit:
+                break
+    finally:
+        try:
+            delivery.finish()
+        finally:
+            if connectors is None:
+                pool.close()
+    return delivery.stats
+
+
+def _sync_drainer(context: SyncContext) -> FlowStats | None:
+    """``leadrelay sync`` delivers the inbox before its flows (not in a dry run)."""
+    if context.dry_run:
+        return None
+    stats = drain_inbox(context.config, context.store, connectors=context.connectors)
+    if stats.claimed == 0:
+        return None
+    return stats.to_flow_stats()
+
+
+register_inbox_drainer(_sync_drainer)
+
+
+class DeliveryLoop:
+    """Delivers the inbox on a background thread every ``interval_s`` (sooner when
+    :meth:`wake` is called, e.g. by the capture app after it stored a lead).
+
+    Passes start at most every ``min_gap_s`` (default 0.5 s, at most ``interval_s``), so a
+    burst of submissions is delivered in a few large batches rather than one call per lead.
+    The thread has its own connectors. A failing pass is logged (secrets redacted) and the loop
+    goes on; :meth:`stop` ends it after the pass in progress.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        store: StateStore,
+        *,
+        interval_s: float | None = None,
+        fetchers: Fetchers | None = None,
+        metrics: CaptureMetrics | None = None,
+        connector_options: Mapping[str, Any] | None = None,
+        min_gap_s: float = 0.5,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.interval_s = interval_s if interval_s is not None else config.capture.worker_interval_s
+        self.fetchers = fetchers
+        self.metrics = metrics
+        self.connector_options = dict(connector_options or {})
+        self.min_gap_s = min(min_gap_s, self.interval_s)
+        self.passes = 0
+        self.last_error: str | None = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the background thread."""
+        self._thread = threading.Thread(target=self._run, name="leadrelay-delivery", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Run the next pass now (thread-safe, cheap)."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Ask the loop to end and wait for the pass in progress."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def run_once(self, pool: ConnectorPool) -> DeliveryStats | None:
+        """One pass; errors are logged and kept in :attr:`last_error`, never raised."""
+        try:
+            stats = drain_inbox(
+                self.config,
+                self.store,
+                connectors=pool,
+                fetchers=self.fetchers,
+                metrics=self.metrics,
+            )
+        except Exception as exc:  # the server must outlive any failure of a pass
+            self.last_error = redact(f"{type(exc).__name__}: {exc}")
+            log.error("delivery pass failed: %s", self.last_error)
+            return None
+        self.passes += 1
+        if stats.pending:
+            self.last_error = "; ".join(stats.errors[:3])
+            log.warning(
+                "%d captured lead(s) left pending: %s", stats.pending, redact(self.last_error)
+            )
+        elif stats.claimed:
+            self.last_error = None
+            log.info(
+                "delivered %d captured lead(s), %d dead-lettered",
+                stats.delivered,
+                stats.dead_lettered,
+            )
+        return stats
+
+    def _run(self) -> None:
+        with ConnectorPool(self.config, **self.connector_options) as pool:
+            while not self._stop.is_set():
+                self._wake.clear()
+                self.run_once(pool)
+                if self._stop.wait(self.min_gap_s):
+                    break
+                self._wake.wait(max(0.0, self.interval_s - self.min_gap_s))
+
+
+def _delivery_process_main(config_path: str, wake: Any, stop: Any, min_gap_s: float) -> None:
+    """The body of :class:`DeliveryProcess`'s child: the delivery loop on the project."""
+    from leadrelay.config import load_config
+    from leadrelay.connectors.errors import RedactingFilter
+
+    # Ctrl-C reaches the whole process group: the parent stops this loop between passes.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    handler = logging.StreamHandler()
+    handler.addFilter(RedactingFilter())
+    handler.setFormatter(logging.Formatter("%(levelname)s:     delivery: %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    config = load_config(config_path)
+    store = StateStore(config.state.url)
+    try:
+        loop = DeliveryLoop(config, store, min_gap_s=min_gap_s)
+        loop._wake, loop._stop = wake, stop
+        loop._run()
+    finally:
+        store.close()
+
+
+class DeliveryProcess:
+    """:class:`DeliveryLoop` in a child process of its own, as ``leadrelay serve`` runs it.
+
+    Mapping and writing leads costs CPU; in its own process it does not hold the capture
+    endpoints' interpreter lock, so acknowledging a submission stays fast under load. The child
+    re-reads the project from ``config_path``. :meth:`wake` is cheap and safe from any thread;
+    :meth:`stop` waits for the pass in progress. The ``delivered`` / ``failed`` counters of
+    ``/metrics`` are not counted in this mode (the inbox gauge still shows what was delivered).
+    """
+
+    def __init__(self, config_path: Path, *, min_gap_s: float = 0.5) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._wake = context.Event()
+        self._stop = context.Event()
+        self._process = context.Process(
+            target=_delivery_process_main,
+            args=(str(config_path), self._wake, self._stop, min_gap_s),
+            name="leadrelay-delivery",
+            daemon=True,
+        )
+
+    def start(self) -> None:
+        """Start the child process."""
+        self._process.start()
+
+    def wake(self) -> None:
+        """Run the next pass now."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Ask the loop to end, wait for the pass in progress, then make sure it is gone."""
+        self._stop.set()
+        self._wake.set()
+        if self._process.pid is None:
+            return
+        self._process.join(timeout)
+        if self._process.is_alive():
+            self._process.terminate()
+            self._process.join(5)

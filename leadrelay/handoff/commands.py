@@ -1,0 +1,219 @@
+"""``leadrelay report``: funnel, SLA, rejections, ledger and handoff diagnosis (DESIGN §11, §12).
+
+Registered by :mod:`leadrelay.cli`::
+
+    app.command("report")(report_command)
+
+The leads are read from each flow's destination CRM (every record, through its connector's
+``read_changes(None)`` and mapping), test leads left out; the ledger comes from the state store.
+Exit 0; 2 on a config error; 3 when a CRM refuses the credentials; 1 when a CRM cannot be read.
+
+For other callers (the demo): :func:`gather_leads` reads the leads, :func:`build_project_report`
+builds the :class:`~leadrelay.handoff.report.Report` from a config and a store.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+if TYPE_CHECKING:
+    from leadrelay.config import Config
+    from leadrelay.handoff.report import Report
+    from leadrelay.model import Lead
+    from leadrelay.sync.engine import ConnectorPool
+    from leadrelay.sync.state import StateStore
+
+__all__ = [
+    "TEST_EMAIL_PREFIX",
+    "build_project_report",
+    "gather_leads",
+    "rejected_without_reason",
+    "report_command",
+]
+
+#: Local part prefix of ``leadrelay validate``'s synthetic leads (``leadrelay-test+RUN@…``).
+TEST_EMAIL_PREFIX = "leadrelay-test+"
+
+_console = Console()
+_err = Console(stderr=True)
+
+
+def _error(message: str, exit_code: int) -> Exception:
+    from leadrelay.cli import CliError
+
+    return CliError(message, exit_code=exit_code)
+
+
+def is_test_lead(lead: Lead) -> bool:
+    """A test lead: flagged, or a validation run's synthetic e-mail (the flag is not stored in
+    the CRM, the address is)."""
+    return lead.is_test or (lead.email or "").startswith(TEST_EMAIL_PREFIX)
+
+
+def gather_leads(
+    config: Config,
+    connectors: ConnectorPool,
+    *,
+    on_page: Callable[[str, int], None] | None = None,
+) -> list[Lead]:
+    """Every lead in the flows' destination CRMs, as Leads; test leads left out.
+
+    Each destination connection is read once, from the start, with the mapping its first flow
+    uses. A lead held by several CRMs (one HubSpot lead in Salesforce and Zoho) counts once, at
+    the furthest funnel position any of them reached. A record that does not map is skipped
+    (``leadrelay sync`` dead-letters those).
+    """
+    from leadrelay.handoff.report import funnel_position
+    from leadrelay.mappings.engine import build_lead, load_mapping
+    from leadrelay.sync.engine import record_id
+
+    by_key: dict[str, Lead] = {}
+    seen: set[str] = set()
+    for flow in config.flows:
+        name = flow.destination
+        if name in seen:
+            continue
+        seen.add(name)
+        connector = connectors.get(name)
+        mapping = load_mapping(
+            config.connection(name).kind,
+            project_dir=config.folder,
+            override=flow.mappings.get(name),
+        )
+        for page in connector.read_changes(None):
+            for raw in page.records:
+                rid = record_id(connector, raw)
+                lead, _problems = build_lead(mapping.to_lead(raw, connection=name, external_id=rid))
+                if lead is None or is_test_lead(lead):
+                    continue
+                known = by_key.get(lead.key)
+                if known is None or funnel_position(lead) > funnel_position(known):
+                    by_key[lead.key] = lead
+            if on_page is not None:
+                on_page(name, len(page.records))
+    return list(by_key.values())
+
+
+def rejected_without_reason(leads: list[Lead]) -> list[dict[str, Any]]:
+    """Leads sales rejected (disqualified or lost) without a rejection reason."""
+    from leadrelay.handoff.recycle import REJECTED_STAGES
+
+    return [
+        {"lead_key": lead.key, "email": lead.email, "stage": lead.stage.value}
+        for lead in leads
+        if lead.stage in REJECTED_STAGES and lead.rejection_reason is None
+    ]
+
+
+def build_project_report(
+    config: Config,
+    store: StateStore,
+    connectors: ConnectorPool,
+    *,
+    now: datetime | None = None,
+    on_page: Callable[[str, int], None] | None = None,
+) -> Report:
+    """The report of a project: its CRMs' leads, its store's ledger, its ``[sla]``.
+
+    ``report.rejections["without_reason"]`` lists the leads rejected without a reason.
+    """
+    from leadrelay.handoff.report import report_command_data
+
+    leads = gather_leads(config, connectors, on_page=on_page)
+    report = report_command_data(config, store, leads, now=now)
+    report.rejections["without_reason"] = rejected_without_reason(leads)
+    return report
+
+
+def report_command(
+    config: Annotated[
+        Path, typer.Option("--config", "-c", help="The project file.", show_default=True)
+    ] = Path("leadrelay.toml"),
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Print JSON: funnel, ledger, sla, rejections, diagnosis (and metadata)."
+        ),
+    ] = False,
+    html: Annotated[
+        Path | None, typer.Option("--html", help="Also write a self-contained HTML report here.")
+    ] = None,
+) -> None:
+    """Report the handoff: funnel conversion, SLA, rejections by source, ledger, diagnosis.
+
+    Reads every lead of the flows' CRMs (test leads left out) and the state store's ledger.
+    Exit 0; 2 on a config error; 3 when a CRM refuses the credentials; 1 when one cannot be read.
+    """
+    from leadrelay.cli import _load_config
+    from leadrelay.connectors.base import ConnectorNotFound
+    from leadrelay.connectors.errors import AuthError, ConnectorError
+    from leadrelay.handoff.report import render_tables
+    from leadrelay.handoff.report_html import render_html
+    from leadrelay.mappings.engine import MappingError
+    from leadrelay.sync.engine import ConnectorPool
+    from leadrelay.sync.state import StateError, StateStore
+
+    loaded = _load_config(config)
+    if not loaded.flows:
+        raise _error(f"{loaded.path}: no [[flows]] defined: no CRM to report on", 2)
+    try:
+        store = StateStore(loaded.state.url)
+    except StateError as exc:
+        raise _error(f"state store {loaded.state.display_url}: {exc}", 2) from exc
+    try:
+        with ConnectorPool(loaded) as pool:
+            if _err.is_terminal and not as_json:
+                with Progress(
+                    SpinnerColumn(),
+                    TextColumn("reading {task.description}"),
+                    TextColumn("{task.completed} records"),
+                    TimeElapsedColumn(),
+                    console=_err,
+                    transient=True,
+                ) as progress:
+                    tasks: dict[str, Any] = {}
+
+                    def advance(name: str, count: int) -> None:
+                        if name not in tasks:
+                            tasks[name] = progress.add_task(name, total=None)
+                        progress.advance(tasks[name], count)
+
+                    report = build_project_report(loaded, store, pool, on_page=advance)
+            else:
+                report = build_project_report(loaded, store, pool)
+    except (MappingError, ConnectorNotFound) as exc:
+        raise _error(str(exc), 2) from exc
+    except AuthError as exc:
+        raise _error(f"cannot read the CRM: {exc}", 3) from exc
+    except ConnectorError as exc:
+        raise _error(f"cannot read the CRM: {exc}", 1) from exc
+    finally:
+        store.close()
+    if html is not None:
+        try:
+            html.write_text(render_html(report), encoding="utf-8")
+        except OSError as exc:
+            raise _error(f"cannot write {html}: {exc.strerror}", 2) from exc
+    if as_json:
+        sys.stdout.write(report.to_json() + "\n")
+        return
+    for table in render_tables(report):
+        _console.print(table)
+    missing = report.rejections.get("without_reason") or []
+    if missing:
+        _console.print(
+            f"[yellow]{len(missing)} lead(s) rejected without a reason:[/] "
+            + ", ".join(str(item["email"] or item["lead_key"]) for item in missing[:10])
+            + (" …" if len(missing) > 10 else ""),
+            highlight=False,
+        )
+    if html is not None:
+        _err.print(f"wrote {html}", highlight=False)

@@ -1,0 +1,91 @@
+"""``leadrelay validate FORM`` / ``leadrelay validate --all`` (DESIGN §8, §11).
+
+Registered by :mod:`leadrelay.cli`::
+
+    app.command("validate")(validate_command)
+
+Exit codes: 0 when every check of every form passed, 1 when any failed, 2 on a configuration
+error (no such form, config file invalid, state store unreachable).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+__all__ = ["validate_command"]
+
+_console = Console()
+
+
+def _error(message: str, exit_code: int) -> Exception:
+    from leadrelay.cli import CliError
+
+    return CliError(message, exit_code=exit_code)
+
+
+def validate_command(
+    form: Annotated[
+        str | None, typer.Argument(help="The form to validate (see [forms] in the config).")
+    ] = None,
+    every: Annotated[bool, typer.Option("--all", help="Validate every configured form.")] = False,
+    config: Annotated[
+        Path, typer.Option("--config", "-c", help="The project file.", show_default=True)
+    ] = Path("leadrelay.toml"),
+    timeout: Annotated[
+        float,
+        typer.Option("--timeout", min=0.0, help="Seconds to wait for the record to appear."),
+    ] = 60.0,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Keep the test records instead of deleting them.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    junit: Annotated[
+        Path | None, typer.Option("--junit", help="Also write JUnit XML to this file.")
+    ] = None,
+) -> None:
+    """Send a test lead through a form's real path and check it in the CRM.
+
+    Pre-flight against the live schema, a synthetic lead marked as a test, submitted the way
+    the form's leads arrive, polled for in the destination, read back and checked field by
+    field; the test records are deleted unless --keep. Exit 0 when every check passes, 1 when
+    one fails, 2 on a configuration error.
+    """
+    from leadrelay.config import ConfigError, load_config
+    from leadrelay.validation.output import render_table, to_json, write_junit
+    from leadrelay.validation.runner import (
+        ValidationConfigError,
+        validate_all,
+        validate_form,
+    )
+
+    if (form is None) == (not every):
+        raise _error("give one FORM or --all", 2)
+    try:
+        loaded = load_config(config)
+    except ConfigError as exc:
+        raise _error(str(exc), 2) from exc
+    try:
+        if every:
+            results = validate_all(loaded, timeout=timeout, keep=keep)
+        else:
+            assert form is not None
+            results = [validate_form(loaded, form, timeout=timeout, keep=keep)]
+    except ValidationConfigError as exc:
+        raise _error(str(exc), 2) from exc
+    if junit is not None:
+        write_junit(results, junit)
+    if as_json:
+        import json
+
+        sys.stdout.write(json.dumps(to_json(results, many=every), indent=2, default=str) + "\n")
+    else:
+        for result in results:
+            _console.print(render_table(result))
+    failed = [r.form for r in results if not r.ok]
+    if failed:
+        raise _error(f"validation failed: {', '.join(failed)}", 1)

@@ -1,0 +1,219 @@
+"""``leadrelay forms add|list``, ``leadrelay import`` and ``leadrelay serve``'s config check."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+
+from leadrelay.capture.commands import forms_app, import_command, serve_command
+from leadrelay.cli import CliError
+from leadrelay.config import load_config, read_env_file
+from leadrelay.sandbox.server import SandboxServer
+from tests.capture.conftest import write_project
+from tests.capture.sandbox_project import Project, admin
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    app = typer.Typer()
+    app.add_typer(forms_app, name="forms")
+    app.command("import")(import_command)
+    app.command("serve")(serve_command)
+    capsys.readouterr()
+    try:
+        code = app(args=list(argv), standalone_mode=False) or 0
+    except CliError as exc:
+        code = exc.exit_code
+        print(f"error: {exc}", file=sys.stderr)
+    out, err = capsys.readouterr()
+    return code, out + err
+
+
+@pytest.fixture
+def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    for var in ("META_APP_SECRET", "META_ACCESS_TOKEN", "LINKEDIN_CLIENT_SECRET"):
+        monkeypatch.delenv(var, raising=False)
+    write_project(tmp_path)
+    return tmp_path
+
+
+def add(capsys: pytest.CaptureFixture[str], folder: Path, *argv: str) -> tuple[int, str]:
+    return run(capsys, "forms", "add", *argv, "--config", str(folder / "leadrelay.toml"))
+
+
+@pytest.mark.parametrize(
+    ("source", "variable", "path"),
+    [
+        ("webform", "FORM_PRICING_DEMO_SECRET", "/forms/pricing-demo"),
+        ("google_ads_lead_form", "FORM_PRICING_DEMO_GOOGLE_KEY", "/hooks/google-ads"),
+    ],
+)
+def test_forms_add_writes_the_form_and_prints_its_new_secret(
+    capsys: pytest.CaptureFixture[str], folder: Path, source: str, variable: str, path: str
+) -> None:
+    code, out = add(capsys, folder, "pricing-demo", "--source", source, "--destination", "hs")
+    assert code == 0, out
+    secret = read_env_file(folder / ".env")[variable]
+    assert secret in out
+    assert f"http://127.0.0.1:8080{path}" in out
+    config = load_config(folder / "leadrelay.toml", environ={})
+    assert config.forms["pricing-demo"].source == source
+    assert (folder / "mappings" / "forms" / "pricing-demo.toml").is_file()
+
+
+def test_forms_add_keeps_the_existing_text_of_the_file(
+    capsys: pytest.CaptureFixture[str], folder: Path
+) -> None:
+    toml = folder / "leadrelay.toml"
+    before = "# my comment\n" + toml.read_text()
+    toml.write_text(before)
+    add(capsys, folder, "events", "--source", "csv", "--destination", "hs")
+    assert toml.read_text().startswith(before)
+
+
+def test_forms_add_meta_uses_the_app_secret_of_the_environment(
+    capsys: pytest.CaptureFixture[str], folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("META_APP_SECRET", "app-secret-from-meta")
+    monkeypatch.setenv("META_ACCESS_TOKEN", "page-token-from-meta")
+    code, out = add(capsys, folder, "fb", "--source", "meta_lead_ads", "--destination", "hs")
+    assert code == 0, out
+    assert read_env_file(folder / ".env")["FORM_FB_VERIFY_TOKEN"] in out
+    assert "app-secret-from-meta" not in out
+
+
+@pytest.mark.parametrize(
+    ("argv", "reason"),
+    [
+        (("web-server", "--source", "webform", "--destination", "hs"), "already exists"),
+        (("new-form", "--source", "webform", "--destination", "sf"), "not a connection"),
+        (("new-form", "--source", "fax", "--destination", "hs"), "unknown source"),
+        (("new form", "--source", "webform", "--destination", "hs"), "form name"),
+        (("fb", "--source", "meta_lead_ads", "--destination", "hs"), "META_APP_SECRET"),
+    ],
+)
+def test_forms_add_refuses_with_exit_2_and_changes_nothing(
+    capsys: pytest.CaptureFixture[str], folder: Path, argv: tuple[str, ...], reason: str
+) -> None:
+    before = (folder / "leadrelay.toml").read_text()
+    code, out = add(capsys, folder, *argv)
+    assert (code, reason in out) == (2, True), out
+    assert (folder / "leadrelay.toml").read_text() == before
+    assert not (folder / ".env").exists()
+
+
+def test_forms_add_rolls_back_when_the_project_does_not_load(
+    capsys: pytest.CaptureFixture[str], folder: Path
+) -> None:
+    toml = folder / "leadrelay.toml"
+    # an inline table cannot be extended by a [forms.NAME] header: the new file is invalid
+    before = 'forms = {}\n[connections.hs]\nkind = "hubspot"\naccess_token = "pat-na1-x"\n'
+    toml.write_text(before)
+    code, out = add(capsys, folder, "again", "--source", "webform", "--destination", "hs")
+    assert (code, "does not load" in out) == (2, True)
+    assert toml.read_text() == before
+    assert not (folder / "mappings" / "forms" / "again.toml").exists()
+
+
+def test_serve_with_a_bad_config_exits_2(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, out = run(capsys, "serve", "--config", str(tmp_path / "missing.toml"))
+    assert (code, "no such config file" in out) == (2, True)
+
+
+# -- on the sandbox ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxServer]:
+    with SandboxServer(ca_dir=tmp_path_factory.mktemp("ca")) as running:
+        yield running
+
+
+@pytest.fixture
+def project(sandbox: SandboxServer, tmp_path: Path) -> Iterator[Project]:
+    admin(sandbox, "reset", {})
+    admin(sandbox, "faults", {})
+    opened = Project(tmp_path, sandbox)
+    yield opened
+    opened.close()
+
+
+def run_json(capsys: pytest.CaptureFixture[str], project: Project, *argv: str) -> tuple[int, Any]:
+    code, out = run(capsys, *argv, "--config", str(project.folder / "leadrelay.toml"), "--json")
+    return code, json.loads(out[: out.rindex("}") + 1])
+
+
+def test_forms_list_counts_leads_by_ledger_state(
+    capsys: pytest.CaptureFixture[str], project: Project
+) -> None:
+    with project.client() as client:
+        project.post_webform(client, email="listed@acme.io")
+    code, data = run_json(capsys, project, "forms", "list")
+    row = next(form for form in data["forms"] if form["form"] == "demo-webform")
+    assert code == 0
+    assert (row["ledger"]["received"], row["pending"], row["destination"]) == (1, 1, "hubspot")
+    assert row["last_lead_at"] is not None
+    assert row["endpoint"] == "http://127.0.0.1:8080/forms/demo-webform"
+
+
+CSV = "Email,First Name,Last Name,Company,utm_source\n{rows}"
+
+
+def write_csv(project: Project, *rows: str) -> Path:
+    path = project.folder / "event.csv"
+    path.write_text(CSV.format(rows="".join(row + "\n" for row in rows)))
+    return path
+
+
+def test_import_delivers_each_row(capsys: pytest.CaptureFixture[str], project: Project) -> None:
+    path = write_csv(project, "a@acme.io,Ann,Lee,Acme,event", "b@acme.io,Bob,Ray,Beta,event")
+    code, data = run_json(capsys, project, "import", str(path), "--form", "demo-webform")
+    assert code == 0
+    assert (data["read"], data["stored"], data["delivered"]) == (2, 2, 2)
+    record = project.lookup("hubspot", "b@acme.io")
+    assert record is not None and record["utm_source"] == "event"
+
+
+def test_reimporting_a_file_stores_nothing_but_a_corrected_row(
+    capsys: pytest.CaptureFixture[str], project: Project
+) -> None:
+    path = write_csv(project, "a@acme.io,Ann,Lee,Acme,event", "b@acme.io,Bob,Ray,Beta,event")
+    run_json(capsys, project, "import", str(path), "--form", "demo-webform")
+    write_csv(project, "a@acme.io,Ann,Lee,Acme,event", "b@acme.io,Bob,Ray,Gamma,event")
+    code, data = run_json(capsys, project, "import", str(path), "--form", "demo-webform")
+    assert (code, data["duplicates"], data["stored"], data["delivered"]) == (0, 1, 1, 1)
+    record = project.lookup("hubspot", "b@acme.io")
+    assert record is not None and record["company"] == "Gamma"
+
+
+def test_import_reports_skipped_and_dead_lettered_rows_and_exits_1(
+    capsys: pytest.CaptureFixture[str], project: Project
+) -> None:
+    path = write_csv(project, "a@acme.io,Ann,Lee,Acme,event", "too,few", "not-an-email,X,Y,Z,e")
+    code, data = run_json(capsys, project, "import", str(path), "--form", "demo-webform")
+    assert code == 1
+    assert data["skipped"] == [{"row": 2, "reason": "row has 2 cells, the header has 5"}]
+    assert (data["delivered"], data["dead_lettered"]) == (1, 1)
+
+
+def test_import_of_an_unknown_form_exits_2(
+    capsys: pytest.CaptureFixture[str], project: Project
+) -> None:
+    path = write_csv(project, "a@acme.io,Ann,Lee,Acme,event")
+    code, _ = run(
+        capsys,
+        "import",
+        str(path),
+        "--form",
+        "nope",
+        "--config",
+        str(project.folder / "leadrelay.toml"),
+    )
+    assert code == 2

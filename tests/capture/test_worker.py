@@ -1,0 +1,287 @@
+"""Delivery of captured leads to the sandbox CRMs (the demo forms of ``sandbox --init``)."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+
+from leadrelay.capture.sources import FetchError, Fetchers
+from leadrelay.capture.worker import (
+    INBOX_FLOW,
+    DeliveryLoop,
+    attribution_of,
+    deliver_inbox,
+    drain_inbox,
+)
+from leadrelay.config import Config, MetaFormConfig
+from leadrelay.sandbox.server import SandboxServer
+from leadrelay.sync.commands import sync_command
+from leadrelay.sync.state import DeadLetterStatus, InboxStatus, LedgerState, StateStore
+from tests.capture.conftest import meta_body
+from tests.capture.sandbox_project import NO_RETRY, Project, admin
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxServer]:
+    with SandboxServer(ca_dir=tmp_path_factory.mktemp("ca")) as running:
+        yield running
+
+
+@pytest.fixture
+def project(sandbox: SandboxServer, tmp_path: Path) -> Iterator[Project]:
+    admin(sandbox, "reset", {})
+    admin(sandbox, "faults", {})
+    opened = Project(tmp_path, sandbox)
+    yield opened
+    opened.close()
+
+
+def deliver(project: Project) -> Any:
+    return drain_inbox(project.config, project.store, connectors=project.pool)
+
+
+def submit(project: Project, form: str, email: str) -> Any:
+    with project.client() as client:
+        if form == "demo-webform":
+            response = project.post_webform(
+                client,
+                email=email,
+                first_name="Ana",
+                last_name="Silva",
+                company="Acme",
+                page_url="https://www.acme.io/pricing?utm_source=linkedin&utm_medium=paid_social"
+                "&utm_campaign=q3-launch&gclid=ABC",
+                referrer="https://www.linkedin.com/",
+            )
+        elif form == "demo-meta":
+            response = project.post_meta(client, email=email, full_name="Ana Silva")
+        else:
+            response = project.post_google(
+                client, f"lead-{email}", EMAIL=email, FULL_NAME="Ana Silva"
+            )
+    assert response.status_code == 202, response.text
+    return response.json()
+
+
+CASES = [
+    ("demo-webform", "hubspot", "utm_source", "linkedin"),
+    ("demo-meta", "hubspot", "utm_source", "facebook"),
+    ("demo-google", "zoho", "UTM_Source", "google"),
+]
+
+
+@pytest.mark.parametrize(("form", "connection", "utm_field", "utm_value"), CASES)
+def test_a_demo_form_lead_reaches_its_crm_with_its_utms(
+    project: Project, form: str, connection: str, utm_field: str, utm_value: str
+) -> None:
+    submit(project, form, "ana@acme.io")
+    stats = deliver(project)
+    assert (stats.delivered, stats.dead_lettered, stats.pending) == (1, 0, 0)
+    record = project.lookup(connection, "ana@acme.io")
+    assert record is not None
+    assert record[utm_field] == utm_value
+
+
+@pytest.mark.parametrize(("form", "connection"), [(f, c) for f, c, _, _ in CASES])
+def test_the_ledger_row_is_written_with_the_crm_record_id(
+    project: Project, form: str, connection: str
+) -> None:
+    answer = submit(project, form, "ana@acme.io")
+    deliver(project)
+    key = answer["key"] if "key" in answer else answer["leads"][0]["key"]
+    (row,) = project.store.ledger_rows(key)
+    record = project.lookup(connection, "ana@acme.io")
+    assert record is not None
+    assert (row.state, row.destination) == (LedgerState.WRITTEN, connection)
+    assert row.external_id == str(record.get("id") or record.get("hs_object_id"))
+
+
+def test_a_replayed_meta_notification_is_stored_and_written_once(project: Project) -> None:
+    leadgen_id = project.create_meta_lead(email="replay@acme.io", full_name="Re Play")
+    with project.client() as client:
+        first = project.notify_meta(client, leadgen_id)
+        deliver(project)
+        replay = project.notify_meta(client, leadgen_id)
+    stats = deliver(project)
+    assert (first.json()["status"], replay.json()["status"]) == ("accepted", "duplicate")
+    assert stats.claimed == 0
+    assert project.store.inbox_counts()[InboxStatus.DELIVERED] == 1
+
+
+def test_the_same_person_from_two_forms_is_one_record(project: Project) -> None:
+    submit(project, "demo-webform", "Same.Person@Acme.io")
+    deliver(project)
+    submit(project, "demo-meta", "same.person@acme.io")
+    stats = deliver(project)
+    assert stats.delivered == 1
+    assert stats.created == 0
+    record = project.lookup("hubspot", "same.person@acme.io")
+    assert record is not None
+    keys = {project.store.key_for("hubspot", str(record.get("hs_object_id") or record.get("id")))}
+    assert None not in keys and len(keys) == 1
+
+
+def test_two_submissions_of_one_person_in_one_batch_are_one_upsert(project: Project) -> None:
+    with project.client() as client:
+        project.post_webform(client, email="twice@acme.io", first_name="Tw", company="A")
+        project.post_webform(client, email="TWICE@acme.io", first_name="Tw", company="B")
+    stats = deliver(project)
+    assert (stats.delivered, stats.created + stats.updated + stats.unchanged) == (2, 1)
+    record = project.lookup("hubspot", "twice@acme.io")
+    assert record is not None and record["company"] == "B"
+
+
+def test_a_bad_value_is_dead_lettered_naming_the_field(project: Project) -> None:
+    with project.client() as client:
+        project.post_webform(client, email="bad@acme.io", employees="lots")
+    stats = deliver(project)
+    assert stats.dead_lettered == 1
+    (letter,) = project.store.list_dead_letters(status=DeadLetterStatus.OPEN)
+    assert (letter.system, letter.connection, letter.field) == (
+        "webform",
+        "demo-webform",
+        "employees",
+    )
+    assert letter.payload["fields"]["employees"] == "lots"
+    assert project.store.inbox_counts()[InboxStatus.FAILED] == 1
+    assert project.lookup("hubspot", "bad@acme.io") is None
+
+
+def test_a_record_the_crm_refuses_is_dead_lettered_with_its_message(project: Project) -> None:
+    with project.client() as client:
+        project.post_webform(client, phone="+14155550100", first_name="No", last_name="Mail")
+    stats = deliver(project)
+    assert stats.dead_lettered == 1
+    (letter,) = project.store.list_dead_letters(status=DeadLetterStatus.OPEN)
+    assert (letter.system, letter.connection) == ("hubspot", "hubspot")
+    assert letter.reason
+
+
+def test_sync_drains_the_inbox_as_a_pseudo_flow(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    submit(project, "demo-webform", "via-sync@acme.io")
+    app = typer.Typer()
+    app.command("sync")(sync_command)
+    app.command("noop")(lambda: None)
+    capsys.readouterr()
+    code = app(
+        args=["sync", "--config", str(project.folder / "leadrelay.toml"), "--json"],
+        standalone_mode=False,
+    )
+    assert code in (None, 0)
+    flows = json.loads(capsys.readouterr().out)["flows"]
+    inbox = [flow for flow in flows if flow["name"] == INBOX_FLOW]
+    assert len(inbox) == 1
+    assert set(inbox[0]) == {
+        "name",
+        "read",
+        "created",
+        "updated",
+        "unchanged",
+        "written_back",
+        "dead_lettered",
+        "api_calls",
+    }
+    assert (inbox[0]["read"], inbox[0]["created"]) == (1, 1)
+    assert project.lookup("hubspot", "via-sync@acme.io") is not None
+
+
+def test_the_delivery_loop_delivers_what_the_app_stores(project: Project) -> None:
+    loop = DeliveryLoop(
+        project.config, project.store, interval_s=0.05, connector_options={"retry": NO_RETRY}
+    )
+    loop.start()
+    try:
+        submit(project, "demo-webform", "looped@acme.io")
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if project.store.inbox_counts()[InboxStatus.DELIVERED] == 1:
+                break
+            time.sleep(0.05)
+    finally:
+        loop.stop()
+    assert project.lookup("hubspot", "looped@acme.io") is not None
+
+
+# -- without the sandbox: fetch failures ---------------------------------------------------
+
+
+def _meta_fetcher(error: FetchError) -> Fetchers:
+    def fail(form: MetaFormConfig, leadgen_id: str) -> dict[str, Any]:
+        raise error
+
+    return Fetchers(meta=fail)
+
+
+def _store_meta(config: Config, store: StateStore) -> None:
+    from fastapi.testclient import TestClient
+
+    from leadrelay.capture.app import create_app
+    from tests.capture.conftest import META_APP_SECRET, hex_sig
+
+    body = meta_body()
+    with TestClient(create_app(config, store)) as client:
+        response = client.post(
+            "/hooks/meta",
+            content=body,
+            headers={"X-Hub-Signature-256": "sha256=" + hex_sig(META_APP_SECRET, body)},
+        )
+    assert response.status_code == 202
+
+
+def test_a_meta_answer_that_cannot_be_fetched_yet_stays_pending(
+    config: Config, store: StateStore
+) -> None:
+    _store_meta(config, store)
+    error = FetchError("meta_lead_ads", "987", "lead: HTTP 503", retryable=True, status=503)
+    stats = deliver_inbox(config, store, fetchers=_meta_fetcher(error))
+    assert (stats.pending, stats.dead_lettered) == (1, 0)
+    (item,) = store.claim_inbox(limit=5)
+    assert item.last_error == str(error)
+    assert item.attempts == 1
+
+
+def test_a_meta_lead_that_is_gone_is_dead_lettered(config: Config, store: StateStore) -> None:
+    _store_meta(config, store)
+    error = FetchError("meta_lead_ads", "987", "lead: HTTP 404", retryable=False, status=404)
+    stats = deliver_inbox(config, store, fetchers=_meta_fetcher(error))
+    assert stats.dead_lettered == 1
+    (letter,) = store.list_dead_letters()
+    assert (letter.system, letter.connection) == ("meta_lead_ads", "meta-ads")
+    assert store.inbox_counts()[InboxStatus.FAILED] == 1
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        (
+            {"page_url": "https://a.io/?utm_source=google&utm_medium=cpc&gclid=X"},
+            ("google", "cpc", "paid_search", {"gclid": "X"}),
+        ),
+        (
+            {"page_url": "https://a.io/?utm_source=google", "utm_source": "bing"},
+            ("bing", None, "organic_search", {}),
+        ),
+        ({"fbclid": "F"}, ("facebook", "paid_social", "paid_social", {"fbclid": "F"})),
+        ({"referrer": "https://www.google.com/"}, ("facebook", "paid_social", "paid_social", {})),
+    ],
+)
+def test_attribution_reads_the_url_then_fields_then_the_form_defaults(
+    config: Config, fields: dict[str, str], expected: tuple[Any, ...]
+) -> None:
+    form = config.forms["meta-ads"].model_copy(
+        update={
+            "default_utm": config.forms["meta-ads"].default_utm.model_copy(
+                update={"utm_source": "facebook", "utm_medium": "paid_social"}
+            )
+        }
+    )
+    found = attribution_of(fields, form)
+    assert (found.utm_source, found.utm_medium, found.channel.value, found.click_ids) == expected

@@ -1,0 +1,86 @@
+"""``leadrelay report`` on the sandbox project against an in-process sandbox."""
+
+from __future__ import annotations
+
+import gc
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from leadrelay.cli import CliError
+from leadrelay.config import load_config
+from leadrelay.connectors.policy import RetryPolicy
+from leadrelay.handoff.commands import report_command
+from leadrelay.sandbox.project import write_sandbox_project
+from leadrelay.sandbox.server import SandboxServer
+from leadrelay.sync.engine import ConnectorPool, SyncContext, SyncEngine
+from leadrelay.sync.state import StateStore
+
+FAST_RETRY = RetryPolicy(max_attempts=3, max_total_s=5.0, base_s=0.005, cap_s=0.05)
+
+PERSON = {"firstname": "Kim", "lastname": "Lee", "company": "BigCo", "jobtitle": "CFO"}
+
+app = typer.Typer(add_completion=False)
+app.command("report")(report_command)
+app.command("noop")(lambda: None)  # two commands: "report" stays a sub-command
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[SandboxServer]:
+    with SandboxServer() as running:
+        yield running
+    gc.collect()
+
+
+@pytest.fixture
+def project(server: SandboxServer, tmp_path: Path) -> Path:
+    """The sandbox project after one sync of two HubSpot contacts, one of them a test lead."""
+    server.sandbox.reset()
+    write_sandbox_project(tmp_path, server.env())
+    path = tmp_path / "leadrelay.toml"
+    config = load_config(path)
+    with ConnectorPool(config, retry=FAST_RETRY) as pool:
+        from leadrelay.connectors.base import UpsertInput
+
+        pool.get("hubspot").upsert(
+            [
+                UpsertInput(ref="1", fields={"email": "cfo@bigco.io", **PERSON}),
+                UpsertInput(ref="2", fields={"email": "leadrelay-test+r1@example.com", **PERSON}),
+            ]
+        )
+        with StateStore(config.state.url) as store:
+            context = SyncContext(config, store, pool)
+            for flow in config.flows:
+                SyncEngine.for_flow(context, flow).run()
+    return path
+
+
+def test_json_has_the_report_sections_and_leaves_test_leads_out(project: Path) -> None:
+    result = CliRunner().invoke(app, ["report", "--config", str(project), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert {"funnel", "ledger", "sla", "rejections", "diagnosis"} <= data.keys()
+    assert data["lead_count"] == 1  # one lead, in Salesforce and Zoho; the test lead left out
+    assert data["ledger"]["totals"]["written"] == 4
+    assert data["rejections"]["without_reason"] == []
+
+
+def test_html_file_is_written_next_to_the_tables(project: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report.html"
+    result = CliRunner().invoke(app, ["report", "--config", str(project), "--html", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "Handoff diagnosis" in result.stdout
+    assert out.read_text(encoding="utf-8").lstrip().lower().startswith("<!doctype html>")
+
+
+def test_a_config_error_is_exit_code_2(tmp_path: Path) -> None:
+    bad = tmp_path / "leadrelay.toml"
+    bad.write_text("[sla]\nhot_hours = -1\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["report", "--config", str(bad)])
+    assert isinstance(result.exception, CliError)
+    assert result.exception.exit_code == 2
+    assert "sla.hot_hours" in str(result.exception)
