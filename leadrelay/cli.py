@@ -83,7 +83,8 @@ ConfigOption = Annotated[
 ]
 
 
-def _load_config(path: Path) -> Config:
+def load_project_config(path: Path) -> Config:
+    """Load ``leadrelay.toml`` for a command: a config error (``[sla]`` included) is exit 2."""
     from leadrelay.config import ConfigError, load_config
     from leadrelay.handoff.sla import load_sla_config
 
@@ -143,7 +144,7 @@ def check(
     """
     from leadrelay.check import render_checks, run_checks
 
-    loaded = _load_config(config)
+    loaded = load_project_config(config)
     results = run_checks(loaded, connections=not offline, create_fields=create_fields)
     ok = all(result.ok for result in results)
     if as_json:

@@ -143,8 +143,12 @@ def test_help_is_available_for_every_command(capsys: pytest.CaptureFixture[str])
         assert "Usage" in out
 
 
+@pytest.mark.parametrize(
+    "command",
+    [["check", "--offline"], ["sync"], ["report"], ["validate", "--all"], ["forms", "list"]],
+)
 def test_a_bad_sla_key_is_a_config_error(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
 ) -> None:
     run(["init", str(tmp_path)], capsys)
     toml = tmp_path / "leadrelay.toml"
@@ -162,6 +166,6 @@ def test_a_bad_sla_key_is_a_config_error(
             )
         )
     )
-    code, _, err = run(["check", "--config", str(toml), "--offline"], capsys)
+    code, _, err = run([*command, "--config", str(toml)], capsys)
     assert code == 2
     assert "sla.hot_hour" in err

@@ -152,7 +152,7 @@ def report_command(
     Reads every lead of the flows' CRMs (test leads left out) and the state store's ledger.
     Exit 0; 2 on a config error; 3 when a CRM refuses the credentials; 1 when one cannot be read.
     """
-    from leadrelay.cli import _load_config
+    from leadrelay.cli import load_project_config
     from leadrelay.connectors.base import ConnectorNotFound
     from leadrelay.connectors.errors import AuthError, ConnectorError
     from leadrelay.handoff.report import render_tables
@@ -161,7 +161,7 @@ def report_command(
     from leadrelay.sync.engine import ConnectorPool
     from leadrelay.sync.state import StateError, StateStore
 
-    loaded = _load_config(config)
+    loaded = load_project_config(config)
     if not loaded.flows:
         raise _error(f"{loaded.path}: no [[flows]] defined: no CRM to report on", 2)
     try:

@@ -74,12 +74,9 @@ def _print_json(value: Any) -> None:
 
 
 def _load(path: Path) -> Config:
-    from leadrelay.config import ConfigError, load_config
+    from leadrelay.cli import load_project_config
 
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        raise _error(str(exc), 2) from exc
+    return load_project_config(path)
 
 
 def _open_store(config: Config) -> StateStore:

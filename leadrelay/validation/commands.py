@@ -55,7 +55,7 @@ def validate_command(
     field; the test records are deleted unless --keep. Exit 0 when every check passes, 1 when
     one fails, 2 on a configuration error.
     """
-    from leadrelay.config import ConfigError, load_config
+    from leadrelay.cli import load_project_config
     from leadrelay.validation.output import render_table, to_json, write_junit
     from leadrelay.validation.runner import (
         ValidationConfigError,
@@ -65,10 +65,7 @@ def validate_command(
 
     if (form is None) == (not every):
         raise _error("give one FORM or --all", 2)
-    try:
-        loaded = load_config(config)
-    except ConfigError as exc:
-        raise _error(str(exc), 2) from exc
+    loaded = load_project_config(config)
     try:
         if every:
             results = validate_all(loaded, timeout=timeout, keep=keep)
