@@ -85,18 +85,19 @@ def _open_store(config: Config) -> StateStore:
 def serve_command(
     config: ConfigOption = Path("leadrelay.toml"),
     host: Annotated[
-        str | None, typer.Option("--host", help="Interface to listen on (default [capture]).")
+        str | None,
+        typer.Option("--host", help="Interface to listen on (default: capture.host)."),
     ] = None,
     port: Annotated[
         int | None,
-        typer.Option("--port", "-p", min=1, max=65535, help="Port (default [capture])."),
+        typer.Option("--port", "-p", min=1, max=65535, help="Port (default: capture.port)."),
     ] = None,
 ) -> None:
     """Run the capture service: form and ad-lead endpoints, with delivery to the CRMs.
 
-    Each lead is stored before it is acknowledged (202) and delivered by a background worker
-    every [capture] worker_interval_s (and right after it arrives), with retries while a CRM is
-    down. Stops on Ctrl-C after the delivery pass in progress.
+    Each lead is stored before it is acknowledged (202) and delivered by a background
+    worker every capture.worker_interval_s seconds (and right after it arrives), with
+    retries while a CRM is down. Stops on Ctrl-C after the delivery pass in progress.
     """
     from leadrelay.capture.app import serve
 
@@ -130,7 +131,7 @@ def forms_add(
     config: ConfigOption = Path("leadrelay.toml"),
     as_json: JsonOption = False,
 ) -> None:
-    """Connect a form: writes [forms.NAME], mappings/forms/NAME.toml and its secrets in .env.
+    """Connect a form: writes forms.NAME in leadrelay.toml, its mapping and its secrets in .env.
 
     Prints the endpoint URL and the values to paste into the form or ad platform. New secrets
     (a web form's shared secret, Meta's verify token, a Google Ads key) are yours and are
