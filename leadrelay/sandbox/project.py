@@ -23,6 +23,7 @@ kind = "hubspot"
 auth = "private_app"
 access_token = "${HUBSPOT_ACCESS_TOKEN}"
 base_url = "${HUBSPOT_BASE_URL}"
+portal_id = "${HUBSPOT_PORTAL_ID}"
 ca_bundle = "${LEADRELAY_CA_BUNDLE}"
 
 [connections.salesforce]

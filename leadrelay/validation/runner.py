@@ -738,7 +738,9 @@ class _Run:
         if "stage" in mapping.fields:
             stage_text = getattr(stage, "value", stage)
             self.add(stage_check(INITIAL_STAGES, stage_text, mapping.fields["stage"].system_field))
-        if "owner" in mapping.fields and _owner_expected(self.config, self.form):
+        # Routing assigns the owner in leadrelay's pipeline; a submission that never passed
+        # through it (hubspot_form: HubSpot made the record, no capture key) cannot have one.
+        if "owner" in mapping.fields and submitted.key and _owner_expected(self.config, self.form):
             owner_field = mapping.fields["owner"].system_field
             self.add(owner_check(owner_field, record.get(owner_field)))
         ids = _records_for_email(connector, syn.email)

@@ -1,4 +1,4 @@
-"""Emulated HubSpot CRM v3 for the sandbox (contacts, batch, search, properties, owners, OAuth)."""
+"""Emulated HubSpot for the sandbox: CRM v3 contacts, properties, owners, OAuth and forms."""
 
 from __future__ import annotations
 
@@ -9,11 +9,14 @@ from leadrelay.sandbox.hubspot.emulator import (
     SANDBOX_REFRESH_TOKEN,
     HubSpotEmulator,
 )
+from leadrelay.sandbox.hubspot.forms import SANDBOX_FORM_GUID, SANDBOX_PORTAL_ID
 
 __all__ = [
     "SANDBOX_ACCESS_TOKEN",
     "SANDBOX_CLIENT_ID",
     "SANDBOX_CLIENT_SECRET",
+    "SANDBOX_FORM_GUID",
+    "SANDBOX_PORTAL_ID",
     "SANDBOX_REFRESH_TOKEN",
     "HubSpotEmulator",
 ]

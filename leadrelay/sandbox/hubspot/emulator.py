@@ -33,6 +33,14 @@ from leadrelay.sandbox.hubspot.errors import (
     not_found,
     validation_error,
 )
+from leadrelay.sandbox.hubspot.forms import (
+    SANDBOX_FORM_GUID,
+    SANDBOX_PORTAL_ID,
+    FormError,
+    SubmissionLimits,
+    seeded_forms,
+    submit,
+)
 from leadrelay.sandbox.hubspot.schema import SANDBOX_HUB_ID, SEEDED_OWNERS, Schema
 from leadrelay.sandbox.hubspot.search import search
 from leadrelay.sandbox.hubspot.store import ContactStore, wanted_properties
@@ -196,10 +204,18 @@ class HubSpotEmulator(Emulator):
             self.limits = _RateLimits()
             self.oauth_tokens: dict[str, float] = {}
             self.refresh_tokens = {SANDBOX_REFRESH_TOKEN}
+            self.forms = seeded_forms()
+            self.form_limits = SubmissionLimits()
 
     def env(self) -> dict[str, str]:
-        """``HUBSPOT_BASE_URL`` and ``HUBSPOT_ACCESS_TOKEN`` (DESIGN §10)."""
-        return {"HUBSPOT_BASE_URL": self.base_url, "HUBSPOT_ACCESS_TOKEN": SANDBOX_ACCESS_TOKEN}
+        """``HUBSPOT_BASE_URL``, ``HUBSPOT_ACCESS_TOKEN`` (DESIGN §10), the portal id and the
+        seeded form's GUID (``HUBSPOT_PORTAL_ID``, ``HUBSPOT_FORM_GUID``)."""
+        return {
+            "HUBSPOT_BASE_URL": self.base_url,
+            "HUBSPOT_ACCESS_TOKEN": SANDBOX_ACCESS_TOKEN,
+            "HUBSPOT_PORTAL_ID": SANDBOX_PORTAL_ID,
+            "HUBSPOT_FORM_GUID": SANDBOX_FORM_GUID,
+        }
 
     # ------------------------------------------------------------ faults, schema
 
@@ -341,6 +357,13 @@ class HubSpotEmulator(Emulator):
         ]
         for method, path, handler, is_search in routes:
             api.add_api_route(path, self._route(handler, is_search=is_search), methods=[method])
+        form_path = "/{portalId}/{formGuid}"
+        for mode, secure in (("secure/submit", True), ("submit", False)):
+            api.add_api_route(
+                f"/submissions/v3/integration/{mode}{form_path}",
+                self._form_endpoint(secure=secure),
+                methods=["POST"],
+            )
         api.add_api_route("/oauth/v1/token", self._oauth_token, methods=["POST"])
         api.add_api_route(
             "/oauth/v1/access-tokens/{token}", self._access_token_info, methods=["GET"]
@@ -533,6 +556,36 @@ class HubSpotEmulator(Emulator):
             if (str(owner.user_id) if by_user else owner.id) == key:
                 return _json(owner.to_json())
         raise not_found(f"Owner {key} not found", context={"id": [key]})
+
+    # ------------------------------------------------------------ forms submission API
+
+    def _form_endpoint(self, *, secure: bool) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            return await self._submit_form(request, secure=secure)
+
+        return endpoint
+
+    async def _submit_form(self, request: Request, *, secure: bool) -> Response:
+        try:
+            token = self._authenticate(request) if secure else None
+        except HubSpotError as exc:
+            return _json(exc.body(), exc.status)
+        if not self.form_limits.take(token):
+            # The forms API's 429 comes from its edge as plain text (facts §1 "Forms").
+            return Response("error code: 1015", status_code=429, media_type="text/plain")
+        raw = await request.body()
+        try:
+            body = json.loads(raw) if raw.strip() else None
+        except (ValueError, UnicodeDecodeError):
+            body = None
+        portal_id = str(request.path_params["portalId"])
+        form_guid = str(request.path_params["formGuid"])
+        try:
+            with self.lock:
+                answer = submit(self.forms, self.store, portal_id, form_guid, body, secure=secure)
+        except FormError as exc:
+            return _json(exc.body, exc.status)
+        return _json(answer)
 
     # ------------------------------------------------------------ OAuth
 
