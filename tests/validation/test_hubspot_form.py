@@ -39,9 +39,9 @@ def project(sandbox: SandboxServer, tmp_path: Path) -> Config:
     toml = tmp_path / "leadrelay.toml"
     text = toml.read_text(encoding="utf-8")
     assert BASE_URL_LINE in text
-    # The forms submission API needs the portal id; a hubspot_form's webhooks are verified with
+    # A hubspot_form's webhooks are verified with
     # the app's client secret (the run itself sends none).
-    extra = 'portal_id = "${HUBSPOT_PORTAL_ID}"\napp_client_secret = "test-app-secret"\n'
+    extra = 'app_client_secret = "test-app-secret"\n'
     text = text.replace(BASE_URL_LINE, BASE_URL_LINE + extra, 1)
     toml.write_text(text + HS_FORM, encoding="utf-8")
     return load_config(toml)
