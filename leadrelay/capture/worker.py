@@ -11,12 +11,18 @@ claimed batch (``StateStore.claim_inbox``, so several workers never deliver one 
    dead letter naming the field (system = the form's source), never dropped;
 3. tag: the page URL and referrer (:func:`~leadrelay.sync.tagging.tag_url`), UTM and click-id
    form fields over them, the form's ``default_utm`` when the visit had no UTMs; plus form,
-   ad, campaign and ad-account ids and ``is_test``;
+   ad, campaign and ad-account ids and ``is_test`` (the platform's test flag, or an e-mail
+   under the form's ``test_email_domain``: a Meta / LinkedIn lead's e-mail is known only now,
+   so its ledger row is marked a test when the batch is recorded);
 4. identify by email: the lead key the state store knows for the person (any earlier lead,
    any form, any flow), else the first of the batch with that email, else the item's own key.
    A replayed notification never gets here (the inbox stores it once); the same person from two
    forms ends as one record;
-5. map to the destination (its connector mapping) and upsert in batches as large as the API
+5. qualify the leads new to the destination (not linked, not found by e-mail) as a sync flow
+   does (:class:`~leadrelay.handoff.qualify.Qualifier`, one per destination per pass): score,
+   route to one of the destination's users, SLA due time. A record the destination already
+   holds keeps its owner and what else sales owns;
+6. map to the destination (its connector mapping) and upsert in batches as large as the API
    takes. A record the system refuses is a dead letter with the system's own message; a failed
    call (5xx, 429, a transport error after the connector's retries, credentials) leaves the
    whole batch pending for the next pass: nothing is lost while the CRM is down.
@@ -26,7 +32,7 @@ the inbox first through the drainer registered here (a pseudo-flow named ``inbox
 output, only when there was something to deliver).
 
 What the sync engine could share: it has no entry point that writes already-normalized Leads
-(its pipeline starts from a source connector's raw records), so steps 4-5 are kept small here.
+(its pipeline starts from a source connector's raw records), so steps 4-6 are kept small here.
 """
 
 from __future__ import annotations
@@ -43,8 +49,15 @@ from typing import Any
 from leadrelay.capture.metrics import CaptureMetrics
 from leadrelay.capture.sources import FetchError, Fetchers, submission_fields
 from leadrelay.config import Config, FormConfig
-from leadrelay.connectors.base import Connector, UpsertInput, WriteOutcome
+from leadrelay.connectors.base import (
+    Capability,
+    Connector,
+    UpsertInput,
+    WriteOutcome,
+    normalize_email,
+)
 from leadrelay.connectors.errors import ConnectorError, redact
+from leadrelay.handoff.qualify import Qualifier
 from leadrelay.mappings.engine import Mapping as FieldMapping
 from leadrelay.mappings.engine import (
     MappingError,
@@ -79,6 +92,7 @@ __all__ = [
     "DeliveryStats",
     "deliver_inbox",
     "drain_inbox",
+    "is_test_email",
 ]
 
 log = logging.getLogger("leadrelay.capture.worker")
@@ -250,6 +264,16 @@ def _lead_extras(
     return extras
 
 
+def is_test_email(email: str | None, test_domain: str) -> bool:
+    """Whether ``email`` is under the form's ``test_email_domain`` (or a subdomain of it), as
+    the capture app decides for a web form when it stores the submission."""
+    if not email or not test_domain:
+        return False
+    domain = email.rpartition("@")[2].strip().lower()
+    test_domain = test_domain.strip().lower()
+    return bool(domain) and (domain == test_domain or domain.endswith("." + test_domain))
+
+
 def _merge(first: Lead, later: Lead) -> Lead:
     """One lead from two submissions of a person: the later's values over the first's, the
     first touch kept."""
@@ -259,6 +283,16 @@ def _merge(first: Lead, later: Lead) -> Lead:
             continue
         data[name] = value
     return Lead.model_validate(data)
+
+
+def _test_keys(outcome: _Outcome) -> dict[str, list[str]]:
+    """The inbox keys of the test leads a batch delivered or dead-lettered, by destination."""
+    works = [*outcome.delivered, *(work for work, _ in outcome.dead)]
+    keys: dict[str, list[str]] = {}
+    for work in works:
+        if work.form is not None and work.lead is not None and work.lead.is_test:
+            keys.setdefault(work.form.destination, []).append(work.item.key)
+    return keys
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -288,6 +322,7 @@ class _Delivery:
         self.stats = DeliveryStats()
         self._form_mappings: dict[str, FieldMapping] = {}
         self._mappings: dict[str, FieldMapping] = {}
+        self._qualifiers: dict[str, Qualifier] = {}
         self.deferred: list[tuple[_Work, str, str | None]] = []
         #: Destinations whose write call failed in this pass, with the reason: their leads
         #: wait for the next pass without another call (or fetch) now.
@@ -382,6 +417,8 @@ class _Delivery:
                 fields=fields,
             )
             return
+        if not lead.is_test and is_test_email(lead.email, form.test_email_domain):
+            lead.is_test = True
         work.lead = lead
         if lead.email:
             try:
@@ -412,8 +449,45 @@ class _Delivery:
             self._mappings[destination] = load_mapping(kind, project_dir=self.config.folder)
         return self._mappings[destination]
 
+    def _qualifier(self, destination: str, connector: Connector[Any]) -> Qualifier:
+        """The qualify step of one destination, kept for the whole pass (its owners are read
+        from the CRM once)."""
+        if destination not in self._qualifiers:
+            self._qualifiers[destination] = Qualifier(
+                self.config, self.store, connector, destination_mapping=self._mapping(destination)
+            )
+        return self._qualifiers[destination]
+
+    def _existing(
+        self,
+        connector: Connector[Any],
+        groups: Mapping[str, list[_Work]],
+        linked: Mapping[str, str],
+    ) -> set[str]:
+        """The lead keys the destination already holds: linked in the store, or found by
+        e-mail (one lookup per batch of the connector's size). Raises ConnectorError."""
+        existing = {key for key in groups if key in linked}
+        by_email: dict[str, list[str]] = {}
+        for key, group in groups.items():
+            email = next((w.lead.email for w in group if w.lead is not None and w.lead.email), None)
+            if key not in existing and email:
+                by_email.setdefault(normalize_email(email), []).append(key)
+        if not by_email or not connector.supports(Capability.LOOKUP):
+            return existing
+        emails = list(by_email)
+        for chunk in _chunks(emails, connector.batch_size):
+            found = connector.lookup(emails=list(chunk))
+            for email in found:
+                existing.update(by_email.get(normalize_email(email), []))
+        return existing
+
     def write(self, destination: str, works: Sequence[_Work], outcome: _Outcome) -> None:
-        """Upsert the leads of one destination, one record per lead key."""
+        """Upsert the leads of one destination, one record per lead key.
+
+        A lead new to the destination goes through the qualify step first (score, route to
+        one of the destination's users, SLA due time), as in a sync flow; a record the
+        destination holds keeps what sales owns (:data:`SALES_OWNED`) and is not re-routed.
+        """
         try:
             mapping = self._mapping(destination)
             connector: Connector[Any] = self.pool.get(destination)
@@ -426,16 +500,27 @@ class _Delivery:
             assert work.lead is not None
             groups.setdefault(work.lead.key, []).append(work)
         linked = self.store.external_ids_for_many(destination, list(groups))
-        inputs: list[tuple[UpsertInput, list[_Work]]] = []
+        leads: dict[str, Lead] = {}
         for key, group in groups.items():
             lead = group[0].lead
             assert lead is not None
             for later in group[1:]:
                 assert later.lead is not None
                 lead = _merge(lead, later.lead)
-            existing = linked.get(key)
+            leads[key] = lead
+        try:
+            existing = self._existing(connector, groups, linked)
+            self._qualify(destination, connector, leads, existing)
+        except ConnectorError as exc:
+            reason = redact(f"{destination}: {exc}")
+            self.down[destination] = reason
+            outcome.retry.extend((work, reason) for work in works)
+            return
+        inputs: list[tuple[UpsertInput, list[_Work]]] = []
+        for key, group in groups.items():
+            lead = leads[key]
             names = None
-            if existing is not None:
+            if key in existing:
                 names = [name for name in mapping.fields if name not in SALES_OWNED]
             try:
                 record = mapping.to_system(lead, fields=names)
@@ -451,7 +536,7 @@ class _Delivery:
                         reason=str(exc),
                     )
                 continue
-            inputs.append((UpsertInput(ref=key, fields=record, external_id=existing), group))
+            inputs.append((UpsertInput(ref=key, fields=record, external_id=linked.get(key)), group))
         for chunk in _chunks(inputs, connector.batch_size):
             try:
                 results = connector.upsert([upsert for upsert, _ in chunk])
@@ -507,6 +592,28 @@ class _Delivery:
             if work.identity is not None:
                 outcome.identities.setdefault(work.identity, upsert.ref)
 
+    def _qualify(
+        self,
+        destination: str,
+        connector: Connector[Any],
+        leads: Mapping[str, Lead],
+        existing: set[str],
+    ) -> None:
+        """Score, route and set the SLA due time of the leads new to the destination (in
+        place). A lead whose form names a queue keeps it: the form bypasses routing (a form's
+        owner is kept by the router itself). Raises ConnectorError (reading the owners)."""
+        new = [lead for key, lead in leads.items() if key not in existing]
+        if not new:
+            return
+        qualifier = self._qualifier(destination, connector)
+        moment = self.store.now()
+        try:
+            for lead in new:
+                route = lead.owner is not None or lead.queue is None
+                qualifier.qualify(lead, route=route, now=moment)
+        finally:
+            qualifier.flush()
+
     # -- commit --------------------------------------------------------------------------------
 
     def commit(self, outcome: _Outcome, claim_token: str | None) -> None:
@@ -532,6 +639,10 @@ class _Delivery:
                 self.store.mark_inbox_failed(
                     work.item.key, letter["reason"], retry=False, claim_token=claim_token, conn=conn
                 )
+            # The app stored the ledger row before a Meta / LinkedIn lead's e-mail or the
+            # platform's test flag was known: a test lead is marked now, so reports skip it.
+            for destination, keys in _test_keys(outcome).items():
+                self.store.mark_test_many(keys, destination, conn=conn)
         # Items to retry keep their claim until the pass ends, so the rest of the inbox is
         # claimed past them (a CRM that is down does not hold up another's leads).
         self.deferred.extend((work, reason, claim_token) for work, reason in outcome.retry)

@@ -901,6 +901,29 @@ class StateStore:
         with self._write(conn) as c:
             c.execute(stmt, rows)
 
+    def mark_test(self, lead_key: str, destination: str, *, conn: Connection | None = None) -> bool:
+        """Mark a lead's existing ledger row for a destination as a test lead (reports leave it
+        out). Returns whether there was such a row; a test lead never becomes a real one."""
+        return self.mark_test_many([lead_key], destination, conn=conn) == 1
+
+    def mark_test_many(
+        self, lead_keys: Sequence[str], destination: str, *, conn: Connection | None = None
+    ) -> int:
+        """:meth:`mark_test` for many leads of one destination; the number of rows found."""
+        found = 0
+        with self._write(conn) as c:
+            for chunk in _chunks(list(dict.fromkeys(lead_keys))):
+                result = c.execute(
+                    ledger_table.update()
+                    .where(
+                        ledger_table.c.lead_key.in_(chunk),
+                        ledger_table.c.destination == destination,
+                    )
+                    .values(is_test=True)
+                )
+                found += result.rowcount
+        return found
+
     def mark_written(
         self,
         lead_key: str,

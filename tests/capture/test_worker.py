@@ -12,14 +12,17 @@ import pytest
 import typer
 
 from leadrelay.capture.sources import FetchError, Fetchers
+from leadrelay.capture.verify import hex_hmac_sha256
 from leadrelay.capture.worker import (
     INBOX_FLOW,
     DeliveryLoop,
     attribution_of,
     deliver_inbox,
     drain_inbox,
+    is_test_email,
 )
-from leadrelay.config import Config, MetaFormConfig
+from leadrelay.config import Config, MetaFormConfig, load_config
+from leadrelay.connectors.base import UpsertInput
 from leadrelay.sandbox.server import SandboxServer
 from leadrelay.sync.commands import sync_command
 from leadrelay.sync.state import DeadLetterStatus, InboxStatus, LedgerState, StateStore
@@ -208,6 +211,143 @@ def test_the_delivery_loop_delivers_what_the_app_stores(project: Project) -> Non
     finally:
         loop.stop()
     assert project.lookup("hubspot", "looped@acme.io") is not None
+
+
+# -- test leads: known only at delivery ------------------------------------------------------
+
+LI_FORM = """
+[forms.li-ads]
+source = "linkedin_lead_gen"
+destination = "hubspot"
+mapping = "mappings/forms/li-ads.toml"
+client_secret = "li-client-secret"
+access_token = "${LINKEDIN_ACCESS_TOKEN}"
+api_url = "${LINKEDIN_API_URL}"
+ca_bundle = "${LEADRELAY_CA_BUNDLE}"
+"""
+
+
+def submit_linkedin(project: Project, email: str, *, test_lead: bool) -> str:
+    """Add a LinkedIn form to the project, create a lead in the sandbox's LinkedIn and send its
+    notification; the inbox key."""
+    if "li-ads" not in project.config.forms:
+        (project.folder / "mappings" / "forms" / "li-ads.toml").write_text("[fields]\n")
+        toml = project.folder / "leadrelay.toml"
+        toml.write_text(toml.read_text(encoding="utf-8") + LI_FORM, encoding="utf-8")
+        project.config = load_config(toml, environ={})
+    created = admin(
+        project.sandbox,
+        "leads/linkedin",
+        {"form_id": "9100001", "answers": {"EMAIL": email}, "test_lead": test_lead},
+    )
+    body = json.dumps(
+        {
+            "type": "LEAD_ACTION",
+            "leadAction": "CREATED",
+            "leadGenFormResponse": created["id"],
+            "leadGenForm": "urn:li:versionedLeadGenForm:(urn:li:leadGenForm:9100001,1)",
+            "leadType": "SPONSORED",
+            "occurredAt": 1700000000000,
+        }
+    ).encode()
+    with project.client() as client:
+        response = client.post(
+            "/hooks/linkedin",
+            content=body,
+            headers={
+                "Content-Type": "application/json",
+                "X-LI-Signature": hex_hmac_sha256("li-client-secret", body),
+            },
+        )
+    assert response.status_code == 202, response.text
+    return inbox_key(response.json())
+
+
+def inbox_key(answer: dict[str, Any]) -> str:
+    return str(answer["key"] if "key" in answer else answer["leads"][0]["key"])
+
+
+@pytest.mark.parametrize(
+    ("email", "is_test"),
+    [("ana@example.com", True), ("ana@eu.example.com", True), ("ana@acme.io", False)],
+)
+def test_a_meta_lead_under_the_test_domain_is_marked_a_test_at_delivery(
+    project: Project, email: str, is_test: bool
+) -> None:
+    key = inbox_key(submit(project, "demo-meta", email))
+    stats = deliver(project)
+    (row,) = project.store.ledger_rows(key)
+    assert stats.delivered == 1
+    assert (row.state, row.is_test) == (LedgerState.WRITTEN, is_test)
+    assert len(project.store.ledger_counts()) == (0 if is_test else 1)
+
+
+@pytest.mark.parametrize("test_lead", [True, False])
+def test_a_linkedin_test_lead_is_marked_a_test_at_delivery(
+    project: Project, test_lead: bool
+) -> None:
+    key = submit_linkedin(project, "li.lead@acme.io", test_lead=test_lead)
+    stats = deliver(project)
+    (row,) = project.store.ledger_rows(key)
+    assert stats.delivered == 1
+    assert (row.state, row.is_test) == (LedgerState.WRITTEN, test_lead)
+
+
+@pytest.mark.parametrize(
+    ("email", "domain", "expected"),
+    [
+        ("a@example.com", "example.com", True),
+        ("a@EU.Example.com", "example.com", True),
+        ("a@notexample.com", "example.com", False),
+        ("a@example.com.evil.io", "example.com", False),
+        (None, "example.com", False),
+    ],
+)
+def test_is_test_email_matches_the_domain_and_its_subdomains(
+    email: str | None, domain: str, expected: bool
+) -> None:
+    assert is_test_email(email, domain) is expected
+
+
+# -- the qualify step: owner and score for leads new to the CRM -----------------------------
+
+HUBSPOT_OWNERS = {"61000001", "61000002", "61000003", "61000004"}
+
+
+def test_a_web_form_lead_new_to_hubspot_is_routed_and_scored(project: Project) -> None:
+    submit(project, "demo-webform", "routed@acme.io")
+    deliver(project)
+    record = project.lookup("hubspot", "routed@acme.io")
+    assert record is not None
+    assert record["hubspot_owner_id"] in HUBSPOT_OWNERS
+    assert record["leadrelay_score"] not in (None, "")
+
+
+def test_a_person_hubspot_already_holds_keeps_the_owner_sales_gave(project: Project) -> None:
+    # Dana is last in the round robin's order: routing would give a new lead someone else.
+    (created,) = project.pool.get("hubspot").upsert(
+        [
+            UpsertInput(
+                ref="by-sales",
+                fields={
+                    "email": "known@acme.io",
+                    "firstname": "Kno",
+                    "hubspot_owner_id": "61000004",
+                },
+            )
+        ]
+    )
+    assert created.ok
+    submit(project, "demo-webform", "known@acme.io")
+    submit(project, "demo-webform", "fresh@acme.io")
+    stats = deliver(project)
+    known = project.lookup("hubspot", "known@acme.io")
+    fresh = project.lookup("hubspot", "fresh@acme.io")
+    assert known is not None and fresh is not None
+    assert (stats.created, stats.updated) == (1, 1)
+    assert known["hubspot_owner_id"] == "61000004"
+    assert known["company"] == "Acme"
+    assert fresh["hubspot_owner_id"] in HUBSPOT_OWNERS - {"61000004"}
 
 
 # -- without the sandbox: fetch failures ---------------------------------------------------

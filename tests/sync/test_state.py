@@ -379,6 +379,33 @@ def test_ledger_counts_by_form_source_state(store: StateStore) -> None:
     }
 
 
+def test_mark_test_leaves_a_written_lead_out_of_the_counts(store: StateStore) -> None:
+    store.mark_received("a", "hs", form="f", source="meta_lead_ads")
+    store.mark_written("a", "hs", "1")
+    assert store.mark_test("a", "hs") is True
+    (row,) = store.ledger_rows("a")
+    assert (row.state, row.external_id, row.is_test) == (LedgerState.WRITTEN, "1", True)
+    assert store.ledger_counts() == []
+
+
+def test_mark_test_touches_only_the_named_destination(store: StateStore) -> None:
+    store.mark_received("a", "hs")
+    store.mark_received("a", "sf")
+    store.mark_test("a", "hs")
+    assert {r.destination: r.is_test for r in store.ledger_rows("a")} == {"hs": True, "sf": False}
+
+
+def test_mark_test_without_a_row_records_nothing(store: StateStore) -> None:
+    assert store.mark_test("nobody", "hs") is False
+    assert store.ledger_rows("nobody") == []
+
+
+def test_mark_test_many_counts_the_rows_it_found(store: StateStore) -> None:
+    store.mark_received_many(["a", "b"], "hs")
+    assert store.mark_test_many(["a", "b", "b", "c"], "hs") == 2
+    assert [r.is_test for k in "ab" for r in store.ledger_rows(k)] == [True, True]
+
+
 def test_ledger_counts_by_day(store: StateStore, clock: FakeClock) -> None:
     store.mark_received("a", "hs", form="f", source="csv")
     clock.advance(86_400)
