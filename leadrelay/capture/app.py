@@ -987,8 +987,11 @@ def create_app(
     after new leads were stored, to wake the delivery worker.
     """
 
-    def inbox_counts() -> dict[str, int]:
-        return {str(status): count for status, count in store.inbox_counts().items()}
+    def inbox_counts() -> dict[tuple[str, str, str], int]:
+        return {
+            (form, source, str(status)): count
+            for (form, source, status), count in store.inbox_counts_by_form().items()
+        }
 
     metrics = CaptureMetrics(inbox_counts)
     capture = _Capture(config, store, metrics, clock or _utcnow, on_stored)

@@ -12,10 +12,11 @@ configured form, so an attacker cannot grow the label set):
 ``leadrelay_capture_rejected_total``
     Requests refused, with a ``reason`` label (``bad_signature``, ``too_large``, ``honeypot`` …).
 ``leadrelay_capture_delivered_total`` / ``leadrelay_capture_failed_total``
-    Inbox items the delivery worker delivered or gave up on (it calls :meth:`delivered` and
-    :meth:`failed`).
+    Inbox items delivered to their CRM, or given up on (dead-lettered). Read from the state
+    store at scrape time, so they are right whichever process delivered them (``serve`` runs
+    delivery in a child process) and survive restarts.
 
-The gauge ``leadrelay_inbox_items{status}`` is read from the state store at scrape time.
+The gauge ``leadrelay_inbox_items{form, source, status}`` is read from the store too.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 __all__ = ["UNKNOWN_FORM", "CaptureMetrics"]
@@ -32,31 +33,54 @@ __all__ = ["UNKNOWN_FORM", "CaptureMetrics"]
 UNKNOWN_FORM = "unknown"
 
 
+#: (form, source, status) -> number of inbox rows, as the state store counts them.
+InboxBreakdown = Mapping[tuple[str, str, str], int]
+
+
 class _InboxCollector(Collector):
-    def __init__(self, counts: Callable[[], Mapping[str, int]]) -> None:
+    """The store-backed series: the inbox gauge and the delivered / failed counters."""
+
+    def __init__(self, counts: Callable[[], InboxBreakdown]) -> None:
         self._counts = counts
 
     def collect(self) -> Iterable[Metric]:
         gauge = GaugeMetricFamily(
-            "leadrelay_inbox_items", "Inbox items by delivery status.", labels=["status"]
+            "leadrelay_inbox_items",
+            "Inbox items by form, source and delivery status.",
+            labels=["form", "source", "status"],
+        )
+        delivered = CounterMetricFamily(
+            "leadrelay_capture_delivered",
+            "Captured leads delivered to their CRM.",
+            labels=["form", "source"],
+        )
+        failed = CounterMetricFamily(
+            "leadrelay_capture_failed",
+            "Captured leads given up on (dead-lettered with the reason).",
+            labels=["form", "source"],
         )
         try:
             counts = self._counts()
         except Exception:
             # A scrape must still answer while the store is down; /healthz reports the outage.
-            return [gauge]
-        for status, count in sorted(counts.items()):
-            gauge.add_metric([str(status)], float(count))
-        return [gauge]
+            return [gauge, delivered, failed]
+        for (form, source, status), count in sorted(counts.items()):
+            gauge.add_metric([form, source, str(status)], float(count))
+            if status == "delivered":
+                delivered.add_metric([form, source], float(count))
+            elif status == "failed":
+                failed.add_metric([form, source], float(count))
+        return [gauge, delivered, failed]
 
 
 class CaptureMetrics:
     """The capture service's counters on their own :class:`CollectorRegistry`.
 
-    ``inbox_counts`` (optional) returns the inbox size per status for the gauge.
+    ``inbox_counts`` (optional) returns the inbox rows per (form, source, status) from the
+    state store, for the inbox gauge and the delivered / failed counters.
     """
 
-    def __init__(self, inbox_counts: Callable[[], Mapping[str, int]] | None = None) -> None:
+    def __init__(self, inbox_counts: Callable[[], InboxBreakdown] | None = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         labels = ("form", "source")
         self._received = Counter(
@@ -83,18 +107,6 @@ class CaptureMetrics:
             (*labels, "reason"),
             registry=self.registry,
         )
-        self._delivered = Counter(
-            "leadrelay_capture_delivered",
-            "Inbox items delivered to their destination.",
-            labels,
-            registry=self.registry,
-        )
-        self._failed = Counter(
-            "leadrelay_capture_failed",
-            "Inbox items whose delivery failed for good.",
-            labels,
-            registry=self.registry,
-        )
         if inbox_counts is not None:
             self.registry.register(_InboxCollector(inbox_counts))
 
@@ -113,14 +125,6 @@ class CaptureMetrics:
     def rejected(self, form: str, source: str, reason: str) -> None:
         """Count a refused request."""
         self._rejected.labels(form=form, source=source, reason=reason).inc()
-
-    def delivered(self, form: str, source: str, count: int = 1) -> None:
-        """Count inbox items delivered (called by the delivery worker)."""
-        self._delivered.labels(form=form, source=source).inc(count)
-
-    def failed(self, form: str, source: str, count: int = 1) -> None:
-        """Count inbox items whose delivery failed for good (called by the delivery worker)."""
-        self._failed.labels(form=form, source=source).inc(count)
 
     def value(self, name: str, **labels: str) -> float:
         """The current value of a sample (``leadrelay_capture_stored_total`` …), 0 when unseen."""

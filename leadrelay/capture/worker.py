@@ -46,7 +46,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from leadrelay.capture.metrics import CaptureMetrics
 from leadrelay.capture.sources import FetchError, Fetchers, submission_fields
 from leadrelay.config import Config, FormConfig
 from leadrelay.connectors.base import (
@@ -310,14 +309,12 @@ class _Delivery:
         pool: ConnectorPool,
         *,
         fetchers: Fetchers | None,
-        metrics: CaptureMetrics | None,
         on_progress: Callable[[int], None] | None,
     ) -> None:
         self.config = config
         self.store = store
         self.pool = pool
         self.fetchers = fetchers
-        self.metrics = metrics
         self.on_progress = on_progress
         self.stats = DeliveryStats()
         self._form_mappings: dict[str, FieldMapping] = {}
@@ -648,12 +645,8 @@ class _Delivery:
         self.deferred.extend((work, reason, claim_token) for work, reason in outcome.retry)
         for work in outcome.delivered:
             self.stats.outcomes[work.item.key] = "delivered"
-            if self.metrics is not None:
-                self.metrics.delivered(work.item.form, work.item.source)
         for work, _ in outcome.dead:
             self.stats.outcomes[work.item.key] = "dead_lettered"
-            if self.metrics is not None:
-                self.metrics.failed(work.item.form, work.item.source)
         for work, reason in outcome.retry:
             self.stats.outcomes[work.item.key] = "pending"
             if reason not in self.stats.errors:
@@ -737,7 +730,6 @@ def deliver_inbox(
     *,
     connectors: ConnectorPool | None = None,
     fetchers: Fetchers | None = None,
-    metrics: CaptureMetrics | None = None,
     limit: int = 100,
     claim_ttl_s: float = 300.0,
     on_progress: Callable[[int], None] | None = None,
@@ -749,7 +741,6 @@ def deliver_inbox(
         store,
         connectors=connectors,
         fetchers=fetchers,
-        metrics=metrics,
         limit=limit,
         claim_ttl_s=claim_ttl_s,
         max_batches=1,
@@ -763,7 +754,6 @@ def drain_inbox(
     *,
     connectors: ConnectorPool | None = None,
     fetchers: Fetchers | None = None,
-    metrics: CaptureMetrics | None = None,
     limit: int = 100,
     claim_ttl_s: float = 300.0,
     max_batches: int = 1000,
@@ -776,9 +766,7 @@ def drain_inbox(
     failed is not called again in this pass.
     """
     pool = connectors if connectors is not None else ConnectorPool(config)
-    delivery = _Delivery(
-        config, store, pool, fetchers=fetchers, metrics=metrics, on_progress=on_progress
-    )
+    delivery = _Delivery(config, store, pool, fetchers=fetchers, on_progress=on_progress)
     try:
         for _ in range(max_batches):
             items = store.claim_inbox(limit=limit, claim_ttl_s=claim_ttl_s)
@@ -825,7 +813,6 @@ class DeliveryLoop:
         *,
         interval_s: float | None = None,
         fetchers: Fetchers | None = None,
-        metrics: CaptureMetrics | None = None,
         connector_options: Mapping[str, Any] | None = None,
         min_gap_s: float = 0.5,
     ) -> None:
@@ -833,7 +820,6 @@ class DeliveryLoop:
         self.store = store
         self.interval_s = interval_s if interval_s is not None else config.capture.worker_interval_s
         self.fetchers = fetchers
-        self.metrics = metrics
         self.connector_options = dict(connector_options or {})
         self.min_gap_s = min(min_gap_s, self.interval_s)
         self.passes = 0
@@ -867,7 +853,6 @@ class DeliveryLoop:
                 self.store,
                 connectors=pool,
                 fetchers=self.fetchers,
-                metrics=self.metrics,
             )
         except Exception as exc:  # the server must outlive any failure of a pass
             self.last_error = redact(f"{type(exc).__name__}: {exc}")
@@ -926,8 +911,8 @@ class DeliveryProcess:
     Mapping and writing leads costs CPU; in its own process it does not hold the capture
     endpoints' interpreter lock, so acknowledging a submission stays fast under load. The child
     re-reads the project from ``config_path``. :meth:`wake` is cheap and safe from any thread;
-    :meth:`stop` waits for the pass in progress. The ``delivered`` / ``failed`` counters of
-    ``/metrics`` are not counted in this mode (the inbox gauge still shows what was delivered).
+    :meth:`stop` waits for the pass in progress. ``/metrics`` reads the delivered / failed
+    counts from the state store, so they are right in this mode too.
     """
 
     def __init__(self, config_path: Path, *, min_gap_s: float = 0.5) -> None:

@@ -642,18 +642,26 @@ def test_metrics_count_by_form_and_source(client: TestClient, store: StateStore)
         'leadrelay_capture_stored_total{form="meta-ads",source="meta_lead_ads"} 1.0',
         'leadrelay_capture_rejected_total{form="unknown",reason="unknown_form",'
         'source="webform"} 1.0',
-        'leadrelay_inbox_items{status="pending"} 2.0',
+        'leadrelay_inbox_items{form="web-server",source="webform",status="pending"} 1.0',
+        'leadrelay_inbox_items{form="meta-ads",source="meta_lead_ads",status="pending"} 1.0',
     ):
         assert line in text
 
 
-def test_delivery_counters_are_exposed(client: TestClient) -> None:
-    metrics = client.app.state.metrics  # type: ignore[attr-defined]
-    metrics.delivered("web-server", "webform", 2)
-    metrics.failed("web-server", "webform")
+def test_delivery_counters_come_from_the_store(client: TestClient, store: StateStore) -> None:
+    # Delivery runs in another process under `serve`: /metrics counts what the store says.
+    first = post_server_form(client, LEAD).json()["key"]
+    second = post_server_form(client, {**LEAD, "email": "other@example.com"}).json()["key"]
+    third = post_server_form(client, {**LEAD, "email": "third@example.com"}).json()["key"]
+    claimed = {item.key: item for item in store.claim_inbox(limit=10)}
+    store.mark_inbox_delivered([first, second], claim_token=claimed[first].claim_token)
+    store.mark_inbox_failed(third, "rejected", retry=False, claim_token=claimed[third].claim_token)
     text = client.get("/metrics").text
     assert 'leadrelay_capture_delivered_total{form="web-server",source="webform"} 2.0' in text
     assert 'leadrelay_capture_failed_total{form="web-server",source="webform"} 1.0' in text
+    assert (
+        'leadrelay_inbox_items{form="web-server",source="webform",status="delivered"} 2.0' in text
+    )
 
 
 def test_two_apps_keep_separate_registries(config: Any, store: StateStore) -> None:

@@ -896,3 +896,19 @@ def test_two_processes_race_for_one_lock(tmp_path: Path) -> None:
     for result in results:
         assert result["ok"], result.get("error")
     assert sorted(r["won"] for r in results) == [False, True]
+
+
+def test_inbox_counts_by_form_and_source(tmp_path: Path) -> None:
+    with StateStore(f"sqlite:///{tmp_path / 'counts.db'}") as store:
+        for n, (form, source) in enumerate(
+            [("a", "webform"), ("a", "webform"), ("b", "meta_lead_ads")]
+        ):
+            store.put_inbox(key=f"k{n}", form=form, source=source, payload={}, dedupe_key=f"d{n}")
+        claimed = store.claim_inbox(limit=1)
+        store.mark_inbox_delivered([claimed[0].key], claim_token=claimed[0].claim_token)
+        counts = store.inbox_counts_by_form()
+    assert counts == {
+        ("a", "webform", InboxStatus.DELIVERED): 1,
+        ("a", "webform", InboxStatus.PENDING): 1,
+        ("b", "meta_lead_ads", InboxStatus.PENDING): 1,
+    }
