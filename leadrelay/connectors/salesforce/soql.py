@@ -3,7 +3,7 @@
 Every value leadrelay puts into SOQL goes through :func:`quote` (or :func:`quote_like` inside a
 ``LIKE``), so an email or a name holding quotes, backslashes or newlines can neither break the
 query nor change its meaning (crm-api-facts §2: the escapes are
-``\\n \\r \\t \\b \\f \\" \\' \\\\`` and ``\\u`` + four hex digits; ``\\%`` and ``\\_`` are only valid
+``\\n \\r \\t \\b \\f \\" \\' \\\\`` and ``\\u`` + 4 hex; ``\\%`` and ``\\_`` are only valid
 inside ``LIKE``, where ``%`` and ``_`` are wildcards — with ``=`` and ``IN`` they are plain
 characters and stay as they are).
 
@@ -53,7 +53,7 @@ def _escape(value: str) -> str:
         if escaped is not None:
             out.append(escaped)
         elif ord(char) < 0x20 or ord(char) == 0x7F:
-            # Other control characters have no short escape; \u plus four hex digits is the SOQL form.
+            # Other control characters have no short escape: SOQL spells them \u + 4 hex.
             out.append(f"\\u{ord(char):04x}")
         else:
             out.append(char)
