@@ -5,7 +5,11 @@ project written as ``leadrelay sandbox --init`` writes it, a web form lead, a Me
 Google Ads lead form lead captured by the capture service and delivered, two-way syncs
 HubSpot <-> Salesforce and HubSpot <-> Zoho, sales' verdicts set in Salesforce and Zoho through
 their APIs and written back to HubSpot by the next sync, one validation run, and a summary per
-system (leads, created, updated, written back, API calls).
+system (leads, created, updated, written back, API calls). After the write-back it reads every
+demo lead back from each system: its score, tier and owner as that system holds them (the owner
+by name: Salesforce and Zoho owners are the users routing assigned; HubSpot contacts keep
+whatever owner HubSpot has, routing sets none for them), and builds the handoff report that
+``leadrelay report`` prints.
 
 :func:`run` / :func:`render` show what the pipeline does to a lead list: they read
 ``leadrelay/data/sample_leads.csv``, turn every row into the canonical Lead (a row that cannot
@@ -150,12 +154,27 @@ class SystemSummary:
 
 
 @dataclass
+class HandoffLine:
+    """One demo lead as one system holds it after the write-back: score, tier and owner."""
+
+    form: str
+    email: str
+    system: str
+    score: float | None = None
+    tier: str | None = None
+    owner: str | None = None
+
+
+@dataclass
 class EndToEndResult:
     """What the end-to-end demo did: per-system counts, the demo leads as HubSpot holds them
-    after the write-back, the validation run, and how long it took."""
+    after the write-back, their score, tier and owner in each system, the handoff report, the
+    validation run, and how long it took."""
 
     systems: dict[str, SystemSummary]
     leads: list[dict[str, Any]] = field(default_factory=list)
+    handoff: list[HandoffLine] = field(default_factory=list)
+    report: Any = None
     captured: int = 0
     delivered: int = 0
     validation: Any = None
@@ -291,6 +310,54 @@ def _sales_verdicts(pool: Any) -> None:
     zoho.update({str(lead["id"]): {"Lead_Status": "Junk Lead"}})
 
 
+def _owner_names(connector: Any) -> dict[str, str]:
+    """Owner id -> name (or e-mail) of a CRM's users."""
+    from leadrelay.handoff.qualify import crm_owners
+
+    return {owner.id: owner.name or owner.email or owner.id for owner in crm_owners(connector)}
+
+
+def _owner_label(owner: Any, names: dict[str, str]) -> str | None:
+    if owner is None or owner == "":
+        return None
+    if isinstance(owner, dict):
+        # a Zoho lookup carries the user's name with its id
+        label = owner.get("name") or owner.get("email") or names.get(str(owner.get("id")))
+        return str(label or owner.get("id"))
+    return names.get(str(owner), f"{owner} (not a user)")
+
+
+def _handoff_lines(config: Any, pool: Any) -> list[HandoffLine]:
+    """Each demo lead's score, tier and owner in each system, read back through its mapping."""
+    from leadrelay.mappings.engine import load_mapping
+
+    emails = [p[1] for p in DEMO_PEOPLE]
+    lines: list[HandoffLine] = []
+    for name in SYSTEMS:
+        connector = pool.get(name)
+        mapping = load_mapping(config.connection(name).kind, project_dir=config.folder)
+        records = connector.lookup(emails=emails)
+        names = _owner_names(connector)
+        for form, email, *_ in DEMO_PEOPLE:
+            raw = records.get(email)
+            if raw is None:
+                lines.append(HandoffLine(form, email, name))
+                continue
+            values = mapping.to_lead(raw).values
+            score, tier = values.get("score"), values.get("tier")
+            lines.append(
+                HandoffLine(
+                    form,
+                    email,
+                    name,
+                    score=float(score) if isinstance(score, int | float) else None,
+                    tier=str(getattr(tier, "value", tier)) if tier else None,
+                    owner=_owner_label(values.get("owner"), names),
+                )
+            )
+    return lines
+
+
 def run_end_to_end(
     workdir: Path | None = None, *, progress: Callable[[str], None] | None = None
 ) -> EndToEndResult:
@@ -298,6 +365,7 @@ def run_end_to_end(
     folder, removed afterwards). ``progress`` is told each step as it starts."""
     from leadrelay.capture.worker import drain_inbox
     from leadrelay.config import load_config
+    from leadrelay.handoff.commands import build_project_report
     from leadrelay.mappings.engine import load_mapping
     from leadrelay.sandbox.project import write_sandbox_project
     from leadrelay.sandbox.server import SandboxServer
@@ -343,6 +411,9 @@ def run_end_to_end(
                     for form, email, *_ in DEMO_PEOPLE:
                         values = mapping.to_lead(records.get(email, {})).values
                         leads.append({"form": form, "email": email, **values})
+                    say("reading scores and owners back, building the handoff report")
+                    handoff = _handoff_lines(config, pool)
+                    report = build_project_report(config, store, pool)
                     say("validating the demo-google form with a test lead")
                     validation = validate_form(
                         config, "demo-google", timeout=30, store=store, capture_url=False
@@ -355,6 +426,8 @@ def run_end_to_end(
     return EndToEndResult(
         systems=systems,
         leads=leads,
+        handoff=handoff,
+        report=report,
         captured=captured,
         delivered=delivery.delivered,
         validation=validation,
@@ -372,6 +445,7 @@ def _value(value: Any) -> str:
 
 def render_end_to_end(result: EndToEndResult, console: Console) -> None:
     """Print the demo's summary: per system, the demo leads in HubSpot, the validation run."""
+    from leadrelay.handoff.report import render_tables
     from leadrelay.validation.output import render_table
 
     summary = Table(title="leadrelay demo: what each system saw")
@@ -401,6 +475,24 @@ def render_end_to_end(result: EndToEndResult, console: Console) -> None:
             _value(lead.get("score")),
         )
     console.print(leads)
+    if result.handoff:
+        handoff = Table(title="Score, tier and owner of each demo lead in each system")
+        for column in ("form", "email", "system", "score", "tier", "owner"):
+            handoff.add_column(column, overflow="fold")
+        for entry in result.handoff:
+            handoff.add_row(
+                entry.form,
+                entry.email,
+                entry.system,
+                _value(None if entry.score is None else f"{entry.score:g}"),
+                _value(entry.tier),
+                _value(entry.owner),
+            )
+        console.print(handoff)
+    if result.report is not None:
+        console.print("[bold]Handoff report[/] (what `leadrelay report` prints)", highlight=False)
+        for table in render_tables(result.report):
+            console.print(table)
     if result.validation is not None:
         console.print(render_table(result.validation))
     console.print(

@@ -18,7 +18,9 @@ For every lead on its way from marketing to sales (the forward pass of a flow),
    Accounts (website → owner); HubSpot and Zoho connectors have no accounts API here, so that
    rule finds nothing there and the next rule decides;
 4. sets ``sla_due_at`` (``[sla]``) and records the lead's open clock, so that a later run can
-   escalate a breach (:meth:`Qualifier.escalate_due`).
+   escalate a breach (:meth:`Qualifier.escalate_due`): by e-mail, Slack, and — with
+   ``[sla.escalation] crm_task = true`` and a destination whose connector creates tasks
+   (HubSpot: ``create_task``) — a task on the lead's record in the destination.
 
 For every lead sales writes back (the backward pass), :meth:`Qualifier.recycle` turns a
 rejection into its recycle play (``[recycle]``); a rejection without a reason is reported as a
@@ -33,7 +35,7 @@ and :data:`ESCALATION_SPACE` (escalations sent).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -43,7 +45,12 @@ import sqlalchemy as sa
 from leadrelay.config import Config, FlowConfig
 from leadrelay.connectors.base import Capability, Connector, RawRecord
 from leadrelay.connectors.errors import ConnectorError
-from leadrelay.handoff.escalation import EscalationOutcome, build_escalator
+from leadrelay.handoff.escalation import (
+    EscalationError,
+    EscalationOutcome,
+    TaskCreator,
+    build_escalator,
+)
 from leadrelay.handoff.recycle import RecyclePlay, RecycleProblem, apply_play, plan_recycle
 from leadrelay.handoff.routing import (
     AccountOwnerRule,
@@ -74,6 +81,7 @@ __all__ = [
     "HUBSPOT_PAGE_FIELDS",
     "QUALIFY_FIELDS",
     "ROUTING_SPACE",
+    "ConnectorTasks",
     "PageOutcome",
     "Qualification",
     "Qualifier",
@@ -82,6 +90,7 @@ __all__ = [
     "crm_accounts",
     "crm_owners",
     "lead_signals",
+    "task_creator",
 ]
 
 #: Reserved cursor "flow" names (flow names cannot start with ``_``).
@@ -378,6 +387,31 @@ def recycle_event(lead: Lead, outcome: RecyclePlay | RecycleProblem) -> dict[str
     }
 
 
+class ConnectorTasks:
+    """The :class:`~leadrelay.handoff.escalation.TaskCreator` of a connector with a
+    ``create_task`` method: a connector error becomes an :class:`EscalationError`, so a task
+    that cannot be created is an ``escalation_failed`` event, never a failed sync."""
+
+    def __init__(self, create: Callable[[str, str, str, datetime], Any], connection: str) -> None:
+        self.create = create
+        self.connection = connection
+
+    def create_task(self, record_id: str, subject: str, body: str, due: datetime) -> str:
+        """Create the task through the connector; return its id."""
+        try:
+            return str(self.create(record_id, subject, body, due))
+        except ConnectorError as exc:
+            raise EscalationError(
+                f"{self.connection}: could not create a task on record {record_id}: {exc}"
+            ) from exc
+
+
+def task_creator(connector: Connector[Any]) -> TaskCreator | None:
+    """A task creator for ``connector`` when it can create CRM tasks (HubSpot), else None."""
+    create = getattr(connector, "create_task", None)
+    return ConnectorTasks(create, connector.name) if callable(create) else None
+
+
 def _clock_values(entry: Mapping[str, Any]) -> dict[str, Any]:
     """What the CRM does not hold of an open clock: arrival, assignment and tier."""
     assigned = entry.get("assigned_at")
@@ -562,16 +596,18 @@ class Qualifier:
     def escalate_due(self, now: datetime | None = None) -> EscalationOutcome | None:
         """Escalate the open SLA clocks of this destination that are past due.
 
-        Only when ``[sla.escalation]`` names e-mail or Slack (no CRM here offers a tasks API
-        to the connectors, so ``crm_task`` has no channel); otherwise None and nothing is
-        read. Each due lead is read back from the CRM by id (batched): its owner, stage and
+        Only when ``[sla.escalation]`` names e-mail or Slack, or ``crm_task`` is on and the
+        destination's connector creates tasks (:func:`task_creator`: HubSpot), the task going
+        on the lead's record there; otherwise None and nothing is read. Each due lead is
+        read back from the CRM by id (batched): its owner, stage and
         rejection decide whether its clocks were met (arrival, assignment and tier come from
         the qualify step). A lead whose clocks are all met, whose record is gone, or that is
         :data:`CLOCK_TTL` past due is closed. Each breach goes out once per channel
         (:class:`StoreSentLog`).
         """
         settings = self.sla.escalation
-        if self.dry_run or (settings.email is None and settings.slack is None):
+        tasks = task_creator(self.destination) if settings.crm_task else None
+        if self.dry_run or (settings.email is None and settings.slack is None and tasks is None):
             return None
         if self.destination_mapping is None:
             raise ValueError("escalation needs the destination's mapping to read leads back")
@@ -615,7 +651,12 @@ class Qualifier:
             for key in leads
             if key not in unmet or datetime.fromisoformat(clocks[key]["due_at"]) < stale
         )
-        escalator = build_escalator(settings, sent_log=StoreSentLog(self.store))
+        escalator = build_escalator(
+            settings,
+            task_creator=tasks,
+            crm_connection=self.destination.name,
+            sent_log=StoreSentLog(self.store),
+        )
         outcome = escalator.escalate(statuses, leads, moment)
         self._close_clocks(closed)
         return outcome

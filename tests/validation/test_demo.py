@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 from rich.console import Console
 
-from leadrelay.demo import EndToEndResult, render_end_to_end, run_end_to_end
+from leadrelay.demo import DEMO_PEOPLE, EndToEndResult, render_end_to_end, run_end_to_end
+from leadrelay.model import Tier
+from leadrelay.sandbox.salesforce.store import SANDBOX_USERS
+from leadrelay.sandbox.zoho.schema import API_USER, SEEDED_USERS
+
+#: The users routing may pick in each CRM (the API users own no leads).
+SALES_REPS = {
+    "salesforce": {f"{u[1]} {u[2]}" for u in SANDBOX_USERS if u[5] and u[3] != "lrint"},
+    "zoho": {f"{u.first_name} {u.last_name}" for u in SEEDED_USERS if u != API_USER},
+}
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +49,47 @@ def test_validation_run_passes(result: EndToEndResult) -> None:
     assert result.validation is not None
     assert result.validation.ok
     assert result.ok
+
+
+@pytest.mark.parametrize("system", ["hubspot", "salesforce", "zoho"])
+def test_every_demo_lead_has_a_score_and_tier_in_each_system(
+    result: EndToEndResult, system: str
+) -> None:
+    lines = [line for line in result.handoff if line.system == system]
+    assert sorted(line.email for line in lines) == sorted(p[1] for p in DEMO_PEOPLE)
+    for line in lines:
+        assert line.score is not None and 0 <= line.score <= 100
+        assert line.tier in {tier.value for tier in Tier}
+
+
+@pytest.mark.parametrize("system", ["salesforce", "zoho"])
+def test_every_demo_lead_has_a_sales_rep_as_owner_in_the_crm(
+    result: EndToEndResult, system: str
+) -> None:
+    owners = [line.owner for line in result.handoff if line.system == system]
+    assert len(owners) == len(DEMO_PEOPLE)
+    assert set(owners) <= SALES_REPS[system]
+
+
+def test_report_counts_the_demo_leads_and_their_rejections(result: EndToEndResult) -> None:
+    report = result.report
+    assert report is not None
+    assert report.lead_count == len(DEMO_PEOPLE)  # the validation's test lead is left out
+    assert report.rejections["by_reason"] == {"no_need": 1, "invalid_contact": 1}
+
+
+def test_scores_owners_and_report_are_printed(result: EndToEndResult) -> None:
+    console = Console(record=True, width=200)
+
+    render_end_to_end(result, console)
+
+    text = console.export_text()
+    assert "Score, tier and owner of each demo lead in each system" in text
+    for line in result.handoff:
+        if line.owner is not None:
+            assert line.owner in text
+    for title in ("Funnel", "SLA", "Rejection reasons", "Ledger", "Handoff diagnosis"):
+        assert title in text
 
 
 def test_summary_table_is_printed(result: EndToEndResult) -> None:

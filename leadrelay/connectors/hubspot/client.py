@@ -99,12 +99,14 @@ class HubSpotApis:
         self.contacts_search = client.crm.contacts.search_api
         self.properties = client.crm.properties.core_api
         self.owners = client.crm.owners.owners_api
+        self.tasks = client.crm.objects.tasks.basic_api
         self.tokens = client.oauth.tokens_api
         self._all: list[Any] = [
             self.contacts_batch,
             self.contacts_search,
             self.properties,
             self.owners,
+            self.tasks,
             self.tokens,
         ]
 

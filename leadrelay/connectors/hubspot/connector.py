@@ -51,6 +51,7 @@ from leadrelay.connectors.hubspot.fields import (
     EMAIL,
     LAST_MODIFIED,
     LIFECYCLE_STAGE,
+    OWNER,
     RECORD_ID,
     REQUIRED_READ,
     PropertySpec,
@@ -69,6 +70,9 @@ __all__ = ["HubSpotConnector", "HubSpotOwner"]
 T = TypeVar("T")
 
 _CONTACTS = "/crm/v3/objects/contacts"
+_TASKS = "/crm/v3/objects/tasks"
+#: HubSpot's HUBSPOT_DEFINED association type of task → contact.
+TASK_TO_CONTACT = 204
 _PROPERTIES = "/crm/v3/properties/contacts"
 _NO_EMAIL = "HubSpot upserts by email; the record has none"
 
@@ -834,7 +838,8 @@ class HubSpotConnector(Connector[HubSpotConnection]):
         """Create the custom contact properties that are missing; return the names created.
 
         Default ``specs``: :func:`~leadrelay.connectors.hubspot.fields.custom_property_specs`
-        (utm_*, the lead key, rejection reason, score). One call lists the properties, then
+        (utm_*, the lead key, rejection reason, score, qualification reason, tier). One call
+        lists the properties, then
         one call per missing property; one that appeared meanwhile (409) is left as it is.
         """
         wanted = list(specs) if specs is not None else custom_property_specs()
@@ -889,6 +894,64 @@ class HubSpotConnector(Connector[HubSpotConnection]):
             after = following.get("after") if isinstance(following, dict) else None
             if not after:
                 return owners
+
+    def create_task(self, record_id: str, subject: str, body: str, due: datetime) -> str:
+        """Create a task (HubSpot's default type, a to-do) on contact ``record_id``, due at
+        ``due``, owned by the contact's owner when it has one; return the task's id (the
+        escalation ``TaskCreator``).
+
+        Two calls: the contact's batch read (its owner; a contact that is gone is refused here,
+        naming the record) and ``POST /crm/v3/objects/tasks`` with the association to the
+        contact. Not retried on an unclear failure: a second try could create a second task.
+        """
+        contact = self.lookup(ids=[record_id]).get(str(record_id))
+        if contact is None:
+            raise self._rejected(
+                f"cannot create a task on contact {record_id}: no such contact",
+                ref=str(record_id),
+            )
+        moment = due if due.tzinfo is not None else due.replace(tzinfo=UTC)
+        properties = {
+            "hs_task_subject": subject,
+            "hs_task_body": body,
+            # hs_timestamp is the task's due date (ISO 8601 or epoch milliseconds).
+            "hs_timestamp": str(int(moment.timestamp() * 1000)),
+            "hs_task_status": "NOT_STARTED",
+            "hs_task_priority": "HIGH",
+        }
+        owner = contact.get(OWNER)
+        if owner not in (None, ""):
+            properties[OWNER] = str(owner)
+        payload = {
+            "properties": properties,
+            "associations": [
+                {
+                    "to": {"id": str(record_id)},
+                    "types": [
+                        {
+                            "associationCategory": "HUBSPOT_DEFINED",
+                            "associationTypeId": TASK_TO_CONTACT,
+                        }
+                    ],
+                }
+            ],
+        }
+        response = self._call(
+            f"creation of a task on contact {record_id}",
+            "POST",
+            _TASKS,
+            self._apis.tasks.create_with_http_info,
+            payload,
+            idempotent=False,
+            record=str(record_id),
+        )
+        task_id = response.body.get("id") if isinstance(response.body, dict) else None
+        if not task_id:
+            raise self._rejected(
+                f"HubSpot created no task on contact {record_id} (no id in the answer)",
+                ref=str(record_id),
+            )
+        return str(task_id)
 
     def health(self) -> Health:
         """One cheap call (the ``email`` property's definition): credentials, daily budget."""

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from leadrelay.model import RejectionReason
+from leadrelay.model import RejectionReason, Tier
 
 __all__ = [
     "CREATED",
@@ -148,10 +148,11 @@ def _mapped_name(fields: Mapping[str, Any], canonical: str, default: str) -> str
 
 
 def custom_property_specs() -> list[PropertySpec]:
-    """The custom properties leadrelay writes: utm_*, the lead key, score, rejection reason.
+    """The custom properties leadrelay writes: utm_*, the lead key, rejection reason, score,
+    qualification reason and tier.
 
-    Names (and the rejection reason's option values) come from the shipped mapping when it
-    names them; otherwise the documented defaults are used.
+    Names (and the option values of the rejection reason and the tier) come from the shipped
+    mapping when it names them; otherwise the documented defaults are used.
     """
     fields = _shipped_mapping()
     specs = [
@@ -192,6 +193,29 @@ def custom_property_specs() -> list[PropertySpec]:
             "number",
             "number",
             description="The lead score computed by leadrelay (leadrelay)",
+        )
+    )
+    specs.append(
+        PropertySpec(
+            _mapped_name(fields, "qualification_reason", "leadrelay_qualification_reason"),
+            "leadrelay qualification reason",
+            field_type="textarea",
+            description="Why the lead is or is not an MQL, with its score breakdown (leadrelay)",
+        )
+    )
+    tier = fields.get("tier")
+    tiers: tuple[str, ...] = tuple(t.value for t in Tier)
+    if isinstance(tier, dict) and isinstance(tier.get("values"), dict):
+        mapped_tiers = tuple(str(v) for v in tier["values"].values() if isinstance(v, str) and v)
+        tiers = mapped_tiers or tiers
+    specs.append(
+        PropertySpec(
+            _mapped_name(fields, "tier", "leadrelay_tier"),
+            "leadrelay tier",
+            "enumeration",
+            "select",
+            options=tuple(dict.fromkeys(tiers)),
+            description="The lead's urgency tier: hot, warm or cold (leadrelay)",
         )
     )
     return specs

@@ -1,4 +1,4 @@
-"""The HubSpot CRM v3 emulator: contacts, batch, search, properties, owners and OAuth.
+"""The HubSpot CRM v3 emulator: contacts, batch, search, properties, owners, tasks and OAuth.
 
 Mounted under ``/hubspot``; ``hubspot.HubSpot(access_token=HUBSPOT_ACCESS_TOKEN,
 host=HUBSPOT_BASE_URL, ssl_ca_cert=CA)`` works against it unmodified. Every API response carries
@@ -44,6 +44,7 @@ from leadrelay.sandbox.hubspot.forms import (
 from leadrelay.sandbox.hubspot.schema import SANDBOX_HUB_ID, SEEDED_OWNERS, Schema
 from leadrelay.sandbox.hubspot.search import search
 from leadrelay.sandbox.hubspot.store import ContactStore, wanted_properties
+from leadrelay.sandbox.hubspot.tasks import TaskStore
 
 #: sandbox-only private-app token (never a real HubSpot credential)
 SANDBOX_ACCESS_TOKEN = "pat-sandbox-0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0"
@@ -196,11 +197,17 @@ class HubSpotEmulator(Emulator):
         self.reset()
 
     def reset(self) -> None:
-        """Drop every contact and issued token; restore the default properties and owners."""
+        """Drop every contact, task and issued token; restore the default properties and
+        owners."""
         with self.lock:
             self.schema = Schema()
             self.store = ContactStore(self.schema)
             self.owners = list(SEEDED_OWNERS)
+            self.tasks = TaskStore(
+                self.store.now_ms,
+                self._live_contact,
+                lambda: {owner.id for owner in self.owners},
+            )
             self.limits = _RateLimits()
             self.oauth_tokens: dict[str, float] = {}
             self.refresh_tokens = {SANDBOX_REFRESH_TOKEN}
@@ -354,6 +361,9 @@ class HubSpotEmulator(Emulator):
             ("GET", "/crm/v3/owners/", self._list_owners, False),
             ("GET", "/crm/v3/owners", self._list_owners, False),
             ("GET", "/crm/v3/owners/{ownerId}", self._get_owner, False),
+            ("GET", "/crm/v3/objects/tasks", self._list_tasks, False),
+            ("POST", "/crm/v3/objects/tasks", self._create_task, False),
+            ("GET", "/crm/v3/objects/tasks/{taskId}", self._get_task, False),
         ]
         for method, path, handler, is_search in routes:
             api.add_api_route(path, self._route(handler, is_search=is_search), methods=[method])
@@ -556,6 +566,38 @@ class HubSpotEmulator(Emulator):
             if (str(owner.user_id) if by_user else owner.id) == key:
                 return _json(owner.to_json())
         raise not_found(f"Owner {key} not found", context={"id": [key]})
+
+    # ------------------------------------------------------------ tasks
+
+    def _live_contact(self, contact_id: int) -> bool:
+        contact = self.store.contacts.get(contact_id)
+        return contact is not None and contact.archived_ms is None
+
+    def _with_contacts(self, call: _Call) -> bool:
+        wanted = call.query_list("associations") or []
+        return any(name in ("contacts", "contact", "0-1") for name in wanted)
+
+    def _create_task(self, call: _Call) -> Response:
+        return _json(self.tasks.create(call.body), 201)
+
+    def _get_task(self, call: _Call) -> Response:
+        task = self.tasks.find(call.path("taskId"))
+        body = self.tasks.render(
+            task, call.query_list("properties"), associations=self._with_contacts(call)
+        )
+        return _json(body)
+
+    def _list_tasks(self, call: _Call) -> Response:
+        limit = _int_param(call.query("limit"), "limit", default=10, maximum=100)
+        page, after = self.tasks.page(limit, call.query("after"))
+        wanted, associations = call.query_list("properties"), self._with_contacts(call)
+        body: dict[str, Any] = {
+            "results": [self.tasks.render(t, wanted, associations=associations) for t in page]
+        }
+        if after is not None:
+            link = f"{self.base_url}/crm/v3/objects/tasks?after={after}&limit={limit}"
+            body["paging"] = {"next": {"after": after, "link": link}}
+        return _json(body)
 
     # ------------------------------------------------------------ forms submission API
 

@@ -321,6 +321,29 @@ def default_properties() -> dict[str, dict[str, Any]]:
     )
     props.append(
         make_property(
+            "leadrelay_qualification_reason",
+            "leadrelay qualification reason",
+            "string",
+            "textarea",
+            group="leadrelay",
+            hubspot_defined=False,
+            description="Why the lead is (not) an MQL, with the score's breakdown",
+        )
+    )
+    props.append(
+        make_property(
+            "leadrelay_tier",
+            "leadrelay tier",
+            "enumeration",
+            "select",
+            group="leadrelay",
+            hubspot_defined=False,
+            options=_options([("hot", "Hot"), ("warm", "Warm"), ("cold", "Cold")]),
+            description="Urgency tier set by scoring",
+        )
+    )
+    props.append(
+        make_property(
             "rejection_reason",
             "Rejection reason",
             "enumeration",

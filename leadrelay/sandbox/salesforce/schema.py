@@ -35,6 +35,9 @@ REJECTION_REASONS = (
     "Competitor", "Spam / Invalid", "Duplicate", "Existing Customer", "Other",
 )  # fmt: skip
 
+#: The values of leadrelay's custom Lead_Tier__c picklist.
+LEAD_TIERS = ("Hot", "Warm", "Cold")
+
 #: Field types whose values are strings in JSON and in SOQL literals.
 STRING_TYPES = frozenset(
     {"id", "string", "email", "phone", "picklist", "textarea", "url", "reference"}
@@ -275,6 +278,10 @@ def _lead() -> SObjectDef:
         FieldDef("LeadRelay_Key__c", "LeadRelay Key", "string", 255, custom=True,
                  external_id=True, unique=True),
         FieldDef("Lead_Score__c", "Lead Score", "double", precision=5, custom=True),
+        FieldDef("Qualification_Reason__c", "Qualification Reason", "textarea", 255,
+                 custom=True),
+        FieldDef("Lead_Tier__c", "Lead Tier", "picklist", 255, custom=True, restricted=True,
+                 picklist=_picklist(LEAD_TIERS)),
     ]  # fmt: skip
     return SObjectDef("Lead", "Lead", "Leads", "00Q", {f.name: f for f in fields})
 

@@ -331,6 +331,8 @@ def test_custom_property_specs_cover_utm_key_score_and_reason() -> None:
         "leadrelay_key",
         "rejection_reason",
         "leadrelay_score",
+        "leadrelay_qualification_reason",
+        "leadrelay_tier",
     ]
 
 
