@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
+import sqlalchemy as sa
 from rich.console import RenderableType
 from rich.table import Table
 
@@ -49,7 +50,7 @@ from leadrelay.handoff.sla import (
     load_sla_config,
 )
 from leadrelay.model import Lead, Stage
-from leadrelay.sync.state import LedgerCount, LedgerState, StateStore
+from leadrelay.sync.state import LedgerCount, LedgerState, StateStore, ledger_table
 
 __all__ = [
     "FUNNEL_STAGES",
@@ -57,6 +58,7 @@ __all__ = [
     "MQL_TO_SQL_GOAL",
     "SLA_BUCKETS",
     "Report",
+    "arrival_times",
     "build_report",
     "funnel_position",
     "render_tables",
@@ -466,6 +468,33 @@ def build_report(
     )
 
 
+#: Lead keys per ledger query (well under every database's bound-parameter limit).
+_ARRIVAL_BATCH = 500
+
+
+def arrival_times(store: StateStore, keys: Iterable[str]) -> dict[str, datetime]:
+    """When leadrelay first received each lead (its earliest ledger row), by lead key."""
+    wanted = list(dict.fromkeys(keys))
+    found: dict[str, datetime] = {}
+    table = ledger_table
+    for start in range(0, len(wanted), _ARRIVAL_BATCH):
+        batch = wanted[start : start + _ARRIVAL_BATCH]
+        with store.transaction() as conn:
+            rows = conn.execute(
+                sa.select(table.c.lead_key, sa.func.min(table.c.received_at))
+                .where(table.c.lead_key.in_(batch))
+                .group_by(table.c.lead_key)
+            ).all()
+        found.update({str(key): _aware(at) for key, at in rows if at is not None})
+    return found
+
+
+def _with_arrival(lead: Lead, received: datetime | None) -> Lead:
+    if received is None or received >= _aware(lead.created_at):
+        return lead
+    return lead.model_copy(update={"created_at": received})
+
+
 def report_command_data(
     config: Config,
     store: StateStore,
@@ -478,10 +507,17 @@ def report_command_data(
 
     The SLA settings come from ``[sla]`` (ConfigError names a bad key); the ledger from the
     store, counted by day without test rows; ``now`` defaults to the store's clock.
+
+    A lead read back from a CRM does not carry its arrival (the CRM's record is created when
+    leadrelay writes it), so its ``created_at`` becomes the moment leadrelay first received it
+    (:func:`arrival_times`) when that is earlier: the SLA clocks and the time to first action
+    run from there to the ``first_action_at`` / ``accepted_at`` the CRM's mapping reads.
     """
     settings = sla_config or load_sla_config(config)
     moment = now or store.now()
-    current = [lead for lead in leads if not lead.is_test]
+    live = [lead for lead in leads if not lead.is_test]
+    arrivals = arrival_times(store, (lead.key for lead in live))
+    current = [_with_arrival(lead, arrivals.get(lead.key)) for lead in live]
     statuses = evaluate(current, moment, settings)
     counts = store.ledger_counts(by_day=True)
     return build_report(current, counts, statuses, moment)

@@ -282,6 +282,19 @@ def default_properties() -> dict[str, dict[str, Any]]:
             external_options=True,
         ),
         make_property("createdate", "Create Date", "datetime", "date", read_only=True),
+        # Set by HubSpot from the first call, e-mail or meeting a sales rep logs; read only.
+        make_property(
+            "hs_first_outreach_date",
+            "First outreach date",
+            "datetime",
+            "date",
+            group="sales_properties",
+            read_only=True,
+            description=(
+                "The date of the first outreach (call, email, meeting or other communication)"
+                " from a sales rep to the contact."
+            ),
+        ),
         make_property("lastmodifieddate", "Last Modified Date", "datetime", "date", read_only=True),
         make_property(
             "hs_object_id", "Record ID", "number", "number", read_only=True, has_unique_value=True

@@ -2,7 +2,9 @@
 
 The emulated org has the standard Lead, Contact, Account, User and LeadStatus objects (the
 fields a lead-handoff connector touches) plus leadrelay's custom Lead fields: the UTM fields, a
-restricted ``Rejection_Reason__c`` picklist and the ``LeadRelay_Key__c`` external id.
+restricted ``Rejection_Reason__c`` picklist, the ``LeadRelay_Key__c`` external id, the score,
+reason and tier, and the ``First_Action_At__c`` / ``Accepted_At__c`` date-times the org's Flows
+stamp.
 """
 
 from __future__ import annotations
@@ -282,6 +284,9 @@ def _lead() -> SObjectDef:
                  custom=True),
         FieldDef("Lead_Tier__c", "Lead Tier", "picklist", 255, custom=True, restricted=True,
                  picklist=_picklist(LEAD_TIERS)),
+        # Sales' SLA stamps, set by the org's record-triggered Flows (README: custom fields).
+        FieldDef("First_Action_At__c", "First Action At", "datetime", custom=True),
+        FieldDef("Accepted_At__c", "Accepted At", "datetime", custom=True),
     ]  # fmt: skip
     return SObjectDef("Lead", "Lead", "Leads", "00Q", {f.name: f for f in fields})
 

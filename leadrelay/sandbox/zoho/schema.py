@@ -204,6 +204,10 @@ def default_fields() -> dict[str, FieldDef]:
         FieldDef("Modified_By", "Modified By", "ownerlookup", "jsonobject", read_only=True),
         FieldDef("Created_Time", "Created Time", "datetime", "string", read_only=True),
         FieldDef("Modified_Time", "Modified Time", "datetime", "string", read_only=True),
+        # Sales' SLA stamps, set by the org's workflow rules (README: custom fields); listed
+        # last so the other fields keep their ids.
+        FieldDef("First_Action_At", "First Action At", "datetime", "string", custom=True),
+        FieldDef("Accepted_At", "Accepted At", "datetime", "string", custom=True),
     ]
     for index, definition in enumerate(fields):
         definition.field_id = str(5725767000000002500 + index * 7)
