@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from leadrelay.connectors.base import Capability, UpsertInput, WriteOutcome
-from leadrelay.connectors.errors import AuthError, RateLimited, Rejected
+from leadrelay.connectors.errors import AuthError, RateLimited, Rejected, Retryable
 from leadrelay.connectors.hubspot import HubSpotConnector, PropertySpec
 from leadrelay.connectors.hubspot.connector import decode_cursor, encode_cursor
 from leadrelay.connectors.hubspot.fields import custom_property_specs, default_read_properties
@@ -421,8 +421,13 @@ def test_no_secret_reaches_the_logs(
     caplog.set_level(logging.DEBUG)
     oauth = make_connector(oauth_settings(server.env()))
     private = make_connector()
-    server.sandbox.set_faults(Faults(error_rate=0.5, systems=["hubspot"]))
     oauth.health()
+    # Every call fails for a while: each connector logs its retries, then gives up typed.
+    server.sandbox.set_faults(Faults(error_rate=1.0, systems=["hubspot"]))
+    for connector in (oauth, private):
+        with pytest.raises(Retryable):
+            connector.lookup(emails=["secret@example.com"])
+    server.sandbox.set_faults(Faults())
     with emulator.lock:
         issued = list(emulator.oauth_tokens)
         for token in issued:
@@ -430,7 +435,6 @@ def test_no_secret_reaches_the_logs(
     for connector in (oauth, private):
         connector.upsert([lead("secret@example.com")])
         connector.lookup(emails=["secret@example.com"])
-    server.sandbox.set_faults(Faults())
     refused = make_connector(
         oauth_settings(server.env(), client_secret="sandbox-secret-not-the-right-one")
     )
