@@ -6,22 +6,22 @@ traceback instead.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
 
 from leadrelay import __version__
 from leadrelay.capture.commands import forms_app, import_command, serve_command
+from leadrelay.clikit import CliError, ConfigOption, load_project_config, print_json
 from leadrelay.handoff.commands import report_command
 from leadrelay.sync.commands import dlq_app, runs_app, sync_command
 from leadrelay.validation.commands import validate_command
 
 if TYPE_CHECKING:
-    from leadrelay.config import Config
+    pass
 
 app = typer.Typer(
     name="leadrelay",
@@ -43,19 +43,6 @@ class _Options:
     debug = False
 
 
-class CliError(Exception):
-    """An error the CLI reports as one line, with the exit code of DESIGN §11."""
-
-    def __init__(self, message: str, exit_code: int = 1) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-def _print_json(value: Any) -> None:
-    """Machine output: one JSON document on stdout, nothing else."""
-    sys.stdout.write(json.dumps(value, indent=2, default=str, ensure_ascii=False) + "\n")
-
-
 def _version(value: bool) -> None:
     if value:
         console.print(f"leadrelay {__version__}")
@@ -75,25 +62,6 @@ def _root(
     ] = False,
 ) -> None:
     _Options.debug = debug
-
-
-ConfigOption = Annotated[
-    Path,
-    typer.Option("--config", "-c", help="The project file.", show_default=True),
-]
-
-
-def load_project_config(path: Path) -> Config:
-    """Load ``leadrelay.toml`` for a command: a config error (``[sla]`` included) is exit 2."""
-    from leadrelay.config import ConfigError, load_config
-    from leadrelay.handoff.sla import load_sla_config
-
-    try:
-        config = load_config(path)
-        load_sla_config(config)  # [sla] is typed by the handoff package; a bad key is exit 2
-    except ConfigError as exc:
-        raise CliError(str(exc), exit_code=2) from exc
-    return config
 
 
 # --- project -----------------------------------------------------------------------------
@@ -148,7 +116,7 @@ def check(
     results = run_checks(loaded, connections=not offline, create_fields=create_fields)
     ok = all(result.ok for result in results)
     if as_json:
-        _print_json({"ok": ok, "checks": [result.to_json() for result in results]})
+        print_json({"ok": ok, "checks": [result.to_json() for result in results]})
     else:
         console.print(render_checks(results))
     if not ok:
@@ -175,7 +143,7 @@ def tag(
 
     attribution = tag_url(url, referrer, own_domains=own_domain or ())
     if as_json:
-        _print_json(attribution.to_dict())
+        print_json(attribution.to_dict())
     else:
         console.print(render_attribution(attribution))
 
@@ -201,7 +169,7 @@ def dedupe(
     except CsvError as exc:
         raise CliError(f"{file}: {exc}", exit_code=2) from exc
     if as_json:
-        _print_json(report.to_json())
+        print_json(report.to_json())
     else:
         for renderable in render(report):
             console.print(renderable)

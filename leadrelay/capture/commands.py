@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -29,6 +28,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from leadrelay.capture import worker as _worker  # registers the inbox drainer of `sync`
+from leadrelay.clikit import (
+    CliError,
+    ConfigOption,
+    JsonOption,
+    load_project_config,
+    open_store,
+    print_json,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -46,36 +53,6 @@ forms_app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-
-ConfigOption = Annotated[
-    Path, typer.Option("--config", "-c", help="The project file.", show_default=True)
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-
-
-def _error(message: str, exit_code: int) -> Exception:
-    from leadrelay.cli import CliError
-
-    return CliError(message, exit_code=exit_code)
-
-
-def _print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, indent=2, default=str, ensure_ascii=False) + "\n")
-
-
-def _load(path: Path) -> Config:
-    from leadrelay.cli import load_project_config
-
-    return load_project_config(path)
-
-
-def _open_store(config: Config) -> StateStore:
-    from leadrelay.sync.state import StateError, StateStore
-
-    try:
-        return StateStore(config.state.url)
-    except StateError as exc:
-        raise _error(f"state store {config.state.display_url}: {exc}", 2) from exc
 
 
 # --------------------------------------------------------------------------------------------
@@ -101,7 +78,7 @@ def serve_command(
     """
     from leadrelay.capture.app import serve
 
-    loaded = _load(config)
+    loaded = load_project_config(config)
     for name, form in sorted(loaded.forms.items()):
         from leadrelay.capture.formsconfig import form_endpoint
 
@@ -142,9 +119,9 @@ def forms_add(
     try:
         added = add_form(config, name, source=source, destination=destination)
     except FormsConfigError as exc:
-        raise _error(str(exc), 2) from exc
+        raise CliError(str(exc), 2) from exc
     if as_json:
-        _print_json(
+        print_json(
             {
                 "form": added.name,
                 "source": added.source,
@@ -222,14 +199,14 @@ def forms_list(config: ConfigOption = Path("leadrelay.toml"), as_json: JsonOptio
     Ledger states count each lead per destination: received (stored, not yet written),
     written, verified (read back by `leadrelay validate`) and failed (dead-lettered).
     """
-    loaded = _load(config)
-    store = _open_store(loaded)
+    loaded = load_project_config(config)
+    store = open_store(loaded)
     try:
         rows = _form_summaries(loaded, store)
     finally:
         store.close()
     if as_json:
-        _print_json({"forms": rows})
+        print_json({"forms": rows})
         return
     if not rows:
         _console.print("no forms yet: add one with `leadrelay forms add NAME --source …`")
@@ -299,20 +276,20 @@ def import_command(
     from leadrelay.sync.csvfile import CsvError, LeadRow, header_to_field, read_lead_rows
     from leadrelay.sync.tagging import CLICK_ID_PARAMS, UTM_PARAMS
 
-    loaded = _load(config)
+    loaded = load_project_config(config)
     try:
         form_config = loaded.form(form)
     except KeyError as exc:
-        raise _error(str(exc.args[0]), 2) from exc
+        raise CliError(str(exc.args[0]), 2) from exc
     if not file.is_file():
-        raise _error(f"{file}: no such file", 2)
+        raise CliError(f"{file}: no such file", 2)
     try:
         mapping = load_form_mapping(form_config.mapping, source=form_config.source)
     except MappingError as exc:
-        raise _error(f"form {form}: {exc}", 2) from exc
+        raise CliError(f"form {form}: {exc}", 2) from exc
     aliases = {header_to_field(name): name for name in mapping.system_fields()}
     extra = sorted({*aliases, *UTM_PARAMS, *CLICK_ID_PARAMS, "page_url", "referrer"})
-    store = _open_store(loaded)
+    store = open_store(loaded)
     skipped: list[dict[str, Any]] = []
     keys: list[str] = []
     read = stored = duplicates = 0
@@ -350,7 +327,7 @@ def import_command(
                     else:
                         duplicates += 1
         except CsvError as exc:
-            raise _error(f"{file}: {exc}", 2) from exc
+            raise CliError(f"{file}: {exc}", 2) from exc
         show = _err.is_terminal and not as_json
         with _progress(show, stored) as advance:
             stats = _worker.drain_inbox(loaded, store, on_progress=advance)
@@ -371,7 +348,7 @@ def import_command(
         "skipped": skipped,
     }
     if as_json:
-        _print_json(result)
+        print_json(result)
     else:
         _console.print(
             f"{file.name} → {form}: read {read}, stored {stored}, duplicates {duplicates}, "
@@ -394,4 +371,4 @@ def import_command(
             "`serve` pass retries them)"
         )
     if problems:
-        raise _error("; ".join(problems), 1)
+        raise CliError("; ".join(problems), 1)

@@ -24,6 +24,8 @@ import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from leadrelay.clikit import CliError, load_project_config, open_store
+
 if TYPE_CHECKING:
     from leadrelay.config import Config
     from leadrelay.handoff.report import Report
@@ -44,12 +46,6 @@ TEST_EMAIL_PREFIX = "leadrelay-test+"
 
 _console = Console()
 _err = Console(stderr=True)
-
-
-def _error(message: str, exit_code: int) -> Exception:
-    from leadrelay.cli import CliError
-
-    return CliError(message, exit_code=exit_code)
 
 
 def is_test_lead(lead: Lead) -> bool:
@@ -152,22 +148,17 @@ def report_command(
     Reads every lead of the flows' CRMs (test leads left out) and the state store's ledger.
     Exit 0; 2 on a config error; 3 when a CRM refuses the credentials; 1 when one cannot be read.
     """
-    from leadrelay.cli import load_project_config
     from leadrelay.connectors.base import ConnectorNotFound
     from leadrelay.connectors.errors import AuthError, ConnectorError
     from leadrelay.handoff.report import render_tables
     from leadrelay.handoff.report_html import render_html
     from leadrelay.mappings.engine import MappingError
     from leadrelay.sync.engine import ConnectorPool
-    from leadrelay.sync.state import StateError, StateStore
 
     loaded = load_project_config(config)
     if not loaded.flows:
-        raise _error(f"{loaded.path}: no [[flows]] defined: no CRM to report on", 2)
-    try:
-        store = StateStore(loaded.state.url)
-    except StateError as exc:
-        raise _error(f"state store {loaded.state.display_url}: {exc}", 2) from exc
+        raise CliError(f"{loaded.path}: no [[flows]] defined: no CRM to report on", 2)
+    store = open_store(loaded)
     try:
         with ConnectorPool(loaded) as pool:
             if _err.is_terminal and not as_json:
@@ -190,18 +181,18 @@ def report_command(
             else:
                 report = build_project_report(loaded, store, pool)
     except (MappingError, ConnectorNotFound) as exc:
-        raise _error(str(exc), 2) from exc
+        raise CliError(str(exc), 2) from exc
     except AuthError as exc:
-        raise _error(f"cannot read the CRM: {exc}", 3) from exc
+        raise CliError(f"cannot read the CRM: {exc}", 3) from exc
     except ConnectorError as exc:
-        raise _error(f"cannot read the CRM: {exc}", 1) from exc
+        raise CliError(f"cannot read the CRM: {exc}", 1) from exc
     finally:
         store.close()
     if html is not None:
         try:
             html.write_text(render_html(report), encoding="utf-8")
         except OSError as exc:
-            raise _error(f"cannot write {html}: {exc.strerror}", 2) from exc
+            raise CliError(f"cannot write {html}: {exc.strerror}", 2) from exc
     if as_json:
         sys.stdout.write(report.to_json() + "\n")
         return

@@ -14,7 +14,6 @@ error or an unknown id (3 when a retry cannot run for the same reasons as sync).
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -25,6 +24,15 @@ import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from leadrelay.clikit import (
+    CliError,
+    ConfigOption,
+    JsonOption,
+    load_project_config,
+    open_store,
+    print_json,
+)
 
 if TYPE_CHECKING:
     from leadrelay.config import Config, FlowConfig
@@ -52,45 +60,14 @@ runs_app = typer.Typer(
     add_completion=False,
 )
 
-ConfigOption = Annotated[
-    Path, typer.Option("--config", "-c", help="The project file.", show_default=True)
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-
 
 class LockLost(Exception):
     """Another process took the sync lock over while this run held it."""
 
 
-def _error(message: str, exit_code: int) -> Exception:
-    """The CLI's one-line error (``leadrelay.cli.CliError``) with an exit code."""
-    from leadrelay.cli import CliError
-
-    return CliError(message, exit_code=exit_code)
-
-
-def _print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, indent=2, default=str, ensure_ascii=False) + "\n")
-
-
-def _load(path: Path) -> Config:
-    from leadrelay.cli import load_project_config
-
-    return load_project_config(path)
-
-
-def _open_store(config: Config) -> StateStore:
-    from leadrelay.sync.state import StateError, StateStore
-
-    try:
-        return StateStore(config.state.url)
-    except StateError as exc:
-        raise _error(f"state store {config.state.display_url}: {exc}", 2) from exc
-
-
 def _select_flows(config: Config, names: Sequence[str] | None) -> list[FlowConfig]:
     if not config.flows:
-        raise _error(f"{config.path}: no [[flows]] defined", 2)
+        raise CliError(f"{config.path}: no [[flows]] defined", 2)
     if not names:
         return list(config.flows)
     selected = []
@@ -98,7 +75,7 @@ def _select_flows(config: Config, names: Sequence[str] | None) -> list[FlowConfi
         try:
             selected.append(config.flow(name))
         except KeyError as exc:
-            raise _error(str(exc.args[0]), 2) from exc
+            raise CliError(str(exc.args[0]), 2) from exc
     return selected
 
 
@@ -112,7 +89,7 @@ def _locks(store: StateStore, flows: Sequence[FlowConfig]) -> Iterator[list[Stor
             if not lock.acquire():
                 info = store.lock_info(lock.name)
                 holder = info.describe() if info else f"lock {lock.name!r} is held"
-                raise _error(f"another sync is running: {holder}", 3)
+                raise CliError(f"another sync is running: {holder}", 3)
             held.append(lock)
         yield held
     finally:
@@ -237,9 +214,9 @@ def sync_command(
     )
     from leadrelay.sync.state import RunStatus
 
-    loaded = _load(config)
+    loaded = load_project_config(config)
     selected = _select_flows(loaded, flows)
-    store = _open_store(loaded)
+    store = open_store(loaded)
     results: list[FlowStats] = []
     planned: list[PlannedRecord] = []
     fatal: Exception | None = None
@@ -266,7 +243,7 @@ def sync_command(
                                 context, flow, on_plan=planned.append, on_page=on_page
                             )
                         except (MappingError, ConnectorNotFound) as exc:
-                            raise _error(f"flow {flow.name}: {exc}", 2) from exc
+                            raise CliError(f"flow {flow.name}: {exc}", 2) from exc
                         try:
                             results.append(engine.run(full=full))
                         except (AuthError, LockLost) as exc:
@@ -293,7 +270,7 @@ def sync_command(
         store.close()
     ok = fatal is None and not any(s.error or s.dead_lettered for s in results)
     if as_json:
-        _print_json({"ok": ok, "flows": [s.to_json() for s in results]})
+        print_json({"ok": ok, "flows": [s.to_json() for s in results]})
     else:
         if dry_run and planned:
             _console.print(_plan_table([p for p in planned if p.action.value != "unchanged"]))
@@ -303,7 +280,7 @@ def sync_command(
                 _err.print(f"[bold red]error:[/] flow {stats.name}: {stats.error}", highlight=False)
     if fatal is not None:
         code = 3
-        raise _error(f"sync stopped: {fatal}", code)
+        raise CliError(f"sync stopped: {fatal}", code)
     if not ok:
         failed_flows = [s.name for s in results if s.error]
         letters = sum(s.dead_lettered for s in results)
@@ -311,7 +288,7 @@ def sync_command(
         if letters:
             parts.append(f"{letters} record(s) dead-lettered (see `leadrelay dlq list`)")
         # An exception, not typer.Exit: the CLI's main() turns it into the exit code.
-        raise _error("; ".join(parts), 1)
+        raise CliError("; ".join(parts), 1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -347,8 +324,8 @@ def dlq_list(
     """List dead letters: the record, the system, the field and the system's own reason."""
     from leadrelay.sync.state import DeadLetterStatus
 
-    loaded = _load(config)
-    store = _open_store(loaded)
+    loaded = load_project_config(config)
+    store = open_store(loaded)
     try:
         letters = store.list_dead_letters(
             status=None if show_all else DeadLetterStatus.OPEN, flow=flow
@@ -356,7 +333,7 @@ def dlq_list(
     finally:
         store.close()
     if as_json:
-        _print_json({"dead_letters": [_dead_letter_json(letter) for letter in letters]})
+        print_json({"dead_letters": [_dead_letter_json(letter) for letter in letters]})
         return
     if not letters:
         _console.print("no dead letters" if show_all else "no open dead letters")
@@ -382,7 +359,7 @@ def _pick_letters(store: StateStore, ids: Sequence[int] | None, every: bool) -> 
     from leadrelay.sync.state import DeadLetterStatus, StateError
 
     if not ids and not every:
-        raise _error("name dead-letter ids, or --all for every open one", 2)
+        raise CliError("name dead-letter ids, or --all for every open one", 2)
     if every:
         return store.list_dead_letters(status=DeadLetterStatus.OPEN)
     letters = []
@@ -390,7 +367,7 @@ def _pick_letters(store: StateStore, ids: Sequence[int] | None, every: bool) -> 
         try:
             letters.append(store.get_dead_letter(letter_id))
         except StateError as exc:
-            raise _error(str(exc), 2) from exc
+            raise CliError(str(exc), 2) from exc
     return letters
 
 
@@ -407,8 +384,8 @@ def dlq_retry(
     from leadrelay.sync.engine import ConnectorPool, SyncContext, SyncEngine
     from leadrelay.sync.state import DeadLetterStatus
 
-    loaded = _load(config)
-    store = _open_store(loaded)
+    loaded = load_project_config(config)
+    store = open_store(loaded)
     outcome: dict[int, str] = {}
     try:
         letters = _pick_letters(store, ids, every)
@@ -428,9 +405,9 @@ def dlq_retry(
                     engine = SyncEngine.for_flow(context, flow)
                     written = engine.retry(by_flow[flow.name])
                 except MappingError as exc:
-                    raise _error(f"flow {flow.name}: {exc}", 2) from exc
+                    raise CliError(f"flow {flow.name}: {exc}", 2) from exc
                 except AuthError as exc:
-                    raise _error(f"flow {flow.name}: {exc}", 3) from exc
+                    raise CliError(f"flow {flow.name}: {exc}", 3) from exc
                 except ConnectorError as exc:
                     for letter in by_flow[flow.name]:
                         outcome[letter.id] = f"not retried: {exc}"
@@ -440,7 +417,7 @@ def dlq_retry(
     finally:
         store.close()
     if as_json:
-        _print_json({"retried": [{"id": k, "result": v} for k, v in sorted(outcome.items())]})
+        print_json({"retried": [{"id": k, "result": v} for k, v in sorted(outcome.items())]})
         return
     for letter_id, text in sorted(outcome.items()):
         _console.print(f"{letter_id}: {text}")
@@ -455,19 +432,19 @@ def dlq_drop(
     """Give up on dead letters: they are kept, marked dropped, and never retried."""
     from leadrelay.sync.state import StateError
 
-    loaded = _load(config)
-    store = _open_store(loaded)
+    loaded = load_project_config(config)
+    store = open_store(loaded)
     dropped = []
     try:
         for letter_id in ids:
             try:
                 dropped.append(store.drop_dead_letter(letter_id))
             except StateError as exc:
-                raise _error(str(exc), 2) from exc
+                raise CliError(str(exc), 2) from exc
     finally:
         store.close()
     if as_json:
-        _print_json({"dropped": [letter.id for letter in dropped]})
+        print_json({"dropped": [letter.id for letter in dropped]})
         return
     for letter in dropped:
         _console.print(f"{letter.id}: dropped")
@@ -512,14 +489,14 @@ def runs_list(
     as_json: JsonOption = False,
 ) -> None:
     """The latest sync runs, newest first, with their counts."""
-    loaded = _load(config)
-    store = _open_store(loaded)
+    loaded = load_project_config(config)
+    store = open_store(loaded)
     try:
         runs = store.list_runs(limit=limit, flow=flow)
     finally:
         store.close()
     if as_json:
-        _print_json({"runs": [_run_json(run, log=False) for run in runs]})
+        print_json({"runs": [_run_json(run, log=False) for run in runs]})
         return
     if not runs:
         _console.print("no runs yet")
@@ -559,17 +536,17 @@ def runs_show(
     """One run: its counts per flow and its log (conflicts resolved, records skipped)."""
     from leadrelay.sync.state import StateError
 
-    loaded = _load(config)
-    store = _open_store(loaded)
+    loaded = load_project_config(config)
+    store = open_store(loaded)
     try:
         try:
             run = store.get_run(run_id)
         except StateError as exc:
-            raise _error(str(exc), 2) from exc
+            raise CliError(str(exc), 2) from exc
     finally:
         store.close()
     if as_json:
-        _print_json(_run_json(run, log=True))
+        print_json(_run_json(run, log=True))
         return
     finished = run.finished_at.isoformat() if run.finished_at else "still running"
     _console.print(

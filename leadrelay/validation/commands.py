@@ -17,15 +17,11 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from leadrelay.clikit import CliError, load_project_config
+
 __all__ = ["validate_command"]
 
 _console = Console()
-
-
-def _error(message: str, exit_code: int) -> Exception:
-    from leadrelay.cli import CliError
-
-    return CliError(message, exit_code=exit_code)
 
 
 def validate_command(
@@ -55,7 +51,6 @@ def validate_command(
     field; the test records are deleted unless --keep. Exit 0 when every check passes, 1 when
     one fails, 2 on a configuration error.
     """
-    from leadrelay.cli import load_project_config
     from leadrelay.validation.output import render_table, to_json, write_junit
     from leadrelay.validation.runner import (
         ValidationConfigError,
@@ -64,7 +59,7 @@ def validate_command(
     )
 
     if (form is None) == (not every):
-        raise _error("give one FORM or --all", 2)
+        raise CliError("give one FORM or --all", 2)
     loaded = load_project_config(config)
     try:
         if every:
@@ -73,7 +68,7 @@ def validate_command(
             assert form is not None
             results = [validate_form(loaded, form, timeout=timeout, keep=keep)]
     except ValidationConfigError as exc:
-        raise _error(str(exc), 2) from exc
+        raise CliError(str(exc), 2) from exc
     if junit is not None:
         write_junit(results, junit)
     if as_json:
@@ -85,4 +80,4 @@ def validate_command(
             _console.print(render_table(result))
     failed = [r.form for r in results if not r.ok]
     if failed:
-        raise _error(f"validation failed: {', '.join(failed)}", 1)
+        raise CliError(f"validation failed: {', '.join(failed)}", 1)

@@ -1,0 +1,61 @@
+"""What every command module shares: the one-line error, options, JSON output, project loading.
+
+``leadrelay/cli.py`` and the command modules of each package (``sync/commands.py``,
+``capture/commands.py``, ``handoff/commands.py``, ``validation/commands.py``) use these, so a
+config error is exit 2 with the same message everywhere and ``--json`` prints the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from leadrelay.config import Config
+    from leadrelay.sync.state import StateStore
+
+
+class CliError(Exception):
+    """An error the CLI reports as one line, with the exit code of DESIGN §11."""
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+ConfigOption = Annotated[
+    Path, typer.Option("--config", "-c", help="The project file.", show_default=True)
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def print_json(value: Any) -> None:
+    """Machine output: one JSON document on stdout, nothing else."""
+    sys.stdout.write(json.dumps(value, indent=2, default=str, ensure_ascii=False) + "\n")
+
+
+def load_project_config(path: Path) -> Config:
+    """Load ``leadrelay.toml`` for a command: a config error (``[sla]`` included) is exit 2."""
+    from leadrelay.config import ConfigError, load_config
+    from leadrelay.handoff.sla import load_sla_config
+
+    try:
+        config = load_config(path)
+        load_sla_config(config)  # [sla] is typed by the handoff package; a bad key is exit 2
+    except ConfigError as exc:
+        raise CliError(str(exc), exit_code=2) from exc
+    return config
+
+
+def open_store(config: Config) -> StateStore:
+    """The project's state store; one that cannot be opened is exit 2, naming its URL."""
+    from leadrelay.sync.state import StateError, StateStore
+
+    try:
+        return StateStore(config.state.url)
+    except StateError as exc:
+        raise CliError(f"state store {config.state.display_url}: {exc}", 2) from exc
