@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 import typer
 from typer.testing import CliRunner
 
@@ -34,6 +33,7 @@ from leadrelay.sandbox.salesforce.schema import format_datetime
 from leadrelay.sandbox.server import SandboxServer
 from leadrelay.sync.engine import ConnectorPool, FlowStats, SyncContext, SyncEngine
 from leadrelay.sync.state import StateStore
+from tests.hubspot_sandbox import add_page_properties, hubspot_api
 
 FAST_RETRY = RetryPolicy(max_attempts=3, max_total_s=5.0, base_s=0.005, cap_s=0.05)
 NOW = datetime(2024, 6, 3, 10, 0, tzinfo=UTC)
@@ -94,37 +94,9 @@ def server() -> Iterator[SandboxServer]:
     gc.collect()
 
 
-def hubspot_api(server: SandboxServer, method: str, path: str, body: Any = None) -> Any:
-    env = server.env()
-    with requests.Session() as session:
-        session.trust_env = False
-        response = session.request(
-            method,
-            f"{env['HUBSPOT_BASE_URL']}{path}",
-            json=body,
-            headers={"Authorization": f"Bearer {env['HUBSPOT_ACCESS_TOKEN']}"},
-            verify=env["LEADRELAY_CA_BUNDLE"],
-            timeout=10,
-        )
-    assert response.status_code < 300, response.text
-    return response.json() if response.content else None
-
-
 def add_hot_contact(server: SandboxServer) -> None:
     """A director who saw the pricing page and asked for a demo: a hot MQL."""
-    for name, label in (("first", "First"), ("last", "Last")):
-        hubspot_api(
-            server,
-            "POST",
-            "/crm/v3/properties/contacts",
-            {
-                "name": f"hs_analytics_{name}_url",
-                "label": f"{label} page seen",
-                "type": "string",
-                "fieldType": "text",
-                "groupName": "analyticsinformation",
-            },
-        )
+    add_page_properties(server)
     properties = {
         "email": "cfo@bigco.io",
         "firstname": "Kim",

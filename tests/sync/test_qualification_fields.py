@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
 from leadrelay.config import Config, load_config
 from leadrelay.connectors.policy import RetryPolicy
@@ -16,6 +15,7 @@ from leadrelay.sandbox.project import write_sandbox_project
 from leadrelay.sandbox.server import SandboxServer
 from leadrelay.sync.engine import ConnectorPool, SyncContext, SyncEngine
 from leadrelay.sync.state import StateStore
+from tests.hubspot_sandbox import add_page_properties, hubspot_api
 
 FAST_RETRY = RetryPolicy(max_attempts=3, max_total_s=5.0, base_s=0.005, cap_s=0.05)
 
@@ -44,36 +44,9 @@ def project(server: SandboxServer, tmp_path: Path) -> Config:
     return load_config(tmp_path / "leadrelay.toml")
 
 
-def hubspot(server: SandboxServer, path: str, body: dict[str, Any]) -> None:
-    env = server.env()
-    with requests.Session() as session:
-        session.trust_env = False
-        response = session.post(
-            f"{env['HUBSPOT_BASE_URL']}{path}",
-            json=body,
-            headers={"Authorization": f"Bearer {env['HUBSPOT_ACCESS_TOKEN']}"},
-            verify=env["LEADRELAY_CA_BUNDLE"],
-            timeout=10,
-        )
-    assert response.status_code == 201, response.text
-
-
 def add_contact(server: SandboxServer, email: str, **properties: str) -> None:
     body = {"email": email, "lastname": "Buyer", "company": "Acme", **properties}
-    hubspot(server, "/crm/v3/objects/contacts", {"properties": body})
-
-
-def add_page_properties(server: SandboxServer) -> None:
-    """HubSpot's "First / Last page seen" properties, which the emulator does not seed."""
-    for name in ("first", "last"):
-        body = {
-            "name": f"hs_analytics_{name}_url",
-            "label": f"{name} page seen",
-            "type": "string",
-            "fieldType": "text",
-            "groupName": "analyticsinformation",
-        }
-        hubspot(server, "/crm/v3/properties/contacts", body)
+    hubspot_api(server, "POST", "/crm/v3/objects/contacts", {"properties": body}, expect=201)
 
 
 def sync_and_read(config: Config, flow: str, connection: str) -> dict[str, dict[str, Any]]:

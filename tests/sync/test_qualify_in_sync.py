@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 
 from leadrelay.config import Config, load_config
 from leadrelay.connectors.policy import RetryPolicy
@@ -17,6 +16,7 @@ from leadrelay.sandbox.salesforce.store import SANDBOX_USERS
 from leadrelay.sandbox.server import SandboxServer
 from leadrelay.sync.engine import ConnectorPool, FlowStats, SyncContext, SyncEngine
 from leadrelay.sync.state import StateStore
+from tests.hubspot_sandbox import add_page_properties, hubspot_api
 
 FAST_RETRY = RetryPolicy(max_attempts=3, max_total_s=5.0, base_s=0.005, cap_s=0.05)
 SALES_REPS = {u[0] for u in SANDBOX_USERS if u[5] and not u[0].startswith("integration@")}
@@ -40,39 +40,6 @@ def project(server: SandboxServer, tmp_path: Path) -> Config:
     return load_config(tmp_path / "leadrelay.toml")
 
 
-def hubspot(server: SandboxServer, method: str, path: str, body: Any = None) -> Any:
-    env = server.env()
-    with requests.Session() as session:
-        session.trust_env = False
-        response = session.request(
-            method,
-            f"{env['HUBSPOT_BASE_URL']}{path}",
-            json=body,
-            headers={"Authorization": f"Bearer {env['HUBSPOT_ACCESS_TOKEN']}"},
-            verify=env["LEADRELAY_CA_BUNDLE"],
-            timeout=10,
-        )
-    assert response.status_code < 300, response.text
-    return response.json() if response.content else None
-
-
-def add_page_properties(server: SandboxServer) -> None:
-    """HubSpot's "First / Last page seen" properties, which the emulator does not seed."""
-    for name, label in (("first", "First"), ("last", "Last")):
-        hubspot(
-            server,
-            "POST",
-            "/crm/v3/properties/contacts",
-            {
-                "name": f"hs_analytics_{name}_url",
-                "label": f"{label} page seen",
-                "type": "string",
-                "fieldType": "text",
-                "groupName": "analyticsinformation",
-            },
-        )
-
-
 def add_contact(server: SandboxServer, n: int, **properties: str) -> str:
     body = {
         "properties": {
@@ -84,7 +51,7 @@ def add_contact(server: SandboxServer, n: int, **properties: str) -> str:
             **properties,
         }
     }
-    return str(hubspot(server, "POST", "/crm/v3/objects/contacts", body)["id"])
+    return str(hubspot_api(server, "POST", "/crm/v3/objects/contacts", body)["id"])
 
 
 def sync(config: Config, flow: str = "hubspot-salesforce") -> tuple[FlowStats, StateStore]:
@@ -201,7 +168,7 @@ def test_a_rejection_without_a_reason_is_reported_and_one_with_a_reason_recycled
     assert events["recycle"]["play"] == "nurture"
     assert events["recycle"]["rejection_reason"] == "timing"
     assert "without a reason" in events["rejected_without_reason"]["reason"]
-    contacts = hubspot(
+    contacts = hubspot_api(
         server, "GET", "/crm/v3/objects/contacts?properties=email,hs_lead_status&limit=100"
     )["results"]
     status = {c["properties"]["email"]: c["properties"].get("hs_lead_status") for c in contacts}
