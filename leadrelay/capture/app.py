@@ -98,6 +98,7 @@ HUBSPOT = "hubspot_form"
 WEBFORM_DEDUPE_WINDOW_S = 60
 
 _F = TypeVar("_F", bound=FormConfig)
+_T = TypeVar("_T")
 
 
 class _Reject(Exception):
@@ -249,6 +250,28 @@ class _Capture:
 
     def forms_of(self, kind: type[_F]) -> list[tuple[str, _F]]:
         return [(name, form) for name, form in self.config.forms.items() if isinstance(form, kind)]
+
+    def verified_forms(
+        self, forms: list[tuple[str, _T]], check: Callable[[_T], None], *, source: str
+    ) -> list[tuple[str, _T]]:
+        """The forms whose secret verifies this request (``check`` raises when it does not).
+
+        A platform signs with the secret of the app a form belongs to, so any configured form
+        may be the one; none verifying is a 401 with the last reason, and nothing is stored.
+        """
+        verified: list[tuple[str, _T]] = []
+        failure: VerificationError | None = None
+        for name, form in forms:
+            try:
+                check(form)
+            except VerificationError as exc:
+                failure = exc
+            else:
+                verified.append((name, form))
+        if not verified:
+            reason = failure.reason if failure else "bad_signature"
+            raise _Reject(401, reason, str(failure or "no signing secret"), source=source)
+        return verified
 
     def limit(self, forms: Iterable[FormConfig]) -> int:
         default = self.config.capture.max_body_bytes
@@ -590,16 +613,11 @@ class _Capture:
             request, self.limit(f for _, f in forms), source=META, form=UNKNOWN_FORM
         )
         header = request.headers.get("x-hub-signature-256")
-        verified, failure = [], None
-        for name, form in forms:
-            try:
-                check_meta_signature(form.app_secret.get_secret_value(), body, header)
-                verified.append((name, form))
-            except VerificationError as exc:
-                failure = exc
-        if not verified:
-            assert failure is not None
-            raise _Reject(401, failure.reason, str(failure), source=META)
+        verified = self.verified_forms(
+            forms,
+            lambda form: check_meta_signature(form.app_secret.get_secret_value(), body, header),
+            source=META,
+        )
         data = _parse_json(body, source=META, form=UNKNOWN_FORM)
         if not isinstance(data, dict):
             raise _Reject(422, "bad_body", "the body must be a JSON object", source=META)
@@ -700,16 +718,13 @@ class _Capture:
             request, self.limit(f for _, f in forms), source=LINKEDIN, form=UNKNOWN_FORM
         )
         header = request.headers.get("x-li-signature")
-        verified, failure = [], None
-        for name, form in forms:
-            try:
-                check_linkedin_signature(form.client_secret.get_secret_value(), body, header)
-                verified.append((name, form))
-            except VerificationError as exc:
-                failure = exc
-        if not verified:
-            assert failure is not None
-            raise _Reject(401, failure.reason, str(failure), source=LINKEDIN)
+        verified = self.verified_forms(
+            forms,
+            lambda form: check_linkedin_signature(
+                form.client_secret.get_secret_value(), body, header
+            ),
+            source=LINKEDIN,
+        )
         data = _parse_json(body, source=LINKEDIN, form=UNKNOWN_FORM)
         if not isinstance(data, dict):
             raise _Reject(422, "bad_body", "the body must be a JSON object", source=LINKEDIN)
@@ -835,27 +850,26 @@ class _Capture:
         )
         uri = self.public_uri(request)
         now_ms = int(self.clock().timestamp() * 1000)
-        verified, failure = [], None
-        for name, form in forms:
-            secret = self.hubspot_secret(form)
-            if secret is None:
-                continue
-            try:
-                check_hubspot_v3(
-                    secret,
-                    method=request.method,
-                    uri=uri,
-                    body=body,
-                    signature=request.headers.get("x-hubspot-signature-v3"),
-                    timestamp=request.headers.get("x-hubspot-request-timestamp"),
-                    now_ms=now_ms,
-                )
-                verified.append((name, form))
-            except VerificationError as exc:
-                failure = exc
-        if not verified:
-            reason = failure.reason if failure else "bad_signature"
-            raise _Reject(401, reason, str(failure or "no signing secret"), source=HUBSPOT)
+        signed = [
+            (name, (form, secret))
+            for name, form in forms
+            if (secret := self.hubspot_secret(form)) is not None
+        ]
+
+        def check(signing: tuple[HubSpotFormConfig, str]) -> None:
+            check_hubspot_v3(
+                signing[1],
+                method=request.method,
+                uri=uri,
+                body=body,
+                signature=request.headers.get("x-hubspot-signature-v3"),
+                timestamp=request.headers.get("x-hubspot-request-timestamp"),
+                now_ms=now_ms,
+            )
+
+        verified = [
+            (name, form) for name, (form, _) in self.verified_forms(signed, check, source=HUBSPOT)
+        ]
         data = _parse_json(body, source=HUBSPOT, form=UNKNOWN_FORM)
         if not isinstance(data, list):
             raise _Reject(
