@@ -1081,18 +1081,24 @@ def serve(
 ) -> None:
     """Run the capture service in the foreground (uvicorn) on ``config.state.url``'s store,
     with the delivery worker in a child process (every ``[capture] worker_interval_s``, and
-    right after a lead is stored; see :class:`~leadrelay.capture.worker.DeliveryProcess`).
+    right after a lead is stored; see :class:`~leadrelay.capture.worker.DeliveryProcess`) and,
+    when a flow has a ``schedule``, the scheduler in another
+    (:class:`~leadrelay.sync.schedule.ScheduleProcess`).
 
     ``host`` and ``port`` default to ``[capture]``. Returns when the server stops (Ctrl-C),
     after the delivery pass in progress.
     """
     from leadrelay.capture.worker import DeliveryProcess
+    from leadrelay.sync.schedule import ScheduleProcess, scheduled_flows
 
     store = StateStore(config.state.url)
     try:
         loop = DeliveryProcess(config.path)
+        schedule = ScheduleProcess(config.path) if scheduled_flows(config) else None
         app = create_app(config, store, on_stored=loop.wake)
         loop.start()
+        if schedule is not None:
+            schedule.start()
         try:
             uvicorn.run(
                 app,
@@ -1103,5 +1109,7 @@ def serve(
             )
         finally:
             loop.stop()
+            if schedule is not None:
+                schedule.stop()
     finally:
         store.close()

@@ -70,11 +70,14 @@ def serve_command(
         typer.Option("--port", "-p", min=1, max=65535, help="Port (default: capture.port)."),
     ] = None,
 ) -> None:
-    """Run the capture service: form and ad-lead endpoints, with delivery to the CRMs.
+    """Run the capture service: form and ad-lead endpoints, with delivery to the CRMs, and
+    the flows that have a schedule.
 
     Each lead is stored before it is acknowledged (202) and delivered by a background
     worker every capture.worker_interval_s seconds (and right after it arrives), with
-    retries while a CRM is down. Stops on Ctrl-C after the delivery pass in progress.
+    retries while a CRM is down. A flow with schedule = "*/5 * * * *" (cron, host's local
+    time) runs in each minute it matches, unless another sync holds its lock. Stops on
+    Ctrl-C after the delivery pass and the scheduled run in progress.
     """
     from leadrelay.capture.app import serve
 
@@ -85,6 +88,12 @@ def serve_command(
         url = form_endpoint(loaded, name, form.source)
         if url is not None:
             _err.print(f"form {name} ({form.source} → {form.destination}): {url}", highlight=False)
+    from datetime import datetime
+
+    from leadrelay.sync.schedule import schedule_lines
+
+    for line in schedule_lines(loaded, datetime.now().astimezone()):
+        _err.print(line, highlight=False)
     serve(loaded, host=host, port=port)
 
 

@@ -20,6 +20,8 @@ join               ``[fields, separator = " "]`` this field's piece of the value
 default            ``[value]`` blank → ``value``, both ways
 lower, upper,      text case-folded / stripped, both ways
 strip
+truncate           ``[max_length, url = false]`` text as read / text cut to ``max_length``
+                   characters (a ``url`` first loses its query and fragment; lossy)
 e164               phone to E.164 using the record's country (``[country]`` as fallback)
 date, datetime     ``[format = "iso"|"epoch_ms"|"salesforce"|"zoho"|"strftime:%d/%m/%Y"]``
                    text or number → aware datetime (UTC when naive) / formatted
@@ -381,6 +383,40 @@ class _Strip:
     @staticmethod
     def outbound(value: Any, args: NoArgs, ctx: TransformContext) -> Any:
         return _text(value).strip() or None
+
+
+class TruncateArgs(BaseModel):
+    """The longest value the system field holds; whether the value is a URL."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_length: int = Field(ge=1)
+    url: bool = False
+
+
+def _shorten_url(text: str, limit: int) -> str:
+    """A URL over ``limit`` without its fragment, then without its query string."""
+    for mark in ("#", "?"):
+        if len(text) <= limit:
+            break
+        text = text.partition(mark)[0]
+    return text
+
+
+@transform("truncate", TruncateArgs)
+class _Truncate:
+    """Text cut to the system field's length when written (read back as stored)."""
+
+    @staticmethod
+    def inbound(value: Any, args: TruncateArgs, ctx: TransformContext) -> Any:
+        return _text(value)
+
+    @staticmethod
+    def outbound(value: Any, args: TruncateArgs, ctx: TransformContext) -> Any:
+        text = _text(value)
+        if args.url:
+            text = _shorten_url(text, args.max_length)
+        return text[: args.max_length]
 
 
 class E164Args(BaseModel):

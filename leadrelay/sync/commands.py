@@ -14,7 +14,6 @@ error or an unknown id (3 when a retry cannot run for the same reasons as sync).
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,12 +38,7 @@ if TYPE_CHECKING:
     from leadrelay.sync.engine import FlowStats, PlannedRecord
     from leadrelay.sync.state import DeadLetter, Run, StateStore, StoreLock
 
-__all__ = ["LOCK_TTL_S", "dlq_app", "runs_app", "sync_command"]
-
-#: Seconds a sync lock lives without a heartbeat; a run heartbeats after every page.
-LOCK_TTL_S = 300
-#: Seconds between heartbeats.
-HEARTBEAT_EVERY_S = 15.0
+__all__ = ["dlq_app", "runs_app", "sync_command"]
 
 _console = Console()
 _err = Console(stderr=True)
@@ -59,10 +53,6 @@ runs_app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-
-
-class LockLost(Exception):
-    """Another process took the sync lock over while this run held it."""
 
 
 def _select_flows(config: Config, names: Sequence[str] | None) -> list[FlowConfig]:
@@ -82,35 +72,13 @@ def _select_flows(config: Config, names: Sequence[str] | None) -> list[FlowConfi
 @contextmanager
 def _locks(store: StateStore, flows: Sequence[FlowConfig]) -> Iterator[list[StoreLock]]:
     """Hold the sync lock of every flow, or fail with exit 3 naming the holder."""
-    held: list[StoreLock] = []
+    from leadrelay.sync.runner import FlowLocked, hold_locks
+
     try:
-        for flow in sorted(flows, key=lambda f: f.name):
-            lock = store.lock(f"sync:{flow.name}", ttl_s=LOCK_TTL_S)
-            if not lock.acquire():
-                info = store.lock_info(lock.name)
-                holder = info.describe() if info else f"lock {lock.name!r} is held"
-                raise CliError(f"another sync is running: {holder}", 3)
-            held.append(lock)
-        yield held
-    finally:
-        for lock in held:
-            lock.release()
-
-
-class _Heartbeat:
-    """Refreshes the held locks every :data:`HEARTBEAT_EVERY_S`; raises when one was lost."""
-
-    def __init__(self, locks: Sequence[StoreLock]) -> None:
-        self.locks = locks
-        self.last = time.monotonic()
-
-    def __call__(self) -> None:
-        if time.monotonic() - self.last < HEARTBEAT_EVERY_S:
-            return
-        self.last = time.monotonic()
-        for lock in self.locks:
-            if not lock.heartbeat():
-                raise LockLost(f"lock {lock.name!r} was taken over by another process")
+        with hold_locks(store, flows) as held:
+            yield held
+    except FlowLocked as exc:
+        raise CliError(str(exc), 3) from exc
 
 
 @contextmanager
@@ -203,71 +171,31 @@ def sync_command(
     Exit 0 when everything was written, 1 when some records were dead-lettered or a flow
     failed, 2 on a config error, 3 when it could not run (credentials refused, lock held).
     """
-    from leadrelay.connectors.base import ConnectorNotFound
-    from leadrelay.connectors.errors import AuthError, ConnectorError
-    from leadrelay.mappings.engine import MappingError
-    from leadrelay.sync.engine import (
-        ConnectorPool,
-        SyncContext,
-        SyncEngine,
-        inbox_drainers,
-    )
-    from leadrelay.sync.state import RunStatus
+    from leadrelay.sync.runner import FlowLocked, FlowSetupError, run_flows
 
     loaded = load_project_config(config)
     selected = _select_flows(loaded, flows)
     store = open_store(loaded)
-    results: list[FlowStats] = []
     planned: list[PlannedRecord] = []
-    fatal: Exception | None = None
     try:
-        with _locks(store, [] if dry_run else selected) as held:
-            run_id = None if dry_run else store.start_run([f.name for f in selected])
-            heartbeat = _Heartbeat(held)
-            show_progress = _err.is_terminal and not as_json
-            with ConnectorPool(loaded) as pool, _progress(show_progress) as advance:
-                context = SyncContext(loaded, store, pool, dry_run=dry_run, run_id=run_id)
-
-                def on_page(label: str, count: int) -> None:
-                    advance(label, count)
-                    heartbeat()
-
-                try:
-                    for drainer in inbox_drainers():
-                        drained = drainer(context)
-                        if drained is not None:
-                            results.append(drained)
-                    for flow in selected:
-                        try:
-                            engine = SyncEngine.for_flow(
-                                context, flow, on_plan=planned.append, on_page=on_page
-                            )
-                        except (MappingError, ConnectorNotFound) as exc:
-                            raise CliError(f"flow {flow.name}: {exc}", 2) from exc
-                        try:
-                            results.append(engine.run(full=full))
-                        except (AuthError, LockLost) as exc:
-                            engine.stats.error = str(exc)
-                            results.append(engine.stats)
-                            fatal = exc
-                            break
-                        except ConnectorError as exc:
-                            engine.stats.error = str(exc)
-                            results.append(engine.stats)
-                finally:
-                    if run_id is not None:
-                        failed = fatal is not None or any(s.error for s in results)
-                        partial = any(s.dead_lettered for s in results)
-                        status = (
-                            RunStatus.FAILED
-                            if failed
-                            else RunStatus.PARTIAL
-                            if partial
-                            else RunStatus.OK
-                        )
-                        store.finish_run(run_id, status, {"flows": [s.to_stats() for s in results]})
+        show_progress = _err.is_terminal and not as_json
+        with _progress(show_progress) as advance:
+            outcome = run_flows(
+                loaded,
+                store,
+                selected,
+                dry_run=dry_run,
+                full=full,
+                on_plan=planned.append,
+                on_page=advance,
+            )
+    except FlowLocked as exc:
+        raise CliError(str(exc), 3) from exc
+    except FlowSetupError as exc:
+        raise CliError(str(exc), 2) from exc
     finally:
         store.close()
+    results, fatal = outcome.results, outcome.fatal
     ok = fatal is None and not any(s.error or s.dead_lettered for s in results)
     if as_json:
         print_json({"ok": ok, "flows": [s.to_json() for s in results]})

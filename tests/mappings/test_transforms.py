@@ -108,6 +108,21 @@ def test_inbound(name: str, args: dict[str, Any], system: Any, lead: Any) -> Non
         ("zoho_lookup_id", {}, "42", {"id": "42"}),
         ("multi_select", {}, ["demo", "pricing"], "demo;pricing"),
         ("multi_select", {"separator": ","}, ["a", "b"], "a,b"),
+        ("truncate", {"max_length": 5}, "Acme Inc", "Acme "),
+        ("truncate", {"max_length": 10}, "short", "short"),
+        (
+            "truncate",
+            {"max_length": 25, "url": True},
+            "https://x.io/pricing?a=1#top",
+            "https://x.io/pricing?a=1",
+        ),
+        (
+            "truncate",
+            {"max_length": 20, "url": True},
+            "https://x.io/pricing?a=1#top",
+            "https://x.io/pricing",
+        ),
+        ("truncate", {"max_length": 12, "url": True}, "https://x.io/pricing?a=1", "https://x.io"),
         ("default", {"value": 0}, None, 0),
     ],
 )
@@ -233,6 +248,8 @@ def test_unknown_transform_is_a_key_error() -> None:
         ("join", {"fields": []}, "fields"),
         ("lower", {"mode": "x"}, "mode"),
         ("employee_range", {"ranges": ["50-100", "1-5"]}, "ascending"),
+        ("truncate", {}, "max_length"),
+        ("truncate", {"max_length": 0}, "max_length"),
     ],
 )
 def test_bad_args_are_named(name: str, args: dict[str, Any], reason: str) -> None:
@@ -244,7 +261,7 @@ def test_registry_has_the_documented_transforms() -> None:
     assert {
         "split_full_name", "join", "default", "lower", "upper", "strip", "e164", "date",
         "datetime", "bool", "int", "float", "employee_range", "hubspot_source",
-        "zoho_lookup_id", "multi_select",
+        "zoho_lookup_id", "multi_select", "truncate",
     } <= set(REGISTRY)  # fmt: skip
 
 

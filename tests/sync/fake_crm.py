@@ -10,10 +10,16 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, ClassVar
 
+import pytest
+
+from leadrelay import config as config_module
+from leadrelay.connectors import base
 from leadrelay.connectors.base import (
     Capability,
     Connector,
@@ -28,6 +34,7 @@ from leadrelay.connectors.base import (
     normalize_email,
 )
 from leadrelay.connectors.errors import Rejected, Retryable
+from leadrelay.mappings.engine import DEFAULTS_DIR, load_mapping
 
 _EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
 _clock = itertools.count(1)
@@ -223,3 +230,35 @@ class FakeCrm(_FakeConnector):
 
     kind = "fakecrm"
     batch_size = 5
+
+
+@contextmanager
+def fake_project(folder: Path, monkeypatch: pytest.MonkeyPatch, config_text: str) -> Iterator[Path]:
+    """A project in ``folder`` whose connections ``hs`` (kind ``fakehub``) and ``sf`` (kind
+    ``fakecrm``) are fresh fake systems, with the shipped mappings; the working directory is
+    ``folder`` while it is open. Yields the config file."""
+    monkeypatch.setattr(
+        config_module, "registered_connector_kinds", lambda: frozenset({"fakehub", "fakecrm"})
+    )
+    base.register("fakehub", FakeHub)
+    base.register("fakecrm", FakeCrm)
+    (folder / "mappings").mkdir()
+    for kind, shipped in (("fakehub", "hubspot"), ("fakecrm", "salesforce")):
+        text = (DEFAULTS_DIR / f"{shipped}.toml").read_text(encoding="utf-8")
+        (folder / "mappings" / f"{kind}.toml").write_text(text, encoding="utf-8")
+    path = folder / "leadrelay.toml"
+    path.write_text(config_text, encoding="utf-8")
+    _FakeConnector.systems.clear()
+    _FakeConnector.systems["hs"] = FakeSystem(
+        "hs", "email", "contacts", set(load_mapping("hubspot").system_fields())
+    )
+    _FakeConnector.systems["sf"] = FakeSystem(
+        "00Q", "Email", "Lead", set(load_mapping("salesforce").system_fields())
+    )
+    monkeypatch.chdir(folder)
+    try:
+        yield path
+    finally:
+        base.unregister("fakehub")
+        base.unregister("fakecrm")
+        _FakeConnector.systems.clear()

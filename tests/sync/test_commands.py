@@ -13,14 +13,11 @@ from pathlib import Path
 import pytest
 import typer
 
-from leadrelay import config as config_module
 from leadrelay.cli import CliError
-from leadrelay.connectors import base
 from leadrelay.connectors.errors import AuthError
-from leadrelay.mappings.engine import DEFAULTS_DIR, load_mapping
 from leadrelay.sync.commands import dlq_app, runs_app, sync_command
 from leadrelay.sync.state import DeadLetterStatus, LockHolder, StateStore
-from tests.sync.fake_crm import FakeCrm, FakeHub, FakeSystem, _FakeConnector
+from tests.sync.fake_crm import FakeSystem, _FakeConnector, fake_project
 
 TOML = """\
 [state]
@@ -42,28 +39,8 @@ two_way = true
 
 @pytest.fixture
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.setattr(
-        config_module, "registered_connector_kinds", lambda: frozenset({"fakehub", "fakecrm"})
-    )
-    base.register("fakehub", FakeHub)
-    base.register("fakecrm", FakeCrm)
-    (tmp_path / "mappings").mkdir()
-    for kind, shipped in (("fakehub", "hubspot"), ("fakecrm", "salesforce")):
-        text = (DEFAULTS_DIR / f"{shipped}.toml").read_text(encoding="utf-8")
-        (tmp_path / "mappings" / f"{kind}.toml").write_text(text, encoding="utf-8")
-    (tmp_path / "leadrelay.toml").write_text(TOML, encoding="utf-8")
-    _FakeConnector.systems.clear()
-    _FakeConnector.systems["hs"] = FakeSystem(
-        "hs", "email", "contacts", set(load_mapping("hubspot").system_fields())
-    )
-    _FakeConnector.systems["sf"] = FakeSystem(
-        "00Q", "Email", "Lead", set(load_mapping("salesforce").system_fields())
-    )
-    monkeypatch.chdir(tmp_path)
-    yield tmp_path
-    base.unregister("fakehub")
-    base.unregister("fakecrm")
-    _FakeConnector.systems.clear()
+    with fake_project(tmp_path, monkeypatch, TOML):
+        yield tmp_path
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

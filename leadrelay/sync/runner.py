@@ -1,0 +1,176 @@
+"""Running flows: what ``leadrelay sync`` and the scheduler inside ``leadrelay serve`` share.
+
+:func:`run_flows` holds every selected flow's sync lock (:func:`hold_locks`; a held lock is
+:class:`FlowLocked`, the CLI's exit 3), records one run in the state store, optionally drains
+the capture inbox first, runs each flow's :class:`~leadrelay.sync.engine.SyncEngine` and
+finishes the run with its status. A flow whose mapping or connector kind is wrong is
+:class:`FlowSetupError` (exit 2); a connector error ends that flow only, an authentication
+error or a lost lock ends the run (:attr:`RunOutcome.fatal`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from leadrelay.config import Config, FlowConfig
+    from leadrelay.sync.engine import FlowStats, PlannedRecord
+    from leadrelay.sync.state import StateStore, StoreLock
+
+__all__ = [
+    "HEARTBEAT_EVERY_S",
+    "LOCK_TTL_S",
+    "FlowLocked",
+    "FlowSetupError",
+    "Heartbeat",
+    "LockLost",
+    "RunOutcome",
+    "hold_locks",
+    "run_flows",
+]
+
+#: Seconds a sync lock lives without a heartbeat; a run heartbeats after every page.
+LOCK_TTL_S = 300
+#: Seconds between heartbeats.
+HEARTBEAT_EVERY_S = 15.0
+
+
+class LockLost(Exception):
+    """Another process took the sync lock over while this run held it."""
+
+
+class FlowLocked(Exception):
+    """A flow's sync lock is held by another run; the message names the holder."""
+
+
+class FlowSetupError(Exception):
+    """A flow cannot be set up: its mapping does not load or its connector kind is unknown."""
+
+
+@contextmanager
+def hold_locks(store: StateStore, flows: Sequence[FlowConfig]) -> Iterator[list[StoreLock]]:
+    """Hold the sync lock of every flow (in name order), or raise :class:`FlowLocked`."""
+    held: list[StoreLock] = []
+    try:
+        for flow in sorted(flows, key=lambda f: f.name):
+            lock = store.lock(f"sync:{flow.name}", ttl_s=LOCK_TTL_S)
+            if not lock.acquire():
+                info = store.lock_info(lock.name)
+                holder = info.describe() if info else f"lock {lock.name!r} is held"
+                raise FlowLocked(f"another sync is running: {holder}")
+            held.append(lock)
+        yield held
+    finally:
+        for lock in held:
+            lock.release()
+
+
+class Heartbeat:
+    """Refreshes the held locks every :data:`HEARTBEAT_EVERY_S`; raises when one was lost."""
+
+    def __init__(self, locks: Sequence[StoreLock]) -> None:
+        self.locks = locks
+        self.last = time.monotonic()
+
+    def __call__(self) -> None:
+        if time.monotonic() - self.last < HEARTBEAT_EVERY_S:
+            return
+        self.last = time.monotonic()
+        for lock in self.locks:
+            if not lock.heartbeat():
+                raise LockLost(f"lock {lock.name!r} was taken over by another process")
+
+
+@dataclass
+class RunOutcome:
+    """What one run did: per-flow stats, the error that ended it early, its id."""
+
+    results: list[FlowStats] = field(default_factory=list)
+    fatal: Exception | None = None
+    run_id: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Nothing failed and nothing was dead-lettered."""
+        return self.fatal is None and not any(s.error or s.dead_lettered for s in self.results)
+
+
+def run_flows(
+    config: Config,
+    store: StateStore,
+    flows: Sequence[FlowConfig],
+    *,
+    dry_run: bool = False,
+    full: bool = False,
+    drain_inbox: bool = True,
+    on_plan: Callable[[PlannedRecord], None] | None = None,
+    on_page: Callable[[str, int], None] | None = None,
+) -> RunOutcome:
+    """Run ``flows`` once under their locks (none in a dry run) as one recorded run.
+
+    Raises :class:`FlowLocked` before anything runs when a lock is held, and
+    :class:`FlowSetupError` for a flow that cannot be set up (the run is recorded as failed).
+    """
+    from leadrelay.connectors.base import ConnectorNotFound
+    from leadrelay.connectors.errors import AuthError, ConnectorError
+    from leadrelay.mappings.engine import MappingError
+    from leadrelay.sync.engine import ConnectorPool, SyncContext, SyncEngine, inbox_drainers
+    from leadrelay.sync.state import RunStatus
+
+    outcome = RunOutcome()
+    with hold_locks(store, [] if dry_run else flows) as held:
+        outcome.run_id = None if dry_run else store.start_run([f.name for f in flows])
+        heartbeat = Heartbeat(held)
+
+        def page_done(label: str, count: int) -> None:
+            if on_page is not None:
+                on_page(label, count)
+            heartbeat()
+
+        with ConnectorPool(config) as pool:
+            context = SyncContext(config, store, pool, dry_run=dry_run, run_id=outcome.run_id)
+            try:
+                if drain_inbox:
+                    for drainer in inbox_drainers():
+                        drained = drainer(context)
+                        if drained is not None:
+                            outcome.results.append(drained)
+                for flow in flows:
+                    try:
+                        engine = SyncEngine.for_flow(
+                            context, flow, on_plan=on_plan, on_page=page_done
+                        )
+                    except (MappingError, ConnectorNotFound) as exc:
+                        outcome.fatal = exc
+                        raise FlowSetupError(f"flow {flow.name}: {exc}") from exc
+                    try:
+                        outcome.results.append(engine.run(full=full))
+                    except (AuthError, LockLost) as exc:
+                        engine.stats.error = str(exc)
+                        outcome.results.append(engine.stats)
+                        outcome.fatal = exc
+                        break
+                    except ConnectorError as exc:
+                        engine.stats.error = str(exc)
+                        outcome.results.append(engine.stats)
+            finally:
+                if outcome.run_id is not None:
+                    failed = outcome.fatal is not None or any(s.error for s in outcome.results)
+                    partial = any(s.dead_lettered for s in outcome.results)
+                    status = (
+                        RunStatus.FAILED
+                        if failed
+                        else RunStatus.PARTIAL
+                        if partial
+                        else RunStatus.OK
+                    )
+                    store.finish_run(
+                        outcome.run_id,
+                        status,
+                        {"flows": [s.to_stats() for s in outcome.results]},
+                    )
+    return outcome
