@@ -628,7 +628,7 @@ class _Delivery:
                     [w.item.key for w in outcome.delivered], claim_token=claim_token, conn=conn
                 )
             for work, letter in outcome.dead:
-                self.store.add_dead_letter(**letter, conn=conn)
+                self.store.add_capture_dead_letter(**letter, conn=conn)
                 if work.form is not None:
                     self.store.mark_failed(
                         work.item.key, work.form.destination, letter["reason"], conn=conn

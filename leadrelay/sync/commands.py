@@ -35,7 +35,7 @@ from leadrelay.clikit import (
 
 if TYPE_CHECKING:
     from leadrelay.config import Config, FlowConfig
-    from leadrelay.sync.engine import FlowStats, PlannedRecord
+    from leadrelay.sync.engine import ConnectorPool, FlowStats, PlannedRecord
     from leadrelay.sync.state import DeadLetter, Run, StateStore, StoreLock
 
 __all__ = ["dlq_app", "runs_app", "sync_command"]
@@ -299,6 +299,36 @@ def _pick_letters(store: StateStore, ids: Sequence[int] | None, every: bool) -> 
     return letters
 
 
+def _retry_captured(
+    config: Config, store: StateStore, pool: ConnectorPool, letters: Sequence[DeadLetter]
+) -> dict[int, str]:
+    """Put the captured leads' inbox rows back to pending and deliver the inbox once."""
+    from leadrelay.capture.worker import drain_inbox
+
+    outcome: dict[int, str] = {}
+    queued: dict[str, list[DeadLetter]] = {}
+    for letter in letters:
+        key = str(letter.payload["inbox_key"])
+        if store.requeue_inbox(key) or key in queued:
+            queued.setdefault(key, []).append(letter)
+        else:
+            outcome[letter.id] = "its capture inbox row is not failed; resolve it by hand"
+    if not queued:
+        return outcome
+    stats = drain_inbox(config, store, connectors=pool)
+    for key, waiting in queued.items():
+        result = stats.outcomes.get(key)
+        for letter in waiting:
+            if result == "delivered":
+                store.mark_dead_letter_retried(letter.id)
+                outcome[letter.id] = "written"
+            elif result == "dead_lettered":
+                outcome[letter.id] = "failed again"
+            else:
+                outcome[letter.id] = "queued for delivery (the destination did not answer)"
+    return outcome
+
+
 @dlq_app.command("retry")
 def dlq_retry(
     ids: Annotated[list[int] | None, typer.Argument(help="Dead-letter ids.")] = None,
@@ -306,7 +336,9 @@ def dlq_retry(
     every: Annotated[bool, typer.Option("--all", help="Every open dead letter.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Replay dead letters through the sync path (the record is read again from its system)."""
+    """Replay dead letters: a flow's record is read again from its system and synced; a
+    captured lead is delivered again from the capture inbox (with its form's current mapping).
+    """
     from leadrelay.connectors.errors import AuthError, ConnectorError
     from leadrelay.mappings.engine import MappingError
     from leadrelay.sync.engine import ConnectorPool, SyncContext, SyncEngine
@@ -318,15 +350,20 @@ def dlq_retry(
     try:
         letters = _pick_letters(store, ids, every)
         by_flow: dict[str, list[DeadLetter]] = {}
+        captured: list[DeadLetter] = []
         for letter in letters:
             if letter.status is not DeadLetterStatus.OPEN:
                 outcome[letter.id] = f"not open ({letter.status.value})"
+            elif letter.flow is None and letter.payload.get("inbox_key"):
+                captured.append(letter)
             elif letter.flow is None or letter.flow not in {f.name for f in loaded.flows}:
                 outcome[letter.id] = "not from a configured flow; fix and resolve it by hand"
             else:
                 by_flow.setdefault(letter.flow, []).append(letter)
         flows = [loaded.flow(name) for name in by_flow]
         with _locks(store, flows), ConnectorPool(loaded) as pool:
+            if captured:
+                outcome.update(_retry_captured(loaded, store, pool, captured))
             context = SyncContext(loaded, store, pool)
             for flow in flows:
                 try:

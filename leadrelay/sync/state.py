@@ -1486,6 +1486,55 @@ class StateStore:
             raise StateError("the database did not return the new dead letter's id")
         return int(primary_key[0])
 
+    def add_capture_dead_letter(
+        self,
+        *,
+        connection: str,
+        system: str,
+        record_ref: str,
+        reason: str,
+        payload: Mapping[str, Any],
+        lead_key: str,
+        field: str | None = None,
+        conn: Connection | None = None,
+    ) -> int:
+        """Queue a captured lead a system refused, or — when the same inbox row already has an
+        open dead letter for ``connection`` (a ``dlq retry`` that failed again) — count another
+        attempt on that one with the newest reason. Returns the letter's id."""
+        with self._write(conn) as c:
+            existing = c.execute(
+                sa.select(dead_letters_table.c.id).where(
+                    dead_letters_table.c.lead_key == lead_key,
+                    dead_letters_table.c.flow.is_(None),
+                    dead_letters_table.c.connection == connection,
+                    dead_letters_table.c.status == DeadLetterStatus.OPEN.value,
+                )
+            ).first()
+            if existing is not None:
+                letter_id = int(existing[0])
+                c.execute(
+                    dead_letters_table.update()
+                    .where(dead_letters_table.c.id == letter_id)
+                    .values(
+                        attempts=dead_letters_table.c.attempts + 1,
+                        last_attempt_at=self.now(),
+                        reason=reason,
+                        field=field,
+                        payload=dict(payload),
+                    )
+                )
+                return letter_id
+            return self.add_dead_letter(
+                connection=connection,
+                system=system,
+                record_ref=record_ref,
+                reason=reason,
+                payload=payload,
+                lead_key=lead_key,
+                field=field,
+                conn=c,
+            )
+
     def get_dead_letter(self, dead_letter_id: int, *, conn: Connection | None = None) -> DeadLetter:
         """One dead letter; :class:`StateError` when there is none with that id."""
         with self._read(conn) as c:

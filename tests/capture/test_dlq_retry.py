@@ -1,0 +1,104 @@
+"""``leadrelay dlq retry`` on dead letters of captured leads: delivered again from the inbox."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+
+from leadrelay.capture.worker import drain_inbox
+from leadrelay.sandbox.server import SandboxServer
+from leadrelay.sync.commands import dlq_app
+from leadrelay.sync.state import DeadLetterStatus, InboxStatus
+from tests.capture.sandbox_project import Project, admin
+from tests.hubspot_sandbox import hubspot_api
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxServer]:
+    with SandboxServer(ca_dir=tmp_path_factory.mktemp("ca")) as running:
+        yield running
+
+
+@pytest.fixture
+def project(sandbox: SandboxServer, tmp_path: Path) -> Iterator[Project]:
+    admin(sandbox, "reset", {})
+    admin(sandbox, "faults", {})
+    opened = Project(tmp_path, sandbox)
+    yield opened
+    opened.close()
+
+
+def retry(project: Project, capsys: pytest.CaptureFixture[str], *ids: int) -> dict[int, str]:
+    """``leadrelay dlq retry IDS --json``; the result per id."""
+    app = typer.Typer()
+    app.add_typer(dlq_app, name="dlq")
+    capsys.readouterr()
+    config = str(project.folder / "leadrelay.toml")
+    app(args=["dlq", "retry", *map(str, ids), "--config", config, "--json"], standalone_mode=False)
+    data: dict[str, Any] = json.loads(capsys.readouterr().out)
+    return {item["id"]: item["result"] for item in data["retried"]}
+
+
+def refused_by_hubspot(project: Project, sandbox: SandboxServer) -> int:
+    """A web-form lead HubSpot refuses (its job title property was deleted); the letter id."""
+    admin(sandbox, "schema", {"system": "hubspot", "remove_field": "jobtitle"})
+    with project.client() as client:
+        response = project.post_webform(
+            client, email="cto@acme.io", last_name="Silva", job_title="CTO"
+        )
+    assert response.status_code == 202
+    stats = drain_inbox(project.config, project.store, connectors=project.pool)
+    assert stats.dead_lettered == 1
+    (letter,) = project.store.list_dead_letters()
+    assert (letter.connection, letter.flow) == ("hubspot", None)
+    return letter.id
+
+
+def test_a_retry_that_fails_again_counts_an_attempt_on_the_same_letter(
+    project: Project, sandbox: SandboxServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    letter_id = refused_by_hubspot(project, sandbox)
+    assert retry(project, capsys, letter_id) == {letter_id: "failed again"}
+    (letter,) = project.store.list_dead_letters(status=None)
+    assert (letter.id, letter.attempts, letter.status) == (letter_id, 2, DeadLetterStatus.OPEN)
+    assert "jobtitle" in letter.reason
+
+
+def test_a_retry_after_the_fix_delivers_the_lead_and_closes_the_letter(
+    project: Project, sandbox: SandboxServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    letter_id = refused_by_hubspot(project, sandbox)
+    hubspot_api(
+        sandbox,
+        "POST",
+        "/crm/v3/properties/contacts",
+        {
+            "name": "jobtitle",
+            "label": "Job Title",
+            "type": "string",
+            "fieldType": "text",
+            "groupName": "contactinformation",
+        },
+        expect=201,
+    )
+    assert retry(project, capsys, letter_id) == {letter_id: "written"}
+    assert project.store.get_dead_letter(letter_id).status is DeadLetterStatus.RETRIED
+    assert project.store.inbox_counts()[InboxStatus.FAILED] == 0
+    record = project.lookup("hubspot", "cto@acme.io")
+    assert record is not None and record["jobtitle"] == "CTO"
+
+
+def test_a_letter_whose_inbox_row_is_not_failed_is_left_alone(
+    project: Project, sandbox: SandboxServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    letter_id = refused_by_hubspot(project, sandbox)
+    key = project.store.get_dead_letter(letter_id).payload["inbox_key"]
+    assert project.store.requeue_inbox(key)
+    assert retry(project, capsys, letter_id) == {
+        letter_id: "its capture inbox row is not failed; resolve it by hand"
+    }
