@@ -14,13 +14,14 @@ For every lead on its way from marketing to sales (the forward pass of a flow),
    destination's own users (HubSpot owners, Salesforce users, Zoho users), so the owner id
    written is one the destination knows; an owner read from a system of another kind is
    dropped first, never copied across. Round-robin positions and daily counts persist in the
-   state store (:class:`StoreRoutingState`). The ``account_owner`` rule reads Salesforce
-   Accounts (website → owner); HubSpot and Zoho connectors have no accounts API here, so that
-   rule finds nothing there and the next rule decides;
+   state store (:class:`StoreRoutingState`). The ``account_owner`` rule reads the
+   destination's accounts (Salesforce Accounts, HubSpot companies, Zoho Accounts: website or
+   domain → owner, :func:`crm_accounts`) once per run;
 4. sets ``sla_due_at`` (``[sla]``) and records the lead's open clock, so that a later run can
    escalate a breach (:meth:`Qualifier.escalate_due`): by e-mail, Slack, and — with
-   ``[sla.escalation] crm_task = true`` and a destination whose connector creates tasks
-   (HubSpot: ``create_task``) — a task on the lead's record in the destination.
+   ``[sla.escalation] crm_task = true`` — a task on the lead's record in the destination
+   (every built-in CRM connector has ``create_task``: a HubSpot task associated with the
+   contact, a Salesforce Task whose WhoId is the Lead, a Zoho Task related to the Lead).
 
 For every lead sales writes back (the backward pass), :meth:`Qualifier.recycle` turns a
 rejection into its recycle play (``[recycle]``); a rejection without a reason is reported as a
@@ -235,21 +236,18 @@ def crm_owners(connector: Connector[Any]) -> list[OwnerInfo]:
 def crm_accounts(connector: Connector[Any]) -> DomainAccounts | None:
     """Existing accounts by website domain → owner id, for the ``account_owner`` rule.
 
-    Salesforce only (Accounts by SOQL, one query); None for a connector without an accounts
-    API. An account whose website is not a domain is left out; when several accounts share a
-    domain, the first one returned keeps it.
+    Read through the connector's ``account_owners()`` (Salesforce Accounts, HubSpot companies,
+    Zoho Accounts: ``(website or domain, owner id)``, oldest first); None for a connector
+    without one. An account whose website is not a domain is left out; when several accounts
+    share a domain, the oldest keeps it (the first account of a customer is the one its owner
+    was given).
     """
-    query = getattr(connector, "query", None)
-    if connector.kind != "salesforce" or not callable(query):
+    listing = getattr(connector, "account_owners", None)
+    if not callable(listing):
         return None
-    rows = query(
-        "SELECT Website, OwnerId FROM Account WHERE Website != null ORDER BY CreatedDate",
-        describe="list accounts with a website (account-owner routing)",
-    )
     owners: dict[str, str] = {}
-    for row in rows:
-        domain = domain_from_website(str(row.get("Website") or ""))
-        owner = row.get("OwnerId")
+    for website, owner in listing():
+        domain = domain_from_website(str(website or ""))
         if domain is not None and owner:
             owners.setdefault(domain, str(owner))
     return DomainAccounts(owners)
@@ -407,7 +405,8 @@ class ConnectorTasks:
 
 
 def task_creator(connector: Connector[Any]) -> TaskCreator | None:
-    """A task creator for ``connector`` when it can create CRM tasks (HubSpot), else None."""
+    """A task creator for ``connector`` when it can create CRM tasks (``create_task``), else
+    None."""
     create = getattr(connector, "create_task", None)
     return ConnectorTasks(create, connector.name) if callable(create) else None
 
@@ -597,7 +596,7 @@ class Qualifier:
         """Escalate the open SLA clocks of this destination that are past due.
 
         Only when ``[sla.escalation]`` names e-mail or Slack, or ``crm_task`` is on and the
-        destination's connector creates tasks (:func:`task_creator`: HubSpot), the task going
+        destination's connector creates tasks (:func:`task_creator`), the task going
         on the lead's record there; otherwise None and nothing is read. Each due lead is
         read back from the CRM by id (batched): its owner, stage and
         rejection decide whether its clocks were met (arrival, assignment and tier come from

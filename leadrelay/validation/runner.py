@@ -480,7 +480,7 @@ def _records_for_email(connector: Connector[Any], email: str) -> list[str] | Non
         rows = connector.query(soql, describe="leads by validation email")  # type: ignore[attr-defined]
         return [str(row["Id"]) for row in rows]
     if connector.kind == "zoho":
-        rows = connector._search_emails([email])  # type: ignore[attr-defined]
+        rows = connector.find_by_email([email])  # type: ignore[attr-defined]
         return [str(row["id"]) for row in rows if row.get("id")]
     found = connector.lookup(emails=[email])
     ids = [record_id(connector, raw) for raw in found.values()]

@@ -383,7 +383,8 @@ def test_describe_lead_required_fields_and_picklists(sf: Client) -> None:
         "Other",
     }
     assert fields["LeadRelay_Key__c"]["externalId"] and fields["LeadRelay_Key__c"]["unique"]
-    assert fields["OwnerId"]["referenceTo"] == ["User"]
+    # A Lead can be owned by a queue (Group) as well as by a User.
+    assert fields["OwnerId"]["referenceTo"] == ["Group", "User"]
 
 
 @pytest.mark.parametrize(
@@ -401,6 +402,8 @@ def test_describe_lead_required_fields_and_picklists(sf: Client) -> None:
         ("Website", "url"),
         ("UTM_Source__c", "string"),
         ("Rejection_Reason__c", "picklist"),
+        ("Landing_Page__c", "url"),
+        ("Assigned_At__c", "datetime"),
     ],
 )
 def test_describe_field_types(sf: Client, field: str, type_: str) -> None:
@@ -408,9 +411,25 @@ def test_describe_field_types(sf: Client, field: str, type_: str) -> None:
     assert fields[field]["type"] == type_
 
 
+def test_leadrelay_routing_fields_round_trip(sf: Client) -> None:
+    written = {
+        "Landing_Page__c": "https://acme.example/pricing?utm_source=ads",
+        "Assigned_At__c": "2024-05-01T09:30:00.000+0000",
+    }
+    lead_id = sf.Lead.create(_lead(**written))["id"]
+    record = sf.Lead.get(lead_id)
+    assert {name: record[name] for name in written} == written
+
+
+def test_landing_page_longer_than_255_is_refused(sf: Client) -> None:
+    with pytest.raises(SalesforceMalformedRequest) as exc:
+        sf.Lead.create(_lead(Landing_Page__c="https://acme.example/" + "p" * 240))
+    assert _error(exc)["errorCode"] == "STRING_TOO_LONG"
+
+
 def test_global_describe_lists_the_objects(sf: Client) -> None:
     names = {s["name"] for s in sf.describe()["sobjects"]}
-    assert names == {"Lead", "Contact", "Account", "User", "LeadStatus"}
+    assert names == {"Lead", "Contact", "Account", "User", "Group", "Task", "LeadStatus"}
 
 
 @pytest.mark.parametrize(

@@ -100,6 +100,7 @@ class HubSpotApis:
         self.properties = client.crm.properties.core_api
         self.owners = client.crm.owners.owners_api
         self.tasks = client.crm.objects.tasks.basic_api
+        self.companies = client.crm.companies.basic_api
         self.tokens = client.oauth.tokens_api
         self._all: list[Any] = [
             self.contacts_batch,
@@ -107,6 +108,7 @@ class HubSpotApis:
             self.properties,
             self.owners,
             self.tasks,
+            self.companies,
             self.tokens,
         ]
 

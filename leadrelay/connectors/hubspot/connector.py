@@ -10,6 +10,8 @@
   :meth:`HubSpotConnector.force_lifecycle_stage` clears it and sets it in two requests.
 * Incremental reads: search on ``lastmodifieddate`` (one sort), keyset-paged (see
   :meth:`HubSpotConnector.read_changes`).
+* Accounts: :meth:`HubSpotConnector.account_owners` reads the companies' domains and owners
+  (the list endpoint, 100 per page) for routing leads to their account's owner.
 * Rate limits: 190 calls per 10 s (kept honest by ``X-HubSpot-RateLimit-*``) and search's own
   5 per second.
 """
@@ -48,6 +50,7 @@ from leadrelay.connectors.hubspot.client import (
     explain,
 )
 from leadrelay.connectors.hubspot.fields import (
+    CREATED,
     EMAIL,
     LAST_MODIFIED,
     LIFECYCLE_STAGE,
@@ -71,6 +74,9 @@ T = TypeVar("T")
 
 _CONTACTS = "/crm/v3/objects/contacts"
 _TASKS = "/crm/v3/objects/tasks"
+_COMPANIES = "/crm/v3/objects/companies"
+#: The company properties :meth:`HubSpotConnector.account_owners` reads.
+_COMPANY_DOMAIN, _COMPANY_WEBSITE = "domain", "website"
 #: HubSpot's HUBSPOT_DEFINED association type of task → contact.
 TASK_TO_CONTACT = 204
 _PROPERTIES = "/crm/v3/properties/contacts"
@@ -838,9 +844,9 @@ class HubSpotConnector(Connector[HubSpotConnection]):
         """Create the custom contact properties that are missing; return the names created.
 
         Default ``specs``: :func:`~leadrelay.connectors.hubspot.fields.custom_property_specs`
-        (utm_*, the lead key, rejection reason, score, qualification reason, tier). One call
-        lists the properties, then
-        one call per missing property; one that appeared meanwhile (409) is left as it is.
+        (utm_*, the lead key, rejection reason, score, qualification reason, tier, landing
+        page). One call lists the properties, then one call per missing property; one that
+        appeared meanwhile (409) is left as it is.
         """
         wanted = list(specs) if specs is not None else custom_property_specs()
         existing = {p.get("name") for p in self._property_list()}
@@ -894,6 +900,50 @@ class HubSpotConnector(Connector[HubSpotConnection]):
             after = following.get("after") if isinstance(following, dict) else None
             if not after:
                 return owners
+
+    def account_owners(self) -> list[tuple[str, str]]:
+        """Every company with a domain (or, when its domain is empty, a website) and an owner,
+        as ``(domain or website exactly as HubSpot holds it, owner id)``, oldest first.
+
+        Pages through ``GET /crm/v3/objects/companies`` 100 at a time (the list endpoint's
+        maximum) reading only ``domain``, ``website`` and ``hubspot_owner_id``; the list is in
+        record-id order, so the companies are sorted by creation time (then id) afterwards.
+        """
+        found: list[tuple[int, int, str, str]] = []
+        after: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {
+                "limit": 100,
+                "properties": [_COMPANY_DOMAIN, _COMPANY_WEBSITE, OWNER],
+                "archived": False,
+            }
+            if after:
+                kwargs["after"] = after
+            response = self._call(
+                "list of companies",
+                "GET",
+                _COMPANIES,
+                self._apis.companies.get_page_with_http_info,
+                **kwargs,
+            )
+            for item in response.items("results"):
+                properties = item.get("properties")
+                values = properties if isinstance(properties, dict) else {}
+                domain = values.get(_COMPANY_DOMAIN)
+                if not isinstance(domain, str) or not domain.strip():
+                    domain = values.get(_COMPANY_WEBSITE)
+                owner = values.get(OWNER)
+                if not isinstance(domain, str) or not domain.strip() or owner in (None, ""):
+                    continue
+                created = _epoch_ms(item.get("createdAt") or values.get(CREATED))
+                key = str(item.get("id") or "")
+                found.append((created, int(key) if key.isdigit() else 0, domain, str(owner)))
+            paging = response.body.get("paging") if isinstance(response.body, dict) else None
+            following = paging.get("next") if isinstance(paging, dict) else None
+            after = following.get("after") if isinstance(following, dict) else None
+            if not after:
+                found.sort(key=lambda row: (row[0], row[1]))
+                return [(domain, owner) for _, _, domain, owner in found]
 
     def create_task(self, record_id: str, subject: str, body: str, due: datetime) -> str:
         """Create a task (HubSpot's default type, a to-do) on contact ``record_id``, due at

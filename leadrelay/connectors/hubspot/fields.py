@@ -1,8 +1,8 @@
 """HubSpot contact property names the connector relies on, and the custom ones it can create.
 
-The custom properties (raw UTMs, the lead key, the score, the rejection reason) are named by the
-shipped mapping ``leadrelay/mappings/hubspot.toml``; :func:`custom_property_specs` reads their
-names from it so a renamed mapping field is created under its new name.
+The custom properties (raw UTMs, the lead key, the score, the rejection reason, the landing page)
+are named by the shipped mapping ``leadrelay/mappings/hubspot.toml``; :func:`custom_property_specs`
+reads their names from it so a renamed mapping field is created under its new name.
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def _mapped_name(fields: Mapping[str, Any], canonical: str, default: str) -> str
 
 def custom_property_specs() -> list[PropertySpec]:
     """The custom properties leadrelay writes: utm_*, the lead key, rejection reason, score,
-    qualification reason and tier.
+    qualification reason, tier and landing page.
 
     Names (and the option values of the rejection reason and the tier) come from the shipped
     mapping when it names them; otherwise the documented defaults are used.
@@ -216,6 +216,13 @@ def custom_property_specs() -> list[PropertySpec]:
             "select",
             options=tuple(dict.fromkeys(tiers)),
             description="The lead's urgency tier: hot, warm or cold (leadrelay)",
+        )
+    )
+    specs.append(
+        PropertySpec(
+            _mapped_name(fields, "landing_page", "leadrelay_landing_page"),
+            "leadrelay landing page",
+            description="URL of the page of the lead's first captured touch (leadrelay)",
         )
     )
     return specs

@@ -23,6 +23,9 @@ How it talks to the org (crm-api-facts §2):
 * **Duplicate rules** — ``DUPLICATES_DETECTED`` becomes a failed result with the rule's own
   message, unless ``allow_duplicate_save`` sends ``Sforce-Duplicate-Rule-Header:
   allowSave=true``.
+* **Handoff** — ``create_task`` reads the Lead's/Contact's OwnerId, then ``POST
+  sobjects/Task`` (never resent after an unclear failure); ``account_owners`` is one SOQL query
+  over Account with its ``queryMore`` pages.
 """
 
 from __future__ import annotations
@@ -111,6 +114,12 @@ CONTACT_FIELDS: tuple[str, ...] = (
 #: The fields the connector itself needs on every Lead it reads.
 _REQUIRED_READ = ("Id", "Email", "SystemModstamp", "IsConverted", "ConvertedContactId")
 _CONTACT_PREFIX = "003"
+_USER_PREFIX = "005"
+#: The objects a Task's WhoId may name, by key prefix.
+_TASK_PARENTS = {"00Q": "Lead", _CONTACT_PREFIX: "Contact"}
+#: Task.Subject and Task.Description lengths (describe: 255 and 32,000 characters).
+TASK_SUBJECT_MAX = 255
+TASK_DESCRIPTION_MAX = 32_000
 EXISTING_CONTACT = "EXISTING_CONTACT"
 
 
@@ -873,6 +882,93 @@ class SalesforceConnector(Connector[SalesforceConnection]):
             "SELECT Id, Email, Name FROM User WHERE IsActive = true ORDER BY Name",
             describe="list active users",
         )
+
+    def account_owners(self) -> list[tuple[str, str]]:
+        """Every Account with both a Website and an owner, as ``(Website, OwnerId)``, oldest
+        first: one SOQL query and its ``queryMore`` pages (up to 2,000 rows each, the most a
+        REST query page holds). The Website is returned as the org holds it; the caller
+        normalizes the domain."""
+        soql = "SELECT Website, OwnerId FROM Account WHERE Website != null ORDER BY CreatedDate, Id"
+        owners: list[tuple[str, str]] = []
+        for page in self.query_pages(soql, describe="list accounts with a website"):
+            for row in page:
+                website, owner = row.get("Website"), row.get("OwnerId")
+                if website and owner:
+                    owners.append((str(website), str(owner)))
+        return owners
+
+    def create_task(self, record_id: str, subject: str, body: str, due: datetime) -> str:
+        """Create a Task on the Lead (``00Q…``) or Contact (``003…``) ``record_id``, due at
+        ``due`` (UTC when naive), high priority, not started, with a reminder at ``due``;
+        return the Task's id.
+
+        Two calls: a query for the record's OwnerId (a record that does not exist, or is
+        deleted, is refused here naming it) and ``POST sobjects/Task``. The Task is assigned
+        to the record's owner only when that is a User (``005…``): a queue (``00G…``) cannot
+        own a Task, so the Task then goes to the API user. Should the owner be an inactive
+        user (INACTIVE_OWNER_OR_USER, a clear refusal: nothing was created), the Task is sent
+        once more without an owner. Not retried on an unclear failure: a second try could
+        create a second Task.
+        """
+        ref = str(record_id)
+        sobject = _TASK_PARENTS.get(ref[:3])
+        if sobject is None or len(ref) not in (15, 18) or not ref.isalnum() or not ref.isascii():
+            raise Rejected(
+                f"cannot create a task on {ref!r}: not a Salesforce Lead (00Q…) or Contact "
+                "(003…) id",
+                system=SYSTEM,
+                record=ref,
+                field="WhoId",
+            )
+        rows = self._query_in(sobject, ("Id", "OwnerId"), "Id", [ref])
+        if not rows:
+            raise Rejected(
+                f"cannot create a task on {sobject} {ref}: no such {sobject}",
+                system=SYSTEM,
+                record=ref,
+                field="WhoId",
+            )
+        moment = (due if due.tzinfo is not None else due.replace(tzinfo=UTC)).astimezone(UTC)
+        fields: dict[str, Any] = {
+            "WhoId": str(rows[0]["Id"]),
+            "Subject": subject[:TASK_SUBJECT_MAX],
+            "Description": body[:TASK_DESCRIPTION_MAX],
+            # ActivityDate is a date-only field (the due day in UTC); the reminder carries
+            # the exact moment.
+            "ActivityDate": moment.date().isoformat(),
+            "Status": "Not Started",
+            "Priority": "High",
+            "IsReminderSet": True,
+            "ReminderDateTime": moment.strftime("%Y-%m-%dT%H:%M:%S.")
+            + f"{moment.microsecond // 1000:03d}Z",
+        }
+        owner = str(rows[0].get("OwnerId") or "")
+        if owner.startswith(_USER_PREFIX):
+            fields["OwnerId"] = owner
+        try:
+            return self._post_task(fields, ref, sobject)
+        except Rejected as exc:
+            if exc.code != "INACTIVE_OWNER_OR_USER" or "OwnerId" not in fields:
+                raise
+        del fields["OwnerId"]
+        return self._post_task(fields, ref, sobject)
+
+    def _post_task(self, fields: Mapping[str, Any], ref: str, sobject: str) -> str:
+        timeout = self.settings.timeout_s
+        answer = self.call(
+            lambda sf: sf.restful("sobjects/Task", method="POST", json=fields, timeout=timeout),
+            describe=f"creation of a task on {sobject} {ref}",
+            idempotent=False,
+            record=ref,
+        )
+        task_id = answer.get("id") if isinstance(answer, Mapping) else None
+        if not task_id:
+            raise Rejected(
+                f"Salesforce created no task on {sobject} {ref} (no id in the answer)",
+                system=SYSTEM,
+                record=ref,
+            )
+        return str(task_id)
 
     def lead_statuses(self) -> list[RawRecord]:
         """The org's Lead Status values with which of them count as converted."""

@@ -9,6 +9,8 @@
   single email, Get Records ``ids=`` for ids.
 * ``upsert``: ``POST /Leads/upsert`` with ``duplicate_check_fields: ["Email"]``, 100 per call,
   per-record codes mapped to results; ``update`` / ``delete`` likewise by id.
+* Handoff: ``create_task`` (a Tasks record related to the Lead), ``account_owners`` (every
+  Account's Website and Owner), ``find_by_email`` (every Lead holding an email, duplicates too).
 * API credits are counted per call (COQL by its LIMIT) in :attr:`ZohoConnector.credits_used`.
 """
 
@@ -58,7 +60,12 @@ from leadrelay.connectors.policy import (
     from_httpx,
 )
 from leadrelay.connectors.zoho.auth import ZohoTokenSource, shared_token_source
-from leadrelay.connectors.zoho.criteria import coql_in, coql_select, equals_any
+from leadrelay.connectors.zoho.criteria import (
+    MAX_SEARCH_CRITERIA,
+    coql_in,
+    coql_select,
+    equals_any,
+)
 
 __all__ = [
     "DEFAULT_READ_FIELDS",
@@ -80,6 +87,11 @@ PER_PAGE = 200
 PAGE_REACH = 2000
 #: Rows per COQL lookup query (LIMIT 1-200 costs 1 credit).
 COQL_LIMIT = 200
+#: Search Records: results reachable with ``page`` (first 2,000).
+SEARCH_REACH = 2000
+#: Tasks: Subject is a 255-character text field; Description a 32,000-character text area.
+TASK_SUBJECT_MAX = 255
+TASK_DESCRIPTION_MAX = 32000
 
 _API_NAME = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
 
@@ -489,18 +501,49 @@ class ZohoConnector(Connector[ZohoConnection]):
                     found[str(record["id"])] = record
         return found
 
+    def find_by_email(self, emails: Sequence[str]) -> list[RawRecord]:
+        """Every Lead holding one of ``emails`` (Email equals, case-insensitive), duplicates
+        included, oldest first; one Search Records call per 10 emails (and per 200 matches).
+
+        ``lookup`` keeps the oldest Lead per email; this lists them all (e.g. to count the
+        copies a form created). ValueError for a blank email.
+        """
+        wanted: dict[str, None] = {}
+        for email in emails:
+            key = normalize_email(email)
+            if not key:
+                raise ValueError(f"find_by_email: {email!r} is blank")
+            wanted.setdefault(key, None)
+        found: dict[str, RawRecord] = {}
+        for batch in _chunks(list(wanted), MAX_SEARCH_CRITERIA):
+            for record in self._search_emails(batch):
+                found.setdefault(str(record.get("id")), record)
+        return sorted(found.values(), key=lambda r: _id_order(r.get("id")))
+
     def _search_emails(self, emails: Sequence[str]) -> list[RawRecord]:
-        response = self._call(
-            "GET",
-            f"/{self.module}/search",
-            params={
-                "criteria": equals_any("Email", emails),
-                "fields": ",".join(self.read_fields),
-                "per_page": str(PER_PAGE),
-            },
-            describe=f"search of {self.module} by email",
-        )
-        return [r for r in self._json(response).get("data") or [] if isinstance(r, dict)]
+        """Search Records by Email (at most 10 emails), every page of matches."""
+        rows: list[RawRecord] = []
+        page = 1
+        while True:
+            response = self._call(
+                "GET",
+                f"/{self.module}/search",
+                params={
+                    "criteria": equals_any("Email", emails),
+                    "fields": ",".join(self.read_fields),
+                    "per_page": str(PER_PAGE),
+                    "page": str(page),
+                },
+                describe=f"search of {self.module} by email",
+            )
+            body = self._json(response)
+            records = [r for r in body.get("data") or [] if isinstance(r, dict)]
+            rows.extend(records)
+            more = bool((body.get("info") or {}).get("more_records"))
+            # Search Records reaches only the first 2,000 matches.
+            if not records or not more or (page + 1) * PER_PAGE > SEARCH_REACH:
+                return rows
+            page += 1
 
     def _coql_emails(self, emails: Sequence[str]) -> list[RawRecord]:
         rows: list[RawRecord] = []
@@ -675,6 +718,151 @@ class ZohoConnector(Connector[ZohoConnection]):
         duplicate = details.get("duplicate_record")
         existing = duplicate.get("id") if isinstance(duplicate, Mapping) else None
         return WriteResult.failed(ref, error, str(existing) if existing else None)
+
+    # -- handoff --------------------------------------------------------------------------
+
+    def create_task(self, record_id: str, subject: str, body: str, due: datetime) -> str:
+        """Create a task on Lead ``record_id``, due on ``due``'s UTC date, high priority, not
+        started, owned by the Lead's owner; return the task's id.
+
+        Two calls: the Lead's read by id (its Owner; a Lead that does not exist is refused
+        here, naming it) and ``POST /Tasks`` with ``What_Id`` = the Lead and ``$se_module``.
+        When Zoho refuses the owner (e.g. a deactivated user), the task is created once more
+        without one (it goes to the API user): the refusal is definite, so nothing was created.
+        Not retried on an unclear failure: a second try could create a second task.
+        """
+        record_id = str(record_id).strip()
+        if not record_id.isdigit():
+            # Zoho record ids are numeric; anything else would change the request's path.
+            raise Rejected(
+                f"cannot create a task on {self.module} {record_id!r}: not a Zoho record id",
+                system=self.kind,
+                record=record_id,
+            )
+        response = self._call(
+            "GET",
+            f"/{self.module}/{record_id}",
+            params={"fields": "Owner"},
+            describe=f"read of {self.module} {record_id} for a task",
+        )
+        rows = [r for r in self._json(response).get("data") or [] if isinstance(r, dict)]
+        if not rows:
+            # Get Records by id: 204 (no body) when there is no such record.
+            raise Rejected(
+                f"cannot create a task on {self.module} {record_id}: no such record",
+                system=self.kind,
+                record=record_id,
+                status=response.status_code,
+            )
+        moment = due if due.tzinfo is not None else due.replace(tzinfo=UTC)
+        task: dict[str, Any] = {
+            "Subject": subject[:TASK_SUBJECT_MAX],
+            "Description": body[:TASK_DESCRIPTION_MAX],
+            "Due_Date": moment.astimezone(UTC).date().isoformat(),
+            "Status": "Not Started",
+            "Priority": "High",
+            "What_Id": {"id": record_id},
+            "$se_module": self.module,
+        }
+        owner = rows[0].get("Owner")
+        owner_id = owner.get("id") if isinstance(owner, Mapping) else None
+        if owner_id:
+            task["Owner"] = {"id": str(owner_id)}
+        entry, sent = self._insert_task(task, record_id)
+        details = entry.get("details")
+        refused_field = details.get("api_name") if isinstance(details, Mapping) else None
+        if "Owner" in task and entry.get("status") != "success" and refused_field == "Owner":
+            _log.warning(
+                "zoho refused owner %s for a task on %s %s; creating it without one",
+                owner_id,
+                self.module,
+                record_id,
+            )
+            del task["Owner"]
+            entry, sent = self._insert_task(task, record_id)
+        result = self._result(record_id, entry, sent)
+        if result.error is not None:
+            raise result.error
+        details = entry.get("details")
+        task_id = details.get("id") if isinstance(details, Mapping) else None
+        if not task_id:
+            raise Rejected(
+                f"Zoho created no task on {self.module} {record_id} (no id in the answer)",
+                system=self.kind,
+                record=record_id,
+            )
+        return str(task_id)
+
+    def _insert_task(
+        self, task: dict[str, Any], record_id: str
+    ) -> tuple[Mapping[str, Any], httpx.Response]:
+        describe = f"creation of a task on {self.module} {record_id}"
+        response = self._call(
+            "POST",
+            "/Tasks",
+            json={"data": [task], "trigger": []},
+            describe=describe,
+            idempotent=False,
+        )
+        return self._entries(response, 1, describe)[0], response
+
+    def account_owners(self) -> list[tuple[str, str]]:
+        """Every Account with both a Website and an Owner, as (Website exactly as Zoho holds
+        it, owner id), oldest first (Created_Time, then id).
+
+        Get Records with 200 per page: ``page`` for the first 2,000 Accounts, ``page_token``
+        beyond (one call per 200 Accounts; an empty module is a bare 204).
+        """
+        params = {
+            "fields": "Website,Owner,Created_Time",
+            "per_page": str(PER_PAGE),
+            "sort_by": "id",
+            "sort_order": "asc",
+        }
+        rows: list[tuple[tuple[datetime, tuple[int, str]], str, str]] = []
+        for record in self._all_records("Accounts", params, "list of Accounts"):
+            website = record.get("Website")
+            owner = record.get("Owner")
+            owner_id = owner.get("id") if isinstance(owner, Mapping) else None
+            if not isinstance(website, str) or not website.strip() or not owner_id:
+                continue
+            created = _parse_time(record.get("Created_Time")) or datetime.max.replace(tzinfo=UTC)
+            rows.append(((created, _id_order(record.get("id"))), website, str(owner_id)))
+        rows.sort(key=lambda row: row[0])
+        return [(website, owner_id) for _, website, owner_id in rows]
+
+    def _all_records(
+        self, module: str, params: Mapping[str, str], describe: str
+    ) -> Iterator[RawRecord]:
+        """Every record Get Records lists for ``params``: ``page`` up to 2,000, then
+        ``page_token``."""
+        page, token = 1, None
+        while True:
+            query = dict(params)
+            if token is None:
+                query["page"] = str(page)
+            else:
+                query["page_token"] = token
+            response = self._call(
+                "GET", f"/{module}", params=query, describe=f"{describe} (page {page})"
+            )
+            body = self._json(response)
+            records = [r for r in body.get("data") or [] if isinstance(r, dict)]
+            yield from records
+            info = body.get("info") or {}
+            if not records or not info.get("more_records"):
+                return
+            page += 1
+            if token is None and page * PER_PAGE <= PAGE_REACH:
+                continue
+            token = info.get("next_page_token")
+            if not token:
+                raise Fatal(
+                    f"{describe}: Zoho gave no page_token, so records beyond "
+                    f"{(page - 1) * PER_PAGE} cannot be read",
+                    system=self.kind,
+                    status=response.status_code,
+                )
 
     # -- metadata -------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""Emulated HubSpot for the sandbox: CRM v3 contacts, properties, owners, OAuth and forms."""
+"""Emulated HubSpot for the sandbox: CRM v3 contacts, companies, tasks, properties, owners,
+OAuth and forms."""
 
 from __future__ import annotations
 

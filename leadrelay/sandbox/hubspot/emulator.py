@@ -1,4 +1,5 @@
-"""The HubSpot CRM v3 emulator: contacts, batch, search, properties, owners, tasks and OAuth.
+"""The HubSpot CRM v3 emulator: contacts, batch, search, properties, owners, tasks, companies
+and OAuth.
 
 Mounted under ``/hubspot``; ``hubspot.HubSpot(access_token=HUBSPOT_ACCESS_TOKEN,
 host=HUBSPOT_BASE_URL, ssl_ca_cert=CA)`` works against it unmodified. Every API response carries
@@ -26,6 +27,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from leadrelay.sandbox.base import Emulator, Sandbox, SchemaChangeError
+from leadrelay.sandbox.hubspot.companies import CompanyStore
 from leadrelay.sandbox.hubspot.errors import (
     HubSpotError,
     correlation_id,
@@ -187,7 +189,7 @@ class _CatchAll:
 
 
 class HubSpotEmulator(Emulator):
-    """HubSpot CRM v3 (contacts, properties, owners, OAuth) in memory."""
+    """HubSpot CRM v3 (contacts, companies, tasks, properties, owners, OAuth) in memory."""
 
     name = "hubspot"
     prefix = "/hubspot"
@@ -197,8 +199,8 @@ class HubSpotEmulator(Emulator):
         self.reset()
 
     def reset(self) -> None:
-        """Drop every contact, task and issued token; restore the default properties and
-        owners."""
+        """Drop every contact, task, company and issued token; restore the default properties
+        and owners."""
         with self.lock:
             self.schema = Schema()
             self.store = ContactStore(self.schema)
@@ -207,6 +209,9 @@ class HubSpotEmulator(Emulator):
                 self.store.now_ms,
                 self._live_contact,
                 lambda: {owner.id for owner in self.owners},
+            )
+            self.companies = CompanyStore(
+                self.store.now_ms, lambda: {owner.id for owner in self.owners}
             )
             self.limits = _RateLimits()
             self.oauth_tokens: dict[str, float] = {}
@@ -337,6 +342,7 @@ class HubSpotEmulator(Emulator):
         """The FastAPI app serving HubSpot's paths relative to ``/hubspot``."""
         api = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
         contacts = "/crm/v3/objects/contacts"
+        companies = "/crm/v3/objects/companies"
         props = "/crm/v3/properties/{objectType}"
         routes: list[tuple[str, str, Handler, bool]] = [
             ("GET", contacts, self._list_contacts, False),
@@ -364,6 +370,12 @@ class HubSpotEmulator(Emulator):
             ("GET", "/crm/v3/objects/tasks", self._list_tasks, False),
             ("POST", "/crm/v3/objects/tasks", self._create_task, False),
             ("GET", "/crm/v3/objects/tasks/{taskId}", self._get_task, False),
+            ("GET", companies, self._list_companies, False),
+            ("POST", companies, self._create_company, False),
+            ("POST", f"{companies}/batch/read", self._batch_read_companies, False),
+            ("GET", companies + "/{companyId}", self._get_company, False),
+            ("PATCH", companies + "/{companyId}", self._update_company, False),
+            ("DELETE", companies + "/{companyId}", self._archive_company, False),
         ]
         for method, path, handler, is_search in routes:
             api.add_api_route(path, self._route(handler, is_search=is_search), methods=[method])
@@ -457,34 +469,42 @@ class HubSpotEmulator(Emulator):
 
     # ------------------------------------------------------------ properties
 
-    def _object_type(self, call: _Call) -> None:
+    def _object_type(self, call: _Call) -> tuple[str, Schema]:
+        """The object type a properties path names (``contacts`` or ``companies``), and its
+        property definitions."""
         object_type = call.path("objectType")
-        if object_type not in {"contacts", "contact", "0-1"}:
-            raise validation_error(f"Unable to infer object type from: {object_type}")
+        if object_type in {"contacts", "contact", "0-1"}:
+            return "contacts", self.schema
+        if object_type in {"companies", "company", "0-2"}:
+            return "companies", self.companies.schema
+        raise validation_error(f"Unable to infer object type from: {object_type}")
 
     def _list_properties(self, call: _Call) -> Response:
-        self._object_type(call)
-        return _json({"results": list(self.schema.properties.values())})
+        _, schema = self._object_type(call)
+        return _json({"results": list(schema.properties.values())})
+
+    def _known_property(self, call: _Call) -> tuple[Schema, str]:
+        object_type, schema = self._object_type(call)
+        name = call.path("propertyName")
+        if name not in schema.properties:
+            raise not_found(f"Unable to find property {name} for object type {object_type}")
+        return schema, name
 
     def _get_property(self, call: _Call) -> Response:
-        self._object_type(call)
-        name = call.path("propertyName")
-        definition = self.schema.properties.get(name)
-        if definition is None:
-            raise not_found(f"Unable to find property {name} for object type contacts")
-        return _json(definition)
+        schema, name = self._known_property(call)
+        return _json(schema.properties[name])
 
     def _create_property(self, call: _Call) -> Response:
-        self._object_type(call)
-        return _json(self.schema.create_property(call.body), 201)
+        _, schema = self._object_type(call)
+        return _json(schema.create_property(call.body), 201)
 
     def _update_property(self, call: _Call) -> Response:
-        self._object_type(call)
-        return _json(self.schema.update_property(call.path("propertyName"), call.body))
+        schema, name = self._known_property(call)
+        return _json(schema.update_property(name, call.body))
 
     def _archive_property(self, call: _Call) -> Response:
-        self._object_type(call)
-        self.schema.archive_property(call.path("propertyName"))
+        schema, name = self._known_property(call)
+        schema.archive_property(name)
         return Response(status_code=204)
 
     def _names(self, body: Any) -> list[str]:
@@ -497,28 +517,28 @@ class HubSpotEmulator(Emulator):
         return names
 
     def _properties_batch_read(self, call: _Call) -> Response:
-        self._object_type(call)
+        object_type, schema = self._object_type(call)
         started = datetime.now(UTC).isoformat().replace("+00:00", "Z")
         names = self._names(call.body)
-        results = [self.schema.properties[n] for n in names if n in self.schema.properties]
-        missing = [n for n in names if n not in self.schema.properties]
+        results = [schema.properties[n] for n in names if n in schema.properties]
+        missing = [n for n in names if n not in schema.properties]
         body: dict[str, Any] = {"status": "COMPLETE", "results": results, "startedAt": started}
         body["completedAt"] = datetime.now(UTC).isoformat().replace("+00:00", "Z")
         if missing:
             body["numErrors"] = 1
             body["errors"] = [
-                not_found("Unable to find some properties for object type contacts").batch_error(
-                    {"names": missing}
-                )
+                not_found(
+                    f"Unable to find some properties for object type {object_type}"
+                ).batch_error({"names": missing})
             ]
             return _json(body, 207)
         return _json(body)
 
     def _properties_batch_create(self, call: _Call) -> Response:
-        self._object_type(call)
+        _, schema = self._object_type(call)
         started = datetime.now(UTC).isoformat().replace("+00:00", "Z")
         inputs = ContactStore.batch_inputs(call.body)
-        results = [self.schema.create_property(item) for item in inputs]
+        results = [schema.create_property(item) for item in inputs]
         body = {
             "status": "COMPLETE",
             "results": results,
@@ -528,10 +548,10 @@ class HubSpotEmulator(Emulator):
         return _json(body, 201)
 
     def _properties_batch_archive(self, call: _Call) -> Response:
-        self._object_type(call)
+        _, schema = self._object_type(call)
         for name in self._names(call.body):
-            if name in self.schema.properties:
-                self.schema.archive_property(name)
+            if name in schema.properties:
+                schema.archive_property(name)
         return Response(status_code=204)
 
     # ------------------------------------------------------------ owners
@@ -598,6 +618,40 @@ class HubSpotEmulator(Emulator):
             link = f"{self.base_url}/crm/v3/objects/tasks?after={after}&limit={limit}"
             body["paging"] = {"next": {"after": after, "link": link}}
         return _json(body)
+
+    # ------------------------------------------------------------ companies
+
+    def _list_companies(self, call: _Call) -> Response:
+        limit = _int_param(call.query("limit"), "limit", default=10, maximum=100)
+        page, after = self.companies.page(limit, call.query("after"), call.flag("archived"))
+        wanted = call.query_list("properties")
+        body: dict[str, Any] = {"results": [self.companies.render(c, wanted) for c in page]}
+        if after is not None:
+            link = f"{self.base_url}/crm/v3/objects/companies?after={after}&limit={limit}"
+            body["paging"] = {"next": {"after": after, "link": link}}
+        return _json(body)
+
+    def _get_company(self, call: _Call) -> Response:
+        company = self.companies.find(
+            call.path("companyId"), call.query("idProperty"), call.flag("archived")
+        )
+        return _json(self.companies.render(company, call.query_list("properties")))
+
+    def _create_company(self, call: _Call) -> Response:
+        company = self.companies.create(call.body)
+        return _json(self.companies.render(company, None, all_set=True), 201)
+
+    def _update_company(self, call: _Call) -> Response:
+        company = self.companies.update(call.path("companyId"), call.body)
+        return _json(self.companies.render(company, None, all_set=True))
+
+    def _archive_company(self, call: _Call) -> Response:
+        self.companies.archive(call.path("companyId"))
+        return Response(status_code=204)
+
+    def _batch_read_companies(self, call: _Call) -> Response:
+        status, body = self.companies.batch_read(call.body)
+        return _json(body, status)
 
     # ------------------------------------------------------------ forms submission API
 

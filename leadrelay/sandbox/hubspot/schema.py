@@ -1,7 +1,19 @@
 """Contact properties and owners of the emulated HubSpot account, and property value checks.
 
 The defaults follow the contact properties a new portal has (names, types, enumeration options in
-their display order), plus the custom ``utm_*`` properties a leadrelay-ready account carries.
+their display order), plus the custom properties a leadrelay-ready account carries (group
+``leadrelay``):
+
+* ``utm_source`` … ``utm_content``: Single-line text, the raw UTMs of the first captured touch;
+* ``leadrelay_key``: Single-line text with unique values, leadrelay's own lead key;
+* ``leadrelay_score`` (Number), ``leadrelay_qualification_reason`` (Multi-line text),
+  ``leadrelay_tier`` (Dropdown select hot / warm / cold), ``rejection_reason`` (Dropdown select);
+* ``leadrelay_landing_page``: Single-line text, the URL of the page of the lead's first
+  captured touch.
+
+The moment a lead was assigned to its owner is HubSpot's own ``hubspot_owner_assigneddate``
+("Owner assigned date", datetime, read only): HubSpot sets it whenever ``hubspot_owner_id`` is
+set or changed and clears it with the owner (see ``ContactStore.apply``).
 """
 
 from __future__ import annotations
@@ -81,6 +93,9 @@ DEFAULT_READ_PROPERTIES = [
 ]
 #: properties the free-text ``query`` of a search looks in
 SEARCHABLE_PROPERTIES = ["firstname", "lastname", "email", "phone", "mobilephone", "company"]
+
+#: HubSpot's "Owner assigned date": set by HubSpot when the owner is set or changed
+OWNER_ASSIGNED_DATE = "hubspot_owner_assigneddate"
 
 #: epoch 2024-01-01T00:00:00Z in ms, when the seeded definitions were "created"
 _SEEDED_AT = "2024-01-01T00:00:00.000Z"
@@ -281,6 +296,16 @@ def default_properties() -> dict[str, dict[str, Any]]:
             options=owner_options,
             external_options=True,
         ),
+        # Set by HubSpot whenever hubspot_owner_id is set or changed; read only.
+        make_property(
+            OWNER_ASSIGNED_DATE,
+            "Owner assigned date",
+            "datetime",
+            "date",
+            group="sales_properties",
+            read_only=True,
+            description="When the record's current owner was assigned (set by HubSpot).",
+        ),
         make_property("createdate", "Create Date", "datetime", "date", read_only=True),
         # Set by HubSpot from the first call, e-mail or meeting a sales rep logs; read only.
         make_property(
@@ -330,6 +355,15 @@ def default_properties() -> dict[str, dict[str, Any]]:
             group="leadrelay",
             hubspot_defined=False,
             description="Lead score 0-100 (fit + intent + engagement)",
+        )
+    )
+    props.append(
+        make_property(
+            "leadrelay_landing_page",
+            "leadrelay landing page",
+            group="leadrelay",
+            hubspot_defined=False,
+            description="URL of the page of the lead's first captured touch (leadrelay)",
         )
     )
     props.append(

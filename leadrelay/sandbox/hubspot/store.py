@@ -20,7 +20,12 @@ from leadrelay.sandbox.hubspot.errors import (
     property_errors,
     validation_error,
 )
-from leadrelay.sandbox.hubspot.schema import DEFAULT_READ_PROPERTIES, Schema, iso_ms
+from leadrelay.sandbox.hubspot.schema import (
+    DEFAULT_READ_PROPERTIES,
+    OWNER_ASSIGNED_DATE,
+    Schema,
+    iso_ms,
+)
 
 #: HubSpot batch endpoints take at most this many inputs
 BATCH_LIMIT = 100
@@ -208,6 +213,8 @@ class ContactStore:
         stamp = iso_ms(now)
         props = {k: v for k, v in clean.items() if v != ""}
         props.update(createdate=stamp, lastmodifieddate=stamp, hs_object_id=str(contact_id))
+        if "hubspot_owner_id" in props:
+            props[OWNER_ASSIGNED_DATE] = stamp
         contact = Contact(contact_id, props, now, now)
         contact.versions.append((now, props))
         self.contacts[contact_id] = contact
@@ -253,6 +260,14 @@ class ContactStore:
             return
         now = max(self.now_ms(), contact.updated_ms + 1)
         props["lastmodifieddate"] = iso_ms(now)
+        owner = props.get("hubspot_owner_id")
+        if owner != old.get("hubspot_owner_id"):
+            # HubSpot stamps "Owner assigned date" whenever the owner is set or changed, and
+            # clears it with the owner.
+            if owner is None:
+                props.pop(OWNER_ASSIGNED_DATE, None)
+            else:
+                props[OWNER_ASSIGNED_DATE] = iso_ms(now)
         old_email, new_email = old.get("email"), props.get("email")
         if old_email != new_email:
             if old_email is not None and self.by_email.get(old_email) == contact.id:

@@ -1,10 +1,15 @@
 """Salesforce object schemas, record ids and timestamps, as the REST API describes them.
 
-The emulated org has the standard Lead, Contact, Account, User and LeadStatus objects (the
-fields a lead-handoff connector touches) plus leadrelay's custom Lead fields: the UTM fields, a
-restricted ``Rejection_Reason__c`` picklist, the ``LeadRelay_Key__c`` external id, the score,
-reason and tier, and the ``First_Action_At__c`` / ``Accepted_At__c`` date-times the org's Flows
-stamp.
+The emulated org has the standard Lead, Contact, Account, User, Group (queues), Task and
+LeadStatus objects (the fields a lead-handoff connector touches) plus leadrelay's custom Lead
+fields: the UTM fields, a restricted ``Rejection_Reason__c`` picklist, the ``LeadRelay_Key__c``
+external id, the score, reason and tier, the ``First_Action_At__c`` / ``Accepted_At__c``
+date-times the org's Flows stamp, ``Landing_Page__c`` (URL, 255: the landing page of the lead's
+first captured touch) and ``Assigned_At__c`` (date-time: written by leadrelay when it routes the
+lead; a Flow may restamp it when OwnerId changes by hand).
+
+A Lead may be owned by a User or a queue (a Group of Type ``Queue``, key prefix 00G); a Task
+only by a User. Task.WhoId is polymorphic (Lead or Contact).
 """
 
 from __future__ import annotations
@@ -40,9 +45,22 @@ REJECTION_REASONS = (
 #: The values of leadrelay's custom Lead_Tier__c picklist.
 LEAD_TIERS = ("Hot", "Warm", "Cold")
 
+#: Task Status values of a new org (value, closed); the first is the default.
+TASK_STATUSES: tuple[tuple[str, bool], ...] = (
+    ("Not Started", False),
+    ("In Progress", False),
+    ("Completed", True),
+    ("Waiting on someone else", False),
+    ("Deferred", False),
+)
+#: Task Priority values of a new org; "Normal" is the default, "High" sets IsHighPriority.
+TASK_PRIORITIES = ("High", "Normal", "Low")
+#: Group Type values (queues are Groups of Type "Queue").
+GROUP_TYPES = ("Regular", "Role", "RoleAndSubordinates", "Organization", "Queue")
+
 #: Field types whose values are strings in JSON and in SOQL literals.
 STRING_TYPES = frozenset(
-    {"id", "string", "email", "phone", "picklist", "textarea", "url", "reference"}
+    {"id", "string", "email", "phone", "picklist", "combobox", "textarea", "url", "reference"}
 )
 _SOAP_TYPES = {
     "id": "tns:ID",
@@ -93,6 +111,8 @@ class FieldDef:
     external_id: bool = False
     unique: bool = False
     reference_to: str | None = None
+    #: further sObjects a polymorphic reference accepts (Task.WhoId: Contact besides Lead)
+    also_references: tuple[str, ...] = ()
     relationship_name: str | None = None
     custom: bool = False
     precision: int = 0
@@ -102,6 +122,11 @@ class FieldDef:
     def required(self) -> bool:
         """Required on create: createable, not nillable and not defaulted by the server."""
         return self.createable and not self.nillable and not self.defaulted_on_create
+
+    @property
+    def references(self) -> tuple[str, ...]:
+        """Every sObject the reference accepts, primary first."""
+        return (self.reference_to, *self.also_references) if self.reference_to else ()
 
     def picklist_values(self) -> set[str]:
         """The active values of a picklist."""
@@ -130,8 +155,9 @@ class FieldDef:
             "name": self.name,
             "nillable": self.nillable,
             "picklistValues": [entry.to_json() for entry in self.picklist],
+            "polymorphicForeignKey": len(self.references) > 1,
             "precision": self.precision,
-            "referenceTo": [self.reference_to] if self.reference_to else [],
+            "referenceTo": sorted(self.references),
             "relationshipName": self.relationship_name,
             "restrictedPicklist": self.restricted,
             "scale": self.scale,
@@ -224,10 +250,12 @@ def _picklist(values: tuple[str, ...], default: str | None = None) -> list[Pickl
     return [PicklistValue(value, value, default=value == default) for value in values]
 
 
-def _owner() -> FieldDef:
+def _owner(*, queues: bool = False, label: str = "Owner ID") -> FieldDef:
+    """OwnerId: a User, or also a queue (Group) on objects that support queues (Lead)."""
     return FieldDef(
-        "OwnerId", "Owner ID", "reference", 18, nillable=False, defaulted_on_create=True,
-        reference_to="User", relationship_name="Owner",
+        "OwnerId", label, "reference", 18, nillable=False, defaulted_on_create=True,
+        reference_to="User", also_references=("Group",) if queues else (),
+        relationship_name="Owner",
     )  # fmt: skip
 
 
@@ -260,7 +288,7 @@ def _lead() -> SObjectDef:
         FieldDef("Industry", "Industry", "picklist", 255, picklist=_picklist(INDUSTRIES)),
         FieldDef("NumberOfEmployees", "Employees", "int", precision=8),
         FieldDef("AnnualRevenue", "Annual Revenue", "currency", precision=18),
-        _owner(),
+        _owner(queues=True),
         FieldDef("IsConverted", "Converted", "boolean", nillable=False, defaulted_on_create=True,
                  **readonly),
         FieldDef("ConvertedDate", "Converted Date", "date", **readonly),
@@ -287,6 +315,10 @@ def _lead() -> SObjectDef:
         # Sales' SLA stamps, set by the org's record-triggered Flows (README: custom fields).
         FieldDef("First_Action_At__c", "First Action At", "datetime", custom=True),
         FieldDef("Accepted_At__c", "Accepted At", "datetime", custom=True),
+        FieldDef("Landing_Page__c", "Landing Page", "url", 255, custom=True),
+        # Written by leadrelay when it routes the lead; a Flow may restamp it on a manual
+        # OwnerId change.
+        FieldDef("Assigned_At__c", "Assigned At", "datetime", custom=True),
     ]  # fmt: skip
     return SObjectDef("Lead", "Lead", "Leads", "00Q", {f.name: f for f in fields})
 
@@ -369,9 +401,55 @@ def _lead_status() -> SObjectDef:
     )  # fmt: skip
 
 
+def _group() -> SObjectDef:
+    fields = [
+        *_system_fields()[:1],
+        FieldDef("Name", "Name", "string", 40, nillable=False),
+        FieldDef("DeveloperName", "Developer Name", "string", 80, nillable=False),
+        FieldDef("Type", "Type", "picklist", 40, nillable=False, restricted=True,
+                 picklist=_picklist(GROUP_TYPES)),
+        FieldDef("Email", "Email", "email", 255),
+        FieldDef("DoesSendEmailToMembers", "Send Email to Members", "boolean", nillable=False,
+                 defaulted_on_create=True),
+        *_audit_fields(),
+    ]  # fmt: skip
+    return SObjectDef("Group", "Group", "Groups", "00G", {f.name: f for f in fields},
+                      createable=False)  # fmt: skip
+
+
+def _task() -> SObjectDef:
+    readonly: dict[str, Any] = {
+        "createable": False, "updateable": False, "nillable": False, "defaulted_on_create": True,
+    }  # fmt: skip
+    fields = [
+        *_system_fields(),
+        FieldDef("WhoId", "Name ID", "reference", 18, reference_to="Lead",
+                 also_references=("Contact",), relationship_name="Who"),
+        FieldDef("WhatId", "Related To ID", "reference", 18, reference_to="Account",
+                 relationship_name="What"),
+        FieldDef("Subject", "Subject", "combobox", 255),
+        FieldDef("ActivityDate", "Due Date Only", "date"),
+        FieldDef("Status", "Status", "picklist", 40, nillable=False, defaulted_on_create=True,
+                 restricted=True,
+                 picklist=_picklist(tuple(s for s, _ in TASK_STATUSES), TASK_STATUSES[0][0])),
+        FieldDef("Priority", "Priority", "picklist", 40, nillable=False,
+                 defaulted_on_create=True, restricted=True,
+                 picklist=_picklist(TASK_PRIORITIES, "Normal")),
+        FieldDef("IsHighPriority", "High Priority", "boolean", **readonly),
+        _owner(label="Assigned To ID"),
+        FieldDef("Description", "Description", "textarea", 32000),
+        FieldDef("IsClosed", "Closed", "boolean", **readonly),
+        FieldDef("IsReminderSet", "Reminder Set", "boolean", nillable=False,
+                 defaulted_on_create=True),
+        FieldDef("ReminderDateTime", "Reminder Date/Time", "datetime"),
+        *_audit_fields(),
+    ]  # fmt: skip
+    return SObjectDef("Task", "Task", "Tasks", "00T", {f.name: f for f in fields})
+
+
 def default_schema() -> dict[str, SObjectDef]:
     """A fresh copy of the emulated org's schema, keyed by sObject name."""
-    objects = [_lead(), _contact(), _account(), _user(), _lead_status()]
+    objects = [_lead(), _contact(), _account(), _user(), _group(), _task(), _lead_status()]
     return {sobject.name: copy.deepcopy(sobject) for sobject in objects}
 
 

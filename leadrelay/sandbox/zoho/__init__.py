@@ -1,4 +1,4 @@
-"""Zoho CRM v7 emulator: Leads, search, COQL, metadata, users and the accounts token endpoint."""
+"""Zoho CRM v7 emulator: Leads, Accounts, Tasks, search, COQL, metadata, users, OAuth tokens."""
 
 from __future__ import annotations
 

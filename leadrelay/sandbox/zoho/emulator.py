@@ -2,6 +2,8 @@
 
 Mounted under ``/zoho``: the accounts server is ``/zoho/accounts`` (token endpoint
 ``/zoho/accounts/oauth/v2/token``) and the API domain is ``/zoho`` (``/zoho/crm/v7/Leads``).
+The Accounts and Tasks modules (:mod:`leadrelay.sandbox.zoho.modules`) take inserts and answer
+reads by id and paged lists.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from starlette.types import ASGIApp
 from leadrelay.sandbox.base import Emulator, SchemaChangeError
 from leadrelay.sandbox.zoho.coql import CoqlError, parse_query
 from leadrelay.sandbox.zoho.criteria import CriteriaError, parse_criteria
+from leadrelay.sandbox.zoho.modules import AccountStore, TaskStore
 from leadrelay.sandbox.zoho.schema import SEEDED_USERS, UNDELETABLE, parse_datetime
 from leadrelay.sandbox.zoho.store import (
     MAX_RECORDS_PER_CALL,
@@ -53,6 +56,8 @@ PAGE_TOKEN_LIFETIME = timedelta(days=1)
 SEARCH_RESULT_LIMIT = 2000
 SORTABLE = ("id", "Created_Time", "Modified_Time")
 MAX_FIELDS_PARAM = 50
+#: Modules besides Leads: insert, read by id, paged list and field metadata.
+OTHER_MODULES = ("Accounts", "Tasks")
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -111,6 +116,11 @@ class ZohoEmulator(Emulator):
         """Drop records, tokens, cursors and credit usage; restore schema and users."""
         with self.lock:
             self.store = LeadStore()
+            self.modules: dict[str, LeadStore] = {
+                "Leads": self.store,
+                "Accounts": AccountStore(),
+                "Tasks": TaskStore(self._record_name),
+            }
             self.cursors: dict[str, PageCursor] = {}
         with self._auth_lock:
             self.access_tokens: dict[str, float] = {}
@@ -128,6 +138,17 @@ class ZohoEmulator(Emulator):
             "ZOHO_CLIENT_SECRET": SANDBOX_CLIENT_SECRET,
             "ZOHO_REFRESH_TOKEN": SANDBOX_REFRESH_TOKEN,
         }
+
+    def _record_name(self, module: str, record_id: str) -> str | None:
+        """The display name of a record a lookup names; None when there is none (lock held)."""
+        store = self.modules.get(module)
+        record = store.records.get(record_id) if store is not None else None
+        if record is None:
+            return None
+        if module == "Accounts":
+            return str(record.get("Account_Name") or "")
+        parts = (record.get("First_Name"), record.get("Last_Name"))
+        return " ".join(str(part) for part in parts if part)
 
     def expire_tokens(self) -> None:
         """Make every issued access token invalid (as if an hour had passed)."""
@@ -362,8 +383,16 @@ class ZohoEmulator(Emulator):
             (f"{base}/settings/fields", self._fields, ["GET"]),
             (f"{base}/users", self._users, ["GET"]),
             (f"{base}/users/{{user_id}}", self._user, ["GET"]),
-            (f"{base}/{{module}}", self._unknown_module, ["GET", "POST", "PUT", "DELETE"]),
         ]
+        for module in OTHER_MODULES:
+            routes += [
+                (f"{base}/{module}", self._module_lister(module), ["GET"]),
+                (f"{base}/{module}", self._module_inserter(module), ["POST"]),
+                (f"{base}/{module}/{{record_id}}", self._module_getter(module), ["GET"]),
+            ]
+        routes.append(
+            (f"{base}/{{module}}", self._unknown_module, ["GET", "POST", "PUT", "DELETE"])
+        )
         for path, endpoint, methods in routes:
             api.add_api_route(path, endpoint, methods=methods)
         return api
@@ -396,7 +425,9 @@ class ZohoEmulator(Emulator):
             )
         return value
 
-    def _field_list(self, request: Request, required: bool) -> list[str] | None:
+    def _field_list(
+        self, request: Request, required: bool, store: LeadStore | None = None
+    ) -> list[str] | None:
         text = request.query_params.get("fields")
         if text is None or not text.strip():
             if required:
@@ -413,7 +444,8 @@ class ZohoEmulator(Emulator):
                 400, "LIMIT_EXCEEDED", "fields limit exceeded", {"limit": MAX_FIELDS_PARAM}
             )
         # Names that are not fields (e.g. removed by an admin) are not returned.
-        return [name for name in names if name in self.store.fields]
+        fields = (store or self.store).fields
+        return [name for name in names if name in fields]
 
     def _all_fields(self) -> list[str]:
         return list(self.store.fields)
@@ -443,8 +475,12 @@ class ZohoEmulator(Emulator):
     # -- records -------------------------------------------------------------------------------
 
     async def _list(self, request: Request, version: str) -> Response:
+        return self._list_records(request, self.store)
+
+    def _list_records(self, request: Request, store: LeadStore) -> Response:
+        """Get Records of one module: fields, paging (page / page_token), sort, ids, since."""
         params = request.query_params
-        names = self._field_list(request, required=True) or []
+        names = self._field_list(request, required=True, store=store) or []
         per_page = self._int_param(request, "per_page", MAX_PER_PAGE, 1, MAX_PER_PAGE)
         sort_by = params.get("sort_by", "id")
         if sort_by not in SORTABLE:
@@ -467,7 +503,15 @@ class ZohoEmulator(Emulator):
                 "You cannot use both page and page_token",
                 {"ambiguity_due_to": ["page", "page_token"]},
             )
-        signature = (tuple(names), per_page, sort_by, sort_order, since_header, ids_param)
+        signature = (
+            store.module,
+            tuple(names),
+            per_page,
+            sort_by,
+            sort_order,
+            since_header,
+            ids_param,
+        )
         with self.lock:
             if token is not None:
                 cursor = self._cursor(token, signature)
@@ -489,7 +533,7 @@ class ZohoEmulator(Emulator):
                     "You can only get up to first 100000 records using page_token param",
                     {"limit": TOKEN_PAGINATION_LIMIT},
                 )
-            rows = self._listing(sort_by, sort_order == "desc", since, ids_param)
+            rows = self._listing(store, sort_by, sort_order == "desc", since, ids_param)
             if not rows:
                 # Status codes doc: 304 when nothing changed after If-Modified-Since;
                 # otherwise an empty module is a bare 204.
@@ -515,7 +559,8 @@ class ZohoEmulator(Emulator):
                 )
                 info["next_page_token"] = next_token
                 info["page_token_expiry"] = iso(expiry)
-            data = [record.to_json(names) for record in page_rows]
+            keys = store.output_fields(names)
+            data = [record.to_json(keys) for record in page_rows]
         return JSONResponse({"data": data, "info": info})
 
     def _cursor(self, token: str, signature: tuple[Any, ...]) -> PageCursor:
@@ -536,10 +581,10 @@ class ZohoEmulator(Emulator):
             )
         return cursor
 
+    @staticmethod
     def _listing(
-        self, sort_by: str, descending: bool, since: datetime | None, ids: str | None
+        store: LeadStore, sort_by: str, descending: bool, since: datetime | None, ids: str | None
     ) -> list[StoredRecord]:
-        store = self.store
         if ids is not None:
             wanted = [store.records[i] for i in ids.split(",") if i.strip() in store.records]
             rows = sorted(wanted, key=lambda r: _sort_value(r, sort_by), reverse=descending)
@@ -553,19 +598,46 @@ class ZohoEmulator(Emulator):
         return rows
 
     async def _get_one(self, request: Request, version: str, record_id: str) -> Response:
-        names = self._field_list(request, required=False)
+        return self._get_record(request, self.store, record_id)
+
+    def _get_record(self, request: Request, store: LeadStore, record_id: str) -> Response:
+        names = self._field_list(request, required=False, store=store)
         with self.lock:
-            record = self.store.records.get(record_id)
+            record = store.records.get(record_id)
             if record is None:
                 return Response(status_code=204)
-            body = record.to_json(names if names is not None else self._all_fields())
+            wanted = names if names is not None else list(store.fields)
+            body = record.to_json(store.output_fields(wanted))
         return JSONResponse({"data": [body]})
 
     async def _insert(self, request: Request, version: str) -> Response:
+        return await self._insert_records(request, self.store)
+
+    async def _insert_records(self, request: Request, store: LeadStore) -> Response:
         data = self._data_list(await self._json(request))
         with self.lock:
-            results = [self.store.insert_one(raw, index) for index, raw in enumerate(data)]
+            results = [store.insert_one(raw, index) for index, raw in enumerate(data)]
         return self._results(results, 201)
+
+    # -- Accounts and Tasks ----------------------------------------------------------------------
+
+    def _module_lister(self, module: str) -> Callable[[Request, str], Awaitable[Response]]:
+        async def handler(request: Request, version: str) -> Response:
+            return self._list_records(request, self.modules[module])
+
+        return handler
+
+    def _module_inserter(self, module: str) -> Callable[[Request, str], Awaitable[Response]]:
+        async def handler(request: Request, version: str) -> Response:
+            return await self._insert_records(request, self.modules[module])
+
+        return handler
+
+    def _module_getter(self, module: str) -> Callable[[Request, str, str], Awaitable[Response]]:
+        async def handler(request: Request, version: str, record_id: str) -> Response:
+            return self._get_record(request, self.modules[module], record_id)
+
+        return handler
 
     async def _update_many(self, request: Request, version: str) -> Response:
         data = self._data_list(await self._json(request))
@@ -752,12 +824,13 @@ class ZohoEmulator(Emulator):
                 "One of the expected parameter is missing",
                 {"param_name": "module"},
             )
-        if module != "Leads":
+        store = self.modules.get(module)
+        if store is None:
             raise ZohoApiError(
                 400, "INVALID_MODULE", "the module name given seems to be invalid", {}
             )
         with self.lock:
-            fields = [definition.to_json() for definition in self.store.fields.values()]
+            fields = [definition.to_json() for definition in store.fields.values()]
         return JSONResponse({"fields": fields})
 
     async def _users(self, request: Request, version: str) -> Response:
@@ -785,6 +858,11 @@ class ZohoEmulator(Emulator):
         raise ZohoApiError(400, "INVALID_DATA", "the id given seems to be invalid", {"id": user_id})
 
     async def _unknown_module(self, request: Request, version: str, module: str) -> Response:
+        if module in OTHER_MODULES:
+            # The sandbox's Accounts and Tasks take only inserts and reads.
+            raise ZohoApiError(
+                400, "INVALID_REQUEST_METHOD", "The http request method type is not a valid one"
+            )
         raise ZohoApiError(
             400, "INVALID_MODULE", "the module name given seems to be invalid", {"module": module}
         )

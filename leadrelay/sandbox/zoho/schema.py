@@ -1,15 +1,22 @@
-"""The Leads module of the Zoho CRM sandbox: its fields, pick lists, seeded users and value checks.
+"""The Zoho CRM sandbox's field definitions, pick lists, seeded users and value checks.
 
 Field metadata follows ``GET /crm/v7/settings/fields?module=Leads``: ``api_name``,
 ``field_label``, ``data_type``, ``json_type``, ``length``, ``system_mandatory``, ``read_only``,
 ``custom_field``, ``unique`` and ``pick_list_values``.
+
+The Leads module of the org set up for leadrelay has the standard fields plus leadrelay's custom
+fields: the UTM fields, the ``Rejection_Reason`` pick list, the unique ``LeadRelay_Key``, the
+score, reason and tier, the ``First_Action_At`` / ``Accepted_At`` date-times the org's workflow
+rules stamp, ``Landing_Page`` (URL, 255: the landing page of the lead's first captured touch)
+and ``Assigned_At`` (date-time: written by leadrelay when it routes the lead). The Accounts and
+Tasks modules (:mod:`leadrelay.sandbox.zoho.modules`) have their standard fields only.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 #: Default Lead_Status values of a new Zoho org (crm-api-facts §3).
@@ -86,6 +93,7 @@ NUMBER_TYPES = frozenset({"integer", "double", "currency"})
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]{2,22}$")
 _WEBSITE = re.compile(r"^(https?://|ftp://)?[^\s/$.?#][^\s]*\.[^\s]+$", re.IGNORECASE)
 _PHONE = re.compile(r"^\+?[0-9A-Za-z ().\-#;,]{1,30}$")
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 @dataclass
@@ -103,6 +111,8 @@ class FieldDef:
     unique: bool = False
     picklist: list[str] = field(default_factory=list)
     field_id: str = ""
+    #: a system pick list that refuses a value it does not list (Tasks' Status / Priority)
+    restricted: bool = False
 
     def to_json(self) -> dict[str, Any]:
         """The field as ``settings/fields`` answers it."""
@@ -208,6 +218,9 @@ def default_fields() -> dict[str, FieldDef]:
         # last so the other fields keep their ids.
         FieldDef("First_Action_At", "First Action At", "datetime", "string", custom=True),
         FieldDef("Accepted_At", "Accepted At", "datetime", "string", custom=True),
+        # Written by leadrelay's handoff: the first touch's landing page and the routing time.
+        FieldDef("Landing_Page", "Landing Page", "website", "string", 255, custom=True),
+        FieldDef("Assigned_At", "Assigned At", "datetime", "string", custom=True),
     ]
     for index, definition in enumerate(fields):
         definition.field_id = str(5725767000000002500 + index * 7)
@@ -340,6 +353,10 @@ def check_value(definition: FieldDef, value: Any, json_path: str, users: dict[st
             raise invalid()
         if kind == "phone" and value and not _PHONE.match(value):
             raise invalid()
+        if kind == "picklist" and definition.restricted and value not in definition.picklist:
+            # Unverified wording: the sandbox refuses a value a system pick list (Tasks' Status,
+            # Priority) does not hold; custom pick lists take new values (below).
+            raise invalid()
         # Insert Records doc (v7, "Picklist"): "You can either pass an existing pick list value
         # or add a new one" -- a value missing from the list is stored, not rejected.
         return value
@@ -375,6 +392,15 @@ def check_value(definition: FieldDef, value: Any, json_path: str, users: dict[st
     if kind == "datetime":
         if not isinstance(value, str) or parse_datetime(value) is None:
             raise invalid()
+        return value
+    if kind == "date":
+        # Date fields (Tasks' Due_Date) take ISO ``yyyy-MM-dd`` only.
+        if not isinstance(value, str) or not _DATE.fullmatch(value):
+            raise invalid()
+        try:
+            date.fromisoformat(value)
+        except ValueError:
+            raise invalid() from None
         return value
     raise invalid()
 

@@ -90,15 +90,23 @@ def error_result(code: str, message: str, details: dict[str, Any]) -> RecordResu
 
 
 class LeadStore:
-    """The Leads module: records by id (id order = creation order) and by modification order."""
+    """The Leads module: records by id (id order = creation order) and by modification order.
 
-    def __init__(self) -> None:
-        self.fields: dict[str, FieldDef] = default_fields()
+    Other modules reuse it with their own fields and id range (:mod:`.modules`).
+    """
+
+    #: the module's API name
+    module = "Leads"
+
+    def __init__(
+        self, fields: dict[str, FieldDef] | None = None, first_id: int = _FIRST_ID
+    ) -> None:
+        self.fields: dict[str, FieldDef] = fields if fields is not None else default_fields()
         self.users: dict[str, User] = {user.id: user for user in SEEDED_USERS}
         self.records: dict[str, StoredRecord] = {}
         self.by_modified: OrderedDict[str, None] = OrderedDict()
         self.indexes: dict[str, dict[str, list[str]]] = {}
-        self._next_id = _FIRST_ID
+        self._next_id = first_id
         self._last_time = datetime.fromtimestamp(0, UTC)
         for name in self.indexed_fields():
             self.indexes[name] = {}
@@ -114,6 +122,10 @@ class LeadStore:
     def duplicate_check_candidates(self) -> list[str]:
         """Fields upsert's ``duplicate_check_fields`` may name, in Zoho's default order."""
         return self.indexed_fields()
+
+    def output_fields(self, names: list[str]) -> list[str]:
+        """The keys a read answers for the requested field names (Tasks add ``$se_module``)."""
+        return names
 
     def remove_field(self, api_name: str) -> None:
         """Delete a field: its metadata, its stored values and its index."""
@@ -204,7 +216,7 @@ class LeadStore:
                         "json_path": f"{path}.{name}",
                         "duplicate_record": {
                             "id": existing.id,
-                            "module": {"api_name": "Leads"},
+                            "module": {"api_name": self.module},
                             "Owner": existing.values.get("Owner"),
                         },
                     },

@@ -299,7 +299,13 @@ def test_describe_reads_options_read_only_and_the_key(make_connector: MakeConnec
 def test_ensure_properties_creates_only_the_missing_ones(
     make_connector: MakeConnector, emulator: HubSpotEmulator
 ) -> None:
-    missing = ["utm_term", "leadrelay_key", "rejection_reason", "leadrelay_score"]
+    missing = [
+        "utm_term",
+        "leadrelay_key",
+        "rejection_reason",
+        "leadrelay_score",
+        "leadrelay_landing_page",
+    ]
     for name in missing:
         if emulator.schema.exists(name):
             emulator.change_schema({"remove_field": name})
@@ -311,6 +317,11 @@ def test_ensure_properties_creates_only_the_missing_ones(
     assert reasons is not None and set(reasons) == {r.value for r in RejectionReason}
     assert schema.field("leadrelay_score").type == "number"
     assert schema.field("leadrelay_key").unique
+    landing_page = emulator.schema.properties["leadrelay_landing_page"]
+    assert (landing_page["type"], landing_page["label"]) == ("string", "leadrelay landing page")
+    assert landing_page["description"] == (
+        "URL of the page of the lead's first captured touch (leadrelay)"
+    )
 
 
 def test_ensure_properties_takes_explicit_specs(make_connector: MakeConnector) -> None:
@@ -320,7 +331,7 @@ def test_ensure_properties_takes_explicit_specs(make_connector: MakeConnector) -
     assert connector.describe().field("lr_extra").picklist_values == ("a", "b")
 
 
-def test_custom_property_specs_cover_utm_key_score_and_reason() -> None:
+def test_custom_property_specs_cover_utm_key_score_reason_tier_and_landing_page() -> None:
     names = [spec.name for spec in custom_property_specs()]
     assert names == [
         "utm_source",
@@ -333,6 +344,7 @@ def test_custom_property_specs_cover_utm_key_score_and_reason() -> None:
         "leadrelay_score",
         "leadrelay_qualification_reason",
         "leadrelay_tier",
+        "leadrelay_landing_page",
     ]
 
 

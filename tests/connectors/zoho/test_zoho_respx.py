@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -16,7 +16,7 @@ import respx
 
 from leadrelay.config import ZohoConnection
 from leadrelay.connectors.base import UpsertInput, WriteOutcome
-from leadrelay.connectors.errors import RateLimited, Rejected
+from leadrelay.connectors.errors import ConnectorError, RateLimited, Rejected
 from leadrelay.connectors.policy import RetryPolicy
 from leadrelay.connectors.zoho import ZohoConnector
 from leadrelay.connectors.zoho.auth import forget_token_sources
@@ -449,6 +449,54 @@ def test_describe_reads_picklists_and_system_mandatory(zoho: ZohoConnector) -> N
     assert schema.field("Lead_Status").picklist_values == ("Contacted", "-None-")
     assert schema.field("Tags").multi_select
     assert schema.field("Created_Time").read_only and schema.field("LeadRelay_Key").unique
+
+
+# -- handoff -------------------------------------------------------------------------------
+
+
+def created_task(task_id: str) -> dict[str, Any]:
+    return {"code": "SUCCESS", "details": {"id": task_id}, "message": "record added"}
+
+
+def test_create_task_sends_zohos_task_shape(zoho: ZohoConnector) -> None:
+    respx.get(f"{API}/Leads/42").respond(200, json={"data": [{"id": "42", "Owner": {"id": "7"}}]})
+    route = respx.post(f"{API}/Tasks").respond(201, json={"data": [created_task("99")]})
+    due = datetime(2024, 6, 3, 22, 0, tzinfo=timezone(timedelta(hours=-4)))
+    assert zoho.create_task("42", "Call", "Body", due) == "99"
+    assert json.loads(route.calls.last.request.content)["data"] == [
+        {
+            "Subject": "Call",
+            "Description": "Body",
+            "Due_Date": "2024-06-04",
+            "Status": "Not Started",
+            "Priority": "High",
+            "What_Id": {"id": "42"},
+            "$se_module": "Leads",
+            "Owner": {"id": "7"},
+        }
+    ]
+
+
+def test_create_task_is_not_retried_after_an_unclear_failure(zoho: ZohoConnector) -> None:
+    respx.get(f"{API}/Leads/42").respond(200, json={"data": [{"id": "42", "Owner": {"id": "7"}}]})
+    route = respx.post(f"{API}/Tasks").mock(side_effect=httpx.ReadTimeout("timed out"))
+    with pytest.raises(ConnectorError):
+        zoho.create_task("42", "Call", "Body", datetime(2024, 6, 3, tzinfo=UTC))
+    assert route.call_count == 1
+
+
+def test_a_refused_task_raises_rejected_naming_the_field(zoho: ZohoConnector) -> None:
+    respx.get(f"{API}/Leads/42").respond(200, json={"data": [{"id": "42"}]})
+    refusal = {
+        "code": "INVALID_DATA",
+        "details": {"api_name": "Priority", "json_path": "$.data[0].Priority"},
+        "message": "invalid data",
+        "status": "error",
+    }
+    respx.post(f"{API}/Tasks").respond(400, json={"data": [refusal]})
+    with pytest.raises(Rejected) as caught:
+        zoho.create_task("42", "Call", "Body", datetime(2024, 6, 3, tzinfo=UTC))
+    assert (caught.value.record, caught.value.field) == ("42", "Priority")
 
 
 # -- cassettes -----------------------------------------------------------------------------
