@@ -11,6 +11,9 @@ import pytest
 
 from leadrelay.config import Config, load_config
 from leadrelay.connectors.policy import RetryPolicy
+from leadrelay.handoff.scoring import Scorer
+from leadrelay.handoff.signals import signals_from_lead
+from leadrelay.model import Lead
 from leadrelay.sandbox.project import write_sandbox_project
 from leadrelay.sandbox.salesforce.store import SANDBOX_USERS
 from leadrelay.sandbox.server import SandboxServer
@@ -102,6 +105,50 @@ def test_a_pricing_page_director_reaches_salesforce_scored_and_owned(
     reason = str(row["Description"])
     assert reason.startswith("MQL (hot): score")
     assert "pricing page" in reason and "demo request" in reason and "Director+" in reason
+
+
+@pytest.mark.parametrize(
+    ("flow", "connection", "score_field", "page_field"),
+    [
+        ("hubspot-salesforce", "salesforce", "Lead_Score__c", "Landing_Page__c"),
+        ("hubspot-zoho", "zoho", "Lead_Score", "Landing_Page"),
+    ],
+)
+def test_the_captured_landing_page_scores_the_same_downstream(
+    server: SandboxServer,
+    project: Config,
+    flow: str,
+    connection: str,
+    score_field: str,
+    page_field: str,
+) -> None:
+    # As the capture worker leaves a web-form lead in HubSpot: its landing page and its score.
+    page = "https://www.example.org/pricing"
+    captured = Lead(
+        email="buyer5@company5.io",
+        job_title="Director of Finance",
+        employees=100,
+        landing_page=page,
+    )
+    scorer = Scorer(project.scoring)
+    at_capture = scorer.score(captured, signals_from_lead(captured), captured.created_at).total
+    captured.landing_page = None
+    without_page = scorer.score(captured, signals_from_lead(captured), captured.created_at).total
+    assert at_capture > without_page
+    add_contact(
+        server,
+        5,
+        jobtitle="Director of Finance",
+        numemployees="100-500",
+        leadrelay_landing_page=page,
+        leadrelay_score=str(at_capture),
+    )
+    stats, store = sync(project, flow)
+    store.close()
+    assert (stats.created, stats.dead_lettered) == (1, 0)
+    record = crm_leads(project, connection)["buyer5@company5.io"]
+    assert record[page_field] == page
+    assert float(record[score_field]) == at_capture
 
 
 def test_leads_are_spread_over_the_sales_reps_by_weight(
