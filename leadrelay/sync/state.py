@@ -57,6 +57,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -537,6 +538,12 @@ class StateStore:
         self._read_engine = self._engine.execution_options(**{_READ_ONLY: True})
         self._clock = clock
         self._dialect = self._engine.dialect.name
+        # SQLite has one writer at a time. Threads of this process queue here for it instead of
+        # in SQLite's busy handler, whose sleeps grow to 100 ms; other processes still wait
+        # there (busy_timeout). PostgreSQL needs no such queue.
+        self._writer: threading.RLock | None = (
+            threading.RLock() if self._dialect == "sqlite" else None
+        )
         if self._dialect not in ("sqlite", "postgresql"):
             self._engine.dispose()
             raise StateError(
@@ -583,15 +590,24 @@ class StateStore:
 
         Commits when the block ends, rolls back when it raises.
         """
-        with self._engine.begin() as conn:
+        with self._writing(), self._engine.begin() as conn:
             yield conn
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Hold this process's SQLite writer queue (nothing on PostgreSQL)."""
+        if self._writer is None:
+            yield
+            return
+        with self._writer:
+            yield
 
     @contextmanager
     def _write(self, conn: Connection | None) -> Iterator[Connection]:
         if conn is not None:
             yield conn
             return
-        with self._engine.begin() as own:
+        with self._writing(), self._engine.begin() as own:
             yield own
 
     @contextmanager
