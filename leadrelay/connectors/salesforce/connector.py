@@ -37,6 +37,7 @@ import tomllib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar, TypeVar
+from urllib.parse import urlencode
 
 import requests
 from simple_salesforce.api import Salesforce
@@ -121,6 +122,8 @@ _TASK_PARENTS = {"00Q": "Lead", _CONTACT_PREFIX: "Contact"}
 TASK_SUBJECT_MAX = 255
 TASK_DESCRIPTION_MAX = 32_000
 EXISTING_CONTACT = "EXISTING_CONTACT"
+#: Query operations per Composite call (Salesforce allows at most 5).
+COMPOSITE_QUERIES = 5
 
 
 def mapping_fields() -> list[str]:
@@ -414,6 +417,66 @@ class SalesforceConnector(Connector[SalesforceConnection]):
         """Every row of ``soql``."""
         return [row for page in self.query_pages(soql, describe=describe) for row in page]
 
+    def query_many(self, soqls: Sequence[str], *, describe: str) -> list[list[RawRecord]]:
+        """Every row of each query, in order. Several queries travel together in Composite
+        calls of up to :data:`COMPOSITE_QUERIES` (Salesforce counts a Composite call as one API
+        request); a query's further pages are read with ``queryMore``. A query Salesforce
+        refuses raises :class:`Fatal` with its own message."""
+        if len(soqls) <= 1:
+            return [self.query(text, describe=describe) for text in soqls]
+        timeout = self.settings.timeout_s
+        version = self.settings.api_version
+        results: list[list[RawRecord]] = []
+        for chunk in _chunks(list(soqls), COMPOSITE_QUERIES):
+            body = {
+                "allOrNone": False,
+                "compositeRequest": [
+                    {
+                        "method": "GET",
+                        "url": f"/services/data/v{version}/query?{urlencode({'q': text})}",
+                        "referenceId": f"q{n}",
+                    }
+                    for n, text in enumerate(chunk)
+                ],
+            }
+            answer = self.call(
+                lambda sf, body=body: sf.restful(  # type: ignore[misc]
+                    "composite", method="POST", json=body, timeout=timeout
+                ),
+                describe=f"{describe} ({len(chunk)} queries in one composite call)",
+                idempotent=True,
+            )
+            parts = answer.get("compositeResponse") if isinstance(answer, Mapping) else None
+            if not isinstance(parts, list) or len(parts) != len(chunk):
+                raise Fatal(
+                    f"{describe}: the composite answer has no result per query", system=SYSTEM
+                )
+            for part in parts:
+                results.append(self._composite_rows(part, describe, timeout))
+        return results
+
+    def _composite_rows(self, part: Any, describe: str, timeout: float) -> list[RawRecord]:
+        status = part.get("httpStatusCode") if isinstance(part, Mapping) else None
+        result = part.get("body") if isinstance(part, Mapping) else None
+        if status != 200 or not isinstance(result, Mapping):
+            errors = result if isinstance(result, list) else []
+            first = errors[0] if errors and isinstance(errors[0], Mapping) else {}
+            raise Fatal(
+                f"{describe}: {first.get('message') or 'the query was refused'}",
+                system=SYSTEM,
+                status=status if isinstance(status, int) else None,
+                code=str(first.get("errorCode") or "") or None,
+            )
+        rows = [_clean(r) for r in result.get("records", [])]
+        while not result.get("done", True) and result.get("nextRecordsUrl"):
+            result = self.call(
+                _query_more(str(result["nextRecordsUrl"]), timeout),
+                describe=f"{describe} (next page)",
+                idempotent=True,
+            )
+            rows.extend(_clean(r) for r in result.get("records", []))
+        return rows
+
     def _query_in(
         self, sobject: str, fields: Sequence[str], column: str, values: Sequence[str]
     ) -> list[RawRecord]:
@@ -537,16 +600,32 @@ class SalesforceConnector(Connector[SalesforceConnection]):
                 self._lookup_memo[email] = (now, found.get(email))
 
     def _query_emails(self, unique: Sequence[str]) -> dict[str, RawRecord]:
+        """Leads by e-mail, and Contacts for e-mails no Lead holds: the Lead and Contact queries
+        go out together (one Composite call), not one after the other."""
+        lead_template = (
+            f"SELECT {', '.join(self.lead_fields())} FROM Lead WHERE Email IN ({{values}})"  # noqa: S608
+        )
+        lead_soqls = [text for text, _ in in_batches(lead_template, unique)]
+        contact_soqls: list[str] = []
+        if self.check_contacts:
+            contact_template = (
+                f"SELECT {', '.join(CONTACT_FIELDS)} FROM Contact WHERE Email IN ({{values}})"  # noqa: S608
+            )
+            contact_soqls = [text for text, _ in in_batches(contact_template, unique)]
+        answers = self.query_many(
+            [*lead_soqls, *contact_soqls], describe=f"look up {len(unique)} e-mails"
+        )
         found: dict[str, RawRecord] = {}
-        for row in self._query_in("Lead", self.lead_fields(), "Email", unique):
-            key = normalize_email(str(row.get("Email") or ""))
-            if key and (key not in found or _better(row, found[key])):
-                found[key] = row
-        missing = [e for e in unique if e not in found]
-        if missing and self.check_contacts:
-            for row in self._query_in("Contact", CONTACT_FIELDS, "Email", missing):
+        for rows in answers[: len(lead_soqls)]:
+            for row in rows:
                 key = normalize_email(str(row.get("Email") or ""))
-                if key and key not in found:
+                if key and (key not in found or _better(row, found[key])):
+                    found[key] = row
+        leads = set(found)
+        for rows in answers[len(lead_soqls) :]:
+            for row in rows:
+                key = normalize_email(str(row.get("Email") or ""))
+                if key and key not in leads and key not in found:
                     found[key] = row
         return found
 

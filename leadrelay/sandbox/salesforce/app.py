@@ -55,6 +55,10 @@ SANDBOX_CONSUMER_KEY = "3MVG9sandbox.leadrelay.consumer.key"
 SANDBOX_CONSUMER_SECRET = "sandbox-consumer-secret"
 DEFAULT_DAILY_API_LIMIT = 15_000
 QUERY_BATCH_SIZE = 2000
+#: Composite: subrequests per call, and query operations among them (Salesforce's limits).
+COMPOSITE_MAX_SUBREQUESTS = 25
+COMPOSITE_MAX_QUERIES = 5
+_COMPOSITE_QUERY = re.compile(r"^/services/data/v(\d{2}\.\d)/(query|queryAll)/?\?(.*)$")
 COLLECTION_LIMIT = 200
 MAX_OPEN_CURSORS = 200
 MIN_VERSION, MAX_VERSION = 31.0, 62.0
@@ -651,6 +655,11 @@ class SalesforceEmulator(Emulator):
         async def query_all_more(version: str, locator: str) -> Response:
             return self._query_more(version, locator)
 
+        @route("/data/v{version}/composite", ["POST"])
+        async def composite(version: str, request: Request) -> Response:
+            _check_version(version)
+            return self._composite(version, await _json_body(request))
+
         @route("/data/v{version}/composite/sobjects", ["POST", "PATCH", "DELETE"])
         async def collections(version: str, request: Request) -> Response:
             _check_version(version)
@@ -685,6 +694,12 @@ class SalesforceEmulator(Emulator):
         if not text:
             return sf_error(400, "MALFORMED_QUERY", "A query string has to be specified")
         batch = _batch_size(request.headers.get("sforce-query-options", ""))
+        return JSONResponse(self._query_body(version, text, batch, include_deleted=include_deleted))
+
+    def _query_body(
+        self, version: str, text: str, batch: int, *, include_deleted: bool
+    ) -> dict[str, Any]:
+        """The first page of a query's answer (SoqlError for a bad query)."""
         with self.lock:
             bound = soql.compile_query(text, self.store.schema, self.store.resolve)
             rows = [
@@ -695,11 +710,86 @@ class SalesforceEmulator(Emulator):
                 if (include_deleted or not record.get("IsDeleted")) and bound.matches(record)
             ]
             if bound.count_only:
-                return JSONResponse({"totalSize": len(rows), "done": True, "records": []})
+                return {"totalSize": len(rows), "done": True, "records": []}
             rows = bound.order(rows)
             endpoint = "queryAll" if include_deleted else "query"
             cursor = _Cursor(rows, bound, version, endpoint)
-            return JSONResponse(self._page(cursor, None, 0, batch))
+            return self._page(cursor, None, 0, batch)
+
+    # --- composite ----------------------------------------------------------------------------
+
+    def _composite(self, version: str, body: Any) -> Response:
+        """``POST /composite`` with query / queryAll subrequests (the sandbox runs no others).
+
+        At most 25 subrequests, of which at most 5 queries (Salesforce's Composite limits); each
+        subrequest answers ``{body, httpHeaders, httpStatusCode, referenceId}``. The whole call
+        counts as one API request.
+        """
+        requests = body.get("compositeRequest") if isinstance(body, dict) else None
+        if not isinstance(requests, list) or not requests:
+            raise SalesforceAPIError(
+                400, Problem("JSON_PARSER_ERROR", "compositeRequest is required and not empty")
+            )
+        if len(requests) > COMPOSITE_MAX_SUBREQUESTS:
+            # Wording unverified; the limit of 25 subrequests is Salesforce's.
+            raise SalesforceAPIError(
+                400,
+                Problem(
+                    "INVALID_FIELD",
+                    f"Composite request can't have more than {COMPOSITE_MAX_SUBREQUESTS} "
+                    "subrequests",
+                ),
+            )
+        queries = sum(1 for item in requests if _composite_query(item) is not None)
+        if queries > COMPOSITE_MAX_QUERIES:
+            # Wording unverified; at most 5 query operations per call is Salesforce's limit.
+            raise SalesforceAPIError(
+                400,
+                Problem(
+                    "INVALID_FIELD",
+                    f"Composite request can't have more than {COMPOSITE_MAX_QUERIES} "
+                    "query operations",
+                ),
+            )
+        answers = []
+        for index, item in enumerate(requests):
+            if not isinstance(item, dict):
+                raise SalesforceAPIError(
+                    400, Problem("JSON_PARSER_ERROR", f"subrequest {index} is not an object")
+                )
+            reference = str(item.get("referenceId") or "")
+            status, answer = self._subrequest(version, item)
+            answers.append(
+                {
+                    "body": answer,
+                    "httpHeaders": {},
+                    "httpStatusCode": status,
+                    "referenceId": reference,
+                }
+            )
+        return JSONResponse({"compositeResponse": answers})
+
+    def _subrequest(self, version: str, item: dict[str, Any]) -> tuple[int, Any]:
+        query = _composite_query(item)
+        if query is None or str(item.get("method", "")).upper() != "GET":
+            return 400, [
+                {
+                    "errorCode": "NOT_SUPPORTED",
+                    "message": "the sandbox's composite runs query and queryAll subrequests only",
+                }
+            ]
+        endpoint, text = query
+        if not text:
+            return 400, [
+                {"errorCode": "MALFORMED_QUERY", "message": "A query string has to be specified"}
+            ]
+        try:
+            answer = self._query_body(
+                version, text, QUERY_BATCH_SIZE, include_deleted=endpoint == "queryAll"
+            )
+        except soql.SoqlError as exc:
+            return 400, [{"errorCode": exc.error_code, "message": exc.message}]
+        return 200, answer
 
     def _page(self, cursor: _Cursor, locator: str | None, start: int, batch: int) -> dict[str, Any]:
         end = start + batch
@@ -1018,6 +1108,16 @@ class _ApiGate:
 
 
 # --- helpers -------------------------------------------------------------------------------------
+
+
+def _composite_query(item: Any) -> tuple[str, str] | None:
+    """``(endpoint, SOQL)`` of a composite subrequest to query / queryAll, else None."""
+    url = item.get("url") if isinstance(item, dict) else None
+    match = _COMPOSITE_QUERY.match(str(url or ""))
+    if match is None:
+        return None
+    text = parse_qs(match.group(3)).get("q", [""])[0]
+    return match.group(2), text
 
 
 def _check_version(version: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,7 @@ from leadrelay.connectors.salesforce import connector as connector_module
 from leadrelay.connectors.salesforce.auth import Token, jwt_assertion
 from leadrelay.connectors.salesforce.bulk import parse_bulk_error
 from leadrelay.connectors.salesforce.connector import (
+    CONTACT_FIELDS,
     EXISTING_CONTACT,
     decode_cursor,
     mapping_fields,
@@ -185,12 +187,19 @@ def test_lookup_splits_long_email_lists_into_url_sized_batches(make_connector: M
     before = connector.api_calls
     found = connector.lookup(emails=emails)
     assert len(found) == len(emails)
-    assert connector.api_calls - before == len(
+    lead_queries = len(
         in_batches(
             f"SELECT {', '.join(connector.lead_fields())} FROM Lead WHERE Email IN ({{values}})",
             emails,
         )
     )
+    contact_queries = len(
+        in_batches(
+            f"SELECT {', '.join(CONTACT_FIELDS)} FROM Contact WHERE Email IN ({{values}})", emails
+        )
+    )
+    # The Lead and Contact queries travel together, five to a Composite call.
+    assert connector.api_calls - before == math.ceil((lead_queries + contact_queries) / 5)
 
 
 # -- Contacts, duplicate rules ------------------------------------------------------------------
@@ -275,8 +284,8 @@ def test_lookup_path_creates_new_and_updates_existing(make_connector: Make) -> N
     results = connector.upsert(
         [UpsertInput("old", lead(old, Title="CEO")), UpsertInput("new", lead(new))]
     )
-    # Lead lookup, Contact lookup of the one missing email, one update, one create.
-    assert connector.api_calls - before == 4
+    # Lead and Contact lookups in one Composite call, one update, one create.
+    assert connector.api_calls - before == 3
     assert [(r.outcome, r.external_id == created.external_id) for r in results] == [
         (WriteOutcome.UPDATED, True),
         (WriteOutcome.CREATED, False),
@@ -416,11 +425,12 @@ def test_describe_lists_active_picklist_values_only(
 
 def test_health_reports_the_org_budget(make_connector: Make) -> None:
     connector = make_connector()
-    connector.lookup(emails=["a@example.com"])  # describe, Lead and Contact queries
+    # describe, then the Lead and Contact queries in one Composite call (one API request)
+    connector.lookup(emails=["a@example.com"])
     health = connector.health()  # limits/ counts itself
-    assert (health.budget_max, health.budget_used) == (15000, 4)
-    assert health.details["sforce_limit_info"] == "api-usage=4/15000"
-    assert connector.api_usage == (4, 15000)
+    assert (health.budget_max, health.budget_used) == (15000, 3)
+    assert health.details["sforce_limit_info"] == "api-usage=3/15000"
+    assert connector.api_usage == (3, 15000)
 
 
 def test_users_and_lead_statuses(make_connector: Make) -> None:
