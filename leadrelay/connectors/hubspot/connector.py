@@ -871,35 +871,42 @@ class HubSpotConnector(Connector[HubSpotConnection]):
             created.append(spec.name)
         return created
 
-    def owners(self) -> list[HubSpotOwner]:
-        """Every active owner (``/crm/v3/owners``), for routing."""
-        owners: list[HubSpotOwner] = []
+    def _list_all(
+        self, describe: str, path: str, api_method: Callable[..., Any], **kwargs: Any
+    ) -> Iterator[dict[str, Any]]:
+        """Every item a v3 list endpoint returns, following ``paging.next.after``."""
         after: str | None = None
         while True:
-            kwargs: dict[str, Any] = {"limit": 100, "archived": False}
+            query = dict(kwargs)
             if after:
-                kwargs["after"] = after
-            response = self._call(
-                "list of owners",
-                "GET",
-                "/crm/v3/owners/",
-                self._apis.owners.get_page_with_http_info,
-                **kwargs,
-            )
-            for item in response.items("results"):
-                first, last = item.get("firstName") or "", item.get("lastName") or ""
-                owners.append(
-                    HubSpotOwner(
-                        id=str(item.get("id")),
-                        email=str(item.get("email") or ""),
-                        name=" ".join(p for p in (first, last) if p),
-                    )
-                )
+                query["after"] = after
+            response = self._call(describe, "GET", path, api_method, **query)
+            yield from response.items("results")
             paging = response.body.get("paging") if isinstance(response.body, dict) else None
             following = paging.get("next") if isinstance(paging, dict) else None
             after = following.get("after") if isinstance(following, dict) else None
             if not after:
-                return owners
+                return
+
+    def owners(self) -> list[HubSpotOwner]:
+        """Every active owner (``/crm/v3/owners``), for routing."""
+        owners: list[HubSpotOwner] = []
+        for item in self._list_all(
+            "list of owners",
+            "/crm/v3/owners/",
+            self._apis.owners.get_page_with_http_info,
+            limit=100,
+            archived=False,
+        ):
+            first, last = item.get("firstName") or "", item.get("lastName") or ""
+            owners.append(
+                HubSpotOwner(
+                    id=str(item.get("id")),
+                    email=str(item.get("email") or ""),
+                    name=" ".join(p for p in (first, last) if p),
+                )
+            )
+        return owners
 
     def account_owners(self) -> list[tuple[str, str]]:
         """Every company with a domain (or, when its domain is empty, a website) and an owner,
@@ -910,40 +917,27 @@ class HubSpotConnector(Connector[HubSpotConnection]):
         record-id order, so the companies are sorted by creation time (then id) afterwards.
         """
         found: list[tuple[int, int, str, str]] = []
-        after: str | None = None
-        while True:
-            kwargs: dict[str, Any] = {
-                "limit": 100,
-                "properties": [_COMPANY_DOMAIN, _COMPANY_WEBSITE, OWNER],
-                "archived": False,
-            }
-            if after:
-                kwargs["after"] = after
-            response = self._call(
-                "list of companies",
-                "GET",
-                _COMPANIES,
-                self._apis.companies.get_page_with_http_info,
-                **kwargs,
-            )
-            for item in response.items("results"):
-                properties = item.get("properties")
-                values = properties if isinstance(properties, dict) else {}
-                domain = values.get(_COMPANY_DOMAIN)
-                if not isinstance(domain, str) or not domain.strip():
-                    domain = values.get(_COMPANY_WEBSITE)
-                owner = values.get(OWNER)
-                if not isinstance(domain, str) or not domain.strip() or owner in (None, ""):
-                    continue
-                created = _epoch_ms(item.get("createdAt") or values.get(CREATED))
-                key = str(item.get("id") or "")
-                found.append((created, int(key) if key.isdigit() else 0, domain, str(owner)))
-            paging = response.body.get("paging") if isinstance(response.body, dict) else None
-            following = paging.get("next") if isinstance(paging, dict) else None
-            after = following.get("after") if isinstance(following, dict) else None
-            if not after:
-                found.sort(key=lambda row: (row[0], row[1]))
-                return [(domain, owner) for _, _, domain, owner in found]
+        for item in self._list_all(
+            "list of companies",
+            _COMPANIES,
+            self._apis.companies.get_page_with_http_info,
+            limit=100,
+            properties=[_COMPANY_DOMAIN, _COMPANY_WEBSITE, OWNER],
+            archived=False,
+        ):
+            properties = item.get("properties")
+            values = properties if isinstance(properties, dict) else {}
+            domain = values.get(_COMPANY_DOMAIN)
+            if not isinstance(domain, str) or not domain.strip():
+                domain = values.get(_COMPANY_WEBSITE)
+            owner = values.get(OWNER)
+            if not isinstance(domain, str) or not domain.strip() or owner in (None, ""):
+                continue
+            created = _epoch_ms(item.get("createdAt") or values.get(CREATED))
+            key = str(item.get("id") or "")
+            found.append((created, int(key) if key.isdigit() else 0, domain, str(owner)))
+        found.sort(key=lambda row: (row[0], row[1]))
+        return [(domain, owner) for _, _, domain, owner in found]
 
     def create_task(self, record_id: str, subject: str, body: str, due: datetime) -> str:
         """Create a task (HubSpot's default type, a to-do) on contact ``record_id``, due at

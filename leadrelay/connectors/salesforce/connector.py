@@ -402,6 +402,11 @@ class SalesforceConnector(Connector[SalesforceConnection]):
         result = self.call(
             lambda sf: sf.query(soql, timeout=timeout), describe=describe, idempotent=True
         )
+        yield from self._pages_from(result, describe)
+
+    def _pages_from(self, result: Mapping[str, Any], describe: str) -> Iterator[list[RawRecord]]:
+        """The rows of a query's first answer, then of each ``queryMore`` page until done."""
+        timeout = self.settings.timeout_s
         while True:
             yield [_clean(r) for r in result.get("records", [])]
             next_url = result.get("nextRecordsUrl")
@@ -452,10 +457,10 @@ class SalesforceConnector(Connector[SalesforceConnection]):
                     f"{describe}: the composite answer has no result per query", system=SYSTEM
                 )
             for part in parts:
-                results.append(self._composite_rows(part, describe, timeout))
+                results.append(self._composite_rows(part, describe))
         return results
 
-    def _composite_rows(self, part: Any, describe: str, timeout: float) -> list[RawRecord]:
+    def _composite_rows(self, part: Any, describe: str) -> list[RawRecord]:
         status = part.get("httpStatusCode") if isinstance(part, Mapping) else None
         result = part.get("body") if isinstance(part, Mapping) else None
         if status != 200 or not isinstance(result, Mapping):
@@ -467,23 +472,23 @@ class SalesforceConnector(Connector[SalesforceConnection]):
                 status=status if isinstance(status, int) else None,
                 code=str(first.get("errorCode") or "") or None,
             )
-        rows = [_clean(r) for r in result.get("records", [])]
-        while not result.get("done", True) and result.get("nextRecordsUrl"):
-            result = self.call(
-                _query_more(str(result["nextRecordsUrl"]), timeout),
-                describe=f"{describe} (next page)",
-                idempotent=True,
-            )
-            rows.extend(_clean(r) for r in result.get("records", []))
-        return rows
+        return [row for page in self._pages_from(result, describe) for row in page]
+
+    @staticmethod
+    def _in_queries(
+        sobject: str, fields: Sequence[str], column: str, values: Sequence[str]
+    ) -> list[tuple[str, list[str]]]:
+        """``SELECT fields FROM sobject WHERE column IN (values)`` split into URL-sized
+        queries, each with the values it holds."""
+        # Object and field names come from code and describe(); values are quoted literals.
+        template = f"SELECT {', '.join(fields)} FROM {sobject} WHERE {column} IN ({{values}})"  # noqa: S608
+        return in_batches(template, values)
 
     def _query_in(
         self, sobject: str, fields: Sequence[str], column: str, values: Sequence[str]
     ) -> list[RawRecord]:
-        # Object and field names come from code and describe(); values are quoted literals.
-        template = f"SELECT {', '.join(fields)} FROM {sobject} WHERE {column} IN ({{values}})"  # noqa: S608
         rows: list[RawRecord] = []
-        for soql, batch in in_batches(template, values):
+        for soql, batch in self._in_queries(sobject, fields, column, values):
             rows.extend(self.query(soql, describe=f"look up {len(batch)} {sobject} by {column}"))
         return rows
 
@@ -602,16 +607,14 @@ class SalesforceConnector(Connector[SalesforceConnection]):
     def _query_emails(self, unique: Sequence[str]) -> dict[str, RawRecord]:
         """Leads by e-mail, and Contacts for e-mails no Lead holds: the Lead and Contact queries
         go out together (one Composite call), not one after the other."""
-        lead_template = (
-            f"SELECT {', '.join(self.lead_fields())} FROM Lead WHERE Email IN ({{values}})"  # noqa: S608
-        )
-        lead_soqls = [text for text, _ in in_batches(lead_template, unique)]
+        lead_soqls = [
+            text for text, _ in self._in_queries("Lead", self.lead_fields(), "Email", unique)
+        ]
         contact_soqls: list[str] = []
         if self.check_contacts:
-            contact_template = (
-                f"SELECT {', '.join(CONTACT_FIELDS)} FROM Contact WHERE Email IN ({{values}})"  # noqa: S608
-            )
-            contact_soqls = [text for text, _ in in_batches(contact_template, unique)]
+            contact_soqls = [
+                text for text, _ in self._in_queries("Contact", CONTACT_FIELDS, "Email", unique)
+            ]
         answers = self.query_many(
             [*lead_soqls, *contact_soqls], describe=f"look up {len(unique)} e-mails"
         )

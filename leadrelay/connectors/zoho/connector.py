@@ -203,6 +203,15 @@ def classify_zoho(info: ResponseInfo) -> Classified:
     return classify_default(info)
 
 
+class _NoPageToken(Exception):
+    """Get Records said there is more but gave no ``page_token`` after page ``page``."""
+
+    def __init__(self, page: int, status: int) -> None:
+        super().__init__(f"no next_page_token after page {page}")
+        self.page = page
+        self.status = status
+
+
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -420,35 +429,56 @@ class ZohoConnector(Connector[ZohoConnection]):
             "sort_order": "asc",
             "per_page": str(PER_PAGE),
         }
+        pages = self._record_pages(
+            self.module, base, f"read of changed {self.module}", headers=headers
+        )
+        try:
+            for records in pages:
+                for record in records:
+                    moment = _parse_time(record.get("Modified_Time"))
+                    if moment is None:
+                        continue
+                    key = (moment, _id_order(record.get("id")))
+                    if newest is None or key > newest:
+                        newest = key
+                yield Page(
+                    records,
+                    encode_cursor(newest[0], newest[1][1]) if newest is not None else None,
+                )
+        except _NoPageToken as stop:
+            # Without a page_token nothing beyond 2,000 records can be read in this pass;
+            # the cursor has advanced, so the next read continues from it.
+            _log.info("zoho read stopped at page %d: no next_page_token given", stop.page)
+
+    def _record_pages(
+        self,
+        module: str,
+        params: Mapping[str, str],
+        describe: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+    ) -> Iterator[list[RawRecord]]:
+        """The non-empty pages Get Records lists for ``params``: ``page`` for the first 2,000
+        records, then ``page_token``; :class:`_NoPageToken` when Zoho gives no token to go on."""
         page, token = 1, None
         while True:
-            params = dict(base)
+            query = dict(params)
             if token is None:
-                params["page"] = str(page)
+                query["page"] = str(page)
             else:
-                params["page_token"] = token
+                query["page_token"] = token
             response = self._call(
                 "GET",
-                f"/{self.module}",
-                params=params,
-                headers=headers,
-                describe=f"read of changed {self.module} (page {page})",
+                f"/{module}",
+                params=query,
+                headers=dict(headers or {}),
+                describe=f"{describe} (page {page})",
             )
             body = self._json(response)
             records = [r for r in body.get("data") or [] if isinstance(r, dict)]
             if not records:
                 return
-            for record in records:
-                moment = _parse_time(record.get("Modified_Time"))
-                if moment is None:
-                    continue
-                key = (moment, _id_order(record.get("id")))
-                if newest is None or key > newest:
-                    newest = key
-            yield Page(
-                records,
-                encode_cursor(newest[0], newest[1][1]) if newest is not None else None,
-            )
+            yield records
             info = body.get("info") or {}
             if not info.get("more_records"):
                 return
@@ -457,10 +487,7 @@ class ZohoConnector(Connector[ZohoConnection]):
                 continue
             token = info.get("next_page_token")
             if not token:
-                # Without a page_token nothing beyond 2,000 records can be read in this pass;
-                # the cursor has advanced, so the next read continues from it.
-                _log.info("zoho read stopped at page %d: no next_page_token given", page - 1)
-                return
+                raise _NoPageToken(page - 1, response.status_code)
 
     # -- lookup ---------------------------------------------------------------------------
 
@@ -819,8 +846,20 @@ class ZohoConnector(Connector[ZohoConnection]):
             "sort_by": "id",
             "sort_order": "asc",
         }
+        describe = "list of Accounts"
+        records: list[RawRecord] = []
+        try:
+            for page in self._record_pages("Accounts", params, describe):
+                records.extend(page)
+        except _NoPageToken as stop:
+            raise Fatal(
+                f"{describe}: Zoho gave no page_token, so records beyond "
+                f"{stop.page * PER_PAGE} cannot be read",
+                system=self.kind,
+                status=stop.status,
+            ) from None
         rows: list[tuple[tuple[datetime, tuple[int, str]], str, str]] = []
-        for record in self._all_records("Accounts", params, "list of Accounts"):
+        for record in records:
             website = record.get("Website")
             owner = record.get("Owner")
             owner_id = owner.get("id") if isinstance(owner, Mapping) else None
@@ -830,39 +869,6 @@ class ZohoConnector(Connector[ZohoConnection]):
             rows.append(((created, _id_order(record.get("id"))), website, str(owner_id)))
         rows.sort(key=lambda row: row[0])
         return [(website, owner_id) for _, website, owner_id in rows]
-
-    def _all_records(
-        self, module: str, params: Mapping[str, str], describe: str
-    ) -> Iterator[RawRecord]:
-        """Every record Get Records lists for ``params``: ``page`` up to 2,000, then
-        ``page_token``."""
-        page, token = 1, None
-        while True:
-            query = dict(params)
-            if token is None:
-                query["page"] = str(page)
-            else:
-                query["page_token"] = token
-            response = self._call(
-                "GET", f"/{module}", params=query, describe=f"{describe} (page {page})"
-            )
-            body = self._json(response)
-            records = [r for r in body.get("data") or [] if isinstance(r, dict)]
-            yield from records
-            info = body.get("info") or {}
-            if not records or not info.get("more_records"):
-                return
-            page += 1
-            if token is None and page * PER_PAGE <= PAGE_REACH:
-                continue
-            token = info.get("next_page_token")
-            if not token:
-                raise Fatal(
-                    f"{describe}: Zoho gave no page_token, so records beyond "
-                    f"{(page - 1) * PER_PAGE} cannot be read",
-                    system=self.kind,
-                    status=response.status_code,
-                )
 
     # -- metadata -------------------------------------------------------------------------
 
