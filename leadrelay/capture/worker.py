@@ -38,8 +38,6 @@ What the sync engine could share: it has no entry point that writes already-norm
 from __future__ import annotations
 
 import logging
-import multiprocessing
-import signal
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -47,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from leadrelay.capture.sources import FetchError, Fetchers, submission_fields
+from leadrelay.childproc import SPAWN, ServeChild, child_logging
 from leadrelay.config import Config, FormConfig
 from leadrelay.connectors.base import (
     Capability,
@@ -886,15 +885,8 @@ class DeliveryLoop:
 def _delivery_process_main(config_path: str, wake: Any, stop: Any, min_gap_s: float) -> None:
     """The body of :class:`DeliveryProcess`'s child: the delivery loop on the project."""
     from leadrelay.config import load_config
-    from leadrelay.connectors.errors import RedactingFilter
 
-    # Ctrl-C reaches the whole process group: the parent stops this loop between passes.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    handler = logging.StreamHandler()
-    handler.addFilter(RedactingFilter())
-    handler.setFormatter(logging.Formatter("%(levelname)s:     delivery: %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
+    child_logging(log, "delivery")
     config = load_config(config_path)
     store = StateStore(config.state.url)
     try:
@@ -905,42 +897,31 @@ def _delivery_process_main(config_path: str, wake: Any, stop: Any, min_gap_s: fl
         store.close()
 
 
-class DeliveryProcess:
+class DeliveryProcess(ServeChild):
     """:class:`DeliveryLoop` in a child process of its own, as ``leadrelay serve`` runs it.
 
     Mapping and writing leads costs CPU; in its own process it does not hold the capture
     endpoints' interpreter lock, so acknowledging a submission stays fast under load. The child
     re-reads the project from ``config_path``. :meth:`wake` is cheap and safe from any thread;
-    :meth:`stop` waits for the pass in progress. ``/metrics`` reads the delivered / failed
-    counts from the state store, so they are right in this mode too.
+    :meth:`stop` waits for the pass in progress (30 s by default). ``/metrics`` reads the
+    delivered / failed counts from the state store, so they are right in this mode too.
     """
 
     def __init__(self, config_path: Path, *, min_gap_s: float = 0.5) -> None:
-        context = multiprocessing.get_context("spawn")
-        self._wake = context.Event()
-        self._stop = context.Event()
-        self._process = context.Process(
-            target=_delivery_process_main,
-            args=(str(config_path), self._wake, self._stop, min_gap_s),
-            name="leadrelay-delivery",
-            daemon=True,
+        self._wake = SPAWN.Event()
+        stop = SPAWN.Event()
+        super().__init__(
+            "leadrelay-delivery",
+            _delivery_process_main,
+            (str(config_path), self._wake, stop, min_gap_s),
+            stop,
+            stop_timeout_s=30.0,
         )
-
-    def start(self) -> None:
-        """Start the child process."""
-        self._process.start()
 
     def wake(self) -> None:
         """Run the next pass now."""
         self._wake.set()
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """Ask the loop to end, wait for the pass in progress, then make sure it is gone."""
-        self._stop.set()
+    def _request_stop(self) -> None:
+        super()._request_stop()
         self._wake.set()
-        if self._process.pid is None:
-            return
-        self._process.join(timeout)
-        if self._process.is_alive():
-            self._process.terminate()
-            self._process.join(5)

@@ -16,14 +16,13 @@ delivery worker.
 from __future__ import annotations
 
 import logging
-import multiprocessing
-import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from leadrelay.childproc import SPAWN, ServeChild, child_logging
 from leadrelay.sync.runner import FlowLocked, FlowSetupError, RunOutcome, run_flows
 
 if TYPE_CHECKING:
@@ -178,16 +177,9 @@ class Scheduler:
 def _schedule_process_main(config_path: str, stop: Any) -> None:
     """The body of :class:`ScheduleProcess`'s child: the scheduler on the project."""
     from leadrelay.config import load_config
-    from leadrelay.connectors.errors import RedactingFilter
     from leadrelay.sync.state import StateStore
 
-    # Ctrl-C reaches the whole process group: the parent stops this loop between runs.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    handler = logging.StreamHandler()
-    handler.addFilter(RedactingFilter())
-    handler.setFormatter(logging.Formatter("%(levelname)s:     schedule: %(message)s"))
-    log.addHandler(handler)
-    log.setLevel(logging.INFO)
+    child_logging(log, "schedule")
     config = load_config(config_path)
     store = StateStore(config.state.url)
     try:
@@ -196,38 +188,19 @@ def _schedule_process_main(config_path: str, stop: Any) -> None:
         store.close()
 
 
-class ScheduleProcess:
+class ScheduleProcess(ServeChild):
     """:class:`Scheduler` in a child process of ``leadrelay serve``; :meth:`stop` waits for the
-    run in progress (up to ``timeout``), then makes sure the child is gone."""
+    run in progress (60 s by default), then makes sure the child is gone."""
 
     def __init__(self, config_path: Path) -> None:
-        context = multiprocessing.get_context("spawn")
-        self._stop = context.Event()
-        self._process = context.Process(
-            target=_schedule_process_main,
-            args=(str(config_path), self._stop),
-            name="leadrelay-schedule",
-            daemon=True,
+        stop = SPAWN.Event()
+        super().__init__(
+            "leadrelay-schedule",
+            _schedule_process_main,
+            (str(config_path), stop),
+            stop,
+            stop_timeout_s=60.0,
         )
-
-    def start(self) -> None:
-        """Start the child process."""
-        self._process.start()
-
-    @property
-    def alive(self) -> bool:
-        """Whether the child is running."""
-        return self._process.is_alive()
-
-    def stop(self, timeout: float = 60.0) -> None:
-        """Ask the scheduler to end and wait for it."""
-        self._stop.set()
-        if self._process.pid is None:
-            return
-        self._process.join(timeout)
-        if self._process.is_alive():
-            self._process.terminate()
-            self._process.join(5)
 
 
 def schedule_lines(config: Config, moment: datetime) -> list[str]:
