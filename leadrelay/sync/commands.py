@@ -195,8 +195,7 @@ def sync_command(
         raise CliError(str(exc), 2) from exc
     finally:
         store.close()
-    results, fatal = outcome.results, outcome.fatal
-    ok = fatal is None and not any(s.error or s.dead_lettered for s in results)
+    results, fatal, ok = outcome.results, outcome.fatal, outcome.ok
     if as_json:
         print_json({"ok": ok, "flows": [s.to_json() for s in results]})
     else:

@@ -1527,19 +1527,14 @@ class StateStore:
                 )
             ).first()
             if existing is not None:
-                letter_id = int(existing[0])
-                c.execute(
-                    dead_letters_table.update()
-                    .where(dead_letters_table.c.id == letter_id)
-                    .values(
-                        attempts=dead_letters_table.c.attempts + 1,
-                        last_attempt_at=self.now(),
-                        reason=reason,
-                        field=field,
-                        payload=dict(payload),
-                    )
-                )
-                return letter_id
+                values = {
+                    "attempts": dead_letters_table.c.attempts + 1,
+                    "last_attempt_at": self.now(),
+                    "reason": reason,
+                    "field": field,
+                    "payload": dict(payload),
+                }
+                return self._update_dead_letter(int(existing[0]), values, c).id
             return self.add_dead_letter(
                 connection=connection,
                 system=system,

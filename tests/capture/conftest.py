@@ -23,7 +23,9 @@ with warnings.catch_warnings():
 from leadrelay.capture.app import create_app
 from leadrelay.capture.verify import hubspot_v3_signature
 from leadrelay.config import Config, load_config
+from leadrelay.sandbox.server import SandboxServer
 from leadrelay.sync.state import StateStore
+from tests.capture.sandbox_project import Project, admin
 
 WEB_SECRET = "web-shared-secret-1"
 WEB_HMAC = "web-hmac-key-2"
@@ -248,3 +250,23 @@ def clock() -> Clock:
 def client(config: Config, store: StateStore, clock: Clock) -> Iterator[TestClient]:
     with TestClient(create_app(config, store, clock=clock)) as opened:
         yield opened
+
+
+# -- a project written by ``sandbox --init`` against a sandbox on loopback -------------------
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxServer]:
+    """Every emulator on one HTTPS port, once per test module."""
+    with SandboxServer(ca_dir=tmp_path_factory.mktemp("ca")) as running:
+        yield running
+
+
+@pytest.fixture
+def project(sandbox: SandboxServer, tmp_path: Path) -> Iterator[Project]:
+    """The ``sandbox --init`` project on an emptied sandbox without faults."""
+    admin(sandbox, "reset", {})
+    admin(sandbox, "faults", {})
+    opened = Project(tmp_path, sandbox)
+    yield opened
+    opened.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +13,8 @@ import typer
 from leadrelay.capture.commands import forms_app, import_command, serve_command
 from leadrelay.cli import CliError
 from leadrelay.config import load_config, read_env_file
-from leadrelay.sandbox.server import SandboxServer
 from tests.capture.conftest import write_project
-from tests.capture.sandbox_project import Project, admin
+from tests.capture.sandbox_project import Project
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
@@ -128,21 +126,6 @@ def test_serve_with_a_bad_config_exits_2(
 
 
 # -- on the sandbox ------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxServer]:
-    with SandboxServer(ca_dir=tmp_path_factory.mktemp("ca")) as running:
-        yield running
-
-
-@pytest.fixture
-def project(sandbox: SandboxServer, tmp_path: Path) -> Iterator[Project]:
-    admin(sandbox, "reset", {})
-    admin(sandbox, "faults", {})
-    opened = Project(tmp_path, sandbox)
-    yield opened
-    opened.close()
 
 
 def run_json(capsys: pytest.CaptureFixture[str], project: Project, *argv: str) -> tuple[int, Any]:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,21 +14,6 @@ from leadrelay.sync.commands import dlq_app
 from leadrelay.sync.state import DeadLetterStatus, InboxStatus
 from tests.capture.sandbox_project import Project, admin
 from tests.hubspot_sandbox import hubspot_api
-
-
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxServer]:
-    with SandboxServer(ca_dir=tmp_path_factory.mktemp("ca")) as running:
-        yield running
-
-
-@pytest.fixture
-def project(sandbox: SandboxServer, tmp_path: Path) -> Iterator[Project]:
-    admin(sandbox, "reset", {})
-    admin(sandbox, "faults", {})
-    opened = Project(tmp_path, sandbox)
-    yield opened
-    opened.close()
 
 
 def retry(project: Project, capsys: pytest.CaptureFixture[str], *ids: int) -> dict[int, str]:

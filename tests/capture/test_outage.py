@@ -17,12 +17,6 @@ OUTAGE = {"error_rate": 1.0, "error_status": 503, "systems": ["hubspot"]}
 EMAILS = [f"outage{n}@acme.io" for n in range(3)]
 
 
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxServer]:
-    with SandboxServer(ca_dir=tmp_path_factory.mktemp("ca")) as running:
-        yield running
-
-
 @pytest.fixture
 def project(sandbox: SandboxServer, tmp_path: Path) -> Iterator[Project]:
     admin(sandbox, "reset", {})

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,26 +21,10 @@ from leadrelay.capture.worker import (
 )
 from leadrelay.config import Config, MetaFormConfig, load_config
 from leadrelay.connectors.base import UpsertInput
-from leadrelay.sandbox.server import SandboxServer
 from leadrelay.sync.commands import sync_command
 from leadrelay.sync.state import DeadLetterStatus, InboxStatus, LedgerState, StateStore
 from tests.capture.conftest import meta_body
 from tests.capture.sandbox_project import NO_RETRY, Project, admin
-
-
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxServer]:
-    with SandboxServer(ca_dir=tmp_path_factory.mktemp("ca")) as running:
-        yield running
-
-
-@pytest.fixture
-def project(sandbox: SandboxServer, tmp_path: Path) -> Iterator[Project]:
-    admin(sandbox, "reset", {})
-    admin(sandbox, "faults", {})
-    opened = Project(tmp_path, sandbox)
-    yield opened
-    opened.close()
 
 
 def deliver(project: Project) -> Any:

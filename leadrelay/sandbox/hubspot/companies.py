@@ -23,8 +23,13 @@ from leadrelay.sandbox.hubspot.errors import (
     property_problem,
     validation_error,
 )
-from leadrelay.sandbox.hubspot.schema import SEEDED_OWNERS, Schema, iso_ms, make_property
-from leadrelay.sandbox.hubspot.store import BATCH_LIMIT, wanted_properties
+from leadrelay.sandbox.hubspot.schema import (
+    Schema,
+    iso_ms,
+    make_property,
+    seeded_owner_options,
+)
+from leadrelay.sandbox.hubspot.store import ContactStore, wanted_properties
 
 OWNER = "hubspot_owner_id"
 #: What a read returns when it names no properties (HubSpot's default company read set).
@@ -35,16 +40,7 @@ FIRST_COMPANY_ID = 3_000_001
 
 def company_properties() -> dict[str, dict[str, Any]]:
     """The company properties of a fresh sandbox account, by name."""
-    owner_options = [
-        {
-            "label": f"{o.first_name} {o.last_name} ({o.email})",
-            "value": o.id,
-            "displayOrder": i,
-            "hidden": False,
-            "description": "",
-        }
-        for i, o in enumerate(SEEDED_OWNERS)
-    ]
+    owner_options = seeded_owner_options()
     info = "companyinformation"
     props = [
         make_property("name", "Company name", group=info),
@@ -232,14 +228,7 @@ class CompanyStore:
     def batch_read(self, body: Any) -> tuple[int, dict[str, Any]]:
         """``batch/read``: 200, or 207 with OBJECT_NOT_FOUND naming the ids not found."""
         started = self.now_ms()
-        if not isinstance(body, dict) or not isinstance(body.get("inputs"), list):
-            raise validation_error("Invalid input JSON: the body needs an inputs list")
-        inputs: list[Any] = body["inputs"]
-        if len(inputs) > BATCH_LIMIT:
-            raise validation_error(
-                f"Too many inputs: {len(inputs)}. The number of inputs in a batch request may "
-                f"not exceed {BATCH_LIMIT}."
-            )
+        inputs = ContactStore.batch_inputs(body)
         wanted = wanted_properties(body.get("properties"))
         archived = bool(body.get("archived", False))
         results: list[dict[str, Any]] = []

@@ -410,17 +410,25 @@ class HubSpotEmulator(Emulator):
         api.add_exception_handler(Exception, http_error)
         return _CatchAll(api)
 
+    def _list_page(
+        self, object_type: str, results: list[dict[str, Any]], after: str | None, limit: int
+    ) -> Response:
+        """A v3 list answer: the results, and ``paging.next`` when there are more."""
+        body: dict[str, Any] = {"results": results}
+        if after is not None:
+            link = f"{self.base_url}/crm/v3/objects/{object_type}?after={after}&limit={limit}"
+            body["paging"] = {"next": {"after": after, "link": link}}
+        return _json(body)
+
     # ------------------------------------------------------------ contacts
 
     def _list_contacts(self, call: _Call) -> Response:
         limit = _int_param(call.query("limit"), "limit", default=10, maximum=100)
         page, after = self.store.page(limit, call.query("after"), call.flag("archived"))
         wanted = call.query_list("properties")
-        body: dict[str, Any] = {"results": [self.store.render(c, wanted) for c in page]}
-        if after is not None:
-            link = f"{self.base_url}/crm/v3/objects/contacts?after={after}&limit={limit}"
-            body["paging"] = {"next": {"after": after, "link": link}}
-        return _json(body)
+        return self._list_page(
+            "contacts", [self.store.render(c, wanted) for c in page], after, limit
+        )
 
     def _get_contact(self, call: _Call) -> Response:
         contact = self.store.find(
@@ -611,13 +619,12 @@ class HubSpotEmulator(Emulator):
         limit = _int_param(call.query("limit"), "limit", default=10, maximum=100)
         page, after = self.tasks.page(limit, call.query("after"))
         wanted, associations = call.query_list("properties"), self._with_contacts(call)
-        body: dict[str, Any] = {
-            "results": [self.tasks.render(t, wanted, associations=associations) for t in page]
-        }
-        if after is not None:
-            link = f"{self.base_url}/crm/v3/objects/tasks?after={after}&limit={limit}"
-            body["paging"] = {"next": {"after": after, "link": link}}
-        return _json(body)
+        return self._list_page(
+            "tasks",
+            [self.tasks.render(t, wanted, associations=associations) for t in page],
+            after,
+            limit,
+        )
 
     # ------------------------------------------------------------ companies
 
@@ -625,11 +632,9 @@ class HubSpotEmulator(Emulator):
         limit = _int_param(call.query("limit"), "limit", default=10, maximum=100)
         page, after = self.companies.page(limit, call.query("after"), call.flag("archived"))
         wanted = call.query_list("properties")
-        body: dict[str, Any] = {"results": [self.companies.render(c, wanted) for c in page]}
-        if after is not None:
-            link = f"{self.base_url}/crm/v3/objects/companies?after={after}&limit={limit}"
-            body["paging"] = {"next": {"after": after, "link": link}}
-        return _json(body)
+        return self._list_page(
+            "companies", [self.companies.render(c, wanted) for c in page], after, limit
+        )
 
     def _get_company(self, call: _Call) -> Response:
         company = self.companies.find(

@@ -215,9 +215,9 @@ def make_property(
     return definition
 
 
-def default_properties() -> dict[str, dict[str, Any]]:
-    """The contact properties of a fresh sandbox account, by name."""
-    owner_options = [
+def seeded_owner_options() -> list[dict[str, Any]]:
+    """The ``hubspot_owner_id`` options of a fresh sandbox account: one per seeded owner."""
+    return [
         {
             "label": f"{o.first_name} {o.last_name} ({o.email})",
             "value": o.id,
@@ -227,6 +227,11 @@ def default_properties() -> dict[str, dict[str, Any]]:
         }
         for i, o in enumerate(SEEDED_OWNERS)
     ]
+
+
+def default_properties() -> dict[str, dict[str, Any]]:
+    """The contact properties of a fresh sandbox account, by name."""
+    owner_options = seeded_owner_options()
     analytics = "analyticsinformation"
     props = [
         make_property("firstname", "First Name"),
