@@ -16,7 +16,8 @@ For every lead on its way from marketing to sales (the forward pass of a flow),
    dropped first, never copied across. Round-robin positions and daily counts persist in the
    state store (:class:`StoreRoutingState`). The ``account_owner`` rule reads the
    destination's accounts (Salesforce Accounts, HubSpot companies, Zoho Accounts: website or
-   domain → owner, :func:`crm_accounts`) once per run;
+   domain → owner, :func:`crm_accounts`); users and accounts are read once and reused for
+   :data:`DIRECTORY_TTL_S` by every qualify step on the same connector;
 4. sets ``sla_due_at`` (``[sla]``) and records the lead's open clock, so that a later run can
    escalate a breach (:meth:`Qualifier.escalate_due`): by e-mail, Slack, and — with
    ``[sla.escalation] crm_task = true`` — a task on the lead's record in the destination
@@ -36,10 +37,12 @@ and :data:`ESCALATION_SPACE` (escalations sent).
 from __future__ import annotations
 
 import json
+import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
@@ -90,6 +93,7 @@ __all__ = [
     "StoreSentLog",
     "crm_accounts",
     "crm_owners",
+    "directory_read",
     "lead_signals",
     "task_creator",
 ]
@@ -251,6 +255,33 @@ def crm_accounts(connector: Connector[Any]) -> DomainAccounts | None:
         if domain is not None and owner:
             owners.setdefault(domain, str(owner))
     return DomainAccounts(owners)
+
+
+#: How long a connection's users and accounts, once read, serve routing. ``leadrelay serve``
+#: delivers every few seconds with a qualify step per pass: without this every pass would list
+#: every account of the CRM again.
+DIRECTORY_TTL_S = 300.0
+
+_T = TypeVar("_T")
+_directory: weakref.WeakKeyDictionary[Connector[Any], dict[str, tuple[float, Any]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def directory_read(
+    connector: Connector[Any], what: str, read: Callable[[Connector[Any]], _T]
+) -> _T:
+    """``read(connector)``, reused for :data:`DIRECTORY_TTL_S` seconds per connector object (a
+    new connector, as each ``leadrelay sync`` run makes, reads afresh)."""
+    now = time.monotonic()
+    entries = _directory.setdefault(connector, {})
+    cached = entries.get(what)
+    if cached is not None and now - cached[0] < DIRECTORY_TTL_S:
+        value: _T = cached[1]
+        return value
+    fresh = read(connector)
+    entries[what] = (now, fresh)
+    return fresh
 
 
 # --------------------------------------------------------------------------------------------
@@ -433,8 +464,10 @@ class Qualifier:
         destination_mapping: the destination's mapping (to read leads back for escalation).
         dry_run: nothing is written to the store.
         sla: the SLA settings (default: ``[sla]`` of ``config``).
-        owners: the owners to route to (default: read from ``destination`` on first use).
-        accounts: the account index (default: :func:`crm_accounts` when a rule needs it).
+        owners: the owners to route to (default: read from ``destination`` on first use,
+            reused for :data:`DIRECTORY_TTL_S`).
+        accounts: the account index (default: :func:`crm_accounts` when a rule needs it,
+            reused likewise).
     """
 
     def __init__(
@@ -472,11 +505,13 @@ class Qualifier:
     def router(self) -> Router:
         """The router over the destination's owners (read from the CRM on first use)."""
         if self._router is None:
-            owners = self._owners if self._owners is not None else crm_owners(self.destination)
+            owners = self._owners
+            if owners is None:
+                owners = directory_read(self.destination, "owners", crm_owners)
             accounts = self._accounts
             wants_accounts = any(isinstance(r, AccountOwnerRule) for r in self.config.routing.rules)
             if accounts is None and wants_accounts:
-                accounts = crm_accounts(self.destination)
+                accounts = directory_read(self.destination, "accounts", crm_accounts)
             self._router = Router(self.config.routing, owners, accounts, self.state)
         return self._router
 

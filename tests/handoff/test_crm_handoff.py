@@ -121,6 +121,21 @@ def test_a_lead_of_no_known_account_goes_on_to_the_next_rule(project: Project, k
     assert done.assignment is not None and done.assignment.rule != "account_owner"
 
 
+@pytest.mark.parametrize("kind", CRMS)
+def test_users_and_accounts_are_read_once_for_the_qualify_steps_of_one_connector(
+    project: Project, kind: str
+) -> None:
+    connector = project.pool.get(kind)
+    create_account(project, kind, connector, "acme.io", an_owner(connector).id)
+    qualifier(project, kind).qualify(Lead(email="ana@acme.io", last_name="A"), now=NOW)
+    calls = connector.api_calls
+
+    done = qualifier(project, kind).qualify(Lead(email="bo@acme.io", last_name="B"), now=NOW)
+
+    assert connector.api_calls == calls
+    assert done.assignment is not None and done.assignment.rule == "account_owner"
+
+
 def write(project: Project, kind: str, lead: Lead) -> str:
     """The lead mapped to the CRM and upserted; its record id (linked in the store)."""
     mapping = load_mapping(kind)
