@@ -764,7 +764,7 @@ def drain_inbox(
     the end of the call, so later items are claimed past them; a destination whose write call
     failed is not called again in this pass.
     """
-    pool = connectors if connectors is not None else ConnectorPool(config)
+    pool = connectors if connectors is not None else ConnectorPool(config, store=store)
     delivery = _Delivery(config, store, pool, fetchers=fetchers, on_progress=on_progress)
     try:
         for _ in range(max_batches):
@@ -873,7 +873,7 @@ class DeliveryLoop:
         return stats
 
     def _run(self) -> None:
-        with ConnectorPool(self.config, **self.connector_options) as pool:
+        with ConnectorPool(self.config, store=self.store, **self.connector_options) as pool:
             while not self._stop.is_set():
                 self._wake.clear()
                 self.run_once(pool)

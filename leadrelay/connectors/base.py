@@ -37,10 +37,12 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from types import TracebackType
 from typing import Any, ClassVar, Generic, TypeAlias, TypeVar
 
+from leadrelay.connectors.credentials import CredentialCache, process_cache
 from leadrelay.connectors.errors import Rejected, UnsupportedCapability
 from leadrelay.connectors.policy import CallPolicy, RateLimiter, RetryPolicy
 
@@ -50,6 +52,7 @@ __all__ = [
     "Capability",
     "Connector",
     "ConnectorNotFound",
+    "Deletion",
     "FieldInfo",
     "Health",
     "LookupKey",
@@ -116,6 +119,23 @@ def normalize_email(email: str) -> str:
 
 
 @dataclass(frozen=True)
+class Deletion:
+    """A record the system deleted (or archived) since the cursor, or merged into another.
+
+    Attributes:
+        record_id: the system id of the record that is gone.
+        merged_into: for a merge, the id of the surviving record (Salesforce ``MasterRecordId``,
+            HubSpot's survivor whose ``hs_merged_object_ids`` names this id, Zoho's merge);
+            None for a plain delete.
+        at: when the system says it happened, when it says so.
+    """
+
+    record_id: str
+    merged_into: str | None = None
+    at: datetime | None = None
+
+
+@dataclass(frozen=True)
 class Page:
     """One page of changed records.
 
@@ -123,10 +143,14 @@ class Page:
         records: raw records in the order the system returned them.
         cursor: where to resume once this page is committed (opaque to the caller); None when
             the system gave no position, in which case the caller keeps its previous cursor.
+        deleted: records deleted or merged away since the cursor (DESIGN §7.4a); a connector
+            may report them on any page, typically on the last one or on a page of their own
+            with no records.
     """
 
     records: list[RawRecord]
     cursor: str | None
+    deleted: tuple[Deletion, ...] = ()
 
 
 class LookupKind(StrEnum):
@@ -346,6 +370,13 @@ class Connector(ABC, Generic[SettingsT]):
         self.name = name
         self._api_calls = 0
         self._calls_lock = threading.Lock()
+        #: Where tokens, sessions and describe() results are kept for their lifetime; the
+        #: process's memory unless :meth:`use_credentials` gives the state store's.
+        self.credentials: CredentialCache = process_cache()
+
+    def use_credentials(self, cache: CredentialCache) -> None:
+        """Keep tokens, sessions and schema reads in ``cache`` (shared across processes)."""
+        self.credentials = cache
 
     # -- bookkeeping ----------------------------------------------------------------------
 

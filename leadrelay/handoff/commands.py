@@ -160,7 +160,7 @@ def report_command(
         raise CliError(f"{loaded.path}: no [[flows]] defined: no CRM to report on", 2)
     store = open_store(loaded)
     try:
-        with ConnectorPool(loaded) as pool:
+        with ConnectorPool(loaded, store=store) as pool:
             if _err.is_terminal and not as_json:
                 with Progress(
                     SpinnerColumn(),

@@ -360,7 +360,7 @@ def dlq_retry(
             else:
                 by_flow.setdefault(letter.flow, []).append(letter)
         flows = [loaded.flow(name) for name in by_flow]
-        with _locks(store, flows), ConnectorPool(loaded) as pool:
+        with _locks(store, flows), ConnectorPool(loaded, store=store) as pool:
             if captured:
                 outcome.update(_retry_captured(loaded, store, pool, captured))
             context = SyncContext(loaded, store, pool)

@@ -45,6 +45,7 @@ from leadrelay.connectors.base import (
     connector_class,
     normalize_email,
 )
+from leadrelay.connectors.credentials import SealedCredentialCache
 from leadrelay.handoff.qualify import QUALIFY_FIELDS, Qualifier
 from leadrelay.mappings.engine import Mapping as FieldMapping
 from leadrelay.mappings.engine import Problem, build_lead, load_mapping
@@ -263,12 +264,14 @@ class ConnectorPool:
     """The connectors of a project, built on first use and closed together.
 
     ``options`` are keyword arguments for every connector's constructor (e.g. a shorter
-    ``retry`` policy in tests).
+    ``retry`` policy in tests). With ``store``, every connector keeps its tokens, sessions and
+    schema reads sealed in the state store, shared by every run and process using it.
     """
 
-    def __init__(self, config: Config, **options: Any) -> None:
+    def __init__(self, config: Config, *, store: StateStore | None = None, **options: Any) -> None:
         self.config = config
         self.options = options
+        self._credentials = SealedCredentialCache(store) if store is not None else None
         self._open: dict[str, Connector[Any]] = {}
 
     def get(self, name: str) -> Connector[Any]:
@@ -276,7 +279,10 @@ class ConnectorPool:
         if name not in self._open:
             settings = self.config.connection(name)
             cls = connector_class(settings.kind)
-            self._open[name] = cls(settings, name, **self.options)
+            connector = cls(settings, name, **self.options)
+            if self._credentials is not None:
+                connector.use_credentials(self._credentials)
+            self._open[name] = connector
         return self._open[name]
 
     def close(self) -> None:

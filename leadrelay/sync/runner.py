@@ -131,7 +131,7 @@ def run_flows(
                 on_page(label, count)
             heartbeat()
 
-        with ConnectorPool(config) as pool:
+        with ConnectorPool(config, store=store) as pool:
             context = SyncContext(config, store, pool, dry_run=dry_run, run_id=outcome.run_id)
             try:
                 if drain_inbox:

@@ -309,6 +309,16 @@ locks_table = sa.Table(
     sa.Column("ttl_s", sa.Integer, nullable=False),
 )
 
+credentials_table = sa.Table(
+    "credentials",
+    metadata,
+    # A hash naming what the credential is for (never the secret itself).
+    sa.Column("key", sa.String(64), primary_key=True),
+    # Fernet-sealed JSON (leadrelay.connectors.credentials): opaque without the client secret.
+    sa.Column("sealed", sa.Text, nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+)
+
 Migration = Callable[[Connection], None]
 
 MIGRATIONS: dict[int, list[Migration]] = {}
@@ -660,6 +670,9 @@ class StateStore:
             for step in range(version + 1, SCHEMA_VERSION + 1):
                 for migrate in MIGRATIONS.get(step, []):
                     migrate(conn)
+            # A table added since the database was made is created here; a column added to an
+            # existing table still needs a step in MIGRATIONS.
+            metadata.create_all(conn, checkfirst=True)
             if version < SCHEMA_VERSION:
                 conn.execute(
                     meta_table.update()
@@ -1733,6 +1746,44 @@ class StateStore:
                 return [_run(row) for row in rows]
             runs = [_run(row) for row in c.execute(query).all()]
         return [run for run in runs if flow in run.flows][:limit]
+
+    # -- cached credentials --------------------------------------------------------------------
+
+    def get_credential(
+        self, key: str, *, conn: Connection | None = None
+    ) -> tuple[str, datetime] | None:
+        """The sealed credential stored under ``key`` and when it expires, if not yet expired."""
+        with self._read(conn) as c:
+            row = c.execute(
+                sa.select(credentials_table.c.sealed, credentials_table.c.expires_at).where(
+                    credentials_table.c.key == key
+                )
+            ).first()
+        if row is None or row.expires_at <= self.now():
+            return None
+        return str(row.sealed), row.expires_at
+
+    def put_credential(
+        self, key: str, sealed: str, expires_at: datetime, *, conn: Connection | None = None
+    ) -> None:
+        """Store (or replace) a sealed credential until ``expires_at``; expired ones are pruned."""
+        insert = self._insert(credentials_table).values(
+            key=key, sealed=sealed, expires_at=expires_at
+        )
+        upsert = insert.on_conflict_do_update(
+            index_elements=[credentials_table.c.key],
+            set_={"sealed": sealed, "expires_at": expires_at},
+        )
+        with self._write(conn) as c:
+            c.execute(upsert)
+            c.execute(
+                credentials_table.delete().where(credentials_table.c.expires_at <= self.now())
+            )
+
+    def forget_credential(self, key: str, *, conn: Connection | None = None) -> None:
+        """Drop the credential stored under ``key`` (a token the system refused)."""
+        with self._write(conn) as c:
+            c.execute(credentials_table.delete().where(credentials_table.c.key == key))
 
     # -- locks ---------------------------------------------------------------------------------
 
