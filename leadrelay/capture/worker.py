@@ -50,8 +50,8 @@ from leadrelay.config import Config, FormConfig
 from leadrelay.connectors.base import (
     Capability,
     Connector,
-    UpsertInput,
     WriteOutcome,
+    WriteResult,
     normalize_email,
 )
 from leadrelay.connectors.errors import ConnectorError, redact
@@ -80,6 +80,7 @@ from leadrelay.sync.tagging import (
     classify_channel,
     tag_url,
 )
+from leadrelay.sync.write import LeadWriter, Pending
 
 __all__ = [
     "CSV_SOURCE",
@@ -136,6 +137,7 @@ class DeliveryStats:
     unchanged: int = 0
     pending: int = 0
     dead_lettered: int = 0
+    field_problems: int = 0
     api_calls: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     outcomes: dict[str, str] = field(default_factory=dict)
@@ -145,6 +147,7 @@ class DeliveryStats:
         for name in ("claimed", "delivered", "created", "updated", "unchanged", "pending"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.dead_lettered += other.dead_lettered
+        self.field_problems += other.field_problems
         for connection, calls in other.api_calls.items():
             self.api_calls[connection] = self.api_calls.get(connection, 0) + calls
         for error in other.errors:
@@ -161,6 +164,7 @@ class DeliveryStats:
             updated=self.updated,
             unchanged=self.unchanged,
             dead_lettered=self.dead_lettered,
+            field_problems=self.field_problems,
             api_calls=dict(self.api_calls),
         )
         if self.pending:
@@ -190,6 +194,9 @@ class _Outcome:
     identities: dict[str, str] = field(default_factory=dict)
     retry: list[tuple[_Work, str]] = field(default_factory=list)
     dead: list[tuple[_Work, dict[str, Any]]] = field(default_factory=list)
+    field_problems: list[tuple[str, str, dict[str, Any], list[dict[str, Any]]]] = field(
+        default_factory=list
+    )
 
 
 def _first(value: Any) -> Any:
@@ -319,6 +326,7 @@ class _Delivery:
         self._form_mappings: dict[str, FieldMapping] = {}
         self._mappings: dict[str, FieldMapping] = {}
         self._qualifiers: dict[str, Qualifier] = {}
+        self._writers: dict[str, LeadWriter] = {}
         self.deferred: list[tuple[_Work, str, str | None]] = []
         #: Destinations whose write call failed in this pass, with the reason: their leads
         #: wait for the next pass without another call (or fetch) now.
@@ -512,16 +520,16 @@ class _Delivery:
             self.down[destination] = reason
             outcome.retry.extend((work, reason) for work in works)
             return
-        inputs: list[tuple[UpsertInput, list[_Work]]] = []
+        writer = self._writer(destination, connector, mapping)
+        pending: list[tuple[Pending, list[_Work]]] = []
         for key, group in groups.items():
             lead = leads[key]
             names = None
             if key in existing:
                 names = [name for name in mapping.fields if name not in SALES_OWNED]
-            try:
-                record = mapping.to_system(lead, fields=names)
-            except MappingError as exc:
-                first = exc.problems[0]
+            vetted = writer.system_record(lead, fields=names, creating=key not in existing)
+            if vetted.fatal:
+                first = vetted.fatal[0]
                 for work in group:
                     self._dead_letter(
                         work,
@@ -529,34 +537,40 @@ class _Delivery:
                         connection=destination,
                         system=connector.kind,
                         field=first.system_field or first.field,
-                        reason=str(exc),
+                        reason="; ".join(str(p) for p in vetted.fatal),
                     )
                 continue
-            inputs.append((UpsertInput(ref=key, fields=record, external_id=linked.get(key)), group))
-        for chunk in _chunks(inputs, connector.batch_size):
-            try:
-                results = connector.upsert([upsert for upsert, _ in chunk])
-            except ConnectorError as exc:
-                reason = redact(f"{destination}: {exc}")
-                self.down[destination] = reason
-                for _, group in chunk:
-                    outcome.retry.extend((work, reason) for work in group)
-                continue
-            if len(results) != len(chunk):
-                reason = f"{destination}: {len(chunk)} records sent, {len(results)} results"
-                for _, group in chunk:
-                    outcome.retry.extend((work, reason) for work in group)
-                continue
-            for (upsert, group), result in zip(chunk, results, strict=True):
-                self._settle(destination, connector, upsert, group, result, linked, outcome)
+            one = Pending(key, vetted.fields, linked.get(key), list(vetted.problems))
+            pending.append((one, group))
+        groups_of = {id(one): group for one, group in pending}
+        try:
+            for one, result in writer.write([one for one, _ in pending], update_by_id=False):
+                group = groups_of.pop(id(one))
+                self._settle(destination, connector, one, group, result, linked, outcome)
+        except ConnectorError as exc:
+            # The call failed as a whole (CRM down, credentials, budget): what it held waits
+            # for the next pass; what was written before is settled.
+            reason = redact(f"{destination}: {exc}")
+            self.down[destination] = reason
+            for group in groups_of.values():
+                outcome.retry.extend((work, reason) for work in group)
+
+    def _writer(
+        self, destination: str, connector: Connector[Any], mapping: FieldMapping
+    ) -> LeadWriter:
+        """The write step of one destination, kept for the pass (its schema read once)."""
+        if destination not in self._writers:
+            schema = connector.describe if connector.supports(Capability.DESCRIBE) else None
+            self._writers[destination] = LeadWriter(connector, mapping, schema=schema)
+        return self._writers[destination]
 
     def _settle(
         self,
         destination: str,
         connector: Connector[Any],
-        upsert: UpsertInput,
+        written: Pending,
         group: list[_Work],
-        result: Any,
+        result: WriteResult,
         linked: Mapping[str, str],
         outcome: _Outcome,
     ) -> None:
@@ -580,13 +594,22 @@ class _Delivery:
             self.stats.updated += 1
         else:
             self.stats.unchanged += 1
-        if upsert.ref not in linked:
-            outcome.links.setdefault(destination, {})[upsert.ref] = external_id
+        if written.ref not in linked:
+            outcome.links.setdefault(destination, {})[written.ref] = external_id
+        outcome.field_problems.append(
+            (
+                written.ref,
+                destination,
+                {"inbox_keys": [w.item.key for w in group], "form": group[0].item.form},
+                [p.to_json() for p in written.problems],
+            )
+        )
+        self.stats.field_problems += len(written.problems)
         for work in group:
             outcome.delivered.append(work)
             outcome.written.setdefault(destination, []).append((work.item.key, external_id))
             if work.identity is not None:
-                outcome.identities.setdefault(work.identity, upsert.ref)
+                outcome.identities.setdefault(work.identity, written.ref)
 
     def _qualify(
         self,
@@ -622,6 +645,10 @@ class _Delivery:
                 self.store.link_many(destination, pairs, conn=conn)
             for destination, written in outcome.written.items():
                 self.store.mark_written_many(written, destination, conn=conn)
+            for key, destination, origin, problems in outcome.field_problems:
+                self.store.record_field_problems(
+                    key, destination, problems, origin=origin, conn=conn
+                )
             if outcome.delivered:
                 self.store.mark_inbox_delivered(
                     [w.item.key for w in outcome.delivered], claim_token=claim_token, conn=conn

@@ -49,6 +49,11 @@ non-blank wins), and only the first one is written. Table keys:
     the system value written when the Lead's value is blank (or, with ``values``, has no entry
     in the map). Without a value map, a read of this exact value is blank: a placeholder such
     as Salesforce's required ``LastName = "[not provided]"`` never becomes data.
+``on_invalid``, ``fallback``
+    what a write does when the destination refuses this field's value (not in its pick list,
+    too long, not valid text): ``"skip"`` (the default for optional fields: the lead is written
+    without it and the field problem recorded), ``"fallback"`` (write ``fallback`` instead) or
+    ``"dead_letter"`` (the default for identity and required fields: the lead waits).
 ``transform``, ``args``
     a transform name or a list of names from :mod:`leadrelay.mappings.transforms`, in reading
     order (writes apply them in reverse). ``args`` holds the arguments of a single transform;
@@ -167,8 +172,23 @@ _STRUCTURED = frozenset(
 )
 _KEYED = ("custom", "click_ids")
 _SPEC_KEYS = frozenset(
-    {"field", "fields", "direction", "default", "transform", "args", "values", "values_in", "read"}
+    {
+        "field",
+        "fields",
+        "direction",
+        "default",
+        "transform",
+        "args",
+        "values",
+        "values_in",
+        "read",
+        "on_invalid",
+        "fallback",
+    }
 )
+
+#: What a write does with a value the destination refuses (DESIGN §6, §7.7).
+ON_INVALID = ("skip", "fallback", "dead_letter")
 _TOP_KEYS = frozenset({"object", "key", "blank_values", "fields"})
 _FORM_TOP_KEYS = frozenset({"blank_values", "fields"})
 
@@ -278,6 +298,11 @@ class FieldSpec:
     values_in: dict[str, str] = field(default_factory=dict)
     also: tuple[str, ...] = ()
     read: tuple[ReadRule, ...] = ()
+    #: ``skip`` / ``fallback`` / ``dead_letter``; None: the default for the field (dead-letter
+    #: for identity and required fields, skip for the rest; :mod:`leadrelay.sync.write`).
+    on_invalid: str | None = None
+    #: The system value written instead of a refused one when ``on_invalid = "fallback"``.
+    fallback: Any = None
 
     @property
     def reads(self) -> bool:
@@ -604,6 +629,31 @@ class Mapping:
         written as None (clear it) with ``include_blank``. Raises :class:`MappingError` listing
         every value of this record that cannot be written.
         """
+        out, problems = self.to_system_partial(lead, fields=fields, include_blank=include_blank)
+        if problems:
+            raise MappingError(problems)
+        return out
+
+    def can_write(self, name: str, value: Any) -> bool:
+        """True when canonical field ``name`` maps and writes ``value`` without a problem."""
+        fmap = self.fields.get(name)
+        if fmap is None or not fmap.primary.writes:
+            return False
+        try:
+            self._write(fmap, fmap.primary, value, lambda other: None)
+        except (ValueError, TypeError):
+            return False
+        return True
+
+    def to_system_partial(
+        self,
+        lead: Lead,
+        *,
+        fields: Iterable[str] | None = None,
+        include_blank: bool = False,
+    ) -> tuple[dict[str, Any], list[Problem]]:
+        """Like :meth:`to_system`, but a value that cannot be written is left out and returned
+        as a :class:`Problem` (one per canonical field) beside the values that can."""
         wanted = set(fields) if fields is not None else None
         if wanted is not None:
             unknown = sorted(wanted - set(self.fields))
@@ -637,9 +687,7 @@ class Mapping:
                 if value is None and not include_blank:
                     continue
                 out[system_field] = value
-        if problems:
-            raise MappingError(problems)
-        return out
+        return out, problems
 
     def _write(
         self,
@@ -1023,6 +1071,17 @@ def _parse_spec(
     if default is not None and not isinstance(default, str | int | float | bool):
         problem("default must be a string, number or boolean")
         return None
+    on_invalid = raw.get("on_invalid")
+    if on_invalid is not None and on_invalid not in ON_INVALID:
+        problem(f"on_invalid must be one of {', '.join(ON_INVALID)}, not {on_invalid!r}")
+        return None
+    fallback = raw.get("fallback")
+    if fallback is not None and not isinstance(fallback, str | int | float | bool):
+        problem("fallback must be a string, number or boolean")
+        return None
+    if (on_invalid == "fallback") != (fallback is not None):
+        problem('on_invalid = "fallback" goes with a fallback = value, and only it')
+        return None
     transforms = _parse_transforms(raw.get("transform"), raw.get("args"), problem)
     if transforms is None:
         return None
@@ -1040,6 +1099,8 @@ def _parse_spec(
         values_in=values_in,
         also=also,
         read=read,
+        on_invalid=on_invalid,
+        fallback=fallback,
     )
     if not _check_values(name, spec, problem):
         return None

@@ -40,7 +40,6 @@ from leadrelay.connectors.base import (
     Connector,
     RawRecord,
     Schema,
-    UpsertInput,
     WriteResult,
     connector_class,
     normalize_email,
@@ -62,6 +61,7 @@ from leadrelay.sync.plan import (
 from leadrelay.sync.rules import FieldRules, Side
 from leadrelay.sync.state import DeadLetter, StateStore
 from leadrelay.sync.tagging import classify_channel
+from leadrelay.sync.write import FieldProblem, LeadWriter, Pending, Vetted
 
 __all__ = [
     "ConnectorPool",
@@ -224,6 +224,7 @@ class FlowStats:
     dead_lettered: int = 0
     api_calls: dict[str, int] = field(default_factory=dict)
     conflicts: int = 0
+    field_problems: int = 0
     error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -236,6 +237,7 @@ class FlowStats:
             "unchanged": self.unchanged,
             "written_back": self.written_back,
             "dead_lettered": self.dead_lettered,
+            "field_problems": self.field_problems,
             "api_calls": dict(self.api_calls),
         }
 
@@ -356,6 +358,8 @@ class _Item:
     skip_reason: str | None = None
     dead_letter_id: int | None = None
     routed: bool = False
+    field_problems: list[FieldProblem] = field(default_factory=list)
+    baseline: dict[str, dict[str, Any]] | None = None
 
 
 @dataclass
@@ -374,6 +378,10 @@ class _PageResult:
     retried: list[int] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
     events: list[dict[str, Any]] = field(default_factory=list)
+    field_problems: list[tuple[str, dict[str, Any], list[dict[str, Any]]]] = field(
+        default_factory=list
+    )
+    baselines: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
 
 class SyncEngine:
@@ -423,6 +431,8 @@ class SyncEngine:
         self.qualifier = qualifier
         self.stats = FlowStats(flow.name)
         self._schemas: dict[Side, Schema | None] = {}
+        self._writers: dict[Side, LeadWriter] = {}
+        self._conflicts_seen: set[tuple[str, str]] = set()
         # A record's fingerprint covers the fields the flow carries from its side: a change
         # to anything else (a CRM default owner, a field no mapping of the other side holds)
         # is nothing to sync, so it is no reason to treat the record as news.
@@ -491,6 +501,8 @@ class SyncEngine:
         try:
             if full and not self.dry_run:
                 self.store.reset_cursors(self.flow.name)
+            if not self.dry_run:
+                self._replay_field_problems()
             self._pass(Side.SOURCE, full=full)
             if self.flow.two_way:
                 self._pass(Side.DESTINATION, full=full)
@@ -538,6 +550,38 @@ class SyncEngine:
                 self._commit(from_side, result, page.cursor)
             if self.on_page is not None:
                 self.on_page(label, len(page.records))
+
+    # -- field problems the destination now accepts -------------------------------------------
+
+    def _replay_field_problems(self) -> None:
+        """Send again the leads of this flow whose refused values would now pass (a pick list
+        extended, a value map added; DESIGN §7.7): read from the side they came from and put
+        through the page pipeline as if they had changed."""
+        rows = self.store.field_problems(flow=self.flow.name)
+        wanted: dict[Side, set[str]] = {}
+        for row in rows:
+            side = Side(str(row.origin.get("from_side", Side.SOURCE.value)))
+            reader_id = row.origin.get("reader_id")
+            if self.connectors[side.other].name != row.connection or not reader_id:
+                continue
+            if self._writer(side.other).accepts_now(row.to_json()):
+                wanted.setdefault(side, set()).add(str(reader_id))
+        for side, ids in wanted.items():
+            reader = self.connectors[side]
+            found: dict[str, RawRecord] = {}
+            for chunk in _chunks(sorted(ids), reader.batch_size):
+                found.update(reader.lookup(ids=list(chunk)))
+            if not found:
+                continue
+            result = self._process(side, list(found.values()), force=True)
+            result.events.append(
+                {
+                    "event": "field_problems_replayed",
+                    "connection": reader.name,
+                    "records": len(found),
+                }
+            )
+            self._commit(side, result, None)
 
     # -- retrying dead letters -----------------------------------------------------------------
 
@@ -835,6 +879,9 @@ class SyncEngine:
         known_fps = self.store.get_fingerprints(
             self._fp_space(writer), [i.target_id for i in items.values() if i.target_id]
         )
+        baselines = self.store.get_baselines(
+            self.flow.name, [i.key for i in items.values() if i.key and i.target_id]
+        )
         for item in items.values():
             assert item.lead is not None and item.key is not None
             if item.skip_reason is not None:
@@ -878,34 +925,37 @@ class SyncEngine:
                 incoming_newer=newer,
                 target_changed=target_fp is not None and known_fp != target_fp,
                 target_values=target_values,
+                incoming_values=item.values,
+                baseline=self._baseline_of(baselines.get(item.key), from_side),
             )
+            item.baseline = baselines.get(item.key)
             item.plan = plan
             item.target_changed = target_fp is None or known_fp != target_fp
             item.target_values = target_values
             for conflict in plan.conflicts:
+                # Lost on one pass, the same conflict is seen again from the other side.
+                if (item.key, conflict.field) in self._conflicts_seen:
+                    continue
+                self._conflicts_seen.add((item.key, conflict.field))
                 self.stats.conflicts += 1
                 result.events.append(conflict.to_event(item.key))
-            if not plan.problems and plan.action is not Action.UNCHANGED:
-                plan.problems.extend(self._check(from_side.other, plan))
-            if plan.action is Action.CREATE and not item.lead.email:
-                plan.problems.append(
-                    Problem("email", f"no email: {writer.kind} creates records by email")
-                )
-            if plan.problems:
-                first = plan.problems[0]
+            vetted = self._vet(from_side.other, item, plan)
+            if vetted.fatal:
+                first = vetted.fatal[0]
                 self._dead_letter(
                     result,
                     from_side,
                     connection=writer,
                     ref=item.key,
                     field=first.system_field or first.field,
-                    reason="; ".join(str(p) for p in plan.problems),
+                    reason="; ".join(str(p) for p in vetted.fatal),
                     raw=item.raw,
                     reader_id=item.reader_id,
                     key=item.key,
                     letter=item.dead_letter_id,
                 )
                 continue
+            item.field_problems = vetted.problems
             if self.on_plan is not None:
                 self.on_plan(
                     PlannedRecord(
@@ -928,8 +978,9 @@ class SyncEngine:
             for item in to_write:
                 self._count_write(from_side, item)
             return
-        for item, outcome in self._write(writer, to_write):
+        for item, outcome, problems in self._write(from_side.other, to_write):
             if outcome.ok:
+                item.field_problems = problems
                 self._count_write(from_side, item)
                 self._settle(from_side, item, result, outcome)
             else:
@@ -957,77 +1008,110 @@ class SyncEngine:
         else:
             self.stats.written_back += 1
 
-    def _check(self, side: Side, plan: RecordPlan) -> list[Problem]:
-        """The planned values against the target's live schema (§7.5: picklists, fields)."""
-        schema = self._schema(side)
-        if schema is None:
-            return []
-        problems: list[Problem] = []
-        for name, value in plan.fields.items():
-            info = schema.fields.get(name)
-            if info is None:
-                problems.append(
-                    Problem(
-                        name,
-                        f"{schema.object_name} has no field {name!r} (removed from the schema?)",
-                        system_field=name,
-                        value=canonical_value(value),
-                        record=plan.lead_key,
-                    )
-                )
-            elif not info.read_only and not info.allows(value):
-                allowed = ", ".join(info.picklist_values or ())
-                problems.append(
-                    Problem(
-                        name,
-                        f"value not allowed in {schema.object_name}.{name}"
-                        + (f" (allowed: {allowed})" if allowed else ""),
-                        system_field=name,
-                        value=canonical_value(value),
-                        record=plan.lead_key,
-                    )
-                )
-        return problems
+    @staticmethod
+    def _baseline_of(
+        stored: Mapping[str, Mapping[str, Any]] | None, from_side: Side
+    ) -> tuple[Mapping[str, Any], Mapping[str, Any]] | None:
+        """A stored baseline as (incoming side's values, target side's values)."""
+        if stored is None:
+            return None
+        return stored[from_side.value], stored[from_side.other.value]
+
+    def _baseline_values(self, side: Side, values: Mapping[str, Any]) -> dict[str, Any]:
+        """The part of a side's draft values a baseline keeps: the fields the flow carries."""
+        kept: dict[str, Any] = {}
+        for name in self._fp_fields[side]:
+            head, _, sub = name.partition(".")
+            value = values.get(head)
+            if sub:
+                value = value.get(sub) if isinstance(value, dict) else None
+                if value is not None:
+                    kept.setdefault(head, {})[sub] = canonical_value(value)
+            elif value is not None:
+                kept[name] = canonical_value(value)
+        return kept
+
+    def _next_baseline(
+        self,
+        from_side: Side,
+        incoming: Mapping[str, Any],
+        target: Mapping[str, Any],
+        previous: Mapping[str, Mapping[str, Any]] | None,
+    ) -> dict[str, dict[str, Any]]:
+        """The baseline after a record is settled: a field both sides now agree on is synced
+        at these values; a field they still disagree on (the incoming side lost a conflict)
+        keeps its previous base, so the other side's change is carried when it is read."""
+        here = self._baseline_values(from_side, incoming)
+        there = self._baseline_values(from_side.other, target)
+        if previous is not None:
+            old_here, old_there = previous[from_side.value], previous[from_side.other.value]
+            for name in set(here) | set(there) | set(old_here) | set(old_there):
+                if canonical_value(here.get(name)) == canonical_value(there.get(name)):
+                    continue
+                for now, old in ((here, old_here), (there, old_there)):
+                    if name in old:
+                        now[name] = old[name]
+                    else:
+                        now.pop(name, None)
+        return {from_side.value: here, from_side.other.value: there}
+
+    def _writer(self, side: Side) -> LeadWriter:
+        """The write step of ``side`` (one per side per run: its schema is read once)."""
+        if side not in self._writers:
+            self._writers[side] = LeadWriter(
+                self.connectors[side],
+                self.mappings[side],
+                schema=lambda: self._schema(side),
+                batch_size=self.flow.batch_size,
+            )
+        return self._writers[side]
+
+    def _vet(self, side: Side, item: _Item, plan: RecordPlan) -> Vetted:
+        """The plan's values as the write step lets them go: a refused optional value is left
+        out (or its fallback put in) and recorded; identity and required fields stop the
+        record. The plan is adjusted in place (fields, action, expected read-back)."""
+        writer = self._writer(side)
+        vetted = Vetted(dict(plan.fields))
+        for problem in plan.problems:
+            writer.refuse(vetted, problem)
+        if plan.action is not Action.UNCHANGED or plan.problems:
+            vetted = writer.vet(item.key or "", vetted, creating=plan.action is Action.CREATE)
+        if plan.action is Action.CREATE and item.lead is not None and not item.lead.email:
+            vetted.fatal.append(
+                Problem("email", f"no email: {writer.connector.kind} creates records by email")
+            )
+        if vetted.fatal or vetted.fields == plan.fields:
+            return vetted
+        plan.fields = vetted.fields
+        if plan.action is Action.UPDATE and not plan.fields:
+            plan.action, plan.changes, plan.expected = Action.UNCHANGED, [], None
+        elif plan.action is not Action.UNCHANGED:
+            raw = {} if plan.action is Action.CREATE else dict(item.target_raw or {})
+            plan.expected = self.mappings[side].to_lead({**raw, **plan.fields}).values
+        return vetted
 
     def _write(
-        self, writer: Connector[Any], items: list[_Item]
-    ) -> Iterator[tuple[_Item, WriteResult]]:
-        size = min(self.flow.batch_size or writer.batch_size, writer.batch_size)
-        creates = [i for i in items if i.plan is not None and i.plan.target_id is None]
-        updates = [i for i in items if i.plan is not None and i.plan.target_id is not None]
-        use_update = writer.supports(Capability.UPDATE)
-        if not use_update:
-            creates, updates = creates + updates, []
-        for chunk in _chunks(creates, size):
-            inputs = [
-                UpsertInput(ref=i.key or i.reader_id, fields=i.plan.fields, external_id=i.target_id)
-                for i in chunk
-                if i.plan is not None
-            ]
-            results = writer.upsert(inputs)
-            yield from self._pair(writer, chunk, results, lambda i: i.key or i.reader_id)
-        for chunk in _chunks(updates, size):
-            payload = {i.target_id: i.plan.fields for i in chunk if i.plan and i.target_id}
-            results = writer.update(payload)
-            yield from self._pair(writer, chunk, results, lambda i: i.target_id or "")
-
-    @staticmethod
-    def _pair(
-        writer: Connector[Any],
-        chunk: Sequence[_Item],
-        results: Sequence[WriteResult],
-        ref_of: Callable[[_Item], str],
-    ) -> Iterator[tuple[_Item, WriteResult]]:
-        if len(results) != len(chunk):
-            raise RuntimeError(
-                f"{writer.name}: {len(chunk)} records written but {len(results)} results returned"
+        self, side: Side, items: list[_Item]
+    ) -> Iterator[tuple[_Item, WriteResult, list[FieldProblem]]]:
+        pending: dict[int, tuple[_Item, Pending]] = {}
+        for item in items:
+            assert item.plan is not None
+            one = Pending(
+                ref=item.key or item.reader_id,
+                fields=item.plan.fields,
+                external_id=item.plan.target_id,
+                problems=list(item.field_problems),
             )
-        for item, outcome in zip(chunk, results, strict=True):
-            if outcome.ref != ref_of(item):
-                raise RuntimeError(
-                    f"{writer.name}: result for {outcome.ref!r} where {ref_of(item)!r} was expected"
-                )
-            yield item, outcome
+            pending[id(one)] = (item, one)
+        for one, outcome in self._writer(side).write([p for _, p in pending.values()]):
+            item, _ = pending[id(one)]
+            assert item.plan is not None
+            if one.fields is not item.plan.fields:
+                # a field refused by the system itself was taken out and the record resent
+                raw = {} if item.plan.action is Action.CREATE else dict(item.target_raw or {})
+                item.plan.fields = one.fields
+                item.plan.expected = self.mappings[side].to_lead({**raw, **one.fields}).values
+            yield item, outcome, one.problems
 
     def _settle(
         self, from_side: Side, item: _Item, result: _PageResult, outcome: WriteResult | None
@@ -1056,6 +1140,39 @@ class SyncEngine:
             result.target_fps[target_id] = fingerprint(expected, self._fp_fields[from_side.other])
         if outcome is not None:
             result.written.append((item.key, target_id))
+        target_values = item.plan.expected
+        if target_values is None:
+            target_values = (
+                item.target_values or writer_mapping.to_lead(item.target_raw or {}).values
+            )
+        result.baselines[item.key] = self._next_baseline(
+            from_side, item.values, target_values, item.baseline
+        )
+        if outcome is not None or item.field_problems:
+            # A write carried every field but these: they are open, the lead's others resolved.
+            problems = [p.to_json() for p in item.field_problems]
+            result.field_problems.append(
+                (
+                    item.key,
+                    {
+                        "flow": self.flow.name,
+                        "from_side": from_side.value,
+                        "reader": self.connectors[from_side].name,
+                        "reader_id": item.reader_id,
+                    },
+                    problems,
+                )
+            )
+            self.stats.field_problems += len(problems)
+            result.events.extend(
+                {
+                    "event": "field_problem",
+                    "lead": item.key,
+                    "connection": self.connectors[from_side.other].name,
+                    **p,
+                }
+                for p in problems
+            )
         if item.dead_letter_id is not None:
             result.retried.append(item.dead_letter_id)
 
@@ -1125,6 +1242,11 @@ class SyncEngine:
                 self.store.mark_dead_letter_retried(letter_id, conn=conn)
             for key, reason in result.failed:
                 self.store.mark_failed(key, writer.name, reason, conn=conn)
+            self.store.put_baselines(self.flow.name, result.baselines, conn=conn)
+            for key, origin, problems in result.field_problems:
+                self.store.record_field_problems(
+                    key, writer.name, problems, origin=origin, flow=self.flow.name, conn=conn
+                )
             self._append_events(result.events, conn)
             if cursor is not None:
                 self.store.set_cursor(self.flow.name, reader.name, cursor, conn=conn)

@@ -25,7 +25,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from leadrelay.config import FieldRule
-from leadrelay.mappings.engine import Mapping, MappingError, Problem
+from leadrelay.mappings.engine import Mapping, Problem
 from leadrelay.model import Lead, Stage
 from leadrelay.sync.rules import HANDOFF, FieldRules, Rule, Side, stage_side
 
@@ -195,6 +195,31 @@ def _wins(
     return False
 
 
+def _changed(
+    values: MappingABC[str, Any] | None, baseline: MappingABC[str, Any], name: str
+) -> bool:
+    """True when a side's value of ``name`` differs from what it held at the last sync."""
+    if values is None:
+        return True
+    now, then = canonical_value(draft_value(values, name)), draft_value(baseline, name)
+    return bool(now != canonical_value(then))
+
+
+def _default_of(mapping: Mapping, name: str) -> Any:
+    fmap = mapping.fields.get(name)
+    if fmap is None or not fmap.primary.writes:
+        return None
+    return fmap.primary.default
+
+
+def _blank_in(mapping: Mapping, name: str, raw: MappingABC[str, Any] | None) -> bool:
+    """True when every system field ``name`` writes is blank in the target record ``raw``."""
+    if raw is None:
+        return True
+    fmap = mapping.fields[name]
+    return all(is_blank(raw.get(system)) for system in fmap.primary.written_fields())
+
+
 def _as_stage(value: Any) -> Stage | None:
     if value is None or isinstance(value, Stage):
         return value
@@ -217,6 +242,8 @@ def plan_record(
     incoming_newer: bool = True,
     target_changed: bool = False,
     target_values: MappingABC[str, Any] | None = None,
+    incoming_values: MappingABC[str, Any] | None = None,
+    baseline: tuple[MappingABC[str, Any], MappingABC[str, Any]] | None = None,
 ) -> RecordPlan:
     """Plan the write of one incoming Lead to the other side of its flow.
 
@@ -234,6 +261,12 @@ def plan_record(
             values are conflicts worth logging.
         target_values: ``target_raw`` already mapped (its draft values), to save mapping it
             again.
+        incoming_values: the incoming record's draft values (as its mapping read them).
+        baseline: the draft values each side held when the flow last synced the lead
+            (incoming side's, target side's). With it, a ``two_way`` field is decided per
+            field, a three-way merge: changed on the incoming side only, it is written;
+            unchanged there, it is not; changed on both sides, the later change wins and the
+            conflict is logged. Without it (never synced), the record times decide.
 
     The plan's ``expected`` holds the canonical values the target will read back as after
     the write (None when nothing is written).
@@ -245,12 +278,21 @@ def plan_record(
         target_id=target_id,
     )
     winners: list[str] = []
+    defaults: set[str] = set()
     for name in fields:
         rule = rules.rule(name) if name != "key" else FieldRule.SOURCE_WINS
         if rule is FieldRule.NONE and name != "key":
             continue
         new = lead_value(incoming, name)
         if is_blank(new):
+            # A blank value is never written, but a mapping default is: on create, and on
+            # update when the target's field is blank too (DESIGN §6).
+            if _default_of(target_mapping, name) is None:
+                continue
+            if not creating and not _blank_in(target_mapping, name, target_raw):
+                continue
+            defaults.add(name)
+            winners.append(name)
             continue
         if creating or name == "key":
             winners.append(name)
@@ -258,9 +300,19 @@ def plan_record(
         old = lead_value(target_current, name) if target_current is not None else None
         new_c, old_c = canonical_value(new), canonical_value(old)
         wins = _wins(rule, from_side, new, old, incoming_newer=incoming_newer)
+        both_changed = target_changed
+        if rule is FieldRule.TWO_WAY and baseline is not None and target_values is not None:
+            base_in, base_target = baseline
+            changed_here = _changed(incoming_values, base_in, name)
+            changed_there = _changed(target_values, base_target, name)
+            both_changed = changed_here and changed_there
+            if not changed_here:
+                wins = False
+            elif not changed_there:
+                wins = True
         if wins:
             winners.append(name)
-        if target_changed and new_c != old_c and not is_blank(old):
+        if both_changed and new_c != old_c and not is_blank(old):
             source_value, destination_value = (
                 (new_c, old_c) if from_side is Side.SOURCE else (old_c, new_c)
             )
@@ -275,11 +327,13 @@ def plan_record(
             )
     if not winners:
         return plan
-    try:
-        written = target_mapping.to_system(incoming, fields=winners)
-    except MappingError as exc:
-        plan.problems.extend(exc.problems)
-        return plan
+    # A value the target's mapping cannot write is a problem of that field alone: the caller
+    # decides by the field's on_invalid whether the record goes without it.
+    written, problems = target_mapping.to_system_partial(incoming, fields=winners)
+    if problems:
+        plan.problems.extend(problems)
+        failed = {problem.field for problem in problems}
+        winners = [name for name in winners if name not in failed]
     if creating:
         plan.fields = written
         plan.expected = target_mapping.to_lead(written).values
@@ -293,9 +347,15 @@ def plan_record(
     kept_systems: set[str] = set()
     for name in winners:
         old_value = draft_value(before, name)
+        fmap = target_mapping.fields[name]
+        if name in defaults:
+            # A default reads back as blank: whether it changes anything is a matter of the
+            # system field, which is blank now (else it would not be a winner).
+            kept_systems.update(fmap.primary.written_fields() & written.keys())
+            plan.changes.append(FieldChange(name, None, written.get(fmap.primary.system_field)))
+            continue
         if canonical_value(draft_value(after, name)) == canonical_value(old_value):
             continue
-        fmap = target_mapping.fields[name]
         kept_systems.update(fmap.primary.written_fields() & written.keys())
         plan.changes.append(
             FieldChange(

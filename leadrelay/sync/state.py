@@ -75,6 +75,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "DeadLetter",
     "DeadLetterStatus",
+    "FieldProblemRow",
     "InboxItem",
     "InboxPut",
     "InboxStatus",
@@ -309,6 +310,43 @@ locks_table = sa.Table(
     sa.Column("ttl_s", sa.Integer, nullable=False),
 )
 
+baselines_table = sa.Table(
+    "baselines",
+    metadata,
+    # Per flow and lead: the values each side held when the flow last synced it (the base of
+    # a three-way merge, DESIGN §7.4).
+    sa.Column("flow", sa.String(255), primary_key=True),
+    sa.Column("lead_key", sa.String(64), primary_key=True),
+    sa.Column("source", sa.JSON, nullable=False),
+    sa.Column("destination", sa.JSON, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+field_problems_table = sa.Table(
+    "field_problems",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("lead_key", sa.String(64), nullable=False),
+    sa.Column("connection", sa.String(255), nullable=False),
+    sa.Column("field", sa.String(255), nullable=False),
+    sa.Column("system_field", sa.String(255), nullable=True),
+    sa.Column("value", sa.JSON, nullable=True),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("action", sa.String(16), nullable=False),
+    # mapping / check / system: where the value was refused (what a replay waits for)
+    sa.Column("stage", sa.String(16), nullable=False),
+    sa.Column("flow", sa.String(255), nullable=True),
+    # How to send the lead again once the destination accepts the value (reader + id, or the
+    # capture inbox key).
+    sa.Column("origin", sa.JSON, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("count", sa.Integer, nullable=False, default=1),
+    sa.Column("first_seen", UTCDateTime, nullable=False),
+    sa.Column("last_seen", UTCDateTime, nullable=False),
+    sa.UniqueConstraint("lead_key", "connection", "field", name="uq_field_problems_lead_field"),
+    sa.Index("ix_field_problems_status_connection", "status", "connection"),
+)
+
 credentials_table = sa.Table(
     "credentials",
     metadata,
@@ -406,6 +444,46 @@ class DeadLetter:
     status: DeadLetterStatus
     created_at: datetime
     last_attempt_at: datetime
+
+
+@dataclass(frozen=True)
+class FieldProblemRow:
+    """A field of a lead that a destination refused; the lead was written without it (or with
+    its fallback). Open until a later write of the lead carries the field."""
+
+    id: int
+    lead_key: str
+    connection: str
+    field: str
+    system_field: str | None
+    value: Any
+    reason: str
+    action: str
+    stage: str
+    flow: str | None
+    origin: dict[str, Any]
+    status: str
+    count: int
+    first_seen: datetime
+    last_seen: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON shape of ``runs show`` / ``sync --json``."""
+        return {
+            "lead": self.lead_key,
+            "connection": self.connection,
+            "field": self.field,
+            "system_field": self.system_field,
+            "value": self.value,
+            "reason": self.reason,
+            "action": self.action,
+            "stage": self.stage,
+            "flow": self.flow,
+            "status": self.status,
+            "count": self.count,
+            "first_seen": self.first_seen.isoformat(),
+            "last_seen": self.last_seen.isoformat(),
+        }
 
 
 @dataclass(frozen=True)
@@ -1746,6 +1824,171 @@ class StateStore:
                 return [_run(row) for row in rows]
             runs = [_run(row) for row in c.execute(query).all()]
         return [run for run in runs if flow in run.flows][:limit]
+
+    # -- baselines -----------------------------------------------------------------------------
+
+    def get_baselines(
+        self, flow: str, lead_keys: Iterable[str], *, conn: Connection | None = None
+    ) -> dict[str, dict[str, dict[str, Any]]]:
+        """``{lead_key: {"source": values, "destination": values}}`` for the keys that have one."""
+        keys = sorted(set(lead_keys))
+        found: dict[str, dict[str, dict[str, Any]]] = {}
+        table = baselines_table
+        with self._read(conn) as c:
+            for start in range(0, len(keys), 500):
+                rows = c.execute(
+                    sa.select(table.c.lead_key, table.c.source, table.c.destination).where(
+                        table.c.flow == flow, table.c.lead_key.in_(keys[start : start + 500])
+                    )
+                ).all()
+                for row in rows:
+                    found[row.lead_key] = {
+                        "source": dict(row.source),
+                        "destination": dict(row.destination),
+                    }
+        return found
+
+    def put_baselines(
+        self,
+        flow: str,
+        baselines: Mapping[str, Mapping[str, Mapping[str, Any]]],
+        *,
+        conn: Connection | None = None,
+    ) -> None:
+        """Store ``{lead_key: {"source": values, "destination": values}}`` for ``flow``."""
+        if not baselines:
+            return
+        now = self.now()
+        table = baselines_table
+        with self._write(conn) as c:
+            for key, sides in baselines.items():
+                values = {
+                    "source": dict(sides["source"]),
+                    "destination": dict(sides["destination"]),
+                    "updated_at": now,
+                }
+                insert = self._insert(table).values(flow=flow, lead_key=key, **values)
+                c.execute(
+                    insert.on_conflict_do_update(
+                        index_elements=[table.c.flow, table.c.lead_key], set_=values
+                    )
+                )
+
+    # -- field problems ------------------------------------------------------------------------
+
+    def record_field_problems(
+        self,
+        lead_key: str,
+        connection: str,
+        problems: Sequence[Mapping[str, Any]],
+        *,
+        origin: Mapping[str, Any],
+        flow: str | None = None,
+        conn: Connection | None = None,
+    ) -> None:
+        """Record what ``connection`` refused of a written lead, and resolve the lead's other
+        open problems there: this write carried every other field.
+
+        Each problem is a mapping with ``field``, ``system_field``, ``value``, ``reason`` and
+        ``action`` (:meth:`leadrelay.sync.write.FieldProblem.to_json`).
+        """
+        now = self.now()
+        table = field_problems_table
+        fields = [str(p["field"]) for p in problems]
+        with self._write(conn) as c:
+            resolve = table.update().where(
+                table.c.lead_key == lead_key,
+                table.c.connection == connection,
+                table.c.status == "open",
+            )
+            if fields:
+                resolve = resolve.where(table.c.field.not_in(fields))
+            c.execute(resolve.values(status="resolved", last_seen=now))
+            for problem in problems:
+                values = {
+                    "system_field": problem.get("system_field"),
+                    "value": problem.get("value"),
+                    "reason": str(problem.get("reason", "")),
+                    "action": str(problem.get("action", "skipped")),
+                    "stage": str(problem.get("stage", "system")),
+                    "flow": flow,
+                    "origin": dict(origin),
+                    "status": "open",
+                    "last_seen": now,
+                }
+                insert = self._insert(table).values(
+                    lead_key=lead_key,
+                    connection=connection,
+                    field=str(problem["field"]),
+                    count=1,
+                    first_seen=now,
+                    **values,
+                )
+                c.execute(
+                    insert.on_conflict_do_update(
+                        index_elements=[table.c.lead_key, table.c.connection, table.c.field],
+                        set_={**values, "count": table.c.count + 1},
+                    )
+                )
+
+    def field_problems(
+        self,
+        *,
+        status: str | None = "open",
+        connection: str | None = None,
+        flow: str | None = None,
+        lead_key: str | None = None,
+        limit: int | None = None,
+        conn: Connection | None = None,
+    ) -> list[FieldProblemRow]:
+        """Field problems, newest first, filtered by status, connection, flow and lead."""
+        table = field_problems_table
+        query = sa.select(table).order_by(table.c.last_seen.desc(), table.c.id.desc())
+        if status is not None:
+            query = query.where(table.c.status == status)
+        if connection is not None:
+            query = query.where(table.c.connection == connection)
+        if flow is not None:
+            query = query.where(table.c.flow == flow)
+        if lead_key is not None:
+            query = query.where(table.c.lead_key == lead_key)
+        if limit is not None:
+            query = query.limit(limit)
+        with self._read(conn) as c:
+            rows = c.execute(query).all()
+        return [
+            FieldProblemRow(
+                id=row.id,
+                lead_key=row.lead_key,
+                connection=row.connection,
+                field=row.field,
+                system_field=row.system_field,
+                value=row.value,
+                reason=row.reason,
+                action=row.action,
+                stage=row.stage,
+                flow=row.flow,
+                origin=dict(row.origin or {}),
+                status=row.status,
+                count=int(row._mapping["count"]),
+                first_seen=row.first_seen,
+                last_seen=row.last_seen,
+            )
+            for row in rows
+        ]
+
+    def count_field_problems(
+        self, *, status: str = "open", conn: Connection | None = None
+    ) -> dict[str, int]:
+        """Open (or ``status``) field problems per connection."""
+        table = field_problems_table
+        query = (
+            sa.select(table.c.connection, sa.func.count())
+            .where(table.c.status == status)
+            .group_by(table.c.connection)
+        )
+        with self._read(conn) as c:
+            return {str(name): int(n) for name, n in c.execute(query).all()}
 
     # -- cached credentials --------------------------------------------------------------------
 

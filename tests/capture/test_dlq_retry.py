@@ -28,7 +28,11 @@ def retry(project: Project, capsys: pytest.CaptureFixture[str], *ids: int) -> di
 
 
 def refused_by_hubspot(project: Project, sandbox: SandboxServer) -> int:
-    """A web-form lead HubSpot refuses (its job title property was deleted); the letter id."""
+    """A web-form lead HubSpot refuses (its job title property was deleted, and the project's
+    mapping says a lead waits for its job title); the letter id."""
+    (project.folder / "mappings" / "hubspot.toml").write_text(
+        '[fields]\njob_title = { field = "jobtitle", on_invalid = "dead_letter" }\n'
+    )
     admin(sandbox, "schema", {"system": "hubspot", "remove_field": "jobtitle"})
     with project.client() as client:
         response = project.post_webform(

@@ -172,6 +172,7 @@ def test_sync_drains_the_inbox_as_a_pseudo_flow(
         "unchanged",
         "written_back",
         "dead_lettered",
+        "field_problems",
         "api_calls",
     }
     assert (inbox[0]["read"], inbox[0]["created"]) == (1, 1)

@@ -56,6 +56,8 @@ class FakeSystem:
     records: dict[str, dict[str, Any]] = field(default_factory=dict)
     seq: dict[str, int] = field(default_factory=dict)
     picklists: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: fields a create needs (describe() says so), as Salesforce's LastName and Company.
+    required: set[str] = field(default_factory=set)
     #: value → the system's message: a write holding this value anywhere is refused.
     reject_values: dict[str, str] = field(default_factory=dict)
     #: fail every write call after this many (a crash mid-run); None: never.
@@ -209,6 +211,7 @@ class _FakeConnector(Connector[Any]):
                     name,
                     name,
                     "picklist" if name in self.system.picklists else "string",
+                    required=name in self.system.required,
                     picklist_values=self.system.picklists.get(name),
                 )
                 for name in self.system.fields
@@ -253,7 +256,11 @@ def fake_project(folder: Path, monkeypatch: pytest.MonkeyPatch, config_text: str
         "hs", "email", "contacts", set(load_mapping("hubspot").system_fields())
     )
     _FakeConnector.systems["sf"] = FakeSystem(
-        "00Q", "Email", "Lead", set(load_mapping("salesforce").system_fields())
+        "00Q",
+        "Email",
+        "Lead",
+        set(load_mapping("salesforce").system_fields()),
+        required={"LastName", "Company"},
     )
     monkeypatch.chdir(folder)
     try:

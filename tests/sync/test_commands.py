@@ -90,6 +90,7 @@ def test_sync_json_is_exactly_the_design_shape(
         "unchanged",
         "written_back",
         "dead_lettered",
+        "field_problems",
         "api_calls",
     }
     assert (data["ok"], flow["name"], flow["created"]) == (True, "hs-sf", 3)

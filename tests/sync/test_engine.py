@@ -33,7 +33,7 @@ def hub() -> FakeSystem:
 
 @pytest.fixture
 def crm() -> FakeSystem:
-    return FakeSystem("00Q", "Email", "Lead", set(CRM_FIELDS))
+    return FakeSystem("00Q", "Email", "Lead", set(CRM_FIELDS), required={"LastName", "Company"})
 
 
 Sync = Callable[..., FlowStats]
@@ -249,30 +249,76 @@ def test_retrying_a_dead_letter_after_the_fix_writes_it(
     assert [r["Company"] for r in crm.records.values()] == ["Blocked Inc"]
 
 
-def test_a_field_removed_from_the_schema_dead_letters_only_records_that_write_it(
+def test_a_field_removed_from_the_schema_is_left_out_and_recorded_not_dead_lettered(
     sync: Sync, hub: FakeSystem, crm: FakeSystem, store: StateStore
 ) -> None:
     hub.put(contact(1, utm_term="shoes"))
     hub.put(contact(2))
     crm.fields.discard("UTM_Term__c")
     stats = sync()
-    assert (stats.created, stats.dead_lettered) == (1, 1)
-    [letter] = store.list_dead_letters()
-    assert letter.field == "UTM_Term__c"
-    assert "UTM_Term__c" in letter.reason
+    assert (stats.created, stats.dead_lettered, stats.field_problems) == (2, 0, 1)
+    assert store.list_dead_letters() == []
+    [problem] = store.field_problems()
+    assert (problem.connection, problem.field, problem.system_field) == (
+        "sf",
+        "utm_term",
+        "UTM_Term__c",
+    )
+    assert problem.value == "shoes"
+    assert "UTM_Term__c" in problem.reason
+    assert all("UTM_Term__c" not in record for record in crm.records.values())
 
 
-def test_a_picklist_value_removed_dead_letters_the_records_holding_it(
+def test_a_picklist_value_removed_leaves_that_field_out_and_writes_the_lead(
     sync: Sync, hub: FakeSystem, crm: FakeSystem, store: StateStore
 ) -> None:
     crm.picklists["Status"] = ("Open - Not Contacted", "Closed - Converted")
     hub.put(contact(1))
     hub.put(contact(2, lifecyclestage="marketingqualifiedlead", hs_lead_status="IN_PROGRESS"))
     stats = sync()
-    assert (stats.created, stats.dead_lettered) == (1, 1)
-    [letter] = store.list_dead_letters()
-    assert letter.field == "Status"
-    assert "Working - Contacted" in letter.reason
+    assert (stats.created, stats.dead_lettered) == (2, 0)
+    [problem] = store.field_problems()
+    assert problem.system_field == "Status"
+    assert problem.value == "Working - Contacted"
+    assert "allowed: Open - Not Contacted, Closed - Converted" in problem.reason
+
+
+def test_a_value_the_system_refuses_in_an_optional_field_is_sent_again_without_it(
+    sync: Sync, hub: FakeSystem, crm: FakeSystem, store: StateStore
+) -> None:
+    hub.put(contact(1, utm_term="forbidden"))
+    hub.put(contact(2))
+    crm.reject_values["forbidden"] = "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST: bad value"
+    stats = sync()
+    assert (stats.created, stats.dead_lettered, stats.field_problems) == (2, 0, 1)
+    [problem] = store.field_problems()
+    assert problem.reason == "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST: bad value"
+    assert problem.action == "skipped"
+
+
+def test_a_refused_value_in_a_required_field_dead_letters_the_lead(
+    sync: Sync, hub: FakeSystem, crm: FakeSystem, store: StateStore
+) -> None:
+    hub.put(contact(1, company="Blocked Inc"))
+    crm.reject_values["Blocked Inc"] = "FIELD_CUSTOM_VALIDATION_EXCEPTION: company is blocked"
+    stats = sync()
+    assert (stats.created, stats.dead_lettered, stats.field_problems) == (0, 1, 0)
+
+
+def test_a_field_problem_is_resolved_when_a_later_write_carries_the_field(
+    sync: Sync, hub: FakeSystem, crm: FakeSystem, store: StateStore
+) -> None:
+    rid = hub.put(contact(1, utm_term="shoes"))
+    crm.fields.discard("UTM_Term__c")
+    sync()
+    assert len(store.field_problems()) == 1
+    crm.fields.add("UTM_Term__c")
+    hub.put({"utm_term": "boots"}, rid)
+    sync()
+    assert store.field_problems() == []
+    [resolved] = store.field_problems(status="resolved")
+    assert resolved.field == "utm_term"
+    assert [r.get("UTM_Term__c") for r in crm.records.values()] == ["boots"]
 
 
 def test_dry_run_plans_and_writes_nothing(
@@ -357,3 +403,84 @@ def test_api_calls_are_counted_per_connection(sync: Sync, hub: FakeSystem) -> No
     # hs: 2 pages + 1 empty page, then the write-back pass reads nothing; sf: per 5-record batch
     assert set(stats.api_calls) == {"hs", "sf"}
     assert stats.api_calls["sf"] >= 2
+
+
+def test_a_blank_required_value_is_written_as_the_mappings_default(
+    sync: Sync, hub: FakeSystem, crm: FakeSystem, store: StateStore
+) -> None:
+    hub.put(contact(1, company=""))
+    stats = sync()
+    assert (stats.created, stats.dead_lettered) == (1, 0)
+    [record] = crm.records.values()
+    assert record["Company"] == "[not provided]"
+
+
+def test_a_default_fills_a_blank_field_of_an_existing_record(
+    sync: Sync, hub: FakeSystem, crm: FakeSystem, store: StateStore
+) -> None:
+    rid = hub.put(contact(1))
+    sync()
+    [crm_id] = crm.records
+    crm.put({"Company": ""}, crm_id)
+    hub.put({"firstname": "Anna", "company": ""}, rid)
+    sync()
+    assert crm.records[crm_id]["Company"] == "[not provided]"
+    assert crm.records[crm_id]["FirstName"] == "Anna"
+
+
+def test_text_no_api_can_carry_is_a_field_problem_and_the_lead_is_written(
+    sync: Sync, hub: FakeSystem, crm: FakeSystem, store: StateStore
+) -> None:
+    hub.put(contact(1, utm_term="bad\ud800term"))
+    hub.put(contact(2, utm_campaign="nul\x00here"))
+    stats = sync()
+    assert (stats.created, stats.dead_lettered, stats.field_problems) == (2, 0, 2)
+    reasons = sorted(p.reason for p in store.field_problems())
+    assert reasons[0].startswith("text contains a NUL character")
+    assert reasons[1].startswith("text is not valid Unicode")
+
+
+def test_two_way_fields_are_merged_per_field_not_by_record_time(
+    sync: Sync, hub: FakeSystem, crm: FakeSystem, store: StateStore
+) -> None:
+    rid = hub.put(contact(1, city="Berlin", zip="10115"))
+    sync()
+    [crm_id] = crm.records
+    hub.put({"city": "Munich"}, rid)
+    crm.put({"PostalCode": "80331"}, crm_id)  # a second later, another field
+    sync()
+    assert crm.records[crm_id]["City"] == "Munich"
+    assert crm.records[crm_id]["PostalCode"] == "80331"
+    assert hub.records[rid]["city"] == "Munich"
+    assert hub.records[rid]["zip"] == "80331"
+
+
+def test_a_field_changed_on_both_sides_goes_to_the_later_change_and_is_a_conflict(
+    sync: Sync, hub: FakeSystem, crm: FakeSystem, store: StateStore
+) -> None:
+    rid = hub.put(contact(1, city="Berlin"))
+    sync()
+    [crm_id] = crm.records
+    hub.put({"city": "Munich"}, rid)
+    crm.put({"City": "Hamburg"}, crm_id)  # later
+    stats = sync()
+    assert crm.records[crm_id]["City"] == "Hamburg"
+    assert hub.records[rid]["city"] == "Hamburg"
+    assert stats.conflicts >= 1
+
+
+def test_a_field_problem_is_replayed_once_the_pick_list_takes_the_value(
+    sync: Sync, hub: FakeSystem, crm: FakeSystem, store: StateStore
+) -> None:
+    crm.picklists["Status"] = ("Open - Not Contacted", "Closed - Converted")
+    hub.put(contact(1, lifecyclestage="marketingqualifiedlead", hs_lead_status="IN_PROGRESS"))
+    sync()
+    [crm_id] = crm.records
+    assert "Status" not in crm.records[crm_id]
+    assert len(store.field_problems()) == 1
+    sync()  # nothing changed: the value is still refused, nothing is replayed
+    assert len(store.field_problems()) == 1
+    crm.picklists["Status"] = ("Open - Not Contacted", "Working - Contacted", "Closed - Converted")
+    sync()
+    assert crm.records[crm_id]["Status"] == "Working - Contacted"
+    assert store.field_problems() == []

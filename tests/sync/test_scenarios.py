@@ -232,7 +232,7 @@ def test_one_person_from_two_sources_is_one_record_per_system(
         ("zoho", {"remove_field": "UTM_Term"}, "UTM_Term"),
     ],
 )
-def test_a_removed_field_fails_the_mapping_check_and_dead_letters_only_affected_records(
+def test_a_removed_field_fails_the_mapping_check_and_is_left_out_of_the_affected_records(
     project: Project,
     crm: str,
     change: dict[str, str],
@@ -252,14 +252,15 @@ def test_a_removed_field_fails_the_mapping_check_and_dead_letters_only_affected_
     assert any(problem.system_field == field for problem in problems)
     code, report = project.sync(FLOW_OF[crm], capsys=capsys)
     flow = report["flows"][0]
-    assert (code, flow["created"], flow["dead_lettered"]) == (1, 3, 1)
+    assert (code, flow["created"], flow["dead_lettered"], flow["field_problems"]) == (0, 4, 0, 1)
     with project.store() as store:
-        [letter] = store.list_dead_letters()
-    assert (letter.connection, letter.field) == (crm, field)
-    assert field in letter.reason
+        assert store.list_dead_letters() == []
+        [problem] = store.field_problems()
+    assert (problem.connection, problem.system_field, problem.value) == (crm, field, "shoes")
+    assert field in problem.reason
 
 
-def test_a_removed_picklist_value_dead_letters_only_the_records_holding_it(
+def test_a_removed_picklist_value_is_left_out_of_only_the_records_holding_it(
     project: Project, capsys: pytest.CaptureFixture[str]
 ) -> None:
     [hub_id] = hubspot_contacts(project, 1)
@@ -276,7 +277,7 @@ def test_a_removed_picklist_value_dead_letters_only_the_records_holding_it(
     code, report = project.sync("hubspot-salesforce", capsys=capsys)
     assert hub_id
     flow = report["flows"][0]
-    assert (code, flow["dead_lettered"]) == (1, 2)
+    assert (code, flow["dead_lettered"], flow["field_problems"]) == (0, 0, 2)
     with project.store() as store:
-        letters = store.list_dead_letters()
-    assert {(dl.field, "Closed - Converted" in dl.reason) for dl in letters} == {("Status", True)}
+        problems = store.field_problems()
+    assert {(p.system_field, p.value) for p in problems} == {("Status", "Closed - Converted")}

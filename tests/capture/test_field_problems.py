@@ -1,0 +1,60 @@
+"""A captured lead is never held back by one optional value its CRM refuses (DESIGN §7.7)."""
+
+from __future__ import annotations
+
+from leadrelay.capture.worker import drain_inbox
+from leadrelay.sandbox.server import SandboxServer
+from tests.capture.sandbox_project import Project, admin
+from tests.hubspot_sandbox import hubspot_api
+
+
+def _post(project: Project, **fields: str) -> None:
+    with project.client() as client:
+        response = project.post_webform(client, **fields)
+    assert response.status_code == 202, response.text
+
+
+def test_a_field_missing_from_the_crm_is_left_out_and_the_lead_delivered(
+    project: Project, sandbox: SandboxServer
+) -> None:
+    admin(sandbox, "schema", {"system": "hubspot", "remove_field": "jobtitle"})
+    _post(project, email="cto@acme.io", last_name="Silva", job_title="CTO")
+    stats = drain_inbox(project.config, project.store, connectors=project.pool)
+    assert (stats.delivered, stats.dead_lettered, stats.field_problems) == (1, 0, 1)
+    record = project.lookup("hubspot", "cto@acme.io")
+    assert record is not None and record["lastname"] == "Silva"
+    [problem] = project.store.field_problems()
+    assert (problem.connection, problem.field, problem.system_field, problem.value) == (
+        "hubspot",
+        "job_title",
+        "jobtitle",
+        "CTO",
+    )
+    assert "jobtitle" in problem.reason
+    assert project.store.list_dead_letters() == []
+
+
+def test_the_field_problem_closes_when_a_later_delivery_carries_the_field(
+    project: Project, sandbox: SandboxServer
+) -> None:
+    admin(sandbox, "schema", {"system": "hubspot", "remove_field": "jobtitle"})
+    _post(project, email="cto@acme.io", last_name="Silva", job_title="CTO")
+    drain_inbox(project.config, project.store, connectors=project.pool)
+    hubspot_api(
+        sandbox,
+        "POST",
+        "/crm/v3/properties/contacts",
+        {
+            "name": "jobtitle",
+            "label": "Job Title",
+            "type": "string",
+            "fieldType": "text",
+            "groupName": "contactinformation",
+        },
+        expect=201,
+    )
+    _post(project, email="cto@acme.io", last_name="Silva", job_title="VP")
+    drain_inbox(project.config, project.store, connectors=project.pool)
+    assert project.store.field_problems() == []
+    record = project.lookup("hubspot", "cto@acme.io")
+    assert record is not None and record["jobtitle"] == "VP"
