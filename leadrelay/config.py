@@ -659,6 +659,9 @@ class FlowConfig(_Section):
         mappings: connection name (the flow's source or destination) → mapping file that
             replaces that connection's project mapping for this flow (relative to the config
             folder).
+        on_delete: what a record deleted on one side does to its linked record on the other:
+            ``keep`` (default: left alone; the link is tombstoned and leadrelay never
+            re-creates the deleted record) or ``propagate`` (the other record is deleted too).
     """
 
     name: Name
@@ -670,6 +673,7 @@ class FlowConfig(_Section):
     field_rules: dict[str, FieldRule] = Field(default_factory=dict)
     batch_size: int | None = Field(default=None, gt=0)
     mappings: dict[str, ExistingFile] = Field(default_factory=dict)
+    on_delete: Literal["keep", "propagate"] = "keep"
 
     @field_validator("field_rules")
     @classmethod

@@ -382,9 +382,13 @@ def dlq_retry(
         store.close()
     if as_json:
         print_json({"retried": [{"id": k, "result": v} for k, v in sorted(outcome.items())]})
-        return
-    for letter_id, text in sorted(outcome.items()):
-        _console.print(f"{letter_id}: {text}")
+    else:
+        for letter_id, text in sorted(outcome.items()):
+            _console.print(f"{letter_id}: {text}")
+    failed = [k for k, v in outcome.items() if v != "written"]
+    if failed:
+        # DESIGN §7.7: a replay that did not write the record is a failure (exit 1).
+        raise CliError(f"{len(failed)} of {len(outcome)} dead letter(s) not written", 1)
 
 
 @dlq_app.command("drop")

@@ -38,6 +38,7 @@ from leadrelay.config import Config, FlowConfig
 from leadrelay.connectors.base import (
     Capability,
     Connector,
+    Deletion,
     RawRecord,
     Schema,
     WriteResult,
@@ -225,6 +226,7 @@ class FlowStats:
     api_calls: dict[str, int] = field(default_factory=dict)
     conflicts: int = 0
     field_problems: int = 0
+    deleted: int = 0
     error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
@@ -243,7 +245,12 @@ class FlowStats:
 
     def to_stats(self) -> dict[str, Any]:
         """The run-log form: the JSON shape plus conflicts and the error, if any."""
-        return {**self.to_json(), "conflicts": self.conflicts, "error": self.error}
+        return {
+            **self.to_json(),
+            "conflicts": self.conflicts,
+            "deleted": self.deleted,
+            "error": self.error,
+        }
 
 
 @dataclass(frozen=True)
@@ -382,6 +389,11 @@ class _PageResult:
         default_factory=list
     )
     baselines: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    tombstones: dict[str, list[tuple[str, str | None, str | None, datetime | None]]] = field(
+        default_factory=dict
+    )
+    reader_relinks: dict[str, str] = field(default_factory=dict)
+    reader_unlinks: list[str] = field(default_factory=list)
 
 
 class SyncEngine:
@@ -546,10 +558,105 @@ class SyncEngine:
         label = f"{self.flow.name}: {reader.name} → {self.connectors[from_side.other].name}"
         for page in reader.read_changes(cursor):
             result = self._process(from_side, page.records)
+            if page.deleted:
+                self._deletions(from_side, page.deleted, result)
             if not self.dry_run:
                 self._commit(from_side, result, page.cursor)
             if self.on_page is not None:
                 self.on_page(label, len(page.records))
+
+    # -- deletes and merges --------------------------------------------------------------------
+
+    def _deletions(
+        self, from_side: Side, deletions: Sequence[Deletion], result: _PageResult
+    ) -> None:
+        """Records the reader reports deleted or merged away (DESIGN §7.4a): tombstoned, so
+        leadrelay never re-creates them; a merge relinks the lead to the survivor; with
+        ``on_delete = "propagate"`` the linked record on the other side is deleted too."""
+        reader = self.connectors[from_side]
+        other = self.connectors[from_side.other]
+        keys = self.store.keys_for_many(reader.name, [d.record_id for d in deletions])
+        survivors = self.store.keys_for_many(
+            reader.name, [d.merged_into for d in deletions if d.merged_into]
+        )
+        propagate: dict[str, str] = {}
+        for deletion in deletions:
+            key = keys.get(deletion.record_id)
+            result.tombstones.setdefault(reader.name, []).append(
+                (deletion.record_id, key, deletion.merged_into, deletion.at)
+            )
+            self.stats.deleted += 1
+            if key is None:
+                continue
+            if deletion.merged_into:
+                owner = survivors.get(deletion.merged_into)
+                event: dict[str, Any] = {
+                    "event": "merged",
+                    "lead": key,
+                    "connection": reader.name,
+                    "record": deletion.record_id,
+                    "into": deletion.merged_into,
+                }
+                if owner is None or owner == key:
+                    result.reader_relinks[key] = deletion.merged_into
+                else:
+                    # Two leads turned out to be one person: the survivor's lead keeps the
+                    # record; this one loses its link there.
+                    result.reader_unlinks.append(key)
+                    event["into_lead"] = owner
+                result.events.append(event)
+                continue
+            result.events.append(
+                {
+                    "event": "deleted",
+                    "lead": key,
+                    "connection": reader.name,
+                    "record": deletion.record_id,
+                    "on_delete": self.flow.on_delete,
+                }
+            )
+            if self.flow.on_delete == "propagate":
+                target_id = self.store.external_id_for(key, other.name)
+                if target_id is not None:
+                    propagate[target_id] = key
+        if not propagate or self.dry_run:
+            return
+        if not other.supports(Capability.DELETE):
+            result.events.append(
+                {
+                    "event": "delete_not_propagated",
+                    "connection": other.name,
+                    "reason": f"{other.kind} connector cannot delete",
+                }
+            )
+            return
+        ids = list(propagate)
+        for start in range(0, len(ids), other.batch_size):
+            chunk = ids[start : start + other.batch_size]
+            for target_id, outcome in zip(chunk, other.delete(chunk), strict=True):
+                key = propagate[target_id]
+                if outcome.ok:
+                    result.tombstones.setdefault(other.name, []).append(
+                        (target_id, key, None, None)
+                    )
+                    result.events.append(
+                        {
+                            "event": "delete_propagated",
+                            "lead": key,
+                            "connection": other.name,
+                            "record": target_id,
+                        }
+                    )
+                else:
+                    result.events.append(
+                        {
+                            "event": "delete_failed",
+                            "lead": key,
+                            "connection": other.name,
+                            "record": target_id,
+                            "reason": str(outcome.error),
+                        }
+                    )
 
     # -- field problems the destination now accepts -------------------------------------------
 
@@ -737,7 +844,7 @@ class SyncEngine:
                 _tag(item.lead)
 
         # 4. the other side's current records: by linked id, else by email
-        self._lookup_targets(from_side, items)
+        self._lookup_targets(from_side, items, result)
 
         # 4b. qualify (handoff/): score, route and start the SLA clock of leads going to
         #     sales; a rejection sales writes back gets its recycle play
@@ -765,9 +872,18 @@ class SyncEngine:
                     result.identities.setdefault(ident, item.key)
         return result
 
-    def _lookup_targets(self, from_side: Side, items: dict[str, _Item]) -> None:
+    def _lookup_targets(
+        self, from_side: Side, items: dict[str, _Item], result: _PageResult
+    ) -> None:
         writer = self.connectors[from_side.other]
         live = [i for i in items.values() if i.skip_reason is None and i.key is not None]
+        dead = self.store.tombstoned_keys(writer.name, [i.key for i in live if i.key])
+        for item in live:
+            if item.key in dead:
+                item.skip_reason = (
+                    f"its {writer.name} record was deleted there; leadrelay does not re-create it"
+                )
+        live = [i for i in live if i.skip_reason is None]
         target_ids = self.store.external_ids_for_many(writer.name, [i.key for i in live if i.key])
         by_id: dict[str, _Item] = {}
         by_email: dict[str, list[_Item]] = {}
@@ -794,18 +910,37 @@ class SyncEngine:
             if raw is not None:
                 item.target_raw = raw
             else:
-                # linked record gone from the target (deleted or merged): find or create anew
+                # The linked record is gone from the target. Merged into another record, the
+                # survivor holds the e-mail: relink to it. Deleted: never re-create it (§7.4a).
                 item.target_id = None
                 item.relink_target = True
                 assert item.lead is not None
+                raw = None
                 if item.lead.email:
                     mail = normalize_email(item.lead.email)
                     raw = found.get(mail)
                     if raw is None and writer.supports(Capability.LOOKUP):
                         raw = writer.lookup(emails=[mail]).get(mail)
-                    if raw is not None:
-                        item.target_raw = raw
-                        item.target_id = record_id(writer, raw)
+                if raw is not None:
+                    item.target_raw = raw
+                    item.target_id = record_id(writer, raw)
+                else:
+                    result.tombstones.setdefault(writer.name, []).append(
+                        (tid, item.key, None, None)
+                    )
+                    result.events.append(
+                        {
+                            "event": "deleted",
+                            "lead": item.key,
+                            "connection": writer.name,
+                            "record": tid,
+                            "on_delete": "keep",
+                        }
+                    )
+                    item.skip_reason = (
+                        f"its {writer.name} record {tid} is gone (deleted there); leadrelay "
+                        "does not re-create it"
+                    )
         found_by_email: dict[str, _Item] = {}
         for mail, group in by_email.items():
             raw = found.get(mail)
@@ -1231,6 +1366,12 @@ class SyncEngine:
             self.store.link_many(writer.name, result.target_links, conn=conn)
             for key, target_id in result.target_relinks.items():
                 self.store.relink(key, writer.name, target_id, conn=conn)
+            for key, survivor in result.reader_relinks.items():
+                self.store.relink(key, reader.name, survivor, conn=conn)
+            for key in result.reader_unlinks:
+                self.store.unlink(key, reader.name, conn=conn)
+            for connection, rows in result.tombstones.items():
+                self.store.add_tombstones(connection, rows, conn=conn)
             self.store.mark_written_many(result.written, writer.name, conn=conn)
             self.store.put_fingerprints(self._fp_space(reader), result.reader_fps, conn=conn)
             self.store.put_fingerprints(self._fp_space(writer), result.target_fps, conn=conn)

@@ -271,6 +271,7 @@ def plan_record(
     The plan's ``expected`` holds the canonical values the target will read back as after
     the write (None when nothing is written).
     """
+    fields = list(fields)
     creating = target_raw is None
     plan = RecordPlan(
         lead_key=incoming.key,
@@ -325,6 +326,15 @@ def plan_record(
                     winner=from_side if wins else from_side.other,
                 )
             )
+    considered = set(fields)
+    if (
+        "stage" in winners
+        and "rejection_reason" in considered
+        and "rejection_reason" not in winners
+        and not is_blank(lead_value(incoming, "rejection_reason"))
+    ):
+        # A stage never travels without the reason it was set for (a rejection's reason).
+        winners.append("rejection_reason")
     if not winners:
         return plan
     # A value the target's mapping cannot write is a problem of that field alone: the caller

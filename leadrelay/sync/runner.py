@@ -37,6 +37,8 @@ __all__ = [
 LOCK_TTL_S = 300
 #: Seconds between heartbeats.
 HEARTBEAT_EVERY_S = 15.0
+#: At most this many rounds of the selected flows in one run (see :func:`run_flows`).
+MAX_ROUNDS = 3
 
 
 class LockLost(Exception):
@@ -99,6 +101,33 @@ class RunOutcome:
         return self.fatal is None and not any(s.error or s.dead_lettered for s in self.results)
 
 
+def _reads(flow: FlowConfig) -> set[str]:
+    """The connections a flow reads changes from."""
+    return {flow.source, flow.destination} if flow.two_way else {flow.source}
+
+
+def _add(total: FlowStats | None, more: FlowStats) -> FlowStats:
+    """One flow's counts over several rounds of a run."""
+    if total is None:
+        return more
+    for name in (
+        "read",
+        "created",
+        "updated",
+        "unchanged",
+        "written_back",
+        "dead_lettered",
+        "conflicts",
+        "field_problems",
+        "deleted",
+    ):
+        setattr(total, name, getattr(total, name) + getattr(more, name))
+    for connection, calls in more.api_calls.items():
+        total.api_calls[connection] = total.api_calls.get(connection, 0) + calls
+    total.error = more.error or total.error
+    return total
+
+
 def run_flows(
     config: Config,
     store: StateStore,
@@ -139,24 +168,50 @@ def run_flows(
                         drained = drainer(context)
                         if drained is not None:
                             outcome.results.append(drained)
-                for flow in flows:
-                    try:
-                        engine = SyncEngine.for_flow(
-                            context, flow, on_plan=on_plan, on_page=page_done
-                        )
-                    except (MappingError, ConnectorNotFound) as exc:
-                        outcome.fatal = exc
-                        raise FlowSetupError(f"flow {flow.name}: {exc}") from exc
-                    try:
-                        outcome.results.append(engine.run(full=full))
-                    except (AuthError, LockLost) as exc:
-                        engine.stats.error = str(exc)
-                        outcome.results.append(engine.stats)
-                        outcome.fatal = exc
+                by_flow: dict[str, FlowStats] = {}
+                pending = list(flows)
+                for _round in range(1 if dry_run else MAX_ROUNDS):
+                    wrote: dict[str, set[str]] = {}
+                    for flow in pending:
+                        try:
+                            engine = SyncEngine.for_flow(
+                                context, flow, on_plan=on_plan, on_page=page_done
+                            )
+                        except (MappingError, ConnectorNotFound) as exc:
+                            outcome.fatal = exc
+                            raise FlowSetupError(f"flow {flow.name}: {exc}") from exc
+                        try:
+                            stats = engine.run(full=full and _round == 0)
+                        except (AuthError, LockLost) as exc:
+                            engine.stats.error = str(exc)
+                            outcome.fatal = exc
+                            stats = engine.stats
+                        except ConnectorError as exc:
+                            engine.stats.error = str(exc)
+                            stats = engine.stats
+                        by_flow[flow.name] = _add(by_flow.get(flow.name), stats)
+                        if stats.created or stats.updated or stats.written_back:
+                            wrote[flow.name] = {flow.source, flow.destination}
+                        if outcome.fatal is not None:
+                            break
+                    if outcome.fatal is not None:
                         break
-                    except ConnectorError as exc:
-                        engine.stats.error = str(exc)
-                        outcome.results.append(engine.stats)
+                    # One run ends at a fixed point (DESIGN §7.4): a flow reading a connection
+                    # that another flow wrote into runs again, so what one CRM wrote back to a
+                    # shared source reaches the other CRM in this run, not the next.
+                    pending = [
+                        flow
+                        for flow in flows
+                        if not by_flow[flow.name].error
+                        and any(
+                            _reads(flow) & written
+                            for other, written in wrote.items()
+                            if other != flow.name
+                        )
+                    ]
+                    if not pending:
+                        break
+                outcome.results.extend(by_flow.values())
             finally:
                 if outcome.run_id is not None:
                     failed = outcome.fatal is not None or any(s.error for s in outcome.results)

@@ -310,6 +310,18 @@ locks_table = sa.Table(
     sa.Column("ttl_s", sa.Integer, nullable=False),
 )
 
+tombstones_table = sa.Table(
+    "tombstones",
+    metadata,
+    # A record deleted (or merged away) in a system: leadrelay never re-creates it (§7.4a).
+    sa.Column("connection", sa.String(255), primary_key=True),
+    sa.Column("external_id", sa.String(255), primary_key=True),
+    sa.Column("lead_key", sa.String(64), nullable=True, index=True),
+    sa.Column("merged_into", sa.String(255), nullable=True),
+    sa.Column("deleted_at", UTCDateTime, nullable=True),
+    sa.Column("recorded_at", UTCDateTime, nullable=False),
+)
+
 baselines_table = sa.Table(
     "baselines",
     metadata,
@@ -1824,6 +1836,69 @@ class StateStore:
                 return [_run(row) for row in rows]
             runs = [_run(row) for row in c.execute(query).all()]
         return [run for run in runs if flow in run.flows][:limit]
+
+    # -- tombstones ----------------------------------------------------------------------------
+
+    def add_tombstones(
+        self,
+        connection: str,
+        deleted: Sequence[tuple[str, str | None, str | None, datetime | None]],
+        *,
+        conn: Connection | None = None,
+    ) -> None:
+        """Record records of ``connection`` as deleted: ``(external_id, lead_key, merged_into,
+        deleted_at)`` each. A record recorded twice keeps its first entry."""
+        if not deleted:
+            return
+        now = self.now()
+        table = tombstones_table
+        with self._write(conn) as c:
+            for external_id, lead_key, merged_into, deleted_at in deleted:
+                c.execute(
+                    self._insert(table)
+                    .values(
+                        connection=connection,
+                        external_id=external_id,
+                        lead_key=lead_key,
+                        merged_into=merged_into,
+                        deleted_at=deleted_at,
+                        recorded_at=now,
+                    )
+                    .on_conflict_do_nothing(
+                        index_elements=[table.c.connection, table.c.external_id]
+                    )
+                )
+
+    def tombstoned_keys(
+        self, connection: str, lead_keys: Iterable[str], *, conn: Connection | None = None
+    ) -> set[str]:
+        """The lead keys whose record in ``connection`` was deleted (not merged into another)."""
+        keys = sorted(set(lead_keys))
+        table = tombstones_table
+        found: set[str] = set()
+        with self._read(conn) as c:
+            for start in range(0, len(keys), 500):
+                found.update(
+                    c.scalars(
+                        sa.select(table.c.lead_key).where(
+                            table.c.connection == connection,
+                            table.c.merged_into.is_(None),
+                            table.c.lead_key.in_(keys[start : start + 500]),
+                        )
+                    ).all()
+                )
+        return {key for key in found if key is not None}
+
+    def tombstones(
+        self, *, connection: str | None = None, conn: Connection | None = None
+    ) -> list[dict[str, Any]]:
+        """Every tombstone (of ``connection``), oldest first."""
+        table = tombstones_table
+        query = sa.select(table).order_by(table.c.recorded_at, table.c.external_id)
+        if connection is not None:
+            query = query.where(table.c.connection == connection)
+        with self._read(conn) as c:
+            return [dict(row._mapping) for row in c.execute(query).all()]
 
     # -- baselines -----------------------------------------------------------------------------
 

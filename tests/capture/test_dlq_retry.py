@@ -9,6 +9,7 @@ import pytest
 import typer
 
 from leadrelay.capture.worker import drain_inbox
+from leadrelay.clikit import CliError
 from leadrelay.sandbox.server import SandboxServer
 from leadrelay.sync.commands import dlq_app
 from leadrelay.sync.state import DeadLetterStatus, InboxStatus
@@ -22,9 +23,19 @@ def retry(project: Project, capsys: pytest.CaptureFixture[str], *ids: int) -> di
     app.add_typer(dlq_app, name="dlq")
     capsys.readouterr()
     config = str(project.folder / "leadrelay.toml")
-    app(args=["dlq", "retry", *map(str, ids), "--config", config, "--json"], standalone_mode=False)
+    code = 0
+    try:
+        app(
+            args=["dlq", "retry", *map(str, ids), "--config", config, "--json"],
+            standalone_mode=False,
+        )
+    except CliError as exc:
+        code = exc.exit_code
     data: dict[str, Any] = json.loads(capsys.readouterr().out)
-    return {item["id"]: item["result"] for item in data["retried"]}
+    results = {item["id"]: item["result"] for item in data["retried"]}
+    # A replay that did not write every letter exits 1 (DESIGN §7.7).
+    assert code == (0 if set(results.values()) == {"written"} else 1)
+    return results
 
 
 def refused_by_hubspot(project: Project, sandbox: SandboxServer) -> int:

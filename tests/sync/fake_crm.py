@@ -23,6 +23,7 @@ from leadrelay.connectors import base
 from leadrelay.connectors.base import (
     Capability,
     Connector,
+    Deletion,
     FieldInfo,
     Health,
     Page,
@@ -66,6 +67,8 @@ class FakeSystem:
     #: raised by every call (e.g. an AuthError); None: none.
     error: Exception | None = None
     writes: int = 0
+    #: deleted record id → (change number, id of the record it was merged into)
+    deleted: dict[str, tuple[int, str | None]] = field(default_factory=dict)
     _counter: Iterator[int] = field(default_factory=lambda: itertools.count(1))
     _changes: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -77,6 +80,12 @@ class FakeSystem:
         self.records[record_id].update(values)
         self._touch(record_id)
         return record_id
+
+    def delete(self, record_id: str, merged_into: str | None = None) -> None:
+        """Delete a record from outside leadrelay (or merge it into ``merged_into``)."""
+        del self.records[record_id]
+        self.seq.pop(record_id, None)
+        self.deleted[record_id] = (next(self._changes), merged_into)
 
     def _touch(self, record_id: str) -> None:
         self.records[record_id]["updatedAt"] = tick().isoformat()
@@ -103,6 +112,7 @@ class _FakeConnector(Connector[Any]):
             Capability.LOOKUP,
             Capability.UPSERT,
             Capability.UPDATE,
+            Capability.DELETE,
             Capability.DESCRIBE,
         }
     )
@@ -126,16 +136,32 @@ class _FakeConnector(Connector[Any]):
         after = int(cursor) if cursor else 0
         while True:
             self._call()
-            changed = sorted((seq, rid) for rid, seq in self.system.seq.items() if seq > after)[
-                : self.page_size
-            ]
-            records = [self.system.raw(rid) for _, rid in changed]
-            if not records:
+            events = sorted(
+                [(seq, rid, False) for rid, seq in self.system.seq.items() if seq > after]
+                + [(seq, rid, True) for rid, (seq, _) in self.system.deleted.items() if seq > after]
+            )[: self.page_size]
+            records = [self.system.raw(rid) for _, rid, gone in events if not gone]
+            deleted = tuple(
+                Deletion(rid, self.system.deleted[rid][1]) for _, rid, gone in events if gone
+            )
+            if not events:
                 if after == (int(cursor) if cursor else 0):
                     yield Page([], cursor)
                 return
-            after = changed[-1][0]
-            yield Page(records, str(after))
+            after = events[-1][0]
+            yield Page(records, str(after), deleted)
+
+    def delete(self, ids: Sequence[str]) -> list[WriteResult]:
+        self._write_call()
+        results = []
+        for rid in ids:
+            if rid in self.system.records:
+                self.system.delete(rid)
+                results.append(WriteResult(rid, rid, WriteOutcome.UPDATED))
+            else:
+                error = Rejected("ENTITY_IS_DELETED", system=self.kind, record=rid)
+                results.append(WriteResult.failed(rid, error))
+        return results
 
     def lookup(
         self, emails: Sequence[str] | None = None, ids: Sequence[str] | None = None

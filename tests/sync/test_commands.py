@@ -137,6 +137,9 @@ def test_dlq_retry_replays_and_dlq_drop_gives_up(
     crm().reject_values.clear()
     code, out, _ = run(["dlq", "retry", "1", "--json"], capsys)
     assert (code, json.loads(out)) == (0, {"retried": [{"id": 1, "result": "written"}]})
+    crm().reject_values["Blocked"] = "company is on the block list"
+    code, out, _ = run(["dlq", "retry", "2", "--json"], capsys)
+    assert (code, json.loads(out)) == (1, {"retried": [{"id": 2, "result": "failed again"}]})
     code, _, _ = run(["dlq", "drop", "2"], capsys)
     with StateStore(f"sqlite:///{project / 'state.db'}") as store:
         statuses = [dl.status for dl in store.list_dead_letters(status=None)]

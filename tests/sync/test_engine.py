@@ -484,3 +484,76 @@ def test_a_field_problem_is_replayed_once_the_pick_list_takes_the_value(
     sync()
     assert crm.records[crm_id]["Status"] == "Working - Contacted"
     assert store.field_problems() == []
+
+
+def test_a_lead_deleted_in_the_crm_is_not_re_created(
+    sync: Sync, hub: FakeSystem, crm: FakeSystem, store: StateStore
+) -> None:
+    rid = hub.put(contact(1))
+    sync()
+    [crm_id] = crm.records
+    crm.delete(crm_id)
+    sync()
+    hub.put({"firstname": "Anna"}, rid)  # marketing touches the contact again
+    stats = sync()
+    assert crm.records == {}
+    assert stats.created == 0
+    assert rid in hub.records  # keep: the other side is left alone
+    [tomb] = store.tombstones(connection="sf")
+    assert tomb["external_id"] == crm_id
+
+
+def test_a_contact_deleted_in_the_marketing_system_is_not_re_created_by_write_back(
+    sync: Sync, hub: FakeSystem, crm: FakeSystem, store: StateStore
+) -> None:
+    rid = hub.put(contact(1))
+    sync()
+    [crm_id] = crm.records
+    hub.delete(rid)
+    sync()
+    crm.put({"Status": "Working - Contacted"}, crm_id)  # sales works the lead
+    sync()
+    assert hub.records == {}
+    assert crm_id in crm.records
+
+
+def test_a_delete_not_read_from_the_change_feed_is_not_re_created_either(
+    sync: Sync, hub: FakeSystem, crm: FakeSystem, store: StateStore
+) -> None:
+    rid = hub.put(contact(1))
+    sync()
+    [crm_id] = crm.records
+    del crm.records[crm_id]  # gone without a trace in the feed (e.g. purged)
+    crm.seq.pop(crm_id)
+    hub.put({"firstname": "Anna"}, rid)
+    stats = sync()
+    assert (crm.records, stats.created) == ({}, 0)
+    assert [t["external_id"] for t in store.tombstones(connection="sf")] == [crm_id]
+
+
+def test_on_delete_propagate_deletes_the_linked_record(
+    sync: Sync, hub: FakeSystem, crm: FakeSystem, store: StateStore
+) -> None:
+    hub.put(contact(1))
+    sync()
+    [crm_id] = crm.records
+    crm.delete(crm_id)
+    sync(on_delete="propagate")
+    assert hub.records == {}
+    assert crm.records == {}
+
+
+def test_a_merge_relinks_the_lead_to_the_survivor_without_a_duplicate(
+    sync: Sync, hub: FakeSystem, crm: FakeSystem, store: StateStore
+) -> None:
+    first = hub.put(contact(1))
+    second = hub.put(contact(2))
+    sync()
+    key = store.key_for("hs", first)
+    assert key is not None
+    hub.delete(first, merged_into=second)
+    sync()
+    assert store.external_id_for(key, "hs") is None or store.external_id_for(key, "hs") == second
+    hub.put({"firstname": "Bea"}, second)
+    sync()
+    assert len(crm.records) == 2

@@ -281,3 +281,27 @@ def test_a_removed_picklist_value_is_left_out_of_only_the_records_holding_it(
     with project.store() as store:
         problems = store.field_problems()
     assert {(p.system_field, p.value) for p in problems} == {("Status", "Closed - Converted")}
+
+
+def test_one_sync_carries_a_salesforce_verdict_with_its_reason_to_hubspot_and_zoho(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hubspot_contacts(project, 2)
+    code, _ = project.sync(capsys=capsys)
+    assert code == 0
+    email = "lead0@acme0.io"
+    lead = emails_in(project, "salesforce", [email])[email]
+    project.connector("salesforce").update(
+        {lead["Id"]: {"Status": "Closed - Not Converted", "Rejection_Reason__c": "Competitor"}}
+    )
+    code, _ = project.sync(capsys=capsys)
+    assert code == 0
+    hub = emails_in(project, "hubspot", [email])[email]
+    assert hub["rejection_reason"] == "competitor"
+    zoho = emails_in(project, "zoho", [email])[email]
+    assert (zoho["Lead_Status"], zoho["Rejection_Reason"]) == ("Not Qualified", "Competitor")
+    # a fixed point: run again with no outside change, nothing is written anywhere
+    code, report = project.sync(capsys=capsys)
+    assert code == 0
+    for flow in report["flows"]:
+        assert (flow["created"], flow["updated"], flow["written_back"]) == (0, 0, 0), flow
