@@ -604,8 +604,25 @@ def _install_sqlite_listeners(engine: Engine) -> None:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def _make_engine(url: str | sa.URL) -> Engine:
-    parsed = sa.make_url(url)
+def _postgres_url(parsed: sa.URL) -> sa.URL:
+    """``postgres://`` and ``postgresql://`` (no driver named) use psycopg 3, the driver the
+    ``leadrelay[postgres]`` extra installs."""
+    backend, _, driver = parsed.drivername.partition("+")
+    if backend in ("postgres", "postgresql") and driver in ("", "psycopg"):
+        try:
+            import psycopg  # noqa: F401
+        except ImportError:
+            raise StateError(
+                "a PostgreSQL state store needs its driver: pip install 'leadrelay[postgres]'"
+            ) from None
+        return parsed.set(drivername="postgresql+psycopg")
+    if backend == "postgres":
+        return parsed.set(drivername=f"postgresql+{driver}")
+    return parsed
+
+
+def _make_engine(url: str | sa.URL, *, pool_size: int = 5) -> Engine:
+    parsed = _postgres_url(sa.make_url(url))
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
         if database in ("", ":memory:") or database.startswith("file::memory:"):
@@ -618,7 +635,7 @@ def _make_engine(url: str | sa.URL) -> Engine:
             engine = sa.create_engine(parsed)
         _install_sqlite_listeners(engine)
         return engine
-    return sa.create_engine(parsed, pool_pre_ping=True)
+    return sa.create_engine(parsed, pool_pre_ping=True, pool_size=pool_size, max_overflow=pool_size)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -633,8 +650,14 @@ class StateStore:
     current aware UTC time; tests pass their own.
     """
 
-    def __init__(self, url: str | sa.URL, *, clock: Callable[[], datetime] = _utcnow) -> None:
-        self._engine = _make_engine(url)
+    def __init__(
+        self,
+        url: str | sa.URL,
+        *,
+        clock: Callable[[], datetime] = _utcnow,
+        pool_size: int = 5,
+    ) -> None:
+        self._engine = _make_engine(url, pool_size=pool_size)
         self._read_engine = self._engine.execution_options(**{_READ_ONLY: True})
         self._clock = clock
         self._dialect = self._engine.dialect.name

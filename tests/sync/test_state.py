@@ -19,6 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 from leadrelay.sync import state as state_module
+from tests.postgres import fresh_schema
 from leadrelay.sync.state import (
     SCHEMA_VERSION,
     DeadLetterStatus,
@@ -53,9 +54,13 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture
-def store(clock: FakeClock) -> Iterator[StateStore]:
-    with StateStore("sqlite:///:memory:", clock=clock) as s:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, clock: FakeClock) -> Iterator[StateStore]:
+    if request.param == "sqlite":
+        with StateStore("sqlite:///:memory:", clock=clock) as s:
+            yield s
+        return
+    with fresh_schema() as url, StateStore(url, clock=clock) as s:
         yield s
 
 
@@ -912,3 +917,55 @@ def test_inbox_counts_by_form_and_source(tmp_path: Path) -> None:
         ("a", "webform", InboxStatus.PENDING): 1,
         ("b", "meta_lead_ads", InboxStatus.PENDING): 1,
     }
+
+
+# -- baselines, tombstones, field problems, credentials (wave 2) ---------------------------------
+
+
+def test_baselines_round_trip_and_replace(store: StateStore) -> None:
+    store.put_baselines("f", {"k1": {"source": {"city": "Berlin"}, "destination": {"city": "B"}}})
+    store.put_baselines("f", {"k1": {"source": {"city": "Munich"}, "destination": {"city": "M"}}})
+    assert store.get_baselines("f", ["k1", "k2"]) == {
+        "k1": {"source": {"city": "Munich"}, "destination": {"city": "M"}}
+    }
+    assert store.get_baselines("other", ["k1"]) == {}
+
+
+def test_tombstones_are_kept_once_and_merges_are_not_deletions(store: StateStore) -> None:
+    store.add_tombstones("sf", [("00Q1", "k1", None, None), ("00Q2", "k2", "00Q9", T0)])
+    store.add_tombstones("sf", [("00Q1", "k1", None, None)])
+    assert store.tombstoned_keys("sf", ["k1", "k2", "k3"]) == {"k1"}
+    assert [t["external_id"] for t in store.tombstones(connection="sf")] == ["00Q1", "00Q2"]
+
+
+def test_field_problems_open_count_and_resolve(store: StateStore, clock: FakeClock) -> None:
+    problem = {
+        "field": "industry",
+        "system_field": "Industry",
+        "value": "Technology",
+        "reason": "not in the pick list",
+        "action": "skipped",
+        "stage": "check",
+    }
+    origin = {"flow": "f", "from_side": "source", "reader": "hs", "reader_id": "1"}
+    store.record_field_problems("k1", "zoho", [problem], origin=origin, flow="f")
+    clock.advance(5)
+    store.record_field_problems("k1", "zoho", [problem], origin=origin, flow="f")
+    [row] = store.field_problems()
+    assert (row.count, row.stage, row.value, row.origin["reader_id"]) == (
+        2,
+        "check",
+        "Technology",
+        "1",
+    )
+    assert store.count_field_problems() == {"zoho": 1}
+    store.record_field_problems("k1", "zoho", [], origin=origin, flow="f")
+    assert store.field_problems() == []
+    assert [r.status for r in store.field_problems(status="resolved")] == ["resolved"]
+
+
+def test_credentials_expire(store: StateStore, clock: FakeClock) -> None:
+    store.put_credential("key", "sealed-value", T0 + timedelta(seconds=60))
+    assert store.get_credential("key") == ("sealed-value", T0 + timedelta(seconds=60))
+    clock.advance(61)
+    assert store.get_credential("key") is None
