@@ -3,20 +3,93 @@
 :class:`ServeChild` spawns a daemon child with a stop event and stops it by setting the event,
 waiting for the work in progress, then terminating what is left; :func:`child_logging` is what
 each child does first (Ctrl-C ignored, the parent stops it; its log lines redacted and labelled).
+
+A child never outlives ``serve``, even one killed with SIGKILL (which runs no clean-up): on
+Linux the kernel sends the child SIGTERM when its parent dies (``prctl(PR_SET_PDEATHSIG)``),
+and on every platform a thread of the child watches the pipe its parent holds open
+(``multiprocessing.parent_process().sentinel``) and sends it SIGTERM when the pipe closes. A
+child ends on SIGTERM by raising :class:`SystemExit` in its main thread, so the pass in
+progress stops and releases what it claimed; one whose parent died and that has not ended
+:data:`ORPHAN_GRACE_S` seconds later is cut off.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
+import multiprocessing.connection
+import os
 import signal
+import sys
+import threading
+import time
 from collections.abc import Callable
+from types import FrameType
 from typing import Any
 
-__all__ = ["SPAWN", "ServeChild", "child_logging"]
+__all__ = ["ORPHAN_GRACE_S", "SPAWN", "ServeChild", "child_logging"]
 
 #: Children are spawned, not forked: the parent runs threads (uvicorn, the thread pool).
 SPAWN = multiprocessing.get_context("spawn")
+
+#: Seconds a child whose parent died has to end the work in progress before it is cut off.
+ORPHAN_GRACE_S = 10.0
+
+#: ``prctl`` option number (linux/prctl.h).
+_PR_SET_PDEATHSIG = 1
+
+
+def _end_on_sigterm() -> None:
+    """Make SIGTERM raise :class:`SystemExit` in the main thread, once: the parent-death signal
+    and the parent watch may both send one, and the second must not cut the clean-up short."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _parent_death_signal() -> bool:
+    """Ask Linux to send this process SIGTERM when its parent dies; False elsewhere.
+
+    The kernel tracks the parent *thread* that started the child; ``serve`` starts its
+    children from its main thread, which lives as long as the process.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _watch_parent(grace_s: float) -> None:
+    """Start a daemon thread that sends this process SIGTERM when the parent's end of the
+    spawn pipe closes (the parent died), then ends the process ``grace_s`` seconds later."""
+    parent = multiprocessing.parent_process()
+    if parent is None or parent.sentinel is None:
+        return
+    sentinel = parent.sentinel
+
+    def watch() -> None:
+        multiprocessing.connection.wait([sentinel])
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(grace_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="leadrelay-parent-watch", daemon=True).start()
+
+
+def _child_main(target: Callable[..., None], args: tuple[Any, ...], grace_s: float) -> None:
+    """What a :class:`ServeChild` runs: end with the parent, then ``target(*args)``."""
+    _end_on_sigterm()
+    _parent_death_signal()
+    # Also covers a parent that died before the death signal was asked for.
+    _watch_parent(grace_s)
+    target(*args)
 
 
 def child_logging(logger: logging.Logger, label: str) -> None:
@@ -34,8 +107,9 @@ def child_logging(logger: logging.Logger, label: str) -> None:
 
 
 class ServeChild:
-    """A daemon child process running ``target(*args)``; ``stop_event`` (one of ``args``, made
-    with :data:`SPAWN`) tells it to end."""
+    """A daemon child process running ``target(*args)`` (a module-level function); it ends
+    when ``stop_event`` (one of ``args``, made with :data:`SPAWN`) is set, on SIGTERM, and
+    when the parent dies."""
 
     def __init__(
         self,
@@ -48,11 +122,18 @@ class ServeChild:
     ) -> None:
         self._stop = stop_event
         self._stop_timeout_s = stop_timeout_s
-        self._process = SPAWN.Process(target=target, args=args, name=name, daemon=True)
+        self._process = SPAWN.Process(
+            target=_child_main, args=(target, args, ORPHAN_GRACE_S), name=name, daemon=True
+        )
 
     def start(self) -> None:
         """Start the child process."""
         self._process.start()
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id, once started."""
+        return self._process.pid
 
     @property
     def alive(self) -> bool:

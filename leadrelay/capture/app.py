@@ -47,9 +47,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import signal
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import FrameType
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
@@ -60,6 +63,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from leadrelay.capture.logs import register_config_secrets, uvicorn_log_config
 from leadrelay.capture.metrics import UNKNOWN_FORM, CaptureMetrics
 from leadrelay.capture.sources import Fetchers
 from leadrelay.capture.text import find_bad_text
@@ -1087,6 +1091,17 @@ def create_app(
     return app
 
 
+def _end_serving(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM: end ``serve`` as Ctrl-C does, then exit 0.
+
+    uvicorn shuts down on SIGTERM and sends it again once it has; this handler then ends the
+    process cleanly (after its children, see :func:`serve`) instead of dying by the signal.
+    Later SIGTERMs are ignored, so they cannot cut the children's stop short.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise SystemExit(0)
+
+
 def serve(
     config: Config,
     *,
@@ -1101,11 +1116,16 @@ def serve(
     (:class:`~leadrelay.sync.schedule.ScheduleProcess`).
 
     ``host`` and ``port`` default to ``[capture]``. Returns when the server stops (Ctrl-C),
-    after the delivery pass in progress.
+    after the delivery pass in progress; SIGTERM stops it the same way and exits 0. The
+    children end with it, even when it is killed (:mod:`leadrelay.childproc`). Log lines,
+    uvicorn's access log included, carry no secret (:mod:`leadrelay.capture.logs`).
     """
     from leadrelay.capture.worker import DeliveryProcess
     from leadrelay.sync.schedule import ScheduleProcess, scheduled_flows
 
+    register_config_secrets(config)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _end_serving)
     store = StateStore(config.state.url)
     try:
         loop = DeliveryProcess(config.path)
@@ -1120,6 +1140,7 @@ def serve(
                 host=host or config.capture.host,
                 port=port or config.capture.port,
                 log_level=log_level,
+                log_config=uvicorn_log_config(),
                 proxy_headers=True,
             )
         finally:

@@ -772,7 +772,7 @@ def drain_inbox(
             if items:
                 try:
                     delivery.run(items)
-                except Exception as exc:
+                except BaseException as exc:  # SystemExit too: SIGTERM ends a serve child
                     _release(store, items, exc)
                     raise
             if len(items) < limit:
@@ -786,7 +786,7 @@ def drain_inbox(
     return delivery.stats
 
 
-def _release(store: StateStore, items: Sequence[InboxItem], exc: Exception) -> None:
+def _release(store: StateStore, items: Sequence[InboxItem], exc: BaseException) -> None:
     """After a pass raised, put the batch's items it did not finish back to pending now (not
     after the claim expires), with the error (attempts + 1), and log it.
 
