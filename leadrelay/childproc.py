@@ -28,7 +28,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-__all__ = ["ORPHAN_GRACE_S", "SPAWN", "ServeChild", "child_logging"]
+__all__ = ["ORPHAN_GRACE_S", "SPAWN", "ServeChild", "child_logging", "share_secrets"]
 
 #: Children are spawned, not forked: the parent runs threads (uvicorn, the thread pool).
 SPAWN = multiprocessing.get_context("spawn")
@@ -83,12 +83,27 @@ def _watch_parent(grace_s: float) -> None:
     threading.Thread(target=watch, name="leadrelay-parent-watch", daemon=True).start()
 
 
-def _child_main(target: Callable[..., None], args: tuple[Any, ...], grace_s: float) -> None:
+_shared_secrets: set[str] = set()
+
+
+def share_secrets(*values: str) -> None:
+    """Secrets that children started from now on remove from their log lines too (see
+    :func:`~leadrelay.connectors.errors.register_secret`). They reach a child through the
+    spawn pipe, never its command line."""
+    _shared_secrets.update(value for value in values if value)
+
+
+def _child_main(
+    target: Callable[..., None], args: tuple[Any, ...], grace_s: float, secrets: tuple[str, ...]
+) -> None:
     """What a :class:`ServeChild` runs: end with the parent, then ``target(*args)``."""
+    from leadrelay.connectors.errors import register_secret
+
     _end_on_sigterm()
     _parent_death_signal()
     # Also covers a parent that died before the death signal was asked for.
     _watch_parent(grace_s)
+    register_secret(*secrets)
     target(*args)
 
 
@@ -122,23 +137,26 @@ class ServeChild:
     ) -> None:
         self._stop = stop_event
         self._stop_timeout_s = stop_timeout_s
-        self._process = SPAWN.Process(
-            target=_child_main, args=(target, args, ORPHAN_GRACE_S), name=name, daemon=True
-        )
+        self._name = name
+        self._target = target
+        self._args = args
+        self._process: Any = None
 
     def start(self) -> None:
-        """Start the child process."""
+        """Start the child process (with the secrets shared so far, see :func:`share_secrets`)."""
+        secrets = tuple(sorted(_shared_secrets))
+        self._process = SPAWN.Process(
+            target=_child_main,
+            args=(self._target, self._args, ORPHAN_GRACE_S, secrets),
+            name=self._name,
+            daemon=True,
+        )
         self._process.start()
-
-    @property
-    def pid(self) -> int | None:
-        """The child's process id, once started."""
-        return self._process.pid
 
     @property
     def alive(self) -> bool:
         """Whether the child is running."""
-        return self._process.is_alive()
+        return self._process is not None and bool(self._process.is_alive())
 
     def _request_stop(self) -> None:
         self._stop.set()
@@ -147,9 +165,13 @@ class ServeChild:
         """Ask the child to end, wait for the work in progress (``timeout``, default the
         child's own), then make sure it is gone."""
         self._request_stop()
-        if self._process.pid is None:
+        if self._process is None:
             return
         self._process.join(self._stop_timeout_s if timeout is None else timeout)
         if self._process.is_alive():
             self._process.terminate()
+            self._process.join(5)
+        if self._process.is_alive():
+            # It ignores a second SIGTERM while it cleans up after the first; that took too long.
+            self._process.kill()
             self._process.join(5)

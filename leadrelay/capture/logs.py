@@ -19,6 +19,7 @@ from urllib.parse import unquote_plus
 from pydantic import BaseModel, SecretStr
 from uvicorn.config import LOGGING_CONFIG
 
+from leadrelay.childproc import share_secrets
 from leadrelay.config import Config
 from leadrelay.connectors.errors import (
     REDACTED,
@@ -115,8 +116,11 @@ def _secret_values(value: object) -> list[str]:
 
 
 def register_config_secrets(config: Config) -> None:
-    """Register every secret of the project's connections and forms for redaction."""
-    register_secret(*_secret_values(config.connections), *_secret_values(config.forms))
+    """Register every secret of the project's connections and forms for redaction, here and
+    in the child processes ``serve`` starts afterwards."""
+    values = [*_secret_values(config.connections), *_secret_values(config.forms)]
+    register_secret(*values)
+    share_secrets(*values)
 
 
 def uvicorn_log_config() -> dict[str, Any]:
