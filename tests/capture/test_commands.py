@@ -250,12 +250,23 @@ def test_debug_keeps_the_exit_code_of_an_auth_failure(
     assert ("Traceback" in out) == bool(debug)
 
 
-def test_forms_add_refuses_a_name_longer_than_a_file_name(
-    capsys: pytest.CaptureFixture[str], folder: Path
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("f" * 300, "longer than the file system allows"),
+        ("../escape", "use letters, digits"),
+        ("a/b", "use letters, digits"),
+        ("a:b", "use letters, digits"),
+        ("a\x00b", "use letters, digits"),
+    ],
+)
+def test_forms_add_refuses_a_name_unfit_for_a_file_name(
+    capsys: pytest.CaptureFixture[str], folder: Path, name: str, message: str
 ) -> None:
     before = (folder / "leadrelay.toml").read_text()
-    code, out = add(capsys, folder, "f" * 300, "--source", "webform", "--destination", "hs")
+    code, out = add(capsys, folder, name, "--source", "webform", "--destination", "hs")
     assert code == 2
-    assert "longer than the file system allows" in out
+    assert message in out
     assert "OSError" not in out
     assert (folder / "leadrelay.toml").read_text() == before
+    assert list((folder / "mappings").rglob("*.toml")) == list((folder / "mappings").glob("*.toml"))
