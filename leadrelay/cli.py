@@ -1,12 +1,13 @@
 """The ``leadrelay`` command line (typer + rich). Thin: parses, calls, prints.
 
-Exit codes follow DESIGN §11. An error is one clear line on stderr; ``--debug`` shows the
-traceback instead.
+Exit codes follow DESIGN §11. An error is one clear line on stderr; ``--debug`` prints the
+traceback (secrets redacted) before it and changes nothing else, the exit code included.
 """
 
 from __future__ import annotations
 
 import sys
+import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
@@ -52,7 +53,8 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     debug: Annotated[
-        bool, typer.Option("--debug", help="Show tracebacks instead of one-line errors.")
+        bool,
+        typer.Option("--debug", help="Also show the traceback of an error."),
     ] = False,
     version: Annotated[
         bool,
@@ -267,6 +269,17 @@ def _fail(message: str, exit_code: int) -> NoReturn:
     raise SystemExit(exit_code)
 
 
+def _print_traceback() -> None:
+    from leadrelay.connectors.errors import redact
+
+    sys.stderr.write(redact(traceback.format_exc()))
+
+
+def _debugging(argv: list[str] | None) -> bool:
+    # An error while the options are parsed comes before _Options.debug is set.
+    return _Options.debug or "--debug" in (argv if argv is not None else sys.argv)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: runs the app, turning errors into one line and an exit code."""
     try:
@@ -275,8 +288,9 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(code, int) and code != 0:
             raise SystemExit(code)
     except CliError as exc:
-        if _Options.debug:
-            raise
+        # --debug adds the traceback and changes nothing else: same line, same exit code.
+        if _debugging(argv):
+            _print_traceback()
         _fail(str(exc), exc.exit_code)
     except typer.Exit as exc:
         raise SystemExit(exc.exit_code) from None
@@ -286,9 +300,10 @@ def main(argv: list[str] | None = None) -> None:
         _fail("interrupted", 130)
     except SystemExit:
         raise
-    except Exception as exc:  # a crash is still one clear line unless --debug
-        if _Options.debug or "--debug" in (argv if argv is not None else sys.argv):
-            raise
+    except Exception as exc:  # a crash is still one clear line, after the traceback with --debug
+        if _debugging(argv):
+            _print_traceback()
+            _fail(f"{type(exc).__name__}: {exc}", 1)
         _fail(f"{type(exc).__name__}: {exc} (run with --debug for the traceback)", 1)
     except BaseException:
         raise

@@ -28,6 +28,7 @@ import difflib
 import io
 import os
 import re
+import ssl
 import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -138,6 +139,21 @@ def _existing_file(value: Path, info: ValidationInfo) -> Path:
     return path
 
 
+def _ca_file(value: Path, info: ValidationInfo) -> Path:
+    """A CA bundle every connector can load: read and parsed here, once, for all of them."""
+    path = _existing_file(value, info)
+    try:
+        ssl.create_default_context().load_verify_locations(cafile=str(path))
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
+        raise PydanticCustomError(
+            "bad_ca_bundle",
+            "cannot be read as a PEM CA bundle: {path} ({reason})",
+            {"path": str(path), "reason": str(reason)},
+        ) from None
+    return path
+
+
 def _non_empty_secret(value: SecretStr) -> SecretStr:
     if not value.get_secret_value().strip():
         raise PydanticCustomError("empty_secret", "is empty")
@@ -161,6 +177,8 @@ def _http_url(value: str) -> str:
 Secret = Annotated[SecretStr, AfterValidator(_non_empty_secret)]
 #: A path resolved against the config folder that must name an existing file.
 ExistingFile = Annotated[Path, AfterValidator(_existing_file)]
+#: A file of PEM CA certificates that loads (TLS verification of a connection).
+CaBundle = Annotated[Path, AfterValidator(_ca_file)]
 #: A non-blank string.
 Text = Annotated[str, AfterValidator(_non_empty_text)]
 #: An http(s) URL, trailing slash removed.
@@ -259,7 +277,7 @@ class CaptureConfig(_Section):
 class _ConnectionBase(_Section):
     """Keys every built-in connection has: ``kind``, ``ca_bundle`` and ``timeout_s``."""
 
-    ca_bundle: ExistingFile | None = None
+    ca_bundle: CaBundle | None = None
     timeout_s: float = Field(default=30.0, gt=0)
 
 
@@ -815,7 +833,7 @@ class MetaFormConfig(_FormBase):
     ad_account: Text | None = None
     graph_url: HttpUrl = "https://graph.facebook.com"
     api_version: Annotated[str, Field(pattern=r"^v\d+\.\d+$")] = "v21.0"
-    ca_bundle: ExistingFile | None = None
+    ca_bundle: CaBundle | None = None
 
 
 class LinkedInFormConfig(_FormBase):
@@ -840,7 +858,7 @@ class LinkedInFormConfig(_FormBase):
     form_ids: list[Text] = Field(default_factory=list)
     api_url: HttpUrl = "https://api.linkedin.com"
     api_version: Annotated[str, Field(pattern=r"^\d{6}$")] = "202410"
-    ca_bundle: ExistingFile | None = None
+    ca_bundle: CaBundle | None = None
 
 
 class GoogleAdsFormConfig(_FormBase):

@@ -16,8 +16,9 @@ Endpoints:
     over the raw body with the app secret; each ``leadgen`` change goes to the Meta form whose
     ``form_ids`` list its form id, or whose ``page_id`` is its page, or that lists neither.
 ``GET|POST /hooks/linkedin``
-    The ``challengeCode`` validation (``?form=NAME`` picks the form whose client secret answers;
-    by default the first LinkedIn form), then ``X-LI-Signature``; ``leadAction: CREATED`` only.
+    The ``challengeCode`` validation (only a UUID, as LinkedIn sends it, is answered, else 400;
+    ``?form=NAME`` picks the form whose client secret answers; by default the first LinkedIn
+    form), then ``X-LI-Signature``; ``leadAction: CREATED`` only.
 ``POST /hooks/google-ads``
     ``google_key`` in the body compared in constant time with the key of the Google form that
     lists the body's ``form_id`` (or of a form listing no ids); ``is_test`` is kept.
@@ -46,10 +47,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import tomllib
+import signal
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from types import FrameType
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
@@ -60,8 +63,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from leadrelay.capture.logs import register_config_secrets, uvicorn_log_config
 from leadrelay.capture.metrics import UNKNOWN_FORM, CaptureMetrics
 from leadrelay.capture.sources import Fetchers
+from leadrelay.capture.text import find_bad_text
 from leadrelay.capture.verify import (
     VerificationError,
     check_form_secret,
@@ -83,6 +88,7 @@ from leadrelay.config import (
     MetaFormConfig,
     WebformConfig,
 )
+from leadrelay.mappings.engine import MappingError, load_form_mapping
 from leadrelay.model import new_lead_key
 from leadrelay.sync.state import StateError, StateStore
 
@@ -156,9 +162,18 @@ def _reject_constant(value: str) -> float:
     raise ValueError(f"{value} is not a number JSON allows")
 
 
+def _refuse_bad_text(value: object, *, source: str, form: str, path: str = "") -> None:
+    """Refuse (400, naming the field) a NUL or a lone surrogate anywhere in ``value``: neither
+    can be stored nor sent to a CRM."""
+    bad = find_bad_text(value, path)
+    if bad is not None:
+        raise _Reject(400, "bad_text", str(bad), source=source, form=form, field=bad.field)
+
+
 def _parse_json(body: bytes, *, source: str, form: str) -> Any:
+    """The JSON value of ``body``; malformed JSON or text that cannot be stored is a 400."""
     try:
-        return json.loads(body, parse_constant=_reject_constant)
+        data = json.loads(body, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
         # JSONDecodeError and UnicodeDecodeError are ValueErrors; deep nesting is RecursionError.
         reason = exc.msg if isinstance(exc, json.JSONDecodeError) else type(exc).__name__
@@ -167,6 +182,8 @@ def _parse_json(body: bytes, *, source: str, form: str) -> Any:
         raise _Reject(
             400, "malformed_body", f"malformed JSON: {reason}", source=source, form=form
         ) from None
+    _refuse_bad_text(data, source=source, form=form)
+    return data
 
 
 def _id_text(value: object) -> str | None:
@@ -189,26 +206,21 @@ def _missing(field_name: str, *, source: str, form: str, what: str = "is require
 def _contact_names(form: WebformConfig) -> tuple[set[str], set[str]]:
     """The form field names that carry the email and the phone, read from the form's mapping.
 
-    Both the ``email`` / ``phone`` names themselves and any name the mapping's ``[fields]``
-    table ties to those Lead fields count.
+    The ``email`` / ``phone`` names themselves and every field the mapping reads those Lead
+    fields from count, alternatives included (``email = ["email", "work_email"]``).
     """
     emails, phones = {"email"}, {"phone"}
     try:
-        with form.mapping.open("rb") as handle:
-            table = tomllib.load(handle).get("fields", {})
-    except (OSError, ValueError):
+        mapping = load_form_mapping(form.mapping, source=form.source)
+    except (MappingError, OSError, ValueError):
         return emails, phones
-    if not isinstance(table, dict):
-        return emails, phones
-    for lead_field, spec in table.items():
-        name = spec.get("field") if isinstance(spec, dict) else spec
-        if not isinstance(name, str):
+    for canonical, names in (("email", emails), ("phone", phones)):
+        field_map = mapping.fields.get(canonical)
+        if field_map is None:
             continue
-        for canonical, names in (("email", emails), ("phone", phones)):
-            if lead_field == canonical:
-                names.add(name)
-            elif name == canonical:
-                names.add(str(lead_field))
+        for spec in field_map.specs:
+            if spec.reads:
+                names.update(spec.system_fields)
     return emails, phones
 
 
@@ -501,6 +513,7 @@ class _Capture:
                     )
                 else:
                     fields[key] = value
+            _refuse_bad_text(fields, source=WEBFORM, form=name)
             return fields
         raise _Reject(
             415,
@@ -572,6 +585,8 @@ class _Capture:
         }
         if request.headers.get("idempotency-key"):
             payload["idempotency_key"] = request.headers["idempotency-key"]
+        # The fields were checked as parsed; this finds a bad header value that is kept.
+        _refuse_bad_text(payload, source=WEBFORM, form=name)
         domain = str(email).rpartition("@")[2].strip().lower() if isinstance(email, str) else ""
         test_domain = form.test_email_domain.lower()
         is_test = bool(domain) and (domain == test_domain or domain.endswith("." + test_domain))
@@ -708,9 +723,13 @@ class _Capture:
                 field="challengeCode",
             )
         secret = forms[0][1].client_secret.get_secret_value()
-        return JSONResponse(
-            {"challengeCode": code, "challengeResponse": linkedin_challenge_response(secret, code)}
-        )
+        try:
+            answer = linkedin_challenge_response(secret, code)
+        except VerificationError as exc:
+            raise _Reject(
+                400, exc.reason, str(exc), source=LINKEDIN, field="challengeCode"
+            ) from None
+        return JSONResponse({"challengeCode": code, "challengeResponse": answer})
 
     async def linkedin_notification(self, request: Request) -> Response:
         forms = self.linkedin_forms()
@@ -1072,6 +1091,17 @@ def create_app(
     return app
 
 
+def _end_serving(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM: end ``serve`` as Ctrl-C does, then exit 0.
+
+    uvicorn shuts down on SIGTERM and sends it again once it has; this handler then ends the
+    process cleanly (after its children, see :func:`serve`) instead of dying by the signal.
+    Later SIGTERMs are ignored, so they cannot cut the children's stop short.
+    """
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise SystemExit(0)
+
+
 def serve(
     config: Config,
     *,
@@ -1086,11 +1116,16 @@ def serve(
     (:class:`~leadrelay.sync.schedule.ScheduleProcess`).
 
     ``host`` and ``port`` default to ``[capture]``. Returns when the server stops (Ctrl-C),
-    after the delivery pass in progress.
+    after the delivery pass in progress; SIGTERM stops it the same way and exits 0. The
+    children end with it, even when it is killed (:mod:`leadrelay.childproc`). Log lines,
+    uvicorn's access log included, carry no secret (:mod:`leadrelay.capture.logs`).
     """
     from leadrelay.capture.worker import DeliveryProcess
     from leadrelay.sync.schedule import ScheduleProcess, scheduled_flows
 
+    register_config_secrets(config)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _end_serving)
     store = StateStore(config.state.url)
     try:
         loop = DeliveryProcess(config.path)
@@ -1105,6 +1140,7 @@ def serve(
                 host=host or config.capture.host,
                 port=port or config.capture.port,
                 log_level=log_level,
+                log_config=uvicorn_log_config(),
                 proxy_headers=True,
             )
         finally:

@@ -217,6 +217,28 @@ def _plan(
     return lines, new_env, paste
 
 
+def _name_max(folder: Path) -> int:
+    """The longest file name (in bytes) the file system of ``folder`` takes."""
+    while not folder.exists() and folder.parent != folder:
+        folder = folder.parent
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (AttributeError, OSError, ValueError):  # not POSIX, or not reported
+        return 255
+
+
+def _check_file_name(path: Path, name: str) -> None:
+    """Refuse a form name whose mapping file name the file system cannot hold."""
+    limit = _name_max(path.parent)
+    if len(path.name.encode("utf-8")) > limit:
+        longest = limit - len(path.suffix.encode("utf-8"))
+        raise FormsConfigError(
+            f"form name {name[:40]!r}… is {len(name)} characters; its mapping file "
+            f"{path.parent.name}/{path.name[:20]}… would be longer than the file system "
+            f"allows: use at most {longest} characters"
+        )
+
+
 def add_form(
     config_path: Path,
     name: str,
@@ -262,6 +284,7 @@ def add_form(
 
     mapping_rel = f"mappings/forms/{name}.toml"
     mapping_path = folder / mapping_rel
+    _check_file_name(mapping_path, name)
     toml_path = config.path
     toml_before = toml_path.read_text(encoding="utf-8")
     env_before = env_path.read_text(encoding="utf-8") if env_path.is_file() else None

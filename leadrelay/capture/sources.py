@@ -34,6 +34,7 @@ from urllib.parse import quote
 
 import httpx
 
+from leadrelay.capture.text import find_bad_text
 from leadrelay.config import (
     Config,
     FormConfig,
@@ -480,7 +481,8 @@ def submission_fields(
     item: InboxItem, config: Config, *, fetchers: Fetchers | None = None
 ) -> dict[str, Any]:
     """The form-field dict of a stored submission, fetching the answers when the source
-    notifies only ids (Meta, LinkedIn). Raises :class:`FetchError`."""
+    notifies only ids (Meta, LinkedIn). Raises :class:`FetchError` (not retryable for a field
+    holding a NUL or a lone surrogate)."""
     fetch = fetchers or _DEFAULT_FETCHERS
     form = _form_of(item, config)
     payload = item.payload
@@ -546,4 +548,9 @@ def submission_fields(
             "does not store",
             retryable=False,
         )
+    # A platform's answer (or an item stored before the door refused it) may hold a NUL or a
+    # lone surrogate, which no CRM request can carry: the lead fails alone, naming the field.
+    bad = find_bad_text(fields)
+    if bad is not None:
+        raise FetchError(item.source, item.dedupe_key, str(bad), retryable=False)
     return fields

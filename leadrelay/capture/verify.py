@@ -111,8 +111,21 @@ def check_meta_signature(app_secret: str, body: bytes, header: str | None) -> No
 # -- LinkedIn --------------------------------------------------------------------------------
 
 
+#: LinkedIn's ``challengeCode`` is a UUID in its canonical 8-4-4-4-12 hex form (facts §4).
+_LINKEDIN_CHALLENGE = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
+
+
 def linkedin_challenge_response(client_secret: str, challenge_code: str) -> str:
-    """The ``challengeResponse`` LinkedIn expects: hex HMAC-SHA256(clientSecret, challengeCode)."""
+    """The ``challengeResponse`` LinkedIn expects: hex HMAC-SHA256(clientSecret, challengeCode).
+
+    Only a code shaped as LinkedIn sends it (a UUID) is answered: the answer is the same keyed
+    hash as ``X-LI-Signature``, so answering any text would sign a forged notification body
+    for whoever asks. No notification body is a UUID (it is a JSON object).
+    """
+    if not _LINKEDIN_CHALLENGE.fullmatch(challenge_code):
+        raise VerificationError("bad_challenge", "challengeCode must be a UUID")
     return hex_hmac_sha256(client_secret, challenge_code)
 
 

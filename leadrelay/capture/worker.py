@@ -797,7 +797,11 @@ def drain_inbox(
         for _ in range(max_batches):
             items = store.claim_inbox(limit=limit, claim_ttl_s=claim_ttl_s)
             if items:
-                delivery.run(items)
+                try:
+                    delivery.run(items)
+                except BaseException as exc:  # SystemExit too: SIGTERM ends a serve child
+                    _release(store, items, exc)
+                    raise
             if len(items) < limit:
                 break
     finally:
@@ -807,6 +811,32 @@ def drain_inbox(
             if connectors is None:
                 pool.close()
     return delivery.stats
+
+
+def _release(store: StateStore, items: Sequence[InboxItem], exc: BaseException) -> None:
+    """After a pass raised, put the batch's items it did not finish back to pending now (not
+    after the claim expires), with the error (attempts + 1), and log it.
+
+    Only rows still pending under this batch's claim change: what the pass committed before it
+    raised keeps its outcome.
+    """
+    reason = redact(f"delivery pass failed: {type(exc).__name__}: {exc}")
+    released = 0
+    try:
+        with store.transaction() as conn:
+            for item in items:
+                released += store.mark_inbox_failed(
+                    item.key, reason, retry=True, claim_token=item.claim_token, conn=conn
+                )
+    except Exception as release_exc:  # the store itself failing: the claims expire instead
+        log.error(
+            "%s; releasing its %d claimed lead(s) failed too: %s",
+            reason,
+            len(items),
+            redact(f"{type(release_exc).__name__}: {release_exc}"),
+        )
+        return
+    log.warning("%d claimed lead(s) released for the next pass (%s)", released, reason)
 
 
 def _sync_drainer(context: SyncContext) -> FlowStats | None:

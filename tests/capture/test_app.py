@@ -51,6 +51,90 @@ def post_server_form(client: TestClient, fields: dict[str, Any], **headers: str)
     )
 
 
+# -- text that cannot be stored ----------------------------------------------------------------
+
+
+def _signed_request(
+    path: str, body: bytes, clock: Clock, content_type: str = "application/json"
+) -> tuple[bytes, dict[str, str]]:
+    """``body`` with what ``path`` needs to be authenticated."""
+    headers = {"Content-Type": content_type}
+    if path == "/forms/web-server":
+        headers["X-Leadrelay-Secret"] = WEB_SECRET
+    elif path == "/hooks/meta":
+        headers["X-Hub-Signature-256"] = "sha256=" + hex_sig(META_APP_SECRET, body)
+    elif path == "/hooks/linkedin":
+        headers["X-LI-Signature"] = hex_sig(LINKEDIN_SECRET, body)
+    elif path == "/hooks/hubspot":
+        headers.update(hubspot_headers(body, clock()))
+    return body, headers
+
+
+def _with(body: bytes, path: tuple[str | int, ...], value: Any) -> bytes:
+    data = json.loads(body)
+    target = data
+    for step in path[:-1]:
+        target = target[step]
+    target[path[-1]] = value
+    return dumps(data)
+
+
+BAD_TEXT_CASES = [
+    ("/forms/web-server", dumps({**LEAD, "first_name": "An\ud800a"}), "first_name"),
+    ("/forms/web-server", dumps({**LEAD, "email": "ana\x00@acme.io"}), "email"),
+    ("/forms/web-server", dumps({**LEAD, "x\ud800": "1"}), "x\\ud800"),
+    (
+        "/hooks/meta",
+        _with(meta_body(), ("entry", 0, "changes", 0, "value", "leadgen_id"), "98\ud8007"),
+        "entry[0].changes[0].value.leadgen_id",
+    ),
+    (
+        "/hooks/linkedin",
+        _with(linkedin_body(), ("leadGenFormResponse",), "urn:li:leadGenFormResponse:a\x00"),
+        "leadGenFormResponse",
+    ),
+    ("/hooks/google-ads", dumps(google_body(lead_id="Te\udfffSter")), "lead_id"),
+    (
+        "/hooks/google-ads",
+        _with(dumps(google_body()), ("user_column_data", 1, "string_value"), "a\x00@b.io"),
+        "user_column_data[1].string_value",
+    ),
+    (
+        "/hooks/hubspot",
+        _with(hubspot_events(), (0, "propertyValue"), "\ud800"),
+        "[0].propertyValue",
+    ),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "field"), BAD_TEXT_CASES)
+def test_a_nul_or_lone_surrogate_is_refused_naming_the_field(
+    client: TestClient, store: StateStore, clock: Clock, path: str, body: bytes, field: str
+) -> None:
+    assert b"\\u" in body  # sent as JSON escapes
+    content, headers = _signed_request(path, body, clock)
+    response = client.post(path, content=content, headers=headers)
+    assert response.status_code == 400, response.text
+    assert (response.json()["reason"], response.json()["field"]) == ("bad_text", field)
+    assert pending(store) == 0
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [(b"email=ana%40acme.io&company=Ac%00me", "company"), (b"email=ana%00%40acme.io", "email")],
+)
+def test_a_nul_in_a_form_encoded_field_is_refused(
+    client: TestClient, store: StateStore, clock: Clock, body: bytes, field: str
+) -> None:
+    content, headers = _signed_request(
+        "/forms/web-server", body, clock, "application/x-www-form-urlencoded"
+    )
+    response = client.post("/forms/web-server", content=content, headers=headers)
+    assert response.status_code == 400
+    assert response.json()["field"] == field
+    assert pending(store) == 0
+
+
 # -- web forms -------------------------------------------------------------------------------
 
 
@@ -417,17 +501,39 @@ def test_meta_signed_but_malformed_json_is_400(client: TestClient) -> None:
 # -- LinkedIn --------------------------------------------------------------------------------
 
 
+CHALLENGE = "f47ac10b-58cc-4372-a567-0e02b2c3d479"
+
+
 def test_linkedin_challenge(client: TestClient) -> None:
-    response = client.get("/hooks/linkedin", params={"challengeCode": "c0ffee"})
+    response = client.get("/hooks/linkedin", params={"challengeCode": CHALLENGE})
     assert response.status_code == 200
     assert response.json() == {
-        "challengeCode": "c0ffee",
-        "challengeResponse": linkedin_challenge_response(LINKEDIN_SECRET, "c0ffee"),
+        "challengeCode": CHALLENGE,
+        "challengeResponse": linkedin_challenge_response(LINKEDIN_SECRET, CHALLENGE),
     }
 
 
-def test_linkedin_challenge_without_code_is_400(client: TestClient) -> None:
-    assert client.get("/hooks/linkedin").status_code == 400
+@pytest.mark.parametrize(
+    "code",
+    [None, "c0ffee", CHALLENGE + "\n", "{" + CHALLENGE + "}", CHALLENGE.replace("-", "")],
+)
+def test_linkedin_challenge_answers_only_a_uuid(client: TestClient, code: str | None) -> None:
+    params = {} if code is None else {"challengeCode": code}
+    response = client.get("/hooks/linkedin", params=params)
+    assert response.status_code == 400
+    assert response.json()["field"] == "challengeCode"
+    assert "challengeResponse" not in response.text
+
+
+def test_a_notification_cannot_be_signed_through_the_challenge(
+    client: TestClient, store: StateStore
+) -> None:
+    body = linkedin_body()
+    answer = client.get("/hooks/linkedin", params={"challengeCode": body.decode()})
+    forged = answer.json().get("challengeResponse") or "00" * 32
+    response = post_linkedin(client, body, signature=forged)
+    assert (answer.status_code, response.status_code) == (400, 401)
+    assert pending(store) == 0
 
 
 def post_linkedin(client: TestClient, body: bytes, signature: str | None = None) -> Any:

@@ -200,3 +200,73 @@ def test_import_of_an_unknown_form_exits_2(
         str(project.folder / "leadrelay.toml"),
     )
     assert code == 2
+
+
+# -- configuration errors and --debug (the whole command line) -------------------------------
+
+
+def _main(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    from leadrelay.cli import main
+
+    capsys.readouterr()
+    try:
+        main(list(argv))
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    else:
+        code = 0
+    out, err = capsys.readouterr()
+    return code, out + err
+
+
+@pytest.mark.parametrize("debug", [[], ["--debug"]])
+def test_a_ca_bundle_that_is_not_pem_is_a_config_error_for_every_connection(
+    capsys: pytest.CaptureFixture[str], project: Project, debug: list[str]
+) -> None:
+    bad = project.folder / "not-a-ca.pem"
+    bad.write_text("not a certificate\n", encoding="utf-8")
+    toml = project.folder / "leadrelay.toml"
+    toml.write_text(
+        toml.read_text(encoding="utf-8").replace("${LEADRELAY_CA_BUNDLE}", bad.name),
+        encoding="utf-8",
+    )
+    code, out = _main(capsys, *debug, "check", "--config", str(toml))
+    assert code == 2, out
+    for connection in ("hubspot", "salesforce", "zoho"):
+        assert f"connections.{connection}.ca_bundle: cannot be read as a PEM CA bundle" in out
+    assert str(bad) in out
+    assert "SSLError" not in out
+
+
+@pytest.mark.parametrize("debug", [[], ["--debug"]])
+def test_debug_keeps_the_exit_code_of_an_auth_failure(
+    capsys: pytest.CaptureFixture[str], project: Project, debug: list[str]
+) -> None:
+    env = project.folder / ".env"
+    token = project.env["HUBSPOT_ACCESS_TOKEN"]
+    env.write_text(env.read_text(encoding="utf-8").replace(token, token[:-4] + "0000"))
+    code, out = _main(capsys, *debug, "sync", "--config", str(project.folder / "leadrelay.toml"))
+    assert code == 3, out
+    assert ("Traceback" in out) == bool(debug)
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("f" * 300, "longer than the file system allows"),
+        ("../escape", "use letters, digits"),
+        ("a/b", "use letters, digits"),
+        ("a:b", "use letters, digits"),
+        ("a\x00b", "use letters, digits"),
+    ],
+)
+def test_forms_add_refuses_a_name_unfit_for_a_file_name(
+    capsys: pytest.CaptureFixture[str], folder: Path, name: str, message: str
+) -> None:
+    before = (folder / "leadrelay.toml").read_text()
+    code, out = add(capsys, folder, name, "--source", "webform", "--destination", "hs")
+    assert code == 2
+    assert message in out
+    assert "OSError" not in out
+    assert (folder / "leadrelay.toml").read_text() == before
+    assert list((folder / "mappings").rglob("*.toml")) == list((folder / "mappings").glob("*.toml"))

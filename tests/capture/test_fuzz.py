@@ -8,17 +8,26 @@ paths and the storing path are explored.
 from __future__ import annotations
 
 import json
+import re
 import string
+import time
+from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from leadrelay.sync.state import StateStore
+from leadrelay.capture.formsconfig import starter_mapping
+from leadrelay.capture.verify import hubspot_v3_signature
+from leadrelay.capture.worker import drain_inbox
+from leadrelay.sandbox.project import write_sandbox_project
+from leadrelay.sandbox.server import SandboxServer
+from leadrelay.sync.state import InboxStatus, StateStore
 from tests.capture.conftest import (
     GOOGLE_KEY,
     LINKEDIN_SECRET,
@@ -35,6 +44,7 @@ from tests.capture.conftest import (
     linkedin_body,
     meta_body,
 )
+from tests.capture.sandbox_project import Project, admin
 
 FUZZ = settings(
     max_examples=150,
@@ -382,3 +392,221 @@ def test_fuzz_oracle_sees_a_stored_lead(client: TestClient, store: StateStore, p
     response = client.post(path, content=body, headers=headers)
     check(store, 0, response)
     assert accepted(response) == total(store) == 1
+
+
+# -- arbitrary Unicode through every endpoint, then delivery to the sandbox ------------------
+
+FUZZ_FORMS = """
+[forms.fuzz-linkedin]
+source = "linkedin_lead_gen"
+destination = "salesforce"
+mapping = "mappings/forms/fuzz-linkedin.toml"
+client_secret = "${LINKEDIN_CLIENT_SECRET}"
+access_token = "${LINKEDIN_ACCESS_TOKEN}"
+api_url = "${LINKEDIN_API_URL}"
+ca_bundle = "${LEADRELAY_CA_BUNDLE}"
+
+[forms.fuzz-hubspot]
+source = "hubspot_form"
+destination = "hubspot"
+mapping = "mappings/forms/fuzz-hubspot.toml"
+client_secret = "fuzz-hubspot-signing-secret"
+"""
+FUZZ_HUBSPOT_SECRET = "fuzz-hubspot-signing-secret"
+
+DRAIN = settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+#: What breaks naive code: NUL, lone surrogates of both halves, a surrogate pair (valid), a
+#: byte-order mark, bidi override, a non-character, DEL, NEL and a line separator.
+_BAD_TEXT = re.compile("[\x00\ud800-\udfff]")
+edge_chars = st.sampled_from(
+    [
+        *["\x00", "\ud800", "\udfff", "\ud83d\ude00", "\ufeff", "\u202e", "\uffff", "\x7f"],
+        *["\x85", "\u2028", "é", "Ω", "\t", "'", '"', "\\", "<", "&", "%"],
+    ]
+)
+# Every code point, surrogates (category Cs) included.
+any_chars = st.characters(exclude_categories=())
+unicode_text = st.lists(st.text(any_chars, max_size=6) | edge_chars, max_size=4).map("".join)
+# Text that can be stored and sent, however odd: what a CRM must take or refuse cleanly.
+valid_text = unicode_text.map(lambda text: _BAD_TEXT.sub("", text))
+
+
+def texts(draw: st.DrawFn) -> st.SearchStrategy[str]:
+    """Half of the requests carry only valid text, so that many reach the CRMs."""
+    return unicode_text if draw(st.booleans()) else valid_text
+
+
+def ids(draw: st.DrawFn) -> st.SearchStrategy[str]:
+    """A platform id: mostly well-formed and unique, else any text."""
+    return st.uuids().map(str) | texts(draw)
+
+
+@st.composite
+def fuzzed_emails(draw: st.DrawFn, text: st.SearchStrategy[str]) -> str:
+    email = draw(st.emails().filter(lambda e: len(e) < 50))
+    kind = draw(st.sampled_from(["plain", "plain", "weird_local", "weird", "text"]))
+    if kind == "weird_local":
+        return draw(text) + email
+    if kind == "weird":
+        local, _, domain = email.partition("@")
+        return f"{local}{draw(text)}@{domain}"
+    if kind == "text":
+        return draw(text)
+    return email
+
+
+def _form_value(text: str) -> str:
+    # Lone surrogates become the bytes a careless client would send (not valid UTF-8).
+    return quote(text, safe="", encoding="utf-8", errors="surrogatepass")
+
+
+@st.composite
+def unicode_webform(draw: st.DrawFn, env: dict[str, str]) -> tuple[str, bytes, dict[str, str]]:
+    text = texts(draw)
+    fields = {
+        "email": draw(fuzzed_emails(text)),
+        "first_name": draw(text),
+        "company": draw(text),
+        draw(text): draw(text),
+    }
+    headers = {"X-Leadrelay-Secret": env["DEMO_WEBFORM_SECRET"]}
+    if draw(st.booleans()):
+        body = json.dumps(fields).encode()  # lone surrogates travel as "\ud800" escapes
+        headers["Content-Type"] = "application/json"
+    else:
+        body = "&".join(f"{_form_value(k)}={_form_value(v)}" for k, v in fields.items()).encode()
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
+    return "/forms/demo-webform", body, headers
+
+
+def _meta_notification(leadgen_id: str, form_id: str) -> bytes:
+    value = {"leadgen_id": leadgen_id, "form_id": form_id, "page_id": "100000000000001"}
+    change = {"field": "leadgen", "value": value}
+    return json_bytes({"object": "page", "entry": [{"id": "1", "time": 1, "changes": [change]}]})
+
+
+@st.composite
+def unicode_meta(draw: st.DrawFn, env: dict[str, str]) -> tuple[str, bytes, dict[str, str]]:
+    body = _meta_notification(draw(ids(draw)), draw(st.just("4242") | texts(draw)))
+    signature = "sha256=" + hex_sig(env["META_APP_SECRET"], body)
+    headers = {"Content-Type": "application/json", "X-Hub-Signature-256": signature}
+    return "/hooks/meta", body, headers
+
+
+@st.composite
+def unicode_linkedin(draw: st.DrawFn, env: dict[str, str]) -> tuple[str, bytes, dict[str, str]]:
+    body = linkedin_body(
+        "urn:li:leadGenFormResponse:" + draw(ids(draw)), draw(st.just("7001") | texts(draw))
+    )
+    headers = {
+        "Content-Type": "application/json",
+        "X-LI-Signature": hex_sig(env["LINKEDIN_CLIENT_SECRET"], body),
+    }
+    return "/hooks/linkedin", body, headers
+
+
+@st.composite
+def unicode_google(draw: st.DrawFn, env: dict[str, str]) -> tuple[str, bytes, dict[str, str]]:
+    text = texts(draw)
+    columns = [
+        {"column_id": "EMAIL", "string_value": draw(fuzzed_emails(text))},
+        {"column_id": "FULL_NAME", "string_value": draw(text)},
+        {"column_id": "COMPANY_NAME", "string_value": draw(text)},
+        {"column_name": draw(text), "string_value": draw(text)},
+    ]
+    body = {
+        "lead_id": draw(ids(draw)),
+        "api_version": "1.0",
+        "form_id": 50001,
+        "campaign_id": 50002,
+        "google_key": env["GOOGLE_ADS_KEY"],
+        "is_test": False,
+        "gcl_id": draw(text),
+        "user_column_data": columns,
+    }
+    return "/hooks/google-ads", json_bytes(body), {"Content-Type": "application/json"}
+
+
+@st.composite
+def unicode_hubspot(draw: st.DrawFn, env: dict[str, str]) -> tuple[str, bytes, dict[str, str]]:
+    event = {
+        "eventId": draw(st.integers(1, 10**9)),
+        "subscriptionType": "contact.propertyChange",
+        "portalId": int(env["HUBSPOT_PORTAL_ID"]),
+        "objectId": draw(st.integers(1, 10**6)),
+        "propertyName": draw(st.just("email") | texts(draw)),
+        "propertyValue": draw(fuzzed_emails(texts(draw))),
+    }
+    body = json_bytes([event])
+    stamp = str(int(time.time() * 1000))
+    uri = "http://testserver/hooks/hubspot"
+    headers = {
+        "Content-Type": "application/json",
+        "X-HubSpot-Request-Timestamp": stamp,
+        "X-HubSpot-Signature-v3": hubspot_v3_signature(
+            FUZZ_HUBSPOT_SECRET, "POST", uri, body, stamp
+        ),
+    }
+    return "/hooks/hubspot", body, headers
+
+
+def unicode_requests(env: dict[str, str]) -> st.SearchStrategy[tuple[str, bytes, dict[str, str]]]:
+    return st.one_of(
+        unicode_webform(env),
+        unicode_meta(env),
+        unicode_linkedin(env),
+        unicode_google(env),
+        unicode_hubspot(env),
+    )
+
+
+@pytest.fixture
+def fuzz_project(sandbox: SandboxServer, tmp_path: Path) -> Iterator[Project]:
+    """The sandbox project plus a LinkedIn form (to Salesforce) and a HubSpot form."""
+    admin(sandbox, "reset", {})
+    admin(sandbox, "faults", {})
+    write_sandbox_project(tmp_path, sandbox.env())
+    toml = tmp_path / "leadrelay.toml"
+    toml.write_text(toml.read_text(encoding="utf-8") + FUZZ_FORMS, encoding="utf-8")
+    forms = tmp_path / "mappings" / "forms"
+    (forms / "fuzz-linkedin.toml").write_text(starter_mapping("linkedin_lead_gen"), "utf-8")
+    # A HubSpot contact event names one property and its value.
+    (forms / "fuzz-hubspot.toml").write_text('[fields]\nemail = "email"\n', "utf-8")
+    opened = Project(tmp_path, sandbox)
+    yield opened
+    opened.close()
+
+
+def test_fuzz_unicode_is_refused_or_delivered(fuzz_project: Project) -> None:
+    """Arbitrary Unicode (NULs and lone surrogates included) in every field and id of every
+    endpoint, correctly signed: never a 5xx, and after a delivery pass every accepted lead is
+    delivered or dead-lettered, none left pending or claimed."""
+    project = fuzz_project
+    with project.client() as client:
+
+        @DRAIN
+        @given(batch=st.lists(unicode_requests(project.env), min_size=1, max_size=10))
+        def run(batch: list[tuple[str, bytes, dict[str, str]]]) -> None:
+            for path, body, headers in batch:
+                before = total(project.store)
+                check(project.store, before, client.post(path, content=body, headers=headers))
+            drain_inbox(project.config, project.store, connectors=project.pool)
+            counts = project.store.inbox_counts()
+            assert counts.get(InboxStatus.PENDING, 0) == 0, [
+                (item.form, item.last_error) for item in _pending(project.store)
+            ]
+
+        run()
+    counts = project.store.inbox_counts()
+    assert counts.get(InboxStatus.DELIVERED, 0) > 0  # the fuzz reached the CRMs
+    failed = counts.get(InboxStatus.FAILED, 0)
+    assert len(project.store.list_dead_letters()) >= failed
+
+
+def _pending(store: StateStore) -> list[Any]:
+    return store.claim_inbox(limit=20, claim_ttl_s=0)

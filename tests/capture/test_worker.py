@@ -73,6 +73,18 @@ def test_a_demo_form_lead_reaches_its_crm_with_its_utms(
     assert record[utm_field] == utm_value
 
 
+def test_a_lead_with_only_an_alternative_email_field_is_accepted_and_delivered(
+    project: Project,
+) -> None:
+    """The starter mapping reads ``email = ["email", "work_email"]``."""
+    with project.client() as client:
+        response = project.post_webform(client, work_email="ana@acme.io", first_name="Ana")
+    assert response.status_code == 202, response.text
+    stats = deliver(project)
+    assert (stats.delivered, stats.dead_lettered) == (1, 0)
+    assert project.lookup("hubspot", "ana@acme.io") is not None
+
+
 @pytest.mark.parametrize(("form", "connection"), [(f, c) for f, c, _, _ in CASES])
 def test_the_ledger_row_is_written_with_the_crm_record_id(
     project: Project, form: str, connection: str
@@ -379,6 +391,36 @@ def test_a_meta_lead_that_is_gone_is_dead_lettered(config: Config, store: StateS
     (letter,) = store.list_dead_letters()
     assert (letter.system, letter.connection) == ("meta_lead_ads", "meta-ads")
     assert store.inbox_counts()[InboxStatus.FAILED] == 1
+
+
+def test_a_pass_that_raises_releases_its_claims_at_once(config: Config, store: StateStore) -> None:
+    _store_meta(config, store)
+
+    def crash(form: MetaFormConfig, leadgen_id: str) -> dict[str, Any]:
+        raise UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed")
+
+    with pytest.raises(UnicodeEncodeError):
+        deliver_inbox(config, store, fetchers=Fetchers(meta=crash))
+    # Claimable again now, with a claim time-to-live far longer than the test.
+    (item,) = store.claim_inbox(limit=5, claim_ttl_s=3600)
+    assert item.status == InboxStatus.PENDING
+    assert item.attempts == 1
+    assert item.last_error is not None and "UnicodeEncodeError" in item.last_error
+
+
+@pytest.mark.parametrize("value", ["ana\x00@acme.io", "Ana \ud800"])
+def test_a_fetched_answer_that_cannot_be_sent_is_dead_lettered_naming_the_field(
+    config: Config, store: StateStore, value: str
+) -> None:
+    _store_meta(config, store)
+
+    def answer(form: MetaFormConfig, leadgen_id: str) -> dict[str, Any]:
+        return {"field_data": [{"name": "email", "values": [value]}]}
+
+    stats = deliver_inbox(config, store, fetchers=Fetchers(meta=answer))
+    assert (stats.dead_lettered, stats.delivered) == (1, 0)
+    (letter,) = store.list_dead_letters()
+    assert letter.reason.startswith("meta_lead_ads lead meta:987: email contains")
 
 
 @pytest.mark.parametrize(
