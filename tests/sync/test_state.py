@@ -19,7 +19,6 @@ import pytest
 import sqlalchemy as sa
 
 from leadrelay.sync import state as state_module
-from tests.postgres import fresh_schema
 from leadrelay.sync.state import (
     SCHEMA_VERSION,
     DeadLetterStatus,
@@ -32,6 +31,7 @@ from leadrelay.sync.state import (
     StateError,
     StateStore,
 )
+from tests.postgres import fresh_schema
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
