@@ -433,17 +433,19 @@ class _Delivery:
     # -- identify ------------------------------------------------------------------------------
 
     def identify(self, works: Sequence[_Work]) -> None:
-        """Give each lead the key its person already has (state store, then this batch)."""
-        identities = {w.identity for w in works if w.identity is not None}
-        known = self.store.find_keys_by_emails(identities) if identities else {}
-        in_batch: dict[str, str] = {}
+        """Give each lead the key its person already has, claimed atomically in the state
+        store before anything is written: a sync or another worker meeting the same person at
+        the same time ends with the same key (race-free identity)."""
+        proposals: dict[str, str] = {}
         for work in works:
             assert work.lead is not None
-            if work.identity is None:
-                continue
-            key = known.get(work.identity) or in_batch.setdefault(work.identity, work.lead.key)
-            if key != work.lead.key:
-                work.lead.key = key
+            if work.identity is not None:
+                proposals.setdefault(work.identity, work.lead.key)
+        owners = self.store.claim_emails(proposals) if proposals else {}
+        for work in works:
+            assert work.lead is not None
+            if work.identity is not None and owners[work.identity] != work.lead.key:
+                work.lead.key = owners[work.identity]
 
     # -- write ---------------------------------------------------------------------------------
 

@@ -808,6 +808,11 @@ class SyncEngine:
                     # The same person twice in one system: one record per system downstream.
                     item.key = items[first].key
                     item.skip_reason = f"duplicate in {reader.name} of record {first} (same email)"
+        # Claim the identities and the reader's records before anything is written, each in
+        # its own short transaction: two processes meeting one person (two flows sharing a
+        # source, or a sync beside a capture worker) end with one lead key, the first claim's.
+        if not self.dry_run:
+            self._claim_identities(reader, items, emails)
         # a lead linked to another record of the reader is a duplicate there
         unlinked_keys = {i.key for i in items.values() if not i.linked and i.key is not None}
         reader_links = (
@@ -871,6 +876,39 @@ class SyncEngine:
                 if ident is not None:
                     result.identities.setdefault(ident, item.key)
         return result
+
+    def _claim_identities(
+        self, reader: Connector[Any], items: dict[str, _Item], emails: Mapping[str, str]
+    ) -> None:
+        """Race-free identity: claim each unlinked record's e-mail, then the record itself,
+        and adopt whichever lead key won each claim."""
+        fresh = {
+            rid: item
+            for rid, item in items.items()
+            if not item.linked and item.skip_reason is None and item.key is not None
+        }
+        claims: dict[str, str] = {}
+        for rid, item in fresh.items():
+            ident = emails.get(rid)
+            if ident is not None and item.key is not None:
+                claims.setdefault(ident, item.key)
+        owners = self.store.claim_emails(claims) if claims else {}
+        for rid, item in fresh.items():
+            ident = emails.get(rid)
+            if ident is not None and owners.get(ident, item.key) != item.key:
+                item.key = owners[ident]
+        taken = self.store.keys_for_many(reader.name, list(fresh))
+        wanted: dict[str, str] = {}
+        for rid, item in fresh.items():
+            if rid not in taken and item.key is not None:
+                wanted.setdefault(rid, item.key)
+        keys_linked = self.store.external_ids_for_many(reader.name, set(wanted.values()))
+        claimable = {rid: key for rid, key in wanted.items() if key not in keys_linked}
+        holders = {**taken, **self.store.claim_links(reader.name, claimable)}
+        for rid, item in fresh.items():
+            owner = holders.get(rid)
+            if owner is not None:
+                item.key, item.linked = owner, True
 
     def _lookup_targets(
         self, from_side: Side, items: dict[str, _Item], result: _PageResult

@@ -1294,6 +1294,23 @@ class StateStore:
         """
         self.link_many(connection, {lead_key: external_id}, conn=conn)
 
+    def claim_links(
+        self, connection: str, links: Mapping[str, str], *, conn: Connection | None = None
+    ) -> dict[str, str]:
+        """Link ``{external_id: lead_key}`` where neither side is linked yet, atomically, and
+        return every external id's owner: a record two processes meet at once is one lead's,
+        the first to claim it (race-free identity)."""
+        if not links:
+            return {}
+        now = self.now()
+        rows = [
+            {"connection": connection, "external_id": ext, "lead_key": key, "linked_at": now}
+            for ext, key in links.items()
+        ]
+        with self._write(conn) as c:
+            c.execute(self._insert(links_table).on_conflict_do_nothing(), rows)
+            return self._keys_for(c, connection, list(links))
+
     def link_many(
         self,
         connection: str,
