@@ -113,6 +113,7 @@ from leadrelay.mappings.transforms import (
     BoundTransform,
     TransformArgsError,
     TransformContext,
+    UnmappedValue,
     bind,
     is_blank,
 )
@@ -365,12 +366,15 @@ class LeadDraft:
     """A record mapped to canonical values, before the Lead model validates it.
 
     ``values`` holds canonical field → value (``custom`` and ``click_ids`` as sub-dicts);
-    ``problems`` the values that could not be mapped; ``sources`` the system field each value
-    came from, so the Lead's own validation errors can name it.
+    ``problems`` the values that could not be mapped; ``notes`` the values no standard-list map
+    covers, kept verbatim in ``custom["<field>_raw"]`` (the record is still written);
+    ``sources`` the system field each value came from, so the Lead's own validation errors can
+    name it.
     """
 
     values: dict[str, Any] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    notes: list[Problem] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)
     record: str | None = None
 
@@ -505,7 +509,7 @@ class Mapping:
                 found, _spec, _problem = self._read(fmap, raw, canonical)
             finally:
                 busy.discard(name)
-            cache[name] = None if found is _ABSENT else found
+            cache[name] = None if found is _ABSENT or isinstance(found, _Kept) else found
             return cache[name]
 
         for name, fmap in self.fields.items():
@@ -521,6 +525,9 @@ class Mapping:
                         record=record,
                     )
                 )
+                continue
+            if isinstance(found, _Kept):
+                _keep_unmapped(draft, name, found)
                 continue
             if found is _ABSENT or (found is None and not _nullable(name)):
                 continue
@@ -572,6 +579,8 @@ class Mapping:
             try:
                 for bound in spec.transforms:
                     value = bound.inbound(value, ctx)
+            except UnmappedValue as exc:
+                return _Kept(spec.system_field, raw.get(spec.system_field), str(exc)), spec, None
             except (ValueError, TypeError) as exc:
                 return _ABSENT, spec, (str(exc), spec.system_field, raw.get(spec.system_field))
             if not is_blank(value) and (spec.values or spec.values_in):
@@ -785,6 +794,30 @@ class _Absent:
 
 
 _ABSENT: Any = _Absent()
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """A system value no standard-list map covers: kept in ``custom``, not mapped."""
+
+    system_field: str
+    value: Any
+    reason: str
+
+
+def _keep_unmapped(draft: LeadDraft, name: str, kept: _Kept) -> None:
+    """Keep an unmapped standard-list value verbatim in ``custom["<field>_raw"]`` and note it."""
+    key = f"{name.rpartition('.')[2]}_raw"
+    draft.values.setdefault("custom", {})[key] = kept.value
+    draft.notes.append(
+        Problem(
+            field=name,
+            reason=f"{kept.reason}: kept verbatim in custom.{key}, the field left out",
+            system_field=kept.system_field,
+            value=kept.value,
+            record=draft.record,
+        )
+    )
 
 
 def _lookup(table: dict[str, str], key: str) -> str | None:
