@@ -659,6 +659,8 @@ class FlowConfig(_Section):
         mappings: connection name (the flow's source or destination) → mapping file that
             replaces that connection's project mapping for this flow (relative to the config
             folder).
+        scoring_authority: ``"leadrelay"`` or ``"source"``: whose verdict qualifies this
+            flow's leads, over ``[scoring] authority``; optional.
     """
 
     name: Name
@@ -670,6 +672,7 @@ class FlowConfig(_Section):
     field_rules: dict[str, FieldRule] = Field(default_factory=dict)
     batch_size: int | None = Field(default=None, gt=0)
     mappings: dict[str, ExistingFile] = Field(default_factory=dict)
+    scoring_authority: Literal["leadrelay", "source"] | None = None
 
     @field_validator("field_rules")
     @classmethod
