@@ -28,8 +28,9 @@ date, datetime     ``[format = "iso"|"epoch_ms"|"salesforce"|"zoho"|"strftime:%d
 bool               true/false, yes/no, 1/0, on/off, checked → bool
                    ``[true_value, false_value, invert]`` / bool or the given values
 int, float         number or numeric text ("1,200") → number / number
-employee_range     HubSpot ``numemployees`` range → its lower bound / the range holding a
-                   count (``[ranges]``; lossy: 30 → "25-50" → 25)
+employee_range     a range label ("25-50", "1,001-5,000", "10001+", LinkedIn's
+                   "SIZE_51_TO_200") → its lower bound / the range holding a count
+                   (``[ranges]``, default HubSpot's ``numemployees``; lossy: 30 → "25-50" → 25)
 hubspot_source     ``hs_analytics_source`` → channel / channel → source (lossy for display
                    and affiliate, which HubSpot files under OTHER_CAMPAIGNS)
 zoho_lookup_id     Zoho lookup ``{id, name, email}`` → owner / id → ``{"id": id}``
@@ -689,7 +690,15 @@ class EmployeeRangeArgs(BaseModel):
 _RANGE_RE = re.compile(r"^\s*(\d[\d,]*)\s*(?:(?:-|–|to)\s*(\d[\d,]*)|\+|\s*or more)?\s*$")
 
 
+#: LinkedIn's enumerated company sizes ("SIZE_51_TO_200", "SIZE_10001_OR_MORE").
+_SIZE_RE = re.compile(r"^\s*SIZE_(\d+)(?:_TO_(\d+)|_OR_MORE)?\s*$", re.IGNORECASE)
+
+
 def _range_bounds(text: str) -> tuple[int, int | None]:
+    size = _SIZE_RE.match(text)
+    if size is not None:
+        text = size.group(1) + (f"-{size.group(2)}" if size.group(2) else "")
+        text += "+" if "MORE" in size.group(0).upper() else ""
     match = _RANGE_RE.match(text)
     if not match:
         raise ValueError(f"{text!r} is not an employee range like '25-50' or '1000+'")

@@ -13,7 +13,9 @@ from leadrelay.mappings.engine import Mapping, build_lead, load_form_mapping, lo
 from leadrelay.mappings.transforms import TransformArgsError, TransformContext, bind
 from leadrelay.model import Industry, Lead, Salutation
 from leadrelay.sandbox.salesforce.schema import INDUSTRIES as SALESFORCE_INDUSTRIES
+from leadrelay.sandbox.salesforce.schema import LEAD_SOURCES as SALESFORCE_LEAD_SOURCES
 from leadrelay.sandbox.zoho.schema import INDUSTRY_VALUES as ZOHO_INDUSTRIES
+from leadrelay.sandbox.zoho.schema import LEAD_SOURCE_VALUES as ZOHO_LEAD_SOURCES
 from leadrelay.taxonomy import LISTS, fold, standard_list
 
 NOW = datetime(2024, 6, 3, 10, 0, tzinfo=UTC)
@@ -215,3 +217,27 @@ def test_a_region_is_written_by_name_where_the_system_holds_names(kind: str) -> 
 def test_salutations_read_as_canonical_values(spelling: str, expected: str) -> None:
     assert standard_list("salutation").canonical(spelling) == expected
     assert fold(spelling) in standard_list("salutation").aliases
+
+
+@pytest.mark.parametrize(
+    ("answer", "employees"), [("51-200", 51), ("SIZE_1001_TO_5000", 1001), ("10,001+", 10001)]
+)
+def test_linkedin_company_size_reads_as_the_ranges_lower_bound(answer: str, employees: int) -> None:
+    lead, _notes = _lead("linkedin_lead_gen", {"EMAIL": "a@x.io", "COMPANY_SIZE": answer})
+    assert lead.employees == employees
+
+
+@pytest.mark.parametrize(
+    ("kind", "values"),
+    [
+        ("salesforce", SALESFORCE_LEAD_SOURCES),
+        ("zoho", tuple(v for v in ZOHO_LEAD_SOURCES if v != "-None-")),
+    ],
+)
+def test_every_standard_lead_source_reads_as_a_channel_by_name(
+    kind: str, values: tuple[str, ...]
+) -> None:
+    # Lead source's canonical enum is the channel; each default value has its own entry (not
+    # only the "*" catch-all).
+    reverse = load_mapping(kind).fields["channel"].primary.reverse()
+    assert [v for v in values if v not in reverse] == []
