@@ -81,8 +81,8 @@ non-blank value); booleans compare as ``"true"`` / ``"false"``.
 Checked at load, each error naming the file, the line and the field: malformed TOML, an
 unknown Lead field ("did you mean"), an unknown key, an unknown transform (with the known
 names) or bad transform args, value-map keys outside the canonical enum (stage, channel,
-rejection_reason, tier), a stage map that does not cover every stage on writes without a
-``default``, a system value written for two canonical values and not resolved by
+rejection_reason, tier, industry, salutation), a stage map that does not cover every stage on
+writes without a ``default``, a system value written for two canonical values and not resolved by
 ``values_in``, a composite value that no read rule reads back, and two canonical fields writing
 one system field (make one ``direction = "in"``). :meth:`Mapping.validate_against` then checks
 the mapping against the live ``describe()`` (``leadrelay check``).
@@ -117,7 +117,7 @@ from leadrelay.mappings.transforms import (
     bind,
     is_blank,
 )
-from leadrelay.model import Channel, Lead, RejectionReason, Stage, Tier
+from leadrelay.model import Channel, Industry, Lead, RejectionReason, Salutation, Stage, Tier
 
 if TYPE_CHECKING:
     from leadrelay.connectors.base import Schema
@@ -160,6 +160,8 @@ ENUM_FIELDS: dict[str, type[Enum]] = {
     "channel": Channel,
     "rejection_reason": RejectionReason,
     "tier": Tier,
+    "industry": Industry,
+    "salutation": Salutation,
 }
 
 #: Lead fields that hold a structure; they are mapped by key (``custom.NAME``) or not at all.
