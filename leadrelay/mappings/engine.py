@@ -164,6 +164,9 @@ ENUM_FIELDS: dict[str, type[Enum]] = {
     "salutation": Salutation,
 }
 
+#: Standard pick lists (leadrelay.taxonomy): a value no map covers is kept in custom, not refused.
+_STANDARD_LISTS = frozenset({"industry", "salutation"})
+
 #: Lead fields that hold a structure; they are mapped by key (``custom.NAME``) or not at all.
 _STRUCTURED = frozenset(
     {"custom", "click_ids", "external_ids", "updated_at", "first_touch", "score_breakdown"}
@@ -590,6 +593,8 @@ class Mapping:
                 if mapped is None:
                     known = ", ".join(sorted(spec.reverse())[:12])
                     reason = f"value not in the value map (known: {known})"
+                    if fmap.name in _STANDARD_LISTS:
+                        return _Kept(spec.system_field, value, reason), spec, None
                     return _ABSENT, spec, (reason, spec.system_field, value)
                 value = mapped or None
             if is_blank(value):

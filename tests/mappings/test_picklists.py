@@ -9,7 +9,13 @@ from typing import Any
 import pytest
 
 from leadrelay.handoff.scoring import ScoringConfig, score
-from leadrelay.mappings.engine import Mapping, build_lead, load_form_mapping, load_mapping
+from leadrelay.mappings.engine import (
+    Mapping,
+    MappingError,
+    build_lead,
+    load_form_mapping,
+    load_mapping,
+)
 from leadrelay.mappings.transforms import TransformArgsError, TransformContext, bind
 from leadrelay.model import Industry, Lead, Salutation
 from leadrelay.sandbox.salesforce.schema import INDUSTRIES as SALESFORCE_INDUSTRIES
@@ -241,3 +247,26 @@ def test_every_standard_lead_source_reads_as_a_channel_by_name(
     # only the "*" catch-all).
     reverse = load_mapping(kind).fields["channel"].primary.reverse()
     assert [v for v in values if v not in reverse] == []
+
+
+def test_a_projects_own_industry_map_keeps_what_it_does_not_cover(tmp_path: Any) -> None:
+    (tmp_path / "mappings").mkdir()
+    (tmp_path / "mappings" / "zoho.toml").write_text(
+        '[fields.industry]\nfield = "Industry"\nvalues = { banking = "Banking" }\n'
+    )
+    mapping = load_mapping("zoho", project_dir=tmp_path)
+    assert mapping.to_system(Lead(email="a@x.io", industry="banking"))["Industry"] == "Banking"
+    draft = mapping.to_lead({"Email": "a@x.io", "Industry": "Fishing"})
+    lead, problems = build_lead(draft)
+    assert lead is not None and problems == []
+    assert lead.custom == {"industry_raw": "Fishing"}
+    assert [note.field for note in draft.notes] == ["industry"]
+
+
+def test_a_projects_industry_map_must_use_canonical_values(tmp_path: Any) -> None:
+    (tmp_path / "mappings").mkdir()
+    (tmp_path / "mappings" / "zoho.toml").write_text(
+        '[fields.industry]\nfield = "Industry"\nvalues = { Banking = "Banking" }\n'
+    )
+    with pytest.raises(MappingError, match="values key 'Banking' is not a industry value"):
+        load_mapping("zoho", project_dir=tmp_path)
