@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -11,13 +11,10 @@ import pytest
 
 from leadrelay.config import Config, FlowConfig
 from leadrelay.handoff.qualify import Qualifier
-from leadrelay.handoff.routing import OwnerInfo
 from leadrelay.model import Lead, Stage, Tier
 from leadrelay.sync.state import StateStore
+from tests.handoff.test_qualify import NOW, OWNERS, pricing_director
 from tests.sync.fake_crm import FakeCrm, FakeHub, FakeSystem
-
-NOW = datetime(2024, 6, 3, 10, 0, tzinfo=UTC)
-OWNERS = [OwnerInfo(id="005A", email="ana@acme.io", name="Ana")]
 
 
 class HubSpotSource(FakeHub):
@@ -69,18 +66,6 @@ def marked_mql(**extra: Any) -> Lead:
     )
 
 
-def pricing_director() -> Lead:
-    """A lead HubSpot has not qualified that leadrelay's rules would make an MQL."""
-    return Lead(
-        email="dir@bigco.io",
-        job_title="Director of Operations",
-        employees=120,
-        landing_page="https://www.example.org/pricing?plan=team",
-        intent_signals=["demo_request"],
-        created_at=NOW - timedelta(minutes=5),
-    )
-
-
 def test_source_authority_takes_the_sources_stage_and_score(store: StateStore) -> None:
     lead = marked_mql()
     done = qualify(store, lead, {"hubspotscore": "45"})
@@ -102,6 +87,7 @@ def test_leadrelays_score_is_kept_as_the_second_opinion(store: StateStore) -> No
 
 
 def test_source_authority_never_makes_an_mql_the_source_did_not(store: StateStore) -> None:
+    # a lead HubSpot has not qualified that leadrelay's rules would make an MQL
     lead = pricing_director()
     done = qualify(store, lead, {"hubspotscore": "10"})
     assert done.score.total >= 60

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from leadrelay.cli import main
 from leadrelay.handoff.routing import RoutingConfig
 from leadrelay.handoff.rulevalues import rule_value_problems
 from leadrelay.handoff.scoring import ScoringConfig
+from tests.test_cli import run
 
 
 def _problems(
@@ -95,41 +95,18 @@ def test_the_problem_names_the_rule_and_its_list() -> None:
     assert problem.field == "industry"
 
 
-def _run(argv: list[str]) -> int:
-    try:
-        main(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
-
-
-def _project(tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: str) -> Path:
-    assert _run(["init", str(tmp_path)]) == 0
-    env = (tmp_path / ".env.example").read_text()
-    for name in (
-        "HUBSPOT_ACCESS_TOKEN",
-        "SALESFORCE_USERNAME",
-        "SALESFORCE_PASSWORD",
-        "SALESFORCE_CONSUMER_KEY",
-        "SALESFORCE_CONSUMER_SECRET",
-        "PRICING_DEMO_FORM_SECRET",
-    ):
-        env += f"\n{name}=value-for-test"
-    (tmp_path / ".env").write_text(env)
+def _project(tmp_path: Path, target_industries: str) -> Path:
     config = tmp_path / "leadrelay.toml"
-    config.write_text(config.read_text() + extra)
-    capsys.readouterr()
+    config.write_text(f"[scoring.lists]\ntarget_industries = {target_industries}\n")
     return config
 
 
 def test_check_refuses_a_rule_naming_a_system_spelling(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = _project(
-        tmp_path, capsys, '\n[scoring.lists]\ntarget_industries = ["Computer Software"]\n'
-    )
-    code = _run(["check", "--config", str(config), "--offline", "--json"])
-    report = json.loads(capsys.readouterr().out)
+    config = _project(tmp_path, '["Computer Software"]')
+    code, out, _err = run(["check", "--config", str(config), "--offline", "--json"], capsys)
+    report = json.loads(out)
     assert code == 1
     [refused] = [c for c in report["checks"] if not c["ok"]]
     assert refused["subject"] == "rules"
@@ -139,5 +116,5 @@ def test_check_refuses_a_rule_naming_a_system_spelling(
 
 
 def test_check_passes_canonical_rules(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    config = _project(tmp_path, capsys, '\n[scoring.lists]\ntarget_industries = ["software"]\n')
-    assert _run(["check", "--config", str(config), "--offline", "--json"]) == 0
+    config = _project(tmp_path, '["software"]')
+    assert run(["check", "--config", str(config), "--offline", "--json"], capsys)[0] == 0
