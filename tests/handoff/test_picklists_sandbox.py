@@ -47,8 +47,8 @@ def server() -> Iterator[SandboxServer]:
 
 @pytest.fixture(scope="module")
 def synced(server: SandboxServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """The sandbox project after one sync of :data:`CONTACTS` by both flows: (project file,
-    the Salesforce and Zoho records by e-mail)."""
+    """The sandbox project after two syncs of :data:`CONTACTS` by both flows: (project file,
+    the Salesforce, Zoho and HubSpot records by e-mail, the first and the second run's stats)."""
     server.sandbox.reset()
     folder = tmp_path_factory.mktemp("project")
     write_sandbox_project(folder, server.env())
@@ -67,6 +67,7 @@ def synced(server: SandboxServer, tmp_path_factory: pytest.TempPathFactory) -> I
         with StateStore(config.state.url) as store:
             context = SyncContext(config, store, pool)
             outcomes = [SyncEngine.for_flow(context, flow).run() for flow in config.flows]
+            again = [SyncEngine.for_flow(context, flow).run() for flow in config.flows]
         records = {
             name: {
                 str(raw.get("Email")).lower(): raw
@@ -75,7 +76,12 @@ def synced(server: SandboxServer, tmp_path_factory: pytest.TempPathFactory) -> I
             }
             for name in ("salesforce", "zoho")
         }
-    yield path, records, outcomes
+        records["hubspot"] = {
+            str(raw.get("email")): raw
+            for page in pool.get("hubspot").read_changes(None)
+            for raw in page.records
+        }
+    yield path, records, outcomes, again
 
 
 @pytest.mark.parametrize(
@@ -89,7 +95,7 @@ def synced(server: SandboxServer, tmp_path_factory: pytest.TempPathFactory) -> I
 def test_an_industry_arrives_as_the_crms_own_value(
     synced: Any, crm: str, email: str, value: str
 ) -> None:
-    _path, records, _outcomes = synced
+    _path, records, _outcomes, _again = synced
     assert records[crm][email]["Industry"] == value
 
 
@@ -100,20 +106,20 @@ def test_an_industry_arrives_as_the_crms_own_value(
 def test_a_lead_whose_industry_the_crm_cannot_hold_is_written_without_it(
     synced: Any, crm: str, email: str
 ) -> None:
-    _path, records, _outcomes = synced
+    _path, records, _outcomes, _again = synced
     assert email in records[crm]
     assert records[crm][email].get("Industry") in (None, "", "-None-")
 
 
 def test_no_lead_is_held_back_by_its_industry(synced: Any) -> None:
-    _path, _records, outcomes = synced
+    _path, _records, outcomes, _again = synced
     for outcome in outcomes:
         assert (outcome.error, outcome.dead_lettered) == (None, 0), outcome
         assert outcome.created == len(CONTACTS), outcome
 
 
 def test_the_report_counts_the_mql_marketing_marked_in_hubspot(synced: Any) -> None:
-    path, _records, _outcomes = synced
+    path, _records, _outcomes, _again = synced
     result = CliRunner().invoke(app, ["report", "--config", str(path), "--json"])
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
@@ -125,7 +131,7 @@ def test_the_report_counts_the_mql_marketing_marked_in_hubspot(synced: Any) -> N
 def test_a_crm_without_an_mql_status_counts_the_hubspot_mql(synced: Any) -> None:
     # Salesforce's Lead Status has no MQL value (mql is written "Open - Not Contacted" and
     # reads back as lead): the stage HubSpot holds is the one counted.
-    path, _records, _outcomes = synced
+    path, _records, _outcomes, _again = synced
     config = load_config(path)
     only = config.model_copy(
         update={"flows": [flow for flow in config.flows if flow.destination == "salesforce"]}
@@ -134,3 +140,12 @@ def test_a_crm_without_an_mql_status_counts_the_hubspot_mql(synced: Any) -> None
         report = build_project_report(only, store, pool)
     [mql] = [step for step in report.funnel["stages"] if step["stage"] == "mql"]
     assert (report.lead_count, mql["count"]) == (len(CONTACTS), 1)
+
+
+def test_a_second_run_changes_nothing_and_hubspot_keeps_its_own_values(synced: Any) -> None:
+    _path, records, _outcomes, again = synced
+    for outcome in again:
+        assert (outcome.created, outcome.updated, outcome.written_back) == (0, 0, 0), outcome
+    assert {email: records["hubspot"][email]["industry"] for email in CONTACTS} == {
+        email: fields["industry"] for email, fields in CONTACTS.items()
+    }
