@@ -61,6 +61,17 @@ def check_form_mappings(config: Config) -> list[CheckResult]:
     return results
 
 
+def check_rule_values(config: Config) -> list[CheckResult]:
+    """Scoring and routing rules name canonical values (an industry rule says ``software``,
+    not ``Computer Software``); each other value is a problem with the nearest canonical ones."""
+    from leadrelay.handoff.rulevalues import rule_value_problems
+
+    problems = rule_value_problems(config.scoring, config.routing)
+    if not problems:
+        return [CheckResult("rules", True, "scoring and routing rules name canonical values")]
+    return [CheckResult("rules", False, str(problem)) for problem in problems]
+
+
 def _mapping_files(config: Config, connection: str) -> list[Path | None]:
     """The mappings a connection is used with: its project mapping and every flow override."""
     overrides = {flow.mappings[connection] for flow in config.flows if connection in flow.mappings}
@@ -152,6 +163,7 @@ def run_checks(
     results = [CheckResult(f"config {config.path.name}", True, _summary(config))]
     results.append(check_state(config))
     results.extend(check_form_mappings(config))
+    results.extend(check_rule_values(config))
     if connections:
         for name, settings in sorted(config.connections.items()):
             results.extend(check_connection(config, name, settings, create_fields=create_fields))

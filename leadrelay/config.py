@@ -680,6 +680,8 @@ class FlowConfig(_Section):
         on_delete: what a record deleted on one side does to its linked record on the other:
             ``keep`` (default: left alone; the link is tombstoned and leadrelay never
             re-creates the deleted record) or ``propagate`` (the other record is deleted too).
+        scoring_authority: ``"leadrelay"`` or ``"source"``: whose verdict qualifies this
+            flow's leads, over ``[scoring] authority``; optional.
     """
 
     name: Name
@@ -692,6 +694,7 @@ class FlowConfig(_Section):
     batch_size: int | None = Field(default=None, gt=0)
     mappings: dict[str, ExistingFile] = Field(default_factory=dict)
     on_delete: Literal["keep", "propagate"] = "keep"
+    scoring_authority: Literal["leadrelay", "source"] | None = None
 
     @field_validator("field_rules")
     @classmethod

@@ -24,6 +24,9 @@ from pydantic import (
     model_validator,
 )
 
+from leadrelay.taxonomy import standard_list
+from leadrelay.taxonomy.geo import country_code, region_code
+
 
 class Channel(StrEnum):
     """Marketing channel of a touch (GA4-style default channel grouping, DESIGN §4)."""
@@ -91,6 +94,85 @@ class Tier(StrEnum):
     HOT = "hot"
     WARM = "warm"
     COLD = "cold"
+
+
+class Industry(StrEnum):
+    """Canonical industry (DESIGN §4): NAICS 2022 sectors, technology, finance and life sciences
+    split finer. Labels and every built-in system's values: ``leadrelay/taxonomy/industry.toml``.
+    """
+
+    AGRICULTURE = "agriculture"
+    ENERGY_MINING = "energy_mining"
+    UTILITIES = "utilities"
+    CONSTRUCTION = "construction"
+    MANUFACTURING = "manufacturing"
+    CHEMICALS = "chemicals"
+    ELECTRONICS = "electronics"
+    AUTOMOTIVE = "automotive"
+    AEROSPACE_DEFENSE = "aerospace_defense"
+    CONSUMER_GOODS = "consumer_goods"
+    FOOD_BEVERAGE = "food_beverage"
+    WHOLESALE = "wholesale"
+    RETAIL = "retail"
+    TRANSPORTATION_LOGISTICS = "transportation_logistics"
+    HOSPITALITY = "hospitality"
+    MEDIA_ENTERTAINMENT = "media_entertainment"
+    TELECOMMUNICATIONS = "telecommunications"
+    SOFTWARE = "software"
+    IT_SERVICES = "it_services"
+    FINANCIAL_SERVICES = "financial_services"
+    BANKING = "banking"
+    INSURANCE = "insurance"
+    REAL_ESTATE = "real_estate"
+    PROFESSIONAL_SERVICES = "professional_services"
+    BUSINESS_SERVICES = "business_services"
+    EDUCATION = "education"
+    HEALTHCARE = "healthcare"
+    LIFE_SCIENCES = "life_sciences"
+    GOVERNMENT = "government"
+    NONPROFIT = "nonprofit"
+    OTHER = "other"
+
+
+class Salutation(StrEnum):
+    """Canonical salutation; each system's values: ``leadrelay/taxonomy/salutation.toml``."""
+
+    MR = "mr"
+    MS = "ms"
+    MRS = "mrs"
+    MX = "mx"
+    DR = "dr"
+    PROF = "prof"
+
+
+class EmployeeRange(StrEnum):
+    """Canonical company-size range (LinkedIn's company sizes). A Lead holds a head count
+    (``employees``); :meth:`of` gives its range. A system's own range labels (HubSpot's
+    ``numemployees``) are read as their lower bound by the ``employee_range`` transform."""
+
+    SOLO = "1"
+    R2_10 = "2-10"
+    R11_50 = "11-50"
+    R51_200 = "51-200"
+    R201_500 = "201-500"
+    R501_1000 = "501-1000"
+    R1001_5000 = "1001-5000"
+    R5001_10000 = "5001-10000"
+    R10001_PLUS = "10001+"
+
+    @property
+    def low(self) -> int:
+        """The smallest head count in the range."""
+        return int(self.value.split("-")[0].rstrip("+"))
+
+    @classmethod
+    def of(cls, count: int) -> EmployeeRange:
+        """The range holding a head count (0 counts as a one-person company)."""
+        chosen = cls.SOLO
+        for member in cls:
+            if member.low <= count:
+                chosen = member
+        return chosen
 
 
 #: Consumer mailbox providers: their domain says nothing about the lead's company.
@@ -178,65 +260,12 @@ ROLE_LOCAL_PARTS: frozenset[str] = frozenset(
     }
 )
 
-_COUNTRY_NAMES: dict[str, str] = {
-    "united states": "US",
-    "united states of america": "US",
-    "usa": "US",
-    "u.s.": "US",
-    "u.s.a.": "US",
-    "america": "US",
-    "united kingdom": "GB",
-    "uk": "GB",
-    "great britain": "GB",
-    "england": "GB",
-    "scotland": "GB",
-    "wales": "GB",
-    "germany": "DE",
-    "deutschland": "DE",
-    "france": "FR",
-    "spain": "ES",
-    "españa": "ES",
-    "italy": "IT",
-    "italia": "IT",
-    "netherlands": "NL",
-    "the netherlands": "NL",
-    "belgium": "BE",
-    "switzerland": "CH",
-    "austria": "AT",
-    "portugal": "PT",
-    "ireland": "IE",
-    "sweden": "SE",
-    "norway": "NO",
-    "denmark": "DK",
-    "finland": "FI",
-    "poland": "PL",
-    "czech republic": "CZ",
-    "czechia": "CZ",
-    "canada": "CA",
-    "mexico": "MX",
-    "méxico": "MX",
-    "brazil": "BR",
-    "brasil": "BR",
-    "argentina": "AR",
-    "australia": "AU",
-    "new zealand": "NZ",
-    "india": "IN",
-    "japan": "JP",
-    "china": "CN",
-    "singapore": "SG",
-    "south africa": "ZA",
-    "israel": "IL",
-    "united arab emirates": "AE",
-    "uae": "AE",
-}
-
 
 def normalize_country(value: str) -> str:
-    """An ISO 3166 alpha-2 code for a code or a common country name; other text kept as given."""
+    """The ISO 3166-1 alpha-2 code of a country code or name (``pycountry``'s names and the
+    everyday ones of :data:`~leadrelay.taxonomy.geo.COUNTRY_ALIASES`); other text kept as given."""
     text = " ".join(value.split())
-    if len(text) == 2 and text.isalpha():
-        return "GB" if text.upper() == "UK" else text.upper()
-    return _COUNTRY_NAMES.get(text.casefold(), text)
+    return country_code(text) or text
 
 
 def normalize_email(value: str) -> str:
@@ -318,6 +347,17 @@ def _clean_text(value: object) -> object:
     return value
 
 
+#: Lead fields holding a standard list's canonical value.
+_STANDARD_FIELDS: tuple[str, ...] = ("industry", "salutation", "country")
+
+
+def _standard_value(name: str, value: str) -> str | None:
+    """The canonical value of a standard-list field's text, or None when nothing covers it."""
+    if name == "country":
+        return country_code(value)
+    return standard_list(name).canonical(value)
+
+
 class Owner(BaseModel):
     """A CRM user or queue that owns a lead."""
 
@@ -360,8 +400,6 @@ _TEXT_FIELDS = (
     "last_name",
     "job_title",
     "company",
-    "industry",
-    "region",
     "city",
     "postal_code",
     "queue",
@@ -382,6 +420,7 @@ class Lead(BaseModel):
     # country comes before phone: the phone validator reads it as the default region
     country: str | None = None
     phone: str | None = None
+    salutation: Salutation | None = None
     first_name: str | None = None
     last_name: str | None = None
     job_title: str | None = None
@@ -389,7 +428,7 @@ class Lead(BaseModel):
     company: str | None = None
     company_domain: str | None = None
     website: str | None = None
-    industry: str | None = None
+    industry: Industry | None = None
     employees: int | None = Field(default=None, ge=0)
     annual_revenue: float | None = Field(default=None, ge=0)
     region: str | None = None
@@ -435,6 +474,50 @@ class Lead(BaseModel):
     updated_at: dict[str, datetime] = Field(default_factory=dict)
     is_test: bool = False
     custom: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keep_unread_values(cls, data: Any) -> Any:
+        """A standard-list value that reads as no canonical value (an industry, salutation or
+        country no map covers) is kept verbatim in ``custom["<field>_raw"]``, never dropped."""
+        if not isinstance(data, dict):
+            return data
+        moved: dict[str, str] = {}
+        for name in _STANDARD_FIELDS:
+            value = data.get(name)
+            if isinstance(value, str) and value.strip() and _standard_value(name, value) is None:
+                moved[name] = " ".join(value.split())
+        if not moved:
+            return data
+        custom = dict(data.get("custom") or {})
+        for name, value in moved.items():
+            custom.setdefault(f"{name}_raw", value)
+        return {**{k: v for k, v in data.items() if k not in moved}, "custom": custom}
+
+    @field_validator("industry", "salutation", mode="before")
+    @classmethod
+    def _standard(cls, value: object, info: ValidationInfo) -> object:
+        """A system's value, label or common spelling becomes the canonical value."""
+        if not isinstance(value, str) or isinstance(value, StrEnum):
+            return value
+        if not value.strip():
+            return None
+        name = str(info.field_name)
+        found = _standard_value(name, value)
+        if found is None:
+            nearest = ", ".join(standard_list(name).nearest(value))
+            raise ValueError(f"{value!r} is not a canonical {name} (nearest: {nearest})")
+        return found
+
+    @field_validator("region", mode="before")
+    @classmethod
+    def _region(cls, value: object, info: ValidationInfo) -> object:
+        """An ISO 3166-2 code when the lead's country has the region (``California`` in the
+        US → ``US-CA``); other text trimmed and kept (systems that hold names)."""
+        cleaned = _clean_text(value)
+        if not isinstance(cleaned, str):
+            return cleaned
+        return region_code(info.data.get("country"), cleaned) or cleaned
 
     @field_validator(*_TEXT_FIELDS, mode="before")
     @classmethod

@@ -8,8 +8,11 @@ from pydantic import ValidationError
 from leadrelay.model import (
     STAGE_ORDER,
     Channel,
+    EmployeeRange,
+    Industry,
     Lead,
     Owner,
+    Salutation,
     Stage,
     domain_from_website,
     normalize_country,
@@ -168,7 +171,17 @@ def test_touch_copies_the_current_attribution() -> None:
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [("de", "DE"), ("USA", "US"), ("uk", "GB"), ("Atlantis", "Atlantis"), (" france ", "FR")],
+    [
+        ("de", "DE"),
+        ("USA", "US"),
+        ("uk", "GB"),
+        ("Atlantis", "Atlantis"),
+        (" france ", "FR"),
+        ("DEU", "DE"),
+        ("Korea, Republic of", "KR"),
+        ("Federal Republic of Germany", "DE"),
+        ("Deutschland", "DE"),
+    ],
 )
 def test_country_names_become_iso_codes(raw: str, expected: str) -> None:
     assert normalize_country(raw) == expected
@@ -177,3 +190,69 @@ def test_country_names_become_iso_codes(raw: str, expected: str) -> None:
 @pytest.mark.parametrize("raw", ["", "localhost", "http://", "not a url"])
 def test_domain_from_website_refuses_non_domains(raw: str) -> None:
     assert domain_from_website(raw) is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("software", Industry.SOFTWARE),
+        ("Computer Software", Industry.SOFTWARE),
+        ("COMPUTER_SOFTWARE", Industry.SOFTWARE),
+        ("Not For Profit", Industry.NONPROFIT),
+        ("  ", None),
+    ],
+)
+def test_an_industry_spelling_becomes_the_canonical_industry(
+    raw: str, expected: Industry | None
+) -> None:
+    assert Lead(industry=raw).industry is expected
+
+
+@pytest.mark.parametrize(
+    ("field", "raw"),
+    [
+        ("industry", "Underwater basket weaving"),
+        ("salutation", "Your Majesty"),
+        ("country", "Atlantis"),
+    ],
+)
+def test_a_value_no_list_covers_is_kept_verbatim_in_custom(field: str, raw: str) -> None:
+    lead = Lead(**{field: raw}, custom={"segment": "smb"})
+    assert getattr(lead, field) is None
+    assert lead.custom == {"segment": "smb", f"{field}_raw": raw}
+
+
+def test_assigning_an_unknown_industry_names_the_nearest_canonical_ones() -> None:
+    lead = Lead()
+    with pytest.raises(
+        ValidationError, match=r"'Softwear' is not a canonical industry \(nearest: software"
+    ):
+        lead.industry = "Softwear"  # type: ignore[assignment]
+
+
+def test_a_salutation_spelling_becomes_the_canonical_salutation() -> None:
+    assert Lead(salutation="Mrs").salutation is Salutation.MRS
+
+
+@pytest.mark.parametrize(
+    ("country", "region", "expected"),
+    [("US", "California", "US-CA"), ("CA", "ON", "CA-ON"), (None, "California", "California")],
+)
+def test_a_region_of_the_leads_country_becomes_its_iso_3166_2_code(
+    country: str | None, region: str, expected: str
+) -> None:
+    assert Lead(country=country, region=region).region == expected
+
+
+@pytest.mark.parametrize(
+    ("count", "expected"),
+    [
+        (0, EmployeeRange.SOLO),
+        (1, EmployeeRange.SOLO),
+        (50, EmployeeRange.R11_50),
+        (51, EmployeeRange.R51_200),
+        (20_000, EmployeeRange.R10001_PLUS),
+    ],
+)
+def test_a_head_count_falls_in_one_canonical_range(count: int, expected: EmployeeRange) -> None:
+    assert EmployeeRange.of(count) is expected

@@ -15,7 +15,7 @@ builds the :class:`~leadrelay.handoff.report.Report` from a config and a store.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -54,11 +54,38 @@ def is_test_lead(lead: Lead) -> bool:
     return lead.is_test or (lead.email or "").startswith(TEST_EMAIL_PREFIX)
 
 
+def _read_leads(
+    config: Config,
+    connectors: ConnectorPool,
+    name: str,
+    override: Path | None,
+    on_page: Callable[[str, int], None] | None,
+) -> Iterator[Lead]:
+    """Every record of one connection as a Lead (from the start); unmappable and test leads
+    left out."""
+    from leadrelay.mappings.engine import build_lead, load_mapping
+    from leadrelay.sync.engine import record_id
+
+    connector = connectors.get(name)
+    mapping = load_mapping(
+        config.connection(name).kind, project_dir=config.folder, override=override
+    )
+    for page in connector.read_changes(None):
+        for raw in page.records:
+            rid = record_id(connector, raw)
+            lead, _problems = build_lead(mapping.to_lead(raw, connection=name, external_id=rid))
+            if lead is not None and not is_test_lead(lead):
+                yield lead
+        if on_page is not None:
+            on_page(name, len(page.records))
+
+
 def gather_leads(
     config: Config,
     connectors: ConnectorPool,
     *,
     on_page: Callable[[str, int], None] | None = None,
+    store: StateStore | None = None,
 ) -> list[Lead]:
     """Every lead in the flows' destination CRMs, as Leads; test leads left out.
 
@@ -66,10 +93,14 @@ def gather_leads(
     uses. A lead held by several CRMs (one HubSpot lead in Salesforce and Zoho) counts once, at
     the furthest funnel position any of them reached. A record that does not map is skipped
     (``leadrelay sync`` dead-letters those).
+
+    Stages count as the leads hold them: each flow's source (the marketing system) is read too,
+    and a lead it holds further on than its CRMs do counts there (a contact marked MQL in
+    HubSpot counts as an MQL, though Salesforce's Lead Status has no MQL value). Only leads
+    already in a CRM count; a source record is matched by its lead key, or through the store's
+    links when ``store`` is given.
     """
     from leadrelay.handoff.report import funnel_position
-    from leadrelay.mappings.engine import build_lead, load_mapping
-    from leadrelay.sync.engine import record_id
 
     by_key: dict[str, Lead] = {}
     seen: set[str] = set()
@@ -78,23 +109,23 @@ def gather_leads(
         if name in seen:
             continue
         seen.add(name)
-        connector = connectors.get(name)
-        mapping = load_mapping(
-            config.connection(name).kind,
-            project_dir=config.folder,
-            override=flow.mappings.get(name),
-        )
-        for page in connector.read_changes(None):
-            for raw in page.records:
-                rid = record_id(connector, raw)
-                lead, _problems = build_lead(mapping.to_lead(raw, connection=name, external_id=rid))
-                if lead is None or is_test_lead(lead):
-                    continue
-                known = by_key.get(lead.key)
-                if known is None or funnel_position(lead) > funnel_position(known):
-                    by_key[lead.key] = lead
-            if on_page is not None:
-                on_page(name, len(page.records))
+        for lead in _read_leads(config, connectors, name, flow.mappings.get(name), on_page):
+            known = by_key.get(lead.key)
+            if known is None or funnel_position(lead) > funnel_position(known):
+                by_key[lead.key] = lead
+    for flow in config.flows:
+        name = flow.source
+        if name in seen:
+            continue
+        seen.add(name)
+        held = list(_read_leads(config, connectors, name, flow.mappings.get(name), on_page))
+        ids = [lead.external_ids.get(name, "") for lead in held]
+        linked = store.keys_for_many(name, [i for i in ids if i]) if store is not None else {}
+        for lead, record in zip(held, ids, strict=True):
+            key = lead.key if lead.key in by_key else linked.get(record, "")
+            known = by_key.get(key)
+            if known is not None and funnel_position(lead) > funnel_position(known):
+                by_key[key] = known.model_copy(update={"stage": lead.stage})
     return list(by_key.values())
 
 
@@ -123,7 +154,7 @@ def build_project_report(
     """
     from leadrelay.handoff.report import report_command_data
 
-    leads = gather_leads(config, connectors, on_page=on_page)
+    leads = gather_leads(config, connectors, on_page=on_page, store=store)
     report = report_command_data(config, store, leads, now=now)
     report.rejections["without_reason"] = rejected_without_reason(leads)
     return report

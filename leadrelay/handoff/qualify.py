@@ -8,7 +8,9 @@ For every lead on its way from marketing to sales (the forward pass of a flow),
    for a HubSpot source, the page and e-mail counters of the contact record
    (:data:`HUBSPOT_PAGE_FIELDS`, :data:`~leadrelay.handoff.signals.HUBSPOT_FIELD_SIGNALS`);
 2. scores it (``[scoring]``) and applies the score: breakdown, reason, tier, MQL stage (never
-   backward);
+   backward). With ``authority = "source"`` (``[scoring]`` or the flow's ``scoring_authority``)
+   the source's own stage and score are the qualification and leadrelay's score is shown beside
+   them as a second opinion (:meth:`~leadrelay.handoff.scoring.Scorer.second_opinion`);
 3. routes it (``[routing]``) when it is new to the destination and the flow's
    ``include_stages`` (applied after scoring) lets it through. The owners are the
    destination's own users (HubSpot owners, Salesforce users, Zoho users), so the owner id
@@ -64,7 +66,15 @@ from leadrelay.handoff.routing import (
     Router,
     apply_assignment,
 )
-from leadrelay.handoff.scoring import Scorer, ScoreResult, apply_score
+from leadrelay.handoff.scoring import (
+    SOURCE_SCORE_FIELDS,
+    Authority,
+    Scorer,
+    ScoreResult,
+    apply_score,
+    apply_source_verdict,
+    source_verdict,
+)
 from leadrelay.handoff.signals import (
     HUBSPOT_FIELD_SIGNALS,
     Signal,
@@ -321,7 +331,8 @@ def extend_read_fields(connector: Connector[Any]) -> list[str]:
     """Make a HubSpot source read the signal properties its portal has; returns those added.
 
     The HubSpot connector reads the properties its mapping names; scoring also wants the page
-    URLs and e-mail counters (:data:`HUBSPOT_PAGE_FIELDS`, ``HUBSPOT_FIELD_SIGNALS``).
+    URLs and e-mail counters (:data:`HUBSPOT_PAGE_FIELDS`, ``HUBSPOT_FIELD_SIGNALS``) and, for
+    ``authority = "source"``, HubSpot's own score (``hubspotscore``).
     Properties the portal lacks are not asked for.
     """
     current = getattr(connector, "read_properties", None)
@@ -329,7 +340,7 @@ def extend_read_fields(connector: Connector[Any]) -> list[str]:
         return []
     if not connector.supports(Capability.DESCRIBE):
         return []
-    wanted = [*HUBSPOT_PAGE_FIELDS]
+    wanted = [*HUBSPOT_PAGE_FIELDS, SOURCE_SCORE_FIELDS["hubspot"]]
     for item in HUBSPOT_FIELD_SIGNALS:
         wanted.append(item.field)
         if item.at_field:
@@ -357,6 +368,7 @@ class Qualification:
     score: ScoreResult
     assignment: Assignment | None
     signal_problem: str | None = None
+    authority: Authority = "leadrelay"
 
     @property
     def routed(self) -> bool:
@@ -375,6 +387,7 @@ class Qualification:
             "event": "qualified",
             "lead": self.lead_key,
             "score": self.score.total,
+            "authority": self.authority,
             "tier": self.score.tier.value,
             "stage": lead.stage.value,
             "reason": self.score.qualification_reason,
@@ -493,6 +506,11 @@ class Qualifier:
         self.dry_run = dry_run
         self.sla = sla or load_sla_config(config)
         self.scorer = Scorer(config.scoring)
+        self.authority: Authority = (
+            flow.scoring_authority
+            if flow is not None and flow.scoring_authority is not None
+            else config.scoring.authority
+        )
         self.state = StoreRoutingState(store, destination.name, persist=not dry_run)
         self._owners = list(owners) if owners is not None else None
         self._accounts = accounts
@@ -529,7 +547,12 @@ class Qualifier:
         system = self.source.kind if self.source is not None else ""
         signals, problem = lead_signals(lead, raw, system)
         result = self.scorer.score(lead, signals, moment)
-        apply_score(lead, result)
+        if self.authority == "source" and self.source is not None:
+            verdict = source_verdict(lead, raw or {}, system)
+            result = self.scorer.second_opinion(result, verdict, moment, signals)
+            apply_source_verdict(lead, result, verdict)
+        else:
+            apply_score(lead, result)
         include = self.flow.include_stages if self.flow is not None else None
         assignment: Assignment | None = None
         if route and (include is None or lead.stage in include):
@@ -552,7 +575,7 @@ class Qualifier:
                     "stage": lead.stage.value,
                 }
             )
-        return Qualification(lead.key, result, assignment, problem)
+        return Qualification(lead.key, result, assignment, problem, self.authority)
 
     def qualify_page(
         self, leads: Sequence[tuple[Lead, RawRecord | None, bool]], now: datetime | None = None

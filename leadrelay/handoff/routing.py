@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from leadrelay.model import Lead, Owner, domain_from_website, normalize_country
+from leadrelay.taxonomy.geo import region_code
 
 
 class OutOfOffice(BaseModel):
@@ -145,9 +146,14 @@ class TerritoryRule(_PoolRule):
         """Whether the lead is in this territory (any of the given criteria)."""
         if lead.country is not None and lead.country in self.countries:
             return True
-        regions = {item.casefold() for item in self.regions}
-        if lead.region is not None and lead.region.casefold() in regions:
-            return True
+        if lead.region is not None:
+            # A region is held as its ISO 3166-2 code when the lead's country has it: a rule may
+            # name the code ("US-CA"), its second part ("CA") or the name ("California").
+            regions = {
+                (region_code(lead.country, item) or item).casefold() for item in self.regions
+            }
+            if lead.region.casefold() in regions:
+                return True
         if lead.postal_code is not None:
             code = lead.postal_code.replace(" ", "").upper()
             prefixes = (item.replace(" ", "").upper() for item in self.postal_prefixes)

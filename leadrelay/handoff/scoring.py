@@ -18,7 +18,19 @@ How a score is made, precisely:
 Config keys (``[scoring]`` in ``leadrelay.toml``): ``mql_threshold``, ``[scoring.weights]``
 ``fit / intent / engagement`` (must add up to 100), ``required_signal``, ``[scoring.decay]``,
 ``[scoring.velocity]``, ``hot_signals``, ``hot_window_hours``, ``hot_requires_mql``,
-``warm_margin``, ``[scoring.lists]`` (named value lists for ``in_list``) and ``[[scoring.rules]]``.
+``warm_margin``, ``[scoring.lists]`` (named value lists for ``in_list``), ``[[scoring.rules]]``
+and ``authority``.
+
+Authority (``authority = "leadrelay" | "source"``, a flow's ``scoring_authority`` overrides it):
+
+* ``leadrelay`` (default): the score above is the qualification; it moves a lead to MQL (never
+  backward). A lead the source already holds at MQL or later keeps its stage, and its reason
+  says so instead of "not MQL".
+* ``source``: the marketing system's own verdict is the qualification — the stage the lead
+  holds there (HubSpot ``lifecyclestage``) and its own score (:data:`SOURCE_SCORE_FIELDS`:
+  HubSpot ``hubspotscore``). ``Lead.score`` is the source's score; leadrelay's score is a
+  second opinion, kept in ``score_breakdown`` and shown in the qualification reason
+  (:meth:`Scorer.second_opinion`). The stage is never changed by scoring.
 """
 
 from __future__ import annotations
@@ -27,15 +39,25 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from leadrelay.handoff.signals import Category, Signal
-from leadrelay.model import FREE_MAIL_DOMAINS, Lead, ScoreBreakdown, Stage, Tier
+from leadrelay.model import FREE_MAIL_DOMAINS, STAGE_ORDER, Lead, ScoreBreakdown, Stage, Tier
 
 #: Salesforce custom text fields hold at most 255 characters; the reason must fit one.
 REASON_MAX_CHARS = 255
+
+#: Whose verdict qualifies a lead: leadrelay's score, or the marketing system's own stage and
+#: score.
+Authority = Literal["leadrelay", "source"]
+
+#: The marketing system's own lead score field, per connector kind (HubSpot "HubSpot Score").
+SOURCE_SCORE_FIELDS: dict[str, str] = {"hubspot": "hubspotscore"}
+
+#: Stages that mean the lead has been qualified (by whoever holds the verdict) or worked since.
+_QUALIFIED = frozenset(s for s in Stage if STAGE_ORDER[s] >= STAGE_ORDER[Stage.MQL])
 
 #: Lead fields a rule may test (``custom.NAME`` reads ``Lead.custom``).
 RULE_FIELDS: frozenset[str] = frozenset(
@@ -230,6 +252,7 @@ class ScoringConfig(BaseModel):
     warm_margin: float = Field(default=15, ge=0)
     lists: dict[str, list[str]] = Field(default_factory=lambda: dict(_DEFAULT_LISTS))
     rules: list[Rule] = Field(default_factory=lambda: list(DEFAULT_RULES))
+    authority: Authority = "leadrelay"
 
     @field_validator("lists", mode="before")
     @classmethod
@@ -274,6 +297,46 @@ class ScoreResult:
     tier: Tier
     qualification_reason: str
     signals: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class SourceVerdict:
+    """The marketing system's own qualification of a lead (``authority = "source"``).
+
+    Attributes:
+        system: the source's connector kind (``hubspot``).
+        stage: the stage the lead holds there (as its mapping reads it).
+        score: the source's own score, or None when it has none (or does not say).
+    """
+
+    system: str
+    stage: Stage
+    score: float | None = None
+
+    @property
+    def qualified(self) -> bool:
+        """The source holds the lead at MQL or later (or sales has worked it since)."""
+        return self.stage in _QUALIFIED and self.stage is not Stage.RECYCLED
+
+
+def source_verdict(lead: Lead, raw: Any, system: str) -> SourceVerdict:
+    """The source's verdict on a lead read from it: its stage and its own score field.
+
+    A score that is not a number is left out (None), never guessed.
+    """
+    score: float | None = None
+    name = SOURCE_SCORE_FIELDS.get(system)
+    value = raw.get(name) if name is not None and hasattr(raw, "get") else None
+    if value not in (None, ""):
+        try:
+            score = float(value)
+        except (TypeError, ValueError):
+            score = None
+    return SourceVerdict(system=system, stage=lead.stage, score=score)
+
+
+def _stage_label(stage: Stage) -> str:
+    return stage.value.upper() if len(stage.value) == 3 else stage.value
 
 
 def _number(value: float) -> str:
@@ -451,7 +514,7 @@ class Scorer:
             is_mql=is_mql,
             tier=tier,
             qualification_reason=self._qualification_reason(
-                total, breakdown, reasons, is_mql, has_required, tier
+                total, breakdown, reasons, is_mql, has_required, tier, lead.stage
             ),
             signals=names,
         )
@@ -464,10 +527,18 @@ class Scorer:
         is_mql: bool,
         has_required: bool,
         tier: Tier,
+        stage: Stage = Stage.LEAD,
     ) -> str:
         threshold = _number(self.config.mql_threshold)
         if is_mql:
             head = f"MQL ({tier.value}): score {_number(total)} >= {threshold}"
+        elif stage in _QUALIFIED:
+            # The lead is already MQL or later (its source or sales put it there): scoring never
+            # moves it back, and its reason does not contradict the stage it holds.
+            head = (
+                f"{_stage_label(stage)} as held ({tier.value}): leadrelay score "
+                f"{_number(total)} is below its MQL threshold {threshold}"
+            )
         elif total >= self.config.mql_threshold and not has_required:
             head = (
                 f"not MQL: score {_number(total)} >= {threshold} "
@@ -479,16 +550,69 @@ class Scorer:
             f" (fit {_number(breakdown.fit)}, intent {_number(breakdown.intent)}, "
             f"engagement {_number(breakdown.engagement)})"
         )
-        text = head
-        for index, reason in enumerate(reasons):
-            part = ("; " if index else ": ") + reason
-            if len(text) + len(part) > REASON_MAX_CHARS:
-                more = f"; +{len(reasons) - index} more"
-                if len(text) + len(more) <= REASON_MAX_CHARS:
-                    text += more
-                break
-            text += part
-        return text[:REASON_MAX_CHARS]
+        return _with_reasons(head, reasons)
+
+    def second_opinion(
+        self,
+        result: ScoreResult,
+        verdict: SourceVerdict,
+        now: datetime,
+        signals: Sequence[Signal] = (),
+    ) -> ScoreResult:
+        """``result`` (leadrelay's score) as a second opinion beside the source's verdict.
+
+        The source's stage decides MQL; the tier follows it (hot: qualified there and a hot
+        signal within the window; warm: qualified there, or leadrelay's score near the bar;
+        cold: the rest). The reason leads with the source's verdict and score, then leadrelay's.
+        """
+        config = self.config
+        hot_since = now - timedelta(hours=config.hot_window_hours)
+        hot_signal = any(s.name in config.hot_signals and hot_since <= s.at <= now for s in signals)
+        if hot_signal and (verdict.qualified or not config.hot_requires_mql):
+            tier = Tier.HOT
+        elif verdict.qualified or result.total >= config.mql_threshold - config.warm_margin:
+            tier = Tier.WARM
+        else:
+            tier = Tier.COLD
+        held = _stage_label(verdict.stage)
+        source_score = (
+            f"{verdict.system} score {_number(verdict.score)}"
+            if verdict.score is not None
+            else f"no {verdict.system} score"
+        )
+        if verdict.qualified:
+            head = f"{held} ({tier.value}) by {verdict.system}'s verdict, {source_score}"
+        else:
+            head = f"{held} in {verdict.system}, not qualified there yet ({source_score})"
+        head += (
+            f"; leadrelay's second opinion {_number(result.total)}/"
+            f"{_number(config.mql_threshold)} (fit {_number(result.breakdown.fit)}, "
+            f"intent {_number(result.breakdown.intent)}, "
+            f"engagement {_number(result.breakdown.engagement)})"
+        )
+        return ScoreResult(
+            total=result.total,
+            breakdown=result.breakdown,
+            reasons=result.reasons,
+            is_mql=verdict.qualified,
+            tier=tier,
+            qualification_reason=_with_reasons(head, result.reasons),
+            signals=result.signals,
+        )
+
+
+def _with_reasons(head: str, reasons: list[str]) -> str:
+    """``head: reason; reason; …`` cut to :data:`REASON_MAX_CHARS` ("+N more" when cut)."""
+    text = head
+    for index, reason in enumerate(reasons):
+        part = ("; " if index else ": ") + reason
+        if len(text) + len(part) > REASON_MAX_CHARS:
+            more = f"; +{len(reasons) - index} more"
+            if len(text) + len(more) <= REASON_MAX_CHARS:
+                text += more
+            break
+        text += part
+    return text[:REASON_MAX_CHARS]
 
 
 def score(
@@ -499,6 +623,17 @@ def score(
 ) -> ScoreResult:
     """Score ``lead`` with ``signals`` as of ``now`` (see :class:`Scorer`)."""
     return Scorer(config).score(lead, signals, now)
+
+
+def apply_source_verdict(lead: Lead, result: ScoreResult, verdict: SourceVerdict) -> None:
+    """Write a source-authority qualification onto the lead: the source's score, leadrelay's
+    breakdown as the second opinion, the reason, signals and tier. The stage is the source's
+    and is left as it is."""
+    lead.score = verdict.score
+    lead.score_breakdown = result.breakdown
+    lead.qualification_reason = result.qualification_reason
+    lead.intent_signals = list(dict.fromkeys([*lead.intent_signals, *result.signals]))
+    lead.tier = result.tier
 
 
 def apply_score(lead: Lead, result: ScoreResult) -> None:

@@ -86,8 +86,8 @@ non-blank value); booleans compare as ``"true"`` / ``"false"``.
 Checked at load, each error naming the file, the line and the field: malformed TOML, an
 unknown Lead field ("did you mean"), an unknown key, an unknown transform (with the known
 names) or bad transform args, value-map keys outside the canonical enum (stage, channel,
-rejection_reason, tier), a stage map that does not cover every stage on writes without a
-``default``, a system value written for two canonical values and not resolved by
+rejection_reason, tier, industry, salutation), a stage map that does not cover every stage on
+writes without a ``default``, a system value written for two canonical values and not resolved by
 ``values_in``, a composite value that no read rule reads back, and two canonical fields writing
 one system field (make one ``direction = "in"``). :meth:`Mapping.validate_against` then checks
 the mapping against the live ``describe()`` (``leadrelay check``).
@@ -118,10 +118,11 @@ from leadrelay.mappings.transforms import (
     BoundTransform,
     TransformArgsError,
     TransformContext,
+    UnmappedValue,
     bind,
     is_blank,
 )
-from leadrelay.model import Channel, Lead, RejectionReason, Stage, Tier
+from leadrelay.model import Channel, Industry, Lead, RejectionReason, Salutation, Stage, Tier
 
 if TYPE_CHECKING:
     from leadrelay.connectors.base import Schema
@@ -164,7 +165,12 @@ ENUM_FIELDS: dict[str, type[Enum]] = {
     "channel": Channel,
     "rejection_reason": RejectionReason,
     "tier": Tier,
+    "industry": Industry,
+    "salutation": Salutation,
 }
+
+#: Standard pick lists (leadrelay.taxonomy): a value no map covers is kept in custom, not refused.
+_STANDARD_LISTS = frozenset({"industry", "salutation"})
 
 #: Lead fields that hold a structure; they are mapped by key (``custom.NAME``) or not at all.
 _STRUCTURED = frozenset(
@@ -390,12 +396,15 @@ class LeadDraft:
     """A record mapped to canonical values, before the Lead model validates it.
 
     ``values`` holds canonical field → value (``custom`` and ``click_ids`` as sub-dicts);
-    ``problems`` the values that could not be mapped; ``sources`` the system field each value
-    came from, so the Lead's own validation errors can name it.
+    ``problems`` the values that could not be mapped; ``notes`` the values no standard-list map
+    covers, kept verbatim in ``custom["<field>_raw"]`` (the record is still written);
+    ``sources`` the system field each value came from, so the Lead's own validation errors can
+    name it.
     """
 
     values: dict[str, Any] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    notes: list[Problem] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)
     record: str | None = None
 
@@ -530,7 +539,7 @@ class Mapping:
                 found, _spec, _problem = self._read(fmap, raw, canonical)
             finally:
                 busy.discard(name)
-            cache[name] = None if found is _ABSENT else found
+            cache[name] = None if found is _ABSENT or isinstance(found, _Kept) else found
             return cache[name]
 
         for name, fmap in self.fields.items():
@@ -546,6 +555,9 @@ class Mapping:
                         record=record,
                     )
                 )
+                continue
+            if isinstance(found, _Kept):
+                _keep_unmapped(draft, name, found)
                 continue
             if found is _ABSENT or (found is None and not _nullable(name)):
                 continue
@@ -597,6 +609,8 @@ class Mapping:
             try:
                 for bound in spec.transforms:
                     value = bound.inbound(value, ctx)
+            except UnmappedValue as exc:
+                return _Kept(spec.system_field, raw.get(spec.system_field), str(exc)), spec, None
             except (ValueError, TypeError) as exc:
                 return _ABSENT, spec, (str(exc), spec.system_field, raw.get(spec.system_field))
             if not is_blank(value) and (spec.values or spec.values_in):
@@ -604,6 +618,8 @@ class Mapping:
                 if mapped is None:
                     known = ", ".join(sorted(spec.reverse())[:12])
                     reason = f"value not in the value map (known: {known})"
+                    if fmap.name in _STANDARD_LISTS:
+                        return _Kept(spec.system_field, value, reason), spec, None
                     return _ABSENT, spec, (reason, spec.system_field, value)
                 value = mapped or None
             if is_blank(value):
@@ -833,6 +849,30 @@ class _Absent:
 
 
 _ABSENT: Any = _Absent()
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """A system value no standard-list map covers: kept in ``custom``, not mapped."""
+
+    system_field: str
+    value: Any
+    reason: str
+
+
+def _keep_unmapped(draft: LeadDraft, name: str, kept: _Kept) -> None:
+    """Keep an unmapped standard-list value verbatim in ``custom["<field>_raw"]`` and note it."""
+    key = f"{name.rpartition('.')[2]}_raw"
+    draft.values.setdefault("custom", {})[key] = kept.value
+    draft.notes.append(
+        Problem(
+            field=name,
+            reason=f"{kept.reason}: kept verbatim in custom.{key}, the field left out",
+            system_field=kept.system_field,
+            value=kept.value,
+            record=draft.record,
+        )
+    )
 
 
 def _lookup(table: dict[str, str], key: str) -> str | None:

@@ -28,12 +28,21 @@ date, datetime     ``[format = "iso"|"epoch_ms"|"salesforce"|"zoho"|"strftime:%d
 bool               true/false, yes/no, 1/0, on/off, checked → bool
                    ``[true_value, false_value, invert]`` / bool or the given values
 int, float         number or numeric text ("1,200") → number / number
-employee_range     HubSpot ``numemployees`` range → its lower bound / the range holding a
-                   count (``[ranges]``; lossy: 30 → "25-50" → 25)
+employee_range     a range label ("25-50", "1,001-5,000", "10001+", LinkedIn's
+                   "SIZE_51_TO_200") → its lower bound / the range holding a count
+                   (``[ranges]``, default HubSpot's ``numemployees``; lossy: 30 → "25-50" → 25)
 hubspot_source     ``hs_analytics_source`` → channel / channel → source (lossy for display
                    and affiliate, which HubSpot files under OTHER_CAMPAIGNS)
 zoho_lookup_id     Zoho lookup ``{id, name, email}`` → owner / id → ``{"id": id}``
 multi_select       ``[separator = ";"]`` "a;b" → ["a", "b"] / list → "a;b"
+picklist           ``[list = "industry"|"salutation", system]`` the system's standard value
+                   (or label, or any system's) → canonical value / canonical → the system's
+                   value (left out when its list has none); a value no map covers raises
+                   :class:`UnmappedValue`: kept in ``custom["<field>_raw"]`` and reported
+country            ``[write = "code"|"name"]`` code or name → ISO 3166-1 alpha-2 / the code or
+                   the country's name (unknown text: :class:`UnmappedValue`)
+region             ``[write = "code"|"name"]`` name or code → ISO 3166-2 within the record's
+                   country (other text kept) / "US-CA" → "CA" or "California"
 =================  ==========================================================================
 """
 
@@ -48,7 +57,14 @@ from datetime import UTC, date, datetime, timedelta
 from enum import Enum
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from leadrelay.model import Channel, normalize_phone
 from leadrelay.sync.tagging import (
@@ -56,6 +72,8 @@ from leadrelay.sync.tagging import (
     channel_to_hubspot_source,
     hubspot_source_to_channel,
 )
+from leadrelay.taxonomy import standard_list
+from leadrelay.taxonomy.geo import country_code, country_name, region_code, region_name
 
 __all__ = [
     "HUBSPOT_EMPLOYEE_RANGES",
@@ -65,6 +83,7 @@ __all__ = [
     "Transform",
     "TransformArgsError",
     "TransformContext",
+    "UnmappedValue",
     "bind",
     "is_blank",
     "transform",
@@ -671,7 +690,15 @@ class EmployeeRangeArgs(BaseModel):
 _RANGE_RE = re.compile(r"^\s*(\d[\d,]*)\s*(?:(?:-|–|to)\s*(\d[\d,]*)|\+|\s*or more)?\s*$")
 
 
+#: LinkedIn's enumerated company sizes ("SIZE_51_TO_200", "SIZE_10001_OR_MORE").
+_SIZE_RE = re.compile(r"^\s*SIZE_(\d+)(?:_TO_(\d+)|_OR_MORE)?\s*$", re.IGNORECASE)
+
+
 def _range_bounds(text: str) -> tuple[int, int | None]:
+    size = _SIZE_RE.match(text)
+    if size is not None:
+        text = size.group(1) + (f"-{size.group(2)}" if size.group(2) else "")
+        text += "+" if "MORE" in size.group(0).upper() else ""
     match = _RANGE_RE.match(text)
     if not match:
         raise ValueError(f"{text!r} is not an employee range like '25-50' or '1000+'")
@@ -786,3 +813,111 @@ class _MultiSelect:
         if bad:
             raise ValueError(f"{bad[0]!r} contains the separator {args.separator!r}")
         return args.separator.join(items)
+
+
+# --- standard pick lists (leadrelay.taxonomy) ---------------------------------------------------
+
+
+class UnmappedValue(ValueError):
+    """A system value no standard-list map covers.
+
+    Not a bad record: the mapping engine keeps the value verbatim in ``custom["<field>_raw"]``,
+    reports it as a note, and writes the lead without the field.
+    """
+
+
+class PicklistArgs(BaseModel):
+    """A standard list of :mod:`leadrelay.taxonomy` and the system whose values are mapped
+    (none: a form's free text, read by every system's values)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    list: Literal["industry", "salutation"]
+    system: str | None = None
+
+    @model_validator(mode="after")
+    def _known_system(self) -> PicklistArgs:
+        known = standard_list(self.list).systems
+        if self.system is not None and self.system not in known:
+            raise ValueError(
+                f"the {self.list} list has no values for system {self.system!r} "
+                f"(known: {', '.join(sorted(known))})"
+            )
+        return self
+
+
+def _picklist_values(args: PicklistArgs) -> frozenset[str]:
+    if args.system is None:
+        return frozenset()
+    return frozenset(standard_list(args.list).systems[args.system].write.values())
+
+
+@transform("picklist", PicklistArgs, system_values=_picklist_values)
+class _Picklist:
+    """A system's standard pick-list value ↔ the canonical value (``leadrelay.taxonomy``)."""
+
+    @staticmethod
+    def inbound(value: Any, args: PicklistArgs, ctx: TransformContext) -> Any:
+        text = _text(value, f"a {args.list} value")
+        found = standard_list(args.list).canonical(text, args.system)
+        if found is None:
+            where = f"{args.system}'s " if args.system else ""
+            raise UnmappedValue(f"{text!r} is not one of the {where}{args.list} values mapped")
+        return found
+
+    @staticmethod
+    def outbound(value: Any, args: PicklistArgs, ctx: TransformContext) -> Any:
+        canonical = _text(value, f"a {args.list} value")
+        if args.system is None:
+            return canonical
+        # None: the system's standard list has no such value; the field is left out.
+        return standard_list(args.list).system_value(canonical, args.system)
+
+
+class GeoArgs(BaseModel):
+    """What the system holds: the ISO ``code`` or the English ``name``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    write: Literal["code", "name"] = "code"
+
+
+@transform("country", GeoArgs)
+class _Country:
+    """Country code or name → ISO 3166-1 alpha-2 / the code, or the country's name."""
+
+    @staticmethod
+    def inbound(value: Any, args: GeoArgs, ctx: TransformContext) -> Any:
+        text = _text(value, "a country")
+        found = country_code(text)
+        if found is None:
+            raise UnmappedValue(f"{text!r} is not a country leadrelay knows (ISO 3166-1)")
+        return found
+
+    @staticmethod
+    def outbound(value: Any, args: GeoArgs, ctx: TransformContext) -> Any:
+        code = _text(value, "a country code")
+        if args.write == "name":
+            return country_name(code) or code
+        return code
+
+
+@transform("region", GeoArgs)
+class _Region:
+    """State / province → ISO 3166-2 code within the record's country (other text kept) / the
+    code's second part (``US-CA`` → ``CA``) or the region's name (``California``)."""
+
+    @staticmethod
+    def inbound(value: Any, args: GeoArgs, ctx: TransformContext) -> Any:
+        text = " ".join(_text(value, "a region").split())
+        country = ctx.canonical("country")
+        code = country_code(_text(country)) if country else None
+        return region_code(code, text) or text
+
+    @staticmethod
+    def outbound(value: Any, args: GeoArgs, ctx: TransformContext) -> Any:
+        text = _text(value, "a region")
+        name = region_name(text) if "-" in text else None
+        if name is None:
+            return text
+        return name if args.write == "name" else text.partition("-")[2]

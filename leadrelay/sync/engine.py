@@ -764,6 +764,19 @@ class SyncEngine:
                 continue
             draft = reader_mapping.to_lead(raw, connection=reader.name, external_id=rid)
             lead, problems = build_lead(draft)
+            for note in draft.notes:
+                # A value no standard-list map covers: kept verbatim in custom, and reported.
+                result.events.append(
+                    {
+                        "event": "unmapped_value",
+                        "connection": reader.name,
+                        "record": rid,
+                        "field": note.field,
+                        "system_field": note.system_field,
+                        "value": note.value,
+                        "reason": note.reason,
+                    }
+                )
             items[rid] = _Item(
                 raw,
                 rid,

@@ -225,12 +225,12 @@ def test_positive_points_capped_then_negatives_subtracted() -> None:
                 "name": "b",
                 "category": "fit",
                 "points": 30,
-                "when": {"field": "industry", "in": ["x"]},
+                "when": {"field": "industry", "in": ["retail"]},
             },
             {"name": "c", "category": "fit", "points": -15, "when": {"free_mail": True}},
         ]
     )
-    lead = Lead(employees=5, industry="X", email="a@gmail.com")
+    lead = Lead(employees=5, industry="retail", email="a@gmail.com")
     assert score(lead, [], NOW, cfg).breakdown.fit == 25  # min(60, 40) - 15
 
 

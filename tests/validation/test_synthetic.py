@@ -126,12 +126,12 @@ def test_expected_values_follow_the_destination_value_maps(tmp_path: Path) -> No
 
 
 def test_form_value_map_reads_back(tmp_path: Path) -> None:
-    form_mapping = '[fields.industry]\nfield = "sector"\nvalues_in = { "fin" = "Banking" }\n'
+    form_mapping = '[fields.industry]\nfield = "sector"\nvalues_in = { "fin" = "banking" }\n'
 
     synthetic = build(tmp_path, form_mapping, Industry=("Banking",))
 
     assert synthetic.fields["sector"] == "fin"
-    assert synthetic.lead.industry == "Banking"
+    assert synthetic.lead.industry == "banking"
 
 
 def test_form_that_cannot_read_its_own_lead_is_refused(tmp_path: Path) -> None:
