@@ -870,8 +870,12 @@ class _Picklist:
         canonical = _text(value, f"a {args.list} value")
         if args.system is None:
             return canonical
-        # None: the system's standard list has no such value; the field is left out.
-        return standard_list(args.list).system_value(canonical, args.system)
+        found = standard_list(args.list).system_value(canonical, args.system)
+        if found is None:
+            # The system's standard list has no such value: a field problem of this field
+            # alone (the lead is written without it, and the problem recorded).
+            raise ValueError(f"{args.system} has no {args.list} value for {canonical!r}")
+        return found
 
 
 class GeoArgs(BaseModel):

@@ -181,9 +181,14 @@ def test_a_canonical_industry_is_written_as_each_systems_value(
     assert load_mapping(kind).to_system(lead)[field] == value
 
 
-def test_an_industry_the_system_has_no_value_for_is_left_out() -> None:
-    lead = Lead(email="a@x.io", industry="banking")
-    assert "Industry" not in load_mapping("zoho").to_system(lead)
+def test_an_industry_the_system_has_no_value_for_is_left_out_as_a_problem_of_that_field() -> None:
+    lead = Lead(email="a@x.io", last_name="Lee", industry="banking")
+    record, problems = load_mapping("zoho").to_system_partial(lead)
+    assert "Industry" not in record
+    assert record["Last_Name"] == "Lee"
+    [problem] = problems
+    assert (problem.field, problem.system_field) == ("industry", "Industry")
+    assert "zoho has no industry value for 'banking'" in problem.reason
 
 
 @pytest.mark.parametrize(

@@ -305,3 +305,44 @@ def test_one_sync_carries_a_salesforce_verdict_with_its_reason_to_hubspot_and_zo
     assert code == 0
     for flow in report["flows"]:
         assert (flow["created"], flow["updated"], flow["written_back"]) == (0, 0, 0), flow
+
+
+@pytest.mark.parametrize(
+    ("crm", "blank", "field"),
+    [
+        ("salesforce", "company", "Company"),
+        ("salesforce", "lastname", "LastName"),
+        ("zoho", "lastname", "Last_Name"),
+    ],
+)
+def test_a_blank_required_value_gets_the_mappings_default_in_the_crm(
+    project: Project, crm: str, blank: str, field: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fields = {"email": "blank@acme.io", "lastname": "Nolan", "company": "Acme"}
+    del fields[blank]
+    assert project.connector("hubspot").upsert([UpsertInput(ref="n", fields=fields)])[0].ok
+    code, report = project.sync(FLOW_OF[crm], capsys=capsys)
+    assert (code, report["flows"][0]["dead_lettered"]) == (0, 0)
+    record = emails_in(project, crm, ["blank@acme.io"])["blank@acme.io"]
+    assert record[field] == "[not provided]"
+
+
+@pytest.mark.parametrize("crm", ["salesforce", "zoho"])
+def test_an_industry_the_crm_has_no_value_for_is_left_out_and_the_lead_written(
+    project: Project, crm: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hubspot_contacts(project, 1, industry="Banking")
+    if crm == "salesforce":  # Zoho's standard list has no banking value at all
+        admin(
+            project.sandbox,
+            "schema",
+            {"system": crm, "remove_option": {"field": "Industry", "value": "Banking"}},
+        )
+    code, report = project.sync(FLOW_OF[crm], capsys=capsys)
+    flow = report["flows"][0]
+    assert (code, flow["created"], flow["dead_lettered"]) == (0, 1, 0)
+    record = emails_in(project, crm, ["lead0@acme0.io"])["lead0@acme0.io"]
+    assert record["LastName" if crm == "salesforce" else "Last_Name"] == "Lee0"
+    with project.store() as store:
+        [problem] = store.field_problems()
+    assert (problem.connection, problem.field) == (crm, "industry")
