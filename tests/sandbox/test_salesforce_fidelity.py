@@ -306,6 +306,29 @@ def test_address_reads_back_from_its_components(sf: Client) -> None:
     }
 
 
+@pytest.mark.parametrize(
+    ("soql", "refused"),
+    [
+        ("SELECT Id FROM Lead WHERE Address = null", "can not be filtered"),
+        ("SELECT Id FROM Lead ORDER BY Address", "can not be ordered"),
+        ("SELECT Id FROM Lead WHERE Description = 'x'", "can not be filtered"),
+    ],
+)
+def test_compound_and_long_text_fields_cannot_filter_or_order(
+    sf: Client, soql: str, refused: str
+) -> None:
+    with pytest.raises(SalesforceMalformedRequest) as caught:
+        sf.query(soql)
+    assert _error(caught)["errorCode"] == "INVALID_FIELD"
+    assert refused in _error(caught)["message"]
+
+
+def test_street_filters_like_any_short_text(sf: Client) -> None:
+    sf.Lead.create({"LastName": "Silva", "Company": "Acme", "Street": "1 Market St"})
+    rows = sf.query("SELECT Street FROM Lead WHERE Street = '1 Market St' ORDER BY Street")
+    assert [r["Street"] for r in rows["records"]] == ["1 Market St"]
+
+
 def test_the_compound_address_cannot_be_written(sf: Client) -> None:
     with pytest.raises(SalesforceMalformedRequest) as caught:
         sf.Lead.create({"LastName": "Silva", "Company": "Acme", "Address": {"city": "Paris"}})

@@ -143,6 +143,12 @@ class FieldDef:
         return self.createable and not self.nillable and not self.defaulted_on_create
 
     @property
+    def filterable(self) -> bool:
+        """Usable in WHERE and ORDER BY: not a long text area (more than 255 characters, e.g.
+        Description) nor a compound field (Address)."""
+        return self.type != "address" and not (self.type == "textarea" and self.length > 255)
+
+    @property
     def references(self) -> tuple[str, ...]:
         """Every sObject the reference accepts, primary first."""
         return (self.reference_to, *self.also_references) if self.reference_to else ()
@@ -168,7 +174,7 @@ class FieldDef:
             "defaultedOnCreate": self.defaulted_on_create,
             "digits": 9 if self.type == "int" else 0,
             "externalId": self.external_id,
-            "filterable": self.type not in ("textarea", "address"),
+            "filterable": self.filterable,
             "idLookup": self.type == "id" or self.name == "Email" or self.external_id,
             "label": self.label,
             "length": self.length,
@@ -182,7 +188,7 @@ class FieldDef:
             "restrictedPicklist": self.restricted,
             "scale": self.scale,
             "soapType": _SOAP_TYPES.get(self.type, "xsd:string"),
-            "sortable": self.type not in ("textarea", "address"),
+            "sortable": self.filterable,
             "type": self.type,
             "unique": self.unique,
             "updateable": self.updateable,
