@@ -171,8 +171,19 @@ def _client(ca_bundle: str | None, timeout_s: float) -> httpx.Client:
     return httpx.Client(verify=verify, timeout=timeout_s, trust_env=False)
 
 
-def _token_reply(response: httpx.Response, what: str) -> dict[str, Any]:
-    """The JSON token reply, or :class:`ConnectError` with the server's own error."""
+def _exchange(
+    url: str, form: Mapping[str, str], *, what: str, no_refresh: str, ca_bundle: str | None
+) -> tuple[dict[str, Any], str]:
+    """POST a code exchange to ``url``; the JSON reply and its refresh token.
+
+    Raises :class:`ConnectError` with the server's own error (``no_refresh`` when the reply
+    holds no refresh token).
+    """
+    with _client(ca_bundle, 30.0) as http:
+        try:
+            response = http.post(url, data=dict(form))
+        except httpx.HTTPError as exc:
+            raise ConnectError(f"cannot reach {url}: {type(exc).__name__}") from None
     try:
         body = response.json()
     except ValueError:
@@ -183,7 +194,11 @@ def _token_reply(response: httpx.Response, what: str) -> dict[str, Any]:
         error = body.get("error") or f"HTTP {response.status_code}"
         detail = body.get("error_description")
         raise ConnectError(f"{what} was refused: {error}" + (f" ({detail})" if detail else ""))
-    return body
+    refresh = body.get("refresh_token")
+    if not isinstance(refresh, str) or not refresh:
+        raise ConnectError(no_refresh)
+    register_secret(refresh)
+    return body, refresh
 
 
 def connect_salesforce(
@@ -242,19 +257,15 @@ def connect_salesforce(
     }
     if client_secret:
         form["client_secret"] = client_secret
-    with _client(ca_bundle, 30.0) as http:
-        try:
-            response = http.post(f"{base}/services/oauth2/token", data=form)
-        except httpx.HTTPError as exc:
-            raise ConnectError(f"cannot reach {base}: {type(exc).__name__}") from None
-    body = _token_reply(response, "the Salesforce code exchange")
-    refresh, instance = body.get("refresh_token"), body.get("instance_url")
-    if not isinstance(refresh, str) or not refresh:
-        raise ConnectError(
-            "Salesforce issued no refresh token: add the 'refresh_token, offline_access' "
-            "scope to the connected app"
-        )
-    register_secret(refresh)
+    body, refresh = _exchange(
+        f"{base}/services/oauth2/token",
+        form,
+        what="the Salesforce code exchange",
+        no_refresh="Salesforce issued no refresh token: add the 'refresh_token, offline_access' "
+        "scope to the connected app",
+        ca_bundle=ca_bundle,
+    )
+    instance = body.get("instance_url")
     values = {"SALESFORCE_REFRESH_TOKEN": refresh}
     if isinstance(instance, str) and instance:
         values["SALESFORCE_INSTANCE_URL"] = instance
@@ -284,19 +295,15 @@ def connect_zoho(
         "client_secret": client_secret,
         "code": grant_code,
     }
-    with _client(ca_bundle, 30.0) as http:
-        try:
-            response = http.post(f"{base}/oauth/v2/token", data=form)
-        except httpx.HTTPError as exc:
-            raise ConnectError(f"cannot reach {base}: {type(exc).__name__}") from None
-    body = _token_reply(response, f"the Zoho grant-code exchange at {base}")
-    refresh, api_domain = body.get("refresh_token"), body.get("api_domain")
-    if not isinstance(refresh, str) or not refresh:
-        raise ConnectError(
-            "Zoho issued no refresh token: generate the grant code with offline access "
-            "(a self-client grant code always has it)"
-        )
-    register_secret(refresh)
+    body, refresh = _exchange(
+        f"{base}/oauth/v2/token",
+        form,
+        what=f"the Zoho grant-code exchange at {base}",
+        no_refresh="Zoho issued no refresh token: generate the grant code with offline access "
+        "(a self-client grant code always has it)",
+        ca_bundle=ca_bundle,
+    )
+    api_domain = body.get("api_domain")
     if not isinstance(api_domain, str) or not api_domain:
         raise ConnectError("Zoho's token reply named no api_domain (the data centre's API root)")
     values = {

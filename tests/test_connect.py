@@ -17,7 +17,6 @@ import pytest
 import requests
 import respx
 
-from leadrelay.cli import main
 from leadrelay.config import SalesforceConnection, read_env_file
 from leadrelay.connect import ConnectError, connect_salesforce
 from leadrelay.connectors.salesforce import SalesforceConnector
@@ -27,19 +26,9 @@ from leadrelay.sandbox.salesforce import (
     SalesforceEmulator,
 )
 from leadrelay.sandbox.server import SandboxServer
+from tests.test_cli import run
 
 EXISTING = "# the project's settings\nHUBSPOT_ACCESS_TOKEN=pat-keep-me\nEMPTY=\n"
-
-
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(argv)
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    else:
-        code = 0
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")
