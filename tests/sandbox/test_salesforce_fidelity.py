@@ -15,6 +15,7 @@ import gc
 import json
 import socket
 import ssl
+import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -281,6 +282,24 @@ def test_lead_describe_has_the_compound_address(sf: Client) -> None:
     for name in ("Street", "City", "State", "PostalCode", "Country", "Latitude"):
         assert fields[name]["compoundFieldName"] == "Address"
     assert fields["Email"]["compoundFieldName"] is None
+
+
+def test_describe_answers_304_while_the_metadata_is_unchanged(
+    server: SandboxServer, sf: Client
+) -> None:
+    url = f"{sf.base_url}sobjects/Lead/describe"
+    # If-Modified-Since has whole seconds: a change within the second of the header counts as
+    # later, so let the second of the sandbox's reset pass first.
+    time.sleep(1.1)
+    first = sf.session.get(url, headers=sf.headers)
+    assert first.status_code == 200
+    since = {**sf.headers, "If-Modified-Since": first.headers["Date"]}
+    unchanged = sf.session.get(url, headers=since)
+    assert (unchanged.status_code, unchanged.content) == (304, b"")
+    server.sandbox.emulators["salesforce"].change_schema({"remove_field": "UTM_Term__c"})
+    changed = sf.session.get(url, headers=since)
+    assert changed.status_code == 200
+    assert "UTM_Term__c" not in {f["name"] for f in changed.json()["fields"]}
 
 
 def test_address_reads_back_from_its_components(sf: Client) -> None:

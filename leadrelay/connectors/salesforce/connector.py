@@ -6,7 +6,9 @@ How it talks to the org (crm-api-facts §2):
   simple-salesforce as ``session_id``, so the client never logs in on its own. The session
   (access token and instance URL) and the Lead ``describe()`` are kept in the connector's
   :attr:`~leadrelay.connectors.base.Connector.credentials` (sealed in the state store when the
-  pool has one), so the next run or process reuses them without a token call or a describe.
+  pool has one), so the next run or process reuses them: a read makes no token call and no
+  describe; ``describe()`` itself asks only whether the metadata changed (``If-Modified-Since``,
+  304 when not).
   On ``INVALID_SESSION_ID`` (401) the cached session is dropped, the token re-fetched and the
   client rebuilt at most once per call; a second 401 is an
   :class:`~leadrelay.connectors.errors.AuthError`.
@@ -76,7 +78,7 @@ from leadrelay.connectors.errors import (
     Retryable,
     register_secret,
 )
-from leadrelay.connectors.policy import RateLimiter, RetryPolicy
+from leadrelay.connectors.policy import RateLimiter, ResponseInfo, RetryPolicy, from_requests
 from leadrelay.connectors.salesforce import bulk
 from leadrelay.connectors.salesforce.auth import Token, fetch_token
 from leadrelay.connectors.salesforce.soql import datetime_literal, in_batches
@@ -441,12 +443,15 @@ class SalesforceConnector(Connector[SalesforceConnection]):
         describe: str,
         idempotent: bool,
         record: str | None = None,
+        to_info: Callable[[T], ResponseInfo] | None = None,
     ) -> T:
-        """Run ``send(client)`` under the call policy (re-auth once on INVALID_SESSION_ID)."""
+        """Run ``send(client)`` under the call policy (re-auth once on INVALID_SESSION_ID);
+        ``to_info`` reads a plain requests response (simple-salesforce raises instead)."""
         self.client()
         try:
             return self.policy.execute(
                 lambda: send(self.client()),
+                to_info=to_info,
                 idempotent=idempotent,
                 reauth=self._reauth,
                 describe=describe,
@@ -586,7 +591,7 @@ class SalesforceConnector(Connector[SalesforceConnection]):
                 wanted = list(dict.fromkeys([*_REQUIRED_READ, *self.read_fields]))
                 self._fields = wanted
                 return wanted
-        schema = self.describe()
+        schema = self._known_schema()
         candidates = [*_REQUIRED_READ, *DEFAULT_READ_FIELDS, *mapping_fields()]
         fields = [name for name in dict.fromkeys(candidates) if schema.has(name)]
         with self._lock:
@@ -1032,25 +1037,54 @@ class SalesforceConnector(Connector[SalesforceConnection]):
         """The Lead object's schema: picklists hold active values only; a field is required
         when it is not nillable, createable and not defaulted on create.
 
-        Read once per :data:`SESSION_TTL` and kept in :attr:`credentials` (shared by the next
-        runs and processes); dropped when Salesforce refuses a field or a picklist value, so the
-        next call reads the changed schema."""
+        The describe is kept in :attr:`credentials` (shared by the next runs and processes) for
+        :data:`SESSION_TTL`. While one is kept, this asks Salesforce only whether the Lead's
+        metadata changed since (``If-Modified-Since``; an unchanged schema answers 304 with no
+        body), so a mapping check sees a removed field or picklist value at once."""
         key, secret = self._describe_key(), self._cache_secret()
-        cached = self.credentials.get(key, secret=secret)
-        specs = cached.get("fields") if cached else None
-        if not isinstance(specs, list):
-            body = self.restful("sobjects/Lead/describe", describe="describe Lead", idempotent=True)
-            raw = body.get("fields", []) if isinstance(body, Mapping) else []
+        cached = self.credentials.get(key, secret=secret) or {}
+        specs, since = cached.get("fields"), cached.get("read_at")
+        if not isinstance(specs, list) or not isinstance(since, str):
+            specs, since = None, None
+        response = self._describe_request(since)
+        if response.status_code != 304 or specs is None:
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+            raw = body.get("fields") if isinstance(body, Mapping) else None
+            if not isinstance(raw, list):
+                raise Fatal("describe Lead: the answer holds no fields", system=SYSTEM)
             specs = [{k: spec.get(k) for k in _DESCRIBE_KEYS} for spec in raw]
             self.credentials.put(
                 key,
-                {"fields": specs},
+                {"fields": specs, "read_at": response.headers.get("Date") or ""},
                 secret=secret,
                 expires_at=datetime.now(UTC) + SESSION_TTL,
             )
         schema = _schema(specs)
         self._schema = schema
         return schema
+
+    def _describe_request(self, since: str | None) -> requests.Response:
+        """``GET sobjects/Lead/describe``, conditional on ``since`` (an HTTP-date)."""
+        timeout = self.settings.timeout_s
+
+        def send(sf: Any) -> requests.Response:
+            headers = dict(sf.headers)
+            if since:
+                headers["If-Modified-Since"] = since
+            url = f"{sf.base_url}sobjects/Lead/describe"
+            return self.session.get(url, headers=headers, timeout=timeout)
+
+        return self.call(send, describe="describe Lead", idempotent=True, to_info=from_requests)
+
+    def _known_schema(self) -> Schema:
+        """The kept describe without asking Salesforce (what a read needs), else
+        :meth:`describe`."""
+        cached = self.credentials.get(self._describe_key(), secret=self._cache_secret())
+        specs = cached.get("fields") if cached else None
+        return _schema(specs) if isinstance(specs, list) else self.describe()
 
     def schema_changed(self) -> None:
         """Forget the cached describe and read fields: Salesforce refused one of them."""

@@ -18,6 +18,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
@@ -184,6 +186,7 @@ class SalesforceEmulator(Emulator):
             self.api_usage = 0
             self._cursor_sequence = 0
             self.refresh_tokens.setdefault(SANDBOX_REFRESH_TOKEN, self.store.integration_user_id)
+            self.schema_changed_at = datetime.now(UTC)
 
     def expire_sessions(self) -> int:
         """Invalidate every issued access token; returns how many there were."""
@@ -223,6 +226,7 @@ class SalesforceEmulator(Emulator):
         "Restrict Picklists to the Values You Define"), so only describe changes.
         """
         with self.lock:
+            self.schema_changed_at = datetime.now(UTC)
             if "remove_field" in change:
                 sobject, spec = self._schema_field(str(change["remove_field"]))
                 if not spec.custom and (not spec.nillable or not spec.createable):
@@ -698,10 +702,16 @@ class SalesforceEmulator(Emulator):
             return JSONResponse({"encoding": "UTF-8", "maxBatchSize": 200, "sobjects": objects})
 
         @route("/data/v{version}/sobjects/{sobject}/describe", ["GET"])
-        async def describe(version: str, sobject: str) -> Response:
+        async def describe(version: str, sobject: str, request: Request) -> Response:
             _check_version(version)
             with self.lock:
-                return JSONResponse(self._sobject(sobject).describe(version))
+                spec = self._sobject(sobject)
+                # "Get Object Metadata Changes": unchanged since If-Modified-Since -> 304. The
+                # header has whole seconds: a change within that second counts as later.
+                since = _http_date(request.headers.get("if-modified-since"))
+                if since is not None and self.schema_changed_at.replace(microsecond=0) < since:
+                    return Response(status_code=304)
+                return JSONResponse(spec.describe(version))
 
         @route("/data/v{version}/sobjects/{sobject}/updated", ["GET"])
         async def updated(version: str, sobject: str, request: Request) -> Response:
@@ -1310,6 +1320,17 @@ class _ApiGate:
 
 
 # --- helpers -------------------------------------------------------------------------------------
+
+
+def _http_date(value: str | None) -> datetime | None:
+    """An HTTP-date header value as an aware datetime; None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def _with_query(url: str, params: dict[str, str]) -> str:

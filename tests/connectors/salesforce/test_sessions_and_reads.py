@@ -141,6 +141,25 @@ def test_a_refused_cached_session_is_dropped_and_renewed_once(
     assert (third.token_requests, third.api_calls) == (0, 1)
 
 
+def test_a_kept_describe_is_revalidated_not_read_again(
+    make_connector: Make, env: dict[str, str]
+) -> None:
+    cache = MemoryCredentialCache()
+    first = make_connector()
+    first.use_credentials(cache)
+    time.sleep(1.1)  # past the second of the sandbox's reset (If-Modified-Since has seconds)
+    assert first.describe().has("UTM_Term__c")
+    second = make_connector()
+    second.use_credentials(cache)
+    second.client()
+    before = second.api_calls
+    assert second.describe().has("UTM_Term__c")
+    assert second.api_calls == before + 1  # one conditional describe, answered 304
+    assert stats(env)["status"].get("304") == 1
+    admin(env, "schema", {"system": "salesforce", "remove_field": "UTM_Term__c"})
+    assert not second.describe().has("UTM_Term__c")
+
+
 def test_a_removed_field_drops_the_cached_describe(
     make_connector: Make, env: dict[str, str]
 ) -> None:
