@@ -17,6 +17,7 @@ from rich.console import Console
 from leadrelay import __version__
 from leadrelay.capture.commands import forms_app, import_command, serve_command
 from leadrelay.clikit import CliError, ConfigOption, load_project_config, print_json
+from leadrelay.connect import connect_app
 from leadrelay.handoff.commands import report_command
 from leadrelay.sync.commands import dlq_app, runs_app, sync_command
 from leadrelay.validation.commands import validate_command
@@ -262,6 +263,7 @@ app.command("validate")(validate_command)
 app.command("serve")(serve_command)
 app.add_typer(forms_app, name="forms")
 app.command("import")(import_command)
+app.add_typer(connect_app, name="connect")
 
 
 def _fail(message: str, exit_code: int) -> NoReturn:

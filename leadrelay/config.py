@@ -333,13 +333,18 @@ class SalesforceConnection(_ConnectionBase):
             ``consumer_key``, ``consumer_secret``; ``security_token`` optional), ``jwt`` (needs
             ``username``, ``consumer_key`` and ``private_key_file`` or ``private_key``), or
             ``client_credentials`` (needs ``consumer_key``, ``consumer_secret`` and a My Domain
-            ``login_url``).
+            ``login_url``), or ``refresh_token`` (needs ``consumer_key`` and ``refresh_token``,
+            from the web-server flow of ``leadrelay connect salesforce``; ``consumer_secret``
+            unless the connected app does not require it for refresh).
         instance_url: the org's URL; optional, the token reply names it.
         login_url: token server, default ``https://login.salesforce.com``.
         username, password, security_token, consumer_key, consumer_secret: credentials (the
             password, security token and consumer secret are secrets).
         private_key_file: PEM file for JWT bearer auth (relative to the config folder).
         private_key: the PEM text itself, e.g. from the environment (secret).
+        refresh_token: the OAuth refresh token for ``auth = "refresh_token"`` (secret).
+        read_lookback_s: seconds an incremental read reaches back before the server time of the
+            previous read (records committed late), default 5.
         api_version: REST API version, default ``59.0``.
         external_id_field: Lead field to upsert by (``Email__c`` …); without it leadrelay does a
             batch lookup by email first.
@@ -350,7 +355,7 @@ class SalesforceConnection(_ConnectionBase):
     """
 
     kind: Literal["salesforce"]
-    auth: Literal["password", "jwt", "client_credentials"]
+    auth: Literal["password", "jwt", "client_credentials", "refresh_token"]
     instance_url: HttpUrl | None = None
     login_url: HttpUrl = "https://login.salesforce.com"
     username: Text | None = None
@@ -360,6 +365,8 @@ class SalesforceConnection(_ConnectionBase):
     consumer_secret: Secret | None = None
     private_key_file: ExistingFile | None = None
     private_key: Secret | None = None
+    refresh_token: Secret | None = None
+    read_lookback_s: float = Field(default=5.0, ge=0, le=3600)
     api_version: Annotated[str, Field(pattern=r"^\d{2,3}\.0$")] = "59.0"
     external_id_field: Text | None = None
     bulk_threshold: int = Field(default=10000, gt=0)
@@ -369,6 +376,7 @@ class SalesforceConnection(_ConnectionBase):
         "password": ("username", "password", "consumer_key", "consumer_secret"),
         "jwt": ("username", "consumer_key"),
         "client_credentials": ("consumer_key", "consumer_secret"),
+        "refresh_token": ("consumer_key", "refresh_token"),
     }
 
     @model_validator(mode="after")

@@ -28,14 +28,13 @@ ca_bundle = "${LEADRELAY_CA_BUNDLE}"
 
 [connections.salesforce]
 kind = "salesforce"
-auth = "password"
+# The refresh token of the web-server flow (`leadrelay connect salesforce` writes it to .env).
+auth = "refresh_token"
 # The sandbox serves the OAuth token endpoint on the instance itself.
 login_url = "${SALESFORCE_INSTANCE_URL}"
-instance_url = "${SALESFORCE_INSTANCE_URL}"
-username = "${SALESFORCE_USERNAME}"
-password = "${SALESFORCE_PASSWORD}"
 consumer_key = "${SALESFORCE_CONSUMER_KEY}"
 consumer_secret = "${SALESFORCE_CONSUMER_SECRET}"
+refresh_token = "${SALESFORCE_REFRESH_TOKEN}"
 ca_bundle = "${LEADRELAY_CA_BUNDLE}"
 
 [connections.zoho]

@@ -17,6 +17,7 @@ import socket
 import tempfile
 import threading
 from collections.abc import Iterable, Mapping
+from email.utils import formatdate
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,20 @@ class _Server(uvicorn.Server):
         await super().shutdown(sockets)
 
 
+def _dated(send: Send) -> Send:
+    """``send`` adding the ``Date`` header every vendor sends (RFC 9110 HTTP-date)."""
+
+    async def dated(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers", []))
+            if not any(name.lower() == b"date" for name, _ in headers):
+                headers.insert(0, (b"Date", formatdate(usegmt=True).encode("latin-1")))
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return dated
+
+
 class SandboxApp:
     """ASGI app: dispatches to the emulators by prefix, applies faults, counts requests."""
 
@@ -100,6 +115,7 @@ class SandboxApp:
         if scope["type"] != "http":
             await self.router(scope, receive, send)
             return
+        send = _dated(send)
         path: str = scope["path"]
         emulator = None if path.startswith(ADMIN_PREFIX) else self._emulator_for(path)
         if emulator is None:
@@ -288,6 +304,14 @@ class SandboxServer:
             access_log=False,
             lifespan="off",
             timeout_graceful_shutdown=2,
+            # uvicorn's httptools protocol lower-cases every response header name on the wire
+            # (its send() does name.lower()); the h11 protocol writes names as the app gives
+            # them, so the emulators can answer in the vendors' casing (Content-Type,
+            # Sforce-Limit-Info). uvicorn's own Date and Server headers are lower case too:
+            # SandboxApp sends Date as the vendors spell it, and no vendor names uvicorn.
+            http="h11",
+            server_header=False,
+            date_header=False,
         )
         self._server = _Server(config)
         self._thread: threading.Thread | None = None

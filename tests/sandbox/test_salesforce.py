@@ -164,7 +164,7 @@ def test_password_with_security_token_is_accepted(
         ({"client_id": "unknown"}, ("invalid_client_id", "client identifier invalid")),
         ({"client_secret": "wrong"}, ("invalid_client", "invalid client credentials")),
         (
-            {"grant_type": "authorization_code"},
+            {"grant_type": "implicit"},
             ("unsupported_grant_type", "grant type not supported"),
         ),
     ],

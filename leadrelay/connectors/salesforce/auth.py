@@ -1,4 +1,5 @@
-"""OAuth 2.0 token requests to Salesforce: username-password, JWT bearer, client credentials.
+"""OAuth 2.0 token requests to Salesforce: username-password, JWT bearer, client credentials and
+refresh token (the token of the web-server flow, see :mod:`leadrelay.connect`).
 
 leadrelay posts to ``{login_url}/services/oauth2/token`` itself instead of letting
 simple-salesforce log in: its own re-login on ``INVALID_SESSION_ID`` recurses without bound and
@@ -103,6 +104,15 @@ def _request_args(settings: SalesforceConnection) -> dict[str, Any]:
                 "password": password,
             }
         }
+    if settings.auth == "refresh_token":
+        form = {
+            "grant_type": "refresh_token",
+            "client_id": str(settings.consumer_key),
+            "refresh_token": _secret(settings.refresh_token),
+        }
+        if settings.consumer_secret is not None:
+            form["client_secret"] = _secret(settings.consumer_secret)
+        return {"data": form}
     if settings.auth == "client_credentials":
         return {
             "data": {"grant_type": "client_credentials"},
@@ -126,6 +136,7 @@ def fetch_token(
         _secret(settings.security_token),
         _secret(settings.consumer_secret),
         _secret(settings.private_key),
+        _secret(settings.refresh_token),
     )
     url = token_url(settings)
     args = _request_args(settings)

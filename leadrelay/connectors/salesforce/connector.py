@@ -3,13 +3,24 @@
 How it talks to the org (crm-api-facts §2):
 
 * **Auth** — leadrelay fetches the OAuth token itself (:mod:`.auth`) and hands it to
-  simple-salesforce as ``session_id``, so the client never logs in on its own. On
-  ``INVALID_SESSION_ID`` (401) the call policy re-fetches the token and rebuilds the client at
-  most once per call; a second 401 is an :class:`~leadrelay.connectors.errors.AuthError`.
-* **read_changes** — ``SELECT … FROM Lead WHERE SystemModstamp >= <cursor - overlap>
-  ORDER BY SystemModstamp, Id``, then ``queryMore`` (up to 2,000 per page). Records inside the
-  overlap are returned again (the engine dedupes); the cursor is precise: the SystemModstamp and
-  Id of the last record of the page.
+  simple-salesforce as ``session_id``, so the client never logs in on its own. The session
+  (access token and instance URL) and the Lead ``describe()`` are kept in the connector's
+  :attr:`~leadrelay.connectors.base.Connector.credentials` (sealed in the state store when the
+  pool has one), so the next run or process reuses them: a read makes no token call and no
+  describe; ``describe()`` itself asks only whether the metadata changed (``If-Modified-Since``,
+  304 when not).
+  On ``INVALID_SESSION_ID`` (401) the cached session is dropped, the token re-fetched and the
+  client rebuilt at most once per call; a second 401 is an
+  :class:`~leadrelay.connectors.errors.AuthError`.
+* **read_changes** — keyset pages over ``queryAll``: ``SELECT … FROM Lead WHERE
+  SystemModstamp >= <second of the cursor> ORDER BY SystemModstamp, Id``, then ``queryMore``
+  (up to 2,000 per page); rows at or before the cursor's ``(SystemModstamp, Id)`` are dropped.
+  A query locator is a snapshot, so a record edited while the pages are read gets a newer
+  SystemModstamp and is read by the next run, never skipped. Deleted rows (``IsDeleted``; a
+  merge loser has ``MasterRecordId``) become the page's ``deleted``. Each page's cursor is the
+  ``(SystemModstamp, Id)`` of its last row; the last page's is at most the server time of the
+  read (its ``Date`` header) minus ``read_lookback_s``, so an idle run reads nothing new and a
+  record committed late, stamped a moment before the read, is still read.
 * **lookup** — ``Email IN (…)`` on Lead, split so each query fits the GET URL (:mod:`.soql`);
   the emails with no Lead are then looked up on Contact. A Contact match is returned with
   ``record["attributes"]["type"] == "Contact"``: the person is an existing customer.
@@ -36,6 +47,7 @@ import time
 import tomllib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar, TypeVar
 from urllib.parse import urlencode
 
@@ -46,6 +58,7 @@ from leadrelay.config import SalesforceConnection
 from leadrelay.connectors.base import (
     Capability,
     Connector,
+    Deletion,
     FieldInfo,
     Health,
     Page,
@@ -56,6 +69,7 @@ from leadrelay.connectors.base import (
     WriteResult,
     normalize_email,
 )
+from leadrelay.connectors.credentials import cache_key
 from leadrelay.connectors.errors import (
     AuthError,
     ConnectorError,
@@ -64,7 +78,7 @@ from leadrelay.connectors.errors import (
     Retryable,
     register_secret,
 )
-from leadrelay.connectors.policy import RateLimiter, RetryPolicy
+from leadrelay.connectors.policy import RateLimiter, ResponseInfo, RetryPolicy, from_requests
 from leadrelay.connectors.salesforce import bulk
 from leadrelay.connectors.salesforce.auth import Token, fetch_token
 from leadrelay.connectors.salesforce.soql import datetime_literal, in_batches
@@ -124,6 +138,15 @@ TASK_DESCRIPTION_MAX = 32_000
 EXISTING_CONTACT = "EXISTING_CONTACT"
 #: Query operations per Composite call (Salesforce allows at most 5).
 COMPOSITE_QUERIES = 5
+#: How long a cached session is reused: Salesforce's default session timeout is 2 hours (an
+#: org may set it shorter; a refused session is dropped and renewed at once).
+SESSION_TTL = timedelta(minutes=110)
+#: Fields read_changes adds to tell deleted and merged Leads apart.
+_DELETION_FIELDS = ("IsDeleted", "MasterRecordId")
+#: Error codes meaning the org's schema changed under a cached describe.
+_SCHEMA_CODES = frozenset(
+    {"INVALID_FIELD", "INVALID_FIELD_FOR_INSERT_UPDATE", "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST"}
+)
 
 
 def mapping_fields() -> list[str]:
@@ -160,6 +183,12 @@ def mapping_fields() -> list[str]:
 def encode_cursor(record: Mapping[str, Any]) -> str:
     """The cursor after ``record``: its SystemModstamp and Id, ``<stamp>|<id>``."""
     return f"{record['SystemModstamp']}|{record['Id']}"
+
+
+def format_stamp(value: datetime) -> str:
+    """An aware datetime as Salesforce writes it: ``2024-05-01T09:30:00.000+0000``."""
+    value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}+0000"
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
@@ -240,8 +269,9 @@ class SalesforceConnector(Connector[SalesforceConnection]):
         read_fields: the Lead fields ``read_changes`` and ``lookup`` return; default: the fields
             of the built-in mapping plus :data:`DEFAULT_READ_FIELDS`, keeping those the org's
             ``describe`` has.
-        overlap: how far ``read_changes`` reads back before the cursor (records committed
-            late with an earlier SystemModstamp; equal stamps).
+        overlap: how far the last cursor of a read stays before the server time of that read
+            (records committed late with an earlier SystemModstamp); default: the connection's
+            ``read_lookback_s``.
         check_contacts: look emails up on Contact too, and refuse to create a Lead for an
             existing Contact (default True).
         bulk_poll_s, bulk_timeout_s: first poll interval and the longest wait for a Bulk job.
@@ -271,7 +301,7 @@ class SalesforceConnector(Connector[SalesforceConnection]):
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
         read_fields: Sequence[str] | None = None,
-        overlap: timedelta = timedelta(seconds=60),
+        overlap: timedelta | None = None,
         check_contacts: bool = True,
         bulk_poll_s: float = 1.0,
         bulk_timeout_s: float = 3600.0,
@@ -289,7 +319,9 @@ class SalesforceConnector(Connector[SalesforceConnection]):
         self.policy = self.call_policy(limiter=self.limiter, retry=retry, sleep=sleep)
         self._sleep = sleep
         self.read_fields: list[str] | None = list(read_fields) if read_fields else None
-        self.overlap = overlap
+        self.overlap = (
+            overlap if overlap is not None else timedelta(seconds=settings.read_lookback_s)
+        )
         self.check_contacts = check_contacts
         self.bulk_poll_s = bulk_poll_s
         self.bulk_timeout_s = bulk_timeout_s
@@ -302,12 +334,65 @@ class SalesforceConnector(Connector[SalesforceConnection]):
         # Email -> (when, the Lead/Contact found or None): the answer of a lookup, reused by an
         # upsert of the same emails moments later instead of asking Salesforce again.
         self._lookup_memo: dict[str, tuple[float, RawRecord | None]] = {}
+        # The server time of the last response on this thread (its Date header, less the time
+        # the answer took), for the cursor of an incremental read.
+        self._server_time = threading.local()
+        self.session.hooks["response"].append(self._note_server_time)
 
     # -- session ----------------------------------------------------------------------------
 
-    def _login(self) -> None:
-        token = fetch_token(self.settings, self.session, self.policy)
-        self.token_requests += 1
+    def _note_server_time(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        header = response.headers.get("Date")
+        try:
+            when = parsedate_to_datetime(header) if header else None
+        except (TypeError, ValueError):
+            when = None
+        if when is not None and when.tzinfo is not None:
+            self._server_time.value = when - response.elapsed
+
+    def _cache_secret(self) -> str:
+        """What the cached session and describe are sealed with: a secret of the connection."""
+        for value in (
+            self.settings.consumer_secret,
+            self.settings.refresh_token,
+            self.settings.private_key,
+            self.settings.password,
+        ):
+            if value is not None:
+                return str(value.get_secret_value())
+        return str(self.settings.consumer_key or self.settings.login_url)
+
+    def _session_key(self) -> str:
+        """The cache entry of this connection's session: its auth server, app and grant."""
+        grant = self.settings.refresh_token
+        return cache_key(
+            SYSTEM,
+            "session",
+            self.settings.auth,
+            str(self.settings.login_url),
+            str(self.settings.consumer_key or ""),
+            str(self.settings.username or ""),
+            grant.get_secret_value() if grant is not None else "",
+        )
+
+    def _describe_key(self) -> str:
+        """The cache entry of the Lead describe, tied to the session it was read with."""
+        return cache_key(SYSTEM, "describe", "Lead", self.settings.api_version, self._session_key())
+
+    def _login(self, *, fresh: bool = False) -> None:
+        key, secret = self._session_key(), self._cache_secret()
+        cached = None if fresh else self.credentials.get(key, secret=secret)
+        if cached and isinstance(cached.get("access_token"), str) and cached.get("instance_url"):
+            token = Token(str(cached["access_token"]), str(cached["instance_url"]))
+        else:
+            token = fetch_token(self.settings, self.session, self.policy)
+            self.token_requests += 1
+            self.credentials.put(
+                key,
+                {"access_token": token.access_token, "instance_url": token.instance_url},
+                secret=secret,
+                expires_at=datetime.now(UTC) + SESSION_TTL,
+            )
         register_secret(token.access_token)
         self._token = token
         self._sf = Salesforce(
@@ -325,9 +410,11 @@ class SalesforceConnector(Connector[SalesforceConnection]):
             return self._sf
 
     def _reauth(self) -> None:
+        """Salesforce refused the session (401): drop the cached one and log in anew."""
         with self._lock:
+            self.credentials.forget(self._session_key())
             self._sf = None
-            self._login()
+            self._login(fresh=True)
 
     @property
     def instance_url(self) -> str | None:
@@ -356,12 +443,15 @@ class SalesforceConnector(Connector[SalesforceConnection]):
         describe: str,
         idempotent: bool,
         record: str | None = None,
+        to_info: Callable[[T], ResponseInfo] | None = None,
     ) -> T:
-        """Run ``send(client)`` under the call policy (re-auth once on INVALID_SESSION_ID)."""
+        """Run ``send(client)`` under the call policy (re-auth once on INVALID_SESSION_ID);
+        ``to_info`` reads a plain requests response (simple-salesforce raises instead)."""
         self.client()
         try:
             return self.policy.execute(
                 lambda: send(self.client()),
+                to_info=to_info,
                 idempotent=idempotent,
                 reauth=self._reauth,
                 describe=describe,
@@ -501,7 +591,7 @@ class SalesforceConnector(Connector[SalesforceConnection]):
                 wanted = list(dict.fromkeys([*_REQUIRED_READ, *self.read_fields]))
                 self._fields = wanted
                 return wanted
-        schema = self.describe()
+        schema = self._known_schema()
         candidates = [*_REQUIRED_READ, *DEFAULT_READ_FIELDS, *mapping_fields()]
         fields = [name for name in dict.fromkeys(candidates) if schema.has(name)]
         with self._lock:
@@ -511,21 +601,63 @@ class SalesforceConnector(Connector[SalesforceConnection]):
     # -- read_changes -----------------------------------------------------------------------
 
     def read_changes(self, cursor: str | None) -> Iterator[Page]:
-        """Leads changed since ``cursor``, oldest first, one page per query batch (≤ 2,000).
+        """Leads changed, deleted or merged away since ``cursor``, oldest first, one page per
+        query batch (≤ 2,000); see the module docstring. A read whose query names a field the
+        org no longer has reads the describe again and runs once more."""
+        try:
+            yield from self._read_changes(cursor)
+        except ConnectorError as exc:
+            if exc.code != "INVALID_FIELD" or self.read_fields is not None:
+                raise
+            self.schema_changed()
+            yield from self._read_changes(cursor)
 
-        ``SystemModstamp >= cursor - overlap`` (whole seconds) ``ORDER BY SystemModstamp, Id``:
-        records inside the overlap come back again and the caller dedupes them; each page's
-        cursor is the SystemModstamp and Id of its last record.
-        """
-        fields = self.lead_fields()
+    def _read_changes(self, cursor: str | None) -> Iterator[Page]:
+        fields = list(dict.fromkeys([*self.lead_fields(), *_DELETION_FIELDS]))
+        after: tuple[datetime, str] | None = None
         where = ""
         if cursor is not None:
-            stamp, _ = decode_cursor(cursor)
-            where = f" WHERE SystemModstamp >= {datetime_literal(stamp - self.overlap)}"
+            after = decode_cursor(cursor)
+            # SOQL datetime literals are whole seconds: read from the cursor's second and drop
+            # the rows at or before the cursor itself.
+            where = f" WHERE SystemModstamp >= {datetime_literal(after[0])}"
         soql = f"SELECT {', '.join(fields)} FROM Lead{where} ORDER BY SystemModstamp, Id"  # noqa: S608
-        for records in self.query_pages(soql, describe="read changed Leads"):
-            if records:
-                yield Page(records, encode_cursor(records[-1]))
+        describe = "read changed and deleted Leads"
+        timeout = self.settings.timeout_s
+        self._server_time.value = None
+        first = self.call(
+            lambda sf: sf.query(soql, include_deleted=True, timeout=timeout),
+            describe=describe,
+            idempotent=True,
+        )
+        started: datetime | None = self._server_time.value
+        last: tuple[datetime, str] | None = None
+        for rows, more in _lookahead(self._pages_from(first, describe)):
+            records: list[RawRecord] = []
+            deleted: list[Deletion] = []
+            for row in rows:
+                position = (parse_stamp(str(row["SystemModstamp"])), str(row["Id"]))
+                if after is not None and position <= after:
+                    continue
+                last = position
+                if row.get("IsDeleted"):
+                    master = row.get("MasterRecordId")
+                    deleted.append(
+                        Deletion(str(row["Id"]), str(master) if master else None, position[0])
+                    )
+                else:
+                    records.append({k: v for k, v in row.items() if k not in _DELETION_FIELDS})
+            resume = last
+            if not more and started is not None:
+                # The end of the read: no later than the server time of the read minus the
+                # look-back, and never before where this read began.
+                floor = (started - self.overlap, "")
+                resume = floor if last is None else min(last, floor)
+            if after is not None:
+                resume = after if resume is None else max(resume, after)
+            page_cursor = None if resume is None else f"{format_stamp(resume[0])}|{resume[1]}"
+            if records or deleted or not more:
+                yield Page(records, page_cursor, tuple(deleted))
 
     # -- lookup -----------------------------------------------------------------------------
 
@@ -681,7 +813,9 @@ class SalesforceConnector(Connector[SalesforceConnection]):
                 describe=f"upsert {len(records)} Leads by {ext}",
                 idempotent=True,  # by external id: sending twice writes the same record
             )
-            for i, answer in zip(chunk, _answers(answers, len(chunk)), strict=True):
+            checked = _answers(answers, len(chunk))
+            self._watch(checked)
+            for i, answer in zip(chunk, checked, strict=True):
                 ref = items[i].ref
                 if answer.get("success"):
                     outcome = (
@@ -796,7 +930,9 @@ class SalesforceConnector(Connector[SalesforceConnection]):
             describe=describe,
             idempotent=method != "POST",
         )
-        return _answers(answers, len(records))
+        results = _answers(answers, len(records))
+        self._watch(results)
+        return results
 
     def _create_items(
         self,
@@ -898,33 +1034,74 @@ class SalesforceConnector(Connector[SalesforceConnection]):
     # -- describe, health, users ------------------------------------------------------------
 
     def describe(self) -> Schema:
-        """The Lead object's live schema: picklists hold active values only; a field is
-        required when it is not nillable, createable and not defaulted on create."""
-        body = self.restful("sobjects/Lead/describe", describe="describe Lead", idempotent=True)
-        fields: dict[str, FieldInfo] = {}
-        for spec in body.get("fields", []) if isinstance(body, Mapping) else []:
-            kind = str(spec.get("type", ""))
-            picklist = None
-            if kind in ("picklist", "multipicklist"):
-                picklist = tuple(
-                    str(p["value"]) for p in spec.get("picklistValues", []) if p.get("active", True)
-                )
-            createable = bool(spec.get("createable"))
-            fields[spec["name"]] = FieldInfo(
-                name=str(spec["name"]),
-                label=str(spec.get("label", spec["name"])),
-                type=kind,
-                required=not spec.get("nillable", True)
-                and createable
-                and not spec.get("defaultedOnCreate", False),
-                read_only=not createable and not spec.get("updateable", False),
-                unique=bool(spec.get("unique")) or bool(spec.get("externalId")),
-                picklist_values=picklist,
-                multi_select=kind == "multipicklist",
+        """The Lead object's schema: picklists hold active values only; a field is required
+        when it is not nillable, createable and not defaulted on create.
+
+        The describe is kept in :attr:`credentials` (shared by the next runs and processes) for
+        :data:`SESSION_TTL`. While one is kept, this asks Salesforce only whether the Lead's
+        metadata changed since (``If-Modified-Since``; an unchanged schema answers 304 with no
+        body), so a mapping check sees a removed field or picklist value at once."""
+        key, secret = self._describe_key(), self._cache_secret()
+        cached = self.credentials.get(key, secret=secret) or {}
+        specs, since = cached.get("fields"), cached.get("read_at")
+        if not isinstance(specs, list) or not isinstance(since, str):
+            specs, since = None, None
+        response = self._describe_request(since)
+        if response.status_code != 304 or specs is None:
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+            raw = body.get("fields") if isinstance(body, Mapping) else None
+            if not isinstance(raw, list):
+                raise Fatal("describe Lead: the answer holds no fields", system=SYSTEM)
+            specs = [{k: spec.get(k) for k in _DESCRIBE_KEYS} for spec in raw]
+            self.credentials.put(
+                key,
+                {"fields": specs, "read_at": response.headers.get("Date") or ""},
+                secret=secret,
+                expires_at=datetime.now(UTC) + SESSION_TTL,
             )
-        schema = Schema("Lead", fields)
+        schema = _schema(specs)
         self._schema = schema
         return schema
+
+    def _describe_request(self, since: str | None) -> requests.Response:
+        """``GET sobjects/Lead/describe``, conditional on ``since`` (an HTTP-date)."""
+        timeout = self.settings.timeout_s
+
+        def send(sf: Any) -> requests.Response:
+            headers = dict(sf.headers)
+            if since:
+                headers["If-Modified-Since"] = since
+            url = f"{sf.base_url}sobjects/Lead/describe"
+            return self.session.get(url, headers=headers, timeout=timeout)
+
+        return self.call(send, describe="describe Lead", idempotent=True, to_info=from_requests)
+
+    def _known_schema(self) -> Schema:
+        """The kept describe without asking Salesforce (what a read needs), else
+        :meth:`describe`."""
+        cached = self.credentials.get(self._describe_key(), secret=self._cache_secret())
+        specs = cached.get("fields") if cached else None
+        return _schema(specs) if isinstance(specs, list) else self.describe()
+
+    def schema_changed(self) -> None:
+        """Forget the cached describe and read fields: Salesforce refused one of them."""
+        self.credentials.forget(self._describe_key())
+        with self._lock:
+            self._schema = None
+            if self.read_fields is None:
+                self._fields = None
+
+    def _watch(self, answers: Sequence[Mapping[str, Any]]) -> None:
+        """Drop the cached schema when a save result refuses a field or picklist value."""
+        for answer in answers:
+            errors = answer.get("errors")
+            for error in errors if isinstance(errors, list) else []:
+                if isinstance(error, Mapping) and error.get("statusCode") in _SCHEMA_CODES:
+                    self.schema_changed()
+                    return
 
     def health(self) -> Health:
         """One call to ``limits/``: credentials, the instance and the 24 h API budget."""
@@ -1068,11 +1245,68 @@ class SalesforceConnector(Connector[SalesforceConnection]):
 # -- helpers ----------------------------------------------------------------------------------
 
 
+#: The keys of a describe field the connector keeps (in the cache) and reads.
+_DESCRIBE_KEYS = (
+    "name",
+    "label",
+    "type",
+    "nillable",
+    "createable",
+    "updateable",
+    "defaultedOnCreate",
+    "unique",
+    "externalId",
+    "picklistValues",
+)
+
+
+def _schema(specs: Sequence[Any]) -> Schema:
+    """The Lead :class:`Schema` of describe's ``fields`` (the :data:`_DESCRIBE_KEYS` of each)."""
+    fields: dict[str, FieldInfo] = {}
+    for spec in specs:
+        if not isinstance(spec, Mapping) or not spec.get("name"):
+            continue
+        kind = str(spec.get("type") or "")
+        picklist = None
+        if kind in ("picklist", "multipicklist"):
+            picklist = tuple(
+                str(p["value"])
+                for p in spec.get("picklistValues") or []
+                if isinstance(p, Mapping) and p.get("active", True)
+            )
+        createable = bool(spec.get("createable"))
+        fields[str(spec["name"])] = FieldInfo(
+            name=str(spec["name"]),
+            label=str(spec.get("label") or spec["name"]),
+            type=kind,
+            required=not spec.get("nillable", True)
+            and createable
+            and not spec.get("defaultedOnCreate", False),
+            read_only=not createable and not spec.get("updateable", False),
+            unique=bool(spec.get("unique")) or bool(spec.get("externalId")),
+            picklist_values=picklist,
+            multi_select=kind == "multipicklist",
+        )
+    return Schema("Lead", fields)
+
+
 def _query_more(url: str, timeout: float) -> Callable[[Any], Any]:
     def send(sf: Any) -> Any:
         return sf.query_more(url, identifier_is_url=True, timeout=timeout)
 
     return send
+
+
+def _lookahead(pages: Iterator[T]) -> Iterator[tuple[T, bool]]:
+    """Each page with whether another follows it."""
+    try:
+        current = next(pages)
+    except StopIteration:
+        return
+    for following in pages:
+        yield current, True
+        current = following
+    yield current, False
 
 
 def _better(candidate: Mapping[str, Any], current: Mapping[str, Any]) -> bool:

@@ -18,15 +18,17 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -53,6 +55,10 @@ SANDBOX_PASSWORD = "sandbox-password"
 SANDBOX_SECURITY_TOKEN = "SANDBOXSECURITYTOKEN"
 SANDBOX_CONSUMER_KEY = "3MVG9sandbox.leadrelay.consumer.key"
 SANDBOX_CONSUMER_SECRET = "sandbox-consumer-secret"
+#: The refresh token the sandbox org has issued to the connected app (web-server flow).
+SANDBOX_REFRESH_TOKEN = "5Aep861sandbox.leadrelay.refresh.token"
+#: How long an authorization code may be exchanged (Salesforce: 15 minutes).
+AUTH_CODE_LIFETIME_S = 15 * 60
 DEFAULT_DAILY_API_LIMIT = 15_000
 QUERY_BATCH_SIZE = 2000
 #: Composite: subrequests per call, and query operations among them (Salesforce's limits).
@@ -63,7 +69,14 @@ COLLECTION_LIMIT = 200
 MAX_OPEN_CURSORS = 200
 MIN_VERSION, MAX_VERSION = 31.0, 62.0
 JWT_GRANT = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+#: Header names as Salesforce spells them on the wire (others: each word capitalised).
+_HEADER_NAMES = {
+    b"sforce-numberofrecords": b"Sforce-NumberOfRecords",
+    b"www-authenticate": b"WWW-Authenticate",
+}
 _VERSION = re.compile(r"^\d{2}\.\d$")
+#: A PKCE S256 challenge: base64url of a SHA-256 digest, no padding (RFC 7636).
+_PKCE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 
 Handler = Callable[..., Awaitable[Response]]
 
@@ -77,13 +90,62 @@ class SalesforceAPIError(Exception):
         self.problems = problems
 
 
+def header_name(name: bytes) -> bytes:
+    """``name`` as Salesforce spells it: ``content-type`` -> ``Content-Type``,
+    ``sforce-limit-info`` -> ``Sforce-Limit-Info``."""
+    lower = name.lower()
+    known = _HEADER_NAMES.get(lower)
+    if known is not None:
+        return known
+    return b"-".join(part[:1].upper() + part[1:] for part in lower.split(b"-"))
+
+
+def vendor_headers(send: Send) -> Send:
+    """``send`` with response header names in Salesforce's casing and JSON typed as
+    ``application/json;charset=UTF-8``.
+
+    HTTP header names are case-insensitive, but Starlette emits them in lower case and uvicorn
+    writes them to the wire as given (with httptools and h11 alike); clients in the wild match
+    the vendor's spelling, so the emulator renames them before the server sees them.
+    """
+
+    async def renamed(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = []
+            for name, value in message.get("headers", []):
+                if name.lower() == b"content-type" and value == b"application/json":
+                    value = b"application/json;charset=UTF-8"
+                headers.append((header_name(name), value))
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return renamed
+
+
+class SalesforceJSON(JSONResponse):
+    """A JSON response sent with Salesforce's header casing (see :func:`vendor_headers`)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await super().__call__(scope, receive, vendor_headers(send))
+
+
 def sf_error(status: int, code: str, message: str, **extra: Any) -> JSONResponse:
     """A Salesforce error response: always a JSON array."""
-    return JSONResponse([{"message": message, "errorCode": code, **extra}], status_code=status)
+    return SalesforceJSON([{"message": message, "errorCode": code, **extra}], status_code=status)
 
 
 def _oauth_error(error: str, description: str, status: int = 400) -> JSONResponse:
-    return JSONResponse({"error": error, "error_description": description}, status_code=status)
+    return SalesforceJSON({"error": error, "error_description": description}, status_code=status)
+
+
+@dataclass
+class _AuthCode:
+    """An authorization code issued by ``/oauth2/authorize``, exchanged once."""
+
+    client_id: str
+    redirect_uri: str
+    challenge: str | None
+    expires: float
 
 
 @dataclass
@@ -106,6 +168,9 @@ class SalesforceEmulator(Emulator):
         #: the org's DailyApiRequests Max (configurable; survives reset)
         self.daily_api_limit = DEFAULT_DAILY_API_LIMIT
         self.sessions: dict[str, str] = {}
+        #: refresh token -> user id (survive reset, like sessions)
+        self.refresh_tokens: dict[str, str] = {}
+        self.auth_codes: dict[str, _AuthCode] = {}
 
     # --- Emulator contract -------------------------------------------------------------------
 
@@ -120,6 +185,8 @@ class SalesforceEmulator(Emulator):
             self.cursors: OrderedDict[str, _Cursor] = OrderedDict()
             self.api_usage = 0
             self._cursor_sequence = 0
+            self.refresh_tokens.setdefault(SANDBOX_REFRESH_TOKEN, self.store.integration_user_id)
+            self.schema_changed_at = datetime.now(UTC)
 
     def expire_sessions(self) -> int:
         """Invalidate every issued access token; returns how many there were."""
@@ -159,6 +226,7 @@ class SalesforceEmulator(Emulator):
         "Restrict Picklists to the Values You Define"), so only describe changes.
         """
         with self.lock:
+            self.schema_changed_at = datetime.now(UTC)
             if "remove_field" in change:
                 sobject, spec = self._schema_field(str(change["remove_field"]))
                 if not spec.custom and (not spec.nillable or not spec.createable):
@@ -206,6 +274,7 @@ class SalesforceEmulator(Emulator):
             "SALESFORCE_PASSWORD": SANDBOX_PASSWORD,
             "SALESFORCE_CONSUMER_KEY": SANDBOX_CONSUMER_KEY,
             "SALESFORCE_CONSUMER_SECRET": SANDBOX_CONSUMER_SECRET,
+            "SALESFORCE_REFRESH_TOKEN": SANDBOX_REFRESH_TOKEN,
         }
 
     def admin_routes(self) -> list[BaseRoute]:
@@ -224,7 +293,37 @@ class SalesforceEmulator(Emulator):
                 self.daily_api_limit = limit
             return JSONResponse({"ok": True, "daily_api_requests": limit})
 
+        async def merge(request: Request) -> Response:
+            try:
+                body = await request.json()
+                master_id = str(body["master_id"])
+                merged = body["merged_ids"]
+                if not isinstance(merged, list):
+                    raise TypeError("merged_ids")
+            except (ValueError, KeyError, TypeError):
+                return JSONResponse(
+                    {"error": 'body must be {"master_id": ID, "merged_ids": [ID, …]}'},
+                    status_code=400,
+                )
+            with self.lock:
+                spec = next(
+                    (s for s in self.store.schema.values() if master_id.startswith(s.key_prefix)),
+                    None,
+                )
+                if spec is None:
+                    return JSONResponse(
+                        {"error": f"no sObject has id {master_id}"}, status_code=400
+                    )
+                try:
+                    self.store.merge(
+                        spec, master_id, [str(i) for i in merged], self.store.integration_user_id
+                    )
+                except RecordError as exc:
+                    return JSONResponse([exc.problem.rest()], status_code=exc.status)
+            return JSONResponse({"ok": True, "master_id": master_id})
+
         return [
+            Route("/salesforce/merge", merge, methods=["POST"]),
             Route("/salesforce/expire-sessions", expire, methods=["POST"]),
             Route("/salesforce/limits", limits, methods=["POST"]),
         ]
@@ -363,14 +462,23 @@ class SalesforceEmulator(Emulator):
                 return self._client_credentials_grant(form, request.headers.get("authorization"))
             if grant == JWT_GRANT:
                 return self._jwt_grant(form.get("assertion", ""))
+            if grant == "refresh_token":
+                return self._refresh_grant(form, request.headers.get("authorization"))
+            if grant == "authorization_code":
+                return self._code_grant(form, request.headers.get("authorization"))
             return _oauth_error("unsupported_grant_type", "grant type not supported")
+
+        @api.get("/oauth2/authorize")
+        async def authorize(request: Request) -> Response:
+            return self._authorize(dict(request.query_params))
 
         @api.post("/oauth2/revoke")
         async def revoke(request: Request) -> Response:
             form = parse_qs((await request.body()).decode("utf-8", "replace"))
             value = (form.get("token") or [request.query_params.get("token", "")])[0]
             with self.lock:
-                if self.sessions.pop(value, None) is None:
+                revoked = self.refresh_tokens.pop(value, None) or self.sessions.pop(value, None)
+                if revoked is None:
                     return _oauth_error(
                         "unsupported_token_type", "this token type is not supported"
                     )
@@ -382,6 +490,106 @@ class SalesforceEmulator(Emulator):
         if client_secret is not None and client_secret != SANDBOX_CONSUMER_SECRET:
             return _oauth_error("invalid_client", "invalid client credentials")
         return None
+
+    def _basic_client(
+        self, form: dict[str, str], authorization: str | None
+    ) -> tuple[str | None, str | None] | JSONResponse:
+        """The client id and secret of a token request: HTTP Basic, else the form."""
+        client_id, client_secret = form.get("client_id"), form.get("client_secret")
+        if authorization and authorization.lower().startswith("basic "):
+            try:
+                decoded = base64.b64decode(authorization[6:].strip()).decode()
+            except (binascii.Error, UnicodeDecodeError):
+                return _oauth_error("invalid_client", "invalid client credentials")
+            client_id, _, client_secret = decoded.partition(":")
+        return client_id, client_secret
+
+    def _refresh_grant(self, form: dict[str, str], authorization: str | None) -> Response:
+        """Refresh-token flow: a new access token for the org of the refresh token (no new
+        refresh token: the sandbox's connected app does not rotate them)."""
+        client = self._basic_client(form, authorization)
+        if isinstance(client, JSONResponse):
+            return client
+        refused = self._client_ok(*client)
+        if refused is not None:
+            return refused
+        with self.lock:
+            user = self.refresh_tokens.get(form.get("refresh_token", ""))
+        if user is None:
+            return _oauth_error("invalid_grant", "expired access/refresh token")
+        return SalesforceJSON(self.issue_token(user, SANDBOX_CONSUMER_SECRET))
+
+    def _authorize(self, params: dict[str, str]) -> Response:
+        """The web-server flow's authorize page, approved at once by the integration user:
+        a redirect to ``redirect_uri`` with ``code`` (and ``state``). The sandbox's connected
+        app lists any loopback ``http://127.0.0.1:PORT/…`` or ``http://localhost:PORT/…`` as a
+        callback URL; Salesforce shows an error page (no redirect) for an unknown client or
+        callback."""
+        client_id = params.get("client_id", "")
+        redirect_uri = params.get("redirect_uri", "")
+        if client_id != SANDBOX_CONSUMER_KEY:
+            return _oauth_error("invalid_client_id", "client identifier invalid")
+        target = urlsplit(redirect_uri)
+        if target.scheme != "http" or target.hostname not in ("127.0.0.1", "localhost"):
+            return _oauth_error("redirect_uri_mismatch", "redirect_uri must match configuration")
+        state = {"state": params["state"]} if "state" in params else {}
+        if params.get("response_type") != "code":
+            query = {
+                "error": "unsupported_response_type",
+                "error_description": "response type not supported",
+                **state,
+            }
+            return RedirectResponse(_with_query(redirect_uri, query), status_code=302)
+        challenge = params.get("code_challenge")
+        method = params.get("code_challenge_method", "S256")
+        if challenge is not None and (method != "S256" or not _PKCE.match(challenge)):
+            query = {
+                "error": "invalid_request",
+                "error_description": "invalid code_challenge",
+                **state,
+            }
+            return RedirectResponse(_with_query(redirect_uri, query), status_code=302)
+        code = "aPrx" + secrets.token_urlsafe(48)
+        with self.lock:
+            self.auth_codes[code] = _AuthCode(
+                client_id, redirect_uri, challenge, time.monotonic() + AUTH_CODE_LIFETIME_S
+            )
+        return RedirectResponse(_with_query(redirect_uri, {"code": code, **state}), 302)
+
+    def _code_grant(self, form: dict[str, str], authorization: str | None) -> Response:
+        """The web-server flow's code exchange: the code once, for the same client and
+        redirect URI, with the PKCE verifier when the authorize request had a challenge; the
+        answer adds a refresh token."""
+        client = self._basic_client(form, authorization)
+        if isinstance(client, JSONResponse):
+            return client
+        client_id, client_secret = client
+        refused = self._client_ok(client_id, client_secret)
+        if refused is not None:
+            return refused
+        with self.lock:
+            issued = self.auth_codes.pop(form.get("code", ""), None)
+        if issued is None or issued.expires < time.monotonic() or issued.client_id != client_id:
+            return _oauth_error("invalid_grant", "invalid authorization code")
+        if form.get("redirect_uri") != issued.redirect_uri:
+            return _oauth_error("invalid_grant", "redirect_uri must match configuration")
+        verifier = form.get("code_verifier")
+        if issued.challenge is not None:
+            if not verifier:
+                return _oauth_error("invalid_grant", "invalid code verifier")
+            digest = hashlib.sha256(verifier.encode("ascii", "replace")).digest()
+            expected = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+            if not hmac.compare_digest(expected, issued.challenge):
+                return _oauth_error("invalid_grant", "invalid code verifier")
+        elif client_secret is None:
+            # Without PKCE the web-server flow needs the consumer secret.
+            return _oauth_error("invalid_client", "invalid client credentials")
+        user = self.store.integration_user_id
+        refresh = "5Aep861" + secrets.token_urlsafe(64)
+        with self.lock:
+            self.refresh_tokens[refresh] = user
+        body = self.issue_token(user, SANDBOX_CONSUMER_SECRET)
+        return SalesforceJSON({**body, "refresh_token": refresh, "scope": "refresh_token api"})
 
     def _password_grant(self, form: dict[str, str]) -> Response:
         refused = self._client_ok(form.get("client_id"), form.get("client_secret", ""))
@@ -400,13 +608,10 @@ class SalesforceEmulator(Emulator):
     def _client_credentials_grant(
         self, form: dict[str, str], authorization: str | None
     ) -> Response:
-        client_id, client_secret = form.get("client_id"), form.get("client_secret")
-        if authorization and authorization.lower().startswith("basic "):
-            try:
-                decoded = base64.b64decode(authorization[6:].strip()).decode()
-            except (binascii.Error, UnicodeDecodeError):
-                return _oauth_error("invalid_client", "invalid client credentials")
-            client_id, _, client_secret = decoded.partition(":")
+        client = self._basic_client(form, authorization)
+        if isinstance(client, JSONResponse):
+            return client
+        client_id, client_secret = client
         refused = self._client_ok(client_id, client_secret or "")
         if refused is not None:
             return refused
@@ -497,10 +702,16 @@ class SalesforceEmulator(Emulator):
             return JSONResponse({"encoding": "UTF-8", "maxBatchSize": 200, "sobjects": objects})
 
         @route("/data/v{version}/sobjects/{sobject}/describe", ["GET"])
-        async def describe(version: str, sobject: str) -> Response:
+        async def describe(version: str, sobject: str, request: Request) -> Response:
             _check_version(version)
             with self.lock:
-                return JSONResponse(self._sobject(sobject).describe(version))
+                spec = self._sobject(sobject)
+                # "Get Object Metadata Changes": unchanged since If-Modified-Since -> 304. The
+                # header has whole seconds: a change within that second counts as later.
+                since = _http_date(request.headers.get("if-modified-since"))
+                if since is not None and self.schema_changed_at.replace(microsecond=0) < since:
+                    return Response(status_code=304)
+                return JSONResponse(spec.describe(version))
 
         @route("/data/v{version}/sobjects/{sobject}/updated", ["GET"])
         async def updated(version: str, sobject: str, request: Request) -> Response:
@@ -1081,6 +1292,7 @@ class _ApiGate:
         root = str(scope.get("root_path", ""))
         if root and path.startswith(root):
             path = path[len(root) :]
+        send = vendor_headers(send)
         if not path.startswith("/data/") or path.rstrip("/") == "/data":
             await self.app(scope, receive, send)
             return
@@ -1091,7 +1303,7 @@ class _ApiGate:
             await response(scope, receive, send)
             return
         _, over = self.emulator.count_call()
-        limit_header = (b"sforce-limit-info", self.emulator.limit_info().encode())
+        limit_header = (b"Sforce-Limit-Info", self.emulator.limit_info().encode())
         if over:
             response = sf_error(403, "REQUEST_LIMIT_EXCEEDED", "TotalRequests Limit exceeded.")
             response.headers["Sforce-Limit-Info"] = self.emulator.limit_info()
@@ -1108,6 +1320,24 @@ class _ApiGate:
 
 
 # --- helpers -------------------------------------------------------------------------------------
+
+
+def _http_date(value: str | None) -> datetime | None:
+    """An HTTP-date header value as an aware datetime; None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
+def _with_query(url: str, params: dict[str, str]) -> str:
+    """``url`` with ``params`` added to its query string."""
+    parts = urlsplit(url)
+    query = "&".join(q for q in (parts.query, urlencode(params)) if q)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
 
 
 def _composite_query(item: Any) -> tuple[str, str] | None:
@@ -1137,11 +1367,14 @@ def _allow_save(request: Request) -> bool:
 async def _json_body(request: Request) -> Any:
     raw = await request.body()
     try:
-        return json.loads(raw) if raw.strip() else None
-    except (ValueError, UnicodeDecodeError) as exc:
+        body = json.loads(raw) if raw.strip() else None
+        # A lone surrogate (``"\\ud800"``) decodes to no Unicode text: refused like bad UTF-8.
+        json.dumps(body, ensure_ascii=False).encode("utf-8")
+    except (ValueError, UnicodeError) as exc:
         raise SalesforceAPIError(
-            400, Problem("JSON_PARSER_ERROR", f"Unexpected character in the request body: {exc}")
+            400, Problem("JSON_PARSER_ERROR", f"Invalid UTF-8 or JSON in the request body: {exc}")
         ) from None
+    return body
 
 
 def _collection_body(body: Any) -> tuple[list[Any], bool]:

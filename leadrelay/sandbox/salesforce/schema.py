@@ -71,6 +71,23 @@ _SOAP_TYPES = {
     "currency": "xsd:double",
     "datetime": "xsd:dateTime",
     "date": "xsd:date",
+    "address": "urn:address",
+}
+#: GeocodeAccuracy's values (Salesforce field reference, "Compound Fields: Address").
+GEOCODE_ACCURACIES = (
+    "Address", "NearAddress", "Block", "Street", "ExtendedZip", "Zip", "Neighborhood", "City",
+    "County", "State", "Unknown",
+)  # fmt: skip
+#: The compound Address's components: stored field -> key of the address value.
+ADDRESS_PARTS = {
+    "Street": "street",
+    "City": "city",
+    "State": "state",
+    "PostalCode": "postalCode",
+    "Country": "country",
+    "Latitude": "latitude",
+    "Longitude": "longitude",
+    "GeocodeAccuracy": "geocodeAccuracy",
 }
 
 
@@ -117,11 +134,19 @@ class FieldDef:
     custom: bool = False
     precision: int = 0
     scale: int = 0
+    #: the compound field this one is a component of (Lead.City: "Address")
+    compound: str | None = None
 
     @property
     def required(self) -> bool:
         """Required on create: createable, not nillable and not defaulted by the server."""
         return self.createable and not self.nillable and not self.defaulted_on_create
+
+    @property
+    def filterable(self) -> bool:
+        """Usable in WHERE and ORDER BY: not a long text area (more than 255 characters, e.g.
+        Description) nor a compound field (Address)."""
+        return self.type != "address" and not (self.type == "textarea" and self.length > 255)
 
     @property
     def references(self) -> tuple[str, ...]:
@@ -142,13 +167,14 @@ class FieldDef:
             "autoNumber": False,
             "byteLength": self.length * 3,
             "calculated": False,
+            "compoundFieldName": self.compound,
             "createable": self.createable,
             "custom": self.custom,
             "defaultValue": None,
             "defaultedOnCreate": self.defaulted_on_create,
             "digits": 9 if self.type == "int" else 0,
             "externalId": self.external_id,
-            "filterable": self.type != "textarea",
+            "filterable": self.filterable,
             "idLookup": self.type == "id" or self.name == "Email" or self.external_id,
             "label": self.label,
             "length": self.length,
@@ -162,7 +188,7 @@ class FieldDef:
             "restrictedPicklist": self.restricted,
             "scale": self.scale,
             "soapType": _SOAP_TYPES.get(self.type, "xsd:string"),
-            "sortable": self.type != "textarea",
+            "sortable": self.filterable,
             "type": self.type,
             "unique": self.unique,
             "updateable": self.updateable,
@@ -259,6 +285,14 @@ def _owner(*, queues: bool = False, label: str = "Owner ID") -> FieldDef:
     )  # fmt: skip
 
 
+def _master_record(sobject: str) -> FieldDef:
+    """MasterRecordId: on a record deleted by a merge, the surviving record (read-only)."""
+    return FieldDef(
+        "MasterRecordId", "Master Record ID", "reference", 18, createable=False,
+        updateable=False, reference_to=sobject, relationship_name="MasterRecord",
+    )  # fmt: skip
+
+
 def _name_field(length: int = 121) -> FieldDef:
     return FieldDef("Name", "Full Name", "string", length, createable=False, updateable=False)
 
@@ -277,10 +311,17 @@ def _lead() -> SObjectDef:
         FieldDef("MobilePhone", "Mobile Phone", "phone", 40),
         FieldDef("Website", "Website", "url", 255),
         FieldDef("Description", "Description", "textarea", 32000),
-        FieldDef("City", "City", "string", 40),
-        FieldDef("State", "State/Province", "string", 80),
-        FieldDef("PostalCode", "Zip/Postal Code", "string", 20),
-        FieldDef("Country", "Country", "string", 80),
+        # The compound Address is read-only; its components are written one by one.
+        FieldDef("Street", "Street", "textarea", 255, compound="Address"),
+        FieldDef("City", "City", "string", 40, compound="Address"),
+        FieldDef("State", "State/Province", "string", 80, compound="Address"),
+        FieldDef("PostalCode", "Zip/Postal Code", "string", 20, compound="Address"),
+        FieldDef("Country", "Country", "string", 80, compound="Address"),
+        FieldDef("Latitude", "Latitude", "double", precision=18, scale=15, compound="Address"),
+        FieldDef("Longitude", "Longitude", "double", precision=18, scale=15, compound="Address"),
+        FieldDef("GeocodeAccuracy", "Geocode Accuracy", "picklist", 40, restricted=True,
+                 picklist=_picklist(GEOCODE_ACCURACIES), compound="Address"),
+        FieldDef("Address", "Address", "address", **readonly),
         FieldDef("LeadSource", "Lead Source", "picklist", 255, picklist=_picklist(LEAD_SOURCES)),
         FieldDef("Status", "Lead Status", "picklist", 255, nillable=False,
                  defaulted_on_create=True, restricted=True,
@@ -298,6 +339,7 @@ def _lead() -> SObjectDef:
                  reference_to="Contact", relationship_name="ConvertedContact", **readonly),
         FieldDef("ConvertedOpportunityId", "Converted Opportunity ID", "reference", 18,
                  **readonly),
+        _master_record("Lead"),
         *_audit_fields(),
         *(
             FieldDef(f"UTM_{part}__c", f"UTM {part}", "string", 255, custom=True)
@@ -342,6 +384,7 @@ def _contact() -> SObjectDef:
         FieldDef("MailingCountry", "Mailing Country", "string", 80),
         FieldDef("Description", "Contact Description", "textarea", 32000),
         _owner(),
+        _master_record("Contact"),
         *_audit_fields(),
     ]  # fmt: skip
     return SObjectDef("Contact", "Contact", "Contacts", "003", {f.name: f for f in fields})
@@ -500,6 +543,14 @@ def format_datetime(value: datetime) -> str:
     """The REST API form ``2024-01-01T00:00:00.000+0000``."""
     value = value.astimezone(UTC)
     return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}+0000"
+
+
+def address_value(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The compound ``Address`` of a record from its components; None when all are blank."""
+    parts = {key: record.get(name) for name, key in ADDRESS_PARTS.items()}
+    if all(value is None for value in parts.values()):
+        return None
+    return dict(sorted(parts.items()))
 
 
 def format_value(value: Any) -> Any:

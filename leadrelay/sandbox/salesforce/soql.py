@@ -678,7 +678,7 @@ class _Binder:
         sort_keys = []
         for item in self.query.order:
             column = self.column(item.field)
-            if column.spec.type == "textarea":
+            if not column.spec.filterable:
                 raise self._not_usable(item.field, "ordered")
             fold = column.spec.type not in _ID_TYPES
             sort_keys.append((column.getter(self.resolve), item.descending, item.nulls_last, fold))
@@ -742,7 +742,7 @@ class _Binder:
         ref, op = comparison.field, comparison.op
         column = self.column(ref)
         spec = column.spec
-        if spec.type == "textarea":
+        if not spec.filterable:
             raise self._not_usable(ref, "filtered")
         get = column.getter(self.resolve)
         norm = _same if spec.type in _ID_TYPES else _fold

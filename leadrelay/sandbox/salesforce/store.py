@@ -18,6 +18,7 @@ from leadrelay.sandbox.salesforce.schema import (
     TASK_STATUSES,
     FieldDef,
     SObjectDef,
+    address_value,
     default_schema,
     format_value,
     make_id,
@@ -359,9 +360,7 @@ class OrgStore:
         record.update(values)
         if "OwnerId" in sobject.fields and record.get("OwnerId") is None:
             record["OwnerId"] = user_id
-        missing = [
-            s.name for s in sobject.fields.values() if s.required and record.get(s.name) is None
-        ]
+        missing = [s.name for s in sobject.fields.values() if s.required and _blank(record, s.name)]
         if missing:
             raise RecordError(
                 Problem(
@@ -411,7 +410,7 @@ class OrgStore:
         cleared = [
             s.name
             for s in sobject.fields.values()
-            if s.name in values and values[s.name] is None and not s.nillable
+            if s.name in values and _blank(values, s.name) and not s.nillable
         ]
         if cleared:
             raise RecordError(
@@ -443,6 +442,61 @@ class OrgStore:
         current = self._live(sobject, record_id)
         stamp = self.stamp()
         self._put(sobject.name, {**current, "IsDeleted": True, "SystemModstamp": stamp}, journal)
+
+    def merge(
+        self, sobject: SObjectDef, master_id: str, merged_ids: list[str], user_id: str
+    ) -> None:
+        """Merge up to two records into ``master_id``, as SOAP/Apex ``merge()`` and the UI do:
+        the master keeps its own field values (and is stamped as modified), each merged record
+        goes to the recycle bin with ``MasterRecordId`` naming the master, and Tasks on a merged
+        record move to the master."""
+        if "MasterRecordId" not in sobject.fields:
+            raise RecordError(
+                Problem(
+                    "INVALID_TYPE_FOR_OPERATION", f"entity type cannot be merged: {sobject.label}"
+                )
+            )
+        if not 1 <= len(merged_ids) <= 2:
+            raise RecordError(
+                Problem(
+                    "INVALID_OPERATION", "A single merge request must contain at most 3 records"
+                )
+            )
+        master = self._live(sobject, master_id)
+        losers = [self._live(sobject, raw) for raw in merged_ids]
+        if any(loser["Id"] == master["Id"] for loser in losers):
+            raise RecordError(
+                Problem("INVALID_ID_FIELD", "Cannot merge a record with itself", ["Id"])
+            )
+        journal: Journal = []
+        for loser in losers:
+            stamp = self.stamp()
+            self._put(
+                sobject.name,
+                {
+                    **loser,
+                    "IsDeleted": True,
+                    "MasterRecordId": master["Id"],
+                    "SystemModstamp": stamp,
+                },
+                journal,
+            )
+            for task in list(self.records.get("Task", {}).values()):
+                if task.get("WhoId") == loser["Id"] and not task.get("IsDeleted"):
+                    self._put(
+                        "Task", {**task, "WhoId": master["Id"], "SystemModstamp": stamp}, journal
+                    )
+        stamp = self.stamp()
+        self._put(
+            sobject.name,
+            {
+                **master,
+                "LastModifiedDate": stamp,
+                "LastModifiedById": user_id,
+                "SystemModstamp": stamp,
+            },
+            journal,
+        )
 
     def upsert(
         self,
@@ -735,13 +789,21 @@ class OrgStore:
             )
 
 
+def _blank(values: Record, name: str) -> bool:
+    """A value Salesforce counts as missing: null, or text of nothing but white space."""
+    value = values.get(name)
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
 def _fold(value: Any) -> Any:
     return value.lower() if isinstance(value, str) else value
 
 
 def _derive(sobject: SObjectDef, record: Record) -> None:
-    """Read-only fields the org computes: Task.IsClosed (its Status is a closed TaskStatus)
-    and Task.IsHighPriority (Priority "High")."""
+    """Read-only fields the org computes: Task.IsClosed (its Status is a closed TaskStatus),
+    Task.IsHighPriority (Priority "High") and a compound Address from its components."""
+    if "Address" in sobject.fields and sobject.fields["Address"].type == "address":
+        record["Address"] = address_value(record)
     if sobject.name == "Task":
         closed = {value for value, is_closed in TASK_STATUSES if is_closed}
         record["IsClosed"] = record.get("Status") in closed
@@ -793,6 +855,9 @@ def _from_json(spec: FieldDef, raw: Any) -> Any:
         if isinstance(raw, bool):
             return "true" if raw else "false"
         text = str(raw)
+        if not text:
+            # The API stores an empty string as null (a required field then is missing).
+            return None
         if ftype in ("id", "reference"):
             return normalize_id(text) or text
         return text

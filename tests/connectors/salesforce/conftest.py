@@ -10,6 +10,7 @@ import pytest
 import requests
 
 from leadrelay.config import SalesforceConnection
+from leadrelay.connectors.credentials import process_cache
 from leadrelay.connectors.policy import RetryPolicy
 from leadrelay.connectors.salesforce import SalesforceConnector
 from leadrelay.sandbox.salesforce import SalesforceEmulator
@@ -65,6 +66,14 @@ def stats(env: dict[str, str]) -> dict[str, Any]:
         response.raise_for_status()
         result: dict[str, Any] = response.json()
         return result
+
+
+@pytest.fixture(autouse=True)
+def _fresh_credentials() -> Iterator[None]:
+    """Each test starts with no cached session or describe (as a new process would)."""
+    process_cache().clear()
+    yield
+    process_cache().clear()
 
 
 @pytest.fixture(scope="module")
