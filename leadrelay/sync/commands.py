@@ -526,15 +526,11 @@ def runs_show(
     if flows_stats:
         table = Table(title="flows")
         keys = ("name", "read", "created", "updated", "unchanged", "written_back")
-        for column in (*keys, "dead_lettered", "conflicts", "error"):
+        more = ("dead_lettered", "field_problems", "deleted", "conflicts", "error")
+        for column in (*keys, *more):
             table.add_column(column)
         for stats in flows_stats:
-            table.add_row(
-                *(
-                    str(stats.get(k, "") or "")
-                    for k in (*keys, "dead_lettered", "conflicts", "error")
-                )
-            )
+            table.add_row(*(str(stats.get(k, "") or "") for k in (*keys, *more)))
         _console.print(table)
     if not run.log:
         _console.print("no events")
@@ -549,7 +545,9 @@ def runs_show(
             str(event.get("event", "")),
             str(event.get("lead", "")),
             str(event.get("field", "")),
-            json.dumps(event.get("source_value"), default=str) if "source_value" in event else "",
+            json.dumps(event.get("source_value", event.get("value")), default=str)
+            if "source_value" in event or "value" in event
+            else "",
             json.dumps(event.get("destination_value"), default=str)
             if "destination_value" in event
             else "",
