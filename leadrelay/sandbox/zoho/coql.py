@@ -124,13 +124,17 @@ def _unquote(text: str) -> str:
 
 def _value(record: StoredRecord, definition: FieldDef) -> Any:
     name = definition.api_name
+    # Zoho keeps date-times to the second: a query compares and orders them at that precision.
     if name == "Created_Time":
-        return record.created
+        return record.created.replace(microsecond=0)
     if name == "Modified_Time":
-        return record.modified
+        return record.modified.replace(microsecond=0)
     if name == "id":
         return int(record.id)
     raw = record.get(name)
+    if definition.data_type == "datetime":
+        moment = parse_datetime(raw) if isinstance(raw, str) else None
+        return moment.replace(microsecond=0) if moment is not None else None
     if isinstance(raw, dict):
         return raw.get("id")
     if isinstance(raw, str) and definition.data_type in TEXT_TYPES:

@@ -75,6 +75,33 @@ class StoredRecord:
 
 
 @dataclass
+class DeletedRecord:
+    """One entry of the recycle bin (Get Deleted Records): who deleted what, and when.
+
+    ``type`` is ``recycle`` while the record can be restored, ``permanent`` once the bin is
+    emptied; Zoho names no surviving record for a record merged away, so a merge is a deletion.
+    """
+
+    id: str
+    display_name: str
+    created_by: User
+    deleted_by: User
+    deleted_time: datetime
+    type: str = "recycle"
+
+    def to_json(self) -> dict[str, Any]:
+        """The entry as ``GET /crm/v7/{module}/deleted`` answers it."""
+        return {
+            "deleted_by": {"name": self.deleted_by.full_name, "id": self.deleted_by.id},
+            "id": self.id,
+            "display_name": self.display_name,
+            "type": self.type,
+            "created_by": {"name": self.created_by.full_name, "id": self.created_by.id},
+            "deleted_time": iso(self.deleted_time),
+        }
+
+
+@dataclass
 class RecordResult:
     """One entry of a write response's ``data`` array."""
 
@@ -105,6 +132,8 @@ class LeadStore:
         self.users: dict[str, User] = {user.id: user for user in SEEDED_USERS}
         self.records: dict[str, StoredRecord] = {}
         self.by_modified: OrderedDict[str, None] = OrderedDict()
+        #: the recycle bin and permanently deleted records, oldest deletion first
+        self.deleted: OrderedDict[str, DeletedRecord] = OrderedDict()
         self.indexes: dict[str, dict[str, list[str]]] = {}
         self._next_id = first_id
         self._last_time = datetime.fromtimestamp(0, UTC)
@@ -266,11 +295,19 @@ class LeadStore:
         self._touch(record)
         self._index(record, old)
 
-    def delete(self, record_id: str) -> bool:
-        """Remove a record; False when there is none."""
+    def display_name(self, record: StoredRecord) -> str:
+        """The name Zoho shows for a record (Leads: first and last name)."""
+        parts = (record.values.get("First_Name"), record.values.get("Last_Name"))
+        return " ".join(str(part) for part in parts if part)
+
+    def delete(self, record_id: str, by: User = API_USER) -> bool:
+        """Move a record to the recycle bin; False when there is none."""
         record = self.records.pop(record_id, None)
         if record is None:
             return False
+        self.deleted[record_id] = DeletedRecord(
+            record_id, self.display_name(record), record.created_by, by, self.tick()
+        )
         self.by_modified.pop(record_id, None)
         for name, index in self.indexes.items():
             key = index_key(record.values.get(name))
@@ -279,6 +316,15 @@ class LeadStore:
                 if not index[key]:
                     del index[key]
         return True
+
+    def empty_recycle_bin(self) -> int:
+        """Delete every record of the recycle bin for good; how many there were."""
+        emptied = 0
+        for entry in self.deleted.values():
+            if entry.type == "recycle":
+                entry.type = "permanent"
+                emptied += 1
+        return emptied
 
     # -- batch operations answering per-record results -----------------------------------------
 

@@ -1,0 +1,210 @@
+"""The Zoho emulator driven by Zoho's official Python SDK for the v7 API (``zohocrmsdk7-0``).
+
+The SDK is used as its README shows (``Initializer.initialize`` with an ``OAuthToken``, a
+``FileStore`` and an ``SDKConfig``); only the base URLs differ: a ``DataCenter.Environment``
+naming the sandbox's API domain and accounts server. Its token file and resource files are
+written to a temporary directory, and the sandbox's CA is trusted through ``REQUESTS_CA_BUNDLE``
+(the SDK sends with ``requests`` without a ``verify`` argument).
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from zohocrmsdk.src.com.zoho.api.authenticator.oauth_token import OAuthToken
+from zohocrmsdk.src.com.zoho.api.authenticator.store import FileStore
+from zohocrmsdk.src.com.zoho.api.logger import Logger
+from zohocrmsdk.src.com.zoho.crm.api import ParameterMap
+from zohocrmsdk.src.com.zoho.crm.api.dc.data_center import DataCenter
+from zohocrmsdk.src.com.zoho.crm.api.initializer import Initializer
+from zohocrmsdk.src.com.zoho.crm.api.modules import ModulesOperations
+from zohocrmsdk.src.com.zoho.crm.api.modules import ResponseWrapper as ModulesWrapper
+from zohocrmsdk.src.com.zoho.crm.api.record import (
+    ActionWrapper,
+    BodyWrapper,
+    DeletedRecordsWrapper,
+    DeleteRecordsParam,
+    GetDeletedRecordsParam,
+    Record,
+    RecordOperations,
+    SuccessResponse,
+)
+from zohocrmsdk.src.com.zoho.crm.api.sdk_config import SDKConfig
+from zohocrmsdk.src.com.zoho.crm.api.users import GetUsersParam, UsersOperations
+from zohocrmsdk.src.com.zoho.crm.api.users import ResponseWrapper as UsersWrapper
+from zohocrmsdk.src.com.zoho.crm.api.util import Choice
+
+from leadrelay.sandbox.server import SandboxServer
+from leadrelay.sandbox.zoho import ZohoEmulator
+from leadrelay.sandbox.zoho.emulator import SANDBOX_ORG
+from leadrelay.sandbox.zoho.schema import API_USER
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[SandboxServer]:
+    with SandboxServer(emulator_types=[ZohoEmulator]) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def admin(server: SandboxServer) -> Iterator[httpx.Client]:
+    context = ssl.create_default_context(cafile=str(server.ca_bundle))
+    with httpx.Client(base_url=server.url, verify=context, timeout=30) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def token_file(
+    server: SandboxServer, admin: httpx.Client, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
+    """The SDK initialised with a self-client grant code minted by the sandbox."""
+    env = server.env()
+    folder = tmp_path_factory.mktemp("zoho-sdk")
+    code = admin.post("/__sandbox__/zoho/grant-code").json()["code"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("REQUESTS_CA_BUNDLE", str(server.ca_bundle))
+        environment = DataCenter.Environment(
+            env["ZOHO_API_DOMAIN"],
+            f"{env['ZOHO_ACCOUNTS_URL']}/oauth/v2/token",
+            env["ZOHO_API_DOMAIN"],
+        )
+        token = OAuthToken(
+            client_id=env["ZOHO_CLIENT_ID"],
+            client_secret=env["ZOHO_CLIENT_SECRET"],
+            grant_token=code,
+        )
+        Initializer.initialize(
+            environment=environment,
+            token=token,
+            store=FileStore(str(folder / "tokens.csv")),
+            sdk_config=SDKConfig(auto_refresh_fields=False, pick_list_validation=False),
+            resource_path=str(folder),
+            logger=Logger.get_instance(Logger.Levels.INFO, str(folder / "sdk.log")),
+        )
+        yield folder / "tokens.csv"
+
+
+@pytest.fixture
+def emulator(server: SandboxServer, token_file: Path) -> Iterator[ZohoEmulator]:
+    found = server.sandbox.emulators["zoho"]
+    assert isinstance(found, ZohoEmulator)
+    with found.lock:
+        found.store.records.clear()
+        found.store.by_modified.clear()
+        found.store.deleted.clear()
+        for index in found.store.indexes.values():
+            index.clear()
+    yield found
+
+
+def test_the_grant_code_is_exchanged_and_the_current_user_and_org_found(token_file: Path) -> None:
+    saved = FileStore(str(token_file)).get_tokens()
+    assert len(saved) == 1
+    # The SDK exchanged the code for a refresh token, then asked for the current user and the
+    # org (users?type=CurrentUser, /org) to sign the token with "email:zgid".
+    assert saved[0].get_refresh_token()
+    assert saved[0].get_user_signature().get_name() == f"{API_USER.email}:{SANDBOX_ORG['zgid']}"
+
+
+def test_the_current_user_is_the_api_user(emulator: ZohoEmulator) -> None:
+    params = ParameterMap()
+    params.add(GetUsersParam.type, Choice("CurrentUser"))
+    response = UsersOperations().get_users(params)
+    assert response.get_status_code() == 200
+    body = response.get_object()
+    assert isinstance(body, UsersWrapper)
+    assert [user.get_email() for user in body.get_users()] == [API_USER.email]
+
+
+def test_modules_are_listed_and_read_by_api_name(emulator: ZohoEmulator) -> None:
+    listed = ModulesOperations().get_modules().get_object()
+    assert isinstance(listed, ModulesWrapper)
+    assert [module.get_api_name() for module in listed.get_modules()] == [
+        "Leads",
+        "Accounts",
+        "Tasks",
+    ]
+    one = ModulesOperations().get_module_by_api_name("Leads").get_object()
+    assert isinstance(one, ModulesWrapper)
+    [leads] = one.get_modules()
+    assert leads.get_api_name() == "Leads"
+    assert leads.get_api_supported() is True
+
+
+def create_leads(count: int) -> list[str]:
+    records = []
+    for n in range(count):
+        record = Record()
+        record.add_key_value("Last_Name", f"Sdk{n}")
+        record.add_key_value("Email", f"sdk{n}@example.com")
+        records.append(record)
+    body = BodyWrapper()
+    body.set_data(records)
+    answer = RecordOperations("Leads").create_records(body).get_object()
+    assert isinstance(answer, ActionWrapper)
+    ids = []
+    for item in answer.get_data():
+        assert isinstance(item, SuccessResponse), item
+        ids.append(str(item.get_details()["id"]))
+    return ids
+
+
+def deleted(kind: str) -> list[Any]:
+    params = ParameterMap()
+    params.add(GetDeletedRecordsParam.type, kind)
+    response = RecordOperations("Leads").get_deleted_records(params)
+    if response.get_status_code() == 204:
+        return []
+    body = response.get_object()
+    assert isinstance(body, DeletedRecordsWrapper), body
+    return list(body.get_data())
+
+
+def test_deleted_leads_are_in_the_recycle_bin_with_who_and_when(emulator: ZohoEmulator) -> None:
+    _, gone = create_leads(2)
+    params = ParameterMap()
+    params.add(DeleteRecordsParam.ids, gone)
+    answer = RecordOperations("Leads").delete_records(params).get_object()
+    assert isinstance(answer, ActionWrapper)
+    assert [type(item) for item in answer.get_data()] == [SuccessResponse]
+    [entry] = deleted("all")
+    assert entry.get_id() == int(gone)
+    assert entry.get_type() == "recycle"
+    assert entry.get_deleted_by().get_id() == int(API_USER.id)
+    assert isinstance(entry.get_deleted_time(), datetime)
+    assert [e.get_id() for e in deleted("recycle")] == [entry.get_id()]
+    assert deleted("permanent") == []
+
+
+def test_an_emptied_recycle_bin_lists_the_leads_as_permanently_deleted(
+    emulator: ZohoEmulator, admin: httpx.Client
+) -> None:
+    [gone] = create_leads(1)
+    params = ParameterMap()
+    params.add(DeleteRecordsParam.ids, gone)
+    RecordOperations("Leads").delete_records(params)
+    assert admin.post("/__sandbox__/zoho/empty-recycle-bin").json() == {"emptied": 1}
+    assert deleted("recycle") == []
+    assert [e.get_id() for e in deleted("permanent")] == [int(gone)]
+
+
+def test_a_lone_surrogate_is_refused_per_record_and_never_stored(emulator: ZohoEmulator) -> None:
+    good, bad = Record(), Record()
+    good.add_key_value("Last_Name", "Fine")
+    bad.add_key_value("Last_Name", "Broken \ud800 text")
+    body = BodyWrapper()
+    body.set_data([good, bad])
+    answer = RecordOperations("Leads").create_records(body).get_object()
+    assert isinstance(answer, ActionWrapper)
+    first, second = answer.get_data()
+    assert isinstance(first, SuccessResponse)
+    assert second.get_code().get_value() == "INVALID_DATA"
+    assert second.get_details()["api_name"] == "Last_Name"
+    with emulator.lock:
+        assert sorted(r.values["Last_Name"] for r in emulator.store.records.values()) == ["Fine"]
