@@ -47,28 +47,20 @@ from leadrelay.sandbox.zoho.schema import API_USER
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[SandboxServer]:
-    with SandboxServer(emulator_types=[ZohoEmulator]) as running:
-        yield running
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the SDK writes its token file, log and resource files."""
+    return tmp_path_factory.mktemp("zoho-sdk")
 
 
 @pytest.fixture(scope="module")
-def admin(server: SandboxServer) -> Iterator[httpx.Client]:
-    context = ssl.create_default_context(cafile=str(server.ca_bundle))
-    with httpx.Client(base_url=server.url, verify=context, timeout=30) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def token_file(
-    server: SandboxServer, admin: httpx.Client, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Path]:
-    """The SDK initialised with a self-client grant code minted by the sandbox."""
-    env = server.env()
-    folder = tmp_path_factory.mktemp("zoho-sdk")
-    code = admin.post("/__sandbox__/zoho/grant-code").json()["code"]
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("REQUESTS_CA_BUNDLE", str(server.ca_bundle))
+def server(folder: Path) -> Iterator[SandboxServer]:
+    """The sandbox, with the SDK initialised on a self-client grant code it minted."""
+    with (
+        SandboxServer(emulator_types=[ZohoEmulator]) as running,
+        pytest.MonkeyPatch.context() as patch,
+    ):
+        patch.setenv("REQUESTS_CA_BUNDLE", str(running.ca_bundle))
+        env = running.env()
         environment = DataCenter.Environment(
             env["ZOHO_API_DOMAIN"],
             f"{env['ZOHO_ACCOUNTS_URL']}/oauth/v2/token",
@@ -77,7 +69,7 @@ def token_file(
         token = OAuthToken(
             client_id=env["ZOHO_CLIENT_ID"],
             client_secret=env["ZOHO_CLIENT_SECRET"],
-            grant_token=code,
+            grant_token=admin(running, "grant-code")["code"],
         )
         Initializer.initialize(
             environment=environment,
@@ -87,11 +79,19 @@ def token_file(
             resource_path=str(folder),
             logger=Logger.get_instance(Logger.Levels.INFO, str(folder / "sdk.log")),
         )
-        yield folder / "tokens.csv"
+        yield running
+
+
+def admin(server: SandboxServer, route: str) -> Any:
+    """POST a sandbox admin route of the Zoho emulator; its JSON answer."""
+    context = ssl.create_default_context(cafile=str(server.ca_bundle))
+    response = httpx.post(f"{server.url}/__sandbox__/zoho/{route}", verify=context)
+    response.raise_for_status()
+    return response.json()
 
 
 @pytest.fixture
-def emulator(server: SandboxServer, token_file: Path) -> Iterator[ZohoEmulator]:
+def emulator(server: SandboxServer) -> Iterator[ZohoEmulator]:
     found = server.sandbox.emulators["zoho"]
     assert isinstance(found, ZohoEmulator)
     with found.lock:
@@ -103,8 +103,10 @@ def emulator(server: SandboxServer, token_file: Path) -> Iterator[ZohoEmulator]:
     yield found
 
 
-def test_the_grant_code_is_exchanged_and_the_current_user_and_org_found(token_file: Path) -> None:
-    saved = FileStore(str(token_file)).get_tokens()
+def test_the_grant_code_is_exchanged_and_the_current_user_and_org_found(
+    server: SandboxServer, folder: Path
+) -> None:
+    saved = FileStore(str(folder / "tokens.csv")).get_tokens()
     assert len(saved) == 1
     # The SDK exchanged the code for a refresh token, then asked for the current user and the
     # org (users?type=CurrentUser, /org) to sign the token with "email:zgid".
@@ -183,13 +185,13 @@ def test_deleted_leads_are_in_the_recycle_bin_with_who_and_when(emulator: ZohoEm
 
 
 def test_an_emptied_recycle_bin_lists_the_leads_as_permanently_deleted(
-    emulator: ZohoEmulator, admin: httpx.Client
+    emulator: ZohoEmulator, server: SandboxServer
 ) -> None:
     [gone] = create_leads(1)
     params = ParameterMap()
     params.add(DeleteRecordsParam.ids, gone)
     RecordOperations("Leads").delete_records(params)
-    assert admin.post("/__sandbox__/zoho/empty-recycle-bin").json() == {"emptied": 1}
+    assert admin(server, "empty-recycle-bin") == {"emptied": 1}
     assert deleted("recycle") == []
     assert [e.get_id() for e in deleted("permanent")] == [int(gone)]
 

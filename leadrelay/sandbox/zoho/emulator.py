@@ -880,17 +880,12 @@ class ZohoEmulator(Emulator):
                 "One of the expected parameter is missing",
                 {"param_name": "module"},
             )
-        store = self.modules.get(module)
-        if store is None:
-            raise ZohoApiError(
-                400, "INVALID_MODULE", "the module name given seems to be invalid", {}
-            )
+        store = self._module_store(module)
         with self.lock:
             fields = [definition.to_json() for definition in store.fields.values()]
         return JSONResponse({"fields": fields})
 
     async def _users(self, request: Request, version: str) -> Response:
-        kind = request.query_params.get("type", "AllUsers")
         filters: dict[str, Callable[[Any], bool]] = {
             "AllUsers": lambda user: True,
             "ActiveUsers": lambda user: user.status == "active",
@@ -907,27 +902,9 @@ class ZohoEmulator(Emulator):
             # The user the OAuth token belongs to (the SDK asks after every grant).
             "CurrentUser": lambda user: user.id == API_USER.id,
         }
-        chosen = filters.get(kind)
-        if chosen is None:
-            raise ZohoApiError(
-                400,
-                "INVALID_DATA",
-                "invalid data",
-                {"param_name": "type", "supported_values": list(USER_TYPES)},
-            )
-        per_page = self._int_param(request, "per_page", MAX_PER_PAGE, 1, MAX_PER_PAGE)
-        page = self._int_param(request, "page", 1, 1, 1_000_000)
+        chosen = filters[self._choice(request, "type", USER_TYPES, "AllUsers")]
         users = [user.to_json() for user in SEEDED_USERS if chosen(user)]
-        page_users = users[(page - 1) * per_page : page * per_page]
-        if not page_users:
-            return Response(status_code=204)
-        info = {
-            "per_page": per_page,
-            "count": len(page_users),
-            "page": page,
-            "more_records": len(users) > page * per_page,
-        }
-        return JSONResponse({"users": page_users, "info": info})
+        return self._paged(request, "users", users)
 
     async def _user(self, request: Request, version: str, user_id: str) -> Response:
         for user in SEEDED_USERS:
@@ -943,27 +920,21 @@ class ZohoEmulator(Emulator):
         return JSONResponse({"modules": [store_module(s) for s in self.modules.values()]})
 
     async def _module(self, request: Request, version: str, module: str) -> Response:
+        return JSONResponse({"modules": [store_module(self._module_store(module))]})
+
+    def _module_store(self, module: str) -> LeadStore:
+        """The emulated module ``module``; INVALID_MODULE when the org has no such module."""
         store = self.modules.get(module)
         if store is None:
             raise ZohoApiError(
                 400, "INVALID_MODULE", "the module name given seems to be invalid", {}
             )
-        return JSONResponse({"modules": [store_module(store)]})
+        return store
 
     async def _deleted(self, request: Request, version: str) -> Response:
         """Get Deleted Records: the recycle bin and the permanently deleted, newest first."""
-        kind = request.query_params.get("type", "all")
-        if kind not in DELETED_TYPES:
-            raise ZohoApiError(
-                400,
-                "INVALID_DATA",
-                "invalid data",
-                {"param_name": "type", "supported_values": list(DELETED_TYPES)},
-            )
-        per_page = self._int_param(request, "per_page", MAX_PER_PAGE, 1, MAX_PER_PAGE)
-        page = self._int_param(request, "page", 1, 1, 1_000_000)
-        since_header = request.headers.get("if-modified-since")
-        since = _if_modified_since(since_header)
+        kind = self._choice(request, "type", DELETED_TYPES, "all")
+        since = _if_modified_since(request.headers.get("if-modified-since"))
         with self.lock:
             rows = [
                 entry.to_json()
@@ -971,16 +942,39 @@ class ZohoEmulator(Emulator):
                 if (kind == "all" or entry.type == kind)
                 and (since is None or entry.deleted_time.replace(microsecond=0) > since)
             ]
+        # Nothing deleted after If-Modified-Since: 304, as Get Records answers.
+        return self._paged(request, "data", rows, empty=304 if since is not None else 204)
+
+    @staticmethod
+    def _choice(request: Request, name: str, allowed: tuple[str, ...], default: str) -> str:
+        """A parameter that takes one of ``allowed``; INVALID_DATA naming it otherwise."""
+        value = request.query_params.get(name, default)
+        if value not in allowed:
+            raise ZohoApiError(
+                400,
+                "INVALID_DATA",
+                "invalid data",
+                {"param_name": name, "supported_values": list(allowed)},
+            )
+        return value
+
+    def _paged(
+        self, request: Request, key: str, rows: list[dict[str, Any]], empty: int = 204
+    ) -> Response:
+        """One ``page`` / ``per_page`` slice of ``rows`` under ``key`` with its ``info``; a bare
+        ``empty`` status when there are no rows at all, 204 past the last page."""
+        per_page = self._int_param(request, "per_page", MAX_PER_PAGE, 1, MAX_PER_PAGE)
+        page = self._int_param(request, "page", 1, 1, 1_000_000)
         page_rows = rows[(page - 1) * per_page : page * per_page]
         if not page_rows:
-            return Response(status_code=304 if since is not None and not rows else 204)
+            return Response(status_code=empty if not rows else 204)
         info = {
             "per_page": per_page,
             "count": len(page_rows),
             "page": page,
             "more_records": len(rows) > page * per_page,
         }
-        return JSONResponse({"data": page_rows, "info": info})
+        return JSONResponse({key: page_rows, "info": info})
 
     async def _unknown_module(self, request: Request, version: str, module: str) -> Response:
         if module in OTHER_MODULES:
