@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -825,7 +826,7 @@ def test_coql_keyset_pages_by_modified_time_then_id(
         records = [emulator.store.insert({"Last_Name": f"K{n}"}) for n in range(5)]
         second = records[0].modified.replace(microsecond=0)
         for record in records:  # the same second, so only the id orders them
-            record.modified = second
+            emulator.store.restamp(record, second)
     stamp = second.isoformat()
     query = (
         "select Last_Name from Leads where (Modified_Time > '{t}') or "
@@ -836,3 +837,40 @@ def test_coql_keyset_pages_by_modified_time_then_id(
     assert first["info"]["more_records"] is True
     rest = coql(api, query.format(t=stamp, i=first["data"][-1]["id"])).json()
     assert [row["Last_Name"] for row in rest["data"]] == ["K2", "K3"]
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "(Modified_Time > '{t1}') or ((Modified_Time = '{t1}') and (id > {n}))",
+        "Modified_Time >= '{t1}'",
+        "Modified_Time > '{t1}'",
+        "(Modified_Time = '{t1}') and (id > {n})",
+        "(id >= {n}) and (Modified_Time = '{t1}')",
+        "Modified_Time between '{t0}' and '{t1}'",
+        "(Modified_Time > '{t1}') or (Last_Name = 'K0')",
+        "id is not null",
+    ],
+)
+def test_a_keyset_ordered_query_answers_as_a_full_scan_would(
+    api: httpx.Client, emulator: ZohoEmulator, where: str
+) -> None:
+    with emulator.lock:
+        records = [emulator.store.insert({"Last_Name": f"K{n}"}) for n in range(12)]
+        base = records[0].modified.replace(microsecond=0)
+        for index, record in enumerate(records):  # four Leads in each of three seconds
+            emulator.store.restamp(record, base + timedelta(seconds=index // 4))
+    t0, t1 = (base + timedelta(seconds=s) for s in (0, 1))
+    condition = where.format(t0=t0.isoformat(), t1=t1.isoformat(), n=records[5].id)
+    ordered = coql(
+        api, f"select Last_Name from Leads where {condition} order by Modified_Time asc, id asc"
+    )
+    # The same where clause without an order is a scan in id order; sorted here by the keyset.
+    scanned = coql(api, f"select Last_Name, Modified_Time from Leads where {condition}")
+    expected = sorted(
+        scanned.json()["data"] if scanned.status_code == 200 else [],
+        key=lambda row: (row["Modified_Time"], int(row["id"])),
+    )
+    got = ordered.json()["data"] if ordered.status_code == 200 else []
+    assert [row["id"] for row in got] == [row["id"] for row in expected]
+    assert got, condition

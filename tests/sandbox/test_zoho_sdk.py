@@ -95,11 +95,7 @@ def emulator(server: SandboxServer) -> Iterator[ZohoEmulator]:
     found = server.sandbox.emulators["zoho"]
     assert isinstance(found, ZohoEmulator)
     with found.lock:
-        found.store.records.clear()
-        found.store.by_modified.clear()
-        found.store.deleted.clear()
-        for index in found.store.indexes.values():
-            index.clear()
+        found.store.clear()
     yield found
 
 

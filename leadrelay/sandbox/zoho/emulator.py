@@ -864,7 +864,7 @@ class ZohoEmulator(Emulator):
                 return zoho_error(400, exc.code, exc.message, exc.details)
             if not self.charge(query.credits):
                 return self.rate_limited(request)
-            rows, more = query.run(list(self.store.records.values()))
+            rows, more = query.run(self.store)
         if not rows:
             return Response(status_code=204)
         return JSONResponse({"data": rows, "info": {"count": len(rows), "more_records": more}})

@@ -5,6 +5,7 @@ Not thread-safe by itself: the emulator holds its lock around every call.
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -31,6 +32,10 @@ _FIRST_ID = 5725767000001000000
 def iso(moment: datetime) -> str:
     """Zoho's datetime format: ISO 8601 to the second with an offset (``+00:00``)."""
     return moment.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def _keyset_key(record: StoredRecord) -> tuple[datetime, int]:
+    return record.modified.replace(microsecond=0), int(record.id)
 
 
 def index_key(value: Any) -> str | None:
@@ -132,6 +137,9 @@ class LeadStore:
         self.users: dict[str, User] = {user.id: user for user in SEEDED_USERS}
         self.records: dict[str, StoredRecord] = {}
         self.by_modified: OrderedDict[str, None] = OrderedDict()
+        #: (Modified_Time to the second, numeric id) of every record, sorted: COQL's keyset
+        #: order ``Modified_Time asc, id asc``, kept as an index is
+        self.keyset: list[tuple[datetime, int]] = []
         #: the recycle bin and permanently deleted records, oldest deletion first
         self.deleted: OrderedDict[str, DeletedRecord] = OrderedDict()
         self.indexes: dict[str, dict[str, list[str]]] = {}
@@ -192,6 +200,33 @@ class LeadStore:
         ids = reversed(order) if descending else iter(order)
         for record_id in ids:
             yield self.records[record_id]
+
+    def keyset_from(self, key: tuple[datetime, int]) -> Iterator[StoredRecord]:
+        """Records at or after ``key`` in (Modified_Time second, id) order."""
+        start = bisect.bisect_left(self.keyset, key)
+        for _, record_id in self.keyset[start:]:
+            yield self.records[str(record_id)]
+
+    def restamp(self, record: StoredRecord, moment: datetime) -> None:
+        """Set a record's Modified_Time (tests: writes within one second), keeping the index."""
+        self._unkey(record)
+        record.modified = moment
+        bisect.insort(self.keyset, _keyset_key(record))
+
+    def _unkey(self, record: StoredRecord) -> None:
+        key = _keyset_key(record)
+        index = bisect.bisect_left(self.keyset, key)
+        if index < len(self.keyset) and self.keyset[index] == key:
+            del self.keyset[index]
+
+    def clear(self) -> None:
+        """Drop every record, deleted ones too (the module keeps its fields)."""
+        self.records.clear()
+        self.by_modified.clear()
+        self.keyset.clear()
+        self.deleted.clear()
+        for index in self.indexes.values():
+            index.clear()
 
     def modified_after(self, since: datetime) -> list[StoredRecord]:
         """Records modified strictly after ``since``, oldest change first."""
@@ -266,7 +301,9 @@ class LeadStore:
                 index.setdefault(after, []).append(record.id)
 
     def _touch(self, record: StoredRecord) -> None:
+        self._unkey(record)
         record.modified = self.tick()
+        bisect.insort(self.keyset, _keyset_key(record))
         record.modified_by = API_USER
         record.written_at = time.monotonic()
         self.by_modified[record.id] = None
@@ -283,6 +320,7 @@ class LeadStore:
         )
         self.records[record.id] = record
         self.by_modified[record.id] = None
+        bisect.insort(self.keyset, _keyset_key(record))
         self._index(record, {})
         return record
 
@@ -309,6 +347,7 @@ class LeadStore:
             record_id, self.display_name(record), record.created_by, by, self.tick()
         )
         self.by_modified.pop(record_id, None)
+        self._unkey(record)
         for name, index in self.indexes.items():
             key = index_key(record.values.get(name))
             if key is not None and record_id in index.get(key, []):
