@@ -759,6 +759,8 @@ def test_no_deleted_leads_is_204_not_a_record_read(api: httpx.Client) -> None:
         ("/users", {"type": "Everyone"}, 400, "INVALID_DATA"),
         ("/settings/modules/Widgets", {}, 400, "INVALID_MODULE"),
         ("/Leads/1/actions/unknown", {}, 404, "INVALID_URL_PATTERN"),
+        ("/Leads/deletd", {}, 404, "INVALID_URL_PATTERN"),
+        ("/Accounts/not-an-id", {}, 404, "INVALID_URL_PATTERN"),
         ("/settings/unknown", {}, 404, "INVALID_URL_PATTERN"),
     ],
 )

@@ -409,11 +409,7 @@ class ZohoEmulator(Emulator):
                 return zoho_error(
                     400, "INVALID_REQUEST_METHOD", "The http request method type is not a valid one"
                 )
-            return zoho_error(
-                404,
-                "INVALID_URL_PATTERN",
-                "Please check if the URL trying to access is a correct one",
-            )
+            return ZohoApiError(*_NO_SUCH_URL).response
 
         @api.exception_handler(ZohoApiError)
         async def zoho_api_error(request: Request, exc: ZohoApiError) -> Response:
@@ -657,6 +653,7 @@ class ZohoEmulator(Emulator):
         return self._get_record(request, self.store, record_id)
 
     def _get_record(self, request: Request, store: LeadStore, record_id: str) -> Response:
+        _record_path(record_id)
         names = self._field_list(request, required=False, store=store)
         with self.lock:
             record = store.records.get(record_id)
@@ -702,6 +699,7 @@ class ZohoEmulator(Emulator):
         return self._results(results, 200)
 
     async def _update_one(self, request: Request, version: str, record_id: str) -> Response:
+        _record_path(record_id)
         data = self._data_list(await self._json(request))
         with self.lock:
             results = [
@@ -754,6 +752,7 @@ class ZohoEmulator(Emulator):
         return self._results(results, 200)
 
     async def _delete_one(self, request: Request, version: str, record_id: str) -> Response:
+        _record_path(record_id)
         with self.lock:
             results = [self._delete(record_id)]
         return self._results(results, 200)
@@ -1050,6 +1049,20 @@ def _sort_value(record: StoredRecord, sort_by: str) -> Any:
     if sort_by == "Modified_Time":
         return record.modified
     return int(record.id)
+
+
+#: Zoho's answer to a URL it has no route for (status, code, message).
+_NO_SUCH_URL = (
+    404,
+    "INVALID_URL_PATTERN",
+    "Please check if the URL trying to access is a correct one",
+)
+
+
+def _record_path(record_id: str) -> None:
+    """Record ids are numbers: ``/Leads/deleted`` or ``/Leads/anything`` is no record's URL."""
+    if not record_id.isdigit():
+        raise ZohoApiError(*_NO_SUCH_URL)
 
 
 def _if_modified_since(header: str | None) -> datetime | None:
