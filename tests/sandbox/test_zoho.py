@@ -876,3 +876,28 @@ def test_a_keyset_ordered_query_answers_as_a_full_scan_would(
     got = ordered.json()["data"] if ordered.status_code == 200 else []
     assert [row["id"] for row in got] == [row["id"] for row in expected]
     assert got, condition
+
+
+@pytest.mark.parametrize(
+    ("master", "children"),
+    [
+        ("1", [{"id": "2"}]),  # no such master
+        ("own", [{"id": "404"}]),  # no such duplicate
+        ("own", []),
+        ("own", [{"id": "404"}, {"id": "405"}, {"id": "406"}]),  # at most three records in all
+        ("own", [{"id": "other", "_fields": [{"api_name": "Modified_Time"}]}]),
+    ],
+)
+def test_a_merge_zoho_refuses_changes_nothing(
+    api: httpx.Client, emulator: ZohoEmulator, master: str, children: list[dict[str, Any]]
+) -> None:
+    own, other = (
+        item["details"]["id"]
+        for item in api.post("/Leads", json={"data": [lead(1), lead(2)]}).json()["data"]
+    )
+    master = own if master == "own" else master
+    for child in children:
+        child["id"] = other if child["id"] == "other" else child["id"]
+    response = api.post(f"/Leads/{master}/actions/merge", json={"merge": [{"data": children}]})
+    assert (response.status_code, response.json()["code"]) == (400, "INVALID_DATA")
+    assert len(emulator.store.records) == 2 and not emulator.store.deleted

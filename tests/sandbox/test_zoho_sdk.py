@@ -22,6 +22,16 @@ from zohocrmsdk.src.com.zoho.api.authenticator.store import FileStore
 from zohocrmsdk.src.com.zoho.api.logger import Logger
 from zohocrmsdk.src.com.zoho.crm.api import ParameterMap
 from zohocrmsdk.src.com.zoho.crm.api.dc.data_center import DataCenter
+from zohocrmsdk.src.com.zoho.crm.api.find_and_merge import ActionWrapper as MergeAnswer
+from zohocrmsdk.src.com.zoho.crm.api.find_and_merge import BodyWrapper as MergeBody
+from zohocrmsdk.src.com.zoho.crm.api.find_and_merge import (
+    DataFields,
+    FindAndMergeOperations,
+    Merge,
+    MergeData,
+)
+from zohocrmsdk.src.com.zoho.crm.api.find_and_merge import ResponseWrapper as MergeStatus
+from zohocrmsdk.src.com.zoho.crm.api.find_and_merge import SuccessResponse as MergeScheduled
 from zohocrmsdk.src.com.zoho.crm.api.initializer import Initializer
 from zohocrmsdk.src.com.zoho.crm.api.modules import ModulesOperations
 from zohocrmsdk.src.com.zoho.crm.api.modules import ResponseWrapper as ModulesWrapper
@@ -141,6 +151,7 @@ def create_leads(count: int) -> list[str]:
         record = Record()
         record.add_key_value("Last_Name", f"Sdk{n}")
         record.add_key_value("Email", f"sdk{n}@example.com")
+        record.add_key_value("Phone", f"+1 555 010{n}")
         records.append(record)
     body = BodyWrapper()
     body.set_data(records)
@@ -206,3 +217,33 @@ def test_a_lone_surrogate_is_refused_per_record_and_never_stored(emulator: ZohoE
     assert second.get_details()["api_name"] == "Last_Name"
     with emulator.lock:
         assert sorted(r.values["Last_Name"] for r in emulator.store.records.values()) == ["Fine"]
+
+
+def test_a_merge_keeps_the_master_with_the_named_fields_and_deletes_the_duplicate(
+    emulator: ZohoEmulator,
+) -> None:
+    master, duplicate = create_leads(2)
+    child = MergeData()
+    child.set_id(int(duplicate))
+    phone = DataFields()
+    phone.set_api_name("Phone")
+    child.set_fields([phone])
+    merge = Merge()
+    merge.set_data([child])
+    body = MergeBody()
+    body.set_merge([merge])
+    operations = FindAndMergeOperations("Leads", int(master))
+    answer = operations.merge_records(body).get_object()
+    assert isinstance(answer, MergeAnswer)
+    [scheduled] = answer.get_merge()
+    assert isinstance(scheduled, MergeScheduled)
+    job_id = scheduled.get_details()["job_id"]
+    status = operations.get_record_merge().get_object()
+    assert isinstance(status, MergeStatus)
+    assert [(str(m.get_job_id()), m.get_status()) for m in status.get_merge()] == [
+        (str(job_id), "COMPLETED")
+    ]
+    assert [e.get_id() for e in deleted("all")] == [int(duplicate)]
+    with emulator.lock:
+        assert emulator.store.records[master].values["Phone"] == "+1 555 0101"
+        assert emulator.store.records[master].values["Last_Name"] == "Sdk0"

@@ -140,6 +140,8 @@ class ZohoEmulator(Emulator):
                 "Tasks": TaskStore(self._record_name),
             }
             self.cursors: dict[str, PageCursor] = {}
+            #: merge jobs: job id -> master record id (every job completes at once)
+            self.merge_jobs: dict[str, str] = {}
         with self._auth_lock:
             self.access_tokens: dict[str, float] = {}
             #: refresh tokens the accounts server takes: the sandbox's own and those issued
@@ -429,6 +431,8 @@ class ZohoEmulator(Emulator):
             (f"{base}/Leads/search", self._search, ["GET"]),
             (f"{base}/Leads/upsert", self._upsert, ["POST"]),
             (f"{base}/Leads/deleted", self._deleted, ["GET"]),
+            (f"{base}/Leads/{{record_id}}/actions/merge", self._merge, ["POST"]),
+            (f"{base}/Leads/{{record_id}}/actions/merge", self._merge_status, ["GET"]),
             (f"{base}/Leads/{{record_id}}", self._get_one, ["GET"]),
             (f"{base}/Leads/{{record_id}}", self._update_one, ["PUT"]),
             (f"{base}/Leads/{{record_id}}", self._delete_one, ["DELETE"]),
@@ -756,6 +760,82 @@ class ZohoEmulator(Emulator):
         with self.lock:
             results = [self._delete(record_id)]
         return self._results(results, 200)
+
+    async def _merge(self, request: Request, version: str, record_id: str) -> Response:
+        """Merge Records: up to two duplicates into the master Lead, which takes the values of
+        the fields each duplicate names (``_fields``); the duplicates are deleted (recycle bin).
+
+        Zoho schedules a job; the sandbox runs it at once, so its status is COMPLETED.
+        """
+        _record_path(record_id)
+        body = await self._json(request)
+        merges = body.get("merge")
+        if not isinstance(merges, list) or len(merges) != 1 or not isinstance(merges[0], dict):
+            raise ZohoApiError(
+                400, "INVALID_DATA", "invalid data", {"api_name": "merge", "json_path": "$.merge"}
+            )
+        children = merges[0].get("data")
+        if not isinstance(children, list) or not 1 <= len(children) <= 2:
+            raise ZohoApiError(
+                400,
+                "INVALID_DATA",
+                "up to two records can be merged into the master record",
+                {"api_name": "data", "json_path": "$.merge[0].data"},
+            )
+        with self.lock:
+            master = self.store.records.get(record_id)
+            if master is None:
+                raise ZohoApiError(
+                    400, "INVALID_DATA", "the id given seems to be invalid", {"id": record_id}
+                )
+            values: dict[str, Any] = {}
+            duplicates: list[str] = []
+            for index, child in enumerate(children):
+                path = f"$.merge[0].data[{index}]"
+                child_id = str(child.get("id")) if isinstance(child, dict) else ""
+                duplicate = self.store.records.get(child_id)
+                if duplicate is None or child_id == record_id:
+                    raise ZohoApiError(
+                        400, "INVALID_DATA", "the id given seems to be invalid", {"json_path": path}
+                    )
+                for field in child.get("_fields") or []:
+                    name = field.get("api_name") if isinstance(field, dict) else None
+                    definition = self.store.fields.get(str(name))
+                    if definition is None or definition.read_only:
+                        raise ZohoApiError(
+                            400,
+                            "INVALID_DATA",
+                            "invalid data",
+                            {"api_name": str(name), "json_path": f"{path}._fields"},
+                        )
+                    values[definition.api_name] = duplicate.values.get(definition.api_name)
+                duplicates.append(child_id)
+            for child_id in duplicates:
+                self.store.delete(child_id)
+            self.store.update(master, values)
+            job_id = str(5725767000009000000 + len(self.merge_jobs) + 1)
+            self.merge_jobs[job_id] = record_id
+        answer = {
+            "code": "SUCCESS",
+            "details": {"job_id": job_id},
+            "message": "The merge job has been scheduled",
+            "status": "success",
+        }
+        return JSONResponse({"merge": [answer]})
+
+    async def _merge_status(self, request: Request, version: str, record_id: str) -> Response:
+        """Get Records Merge Status: the master's merge jobs (``job_id`` picks one)."""
+        _record_path(record_id)
+        wanted = request.query_params.get("job_id")
+        with self.lock:
+            jobs = [
+                {"job_id": job_id, "status": "COMPLETED"}
+                for job_id, master in self.merge_jobs.items()
+                if master == record_id and wanted in (None, job_id)
+            ]
+        if not jobs:
+            return Response(status_code=204)
+        return JSONResponse({"merge": jobs})
 
     def _delete(self, record_id: str) -> RecordResult:
         if self.store.delete(record_id):
