@@ -901,9 +901,3 @@ def test_a_merge_zoho_refuses_changes_nothing(
     response = api.post(f"/Leads/{master}/actions/merge", json={"merge": [{"data": children}]})
     assert (response.status_code, response.json()["code"]) == (400, "INVALID_DATA")
     assert len(emulator.store.records) == 2 and not emulator.store.deleted
-
-
-def test_coql_answers_a_lookup_with_its_id_only(api: httpx.Client) -> None:
-    api.post("/Leads", json={"data": [lead(1)]})
-    [row] = coql(api, "select Owner, Last_Name from Leads where id is not null").json()["data"]
-    assert set(row["Owner"]) == {"id"}

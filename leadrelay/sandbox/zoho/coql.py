@@ -77,8 +77,6 @@ class Query:
     offset: int = 0
     #: every matching record is at or after this keyset position (from the where clause)
     start: Key | None = None
-    #: selected lookup fields: COQL answers a lookup with its id only (``{"id": ...}``)
-    lookups: frozenset[str] = frozenset()
 
     @property
     def credits(self) -> int:
@@ -107,15 +105,7 @@ class Query:
                 rows = present + missing
         page = rows[self.offset : self.offset + self.limit]
         more = len(rows) > self.offset + self.limit
-        return [self._row(record) for record in page], more
-
-    def _row(self, record: StoredRecord) -> dict[str, Any]:
-        row = record.to_json(self.fields)
-        for name in self.lookups:
-            value = row.get(name)
-            if isinstance(value, dict):
-                row[name] = {"id": value.get("id")}
-        return row
+        return [record.to_json(self.fields) for record in page], more
 
     def _keyset_order(self) -> bool:
         names = [(definition.api_name, descending) for definition, descending in self.order_by]
@@ -269,12 +259,7 @@ class _Parser:
         # where clause" is a SYNTAX_ERROR, so a where clause is required.
         self.expect_word("where", "the query does not contain the where clause")
         where, bound = self.condition()
-        lookups = frozenset(
-            name
-            for name in names
-            if name in self.fields and self.fields[name].data_type in ("lookup", "ownerlookup")
-        )
-        query = Query(names, module.text, where, start=bound.start, lookups=lookups)
+        query = Query(names, module.text, where, start=bound.start)
         if self.at_word("and", "or"):
             raise _syntax("more than two criteria must be grouped with parentheses", self.peek())
         if self.at_word("order"):
