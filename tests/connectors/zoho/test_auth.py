@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -231,19 +231,31 @@ def test_a_token_is_refreshed_shortly_before_it_expires() -> None:
     assert token.call_count == 2
 
 
-def sealed(url: str) -> SealedCredentialCache:
-    """What another process opening the project's state store has (its own memory)."""
-    return SealedCredentialCache(StateStore(url))
+Sealed = Callable[[], SealedCredentialCache]
+
+
+@pytest.fixture
+def sealed(state_url: str) -> Iterator[Sealed]:
+    """Opens the project's state store as another process would (its own memory cache)."""
+    stores: list[StateStore] = []
+
+    def open_store() -> SealedCredentialCache:
+        stores.append(StateStore(state_url))
+        return SealedCredentialCache(stores[-1])
+
+    yield open_store
+    for store in stores:
+        store.close()
 
 
 @respx.mock
-def test_a_dozen_processes_sharing_the_state_store_use_one_token(state_url: str) -> None:
+def test_a_dozen_processes_sharing_the_state_store_use_one_token(sealed: Sealed) -> None:
     token = respx.post(TOKEN_URL).mock(side_effect=lambda request: token_reply())
     users = respx.get(USERS_URL).mock(return_value=USERS)
     for _ in range(12):
         process_cache().clear()  # nothing kept in memory between commands
         with connector() as zoho:
-            zoho.use_credentials(sealed(state_url))
+            zoho.use_credentials(sealed())
             assert zoho.health().ok
     assert token.call_count == 1
     assert {call.request.headers["Authorization"] for call in users.calls} == {
@@ -252,18 +264,18 @@ def test_a_dozen_processes_sharing_the_state_store_use_one_token(state_url: str)
 
 
 @respx.mock
-def test_the_state_store_holds_the_token_sealed(state_url: str) -> None:
+def test_the_state_store_holds_the_token_sealed(state_url: str, sealed: Sealed) -> None:
     respx.post(TOKEN_URL).mock(side_effect=lambda request: token_reply())
     respx.get(USERS_URL).mock(return_value=USERS)
     with connector() as zoho:
-        zoho.use_credentials(sealed(state_url))
+        zoho.use_credentials(sealed())
         zoho.health()
     raw = Path(state_url.removeprefix("sqlite:///")).read_bytes()
     assert ACCESS.encode() not in raw and REFRESH.encode() not in raw
 
 
 @respx.mock
-def test_a_refused_token_is_dropped_from_the_store_for_every_process(state_url: str) -> None:
+def test_a_refused_token_is_dropped_from_the_store_for_every_process(sealed: Sealed) -> None:
     new = ACCESS.replace("0123", "4567")
     token = respx.post(TOKEN_URL).mock(side_effect=[token_reply(), token_reply(new)])
     expired = httpx.Response(
@@ -271,27 +283,27 @@ def test_a_refused_token_is_dropped_from_the_store_for_every_process(state_url: 
     )
     users = respx.get(USERS_URL).mock(side_effect=[USERS, expired, USERS, USERS])
     with connector() as first:
-        first.use_credentials(sealed(state_url))
+        first.use_credentials(sealed())
         first.health()
     with connector() as second:
-        second.use_credentials(sealed(state_url))
+        second.use_credentials(sealed())
         assert second.health().ok  # 401 with the stored token: refreshed once, resent
     with connector() as third:
-        third.use_credentials(sealed(state_url))
+        third.use_credentials(sealed())
         assert third.health().ok
     assert token.call_count == 2
     assert users.calls.last.request.headers["Authorization"] == f"Zoho-oauthtoken {new}"
 
 
 @respx.mock
-def test_a_token_from_a_secret_that_changed_is_not_used(state_url: str) -> None:
+def test_a_token_from_a_secret_that_changed_is_not_used(sealed: Sealed) -> None:
     token = respx.post(TOKEN_URL).mock(side_effect=lambda request: token_reply())
     respx.get(USERS_URL).mock(return_value=USERS)
     with connector() as zoho:
-        zoho.use_credentials(sealed(state_url))
+        zoho.use_credentials(sealed())
         zoho.health()
     with connector(client_secret="another-secret-0123456789abcdef") as other:
-        other.use_credentials(sealed(state_url))
+        other.use_credentials(sealed())
         other.health()
     assert token.call_count == 2
 
