@@ -128,6 +128,16 @@ class TestZohoContract(ZohoFacts):
         assert set(seen) == set(ids)
         assert {i: seen[i] for i in edited} == edited
 
+    def test_a_read_stopped_after_a_page_resumes_from_its_cursor(
+        self, connector: ZohoConnector, emulator: ZohoEmulator
+    ) -> None:
+        with emulator.lock:
+            ids = [emulator.store.insert({"Last_Name": f"R{n}"}).id for n in range(450)]
+        first = next(iter(connector.read_changes(None)))  # the run dies after one page
+        assert first.cursor is not None
+        rest, _ = read_all(connector, first.cursor)
+        assert [r["id"] for r in first.records + rest] == ids
+
     def test_deleted_leads_come_with_the_read_after_the_deletion(
         self, connector: ZohoConnector
     ) -> None:
