@@ -525,7 +525,7 @@ class ZohoConnector(Connector[ZohoConnection]):
             rows, more, response = self._coql(query, f"keyset read of changed {self.module}")
             if server_time is None:
                 server_time = _server_time(response)
-            if not more:
+            if not more or not rows:
                 break
             position = self._after(rows[-1], deleted_since)
             yield Page(rows, position.encode())
