@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -678,3 +679,225 @@ def test_env_names_the_accounts_server_and_api_domain(server: SandboxServer) -> 
     assert env["ZOHO_ACCOUNTS_URL"] == f"{server.url}/zoho/accounts"
     assert env["ZOHO_API_DOMAIN"] == f"{server.url}/zoho"
     assert quote(env["ZOHO_CLIENT_ID"]) == env["ZOHO_CLIENT_ID"]
+
+
+# -- wave 2: grant codes, deleted records, keyset COQL, unknown routes, text ----------------------
+
+
+def grant(http: httpx.Client, server: SandboxServer, code: str) -> httpx.Response:
+    env = server.env()
+    return http.post(
+        f"{env['ZOHO_ACCOUNTS_URL']}/oauth/v2/token",
+        data={
+            "grant_type": "authorization_code",
+            "client_id": env["ZOHO_CLIENT_ID"],
+            "client_secret": env["ZOHO_CLIENT_SECRET"],
+            "code": code,
+        },
+    )
+
+
+def test_a_grant_code_gives_a_refresh_token_that_refreshes(
+    server: SandboxServer, http: httpx.Client
+) -> None:
+    code = http.post(f"{server.url}/__sandbox__/zoho/grant-code").json()["code"]
+    body = grant(http, server, code).json()
+    assert body["api_domain"] == server.env()["ZOHO_API_DOMAIN"]
+    assert body["access_token"] and body["expires_in"] == 3600
+    refreshed = refresh(http, server.env(), refresh_token=body["refresh_token"]).json()
+    assert refreshed["access_token"] != body["access_token"]
+
+
+def test_a_grant_code_is_used_once(server: SandboxServer, http: httpx.Client) -> None:
+    code = http.post(f"{server.url}/__sandbox__/zoho/grant-code").json()["code"]
+    assert "refresh_token" in grant(http, server, code).json()
+    second = grant(http, server, code)
+    assert (second.status_code, second.json()) == (200, {"error": "invalid_code"})
+
+
+def test_an_unknown_grant_code_is_invalid_code(server: SandboxServer, http: httpx.Client) -> None:
+    assert grant(http, server, "1000.not.issued").json() == {"error": "invalid_code"}
+
+
+def test_deleted_leads_are_listed_newest_first_with_who_and_when(api: httpx.Client) -> None:
+    ids = [
+        item["details"]["id"]
+        for item in api.post("/Leads", json={"data": [lead(1), lead(2), lead(3)]}).json()["data"]
+    ]
+    api.delete("/Leads", params={"ids": f"{ids[0]},{ids[1]}"})
+    api.delete(f"/Leads/{ids[2]}")
+    body = api.get("/Leads/deleted", params={"type": "all"}).json()
+    assert [entry["id"] for entry in body["data"]] == [ids[2], ids[1], ids[0]]
+    entry = body["data"][0]
+    assert entry["type"] == "recycle"
+    assert entry["display_name"] == "Person3"
+    assert entry["deleted_by"]["id"] == entry["created_by"]["id"]
+    assert entry["deleted_time"].endswith("+00:00")
+    assert body["info"]["more_records"] is False
+
+
+def test_deleted_leads_since_a_time_and_none_since_is_304(api: httpx.Client) -> None:
+    record_id = api.post("/Leads", json={"data": [lead(1)]}).json()["data"][0]["details"]["id"]
+    api.delete(f"/Leads/{record_id}")
+    deleted_time = api.get("/Leads/deleted").json()["data"][0]["deleted_time"]
+    before = api.get("/Leads/deleted", headers={"If-Modified-Since": "2000-01-01T00:00:00+00:00"})
+    assert [entry["id"] for entry in before.json()["data"]] == [record_id]
+    after = api.get("/Leads/deleted", headers={"If-Modified-Since": deleted_time})
+    assert after.status_code == 304
+
+
+def test_no_deleted_leads_is_204_not_a_record_read(api: httpx.Client) -> None:
+    response = api.get("/Leads/deleted", params={"type": "recycle"})
+    assert (response.status_code, response.content) == (204, b"")
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "status", "code"),
+    [
+        ("/Leads/deleted", {"type": "trash"}, 400, "INVALID_DATA"),
+        ("/Leads/deleted", {"per_page": "201"}, 400, "INVALID_DATA"),
+        ("/users", {"type": "Everyone"}, 400, "INVALID_DATA"),
+        ("/settings/modules/Widgets", {}, 400, "INVALID_MODULE"),
+        ("/Leads/1/actions/unknown", {}, 404, "INVALID_URL_PATTERN"),
+        ("/Leads/deletd", {}, 404, "INVALID_URL_PATTERN"),
+        ("/Accounts/not-an-id", {}, 404, "INVALID_URL_PATTERN"),
+        ("/settings/unknown", {}, 404, "INVALID_URL_PATTERN"),
+    ],
+)
+def test_unknown_routes_and_values_answer_as_zoho(
+    api: httpx.Client, path: str, params: dict[str, str], status: int, code: str
+) -> None:
+    response = api.get(path, params=params)
+    assert response.status_code == status
+    assert response.json()["code"] == code
+    assert response.json()["status"] == "error"
+
+
+def test_the_url_pattern_error_is_zohos_body(api: httpx.Client) -> None:
+    assert api.get("/Leads/1/nothing/here").json() == {
+        "code": "INVALID_URL_PATTERN",
+        "details": {},
+        "message": "Please check if the URL trying to access is a correct one",
+        "status": "error",
+    }
+
+
+@pytest.mark.parametrize(
+    ("kind", "emails"),
+    [
+        ("CurrentUser", ["ada.okafor@sandbox.example"]),
+        ("AdminUsers", ["ada.okafor@sandbox.example"]),
+        ("DeactiveUsers", ["farah.haddad@sandbox.example"]),
+    ],
+)
+def test_users_by_type(api: httpx.Client, kind: str, emails: list[str]) -> None:
+    body = api.get("/users", params={"type": kind}).json()
+    assert [user["email"] for user in body["users"]] == emails
+
+
+def test_modules_list_the_emulated_modules(api: httpx.Client) -> None:
+    modules = api.get("/settings/modules").json()["modules"]
+    assert [module["api_name"] for module in modules] == ["Leads", "Accounts", "Tasks"]
+    [leads] = api.get("/settings/modules/Leads").json()["modules"]
+    assert leads["api_supported"] is True
+
+
+def test_a_body_that_is_not_utf8_is_refused(api: httpx.Client, emulator: ZohoEmulator) -> None:
+    raw = b'{"data": [{"Last_Name": "Caf\xe9"}]}'
+    response = api.post("/Leads", content=raw, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert response.json()["code"] == "INVALID_DATA"
+    assert not emulator.store.records
+
+
+def test_a_lone_surrogate_is_refused_naming_the_field(
+    api: httpx.Client, emulator: ZohoEmulator
+) -> None:
+    raw = b'{"data": [{"Last_Name": "Ok"}, {"Last_Name": "X", "City": "Bad \\ud800"}]}'
+    response = api.post("/Leads", content=raw, headers={"Content-Type": "application/json"})
+    assert response.status_code == 207
+    refused = response.json()["data"][1]
+    assert (refused["code"], refused["details"]["api_name"]) == ("INVALID_DATA", "City")
+    assert [r.values["Last_Name"] for r in emulator.store.records.values()] == ["Ok"]
+
+
+def test_coql_keyset_pages_by_modified_time_then_id(
+    api: httpx.Client, emulator: ZohoEmulator
+) -> None:
+    with emulator.lock:
+        records = [emulator.store.insert({"Last_Name": f"K{n}"}) for n in range(5)]
+        second = records[0].modified.replace(microsecond=0)
+        for record in records:  # the same second, so only the id orders them
+            emulator.store.restamp(record, second)
+    stamp = second.isoformat()
+    query = (
+        "select Last_Name from Leads where (Modified_Time > '{t}') or "
+        "((Modified_Time = '{t}') and (id > {i})) order by Modified_Time asc, id asc limit 2"
+    )
+    first = coql(api, query.format(t=stamp, i=0)).json()
+    assert [row["Last_Name"] for row in first["data"]] == ["K0", "K1"]
+    assert first["info"]["more_records"] is True
+    rest = coql(api, query.format(t=stamp, i=first["data"][-1]["id"])).json()
+    assert [row["Last_Name"] for row in rest["data"]] == ["K2", "K3"]
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "(Modified_Time > '{t1}') or ((Modified_Time = '{t1}') and (id > {n}))",
+        "Modified_Time >= '{t1}'",
+        "Modified_Time > '{t1}'",
+        "(Modified_Time = '{t1}') and (id > {n})",
+        "(id >= {n}) and (Modified_Time = '{t1}')",
+        "Modified_Time between '{t0}' and '{t1}'",
+        "(Modified_Time > '{t1}') or (Last_Name = 'K0')",
+        "id is not null",
+    ],
+)
+def test_a_keyset_ordered_query_answers_as_a_full_scan_would(
+    api: httpx.Client, emulator: ZohoEmulator, where: str
+) -> None:
+    with emulator.lock:
+        records = [emulator.store.insert({"Last_Name": f"K{n}"}) for n in range(12)]
+        base = records[0].modified.replace(microsecond=0)
+        for index, record in enumerate(records):  # four Leads in each of three seconds
+            emulator.store.restamp(record, base + timedelta(seconds=index // 4))
+    t0, t1 = (base + timedelta(seconds=s) for s in (0, 1))
+    condition = where.format(t0=t0.isoformat(), t1=t1.isoformat(), n=records[5].id)
+    ordered = coql(
+        api, f"select Last_Name from Leads where {condition} order by Modified_Time asc, id asc"
+    )
+    # The same where clause without an order is a scan in id order; sorted here by the keyset.
+    scanned = coql(api, f"select Last_Name, Modified_Time from Leads where {condition}")
+    expected = sorted(
+        scanned.json()["data"] if scanned.status_code == 200 else [],
+        key=lambda row: (row["Modified_Time"], int(row["id"])),
+    )
+    got = ordered.json()["data"] if ordered.status_code == 200 else []
+    assert [row["id"] for row in got] == [row["id"] for row in expected]
+    assert got, condition
+
+
+@pytest.mark.parametrize(
+    ("master", "children"),
+    [
+        ("1", [{"id": "2"}]),  # no such master
+        ("own", [{"id": "404"}]),  # no such duplicate
+        ("own", []),
+        ("own", [{"id": "404"}, {"id": "405"}, {"id": "406"}]),  # at most three records in all
+        ("own", [{"id": "other", "_fields": [{"api_name": "Modified_Time"}]}]),
+    ],
+)
+def test_a_merge_zoho_refuses_changes_nothing(
+    api: httpx.Client, emulator: ZohoEmulator, master: str, children: list[dict[str, Any]]
+) -> None:
+    own, other = (
+        item["details"]["id"]
+        for item in api.post("/Leads", json={"data": [lead(1), lead(2)]}).json()["data"]
+    )
+    master = own if master == "own" else master
+    for child in children:
+        child["id"] = other if child["id"] == "other" else child["id"]
+    response = api.post(f"/Leads/{master}/actions/merge", json={"merge": [{"data": children}]})
+    assert (response.status_code, response.json()["code"]) == (400, "INVALID_DATA")
+    assert len(emulator.store.records) == 2 and not emulator.store.deleted

@@ -1,34 +1,37 @@
 """Zoho OAuth: the refresh-token grant against the data centre's accounts server, cached.
 
 Zoho issues at most 10 access tokens per refresh token in 10 minutes and then refuses every
-refresh for the rest of the window (Token Validity doc), so a token is cached per process and
-shared by every connector built from the same accounts server, client id and refresh token:
-:func:`shared_token_source` hands them one :class:`ZohoTokenSource`, whose
-:class:`~leadrelay.connectors.policy.RefreshingAuth` refreshes under a lock, once per expiry.
+refresh for the rest of the window (Token Validity doc), so an access token is kept for its
+lifetime in the connector's :class:`~leadrelay.connectors.credentials.CredentialCache`, sealed
+under the client secret: the process's memory by default, the state store (shared by every
+process of the project) when the connector is given one. A dozen CLI commands in ten minutes
+then use one token. Refreshes of one refresh token in one process are serialised, so threads and
+connectors sharing a cache refresh once; a token the API refuses (401) is dropped from the cache
+and refreshed once.
 
 The token reply names the ``api_domain`` of the org's data centre; it is authoritative, so it
-replaces the ``api_domain`` of the configuration.
+replaces the ``api_domain`` of the configuration, and is cached with the token.
 """
 
 from __future__ import annotations
 
-import hashlib
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 
+from leadrelay.connectors.credentials import CredentialCache, cache_key
 from leadrelay.connectors.errors import Fatal, register_secret
 from leadrelay.connectors.policy import (
     CallPolicy,
     Classified,
     Decision,
-    RefreshingAuth,
     ResponseInfo,
     RetryPolicy,
     classify_default,
@@ -39,9 +42,7 @@ __all__ = [
     "HEADER_FORMAT",
     "ZohoTokenSource",
     "classify_token_reply",
-    "forget_token_sources",
-    "shared_token_source",
-    "token_source_key",
+    "token_cache_key",
 ]
 
 #: The Authorization value Zoho CRM accepts (crm-api-facts §3); "Bearer" is refused.
@@ -100,25 +101,38 @@ def classify_token_reply(info: ResponseInfo) -> Classified:
     return classified
 
 
-def token_source_key(accounts_url: str, client_id: str, refresh_token: str) -> str:
-    """The cache key of a token source: a hash, so no secret is kept as a dict key."""
-    material = "\x00".join((accounts_url.rstrip("/"), client_id, refresh_token))
-    return hashlib.sha256(material.encode("utf-8")).hexdigest()
+def token_cache_key(accounts_url: str, client_id: str, refresh_token: str) -> str:
+    """The credential-cache key of the access token of one refresh token (a hash)."""
+    return cache_key(_SYSTEM, "access-token", accounts_url.rstrip("/"), client_id, refresh_token)
+
+
+_key_locks: dict[str, threading.Lock] = {}
+_key_locks_guard = threading.Lock()
+
+
+def _lock_for(key: str) -> threading.Lock:
+    """One lock per refresh token in this process, shared by every connector using it."""
+    with _key_locks_guard:
+        return _key_locks.setdefault(key, threading.Lock())
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 class ZohoTokenSource:
     """Access tokens of one refresh token, and the API domain the accounts server named.
 
-    Use :func:`shared_token_source` rather than building one, so connectors share it.
-
     Args:
         accounts_url: the data centre's accounts server (``https://accounts.zoho.eu``).
         client_id, client_secret, refresh_token: the OAuth client and its refresh token.
+        cache: returns the cache the token is kept in (the connector's ``credentials``, read
+            on every use so a cache given later is the one used).
         verify: TLS verification for the accounts server (an SSL context, or True).
         timeout_s: the token request's timeout.
         retry: bounds of retrying a refresh that failed transiently (5xx, reset).
-        sleep, clock: injectable for tests.
-        refresh_margin_s: refresh this long before the token expires.
+        sleep, now: injectable for tests (``now`` is aware UTC: tokens outlive a process).
+        refresh_margin_s: a token this close to its expiry is refreshed first.
     """
 
     def __init__(
@@ -128,11 +142,12 @@ class ZohoTokenSource:
         client_secret: str,
         refresh_token: str,
         *,
+        cache: Callable[[], CredentialCache],
         verify: ssl.SSLContext | bool = True,
         timeout_s: float = 30.0,
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = _utcnow,
         refresh_margin_s: float = 60.0,
     ) -> None:
         register_secret(client_secret, refresh_token)
@@ -142,11 +157,18 @@ class ZohoTokenSource:
         self._refresh_token = refresh_token
         self._verify = verify
         self._timeout_s = timeout_s
-        self._lock = threading.Lock()
-        #: The API root the last token reply named (``https://www.zohoapis.eu``), if any.
+        self._cache = cache
+        self._now = now
+        self._margin = timedelta(seconds=refresh_margin_s)
+        self.key = token_cache_key(accounts_url, client_id, refresh_token)
+        self._lock = _lock_for(self.key)
+        self._count_lock = threading.Lock()
+        #: The API root the token names (``https://www.zohoapis.eu``), once a token is known.
         self.api_domain: str | None = None
-        #: Token-endpoint HTTP calls made (each attempt counts).
+        #: Token-endpoint HTTP calls made by this source (each attempt counts).
         self.token_calls = 0
+        #: Access tokens this source obtained from the accounts server.
+        self.refreshes = 0
         self.policy = CallPolicy(
             _SYSTEM,
             retry=retry or RetryPolicy(max_attempts=3, max_total_s=30.0),
@@ -154,36 +176,62 @@ class ZohoTokenSource:
             on_call=self._count,
             sleep=sleep,
         )
-        self.auth = RefreshingAuth(
-            self._fetch, HEADER_FORMAT, refresh_margin_s=refresh_margin_s, clock=clock
-        )
+        self.auth = ZohoAuth(self)
 
     def __repr__(self) -> str:
         return f"<ZohoTokenSource {self.accounts_url} client {self.client_id}>"
 
-    @property
-    def refreshes(self) -> int:
-        """Access tokens obtained so far."""
-        return self.auth.refreshes
-
-    def use_transport(self, verify: ssl.SSLContext | bool, timeout_s: float) -> None:
-        """TLS verification and timeout for the next refreshes (the newest connector's).
-
-        A sandbox restarted on the same address has a new CA, so the latest settings win.
-        """
-        with self._lock:
-            self._verify = verify
-            self._timeout_s = timeout_s
-
     def _count(self) -> None:
-        with self._lock:
+        with self._count_lock:
             self.token_calls += 1
 
     def token(self) -> str:
-        """A valid access token (refreshed first when missing or about to expire)."""
-        return self.auth.token()
+        """A valid access token: the cached one, else a new one from the accounts server."""
+        with self._lock:
+            cached = self._cached()
+            return cached if cached is not None else self._refresh_locked()
 
-    def _fetch(self) -> tuple[str, float]:
+    def refresh_after_rejection(self, rejected: str) -> str:
+        """A token other than ``rejected``, which the API refused: one another connector or
+        process already put in the cache, else a new one (the refused one is dropped)."""
+        with self._lock:
+            cached = self._cached()
+            if cached is not None and cached != rejected:
+                return cached
+            self._cache().forget(self.key)
+            return self._refresh_locked()
+
+    def _cached(self) -> str | None:
+        value = self._cache().get(self.key, secret=self._client_secret)
+        if value is None:
+            return None
+        token, domain = value.get("access_token"), value.get("api_domain")
+        try:
+            expires_at = datetime.fromisoformat(str(value.get("expires_at")))
+        except ValueError:
+            return None
+        if not isinstance(token, str) or not token or expires_at - self._margin <= self._now():
+            return None
+        register_secret(token)
+        if isinstance(domain, str) and domain:
+            self.api_domain = domain
+        return token
+
+    def _refresh_locked(self) -> str:
+        token, expires_in, domain = self._fetch()
+        expires_at = self._now() + timedelta(seconds=expires_in)
+        if domain is not None:
+            self.api_domain = domain
+        value = {
+            "access_token": token,
+            "api_domain": domain or self.api_domain,
+            "expires_at": expires_at.isoformat(),
+        }
+        self._cache().put(self.key, value, secret=self._client_secret, expires_at=expires_at)
+        self.refreshes += 1
+        return token
+
+    def _fetch(self) -> tuple[str, float, str | None]:
         url = f"{self.accounts_url}/oauth/v2/token"
         # Sent as a form body rather than the query string the doc shows (the accounts server
         # takes both): a query would put the secrets into URLs that clients and proxies log.
@@ -193,9 +241,7 @@ class ZohoTokenSource:
             "client_secret": self._client_secret,
             "refresh_token": self._refresh_token,
         }
-        with self._lock:
-            verify, timeout_s = self._verify, self._timeout_s
-        with httpx.Client(verify=verify, timeout=timeout_s) as client:
+        with httpx.Client(verify=self._verify, timeout=self._timeout_s) as client:
             response = self.policy.execute(
                 lambda: client.post(url, data=form),
                 to_info=from_httpx,
@@ -217,6 +263,7 @@ class ZohoTokenSource:
         register_secret(token)
         assert isinstance(body, dict)
         domain = body.get("api_domain")
+        api_domain: str | None = None
         if isinstance(domain, str) and domain:
             parts = urlsplit(domain)
             if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -227,46 +274,30 @@ class ZohoTokenSource:
                     url=url,
                     status=response.status_code,
                 )
-            with self._lock:
-                self.api_domain = domain.rstrip("/")
+            api_domain = domain.rstrip("/")
         try:
             expires_in = float(body.get("expires_in", 3600))
         except (TypeError, ValueError):
             expires_in = 3600.0
-        return token, expires_in
+        return token, expires_in, api_domain
 
 
-_sources: dict[str, ZohoTokenSource] = {}
-_sources_lock = threading.Lock()
+class ZohoAuth(httpx.Auth):
+    """httpx auth: the source's token as ``Zoho-oauthtoken``; on a 401 (``INVALID_TOKEN`` or
+    ``AUTHENTICATION_FAILURE``) the token is dropped from the cache, refreshed once and the
+    request sent once more."""
 
+    requires_request_body = True
 
-def shared_token_source(
-    accounts_url: str,
-    client_id: str,
-    client_secret: str,
-    refresh_token: str,
-    **options: Any,
-) -> ZohoTokenSource:
-    """The process-wide :class:`ZohoTokenSource` of these credentials, made on first use.
+    def __init__(self, source: ZohoTokenSource) -> None:
+        self._source = source
 
-    Keyed by a hash of (accounts_url, client_id, refresh_token). ``verify`` and ``timeout_s``
-    replace those of an existing source; the other ``options`` (``retry``, ``sleep`` …) apply
-    only when the source is made.
-    """
-    key = token_source_key(accounts_url, client_id, refresh_token)
-    with _sources_lock:
-        source = _sources.get(key)
-        if source is None:
-            source = ZohoTokenSource(
-                accounts_url, client_id, client_secret, refresh_token, **options
-            )
-            _sources[key] = source
-        elif "verify" in options or "timeout_s" in options:
-            source.use_transport(options.get("verify", True), float(options.get("timeout_s", 30.0)))
-        return source
-
-
-def forget_token_sources() -> None:
-    """Drop every cached token source (tests; a process that rotates credentials)."""
-    with _sources_lock:
-        _sources.clear()
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        token = self._source.token()
+        request.headers["Authorization"] = HEADER_FORMAT.format(token=token)
+        response = yield request
+        if response.status_code == 401:
+            response.read()
+            token = self._source.refresh_after_rejection(token)
+            request.headers["Authorization"] = HEADER_FORMAT.format(token=token)
+            yield request

@@ -1,10 +1,11 @@
 """The Zoho CRM connector (v7 REST API over httpx).
 
-* Auth: the refresh-token grant against the data centre's accounts server; the token is
-  cached and shared per process (:mod:`leadrelay.connectors.zoho.auth`), and the token reply's
-  ``api_domain`` is the API root.
-* ``read_changes``: Get Records sorted by ``Modified_Time`` with ``If-Modified-Since``; ``page``
-  for the first 2,000 records, ``page_token`` beyond.
+* Auth: the refresh-token grant against the data centre's accounts server; the access token
+  and the ``api_domain`` the token reply names (the API root) are kept for their lifetime in
+  the connector's credential cache, shared across processes when it is the state store's
+  (:mod:`leadrelay.connectors.zoho.auth`).
+* ``read_changes``: a keyset read over COQL in (``Modified_Time``, ``id``) order, then the
+  deleted Leads (``GET /Leads/deleted``); the cursor ends at the server's time minus a look-back.
 * ``lookup``: COQL ``Email in (…)`` (one query per 100 emails), Search Records criteria for a
   single email, Get Records ``ids=`` for ids.
 * ``upsert``: ``POST /Leads/upsert`` with ``duplicate_check_fields: ["Email"]``, 100 per call,
@@ -17,13 +18,16 @@
 from __future__ import annotations
 
 import importlib.resources
+import json
 import re
 import ssl
 import threading
 import time
 import tomllib
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar, TypeVar
 
 import httpx
@@ -32,6 +36,7 @@ from leadrelay.config import ZohoConnection
 from leadrelay.connectors.base import (
     Capability,
     Connector,
+    Deletion,
     FieldInfo,
     Health,
     Page,
@@ -59,10 +64,11 @@ from leadrelay.connectors.policy import (
     connector_logger,
     from_httpx,
 )
-from leadrelay.connectors.zoho.auth import ZohoTokenSource, shared_token_source
+from leadrelay.connectors.zoho.auth import ZohoTokenSource
 from leadrelay.connectors.zoho.criteria import (
     MAX_SEARCH_CRITERIA,
     coql_in,
+    coql_literal,
     coql_select,
     equals_any,
 )
@@ -236,18 +242,99 @@ def _id_order(record_id: Any) -> tuple[int, str]:
     return (int(text), text) if text.isdigit() else (0, text)
 
 
-def encode_cursor(moment: datetime, record_id: str) -> str:
-    """The cursor after a record: its ``Modified_Time`` (UTC) and its id, ``time|id``."""
-    return f"{_iso(moment)}|{record_id}"
+@dataclass(frozen=True)
+class ReadCursor:
+    """Where an incremental read resumes: a keyset position and the deletions watermark.
+
+    Attributes:
+        modified: read Leads whose ``Modified_Time`` is at or after this second (None: all).
+        after_id: within the second ``modified``, only ids above this one (None: the whole
+            second). Set while a read is under way, from the last record of a page.
+        deleted_since: deletions after this time are still to be reported (None: all).
+    """
+
+    modified: datetime | None = None
+    after_id: int | None = None
+    deleted_since: datetime | None = None
+
+    def encode(self) -> str:
+        """``<modified>|<after id>|<deleted since>``, empty parts for None."""
+        return "|".join(
+            (
+                _iso(self.modified) if self.modified is not None else "",
+                str(self.after_id) if self.after_id is not None else "",
+                _iso(self.deleted_since) if self.deleted_since is not None else "",
+            )
+        )
+
+    @classmethod
+    def decode(cls, cursor: str) -> ReadCursor:
+        """The cursor ``encode`` wrote; also a wave-1 cursor ``<time>|<id>`` (the newest
+        record read), resumed from the start of its second. ValueError naming it otherwise."""
+        parts = cursor.split("|")
+        if len(parts) == 2:  # wave 1: the newest (Modified_Time, id) read
+            moment = _parse_time(parts[0])
+            if moment is not None:
+                return cls(moment, None, moment)
+        elif len(parts) == 3:
+            modified, after, deleted = parts
+            times = [_parse_time(modified) if modified else None]
+            times.append(_parse_time(deleted) if deleted else None)
+            bad_time = (modified and times[0] is None) or (deleted and times[1] is None)
+            if not bad_time and (not after or after.isdigit()):
+                return cls(times[0], int(after) if after else None, times[1])
+        raise ValueError(
+            f"not a Zoho read cursor: {cursor!r} (expected '<ISO time>|<id>|<ISO time>')"
+        )
 
 
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """The (Modified_Time, id) of a cursor; ValueError naming it when malformed."""
-    moment_text, _, record_id = cursor.partition("|")
-    moment = _parse_time(moment_text)
-    if moment is None:
-        raise ValueError(f"not a Zoho read cursor: {cursor!r} (expected '<ISO time>|<id>')")
-    return moment, record_id
+def keyset_condition(cursor: ReadCursor | None) -> str:
+    """The COQL where-condition of the Leads after ``cursor`` in (Modified_Time, id) order."""
+    if cursor is None or cursor.modified is None:
+        return "id is not null"
+    second = coql_literal(_iso(cursor.modified))
+    if cursor.after_id is None:
+        return f"Modified_Time >= {second}"
+    return (
+        f"(Modified_Time > {second}) or ((Modified_Time = {second}) and (id > {cursor.after_id}))"
+    )
+
+
+def _server_time(response: httpx.Response) -> datetime:
+    """When the system answered (its ``Date`` header), else this machine's clock."""
+    header = response.headers.get("date")
+    if header:
+        try:
+            moment = parsedate_to_datetime(header)
+        except (TypeError, ValueError):
+            moment = None
+        if moment is not None and moment.tzinfo is not None:
+            return moment.astimezone(UTC)
+    return datetime.now(UTC)
+
+
+def unsendable(ref: str, fields: Mapping[str, Any], system: str = "zoho") -> Rejected | None:
+    """Why a record cannot be sent as JSON (naming the first such field), or None.
+
+    A lone surrogate (text that is not valid Unicode) fails UTF-8 encoding, NaN and infinity
+    are not JSON numbers, and a date or set is no JSON value: each would fail the whole batch
+    request, so the record is refused on its own instead.
+    """
+    for name, value in fields.items():
+        try:
+            json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        except UnicodeEncodeError:
+            reason = "text that is not valid Unicode (a lone surrogate) cannot be sent to Zoho"
+        except ValueError:
+            reason = "NaN and infinity are not JSON numbers"
+        except TypeError:
+            reason = f"a {type(value).__name__} is not a JSON value"
+        else:
+            continue
+        return Rejected(
+            f"record {ref}, field {name}: {reason}", system=system, record=ref, field=name
+        )
+    return None
 
 
 def _rejection_message(entry: Mapping[str, Any]) -> str:
@@ -277,7 +364,9 @@ class ZohoConnector(Connector[ZohoConnection]):
         limiter: the rate limiter (default 200 calls per 10 s; Zoho limits concurrency and
             daily credits rather than a rate, so this only smooths bursts).
         sleep: how the policy waits between retries (tests).
-        read_overlap: how far before the cursor a read starts again (equal timestamps, skew).
+        read_overlap: the look-back: a finished read's cursor is the server's time of its first
+            query minus this, so a change committed late (or just before the query) is read
+            again next time rather than missed; callers dedupe the overlap.
     """
 
     kind = "zoho"
@@ -325,11 +414,12 @@ class ZohoConnector(Connector[ZohoConnection]):
         self._unknown_fields: set[str] = set()
         self._credits = 0
         self._credits_lock = threading.Lock()
-        self.tokens: ZohoTokenSource = shared_token_source(
+        self.tokens = ZohoTokenSource(
             settings.accounts_url,
             settings.client_id,
             client_secret,
             refresh_token,
+            cache=lambda: self.credentials,
             verify=verify,
             timeout_s=settings.timeout_s,
             retry=retry,
@@ -363,8 +453,8 @@ class ZohoConnector(Connector[ZohoConnection]):
         return domain
 
     def _url(self, path: str) -> str:
-        if self.tokens.refreshes == 0:
-            self.tokens.token()  # the first token reply names the data centre's API domain
+        if self.tokens.api_domain is None:
+            self.tokens.token()  # the token (cached or new) names the data centre's API domain
         return f"{self.api_domain}/crm/{self.api_version}{path}"
 
     def _call(
@@ -405,50 +495,79 @@ class ZohoConnector(Connector[ZohoConnection]):
     # -- read -----------------------------------------------------------------------------
 
     def read_changes(self, cursor: str | None) -> Iterator[Page]:
-        """Leads modified since ``cursor``, oldest change first, 200 per page.
+        """Leads changed since ``cursor`` in (Modified_Time, id) order, 200 per page, then the
+        Leads deleted since it.
 
-        The cursor is the newest ``Modified_Time|id`` read; the next read asks
-        ``If-Modified-Since`` :attr:`read_overlap` before it, so records changed in the same
-        second are not missed (callers dedupe the overlap).
+        A keyset read over COQL (``order by Modified_Time asc, id asc``, each page resumed
+        after the last record's (time, id)): a Lead edited while the pages are read moves to
+        the end of the order, so it is read later in this run or in the next, never skipped as
+        an offset page over a moving list would. Each page's cursor is that keyset position.
+        The last page carries the deletions (``GET /{module}/deleted``: deleted or merged away;
+        Zoho names no surviving record of a merge) and a cursor of the server's time of the
+        first query minus :attr:`read_overlap`, so an idle read asks from a moment ago, not
+        from the last record changed.
         """
         self.require(Capability.READ_INCREMENTAL)
-        headers: dict[str, str] = {}
-        newest: tuple[datetime, tuple[int, str]] | None = None
-        if cursor:
-            since, since_id = decode_cursor(cursor)
-            headers["If-Modified-Since"] = _iso(since - self.read_overlap)
-            newest = (since, _id_order(since_id))
-        return self._read_pages(headers, newest)
+        start = ReadCursor.decode(cursor) if cursor else None
+        return self._read_pages(start)
 
-    def _read_pages(
-        self, headers: dict[str, str], newest: tuple[datetime, tuple[int, str]] | None
-    ) -> Iterator[Page]:
-        base = {
-            "fields": ",".join(self.read_fields),
-            "sort_by": "Modified_Time",
-            "sort_order": "asc",
-            "per_page": str(PER_PAGE),
-        }
-        pages = self._record_pages(
-            self.module, base, f"read of changed {self.module}", headers=headers
-        )
-        try:
-            for records in pages:
-                for record in records:
-                    moment = _parse_time(record.get("Modified_Time"))
-                    if moment is None:
-                        continue
-                    key = (moment, _id_order(record.get("id")))
-                    if newest is None or key > newest:
-                        newest = key
-                yield Page(
-                    records,
-                    encode_cursor(newest[0], newest[1][1]) if newest is not None else None,
-                )
-        except _NoPageToken as stop:
-            # Without a page_token nothing beyond 2,000 records can be read in this pass;
-            # the cursor has advanced, so the next read continues from it.
-            _log.info("zoho read stopped at page %d: no next_page_token given", stop.page)
+    def _read_pages(self, start: ReadCursor | None) -> Iterator[Page]:
+        position = start
+        deleted_since = start.deleted_since if start is not None else None
+        server_time: datetime | None = None
+        while True:
+            condition = keyset_condition(position)
+
+            def query(columns: Sequence[str], where: str = condition) -> str:
+                order = ("Modified_Time asc", "id asc")
+                return coql_select(columns, self.module, where, order_by=order, limit=COQL_LIMIT)
+
+            rows, more, response = self._coql(query, f"keyset read of changed {self.module}")
+            if server_time is None:
+                server_time = _server_time(response)
+            if not more or not rows:
+                break
+            position = self._after(rows[-1], deleted_since)
+            yield Page(rows, position.encode())
+        deletions = self._deletions(deleted_since)
+        since = server_time - self.read_overlap
+        yield Page(rows, ReadCursor(since, None, since).encode(), deletions)
+
+    def _after(self, record: RawRecord, deleted_since: datetime | None) -> ReadCursor:
+        """The keyset position after ``record`` (its Modified_Time and numeric id)."""
+        moment = _parse_time(record.get("Modified_Time"))
+        record_id = str(record.get("id") or "")
+        if moment is None or not record_id.isdigit():
+            raise Fatal(
+                f"keyset read of {self.module}: record {record_id or '?'} has no Modified_Time "
+                "or no numeric id to resume after",
+                system=self.kind,
+            )
+        return ReadCursor(moment, int(record_id), deleted_since)
+
+    def _deletions(self, since: datetime | None) -> tuple[Deletion, ...]:
+        """Leads deleted after ``since`` (all of them for None), every page."""
+        headers = {"If-Modified-Since": _iso(since)} if since is not None else {}
+        found: dict[str, Deletion] = {}
+        page = 1
+        while True:
+            response = self._call(
+                "GET",
+                f"/{self.module}/deleted",
+                params={"type": "all", "page": str(page), "per_page": str(PER_PAGE)},
+                headers=headers,
+                describe=f"read of deleted {self.module} (page {page})",
+            )
+            body = self._json(response)
+            entries = [e for e in body.get("data") or [] if isinstance(e, dict)]
+            for entry in entries:
+                record_id = str(entry.get("id") or "")
+                at = _parse_time(entry.get("deleted_time"))
+                if record_id and (since is None or at is None or at > since):
+                    found.setdefault(record_id, Deletion(record_id, None, at))
+            if not entries or not (body.get("info") or {}).get("more_records"):
+                return tuple(found.values())
+            page += 1
 
     def _record_pages(
         self,
@@ -576,20 +695,41 @@ class ZohoConnector(Connector[ZohoConnection]):
         rows: list[RawRecord] = []
         offset = 0
         while True:
-            columns = [n for n in self.read_fields if n not in self._unknown_fields]
-            query = coql_select(
-                columns,
-                self.module,
-                coql_in("Email", emails),
-                order_by="id asc",
-                limit=COQL_LIMIT,
-                offset=offset,
+
+            def query(columns: Sequence[str], offset: int = offset) -> str:
+                where = coql_in("Email", emails)
+                return coql_select(
+                    columns,
+                    self.module,
+                    where,
+                    order_by=("id asc",),
+                    limit=COQL_LIMIT,
+                    offset=offset,
+                )
+
+            page, more, _ = self._coql(
+                query, f"COQL lookup of {len(emails)} {self.module} by email"
             )
+            rows.extend(page)
+            if not more:
+                return rows
+            offset += COQL_LIMIT
+
+    def _coql(
+        self, query: Callable[[Sequence[str]], str], describe: str
+    ) -> tuple[list[RawRecord], bool, httpx.Response]:
+        """One COQL page over the read fields: its rows, whether more follow, the response.
+
+        A read field the org lacks (not created, or removed by an admin) is dropped and the
+        query asked again without it, rather than failing every read.
+        """
+        while True:
+            columns = [n for n in self.read_fields if n not in self._unknown_fields]
             response = self._call(
                 "POST",
                 "/coql",
-                json={"select_query": query},
-                describe=f"COQL lookup of {len(emails)} {self.module} by email",
+                json={"select_query": query(columns)},
+                describe=describe,
                 credits=coql_credits(COQL_LIMIT),
             )
             body = self._json(response)
@@ -597,20 +737,16 @@ class ZohoConnector(Connector[ZohoConnection]):
                 column = str((body.get("details") or {}).get("column_name") or "")
                 if column not in columns or column in _ALWAYS_READ:
                     raise Fatal(
-                        f"COQL lookup refused: {body.get('message')} (column {column!r})",
+                        f"{describe} refused: {body.get('message')} (column {column!r})",
                         system=self.kind,
                         status=400,
                         code=str(body.get("code")),
                     )
-                # The org lacks this field (not created, or removed by an admin): read
-                # without it rather than failing every lookup.
                 _log.warning("zoho %s has no field %s; reading without it", self.module, column)
                 self._unknown_fields.add(column)
                 continue
-            rows.extend(r for r in body.get("data") or [] if isinstance(r, dict))
-            if not (body.get("info") or {}).get("more_records"):
-                return rows
-            offset += COQL_LIMIT
+            rows = [r for r in body.get("data") or [] if isinstance(r, dict)]
+            return rows, bool((body.get("info") or {}).get("more_records")), response
 
     # -- write ----------------------------------------------------------------------------
 
@@ -625,20 +761,19 @@ class ZohoConnector(Connector[ZohoConnection]):
         sendable: list[int] = []
         for index, item in enumerate(inputs):
             email = item.fields.get("Email")
-            if isinstance(email, str) and email.strip():
-                sendable.append(index)
-                continue
-            results[index] = WriteResult.failed(
-                item.ref,
-                Rejected(
+            refused = unsendable(item.ref, item.fields, self.kind)
+            if refused is None and not (isinstance(email, str) and email.strip()):
+                refused = Rejected(
                     "no Email: Leads are upserted by Email, so a record without one cannot be "
                     "matched",
                     system=self.kind,
                     record=item.ref,
                     field="Email",
-                ),
-                item.external_id,
-            )
+                )
+            if refused is None:
+                sendable.append(index)
+            else:
+                results[index] = WriteResult.failed(item.ref, refused, item.external_id)
         for batch in _chunks(sendable, self.batch_size):
             data = [dict(inputs[i].fields) for i in batch]
             describe = f"upsert of {len(batch)} {self.module} by Email"
@@ -658,8 +793,15 @@ class ZohoConnector(Connector[ZohoConnection]):
     def update(self, updates: Mapping[str, RawRecord]) -> list[WriteResult]:
         """Write fields to Leads by id, 100 per call; one result per id, in order."""
         self.require(Capability.UPDATE)
-        results: list[WriteResult] = []
-        for batch in _chunks(list(updates.items()), self.batch_size):
+        results: dict[str, WriteResult] = {}
+        sendable: list[tuple[str, RawRecord]] = []
+        for record_id, fields in updates.items():
+            refused = unsendable(record_id, fields, self.kind)
+            if refused is None:
+                sendable.append((record_id, fields))
+            else:
+                results[record_id] = WriteResult.failed(record_id, refused, record_id)
+        for batch in _chunks(sendable, self.batch_size):
             describe = f"update of {len(batch)} {self.module}"
             response = self._call(
                 "PUT",
@@ -671,11 +813,9 @@ class ZohoConnector(Connector[ZohoConnection]):
                 describe=describe,
             )
             entries = self._entries(response, len(batch), describe)
-            results.extend(
-                self._result(record_id, entry, response)
-                for (record_id, _), entry in zip(batch, entries, strict=True)
-            )
-        return results
+            for (record_id, _), entry in zip(batch, entries, strict=True):
+                results[record_id] = self._result(record_id, entry, response)
+        return [results[record_id] for record_id in updates]
 
     def delete(self, ids: Sequence[str]) -> list[WriteResult]:
         """Delete Leads by id, 100 per call; an id already gone is ``unchanged``."""
@@ -791,6 +931,9 @@ class ZohoConnector(Connector[ZohoConnection]):
             "What_Id": {"id": record_id},
             "$se_module": self.module,
         }
+        refused = unsendable(record_id, task, self.kind)
+        if refused is not None:
+            raise refused
         owner = rows[0].get("Owner")
         owner_id = owner.get("id") if isinstance(owner, Mapping) else None
         if owner_id:

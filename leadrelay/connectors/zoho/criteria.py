@@ -87,7 +87,7 @@ def coql_select(
     module: str,
     where: str,
     *,
-    order_by: str | None = None,
+    order_by: Sequence[str] = (),
     limit: int = 200,
     offset: int = 0,
 ) -> str:
@@ -100,11 +100,12 @@ def coql_select(
             raise ValueError(f"{name!r} is not a Zoho API name")
     if not fields:
         raise ValueError("a COQL query needs at least one field")
-    if order_by is not None and not _ORDER.fullmatch(order_by):
-        raise ValueError(f"{order_by!r} is not a COQL order")
+    for order in order_by:
+        if not _ORDER.fullmatch(order):
+            raise ValueError(f"{order!r} is not a COQL order")
     if limit < 1 or offset < 0:
         raise ValueError("a COQL query needs limit >= 1 and offset >= 0")
-    order = f" order by {order_by}" if order_by else ""
+    order = f" order by {', '.join(order_by)}" if order_by else ""
     columns = ", ".join(fields)
     # Names are checked above and values in ``where`` are escaped literals.
     return f"select {columns} from {module} where {where}{order} limit {limit} offset {offset}"  # noqa: S608

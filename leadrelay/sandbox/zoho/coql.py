@@ -8,13 +8,15 @@ requires, more than two criteria must be grouped with parentheses (``(A and B) a
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from leadrelay.sandbox.zoho.schema import NUMBER_TYPES, TEXT_TYPES, FieldDef, parse_datetime
-from leadrelay.sandbox.zoho.store import StoredRecord
+from leadrelay.sandbox.zoho.store import LeadStore, StoredRecord
 
 DEFAULT_LIMIT = 200
 MAX_LIMIT = 2000
@@ -25,6 +27,8 @@ MAX_IN_VALUES = 50
 MAX_CRITERIA = 25
 
 Predicate = Callable[[StoredRecord], bool]
+#: A position in the keyset order ``Modified_Time asc, id asc`` (the time to the second).
+Key = tuple[datetime, int]
 
 _TOKEN = re.compile(
     r"""
@@ -71,6 +75,8 @@ class Query:
     order_by: list[tuple[FieldDef, bool]] = field(default_factory=list)
     limit: int = DEFAULT_LIMIT
     offset: int = 0
+    #: every matching record is at or after this keyset position (from the where clause)
+    start: Key | None = None
 
     @property
     def credits(self) -> int:
@@ -79,17 +85,50 @@ class Query:
             return 1
         return 2 if self.limit <= 1000 else 3
 
-    def run(self, records: list[StoredRecord]) -> tuple[list[dict[str, Any]], bool]:
-        """The selected rows of the page and whether more rows follow it."""
-        rows = [record for record in records if self.where(record)]
-        for definition, descending in reversed(self.order_by):
-            present = [r for r in rows if _value(r, definition) is not None]
-            missing = [r for r in rows if _value(r, definition) is None]
-            present.sort(key=_sort_key(definition), reverse=descending)
-            rows = present + missing
+    def run(self, store: LeadStore) -> tuple[list[dict[str, Any]], bool]:
+        """The selected rows of the page and whether more rows follow it.
+
+        In the keyset order ``Modified_Time asc, id asc`` the store's index is read from the
+        position the where clause starts at, up to the end of the page, so a keyset read costs
+        its page, not the module, as with an indexed database.
+        """
+        wanted = self.offset + self.limit + 1
+        if self._keyset_order():
+            records = store.keyset_from(self.start or (datetime.min.replace(tzinfo=UTC), 0))
+            rows = list(itertools.islice(filter(self.where, records), wanted))
+        else:
+            rows = [record for record in store.records.values() if self.where(record)]
+            for definition, descending in reversed(self.order_by):
+                present = [r for r in rows if _value(r, definition) is not None]
+                missing = [r for r in rows if _value(r, definition) is None]
+                present.sort(key=_sort_key(definition), reverse=descending)
+                rows = present + missing
         page = rows[self.offset : self.offset + self.limit]
         more = len(rows) > self.offset + self.limit
         return [record.to_json(self.fields) for record in page], more
+
+    def _keyset_order(self) -> bool:
+        names = [(definition.api_name, descending) for definition, descending in self.order_by]
+        return names in ([("Modified_Time", False)], [("Modified_Time", False), ("id", False)])
+
+
+@dataclass(frozen=True)
+class Bound:
+    """What a condition implies about a matching record's keyset position.
+
+    ``start``: every match is at or after it. ``second`` and ``min_id`` describe a single
+    comparison (``Modified_Time = t`` pins the second; ``id > n`` bounds the id) so that
+    ``(Modified_Time = t) and (id > n)`` can start at (t, n + 1).
+    """
+
+    start: Key | None = None
+    second: datetime | None = None
+    min_id: int | None = None
+
+
+#: A parsed condition and the keyset bound it implies.
+Condition = tuple[Predicate, Bound]
+_NO_BOUND = Bound()
 
 
 def _sort_key(definition: FieldDef) -> Callable[[StoredRecord], Any]:
@@ -124,13 +163,17 @@ def _unquote(text: str) -> str:
 
 def _value(record: StoredRecord, definition: FieldDef) -> Any:
     name = definition.api_name
+    # Zoho keeps date-times to the second: a query compares and orders them at that precision.
     if name == "Created_Time":
-        return record.created
+        return record.created.replace(microsecond=0)
     if name == "Modified_Time":
-        return record.modified
+        return record.modified.replace(microsecond=0)
     if name == "id":
         return int(record.id)
     raw = record.get(name)
+    if definition.data_type == "datetime":
+        moment = parse_datetime(raw) if isinstance(raw, str) else None
+        return moment.replace(microsecond=0) if moment is not None else None
     if isinstance(raw, dict):
         return raw.get("id")
     if isinstance(raw, str) and definition.data_type in TEXT_TYPES:
@@ -215,8 +258,8 @@ class _Parser:
         # COQL doc: "The query does not contain either proper criteria, base table, or the
         # where clause" is a SYNTAX_ERROR, so a where clause is required.
         self.expect_word("where", "the query does not contain the where clause")
-        where = self.condition()
-        query = Query(names, module.text, where)
+        where, bound = self.condition()
+        query = Query(names, module.text, where, start=bound.start)
         if self.at_word("and", "or"):
             raise _syntax("more than two criteria must be grouped with parentheses", self.peek())
         if self.at_word("order"):
@@ -271,17 +314,25 @@ class _Parser:
                 "LIMIT_EXCEEDED", "max records limit exceeded", {"limit": MAX_OFFSET_REACH}
             )
 
-    def condition(self) -> Predicate:
-        left = self.operand()
+    def condition(self) -> Condition:
+        left, left_bound = self.operand()
         if not self.at_word("and", "or"):
-            return left
+            return left, left_bound
         joiner = self.take().word
-        right = self.operand()
-        if joiner == "and":
-            return lambda record: left(record) and right(record)
-        return lambda record: left(record) or right(record)
+        right, right_bound = self.operand()
+        starts = [b.start for b in (left_bound, right_bound) if b.start is not None]
+        if joiner == "or":
+            # A match satisfies one side: it is after the earlier of two starts.
+            either = min(starts) if len(starts) == 2 else None
+            return (lambda record: left(record) or right(record)), Bound(either)
+        # A match satisfies both sides: it is after the later start, and a pinned second
+        # with an id bound starts at that id.
+        for pinned, other in ((left_bound, right_bound), (right_bound, left_bound)):
+            if pinned.second is not None and other.min_id is not None:
+                starts.append((pinned.second, other.min_id))
+        return (lambda record: left(record) and right(record)), Bound(max(starts, default=None))
 
-    def operand(self) -> Predicate:
+    def operand(self) -> Condition:
         token = self.peek()
         if token is not None and token.text == "(":
             self.index += 1
@@ -292,7 +343,9 @@ class _Parser:
                 )
             self.expect_punct(")")
             return inner
-        return self.comparison()
+        start = self.index
+        predicate = self.comparison()
+        return predicate, _bound(self.tokens[start : self.index])
 
     def literal(self, definition: FieldDef) -> Any:
         token = self.take()
@@ -373,6 +426,29 @@ class _Parser:
             raise _operator_error(definition, operator)
         expected = self.literal(definition)
         return _compare(definition, operator, expected)
+
+
+def _bound(tokens: list[Token]) -> Bound:
+    """The keyset bound one comparison sets: on Modified_Time (``>``, ``>=``, ``=``,
+    ``between``) or on id (``>``, ``>=``); none for anything else."""
+    if len(tokens) < 3 or tokens[1].kind not in ("op", "word"):
+        return _NO_BOUND
+    name, operator, value = tokens[0].text, tokens[1].text.lower(), tokens[2]
+    if name == "id" and operator in (">", ">=") and value.kind in ("number", "string"):
+        text = _unquote(value.text) if value.kind == "string" else value.text
+        if not text.isdigit():
+            return _NO_BOUND
+        return Bound(min_id=int(text) + (1 if operator == ">" else 0))
+    if name != "Modified_Time" or value.kind != "string":
+        return _NO_BOUND
+    moment = parse_datetime(_unquote(value.text))
+    if moment is None or operator not in (">", ">=", "=", "between"):
+        return _NO_BOUND
+    # Zoho keeps date-times to the second: "> t" starts at the next second.
+    second = moment.astimezone(UTC).replace(microsecond=0)
+    if operator == ">":
+        return Bound((second + timedelta(seconds=1), 0))
+    return Bound((second, 0), second if operator == "=" else None)
 
 
 def _operator_error(definition: FieldDef, operator: str) -> CoqlError:

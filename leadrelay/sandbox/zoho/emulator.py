@@ -31,7 +31,7 @@ from leadrelay.sandbox.base import Emulator, SchemaChangeError
 from leadrelay.sandbox.zoho.coql import CoqlError, parse_query
 from leadrelay.sandbox.zoho.criteria import CriteriaError, parse_criteria
 from leadrelay.sandbox.zoho.modules import AccountStore, TaskStore
-from leadrelay.sandbox.zoho.schema import SEEDED_USERS, UNDELETABLE, parse_datetime
+from leadrelay.sandbox.zoho.schema import API_USER, SEEDED_USERS, UNDELETABLE, parse_datetime
 from leadrelay.sandbox.zoho.store import (
     MAX_RECORDS_PER_CALL,
     LeadStore,
@@ -46,6 +46,24 @@ SANDBOX_CLIENT_ID = "1000.SANDBOXLEADRELAYCLIENT0000000000"
 SANDBOX_CLIENT_SECRET = "sandbox-zoho-client-secret-0000000000000000"
 SANDBOX_REFRESH_TOKEN = "1000.sandboxrefresh00000000000000000000.sandboxrefresh000000000000000000"
 SANDBOX_SCOPE = "ZohoCRM.modules.ALL ZohoCRM.settings.ALL ZohoCRM.users.READ ZohoCRM.coql.READ"
+
+#: A self-client grant code is valid for minutes (the console offers 3 to 10), once.
+GRANT_CODE_LIFETIME_S = 600.0
+#: ``type`` values of Get Users (users API doc / the SDK's ``GetUsersParam``).
+USER_TYPES = (
+    "AllUsers",
+    "ActiveUsers",
+    "DeactiveUsers",
+    "ConfirmedUsers",
+    "NotConfirmedUsers",
+    "DeletedUsers",
+    "ActiveConfirmedUsers",
+    "AdminUsers",
+    "ActiveConfirmedAdmins",
+    "CurrentUser",
+)
+#: ``type`` values of Get Deleted Records.
+DELETED_TYPES = ("all", "recycle", "permanent")
 
 MAX_PER_PAGE = 200
 #: Get Records: ``page`` reaches only the first 2,000 records; beyond it ``page_token``.
@@ -122,8 +140,15 @@ class ZohoEmulator(Emulator):
                 "Tasks": TaskStore(self._record_name),
             }
             self.cursors: dict[str, PageCursor] = {}
+            #: merge jobs: job id -> master record id (every job completes at once)
+            self.merge_jobs: dict[str, str] = {}
         with self._auth_lock:
             self.access_tokens: dict[str, float] = {}
+            #: refresh tokens the accounts server takes: the sandbox's own and those issued
+            #: for a grant code
+            self.refresh_tokens: set[str] = {SANDBOX_REFRESH_TOKEN}
+            #: unused grant codes and when they expire (monotonic)
+            self.grant_codes: dict[str, float] = {}
             self.token_issues: dict[str, deque[float]] = {}
             self.credit_log: deque[tuple[float, int]] = deque()
             self.credits_used = 0
@@ -143,12 +168,9 @@ class ZohoEmulator(Emulator):
         """The display name of a record a lookup names; None when there is none (lock held)."""
         store = self.modules.get(module)
         record = store.records.get(record_id) if store is not None else None
-        if record is None:
+        if record is None or store is None:
             return None
-        if module == "Accounts":
-            return str(record.get("Account_Name") or "")
-        parts = (record.get("First_Name"), record.get("Last_Name"))
-        return " ".join(str(part) for part in parts if part)
+        return store.display_name(record)
 
     def expire_tokens(self) -> None:
         """Make every issued access token invalid (as if an hour had passed)."""
@@ -223,7 +245,9 @@ class ZohoEmulator(Emulator):
             definition.picklist.remove(str(value))
 
     def admin_routes(self) -> list[BaseRoute]:
-        """``POST /__sandbox__/zoho/expire-tokens`` and ``GET /__sandbox__/zoho/credits``."""
+        """``POST /__sandbox__/zoho/expire-tokens``, ``GET /__sandbox__/zoho/credits``,
+        ``POST /__sandbox__/zoho/grant-code`` (``{"code": ...}``, for ``leadrelay connect zoho``)
+        and ``POST /__sandbox__/zoho/empty-recycle-bin`` (deleted Leads become permanent)."""
 
         async def expire(request: Request) -> Response:
             self.expire_tokens()
@@ -239,10 +263,27 @@ class ZohoEmulator(Emulator):
                 }
             )
 
+        async def grant_code(request: Request) -> Response:
+            return JSONResponse({"code": self.mint_grant_code()})
+
+        async def empty_bin(request: Request) -> Response:
+            with self.lock:
+                emptied = self.store.empty_recycle_bin()
+            return JSONResponse({"emptied": emptied})
+
         return [
             Route("/zoho/expire-tokens", expire, methods=["POST"]),
             Route("/zoho/credits", credits, methods=["GET"]),
+            Route("/zoho/grant-code", grant_code, methods=["POST"]),
+            Route("/zoho/empty-recycle-bin", empty_bin, methods=["POST"]),
         ]
+
+    def mint_grant_code(self) -> str:
+        """A self-client grant code, as the API console shows one: single use, 10 minutes."""
+        code = f"1000.{secrets.token_hex(16)}.{secrets.token_hex(16)}"
+        with self._auth_lock:
+            self.grant_codes[code] = time.monotonic() + GRANT_CODE_LIFETIME_S
+        return code
 
     # -- accounts server -----------------------------------------------------------------------
 
@@ -253,14 +294,18 @@ class ZohoEmulator(Emulator):
             params.update({k: str(v) for k, v in form.items()})
         grant = params.get("grant_type")
         # Token-endpoint errors come back as HTTP 200 with an "error" key (crm-api-facts §3).
-        if grant != "refresh_token":
+        if grant not in ("refresh_token", "authorization_code"):
             return JSONResponse({"error": "unsupported_grant_type"})
         if params.get("client_id") != SANDBOX_CLIENT_ID or not secrets.compare_digest(
             params.get("client_secret", ""), SANDBOX_CLIENT_SECRET
         ):
             return JSONResponse({"error": "invalid_client"})
+        if grant == "authorization_code":
+            return self._grant(params.get("code", ""))
         refresh = params.get("refresh_token", "")
-        if not secrets.compare_digest(refresh, SANDBOX_REFRESH_TOKEN):
+        with self._auth_lock:
+            known = any(secrets.compare_digest(refresh, t) for t in self.refresh_tokens)
+        if not known:
             return JSONResponse({"error": "invalid_code"})
         now = time.monotonic()
         with self._auth_lock:
@@ -281,17 +326,30 @@ class ZohoEmulator(Emulator):
                     status_code=400,
                 )
             issued.append(now)
-            token = f"1000.{secrets.token_hex(16)}.{secrets.token_hex(16)}"
-            self.access_tokens[token] = now + self.token_lifetime_s
-        return JSONResponse(
-            {
-                "access_token": token,
-                "scope": SANDBOX_SCOPE,
-                "api_domain": self.base_url,
-                "token_type": "Bearer",
-                "expires_in": int(self.token_lifetime_s),
-            }
-        )
+        return JSONResponse(self._issue_access_token())
+
+    def _grant(self, code: str) -> Response:
+        """The authorization-code grant: a grant code (once, unexpired) -> refresh + access."""
+        now = time.monotonic()
+        with self._auth_lock:
+            expires = self.grant_codes.pop(code, None)
+            if expires is None or now >= expires:
+                return JSONResponse({"error": "invalid_code"})
+            refresh = f"1000.{secrets.token_hex(16)}.{secrets.token_hex(16)}"
+            self.refresh_tokens.add(refresh)
+        return JSONResponse({**self._issue_access_token(), "refresh_token": refresh})
+
+    def _issue_access_token(self) -> dict[str, Any]:
+        token = f"1000.{secrets.token_hex(16)}.{secrets.token_hex(16)}"
+        with self._auth_lock:
+            self.access_tokens[token] = time.monotonic() + self.token_lifetime_s
+        return {
+            "access_token": token,
+            "scope": SANDBOX_SCOPE,
+            "api_domain": self.base_url,
+            "token_type": "Bearer",
+            "expires_in": int(self.token_lifetime_s),
+        }
 
     def _authenticate(self, request: Request) -> Response | None:
         header = request.headers.get("authorization")
@@ -353,11 +411,7 @@ class ZohoEmulator(Emulator):
                 return zoho_error(
                     400, "INVALID_REQUEST_METHOD", "The http request method type is not a valid one"
                 )
-            return zoho_error(
-                404,
-                "INVALID_URL_PATTERN",
-                "Please check if the URL trying to access is a correct one",
-            )
+            return ZohoApiError(*_NO_SUCH_URL).response
 
         @api.exception_handler(ZohoApiError)
         async def zoho_api_error(request: Request, exc: ZohoApiError) -> Response:
@@ -376,12 +430,18 @@ class ZohoEmulator(Emulator):
             (f"{base}/Leads", self._delete_many, ["DELETE"]),
             (f"{base}/Leads/search", self._search, ["GET"]),
             (f"{base}/Leads/upsert", self._upsert, ["POST"]),
+            (f"{base}/Leads/deleted", self._deleted, ["GET"]),
+            (f"{base}/Leads/{{record_id}}/actions/merge", self._merge, ["POST"]),
+            (f"{base}/Leads/{{record_id}}/actions/merge", self._merge_status, ["GET"]),
             (f"{base}/Leads/{{record_id}}", self._get_one, ["GET"]),
             (f"{base}/Leads/{{record_id}}", self._update_one, ["PUT"]),
             (f"{base}/Leads/{{record_id}}", self._delete_one, ["DELETE"]),
             (f"{base}/coql", self._coql, ["POST"]),
             (f"{base}/settings/fields", self._fields, ["GET"]),
+            (f"{base}/settings/modules", self._modules, ["GET"]),
+            (f"{base}/settings/modules/{{module}}", self._module, ["GET"]),
             (f"{base}/users", self._users, ["GET"]),
+            (f"{base}/org", self._org, ["GET"]),
             (f"{base}/users/{{user_id}}", self._user, ["GET"]),
         ]
         for module in OTHER_MODULES:
@@ -489,11 +549,7 @@ class ZohoEmulator(Emulator):
         if sort_order not in {"asc", "desc"}:
             raise ZohoApiError(400, "INVALID_DATA", "invalid data", {"param_name": "sort_order"})
         since_header = request.headers.get("if-modified-since")
-        since = _parse_http_date(since_header) if since_header else None
-        if since_header and since is None:
-            raise ZohoApiError(
-                400, "INVALID_DATA", "invalid data", {"header_name": "If-Modified-Since"}
-            )
+        since = _if_modified_since(since_header)
         ids_param = params.get("ids")
         token = params.get("page_token")
         if token is not None and "page" in params:
@@ -601,6 +657,7 @@ class ZohoEmulator(Emulator):
         return self._get_record(request, self.store, record_id)
 
     def _get_record(self, request: Request, store: LeadStore, record_id: str) -> Response:
+        _record_path(record_id)
         names = self._field_list(request, required=False, store=store)
         with self.lock:
             record = store.records.get(record_id)
@@ -646,6 +703,7 @@ class ZohoEmulator(Emulator):
         return self._results(results, 200)
 
     async def _update_one(self, request: Request, version: str, record_id: str) -> Response:
+        _record_path(record_id)
         data = self._data_list(await self._json(request))
         with self.lock:
             results = [
@@ -698,9 +756,86 @@ class ZohoEmulator(Emulator):
         return self._results(results, 200)
 
     async def _delete_one(self, request: Request, version: str, record_id: str) -> Response:
+        _record_path(record_id)
         with self.lock:
             results = [self._delete(record_id)]
         return self._results(results, 200)
+
+    async def _merge(self, request: Request, version: str, record_id: str) -> Response:
+        """Merge Records: up to two duplicates into the master Lead, which takes the values of
+        the fields each duplicate names (``_fields``); the duplicates are deleted (recycle bin).
+
+        Zoho schedules a job; the sandbox runs it at once, so its status is COMPLETED.
+        """
+        _record_path(record_id)
+        body = await self._json(request)
+        merges = body.get("merge")
+        if not isinstance(merges, list) or len(merges) != 1 or not isinstance(merges[0], dict):
+            raise ZohoApiError(
+                400, "INVALID_DATA", "invalid data", {"api_name": "merge", "json_path": "$.merge"}
+            )
+        children = merges[0].get("data")
+        if not isinstance(children, list) or not 1 <= len(children) <= 2:
+            raise ZohoApiError(
+                400,
+                "INVALID_DATA",
+                "up to two records can be merged into the master record",
+                {"api_name": "data", "json_path": "$.merge[0].data"},
+            )
+        with self.lock:
+            master = self.store.records.get(record_id)
+            if master is None:
+                raise ZohoApiError(
+                    400, "INVALID_DATA", "the id given seems to be invalid", {"id": record_id}
+                )
+            values: dict[str, Any] = {}
+            duplicates: list[str] = []
+            for index, child in enumerate(children):
+                path = f"$.merge[0].data[{index}]"
+                child_id = str(child.get("id")) if isinstance(child, dict) else ""
+                duplicate = self.store.records.get(child_id)
+                if duplicate is None or child_id == record_id:
+                    raise ZohoApiError(
+                        400, "INVALID_DATA", "the id given seems to be invalid", {"json_path": path}
+                    )
+                for field in child.get("_fields") or []:
+                    name = field.get("api_name") if isinstance(field, dict) else None
+                    definition = self.store.fields.get(str(name))
+                    if definition is None or definition.read_only:
+                        raise ZohoApiError(
+                            400,
+                            "INVALID_DATA",
+                            "invalid data",
+                            {"api_name": str(name), "json_path": f"{path}._fields"},
+                        )
+                    values[definition.api_name] = duplicate.values.get(definition.api_name)
+                duplicates.append(child_id)
+            for child_id in duplicates:
+                self.store.delete(child_id)
+            self.store.update(master, values)
+            job_id = str(5725767000009000000 + len(self.merge_jobs) + 1)
+            self.merge_jobs[job_id] = record_id
+        answer = {
+            "code": "SUCCESS",
+            "details": {"job_id": job_id},
+            "message": "The merge job has been scheduled",
+            "status": "success",
+        }
+        return JSONResponse({"merge": [answer]})
+
+    async def _merge_status(self, request: Request, version: str, record_id: str) -> Response:
+        """Get Records Merge Status: the master's merge jobs (``job_id`` picks one)."""
+        _record_path(record_id)
+        wanted = request.query_params.get("job_id")
+        with self.lock:
+            jobs = [
+                {"job_id": job_id, "status": "COMPLETED"}
+                for job_id, master in self.merge_jobs.items()
+                if master == record_id and wanted in (None, job_id)
+            ]
+        if not jobs:
+            return Response(status_code=204)
+        return JSONResponse({"merge": jobs})
 
     def _delete(self, record_id: str) -> RecordResult:
         if self.store.delete(record_id):
@@ -808,7 +943,7 @@ class ZohoEmulator(Emulator):
                 return zoho_error(400, exc.code, exc.message, exc.details)
             if not self.charge(query.credits):
                 return self.rate_limited(request)
-            rows, more = query.run(list(self.store.records.values()))
+            rows, more = query.run(self.store)
         if not rows:
             return Response(status_code=204)
         return JSONResponse({"data": rows, "info": {"count": len(rows), "more_records": more}})
@@ -824,38 +959,101 @@ class ZohoEmulator(Emulator):
                 "One of the expected parameter is missing",
                 {"param_name": "module"},
             )
-        store = self.modules.get(module)
-        if store is None:
-            raise ZohoApiError(
-                400, "INVALID_MODULE", "the module name given seems to be invalid", {}
-            )
+        store = self._module_store(module)
         with self.lock:
             fields = [definition.to_json() for definition in store.fields.values()]
         return JSONResponse({"fields": fields})
 
     async def _users(self, request: Request, version: str) -> Response:
-        kind = request.query_params.get("type", "AllUsers")
         filters: dict[str, Callable[[Any], bool]] = {
             "AllUsers": lambda user: True,
             "ActiveUsers": lambda user: user.status == "active",
             "DeactiveUsers": lambda user: user.status == "disabled",
-            "AdminUsers": lambda user: user.profile == "Administrator",
+            # Every seeded user accepted the invitation; none was deleted.
+            "ConfirmedUsers": lambda user: True,
+            "NotConfirmedUsers": lambda user: False,
+            "DeletedUsers": lambda user: False,
             "ActiveConfirmedUsers": lambda user: user.status == "active",
+            "AdminUsers": lambda user: user.profile == "Administrator",
+            "ActiveConfirmedAdmins": lambda user: (
+                user.status == "active" and user.profile == "Administrator"
+            ),
+            # The user the OAuth token belongs to (the SDK asks after every grant).
+            "CurrentUser": lambda user: user.id == API_USER.id,
         }
-        chosen = filters.get(kind)
-        if chosen is None:
-            raise ZohoApiError(400, "INVALID_DATA", "invalid data", {"param_name": "type"})
+        chosen = filters[self._choice(request, "type", USER_TYPES, "AllUsers")]
         users = [user.to_json() for user in SEEDED_USERS if chosen(user)]
-        if not users:
-            return Response(status_code=204)
-        info = {"per_page": 200, "count": len(users), "page": 1, "more_records": False}
-        return JSONResponse({"users": users, "info": info})
+        return self._paged(request, "users", users)
 
     async def _user(self, request: Request, version: str, user_id: str) -> Response:
         for user in SEEDED_USERS:
             if user.id == user_id:
                 return JSONResponse({"users": [user.to_json()]})
         raise ZohoApiError(400, "INVALID_DATA", "the id given seems to be invalid", {"id": user_id})
+
+    async def _org(self, request: Request, version: str) -> Response:
+        """Get Organization Data (the SDK reads the org's ``zgid`` after every grant)."""
+        return JSONResponse({"org": [SANDBOX_ORG]})
+
+    async def _modules(self, request: Request, version: str) -> Response:
+        return JSONResponse({"modules": [store_module(s) for s in self.modules.values()]})
+
+    async def _module(self, request: Request, version: str, module: str) -> Response:
+        return JSONResponse({"modules": [store_module(self._module_store(module))]})
+
+    def _module_store(self, module: str) -> LeadStore:
+        """The emulated module ``module``; INVALID_MODULE when the org has no such module."""
+        store = self.modules.get(module)
+        if store is None:
+            raise ZohoApiError(
+                400, "INVALID_MODULE", "the module name given seems to be invalid", {}
+            )
+        return store
+
+    async def _deleted(self, request: Request, version: str) -> Response:
+        """Get Deleted Records: the recycle bin and the permanently deleted, newest first."""
+        kind = self._choice(request, "type", DELETED_TYPES, "all")
+        since = _if_modified_since(request.headers.get("if-modified-since"))
+        with self.lock:
+            rows = [
+                entry.to_json()
+                for entry in reversed(self.store.deleted.values())
+                if (kind == "all" or entry.type == kind)
+                and (since is None or entry.deleted_time.replace(microsecond=0) > since)
+            ]
+        # Nothing deleted after If-Modified-Since: 304, as Get Records answers.
+        return self._paged(request, "data", rows, empty=304 if since is not None else 204)
+
+    @staticmethod
+    def _choice(request: Request, name: str, allowed: tuple[str, ...], default: str) -> str:
+        """A parameter that takes one of ``allowed``; INVALID_DATA naming it otherwise."""
+        value = request.query_params.get(name, default)
+        if value not in allowed:
+            raise ZohoApiError(
+                400,
+                "INVALID_DATA",
+                "invalid data",
+                {"param_name": name, "supported_values": list(allowed)},
+            )
+        return value
+
+    def _paged(
+        self, request: Request, key: str, rows: list[dict[str, Any]], empty: int = 204
+    ) -> Response:
+        """One ``page`` / ``per_page`` slice of ``rows`` under ``key`` with its ``info``; a bare
+        ``empty`` status when there are no rows at all, 204 past the last page."""
+        per_page = self._int_param(request, "per_page", MAX_PER_PAGE, 1, MAX_PER_PAGE)
+        page = self._int_param(request, "page", 1, 1, 1_000_000)
+        page_rows = rows[(page - 1) * per_page : page * per_page]
+        if not page_rows:
+            return Response(status_code=empty if not rows else 204)
+        info = {
+            "per_page": per_page,
+            "count": len(page_rows),
+            "page": page,
+            "more_records": len(rows) > page * per_page,
+        }
+        return JSONResponse({key: page_rows, "info": info})
 
     async def _unknown_module(self, request: Request, version: str, module: str) -> Response:
         if module in OTHER_MODULES:
@@ -868,10 +1066,95 @@ class ZohoEmulator(Emulator):
         )
 
 
+#: The sandbox org as ``GET /crm/v7/org`` answers it (types as the v7 SDK's ``Org`` model).
+SANDBOX_ORG: dict[str, Any] = {
+    "id": "5725767000000000011",
+    "company_name": "LeadRelay Sandbox",
+    "alias": None,
+    "primary_email": API_USER.email,
+    "primary_zuid": "20000000101",
+    "zgid": "20000000011",
+    "domain_name": "org20000000011",
+    "type": "production",
+    "time_zone": "Etc/UTC",
+    "currency": "US Dollar - USD",
+    "currency_symbol": "$",
+    "currency_locale": "en_US",
+    "iso_code": "USD",
+    "country": "United States",
+    "country_code": "US",
+    "max_per_page": MAX_PER_PAGE,
+    "mc_status": False,
+    "gapps_enabled": False,
+    "translation_enabled": False,
+    "privacy_settings": False,
+    "hipaa_compliance_enabled": False,
+    "lite_users_enabled": False,
+}
+
+#: Module ids of the sandbox org (``GET /settings/modules``).
+_MODULE_IDS = {
+    "Leads": "5725767000000002175",
+    "Accounts": "5725767000000002177",
+    "Tasks": "5725767000000002181",
+}
+_SINGULAR = {"Leads": "Lead", "Accounts": "Account", "Tasks": "Task"}
+
+
+def store_module(store: LeadStore) -> dict[str, Any]:
+    """One module as ``GET /crm/v7/settings/modules`` lists it."""
+    name = store.module
+    return {
+        "id": _MODULE_IDS[name],
+        "api_name": name,
+        "module_name": name,
+        "singular_label": _SINGULAR[name],
+        "plural_label": name,
+        "api_supported": True,
+        "generated_type": "default",
+        "convertable": name == "Leads",
+        "creatable": True,
+        "editable": True,
+        "deletable": True,
+        "viewable": True,
+        "visible": True,
+        "status": "visible",
+        "sequence_number": list(_MODULE_IDS).index(name) + 1,
+        "modified_time": None,
+        "modified_by": None,
+    }
+
+
 def _sort_value(record: StoredRecord, sort_by: str) -> Any:
     if sort_by == "Modified_Time":
         return record.modified
     return int(record.id)
+
+
+#: Zoho's answer to a URL it has no route for (status, code, message).
+_NO_SUCH_URL = (
+    404,
+    "INVALID_URL_PATTERN",
+    "Please check if the URL trying to access is a correct one",
+)
+
+
+def _record_path(record_id: str) -> None:
+    """Record ids are numbers: ``/Leads/deleted`` or ``/Leads/anything`` is no record's URL."""
+    if not record_id.isdigit():
+        raise ZohoApiError(*_NO_SUCH_URL)
+
+
+def _if_modified_since(header: str | None) -> datetime | None:
+    """The If-Modified-Since header's time, None without one; INVALID_DATA when malformed."""
+    if not header:
+        return None
+    since = _parse_http_date(header)
+    if since is None:
+        raise ZohoApiError(
+            400, "INVALID_DATA", "invalid data", {"header_name": "If-Modified-Since"}
+        )
+    return since
 
 
 def _parse_http_date(text: str) -> datetime | None:

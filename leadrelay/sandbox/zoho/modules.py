@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from leadrelay.sandbox.zoho.schema import FieldDef, ValueError_
-from leadrelay.sandbox.zoho.store import LeadStore
+from leadrelay.sandbox.zoho.store import LeadStore, StoredRecord
 
 #: Default Tasks Status values of a new org (the Tasks layout's pick list).
 TASK_STATUS_VALUES = ("Not Started", "Deferred", "In Progress", "Completed", "Waiting for input")
@@ -117,6 +117,10 @@ class AccountStore(LeadStore):
 
     def __init__(self) -> None:
         super().__init__(account_fields(), _ACCOUNT_FIRST_ID)
+
+    def display_name(self, record: StoredRecord) -> str:
+        """An Account is shown by its name."""
+        return str(record.values.get("Account_Name") or "")
 
 
 def _lookup_id(value: Any, api_name: str, path: str) -> str:

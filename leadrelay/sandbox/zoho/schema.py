@@ -344,6 +344,10 @@ def check_value(definition: FieldDef, value: Any, json_path: str, users: dict[st
     if kind in STRING_TYPES:
         if not isinstance(value, str):
             raise invalid()
+        if not is_unicode_text(value):
+            # A lone surrogate (JSON "\ud800") is not text Zoho can store as UTF-8: the record
+            # is refused like any malformed value, never stored.
+            raise invalid("invalid data")
         if definition.length is not None and len(value) > definition.length:
             # Insert Records doc: INVALID_DATA when the value is longer than the field's length.
             raise invalid("invalid data", maximum_length=definition.length)
@@ -403,6 +407,15 @@ def check_value(definition: FieldDef, value: Any, json_path: str, users: dict[st
             raise invalid() from None
         return value
     raise invalid()
+
+
+def is_unicode_text(text: str) -> bool:
+    """True when ``text`` encodes as UTF-8 (no lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def parse_datetime(text: str) -> datetime | None:

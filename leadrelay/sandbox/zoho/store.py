@@ -5,6 +5,7 @@ Not thread-safe by itself: the emulator holds its lock around every call.
 
 from __future__ import annotations
 
+import bisect
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -31,6 +32,10 @@ _FIRST_ID = 5725767000001000000
 def iso(moment: datetime) -> str:
     """Zoho's datetime format: ISO 8601 to the second with an offset (``+00:00``)."""
     return moment.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def _keyset_key(record: StoredRecord) -> tuple[datetime, int]:
+    return record.modified.replace(microsecond=0), int(record.id)
 
 
 def index_key(value: Any) -> str | None:
@@ -75,6 +80,33 @@ class StoredRecord:
 
 
 @dataclass
+class DeletedRecord:
+    """One entry of the recycle bin (Get Deleted Records): who deleted what, and when.
+
+    ``type`` is ``recycle`` while the record can be restored, ``permanent`` once the bin is
+    emptied; Zoho names no surviving record for a record merged away, so a merge is a deletion.
+    """
+
+    id: str
+    display_name: str
+    created_by: User
+    deleted_by: User
+    deleted_time: datetime
+    type: str = "recycle"
+
+    def to_json(self) -> dict[str, Any]:
+        """The entry as ``GET /crm/v7/{module}/deleted`` answers it."""
+        return {
+            "deleted_by": {"name": self.deleted_by.full_name, "id": self.deleted_by.id},
+            "id": self.id,
+            "display_name": self.display_name,
+            "type": self.type,
+            "created_by": {"name": self.created_by.full_name, "id": self.created_by.id},
+            "deleted_time": iso(self.deleted_time),
+        }
+
+
+@dataclass
 class RecordResult:
     """One entry of a write response's ``data`` array."""
 
@@ -105,6 +137,11 @@ class LeadStore:
         self.users: dict[str, User] = {user.id: user for user in SEEDED_USERS}
         self.records: dict[str, StoredRecord] = {}
         self.by_modified: OrderedDict[str, None] = OrderedDict()
+        #: (Modified_Time to the second, numeric id) of every record, sorted: COQL's keyset
+        #: order ``Modified_Time asc, id asc``, kept as an index is
+        self.keyset: list[tuple[datetime, int]] = []
+        #: the recycle bin and permanently deleted records, oldest deletion first
+        self.deleted: OrderedDict[str, DeletedRecord] = OrderedDict()
         self.indexes: dict[str, dict[str, list[str]]] = {}
         self._next_id = first_id
         self._last_time = datetime.fromtimestamp(0, UTC)
@@ -163,6 +200,33 @@ class LeadStore:
         ids = reversed(order) if descending else iter(order)
         for record_id in ids:
             yield self.records[record_id]
+
+    def keyset_from(self, key: tuple[datetime, int]) -> Iterator[StoredRecord]:
+        """Records at or after ``key`` in (Modified_Time second, id) order."""
+        start = bisect.bisect_left(self.keyset, key)
+        for _, record_id in self.keyset[start:]:
+            yield self.records[str(record_id)]
+
+    def restamp(self, record: StoredRecord, moment: datetime) -> None:
+        """Set a record's Modified_Time (tests: writes within one second), keeping the index."""
+        self._unkey(record)
+        record.modified = moment
+        bisect.insort(self.keyset, _keyset_key(record))
+
+    def _unkey(self, record: StoredRecord) -> None:
+        key = _keyset_key(record)
+        index = bisect.bisect_left(self.keyset, key)
+        if index < len(self.keyset) and self.keyset[index] == key:
+            del self.keyset[index]
+
+    def clear(self) -> None:
+        """Drop every record, deleted ones too (the module keeps its fields)."""
+        self.records.clear()
+        self.by_modified.clear()
+        self.keyset.clear()
+        self.deleted.clear()
+        for index in self.indexes.values():
+            index.clear()
 
     def modified_after(self, since: datetime) -> list[StoredRecord]:
         """Records modified strictly after ``since``, oldest change first."""
@@ -237,7 +301,9 @@ class LeadStore:
                 index.setdefault(after, []).append(record.id)
 
     def _touch(self, record: StoredRecord) -> None:
+        self._unkey(record)
         record.modified = self.tick()
+        bisect.insort(self.keyset, _keyset_key(record))
         record.modified_by = API_USER
         record.written_at = time.monotonic()
         self.by_modified[record.id] = None
@@ -254,6 +320,7 @@ class LeadStore:
         )
         self.records[record.id] = record
         self.by_modified[record.id] = None
+        bisect.insort(self.keyset, _keyset_key(record))
         self._index(record, {})
         return record
 
@@ -266,12 +333,21 @@ class LeadStore:
         self._touch(record)
         self._index(record, old)
 
-    def delete(self, record_id: str) -> bool:
-        """Remove a record; False when there is none."""
+    def display_name(self, record: StoredRecord) -> str:
+        """The name Zoho shows for a record (Leads: first and last name)."""
+        parts = (record.values.get("First_Name"), record.values.get("Last_Name"))
+        return " ".join(str(part) for part in parts if part)
+
+    def delete(self, record_id: str, by: User = API_USER) -> bool:
+        """Move a record to the recycle bin; False when there is none."""
         record = self.records.pop(record_id, None)
         if record is None:
             return False
+        self.deleted[record_id] = DeletedRecord(
+            record_id, self.display_name(record), record.created_by, by, self.tick()
+        )
         self.by_modified.pop(record_id, None)
+        self._unkey(record)
         for name, index in self.indexes.items():
             key = index_key(record.values.get(name))
             if key is not None and record_id in index.get(key, []):
@@ -279,6 +355,15 @@ class LeadStore:
                 if not index[key]:
                     del index[key]
         return True
+
+    def empty_recycle_bin(self) -> int:
+        """Delete every record of the recycle bin for good; how many there were."""
+        emptied = 0
+        for entry in self.deleted.values():
+            if entry.type == "recycle":
+                entry.type = "permanent"
+                emptied += 1
+        return emptied
 
     # -- batch operations answering per-record results -----------------------------------------
 

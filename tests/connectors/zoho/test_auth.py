@@ -1,11 +1,14 @@
-"""Zoho OAuth: the refresh grant, its HTTP-200 errors, the shared token cache, 401 → refresh."""
+"""Zoho OAuth: the refresh grant, its HTTP-200 errors, the token kept in the credential cache
+(process memory, or the state store shared across processes), 401 → drop, refresh once."""
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from urllib.parse import parse_qs
 
 import httpx
@@ -13,14 +16,16 @@ import pytest
 import respx
 
 from leadrelay.config import ZohoConnection
-from leadrelay.connectors.errors import AuthError, RateLimited
-from leadrelay.connectors.policy import ManualClock, RetryPolicy
-from leadrelay.connectors.zoho import ZohoConnector
-from leadrelay.connectors.zoho.auth import (
-    forget_token_sources,
-    shared_token_source,
-    token_source_key,
+from leadrelay.connectors.credentials import (
+    MemoryCredentialCache,
+    SealedCredentialCache,
+    process_cache,
 )
+from leadrelay.connectors.errors import AuthError, RateLimited
+from leadrelay.connectors.policy import RetryPolicy
+from leadrelay.connectors.zoho import ZohoConnector
+from leadrelay.connectors.zoho.auth import ZohoTokenSource, token_cache_key
+from leadrelay.sync.state import StateStore
 
 ACCOUNTS = "https://accounts.zoho.eu"
 API = "https://www.zohoapis.eu"
@@ -66,9 +71,14 @@ USERS = httpx.Response(200, json={"users": [{"id": "1"}], "info": {"more_records
 
 @pytest.fixture(autouse=True)
 def fresh_cache() -> Iterator[None]:
-    forget_token_sources()
+    process_cache().clear()
     yield
-    forget_token_sources()
+    process_cache().clear()
+
+
+@pytest.fixture
+def state_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'state.db'}"
 
 
 @respx.mock
@@ -152,7 +162,7 @@ def test_two_connectors_and_twenty_threads_refresh_once() -> None:
         second.close()
     assert token.call_count == 1
     assert users.call_count == 20
-    assert first.tokens is second.tokens and first.tokens.refreshes == 1
+    assert first.tokens.refreshes + second.tokens.refreshes == 1
 
 
 @respx.mock
@@ -162,14 +172,14 @@ def test_other_credentials_get_their_own_token() -> None:
     with connector() as one, connector(refresh_token="1000.another.refresh-token") as two:
         one.health()
         two.health()
-        assert one.tokens is not two.tokens
+        assert one.tokens.key != two.tokens.key
     assert token.call_count == 2
 
 
 def test_the_cache_key_hides_the_refresh_token() -> None:
-    key = token_source_key(ACCOUNTS, CLIENT_ID, REFRESH)
+    key = token_cache_key(ACCOUNTS, CLIENT_ID, REFRESH)
     assert REFRESH not in key and len(key) == 64
-    assert key != token_source_key("https://accounts.zoho.com", CLIENT_ID, REFRESH)
+    assert key != token_cache_key("https://accounts.zoho.com", CLIENT_ID, REFRESH)
 
 
 @respx.mock
@@ -206,17 +216,95 @@ def test_a_token_refused_twice_is_an_auth_error_after_one_refresh() -> None:
 
 @respx.mock
 def test_a_token_is_refreshed_shortly_before_it_expires() -> None:
-    clock = ManualClock()
-    shared_token_source(ACCOUNTS, CLIENT_ID, SECRET, REFRESH, clock=clock.now)
+    now = [datetime.now(UTC)]
+    cache = MemoryCredentialCache()
+    source = ZohoTokenSource(
+        ACCOUNTS, CLIENT_ID, SECRET, REFRESH, cache=lambda: cache, retry=FAST, now=lambda: now[0]
+    )
     token = respx.post(TOKEN_URL).mock(side_effect=lambda request: token_reply(expires_in=3600))
+    source.token()
+    now[0] += timedelta(seconds=3600 - 61)
+    source.token()
+    assert token.call_count == 1
+    now[0] += timedelta(seconds=2)  # now inside the 60 s refresh margin
+    source.token()
+    assert token.call_count == 2
+
+
+Sealed = Callable[[], SealedCredentialCache]
+
+
+@pytest.fixture
+def sealed(state_url: str) -> Iterator[Sealed]:
+    """Opens the project's state store as another process would (its own memory cache)."""
+    stores: list[StateStore] = []
+
+    def open_store() -> SealedCredentialCache:
+        stores.append(StateStore(state_url))
+        return SealedCredentialCache(stores[-1])
+
+    yield open_store
+    for store in stores:
+        store.close()
+
+
+@respx.mock
+def test_a_dozen_processes_sharing_the_state_store_use_one_token(sealed: Sealed) -> None:
+    token = respx.post(TOKEN_URL).mock(side_effect=lambda request: token_reply())
+    users = respx.get(USERS_URL).mock(return_value=USERS)
+    for _ in range(12):
+        process_cache().clear()  # nothing kept in memory between commands
+        with connector() as zoho:
+            zoho.use_credentials(sealed())
+            assert zoho.health().ok
+    assert token.call_count == 1
+    assert {call.request.headers["Authorization"] for call in users.calls} == {
+        f"Zoho-oauthtoken {ACCESS}"
+    }
+
+
+@respx.mock
+def test_the_state_store_holds_the_token_sealed(state_url: str, sealed: Sealed) -> None:
+    respx.post(TOKEN_URL).mock(side_effect=lambda request: token_reply())
     respx.get(USERS_URL).mock(return_value=USERS)
     with connector() as zoho:
+        zoho.use_credentials(sealed())
         zoho.health()
-        clock.advance(3600 - 61)
+    raw = Path(state_url.removeprefix("sqlite:///")).read_bytes()
+    assert ACCESS.encode() not in raw and REFRESH.encode() not in raw
+
+
+@respx.mock
+def test_a_refused_token_is_dropped_from_the_store_for_every_process(sealed: Sealed) -> None:
+    new = ACCESS.replace("0123", "4567")
+    token = respx.post(TOKEN_URL).mock(side_effect=[token_reply(), token_reply(new)])
+    expired = httpx.Response(
+        401, json={"code": "INVALID_TOKEN", "details": {}, "message": "invalid oauth token"}
+    )
+    users = respx.get(USERS_URL).mock(side_effect=[USERS, expired, USERS, USERS])
+    with connector() as first:
+        first.use_credentials(sealed())
+        first.health()
+    with connector() as second:
+        second.use_credentials(sealed())
+        assert second.health().ok  # 401 with the stored token: refreshed once, resent
+    with connector() as third:
+        third.use_credentials(sealed())
+        assert third.health().ok
+    assert token.call_count == 2
+    assert users.calls.last.request.headers["Authorization"] == f"Zoho-oauthtoken {new}"
+
+
+@respx.mock
+def test_a_token_from_a_secret_that_changed_is_not_used(sealed: Sealed) -> None:
+    token = respx.post(TOKEN_URL).mock(side_effect=lambda request: token_reply())
+    respx.get(USERS_URL).mock(return_value=USERS)
+    with connector() as zoho:
+        zoho.use_credentials(sealed())
         zoho.health()
-        assert token.call_count == 1
-        clock.advance(2)  # now inside the 60 s refresh margin
-        zoho.health()
+    with connector(client_secret="another-secret-0123456789abcdef") as other:
+        other.use_credentials(sealed())
+        other.health()
     assert token.call_count == 2
 
 

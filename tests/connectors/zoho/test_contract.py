@@ -4,20 +4,22 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 
 from leadrelay.config import ZohoConnection
 from leadrelay.connectors.base import RawRecord, UpsertInput, normalize_email
+from leadrelay.connectors.credentials import SealedCredentialCache, process_cache
 from leadrelay.connectors.errors import ConnectorError
 from leadrelay.connectors.policy import RetryPolicy
 from leadrelay.connectors.zoho import ZohoConnector
-from leadrelay.connectors.zoho.auth import forget_token_sources
+from leadrelay.connectors.zoho.connector import ReadCursor
 from leadrelay.sandbox.base import Faults
 from leadrelay.sandbox.server import SandboxServer
 from leadrelay.sandbox.zoho import ZohoEmulator
+from leadrelay.sync.state import StateStore
 from tests.connectors.contract import ConnectorContract, read_all, unique_email
 
 FAST = RetryPolicy(max_attempts=8, base_s=0.02, cap_s=0.3, max_total_s=20.0)
@@ -73,6 +75,12 @@ class TestZohoContract(ZohoFacts):
         yield server.env()
 
     @pytest.fixture
+    def emulator(self, server: SandboxServer) -> ZohoEmulator:
+        found = server.sandbox.emulators["zoho"]
+        assert isinstance(found, ZohoEmulator)
+        return found
+
+    @pytest.fixture
     def connector(self, sandbox: dict[str, str], server: SandboxServer) -> Iterator[ZohoConnector]:
         server.sandbox.set_faults(Faults())
         server.sandbox.reset()
@@ -85,21 +93,92 @@ class TestZohoContract(ZohoFacts):
         assert list(connector.lookup(emails=emails[:1])) == [normalize_email(emails[0])]
         assert sorted(connector.lookup(emails=emails)) == sorted(emails)
 
-    def test_reading_beyond_2000_records_uses_page_token(
-        self, connector: ZohoConnector, server: SandboxServer
+    def test_reading_beyond_2000_records_is_one_query_per_200(
+        self, connector: ZohoConnector, emulator: ZohoEmulator
     ) -> None:
-        emulator = server.sandbox.emulators["zoho"]
-        assert isinstance(emulator, ZohoEmulator)
         with emulator.lock:
             for n in range(2050):
                 emulator.store.insert({"Last_Name": f"Bulk{n}", "Email": f"bulk{n}@example.com"})
         connector.health()
         before = connector.api_calls
         records, _ = read_all(connector, None)
-        # The sandbox refuses page=11 (DISCRETE_PAGINATION_LIMIT_EXCEEDED): the last 50
-        # records can only have come with a page_token.
         assert len({r["id"] for r in records}) == 2050
-        assert connector.api_calls - before == 11
+        # 11 keyset COQL pages and one read of the deleted Leads; no offset reaches a limit.
+        assert connector.api_calls - before == 12
+
+    def test_a_lead_edited_between_pages_is_read_and_none_is_skipped(
+        self, connector: ZohoConnector, emulator: ZohoEmulator
+    ) -> None:
+        with emulator.lock:
+            ids = [emulator.store.insert({"Last_Name": f"K{n}"}).id for n in range(450)]
+        pages = connector.read_changes(None)
+        first = next(pages)
+        assert [r["id"] for r in first.records] == ids[:200]
+        # Edits between pages: one Lead already read and one not read yet. Offset pages over
+        # the Modified_Time order would now shift by one and skip a Lead for good.
+        edited = {ids[0]: "Edited0", ids[300]: "Edited300"}
+        assert all(r.ok for r in connector.update({i: {"Last_Name": n} for i, n in edited.items()}))
+        seen = {r["id"]: r["Last_Name"] for r in first.records}
+        cursor = first.cursor
+        for page in pages:
+            seen.update({r["id"]: r["Last_Name"] for r in page.records})
+            cursor = page.cursor
+        records, _ = read_all(connector, cursor)
+        seen.update({r["id"]: r["Last_Name"] for r in records})
+        assert set(seen) == set(ids)
+        assert {i: seen[i] for i in edited} == edited
+
+    def test_a_read_stopped_after_a_page_resumes_from_its_cursor(
+        self, connector: ZohoConnector, emulator: ZohoEmulator
+    ) -> None:
+        with emulator.lock:
+            ids = [emulator.store.insert({"Last_Name": f"R{n}"}).id for n in range(450)]
+        first = next(iter(connector.read_changes(None)))  # the run dies after one page
+        assert first.cursor is not None
+        rest, _ = read_all(connector, first.cursor)
+        assert [r["id"] for r in first.records + rest] == ids
+
+    def test_deleted_leads_come_with_the_read_after_the_deletion(
+        self, connector: ZohoConnector
+    ) -> None:
+        kept, gone = (unique_email("kept"), unique_email("gone"))
+        _, gone_id = self.write(connector, kept, gone)
+        _, cursor = read_all(connector, None)
+        assert all(r.ok for r in connector.delete([gone_id]))
+        deleted = [d for page in connector.read_changes(cursor) for d in page.deleted]
+        assert [(d.record_id, d.merged_into) for d in deleted] == [(gone_id, None)]
+        assert deleted[0].at is not None
+        # A read from a cursor past the deletion (beyond the look-back) does not report it.
+        past = deleted[0].at + timedelta(seconds=1)
+        later = ReadCursor(past, None, past).encode()
+        assert [d for page in connector.read_changes(later) for d in page.deleted] == []
+
+    def test_an_idle_read_costs_one_query_and_one_deletions_read(
+        self, connector: ZohoConnector
+    ) -> None:
+        self.write(connector, unique_email())
+        _, cursor = read_all(connector, None)
+        before = connector.api_calls
+        read_all(connector, cursor)
+        assert connector.api_calls - before == 2
+
+    def test_a_record_that_cannot_be_encoded_fails_alone(
+        self, connector: ZohoConnector, emulator: ZohoEmulator
+    ) -> None:
+        good, bad, nan = (unique_email(n) for n in ("good", "bad", "nan"))
+        inputs = [
+            UpsertInput("good", {"Email": good, "Last_Name": "Fine"}),
+            UpsertInput("bad", {"Email": bad, "Last_Name": "Broken \ud800"}),
+            UpsertInput("nan", {"Email": nan, "Last_Name": "X", "Lead_Score": float("nan")}),
+        ]
+        results = connector.upsert(inputs)
+        assert [r.ok for r in results] == [True, False, False]
+        assert [r.error.field for r in results[1:] if r.error] == ["Last_Name", "Lead_Score"]
+        assert "bad" in str(results[1].error)
+        updated = connector.update({str(results[0].external_id): {"City": "\udfff"}})
+        assert updated[0].error is not None and updated[0].error.field == "City"
+        with emulator.lock:
+            assert len(emulator.store.records) == 1
 
     def test_health_reports_the_token_replys_domain(
         self, connector: ZohoConnector, sandbox: dict[str, str]
@@ -120,6 +199,24 @@ class TestZohoContract(ZohoFacts):
         assert connector.tokens.refreshes == before + 1
 
 
+def test_a_dozen_commands_sharing_the_state_store_take_one_token(
+    server: SandboxServer, tmp_path: Any
+) -> None:
+    server.sandbox.reset()
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    for _ in range(12):
+        process_cache().clear()  # a new process: nothing in memory
+        with (
+            StateStore(url) as store,
+            ZohoConnector(sandbox_settings(server.env()), "zoho", retry=FAST) as zoho,
+        ):
+            zoho.use_credentials(SealedCredentialCache(store))
+            assert zoho.health().ok
+    emulator = server.sandbox.emulators["zoho"]
+    assert isinstance(emulator, ZohoEmulator)
+    assert [len(issued) for issued in emulator.token_issues.values()] == [1]
+
+
 FAULTS = [
     {"error_rate": 0.3},
     {"rate_limit_per_10s": 20},
@@ -135,7 +232,7 @@ def test_calls_end_in_success_or_a_typed_error_without_duplicates(
 ) -> None:
     server.sandbox.set_faults(Faults())
     server.sandbox.reset()
-    forget_token_sources()
+    process_cache().clear()
     env = server.env()
     emails = [unique_email(f"fault{n}") for n in range(30)]
     inputs = [UpsertInput(e, {"Email": e, "Last_Name": "Fault", "Company": "Acme"}) for e in emails]

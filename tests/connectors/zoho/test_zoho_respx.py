@@ -15,12 +15,12 @@ import pytest
 import respx
 
 from leadrelay.config import ZohoConnection
-from leadrelay.connectors.base import UpsertInput, WriteOutcome
+from leadrelay.connectors.base import Deletion, Page, UpsertInput, WriteOutcome
+from leadrelay.connectors.credentials import process_cache
 from leadrelay.connectors.errors import ConnectorError, RateLimited, Rejected
 from leadrelay.connectors.policy import RetryPolicy
 from leadrelay.connectors.zoho import ZohoConnector
-from leadrelay.connectors.zoho.auth import forget_token_sources
-from leadrelay.connectors.zoho.connector import coql_credits, decode_cursor, encode_cursor
+from leadrelay.connectors.zoho.connector import ReadCursor, coql_credits, keyset_condition
 from leadrelay.connectors.zoho.criteria import (
     coql_in,
     coql_literal,
@@ -42,9 +42,9 @@ CASSETTES = Path(__file__).resolve().parents[1] / "cassettes"
 
 @pytest.fixture(autouse=True)
 def fresh_cache() -> Iterator[None]:
-    forget_token_sources()
+    process_cache().clear()
     yield
-    forget_token_sources()
+    process_cache().clear()
 
 
 @pytest.fixture
@@ -86,65 +86,136 @@ def lead(n: int, start: datetime = datetime(2024, 1, 1, tzinfo=UTC)) -> dict[str
 # -- read_changes --------------------------------------------------------------------------
 
 
-def test_paging_switches_from_page_to_page_token_after_2000_records(
-    zoho: ZohoConnector,
-) -> None:
-    total = 2100
+SERVER_DATE = "Wed, 01 May 2024 12:00:10 GMT"
+#: The server's time of the first query (its Date header) minus the 2 s look-back.
+AFTER_READ = "2024-05-01T12:00:08+00:00"
+
+
+def select_query(request: httpx.Request) -> str:
+    return str(json.loads(request.content)["select_query"])
+
+
+def keyset_pages(total: int) -> Any:
+    """A COQL endpoint over ``total`` leads one second apart, answering keyset queries."""
+    rows = [lead(n) for n in range(total)]
 
     def answer(request: httpx.Request) -> httpx.Response:
-        params = query(request)
-        if "page_token" in params:
-            assert "page" not in params
-            number = int(params["page_token"].removeprefix("tok"))
-        else:
-            number = int(params["page"])
-        rows = [lead(n) for n in range((number - 1) * 200, min(number * 200, total))]
-        more = number * 200 < total
-        info = {"more_records": more, "next_page_token": f"tok{number + 1}" if more else None}
-        return httpx.Response(200, json={"data": rows, "info": info})
+        text = select_query(request)
+        found = re.search(r"\(id > (\d+)\)", text)
+        after = int(found.group(1)) if found else 0
+        page = [row for row in rows if int(row["id"]) > after][:200]
+        more = int(page[-1]["id"]) < int(rows[-1]["id"]) if page else False
+        if not page:
+            return httpx.Response(204, headers={"Date": SERVER_DATE})
+        body = {"data": page, "info": {"count": len(page), "more_records": more}}
+        return httpx.Response(200, json=body, headers={"Date": SERVER_DATE})
 
-    route = respx.get(f"{API}/Leads").mock(side_effect=answer)
+    return answer
+
+
+def test_a_read_pages_by_keyset_resuming_after_each_pages_last_record(
+    zoho: ZohoConnector,
+) -> None:
+    route = respx.post(f"{API}/coql").mock(side_effect=keyset_pages(450))
+    respx.get(f"{API}/Leads/deleted").respond(204)
     pages = list(zoho.read_changes(None))
-    sent = [query(call.request) for call in route.calls]
-    assert [p.get("page") for p in sent] == [str(n) for n in range(1, 11)] + [None]
-    assert sent[-1]["page_token"] == "tok11"
-    assert sum(len(p.records) for p in pages) == total
-    assert pages[-1].cursor == encode_cursor(
-        datetime(2024, 1, 1, tzinfo=UTC) + timedelta(seconds=total - 1), str(1000 + total - 1)
+    queries = [select_query(call.request) for call in route.calls]
+    assert queries[0] == (
+        "select Email, Last_Name, Modified_Time, Company from Leads where id is not null "
+        "order by Modified_Time asc, id asc limit 200 offset 0"
     )
-    first = sent[0]
-    assert (first["sort_by"], first["sort_order"], first["per_page"]) == (
-        "Modified_Time",
-        "asc",
-        "200",
+    second = lead(199)["Modified_Time"]
+    assert (
+        f"where (Modified_Time > '{second}') or ((Modified_Time = '{second}') and " in (queries[1])
     )
-    assert first["fields"] == "Email,Last_Name,Modified_Time,Company"
+    assert [len(page.records) for page in pages] == [200, 200, 50]
+    assert pages[0].cursor == ReadCursor(datetime.fromisoformat(second), 1199, None).encode()
+    assert pages[-1].cursor == f"{AFTER_READ}||{AFTER_READ}"
 
 
-@pytest.mark.parametrize("status", [204, 304])
-def test_no_changes_yield_no_pages(zoho: ZohoConnector, status: int) -> None:
-    respx.get(f"{API}/Leads").respond(status)
-    assert list(zoho.read_changes(encode_cursor(datetime(2024, 5, 1, tzinfo=UTC), "7"))) == []
+def test_an_idle_read_is_one_query_and_one_deletions_read_and_moves_the_cursor(
+    zoho: ZohoConnector,
+) -> None:
+    coql = respx.post(f"{API}/coql").respond(204, headers={"Date": SERVER_DATE})
+    deleted = respx.get(f"{API}/Leads/deleted").respond(304)
+    cursor = ReadCursor(datetime(2024, 4, 1, tzinfo=UTC), None, datetime(2024, 4, 1, tzinfo=UTC))
+    pages = list(zoho.read_changes(cursor.encode()))
+    assert pages == [Page([], f"{AFTER_READ}||{AFTER_READ}", ())]
+    assert (coql.call_count, deleted.call_count) == (1, 1)
+    assert "where Modified_Time >= '2024-04-01T00:00:00+00:00' order by" in select_query(
+        coql.calls.last.request
+    )
+    headers = deleted.calls.last.request.headers
+    assert headers["If-Modified-Since"] == "2024-04-01T00:00:00+00:00"
 
 
-def test_a_cursor_reads_from_the_overlap_before_it(zoho: ZohoConnector) -> None:
-    route = respx.get(f"{API}/Leads").respond(204)
-    cursor = encode_cursor(datetime(2024, 5, 1, 12, 0, 10, tzinfo=UTC), "42")
-    list(zoho.read_changes(cursor))
-    assert route.calls.last.request.headers["If-Modified-Since"] == "2024-05-01T12:00:08+00:00"
+def test_deletions_of_every_page_come_on_the_last_page(zoho: ZohoConnector) -> None:
+    respx.post(f"{API}/coql").mock(side_effect=keyset_pages(250))
+
+    def deleted(request: httpx.Request) -> httpx.Response:
+        page = int(query(request)["page"])
+        assert query(request)["type"] == "all"
+        entry = {"id": f"90{page}", "deleted_time": "2024-05-01T11:00:00+05:30", "type": "recycle"}
+        return httpx.Response(200, json={"data": [entry], "info": {"more_records": page < 2}})
+
+    respx.get(f"{API}/Leads/deleted").mock(side_effect=deleted)
+    pages = list(zoho.read_changes(None))
+    assert [page.deleted for page in pages[:-1]] == [()]
+    at = datetime(2024, 5, 1, 5, 30, tzinfo=UTC)
+    assert pages[-1].deleted == (Deletion("901", None, at), Deletion("902", None, at))
 
 
-def test_reading_from_none_sends_no_if_modified_since(zoho: ZohoConnector) -> None:
-    route = respx.get(f"{API}/Leads").respond(204)
-    list(zoho.read_changes(None))
-    assert "If-Modified-Since" not in route.calls.last.request.headers
+def test_deletions_before_the_cursor_are_not_reported_again(zoho: ZohoConnector) -> None:
+    respx.post(f"{API}/coql").respond(204, headers={"Date": SERVER_DATE})
+    old = {"id": "901", "deleted_time": "2024-04-30T00:00:00+00:00"}
+    respx.get(f"{API}/Leads/deleted").respond(
+        200, json={"data": [old], "info": {"more_records": False}}
+    )
+    since = datetime(2024, 5, 1, tzinfo=UTC)
+    [page] = zoho.read_changes(ReadCursor(since, None, since).encode())
+    assert page.deleted == ()
 
 
-def test_cursor_round_trips_and_rejects_garbage() -> None:
+@pytest.mark.parametrize(
+    ("cursor", "condition"),
+    [
+        (None, "id is not null"),
+        (
+            ReadCursor(datetime(2024, 5, 1, tzinfo=UTC)),
+            "Modified_Time >= '2024-05-01T00:00:00+00:00'",
+        ),
+        (
+            ReadCursor(datetime(2024, 5, 1, tzinfo=UTC), 42),
+            "(Modified_Time > '2024-05-01T00:00:00+00:00') or "
+            "((Modified_Time = '2024-05-01T00:00:00+00:00') and (id > 42))",
+        ),
+    ],
+)
+def test_keyset_conditions(cursor: ReadCursor | None, condition: str) -> None:
+    assert keyset_condition(cursor) == condition
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    [
+        ReadCursor(),
+        ReadCursor(datetime(2024, 5, 1, 17, 30, tzinfo=UTC), 99, None),
+        ReadCursor(datetime(2024, 5, 1, tzinfo=UTC), None, datetime(2024, 5, 2, tzinfo=UTC)),
+    ],
+)
+def test_cursor_round_trips(cursor: ReadCursor) -> None:
+    assert ReadCursor.decode(cursor.encode()) == cursor
+
+
+def test_a_wave_1_cursor_resumes_from_its_second() -> None:
     moment = datetime(2024, 5, 1, 17, 30, tzinfo=UTC)
-    assert decode_cursor(encode_cursor(moment, "99")) == (moment, "99")
+    assert ReadCursor.decode("2024-05-01T17:30:00+00:00|99") == ReadCursor(moment, None, moment)
+
+
+@pytest.mark.parametrize("text", ["yesterday", "2024-05-01T00:00:00+00:00|x|", "a|b|c|d", "|1|no"])
+def test_a_garbled_cursor_is_refused_naming_it(text: str) -> None:
     with pytest.raises(ValueError, match="not a Zoho read cursor"):
-        decode_cursor("yesterday")
+        ReadCursor.decode(text)
 
 
 def test_more_than_50_read_fields_are_refused() -> None:
