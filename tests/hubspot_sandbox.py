@@ -5,8 +5,46 @@ from __future__ import annotations
 from typing import Any
 
 import requests
+from hubspot import HubSpot
+from hubspot.discovery.discovery_base import DiscoveryBase
 
 from leadrelay.sandbox.server import SandboxServer
+
+
+class OfficialClients:
+    """hubspot-api-client instances pointed at the sandbox, closed together by :meth:`close`.
+
+    hubspot-api-client builds a new ApiClient (own urllib3 pool) on every API access and keeps
+    its last response (and so its socket) referenced; a kept-alive TLS connection would then
+    stall the server's shutdown. ``Connection: close`` makes the server end each connection.
+    """
+
+    def __init__(self, server: SandboxServer) -> None:
+        self.server = server
+        self.made: list[Any] = []
+
+    def _factory(self, package: Any, api_name: str, config: dict[str, Any]) -> Any:
+        api = DiscoveryBase._default_api_factory(package, api_name, config)
+        api.api_client.set_default_header("Connection", "close")
+        self.made.append(api.api_client)
+        return api
+
+    def connect(self, token: str, **config: Any) -> HubSpot:
+        """A client for ``token``; ``config`` sets Configuration attributes (e.g.
+        ``client_side_validation=True`` makes the SDK's models check every answer)."""
+        return HubSpot(
+            access_token=token,
+            host=self.server.env()["HUBSPOT_BASE_URL"],
+            ssl_ca_cert=str(self.server.ca_bundle),
+            api_factory=self._factory,
+            **config,
+        )
+
+    def close(self) -> None:
+        """Close every client's connection pool."""
+        for api_client in self.made:
+            api_client.rest_client.pool_manager.clear()
+            api_client.close()
 
 
 def hubspot_api(
