@@ -18,10 +18,12 @@
 
 from __future__ import annotations
 
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar, Self, TypeVar
 from urllib.parse import urlsplit
 
@@ -29,6 +31,7 @@ from leadrelay.config import HubSpotConnection
 from leadrelay.connectors.base import (
     Capability,
     Connector,
+    Deletion,
     FieldInfo,
     Health,
     Page,
@@ -38,6 +41,12 @@ from leadrelay.connectors.base import (
     WriteOutcome,
     WriteResult,
     normalize_email,
+)
+from leadrelay.connectors.credentials import (
+    CredentialCache,
+    MemoryCredentialCache,
+    cache_key,
+    process_cache,
 )
 from leadrelay.connectors.errors import AuthError, ConnectorError, Rejected, register_secret
 from leadrelay.connectors.hubspot.client import (
@@ -54,6 +63,7 @@ from leadrelay.connectors.hubspot.fields import (
     EMAIL,
     LAST_MODIFIED,
     LIFECYCLE_STAGE,
+    MERGED_IDS,
     OWNER,
     RECORD_ID,
     REQUIRED_READ,
@@ -198,6 +208,18 @@ def _order(record: Mapping[str, Any]) -> tuple[int, int]:
     return _epoch_ms(record.get(LAST_MODIFIED)), _record_id(record)
 
 
+def _moment(ms: int) -> datetime | None:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC) if ms else None
+
+
+def _merged_into(record: Mapping[str, Any]) -> list[Deletion]:
+    """The ids merged into ``record`` (its ``hs_merged_object_ids``), as deletions."""
+    survivor = str(record.get(RECORD_ID) or "")
+    at = _moment(_epoch_ms(record.get(LAST_MODIFIED)))
+    merged = str(record.get(MERGED_IDS) or "").split(";")
+    return [Deletion(old, survivor, at) for old in merged if old.strip() and old != survivor]
+
+
 def encode_cursor(timestamp_ms: int, last_id: int | None) -> str:
     """A read position: everything changed before ``timestamp_ms`` was delivered, and at it
     every record up to ``last_id`` (None: none at it is known to be)."""
@@ -225,6 +247,10 @@ class HubSpotConnector(Connector[HubSpotConnection]):
             (default: every property the shipped mapping names); the key, id and change time
             are always added. Assignable later as :attr:`read_properties`.
         token_clock: monotonic clock of the OAuth token expiry (tests).
+        look_back_s: how far behind the server's time a read's cursor stays (default
+            :attr:`look_back_ms`); larger when the portal's search lags more.
+        read_archived: list archived contacts in every :meth:`read_changes` (default); off,
+            deletions are not reported and an idle read costs one call less.
     """
 
     kind: ClassVar[str] = "hubspot"
@@ -241,8 +267,12 @@ class HubSpotConnector(Connector[HubSpotConnection]):
     batch_size: ClassVar[int] = 100
     #: Search page size (HubSpot's maximum is 200).
     page_size: ClassVar[int] = 200
-    #: How far a resumed read goes back before its cursor (search lags writes by seconds).
-    overlap_ms: ClassVar[int] = 5_000
+    #: How far behind the server's clock a read's cursor stays: HubSpot's search index lags
+    #: writes by "several seconds" (facts §1 "Search"), so a record written this long before
+    #: a read is taken to be searchable by then. Per connector: ``look_back_s``.
+    look_back_ms: int = 5_000
+    #: How long a ``describe()`` (the contact properties) is reused, across runs and processes.
+    properties_ttl: ClassVar[timedelta] = timedelta(hours=1)
     #: Send an objectWriteTraceId with every batch input, so HubSpot answers a bad record with
     #: a 207 entry instead of failing the whole batch (facts §1 "Records, batch, upsert").
     write_trace_ids: ClassVar[bool] = True
@@ -257,8 +287,16 @@ class HubSpotConnector(Connector[HubSpotConnection]):
         retry: RetryPolicy | None = None,
         read_properties: Sequence[str] | None = None,
         token_clock: Callable[[], float] | None = None,
+        look_back_s: float | None = None,
+        read_archived: bool = True,
     ) -> None:
         super().__init__(settings, name)
+        if look_back_s is not None:
+            if look_back_s < 0:
+                raise ValueError(f"look_back_s must be 0 or more seconds, got {look_back_s}")
+            self.look_back_ms = int(look_back_s * 1000)
+        #: Whether :meth:`read_changes` lists archived contacts (one call per 100 of them).
+        self.read_archived = read_archived
         register_secret(
             *(
                 secret.get_secret_value()
@@ -298,6 +336,8 @@ class HubSpotConnector(Connector[HubSpotConnection]):
         )
         self._token_in_use = token
         self._token_lock = threading.Lock()
+        #: where describe() results are kept without a shared cache: this connector only
+        self._own_schema_cache = MemoryCredentialCache()
 
     # -- auth and transport -------------------------------------------------------------
 
@@ -390,7 +430,7 @@ class HubSpotConnector(Connector[HubSpotConnection]):
 
     # -- reading ------------------------------------------------------------------------
 
-    def _search(self, filters: list[dict[str, str]], sort: str) -> tuple[list[RawRecord], bool]:
+    def _search(self, filters: list[dict[str, str]], sort: str) -> _Found:
         body = {
             "filterGroups": [{"filters": filters}],
             "sorts": [{"propertyName": sort, "direction": "ASCENDING"}],
@@ -408,79 +448,52 @@ class HubSpotConnector(Connector[HubSpotConnection]):
         records = [_flatten(item) for item in response.items("results")]
         paging = response.body.get("paging") if isinstance(response.body, dict) else None
         more = isinstance(paging, dict) and bool(paging.get("next"))
-        return records, more or len(records) >= self.page_size
+        return _Found(records, more or len(records) >= self.page_size, response.server_time_ms())
 
     def read_changes(self, cursor: str | None) -> Iterator[Page]:
-        """Contacts changed since ``cursor``, oldest first, ``page_size`` per search.
+        """Contacts changed since ``cursor``, oldest first, ``page_size`` per search, and the
+        contacts archived or merged away since then (:attr:`Page.deleted`).
 
-        Every page is its own search from the last timestamp read (keyset paging), so no
-        query pages deep: HubSpot's 10,000-result cap is never reached, and a record changed
-        during the read moves to a later page instead of shifting others out of reach. The
-        search sorts by ``lastmodifieddate`` only (HubSpot applies one sort); records sharing
-        the last timestamp of a full page are read again from it and de-duplicated, and
-        when one timestamp fills a whole page it is read on its own, by ``hs_object_id``
+        Keyset reads: every page is its own search from the last (``lastmodifieddate``, id)
+        read, so no query pages deep (HubSpot's 10,000-result cap is never reached: each query
+        starts a new window) and a record changed during the read moves to a later page
+        instead of shifting others out of reach. HubSpot applies one sort, so records sharing
+        the last timestamp of a full page are read again from it and de-duplicated, and when
+        one timestamp fills a whole page it is read on its own, by ``hs_object_id``
         (``lastmodifieddate EQ ts`` and ``hs_object_id GT last``), before going on with
-        ``lastmodifieddate GT ts``. Nothing is missed and nothing loops, however many records
-        share one millisecond.
+        ``lastmodifieddate GT ts``.
 
-        A resumed read starts :attr:`overlap_ms` before the cursor (search lags writes), so a
-        few records may be read again; callers dedupe.
+        Search lags writes by seconds, so no cursor is ever later than the server's time of
+        the read's first search (its ``Date``) minus :attr:`look_back_ms`: a record indexed
+        late is read by the next run. A finished read's cursor is exactly that moment, so an
+        idle run costs one search however long ago the last change was (plus the archived
+        list, see :attr:`deletion_scan`).
+
+        Merges: a contact listing ids in ``hs_merged_object_ids`` reports each as a
+        :class:`Deletion` merged into it, on its own page (HubSpot merges into a new record;
+        both former ids point to it). Archived contacts (``GET …/contacts?archived=true``)
+        archived since the cursor are reported on the last page.
         """
         self.require(Capability.READ_INCREMENTAL)
-        operator, stamp = "GTE", 0
-        if cursor is not None:
-            start, last_id = decode_cursor(cursor)
-            if self.overlap_ms <= 0 and last_id is not None:
-                yield from self._read_timestamp(start, set(), last_id)
-                operator, stamp = "GT", start
-            else:
-                stamp = max(0, start - self.overlap_ms)
-        edge: int | None = None
-        seen: set[int] = set()
-        while True:
-            records, more = self._search(
-                [{"propertyName": LAST_MODIFIED, "operator": operator, "value": str(stamp)}],
-                LAST_MODIFIED,
-            )
-            if not records:
-                return
-            records.sort(key=_order)
-            first_ts, last_ts = _order(records[0])[0], _order(records[-1])[0]
-            if more and first_ts == last_ts:
-                # One timestamp fills the page: its records can only be told apart by id.
-                yield from self._read_timestamp(last_ts, seen if edge == last_ts else set())
-                operator, stamp, edge, seen = "GT", last_ts, None, set()
-                continue
-            fresh = [r for r in records if not (_order(r)[0] == edge and _record_id(r) in seen)]
-            if not more:
-                last_id = max(_record_id(r) for r in records if _order(r)[0] == last_ts)
-                yield Page(fresh, encode_cursor(last_ts, last_id))
-                return
-            # More records may share last_ts beyond this page: read again from it.
-            if edge != last_ts:
-                seen = set()
-            seen.update(_record_id(r) for r in records if _order(r)[0] == last_ts)
-            edge, operator, stamp = last_ts, "GTE", last_ts
-            yield Page(fresh, encode_cursor(last_ts, None))
+        read = _Read(self, cursor)
+        yield from read.pages()
 
-    def _read_timestamp(self, stamp: int, seen: set[int], after_id: int = 0) -> Iterator[Page]:
-        """Every record whose ``lastmodifieddate`` is ``stamp``, by id, skipping ``seen``."""
-        while True:
-            records, more = self._search(
-                [
-                    {"propertyName": LAST_MODIFIED, "operator": "EQ", "value": str(stamp)},
-                    {"propertyName": RECORD_ID, "operator": "GT", "value": str(after_id)},
-                ],
-                RECORD_ID,
-            )
-            if not records:
-                return
-            records.sort(key=_record_id)
-            after_id = _record_id(records[-1])
-            fresh = [r for r in records if _record_id(r) not in seen]
-            yield Page(fresh, encode_cursor(stamp, after_id))
-            if not more:
-                return
+    def _archived_since(self, since_ms: int | None) -> list[Deletion]:
+        """Contacts archived at or after ``since_ms`` (every archived one when None), from the
+        archived list (id order, 100 a page; HubSpot keeps them 90 days)."""
+        deletions: list[Deletion] = []
+        for item in self._list_all(
+            "list of archived contacts",
+            _CONTACTS,
+            self._apis.contacts_basic.get_page_with_http_info,
+            limit=100,
+            properties=[RECORD_ID],
+            archived=True,
+        ):
+            at = _epoch_ms(item.get("archivedAt"))
+            if since_ms is None or at >= since_ms:
+                deletions.append(Deletion(str(item.get("id")), None, _moment(at)))
+        return deletions
 
     def lookup(
         self, emails: Sequence[str] | None = None, ids: Sequence[str] | None = None
@@ -488,7 +501,8 @@ class HubSpotConnector(Connector[HubSpotConnection]):
         """Contacts by email (``batch/read`` with ``idProperty=email``) and by id.
 
         Keys are lower-cased emails and record ids; not found ones are absent (HubSpot's
-        207 ``OBJECT_NOT_FOUND`` entries are not failures).
+        207 ``OBJECT_NOT_FOUND`` entries are not failures). An id merged into another contact
+        maps to that contact, whose ``hs_object_id`` differs from the key.
         """
         self.require(Capability.LOOKUP)
         found: dict[str, RawRecord] = {}
@@ -526,9 +540,14 @@ class HubSpotConnector(Connector[HubSpotConnection]):
                 self._apis.contacts_batch.read_with_http_info,
                 body,
             )
+            asked = set(chunk)
             for item in response.items("results"):
                 record = _flatten(item)
                 found[str(record[RECORD_ID])] = record
+                # HubSpot answers a merged-away id with the record it was merged into.
+                for merge in _merged_into(record):
+                    if merge.record_id in asked:
+                        found[merge.record_id] = record
         return found
 
     # -- writing ------------------------------------------------------------------------
@@ -792,7 +811,39 @@ class HubSpotConnector(Connector[HubSpotConnection]):
 
     # -- schema, properties, owners, health -----------------------------------------------
 
-    def _property_list(self) -> list[dict[str, Any]]:
+    def _cache_identity(self) -> tuple[str, str]:
+        """(name part, sealing secret) of this connection's cache entries: the private-app
+        token, or with OAuth the app's client secret (the access tokens change)."""
+        settings = self.settings
+        if settings.auth == "oauth":
+            assert settings.client_secret is not None and settings.refresh_token is not None
+            secret = settings.client_secret.get_secret_value()
+            return settings.refresh_token.get_secret_value(), secret
+        token = settings.access_token.get_secret_value() if settings.access_token else ""
+        return token, token
+
+    def _properties_key(self) -> tuple[str, str]:
+        identity, secret = self._cache_identity()
+        return cache_key("hubspot", self.base_url, "contact-properties", identity), secret
+
+    @property
+    def _schema_cache(self) -> CredentialCache:
+        """The state store's cache when the connector has one (shared by every run), else this
+        connector's own memory: the process-wide default would hand one command the schema
+        another read before a change."""
+        if self.credentials is process_cache():
+            return self._own_schema_cache
+        return self.credentials
+
+    def _property_list(self, *, cached: bool = True) -> list[dict[str, Any]]:
+        """The contact property definitions; reused from :attr:`credentials` for
+        :attr:`properties_ttl` unless ``cached`` is False (the read is counted in
+        :attr:`api_calls` when it is made)."""
+        key, secret = self._properties_key()
+        if cached:
+            kept = self._schema_cache.get(key, secret=secret)
+            if kept is not None and isinstance(kept.get("results"), list):
+                return [p for p in kept["results"] if isinstance(p, dict)]
         response = self._call(
             "list of contact properties",
             "GET",
@@ -800,7 +851,10 @@ class HubSpotConnector(Connector[HubSpotConnection]):
             self._apis.properties.get_all_with_http_info,
             "contacts",
         )
-        return response.items("results")
+        results = response.items("results")
+        expires = datetime.now(UTC) + self.properties_ttl
+        self._schema_cache.put(key, {"results": results}, secret=secret, expires_at=expires)
+        return results
 
     def describe(self) -> Schema:
         """Contact properties from the Properties API.
@@ -849,7 +903,7 @@ class HubSpotConnector(Connector[HubSpotConnection]):
         appeared meanwhile (409) is left as it is.
         """
         wanted = list(specs) if specs is not None else custom_property_specs()
-        existing = {p.get("name") for p in self._property_list()}
+        existing = {p.get("name") for p in self._property_list(cached=False)}
         created = []
         for spec in wanted:
             if spec.name in existing:
@@ -869,6 +923,9 @@ class HubSpotConnector(Connector[HubSpotConnection]):
                     raise
                 continue
             created.append(spec.name)
+        if created:
+            # The kept definitions no longer list every property.
+            self._schema_cache.forget(self._properties_key()[0])
         return created
 
     def _list_all(
@@ -1037,3 +1094,114 @@ class HubSpotConnector(Connector[HubSpotConnection]):
     def close(self) -> None:
         """Close the client's connection pools."""
         self._apis.close()
+
+
+_ALL = sys.maxsize  # a position past every record id of its timestamp
+
+
+@dataclass
+class _Found:
+    """One search answer: its records, whether more follow, the server's time (epoch ms)."""
+
+    records: list[RawRecord]
+    more: bool
+    server_ms: int | None
+
+
+class _Read:
+    """One :meth:`HubSpotConnector.read_changes`: the keyset walk from the cursor, the horizon
+    no cursor passes (the first search's server time minus the look-back), and the deletions.
+
+    A position ``(ts, id)`` means every record up to ``lastmodifieddate`` ts and, at ts, up to
+    that id was delivered; ``(ts, _ALL)`` every record at ts.
+    """
+
+    def __init__(self, connector: HubSpotConnector, cursor: str | None) -> None:
+        self.connector = connector
+        self.since_ms: int | None = None
+        self.start: tuple[int, int] = (-1, _ALL)
+        if cursor is not None:
+            stamp, last_id = decode_cursor(cursor)
+            self.since_ms = stamp
+            self.start = (stamp, last_id) if last_id is not None else (stamp - 1, _ALL)
+        self.horizon: int | None = None
+
+    def search(self, filters: list[dict[str, str]], sort: str) -> _Found:
+        found = self.connector._search(filters, sort)
+        if self.horizon is None:
+            # The server's clock, as the index lag is measured on it; the local clock only
+            # when the answer has no Date.
+            now = found.server_ms if found.server_ms is not None else int(time.time() * 1000)
+            self.horizon = now - self.connector.look_back_ms
+        return found
+
+    def cursor(self, position: tuple[int, int]) -> str:
+        assert self.horizon is not None
+        stamp, last = min(position, (self.horizon, _ALL))
+        return encode_cursor(stamp + 1, None) if last == _ALL else encode_cursor(stamp, last)
+
+    def page(self, records: list[RawRecord], position: tuple[int, int]) -> Page:
+        merges = tuple(d for r in records for d in _merged_into(r))
+        return Page(records, self.cursor(position), merges)
+
+    def last_page(self, records: list[RawRecord]) -> Page:
+        assert self.horizon is not None
+        deleted = {d.record_id: d for r in records for d in _merged_into(r)}
+        if self.connector.read_archived:
+            for gone in self.connector._archived_since(self.since_ms):
+                deleted.setdefault(gone.record_id, gone)
+        return Page(records, self.cursor((self.horizon, _ALL)), tuple(deleted.values()))
+
+    def pages(self) -> Iterator[Page]:
+        stamp, last_id = self.start
+        if last_id != _ALL:
+            yield from self.one_timestamp(stamp, set(), last_id)
+        operator = "GT"
+        edge: int | None = None
+        seen: set[int] = set()
+        while True:
+            found = self.search(
+                [{"propertyName": LAST_MODIFIED, "operator": operator, "value": str(stamp)}],
+                LAST_MODIFIED,
+            )
+            records = found.records
+            if not records:
+                yield self.last_page([])
+                return
+            records.sort(key=_order)
+            first_ts, last_ts = _order(records[0])[0], _order(records[-1])[0]
+            if found.more and first_ts == last_ts:
+                # One timestamp fills the page: its records can only be told apart by id.
+                yield from self.one_timestamp(last_ts, seen if edge == last_ts else set(), 0)
+                operator, stamp, edge, seen = "GT", last_ts, None, set()
+                continue
+            fresh = [r for r in records if not (_order(r)[0] == edge and _record_id(r) in seen)]
+            if not found.more:
+                yield self.last_page(fresh)
+                return
+            # More records may share last_ts beyond this page: read again from it.
+            if edge != last_ts:
+                seen = set()
+            seen.update(_record_id(r) for r in records if _order(r)[0] == last_ts)
+            edge, operator, stamp = last_ts, "GTE", last_ts
+            yield self.page(fresh, (last_ts - 1, _ALL))
+
+    def one_timestamp(self, stamp: int, seen: set[int], after_id: int) -> Iterator[Page]:
+        """Every record whose ``lastmodifieddate`` is ``stamp`` after ``after_id``, by id,
+        skipping ``seen``."""
+        while True:
+            found = self.search(
+                [
+                    {"propertyName": LAST_MODIFIED, "operator": "EQ", "value": str(stamp)},
+                    {"propertyName": RECORD_ID, "operator": "GT", "value": str(after_id)},
+                ],
+                RECORD_ID,
+            )
+            if not found.records:
+                return
+            records = sorted(found.records, key=_record_id)
+            after_id = _record_id(records[-1])
+            fresh = [r for r in records if _record_id(r) not in seen]
+            yield self.page(fresh, (stamp, after_id))
+            if not found.more:
+                return
