@@ -385,3 +385,24 @@ def test_merging_a_contact_with_itself_is_refused(hs: HubSpot, http: httpx.Clien
         f"{CONTACTS}/merge", json={"primaryObjectId": contact_id, "objectIdToMerge": contact_id}
     )
     assert_hubspot_error(response, 400, "VALIDATION_ERROR")
+
+
+# -- read options ----------------------------------------------------------------------------
+
+
+def test_a_read_with_associations_lists_the_associated_companies(
+    hs: HubSpot, http: httpx.Client
+) -> None:
+    contact_id = create(hs, email="ada@example.com")
+    company_id = company(http, "Acme")
+    hs.crm.associations.v4.basic_api.create_default("contacts", contact_id, "companies", company_id)
+    read = hs.crm.contacts.basic_api.get_by_id(contact_id, associations=["companies", "tasks"])
+    assert read.associations.keys() == {"companies"}  # nothing associated: left out
+    assert [a.id for a in read.associations["companies"].results] == [company_id]
+
+
+def test_a_read_with_history_lists_the_values_newest_first(hs: HubSpot) -> None:
+    contact_id = create(hs, email="ada@example.com", firstname="Ada")
+    hs.crm.contacts.basic_api.update(contact_id, {"properties": {"firstname": "Augusta"}})
+    read = hs.crm.contacts.basic_api.get_by_id(contact_id, properties_with_history=["firstname"])
+    assert [v.value for v in read.properties_with_history["firstname"]] == ["Augusta", "Ada"]

@@ -58,7 +58,7 @@ from leadrelay.sandbox.hubspot.schema import (
     legacy_property,
 )
 from leadrelay.sandbox.hubspot.search import search
-from leadrelay.sandbox.hubspot.store import ContactStore, wanted_properties
+from leadrelay.sandbox.hubspot.store import Contact, ContactStore, wanted_properties
 from leadrelay.sandbox.hubspot.tasks import TaskStore
 
 #: sandbox-only private-app token (never a real HubSpot credential)
@@ -546,14 +546,38 @@ class HubSpotEmulator(Emulator):
         page, after = self.store.page(limit, call.query("after"), call.flag("archived"))
         wanted = call.query_list("properties")
         return self._list_page(
-            "contacts", [self.store.render(c, wanted) for c in page], after, limit
+            "contacts", [self._contact_body(call, c, wanted) for c in page], after, limit
         )
 
     def _get_contact(self, call: _Call) -> Response:
         contact = self.store.find(
             call.path("contactId"), call.query("idProperty"), call.flag("archived")
         )
-        return _json(self.store.render(contact, call.query_list("properties")))
+        return _json(self._contact_body(call, contact, call.query_list("properties")))
+
+    def _contact_body(self, call: _Call, contact: Contact, wanted: list[str] | None) -> Any:
+        """A contact as a read answers it, with the ``propertiesWithHistory`` and
+        ``associations`` the query asks for."""
+        body = self.store.render(contact, wanted)
+        history = call.query_list("propertiesWithHistory")
+        if history:
+            body["propertiesWithHistory"] = {
+                name: self.store.history(contact, name)
+                for name in history
+                if self.schema.exists(name)
+            }
+        associated: dict[str, Any] = {}
+        for name in call.query_list("associations") or []:
+            to_type = object_type(name)
+            kind = self._association_kind("contacts", to_type)
+            found = self.associations.targets("contacts", contact.id, to_type)
+            if found:
+                # HubSpot leaves out the types with nothing associated.
+                results = [{"id": str(t), "type": kind.v3_name} for t in found]
+                associated[to_type] = {"results": results}
+        if associated:
+            body["associations"] = associated
+        return body
 
     def _create_contact(self, call: _Call) -> Response:
         body = _object(call.body)

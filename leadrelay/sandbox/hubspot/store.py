@@ -201,6 +201,20 @@ class ContactStore:
             body["archivedAt"] = iso_ms(contact.archived_ms)
         return body
 
+    @staticmethod
+    def history(contact: Contact, name: str) -> list[dict[str, Any]]:
+        """The values ``name`` had, newest first, as far back as the kept versions go (the
+        sandbox keeps the last few minutes of writes; the oldest kept value stands for all
+        earlier ones)."""
+        changes: list[dict[str, Any]] = []
+        previous: str | None = None
+        for written, props in contact.versions:
+            value = props.get(name) if props is not None else None
+            if value is not None and value != previous:
+                changes.append({"value": value, "timestamp": iso_ms(written), "sourceType": "API"})
+            previous = value
+        return changes[::-1]
+
     # ----------------------------------------------------------------- writing
 
     def prepare(self, raw: Any) -> Props:
