@@ -2,13 +2,45 @@
 
 from __future__ import annotations
 
+import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import httpx
+import pytest
 import requests
 from hubspot import HubSpot
 from hubspot.discovery.discovery_base import DiscoveryBase
 
+from leadrelay.sandbox.base import Faults
+from leadrelay.sandbox.hubspot import SANDBOX_ACCESS_TOKEN, HubSpotEmulator
 from leadrelay.sandbox.server import SandboxServer
+
+
+@pytest.fixture(scope="module", name="server")
+def hubspot_server() -> Iterator[SandboxServer]:
+    """Fixture ``server``: a HubSpot-only sandbox for the test module that imports it."""
+    with SandboxServer(emulator_types=[HubSpotEmulator]) as running:
+        yield running
+
+
+@pytest.fixture(autouse=True, name="clean")
+def reset_hubspot(server: SandboxServer) -> None:
+    """Fixture ``clean`` (automatic where imported): no records and no faults before a test."""
+    server.sandbox.reset()
+    server.sandbox.set_faults(Faults())
+
+
+@contextmanager
+def hubspot_http(server: SandboxServer) -> Iterator[httpx.Client]:
+    """An httpx client on the sandbox's HubSpot API, with its private-app token."""
+    context = ssl.create_default_context(cafile=str(server.ca_bundle))
+    headers = {"Authorization": f"Bearer {SANDBOX_ACCESS_TOKEN}"}
+    with httpx.Client(
+        base_url=server.env()["HUBSPOT_BASE_URL"], verify=context, headers=headers
+    ) as client:
+        yield client
 
 
 class OfficialClients:

@@ -39,22 +39,10 @@ from leadrelay.sandbox.hubspot import (
 )
 from leadrelay.sandbox.hubspot import emulator as emulator_module
 from leadrelay.sandbox.server import SandboxServer
-from tests.hubspot_sandbox import OfficialClients
+from tests.hubspot_sandbox import OfficialClients, hubspot_http, hubspot_server, reset_hubspot  # noqa: F401 (fixtures)
 
 ISO_MS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 CONTACTS = "/crm/v3/objects/contacts"
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[SandboxServer]:
-    with SandboxServer(emulator_types=[HubSpotEmulator]) as running:
-        yield running
-
-
-@pytest.fixture(autouse=True)
-def clean(server: SandboxServer) -> None:
-    server.sandbox.reset()
-    server.sandbox.set_faults(Faults())
 
 
 @pytest.fixture
@@ -82,11 +70,7 @@ def hs(connect: Connect) -> HubSpot:
 
 @pytest.fixture
 def http(server: SandboxServer) -> Iterator[httpx.Client]:
-    context = ssl.create_default_context(cafile=str(server.ca_bundle))
-    headers = {"Authorization": f"Bearer {SANDBOX_ACCESS_TOKEN}"}
-    with httpx.Client(
-        base_url=server.env()["HUBSPOT_BASE_URL"], verify=context, headers=headers
-    ) as client:
+    with hubspot_http(server) as client:
         yield client
 
 

@@ -9,7 +9,6 @@ legacy properties API, top-level search ``filters``, text HubSpot refuses, unkno
 from __future__ import annotations
 
 import json
-import ssl
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,25 +29,12 @@ from hubspot.crm.contacts import (
 from hubspot.crm.objects import PublicObjectSearchRequest
 from hubspot.crm.objects.exceptions import ApiException as ObjectsApiException
 
-from leadrelay.sandbox.base import Faults
-from leadrelay.sandbox.hubspot import SANDBOX_ACCESS_TOKEN, HubSpotEmulator
+from leadrelay.sandbox.hubspot import SANDBOX_ACCESS_TOKEN
 from leadrelay.sandbox.server import SandboxServer
-from tests.hubspot_sandbox import OfficialClients
+from tests.hubspot_sandbox import OfficialClients, hubspot_http, hubspot_server, reset_hubspot  # noqa: F401 (fixtures)
 
 CONTACTS = "/crm/v3/objects/contacts"
 ERROR_KEYS = {"status", "message", "correlationId", "category"}
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[SandboxServer]:
-    with SandboxServer(emulator_types=[HubSpotEmulator]) as running:
-        yield running
-
-
-@pytest.fixture(autouse=True)
-def clean(server: SandboxServer) -> None:
-    server.sandbox.reset()
-    server.sandbox.set_faults(Faults())
 
 
 @pytest.fixture
@@ -61,11 +47,7 @@ def hs(server: SandboxServer) -> Iterator[HubSpot]:
 
 @pytest.fixture
 def http(server: SandboxServer) -> Iterator[httpx.Client]:
-    context = ssl.create_default_context(cafile=str(server.ca_bundle))
-    headers = {"Authorization": f"Bearer {SANDBOX_ACCESS_TOKEN}"}
-    with httpx.Client(
-        base_url=server.env()["HUBSPOT_BASE_URL"], verify=context, headers=headers
-    ) as client:
+    with hubspot_http(server) as client:
         yield client
 
 

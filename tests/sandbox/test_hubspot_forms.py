@@ -15,27 +15,15 @@ from leadrelay.sandbox.hubspot import (
     SANDBOX_ACCESS_TOKEN,
     SANDBOX_FORM_GUID,
     SANDBOX_PORTAL_ID,
-    HubSpotEmulator,
 )
 from leadrelay.sandbox.hubspot.forms import UNAUTHENTICATED_LIMIT, original_source
 from leadrelay.sandbox.server import SandboxServer
+from tests.hubspot_sandbox import hubspot_server, reset_hubspot  # noqa: F401 (fixtures)
 
 SECURE = "/submissions/v3/integration/secure/submit"
 OPEN = "/submissions/v3/integration/submit"
 CONTACTS = "/crm/v3/objects/contacts"
 AUTH = {"Authorization": f"Bearer {SANDBOX_ACCESS_TOKEN}"}
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[SandboxServer]:
-    with SandboxServer(emulator_types=[HubSpotEmulator]) as running:
-        yield running
-
-
-@pytest.fixture(autouse=True)
-def clean(server: SandboxServer) -> None:
-    server.sandbox.reset()
-    server.sandbox.set_faults(Faults())
 
 
 @pytest.fixture
