@@ -273,6 +273,7 @@ def test_an_unknown_search_key_is_ignored_as_hubspot_ignores_it(
     [
         (CONTACTS, '{"properties": {"email": "a@example.com", "firstname": "A\\ud800"}}'),
         (CONTACTS, '{"properties": {"email": "a@example.com", "firstname": "A\\u0000B"}}'),
+        (CONTACTS, '{"properties": {"email": "a@example.com", "\\udc00": "x"}}'),
         (
             f"{CONTACTS}/batch/upsert",
             '{"inputs": [{"id": "a@example.com", "idProperty": "email",'

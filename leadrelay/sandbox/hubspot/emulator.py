@@ -10,6 +10,7 @@ HubSpot's ``{"status": "error", "message", "correlationId", "category"}`` dialec
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import threading
 import time
@@ -92,27 +93,31 @@ def _route_not_found() -> HubSpotError:
     return not_found("resource not found")
 
 
+#: text no HubSpot store takes: NUL, and UTF-16 surrogates (alone they are not Unicode)
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
 def _bad_text(value: Any, where: str = "") -> str | None:
-    """Where ``value`` holds text HubSpot refuses: a NUL or a lone UTF-16 surrogate (not valid
-    Unicode, so not storable as UTF-8); None when it holds none."""
+    """Where ``value`` holds text HubSpot refuses (a NUL or a lone surrogate), None when it
+    holds none. The answer never quotes the bad text itself, so it can be sent as JSON."""
     if isinstance(value, str):
-        if "\x00" in value:
-            return f"{where or 'the body'} contains a NUL character"
-        if any("\ud800" <= ch <= "\udfff" for ch in value):
-            return f"{where or 'the body'} contains a lone surrogate, which is not valid Unicode"
-        return None
+        found = _UNSTORABLE.search(value)
+        if found is None:
+            return None
+        what = "a NUL character" if found.group() == "\x00" else "a lone surrogate"
+        return f"{where or 'the body'} contains {what}, which cannot be stored"
+    children: list[tuple[str, Any]]
     if isinstance(value, dict):
-        items: list[tuple[str, Any]] = [(str(k), v) for k, v in value.items()]
-        for key, _ in items:
-            problem = _bad_text(key, f"{where}.{key}" if where else key)
-            if problem:
-                return problem
+        children = []
+        for key, item in value.items():
+            if _UNSTORABLE.search(str(key)):
+                return f"a key in {where or 'the body'} contains text that cannot be stored"
+            children.append((f"{where}.{key}" if where else str(key), item))
     elif isinstance(value, list):
-        items = [(f"[{i}]", v) for i, v in enumerate(value)]
+        children = [(f"{where}[{i}]", item) for i, item in enumerate(value)]
     else:
         return None
-    for name, item in items:
-        path = f"{where}{name}" if name.startswith("[") else (f"{where}.{name}" if where else name)
+    for path, item in children:
         problem = _bad_text(item, path)
         if problem:
             return problem
