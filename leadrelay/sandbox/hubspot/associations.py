@@ -66,7 +66,9 @@ class Associations:
         #: (contact id, company id)
         self.contact_company: set[tuple[int, int]] = set()
 
-    def _pair_type(self, from_type: str, to_type: str) -> AssociationType:
+    @staticmethod
+    def kind(from_type: str, to_type: str) -> AssociationType:
+        """The default association type from one emulated type to another (400 if none)."""
         found = TYPES.get((from_type, to_type))
         if found is None:
             raise validation_error(
@@ -77,7 +79,7 @@ class Associations:
 
     def targets(self, from_type: str, from_id: int, to_type: str) -> list[int]:
         """The ids of ``to_type`` associated with ``from_type`` ``from_id``, ascending."""
-        self._pair_type(from_type, to_type)
+        self.kind(from_type, to_type)
         pairs: Iterable[tuple[int, int]]
         if {from_type, to_type} == {"contacts", "companies"}:
             pairs = self.contact_company
@@ -89,7 +91,8 @@ class Associations:
             found = {contact for contact, other in pairs if other == from_id}
         return sorted(found)
 
-    def _check(self, object_name: str, object_id: str) -> int:
+    def check(self, object_name: str, object_id: str) -> int:
+        """``object_id`` as a number, when such a live record exists (else HubSpot's 404)."""
         if not object_id.isdigit() or not self.exists(object_name, int(object_id)):
             raise not_found(
                 f"No {_SINGULAR[object_name]} with ID {object_id} exists",
@@ -99,19 +102,19 @@ class Associations:
 
     def link(self, from_type: str, from_id: str, to_type: str, to_id: str) -> AssociationType:
         """Associate two records (contact–company only: task links are made on the task)."""
-        kind = self._pair_type(from_type, to_type)
+        kind = self.kind(from_type, to_type)
         if {from_type, to_type} != {"contacts", "companies"}:
             raise validation_error(
                 "The sandbox associates tasks with contacts only when the task is created"
             )
-        left, right = self._check(from_type, from_id), self._check(to_type, to_id)
+        left, right = self.check(from_type, from_id), self.check(to_type, to_id)
         pair = (left, right) if from_type == "contacts" else (right, left)
         self.contact_company.add(pair)
         return kind
 
     def unlink(self, from_type: str, from_id: str, to_type: str, to_id: str) -> None:
         """Remove a contact–company association (absent ones are ignored, as HubSpot does)."""
-        self._pair_type(from_type, to_type)
+        self.kind(from_type, to_type)
         if not (from_id.isdigit() and to_id.isdigit()):
             return
         left, right = int(from_id), int(to_id)
@@ -130,7 +133,7 @@ class Associations:
     ) -> tuple[int, dict[str, Any]]:
         """``batch/read``: one result per input with associations, and for the others a 207
         ``NO_ASSOCIATIONS_FOUND`` error (as HubSpot answers them)."""
-        kind = self._pair_type(from_type, to_type)
+        kind = self.kind(from_type, to_type)
         inputs = body.get("inputs") if isinstance(body, dict) else None
         if not isinstance(inputs, list):
             raise validation_error("Invalid input JSON: the body needs an inputs list")

@@ -31,9 +31,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from leadrelay.sandbox.base import Emulator, Sandbox, SchemaChangeError
 from leadrelay.sandbox.hubspot.associations import (
     OBJECT_TYPE_NAMES,
-    TYPES,
     Associations,
-    AssociationType,
     object_type,
 )
 from leadrelay.sandbox.hubspot.companies import CompanyStore
@@ -574,7 +572,7 @@ class HubSpotEmulator(Emulator):
         associated: dict[str, Any] = {}
         for name in call.query_list("associations") or []:
             to_type = object_type(name)
-            kind = self._association_kind("contacts", to_type)
+            kind = self.associations.kind("contacts", to_type)
             found = self.associations.targets("contacts", contact.id, to_type)
             if found:
                 # HubSpot leaves out the types with nothing associated.
@@ -694,27 +692,18 @@ class HubSpotEmulator(Emulator):
     def _from_to(self, call: _Call, id_param: str) -> tuple[str, int, str]:
         from_type = object_type(call.path("objectType"))
         to_type = object_type(call.path("toObjectType"))
-        key = call.path(id_param)
-        if not key.isdigit() or not self._exists(from_type, int(key)):
-            raise not_found(f"No {from_type[:-1]} with ID {key} exists", context={"id": [key]})
-        return from_type, int(key), to_type
+        return from_type, self.associations.check(from_type, call.path(id_param)), to_type
 
     def _v4_associations(self, call: _Call) -> Response:
         from_type, from_id, to_type = self._from_to(call, "objectId")
-        kind = self._association_kind(from_type, to_type)
+        kind = self.associations.kind(from_type, to_type)
         found = self.associations.targets(from_type, from_id, to_type)
         spec = self.associations.spec(kind)
         return _json({"results": [{"toObjectId": t, "associationTypes": [spec]} for t in found]})
 
-    def _association_kind(self, from_type: str, to_type: str) -> AssociationType:
-        kind = TYPES.get((from_type, to_type))
-        if kind is None:
-            raise validation_error(f"Association from {from_type} to {to_type} is not valid")
-        return kind
-
     def _v4_associate(self, call: _Call) -> Response:
         from_type, _, to_type = self._from_to(call, "objectId")
-        kind = self._association_kind(from_type, to_type)
+        kind = self.associations.kind(from_type, to_type)
         specs = call.body if isinstance(call.body, list) else None
         if not specs or not all(
             isinstance(s, dict)
@@ -770,14 +759,14 @@ class HubSpotEmulator(Emulator):
         key = call.path("contactId")
         contact = self.store.find(key)
         to_type = object_type(call.path("toObjectType"))
-        kind = self._association_kind("contacts", to_type)
+        kind = self.associations.kind("contacts", to_type)
         found = self.associations.targets("contacts", contact.id, to_type)
         return _json({"results": [{"id": str(t), "type": kind.v3_name} for t in found]})
 
     def _v3_associate(self, call: _Call) -> Response:
         contact = self.store.find(call.path("contactId"))
         to_type = object_type(call.path("toObjectType"))
-        kind = self._association_kind("contacts", to_type)
+        kind = self.associations.kind("contacts", to_type)
         if call.path("associationType") not in {kind.v3_name, str(kind.type_id)}:
             raise validation_error(
                 f"{call.path('associationType')} is not a valid association type from contacts "
