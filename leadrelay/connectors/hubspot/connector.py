@@ -220,20 +220,32 @@ def _merged_into(record: Mapping[str, Any]) -> list[Deletion]:
     return [Deletion(old, survivor, at) for old in merged if old.strip() and old != survivor]
 
 
-def encode_cursor(timestamp_ms: int, last_id: int | None) -> str:
+def encode_cursor(
+    timestamp_ms: int, last_id: int | None, archived_read_ms: int | None = None
+) -> str:
     """A read position: everything changed before ``timestamp_ms`` was delivered, and at it
-    every record up to ``last_id`` (None: none at it is known to be)."""
-    return f"{timestamp_ms}:{last_id if last_id is not None else ''}"
+    every record up to ``last_id`` (None: none at it is known to be); and the server time of the
+    last read of the archived list (None: never read)."""
+    text = f"{timestamp_ms}:{last_id if last_id is not None else ''}"
+    return text if archived_read_ms is None else f"{text}:{archived_read_ms}"
 
 
-def decode_cursor(cursor: str) -> tuple[int, int | None]:
-    """The (timestamp ms, last id) of a cursor made by :func:`encode_cursor`."""
-    stamp, sep, last = cursor.partition(":")
-    if not sep or not stamp.isdigit() or (last and not last.isdigit()):
+def decode_cursor(cursor: str) -> tuple[int, int | None, int | None]:
+    """The (timestamp ms, last id, archived list read ms) of a cursor from :func:`encode_cursor`."""
+    parts = cursor.split(":")
+    valid = (
+        len(parts) in (2, 3)
+        and parts[0].isdigit()
+        and (not parts[1] or parts[1].isdigit())
+        and (len(parts) == 2 or parts[2].isdigit())
+    )
+    if not valid:
         raise ValueError(
-            f"invalid HubSpot cursor {cursor!r}: expected '<epoch ms>:<record id or empty>'"
+            f"invalid HubSpot cursor {cursor!r}: expected "
+            "'<epoch ms>:<record id or empty>[:<epoch ms of the archived list read>]'"
         )
-    return int(stamp), int(last) if last else None
+    last = int(parts[1]) if parts[1] else None
+    return int(parts[0]), last, int(parts[2]) if len(parts) == 3 else None
 
 
 class HubSpotConnector(Connector[HubSpotConnection]):
@@ -249,8 +261,10 @@ class HubSpotConnector(Connector[HubSpotConnection]):
         token_clock: monotonic clock of the OAuth token expiry (tests).
         look_back_s: how far behind the server's time a read's cursor stays (default
             :attr:`look_back_ms`); larger when the portal's search lags more.
-        read_archived: list archived contacts in every :meth:`read_changes` (default); off,
-            deletions are not reported and an idle read costs one call less.
+        read_archived: list archived contacts in :meth:`read_changes` (default); off,
+            archived contacts are not reported.
+        deletions_every_s: read the archived list at most this often (default
+            :attr:`deletions_every_ms`; 0: in every read).
     """
 
     kind: ClassVar[str] = "hubspot"
@@ -271,6 +285,10 @@ class HubSpotConnector(Connector[HubSpotConnection]):
     #: writes by "several seconds" (facts §1 "Search"), so a record written this long before
     #: a read is taken to be searchable by then. Per connector: ``look_back_s``.
     look_back_ms: int = 5_000
+    #: How often the archived list is read for deletions: an idle run then costs one search
+    #: (DESIGN §7.4), plus one archived-list read at most this often (HubSpot has no call that
+    #: answers both). A first read always reads it. Per connector: ``deletions_every_s``.
+    deletions_every_ms: int = 60_000
     #: How long a ``describe()`` (the contact properties) is reused, across runs and processes.
     properties_ttl: ClassVar[timedelta] = timedelta(hours=1)
     #: Send an objectWriteTraceId with every batch input, so HubSpot answers a bad record with
@@ -289,6 +307,7 @@ class HubSpotConnector(Connector[HubSpotConnection]):
         token_clock: Callable[[], float] | None = None,
         look_back_s: float | None = None,
         read_archived: bool = True,
+        deletions_every_s: float | None = None,
     ) -> None:
         super().__init__(settings, name)
         if look_back_s is not None:
@@ -297,6 +316,12 @@ class HubSpotConnector(Connector[HubSpotConnection]):
             self.look_back_ms = int(look_back_s * 1000)
         #: Whether :meth:`read_changes` lists archived contacts (one call per 100 of them).
         self.read_archived = read_archived
+        if deletions_every_s is not None:
+            if deletions_every_s < 0:
+                raise ValueError(
+                    f"deletions_every_s must be 0 or more seconds, got {deletions_every_s}"
+                )
+            self.deletions_every_ms = int(deletions_every_s * 1000)
         register_secret(
             *(
                 secret.get_secret_value()
@@ -466,13 +491,13 @@ class HubSpotConnector(Connector[HubSpotConnection]):
         Search lags writes by seconds, so no cursor is ever later than the server's time of
         the read's first search (its ``Date``) minus :attr:`look_back_ms`: a record indexed
         late is read by the next run. A finished read's cursor is exactly that moment, so an
-        idle run costs one search however long ago the last change was (plus the archived
-        list, see :attr:`deletion_scan`).
+        idle run costs one search however long ago the last change was (plus, at most every
+        :attr:`deletions_every_ms`, the archived list).
 
         Merges: a contact listing ids in ``hs_merged_object_ids`` reports each as a
         :class:`Deletion` merged into it, on its own page (HubSpot merges into a new record;
-        both former ids point to it). Archived contacts (``GET …/contacts?archived=true``)
-        archived since the cursor are reported on the last page.
+        both former ids point to it). Contacts archived since the archived list was last read
+        (``GET …/contacts?archived=true``, by ``archivedAt``) are reported on the last page.
         """
         self.require(Capability.READ_INCREMENTAL)
         read = _Read(self, cursor)
@@ -1118,11 +1143,12 @@ class _Read:
 
     def __init__(self, connector: HubSpotConnector, cursor: str | None) -> None:
         self.connector = connector
-        self.since_ms: int | None = None
         self.start: tuple[int, int] = (-1, _ALL)
+        #: server time of the last archived-list read, and of this read's first search
+        self.archived_read: int | None = None
+        self.server_ms: int | None = None
         if cursor is not None:
-            stamp, last_id = decode_cursor(cursor)
-            self.since_ms = stamp
+            stamp, last_id, self.archived_read = decode_cursor(cursor)
             self.start = (stamp, last_id) if last_id is not None else (stamp - 1, _ALL)
         self.horizon: int | None = None
 
@@ -1132,13 +1158,30 @@ class _Read:
             # The server's clock, as the index lag is measured on it; the local clock only
             # when the answer has no Date.
             now = found.server_ms if found.server_ms is not None else int(time.time() * 1000)
+            self.server_ms = now
             self.horizon = now - self.connector.look_back_ms
         return found
 
     def cursor(self, position: tuple[int, int]) -> str:
         assert self.horizon is not None
         stamp, last = min(position, (self.horizon, _ALL))
-        return encode_cursor(stamp + 1, None) if last == _ALL else encode_cursor(stamp, last)
+        if last == _ALL:
+            return encode_cursor(stamp + 1, None, self.archived_read)
+        return encode_cursor(stamp, last, self.archived_read)
+
+    def archived(self) -> list[Deletion]:
+        """The contacts archived since the archived list was last read, when it is due."""
+        connector, previous, now = self.connector, self.archived_read, self.server_ms
+        assert now is not None
+        if not connector.read_archived or (
+            previous is not None and now - previous < connector.deletions_every_ms
+        ):
+            return []
+        found = connector._archived_since(
+            None if previous is None else previous - connector.look_back_ms
+        )
+        self.archived_read = now
+        return found
 
     def page(self, records: list[RawRecord], position: tuple[int, int]) -> Page:
         merges = tuple(d for r in records for d in _merged_into(r))
@@ -1147,9 +1190,8 @@ class _Read:
     def last_page(self, records: list[RawRecord]) -> Page:
         assert self.horizon is not None
         deleted = {d.record_id: d for r in records for d in _merged_into(r)}
-        if self.connector.read_archived:
-            for gone in self.connector._archived_since(self.since_ms):
-                deleted.setdefault(gone.record_id, gone)
+        for gone in self.archived():
+            deleted.setdefault(gone.record_id, gone)
         return Page(records, self.cursor((self.horizon, _ALL)), tuple(deleted.values()))
 
     def pages(self) -> Iterator[Page]:

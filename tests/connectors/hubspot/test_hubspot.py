@@ -85,7 +85,7 @@ def test_read_changes_splits_windows_so_shared_timestamps_are_read_once(
     assert read_all(connector, cursor)[0] == []  # the finished read's cursor is past them all
 
 
-def test_an_idle_read_costs_one_search_and_the_archived_list(
+def test_an_idle_read_costs_one_search(
     make_connector: MakeConnector, emulator: HubSpotEmulator, server: SandboxServer
 ) -> None:
     connector = make_connector()
@@ -98,21 +98,27 @@ def test_an_idle_read_costs_one_search_and_the_archived_list(
 
     assert records == []
     assert later is not None
+    assert routes(server) - before == Counter({SEARCH_ROUTE: 1})
+
+
+def test_the_archived_list_is_read_again_once_it_is_due(
+    make_connector: MakeConnector, server: SandboxServer
+) -> None:
+    connector = make_connector(deletions_every_s=0)
+    _, cursor = read_all(connector, None)
+    before = routes(server)
+
+    read_all(connector, cursor)
+
     assert routes(server) - before == Counter(
         {SEARCH_ROUTE: 1, "GET /hubspot/crm/v3/objects/contacts": 1}
     )
 
 
-def test_without_the_archived_list_an_idle_read_is_one_call(
-    make_connector: MakeConnector, server: SandboxServer
-) -> None:
-    connector = make_connector(read_archived=False)
-    _, cursor = read_all(connector, None)
-    calls = connector.api_calls
-
-    read_all(connector, cursor)
-
-    assert connector.api_calls - calls == 1
+@pytest.mark.parametrize("option", ["look_back_s", "deletions_every_s"])
+def test_a_negative_interval_is_refused(make_connector: MakeConnector, option: str) -> None:
+    with pytest.raises(ValueError, match=option):
+        make_connector(**{option: -1})
 
 
 def test_a_record_edited_between_pages_is_read_in_this_run_or_the_next(
@@ -150,11 +156,6 @@ def test_a_record_the_index_shows_late_is_read_by_the_next_run(
     assert late in {r["hs_object_id"] for r in records}
 
 
-def test_look_back_must_not_be_negative(make_connector: MakeConnector) -> None:
-    with pytest.raises(ValueError, match="look_back_s"):
-        make_connector(look_back_s=-1)
-
-
 def test_read_changes_from_an_empty_account_gives_a_cursor_only(
     make_connector: MakeConnector,
 ) -> None:
@@ -166,10 +167,10 @@ def test_read_changes_from_an_empty_account_gives_a_cursor_only(
 # -- deletions and merges -------------------------------------------------------------------
 
 
-def test_a_contact_archived_since_the_cursor_is_reported_deleted(
+def test_a_contact_archived_since_the_last_archived_read_is_reported_deleted(
     make_connector: MakeConnector, emulator: HubSpotEmulator
 ) -> None:
-    connector = make_connector()
+    connector = make_connector(deletions_every_s=0)
     freeze_clock(emulator, 1_700_000_000)  # archived long before the first read
     [old] = created_ids(connector, "old@example.com")
     connector.delete([old])
@@ -182,6 +183,22 @@ def test_a_contact_archived_since_the_cursor_is_reported_deleted(
 
     assert [(d.record_id, d.merged_into) for d in deleted] == [(gone, None)]
     assert deleted[0].at is not None
+
+
+def test_a_deletion_seen_while_the_archived_list_is_not_due_is_reported_when_it_is(
+    make_connector: MakeConnector,
+) -> None:
+    connector = make_connector()
+    _, cursor = read_all(connector, None)
+    [gone] = created_ids(connector, "gone@example.com")
+    connector.delete([gone])
+    not_due = [d for page in connector.read_changes(cursor) for d in page.deleted]
+    _, cursor = read_all(connector, cursor)
+
+    due = make_connector(deletions_every_s=0)
+    deleted = [d.record_id for page in due.read_changes(cursor) for d in page.deleted]
+
+    assert (not_due, deleted) == ([], [gone])
 
 
 def test_a_merge_reports_both_former_ids_merged_into_the_new_record(
@@ -221,15 +238,15 @@ def test_a_lookup_by_a_merged_away_id_answers_the_new_record(
     assert found[other]["hs_object_id"] == merged["id"]
 
 
-@pytest.mark.parametrize("cursor", ["", "abc", "12:x", "12"])
+@pytest.mark.parametrize("cursor", ["", "abc", "12:x", "12", "12:3:", "12:3:x", "1:2:3:4"])
 def test_a_malformed_cursor_is_refused(make_connector: MakeConnector, cursor: str) -> None:
     with pytest.raises(ValueError, match="invalid HubSpot cursor"):
         list(make_connector().read_changes(cursor))
 
 
 def test_cursor_round_trip() -> None:
-    assert decode_cursor(encode_cursor(1_700_000_000_123, 42)) == (1_700_000_000_123, 42)
-    assert decode_cursor(encode_cursor(5, None)) == (5, None)
+    assert decode_cursor(encode_cursor(1_700_000_000_123, 42)) == (1_700_000_000_123, 42, None)
+    assert decode_cursor(encode_cursor(5, None, 9)) == (5, None, 9)
 
 
 def test_read_properties_choose_what_is_returned(make_connector: MakeConnector) -> None:
