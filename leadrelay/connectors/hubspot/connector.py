@@ -8,8 +8,10 @@
   the batch (bounded), and a 409 ``Existing ID: N`` becomes an update of N.
 * Lifecycle stage only moves forward on HubSpot: a backward write is silently ignored.
   :meth:`HubSpotConnector.force_lifecycle_stage` clears it and sets it in two requests.
-* Incremental reads: search on ``lastmodifieddate`` (one sort), keyset-paged (see
+* Incremental reads: search on ``lastmodifieddate`` (one sort), keyset-paged, the cursor kept a
+  look-back behind the server's clock; archived contacts and merges reported as deletions (see
   :meth:`HubSpotConnector.read_changes`).
+* ``describe()`` is kept in the connection's credential cache for an hour.
 * Accounts: :meth:`HubSpotConnector.account_owners` reads the companies' domains and owners
   (the list endpoint, 100 per page) for routing leads to their account's owner.
 * Rate limits: 190 calls per 10 s (kept honest by ``X-HubSpot-RateLimit-*``) and search's own
