@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import ssl
 import time
 from collections.abc import Iterator
@@ -306,3 +307,14 @@ def test_stats_count_submissions_by_route_template(
 
     by_route = server.sandbox.stats.to_json()["by_route"]
     assert by_route["POST /hubspot/submissions/v3/integration/submit/{portalId}/{formGuid}"] == 1
+
+
+@pytest.mark.parametrize("bad", ["Ana\ud800", "Ana\x00"], ids=["lone surrogate", "NUL"])
+def test_unstorable_text_is_refused_and_nothing_is_stored(http: httpx.Client, bad: str) -> None:
+    path = f"{SECURE}/{SANDBOX_PORTAL_ID}/{SANDBOX_FORM_GUID}"
+    raw = json.dumps(body(email="ana@example.com", firstname=bad))  # escaped: \ud800, \u0000
+    response = http.post(path, content=raw, headers={**AUTH, "Content-Type": "application/json"})
+
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["errorType"] == "INVALID_METADATA"
+    assert http.get(CONTACTS, headers=AUTH).json()["results"] == []

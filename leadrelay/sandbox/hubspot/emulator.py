@@ -10,7 +10,6 @@ HubSpot's ``{"status": "error", "message", "correlationId", "category"}`` dialec
 from __future__ import annotations
 
 import json
-import re
 import secrets
 import threading
 import time
@@ -40,6 +39,7 @@ from leadrelay.sandbox.hubspot.errors import (
     correlation_id,
     error_body,
     not_found,
+    unstorable_text,
     validation_error,
 )
 from leadrelay.sandbox.hubspot.forms import (
@@ -89,37 +89,6 @@ _EVERY_METHOD = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 def _route_not_found() -> HubSpotError:
     """A path no HubSpot API serves."""
     return not_found("resource not found")
-
-
-#: text no HubSpot store takes: NUL, and UTF-16 surrogates (alone they are not Unicode)
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-
-
-def _bad_text(value: Any, where: str = "") -> str | None:
-    """Where ``value`` holds text HubSpot refuses (a NUL or a lone surrogate), None when it
-    holds none. The answer never quotes the bad text itself, so it can be sent as JSON."""
-    if isinstance(value, str):
-        found = _UNSTORABLE.search(value)
-        if found is None:
-            return None
-        what = "a NUL character" if found.group() == "\x00" else "a lone surrogate"
-        return f"{where or 'the body'} contains {what}, which cannot be stored"
-    children: list[tuple[str, Any]]
-    if isinstance(value, dict):
-        children = []
-        for key, item in value.items():
-            if _UNSTORABLE.search(str(key)):
-                return f"a key in {where or 'the body'} contains text that cannot be stored"
-            children.append((f"{where}.{key}" if where else str(key), item))
-    elif isinstance(value, list):
-        children = [(f"{where}[{i}]", item) for i, item in enumerate(value)]
-    else:
-        return None
-    for path, item in children:
-        problem = _bad_text(item, path)
-        if problem:
-            return problem
-    return None
 
 
 @dataclass
@@ -385,7 +354,7 @@ class HubSpotEmulator(Emulator):
             raise validation_error(f"Invalid input JSON on line 1: {exc}") from None
         # JSON may escape a lone surrogate ("\ud800") or a NUL; neither is storable text, so
         # the request is refused before anything is stored, and no later read can fail on it.
-        problem = _bad_text(body)
+        problem = unstorable_text(body)
         if problem is not None:
             raise validation_error(f"Invalid input JSON: {problem}")
         return body
