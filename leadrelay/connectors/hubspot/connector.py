@@ -61,6 +61,7 @@ from leadrelay.connectors.hubspot.client import (
     explain,
 )
 from leadrelay.connectors.hubspot.fields import (
+    ADDITIONAL_EMAILS,
     CREATED,
     EMAIL,
     LAST_MODIFIED,
@@ -551,8 +552,12 @@ class HubSpotConnector(Connector[HubSpotConnection]):
             asked = set(chunk)
             for item in response.items("results"):
                 record = _flatten(item)
-                key = normalize_email(str(record.get(EMAIL) or ""))
-                if key in asked:
+                # A merged record answers its other emails too (hs_additional_emails).
+                emails = [
+                    str(record.get(EMAIL) or ""),
+                    *str(record.get(ADDITIONAL_EMAILS) or "").split(";"),
+                ]
+                for key in {normalize_email(e) for e in emails} & asked:
                     found[key] = record
         for chunk in _chunks(_unique(str(i) for i in ids or ()), self.batch_size):
             body = {

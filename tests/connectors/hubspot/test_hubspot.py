@@ -631,3 +631,20 @@ def test_no_secret_reaches_the_logs(
         *issued,
     ):
         assert secret not in text
+
+
+def test_a_lookup_by_a_merged_away_email_answers_the_new_record(
+    make_connector: MakeConnector, server: SandboxServer
+) -> None:
+    connector = make_connector()
+    primary, other = created_ids(connector, "ada@example.com", "ada.l@example.com")
+    merged = hubspot_api(
+        server,
+        "POST",
+        "/crm/v3/objects/contacts/merge",
+        {"primaryObjectId": primary, "objectIdToMerge": other},
+    )
+
+    found = connector.lookup(emails=["ada.l@example.com"])
+
+    assert found["ada.l@example.com"]["hs_object_id"] == merged["id"]
