@@ -271,6 +271,8 @@ def test_an_unknown_search_key_is_ignored_as_hubspot_ignores_it(
 @pytest.mark.parametrize(
     ("path", "raw"),
     [
+        # a surrogate as UTF-8 bytes (not valid UTF-8; Python's JSON reader would let it through)
+        (CONTACTS, b'{"properties": {"email": "a@example.com", "firstname": "\xed\xa0\x80"}}'),
         (CONTACTS, '{"properties": {"email": "a@example.com", "firstname": "A\\ud800"}}'),
         (CONTACTS, '{"properties": {"email": "a@example.com", "firstname": "A\\u0000B"}}'),
         (CONTACTS, '{"properties": {"email": "a@example.com", "\\udc00": "x"}}'),
@@ -282,7 +284,7 @@ def test_an_unknown_search_key_is_ignored_as_hubspot_ignores_it(
     ],
 )
 def test_text_that_is_not_storable_is_refused_and_not_stored(
-    http: httpx.Client, path: str, raw: str
+    http: httpx.Client, path: str, raw: str | bytes
 ) -> None:
     response = http.post(path, content=raw, headers={"Content-Type": "application/json"})
     assert_hubspot_error(response, 400, "VALIDATION_ERROR")
