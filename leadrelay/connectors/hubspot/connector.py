@@ -229,26 +229,37 @@ def encode_cursor(
     """A read position: everything changed before ``timestamp_ms`` was delivered, and at it
     every record up to ``last_id`` (None: none at it is known to be); and the server time of the
     last read of the archived list (None: never read)."""
-    text = f"{timestamp_ms}:{last_id if last_id is not None else ''}"
-    return text if archived_read_ms is None else f"{text}:{archived_read_ms}"
+    last = last_id if last_id is not None else ""
+    return f"{timestamp_ms}:{last}:{archived_read_ms if archived_read_ms is not None else ''}"
 
 
-def decode_cursor(cursor: str) -> tuple[int, int | None, int | None]:
-    """The (timestamp ms, last id, archived list read ms) of a cursor from :func:`encode_cursor`."""
+@dataclass(frozen=True)
+class ReadCursor:
+    """A decoded cursor (see :func:`encode_cursor`). ``exact`` is False for a cursor written
+    before the look-back moved into the cursor (two parts: the last record read), which a read
+    resumes :attr:`HubSpotConnector.look_back_ms` earlier, as it was written to be."""
+
+    timestamp_ms: int
+    last_id: int | None
+    archived_read_ms: int | None
+    exact: bool = True
+
+
+def decode_cursor(cursor: str) -> ReadCursor:
+    """The position a cursor from :func:`encode_cursor` (or an earlier version) stands for."""
     parts = cursor.split(":")
     valid = (
-        len(parts) in (2, 3)
-        and parts[0].isdigit()
-        and (not parts[1] or parts[1].isdigit())
-        and (len(parts) == 2 or parts[2].isdigit())
+        len(parts) in (2, 3) and parts[0].isdigit() and all(not p or p.isdigit() for p in parts[1:])
     )
     if not valid:
         raise ValueError(
             f"invalid HubSpot cursor {cursor!r}: expected "
-            "'<epoch ms>:<record id or empty>[:<epoch ms of the archived list read>]'"
+            "'<epoch ms>:<record id or empty>:<epoch ms of the archived list read or empty>'"
         )
-    last = int(parts[1]) if parts[1] else None
-    return int(parts[0]), last, int(parts[2]) if len(parts) == 3 else None
+    numbers = [int(p) if p else None for p in parts[1:]]
+    return ReadCursor(
+        int(parts[0]), numbers[0], numbers[1] if len(numbers) == 2 else None, len(parts) == 3
+    )
 
 
 class HubSpotConnector(Connector[HubSpotConnection]):
@@ -1155,7 +1166,11 @@ class _Read:
         self.archived_read: int | None = None
         self.server_ms: int | None = None
         if cursor is not None:
-            stamp, last_id, self.archived_read = decode_cursor(cursor)
+            position = decode_cursor(cursor)
+            stamp, last_id = position.timestamp_ms, position.last_id
+            self.archived_read = position.archived_read_ms
+            if not position.exact:
+                stamp, last_id = max(0, stamp - connector.look_back_ms), None
             self.start = (stamp, last_id) if last_id is not None else (stamp - 1, _ALL)
         self.horizon: int | None = None
 

@@ -12,7 +12,7 @@ from leadrelay.connectors.base import Capability, UpsertInput, WriteOutcome
 from leadrelay.connectors.credentials import MemoryCredentialCache
 from leadrelay.connectors.errors import AuthError, RateLimited, Rejected, Retryable
 from leadrelay.connectors.hubspot import HubSpotConnector, PropertySpec
-from leadrelay.connectors.hubspot.connector import decode_cursor, encode_cursor
+from leadrelay.connectors.hubspot.connector import ReadCursor, decode_cursor, encode_cursor
 from leadrelay.connectors.hubspot.fields import custom_property_specs, default_read_properties
 from leadrelay.connectors.policy import ManualClock, RetryPolicy
 from leadrelay.model import RejectionReason
@@ -238,15 +238,34 @@ def test_a_lookup_by_a_merged_away_id_answers_the_new_record(
     assert found[other]["hs_object_id"] == merged["id"]
 
 
-@pytest.mark.parametrize("cursor", ["", "abc", "12:x", "12", "12:3:", "12:3:x", "1:2:3:4"])
+@pytest.mark.parametrize("cursor", ["", "abc", "12:x", "12", "12:3:x", "1:2:3:4", "x:1:2"])
 def test_a_malformed_cursor_is_refused(make_connector: MakeConnector, cursor: str) -> None:
     with pytest.raises(ValueError, match="invalid HubSpot cursor"):
         list(make_connector().read_changes(cursor))
 
 
 def test_cursor_round_trip() -> None:
-    assert decode_cursor(encode_cursor(1_700_000_000_123, 42)) == (1_700_000_000_123, 42, None)
-    assert decode_cursor(encode_cursor(5, None, 9)) == (5, None, 9)
+    assert decode_cursor(encode_cursor(1_700_000_000_123, 42)) == ReadCursor(
+        1_700_000_000_123, 42, None
+    )
+    assert decode_cursor(encode_cursor(5, None, 9)) == ReadCursor(5, None, 9)
+
+
+def test_a_cursor_of_the_earlier_two_part_form_resumes_a_look_back_before_it(
+    make_connector: MakeConnector, emulator: HubSpotEmulator
+) -> None:
+    connector = make_connector(read_archived=False)
+    freeze_clock(emulator, 1_700_000_000)
+    [old] = created_ids(connector, "old@example.com")
+    freeze_clock(emulator, 1_700_000_010)
+    [recent] = created_ids(connector, "recent@example.com")
+    freeze_clock(emulator, 1_700_000_012)
+    [newest] = created_ids(connector, "newest@example.com")
+
+    records, _ = read_all(connector, f"1700000012000:{newest}")
+
+    assert [r["hs_object_id"] for r in records] == [recent, newest]
+    assert old not in {r["hs_object_id"] for r in records}
 
 
 def test_read_properties_choose_what_is_returned(make_connector: MakeConnector) -> None:
