@@ -94,6 +94,8 @@ _COMPANY_DOMAIN, _COMPANY_WEBSITE = "domain", "website"
 TASK_TO_CONTACT = 204
 _PROPERTIES = "/crm/v3/properties/contacts"
 _NO_EMAIL = "HubSpot upserts by email; the record has none"
+#: Refusals that mean the kept contact properties are out of date.
+_SCHEMA_ERRORS = frozenset({"PROPERTY_DOESNT_EXIST", "INVALID_OPTION", "READ_ONLY_VALUE"})
 
 logger = connector_logger("hubspot")
 
@@ -628,6 +630,9 @@ class HubSpotConnector(Connector[HubSpotConnection]):
         for chunk in _chunks_by_key(items, self.batch_size):
             budget = [2 * len(chunk)]
             self._write_chunk(operation, chunk, done, budget)
+        if any(d.error is not None and d.error.code in _SCHEMA_ERRORS for d in done.values()):
+            # HubSpot's properties changed since describe() was kept: read them again next time.
+            self._schema_cache.forget(self._properties_key()[0])
         return done
 
     def _write_chunk(

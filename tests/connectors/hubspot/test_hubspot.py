@@ -475,6 +475,21 @@ def test_without_a_shared_cache_each_connector_reads_the_schema_once(
     assert (first.api_calls, second.api_calls) == (1, 1)
 
 
+def test_a_write_refused_for_a_removed_option_drops_the_kept_schema(
+    make_connector: MakeConnector, emulator: HubSpotEmulator
+) -> None:
+    connector = make_connector()
+    connector.describe()
+    emulator.change_schema({"remove_option": {"field": "hs_lead_status", "value": "NEW"}})
+    [result] = connector.upsert([lead("ana@example.com", hs_lead_status="NEW")])
+    assert not result.ok
+
+    statuses = connector.describe().field("hs_lead_status").picklist_values
+
+    assert statuses is not None and "NEW" not in statuses
+    assert connector.api_calls == 3  # describe, the refused upsert, describe again
+
+
 def test_creating_properties_drops_the_kept_schema(make_connector: MakeConnector) -> None:
     connector = make_connector()
     connector.describe()
