@@ -50,7 +50,9 @@ def _route_label(scope: Scope, emulator: Emulator) -> str:
     method = str(scope.get("method", "GET"))
     route = scope.get("route")
     template = getattr(route, "path", None)
-    if not isinstance(template, str):
+    if not isinstance(template, str) or isinstance(route, Mount):
+        # No route of the emulator served the path (only its mount matched): count the path
+        # itself, not the mount's prefix.
         return f"{method} {scope.get('path', '')}"
     params: Mapping[str, Any] = scope.get("path_params") or {}
     # An API version in the path is shown with its value ("/services/data/v59.0/…"), as in

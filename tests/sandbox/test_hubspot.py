@@ -28,7 +28,6 @@ from hubspot.crm.properties import (
     PropertyCreate,
 )
 from hubspot.crm.properties.exceptions import ApiException as PropertiesApiException
-from hubspot.discovery.discovery_base import DiscoveryBase
 
 from leadrelay.sandbox.base import Faults
 from leadrelay.sandbox.hubspot import (
@@ -40,21 +39,10 @@ from leadrelay.sandbox.hubspot import (
 )
 from leadrelay.sandbox.hubspot import emulator as emulator_module
 from leadrelay.sandbox.server import SandboxServer
+from tests.hubspot_sandbox import OfficialClients, hubspot_http, hubspot_server, reset_hubspot  # noqa: F401 (fixtures)
 
 ISO_MS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
 CONTACTS = "/crm/v3/objects/contacts"
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[SandboxServer]:
-    with SandboxServer(emulator_types=[HubSpotEmulator]) as running:
-        yield running
-
-
-@pytest.fixture(autouse=True)
-def clean(server: SandboxServer) -> None:
-    server.sandbox.reset()
-    server.sandbox.set_faults(Faults())
 
 
 @pytest.fixture
@@ -69,32 +57,10 @@ Connect = Callable[[str], HubSpot]
 
 @pytest.fixture
 def connect(server: SandboxServer) -> Iterator[Connect]:
-    """Official clients for a token; their pooled connections are closed after the test.
-
-    hubspot-api-client builds a new ApiClient (own urllib3 pool) on every API access and keeps
-    its last response (and so its socket) referenced; a kept-alive TLS connection would then
-    stall the server's shutdown. ``Connection: close`` makes the server end each connection.
-    """
-    made: list[Any] = []
-
-    def factory(package: Any, api_name: str, config: dict[str, Any]) -> Any:
-        api = DiscoveryBase._default_api_factory(package, api_name, config)
-        api.api_client.set_default_header("Connection", "close")
-        made.append(api.api_client)
-        return api
-
-    def connect_with(token: str) -> HubSpot:
-        return HubSpot(
-            access_token=token,
-            host=server.env()["HUBSPOT_BASE_URL"],
-            ssl_ca_cert=str(server.ca_bundle),
-            api_factory=factory,
-        )
-
-    yield connect_with
-    for api_client in made:
-        api_client.rest_client.pool_manager.clear()
-        api_client.close()
+    """Official clients for a token; their pooled connections are closed after the test."""
+    clients = OfficialClients(server)
+    yield clients.connect
+    clients.close()
 
 
 @pytest.fixture
@@ -104,11 +70,7 @@ def hs(connect: Connect) -> HubSpot:
 
 @pytest.fixture
 def http(server: SandboxServer) -> Iterator[httpx.Client]:
-    context = ssl.create_default_context(cafile=str(server.ca_bundle))
-    headers = {"Authorization": f"Bearer {SANDBOX_ACCESS_TOKEN}"}
-    with httpx.Client(
-        base_url=server.env()["HUBSPOT_BASE_URL"], verify=context, headers=headers
-    ) as client:
+    with hubspot_http(server) as client:
         yield client
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import ssl
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,31 +18,17 @@ from hubspot.crm.companies import (
 from hubspot.crm.companies.exceptions import ApiException
 from hubspot.discovery.discovery_base import DiscoveryBase
 
-from leadrelay.sandbox.hubspot import SANDBOX_ACCESS_TOKEN, HubSpotEmulator
+from leadrelay.sandbox.hubspot import SANDBOX_ACCESS_TOKEN
 from leadrelay.sandbox.server import SandboxServer
+from tests.hubspot_sandbox import hubspot_http, hubspot_server, reset_hubspot  # noqa: F401 (fixtures)
 
 COMPANIES = "/crm/v3/objects/companies"
 OWNER = "61000002"
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[SandboxServer]:
-    with SandboxServer(emulator_types=[HubSpotEmulator]) as running:
-        yield running
-
-
-@pytest.fixture(autouse=True)
-def clean(server: SandboxServer) -> None:
-    server.sandbox.reset()
-
-
 @pytest.fixture
 def http(server: SandboxServer) -> Iterator[httpx.Client]:
-    context = ssl.create_default_context(cafile=str(server.ca_bundle))
-    headers = {"Authorization": f"Bearer {SANDBOX_ACCESS_TOKEN}"}
-    with httpx.Client(
-        base_url=server.env()["HUBSPOT_BASE_URL"], verify=context, headers=headers
-    ) as client:
+    with hubspot_http(server) as client:
         yield client
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import ssl
 import time
 from collections.abc import Iterator
@@ -15,27 +16,15 @@ from leadrelay.sandbox.hubspot import (
     SANDBOX_ACCESS_TOKEN,
     SANDBOX_FORM_GUID,
     SANDBOX_PORTAL_ID,
-    HubSpotEmulator,
 )
 from leadrelay.sandbox.hubspot.forms import UNAUTHENTICATED_LIMIT, original_source
 from leadrelay.sandbox.server import SandboxServer
+from tests.hubspot_sandbox import hubspot_server, reset_hubspot  # noqa: F401 (fixtures)
 
 SECURE = "/submissions/v3/integration/secure/submit"
 OPEN = "/submissions/v3/integration/submit"
 CONTACTS = "/crm/v3/objects/contacts"
 AUTH = {"Authorization": f"Bearer {SANDBOX_ACCESS_TOKEN}"}
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[SandboxServer]:
-    with SandboxServer(emulator_types=[HubSpotEmulator]) as running:
-        yield running
-
-
-@pytest.fixture(autouse=True)
-def clean(server: SandboxServer) -> None:
-    server.sandbox.reset()
-    server.sandbox.set_faults(Faults())
 
 
 @pytest.fixture
@@ -318,3 +307,14 @@ def test_stats_count_submissions_by_route_template(
 
     by_route = server.sandbox.stats.to_json()["by_route"]
     assert by_route["POST /hubspot/submissions/v3/integration/submit/{portalId}/{formGuid}"] == 1
+
+
+@pytest.mark.parametrize("bad", ["Ana\ud800", "Ana\x00"], ids=["lone surrogate", "NUL"])
+def test_unstorable_text_is_refused_and_nothing_is_stored(http: httpx.Client, bad: str) -> None:
+    path = f"{SECURE}/{SANDBOX_PORTAL_ID}/{SANDBOX_FORM_GUID}"
+    raw = json.dumps(body(email="ana@example.com", firstname=bad))  # escaped: \ud800, \u0000
+    response = http.post(path, content=raw, headers={**AUTH, "Content-Type": "application/json"})
+
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["errorType"] == "INVALID_METADATA"
+    assert http.get(CONTACTS, headers=AUTH).json()["results"] == []

@@ -8,7 +8,6 @@ Driven through hubspot-api-client (httpx for the forms submission API).
 from __future__ import annotations
 
 import json
-import ssl
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -33,6 +32,7 @@ from leadrelay.sandbox.hubspot import (
 )
 from leadrelay.sandbox.hubspot.schema import iso_ms
 from leadrelay.sandbox.server import SandboxServer
+from tests.hubspot_sandbox import hubspot_http
 
 ASSIGNED = "hubspot_owner_assigneddate"
 OWNER = "hubspot_owner_id"
@@ -57,11 +57,7 @@ def emulator(server: SandboxServer) -> HubSpotEmulator:
 
 @pytest.fixture
 def http(server: SandboxServer) -> Iterator[httpx.Client]:
-    context = ssl.create_default_context(cafile=str(server.ca_bundle))
-    headers = {"Authorization": f"Bearer {SANDBOX_ACCESS_TOKEN}"}
-    with httpx.Client(
-        base_url=server.env()["HUBSPOT_BASE_URL"], verify=context, headers=headers
-    ) as client:
+    with hubspot_http(server) as client:
         yield client
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,6 +18,7 @@ from hubspot.discovery.discovery_base import DiscoveryBase
 
 from leadrelay.sandbox.hubspot import SANDBOX_ACCESS_TOKEN, HubSpotEmulator
 from leadrelay.sandbox.server import SandboxServer
+from tests.hubspot_sandbox import hubspot_http
 
 TASKS = "/crm/v3/objects/tasks"
 
@@ -32,11 +32,7 @@ def server() -> Iterator[SandboxServer]:
 @pytest.fixture
 def http(server: SandboxServer) -> Iterator[httpx.Client]:
     server.sandbox.reset()
-    context = ssl.create_default_context(cafile=str(server.ca_bundle))
-    headers = {"Authorization": f"Bearer {SANDBOX_ACCESS_TOKEN}"}
-    with httpx.Client(
-        base_url=server.env()["HUBSPOT_BASE_URL"], verify=context, headers=headers
-    ) as client:
+    with hubspot_http(server) as client:
         yield client
 
 

@@ -16,6 +16,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,16 @@ class HubSpotResponse:
             status=self.status, headers=self.headers, body=self.body, url=url, method=method
         )
 
+    def server_time_ms(self) -> int | None:
+        """The server's clock when it answered (the ``Date`` header), in epoch ms."""
+        for name, value in self.headers.items():
+            if name.lower() == "date":
+                try:
+                    return int(parsedate_to_datetime(value).timestamp() * 1000)
+                except (TypeError, ValueError):
+                    return None
+        return None
+
     def items(self, key: str) -> list[dict[str, Any]]:
         """The objects under ``key`` (``results``, ``errors``) of a JSON object body."""
         if not isinstance(self.body, dict):
@@ -95,6 +106,7 @@ class HubSpotApis:
             # No hidden urllib3 retries: the policy retries (and counts) every attempt.
             retry=Retry(total=0, redirect=False),
         )
+        self.contacts_basic = client.crm.contacts.basic_api
         self.contacts_batch = client.crm.contacts.batch_api
         self.contacts_search = client.crm.contacts.search_api
         self.properties = client.crm.properties.core_api
@@ -103,6 +115,7 @@ class HubSpotApis:
         self.companies = client.crm.companies.basic_api
         self.tokens = client.oauth.tokens_api
         self._all: list[Any] = [
+            self.contacts_basic,
             self.contacts_batch,
             self.contacts_search,
             self.properties,

@@ -8,8 +8,10 @@
   the batch (bounded), and a 409 ``Existing ID: N`` becomes an update of N.
 * Lifecycle stage only moves forward on HubSpot: a backward write is silently ignored.
   :meth:`HubSpotConnector.force_lifecycle_stage` clears it and sets it in two requests.
-* Incremental reads: search on ``lastmodifieddate`` (one sort), keyset-paged (see
+* Incremental reads: search on ``lastmodifieddate`` (one sort), keyset-paged, the cursor kept a
+  look-back behind the server's clock; archived contacts and merges reported as deletions (see
   :meth:`HubSpotConnector.read_changes`).
+* ``describe()`` is kept in the connection's credential cache for an hour.
 * Accounts: :meth:`HubSpotConnector.account_owners` reads the companies' domains and owners
   (the list endpoint, 100 per page) for routing leads to their account's owner.
 * Rate limits: 190 calls per 10 s (kept honest by ``X-HubSpot-RateLimit-*``) and search's own
@@ -18,10 +20,12 @@
 
 from __future__ import annotations
 
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar, Self, TypeVar
 from urllib.parse import urlsplit
 
@@ -29,6 +33,7 @@ from leadrelay.config import HubSpotConnection
 from leadrelay.connectors.base import (
     Capability,
     Connector,
+    Deletion,
     FieldInfo,
     Health,
     Page,
@@ -38,6 +43,12 @@ from leadrelay.connectors.base import (
     WriteOutcome,
     WriteResult,
     normalize_email,
+)
+from leadrelay.connectors.credentials import (
+    CredentialCache,
+    MemoryCredentialCache,
+    cache_key,
+    process_cache,
 )
 from leadrelay.connectors.errors import AuthError, ConnectorError, Rejected, register_secret
 from leadrelay.connectors.hubspot.client import (
@@ -50,10 +61,12 @@ from leadrelay.connectors.hubspot.client import (
     explain,
 )
 from leadrelay.connectors.hubspot.fields import (
+    ADDITIONAL_EMAILS,
     CREATED,
     EMAIL,
     LAST_MODIFIED,
     LIFECYCLE_STAGE,
+    MERGED_IDS,
     OWNER,
     RECORD_ID,
     REQUIRED_READ,
@@ -81,6 +94,8 @@ _COMPANY_DOMAIN, _COMPANY_WEBSITE = "domain", "website"
 TASK_TO_CONTACT = 204
 _PROPERTIES = "/crm/v3/properties/contacts"
 _NO_EMAIL = "HubSpot upserts by email; the record has none"
+#: Refusals that mean the kept contact properties are out of date.
+_SCHEMA_ERRORS = frozenset({"PROPERTY_DOESNT_EXIST", "INVALID_OPTION", "READ_ONLY_VALUE"})
 
 logger = connector_logger("hubspot")
 
@@ -198,20 +213,55 @@ def _order(record: Mapping[str, Any]) -> tuple[int, int]:
     return _epoch_ms(record.get(LAST_MODIFIED)), _record_id(record)
 
 
-def encode_cursor(timestamp_ms: int, last_id: int | None) -> str:
+def _moment(ms: int) -> datetime | None:
+    return datetime.fromtimestamp(ms / 1000, tz=UTC) if ms else None
+
+
+def _merged_into(record: Mapping[str, Any]) -> list[Deletion]:
+    """The ids merged into ``record`` (its ``hs_merged_object_ids``), as deletions."""
+    survivor = str(record.get(RECORD_ID) or "")
+    at = _moment(_epoch_ms(record.get(LAST_MODIFIED)))
+    merged = str(record.get(MERGED_IDS) or "").split(";")
+    return [Deletion(old, survivor, at) for old in merged if old.strip() and old != survivor]
+
+
+def encode_cursor(
+    timestamp_ms: int, last_id: int | None, archived_read_ms: int | None = None
+) -> str:
     """A read position: everything changed before ``timestamp_ms`` was delivered, and at it
-    every record up to ``last_id`` (None: none at it is known to be)."""
-    return f"{timestamp_ms}:{last_id if last_id is not None else ''}"
+    every record up to ``last_id`` (None: none at it is known to be); and the server time of the
+    last read of the archived list (None: never read)."""
+    last = last_id if last_id is not None else ""
+    return f"{timestamp_ms}:{last}:{archived_read_ms if archived_read_ms is not None else ''}"
 
 
-def decode_cursor(cursor: str) -> tuple[int, int | None]:
-    """The (timestamp ms, last id) of a cursor made by :func:`encode_cursor`."""
-    stamp, sep, last = cursor.partition(":")
-    if not sep or not stamp.isdigit() or (last and not last.isdigit()):
+@dataclass(frozen=True)
+class ReadCursor:
+    """A decoded cursor (see :func:`encode_cursor`). ``exact`` is False for a cursor written
+    before the look-back moved into the cursor (two parts: the last record read), which a read
+    resumes :attr:`HubSpotConnector.look_back_ms` earlier, as it was written to be."""
+
+    timestamp_ms: int
+    last_id: int | None
+    archived_read_ms: int | None
+    exact: bool = True
+
+
+def decode_cursor(cursor: str) -> ReadCursor:
+    """The position a cursor from :func:`encode_cursor` (or an earlier version) stands for."""
+    parts = cursor.split(":")
+    valid = (
+        len(parts) in (2, 3) and parts[0].isdigit() and all(not p or p.isdigit() for p in parts[1:])
+    )
+    if not valid:
         raise ValueError(
-            f"invalid HubSpot cursor {cursor!r}: expected '<epoch ms>:<record id or empty>'"
+            f"invalid HubSpot cursor {cursor!r}: expected "
+            "'<epoch ms>:<record id or empty>:<epoch ms of the archived list read or empty>'"
         )
-    return int(stamp), int(last) if last else None
+    numbers = [int(p) if p else None for p in parts[1:]]
+    return ReadCursor(
+        int(parts[0]), numbers[0], numbers[1] if len(numbers) == 2 else None, len(parts) == 3
+    )
 
 
 class HubSpotConnector(Connector[HubSpotConnection]):
@@ -225,6 +275,12 @@ class HubSpotConnector(Connector[HubSpotConnection]):
             (default: every property the shipped mapping names); the key, id and change time
             are always added. Assignable later as :attr:`read_properties`.
         token_clock: monotonic clock of the OAuth token expiry (tests).
+        look_back_s: how far behind the server's time a read's cursor stays (default
+            :attr:`look_back_ms`); larger when the portal's search lags more.
+        read_archived: list archived contacts in :meth:`read_changes` (default); off,
+            archived contacts are not reported.
+        deletions_every_s: read the archived list at most this often (default
+            :attr:`deletions_every_ms`; 0: in every read).
     """
 
     kind: ClassVar[str] = "hubspot"
@@ -241,8 +297,16 @@ class HubSpotConnector(Connector[HubSpotConnection]):
     batch_size: ClassVar[int] = 100
     #: Search page size (HubSpot's maximum is 200).
     page_size: ClassVar[int] = 200
-    #: How far a resumed read goes back before its cursor (search lags writes by seconds).
-    overlap_ms: ClassVar[int] = 5_000
+    #: How far behind the server's clock a read's cursor stays: HubSpot's search index lags
+    #: writes by "several seconds" (facts §1 "Search"), so a record written this long before
+    #: a read is taken to be searchable by then. Per connector: ``look_back_s``.
+    look_back_ms: int = 5_000
+    #: How often the archived list is read for deletions: an idle run then costs one search
+    #: (DESIGN §7.4), plus one archived-list read at most this often (HubSpot has no call that
+    #: answers both). A first read always reads it. Per connector: ``deletions_every_s``.
+    deletions_every_ms: int = 60_000
+    #: How long a ``describe()`` (the contact properties) is reused, across runs and processes.
+    properties_ttl: ClassVar[timedelta] = timedelta(hours=1)
     #: Send an objectWriteTraceId with every batch input, so HubSpot answers a bad record with
     #: a 207 entry instead of failing the whole batch (facts §1 "Records, batch, upsert").
     write_trace_ids: ClassVar[bool] = True
@@ -257,8 +321,23 @@ class HubSpotConnector(Connector[HubSpotConnection]):
         retry: RetryPolicy | None = None,
         read_properties: Sequence[str] | None = None,
         token_clock: Callable[[], float] | None = None,
+        look_back_s: float | None = None,
+        read_archived: bool = True,
+        deletions_every_s: float | None = None,
     ) -> None:
         super().__init__(settings, name)
+        if look_back_s is not None:
+            if look_back_s < 0:
+                raise ValueError(f"look_back_s must be 0 or more seconds, got {look_back_s}")
+            self.look_back_ms = int(look_back_s * 1000)
+        #: Whether :meth:`read_changes` lists archived contacts (one call per 100 of them).
+        self.read_archived = read_archived
+        if deletions_every_s is not None:
+            if deletions_every_s < 0:
+                raise ValueError(
+                    f"deletions_every_s must be 0 or more seconds, got {deletions_every_s}"
+                )
+            self.deletions_every_ms = int(deletions_every_s * 1000)
         register_secret(
             *(
                 secret.get_secret_value()
@@ -298,6 +377,8 @@ class HubSpotConnector(Connector[HubSpotConnection]):
         )
         self._token_in_use = token
         self._token_lock = threading.Lock()
+        #: where describe() results are kept without a shared cache: this connector only
+        self._own_schema_cache = MemoryCredentialCache()
 
     # -- auth and transport -------------------------------------------------------------
 
@@ -390,7 +471,7 @@ class HubSpotConnector(Connector[HubSpotConnection]):
 
     # -- reading ------------------------------------------------------------------------
 
-    def _search(self, filters: list[dict[str, str]], sort: str) -> tuple[list[RawRecord], bool]:
+    def _search(self, filters: list[dict[str, str]], sort: str) -> _Found:
         body = {
             "filterGroups": [{"filters": filters}],
             "sorts": [{"propertyName": sort, "direction": "ASCENDING"}],
@@ -408,79 +489,52 @@ class HubSpotConnector(Connector[HubSpotConnection]):
         records = [_flatten(item) for item in response.items("results")]
         paging = response.body.get("paging") if isinstance(response.body, dict) else None
         more = isinstance(paging, dict) and bool(paging.get("next"))
-        return records, more or len(records) >= self.page_size
+        return _Found(records, more or len(records) >= self.page_size, response.server_time_ms())
 
     def read_changes(self, cursor: str | None) -> Iterator[Page]:
-        """Contacts changed since ``cursor``, oldest first, ``page_size`` per search.
+        """Contacts changed since ``cursor``, oldest first, ``page_size`` per search, and the
+        contacts archived or merged away since then (:attr:`Page.deleted`).
 
-        Every page is its own search from the last timestamp read (keyset paging), so no
-        query pages deep: HubSpot's 10,000-result cap is never reached, and a record changed
-        during the read moves to a later page instead of shifting others out of reach. The
-        search sorts by ``lastmodifieddate`` only (HubSpot applies one sort); records sharing
-        the last timestamp of a full page are read again from it and de-duplicated, and
-        when one timestamp fills a whole page it is read on its own, by ``hs_object_id``
+        Keyset reads: every page is its own search from the last (``lastmodifieddate``, id)
+        read, so no query pages deep (HubSpot's 10,000-result cap is never reached: each query
+        starts a new window) and a record changed during the read moves to a later page
+        instead of shifting others out of reach. HubSpot applies one sort, so records sharing
+        the last timestamp of a full page are read again from it and de-duplicated, and when
+        one timestamp fills a whole page it is read on its own, by ``hs_object_id``
         (``lastmodifieddate EQ ts`` and ``hs_object_id GT last``), before going on with
-        ``lastmodifieddate GT ts``. Nothing is missed and nothing loops, however many records
-        share one millisecond.
+        ``lastmodifieddate GT ts``.
 
-        A resumed read starts :attr:`overlap_ms` before the cursor (search lags writes), so a
-        few records may be read again; callers dedupe.
+        Search lags writes by seconds, so no cursor is ever later than the server's time of
+        the read's first search (its ``Date``) minus :attr:`look_back_ms`: a record indexed
+        late is read by the next run. A finished read's cursor is exactly that moment, so an
+        idle run costs one search however long ago the last change was (plus, at most every
+        :attr:`deletions_every_ms`, the archived list).
+
+        Merges: a contact listing ids in ``hs_merged_object_ids`` reports each as a
+        :class:`Deletion` merged into it, on its own page (HubSpot merges into a new record;
+        both former ids point to it). Contacts archived since the archived list was last read
+        (``GET …/contacts?archived=true``, by ``archivedAt``) are reported on the last page.
         """
         self.require(Capability.READ_INCREMENTAL)
-        operator, stamp = "GTE", 0
-        if cursor is not None:
-            start, last_id = decode_cursor(cursor)
-            if self.overlap_ms <= 0 and last_id is not None:
-                yield from self._read_timestamp(start, set(), last_id)
-                operator, stamp = "GT", start
-            else:
-                stamp = max(0, start - self.overlap_ms)
-        edge: int | None = None
-        seen: set[int] = set()
-        while True:
-            records, more = self._search(
-                [{"propertyName": LAST_MODIFIED, "operator": operator, "value": str(stamp)}],
-                LAST_MODIFIED,
-            )
-            if not records:
-                return
-            records.sort(key=_order)
-            first_ts, last_ts = _order(records[0])[0], _order(records[-1])[0]
-            if more and first_ts == last_ts:
-                # One timestamp fills the page: its records can only be told apart by id.
-                yield from self._read_timestamp(last_ts, seen if edge == last_ts else set())
-                operator, stamp, edge, seen = "GT", last_ts, None, set()
-                continue
-            fresh = [r for r in records if not (_order(r)[0] == edge and _record_id(r) in seen)]
-            if not more:
-                last_id = max(_record_id(r) for r in records if _order(r)[0] == last_ts)
-                yield Page(fresh, encode_cursor(last_ts, last_id))
-                return
-            # More records may share last_ts beyond this page: read again from it.
-            if edge != last_ts:
-                seen = set()
-            seen.update(_record_id(r) for r in records if _order(r)[0] == last_ts)
-            edge, operator, stamp = last_ts, "GTE", last_ts
-            yield Page(fresh, encode_cursor(last_ts, None))
+        read = _Read(self, cursor)
+        yield from read.pages()
 
-    def _read_timestamp(self, stamp: int, seen: set[int], after_id: int = 0) -> Iterator[Page]:
-        """Every record whose ``lastmodifieddate`` is ``stamp``, by id, skipping ``seen``."""
-        while True:
-            records, more = self._search(
-                [
-                    {"propertyName": LAST_MODIFIED, "operator": "EQ", "value": str(stamp)},
-                    {"propertyName": RECORD_ID, "operator": "GT", "value": str(after_id)},
-                ],
-                RECORD_ID,
-            )
-            if not records:
-                return
-            records.sort(key=_record_id)
-            after_id = _record_id(records[-1])
-            fresh = [r for r in records if _record_id(r) not in seen]
-            yield Page(fresh, encode_cursor(stamp, after_id))
-            if not more:
-                return
+    def _archived_since(self, since_ms: int | None) -> list[Deletion]:
+        """Contacts archived at or after ``since_ms`` (every archived one when None), from the
+        archived list (id order, 100 a page; HubSpot keeps them 90 days)."""
+        deletions: list[Deletion] = []
+        for item in self._list_all(
+            "list of archived contacts",
+            _CONTACTS,
+            self._apis.contacts_basic.get_page_with_http_info,
+            limit=100,
+            properties=[RECORD_ID],
+            archived=True,
+        ):
+            at = _epoch_ms(item.get("archivedAt"))
+            if since_ms is None or at >= since_ms:
+                deletions.append(Deletion(str(item.get("id")), None, _moment(at)))
+        return deletions
 
     def lookup(
         self, emails: Sequence[str] | None = None, ids: Sequence[str] | None = None
@@ -488,7 +542,8 @@ class HubSpotConnector(Connector[HubSpotConnection]):
         """Contacts by email (``batch/read`` with ``idProperty=email``) and by id.
 
         Keys are lower-cased emails and record ids; not found ones are absent (HubSpot's
-        207 ``OBJECT_NOT_FOUND`` entries are not failures).
+        207 ``OBJECT_NOT_FOUND`` entries are not failures). An id merged into another contact
+        maps to that contact, whose ``hs_object_id`` differs from the key.
         """
         self.require(Capability.LOOKUP)
         found: dict[str, RawRecord] = {}
@@ -510,8 +565,12 @@ class HubSpotConnector(Connector[HubSpotConnection]):
             asked = set(chunk)
             for item in response.items("results"):
                 record = _flatten(item)
-                key = normalize_email(str(record.get(EMAIL) or ""))
-                if key in asked:
+                # A merged record answers its other emails too (hs_additional_emails).
+                emails = [
+                    str(record.get(EMAIL) or ""),
+                    *str(record.get(ADDITIONAL_EMAILS) or "").split(";"),
+                ]
+                for key in {normalize_email(e) for e in emails} & asked:
                     found[key] = record
         for chunk in _chunks(_unique(str(i) for i in ids or ()), self.batch_size):
             body = {
@@ -526,9 +585,14 @@ class HubSpotConnector(Connector[HubSpotConnection]):
                 self._apis.contacts_batch.read_with_http_info,
                 body,
             )
+            asked = set(chunk)
             for item in response.items("results"):
                 record = _flatten(item)
                 found[str(record[RECORD_ID])] = record
+                # HubSpot answers a merged-away id with the record it was merged into.
+                for merge in _merged_into(record):
+                    if merge.record_id in asked:
+                        found[merge.record_id] = record
         return found
 
     # -- writing ------------------------------------------------------------------------
@@ -566,6 +630,9 @@ class HubSpotConnector(Connector[HubSpotConnection]):
         for chunk in _chunks_by_key(items, self.batch_size):
             budget = [2 * len(chunk)]
             self._write_chunk(operation, chunk, done, budget)
+        if any(d.error is not None and d.error.code in _SCHEMA_ERRORS for d in done.values()):
+            # HubSpot's properties changed since describe() was kept: read them again next time.
+            self._schema_cache.forget(self._properties_key()[0])
         return done
 
     def _write_chunk(
@@ -792,7 +859,39 @@ class HubSpotConnector(Connector[HubSpotConnection]):
 
     # -- schema, properties, owners, health -----------------------------------------------
 
-    def _property_list(self) -> list[dict[str, Any]]:
+    def _cache_identity(self) -> tuple[str, str]:
+        """(name part, sealing secret) of this connection's cache entries: the private-app
+        token, or with OAuth the app's client secret (the access tokens change)."""
+        settings = self.settings
+        if settings.auth == "oauth":
+            assert settings.client_secret is not None and settings.refresh_token is not None
+            secret = settings.client_secret.get_secret_value()
+            return settings.refresh_token.get_secret_value(), secret
+        token = settings.access_token.get_secret_value() if settings.access_token else ""
+        return token, token
+
+    def _properties_key(self) -> tuple[str, str]:
+        identity, secret = self._cache_identity()
+        return cache_key("hubspot", self.base_url, "contact-properties", identity), secret
+
+    @property
+    def _schema_cache(self) -> CredentialCache:
+        """The state store's cache when the connector has one (shared by every run), else this
+        connector's own memory: the process-wide default would hand one command the schema
+        another read before a change."""
+        if self.credentials is process_cache():
+            return self._own_schema_cache
+        return self.credentials
+
+    def _property_list(self, *, cached: bool = True) -> list[dict[str, Any]]:
+        """The contact property definitions; reused from :attr:`credentials` for
+        :attr:`properties_ttl` unless ``cached`` is False (the read is counted in
+        :attr:`api_calls` when it is made)."""
+        key, secret = self._properties_key()
+        if cached:
+            kept = self._schema_cache.get(key, secret=secret)
+            if kept is not None and isinstance(kept.get("results"), list):
+                return [p for p in kept["results"] if isinstance(p, dict)]
         response = self._call(
             "list of contact properties",
             "GET",
@@ -800,7 +899,10 @@ class HubSpotConnector(Connector[HubSpotConnection]):
             self._apis.properties.get_all_with_http_info,
             "contacts",
         )
-        return response.items("results")
+        results = response.items("results")
+        expires = datetime.now(UTC) + self.properties_ttl
+        self._schema_cache.put(key, {"results": results}, secret=secret, expires_at=expires)
+        return results
 
     def describe(self) -> Schema:
         """Contact properties from the Properties API.
@@ -849,7 +951,7 @@ class HubSpotConnector(Connector[HubSpotConnection]):
         appeared meanwhile (409) is left as it is.
         """
         wanted = list(specs) if specs is not None else custom_property_specs()
-        existing = {p.get("name") for p in self._property_list()}
+        existing = {p.get("name") for p in self._property_list(cached=False)}
         created = []
         for spec in wanted:
             if spec.name in existing:
@@ -869,6 +971,9 @@ class HubSpotConnector(Connector[HubSpotConnection]):
                     raise
                 continue
             created.append(spec.name)
+        if created:
+            # The kept definitions no longer list every property.
+            self._schema_cache.forget(self._properties_key()[0])
         return created
 
     def _list_all(
@@ -1037,3 +1142,135 @@ class HubSpotConnector(Connector[HubSpotConnection]):
     def close(self) -> None:
         """Close the client's connection pools."""
         self._apis.close()
+
+
+_ALL = sys.maxsize  # a position past every record id of its timestamp
+
+
+@dataclass
+class _Found:
+    """One search answer: its records, whether more follow, the server's time (epoch ms)."""
+
+    records: list[RawRecord]
+    more: bool
+    server_ms: int | None
+
+
+class _Read:
+    """One :meth:`HubSpotConnector.read_changes`: the keyset walk from the cursor, the horizon
+    no cursor passes (the first search's server time minus the look-back), and the deletions.
+
+    A position ``(ts, id)`` means every record up to ``lastmodifieddate`` ts and, at ts, up to
+    that id was delivered; ``(ts, _ALL)`` every record at ts.
+    """
+
+    def __init__(self, connector: HubSpotConnector, cursor: str | None) -> None:
+        self.connector = connector
+        self.start: tuple[int, int] = (-1, _ALL)
+        #: server time of the last archived-list read, and of this read's first search
+        self.archived_read: int | None = None
+        self.server_ms: int | None = None
+        if cursor is not None:
+            position = decode_cursor(cursor)
+            stamp, last_id = position.timestamp_ms, position.last_id
+            self.archived_read = position.archived_read_ms
+            if not position.exact:
+                stamp, last_id = max(0, stamp - connector.look_back_ms), None
+            self.start = (stamp, last_id) if last_id is not None else (stamp - 1, _ALL)
+        self.horizon: int | None = None
+
+    def search(self, filters: list[dict[str, str]], sort: str) -> _Found:
+        found = self.connector._search(filters, sort)
+        if self.horizon is None:
+            # The server's clock, as the index lag is measured on it; the local clock only
+            # when the answer has no Date.
+            now = found.server_ms if found.server_ms is not None else int(time.time() * 1000)
+            self.server_ms = now
+            self.horizon = now - self.connector.look_back_ms
+        return found
+
+    def cursor(self, position: tuple[int, int]) -> str:
+        assert self.horizon is not None
+        stamp, last = min(position, (self.horizon, _ALL))
+        if last == _ALL:
+            return encode_cursor(stamp + 1, None, self.archived_read)
+        return encode_cursor(stamp, last, self.archived_read)
+
+    def archived(self) -> list[Deletion]:
+        """The contacts archived since the archived list was last read, when it is due."""
+        connector, previous, now = self.connector, self.archived_read, self.server_ms
+        assert now is not None
+        if not connector.read_archived or (
+            previous is not None and now - previous < connector.deletions_every_ms
+        ):
+            return []
+        found = connector._archived_since(
+            None if previous is None else previous - connector.look_back_ms
+        )
+        self.archived_read = now
+        return found
+
+    def page(self, records: list[RawRecord], position: tuple[int, int]) -> Page:
+        merges = tuple(d for r in records for d in _merged_into(r))
+        return Page(records, self.cursor(position), merges)
+
+    def last_page(self, records: list[RawRecord]) -> Page:
+        assert self.horizon is not None
+        deleted = {d.record_id: d for r in records for d in _merged_into(r)}
+        for gone in self.archived():
+            deleted.setdefault(gone.record_id, gone)
+        return Page(records, self.cursor((self.horizon, _ALL)), tuple(deleted.values()))
+
+    def pages(self) -> Iterator[Page]:
+        stamp, last_id = self.start
+        if last_id != _ALL:
+            yield from self.one_timestamp(stamp, set(), last_id)
+        operator = "GT"
+        edge: int | None = None
+        seen: set[int] = set()
+        while True:
+            found = self.search(
+                [{"propertyName": LAST_MODIFIED, "operator": operator, "value": str(stamp)}],
+                LAST_MODIFIED,
+            )
+            records = found.records
+            if not records:
+                yield self.last_page([])
+                return
+            records.sort(key=_order)
+            first_ts, last_ts = _order(records[0])[0], _order(records[-1])[0]
+            if found.more and first_ts == last_ts:
+                # One timestamp fills the page: its records can only be told apart by id.
+                yield from self.one_timestamp(last_ts, seen if edge == last_ts else set(), 0)
+                operator, stamp, edge, seen = "GT", last_ts, None, set()
+                continue
+            fresh = [r for r in records if not (_order(r)[0] == edge and _record_id(r) in seen)]
+            if not found.more:
+                yield self.last_page(fresh)
+                return
+            # More records may share last_ts beyond this page: read again from it.
+            if edge != last_ts:
+                seen = set()
+            seen.update(_record_id(r) for r in records if _order(r)[0] == last_ts)
+            edge, operator, stamp = last_ts, "GTE", last_ts
+            yield self.page(fresh, (last_ts - 1, _ALL))
+
+    def one_timestamp(self, stamp: int, seen: set[int], after_id: int) -> Iterator[Page]:
+        """Every record whose ``lastmodifieddate`` is ``stamp`` after ``after_id``, by id,
+        skipping ``seen``."""
+        while True:
+            found = self.search(
+                [
+                    {"propertyName": LAST_MODIFIED, "operator": "EQ", "value": str(stamp)},
+                    {"propertyName": RECORD_ID, "operator": "GT", "value": str(after_id)},
+                ],
+                RECORD_ID,
+            )
+            if not found.records:
+                return
+            records = sorted(found.records, key=_record_id)
+            after_id = _record_id(records[-1])
+            fresh = [r for r in records if _record_id(r) not in seen]
+            yield self.page(fresh, (stamp, after_id))
+            if not found.more:
+                return

@@ -16,11 +16,13 @@ from typing import Any
 from leadrelay.model import RejectionReason, Tier
 
 __all__ = [
+    "ADDITIONAL_EMAILS",
     "CREATED",
     "EMAIL",
     "LAST_MODIFIED",
     "LEAD_STATUS",
     "LIFECYCLE_STAGE",
+    "MERGED_IDS",
     "OWNER",
     "RECORD_ID",
     "REQUIRED_READ",
@@ -36,13 +38,24 @@ RECORD_ID = "hs_object_id"
 #: When HubSpot last changed the record (datetime; drives incremental reads).
 LAST_MODIFIED = "lastmodifieddate"
 CREATED = "createdate"
+#: Every record id merged into a contact, ``;``-separated (HubSpot sets it on a merge).
+MERGED_IDS = "hs_merged_object_ids"
+#: A contact's other emails, ``;``-separated (a merge keeps the merged record's email here).
+ADDITIONAL_EMAILS = "hs_additional_emails"
 #: Forward-only enumeration (facts §1 "Enumerations and business rules").
 LIFECYCLE_STAGE = "lifecyclestage"
 LEAD_STATUS = "hs_lead_status"
 OWNER = "hubspot_owner_id"
 
 #: Read with every record whatever the caller asks for: the key, the id and the change time.
-REQUIRED_READ: tuple[str, ...] = (EMAIL, RECORD_ID, LAST_MODIFIED, CREATED)
+REQUIRED_READ: tuple[str, ...] = (
+    EMAIL,
+    RECORD_ID,
+    LAST_MODIFIED,
+    CREATED,
+    MERGED_IDS,
+    ADDITIONAL_EMAILS,
+)
 
 #: The property group custom properties are created in (it exists in every portal).
 CUSTOM_GROUP = "contactinformation"

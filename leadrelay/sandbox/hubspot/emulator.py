@@ -24,15 +24,22 @@ from fastapi import FastAPI
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from leadrelay.sandbox.base import Emulator, Sandbox, SchemaChangeError
+from leadrelay.sandbox.hubspot.associations import (
+    OBJECT_TYPE_NAMES,
+    Associations,
+    object_type,
+)
 from leadrelay.sandbox.hubspot.companies import CompanyStore
 from leadrelay.sandbox.hubspot.errors import (
     HubSpotError,
     correlation_id,
     error_body,
     not_found,
+    unstorable_text,
     validation_error,
 )
 from leadrelay.sandbox.hubspot.forms import (
@@ -43,9 +50,14 @@ from leadrelay.sandbox.hubspot.forms import (
     seeded_forms,
     submit,
 )
-from leadrelay.sandbox.hubspot.schema import SANDBOX_HUB_ID, SEEDED_OWNERS, Schema
+from leadrelay.sandbox.hubspot.schema import (
+    SANDBOX_HUB_ID,
+    SEEDED_OWNERS,
+    Schema,
+    legacy_property,
+)
 from leadrelay.sandbox.hubspot.search import search
-from leadrelay.sandbox.hubspot.store import ContactStore, wanted_properties
+from leadrelay.sandbox.hubspot.store import Contact, ContactStore, wanted_properties
 from leadrelay.sandbox.hubspot.tasks import TaskStore
 
 #: sandbox-only private-app token (never a real HubSpot credential)
@@ -70,6 +82,13 @@ _AUTH_MESSAGE = (
 )
 
 Handler = Callable[["_Call"], Response]
+
+_EVERY_METHOD = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+
+
+def _route_not_found() -> HubSpotError:
+    """A path no HubSpot API serves."""
+    return not_found("resource not found")
 
 
 @dataclass
@@ -213,6 +232,10 @@ class HubSpotEmulator(Emulator):
             self.companies = CompanyStore(
                 self.store.now_ms, lambda: {owner.id for owner in self.owners}
             )
+            self.associations = Associations(
+                self._exists,
+                lambda: [(t.id, c) for t in self.tasks.tasks.values() for c in t.contacts],
+            )
             self.limits = _RateLimits()
             self.oauth_tokens: dict[str, float] = {}
             self.refresh_tokens = {SANDBOX_REFRESH_TOKEN}
@@ -326,9 +349,15 @@ class HubSpotEmulator(Emulator):
         if not raw.strip():
             return None
         try:
-            return json.loads(raw)
+            body = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             raise validation_error(f"Invalid input JSON on line 1: {exc}") from None
+        # JSON may escape a lone surrogate ("\ud800") or a NUL; neither is storable text, so
+        # the request is refused before anything is stored, and no later read can fail on it.
+        problem = unstorable_text(body)
+        if problem is not None:
+            raise validation_error(f"Invalid input JSON: {problem}")
+        return body
 
     def _route(
         self, handler: Handler, *, is_search: bool = False
@@ -341,21 +370,24 @@ class HubSpotEmulator(Emulator):
     def app(self) -> ASGIApp:
         """The FastAPI app serving HubSpot's paths relative to ``/hubspot``."""
         api = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
-        contacts = "/crm/v3/objects/contacts"
-        companies = "/crm/v3/objects/companies"
         props = "/crm/v3/properties/{objectType}"
-        routes: list[tuple[str, str, Handler, bool]] = [
-            ("GET", contacts, self._list_contacts, False),
-            ("POST", contacts, self._create_contact, False),
-            ("POST", f"{contacts}/search", self._search, True),
-            ("POST", f"{contacts}/batch/read", self._batch("read"), False),
-            ("POST", f"{contacts}/batch/create", self._batch("create"), False),
-            ("POST", f"{contacts}/batch/update", self._batch("update"), False),
-            ("POST", f"{contacts}/batch/upsert", self._batch("upsert"), False),
-            ("POST", f"{contacts}/batch/archive", self._batch_archive, False),
-            ("GET", contacts + "/{contactId}", self._get_contact, False),
-            ("PATCH", contacts + "/{contactId}", self._update_contact, False),
-            ("DELETE", contacts + "/{contactId}", self._archive_contact, False),
+        routes: list[tuple[str, str, Handler, bool]] = []
+        # HubSpot takes an object type by plural name, singular name or type id ("contacts",
+        # "contact", "0-1") wherever the path names one.
+        for contacts in (f"/crm/v3/objects/{n}" for n in OBJECT_TYPE_NAMES["contacts"]):
+            routes.extend(self._contact_routes(contacts))
+        for companies in (f"/crm/v3/objects/{n}" for n in OBJECT_TYPE_NAMES["companies"]):
+            routes.extend(self._company_routes(companies))
+        for tasks in (f"/crm/v3/objects/{n}" for n in OBJECT_TYPE_NAMES["tasks"]):
+            routes.extend(
+                [
+                    ("GET", tasks, self._list_tasks, False),
+                    ("POST", tasks, self._create_task, False),
+                    ("GET", tasks + "/{taskId}", self._get_task, False),
+                ]
+            )
+        v4_object = "/crm/v4/objects/{objectType}/{objectId}/associations/{toObjectType}"
+        routes += [
             ("GET", props, self._list_properties, False),
             ("POST", props, self._create_property, False),
             ("POST", props + "/batch/read", self._properties_batch_read, False),
@@ -364,21 +396,32 @@ class HubSpotEmulator(Emulator):
             ("GET", props + "/{propertyName}", self._get_property, False),
             ("PATCH", props + "/{propertyName}", self._update_property, False),
             ("DELETE", props + "/{propertyName}", self._archive_property, False),
+            # The legacy properties API, still called by production connectors.
+            ("GET", "/properties/v1/{objectType}/properties", self._legacy_properties, False),
+            ("GET", "/properties/v2/{objectType}/properties", self._legacy_properties, False),
+            ("GET", "/crm/v3/schemas", self._list_schemas, False),
+            ("GET", "/crm-object-schemas/v3/schemas", self._list_schemas, False),
             ("GET", "/crm/v3/owners/", self._list_owners, False),
             ("GET", "/crm/v3/owners", self._list_owners, False),
             ("GET", "/crm/v3/owners/{ownerId}", self._get_owner, False),
-            ("GET", "/crm/v3/objects/tasks", self._list_tasks, False),
-            ("POST", "/crm/v3/objects/tasks", self._create_task, False),
-            ("GET", "/crm/v3/objects/tasks/{taskId}", self._get_task, False),
-            ("GET", companies, self._list_companies, False),
-            ("POST", companies, self._create_company, False),
-            ("POST", f"{companies}/batch/read", self._batch_read_companies, False),
-            ("GET", companies + "/{companyId}", self._get_company, False),
-            ("PATCH", companies + "/{companyId}", self._update_company, False),
-            ("DELETE", companies + "/{companyId}", self._archive_company, False),
+            ("POST", self._ASSOC_BATCH_READ.format(3), self._association_batch_read(3), False),
+            ("POST", self._ASSOC_BATCH_READ.format(4), self._association_batch_read(4), False),
+            ("GET", v4_object, self._v4_associations, False),
+            ("PUT", v4_object + "/{toObjectId}", self._v4_associate, False),
+            ("DELETE", v4_object + "/{toObjectId}", self._v4_dissociate, False),
+            (
+                "PUT",
+                "/crm/v4/objects/{objectType}/{objectId}/associations/default/{toObjectType}"
+                "/{toObjectId}",
+                self._v4_associate_default,
+                False,
+            ),
         ]
         for method, path, handler, is_search in routes:
             api.add_api_route(path, self._route(handler, is_search=is_search), methods=[method])
+        # Any other object type, and any other path under a known one, answers as HubSpot does.
+        for path in ("/crm/v3/objects/{objectType}", "/crm/v3/objects/{objectType}/{rest:path}"):
+            api.add_api_route(path, self._route(self._unknown_object_path), methods=_EVERY_METHOD)
         form_path = "/{portalId}/{formGuid}"
         for mode, secure in (("secure/submit", True), ("submit", False)):
             api.add_api_route(
@@ -396,19 +439,67 @@ class HubSpotEmulator(Emulator):
             methods=["GET", "DELETE"],
         )
         api.router.redirect_slashes = False
+        self._api = api
 
         async def http_error(request: Request, exc: Exception) -> Response:
             status = exc.status_code if isinstance(exc, StarletteHTTPException) else 500
             if status == 405:
-                message = f"{request.method} is not allowed on {request.url.path}"
-                return _json(error_body(message, "VALIDATION_ERROR"), 405)
+                return self._not_allowed(request)
             if status == 404:
-                return _json(error_body("resource not found", "OBJECT_NOT_FOUND"), 404)
+                return _json(_route_not_found().body(), 404)
             return _json(error_body("internal error", "INTERNAL_ERROR"), status)
 
         api.add_exception_handler(StarletteHTTPException, http_error)
         api.add_exception_handler(Exception, http_error)
         return _CatchAll(api)
+
+    _ASSOC_BATCH_READ = "/crm/v{}/associations/{{fromObjectType}}/{{toObjectType}}/batch/read"
+
+    def _contact_routes(self, contacts: str) -> list[tuple[str, str, Handler, bool]]:
+        one = contacts + "/{contactId}"
+        association = one + "/associations/{toObjectType}"
+        return [
+            ("GET", contacts, self._list_contacts, False),
+            ("POST", contacts, self._create_contact, False),
+            ("POST", f"{contacts}/search", self._search, True),
+            ("POST", f"{contacts}/merge", self._merge_contacts, False),
+            ("POST", f"{contacts}/batch/read", self._batch("read"), False),
+            ("POST", f"{contacts}/batch/create", self._batch("create"), False),
+            ("POST", f"{contacts}/batch/update", self._batch("update"), False),
+            ("POST", f"{contacts}/batch/upsert", self._batch("upsert"), False),
+            ("POST", f"{contacts}/batch/archive", self._batch_archive, False),
+            ("GET", one, self._get_contact, False),
+            ("PATCH", one, self._update_contact, False),
+            ("DELETE", one, self._archive_contact, False),
+            # The v3 association endpoints of one contact.
+            ("GET", association, self._v3_associations, False),
+            ("PUT", association + "/{toObjectId}/{associationType}", self._v3_associate, False),
+            ("DELETE", association + "/{toObjectId}/{associationType}", self._v3_dissociate, False),
+        ]
+
+    def _company_routes(self, companies: str) -> list[tuple[str, str, Handler, bool]]:
+        return [
+            ("GET", companies, self._list_companies, False),
+            ("POST", companies, self._create_company, False),
+            ("POST", f"{companies}/batch/read", self._batch_read_companies, False),
+            ("GET", companies + "/{companyId}", self._get_company, False),
+            ("PATCH", companies + "/{companyId}", self._update_company, False),
+            ("DELETE", companies + "/{companyId}", self._archive_company, False),
+        ]
+
+    def _not_allowed(self, request: Request) -> Response:
+        message = f"{request.method} is not allowed on {request.url.path}"
+        return _json(error_body(message, "VALIDATION_ERROR"), 405)
+
+    def _unknown_object_path(self, call: _Call) -> Response:
+        """A path under ``/crm/v3/objects`` no route serves: an object type HubSpot cannot
+        resolve is a 400; under a known type, the path (or method) is unknown."""
+        object_type(call.path("objectType"))
+        scope = dict(call.request.scope)
+        for route in self._api.router.routes:
+            if route.matches(scope)[0] == Match.PARTIAL:
+                return self._not_allowed(call.request)
+        raise _route_not_found()
 
     def _list_page(
         self, object_type: str, results: list[dict[str, Any]], after: str | None, limit: int
@@ -427,14 +518,38 @@ class HubSpotEmulator(Emulator):
         page, after = self.store.page(limit, call.query("after"), call.flag("archived"))
         wanted = call.query_list("properties")
         return self._list_page(
-            "contacts", [self.store.render(c, wanted) for c in page], after, limit
+            "contacts", [self._contact_body(call, c, wanted) for c in page], after, limit
         )
 
     def _get_contact(self, call: _Call) -> Response:
         contact = self.store.find(
             call.path("contactId"), call.query("idProperty"), call.flag("archived")
         )
-        return _json(self.store.render(contact, call.query_list("properties")))
+        return _json(self._contact_body(call, contact, call.query_list("properties")))
+
+    def _contact_body(self, call: _Call, contact: Contact, wanted: list[str] | None) -> Any:
+        """A contact as a read answers it, with the ``propertiesWithHistory`` and
+        ``associations`` the query asks for."""
+        body = self.store.render(contact, wanted)
+        history = call.query_list("propertiesWithHistory")
+        if history:
+            body["propertiesWithHistory"] = {
+                name: self.store.history(contact, name)
+                for name in history
+                if self.schema.exists(name)
+            }
+        associated: dict[str, Any] = {}
+        for name in call.query_list("associations") or []:
+            to_type = object_type(name)
+            kind = self.associations.kind("contacts", to_type)
+            found = self.associations.targets("contacts", contact.id, to_type)
+            if found:
+                # HubSpot leaves out the types with nothing associated.
+                results = [{"id": str(t), "type": kind.v3_name} for t in found]
+                associated[to_type] = {"results": results}
+        if associated:
+            body["associations"] = associated
+        return body
 
     def _create_contact(self, call: _Call) -> Response:
         body = _object(call.body)
@@ -451,8 +566,19 @@ class HubSpotEmulator(Emulator):
     def _archive_contact(self, call: _Call) -> Response:
         key = call.path("contactId")
         if key.isdigit() and (contact := self.store.contacts.get(int(key))) is not None:
-            self.store.archive(contact)
+            self.store.archive(self.store.resolve(contact))
         return Response(status_code=204)
+
+    def _merge_contacts(self, call: _Call) -> Response:
+        merged = self.store.merge(call.body)
+        for old in _split_ids(merged.props.get("hs_merged_object_ids")):
+            self.associations.move_contact(old, merged.id)
+            for task in self.tasks.tasks.values():
+                if old in task.contacts:
+                    task.contacts = list(
+                        dict.fromkeys(merged.id if c == old else c for c in task.contacts)
+                    )
+        return _json(self.store.render(merged, None))
 
     def _batch(self, operation: str) -> Handler:
         def handler(call: _Call) -> Response:
@@ -490,6 +616,144 @@ class HubSpotEmulator(Emulator):
     def _list_properties(self, call: _Call) -> Response:
         _, schema = self._object_type(call)
         return _json({"results": list(schema.properties.values())})
+
+    def _legacy_properties(self, call: _Call) -> Response:
+        """``GET /properties/v1|v2/{contacts|contact|companies|company}/properties``: a bare
+        array in the legacy shape (times in epoch ms, read-only flags at the top level)."""
+        object_name = call.path("objectType")
+        if object_name in {"contacts", "contact"}:
+            schema = self.schema
+        elif object_name in {"companies", "company"}:
+            schema = self.companies.schema
+        else:
+            raise _route_not_found()
+        return _json([legacy_property(p) for p in schema.properties.values()])
+
+    def _list_schemas(self, call: _Call) -> Response:
+        # The sandbox portal has no custom objects (HubSpot answers such a portal this way).
+        return _json({"results": []})
+
+    # ------------------------------------------------------------ associations
+
+    def _exists(self, object_name: str, object_id: int) -> bool:
+        if object_name == "contacts":
+            return self._live_contact(object_id)
+        if object_name == "companies":
+            company = self.companies.companies.get(object_id)
+            return company is not None and company.archived_ms is None
+        return object_id in self.tasks.tasks
+
+    def _association_batch_read(self, version: int) -> Handler:
+        def handler(call: _Call) -> Response:
+            started = _now_iso()
+            status, body = self.associations.batch_read(
+                object_type(call.path("fromObjectType")),
+                object_type(call.path("toObjectType")),
+                call.body,
+                v4=version == 4,
+            )
+            body["startedAt"] = started
+            body["completedAt"] = _now_iso()
+            return _json(body, status)
+
+        return handler
+
+    def _from_to(self, call: _Call, id_param: str) -> tuple[str, int, str]:
+        from_type = object_type(call.path("objectType"))
+        to_type = object_type(call.path("toObjectType"))
+        return from_type, self.associations.check(from_type, call.path(id_param)), to_type
+
+    def _v4_associations(self, call: _Call) -> Response:
+        from_type, from_id, to_type = self._from_to(call, "objectId")
+        kind = self.associations.kind(from_type, to_type)
+        found = self.associations.targets(from_type, from_id, to_type)
+        spec = self.associations.spec(kind)
+        return _json({"results": [{"toObjectId": t, "associationTypes": [spec]} for t in found]})
+
+    def _v4_associate(self, call: _Call) -> Response:
+        from_type, _, to_type = self._from_to(call, "objectId")
+        kind = self.associations.kind(from_type, to_type)
+        specs = call.body if isinstance(call.body, list) else None
+        if not specs or not all(
+            isinstance(s, dict)
+            and s.get("associationCategory") == "HUBSPOT_DEFINED"
+            and s.get("associationTypeId") == kind.type_id
+            for s in specs
+        ):
+            raise validation_error(
+                f"The body must list association types; the sandbox knows HUBSPOT_DEFINED "
+                f"{kind.type_id} for {from_type} to {to_type}"
+            )
+        from_id, to_id = call.path("objectId"), call.path("toObjectId")
+        self.associations.link(from_type, from_id, to_type, to_id)
+        # A labelled association answers the pair and its labels (LabelsBetweenObjectPair).
+        return _json(
+            {
+                "fromObjectTypeId": OBJECT_TYPE_NAMES[from_type][2],
+                "fromObjectId": from_id,
+                "toObjectTypeId": OBJECT_TYPE_NAMES[to_type][2],
+                "toObjectId": to_id,
+                "labels": [],
+            },
+            201,
+        )
+
+    def _v4_associate_default(self, call: _Call) -> Response:
+        started = _now_iso()
+        from_type = object_type(call.path("objectType"))
+        to_type = object_type(call.path("toObjectType"))
+        from_id, to_id = call.path("objectId"), call.path("toObjectId")
+        kind = self.associations.link(from_type, from_id, to_type, to_id)
+        spec = {"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": kind.type_id}
+        result = {"from": {"id": from_id}, "to": {"id": to_id}, "associationSpec": spec}
+        return _json(
+            {
+                "status": "COMPLETE",
+                "results": [result],
+                "startedAt": started,
+                "completedAt": _now_iso(),
+            }
+        )
+
+    def _v4_dissociate(self, call: _Call) -> Response:
+        self.associations.unlink(
+            object_type(call.path("objectType")),
+            call.path("objectId"),
+            object_type(call.path("toObjectType")),
+            call.path("toObjectId"),
+        )
+        return Response(status_code=204)
+
+    def _v3_associations(self, call: _Call) -> Response:
+        key = call.path("contactId")
+        contact = self.store.find(key)
+        to_type = object_type(call.path("toObjectType"))
+        kind = self.associations.kind("contacts", to_type)
+        found = self.associations.targets("contacts", contact.id, to_type)
+        return _json({"results": [{"id": str(t), "type": kind.v3_name} for t in found]})
+
+    def _v3_associate(self, call: _Call) -> Response:
+        contact = self.store.find(call.path("contactId"))
+        to_type = object_type(call.path("toObjectType"))
+        kind = self.associations.kind("contacts", to_type)
+        if call.path("associationType") not in {kind.v3_name, str(kind.type_id)}:
+            raise validation_error(
+                f"{call.path('associationType')} is not a valid association type from contacts "
+                f"to {to_type}; use {kind.v3_name}"
+            )
+        self.associations.link("contacts", str(contact.id), to_type, call.path("toObjectId"))
+        body = self.store.render(contact, None)
+        associated = self.associations.targets("contacts", contact.id, to_type)
+        body["associations"] = {
+            to_type: {"results": [{"id": str(t), "type": kind.v3_name} for t in associated]}
+        }
+        return _json(body)
+
+    def _v3_dissociate(self, call: _Call) -> Response:
+        contact = self.store.find(call.path("contactId"))
+        to_type = object_type(call.path("toObjectType"))
+        self.associations.unlink("contacts", str(contact.id), to_type, call.path("toObjectId"))
+        return Response(status_code=204)
 
     def _known_property(self, call: _Call) -> tuple[Schema, str]:
         object_type, schema = self._object_type(call)
@@ -779,3 +1043,11 @@ def _int_param(raw: str | None, name: str, *, default: int, maximum: int) -> int
     if value > maximum:
         raise validation_error(f"{name} must be at most {maximum}, got {value}")
     return value
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _split_ids(value: str | None) -> list[int]:
+    return [int(part) for part in (value or "").split(";") if part.isdigit()]

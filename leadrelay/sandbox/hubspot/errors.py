@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from typing import Any
 
@@ -79,3 +80,34 @@ def property_problem(name: str, error: str, message: str) -> dict[str, Any]:
         "name": name,
         "localizedErrorMessage": message,
     }
+
+
+#: text no HubSpot store takes: NUL, and UTF-16 surrogates (alone they are not Unicode)
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def unstorable_text(value: Any, where: str = "") -> str | None:
+    """Where ``value`` holds text HubSpot refuses (a NUL or a lone surrogate), None when it
+    holds none. The answer never quotes the bad text itself, so it can be sent as JSON."""
+    if isinstance(value, str):
+        found = _UNSTORABLE.search(value)
+        if found is None:
+            return None
+        what = "a NUL character" if found.group() == "\x00" else "a lone surrogate"
+        return f"{where or 'the body'} contains {what}, which cannot be stored"
+    children: list[tuple[str, Any]]
+    if isinstance(value, dict):
+        children = []
+        for key, item in value.items():
+            if _UNSTORABLE.search(str(key)):
+                return f"a key in {where or 'the body'} contains text that cannot be stored"
+            children.append((f"{where}.{key}" if where else str(key), item))
+    elif isinstance(value, list):
+        children = [(f"{where}[{i}]", item) for i, item in enumerate(value)]
+    else:
+        return None
+    for path, item in children:
+        problem = unstorable_text(item, path)
+        if problem:
+            return problem
+    return None

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from leadrelay.sandbox.hubspot.errors import correlation_id
+from leadrelay.sandbox.hubspot.errors import correlation_id, unstorable_text
 from leadrelay.sandbox.hubspot.schema import SANDBOX_HUB_ID
 from leadrelay.sandbox.hubspot.store import ContactStore
 
@@ -259,6 +259,10 @@ def submit(
     form = forms.get(form_guid)
     if portal_id != SANDBOX_PORTAL_ID or form is None:
         raise not_found(portal_id, form_guid)
+    problem = unstorable_text(body)
+    if problem is not None:
+        # Refused before anything is read from it, so no stored value or answer carries it.
+        raise _invalid([_error("INVALID_METADATA", f"Error in the submission: {problem}")])
     values = _values(form, store, body, secure=secure)
     if form.lifecycle_stage and store.schema.stage_rank(form.lifecycle_stage) is not None:
         values["lifecyclestage"] = form.lifecycle_stage

@@ -96,6 +96,10 @@ SEARCHABLE_PROPERTIES = ["firstname", "lastname", "email", "phone", "mobilephone
 
 #: HubSpot's "Owner assigned date": set by HubSpot when the owner is set or changed
 OWNER_ASSIGNED_DATE = "hubspot_owner_assigneddate"
+#: every record id merged into a contact, ``;``-separated (set by HubSpot on a merge)
+MERGED_OBJECT_IDS = "hs_merged_object_ids"
+#: a contact's other email addresses, ``;``-separated (a merge adds the other record's email)
+ADDITIONAL_EMAILS = "hs_additional_emails"
 
 #: epoch 2024-01-01T00:00:00Z in ms, when the seeded definitions were "created"
 _SEEDED_AT = "2024-01-01T00:00:00.000Z"
@@ -215,6 +219,53 @@ def make_property(
     return definition
 
 
+def legacy_property(definition: dict[str, Any]) -> dict[str, Any]:
+    """A v3 property definition in the shape of the legacy properties API (v1/v2): a flat
+    object with the read-only flags at the top level and times in epoch milliseconds
+    (HubSpot's "Get all contact properties" v1 reference)."""
+    metadata = definition.get("modificationMetadata") or {}
+    created = parse_datetime_ms(str(definition.get("createdAt") or _SEEDED_AT)) or 0
+    updated = parse_datetime_ms(str(definition.get("updatedAt") or _SEEDED_AT)) or created
+    read_only_value = bool(metadata.get("readOnlyValue"))
+    return {
+        "name": definition["name"],
+        "label": definition.get("label", ""),
+        "description": definition.get("description", ""),
+        "groupName": definition.get("groupName", ""),
+        "type": definition.get("type", "string"),
+        "fieldType": definition.get("fieldType", "text"),
+        "options": [
+            {
+                "label": o.get("label", ""),
+                "value": o.get("value", ""),
+                "displayOrder": o.get("displayOrder", -1),
+                "hidden": bool(o.get("hidden")),
+                "description": o.get("description", ""),
+                "readOnly": read_only_value,
+            }
+            for o in definition.get("options") or []
+        ],
+        "displayOrder": definition.get("displayOrder", -1),
+        "readOnlyValue": read_only_value,
+        "readOnlyDefinition": bool(metadata.get("readOnlyDefinition")),
+        "hidden": bool(definition.get("hidden")),
+        "mutableDefinitionNotDeletable": bool(metadata.get("readOnlyDefinition")),
+        "calculated": bool(definition.get("calculated")),
+        "externalOptions": bool(definition.get("externalOptions")),
+        "deleted": False,
+        "hubspotDefined": bool(definition.get("hubspotDefined")),
+        "formField": bool(definition.get("formField")),
+        "hasUniqueValue": bool(definition.get("hasUniqueValue")),
+        "createdAt": created,
+        "updatedAt": updated,
+        "createdUserId": definition.get("createdUserId"),
+        "favorited": False,
+        "favoritedOrder": -1,
+        "displayMode": "current_value",
+        "searchableInGlobalSearch": False,
+    }
+
+
 def seeded_owner_options() -> list[dict[str, Any]]:
     """The ``hubspot_owner_id`` options of a fresh sandbox account: one per seeded owner."""
     return [
@@ -328,6 +379,22 @@ def default_properties() -> dict[str, dict[str, Any]]:
         make_property("lastmodifieddate", "Last Modified Date", "datetime", "date", read_only=True),
         make_property(
             "hs_object_id", "Record ID", "number", "number", read_only=True, has_unique_value=True
+        ),
+        make_property(
+            MERGED_OBJECT_IDS,
+            "Merged Contact IDs",
+            "enumeration",
+            "checkbox",
+            read_only=True,
+            description="The list of Contact record IDs that have been merged into this Contact",
+        ),
+        make_property(
+            ADDITIONAL_EMAILS,
+            "Additional email addresses",
+            "enumeration",
+            "checkbox",
+            read_only=True,
+            description="A set of additional email addresses for a contact",
         ),
     ]
     for part in ("source", "medium", "campaign", "term", "content"):

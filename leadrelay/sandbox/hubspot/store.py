@@ -20,8 +20,11 @@ from leadrelay.sandbox.hubspot.errors import (
     property_errors,
     validation_error,
 )
+from leadrelay.sandbox.hubspot.index import ContactIndex
 from leadrelay.sandbox.hubspot.schema import (
+    ADDITIONAL_EMAILS,
     DEFAULT_READ_PROPERTIES,
+    MERGED_OBJECT_IDS,
     OWNER_ASSIGNED_DATE,
     Schema,
     iso_ms,
@@ -44,6 +47,8 @@ class Contact:
     created_ms: int
     updated_ms: int
     archived_ms: int | None = None
+    #: the contact this one was merged into (it is then archived and its id redirects there)
+    merged_into: int | None = None
     #: (write time ms, properties as written, or None once archived), oldest first
     versions: list[tuple[int, Props | None]] = field(default_factory=list)
 
@@ -55,6 +60,15 @@ def _not_found_by_id(key: str) -> HubSpotError:
 def _conflict(existing: int) -> HubSpotError:
     # Clients parse the id out of this exact message (facts §1).
     return HubSpotError(409, f"Contact already exists. Existing ID: {existing}", "CONFLICT")
+
+
+def _split(value: str | None) -> list[str]:
+    return [part for part in (value or "").split(";") if part]
+
+
+def _emails(props: Props) -> list[str]:
+    """The contact's email and its additional emails (each identifies it)."""
+    return _split(props.get("email")) + _split(props.get(ADDITIONAL_EMAILS))
 
 
 def wanted_properties(raw: Any) -> list[str] | None:
@@ -81,7 +95,11 @@ class ContactStore:
         self.contacts: dict[int, Contact] = {}
         self.order: list[int] = []
         self.by_email: dict[str, int] = {}
+        self.index = ContactIndex(self._live_values)
         self._next_id = 1001
+
+    def _live_values(self) -> list[tuple[int, Props]]:
+        return [(c.id, c.props) for c in self.contacts.values() if c.archived_ms is None]
 
     # ----------------------------------------------------------------- reading
 
@@ -109,8 +127,20 @@ class ContactStore:
                 )
         else:
             self._check_id_property(id_property)
+        if contact is not None and not archived:
+            # Both ids of a merge keep pointing to the merged record, so a read by either
+            # answers it, under its own id (HubSpot changelog "Updated merge functionality").
+            contact = self.resolve(contact)
+        elif contact is not None and contact.merged_into is not None:
+            contact = None
         if contact is None or (contact.archived_ms is not None) != archived:
             raise _not_found_by_id(key)
+        return contact
+
+    def resolve(self, contact: Contact) -> Contact:
+        """The record ``contact`` was merged into (following merges of merges), or itself."""
+        while contact.merged_into is not None:
+            contact = self.contacts[contact.merged_into]
         return contact
 
     def _check_id_property(self, id_property: str) -> None:
@@ -133,7 +163,7 @@ class ContactStore:
         found: list[Contact] = []
         for contact_id in self.order[start:]:
             contact = self.contacts[contact_id]
-            if (contact.archived_ms is not None) != archived:
+            if (contact.archived_ms is not None) != archived or contact.merged_into is not None:
                 continue
             if len(found) == limit:
                 return found, str(contact_id)
@@ -170,6 +200,20 @@ class ContactStore:
         if contact.archived_ms is not None:
             body["archivedAt"] = iso_ms(contact.archived_ms)
         return body
+
+    @staticmethod
+    def history(contact: Contact, name: str) -> list[dict[str, Any]]:
+        """The values ``name`` had, newest first, as far back as the kept versions go (the
+        sandbox keeps the last few minutes of writes; the oldest kept value stands for all
+        earlier ones)."""
+        changes: list[dict[str, Any]] = []
+        previous: str | None = None
+        for written, props in contact.versions:
+            value = props.get(name) if props is not None else None
+            if value is not None and value != previous:
+                changes.append({"value": value, "timestamp": iso_ms(written), "sourceType": "API"})
+            previous = value
+        return changes[::-1]
 
     # ----------------------------------------------------------------- writing
 
@@ -215,12 +259,17 @@ class ContactStore:
         props.update(createdate=stamp, lastmodifieddate=stamp, hs_object_id=str(contact_id))
         if "hubspot_owner_id" in props:
             props[OWNER_ASSIGNED_DATE] = stamp
-        contact = Contact(contact_id, props, now, now)
+        return self._store(props, now, now)
+
+    def _store(self, props: Props, created_ms: int, now: int) -> Contact:
+        contact_id = int(props["hs_object_id"])
+        contact = Contact(contact_id, props, created_ms, now)
         contact.versions.append((now, props))
         self.contacts[contact_id] = contact
         self.order.append(contact_id)
-        if "email" in props:
-            self.by_email[props["email"]] = contact_id
+        for email in _emails(props):
+            self.by_email[email] = contact_id
+        self.index.update(contact_id, props)
         return contact
 
     def update(self, key: str, raw: Any, id_property: str | None = None) -> Contact:
@@ -277,17 +326,71 @@ class ContactStore:
         contact.props = props
         contact.updated_ms = now
         self._remember(contact, now, props)
+        self.index.update(contact.id, props)
 
     def archive(self, contact: Contact) -> None:
         """Archive (soft-delete) a contact; its email becomes free again."""
         if contact.archived_ms is not None:
             return
-        now = max(self.now_ms(), contact.updated_ms + 1)
+        self._retire(contact, max(self.now_ms(), contact.updated_ms + 1))
+
+    def _retire(self, contact: Contact, now: int) -> None:
+        """Take ``contact`` out of reads, search and the email index (archived or merged)."""
         contact.archived_ms = now
-        email = contact.props.get("email")
-        if email is not None and self.by_email.get(email) == contact.id:
-            del self.by_email[email]
+        for email in _emails(contact.props):
+            if self.by_email.get(email) == contact.id:
+                del self.by_email[email]
         self._remember(contact, now, None)
+        self.index.update(contact.id, None)
+
+    def merge(self, body: Any) -> Contact:
+        """``POST …/merge``: merge ``objectIdToMerge`` into ``primaryObjectId``.
+
+        As HubSpot merges contacts since 2025 (changelog "Updated merge functionality for
+        contacts and companies"): the result is a NEW record with a new id; both former records
+        are archived and their ids redirect to it; the primary's values win and values only the
+        other record has are kept; ``hs_merged_object_ids`` lists every id merged into it
+        (``;``-separated), and the other record's email becomes an additional email. The older
+        create date is kept.
+        """
+        if not isinstance(body, dict):
+            raise validation_error(
+                "Invalid input JSON: expected primaryObjectId and objectIdToMerge"
+            )
+        keys = []
+        for name in ("primaryObjectId", "objectIdToMerge"):
+            raw = body.get(name)
+            if isinstance(raw, bool) or not isinstance(raw, str | int) or not str(raw).strip():
+                raise validation_error(f"{name} is required and must be a record id")
+            keys.append(str(raw).strip())
+        primary, other = self.find(keys[0]), self.find(keys[1])
+        if primary.id == other.id:
+            raise validation_error(
+                f"Cannot merge a contact with itself: {keys[0]} and {keys[1]} are contact "
+                f"{primary.id}"
+            )
+        now = max(self.now_ms(), primary.updated_ms + 1, other.updated_ms + 1)
+        props = {**other.props, **primary.props}
+        merged_ids = {primary.id, other.id}
+        extra_emails: list[str] = []
+        for source in (primary, other):
+            merged_ids.update(int(i) for i in _split(source.props.get(MERGED_OBJECT_IDS)))
+            extra_emails.extend(_emails(source.props))
+        main_email = props.get("email")
+        extra = [e for e in dict.fromkeys(extra_emails) if e != main_email]
+        if extra:
+            props[ADDITIONAL_EMAILS] = ";".join(extra)
+        props[MERGED_OBJECT_IDS] = ";".join(str(i) for i in sorted(merged_ids))
+        created_ms = min(primary.created_ms, other.created_ms)
+        new_id = self._next_id
+        self._next_id += 1
+        props.update(
+            createdate=iso_ms(created_ms), lastmodifieddate=iso_ms(now), hs_object_id=str(new_id)
+        )
+        for source in (primary, other):
+            self._retire(source, now)
+            source.merged_into = new_id
+        return self._store(props, created_ms, now)
 
     @staticmethod
     def _remember(contact: Contact, now: int, props: Props | None) -> None:

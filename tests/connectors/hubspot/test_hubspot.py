@@ -9,9 +9,10 @@ from collections import Counter
 import pytest
 
 from leadrelay.connectors.base import Capability, UpsertInput, WriteOutcome
+from leadrelay.connectors.credentials import MemoryCredentialCache
 from leadrelay.connectors.errors import AuthError, RateLimited, Rejected, Retryable
 from leadrelay.connectors.hubspot import HubSpotConnector, PropertySpec
-from leadrelay.connectors.hubspot.connector import decode_cursor, encode_cursor
+from leadrelay.connectors.hubspot.connector import ReadCursor, decode_cursor, encode_cursor
 from leadrelay.connectors.hubspot.fields import custom_property_specs, default_read_properties
 from leadrelay.connectors.policy import ManualClock, RetryPolicy
 from leadrelay.model import RejectionReason
@@ -26,6 +27,7 @@ from leadrelay.sandbox.hubspot import search as search_module
 from leadrelay.sandbox.server import SandboxServer
 from tests.connectors.contract import read_all
 from tests.connectors.hubspot.conftest import MakeConnector, oauth_settings, private_app_settings
+from tests.hubspot_sandbox import hubspot_api
 
 UPSERT_ROUTE = "POST /hubspot/crm/v3/objects/contacts/batch/upsert"
 UPDATE_ROUTE = "POST /hubspot/crm/v3/objects/contacts/batch/update"
@@ -80,13 +82,179 @@ def test_read_changes_splits_windows_so_shared_timestamps_are_read_once(
     assert sorted(ids, key=int) == sorted(expected, key=int)  # every record, exactly once
     stamps = [str(r["lastmodifieddate"]) for r in records]
     assert stamps == sorted(stamps)
-    assert cursor == encode_cursor(1_700_000_000_000 + 1000 * (len(sizes) - 1), int(ids[-1]))
+    assert read_all(connector, cursor)[0] == []  # the finished read's cursor is past them all
 
 
-def test_a_resumed_read_starts_the_overlap_before_its_cursor(
-    make_connector: MakeConnector, emulator: HubSpotEmulator
+def test_an_idle_read_costs_one_search(
+    make_connector: MakeConnector, emulator: HubSpotEmulator, server: SandboxServer
 ) -> None:
     connector = make_connector()
+    freeze_clock(emulator, 1_700_000_000)  # long before the read
+    created_ids(connector, "ada@example.com", "bob@example.com")
+    _, cursor = read_all(connector, None)
+    before = routes(server)
+
+    records, later = read_all(connector, cursor)
+
+    assert records == []
+    assert later is not None
+    assert routes(server) - before == Counter({SEARCH_ROUTE: 1})
+
+
+def test_the_archived_list_is_read_again_once_it_is_due(
+    make_connector: MakeConnector, server: SandboxServer
+) -> None:
+    connector = make_connector(deletions_every_s=0)
+    _, cursor = read_all(connector, None)
+    before = routes(server)
+
+    read_all(connector, cursor)
+
+    assert routes(server) - before == Counter(
+        {SEARCH_ROUTE: 1, "GET /hubspot/crm/v3/objects/contacts": 1}
+    )
+
+
+@pytest.mark.parametrize("option", ["look_back_s", "deletions_every_s"])
+def test_a_negative_interval_is_refused(make_connector: MakeConnector, option: str) -> None:
+    with pytest.raises(ValueError, match=option):
+        make_connector(**{option: -1})
+
+
+def test_a_record_edited_between_pages_is_read_in_this_run_or_the_next(
+    make_connector: MakeConnector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(HubSpotConnector, "page_size", 5)
+    connector = make_connector()
+    ids = created_ids(connector, *(f"p{n}@example.com" for n in range(12)))
+    pages = connector.read_changes(None)
+    first = next(pages)
+    read_early, not_yet = str(first.records[0]["hs_object_id"]), ids[-1]
+    connector.update({read_early: {"firstname": "Edited"}, not_yet: {"firstname": "Edited"}})
+
+    seen = [r for page in pages for r in page.records]
+    cursor = read_all(connector, None)[1]
+    seen += read_all(connector, cursor)[0]
+
+    edited = {str(r["hs_object_id"]) for r in seen if r.get("firstname") == "Edited"}
+    assert {read_early, not_yet} <= edited
+
+
+def test_a_record_the_index_shows_late_is_read_by_the_next_run(
+    make_connector: MakeConnector, server: SandboxServer
+) -> None:
+    connector = make_connector(look_back_s=5)
+    _, cursor = read_all(connector, None)
+    server.sandbox.set_faults(Faults(search_lag_s=1.0, systems=["hubspot"]))
+    [late] = created_ids(connector, "late@example.com")
+    records, cursor = read_all(connector, cursor)
+    assert late not in {r["hs_object_id"] for r in records}  # not indexed yet
+    time.sleep(1.2)
+
+    records, _ = read_all(connector, cursor)
+
+    assert late in {r["hs_object_id"] for r in records}
+
+
+def test_read_changes_from_an_empty_account_gives_a_cursor_only(
+    make_connector: MakeConnector,
+) -> None:
+    pages = list(make_connector().read_changes(None))
+    assert [(p.records, p.deleted) for p in pages] == [([], ())]
+    assert pages[0].cursor is not None
+
+
+# -- deletions and merges -------------------------------------------------------------------
+
+
+def test_a_contact_archived_since_the_last_archived_read_is_reported_deleted(
+    make_connector: MakeConnector, emulator: HubSpotEmulator
+) -> None:
+    connector = make_connector(deletions_every_s=0)
+    freeze_clock(emulator, 1_700_000_000)  # archived long before the first read
+    [old] = created_ids(connector, "old@example.com")
+    connector.delete([old])
+    emulator.store.clock = time.time
+    _, cursor = read_all(connector, None)
+    [gone] = created_ids(connector, "gone@example.com")
+    connector.delete([gone])
+
+    deleted = [d for page in connector.read_changes(cursor) for d in page.deleted]
+
+    assert [(d.record_id, d.merged_into) for d in deleted] == [(gone, None)]
+    assert deleted[0].at is not None
+
+
+def test_a_deletion_seen_while_the_archived_list_is_not_due_is_reported_when_it_is(
+    make_connector: MakeConnector,
+) -> None:
+    connector = make_connector()
+    _, cursor = read_all(connector, None)
+    [gone] = created_ids(connector, "gone@example.com")
+    connector.delete([gone])
+    not_due = [d for page in connector.read_changes(cursor) for d in page.deleted]
+    _, cursor = read_all(connector, cursor)
+
+    due = make_connector(deletions_every_s=0)
+    deleted = [d.record_id for page in due.read_changes(cursor) for d in page.deleted]
+
+    assert (not_due, deleted) == ([], [gone])
+
+
+def test_a_merge_reports_both_former_ids_merged_into_the_new_record(
+    make_connector: MakeConnector, server: SandboxServer
+) -> None:
+    connector = make_connector()
+    primary, other = created_ids(connector, "ada@example.com", "ada.l@example.com")
+    _, cursor = read_all(connector, None)
+    merged = hubspot_api(
+        server,
+        "POST",
+        "/crm/v3/objects/contacts/merge",
+        {"primaryObjectId": primary, "objectIdToMerge": other},
+    )
+
+    pages = list(connector.read_changes(cursor))
+
+    deleted = {d.record_id: d.merged_into for page in pages for d in page.deleted}
+    assert deleted == {primary: merged["id"], other: merged["id"]}
+    assert merged["id"] in {r["hs_object_id"] for page in pages for r in page.records}
+
+
+def test_a_lookup_by_a_merged_away_id_answers_the_new_record(
+    make_connector: MakeConnector, server: SandboxServer
+) -> None:
+    connector = make_connector()
+    primary, other = created_ids(connector, "ada@example.com", "ada.l@example.com")
+    merged = hubspot_api(
+        server,
+        "POST",
+        "/crm/v3/objects/contacts/merge",
+        {"primaryObjectId": primary, "objectIdToMerge": other},
+    )
+
+    found = connector.lookup(ids=[other])
+
+    assert found[other]["hs_object_id"] == merged["id"]
+
+
+@pytest.mark.parametrize("cursor", ["", "abc", "12:x", "12", "12:3:x", "1:2:3:4", "x:1:2"])
+def test_a_malformed_cursor_is_refused(make_connector: MakeConnector, cursor: str) -> None:
+    with pytest.raises(ValueError, match="invalid HubSpot cursor"):
+        list(make_connector().read_changes(cursor))
+
+
+def test_cursor_round_trip() -> None:
+    assert decode_cursor(encode_cursor(1_700_000_000_123, 42)) == ReadCursor(
+        1_700_000_000_123, 42, None
+    )
+    assert decode_cursor(encode_cursor(5, None, 9)) == ReadCursor(5, None, 9)
+
+
+def test_a_cursor_of_the_earlier_two_part_form_resumes_a_look_back_before_it(
+    make_connector: MakeConnector, emulator: HubSpotEmulator
+) -> None:
+    connector = make_connector(read_archived=False)
     freeze_clock(emulator, 1_700_000_000)
     [old] = created_ids(connector, "old@example.com")
     freeze_clock(emulator, 1_700_000_010)
@@ -94,25 +262,10 @@ def test_a_resumed_read_starts_the_overlap_before_its_cursor(
     freeze_clock(emulator, 1_700_000_012)
     [newest] = created_ids(connector, "newest@example.com")
 
-    records, _ = read_all(connector, encode_cursor(1_700_000_012_000, int(newest)))
+    records, _ = read_all(connector, f"1700000012000:{newest}")
 
     assert [r["hs_object_id"] for r in records] == [recent, newest]
     assert old not in {r["hs_object_id"] for r in records}
-
-
-def test_read_changes_from_an_empty_account_yields_nothing(make_connector: MakeConnector) -> None:
-    assert list(make_connector().read_changes(None)) == []
-
-
-@pytest.mark.parametrize("cursor", ["", "abc", "12:x", "12"])
-def test_a_malformed_cursor_is_refused(make_connector: MakeConnector, cursor: str) -> None:
-    with pytest.raises(ValueError, match="invalid HubSpot cursor"):
-        list(make_connector().read_changes(cursor))
-
-
-def test_cursor_round_trip() -> None:
-    assert decode_cursor(encode_cursor(1_700_000_000_123, 42)) == (1_700_000_000_123, 42)
-    assert decode_cursor(encode_cursor(5, None)) == (5, None)
 
 
 def test_read_properties_choose_what_is_returned(make_connector: MakeConnector) -> None:
@@ -296,6 +449,54 @@ def test_describe_reads_options_read_only_and_the_key(make_connector: MakeConnec
     assert stages is not None and "customer" in stages and "lead" in stages
 
 
+def test_describe_is_counted_and_kept_in_the_shared_cache_across_connectors(
+    make_connector: MakeConnector,
+) -> None:
+    shared = MemoryCredentialCache()  # what a state store gives every run and process
+    first = make_connector()
+    first.use_credentials(shared)
+    first.describe()
+    first.describe()
+    second = make_connector()
+    second.use_credentials(shared)
+
+    second.describe()
+
+    assert (first.api_calls, second.api_calls) == (1, 0)
+
+
+def test_without_a_shared_cache_each_connector_reads_the_schema_once(
+    make_connector: MakeConnector,
+) -> None:
+    first, second = make_connector(), make_connector()
+    first.describe()
+    first.describe()
+    second.describe()
+    assert (first.api_calls, second.api_calls) == (1, 1)
+
+
+def test_a_write_refused_for_a_removed_option_drops_the_kept_schema(
+    make_connector: MakeConnector, emulator: HubSpotEmulator
+) -> None:
+    connector = make_connector()
+    connector.describe()
+    emulator.change_schema({"remove_option": {"field": "hs_lead_status", "value": "NEW"}})
+    [result] = connector.upsert([lead("ana@example.com", hs_lead_status="NEW")])
+    assert not result.ok
+
+    statuses = connector.describe().field("hs_lead_status").picklist_values
+
+    assert statuses is not None and "NEW" not in statuses
+    assert connector.api_calls == 3  # describe, the refused upsert, describe again
+
+
+def test_creating_properties_drops_the_kept_schema(make_connector: MakeConnector) -> None:
+    connector = make_connector()
+    connector.describe()
+    connector.ensure_properties([PropertySpec("brand_new", "Brand new")])
+    assert "brand_new" in connector.describe().fields
+
+
 def test_ensure_properties_creates_only_the_missing_ones(
     make_connector: MakeConnector, emulator: HubSpotEmulator
 ) -> None:
@@ -419,7 +620,7 @@ def test_rate_limits_that_do_not_clear_are_typed_with_status_and_message(
     server.sandbox.set_faults(Faults(rate_limit_per_10s=1, systems=["hubspot"]))
     connector.describe()
     with pytest.raises(RateLimited) as raised:
-        connector.describe()
+        connector.lookup(emails=["a@example.com"])
     assert raised.value.status == 429
     assert "ten_secondly_rolling limit" in raised.value.message
 
@@ -464,3 +665,20 @@ def test_no_secret_reaches_the_logs(
         *issued,
     ):
         assert secret not in text
+
+
+def test_a_lookup_by_a_merged_away_email_answers_the_new_record(
+    make_connector: MakeConnector, server: SandboxServer
+) -> None:
+    connector = make_connector()
+    primary, other = created_ids(connector, "ada@example.com", "ada.l@example.com")
+    merged = hubspot_api(
+        server,
+        "POST",
+        "/crm/v3/objects/contacts/merge",
+        {"primaryObjectId": primary, "objectIdToMerge": other},
+    )
+
+    found = connector.lookup(emails=["ada.l@example.com"])
+
+    assert found["ada.l@example.com"]["hs_object_id"] == merged["id"]
