@@ -466,7 +466,8 @@ def _clock_values(entry: Mapping[str, Any]) -> dict[str, Any]:
 
 
 class Qualifier:
-    """The qualify step for one destination (see the module docstring).
+    """The qualify step for one destination (see the module docstring); a sync flow's
+    :class:`~leadrelay.sync.stages.QualifyStep`.
 
     Args:
         config: the project (``[scoring]``, ``[routing]``, ``[sla]``, ``[recycle]``).
@@ -482,6 +483,9 @@ class Qualifier:
         accounts: the account index (default: :func:`crm_accounts` when a rule needs it,
             reused likewise).
     """
+
+    #: The canonical fields this step sets (:class:`~leadrelay.sync.stages.QualifyStep`).
+    fields: tuple[str, ...] = QUALIFY_FIELDS
 
     def __init__(
         self,
@@ -649,6 +653,25 @@ class Qualifier:
                     cursors_table.c.flow == CLOCK_SPACE, cursors_table.c.connection.in_(names)
                 )
             )
+
+    def escalation_events(self, now: datetime | None = None) -> list[dict[str, Any]]:
+        """:meth:`escalate_due`, as the run-log events of what went out and what failed."""
+        outcome = self.escalate_due(now)
+        if outcome is None:
+            return []
+        return [
+            {"event": "escalated", "lead": d.lead_key, "clock": d.kind.value, "channel": d.channel}
+            for d in outcome.sent
+        ] + [
+            {
+                "event": "escalation_failed",
+                "lead": d.lead_key,
+                "clock": d.kind.value,
+                "channel": d.channel,
+                "reason": d.error,
+            }
+            for d in outcome.failed
+        ]
 
     def escalate_due(self, now: datetime | None = None) -> EscalationOutcome | None:
         """Escalate the open SLA clocks of this destination that are past due.

@@ -46,7 +46,6 @@ from leadrelay.connectors.base import (
     normalize_email,
 )
 from leadrelay.connectors.credentials import SealedCredentialCache
-from leadrelay.handoff.qualify import QUALIFY_FIELDS, Qualifier
 from leadrelay.mappings.engine import Mapping as FieldMapping
 from leadrelay.mappings.engine import Problem, build_lead, load_mapping
 from leadrelay.model import Lead
@@ -60,6 +59,7 @@ from leadrelay.sync.plan import (
     writable_fields,
 )
 from leadrelay.sync.rules import FieldRules, Side
+from leadrelay.sync.stages import QualifyFactory, QualifyStep, handoff_qualify
 from leadrelay.sync.state import DeadLetter, StateStore
 from leadrelay.sync.tagging import classify_channel
 from leadrelay.sync.write import FieldProblem, LeadWriter, Pending, Vetted
@@ -316,6 +316,8 @@ class SyncContext:
     connectors: ConnectorPool
     dry_run: bool = False
     run_id: int | None = None
+    #: Builds each flow's qualify step (None: flows run without one).
+    qualify: QualifyFactory | None = handoff_qualify
 
 
 class InboxDrainer(Protocol):
@@ -424,7 +426,7 @@ class SyncEngine:
         run_id: int | None = None,
         on_plan: Callable[[PlannedRecord], None] | None = None,
         on_page: Callable[[str, int], None] | None = None,
-        qualifier: Qualifier | None = None,
+        qualifier: QualifyStep | None = None,
     ) -> None:
         self.store = store
         self.flow = flow
@@ -488,15 +490,17 @@ class SyncEngine:
             dry_run=context.dry_run,
             run_id=context.run_id,
             **{
-                "qualifier": Qualifier(
+                "qualifier": context.qualify(
                     config,
                     context.store,
+                    flow,
+                    source,
                     destination,
-                    source=source,
-                    flow=flow,
-                    destination_mapping=destination_mapping,
-                    dry_run=context.dry_run,
-                ),
+                    destination_mapping,
+                    context.dry_run,
+                )
+                if context.qualify is not None
+                else None,
                 **kwargs,
             },
         )
@@ -524,24 +528,9 @@ class SyncEngine:
             self._count_calls()
         return self.stats
 
-    def _escalate(self, qualifier: Qualifier) -> None:
+    def _escalate(self, qualifier: QualifyStep) -> None:
         """Escalate SLA breaches of this flow's destination and log what went out."""
-        outcome = qualifier.escalate_due()
-        if outcome is None:
-            return
-        events = [
-            {"event": "escalated", "lead": d.lead_key, "clock": d.kind.value, "channel": d.channel}
-            for d in outcome.sent
-        ] + [
-            {
-                "event": "escalation_failed",
-                "lead": d.lead_key,
-                "clock": d.kind.value,
-                "channel": d.channel,
-                "reason": d.error,
-            }
-            for d in outcome.failed
-        ]
+        events = qualifier.escalation_events()
         if events:
             with self.store.transaction() as conn:
                 self._append_events(events, conn)
@@ -1054,7 +1043,7 @@ class SyncEngine:
         writable = writable_fields(writer_mapping)
         qualified = [
             name
-            for name in QUALIFY_FIELDS
+            for name in (self.qualifier.fields if self.qualifier is not None else ())
             if self.qualifier is not None
             and from_side is Side.SOURCE
             and name in writable

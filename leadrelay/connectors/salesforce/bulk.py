@@ -18,21 +18,53 @@ import csv
 import io
 import time
 from collections import defaultdict, deque
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from leadrelay.connectors.base import UpsertInput, WriteOutcome, WriteResult, normalize_email
 from leadrelay.connectors.errors import ConnectorError, Fatal, Rejected, Retryable
 from leadrelay.connectors.policy import from_requests
+from leadrelay.connectors.salesforce.results import SYSTEM, customer_result, is_customer
 
 if TYPE_CHECKING:
     import requests
 
-    from leadrelay.connectors.salesforce.connector import SalesforceConnector
+    from leadrelay.config import SalesforceConnection
+    from leadrelay.connectors.policy import CallPolicy
 
-__all__ = ["parse_bulk_error", "run_ingest", "to_csv", "upsert"]
+__all__ = ["BulkHost", "parse_bulk_error", "run_ingest", "to_csv", "upsert"]
 
-SYSTEM = "salesforce"
+
+class BulkHost(Protocol):
+    """What a Bulk API job needs of the connector that runs it (its session, auth, policy and
+    the look-ups it shares with the REST path); the Salesforce connector is one."""
+
+    settings: SalesforceConnection
+    session: requests.Session
+    policy: CallPolicy
+    bulk_poll_s: float
+    bulk_timeout_s: float
+    _sleep: Callable[[float], None]
+
+    @property
+    def instance_url(self) -> str | None: ...
+
+    @property
+    def access_token(self) -> str | None: ...
+
+    def client(self) -> Any: ...
+
+    def _reauth(self) -> None: ...
+
+    def _find_by_email(
+        self, emails: Sequence[str], *, reuse: bool = False
+    ) -> dict[str, dict[str, Any]]: ...
+
+    def _external_value(self, item: UpsertInput) -> str: ...
+
+    def _existing_customers(self, items: Sequence[UpsertInput]) -> dict[int, dict[str, Any]]: ...
+
+
 _DONE = ("JobComplete", "Failed", "Aborted")
 _POLL_CAP_S = 30.0
 
@@ -72,7 +104,7 @@ def to_csv(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 class _Job:
     """The HTTP calls of one ingest job, each under the connector's call policy."""
 
-    def __init__(self, connector: SalesforceConnector) -> None:
+    def __init__(self, connector: BulkHost) -> None:
         self.connector = connector
         version = connector.settings.api_version
         connector.client()
@@ -111,7 +143,7 @@ class _Job:
 
 
 def run_ingest(
-    connector: SalesforceConnector,
+    connector: BulkHost,
     operation: str,
     columns: Sequence[str],
     rows: Sequence[Sequence[str]],
@@ -192,7 +224,7 @@ def _abort(job: _Job, job_id: str) -> None:
         job.connector.policy.logger.warning("could not abort Bulk job %s: %s", job_id, exc)
 
 
-def _wait(connector: SalesforceConnector, job: _Job, job_id: str) -> str:
+def _wait(connector: BulkHost, job: _Job, job_id: str) -> str:
     start = time.monotonic()
     delay = connector.bulk_poll_s
     while True:
@@ -225,7 +257,7 @@ def _results(job: _Job, job_id: str, kind: str) -> list[list[str]]:
 
 
 def _ingest_items(
-    connector: SalesforceConnector,
+    connector: BulkHost,
     items: Sequence[UpsertInput],
     indexes: Sequence[int],
     operation: str,
@@ -298,21 +330,20 @@ def _rounds(keys: Sequence[str]) -> list[list[int]]:
     return rounds
 
 
-def upsert(connector: SalesforceConnector, items: Sequence[UpsertInput]) -> list[WriteResult]:
+def upsert(connector: BulkHost, items: Sequence[UpsertInput]) -> list[WriteResult]:
     """Upsert ``items`` through Bulk API 2.0; one result per input, in order.
 
     With ``external_id_field``: one ``upsert`` job per round of distinct keys. Without: the
     emails are looked up (batched), then an ``insert`` job for the new Leads and an ``update``
     job for the existing ones. Existing Contacts are refused as in the REST path.
     """
-    from leadrelay.connectors.salesforce.connector import _customer_result, _is_customer
 
     results: list[WriteResult | None] = [None] * len(items)
     ext = connector.settings.external_id_field
     if ext:
         customers = connector._existing_customers(items)
         for index, row in customers.items():
-            results[index] = _customer_result(items[index], row)
+            results[index] = customer_result(items[index], row)
         keys = [connector._external_value(item).lower() for item in items]
         for round_ in _rounds(keys):
             todo = [i for i in round_ if results[i] is None]
@@ -345,8 +376,8 @@ def upsert(connector: SalesforceConnector, items: Sequence[UpsertInput]) -> list
                 updates[index] = known
             elif match is None:
                 creates.append(index)
-            elif _is_customer(match):
-                results[index] = _customer_result(items[index], match)
+            elif is_customer(match):
+                results[index] = customer_result(items[index], match)
             else:
                 updates[index] = str(match["Id"])
         if creates:

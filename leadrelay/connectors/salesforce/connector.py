@@ -81,13 +81,17 @@ from leadrelay.connectors.errors import (
 from leadrelay.connectors.policy import RateLimiter, ResponseInfo, RetryPolicy, from_requests
 from leadrelay.connectors.salesforce import bulk
 from leadrelay.connectors.salesforce.auth import Token, fetch_token
+from leadrelay.connectors.salesforce.results import (
+    SYSTEM,
+    customer_result,
+    is_customer,
+)
 from leadrelay.connectors.salesforce.soql import datetime_literal, in_batches
 
 __all__ = ["CONTACT_FIELDS", "DEFAULT_READ_FIELDS", "SalesforceConnector"]
 
 T = TypeVar("T")
 
-SYSTEM = "salesforce"
 #: Composite sObject collections take at most 200 records per call.
 COLLECTION_LIMIT = 200
 #: Fields read from Lead when neither ``read_fields`` nor the mapping file says otherwise.
@@ -135,7 +139,6 @@ _TASK_PARENTS = {"00Q": "Lead", _CONTACT_PREFIX: "Contact"}
 #: Task.Subject and Task.Description lengths (describe: 255 and 32,000 characters).
 TASK_SUBJECT_MAX = 255
 TASK_DESCRIPTION_MAX = 32_000
-EXISTING_CONTACT = "EXISTING_CONTACT"
 #: Query operations per Composite call (Salesforce allows at most 5).
 COMPOSITE_QUERIES = 5
 #: How long a cached session is reused: Salesforce's default session timeout is 2 hours (an
@@ -793,7 +796,7 @@ class SalesforceConnector(Connector[SalesforceConnection]):
         for index, item in enumerate(items):
             contact = customers.get(index)
             if contact is not None:
-                results[index] = _customer_result(item, contact)
+                results[index] = customer_result(item, contact)
             else:
                 queue.append(index)
         for chunk in _distinct_chunks(queue, lambda i: self._external_value(items[i]).lower()):
@@ -876,8 +879,8 @@ class SalesforceConnector(Connector[SalesforceConnection]):
                 row = found.get(emails[index])
                 if row is None:
                     creates.append(index)
-                elif _is_customer(row):
-                    results[index] = _customer_result(items[index], row)
+                elif is_customer(row):
+                    results[index] = customer_result(items[index], row)
                 else:
                     updates.append((index, str(row["Id"])))
             if updates:
@@ -959,8 +962,8 @@ class SalesforceConnector(Connector[SalesforceConnection]):
                     row = found.get(emails[index])
                     if row is None:
                         still.append(index)
-                    elif _is_customer(row):
-                        results[index] = _customer_result(items[index], row)
+                    elif is_customer(row):
+                        results[index] = customer_result(items[index], row)
                     else:
                         ref = items[index].ref
                         results[index] = WriteResult(ref, str(row["Id"]), WriteOutcome.CREATED)
@@ -1314,27 +1317,6 @@ def _better(candidate: Mapping[str, Any], current: Mapping[str, Any]) -> bool:
     if bool(candidate.get("IsConverted")) != bool(current.get("IsConverted")):
         return not candidate.get("IsConverted")
     return str(candidate.get("SystemModstamp") or "") > str(current.get("SystemModstamp") or "")
-
-
-def _is_customer(row: Mapping[str, Any]) -> bool:
-    attributes = row.get("attributes")
-    kind = attributes.get("type") if isinstance(attributes, Mapping) else None
-    return kind == "Contact" or bool(row.get("IsConverted"))
-
-
-def _customer_result(item: UpsertInput, row: Mapping[str, Any]) -> WriteResult:
-    contact_id = str(row.get("ConvertedContactId") or row.get("Id"))
-    return WriteResult.failed(
-        item.ref,
-        Rejected(
-            f"the email belongs to the existing Contact {contact_id}; no Lead was created",
-            system=SYSTEM,
-            record=item.ref,
-            field="Email",
-            code=EXISTING_CONTACT,
-        ),
-        contact_id,
-    )
 
 
 def _distinct_chunks(indexes: list[int], key: Callable[[int], str]) -> Iterator[list[int]]:

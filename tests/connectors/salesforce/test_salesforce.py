@@ -21,11 +21,11 @@ from leadrelay.connectors.salesforce.auth import Token, jwt_assertion
 from leadrelay.connectors.salesforce.bulk import parse_bulk_error
 from leadrelay.connectors.salesforce.connector import (
     CONTACT_FIELDS,
-    EXISTING_CONTACT,
     decode_cursor,
     mapping_fields,
     parse_stamp,
 )
+from leadrelay.connectors.salesforce.results import EXISTING_CONTACT
 from leadrelay.connectors.salesforce.soql import in_batches, quote
 from tests.connectors.contract import unique_email
 from tests.connectors.salesforce.conftest import admin, sandbox_settings, stats
