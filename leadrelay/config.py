@@ -275,10 +275,14 @@ class CaptureConfig(_Section):
 
 
 class _ConnectionBase(_Section):
-    """Keys every built-in connection has: ``kind``, ``ca_bundle`` and ``timeout_s``."""
+    """Keys every built-in connection has: ``kind``, ``ca_bundle``, ``timeout_s`` and
+    ``read_lookback_s`` (seconds an incremental read reaches back before the server time of the
+    previous read, for records committed or indexed late; default: the connector's own —
+    HubSpot 5, Salesforce 5, Zoho 2)."""
 
     ca_bundle: CaBundle | None = None
     timeout_s: float = Field(default=30.0, gt=0)
+    read_lookback_s: float | None = Field(default=None, ge=0, le=3600)
 
 
 class HubSpotConnection(_ConnectionBase):
@@ -294,10 +298,13 @@ class HubSpotConnection(_ConnectionBase):
         portal_id: the portal (hub) id, optional.
         app_client_secret: the public app's client secret that signs webhooks (signature v3);
             optional, defaults to ``client_secret`` with OAuth (see :attr:`signing_secret`).
-        ca_bundle, timeout_s: as every connection.
+        deletions_every_s: read the archived-contacts list (deletions, merges) at most this
+            often, default 60; 0 reads it on every sync (one more call per idle run).
+        ca_bundle, timeout_s, read_lookback_s: as every connection.
     """
 
     kind: Literal["hubspot"]
+    deletions_every_s: float | None = Field(default=None, ge=0)
     auth: Literal["private_app", "oauth"] = "private_app"
     access_token: Secret | None = None
     client_id: Text | None = None
@@ -343,8 +350,6 @@ class SalesforceConnection(_ConnectionBase):
         private_key_file: PEM file for JWT bearer auth (relative to the config folder).
         private_key: the PEM text itself, e.g. from the environment (secret).
         refresh_token: the OAuth refresh token for ``auth = "refresh_token"`` (secret).
-        read_lookback_s: seconds an incremental read reaches back before the server time of the
-            previous read (records committed late), default 5.
         api_version: REST API version, default ``59.0``.
         external_id_field: Lead field to upsert by (``Email__c`` …); without it leadrelay does a
             batch lookup by email first.
@@ -366,7 +371,6 @@ class SalesforceConnection(_ConnectionBase):
     private_key_file: ExistingFile | None = None
     private_key: Secret | None = None
     refresh_token: Secret | None = None
-    read_lookback_s: float = Field(default=5.0, ge=0, le=3600)
     api_version: Annotated[str, Field(pattern=r"^\d{2,3}\.0$")] = "59.0"
     external_id_field: Text | None = None
     bulk_threshold: int = Field(default=10000, gt=0)

@@ -326,6 +326,10 @@ class HubSpotConnector(Connector[HubSpotConnection]):
         deletions_every_s: float | None = None,
     ) -> None:
         super().__init__(settings, name)
+        if look_back_s is None:
+            look_back_s = settings.read_lookback_s
+        if deletions_every_s is None:
+            deletions_every_s = settings.deletions_every_s
         if look_back_s is not None:
             if look_back_s < 0:
                 raise ValueError(f"look_back_s must be 0 or more seconds, got {look_back_s}")

@@ -323,7 +323,11 @@ class SalesforceConnector(Connector[SalesforceConnection]):
         self._sleep = sleep
         self.read_fields: list[str] | None = list(read_fields) if read_fields else None
         self.overlap = (
-            overlap if overlap is not None else timedelta(seconds=settings.read_lookback_s)
+            overlap
+            if overlap is not None
+            else timedelta(
+                seconds=5.0 if settings.read_lookback_s is None else settings.read_lookback_s
+            )
         )
         self.check_contacts = check_contacts
         self.bulk_poll_s = bulk_poll_s

@@ -393,7 +393,7 @@ class ZohoConnector(Connector[ZohoConnection]):
         retry: RetryPolicy | None = None,
         limiter: RateLimiter | None = None,
         sleep: Callable[[float], None] = time.sleep,
-        read_overlap: timedelta = timedelta(seconds=2),
+        read_overlap: timedelta | None = None,
     ) -> None:
         super().__init__(settings, name)
         client_secret = settings.client_secret.get_secret_value()
@@ -410,6 +410,9 @@ class ZohoConnector(Connector[ZohoConnection]):
         if not _API_NAME.fullmatch(settings.module):
             raise ValueError(f"{settings.module!r} is not a Zoho module API name")
         self.module = settings.module
+        if read_overlap is None:
+            seconds = 2.0 if settings.read_lookback_s is None else settings.read_lookback_s
+            read_overlap = timedelta(seconds=seconds)
         self.read_overlap = read_overlap
         self._unknown_fields: set[str] = set()
         self._credits = 0
