@@ -306,6 +306,12 @@ def _ledger(counts: Iterable[LedgerCount]) -> dict[str, Any]:
     }
 
 
+def _field_problems(problems: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    """Open field problems ``(connection, field)`` counted per ``connection.field``."""
+    counts: Counter[str] = Counter(f"{connection}.{name}" for connection, name in problems)
+    return {"open": sum(counts.values()), "by_field": dict(sorted(counts.items()))}
+
+
 def _layer(score: float | None, evidence: list[str]) -> dict[str, Any]:
     return {"score": None if score is None else round(score, 4), "evidence": evidence}
 
@@ -327,7 +333,13 @@ def _diagnosis(
         for form, numbers in ledger["by_form"].items()
         if numbers["missing"]
     ]
-    layers["capture"] = _layer(_rate(written, received), evidence + leaking)
+    problems = ledger.get("field_problems") or {}
+    refused = [
+        f"{count} lead(s) written without {where} (the CRM refused the value; "
+        "see `leadrelay runs show`)"
+        for where, count in sorted(problems.get("by_field", {}).items(), key=lambda i: -i[1])
+    ]
+    layers["capture"] = _layer(_rate(written, received), evidence + leaking + refused)
 
     scored = [lead for lead in leads if lead.score is not None]
     reasoned = [lead for lead in scored if lead.qualification_reason]
@@ -446,6 +458,7 @@ def build_report(
     ledger_counts: Iterable[LedgerCount],
     sla_statuses: Iterable[SlaStatus],
     now: datetime,
+    field_problems: Iterable[tuple[str, str]] = (),
 ) -> Report:
     """Build the report from the current leads, the ledger counts and the SLA clocks.
 
@@ -456,6 +469,7 @@ def build_report(
     funnel = _funnel(live)
     sla = _sla(live, list(sla_statuses))
     ledger = _ledger(ledger_counts)
+    ledger["field_problems"] = _field_problems(field_problems)
     return Report(
         generated_at=_aware(now),
         lead_count=len(live),
@@ -520,7 +534,8 @@ def report_command_data(
     current = [_with_arrival(lead, arrivals.get(lead.key)) for lead in live]
     statuses = evaluate(current, moment, settings)
     counts = store.ledger_counts(by_day=True)
-    return build_report(current, counts, statuses, moment)
+    problems = [(p.connection, p.field) for p in store.field_problems()]
+    return build_report(current, counts, statuses, moment, problems)
 
 
 # ---------------------------------------------------------------------------------------------

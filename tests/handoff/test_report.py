@@ -324,3 +324,21 @@ def test_report_command_data_reads_the_store(tmp_path: Path) -> None:
     assert report.ledger["totals"]["received"] == 1
     assert report.ledger["totals"]["missing"] == 1
     assert report.sla["by_kind"]["hot"]["breached"] == 1  # sal1 at 200 min > 2 h
+
+
+def test_the_capture_layer_names_fields_the_crm_refused() -> None:
+    chosen = synthetic_leads()
+    report = build_report(
+        chosen,
+        ledger_counts(),
+        evaluate(chosen, NOW),
+        NOW,
+        [("zoho", "industry"), ("zoho", "industry"), ("salesforce", "utm_term")],
+    )
+    assert report.ledger["field_problems"] == {
+        "open": 3,
+        "by_field": {"salesforce.utm_term": 1, "zoho.industry": 2},
+    }
+    [capture] = [layer for layer in report.diagnosis["layers"] if layer["layer"] == "capture"]
+    evidence = capture["evidence"]
+    assert any(line.startswith("2 lead(s) written without zoho.industry") for line in evidence)
