@@ -72,7 +72,7 @@ from leadrelay.sync.engine import (
     SyncContext,
     register_inbox_drainer,
 )
-from leadrelay.sync.state import InboxItem, StateStore
+from leadrelay.sync.state import InboxItem, InboxStatus, StateStore, inbox_table
 from leadrelay.sync.tagging import (
     CLICK_ID_PARAMS,
     UTM_PARAMS,
@@ -562,8 +562,13 @@ class _Delivery:
     ) -> LeadWriter:
         """The write step of one destination, kept for the pass (its schema read once)."""
         if destination not in self._writers:
-            schema = connector.describe if connector.supports(Capability.DESCRIBE) else None
-            self._writers[destination] = LeadWriter(connector, mapping, schema=schema)
+            describes = connector.supports(Capability.DESCRIBE)
+            self._writers[destination] = LeadWriter(
+                connector,
+                mapping,
+                schema=connector.describe if describes else None,
+                fresh_schema=connector.describe_fresh if describes else None,
+            )
         return self._writers[destination]
 
     def _settle(
@@ -707,6 +712,40 @@ class _Delivery:
                 free[destination] = kept
         return free
 
+    # -- field problems the destination now accepts -------------------------------------------
+
+    def requeue_accepted(self) -> int:
+        """Put captured leads back in the queue whose refused values their destination would
+        now take (a pick list extended, a value map added; DESIGN §7.7): delivered again, with
+        the form's current mapping. Returns how many inbox rows went back."""
+        rows = [p for p in self.store.field_problems() if p.origin.get("inbox_keys")]
+        keys: set[str] = set()
+        for row in rows:
+            try:
+                connector: Connector[Any] = self.pool.get(row.connection)
+                writer = self._writer(row.connection, connector, self._mapping(row.connection))
+                accepted = writer.accepts_now(row.to_json())
+            except (ConnectorError, MappingError, KeyError, LookupError) as exc:
+                log.warning("field problem of %s not rechecked: %s", row.lead_key, redact(str(exc)))
+                continue
+            if accepted:
+                keys.update(str(key) for key in row.origin["inbox_keys"])
+        if not keys:
+            return 0
+        with self.store.transaction() as conn:
+            done = conn.execute(
+                inbox_table.update()
+                .where(
+                    inbox_table.c.key.in_(sorted(keys)),
+                    inbox_table.c.status == InboxStatus.DELIVERED.value,
+                )
+                .values(status=InboxStatus.PENDING.value, claim_token=None, claimed_at=None)
+            ).rowcount
+        log.info(
+            "%d captured lead(s) queued again: their destination now takes a refused value", done
+        )
+        return int(done)
+
     # -- one batch -----------------------------------------------------------------------------
 
     def run(self, items: Sequence[InboxItem]) -> None:
@@ -796,6 +835,7 @@ def drain_inbox(
     pool = connectors if connectors is not None else ConnectorPool(config, store=store)
     delivery = _Delivery(config, store, pool, fetchers=fetchers, on_progress=on_progress)
     try:
+        delivery.requeue_accepted()
         for _ in range(max_batches):
             items = store.claim_inbox(limit=limit, claim_ttl_s=claim_ttl_s)
             if items:

@@ -464,6 +464,12 @@ class Connector(ABC, Generic[SettingsT]):
         self.require(Capability.DESCRIBE)
         raise AssertionError("unreachable: describe declared but not implemented")
 
+    def describe_fresh(self) -> Schema:
+        """:meth:`describe` read from the system now, past any cached copy (a connector that
+        caches its schema overrides this); the write step asks for it before refusing a value
+        over a schema that may be stale."""
+        return self.describe()
+
     @abstractmethod
     def health(self) -> Health:
         """Check credentials, API budget and the resolved instance, without writing."""

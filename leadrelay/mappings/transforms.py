@@ -870,7 +870,13 @@ class _Picklist:
         canonical = _text(value, f"a {args.list} value")
         if args.system is None:
             return canonical
-        found = standard_list(args.list).system_value(canonical, args.system)
+        standard = standard_list(args.list)
+        own = standard.systems.get(args.system)
+        if own is None or not own.write:
+            # A system leadrelay only reads (an ad platform's form): its forms read the
+            # canonical value itself (a synthetic validation lead sends it).
+            return canonical
+        found = standard.system_value(canonical, args.system)
         if found is None:
             # The system's standard list has no such value: a field problem of this field
             # alone (the lead is written without it, and the problem recorded).

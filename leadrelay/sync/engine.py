@@ -1233,10 +1233,14 @@ class SyncEngine:
     def _writer(self, side: Side) -> LeadWriter:
         """The write step of ``side`` (one per side per run: its schema is read once)."""
         if side not in self._writers:
+            connector = self.connectors[side]
             self._writers[side] = LeadWriter(
-                self.connectors[side],
+                connector,
                 self.mappings[side],
                 schema=lambda: self._schema(side),
+                fresh_schema=connector.describe_fresh
+                if connector.supports(Capability.DESCRIBE)
+                else None,
                 batch_size=self.flow.batch_size,
             )
         return self._writers[side]

@@ -183,11 +183,13 @@ class LeadWriter:
         mapping: FieldMapping,
         *,
         schema: Callable[[], Schema | None] | None = None,
+        fresh_schema: Callable[[], Schema | None] | None = None,
         batch_size: int | None = None,
     ) -> None:
         self.connector = connector
         self.mapping = mapping
         self._schema_source = schema
+        self._fresh_source = fresh_schema
         self._schema: Schema | None = None
         self._schema_read = schema is None
         self.batch_size = min(batch_size or connector.batch_size, connector.batch_size)
@@ -291,11 +293,21 @@ class LeadWriter:
         return False
 
     def _allowed(self, system_field: str, value: Any) -> str | None:
-        """Why the destination would refuse ``value`` in ``system_field`` before any call."""
+        """Why the destination would refuse ``value`` in ``system_field`` before any call.
+
+        A refusal over a schema read from a cache is checked once against a fresh read (an
+        admin may have added the field or the pick-list value since)."""
+        reason = self._refused_by(self.schema, system_field, value)
+        if reason is not None and self._fresh_source is not None and not reason.startswith("text"):
+            fresh, self._fresh_source = self._fresh_source, None
+            self._schema = fresh()
+            reason = self._refused_by(self._schema, system_field, value)
+        return reason
+
+    def _refused_by(self, schema: Schema | None, system_field: str, value: Any) -> str | None:
         found = text_problem(value)
         if found is not None:
             return f"text {found}"
-        schema = self.schema
         if schema is None:
             return None
         info = schema.fields.get(system_field)

@@ -80,7 +80,7 @@ _SAMPLES: dict[str, Any] = {
     "job_title": "Head of Revenue Operations",
     "company": "LeadRelay Validation Ltd",
     "website": "https://www.example.com",
-    "industry": "Software",
+    "industry": "software",
     "employees": 120,
     "annual_revenue": 2500000.0,
     "country": "GB",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from leadrelay.capture.worker import drain_inbox
 from leadrelay.sandbox.server import SandboxServer
+from leadrelay.sync.engine import ConnectorPool
 from tests.capture.sandbox_project import Project, admin
 from tests.hubspot_sandbox import hubspot_api
 
@@ -58,3 +59,31 @@ def test_the_field_problem_closes_when_a_later_delivery_carries_the_field(
     assert project.store.field_problems() == []
     record = project.lookup("hubspot", "cto@acme.io")
     assert record is not None and record["jobtitle"] == "VP"
+
+
+def test_a_captured_lead_is_sent_again_by_itself_once_the_crm_takes_the_value(
+    project: Project, sandbox: SandboxServer
+) -> None:
+    admin(sandbox, "schema", {"system": "hubspot", "remove_field": "jobtitle"})
+    _post(project, email="cto@acme.io", last_name="Silva", job_title="CTO")
+    drain_inbox(project.config, project.store, connectors=project.pool)
+    hubspot_api(
+        sandbox,
+        "POST",
+        "/crm/v3/properties/contacts",
+        {
+            "name": "jobtitle",
+            "label": "Job Title",
+            "type": "string",
+            "fieldType": "text",
+            "groupName": "contactinformation",
+        },
+        expect=201,
+    )
+    # a later process (its connectors read HubSpot's properties afresh) delivers it again
+    with ConnectorPool(project.config) as later:
+        stats = drain_inbox(project.config, project.store, connectors=later)
+    assert stats.delivered == 1
+    assert project.store.field_problems() == []
+    record = project.lookup("hubspot", "cto@acme.io")
+    assert record is not None and record["jobtitle"] == "CTO"

@@ -908,6 +908,11 @@ class HubSpotConnector(Connector[HubSpotConnection]):
         self._schema_cache.put(key, {"results": results}, secret=secret, expires_at=expires)
         return results
 
+    def describe_fresh(self) -> Schema:
+        """:meth:`describe` from a new read of the contact properties (the cache renewed)."""
+        self._property_list(cached=False)
+        return self.describe()
+
     def describe(self) -> Schema:
         """Contact properties from the Properties API.
 
