@@ -31,6 +31,13 @@ ConfigOption = Annotated[
     Path, typer.Option("--config", "-c", help="The project file.", show_default=True)
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+EncodingOption = Annotated[
+    str | None,
+    typer.Option(
+        "--encoding",
+        help="The CSV's text encoding (e.g. cp1252), when it is not detected cleanly.",
+    ),
+]
 
 
 def print_json(value: Any) -> None:

@@ -72,23 +72,117 @@ def header_to_field(header: str) -> str:
 
 
 def detect_encoding(path: str | PathLike[str]) -> str:
-    """The text encoding of a file: UTF-8 (with or without BOM), UTF-16 with BOM, else cp1252.
+    """The text encoding of a whole file, or :class:`CsvError` when it cannot be told cleanly.
 
-    The whole file is scanned in chunks (constant memory), so a non-UTF-8 byte deep in a large
-    file is found before any row is read. Bytes cp1252 leaves undefined fall back to latin-1,
-    which decodes every byte.
+    A BOM names UTF-8 or UTF-16. Otherwise the whole file is checked as UTF-8 in chunks
+    (constant memory), so a stray byte deep in a large file is found before any row is read.
+    A file that is UTF-8 in places but has a byte that is not is refused, naming the line and
+    the byte: reading it in another encoding would turn every accented letter into mojibake
+    (``ZoÃ«``). A file with no UTF-8 in it is a legacy export: charset-normalizer weighs every
+    line holding a non-ASCII byte, cp1252 (what spreadsheets on Western Windows write) wins
+    among the readings it finds equally clean, and the whole file must decode in the
+    encoding chosen.
     """
+    name = Path(path).name
     with open(path, "rb") as handle:
         head = handle.read(4)
         if head.startswith(codecs.BOM_UTF8):
             return "utf-8-sig"
         if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
             return "utf-16"
-        for encoding in ("utf-8", "cp1252"):
-            handle.seek(0)
-            if _decodes(handle, encoding):
-                return encoding
-    return "latin-1"
+        handle.seek(0)
+        if _decodes(handle, "utf-8"):
+            return "utf-8"
+        handle.seek(0)
+        scan = _scan_non_utf8(handle)
+    if scan.utf8_lines:
+        raise CsvError(
+            f"{name} is not valid UTF-8: {scan.first_error}, while other lines are UTF-8 "
+            "(the file mixes encodings); fix that line, or give the file's encoding "
+            "(--encoding) to read all of it in one"
+        )
+    encoding = _legacy_encoding(b"".join(scan.sample))
+    if encoding is None:
+        raise CsvError(
+            f"{name}: cannot tell the file's text encoding ({scan.first_error}); "
+            "give it with --encoding (e.g. cp1252)"
+        )
+    check_decodes(path, encoding)
+    return encoding
+
+
+def check_decodes(path: str | PathLike[str], encoding: str) -> None:
+    """Raise :class:`CsvError` naming the line and byte where ``path`` stops decoding cleanly
+    in ``encoding`` (an unknown encoding name is a :class:`CsvError` too)."""
+    name = Path(path).name
+    try:
+        decoder = codecs.getincrementaldecoder(encoding)()
+    except LookupError:
+        raise CsvError(f"unknown text encoding {encoding!r}") from None
+    if codecs.lookup(encoding).name.startswith("utf-16"):
+        with open(path, "rb") as handle:
+            if not _decodes(handle, encoding):
+                raise CsvError(f"{name} does not decode as {encoding}")
+        return
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                decoder.decode(line)
+            except UnicodeDecodeError as exc:
+                where = _describe_byte(number, line, exc.start)
+                raise CsvError(f"{name} does not decode as {encoding}: {where}") from None
+
+
+class _Scan(NamedTuple):
+    first_error: str
+    utf8_lines: int
+    sample: list[bytes]
+
+
+#: Bytes of non-ASCII lines handed to charset-normalizer (spread over the whole file).
+_SAMPLE_BYTES = 512 * 1024
+
+
+def _scan_non_utf8(handle: IO[bytes]) -> _Scan:
+    """Line by line: the first byte that is not UTF-8, how many non-ASCII lines are valid
+    UTF-8, and the non-ASCII lines (the only ones that tell encodings apart)."""
+    first_error = ""
+    utf8_lines = 0
+    sample: list[bytes] = []
+    sampled = 0
+    for number, line in enumerate(handle, start=1):
+        if line.isascii():
+            continue
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            if not first_error:
+                first_error = _describe_byte(number, line, exc.start)
+            if sampled < _SAMPLE_BYTES:
+                sample.append(line)
+                sampled += len(line)
+        else:
+            utf8_lines += 1
+    return _Scan(first_error, utf8_lines, sample)
+
+
+def _describe_byte(number: int, line: bytes, index: int) -> str:
+    context = line[max(0, index - 20) : index + 20].decode("ascii", "backslashreplace")
+    return f"line {number}, byte {index + 1} (0x{line[index]:02X}) in \"{context.strip()}\""
+
+
+def _legacy_encoding(sample: bytes) -> str | None:
+    """The single-byte encoding charset-normalizer reads ``sample`` in most cleanly."""
+    from charset_normalizer import from_bytes
+
+    matches = list(from_bytes(sample))
+    if not matches:
+        return None
+    cleanest = min(match.chaos for match in matches)
+    for match in matches:
+        if match.chaos <= cleanest and "cp1252" in match.could_be_from_charset:
+            return "cp1252"
+    return str(matches[0].encoding)
 
 
 def _decodes(handle: IO[bytes], encoding: str) -> bool:
@@ -117,9 +211,10 @@ class LeadCsv:
     """A lead CSV opened for streaming; iterate it for :data:`RowResult` items.
 
     Opening checks the whole file (encoding, header, required columns) and raises
-    :class:`CsvError` when it cannot be read. After iteration, ``rows_read``, ``rows_skipped``
-    and ``blank_rows`` count what happened; ``encoding``, ``delimiter``, ``columns`` (header to
-    Lead field) and ``unknown_headers`` (ignored columns) describe the file.
+    :class:`CsvError` when it cannot be read. ``encoding`` names the file's encoding instead of
+    detecting it; the file must still decode cleanly in it. After iteration, ``rows_read``,
+    ``rows_skipped`` and ``blank_rows`` count what happened; ``encoding``, ``delimiter``,
+    ``columns`` (header to Lead field) and ``unknown_headers`` (ignored columns) describe it.
     """
 
     def __init__(
@@ -129,6 +224,7 @@ class LeadCsv:
         required: Sequence[str] = ("email",),
         max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES,
         extra_columns: Sequence[str] = (),
+        encoding: str | None = None,
     ) -> None:
         self.path = Path(path)
         self._known = LEAD_COLUMNS | frozenset(extra_columns)
@@ -137,7 +233,11 @@ class LeadCsv:
         self.rows_skipped = 0
         self.blank_rows = 0
         self._check_bytes()
-        self.encoding = detect_encoding(self.path)
+        if encoding is None:
+            self.encoding = detect_encoding(self.path)
+        else:
+            check_decodes(self.path, encoding)
+            self.encoding = encoding
         # Only ever raised, never lowered: other readers in this process keep a bound they set.
         csv.field_size_limit(max(csv.field_size_limit(), PARSER_FIELD_LIMIT, max_field_bytes + 1))
         self._handle: IO[str] = open(self.path, encoding=self.encoding, newline="")  # noqa: SIM115
@@ -284,6 +384,7 @@ def read_lead_rows(
     required: Sequence[str] = ("email",),
     max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES,
     extra_columns: Sequence[str] = (),
+    encoding: str | None = None,
 ) -> Iterator[RowResult]:
     """Stream the rows of a lead CSV as :class:`LeadRow` or :class:`SkippedRow` items.
 
@@ -292,6 +393,10 @@ def read_lead_rows(
     Use :class:`LeadCsv` directly to see the encoding, ignored headers and counts.
     """
     with LeadCsv(
-        path, required=required, max_field_bytes=max_field_bytes, extra_columns=extra_columns
+        path,
+        required=required,
+        max_field_bytes=max_field_bytes,
+        extra_columns=extra_columns,
+        encoding=encoding,
     ) as lead_csv:
         yield from lead_csv

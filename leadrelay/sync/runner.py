@@ -115,6 +115,8 @@ def run_flows(
     Raises :class:`FlowLocked` before anything runs when a lock is held, and
     :class:`FlowSetupError` for a flow that cannot be set up (the run is recorded as failed).
     """
+    # registers the capture inbox drainer that every sync runs first (inbox_drainers)
+    import leadrelay.capture.worker  # noqa: F401
     from leadrelay.connectors.base import ConnectorNotFound
     from leadrelay.connectors.errors import AuthError, ConnectorError
     from leadrelay.mappings.engine import MappingError
