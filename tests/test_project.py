@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from leadrelay.capture.formsconfig import env_prefix
 from leadrelay.config import (
     ConfigError,
     HubSpotConnection,
     SalesforceConnection,
     WebformConfig,
+    ZohoConnection,
     load_config,
 )
 from leadrelay.model import Lead
@@ -23,7 +25,10 @@ FILLED = {
     "SALESFORCE_PASSWORD": "pw-test",
     "SALESFORCE_CONSUMER_KEY": "3MVG9-test",
     "SALESFORCE_CONSUMER_SECRET": "cs-test",
-    "PRICING_DEMO_FORM_SECRET": "form-test",
+    "ZOHO_CLIENT_ID": "1000.test",
+    "ZOHO_CLIENT_SECRET": "zs-test",
+    "ZOHO_REFRESH_TOKEN": "1000.rt-test",
+    "FORM_PRICING_DEMO_SECRET": "form-test",
 }
 
 
@@ -50,8 +55,13 @@ def test_loads_with_environment_set(tmp_path: Path) -> None:
     assert sf.auth == "password"
     assert sf.instance_url is None
     assert sf.security_token is None
-    flow = config.flow("hubspot-salesforce")
-    assert (flow.source, flow.destination, flow.two_way) == ("hubspot", "salesforce", True)
+    zoho = config.connections["zoho"]
+    assert isinstance(zoho, ZohoConnection)
+    assert str(zoho.accounts_url).startswith("https://accounts.zoho.com")
+    assert zoho.api_domain is None
+    for crm in ("salesforce", "zoho"):
+        flow = config.flow(f"hubspot-{crm}")
+        assert (flow.source, flow.destination, flow.two_way) == ("hubspot", crm, True)
     assert isinstance(config.form(FORM_NAME), WebformConfig)
     assert config.state.url == f"sqlite:///{tmp_path.as_posix()}/leadrelay.db"
 
@@ -112,11 +122,26 @@ def test_secrets_are_references_only(tmp_path: Path) -> None:
     write_starter_project(tmp_path)
     data = tomllib.loads((tmp_path / "leadrelay.toml").read_text(encoding="utf-8"))
 
-    secret_keys = {"access_token", "password", "consumer_secret", "security_token", "secret"}
+    secret_keys = {
+        "access_token",
+        "password",
+        "consumer_secret",
+        "security_token",
+        "secret",
+        "client_secret",
+        "refresh_token",
+    }
     tables = [*data["connections"].values(), *data["forms"].values()]
     values = [table[key] for table in tables for key in secret_keys & set(table)]
     assert values
     assert all(re.fullmatch(r"\$\{[A-Z_]+(:-)?\}", value) for value in values)
+
+
+def test_the_form_secret_is_named_as_forms_add_names_it(tmp_path: Path) -> None:
+    write_starter_project(tmp_path)
+    data = tomllib.loads((tmp_path / "leadrelay.toml").read_text(encoding="utf-8"))
+
+    assert data["forms"][FORM_NAME]["secret"] == f"${{{env_prefix(FORM_NAME)}_SECRET}}"
 
 
 def test_handoff_defaults_follow_the_sop(tmp_path: Path) -> None:
