@@ -29,6 +29,7 @@ from leadrelay.clikit import (
     EncodingOption,
     load_project_config,
     print_json,
+    print_table,
 )
 
 if TYPE_CHECKING:
@@ -108,12 +109,11 @@ def load_command(name: str) -> Any:
     """The click command of a lazily loaded command, its module imported now."""
     module_name, attribute, _ = LAZY_COMMANDS[name]
     target = getattr(importlib.import_module(module_name), attribute)
-    if isinstance(target, typer.Typer):
-        command = typer.main.get_group(target)
-    else:
+    if not isinstance(target, typer.Typer):
         single = typer.Typer(add_completion=False, rich_markup_mode="rich")
         single.command(name)(target)
-        command = typer.main.get_command(single)
+        target = single
+    command = typer.main.get_command(target)
     command.name = name
     return tidy_help(command)
 
@@ -256,7 +256,7 @@ def check(
     if as_json:
         print_json({"ok": ok, "checks": [result.to_json() for result in results]})
     else:
-        _out().print(render_checks(results))
+        print_table(_out(), render_checks(results))
     if not ok:
         raise typer.Exit(1)
 
@@ -286,7 +286,7 @@ def tag(
     if as_json:
         print_json(attribution.to_dict())
     else:
-        _out().print(render_attribution(attribution))
+        print_table(_out(), render_attribution(attribution))
 
 
 # --- dedupe ------------------------------------------------------------------------------
@@ -313,8 +313,13 @@ def dedupe(
     if as_json:
         print_json(report.to_json())
     else:
+        from rich.table import Table
+
         for renderable in render(report):
-            _out().print(renderable)
+            if isinstance(renderable, Table):
+                print_table(_out(), renderable)
+            else:
+                _out().print(renderable)
 
 
 # --- demo --------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """The starter project ``leadrelay init DIR`` writes (DESIGN §11).
 
 It holds a HubSpot, a Salesforce and a Zoho CRM connection, a two-way flow from HubSpot to each
-CRM (delete the connection and the flow of a CRM you do not use), one web form with its mapping, the capture service settings and the handoff defaults of the lead-handoff SOP
+CRM (delete the connection and the flow of a CRM you do not use), one web form with its
+mapping, the capture service settings and the handoff defaults of the lead-handoff SOP
 (DESIGN §12). Every secret is a ``${VAR}`` reference; ``.env.example`` lists every variable. The
 variable names are the ones ``leadrelay sandbox --env-file .env`` writes, so the starter project
 runs against the sandbox once its ``.env`` is in place; a form's secret is ``FORM_<NAME>_SECRET``,

@@ -168,7 +168,7 @@ def _scan_non_utf8(handle: IO[bytes]) -> _Scan:
 
 def _describe_byte(number: int, line: bytes, index: int) -> str:
     context = line[max(0, index - 20) : index + 20].decode("ascii", "backslashreplace")
-    return f"line {number}, byte {index + 1} (0x{line[index]:02X}) in \"{context.strip()}\""
+    return f'line {number}, byte {index + 1} (0x{line[index]:02X}) in "{context.strip()}"'
 
 
 def _legacy_encoding(sample: bytes) -> str | None:
