@@ -71,6 +71,9 @@ def open_store(config: Config) -> StateStore:
         raise CliError(f"state store {config.state.display_url}: {exc}", 2) from exc
 
 
+_UNBOUNDED = 100_000
+
+
 def print_table(console: Console, table: Table) -> None:
     """Print a table so that no value is wrapped word by word.
 
@@ -79,9 +82,11 @@ def print_table(console: Console, table: Table) -> None:
     line a row of ``column=value`` pairs (values with spaces quoted), which keeps each value
     whole and can be searched with grep.
     """
-    if console.is_terminal and console.measure(table).maximum <= console.width:
-        console.print(table)
-        return
+    if console.is_terminal:
+        unbounded = console.options.update(width=_UNBOUNDED, max_width=_UNBOUNDED)
+        if console.measure(table, options=unbounded).maximum <= console.width:
+            console.print(table)
+            return
     from rich.text import Text
 
     def plain(cell: object) -> str:

@@ -170,7 +170,9 @@ class _LogProgress:
 
 
 def _value_text(value: Any) -> str:
-    return "" if value is None else json.dumps(value, default=str, ensure_ascii=False)
+    if value is None or isinstance(value, str):
+        return value or ""
+    return json.dumps(value, default=str, ensure_ascii=False)
 
 
 def _plan_table(planned: Sequence[PlannedRecord]) -> Table:
