@@ -309,7 +309,7 @@ def dedupe(
     try:
         report = dedupe_csv(file, encoding=encoding)
     except CsvError as exc:
-        raise CliError(f"{file}: {exc}", exit_code=2) from exc
+        raise CliError(str(exc), exit_code=2) from exc
     if as_json:
         print_json(report.to_json())
     else:

@@ -177,14 +177,19 @@ def test_full_reads_everything_again(project: Path, capsys: pytest.CaptureFixtur
     assert (flow["created"], flow["updated"]) == (0, 0)
 
 
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
 def test_a_lock_held_by_a_live_process_is_exit_3_naming_the_holder(
-    project: Path, capsys: pytest.CaptureFixture[str]
+    project: Path, capsys: pytest.CaptureFixture[str], as_json: bool
 ) -> None:
     with StateStore(f"sqlite:///{project / 'state.db'}") as store:
         holder = LockHolder(hostname=socket.gethostname(), pid=os.getpid())
         assert store.acquire_lock("sync:hs-sf", holder, ttl_s=300)
-    code, _, err = run(["sync"], capsys)
+    code, out, err = run(["sync", "--json"] if as_json else ["sync"], capsys)
     assert code == 3
+    if as_json:  # still exactly one JSON object
+        data = json.loads(out)
+        assert data["ok"] is False
+        err = data["error"]
     assert f"pid {os.getpid()}" in err
 
 
@@ -291,19 +296,6 @@ def test_a_signal_stops_the_sync_at_a_page_boundary_and_records_it_interrupted(
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     exit_code, _, _ = run(["sync"], capsys)
     assert (exit_code, len(crm().records)) == (0, 20)
-
-
-def test_sync_json_is_one_object_when_the_lock_is_held(
-    project: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    with StateStore(f"sqlite:///{project / 'state.db'}") as store:
-        holder = LockHolder(hostname=socket.gethostname(), pid=os.getpid())
-        assert store.acquire_lock("sync:hs-sf", holder, ttl_s=300)
-    code, out, _ = run(["sync", "--json"], capsys)
-    data = json.loads(out)
-    assert code == 3
-    assert data["ok"] is False
-    assert f"pid {os.getpid()}" in data["error"]
 
 
 def test_dry_run_json_lists_the_plan_per_record_and_field(
