@@ -465,6 +465,8 @@ def main(argv: list[str] | None = None) -> None:
             raise
         _fail(str(exc), exc.exit_code)
     except typer.Exit as exc:
+        if exc.exit_code == 130:  # typer's answer to Ctrl-C
+            _fail("interrupted (Ctrl-C)", 130)
         raise SystemExit(exc.exit_code) from None
     except typer.Abort:
         _fail("aborted", 1)
@@ -473,6 +475,10 @@ def main(argv: list[str] | None = None) -> None:
     except SystemExit:
         raise
     except Exception as exc:  # a crash is still one clear line unless --debug
+        show = getattr(exc, "show", None)
+        if callable(show) and isinstance(getattr(exc, "exit_code", None), int):
+            show()  # click's usage errors (unknown command or option): usage, hint, exit 2
+            raise SystemExit(exc.exit_code) from None  # type: ignore[attr-defined]
         if _Options.debug or "--debug" in (argv if argv is not None else sys.argv):
             raise
         _fail(f"{type(exc).__name__}: {exc} (run with --debug for the traceback)", 1)

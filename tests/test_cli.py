@@ -275,3 +275,16 @@ def test_dedupe_refuses_a_file_with_a_stray_byte_unless_given_the_encoding(
     code, out, _ = run(["dedupe", str(csv_file), "--encoding", "cp1252", "--json"], capsys)
     assert code == 0
     assert json.loads(out)["encoding"] == "cp1252"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [(["nosuch"], "No such command 'nosuch'"), (["sync", "--nope"], "No such option: --nope")],
+)
+def test_a_usage_error_shows_the_usage_and_is_exit_2(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    code, _, err = run(argv, capsys)
+    assert code == 2
+    assert message in err
+    assert "--help" in err
