@@ -404,9 +404,14 @@ def sandbox(
     server.start()
     try:
         if seed:
+            import httpx
+
             from leadrelay.sandbox.project import seed_leads
 
-            emails = seed_leads(server.env(), seed)
+            try:
+                emails = seed_leads(server.env(), seed)
+            except httpx.HTTPError as exc:
+                raise CliError(f"could not seed HubSpot leads: {exc}", exit_code=1) from exc
             _err().print(f"seeded {len(emails)} leads in HubSpot: {', '.join(emails)}")
         _err().print(f"sandbox listening on {server.url} (Ctrl-C to stop)", highlight=False)
         _wait_for_stop()

@@ -15,9 +15,13 @@ from leadrelay.config import (
     WebformConfig,
     ZohoConnection,
     load_config,
+    read_env_file,
 )
 from leadrelay.model import Lead
 from leadrelay.project import FORM_NAME, STARTER_ENV_VARS, write_starter_project
+from leadrelay.sandbox.project import seed_leads, write_sandbox_project
+from leadrelay.sandbox.server import SandboxServer
+from tests.hubspot_sandbox import hubspot_api
 
 FILLED = {
     "HUBSPOT_ACCESS_TOKEN": "pat-na1-test",
@@ -202,3 +206,32 @@ def test_creates_missing_folder(tmp_path: Path) -> None:
     write_starter_project(target)
 
     assert (target / "leadrelay.toml").is_file()
+
+
+def test_the_sandbox_project_names_its_ca_bundle_by_an_absolute_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    write_sandbox_project(Path("demo"), {"LEADRELAY_CA_BUNDLE": "demo/.sandbox/sandbox-ca.pem"})
+
+    env = read_env_file(tmp_path / "demo" / ".env")
+    assert env["LEADRELAY_CA_BUNDLE"] == str(tmp_path / "demo" / ".sandbox" / "sandbox-ca.pem")
+
+
+def test_a_sandbox_project_written_before_the_secret_rename_keeps_working(tmp_path: Path) -> None:
+    write_sandbox_project(tmp_path, {})
+    toml = tmp_path / "leadrelay.toml"
+    toml.write_text(toml.read_text().replace("FORM_DEMO_WEBFORM_SECRET", "DEMO_WEBFORM_SECRET"))
+
+    write_sandbox_project(tmp_path, {})
+
+    env = read_env_file(tmp_path / ".env")
+    assert env["DEMO_WEBFORM_SECRET"] == env["FORM_DEMO_WEBFORM_SECRET"]
+
+
+def test_seeded_leads_are_distinct_contacts_in_the_sandbox_hubspot() -> None:
+    with SandboxServer() as server:
+        emails = seed_leads(server.env(), 12)
+        found = hubspot_api(server, "GET", "/crm/v3/objects/contacts?limit=100")["results"]
+    assert len(set(emails)) == 12
+    assert sorted(c["properties"]["email"] for c in found) == sorted(emails)

@@ -253,6 +253,8 @@ def seed_leads(env: Mapping[str, str], count: int) -> list[str]:
     ``env`` is the running sandbox's :meth:`SandboxServer.env`. The contacts are written
     through HubSpot's batch create API with the sandbox's private-app token.
     """
+    import ssl
+
     import httpx
 
     inputs: list[dict[str, Any]] = []
@@ -282,7 +284,7 @@ def seed_leads(env: Mapping[str, str], count: int) -> list[str]:
     with httpx.Client(
         base_url=env["HUBSPOT_BASE_URL"],
         headers={"Authorization": f"Bearer {env['HUBSPOT_ACCESS_TOKEN']}"},
-        verify=env["LEADRELAY_CA_BUNDLE"],
+        verify=ssl.create_default_context(cafile=env["LEADRELAY_CA_BUNDLE"]),
         trust_env=False,
         timeout=30,
     ) as client:
