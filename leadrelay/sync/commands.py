@@ -7,7 +7,8 @@ Registered by :mod:`leadrelay.cli`::
     app.add_typer(runs_app, name="runs")
 
 Exit codes (DESIGN §11): ``sync`` 0 ok, 1 some records dead-lettered or a flow failed, 2 config
-error, 3 could not run (credentials refused, lock held); ``dlq`` and ``runs`` 0, or 2 on a config
+error, 3 could not run (credentials refused, lock held), 130 / 143 stopped by SIGINT / SIGTERM at
+a page boundary (the run is recorded as interrupted); ``dlq`` and ``runs`` 0, or 2 on a config
 error or an unknown id (3 when a retry cannot run for the same reasons as sync).
 """
 
