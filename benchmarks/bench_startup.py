@@ -5,12 +5,14 @@
 Each command runs in a fresh interpreter, as a user's shell runs it: ``python -c pass`` (the
 interpreter alone), ``leadrelay --version``, ``leadrelay --help`` and ``leadrelay sync --help``
 (which imports the sync command's module, and nothing heavy). Prints the median and the best
-wall time of each and the part above the bare interpreter. Nothing is asserted.
+wall time of each, the part above the bare interpreter, and the median CPU time (user + system,
+which other processes on a busy machine disturb less than the wall time). Nothing is asserted.
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import subprocess
 import sys
@@ -24,29 +26,38 @@ COMMANDS: dict[str, list[str]] = {
 }
 
 
-def wall_times(argv: list[str], runs: int) -> list[float]:
-    """Seconds each of ``runs`` runs of ``argv`` took, from spawn to exit."""
-    times = []
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timings(argv: list[str], runs: int) -> tuple[list[float], list[float]]:
+    """Wall and CPU seconds of each of ``runs`` runs of ``argv``, from spawn to exit."""
+    walls, cpus = [], []
     for _ in range(runs):
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), _children_cpu()
         subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        times.append(time.perf_counter() - started)
-    return times
+        walls.append(time.perf_counter() - started)
+        cpus.append(_children_cpu() - cpu)
+    return walls, cpus
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=7, help="Runs of each command.")
     args = parser.parse_args()
-    wall_times(COMMANDS["leadrelay --version"], 1)  # warm the file cache and .pyc files
+    timings(COMMANDS["leadrelay --version"], 1)  # warm the file cache and .pyc files
     baseline = 0.0
-    print(f"{'command':<24} {'median':>8} {'best':>8} {'over python':>12}")
+    print(f"{'command':<24} {'median':>8} {'best':>8} {'over python':>12} {'cpu':>8}")
     for label, argv in COMMANDS.items():
-        times = wall_times(argv, args.runs)
-        median = statistics.median(times)
+        walls, cpus = timings(argv, args.runs)
+        median = statistics.median(walls)
         if label == "python -c pass":
             baseline = median
-        print(f"{label:<24} {median:>7.3f}s {min(times):>7.3f}s {median - baseline:>11.3f}s")
+        print(
+            f"{label:<24} {median:>7.3f}s {min(walls):>7.3f}s {median - baseline:>11.3f}s "
+            f"{statistics.median(cpus):>7.3f}s"
+        )
 
 
 if __name__ == "__main__":
