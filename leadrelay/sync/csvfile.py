@@ -79,9 +79,11 @@ def detect_encoding(path: str | PathLike[str]) -> str:
     A file that is UTF-8 in places but has a byte that is not is refused, naming the line and
     the byte: reading it in another encoding would turn every accented letter into mojibake
     (``ZoÃ«``). A file with no UTF-8 in it is a legacy export: charset-normalizer weighs every
-    line holding a non-ASCII byte, cp1252 (what spreadsheets on Western Windows write) wins
-    among the readings it finds equally clean, and the whole file must decode in the
-    encoding chosen.
+    line holding a non-ASCII byte and names the code pages it reads cleanly. When they all read
+    the file alike, that is its encoding (and the whole file must decode in it); when they read
+    a byte differently (0xF1 is ``ñ`` in cp1252 and ``ń`` in cp1250, and a short list does not
+    tell them apart), the file is refused naming the line, the byte and the readings, so the
+    user names the encoding instead of a CRM receiving the wrong letters.
     """
     name = Path(path).name
     with open(path, "rb") as handle:
@@ -101,12 +103,7 @@ def detect_encoding(path: str | PathLike[str]) -> str:
             "(the file mixes encodings); fix that line, or give the file's encoding "
             "(--encoding) to read all of it in one"
         )
-    encoding = _legacy_encoding(b"".join(scan.sample))
-    if encoding is None:
-        raise CsvError(
-            f"{name}: cannot tell the file's text encoding ({scan.first_error}); "
-            "give it with --encoding (e.g. cp1252)"
-        )
+    encoding = _legacy_encoding(name, scan)
     check_decodes(path, encoding)
     return encoding
 
@@ -136,19 +133,26 @@ def check_decodes(path: str | PathLike[str], encoding: str) -> None:
 class _Scan(NamedTuple):
     first_error: str
     utf8_lines: int
-    sample: list[bytes]
+    #: (line number, bytes) of the lines that are not UTF-8: the ones that tell encodings apart
+    sample: list[tuple[int, bytes]]
 
 
-#: Bytes of non-ASCII lines handed to charset-normalizer (spread over the whole file).
+#: Bytes of non-UTF-8 lines handed to charset-normalizer (spread over the whole file).
 _SAMPLE_BYTES = 512 * 1024
+
+#: The single-byte code pages lead lists are exported in (spreadsheets and CRMs on Windows).
+_EXPORT_ENCODINGS = ("cp1252", "cp1250", "cp1251", "cp1253", "cp1254", "cp1257")
+
+#: How much messier than the cleanest reading a code page may read and still be a candidate.
+_CHAOS_MARGIN = 0.2
 
 
 def _scan_non_utf8(handle: IO[bytes]) -> _Scan:
     """Line by line: the first byte that is not UTF-8, how many non-ASCII lines are valid
-    UTF-8, and the non-ASCII lines (the only ones that tell encodings apart)."""
+    UTF-8, and the lines that are not."""
     first_error = ""
     utf8_lines = 0
-    sample: list[bytes] = []
+    sample: list[tuple[int, bytes]] = []
     sampled = 0
     for number, line in enumerate(handle, start=1):
         if line.isascii():
@@ -159,7 +163,7 @@ def _scan_non_utf8(handle: IO[bytes]) -> _Scan:
             if not first_error:
                 first_error = _describe_byte(number, line, exc.start)
             if sampled < _SAMPLE_BYTES:
-                sample.append(line)
+                sample.append((number, line))
                 sampled += len(line)
         else:
             utf8_lines += 1
@@ -171,18 +175,57 @@ def _describe_byte(number: int, line: bytes, index: int) -> str:
     return f'line {number}, byte {index + 1} (0x{line[index]:02X}) in "{context.strip()}"'
 
 
-def _legacy_encoding(sample: bytes) -> str | None:
-    """The single-byte encoding charset-normalizer reads ``sample`` in most cleanly."""
+def _legacy_encoding(name: str, scan: _Scan) -> str:
+    """The code page of a file with no UTF-8 in it, when its candidates all read it alike."""
     from charset_normalizer import from_bytes
 
+    sample = b"".join(line for _, line in scan.sample)
     matches = list(from_bytes(sample))
-    if not matches:
-        return None
-    cleanest = min(match.chaos for match in matches)
-    for match in matches:
-        if match.chaos <= cleanest and "cp1252" in match.could_be_from_charset:
-            return "cp1252"
-    return str(matches[0].encoding)
+    cleanest = min((match.chaos for match in matches), default=0.0)
+    candidates = [
+        encoding
+        for encoding in _EXPORT_ENCODINGS
+        if any(
+            match.chaos <= cleanest + _CHAOS_MARGIN and encoding in match.could_be_from_charset
+            for match in matches
+        )
+        and _decodes_bytes(sample, encoding)
+    ]
+    if not candidates:  # too little text for charset-normalizer: every code page that decodes
+        candidates = [e for e in _EXPORT_ENCODINGS if _decodes_bytes(sample, e)]
+    if not candidates:
+        raise CsvError(
+            f"{name}: cannot tell the file's text encoding ({scan.first_error}); "
+            "give it with --encoding, or save the file as UTF-8"
+        )
+    for number, line in scan.sample:
+        readings = {encoding: line.decode(encoding) for encoding in candidates}
+        if len(set(readings.values())) > 1:
+            where = _ambiguity(number, line, readings)
+            raise CsvError(f"{name}: cannot tell the file's text encoding: {where}")
+    return candidates[0]
+
+
+def _decodes_bytes(data: bytes, encoding: str) -> bool:
+    try:
+        data.decode(encoding)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _ambiguity(number: int, line: bytes, readings: dict[str, str]) -> str:
+    """Where and how the candidate code pages read a line differently (they are single-byte:
+    character n is byte n)."""
+    index = next(i for i in range(len(line)) if len({text[i] for text in readings.values()}) > 1)
+    by_text: dict[str, list[str]] = {}
+    for encoding, text in readings.items():
+        by_text.setdefault(text[index], []).append(encoding)
+    read_as = ", ".join(f"{char!r} in {'/'.join(encs)}" for char, encs in by_text.items())
+    return (
+        f"{_describe_byte(number, line, index)} reads {read_as}; give the file's encoding "
+        f"(e.g. --encoding {next(iter(readings))}), or save the file as UTF-8"
+    )
 
 
 def _decodes(handle: IO[bytes], encoding: str) -> bool:
