@@ -288,3 +288,32 @@ def test_a_usage_error_shows_the_usage_and_is_exit_2(
     assert code == 2
     assert message in err
     assert "--help" in err
+
+
+@pytest.mark.parametrize(
+    ("terminal", "width", "as_table"),
+    [(True, 120, True), (True, 25, False), (False, 120, False)],
+    ids=["wide-terminal", "narrow-terminal", "log"],
+)
+def test_a_table_is_a_table_only_where_every_value_fits_whole(
+    terminal: bool, width: int, as_table: bool
+) -> None:
+    import io
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from leadrelay.clikit import print_table
+
+    table = Table(title="picklist")
+    table.add_column("field")
+    table.add_column("value")
+    table.add_row("Status", "Working - Contacted")
+    buffer = io.StringIO()
+    console = Console(file=buffer, force_terminal=terminal, width=width, color_system=None)
+    print_table(console, table)
+    lines = buffer.getvalue().splitlines()
+    if as_table:
+        assert any("│ Status │ Working - Contacted │" in line for line in lines)
+    else:
+        assert lines == ["picklist", 'field=Status value="Working - Contacted"']
