@@ -100,7 +100,7 @@ def test_bad_credentials_fail_without_printing_the_secret(
     ("variable", "connection"),
     [
         ("HUBSPOT_ACCESS_TOKEN", "hubspot"),
-        ("SALESFORCE_PASSWORD", "salesforce"),
+        ("SALESFORCE_CONSUMER_SECRET", "salesforce"),
         ("ZOHO_REFRESH_TOKEN", "zoho"),
     ],
 )
