@@ -97,19 +97,20 @@ def test_bad_credentials_fail_without_printing_the_secret(
 
 
 @pytest.mark.parametrize(
-    ("variable", "connection"),
+    ("variables", "connection"),
     [
-        ("HUBSPOT_ACCESS_TOKEN", "hubspot"),
-        ("SALESFORCE_CONSUMER_SECRET", "salesforce"),
-        ("ZOHO_REFRESH_TOKEN", "zoho"),
+        (("HUBSPOT_ACCESS_TOKEN",), "hubspot"),
+        # whichever grant the project uses: the password or the refresh token
+        (("SALESFORCE_PASSWORD", "SALESFORCE_REFRESH_TOKEN"), "salesforce"),
+        (("ZOHO_REFRESH_TOKEN",), "zoho"),
     ],
 )
 def test_a_refused_connection_shows_the_systems_reason(
-    project: Path, capsys: pytest.CaptureFixture[str], variable: str, connection: str
+    project: Path, capsys: pytest.CaptureFixture[str], variables: tuple[str, ...], connection: str
 ) -> None:
     env_file = project.parent / ".env"
     lines = [
-        f"{variable}=wrong-value-123" if line.startswith(f"{variable}=") else line
+        f"{line.partition('=')[0]}=wrong-value-123" if line.partition("=")[0] in variables else line
         for line in env_file.read_text().splitlines()
     ]
     env_file.write_text("\n".join(lines) + "\n")
