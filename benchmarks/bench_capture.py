@@ -165,7 +165,7 @@ def run(rate: float, seconds: float, settle_s: float, processes: int) -> None:
         with SandboxServer(ca_dir=folder / ".sandbox") as sandbox:
             write_sandbox_project(folder, sandbox.env())
             config_path = folder / "leadrelay.toml"
-            secret = read_env_file(folder / ".env")["DEMO_WEBFORM_SECRET"]
+            secret = read_env_file(folder / ".env")["FORM_DEMO_WEBFORM_SECRET"]
             port = _free_port()
             url = f"http://127.0.0.1:{port}"
             child = subprocess.Popen(

@@ -101,7 +101,14 @@ def check_connection(
             else ""
         )
         detail = f"{health.instance or 'instance unknown'}{budget}"
-        results.append(CheckResult(subject, health.ok and health.credentials_valid, detail))
+        healthy = health.ok and health.credentials_valid
+        if not healthy:
+            # the system's own reason (a refused token, a wrong password, a host not found)
+            reason = health.details.get("error") or (
+                "credentials refused" if not health.credentials_valid else "not usable"
+            )
+            detail = f"{reason} ({detail})"
+        results.append(CheckResult(subject, healthy, detail))
         if not (health.ok and health.credentials_valid):
             return results
         if create_fields:
@@ -178,10 +185,10 @@ def _summary(config: Config) -> str:
 
 
 def render_checks(results: list[CheckResult]) -> Table:
-    """A table of the checks: a mark, what was checked, and the detail."""
+    """A table of the checks: a mark, what was checked, and the detail (the reason of a ✗)."""
     table = Table(title="leadrelay check", show_lines=False)
-    table.add_column("", width=2)
-    table.add_column("checked")
+    table.add_column("", width=1, no_wrap=True)
+    table.add_column("checked", no_wrap=True)
     table.add_column("detail", overflow="fold")
     for result in results:
         mark = "[green]✓[/]" if result.ok else "[red]✗[/]"

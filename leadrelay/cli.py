@@ -2,31 +2,162 @@
 
 Exit codes follow DESIGN §11. An error is one clear line on stderr; ``--debug`` prints the
 traceback (secrets redacted) before it and changes nothing else, the exit code included.
+
+Start-up stays fast: this module imports typer and nothing heavy. The commands of the other
+packages (:data:`LAZY_COMMANDS`) are imported only when one of them runs, and every command
+imports the libraries it needs (CRM clients, SQLAlchemy, FastAPI, rich tables) inside its body,
+so ``leadrelay --version`` and ``leadrelay --help`` load none of them.
 """
 
 from __future__ import annotations
 
+import importlib
+import re
 import sys
 import traceback
+from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from urllib.parse import urlsplit
 
 import typer
-from rich.console import Console
+from typer.core import TyperCommand, TyperGroup
 
 from leadrelay import __version__
-from leadrelay.capture.commands import forms_app, import_command, serve_command
-from leadrelay.clikit import CliError, ConfigOption, load_project_config, print_json
-from leadrelay.connect import connect_app
-from leadrelay.handoff.commands import report_command
-from leadrelay.sync.commands import dlq_app, runs_app, sync_command
-from leadrelay.validation.commands import validate_command
+from leadrelay.clikit import (
+    CliError,
+    ConfigOption,
+    EncodingOption,
+    load_project_config,
+    print_json,
+    print_table,
+)
 
 if TYPE_CHECKING:
-    pass
+    from rich.console import Console
+
+#: Commands defined in other packages, imported on first use: name -> (module, attribute, the
+#: one-line help ``leadrelay --help`` shows without importing the module). An attribute is a
+#: command function or a ``typer.Typer`` of sub-commands.
+LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
+    "sync": (
+        "leadrelay.sync.commands",
+        "sync_command",
+        "Sync the flows: changed leads both ways under the field rules, nothing lost or doubled.",
+    ),
+    "report": (
+        "leadrelay.handoff.commands",
+        "report_command",
+        "Report the handoff: funnel conversion, SLA, rejections by source, ledger, diagnosis.",
+    ),
+    "validate": (
+        "leadrelay.validation.commands",
+        "validate_command",
+        "Send a test lead through a form's real path and check it in the CRM.",
+    ),
+    "serve": (
+        "leadrelay.capture.commands",
+        "serve_command",
+        "Run the capture service: form and ad-lead endpoints, with delivery to the CRMs, and "
+        "the flows that have a schedule.",
+    ),
+    "import": (
+        "leadrelay.capture.commands",
+        "import_command",
+        "Load a CSV list through the capture path: stored, tagged, deduped, delivered.",
+    ),
+    "dlq": (
+        "leadrelay.sync.commands",
+        "dlq_app",
+        "Records a system refused: list them, replay them, or drop them.",
+    ),
+    "runs": (
+        "leadrelay.sync.commands",
+        "runs_app",
+        "Past sync runs: counts, conflicts resolved and what was skipped.",
+    ),
+    "forms": (
+        "leadrelay.capture.commands",
+        "forms_app",
+        "Connect web forms and ad lead forms, and see what each has received.",
+    ),
+    "connect": (
+        "leadrelay.connect",
+        "connect_app",
+        "Connect a CRM once: obtain its refresh token and write it to the project's .env.",
+    ),
+}
+
+# rich markup is "[style]…[/]": an unescaped "[forms]" in a help text would vanish from --help.
+_MARKUP_OPEN = re.compile(r"(?<!\\)\[")
+
+
+def tidy_help(command: Any) -> Any:
+    """Make a click command's help print whole, as written: brackets in help texts are shown,
+    not taken for rich markup, and a boolean flag is shown as a flag (no ``<bool>`` type)."""
+    for attribute in ("help", "short_help", "epilog"):
+        text = getattr(command, attribute, None)
+        if text:
+            setattr(command, attribute, _MARKUP_OPEN.sub(r"\\[", text))
+    # click adds --help when a context asks for it, and keeps that one option from then on
+    help_option = command.get_help_option(typer.Context(command))
+    for param in [*command.params, *([help_option] if help_option is not None else [])]:
+        if getattr(param, "help", None):
+            param.help = _MARKUP_OPEN.sub(r"\\[", param.help)
+        if getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    for sub in getattr(command, "commands", {}).values():
+        tidy_help(sub)
+    return command
+
+
+def load_command(name: str) -> Any:
+    """The click command of a lazily loaded command, its module imported now."""
+    module_name, attribute, _ = LAZY_COMMANDS[name]
+    target = getattr(importlib.import_module(module_name), attribute)
+    if not isinstance(target, typer.Typer):
+        single = typer.Typer(add_completion=False, rich_markup_mode="rich")
+        single.command(name)(target)
+        target = single
+    command = typer.main.get_command(target)
+    command.name = name
+    return tidy_help(command)
+
+
+class _LazyGroup(TyperGroup):
+    """The root group: commands of :data:`LAZY_COMMANDS` are imported when they run.
+
+    Listing them in ``leadrelay --help`` needs only their one-line help, so a stand-in with
+    that help is shown instead of importing every command module.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        tidy_help(self)
+        self._listing = False
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [*super().list_commands(ctx), *(n for n in LAZY_COMMANDS if n not in self.commands)]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name in self.commands or cmd_name not in LAZY_COMMANDS:
+            return super().get_command(ctx, cmd_name)
+        if self._listing:
+            return TyperCommand(cmd_name, short_help=LAZY_COMMANDS[cmd_name][2])
+        self.commands[cmd_name] = load_command(cmd_name)
+        return self.commands[cmd_name]
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
+
 
 app = typer.Typer(
     name="leadrelay",
+    cls=_LazyGroup,
     help=(
         "Lead-handoff integration middleware: forms and ad lead forms into HubSpot, Salesforce "
         "and Zoho CRM, and sales' verdict back, with nothing lost or duplicated."
@@ -37,8 +168,19 @@ app = typer.Typer(
     add_completion=False,
 )
 
-console = Console()
-err_console = Console(stderr=True)
+
+@cache
+def _out() -> Console:
+    from rich.console import Console
+
+    return Console()
+
+
+@cache
+def _err() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True)
 
 
 class _Options:
@@ -47,7 +189,7 @@ class _Options:
 
 def _version(value: bool) -> None:
     if value:
-        console.print(f"leadrelay {__version__}")
+        sys.stdout.write(f"leadrelay {__version__}\n")
         raise typer.Exit(0)
 
 
@@ -83,8 +225,8 @@ def init(
     except FileExistsError as exc:
         raise CliError(str(exc), exit_code=2) from exc
     for path in written:
-        console.print(f"wrote {path}")
-    console.print(
+        _out().print(f"wrote {path}")
+    _out().print(
         "next: copy .env.example to .env and fill it in, then run [bold]leadrelay check[/]"
     )
 
@@ -121,7 +263,7 @@ def check(
     if as_json:
         print_json({"ok": ok, "checks": [result.to_json() for result in results]})
     else:
-        console.print(render_checks(results))
+        print_table(_out(), render_checks(results))
     if not ok:
         raise typer.Exit(1)
 
@@ -144,11 +286,14 @@ def tag(
     """Show the attribution a landing URL (and referrer) yields: UTMs, click ids, channel."""
     from leadrelay.sync.tagging import render_attribution, tag_url
 
+    check_url(url, "URL")
+    if referrer is not None:
+        check_url(referrer, "--referrer")
     attribution = tag_url(url, referrer, own_domains=own_domain or ())
     if as_json:
         print_json(attribution.to_dict())
     else:
-        console.print(render_attribution(attribution))
+        print_table(_out(), render_attribution(attribution))
 
 
 # --- dedupe ------------------------------------------------------------------------------
@@ -159,6 +304,7 @@ def dedupe(
     file: Annotated[
         Path, typer.Argument(help="A CSV whose headers are Lead field names.", exists=False)
     ],
+    encoding: EncodingOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Find clusters of duplicate leads in a CSV list, each with the reason it matched."""
@@ -168,14 +314,19 @@ def dedupe(
     if not file.is_file():
         raise CliError(f"{file}: no such file", exit_code=2)
     try:
-        report = dedupe_csv(file)
+        report = dedupe_csv(file, encoding=encoding)
     except CsvError as exc:
-        raise CliError(f"{file}: {exc}", exit_code=2) from exc
+        raise CliError(str(exc), exit_code=2) from exc
     if as_json:
         print_json(report.to_json())
     else:
+        from rich.table import Table
+
         for renderable in render(report):
-            console.print(renderable)
+            if isinstance(renderable, Table):
+                print_table(_out(), renderable)
+            else:
+                _out().print(renderable)
 
 
 # --- demo --------------------------------------------------------------------------------
@@ -191,7 +342,7 @@ def demo() -> None:
     """
     from leadrelay import demo as demo_module
 
-    raise typer.Exit(demo_module.main(console, err_console))
+    raise typer.Exit(demo_module.main(_out(), _err()))
 
 
 # --- sandbox -----------------------------------------------------------------------------
@@ -214,12 +365,19 @@ def sandbox(
         Path | None,
         typer.Option("--init", help="Write a ready project wired to this sandbox into DIR."),
     ] = None,
+    seed: Annotated[
+        int,
+        typer.Option(
+            "--seed", min=0, help="Create this many example leads in HubSpot once it is up."
+        ),
+    ] = 0,
 ) -> None:
     """Run local emulators of HubSpot, Salesforce, Zoho, Meta and LinkedIn over HTTPS.
 
     Salesforce answers at /services/…, HubSpot under /hubspot, Zoho under /zoho, Meta under
     /meta, LinkedIn under /linkedin; the admin API is under /__sandbox__. Prints the settings
-    clients need (LEADRELAY_CA_BUNDLE among them) and serves until Ctrl-C.
+    clients need (LEADRELAY_CA_BUNDLE among them) and serves until Ctrl-C or SIGTERM. The
+    emulators keep their data in memory: a new sandbox starts empty (--seed adds leads).
     """
     from leadrelay.sandbox.server import SandboxServer, parse_faults
 
@@ -227,8 +385,9 @@ def sandbox(
         fault_settings = parse_faults(faults) if faults else None
     except ValueError as exc:
         raise CliError(str(exc), exit_code=2) from exc
+    # Absolute: the CA path goes into .env, which is read from wherever the project runs.
     if init is not None:
-        ca_dir = init / ".sandbox"
+        ca_dir: Path | None = init.resolve() / ".sandbox"
     elif env_file is not None:
         ca_dir = env_file.resolve().parent / ".sandbox"
     else:
@@ -244,30 +403,65 @@ def sandbox(
         from leadrelay.sandbox.project import write_sandbox_project
 
         written = write_sandbox_project(init, server.env())
-        err_console.print(f"wrote a project wired to this sandbox into {init}:")
+        _err().print(f"wrote a project wired to this sandbox into {init}:", highlight=False)
         for path in written:
-            err_console.print(f"  {path}")
+            _err().print(f"  {path}", highlight=False)
     sys.stdout.write(lines)
     sys.stdout.flush()
-    err_console.print(f"sandbox listening on {server.url} (Ctrl-C to stop)")
-    server.serve_forever()
+    server.start()
+    try:
+        if seed:
+            import httpx
+
+            from leadrelay.sandbox.project import seed_leads
+
+            try:
+                emails = seed_leads(server.env(), seed)
+            except httpx.HTTPError as exc:
+                raise CliError(f"could not seed HubSpot leads: {exc}", exit_code=1) from exc
+            _err().print(f"seeded {len(emails)} leads in HubSpot: {', '.join(emails)}")
+        _err().print(f"sandbox listening on {server.url} (Ctrl-C to stop)", highlight=False)
+        _wait_for_stop()
+    finally:
+        server.stop()
 
 
-# --- sync, dead letters, runs (leadrelay/sync/commands.py) ------------------------------
+def _wait_for_stop() -> None:
+    """Block until Ctrl-C (SIGINT) or SIGTERM."""
+    import signal
+    import threading
 
-app.command("sync")(sync_command)
-app.add_typer(dlq_app, name="dlq")
-app.add_typer(runs_app, name="runs")
-app.command("report")(report_command)
-app.command("validate")(validate_command)
-app.command("serve")(serve_command)
-app.add_typer(forms_app, name="forms")
-app.command("import")(import_command)
-app.add_typer(connect_app, name="connect")
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
+    try:
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def check_url(text: str, what: str) -> None:
+    """Refuse (exit 2) what is not a web address: ``tag`` reads a landing page's URL."""
+    candidate = text.strip()
+    parts = urlsplit(candidate if "://" in candidate else f"https://{candidate}")
+    host = parts.hostname or ""
+    is_host = bool(host) and (
+        "." in host or host == "localhost" or (parts.netloc.startswith("[") and ":" in host)
+    )
+    if parts.scheme not in ("http", "https") or not is_host or any(c.isspace() for c in candidate):
+        raise CliError(
+            f"{what} {text!r} is not a web address: expected a page URL such as "
+            "https://acme.io/pricing?utm_source=google&utm_medium=cpc",
+            exit_code=2,
+        )
 
 
 def _fail(message: str, exit_code: int) -> NoReturn:
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    _err().print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise SystemExit(exit_code)
 
 
@@ -295,6 +489,8 @@ def main(argv: list[str] | None = None) -> None:
             _print_traceback()
         _fail(str(exc), exc.exit_code)
     except typer.Exit as exc:
+        if exc.exit_code == 130:  # typer's answer to Ctrl-C
+            _fail("interrupted (Ctrl-C)", 130)
         raise SystemExit(exc.exit_code) from None
     except typer.Abort:
         _fail("aborted", 1)
@@ -303,6 +499,10 @@ def main(argv: list[str] | None = None) -> None:
     except SystemExit:
         raise
     except Exception as exc:  # a crash is still one clear line, after the traceback with --debug
+        show = getattr(exc, "show", None)
+        if callable(show) and isinstance(getattr(exc, "exit_code", None), int):
+            show()  # click's usage errors (unknown command or option): usage, hint, exit 2
+            raise SystemExit(exc.exit_code) from None  # type: ignore[attr-defined]
         if _debugging(argv):
             _print_traceback()
             _fail(f"{type(exc).__name__}: {exc}", 1)

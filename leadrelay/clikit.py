@@ -15,6 +15,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
     from leadrelay.config import Config
     from leadrelay.sync.state import StateStore
 
@@ -31,6 +34,13 @@ ConfigOption = Annotated[
     Path, typer.Option("--config", "-c", help="The project file.", show_default=True)
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+EncodingOption = Annotated[
+    str | None,
+    typer.Option(
+        "--encoding",
+        help="The CSV's text encoding (e.g. cp1252), when it is not detected cleanly.",
+    ),
+]
 
 
 def print_json(value: Any) -> None:
@@ -59,3 +69,42 @@ def open_store(config: Config) -> StateStore:
         return StateStore(config.state.url)
     except StateError as exc:
         raise CliError(f"state store {config.state.display_url}: {exc}", 2) from exc
+
+
+_UNBOUNDED = 100_000
+
+
+def print_table(console: Console, table: Table) -> None:
+    """Print a table so that no value is wrapped word by word.
+
+    On a terminal wide enough for every cell on one line it is a rich table. Otherwise (a log,
+    a pipe, cron's mail, an 80-column terminal too narrow for it) it is the title, then one
+    line a row of ``column=value`` pairs (values with spaces quoted), which keeps each value
+    whole and can be searched with grep.
+    """
+    if console.is_terminal:
+        unbounded = console.options.update(width=_UNBOUNDED, max_width=_UNBOUNDED)
+        if console.measure(table, options=unbounded).maximum <= console.width:
+            console.print(table)
+            return
+    from rich.text import Text
+
+    def plain(cell: object) -> str:
+        return Text.from_markup(cell).plain if isinstance(cell, str) else str(cell)
+
+    headers = [plain(column.header) for column in table.columns]
+    columns = [[plain(cell) for cell in column.cells] for column in table.columns]
+    if table.title:
+        console.print(plain(table.title), soft_wrap=True, highlight=False, markup=False)
+    for row in zip(*columns, strict=True):
+        pairs = [_pair(header, value) for header, value in zip(headers, row, strict=True) if value]
+        console.print(" ".join(pairs), soft_wrap=True, highlight=False, markup=False)
+
+
+def _pair(header: str, value: str) -> str:
+    if not header:
+        return value
+    key = header.replace(" ", "_")
+    if not value or any(c.isspace() or c in '"=' for c in value):
+        value = json.dumps(value, ensure_ascii=False)
+    return f"{key}={value}"

@@ -34,6 +34,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
+from leadrelay.clikit import print_table
 from leadrelay.model import Lead
 from leadrelay.sync.csvfile import LeadRow, read_lead_rows
 from leadrelay.sync.dedupe import Cluster, DedupeRecord, find_clusters
@@ -102,14 +103,14 @@ def render(result: DemoResult, console: Console) -> None:
             lead.channel.value if lead.channel else "-",
             lead.utm_campaign or "-",
         )
-    console.print(leads)
+    print_table(console, leads)
     if result.rejected:
         rejected = Table(title="Rows rejected (field: reason)")
         rejected.add_column("row")
         rejected.add_column("reason", overflow="fold")
         for row_number, reason in result.rejected:
             rejected.add_row(str(row_number), reason)
-        console.print(rejected)
+        print_table(console, rejected)
     clusters = Table(title="Duplicates")
     clusters.add_column("rows")
     clusters.add_column("emails", overflow="fold")
@@ -119,7 +120,7 @@ def render(result: DemoResult, console: Console) -> None:
             result.leads[row].email or "-" for row in cluster.rows if row in result.leads
         )
         clusters.add_row(", ".join(str(row) for row in cluster.rows), emails, cluster.reason)
-    console.print(clusters)
+    print_table(console, clusters)
     people = len(result.leads) - sum(len(cluster.rows) - 1 for cluster in result.clusters)
     console.print(
         f"{len(result.leads)} leads accepted, {len(result.rejected)} rejected with a reason, "
@@ -407,10 +408,12 @@ def run_end_to_end(
                     mapping = load_mapping("hubspot", project_dir=config.folder)
                     emails = [p[1] for p in DEMO_PEOPLE]
                     records = hubspot.lookup(emails=emails)
+                    owners = _owner_names(hubspot)
                     leads = []
                     for form, email, *_ in DEMO_PEOPLE:
                         values = mapping.to_lead(records.get(email, {})).values
-                        leads.append({"form": form, "email": email, **values})
+                        owner = _owner_label(values.get("owner"), owners)
+                        leads.append({"form": form, "email": email, **values, "owner": owner})
                     say("reading scores and owners back, building the handoff report")
                     handoff = _handoff_lines(config, pool)
                     report = build_project_report(config, store, pool)
@@ -460,7 +463,7 @@ def render_end_to_end(result: EndToEndResult, console: Console) -> None:
             str(line.written_back),
             str(line.api_calls),
         )
-    console.print(summary)
+    print_table(console, summary)
     leads = Table(title="The demo leads in HubSpot after the write-back")
     for column in ("form", "email", "channel", "stage", "rejection", "owner", "score"):
         leads.add_column(column, overflow="fold")
@@ -474,7 +477,7 @@ def render_end_to_end(result: EndToEndResult, console: Console) -> None:
             _value(lead.get("owner")),
             _value(lead.get("score")),
         )
-    console.print(leads)
+    print_table(console, leads)
     if result.handoff:
         handoff = Table(title="Score, tier and owner of each demo lead in each system")
         for column in ("form", "email", "system", "score", "tier", "owner"):
@@ -488,7 +491,7 @@ def render_end_to_end(result: EndToEndResult, console: Console) -> None:
                 _value(entry.tier),
                 _value(entry.owner),
             )
-        console.print(handoff)
+        print_table(console, handoff)
     if result.report is not None:
         console.print("[bold]Handoff report[/] (what `leadrelay report` prints)", highlight=False)
         for table in render_tables(result.report):

@@ -1,10 +1,12 @@
 """The starter project ``leadrelay init DIR`` writes (DESIGN §11).
 
-It holds one HubSpot and one Salesforce connection, a two-way flow between them, one web form
-with its mapping, the capture service settings and the handoff defaults of the lead-handoff SOP
+It holds a HubSpot, a Salesforce and a Zoho CRM connection, a two-way flow from HubSpot to each
+CRM (delete the connection and the flow of a CRM you do not use), one web form with its
+mapping, the capture service settings and the handoff defaults of the lead-handoff SOP
 (DESIGN §12). Every secret is a ``${VAR}`` reference; ``.env.example`` lists every variable. The
 variable names are the ones ``leadrelay sandbox --env-file .env`` writes, so the starter project
-runs against the sandbox once its ``.env`` is in place.
+runs against the sandbox once its ``.env`` is in place; a form's secret is ``FORM_<NAME>_SECRET``,
+as ``leadrelay forms add`` names it.
 """
 
 from __future__ import annotations
@@ -47,6 +49,17 @@ consumer_secret = "${SALESFORCE_CONSUMER_SECRET}"
 api_version = "59.0"
 ca_bundle = "${LEADRELAY_CA_BUNDLE:-}"
 
+[connections.zoho]
+kind = "zoho"
+# Your data centre's accounts server: accounts.zoho.com (US), .eu, .in, .com.au, .jp,
+# accounts.zohocloud.ca; the API domain comes with the token unless you set it.
+accounts_url = "${ZOHO_ACCOUNTS_URL:-https://accounts.zoho.com}"
+api_domain = "${ZOHO_API_DOMAIN:-}"
+client_id = "${ZOHO_CLIENT_ID}"
+client_secret = "${ZOHO_CLIENT_SECRET}"
+refresh_token = "${ZOHO_REFRESH_TOKEN}"
+ca_bundle = "${LEADRELAY_CA_BUNDLE:-}"
+
 [[flows]]
 name = "hubspot-salesforce"
 source = "hubspot"
@@ -57,11 +70,18 @@ schedule = "*/5 * * * *"                  # used by `leadrelay serve`; cron runs
 # prefer_destination_unless_blank, two_way, none):
 # field_rules = { phone = "prefer_destination_unless_blank" }
 
+[[flows]]
+name = "hubspot-zoho"
+source = "hubspot"
+destination = "zoho"
+two_way = true
+schedule = "*/5 * * * *"
+
 [forms.pricing-demo]
 source = "webform"
 destination = "hubspot"
 mapping = "mappings/forms/pricing-demo.toml"
-secret = "${PRICING_DEMO_FORM_SECRET}"    # sent by your site's form handler
+secret = "${FORM_PRICING_DEMO_SECRET}"    # sent by your site's form handler
 honeypot = "website_url"                  # hidden field; bots fill it, people do not
 default_utm = { utm_source = "website", utm_medium = "form" }
 
@@ -100,7 +120,12 @@ STARTER_ENV_VARS: dict[str, str] = {
     "SALESFORCE_SECURITY_TOKEN": "",
     "SALESFORCE_CONSUMER_KEY": "",
     "SALESFORCE_CONSUMER_SECRET": "",
-    "PRICING_DEMO_FORM_SECRET": "",
+    "ZOHO_ACCOUNTS_URL": "https://accounts.zoho.com",
+    "ZOHO_API_DOMAIN": "",
+    "ZOHO_CLIENT_ID": "",
+    "ZOHO_CLIENT_SECRET": "",
+    "ZOHO_REFRESH_TOKEN": "",
+    "FORM_PRICING_DEMO_SECRET": "",
 }
 
 _ENV_COMMENTS: dict[str, str] = {
@@ -109,7 +134,10 @@ _ENV_COMMENTS: dict[str, str] = {
     "SALESFORCE_INSTANCE_URL": "optional: the token reply names it",
     "SALESFORCE_SECURITY_TOKEN": "only when the org requires it for API logins",
     "SALESFORCE_CONSUMER_KEY": "connected app consumer key and secret",
-    "PRICING_DEMO_FORM_SECRET": "any long random string; your form handler sends it",
+    "ZOHO_ACCOUNTS_URL": "your data centre's accounts server (.com, .eu, .in, .com.au, .jp …)",
+    "ZOHO_API_DOMAIN": "optional: the token reply names it",
+    "ZOHO_CLIENT_ID": "Zoho API console client (self client): id, secret, refresh token",
+    "FORM_PRICING_DEMO_SECRET": "any long random string; your form handler sends it",
 }
 
 

@@ -96,6 +96,44 @@ def test_bad_credentials_fail_without_printing_the_secret(
     assert token not in out
 
 
+@pytest.mark.parametrize(
+    ("variables", "connection"),
+    [
+        (("HUBSPOT_ACCESS_TOKEN",), "hubspot"),
+        # whichever grant the project uses: the password or the refresh token
+        (("SALESFORCE_PASSWORD", "SALESFORCE_REFRESH_TOKEN"), "salesforce"),
+        (("ZOHO_REFRESH_TOKEN",), "zoho"),
+    ],
+)
+def test_a_refused_connection_shows_the_systems_reason(
+    project: Path, capsys: pytest.CaptureFixture[str], variables: tuple[str, ...], connection: str
+) -> None:
+    env_file = project.parent / ".env"
+    lines = [
+        f"{line.partition('=')[0]}=wrong-value-123" if line.partition("=")[0] in variables else line
+        for line in env_file.read_text().splitlines()
+    ]
+    env_file.write_text("\n".join(lines) + "\n")
+    with pytest.raises(SystemExit):
+        main(["check", "--config", str(project), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    [failed] = [c for c in report["checks"] if not c["ok"]]
+    assert failed["subject"] == f"connection {connection} ({connection})"
+    reason = failed["detail"].split(" (")[0]
+    assert reason and "wrong-value-123" not in failed["detail"]
+    assert any(word in reason.lower() for word in ("401", "invalid", "refused", "auth")), reason
+
+
+def test_check_prints_one_line_a_check_when_stdout_is_not_a_terminal(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main(["check", "--config", str(project), "--offline"])
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "leadrelay check"
+    assert out[1].startswith('✓ checked="config leadrelay.toml" detail=')
+    assert len(out) == 1 + len([line for line in out if line[:1] in "✓✗"])
+
+
 def test_create_fields_creates_the_missing_hubspot_properties(
     server: SandboxServer, project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -7,15 +7,21 @@ from pathlib import Path
 
 import pytest
 
+from leadrelay.capture.formsconfig import env_prefix
 from leadrelay.config import (
     ConfigError,
     HubSpotConnection,
     SalesforceConnection,
     WebformConfig,
+    ZohoConnection,
     load_config,
+    read_env_file,
 )
 from leadrelay.model import Lead
 from leadrelay.project import FORM_NAME, STARTER_ENV_VARS, write_starter_project
+from leadrelay.sandbox.project import seed_leads, write_sandbox_project
+from leadrelay.sandbox.server import SandboxServer
+from tests.hubspot_sandbox import hubspot_api
 
 FILLED = {
     "HUBSPOT_ACCESS_TOKEN": "pat-na1-test",
@@ -23,7 +29,10 @@ FILLED = {
     "SALESFORCE_PASSWORD": "pw-test",
     "SALESFORCE_CONSUMER_KEY": "3MVG9-test",
     "SALESFORCE_CONSUMER_SECRET": "cs-test",
-    "PRICING_DEMO_FORM_SECRET": "form-test",
+    "ZOHO_CLIENT_ID": "1000.test",
+    "ZOHO_CLIENT_SECRET": "zs-test",
+    "ZOHO_REFRESH_TOKEN": "1000.rt-test",
+    "FORM_PRICING_DEMO_SECRET": "form-test",
 }
 
 
@@ -50,8 +59,13 @@ def test_loads_with_environment_set(tmp_path: Path) -> None:
     assert sf.auth == "password"
     assert sf.instance_url is None
     assert sf.security_token is None
-    flow = config.flow("hubspot-salesforce")
-    assert (flow.source, flow.destination, flow.two_way) == ("hubspot", "salesforce", True)
+    zoho = config.connections["zoho"]
+    assert isinstance(zoho, ZohoConnection)
+    assert str(zoho.accounts_url).startswith("https://accounts.zoho.com")
+    assert zoho.api_domain is None
+    for crm in ("salesforce", "zoho"):
+        flow = config.flow(f"hubspot-{crm}")
+        assert (flow.source, flow.destination, flow.two_way) == ("hubspot", crm, True)
     assert isinstance(config.form(FORM_NAME), WebformConfig)
     assert config.state.url == f"sqlite:///{tmp_path.as_posix()}/leadrelay.db"
 
@@ -112,11 +126,26 @@ def test_secrets_are_references_only(tmp_path: Path) -> None:
     write_starter_project(tmp_path)
     data = tomllib.loads((tmp_path / "leadrelay.toml").read_text(encoding="utf-8"))
 
-    secret_keys = {"access_token", "password", "consumer_secret", "security_token", "secret"}
+    secret_keys = {
+        "access_token",
+        "password",
+        "consumer_secret",
+        "security_token",
+        "secret",
+        "client_secret",
+        "refresh_token",
+    }
     tables = [*data["connections"].values(), *data["forms"].values()]
     values = [table[key] for table in tables for key in secret_keys & set(table)]
     assert values
     assert all(re.fullmatch(r"\$\{[A-Z_]+(:-)?\}", value) for value in values)
+
+
+def test_the_form_secret_is_named_as_forms_add_names_it(tmp_path: Path) -> None:
+    write_starter_project(tmp_path)
+    data = tomllib.loads((tmp_path / "leadrelay.toml").read_text(encoding="utf-8"))
+
+    assert data["forms"][FORM_NAME]["secret"] == f"${{{env_prefix(FORM_NAME)}_SECRET}}"
 
 
 def test_handoff_defaults_follow_the_sop(tmp_path: Path) -> None:
@@ -177,3 +206,32 @@ def test_creates_missing_folder(tmp_path: Path) -> None:
     write_starter_project(target)
 
     assert (target / "leadrelay.toml").is_file()
+
+
+def test_the_sandbox_project_names_its_ca_bundle_by_an_absolute_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    write_sandbox_project(Path("demo"), {"LEADRELAY_CA_BUNDLE": "demo/.sandbox/sandbox-ca.pem"})
+
+    env = read_env_file(tmp_path / "demo" / ".env")
+    assert env["LEADRELAY_CA_BUNDLE"] == str(tmp_path / "demo" / ".sandbox" / "sandbox-ca.pem")
+
+
+def test_a_sandbox_project_written_before_the_secret_rename_keeps_working(tmp_path: Path) -> None:
+    write_sandbox_project(tmp_path, {})
+    toml = tmp_path / "leadrelay.toml"
+    toml.write_text(toml.read_text().replace("FORM_DEMO_WEBFORM_SECRET", "DEMO_WEBFORM_SECRET"))
+
+    write_sandbox_project(tmp_path, {})
+
+    env = read_env_file(tmp_path / ".env")
+    assert env["DEMO_WEBFORM_SECRET"] == env["FORM_DEMO_WEBFORM_SECRET"]
+
+
+def test_seeded_leads_are_distinct_contacts_in_the_sandbox_hubspot() -> None:
+    with SandboxServer() as server:
+        emails = seed_leads(server.env(), 12)
+        found = hubspot_api(server, "GET", "/crm/v3/objects/contacts?limit=100")["results"]
+    assert len(set(emails)) == 12
+    assert sorted(c["properties"]["email"] for c in found) == sorted(emails)

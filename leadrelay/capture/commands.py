@@ -31,6 +31,7 @@ from leadrelay.capture import worker as _worker  # registers the inbox drainer o
 from leadrelay.clikit import (
     CliError,
     ConfigOption,
+    EncodingOption,
     JsonOption,
     load_project_config,
     open_store,
@@ -272,6 +273,7 @@ def import_command(
     file: Annotated[Path, typer.Argument(help="A CSV list (event attendees, referrals …).")],
     form: Annotated[str, typer.Option("--form", help="The form whose mapping and destination.")],
     config: ConfigOption = Path("leadrelay.toml"),
+    encoding: EncodingOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Load a CSV list through the capture path: stored, tagged, deduped, delivered.
@@ -307,7 +309,9 @@ def import_command(
 
         try:
             with store.transaction() as conn:
-                for row in read_lead_rows(file, required=(), extra_columns=extra):
+                for row in read_lead_rows(
+                    file, required=(), extra_columns=extra, encoding=encoding
+                ):
                     if not isinstance(row, LeadRow):
                         skipped.append({"row": row.row_number, "reason": row.reason})
                         continue

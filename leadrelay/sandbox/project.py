@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 _TOML = """\
 # A leadrelay project wired to the local sandbox (`leadrelay sandbox --init`).
@@ -115,7 +116,7 @@ _DEMO_FORMS = """
 source = "webform"
 destination = "hubspot"
 mapping = "mappings/forms/demo-webform.toml"
-secret = "${DEMO_WEBFORM_SECRET}"
+secret = "${FORM_DEMO_WEBFORM_SECRET}"
 allowed_origins = ["http://127.0.0.1:8000", "http://localhost:8000"]
 
 # Meta lead ads: /hooks/meta, signed with META_APP_SECRET; answers read from the sandbox's
@@ -140,9 +141,10 @@ google_key = "${GOOGLE_ADS_KEY}"
 default_utm = { utm_source = "google", utm_medium = "cpc", utm_campaign = "demo-google" }
 """
 
-#: The demo forms' secrets in .env: new random values, kept across sandbox runs.
+#: The demo forms' secrets in .env: new random values, kept across sandbox runs. A web form's
+#: secret is FORM_<NAME>_SECRET, as ``leadrelay forms add`` names it.
 DEMO_SECRETS: tuple[str, ...] = (
-    "DEMO_WEBFORM_SECRET",
+    "FORM_DEMO_WEBFORM_SECRET",
     "META_APP_SECRET",
     "META_VERIFY_TOKEN",
     "GOOGLE_ADS_KEY",
@@ -172,6 +174,10 @@ def write_sandbox_project(directory: Path, env: Mapping[str, str]) -> list[Path]
     """
     directory.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
+    env = dict(env)
+    # .env is read from wherever the project runs: a relative CA path would break there.
+    if env.get("LEADRELAY_CA_BUNDLE"):
+        env["LEADRELAY_CA_BUNDLE"] = str(Path(env["LEADRELAY_CA_BUNDLE"]).resolve())
     toml_path = directory / "leadrelay.toml"
     if not toml_path.exists():
         toml_path.write_text(_TOML + _DEMO_FORMS, encoding="utf-8")
@@ -179,6 +185,10 @@ def write_sandbox_project(directory: Path, env: Mapping[str, str]) -> list[Path]
     env_path = directory / ".env"
     values = dict(env)
     values.update(_demo_secrets(env_path))
+    kept_toml = toml_path.read_text(encoding="utf-8")
+    for old, new in _RENAMED_SECRETS.items():
+        if f"${{{old}}}" in kept_toml:  # a project written before the rename still names it
+            values[old] = values[new]
     env_path.write_text("".join(f"{key}={value}\n" for key, value in values.items()), "utf-8")
     env_path.chmod(0o600)
     written.append(env_path)
@@ -209,4 +219,77 @@ def _demo_secrets(env_path: Path) -> dict[str, str]:
             previous = read_env_file(env_path)
         except ConfigError:
             previous = {}
+    for old, new in _RENAMED_SECRETS.items():
+        previous.setdefault(new, previous.get(old, ""))
     return {name: previous.get(name) or secrets.token_urlsafe(24) for name in DEMO_SECRETS}
+
+
+#: Secrets an older sandbox project named otherwise: old name -> new name.
+_RENAMED_SECRETS = {"DEMO_WEBFORM_SECRET": "FORM_DEMO_WEBFORM_SECRET"}
+
+_SEED_PEOPLE = (
+    ("Maya", "Lindqvist", "Northwind Traders", "northwind.example", "VP Marketing"),
+    ("Tomás", "Ferreira", "Contoso Retail", "contoso.example", "Head of Sales Operations"),
+    ("Aiko", "Tanaka", "Fabrikam Logistics", "fabrikam.example", "Operations Manager"),
+    ("Kwame", "Mensah", "Tailspin Toys", "tailspin.example", "Founder"),
+    ("Léa", "Dubois", "Wide World Importers", "wideworld.example", "Procurement Lead"),
+    ("Jonas", "Becker", "Adventure Works", "adventure-works.example", "CTO"),
+    ("Priya", "Raman", "Litware Analytics", "litware.example", "Data Engineer"),
+    ("Sofia", "Rossi", "Proseware", "proseware.example", "Marketing Coordinator"),
+)
+_SEED_SOURCES = (
+    ("google", "cpc", "spring-search"),
+    ("linkedin", "paid_social", "abm-q2"),
+    ("newsletter", "email", "may-digest"),
+    ("webinar", "event", "pipeline-clinic"),
+)
+
+
+def seed_leads(env: Mapping[str, str], count: int) -> list[str]:
+    """Create ``count`` example contacts in the sandbox's HubSpot, as marketing's forms would
+    have, so that a first ``leadrelay sync`` has leads to move; returns their e-mails.
+
+    ``env`` is the running sandbox's :meth:`SandboxServer.env`. The contacts are written
+    through HubSpot's batch create API with the sandbox's private-app token.
+    """
+    import ssl
+
+    import httpx
+
+    inputs: list[dict[str, Any]] = []
+    for index in range(count):
+        first, last, company, domain, title = _SEED_PEOPLE[index % len(_SEED_PEOPLE)]
+        source, medium, campaign = _SEED_SOURCES[index % len(_SEED_SOURCES)]
+        round_ = index // len(_SEED_PEOPLE)
+        local = f"{first}.{last}".lower().replace("á", "a").replace("é", "e")
+        email = f"{local}{round_ or ''}@{domain}"
+        inputs.append(
+            {
+                "properties": {
+                    "email": email,
+                    "firstname": first,
+                    "lastname": last,
+                    "company": company,
+                    "jobtitle": title,
+                    "website": f"https://{domain}",
+                    "lifecyclestage": "lead",
+                    "utm_source": source,
+                    "utm_medium": medium,
+                    "utm_campaign": campaign,
+                }
+            }
+        )
+    created: list[str] = []
+    with httpx.Client(
+        base_url=env["HUBSPOT_BASE_URL"],
+        headers={"Authorization": f"Bearer {env['HUBSPOT_ACCESS_TOKEN']}"},
+        verify=ssl.create_default_context(cafile=env["LEADRELAY_CA_BUNDLE"]),
+        trust_env=False,
+        timeout=30,
+    ) as client:
+        for start in range(0, len(inputs), 100):  # HubSpot's batch limit
+            batch = inputs[start : start + 100]
+            response = client.post("/crm/v3/objects/contacts/batch/create", json={"inputs": batch})
+            response.raise_for_status()
+            created.extend(str(item["properties"]["email"]) for item in batch)
+    return created

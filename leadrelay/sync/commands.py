@@ -7,22 +7,23 @@ Registered by :mod:`leadrelay.cli`::
     app.add_typer(runs_app, name="runs")
 
 Exit codes (DESIGN §11): ``sync`` 0 ok, 1 some records dead-lettered or a flow failed, 2 config
-error, 3 could not run (credentials refused, lock held); ``dlq`` and ``runs`` 0, or 2 on a config
+error, 3 could not run (credentials refused, lock held), 130 / 143 stopped by SIGINT / SIGTERM at
+a page boundary (the run is recorded as interrupted); ``dlq`` and ``runs`` 0, or 2 on a config
 error or an unknown id (3 when a retry cannot run for the same reasons as sync).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import typer
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.markup import escape
 
 from leadrelay.clikit import (
     CliError,
@@ -31,11 +32,15 @@ from leadrelay.clikit import (
     load_project_config,
     open_store,
     print_json,
+    print_table,
 )
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from leadrelay.config import Config, FlowConfig
     from leadrelay.sync.engine import ConnectorPool, FlowStats, PlannedRecord
+    from leadrelay.sync.runner import RunOutcome
     from leadrelay.sync.state import DeadLetter, Run, StateStore, StoreLock
 
 __all__ = ["dlq_app", "runs_app", "sync_command"]
@@ -81,18 +86,52 @@ def _locks(store: StateStore, flows: Sequence[FlowConfig]) -> Iterator[list[Stor
         raise CliError(str(exc), 3) from exc
 
 
+#: Seconds between progress lines when stderr is not a terminal (cron, CI, a log file).
+LOG_PROGRESS_EVERY_S = 5.0
+
+
 @contextmanager
 def _progress(enabled: bool) -> Iterator[Callable[[str, int], None]]:
-    """A page counter: a rich progress display on a terminal, nothing otherwise."""
+    """Progress of each pass: on a terminal a rich display (records, rate, elapsed; a bar and
+    the time left when the total is known), elsewhere a plain line every few seconds."""
     if not enabled:
         yield lambda _label, _n: None
-        return
+    elif _err.is_terminal:
+        with _live_progress() as advance:
+            yield advance
+    else:
+        yield _LogProgress(_err, LOG_PROGRESS_EVERY_S)
+
+
+@contextmanager
+def _live_progress() -> Iterator[Callable[[str, int], None]]:
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        ProgressColumn,
+        SpinnerColumn,
+        Task,
+        TaskID,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.text import Text
+
+    class RateColumn(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            speed = task.finished_speed or task.speed
+            return Text(f"{speed:,.0f}/s" if speed else "", style="progress.data.speed")
+
     tasks: dict[str, TaskID] = {}
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
-        TextColumn("{task.completed} records"),
+        BarColumn(),
+        TextColumn("{task.completed:,.0f}"),
+        RateColumn(),
         TimeElapsedColumn(),
+        TimeRemainingColumn(),
         console=_err,
         transient=False,
     ) as progress:
@@ -105,38 +144,85 @@ def _progress(enabled: bool) -> Iterator[Callable[[str, int], None]]:
         yield advance
 
 
+class _LogProgress:
+    """One line per pass every ``every_s`` seconds: records so far, rate, time running."""
+
+    def __init__(self, console: Console, every_s: float) -> None:
+        self.console = console
+        self.every_s = every_s
+        self.started: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+        self.last_line = time.monotonic()
+
+    def __call__(self, label: str, count: int) -> None:
+        now = time.monotonic()
+        self.started.setdefault(label, now)
+        self.counts[label] = self.counts.get(label, 0) + count
+        if now - self.last_line < self.every_s:
+            return
+        self.last_line = now
+        elapsed = now - self.started[label]
+        rate = self.counts[label] / elapsed if elapsed > 0 else 0.0
+        self.console.print(
+            f"sync {label}: {self.counts[label]:,} records, {rate:,.0f}/s, {elapsed:,.0f}s",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+def _value_text(value: Any) -> str:
+    if value is None or isinstance(value, str):
+        return value or ""
+    return json.dumps(value, default=str, ensure_ascii=False)
+
+
 def _plan_table(planned: Sequence[PlannedRecord]) -> Table:
+    """The dry run's plan: one row per field a record would have written (or per record)."""
+    from rich.table import Table
+
     table = Table(title="plan (dry run: nothing written)", show_lines=False)
     for column in ("flow", "to", "lead", "email", "action", "field", "old", "new"):
         table.add_column(column, overflow="fold")
     for record in planned:
-        changes = record.changes or [("", "", "")]
-        for index, (name, old, new) in enumerate(changes):
-            first = index == 0
+        for name, old, new in record.changes or [("", None, None)]:
             table.add_row(
-                record.flow if first else "",
-                record.target if first else "",
-                record.lead_key if first else "",
-                (record.email or "") if first else "",
-                record.action.value if first else "",
-                name,
-                "" if old is None else json.dumps(old, default=str, ensure_ascii=False),
-                "" if new is None else json.dumps(new, default=str, ensure_ascii=False),
+                escape(record.flow),
+                escape(record.target),
+                escape(record.lead_key),
+                escape(record.email or ""),
+                record.action.value,
+                escape(name),
+                escape(_value_text(old)),
+                escape(_value_text(new)),
             )
     return table
 
 
+def _plan_json(record: PlannedRecord) -> dict[str, Any]:
+    return {
+        "flow": record.flow,
+        "target": record.target,
+        "lead_key": record.lead_key,
+        "email": record.email,
+        "action": record.action.value,
+        "changes": [{"field": name, "old": old, "new": new} for name, old, new in record.changes],
+    }
+
+
 def _stats_table(flows: Sequence[FlowStats], *, dry_run: bool) -> Table:
+    from rich.table import Table
+
     title = "sync (dry run: counts of what would be written)" if dry_run else "sync"
     table = Table(title=title)
     columns = ("flow", "read", "created", "updated", "unchanged", "written back", "dead letters")
     for column in columns:
-        table.add_column(column, justify="left" if column == "flow" else "right")
+        table.add_column(column, justify="left" if column == "flow" else "right", no_wrap=True)
     table.add_column("API calls")
     for stats in flows:
         calls = ", ".join(f"{name} {count}" for name, count in stats.api_calls.items())
         table.add_row(
-            stats.name + (f" [red](failed: {stats.error})[/]" if stats.error else ""),
+            escape(stats.name)
+            + (f" [red](failed: {escape(stats.error)})[/]" if stats.error else ""),
             str(stats.read),
             str(stats.created),
             str(stats.updated),
@@ -146,6 +232,51 @@ def _stats_table(flows: Sequence[FlowStats], *, dry_run: bool) -> Table:
             calls,
         )
     return table
+
+
+def _failed(error: str | None) -> str:
+    return f" [red](failed: {escape(error)})[/]" if error else ""
+
+
+class _StopOnSignal:
+    """While a sync runs, SIGINT (Ctrl-C) and SIGTERM ask it to stop at the next page
+    boundary instead of killing it mid-write; a second Ctrl-C stops it at once."""
+
+    EXIT_CODES: ClassVar[dict[str, int]] = {"SIGINT": 130, "SIGTERM": 143}
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __call__(self) -> str | None:
+        return self.reason
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        import signal
+
+        name = signal.Signals(signum).name
+        if self.reason is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.reason = name
+        _err.print(
+            f"{name}: stopping after the page being written (Ctrl-C again to stop at once)",
+            highlight=False,
+        )
+
+    def __enter__(self) -> _StopOnSignal:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
 
 
 # --------------------------------------------------------------------------------------------
@@ -169,18 +300,59 @@ def sync_command(
     """Sync the flows: changed leads both ways under the field rules, nothing lost or doubled.
 
     Exit 0 when everything was written, 1 when some records were dead-lettered or a flow
-    failed, 2 on a config error, 3 when it could not run (credentials refused, lock held).
+    failed, 2 on a config error, 3 when it could not run (credentials refused, lock held),
+    130 / 143 when Ctrl-C / SIGTERM stopped it (at a page boundary, what was written kept).
+    With --json, one JSON object is printed in every case, an error included.
     """
-    from leadrelay.sync.runner import FlowLocked, FlowSetupError, run_flows
-
-    loaded = load_project_config(config)
-    selected = _select_flows(loaded, flows)
-    store = open_store(loaded)
     planned: list[PlannedRecord] = []
     try:
-        show_progress = _err.is_terminal and not as_json
-        with _progress(show_progress) as advance:
-            outcome = run_flows(
+        outcome = _run(config, flows, dry_run=dry_run, full=full, planned=planned, quiet=as_json)
+    except CliError as exc:
+        if as_json:
+            print_json({"ok": False, "error": str(exc), "flows": []})
+        raise
+    results = outcome.results
+    plan = [record for record in planned if record.action.value != "unchanged"]
+    error = _outcome_error(outcome)
+    if as_json:
+        document: dict[str, Any] = {"ok": outcome.ok, "flows": [s.to_json() for s in results]}
+        if dry_run:
+            document["plan"] = [_plan_json(record) for record in plan]
+        if outcome.interrupted is not None:
+            document["interrupted"] = outcome.interrupted
+        if error is not None:
+            document["error"] = error[0]
+        print_json(document)
+    else:
+        if dry_run and plan:
+            print_table(_console, _plan_table(plan))
+        print_table(_console, _stats_table(results, dry_run=dry_run))
+        for stats in results:
+            if stats.error:
+                _err.print(f"[bold red]error:[/] flow {escape(stats.name)}: {escape(stats.error)}")
+    if error is not None:
+        # An exception, not typer.Exit: the CLI's main() turns it into the exit code.
+        raise CliError(*error)
+
+
+def _run(
+    config_path: Path,
+    names: Sequence[str] | None,
+    *,
+    dry_run: bool,
+    full: bool,
+    planned: list[PlannedRecord],
+    quiet: bool,
+) -> RunOutcome:
+    """Load the project and run the flows under a Ctrl-C / SIGTERM stop."""
+    from leadrelay.sync.runner import FlowLocked, FlowSetupError, run_flows
+
+    loaded = load_project_config(config_path)
+    selected = _select_flows(loaded, names)
+    store = open_store(loaded)
+    try:
+        with _StopOnSignal() as stop, _progress(not quiet) as advance:
+            return run_flows(
                 loaded,
                 store,
                 selected,
@@ -188,34 +360,50 @@ def sync_command(
                 full=full,
                 on_plan=planned.append,
                 on_page=advance,
+                stop=stop,
             )
     except FlowLocked as exc:
         raise CliError(str(exc), 3) from exc
     except FlowSetupError as exc:
         raise CliError(str(exc), 2) from exc
+    except KeyboardInterrupt:
+        raise CliError(
+            "interrupted at once by a second Ctrl-C: the pages committed before stay, the page "
+            "being written was rolled back and is read again by the next sync; the run is "
+            "recorded as interrupted",
+            130,
+        ) from None
     finally:
         store.close()
-    results, fatal, ok = outcome.results, outcome.fatal, outcome.ok
-    if as_json:
-        print_json({"ok": ok, "flows": [s.to_json() for s in results]})
-    else:
-        if dry_run and planned:
-            _console.print(_plan_table([p for p in planned if p.action.value != "unchanged"]))
-        _console.print(_stats_table(results, dry_run=dry_run))
-        for stats in results:
-            if stats.error:
-                _err.print(f"[bold red]error:[/] flow {stats.name}: {stats.error}", highlight=False)
-    if fatal is not None:
-        code = 3
-        raise CliError(f"sync stopped: {fatal}", code)
-    if not ok:
-        failed_flows = [s.name for s in results if s.error]
-        letters = sum(s.dead_lettered for s in results)
-        parts = [f"flow {', '.join(failed_flows)} failed"] if failed_flows else []
-        if letters:
-            parts.append(f"{letters} record(s) dead-lettered (see `leadrelay dlq list`)")
-        # An exception, not typer.Exit: the CLI's main() turns it into the exit code.
-        raise CliError("; ".join(parts), 1)
+
+
+def _outcome_error(outcome: RunOutcome) -> tuple[str, int] | None:
+    """The one-line error and exit code of a run that was not ok, or None."""
+    results = outcome.results
+    if outcome.interrupted is not None:
+        code = _StopOnSignal.EXIT_CODES.get(outcome.interrupted, 130)
+        done = ", ".join(
+            f"{s.name}: {s.read} read, {s.created} created, {s.updated} updated, "
+            f"{s.written_back} written back"
+            for s in results
+        )
+        run = f"run {outcome.run_id} recorded as interrupted; " if outcome.run_id else ""
+        return (
+            f"interrupted by {outcome.interrupted}: stopped at a page boundary with what was "
+            f"written committed ({done or 'nothing read yet'}); {run}the next sync goes on "
+            "from there",
+            code,
+        )
+    if outcome.fatal is not None:
+        return f"sync stopped: {outcome.fatal}", 3
+    if outcome.ok:
+        return None
+    failed_flows = [s.name for s in results if s.error]
+    letters = sum(s.dead_lettered for s in results)
+    parts = [f"flow {', '.join(failed_flows)} failed"] if failed_flows else []
+    if letters:
+        parts.append(f"{letters} record(s) dead-lettered (see `leadrelay dlq list`)")
+    return "; ".join(parts), 1
 
 
 # --------------------------------------------------------------------------------------------
@@ -265,6 +453,8 @@ def dlq_list(
     if not letters:
         _console.print("no dead letters" if show_all else "no open dead letters")
         return
+    from rich.table import Table
+
     table = Table(title="dead letters")
     for column in ("id", "flow", "system", "record", "field", "reason", "attempts", "status"):
         table.add_column(column, overflow="fold")
@@ -279,7 +469,7 @@ def dlq_list(
             str(letter.attempts),
             letter.status.value,
         )
-    _console.print(table)
+    print_table(_console, table)
 
 
 def _pick_letters(store: StateStore, ids: Sequence[int] | None, every: bool) -> list[DeadLetter]:
@@ -422,11 +612,20 @@ def dlq_drop(
 # runs
 
 
+def _status(run: Run) -> str:
+    """A run's status as shown: ``interrupted`` for one a signal stopped at a page boundary."""
+    from leadrelay.sync.state import RunStatus
+
+    if run.status is RunStatus.ABORTED and run.stats.get("interrupted"):
+        return "interrupted"
+    return run.status.value
+
+
 def _run_json(run: Run, *, log: bool) -> dict[str, Any]:
     data: dict[str, Any] = {
         "id": run.id,
         "flows": run.flows,
-        "status": run.status.value,
+        "status": _status(run),
         "dry_run": run.dry_run,
         "started_at": run.started_at.isoformat(),
         "finished_at": run.finished_at.isoformat() if run.finished_at else None,
@@ -469,17 +668,19 @@ def runs_list(
     if not runs:
         _console.print("no runs yet")
         return
+    from rich.table import Table
+
     table = Table(title="sync runs")
     columns = ("id", "flows", "started", "status", "read", "created", "updated", "written back")
     for column in (*columns, "dead letters", "conflicts"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column != "flows")
     for run in runs:
         totals = _totals(run)
         table.add_row(
             str(run.id),
             ", ".join(run.flows),
             run.started_at.strftime("%Y-%m-%d %H:%M:%S"),
-            run.status.value,
+            _status(run),
             *(
                 str(totals[k])
                 for k in (
@@ -492,7 +693,7 @@ def runs_list(
                 )
             ),
         )
-    _console.print(table)
+    print_table(_console, table)
 
 
 @runs_app.command("show")
@@ -518,10 +719,12 @@ def runs_show(
         return
     finished = run.finished_at.isoformat() if run.finished_at else "still running"
     _console.print(
-        f"run {run.id}: {', '.join(run.flows)} — {run.status.value}"
+        f"run {run.id}: {', '.join(run.flows)} — {_status(run)}"
         f"{' (dry run)' if run.dry_run else ''}, {run.started_at.isoformat()} → {finished}",
         highlight=False,
     )
+    from rich.table import Table
+
     flows_stats = run.stats.get("flows", [])
     if flows_stats:
         table = Table(title="flows")
@@ -531,7 +734,7 @@ def runs_show(
             table.add_column(column)
         for stats in flows_stats:
             table.add_row(*(str(stats.get(k, "") or "") for k in (*keys, *more)))
-        _console.print(table)
+        print_table(_console, table)
     if not run.log:
         _console.print("no events")
         return
@@ -554,4 +757,4 @@ def runs_show(
             str(event.get("rule") or event.get("reason") or "")
             + (f" → {event['winner']} wins" if "winner" in event else ""),
         )
-    _console.print(log)
+    print_table(_console, log)

@@ -72,23 +72,160 @@ def header_to_field(header: str) -> str:
 
 
 def detect_encoding(path: str | PathLike[str]) -> str:
-    """The text encoding of a file: UTF-8 (with or without BOM), UTF-16 with BOM, else cp1252.
+    """The text encoding of a whole file, or :class:`CsvError` when it cannot be told cleanly.
 
-    The whole file is scanned in chunks (constant memory), so a non-UTF-8 byte deep in a large
-    file is found before any row is read. Bytes cp1252 leaves undefined fall back to latin-1,
-    which decodes every byte.
+    A BOM names UTF-8 or UTF-16. Otherwise the whole file is checked as UTF-8 in chunks
+    (constant memory), so a stray byte deep in a large file is found before any row is read.
+    A file that is UTF-8 in places but has a byte that is not is refused, naming the line and
+    the byte: reading it in another encoding would turn every accented letter into mojibake
+    (``ZoÃ«``). A file with no UTF-8 in it is a legacy export: charset-normalizer weighs every
+    line holding a non-ASCII byte and names the code pages it reads cleanly. When they all read
+    the file alike, that is its encoding (and the whole file must decode in it); when they read
+    a byte differently (0xF1 is ``ñ`` in cp1252 and ``ń`` in cp1250, and a short list does not
+    tell them apart), the file is refused naming the line, the byte and the readings, so the
+    user names the encoding instead of a CRM receiving the wrong letters.
     """
+    name = Path(path).name
     with open(path, "rb") as handle:
         head = handle.read(4)
         if head.startswith(codecs.BOM_UTF8):
             return "utf-8-sig"
         if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
             return "utf-16"
-        for encoding in ("utf-8", "cp1252"):
-            handle.seek(0)
-            if _decodes(handle, encoding):
-                return encoding
-    return "latin-1"
+        handle.seek(0)
+        if _decodes(handle, "utf-8"):
+            return "utf-8"
+        handle.seek(0)
+        scan = _scan_non_utf8(handle)
+    if scan.utf8_lines:
+        raise CsvError(
+            f"{name} is not valid UTF-8: {scan.first_error}, while other lines are UTF-8 "
+            "(the file mixes encodings); fix that line, or give the file's encoding "
+            "(--encoding) to read all of it in one"
+        )
+    encoding = _legacy_encoding(name, scan)
+    check_decodes(path, encoding)
+    return encoding
+
+
+def check_decodes(path: str | PathLike[str], encoding: str) -> None:
+    """Raise :class:`CsvError` naming the line and byte where ``path`` stops decoding cleanly
+    in ``encoding`` (an unknown encoding name is a :class:`CsvError` too)."""
+    name = Path(path).name
+    try:
+        decoder = codecs.getincrementaldecoder(encoding)()
+    except LookupError:
+        raise CsvError(f"unknown text encoding {encoding!r}") from None
+    if codecs.lookup(encoding).name.startswith("utf-16"):
+        with open(path, "rb") as handle:
+            if not _decodes(handle, encoding):
+                raise CsvError(f"{name} does not decode as {encoding}")
+        return
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                decoder.decode(line)
+            except UnicodeDecodeError as exc:
+                where = _describe_byte(number, line, exc.start)
+                raise CsvError(f"{name} does not decode as {encoding}: {where}") from None
+
+
+class _Scan(NamedTuple):
+    first_error: str
+    utf8_lines: int
+    #: (line number, bytes) of the lines that are not UTF-8: the ones that tell encodings apart
+    sample: list[tuple[int, bytes]]
+
+
+#: Bytes of non-UTF-8 lines handed to charset-normalizer (spread over the whole file).
+_SAMPLE_BYTES = 512 * 1024
+
+#: The single-byte code pages lead lists are exported in (spreadsheets and CRMs on Windows).
+_EXPORT_ENCODINGS = ("cp1252", "cp1250", "cp1251", "cp1253", "cp1254", "cp1257")
+
+#: How much messier than the cleanest reading a code page may read and still be a candidate.
+_CHAOS_MARGIN = 0.2
+
+
+def _scan_non_utf8(handle: IO[bytes]) -> _Scan:
+    """Line by line: the first byte that is not UTF-8, how many non-ASCII lines are valid
+    UTF-8, and the lines that are not."""
+    first_error = ""
+    utf8_lines = 0
+    sample: list[tuple[int, bytes]] = []
+    sampled = 0
+    for number, line in enumerate(handle, start=1):
+        if line.isascii():
+            continue
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            if not first_error:
+                first_error = _describe_byte(number, line, exc.start)
+            if sampled < _SAMPLE_BYTES:
+                sample.append((number, line))
+                sampled += len(line)
+        else:
+            utf8_lines += 1
+    return _Scan(first_error, utf8_lines, sample)
+
+
+def _describe_byte(number: int, line: bytes, index: int) -> str:
+    context = line[max(0, index - 20) : index + 20].decode("ascii", "backslashreplace")
+    return f'line {number}, byte {index + 1} (0x{line[index]:02X}) in "{context.strip()}"'
+
+
+def _legacy_encoding(name: str, scan: _Scan) -> str:
+    """The code page of a file with no UTF-8 in it, when its candidates all read it alike."""
+    from charset_normalizer import from_bytes
+
+    sample = b"".join(line for _, line in scan.sample)
+    matches = list(from_bytes(sample))
+    cleanest = min((match.chaos for match in matches), default=0.0)
+    candidates = [
+        encoding
+        for encoding in _EXPORT_ENCODINGS
+        if any(
+            match.chaos <= cleanest + _CHAOS_MARGIN and encoding in match.could_be_from_charset
+            for match in matches
+        )
+        and _decodes_bytes(sample, encoding)
+    ]
+    if not candidates:  # too little text for charset-normalizer: every code page that decodes
+        candidates = [e for e in _EXPORT_ENCODINGS if _decodes_bytes(sample, e)]
+    if not candidates:
+        raise CsvError(
+            f"{name}: cannot tell the file's text encoding ({scan.first_error}); "
+            "give it with --encoding, or save the file as UTF-8"
+        )
+    for number, line in scan.sample:
+        readings = {encoding: line.decode(encoding) for encoding in candidates}
+        if len(set(readings.values())) > 1:
+            where = _ambiguity(number, line, readings)
+            raise CsvError(f"{name}: cannot tell the file's text encoding: {where}")
+    return candidates[0]
+
+
+def _decodes_bytes(data: bytes, encoding: str) -> bool:
+    try:
+        data.decode(encoding)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _ambiguity(number: int, line: bytes, readings: dict[str, str]) -> str:
+    """Where and how the candidate code pages read a line differently (they are single-byte:
+    character n is byte n)."""
+    index = next(i for i in range(len(line)) if len({text[i] for text in readings.values()}) > 1)
+    by_text: dict[str, list[str]] = {}
+    for encoding, text in readings.items():
+        by_text.setdefault(text[index], []).append(encoding)
+    read_as = ", ".join(f"{char!r} in {'/'.join(encs)}" for char, encs in by_text.items())
+    return (
+        f"{_describe_byte(number, line, index)} reads {read_as}; give the file's encoding "
+        f"(e.g. --encoding {next(iter(readings))}), or save the file as UTF-8"
+    )
 
 
 def _decodes(handle: IO[bytes], encoding: str) -> bool:
@@ -117,9 +254,10 @@ class LeadCsv:
     """A lead CSV opened for streaming; iterate it for :data:`RowResult` items.
 
     Opening checks the whole file (encoding, header, required columns) and raises
-    :class:`CsvError` when it cannot be read. After iteration, ``rows_read``, ``rows_skipped``
-    and ``blank_rows`` count what happened; ``encoding``, ``delimiter``, ``columns`` (header to
-    Lead field) and ``unknown_headers`` (ignored columns) describe the file.
+    :class:`CsvError` when it cannot be read. ``encoding`` names the file's encoding instead of
+    detecting it; the file must still decode cleanly in it. After iteration, ``rows_read``,
+    ``rows_skipped`` and ``blank_rows`` count what happened; ``encoding``, ``delimiter``,
+    ``columns`` (header to Lead field) and ``unknown_headers`` (ignored columns) describe it.
     """
 
     def __init__(
@@ -129,6 +267,7 @@ class LeadCsv:
         required: Sequence[str] = ("email",),
         max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES,
         extra_columns: Sequence[str] = (),
+        encoding: str | None = None,
     ) -> None:
         self.path = Path(path)
         self._known = LEAD_COLUMNS | frozenset(extra_columns)
@@ -137,7 +276,11 @@ class LeadCsv:
         self.rows_skipped = 0
         self.blank_rows = 0
         self._check_bytes()
-        self.encoding = detect_encoding(self.path)
+        if encoding is None:
+            self.encoding = detect_encoding(self.path)
+        else:
+            check_decodes(self.path, encoding)
+            self.encoding = encoding
         # Only ever raised, never lowered: other readers in this process keep a bound they set.
         csv.field_size_limit(max(csv.field_size_limit(), PARSER_FIELD_LIMIT, max_field_bytes + 1))
         self._handle: IO[str] = open(self.path, encoding=self.encoding, newline="")  # noqa: SIM115
@@ -284,6 +427,7 @@ def read_lead_rows(
     required: Sequence[str] = ("email",),
     max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES,
     extra_columns: Sequence[str] = (),
+    encoding: str | None = None,
 ) -> Iterator[RowResult]:
     """Stream the rows of a lead CSV as :class:`LeadRow` or :class:`SkippedRow` items.
 
@@ -292,6 +436,10 @@ def read_lead_rows(
     Use :class:`LeadCsv` directly to see the encoding, ignored headers and counts.
     """
     with LeadCsv(
-        path, required=required, max_field_bytes=max_field_bytes, extra_columns=extra_columns
+        path,
+        required=required,
+        max_field_bytes=max_field_bytes,
+        extra_columns=extra_columns,
+        encoding=encoding,
     ) as lead_csv:
         yield from lead_csv

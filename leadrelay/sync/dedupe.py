@@ -651,15 +651,20 @@ DEDUPE_IDENTITY_COLUMNS = ("email", "phone", "first_name", "last_name")
 
 
 def dedupe_csv(
-    path: str | PathLike[str], *, name_threshold: float = NAME_THRESHOLD
+    path: str | PathLike[str],
+    *,
+    name_threshold: float = NAME_THRESHOLD,
+    encoding: str | None = None,
 ) -> DedupeReport:
     """Read a lead CSV (headers are Lead field names) and cluster its duplicate rows.
+
+    ``encoding`` names the file's encoding instead of detecting it.
 
     Raises :class:`leadrelay.sync.csvfile.CsvError` when the file cannot be read at all or has
     none of the columns identity uses.
     """
     skipped: list[SkippedRow] = []
-    with LeadCsv(path, required=()) as lead_csv:
+    with LeadCsv(path, required=(), encoding=encoding) as lead_csv:
         if not set(lead_csv.columns.values()) & set(DEDUPE_IDENTITY_COLUMNS):
             found = ", ".join(repr(h) for h in lead_csv.headers) or "none"
             raise CsvError(

@@ -5,7 +5,10 @@
 the capture inbox first, runs each flow's :class:`~leadrelay.sync.engine.SyncEngine` and
 finishes the run with its status. A flow whose mapping or connector kind is wrong is
 :class:`FlowSetupError` (exit 2); a connector error ends that flow only, an authentication
-error or a lost lock ends the run (:attr:`RunOutcome.fatal`).
+error or a lost lock ends the run (:attr:`RunOutcome.fatal`). A stop asked for (``stop``, e.g.
+on SIGINT / SIGTERM) ends the run at the next page boundary, after that page was committed:
+the run is recorded as interrupted (status ``aborted``, ``stats["interrupted"]`` names why) and
+the next run goes on from the committed cursors.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ __all__ = [
     "FlowLocked",
     "FlowSetupError",
     "Heartbeat",
+    "Interrupted",
     "LockLost",
     "RunOutcome",
     "hold_locks",
@@ -51,6 +55,10 @@ class FlowLocked(Exception):
 
 class FlowSetupError(Exception):
     """A flow cannot be set up: its mapping does not load or its connector kind is unknown."""
+
+
+class Interrupted(Exception):
+    """A stop was asked for; raised at a page boundary, after the page was committed."""
 
 
 @contextmanager
@@ -94,11 +102,17 @@ class RunOutcome:
     results: list[FlowStats] = field(default_factory=list)
     fatal: Exception | None = None
     run_id: int | None = None
+    #: Why the run stopped early at a page boundary (e.g. ``"SIGINT"``), if it did.
+    interrupted: str | None = None
 
     @property
     def ok(self) -> bool:
-        """Nothing failed and nothing was dead-lettered."""
-        return self.fatal is None and not any(s.error or s.dead_lettered for s in self.results)
+        """Nothing failed, nothing was dead-lettered and the run was not interrupted."""
+        return (
+            self.fatal is None
+            and self.interrupted is None
+            and not any(s.error or s.dead_lettered for s in self.results)
+        )
 
 
 def _reads(flow: FlowConfig) -> set[str]:
@@ -138,94 +152,125 @@ def run_flows(
     drain_inbox: bool = True,
     on_plan: Callable[[PlannedRecord], None] | None = None,
     on_page: Callable[[str, int], None] | None = None,
+    stop: Callable[[], str | None] | None = None,
 ) -> RunOutcome:
     """Run ``flows`` once under their locks (none in a dry run) as one recorded run.
+
+    ``stop`` is asked after every page (and before the inbox and each flow); a reason it
+    returns ends the run there (:attr:`RunOutcome.interrupted`).
 
     Raises :class:`FlowLocked` before anything runs when a lock is held, and
     :class:`FlowSetupError` for a flow that cannot be set up (the run is recorded as failed).
     """
+    # registers the capture inbox drainer that every sync runs first (inbox_drainers)
+    import leadrelay.capture.worker  # noqa: F401
     from leadrelay.connectors.base import ConnectorNotFound
     from leadrelay.connectors.errors import AuthError, ConnectorError
     from leadrelay.mappings.engine import MappingError
     from leadrelay.sync.engine import ConnectorPool, SyncContext, SyncEngine, inbox_drainers
-    from leadrelay.sync.state import RunStatus
 
     outcome = RunOutcome()
     with hold_locks(store, [] if dry_run else flows) as held:
         outcome.run_id = None if dry_run else store.start_run([f.name for f in flows])
         heartbeat = Heartbeat(held)
 
+        def stop_here() -> None:
+            reason = stop() if stop is not None else None
+            if reason is not None:
+                raise Interrupted(reason)
+
         def page_done(label: str, count: int) -> None:
             if on_page is not None:
                 on_page(label, count)
             heartbeat()
+            stop_here()
 
         with ConnectorPool(config, store=store) as pool:
             context = SyncContext(config, store, pool, dry_run=dry_run, run_id=outcome.run_id)
             try:
+                stop_here()
                 if drain_inbox:
                     for drainer in inbox_drainers():
                         drained = drainer(context)
                         if drained is not None:
                             outcome.results.append(drained)
                 by_flow: dict[str, FlowStats] = {}
-                pending = list(flows)
-                for _round in range(1 if dry_run else MAX_ROUNDS):
-                    wrote: dict[str, set[str]] = {}
-                    for flow in pending:
-                        try:
-                            engine = SyncEngine.for_flow(
-                                context, flow, on_plan=on_plan, on_page=page_done
-                            )
-                        except (MappingError, ConnectorNotFound) as exc:
-                            outcome.fatal = exc
-                            raise FlowSetupError(f"flow {flow.name}: {exc}") from exc
-                        try:
-                            stats = engine.run(full=full and _round == 0)
-                        except (AuthError, LockLost) as exc:
-                            engine.stats.error = str(exc)
-                            outcome.fatal = exc
-                            stats = engine.stats
-                        except ConnectorError as exc:
-                            engine.stats.error = str(exc)
-                            stats = engine.stats
-                        by_flow[flow.name] = _add(by_flow.get(flow.name), stats)
-                        if stats.created or stats.updated or stats.written_back:
-                            wrote[flow.name] = {flow.source, flow.destination}
+                try:
+                    pending = list(flows)
+                    for _round in range(1 if dry_run else MAX_ROUNDS):
+                        wrote: dict[str, set[str]] = {}
+                        for flow in pending:
+                            stop_here()
+                            try:
+                                engine = SyncEngine.for_flow(
+                                    context, flow, on_plan=on_plan, on_page=page_done
+                                )
+                            except (MappingError, ConnectorNotFound) as exc:
+                                outcome.fatal = exc
+                                raise FlowSetupError(f"flow {flow.name}: {exc}") from exc
+                            try:
+                                stats = engine.run(full=full and _round == 0)
+                            except Interrupted:
+                                by_flow[flow.name] = _add(by_flow.get(flow.name), engine.stats)
+                                raise
+                            except (AuthError, LockLost) as exc:
+                                engine.stats.error = str(exc)
+                                outcome.fatal = exc
+                                stats = engine.stats
+                            except ConnectorError as exc:
+                                engine.stats.error = str(exc)
+                                stats = engine.stats
+                            by_flow[flow.name] = _add(by_flow.get(flow.name), stats)
+                            if stats.created or stats.updated or stats.written_back:
+                                wrote[flow.name] = {flow.source, flow.destination}
+                            if outcome.fatal is not None:
+                                break
                         if outcome.fatal is not None:
                             break
-                    if outcome.fatal is not None:
-                        break
-                    # One run ends at a fixed point (DESIGN §7.4): a flow reading a connection
-                    # that another flow wrote into runs again, so what one CRM wrote back to a
-                    # shared source reaches the other CRM in this run, not the next.
-                    pending = [
-                        flow
-                        for flow in flows
-                        if not by_flow[flow.name].error
-                        and any(
-                            _reads(flow) & written
-                            for other, written in wrote.items()
-                            if other != flow.name
-                        )
-                    ]
-                    if not pending:
-                        break
-                outcome.results.extend(by_flow.values())
+                        # One run ends at a fixed point (DESIGN §7.4): a flow reading a
+                        # connection that another flow wrote into runs again, so what one CRM
+                        # wrote back to a shared source reaches the other CRM in this run.
+                        pending = [
+                            flow
+                            for flow in flows
+                            if not by_flow[flow.name].error
+                            and any(
+                                _reads(flow) & written
+                                for other, written in wrote.items()
+                                if other != flow.name
+                            )
+                        ]
+                        if not pending:
+                            break
+                finally:
+                    outcome.results.extend(by_flow.values())
+            except Interrupted as exc:
+                outcome.interrupted = str(exc)
+            except KeyboardInterrupt:
+                # stopped at once, mid-page: that page's transaction was rolled back
+                outcome.interrupted = "SIGINT"
+                raise
             finally:
                 if outcome.run_id is not None:
-                    failed = outcome.fatal is not None or any(s.error for s in outcome.results)
-                    partial = any(s.dead_lettered for s in outcome.results)
-                    status = (
-                        RunStatus.FAILED
-                        if failed
-                        else RunStatus.PARTIAL
-                        if partial
-                        else RunStatus.OK
-                    )
-                    store.finish_run(
-                        outcome.run_id,
-                        status,
-                        {"flows": [s.to_stats() for s in outcome.results]},
-                    )
+                    _finish(store, outcome)
     return outcome
+
+
+def _finish(store: StateStore, outcome: RunOutcome) -> None:
+    """Record the run's status and stats: interrupted, failed, partial (dead letters) or ok."""
+    from leadrelay.sync.state import RunStatus
+
+    assert outcome.run_id is not None
+    failed = outcome.fatal is not None or any(s.error for s in outcome.results)
+    if outcome.interrupted is not None:
+        status = RunStatus.ABORTED
+    elif failed:
+        status = RunStatus.FAILED
+    elif any(s.dead_lettered for s in outcome.results):
+        status = RunStatus.PARTIAL
+    else:
+        status = RunStatus.OK
+    stats: dict[str, object] = {"flows": [s.to_stats() for s in outcome.results]}
+    if outcome.interrupted is not None:
+        stats["interrupted"] = outcome.interrupted
+    store.finish_run(outcome.run_id, status, stats)

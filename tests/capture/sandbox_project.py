@@ -68,7 +68,7 @@ class Project:
         return client.post(
             "/forms/demo-webform",
             data=fields,
-            headers={"X-Leadrelay-Secret": self.env["DEMO_WEBFORM_SECRET"]},
+            headers={"X-Leadrelay-Secret": self.env["FORM_DEMO_WEBFORM_SECRET"]},
         )
 
     def post_meta(self, client: TestClient, **answers: str) -> httpx.Response:

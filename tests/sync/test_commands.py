@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import typer
@@ -179,14 +181,19 @@ def test_full_reads_everything_again(project: Path, capsys: pytest.CaptureFixtur
     assert (flow["created"], flow["updated"]) == (0, 0)
 
 
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
 def test_a_lock_held_by_a_live_process_is_exit_3_naming_the_holder(
-    project: Path, capsys: pytest.CaptureFixture[str]
+    project: Path, capsys: pytest.CaptureFixture[str], as_json: bool
 ) -> None:
     with StateStore(f"sqlite:///{project / 'state.db'}") as store:
         holder = LockHolder(hostname=socket.gethostname(), pid=os.getpid())
         assert store.acquire_lock("sync:hs-sf", holder, ttl_s=300)
-    code, _, err = run(["sync"], capsys)
+    code, out, err = run(["sync", "--json"] if as_json else ["sync"], capsys)
     assert code == 3
+    if as_json:  # still exactly one JSON object
+        data = json.loads(out)
+        assert data["ok"] is False
+        err = data["error"]
     assert f"pid {os.getpid()}" in err
 
 
@@ -257,3 +264,86 @@ def test_runs_show_logs_a_conflict_with_both_values_and_the_rule(
     assert (event["field"], event["rule"], event["winner"]) == ("phone", "two_way", "destination")
     code, out, _ = run(["runs", "show", "2"], capsys)
     assert code == 0 and "phone" in out
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_signal_stops_the_sync_at_a_page_boundary_and_records_it_interrupted(
+    project: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    signum: signal.Signals,
+    code: int,
+) -> None:
+    add_contacts(20)  # three pages of 7
+    upsert = _FakeConnector.upsert
+
+    sent: list[bool] = []
+
+    def upsert_then_signal(self: _FakeConnector, inputs: Any) -> Any:
+        results = upsert(self, inputs)
+        if not sent:  # once, while the first page is being written
+            sent.append(True)
+            os.kill(os.getpid(), signum)
+        return results
+
+    monkeypatch.setattr(_FakeConnector, "upsert", upsert_then_signal)
+    exit_code, out, err = run(["sync"], capsys)
+    assert exit_code == code
+    assert f"interrupted by {signum.name}" in err
+    assert "run 1 recorded as interrupted" in err
+    assert "hs-sf" in out  # what it did is printed
+    assert len(crm().records) == 7
+    monkeypatch.setattr(_FakeConnector, "upsert", upsert)
+    _, out, _ = run(["runs", "list", "--json"], capsys)
+    [listed] = json.loads(out)["runs"]
+    assert (listed["status"], listed["stats"]["interrupted"]) == ("interrupted", signum.name)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    exit_code, _, _ = run(["sync"], capsys)
+    assert (exit_code, len(crm().records)) == (0, 20)
+
+
+def test_dry_run_json_lists_the_plan_per_record_and_field(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    add_contacts(2)
+    code, out, _ = run(["sync", "--dry-run", "--json"], capsys)
+    plan = json.loads(out)["plan"]
+    assert code == 0
+    assert sorted(record["email"] for record in plan) == ["p0@acme.io", "p1@acme.io"]
+    [first] = [record for record in plan if record["email"] == "p0@acme.io"]
+    assert first["action"] == "create"
+    assert {"field": "last_name", "old": None, "new": "P0"} in first["changes"]
+    assert crm().records == {}
+
+
+def test_progress_is_a_plain_line_when_stderr_is_not_a_terminal(
+    project: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("leadrelay.sync.commands.LOG_PROGRESS_EVERY_S", 0.0)
+    add_contacts(10)
+    code, _, err = run(["sync"], capsys)
+    assert code == 0
+    assert "sync hs-sf: hs → sf: 7 records" in err
+    assert "sync hs-sf: hs → sf: 10 records" in err
+
+
+def test_a_second_ctrl_c_stops_at_once_and_the_run_is_still_interrupted(
+    project: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add_contacts(20)
+    upsert = _FakeConnector.upsert
+
+    def upsert_then_two_signals(self: _FakeConnector, inputs: Any) -> Any:
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+        return upsert(self, inputs)
+
+    monkeypatch.setattr(_FakeConnector, "upsert", upsert_then_two_signals)
+    code, _, err = run(["sync"], capsys)
+    assert code == 130
+    assert "interrupted at once by a second Ctrl-C" in err
+    monkeypatch.setattr(_FakeConnector, "upsert", upsert)
+    _, out, _ = run(["runs", "list", "--json"], capsys)
+    assert json.loads(out)["runs"][0]["status"] == "interrupted"
+    assert run(["sync"], capsys)[0] == 0
+    assert len(crm().records) == 20

@@ -49,17 +49,74 @@ def test_unreadable_files_raise_csv_error(tmp_path: Path, data: bytes, message: 
         LeadCsv(write(tmp_path, data))
 
 
-def test_latin1_file_is_decoded_and_its_encoding_reported(tmp_path: Path) -> None:
-    path = write(tmp_path, "email,last_name\nm@acme.de,Müller\n".encode("latin-1"))
+def test_a_legacy_export_its_code_pages_read_alike_is_detected(tmp_path: Path) -> None:
+    path = write(tmp_path, "email,last_name\nm@acme.de,Müller\nj@x.de,Jäger\n".encode("cp1252"))
     with LeadCsv(path) as lead_csv:
-        rows = list(lead_csv)
+        rows = [row.values["last_name"] for row in lead_csv if isinstance(row, LeadRow)]
         assert lead_csv.encoding == "cp1252"
-    assert rows == [LeadRow(1, {"email": "m@acme.de", "last_name": "Müller"})]
+    assert rows == ["Müller", "Jäger"]
+
+
+@pytest.mark.parametrize(
+    ("text", "encoding", "where", "readings"),
+    [
+        ("a@x.es,Ana,Peña\n", "cp1252", "line 2, byte 14 (0xF1)", "'ñ' in cp1252"),
+        ("a@x.pl,Anna,Wiśniewska\n", "cp1250", "line 2, byte 15 (0x9C)", "'ś' in cp1250"),
+        ("a@x.tr,Ayşe,Yılmaz\n", "cp1254", "line 2, byte 10 (0xFE)", "'ş' in cp1254"),
+        ("i@x.ru,Иван,Петров\n", "cp1251", "line 2, byte 8 (0xC8)", "'И' in cp1251"),
+    ],
+    ids=["spanish", "polish", "turkish", "russian"],
+)
+def test_a_legacy_export_its_code_pages_read_differently_is_refused(
+    tmp_path: Path, text: str, encoding: str, where: str, readings: str
+) -> None:
+    path = write(tmp_path, ("email,first_name,last_name\n" + text).encode(encoding))
+    with pytest.raises(CsvError) as refused:
+        LeadCsv(path)
+    message = str(refused.value)
+    assert "cannot tell the file's text encoding" in message
+    assert where in message and readings in message and "--encoding" in message
+    with LeadCsv(path, encoding=encoding) as lead_csv:
+        [row] = list(lead_csv)
+    assert isinstance(row, LeadRow)
+    assert ",".join(row.values.values()) == text.strip()
 
 
 def test_non_utf8_byte_deep_in_the_file_is_found_before_reading(tmp_path: Path) -> None:
-    body = "email\n" + "a@acme.io\n" * 200_000 + "café@acme.io\n"
+    body = "email,last_name\n" + "a@acme.io,Smith\n" * 200_000 + "m@acme.io,Müller\n"
     assert detect_encoding(write(tmp_path, body.encode("cp1252"))) == "cp1252"
+
+
+def test_one_bad_byte_in_a_utf8_file_is_refused_naming_line_and_byte(tmp_path: Path) -> None:
+    data = "email,first_name,last_name\nana@x.es,Ana,Peña\n".encode() + (
+        b"zoe@umbrella.fr,Zo\xeb,M\xc3\xbcller\n"
+    )
+    with pytest.raises(CsvError, match=r"not valid UTF-8: line 3, byte 19 \(0xEB\)"):
+        LeadCsv(write(tmp_path, data), required=())
+
+
+def test_an_explicit_encoding_reads_a_file_detection_refuses(tmp_path: Path) -> None:
+    data = "email,last_name\nana@x.es,Peña\n".encode() + b"zoe@umbrella.fr,Zo\xeb\n"
+    with LeadCsv(write(tmp_path, data), encoding="cp1252") as lead_csv:
+        assert [row.values["last_name"] for row in lead_csv if isinstance(row, LeadRow)] == [
+            "PeÃ±a",
+            "Zoë",
+        ]
+
+
+@pytest.mark.parametrize(
+    ("encoding", "message"),
+    [
+        ("utf-8", r"does not decode as utf-8: line 2, byte 12 \(0xFC\)"),
+        ("no-such-codec", "unknown text encoding 'no-such-codec'"),
+    ],
+)
+def test_an_explicit_encoding_the_file_does_not_decode_in_is_refused(
+    tmp_path: Path, encoding: str, message: str
+) -> None:
+    path = write(tmp_path, "email,last_name\nm@acme.de,Müller\n".encode("cp1252"))
+    with pytest.raises(CsvError, match=message):
+        LeadCsv(path, encoding=encoding)
 
 
 def test_bom_is_not_part_of_the_first_header(tmp_path: Path) -> None:
