@@ -146,11 +146,14 @@ class Page:
         deleted: records deleted or merged away since the cursor (DESIGN §7.4a); a connector
             may report them on any page, typically on the last one or on a page of their own
             with no records.
+        remaining: how many records the system says this read still holds, this page's
+            included, when it says so (for progress: total and time left); None when unknown.
     """
 
     records: list[RawRecord]
     cursor: str | None
     deleted: tuple[Deletion, ...] = ()
+    remaining: int | None = None
 
 
 class LookupKind(StrEnum):

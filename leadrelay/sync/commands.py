@@ -91,11 +91,11 @@ LOG_PROGRESS_EVERY_S = 5.0
 
 
 @contextmanager
-def _progress(enabled: bool) -> Iterator[Callable[[str, int], None]]:
+def _progress(enabled: bool) -> Iterator[Callable[[str, int, int | None], None]]:
     """Progress of each pass: on a terminal a rich display (records, rate, elapsed; a bar and
     the time left when the total is known), elsewhere a plain line every few seconds."""
     if not enabled:
-        yield lambda _label, _n: None
+        yield lambda _label, _n, _total: None
     elif _err.is_terminal:
         with _live_progress() as advance:
             yield advance
@@ -104,7 +104,7 @@ def _progress(enabled: bool) -> Iterator[Callable[[str, int], None]]:
 
 
 @contextmanager
-def _live_progress() -> Iterator[Callable[[str, int], None]]:
+def _live_progress() -> Iterator[Callable[[str, int, int | None], None]]:
     from rich.progress import (
         BarColumn,
         Progress,
@@ -136,9 +136,11 @@ def _live_progress() -> Iterator[Callable[[str, int], None]]:
         transient=False,
     ) as progress:
 
-        def advance(label: str, count: int) -> None:
+        def advance(label: str, count: int, total: int | None) -> None:
             if label not in tasks:
                 tasks[label] = progress.add_task(label, total=None)
+            if total is not None:
+                progress.update(tasks[label], total=total)
             progress.advance(tasks[label], count)
 
         yield advance
@@ -152,19 +154,29 @@ class _LogProgress:
         self.every_s = every_s
         self.started: dict[str, float] = {}
         self.counts: dict[str, int] = {}
+        self.totals: dict[str, int] = {}
         self.last_line = time.monotonic()
 
-    def __call__(self, label: str, count: int) -> None:
+    def __call__(self, label: str, count: int, total: int | None = None) -> None:
         now = time.monotonic()
         self.started.setdefault(label, now)
         self.counts[label] = self.counts.get(label, 0) + count
+        if total is not None:
+            self.totals[label] = total
         if now - self.last_line < self.every_s:
             return
         self.last_line = now
         elapsed = now - self.started[label]
         rate = self.counts[label] / elapsed if elapsed > 0 else 0.0
+        done = self.counts[label]
+        total = self.totals.get(label)
+        of, left = "", ""
+        if total is not None and total >= done:
+            of = f" of {total:,}"
+            if rate > 0:
+                left = f", about {(total - done) / rate:,.0f}s left"
         self.console.print(
-            f"sync {label}: {self.counts[label]:,} records, {rate:,.0f}/s, {elapsed:,.0f}s",
+            f"sync {label}: {done:,}{of} records, {rate:,.0f}/s, {elapsed:,.0f}s{left}",
             highlight=False,
             soft_wrap=True,
         )

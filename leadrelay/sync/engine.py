@@ -409,8 +409,9 @@ class SyncEngine:
         dry_run: plan only: no write to any system, nothing saved in the store.
         run_id: the run whose log receives conflict and skip events.
         on_plan: called with every record's plan (``--dry-run`` output).
-        on_page: called after each page with (pass label, records in the page); progress
-            display and the lock heartbeat hang here.
+        on_page: called after each page with (pass label, records in the page, the pass's
+            total when the system reports one); progress display and the lock heartbeat hang
+            here.
     """
 
     def __init__(
@@ -425,7 +426,7 @@ class SyncEngine:
         dry_run: bool = False,
         run_id: int | None = None,
         on_plan: Callable[[PlannedRecord], None] | None = None,
-        on_page: Callable[[str, int], None] | None = None,
+        on_page: Callable[[str, int, int | None], None] | None = None,
         qualifier: QualifyStep | None = None,
     ) -> None:
         self.store = store
@@ -545,14 +546,17 @@ class SyncEngine:
         reader = self.connectors[from_side]
         cursor = None if full else self.store.get_cursor(self.flow.name, reader.name)
         label = f"{self.flow.name}: {reader.name} → {self.connectors[from_side.other].name}"
+        done = 0
         for page in reader.read_changes(cursor):
             result = self._process(from_side, page.records)
             if page.deleted:
                 self._deletions(from_side, page.deleted, result)
             if not self.dry_run:
                 self._commit(from_side, result, page.cursor)
+            total = None if page.remaining is None else done + page.remaining
+            done += len(page.records)
             if self.on_page is not None:
-                self.on_page(label, len(page.records))
+                self.on_page(label, len(page.records), total)
 
     # -- deletes and merges --------------------------------------------------------------------
 

@@ -151,7 +151,7 @@ def run_flows(
     full: bool = False,
     drain_inbox: bool = True,
     on_plan: Callable[[PlannedRecord], None] | None = None,
-    on_page: Callable[[str, int], None] | None = None,
+    on_page: Callable[[str, int, int | None], None] | None = None,
     stop: Callable[[], str | None] | None = None,
 ) -> RunOutcome:
     """Run ``flows`` once under their locks (none in a dry run) as one recorded run.
@@ -179,9 +179,9 @@ def run_flows(
             if reason is not None:
                 raise Interrupted(reason)
 
-        def page_done(label: str, count: int) -> None:
+        def page_done(label: str, count: int, total: int | None) -> None:
             if on_page is not None:
-                on_page(label, count)
+                on_page(label, count, total)
             heartbeat()
             stop_here()
 

@@ -347,3 +347,19 @@ def test_a_second_ctrl_c_stops_at_once_and_the_run_is_still_interrupted(
     assert json.loads(out)["runs"][0]["status"] == "interrupted"
     assert run(["sync"], capsys)[0] == 0
     assert len(crm().records) == 20
+
+
+def test_a_log_progress_line_names_the_total_and_the_time_left() -> None:
+    import io
+
+    from rich.console import Console
+
+    from leadrelay.sync.commands import _LogProgress
+
+    out = io.StringIO()
+    progress = _LogProgress(Console(file=out, width=200), every_s=0.0)
+    progress("hs-sf: hs → sf", 100, 1000)
+    progress("hs-sf: hs → sf", 100, 1000)
+    line = out.getvalue().strip().splitlines()[-1]
+    assert "200 of 1,000 records" in line
+    assert "s left" in line

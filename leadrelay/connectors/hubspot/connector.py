@@ -493,7 +493,13 @@ class HubSpotConnector(Connector[HubSpotConnection]):
         records = [_flatten(item) for item in response.items("results")]
         paging = response.body.get("paging") if isinstance(response.body, dict) else None
         more = isinstance(paging, dict) and bool(paging.get("next"))
-        return _Found(records, more or len(records) >= self.page_size, response.server_time_ms())
+        total = response.body.get("total") if isinstance(response.body, dict) else None
+        return _Found(
+            records,
+            more or len(records) >= self.page_size,
+            response.server_time_ms(),
+            total if isinstance(total, int) else None,
+        )
 
     def read_changes(self, cursor: str | None) -> Iterator[Page]:
         """Contacts changed since ``cursor``, oldest first, ``page_size`` per search, and the
@@ -1163,6 +1169,8 @@ class _Found:
     records: list[RawRecord]
     more: bool
     server_ms: int | None
+    #: How many contacts match the search (this page's included), as HubSpot reports it.
+    total: int | None = None
 
 
 class _Read:
@@ -1219,16 +1227,20 @@ class _Read:
         self.archived_read = now
         return found
 
-    def page(self, records: list[RawRecord], position: tuple[int, int]) -> Page:
+    def page(
+        self, records: list[RawRecord], position: tuple[int, int], remaining: int | None = None
+    ) -> Page:
         merges = tuple(d for r in records for d in _merged_into(r))
-        return Page(records, self.cursor(position), merges)
+        return Page(records, self.cursor(position), merges, remaining)
 
     def last_page(self, records: list[RawRecord]) -> Page:
         assert self.horizon is not None
         deleted = {d.record_id: d for r in records for d in _merged_into(r)}
         for gone in self.archived():
             deleted.setdefault(gone.record_id, gone)
-        return Page(records, self.cursor((self.horizon, _ALL)), tuple(deleted.values()))
+        return Page(
+            records, self.cursor((self.horizon, _ALL)), tuple(deleted.values()), len(records)
+        )
 
     def pages(self) -> Iterator[Page]:
         stamp, last_id = self.start
@@ -1262,7 +1274,7 @@ class _Read:
                 seen = set()
             seen.update(_record_id(r) for r in records if _order(r)[0] == last_ts)
             edge, operator, stamp = last_ts, "GTE", last_ts
-            yield self.page(fresh, (last_ts - 1, _ALL))
+            yield self.page(fresh, (last_ts - 1, _ALL), found.total)
 
     def one_timestamp(self, stamp: int, seen: set[int], after_id: int) -> Iterator[Page]:
         """Every record whose ``lastmodifieddate`` is ``stamp`` after ``after_id``, by id,

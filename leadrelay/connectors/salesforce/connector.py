@@ -639,6 +639,8 @@ class SalesforceConnector(Connector[SalesforceConnection]):
         )
         started: datetime | None = self._server_time.value
         last: tuple[datetime, str] | None = None
+        size = first.get("totalSize") if isinstance(first, dict) else None
+        remaining = size if isinstance(size, int) else None
         for rows, more in _lookahead(self._pages_from(first, describe)):
             records: list[RawRecord] = []
             deleted: list[Deletion] = []
@@ -664,7 +666,9 @@ class SalesforceConnector(Connector[SalesforceConnection]):
                 resume = after if resume is None else max(resume, after)
             page_cursor = None if resume is None else f"{format_stamp(resume[0])}|{resume[1]}"
             if records or deleted or not more:
-                yield Page(records, page_cursor, tuple(deleted))
+                yield Page(records, page_cursor, tuple(deleted), remaining)
+            if remaining is not None:
+                remaining = max(0, remaining - len(rows))
 
     # -- lookup -----------------------------------------------------------------------------
 
