@@ -19,7 +19,9 @@ from leadrelay.capture.commands import forms_app, import_command, serve_command
 from leadrelay.clikit import CliError, ConfigOption, load_project_config, print_json
 from leadrelay.connect import connect_app
 from leadrelay.handoff.commands import report_command
+from leadrelay.reconcile import reconcile_command
 from leadrelay.sync.commands import dlq_app, runs_app, sync_command
+from leadrelay.trace import trace_command
 from leadrelay.validation.commands import validate_command
 
 if TYPE_CHECKING:
@@ -264,6 +266,8 @@ app.command("serve")(serve_command)
 app.add_typer(forms_app, name="forms")
 app.command("import")(import_command)
 app.add_typer(connect_app, name="connect")
+app.command("trace")(trace_command)
+app.command("reconcile")(reconcile_command)
 
 
 def _fail(message: str, exit_code: int) -> NoReturn:
