@@ -19,6 +19,7 @@ its platform needs).
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from leadrelay.capture.sources import (
     list_linkedin_responses,
     list_meta_leads,
 )
+from leadrelay.childproc import SPAWN, ServeChild, child_logging
 from leadrelay.clikit import ConfigOption, JsonOption
 from leadrelay.config import (
     Config,
@@ -54,6 +56,8 @@ __all__ = [
     "Listers",
     "ReconcileError",
     "ReconcileReport",
+    "Upkeep",
+    "UpkeepProcess",
     "parse_since",
     "reconcile",
     "reconcile_command",
@@ -61,6 +65,7 @@ __all__ = [
 ]
 
 _console = Console()
+log = logging.getLogger("leadrelay.upkeep")
 
 #: The marker a backfilled lead's payload carries (shown by ``leadrelay trace``).
 VIA_RECONCILE = "reconcile"
@@ -419,6 +424,120 @@ def reconcile_due(config: Config, moment: datetime) -> bool:
     ``leadrelay serve``'s scheduler calls each minute)."""
     expression = config.reconcile.schedule
     return expression is not None and CronSchedule.parse(expression).matches(moment)
+
+
+# -- serve: reconcile on its schedule, prune once a day ---------------------------------------
+
+
+class Upkeep:
+    """What ``leadrelay serve`` runs beside delivery: reconcile in each minute ``[reconcile]
+    schedule`` matches (host's local time, as flow schedules), and the retention prune of
+    :mod:`leadrelay.trace` at start and then once a day.
+
+    ``reconciler`` and ``pruner`` are the functions run (tests give recording ones).
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        store: StateStore,
+        *,
+        reconciler: Callable[[Config, StateStore], ReconcileReport] | None = None,
+        pruner: Callable[[StateStore, int], object] | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.reconciler = reconciler or (lambda config, store: reconcile(config, store))
+        self.pruner = pruner or _prune
+        self._reconciled: datetime | None = None
+        self._pruned: datetime | None = None
+
+    def tick(self, moment: datetime) -> list[str]:
+        """Run what is due at ``moment``; the names of what ran (``reconcile``, ``prune``)."""
+        minute = moment.replace(second=0, microsecond=0)
+        ran: list[str] = []
+        if reconcile_due(self.config, minute) and self._reconciled != minute:
+            self._reconciled = minute
+            ran.append("reconcile")
+            try:
+                report = self.reconciler(self.config, self.store)
+            except Exception as exc:  # one failing run must not end the schedule
+                log.error("reconcile failed: %s: %s", type(exc).__name__, exc)
+            else:
+                for result in report.forms:
+                    level = logging.ERROR if result.status in {"failed", "config"} else logging.INFO
+                    log.log(
+                        level,
+                        "reconcile %s: %s, found %d, already here %d, backfilled %d%s",
+                        result.form,
+                        result.status,
+                        result.total("found"),
+                        result.total("already"),
+                        result.total("backfilled"),
+                        f" ({result.message})" if result.message else "",
+                    )
+        if self._pruned is None or moment - self._pruned >= timedelta(days=1):
+            self._pruned = moment
+            ran.append("prune")
+            try:
+                self.pruner(self.store, self.config.state.retention_days)
+            except Exception as exc:  # a failed prune is tried again the next day
+                log.error("retention prune failed: %s: %s", type(exc).__name__, exc)
+        return ran
+
+    def run(self, stop: Any, *, clock: Callable[[], datetime] | None = None) -> None:
+        """Tick each minute until ``stop`` (an Event) is set."""
+        now = clock or (lambda: datetime.now().astimezone())
+        while not stop.is_set():
+            current = now()
+            self.tick(current)
+            following = current.replace(second=0, microsecond=0) + timedelta(minutes=1)
+            if stop.wait(max((following - now()).total_seconds(), 0.0)):
+                return
+
+
+def _prune(store: StateStore, retention_days: int) -> object:
+    from leadrelay.trace import prune
+
+    result = prune(store, retention_days=retention_days)
+    log.info(
+        "retention (%d days): pruned %d run event(s), %d run(s), %d dead letter(s), "
+        "%d field problem(s)",
+        retention_days,
+        result.events,
+        result.runs,
+        result.dead_letters,
+        result.field_problems,
+    )
+    return result
+
+
+def _upkeep_process_main(config_path: str, stop: Any) -> None:
+    """The body of :class:`UpkeepProcess`'s child."""
+    from leadrelay.config import load_config
+
+    child_logging(log, "upkeep")
+    config = load_config(config_path)
+    store = StateStore(config.state.url)
+    try:
+        Upkeep(config, store).run(stop)
+    finally:
+        store.close()
+
+
+class UpkeepProcess(ServeChild):
+    """:class:`Upkeep` in a child process of ``leadrelay serve``; :meth:`stop` waits for the
+    reconcile in progress (60 s), then makes sure the child is gone."""
+
+    def __init__(self, config_path: Path) -> None:
+        stop = SPAWN.Event()
+        super().__init__(
+            "leadrelay-upkeep",
+            _upkeep_process_main,
+            (str(config_path), stop),
+            stop,
+            stop_timeout_s=60.0,
+        )
 
 
 # -- the command ----------------------------------------------------------------------------

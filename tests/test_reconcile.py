@@ -19,7 +19,7 @@ import pytest
 from leadrelay.capture.worker import drain_inbox
 from leadrelay.cli import main
 from leadrelay.config import load_config
-from leadrelay.reconcile import ReconcileError, parse_since, reconcile, reconcile_due
+from leadrelay.reconcile import ReconcileError, Upkeep, parse_since, reconcile, reconcile_due
 from leadrelay.sandbox.server import SandboxServer
 from leadrelay.sync.state import LedgerState
 from tests.capture.sandbox_project import META_FORM_ID, admin
@@ -325,3 +325,49 @@ def test_linkedin_form_id_listed_as_a_urn_is_reconciled(project: ReconcileProjec
     project.create_linkedin_lead("urn@acme.io")
     code, out = run_cli(project, "reconcile", "li-ads", "--json")
     assert (code, json.loads(out)["forms"][0]["backfilled"]) == (0, 1)
+
+
+# -- serve's upkeep -----------------------------------------------------------------------------
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.reconciled = 0
+        self.pruned: list[int] = []
+
+    def reconcile(self, config: Any, store: Any) -> Any:
+        self.reconciled += 1
+        return reconcile(config, store, dry_run=True)
+
+    def prune(self, store: Any, days: int) -> None:
+        self.pruned.append(days)
+
+
+def test_upkeep_reconciles_in_each_scheduled_minute_once_and_prunes_daily(
+    project: ReconcileProject,
+) -> None:
+    project.toml.write_text(
+        project.toml.read_text(encoding="utf-8") + '\n[reconcile]\nschedule = "*/10 * * * *"\n'
+    )
+    config = load_config(project.toml, environ={})
+    recorder = Recorder()
+    upkeep = Upkeep(config, project.store, reconciler=recorder.reconcile, pruner=recorder.prune)
+    start = datetime(2026, 12, 7, 3, 10, 5, tzinfo=UTC)
+    ran = [
+        upkeep.tick(start),
+        upkeep.tick(start + timedelta(seconds=30)),
+        upkeep.tick(start + timedelta(minutes=1)),
+        upkeep.tick(start + timedelta(minutes=10)),
+        upkeep.tick(start + timedelta(days=1)),
+    ]
+    assert ran == [["reconcile", "prune"], [], [], ["reconcile"], ["reconcile", "prune"]]
+    assert (recorder.reconciled, recorder.pruned) == (3, [90, 90])
+
+
+def test_upkeep_without_a_schedule_only_prunes(project: ReconcileProject) -> None:
+    recorder = Recorder()
+    upkeep = Upkeep(
+        project.config, project.store, reconciler=recorder.reconcile, pruner=recorder.prune
+    )
+    assert upkeep.tick(datetime(2026, 12, 7, 3, 0, tzinfo=UTC)) == ["prune"]
+    assert recorder.reconciled == 0
