@@ -195,31 +195,24 @@ def _initial_keys(conn: Connection, query: str) -> tuple[set[str], list[str]]:
     looked: list[str] = []
     if ":" in text:
         system, _, record = text.partition(":")
-        keys |= _scalars(
-            conn,
-            sa.select(links_table.c.lead_key).where(
-                links_table.c.connection == system, links_table.c.external_id == record
+        # (lead key, system, record id) columns of each table that names a system's record
+        for lead_key, system_column, record_column in (
+            (links_table.c.lead_key, links_table.c.connection, links_table.c.external_id),
+            (ledger_table.c.lead_key, ledger_table.c.destination, ledger_table.c.external_id),
+            (
+                tombstones_table.c.lead_key,
+                tombstones_table.c.connection,
+                tombstones_table.c.external_id,
             ),
-        )
-        keys |= _scalars(
-            conn,
-            sa.select(ledger_table.c.lead_key).where(
-                ledger_table.c.destination == system, ledger_table.c.external_id == record
+            (
+                dead_letters_table.c.lead_key,
+                dead_letters_table.c.connection,
+                dead_letters_table.c.record_ref,
             ),
-        )
-        keys |= _scalars(
-            conn,
-            sa.select(tombstones_table.c.lead_key).where(
-                tombstones_table.c.connection == system, tombstones_table.c.external_id == record
-            ),
-        )
-        keys |= _scalars(
-            conn,
-            sa.select(dead_letters_table.c.lead_key).where(
-                dead_letters_table.c.connection == system,
-                dead_letters_table.c.record_ref == record,
-            ),
-        )
+        ):
+            keys |= _scalars(
+                conn, sa.select(lead_key).where(system_column == system, record_column == record)
+            )
         looked += [
             f"links ({system} record {record})",
             "ledger",

@@ -3,8 +3,11 @@ LinkedIn ad account set), for ``tests/test_reconcile.py`` and ``tests/test_trace
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from leadrelay.config import load_config
 from leadrelay.sandbox.server import SandboxServer
@@ -85,3 +88,23 @@ class ReconcileProject(Project):
             },
         )
         return str(created["id"])
+
+
+# -- fixtures (imported by the test modules) ----------------------------------------------------
+
+
+@pytest.fixture(name="sandbox", scope="module")
+def sandbox_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxServer]:
+    """Every emulator on one HTTPS port, once per test module."""
+    with SandboxServer(ca_dir=tmp_path_factory.mktemp("ca")) as running:
+        yield running
+
+
+@pytest.fixture(name="project")
+def project_fixture(sandbox: SandboxServer, tmp_path: Path) -> Iterator[ReconcileProject]:
+    """The reconcilable sandbox project on an emptied sandbox without faults."""
+    admin(sandbox, "reset", {})
+    admin(sandbox, "faults", {})
+    opened = ReconcileProject(tmp_path, sandbox)
+    yield opened
+    opened.close()

@@ -10,7 +10,6 @@ import ssl
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,22 +22,13 @@ from leadrelay.reconcile import ReconcileError, Upkeep, parse_since, reconcile, 
 from leadrelay.sandbox.server import SandboxServer
 from leadrelay.sync.state import LedgerState
 from tests.capture.sandbox_project import META_FORM_ID, admin
-from tests.reconcile_sandbox import LINKEDIN_ACCOUNT, LINKEDIN_FORM_ID, ReconcileProject
-
-
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxServer]:
-    with SandboxServer(ca_dir=tmp_path_factory.mktemp("ca")) as running:
-        yield running
-
-
-@pytest.fixture
-def project(sandbox: SandboxServer, tmp_path: Path) -> Iterator[ReconcileProject]:
-    admin(sandbox, "reset", {})
-    admin(sandbox, "faults", {})
-    opened = ReconcileProject(tmp_path, sandbox)
-    yield opened
-    opened.close()
+from tests.reconcile_sandbox import (  # noqa: F401 (fixtures)
+    LINKEDIN_ACCOUNT,
+    LINKEDIN_FORM_ID,
+    ReconcileProject,
+    project_fixture,
+    sandbox_fixture,
+)
 
 
 @pytest.fixture

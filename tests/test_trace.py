@@ -17,27 +17,10 @@ from leadrelay.capture.worker import drain_inbox
 from leadrelay.cli import main
 from leadrelay.config import read_env_file
 from leadrelay.reconcile import reconcile
-from leadrelay.sandbox.server import SandboxServer
 from leadrelay.sync.runner import run_flows
 from leadrelay.sync.state import RunStatus, StateStore, dead_letters_table, runs_table
 from leadrelay.trace import WITHHELD_CONSENT, WITHHELD_SECRET, find_trace, prune, redact_payload
-from tests.capture.sandbox_project import admin
-from tests.reconcile_sandbox import ReconcileProject
-
-
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxServer]:
-    with SandboxServer(ca_dir=tmp_path_factory.mktemp("ca")) as running:
-        yield running
-
-
-@pytest.fixture
-def project(sandbox: SandboxServer, tmp_path: Path) -> Iterator[ReconcileProject]:
-    admin(sandbox, "reset", {})
-    admin(sandbox, "faults", {})
-    opened = ReconcileProject(tmp_path, sandbox)
-    yield opened
-    opened.close()
+from tests.reconcile_sandbox import ReconcileProject, project_fixture, sandbox_fixture  # noqa: F401 (fixtures)
 
 
 def run_cli(project: ReconcileProject, *argv: str) -> tuple[int, str, str]:
