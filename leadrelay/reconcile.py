@@ -31,6 +31,7 @@ import sqlalchemy as sa
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from leadrelay.capture.sources import (
     FetchError,
@@ -604,11 +605,11 @@ def _render(report: ReconcileReport) -> None:
         if result.message:
             notes.append(f"{result.form}: {result.message}")
         if not result.days:
-            table.add_row(result.form, result.source, "-", "0", "0", "0")
+            table.add_row(Text(result.form), result.source, "-", "0", "0", "0")
         for day in sorted(result.days):
             count = result.days[day]
             table.add_row(
-                result.form,
+                Text(result.form),
                 result.source,
                 day.isoformat(),
                 str(count.found),
@@ -617,4 +618,4 @@ def _render(report: ReconcileReport) -> None:
             )
     _console.print(table)
     for note in notes:
-        _console.print(note, highlight=False, soft_wrap=True)
+        _console.print(Text(note), soft_wrap=True)

@@ -40,6 +40,7 @@ import sqlalchemy as sa
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 from sqlalchemy.engine import Connection
 
 from leadrelay.clikit import ConfigOption, JsonOption
@@ -190,7 +191,22 @@ def _initial_keys(conn: Connection, query: str) -> tuple[set[str], list[str]]:
                 identities_table.c.email.in_({email, text.lower()})
             ),
         )
-        return owners, ["identities (e-mail)"]
+        # A lead refused before its e-mail was claimed (a bad value, a CRM refusal) is known
+        # only by what was submitted: the capture payloads and dead letters holding the e-mail.
+        wanted = {email, text.lower()}
+        for table, column in (
+            (inbox_table, inbox_table.c.key),
+            (dead_letters_table, dead_letters_table.c.lead_key),
+        ):
+            lowered = sa.func.lower(sa.cast(table.c.payload, sa.Text))
+            for key, payload in conn.execute(
+                sa.select(column, table.c.payload).where(
+                    sa.or_(*(lowered.contains(value, autoescape=True) for value in wanted))
+                )
+            ):
+                if key is not None and _holds(payload, wanted):
+                    owners.add(str(key))
+        return owners, ["identities (e-mail)", "capture inbox payloads", "dead letter payloads"]
     keys: set[str] = set()
     looked: list[str] = []
     if ":" in text:
@@ -232,6 +248,15 @@ def _initial_keys(conn: Connection, query: str) -> tuple[set[str], list[str]]:
             keys |= _scalars(conn, sa.select(column).where(column == text).limit(1))
         looked += ["capture inbox, ledger, links, identities and dead letters (lead key)"]
     return keys, looked
+
+
+def _holds(value: Any, emails: set[str]) -> bool:
+    """Whether a payload holds one of ``emails`` as a whole value (any case)."""
+    if isinstance(value, Mapping):
+        return any(_holds(item, emails) for item in value.values())
+    if isinstance(value, list | tuple):
+        return any(_holds(item, emails) for item in value)
+    return isinstance(value, str) and value.strip().lower() in emails
 
 
 def _related_keys(conn: Connection, keys: set[str]) -> set[str]:
@@ -320,8 +345,7 @@ class _Collector:
                 row.received_at,
                 "received",
                 row.form,
-                f"{how} from {row.source} ({row.dedupe_key})"
-                + (", a test lead" if row.is_test else ""),
+                f"{how} from {row.source}" + (", a test lead" if row.is_test else ""),
                 inbox_key=row.key,
                 source=row.source,
                 dedupe_key=row.dedupe_key,
@@ -698,38 +722,39 @@ def trace_command(
     if not trace.found:
         if not as_json:
             _err.print(
-                f"no lead matches {query!r}; looked in: {', '.join(trace.looked_in)}",
-                highlight=False,
+                Text(f"no lead matches {query!r}; looked in: {', '.join(trace.looked_in)}"),
                 soft_wrap=True,
             )
         raise typer.Exit(1)
 
 
 def _render(trace: Trace) -> None:
+    # Every value may hold brackets (a payload, a system's message): printed as plain Text,
+    # never read as Rich markup.
     if not trace.found:
         return
-    _console.print(f"[bold]lead {', '.join(trace.lead_keys)}[/]", highlight=False)
+    lines = [f"lead {', '.join(trace.lead_keys)}"]
     if trace.emails:
-        _console.print(f"e-mail: {', '.join(trace.emails)}", highlight=False)
-    for connection, record in sorted(trace.records.items()):
-        _console.print(f"{connection}: record {record}", highlight=False)
+        lines.append(f"e-mail: {', '.join(trace.emails)}")
+    lines += [f"{name}: record {record}" for name, record in sorted(trace.records.items())]
     if trace.attribution:
         first = trace.attribution.get("first_touch", {})
-        _console.print(
+        lines.append(
             f"attribution: channel {trace.attribution.get('channel')} "
             f"({trace.attribution.get('rule') or 'no rule'}); first touch {first.get('form')} "
-            f"at {first.get('at')}",
-            highlight=False,
+            f"at {first.get('at')}"
         )
+    for line in lines:
+        _console.print(Text(line))
     table = Table(title="journey")
     for column in ("at", "step", "where", "what", "details"):
         table.add_column(column, overflow="fold")
     for event in trace.events:
         table.add_row(
-            event.at.isoformat(timespec="seconds") if event.at else "-",
-            event.kind,
-            event.where,
-            event.summary,
-            payload_text(event.details) if event.details else "",
+            Text(event.at.isoformat(timespec="seconds") if event.at else "-"),
+            Text(event.kind),
+            Text(event.where),
+            Text(event.summary),
+            Text(payload_text(event.details) if event.details else ""),
         )
     _console.print(table)

@@ -316,3 +316,17 @@ def test_a_registered_secret_is_removed_from_any_text() -> None:
     assert redact_payload({"note": "my key is s3cr3t-value"}, ["s3cr3t-value"]) == {
         "note": "my key is ***"
     }
+
+
+def test_a_lead_refused_before_it_had_an_identity_is_found_by_email(
+    project: ReconcileProject,
+) -> None:
+    with project.client() as client:
+        project.post_webform(client, email="Bad.Value@acme.io", employees="lots")
+    drain_inbox(project.config, project.store, connectors=project.pool)
+    code, out, _ = run_cli(project, "trace", "bad.value@acme.io", "--json")
+    body = json.loads(out)
+    (letter,) = [e for e in body["events"] if e["kind"] == "dead letter"]
+    assert code == 0
+    assert "(field employees)" in letter["summary"]
+    assert [e["kind"] for e in body["events"]][:1] == ["received"]
