@@ -355,13 +355,7 @@ def _chosen(config: Config, names: Sequence[str]) -> list[tuple[str, FormConfig]
         raise ReconcileError(
             f"unknown form(s) {', '.join(unknown)} (forms in the configuration: {defined})"
         )
-    if wanted:
-        return [(name, config.forms[name]) for name in wanted]
-    return [
-        (name, form)
-        for name, form in config.forms.items()
-        if isinstance(form, MetaFormConfig | LinkedInFormConfig)
-    ]
+    return [(name, config.forms[name]) for name in wanted or sorted(config.forms)]
 
 
 def reconcile(
@@ -373,9 +367,9 @@ def reconcile(
     dry_run: bool = False,
     listers: Listers | None = None,
 ) -> ReconcileReport:
-    """Reconcile ``forms`` (default: ``[reconcile] forms``, else every Meta and LinkedIn form)
-    from ``since`` (default: ``[reconcile] lookback_days`` ago). Raises
-    :class:`ReconcileError` for an unknown form name."""
+    """Reconcile ``forms`` (default: ``[reconcile] forms``, else every form: those that are not
+    Meta or LinkedIn are reported as having nothing to reconcile) from ``since`` (default:
+    ``[reconcile] lookback_days`` ago). Raises :class:`ReconcileError` for an unknown form."""
     chosen = _chosen(config, forms)
     now = store.now()
     start = since if since is not None else now - timedelta(days=config.reconcile.lookback_days)
@@ -548,8 +542,7 @@ def reconcile_command(
     forms: Annotated[
         list[str] | None,
         typer.Argument(
-            help="Forms to reconcile (default: \\[reconcile] forms, else every Meta and "
-            "LinkedIn form).",
+            help="Forms to reconcile (default: \\[reconcile] forms, else every form).",
             show_default=False,
         ),
     ] = None,
