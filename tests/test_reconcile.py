@@ -361,3 +361,10 @@ def test_upkeep_without_a_schedule_only_prunes(project: ReconcileProject) -> Non
     )
     assert upkeep.tick(datetime(2026, 12, 7, 3, 0, tzinfo=UTC)) == ["prune"]
     assert recorder.reconciled == 0
+
+
+def test_linkedin_responses_before_since_are_not_read(project: ReconcileProject) -> None:
+    project.create_linkedin_lead("old.li@acme.io", submitted_at=int((time.time() - 864000) * 1000))
+    project.create_linkedin_lead("new.li@acme.io")
+    report = reconcile(project.config, project.store, forms=["li-ads"], dry_run=True)
+    assert totals(report, "li-ads") == (1, 0, 1)

@@ -34,7 +34,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -504,7 +504,8 @@ def list_linkedin_responses(
     until: datetime | None = None,
     client: httpx.Client | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Every response to a LinkedIn lead form (submitted in ``[since, until]``), newest first.
+    """Every response to a LinkedIn lead form (submitted in ``[since, until or now]``; all
+    of them without ``since``), newest first.
 
     Reads the owner finder ``GET {api_url}/rest/leadFormResponses?q=owner&owner=
     (sponsoredAccount:URN)&leadType=(leadType:SPONSORED)&submittedAtTimeRange=(start:ms,end:ms)``
@@ -522,13 +523,13 @@ def list_linkedin_responses(
     kind = "organization" if owner_urn.startswith("urn:li:organization:") else "sponsoredAccount"
     owner = quote(owner_urn, safe="")
     window = ""
-    if since is not None or until is not None:
-        bounds = []
-        if since is not None:
-            bounds.append(f"start:{int(since.timestamp() * 1000)}")
-        if until is not None:
-            bounds.append(f"end:{int(until.timestamp() * 1000)}")
-        window = f"&submittedAtTimeRange=({','.join(bounds)})"
+    if since is not None:
+        # LinkedIn's examples give both ends of the range: up to now unless told otherwise.
+        end = until if until is not None else datetime.now(UTC)
+        window = (
+            f"&submittedAtTimeRange=(start:{int(since.timestamp() * 1000)},"
+            f"end:{int(end.timestamp() * 1000)})"
+        )
     wanted = str(form_id).rsplit(":", 1)[-1]
     start = 0
     with _client(form.ca_bundle) if client is None else nullcontext(client) as http:
