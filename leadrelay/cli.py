@@ -86,6 +86,16 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
         "connect_app",
         "Connect a CRM once: obtain its refresh token and write it to the project's .env.",
     ),
+    "trace": (
+        "leadrelay.trace",
+        "trace_command",
+        "Where is my lead? One lead's journey: receipts, identity, writes, problems, events.",
+    ),
+    "reconcile": (
+        "leadrelay.reconcile",
+        "reconcile_command",
+        "Backfill ad-platform leads whose webhook never arrived, through the capture path.",
+    ),
 }
 
 # rich markup is "[style]…[/]": an unescaped "[forms]" in a help text would vanish from --help.

@@ -207,9 +207,13 @@ class StateConfig(_Section):
         url: SQLAlchemy URL; ``sqlite:///leadrelay.db`` by default. A relative SQLite path is
             resolved against the config folder. ``postgresql://…`` for several workers. The URL
             may hold a password, so it is left out of the repr; use :attr:`display_url` to show it.
+        retention_days: how long run events, settled dead letters and fixed field problems
+            are kept for ``leadrelay trace`` (90 by default); ``leadrelay trace --prune`` drops
+            older ones (``leadrelay/trace.py``).
     """
 
     url: str = Field(default="sqlite:///leadrelay.db", repr=False, validate_default=True)
+    retention_days: int = Field(default=90, ge=1, le=3650)
 
     @field_validator("url")
     @classmethod
@@ -958,6 +962,21 @@ FormConfig = Annotated[
 # the whole file
 
 
+class ReconcileConfig(_Section):
+    """``[reconcile]``: re-reading the ad platforms' own lists of leads (``leadrelay reconcile``).
+
+    Keys:
+        schedule: a cron expression; ``leadrelay serve`` runs reconcile on it. None (default):
+            only on demand.
+        forms: the Meta / LinkedIn forms to reconcile; empty (default): every one.
+        lookback_days: how far back a run reads when ``--since`` is not given (default 7).
+    """
+
+    schedule: Annotated[str, AfterValidator(_cron)] | None = None
+    forms: list[Name] = Field(default_factory=list)
+    lookback_days: int = Field(default=7, ge=1, le=365)
+
+
 class Config(_Section):
     """A validated ``leadrelay.toml``.
 
@@ -967,6 +986,7 @@ class Config(_Section):
         flows: list of :class:`FlowConfig` (``[[flows]]``).
         forms: name → :data:`FormConfig` (``[forms.NAME]``).
         capture: :class:`CaptureConfig` (``[capture]``).
+        reconcile: :class:`ReconcileConfig` (``[reconcile]``).
         scoring, routing, recycle: the handoff rules of DESIGN §12
             (:class:`~leadrelay.handoff.scoring.ScoringConfig`,
             :class:`~leadrelay.handoff.routing.RoutingConfig`,
@@ -980,6 +1000,7 @@ class Config(_Section):
     flows: list[FlowConfig] = Field(default_factory=list)
     forms: dict[Name, FormConfig] = Field(default_factory=dict)
     capture: CaptureConfig = Field(default_factory=CaptureConfig)
+    reconcile: ReconcileConfig = Field(default_factory=ReconcileConfig)
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     recycle: RecycleConfig = Field(default_factory=RecycleConfig)
@@ -1208,6 +1229,7 @@ def _all_keys() -> list[str]:
         Config,
         StateConfig,
         CaptureConfig,
+        ReconcileConfig,
         HubSpotConnection,
         SalesforceConnection,
         ZohoConnection,

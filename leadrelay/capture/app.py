@@ -1113,7 +1113,8 @@ def serve(
     with the delivery worker in a child process (every ``[capture] worker_interval_s``, and
     right after a lead is stored; see :class:`~leadrelay.capture.worker.DeliveryProcess`) and,
     when a flow has a ``schedule``, the scheduler in another
-    (:class:`~leadrelay.sync.schedule.ScheduleProcess`).
+    (:class:`~leadrelay.sync.schedule.ScheduleProcess`); reconcile and the retention prune in
+    a third (:class:`~leadrelay.reconcile.UpkeepProcess`).
 
     ``host`` and ``port`` default to ``[capture]``. Returns when the server stops (Ctrl-C),
     after the delivery pass in progress; SIGTERM stops it the same way and exits 0. The
@@ -1121,6 +1122,7 @@ def serve(
     uvicorn's access log included, carry no secret (:mod:`leadrelay.capture.logs`).
     """
     from leadrelay.capture.worker import DeliveryProcess
+    from leadrelay.reconcile import UpkeepProcess
     from leadrelay.sync.schedule import ScheduleProcess, scheduled_flows
 
     register_config_secrets(config)
@@ -1130,8 +1132,11 @@ def serve(
     try:
         loop = DeliveryProcess(config.path)
         schedule = ScheduleProcess(config.path) if scheduled_flows(config) else None
+        # Reconcile on [reconcile] schedule, the retention prune once a day (leadrelay.reconcile).
+        upkeep = UpkeepProcess(config.path)
         app = create_app(config, store, on_stored=loop.wake)
         loop.start()
+        upkeep.start()
         if schedule is not None:
             schedule.start()
         try:
@@ -1145,6 +1150,7 @@ def serve(
             )
         finally:
             loop.stop()
+            upkeep.stop()
             if schedule is not None:
                 schedule.stop()
     finally:

@@ -20,14 +20,21 @@ fields: ``form_id``, ``ad_id``, ``campaign_id``, ``ad_account``, ``gclid``, ``pa
 Fetch errors are :class:`FetchError`: they name the source and the lead id, never the token,
 and say whether a later attempt may succeed (connection errors, timeouts, 429, 5xx) or not.
 Each fetch is one attempt; the delivery worker owns retries and backoff.
+
+For ``leadrelay reconcile``, :func:`list_meta_leads` and :func:`list_linkedin_responses` read a
+form's own list of leads from the platform (Meta's bulk read ``/{form_id}/leads``, LinkedIn's
+``leadFormResponses`` owner finder), page by page: the leads a lost notification never brought.
 """
 
 from __future__ import annotations
 
+import json
 import ssl
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -57,7 +64,10 @@ __all__ = [
     "fetch_meta_record",
     "flatten_meta_field_data",
     "google_fields",
+    "linkedin_owner_urn",
     "linkedin_response_id",
+    "list_linkedin_responses",
+    "list_meta_leads",
     "submission_fields",
 ]
 
@@ -233,6 +243,61 @@ def fetch_meta_lead(
         return flatten_meta_field_data(record.get("field_data", []))
     except ValueError as exc:
         raise FetchError("meta_lead_ads", leadgen_id, str(exc), retryable=False) from None
+
+
+#: The fields asked of each lead of a form's list: ids and times, no answers (the delivery
+#: step fetches those by id, as after a notification).
+META_LIST_FIELDS = "id,created_time,form_id,ad_id,adset_id,campaign_id,is_organic,platform"
+_META_PAGE = 100
+
+
+def list_meta_leads(
+    form: MetaFormConfig,
+    form_id: str,
+    *,
+    since: datetime | None = None,
+    client: httpx.Client | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Every lead of a Meta lead form (created after ``since``), newest first.
+
+    Reads the bulk-read edge ``GET {graph_url}/{api_version}/{form_id}/leads`` with the
+    ``time_created`` filter and follows the ``after`` cursor until Graph gives no ``next``
+    page. The token goes in the header; the ``next`` URL (which may carry it) is never used.
+    Raises :class:`FetchError` naming the form.
+    """
+    url = f"{form.graph_url}/{form.api_version}/{quote(form_id, safe='')}/leads"
+    headers = {"Authorization": f"Bearer {form.access_token.get_secret_value()}"}
+    params = {"fields": META_LIST_FIELDS, "limit": str(_META_PAGE)}
+    if since is not None:
+        params["filtering"] = json.dumps(
+            [{"field": "time_created", "operator": "GREATER_THAN", "value": int(since.timestamp())}]
+        )
+    with _client(form.ca_bundle) if client is None else nullcontext(client) as http:
+        while True:
+            body = _get_json(
+                http,
+                url,
+                source="meta_lead_ads",
+                lead_id=f"form {form_id}",
+                what="form's leads",
+                params=params,
+                headers=headers,
+            )
+            data = body.get("data")
+            if not isinstance(data, list):
+                raise FetchError(
+                    "meta_lead_ads",
+                    f"form {form_id}",
+                    "form's leads: the answer has no data list",
+                    retryable=False,
+                )
+            yield from (lead for lead in data if isinstance(lead, dict))
+            paging = body.get("paging")
+            cursors = paging.get("cursors") if isinstance(paging, dict) else None
+            after = cursors.get("after") if isinstance(cursors, dict) else None
+            if not data or not isinstance(paging, dict) or not paging.get("next") or not after:
+                return
+            params = {**params, "after": str(after)}
 
 
 # -- LinkedIn --------------------------------------------------------------------------------
@@ -420,6 +485,90 @@ def fetch_linkedin_lead(
 ) -> dict[str, str]:
     """The answers of a LinkedIn lead form response, by predefined field name."""
     return fetch_linkedin_response(form, response_urn, client=client)[1]
+
+
+_LINKEDIN_PAGE = 100
+
+
+def linkedin_owner_urn(ad_account: str) -> str:
+    """A form's ``ad_account`` (``N`` or ``urn:li:sponsoredAccount:N``) as the owner URN."""
+    text = ad_account.strip()
+    return text if text.startswith("urn:li:") else f"urn:li:sponsoredAccount:{text}"
+
+
+def list_linkedin_responses(
+    form: LinkedInFormConfig,
+    form_id: str,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    client: httpx.Client | None = None,
+) -> Iterator[dict[str, Any]]:
+    """Every response to a LinkedIn lead form (submitted in ``[since, until or now]``; all
+    of them without ``since``), newest first.
+
+    Reads the owner finder ``GET {api_url}/rest/leadFormResponses?q=owner&owner=
+    (sponsoredAccount:URN)&leadType=(leadType:SPONSORED)&submittedAtTimeRange=(start:ms,end:ms)``
+    with offset paging, keeping the responses to ``form_id`` (any version of the form). The
+    owner is the form's ``ad_account``. Raises :class:`FetchError` naming the form.
+    """
+    if not form.ad_account:
+        raise FetchError(
+            "linkedin_lead_gen",
+            f"form {form_id}",
+            "ad_account (the sponsored account that owns the form) is needed to list its leads",
+            retryable=False,
+        )
+    owner_urn = linkedin_owner_urn(form.ad_account)
+    kind = "organization" if owner_urn.startswith("urn:li:organization:") else "sponsoredAccount"
+    owner = quote(owner_urn, safe="")
+    window = ""
+    if since is not None:
+        # LinkedIn's examples give both ends of the range: up to now unless told otherwise.
+        end = until if until is not None else datetime.now(UTC)
+        window = (
+            f"&submittedAtTimeRange=(start:{int(since.timestamp() * 1000)},"
+            f"end:{int(end.timestamp() * 1000)})"
+        )
+    wanted = str(form_id).rsplit(":", 1)[-1]
+    start = 0
+    with _client(form.ca_bundle) if client is None else nullcontext(client) as http:
+        while True:
+            # Rest.li 2.0 query syntax: the parentheses and colons are the syntax, the URN
+            # inside is percent-encoded; httpx keeps an already-encoded query as it is.
+            url = (
+                f"{_linkedin_rest(form)}/leadFormResponses?q=owner&owner=({kind}:{owner})"
+                f"&leadType=(leadType:SPONSORED){window}&start={start}&count={_LINKEDIN_PAGE}"
+            )
+            body = _get_json(
+                http,
+                url,
+                source="linkedin_lead_gen",
+                lead_id=f"form {form_id}",
+                what="form's responses",
+                headers=_linkedin_headers(form),
+            )
+            elements = body.get("elements")
+            if not isinstance(elements, list):
+                raise FetchError(
+                    "linkedin_lead_gen",
+                    f"form {form_id}",
+                    "form's responses: the answer has no elements list",
+                    retryable=False,
+                )
+            for element in elements:
+                if not isinstance(element, dict):
+                    continue
+                urn = str(
+                    element.get("versionedLeadGenFormUrn") or element.get("leadGenForm") or ""
+                )
+                if _linkedin_form_id(urn) == wanted:
+                    yield element
+            paging = body.get("paging")
+            total = paging.get("total") if isinstance(paging, dict) else None
+            start += len(elements)
+            if not elements or not isinstance(total, int) or start >= total:
+                return
 
 
 # -- Google Ads ------------------------------------------------------------------------------

@@ -3,10 +3,22 @@
 Leads are created through the admin API, as the platforms' lead-testing tools would
 (``POST /__sandbox__/leads/meta`` and ``POST /__sandbox__/leads/linkedin``); a connector then
 fetches them the way it would after a webhook (DESIGN §10, crm-api-facts §4).
+
+Both platforms also list a form's leads, which is how a lead whose notification never came is
+found again (``leadrelay reconcile``):
+
+* Meta's bulk read ``GET /v{version}/{form_id}/leads``: newest first, ``limit`` (default 25),
+  cursor paging ``{"data": [...], "paging": {"cursors": {"before", "after"}, "next"?}}`` and
+  ``filtering=[{"field": "time_created", "operator": "GREATER_THAN", "value": unix}]``;
+* LinkedIn's finder ``GET /rest/leadFormResponses?q=owner&owner=(sponsoredAccount:URN)
+  &leadType=(leadType:SPONSORED)[&versionedLeadGenFormUrn=URN][&submittedAtTimeRange=(start:ms,
+  end:ms)]&start=&count=``: offset paging ``{"elements": [...], "paging": {"start", "count",
+  "total", "links"}}``.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import secrets
@@ -14,6 +26,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -72,6 +85,14 @@ LINKEDIN_PREDEFINED_FIELDS = (
 _LINKEDIN_VERSION = re.compile(r"^(\d{4})(\d{2})(\.\d{2})?$")
 #: Oldest LinkedIn-Version the sandbox treats as active (LinkedIn sunsets versions after a year).
 LINKEDIN_OLDEST_VERSION = "202401"
+#: The sponsored account that owns every sandbox lead form.
+LINKEDIN_SANDBOX_OWNER = "urn:li:sponsoredAccount:500000001"
+#: The largest page of the owner finder.
+LINKEDIN_PAGE_MAX = 100
+_LINKEDIN_OWNER = re.compile(r"^\((?:sponsoredAccount|organization):(?P<urn>urn:li:\w+:\d+)\)$")
+_LINKEDIN_LEAD_TYPE = re.compile(r"^\(leadType:(?P<type>[A-Z_]+)\)$")
+_LINKEDIN_RANGE = re.compile(r"^\((?:start:(?P<start>\d+))?,?(?:end:(?P<end>\d+))?\)$")
+_LINKEDIN_FORM = re.compile(r"urn:li:leadGenForm:(?P<id>\d+)")
 
 
 def _fbtrace() -> str:
@@ -91,6 +112,60 @@ def graph_error(
 
 def _invalid_body(reason: str) -> JSONResponse:
     return JSONResponse({"error": reason}, status_code=400)
+
+
+#: Graph's default and largest page of a form's leads.
+META_PAGE_DEFAULT = 25
+META_PAGE_MAX = 500
+
+
+def _encode_cursor(lead_id: str) -> str:
+    return base64.urlsafe_b64encode(f"lead:{lead_id}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> str | None:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return text.removeprefix("lead:") if text.startswith("lead:") else None
+
+
+def _meta_time_filter(raw: str | None) -> tuple[float | None, float | None] | Response:
+    """``filtering=[{"field": "time_created", "operator": "GREATER_THAN"|"LESS_THAN",
+    "value": unix}]`` → (after, before) bounds in unix seconds."""
+    if raw is None:
+        return None, None
+    try:
+        rules = json.loads(raw)
+    except ValueError:
+        rules = None
+    if not isinstance(rules, list):
+        return graph_error(400, "(#100) filtering must be a JSON array", "OAuthException", 100)
+    after: float | None = None
+    before: float | None = None
+    for rule in rules:
+        if not isinstance(rule, dict) or rule.get("field") != "time_created":
+            return graph_error(
+                400, "(#100) Filtering field is not supported", "OAuthException", 100
+            )
+        value = rule.get("value")
+        if isinstance(value, str) and value.isdigit():
+            value = int(value)
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            return graph_error(
+                400, "(#100) time_created needs a unix time value", "OAuthException", 100
+            )
+        operator = rule.get("operator")
+        if operator == "GREATER_THAN":
+            after = float(value)
+        elif operator == "LESS_THAN":
+            before = float(value)
+        else:
+            return graph_error(
+                400, f"(#100) Unsupported operator {operator!r}", "OAuthException", 100
+            )
+    return after, before
 
 
 @dataclass
@@ -185,11 +260,14 @@ class MetaEmulator(Emulator):
         platform = body.get("platform", "fb")
         if platform not in {"fb", "ig"}:
             return "platform must be fb or ig"
+        created = body.get("created_time", time.time())
+        if not isinstance(created, int | float) or isinstance(created, bool) or created < 0:
+            return "created_time must be a unix time in seconds"
         with self.lock:
             self._next += 1 + secrets.randbelow(1000)
             lead = MetaLead(
                 id=str(self._next),
-                created_time=datetime.now(UTC),
+                created_time=datetime.fromtimestamp(int(created), UTC),
                 form_id=str(form_id),
                 page_id=optional_ids["page_id"] or "100000000000001",
                 field_data=[{"name": i["name"], "values": list(i["values"])} for i in field_data],
@@ -217,7 +295,7 @@ class MetaEmulator(Emulator):
 
         return [Route("/leads/meta", create, methods=["POST"])]
 
-    def _read(self, request: Request, leadgen_id: str) -> Response:
+    def _refuse_token(self, request: Request) -> Response | None:
         token = request.query_params.get("access_token")
         header = request.headers.get("authorization", "")
         if token is None and header.startswith(("Bearer ", "OAuth ")):
@@ -230,12 +308,31 @@ class MetaEmulator(Emulator):
             return graph_error(
                 400, "Invalid OAuth access token - Cannot parse access token", "OAuthException", 190
             )
+        return None
+
+    @staticmethod
+    def _field_names(request: Request) -> tuple[list[str], Response | None]:
         requested = request.query_params.get("fields")
         names = (
             [name.strip() for name in requested.split(",") if name.strip()]
             if requested
             else list(META_DEFAULT_FIELDS)
         )
+        unknown = [name for name in names if name not in META_LEAD_FIELDS]
+        if unknown:
+            return names, graph_error(
+                400,
+                f"(#100) Tried accessing nonexisting field ({unknown[0]}) on node type "
+                "(UserLeadGenInfo)",
+                "OAuthException",
+                100,
+            )
+        return names, None
+
+    def _read(self, request: Request, leadgen_id: str) -> Response:
+        refused = self._refuse_token(request)
+        if refused is not None:
+            return refused
         with self.lock:
             lead = self.leads.get(leadgen_id)
         if lead is None:
@@ -249,16 +346,70 @@ class MetaEmulator(Emulator):
                 100,
                 33,
             )
-        unknown = [name for name in names if name not in META_LEAD_FIELDS]
-        if unknown:
+        names, refused = self._field_names(request)
+        if refused is not None:
+            return refused
+        return JSONResponse(lead.to_json(names))
+
+    def _list(self, request: Request, form_id: str) -> Response:
+        """A form's leads, newest first, with Graph's cursor paging (the bulk read)."""
+        refused = self._refuse_token(request)
+        if refused is not None:
+            return refused
+        if not _DIGITS.match(form_id):
             return graph_error(
                 400,
-                f"(#100) Tried accessing nonexisting field ({unknown[0]}) on node type "
-                "(UserLeadGenInfo)",
-                "OAuthException",
+                f"Unsupported get request. Object with ID '{form_id}' does not exist",
+                "GraphMethodException",
                 100,
+                33,
             )
-        return JSONResponse(lead.to_json(names))
+        names, refused = self._field_names(request)
+        if refused is not None:
+            return refused
+        limit_text = request.query_params.get("limit", str(META_PAGE_DEFAULT))
+        if not limit_text.isdigit() or int(limit_text) < 1:
+            return graph_error(400, "(#100) Invalid parameter: limit", "OAuthException", 100)
+        limit = min(int(limit_text), META_PAGE_MAX)
+        bounds = _meta_time_filter(request.query_params.get("filtering"))
+        if isinstance(bounds, Response):
+            return bounds
+        after_after, before = bounds
+        with self.lock:
+            leads = sorted(
+                (lead for lead in self.leads.values() if lead.form_id == form_id),
+                key=lambda lead: (lead.created_time, int(lead.id)),
+                reverse=True,
+            )
+        leads = [
+            lead
+            for lead in leads
+            if (after_after is None or lead.created_time.timestamp() > after_after)
+            and (before is None or lead.created_time.timestamp() < before)
+        ]
+        start = 0
+        cursor = request.query_params.get("after")
+        if cursor:
+            position = _decode_cursor(cursor)
+            ids = [lead.id for lead in leads]
+            if position is None or position not in ids:
+                return graph_error(400, "(#100) Invalid cursor: after", "OAuthException", 100)
+            start = ids.index(position) + 1
+        page = leads[start : start + limit]
+        body: dict[str, Any] = {"data": [lead.to_json(names) for lead in page]}
+        if page:
+            paging: dict[str, Any] = {
+                "cursors": {
+                    "before": _encode_cursor(page[0].id),
+                    "after": _encode_cursor(page[-1].id),
+                }
+            }
+            if start + limit < len(leads):
+                query = dict(request.query_params)
+                query["after"] = paging["cursors"]["after"]
+                paging["next"] = f"{str(request.url).split('?', 1)[0]}?{urlencode(query)}"
+            body["paging"] = paging
+        return JSONResponse(body)
 
     def app(self) -> ASGIApp:
         """The Graph API subset: a lead by id, with or without a version prefix."""
@@ -267,6 +418,14 @@ class MetaEmulator(Emulator):
         @api.get("/v{version}/{leadgen_id}")
         async def versioned(request: Request, version: str, leadgen_id: str) -> Response:
             return self._read(request, leadgen_id)
+
+        @api.get("/v{version}/{form_id}/leads")
+        async def versioned_list(request: Request, version: str, form_id: str) -> Response:
+            return self._list(request, form_id)
+
+        @api.get("/{form_id}/leads")
+        async def bare_list(request: Request, form_id: str) -> Response:
+            return self._list(request, form_id)
 
         @api.get("/{leadgen_id}")
         async def bare(request: Request, leadgen_id: str) -> Response:
@@ -337,7 +496,7 @@ class LeadResponse:
         """The response as ``GET /rest/leadFormResponses/{id}`` answers it."""
         return {
             "id": self.id,
-            "owner": {"sponsoredAccount": "urn:li:sponsoredAccount:500000001"},
+            "owner": {"sponsoredAccount": LINKEDIN_SANDBOX_OWNER},
             "submitter": f"urn:li:person:sandbox{self.id[:8]}",
             "leadType": "SPONSORED",
             "versionedLeadGenFormUrn": (
@@ -419,6 +578,9 @@ class LinkedInEmulator(Emulator):
         test_lead = body.get("test_lead", False)
         if not isinstance(test_lead, bool):
             return "test_lead must be a boolean"
+        submitted_at = body.get("submitted_at", int(time.time() * 1000))
+        if not isinstance(submitted_at, int) or isinstance(submitted_at, bool) or submitted_at < 0:
+            return "submitted_at must be epoch milliseconds"
         form_id = int(form_text)
         with self.lock:
             form = self.forms.setdefault(form_id, LeadForm(form_id))
@@ -429,7 +591,7 @@ class LinkedInEmulator(Emulator):
                 id=secrets.token_hex(16),
                 form_id=form_id,
                 answers=[(form.questions[key], value) for key, value in answers.items()],
-                submitted_at=int(time.time() * 1000),
+                submitted_at=submitted_at,
                 test_lead=test_lead,
             )
             self.responses[response.id] = response
@@ -475,9 +637,98 @@ class LinkedInEmulator(Emulator):
             )
         return None
 
+    def _find_by_owner(self, request: Request) -> Response:
+        """The ``q=owner`` finder: an owner's responses, newest first, with offset paging."""
+        params = request.query_params
+        if params.get("q") != "owner":
+            return linkedin_error(400, "ILLEGAL_ARGUMENT", "q must be owner", 100)
+        owner = _LINKEDIN_OWNER.match(params.get("owner", ""))
+        if owner is None:
+            return linkedin_error(
+                400,
+                "ILLEGAL_ARGUMENT",
+                "owner must be (sponsoredAccount:urn:li:sponsoredAccount:N) or "
+                "(organization:urn:li:organization:N)",
+                100,
+            )
+        lead_type = _LINKEDIN_LEAD_TYPE.match(params.get("leadType", ""))
+        if lead_type is None:
+            return linkedin_error(
+                400, "ILLEGAL_ARGUMENT", "leadType must be (leadType:SPONSORED|EVENT|...)", 100
+            )
+        window = params.get("submittedAtTimeRange")
+        start_ms: int | None = None
+        end_ms: int | None = None
+        if window is not None:
+            found = _LINKEDIN_RANGE.match(window)
+            if found is None:
+                return linkedin_error(
+                    400, "ILLEGAL_ARGUMENT", "submittedAtTimeRange must be (start:ms,end:ms)", 100
+                )
+            start_ms = int(found["start"]) if found["start"] else None
+            end_ms = int(found["end"]) if found["end"] else None
+        start_text, count_text = params.get("start", "0"), params.get("count", "10")
+        if not start_text.isdigit() or not count_text.isdigit() or int(count_text) < 1:
+            return linkedin_error(400, "ILLEGAL_ARGUMENT", "start and count must be numbers", 100)
+        start, count = int(start_text), min(int(count_text), LINKEDIN_PAGE_MAX)
+        form_filter = params.get("versionedLeadGenFormUrn")
+        form_number = None
+        if form_filter is not None:
+            form_number = _LINKEDIN_FORM.search(form_filter)
+            if form_number is None:
+                return linkedin_error(
+                    400, "ILLEGAL_ARGUMENT", "versionedLeadGenFormUrn is not a form URN", 100
+                )
+        test_only = params.get("limitedToTestLeads", "false") == "true"
+        with self.lock:
+            found_responses = [
+                response
+                for response in self.responses.values()
+                if owner["urn"] == LINKEDIN_SANDBOX_OWNER
+                and lead_type["type"] == "SPONSORED"
+                and (form_number is None or response.form_id == int(form_number["id"]))
+                and (start_ms is None or response.submitted_at >= start_ms)
+                and (end_ms is None or response.submitted_at <= end_ms)
+                and (not test_only or response.test_lead)
+            ]
+        found_responses.sort(
+            key=lambda response: (response.submitted_at, response.id), reverse=True
+        )
+        page = found_responses[start : start + count]
+        links: list[dict[str, Any]] = []
+        if start + count < len(found_responses):
+            query = dict(params)
+            query["start"] = str(start + count)
+            links.append(
+                {
+                    "rel": "next",
+                    "type": "application/json",
+                    "href": f"{request.url.path}?{urlencode(query)}",
+                }
+            )
+        return JSONResponse(
+            {
+                "elements": [response.to_json() for response in page],
+                "paging": {
+                    "start": start,
+                    "count": count,
+                    "total": len(found_responses),
+                    "links": links,
+                },
+            }
+        )
+
     def app(self) -> ASGIApp:
-        """``/rest/leadFormResponses/{id}`` and ``/rest/leadForms/{id}``."""
+        """``/rest/leadFormResponses`` (the owner finder), ``/rest/leadFormResponses/{id}`` and
+        ``/rest/leadForms/{id}``."""
         api = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+
+        @api.get("/rest/leadFormResponses")
+        async def find_responses(request: Request) -> Response:
+            refused = self._check_headers(request)
+            if refused is not None:
+                return refused
+            return self._find_by_owner(request)
 
         @api.get("/rest/leadFormResponses/{response_id}")
         async def form_response(request: Request, response_id: str) -> Response:

@@ -1,0 +1,332 @@
+"""``leadrelay trace``: one lead's path through capture, sync and write-back on the sandbox, and
+the retention that prunes what it is made of."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from leadrelay.capture.worker import drain_inbox
+from leadrelay.cli import main
+from leadrelay.config import read_env_file
+from leadrelay.reconcile import reconcile
+from leadrelay.sync.runner import run_flows
+from leadrelay.sync.state import RunStatus, StateStore, dead_letters_table, runs_table
+from leadrelay.trace import WITHHELD_CONSENT, WITHHELD_SECRET, find_trace, prune, redact_payload
+from tests.reconcile_sandbox import ReconcileProject, project_fixture, sandbox_fixture  # noqa: F401 (fixtures)
+
+
+def run_cli(project: ReconcileProject, *argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with (
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+        pytest.raises(SystemExit) as exited,
+    ):
+        main([*argv, "--config", str(project.toml)])
+        raise SystemExit(0)
+    return int(exited.value.code or 0), out.getvalue(), err.getvalue()
+
+
+def submit_webform(project: ReconcileProject, email: str) -> str:
+    with project.client() as client:
+        response = project.post_webform(
+            client,
+            email=email,
+            first_name="Ana",
+            last_name="Silva",
+            company="Acme",
+            page_url="https://www.acme.io/pricing?utm_source=linkedin&utm_medium=paid_social",
+            consent_text="I agree to be contacted by Acme about my request.",
+        )
+    assert response.status_code == 202, response.text
+    return str(response.json()["key"])
+
+
+def kinds(trace: Any) -> list[str]:
+    return [event.kind for event in trace.events]
+
+
+def submit_and_sync(project: ReconcileProject, email: str) -> tuple[str, str]:
+    """A web form lead captured into HubSpot, synced to Salesforce, rejected there by sales
+    and written back to HubSpot; its inbox key and Salesforce id."""
+    key = submit_webform(project, email)
+    drain_inbox(project.config, project.store, connectors=project.pool)
+    flows = [flow for flow in project.config.flows if flow.name == "hubspot-salesforce"]
+    run_flows(project.config, project.store, flows)
+    salesforce = project.pool.get("salesforce")
+    record_id = str(salesforce.lookup(emails=[email])[email]["Id"])
+    [verdict] = salesforce.update(
+        {record_id: {"Status": "Closed - Not Converted", "Rejection_Reason__c": "Competitor"}}
+    )
+    assert verdict.ok, verdict
+    run_flows(project.config, project.store, flows)
+    return key, record_id
+
+
+def test_trace_shows_capture_sync_and_write_back_in_time_order(
+    project: ReconcileProject,
+) -> None:
+    key, salesforce_id = submit_and_sync(project, "journey@acme.io")
+    trace = find_trace(project.config, project.store, "journey@acme.io")
+    steps = [(event.kind, event.where) for event in trace.events]
+    path = [
+        ("received", "demo-webform"),
+        ("delivered", "demo-webform"),
+        ("written", "salesforce"),
+        ("written", "hubspot"),
+        ("recycle", "hubspot-salesforce"),
+    ]
+    assert trace.lead_keys == [key]
+    assert [step for step in steps if step in path] == path
+    assert trace.records == {"hubspot": trace.records["hubspot"], "salesforce": salesforce_id}
+    assert trace.attribution is not None
+    assert (trace.attribution["channel"], trace.attribution["first_touch"]["form"]) == (
+        "paid_social",
+        "demo-webform",
+    )
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        lambda key, sf, hs: "Journey@Acme.io",
+        lambda key, sf, hs: key,
+        lambda key, sf, hs: f"salesforce:{sf}",
+        lambda key, sf, hs: f"hubspot:{hs}",
+    ],
+    ids=["email", "lead-key", "salesforce-id", "hubspot-id"],
+)
+def test_a_lead_is_found_by_email_key_or_system_id(
+    project: ReconcileProject, query: Callable[[str, str, str], str]
+) -> None:
+    key, salesforce_id = submit_and_sync(project, "journey@acme.io")
+    hubspot_id = project.store.external_id_for(key, "hubspot")
+    assert hubspot_id is not None
+    trace = find_trace(project.config, project.store, query(key, salesforce_id, hubspot_id))
+    assert trace.lead_keys == [key]
+
+
+def test_the_command_shows_no_secret_and_no_consent_text(project: ReconcileProject) -> None:
+    env = read_env_file(project.folder / ".env")
+    secrets = {
+        name: value
+        for name, value in env.items()
+        if any(part in name for part in ("SECRET", "TOKEN", "PASSWORD", "KEY")) and value
+    }
+    with project.client() as client:
+        response = project.post_webform(
+            client,
+            email="leaky@acme.io",
+            last_name="Leak",
+            company="Acme",
+            message=f"token {env['HUBSPOT_ACCESS_TOKEN']} and {env['DEMO_WEBFORM_SECRET']}",
+            consent_text="I agree to be contacted by Acme about my request.",
+        )
+    assert response.status_code == 202
+    drain_inbox(project.config, project.store, connectors=project.pool)
+    outputs = [run_cli(project, "trace", "leaky@acme.io", *extra) for extra in ((), ("--json",))]
+    for code, out, _ in outputs:
+        assert code == 0
+        assert "leaky@acme.io" in out
+        assert "I agree to be contacted" not in out
+        leaked = [name for name, value in secrets.items() if value in out]
+        assert leaked == []
+    assert WITHHELD_CONSENT in outputs[1][1]
+
+
+def test_an_unknown_lead_is_exit_1_saying_where_it_looked(project: ReconcileProject) -> None:
+    code, out, err = run_cli(project, "trace", "hubspot:424242")
+    assert code == 1
+    assert "no lead matches" in err
+    assert "links (hubspot record 424242)" in err
+    assert out == ""
+
+
+def test_a_reconciled_lead_is_traced_by_its_platform_id(project: ReconcileProject) -> None:
+    leadgen_id = project.create_meta("found.late@acme.io")
+    reconcile(project.config, project.store, forms=["demo-meta"])
+    drain_inbox(project.config, project.store, connectors=project.pool)
+    code, out, _ = run_cli(project, "trace", f"meta:{leadgen_id}", "--json")
+    body = json.loads(out)
+    (received,) = [e for e in body["events"] if e["kind"] == "received"]
+    assert code == 0
+    assert received["summary"].startswith("backfilled by reconcile")
+    assert body["emails"] == ["found.late@acme.io"]
+
+
+# -- problems, deletes and merges from the store ---------------------------------------------
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[StateStore]:
+    with StateStore(f"sqlite:///{tmp_path / 'state.db'}") as opened:
+        yield opened
+
+
+def test_problems_dead_letters_conflicts_and_merges_are_in_the_journey(
+    store: StateStore, project: ReconcileProject
+) -> None:
+    key = "ld_trace_problems"
+    store.claim_emails({"pat@acme.io": key})
+    store.link(key, "salesforce", "00Q1")
+    store.record_field_problems(
+        key,
+        "salesforce",
+        [
+            {
+                "field": "industry",
+                "system_field": "Industry",
+                "value": "Space",
+                "reason": "not a pick-list value",
+                "action": "left_out",
+            }
+        ],
+        origin={"inbox_keys": [key]},
+    )
+    store.add_dead_letter(
+        connection="zoho",
+        system="zoho",
+        record_ref="hs-1",
+        reason="INVALID_DATA: Last_Name is required",
+        payload={"email": "pat@acme.io"},
+        lead_key=key,
+        field="Last_Name",
+    )
+    run = store.start_run(["hubspot-salesforce"])
+    store.append_event(
+        run,
+        {
+            "event": "conflict",
+            "lead": key,
+            "field": "phone",
+            "rule": "destination_wins",
+            "winner": "destination",
+        },
+    )
+    store.append_event(run, {"event": "merged", "lead": key, "record": "00Q1", "into": "00Q2"})
+    store.finish_run(run, RunStatus.OK, {})
+    store.add_tombstones("salesforce", [("00Q1", key, "00Q2", None)])
+
+    trace = find_trace(project.config, store, "pat@acme.io")
+    summaries = {event.kind: event.summary for event in trace.events}
+    assert "Last_Name is required" in summaries["dead letter"]
+    assert "industry" in summaries["field problem"]
+    assert "destination_wins" in summaries["conflict"]
+    assert summaries["tombstone"] == "record 00Q1 merged into 00Q2"
+    assert summaries["merged"] == "merged: record 00Q1 into 00Q2"
+
+
+# -- retention -------------------------------------------------------------------------------
+
+
+def old_run(store: StateStore, key: str, *, days_ago: int, finished: bool = True) -> int:
+    moment = store.now() - timedelta(days=days_ago)
+    at = moment.isoformat()
+    run = store.start_run(["f"])
+    store.append_event(run, {"event": "skipped", "lead": key, "reason": "old", "at": at})
+    if finished:
+        store.finish_run(run, RunStatus.OK, {})
+    with store.transaction() as conn:
+        conn.execute(
+            runs_table.update()
+            .where(runs_table.c.id == run)
+            .values(started_at=moment, finished_at=moment if finished else None)
+        )
+    return run
+
+
+def test_prune_drops_run_events_older_than_the_retention(store: StateStore) -> None:
+    old = old_run(store, "ld_a", days_ago=120)
+    recent = old_run(store, "ld_b", days_ago=10)
+    mixed = old_run(store, "ld_c", days_ago=100)
+    store.append_event(mixed, {"event": "skipped", "lead": "ld_c", "reason": "new"})
+    result = prune(store, retention_days=90)
+    remaining = {run.id: run.log for run in store.list_runs(limit=10)}
+    assert (result.runs, result.events) == (1, 2)
+    assert old not in remaining
+    assert len(remaining[recent]) == 1
+    assert [event["reason"] for event in remaining[mixed]] == ["new"]
+
+
+@pytest.mark.parametrize(
+    ("status", "kept"), [("resolved", False), ("dropped", False), ("open", True)]
+)
+def test_prune_keeps_open_dead_letters_and_drops_settled_ones(
+    store: StateStore, status: str, kept: bool
+) -> None:
+    store.add_dead_letter(
+        connection="zoho", system="zoho", record_ref="r", reason="bad", payload={}
+    )
+    with store.transaction() as conn:
+        conn.execute(
+            dead_letters_table.update().values(
+                status=status, last_attempt_at=store.now() - timedelta(days=200)
+            )
+        )
+    prune(store, retention_days=90)
+    assert (store.count_dead_letters(status=None) == 1) is kept
+
+
+def test_prune_from_the_command_uses_the_configured_retention(
+    project: ReconcileProject,
+) -> None:
+    text = project.toml.read_text(encoding="utf-8")
+    project.toml.write_text(
+        text.replace("[state]\n", "[state]\nretention_days = 30\n", 1), encoding="utf-8"
+    )
+    old_run(project.store, "ld_x", days_ago=40)
+    old_run(project.store, "ld_y", days_ago=20)
+    code, out, _ = run_cli(project, "trace", "--prune", "--json")
+    assert code == 0
+    assert json.loads(out)["run_events"] == 1
+
+
+# -- payload redaction -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("payload", "shown"),
+    [
+        ({"google_key": "k-123456"}, {"google_key": WITHHELD_SECRET}),
+        ({"fields": {"access_token": "abcdefgh"}}, {"fields": {"access_token": WITHHELD_SECRET}}),
+        ({"consent_text": "I agree"}, {"consent_text": WITHHELD_CONSENT}),
+        (
+            {"consentResponses": [{"accepted": True, "text": "Yes"}]},
+            {"consentResponses": [{"accepted": True, "text": WITHHELD_CONSENT}]},
+        ),
+        ({"note": "Bearer abcdefghijkl"}, {"note": "Bearer ***"}),
+        ({"email": "a@b.io", "n": 3}, {"email": "a@b.io", "n": 3}),
+    ],
+)
+def test_payloads_are_shown_without_secrets_or_consent_text(
+    payload: dict[str, Any], shown: dict[str, Any]
+) -> None:
+    assert redact_payload(payload) == shown
+
+
+def test_a_registered_secret_is_removed_from_any_text() -> None:
+    assert redact_payload({"note": "my key is s3cr3t-value"}, ["s3cr3t-value"]) == {
+        "note": "my key is ***"
+    }
+
+
+def test_a_lead_refused_before_it_had_an_identity_is_found_by_email(
+    project: ReconcileProject,
+) -> None:
+    with project.client() as client:
+        project.post_webform(client, email="Bad.Value@acme.io", employees="lots")
+    drain_inbox(project.config, project.store, connectors=project.pool)
+    code, out, _ = run_cli(project, "trace", "bad.value@acme.io", "--json")
+    body = json.loads(out)
+    (letter,) = [e for e in body["events"] if e["kind"] == "dead letter"]
+    assert code == 0
+    assert "(field employees)" in letter["summary"]
+    assert [e["kind"] for e in body["events"]][:1] == ["received"]
