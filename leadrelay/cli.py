@@ -89,12 +89,13 @@ LAZY_COMMANDS: dict[str, tuple[str, str, str]] = {
     "trace": (
         "leadrelay.trace",
         "trace_command",
-        "Where is my lead? One lead's journey: receipts, identity, writes, problems, events.",
+        "One lead's journey: receipts, attribution, identity, every write, problems, deletes.",
     ),
     "reconcile": (
         "leadrelay.reconcile",
         "reconcile_command",
-        "Backfill ad-platform leads whose webhook never arrived, through the capture path.",
+        "Backfill the Meta / LinkedIn leads whose webhook never arrived, from the platforms' "
+        "lists.",
     ),
 }
 

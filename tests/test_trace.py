@@ -127,7 +127,7 @@ def test_the_command_shows_no_secret_and_no_consent_text(project: ReconcileProje
             email="leaky@acme.io",
             last_name="Leak",
             company="Acme",
-            message=f"token {env['HUBSPOT_ACCESS_TOKEN']} and {env['DEMO_WEBFORM_SECRET']}",
+            message=f"token {env['HUBSPOT_ACCESS_TOKEN']} and {env['FORM_DEMO_WEBFORM_SECRET']}",
             consent_text="I agree to be contacted by Acme about my request.",
         )
     assert response.status_code == 202
