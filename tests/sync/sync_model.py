@@ -373,6 +373,15 @@ class TwoWaySyncMachine(RuleBasedStateMachine):
         choices = [(lead, s) for lead in self.leads for s in systems if lead.live(s)]
         return data.draw(st.sampled_from(choices), label="lead and system")
 
+    def _linked(self) -> list[tuple[LeadModel, str]]:
+        """(lead, CRM) with a live record on both HubSpot and that CRM."""
+        return [
+            (lead, crm)
+            for lead in self.leads
+            for crm in CRMS
+            if lead.live(HUBSPOT) and lead.live(crm)
+        ]
+
     def _has_live(self, *systems: str) -> bool:
         return any(lead.live(s) for lead in self.leads for s in systems)
 
@@ -439,6 +448,19 @@ class TwoWaySyncMachine(RuleBasedStateMachine):
     def edit_in_zoho(self, data: st.DataObject, name: str) -> None:
         """Sales edits a two-way field of a Zoho lead."""
         self._edit_in_crm(data, ZOHO, name)
+
+    @precondition(lambda self: bool(self._linked()))
+    @rule(data=st.data(), name=st.sampled_from(TWO_WAY))
+    def edit_on_both_sides(self, data: st.DataObject, name: str) -> None:
+        """Marketing and sales edit the same field of one lead before the next sync: a
+        conflict (the values may happen to agree)."""
+        lead, crm = data.draw(st.sampled_from(self._linked()), label="lead and CRM")
+        order = data.draw(st.permutations([HUBSPOT, crm]), label="order")
+        for system in order:
+            value = data.draw(VALUES[name], label=f"{name} in {system}")
+            self._write(system, lead.ids[system], {FIELDS[name][system]: value})
+            lead.edit(system, name, value, time.monotonic())
+            self._changed("fields edited")
 
     def _edit_in_crm(self, data: st.DataObject, crm: str, name: str) -> None:
         lead, _ = self._pick(data, (crm,))
