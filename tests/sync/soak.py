@@ -16,24 +16,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from hypothesis import HealthCheck, Phase, settings
 from hypothesis.stateful import run_state_machine_as_test
 
 from leadrelay.connectors.policy import LOGGER_NAME
 from leadrelay.sandbox.server import SandboxServer
-from tests.sync.sync_model import TOTALS, TwoWaySyncMachine
+from tests.sync.sync_model import TOTALS, TwoWaySyncMachine, stories
 
 #: Longer stories than the bounded test's, two per round: the last round may end past the
 #: deadline by one round (a minute at most on a busy machine).
-SOAK = settings(
-    max_examples=2,
-    stateful_step_count=20,
-    deadline=None,
-    database=None,
-    # shrinking replays whole stories over HTTP, for many minutes: the steps as found are shown
-    phases=[Phase.explicit, Phase.generate],
-    suppress_health_check=[HealthCheck.too_slow],
-)
+SOAK = stories(examples=2, steps=20)
 
 
 def _seconds() -> float:

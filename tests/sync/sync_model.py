@@ -17,7 +17,11 @@ sync. Its rules, from DESIGN §7 and the engine's docstrings:
   times, so the model does not predict the winner; it requires one of the edited values and the
   same value everywhere (then takes it as the truth);
 - ``utm_source`` is marketing's (``source_wins``): edited in HubSpot only, it reaches the CRMs;
-- a CRM's verdict (stage ``disqualified`` and its reason) reaches HubSpot and the other CRM;
+- a CRM's verdict (stage ``disqualified`` and its reason) reaches HubSpot and the other CRM,
+  after its recycle play (``[recycle]`` defaults): a nurtured reason comes back ``recycled``
+  (which Salesforce writes as "Open - Not Contacted" and reads as ``lead``); when something
+  else changed the lead around the verdict, record times decide that stage (``stage_side``),
+  and the model predicts stage and reason in the verdict's CRM only;
 - a deleted record is never re-created; with the default ``on_delete = "keep"`` the other side
   is left alone: a lead whose HubSpot contact is gone lives on separately in each CRM.
 
@@ -44,6 +48,7 @@ from unittest import mock
 
 import httpx
 import typer
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, precondition, rule
 
@@ -281,7 +286,7 @@ class Killed(BaseException):
 
 @contextlib.contextmanager
 def killed_after(calls: int) -> Iterator[None]:
-    """Every connector's ``calls + 1``-th HTTP attempt from now on kills the process."""
+    """The sync dies at the ``calls + 1``-th HTTP attempt of any connector from now on."""
     original = Connector.count_call
     made = 0
 
@@ -305,6 +310,19 @@ def _sync_app() -> typer.Typer:
         """Unused."""
 
     return app
+
+
+def stories(examples: int, steps: int) -> settings:
+    """Hypothesis settings for ``examples`` stories of up to ``steps`` operations and syncs."""
+    return settings(
+        max_examples=examples,
+        stateful_step_count=steps,
+        deadline=None,
+        database=None,
+        # shrinking replays whole stories over HTTP for many minutes: the steps as found are shown
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=[HealthCheck.too_slow],
+    )
 
 
 #: Counts over a whole test session (``make soak`` prints them).
@@ -351,7 +369,7 @@ class TwoWaySyncMachine(RuleBasedStateMachine):
     def _connector(self, system: str) -> Connector[Any]:
         return self.pool.get(system)
 
-    def _run_sync(self) -> tuple[int, dict[str, Any]]:
+    def run_sync(self) -> tuple[int, dict[str, Any]]:
         """``leadrelay sync --json`` for every flow of the project: exit code and report."""
         out = io.StringIO()
         args = ["sync", "--config", str(self.folder / "leadrelay.toml"), "--json"]
@@ -360,7 +378,8 @@ class TwoWaySyncMachine(RuleBasedStateMachine):
         TOTALS["syncs"] += 1
         return int(code), json.loads(out.getvalue())
 
-    def _write(self, system: str, record_id: str, fields: dict[str, Any]) -> None:
+    def write(self, system: str, record_id: str, fields: dict[str, Any]) -> None:
+        """Change one record through the system's API, as a person would in its UI."""
         [result] = self._connector(system).update({record_id: fields})
         assert result.ok, f"{system} refused {fields} for {record_id}: {result.error}"
 
@@ -433,7 +452,7 @@ class TwoWaySyncMachine(RuleBasedStateMachine):
         """Marketing edits a mapped field of a contact."""
         lead, _ = self._pick(data, (HUBSPOT,))
         value = data.draw(VALUES[name], label=name)
-        self._write(HUBSPOT, lead.ids[HUBSPOT], {FIELDS[name][HUBSPOT]: value})
+        self.write(HUBSPOT, lead.ids[HUBSPOT], {FIELDS[name][HUBSPOT]: value})
         lead.edit(HUBSPOT, name, value, time.monotonic())
         self._changed("fields edited")
 
@@ -458,14 +477,14 @@ class TwoWaySyncMachine(RuleBasedStateMachine):
         order = data.draw(st.permutations([HUBSPOT, crm]), label="order")
         for system in order:
             value = data.draw(VALUES[name], label=f"{name} in {system}")
-            self._write(system, lead.ids[system], {FIELDS[name][system]: value})
+            self.write(system, lead.ids[system], {FIELDS[name][system]: value})
             lead.edit(system, name, value, time.monotonic())
             self._changed("fields edited")
 
     def _edit_in_crm(self, data: st.DataObject, crm: str, name: str) -> None:
         lead, _ = self._pick(data, (crm,))
         value = data.draw(VALUES[name], label=name)
-        self._write(crm, lead.ids[crm], {FIELDS[name][crm]: value})
+        self.write(crm, lead.ids[crm], {FIELDS[name][crm]: value})
         lead.edit(crm, name, value, time.monotonic())
         self._changed("fields edited")
 
@@ -487,7 +506,7 @@ class TwoWaySyncMachine(RuleBasedStateMachine):
         label = REASONS[reason][CRMS.index(crm)]
         reason_field = "Rejection_Reason__c" if crm == SALESFORCE else "Rejection_Reason"
         at = time.monotonic()
-        self._write(crm, lead.ids[crm], {status_field: status, reason_field: label})
+        self.write(crm, lead.ids[crm], {status_field: status, reason_field: label})
         lead.close(crm, reason, at)
         self._changed("verdicts")
 
@@ -516,7 +535,7 @@ class TwoWaySyncMachine(RuleBasedStateMachine):
         would have."""
         TOTALS["killed syncs"] += 1
         with killed_after(calls), contextlib.suppress(Killed):
-            self._run_sync()
+            self.run_sync()
         for lead in self.leads:
             lead.interrupted()
         self._quiet_sync()
@@ -525,21 +544,21 @@ class TwoWaySyncMachine(RuleBasedStateMachine):
 
     def _quiet_sync(self) -> None:
         self.changes = 0
-        code, report = self._run_sync()
+        code, report = self.run_sync()
         assert code == 0, report
         for flow in report["flows"]:
             assert flow["dead_lettered"] == 0, flow
         for lead in self.leads:
             lead.settle()
         self._check()
-        code, again = self._run_sync()
+        code, again = self.run_sync()
         assert code == 0, again
         for flow in again["flows"]:
             wrote = (flow["created"], flow["updated"], flow["written_back"])
             assert wrote == (0, 0, 0), f"a second sync wrote: {flow}"
         TOTALS["checked syncs"] += 1
 
-    def _records(self) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    def records(self) -> dict[str, dict[str, list[dict[str, Any]]]]:
         """Every record of every system, by email (HubSpot by lookup: emails are unique there,
         and its search API is rate-limited per second)."""
         emails = [lead.email for lead in self.leads]
@@ -553,14 +572,14 @@ class TwoWaySyncMachine(RuleBasedStateMachine):
                     found[crm].setdefault(email, []).append(raw)
         return found
 
-    def _canonical(self, system: str, raw: dict[str, Any]) -> dict[str, Any]:
+    def canonical(self, system: str, raw: dict[str, Any]) -> dict[str, Any]:
         lead, problems = build_lead(self.mappings[system].to_lead(raw))
         assert lead is not None, f"{system} record {raw.get(ID_KEY[system])} maps badly: {problems}"
         names = (*FIELDS, "stage", "rejection_reason")
         return {name: canonical_value(getattr(lead, name)) for name in names}
 
     def _check(self) -> None:
-        records = self._records()
+        records = self.records()
         for lead in self.leads:
             actual: dict[str, dict[str, Any]] = {}
             for system in SYSTEMS:
@@ -574,7 +593,7 @@ class TwoWaySyncMachine(RuleBasedStateMachine):
                 record_id = str(raw[ID_KEY[system]])
                 known = lead.ids.setdefault(system, record_id)
                 assert known == record_id, f"{lead.email}: {system} record {known} replaced"
-                actual[system] = self._canonical(system, raw)
+                actual[system] = self.canonical(system, raw)
             for group in lead.groups():
                 for name in {n for s in group for n in lead.values.get(s, {})}:
                     self._check_field(lead, group, name, actual)

@@ -12,24 +12,23 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, Phase, settings
 from hypothesis.stateful import run_state_machine_as_test
 
 from leadrelay.sandbox.server import SandboxServer
-from tests.sync.sync_model import FIELDS, HUBSPOT, SALESFORCE, SYSTEMS, ZOHO, TwoWaySyncMachine
+from tests.sync.sync_model import (
+    FIELDS,
+    HUBSPOT,
+    SALESFORCE,
+    SYSTEMS,
+    ZOHO,
+    TwoWaySyncMachine,
+    stories,
+)
 
 pytestmark = pytest.mark.slow
 
 #: Small enough for every ``make test``: a few short stories of a handful of leads.
-BOUNDED = settings(
-    max_examples=6,
-    stateful_step_count=12,
-    deadline=None,
-    database=None,
-    # shrinking replays whole stories over HTTP for many minutes: the steps as found are shown
-    phases=[Phase.explicit, Phase.generate],
-    suppress_health_check=[HealthCheck.too_slow],
-)
+BOUNDED = stories(examples=5, steps=12)
 
 #: More than the whole seconds of Zoho's Modified_Time: edits this far apart are ordered.
 APART_S = 1.2
@@ -72,10 +71,10 @@ def test_a_field_edited_in_all_three_systems_ends_with_the_latest_edit(
         [lead] = driver.leads
         for system, city in ((HUBSPOT, "Osaka"), (SALESFORCE, "Austin"), (ZOHO, "Kraków")):
             time.sleep(APART_S)
-            driver._write(system, lead.ids[system], {FIELDS["city"][system]: city})
-        code, _ = driver._run_sync()
-        records = driver._records()
-        cities = {s: driver._canonical(s, records[s][lead.email][0])["city"] for s in SYSTEMS}
+            driver.write(system, lead.ids[system], {FIELDS["city"][system]: city})
+        code, _ = driver.run_sync()
+        records = driver.records()
+        cities = {s: driver.canonical(s, records[s][lead.email][0])["city"] for s in SYSTEMS}
         assert code == 0
         assert cities == dict.fromkeys(SYSTEMS, "Kraków")
     finally:
