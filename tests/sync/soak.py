@@ -43,7 +43,8 @@ def _seconds() -> float:
 def _summary(elapsed: float, rounds: int) -> str:
     return (
         f"soak: {elapsed:.0f} s, {rounds} rounds of {SOAK.max_examples} examples; "
-        f"{TOTALS['operations']} operations ({TOTALS['contacts created']} contacts created, "
+        f"{TOTALS['operations']} operations ({TOTALS['contacts created']} contacts and "
+        f"{TOTALS['CRM leads created']} CRM leads created, "
         f"{TOTALS['fields edited']} fields edited, {TOTALS['verdicts']} verdicts, "
         f"{TOTALS['records deleted']} records deleted); {TOTALS['syncs']} syncs "
         f"({TOTALS['checked syncs']} quiet syncs checked against the model, "

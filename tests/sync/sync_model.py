@@ -211,9 +211,12 @@ class LeadModel:
 
     def groups(self) -> list[set[str]]:
         """The sets of systems a quiet sync keeps equal: HubSpot with each CRM while its contact
-        lives; without it, each CRM on its own (nothing syncs CRM to CRM directly)."""
+        lives (or is still to be made from a lead sales created); without it, each CRM on its
+        own (nothing syncs CRM to CRM directly)."""
         if HUBSPOT in self.gone:
             return [{crm} for crm in CRMS if self.live(crm)]
+        if not any(self.live(system) for system in SYSTEMS):
+            return []  # made in a CRM and deleted there before any sync
         return [{HUBSPOT} | {crm for crm in CRMS if crm not in self.gone}]
 
     def settle(self) -> None:
@@ -425,26 +428,49 @@ class TwoWaySyncMachine(RuleBasedStateMachine):
         utm: str | None,
     ) -> None:
         """Marketing adds a contact in HubSpot (optional fields left blank at random)."""
+        self._create(
+            HUBSPOT,
+            {
+                "first_name": first,
+                "last_name": last,
+                "company": company,
+                "city": city,
+                "phone": phone,
+                "utm_source": utm,
+            },
+        )
+
+    @precondition(lambda self: len(self.leads) < self.max_leads)
+    @rule(
+        crm=st.sampled_from(CRMS),
+        first=FIRST_NAMES,
+        last=LAST_NAMES,
+        company=COMPANIES,
+        city=st.none() | CITIES,
+        phone=st.none() | PHONES,
+    )
+    def create_in_crm(
+        self, crm: str, first: str, last: str, company: str, city: str | None, phone: str | None
+    ) -> None:
+        """Sales adds a lead in Salesforce or Zoho (a walk-in): it reaches HubSpot, and from
+        there the other CRM."""
+        canonical = {"first_name": first, "last_name": last, "company": company}
+        self._create(crm, {**canonical, "city": city, "phone": phone})
+
+    def _create(self, system: str, canonical: dict[str, Any]) -> None:
         self.serial += 1
-        lead = LeadModel(email=f"lead{self.serial}@{EMAIL_DOMAIN}")
-        canonical = {
-            "first_name": first,
-            "last_name": last,
-            "company": company,
-            "city": city,
-            "phone": phone,
-            "utm_source": utm,
-        }
-        fields = {FIELDS[n][HUBSPOT]: v for n, v in canonical.items() if v is not None}
-        [result] = self._connector(HUBSPOT).upsert(
-            [UpsertInput(ref=lead.email, fields={"email": lead.email, **fields})]
+        lead = LeadModel(email=f"lead{self.serial}@{EMAIL_DOMAIN}", present={system})
+        fields = {FIELDS[n][system]: v for n, v in canonical.items() if v is not None}
+        email_field = "email" if system == HUBSPOT else "Email"
+        [result] = self._connector(system).upsert(
+            [UpsertInput(ref=lead.email, fields={email_field: lead.email, **fields})]
         )
         assert result.ok, result
         assert result.external_id is not None
-        lead.ids[HUBSPOT] = str(result.external_id)
-        lead.values[HUBSPOT] = canonical
+        lead.ids[system] = str(result.external_id)
+        lead.values[system] = canonical
         self.leads.append(lead)
-        self._changed("contacts created")
+        self._changed("contacts created" if system == HUBSPOT else "CRM leads created")
 
     @precondition(lambda self: self._has_live(HUBSPOT))
     @rule(data=st.data(), name=st.sampled_from(TWO_WAY + SOURCE_OWNED))
