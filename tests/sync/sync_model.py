@@ -404,6 +404,15 @@ class TwoWaySyncMachine(RuleBasedStateMachine):
             if lead.live(HUBSPOT) and lead.live(crm)
         ]
 
+    def _closable(self) -> list[tuple[LeadModel, str]]:
+        """(lead, CRM) with a live record in that CRM and no verdict yet."""
+        return [
+            (lead, crm)
+            for lead in self.leads
+            for crm in CRMS
+            if lead.live(crm) and lead.verdict is None
+        ]
+
     def _has_live(self, *systems: str) -> bool:
         return any(lead.live(s) for lead in self.leads for s in systems)
 
@@ -514,19 +523,11 @@ class TwoWaySyncMachine(RuleBasedStateMachine):
         lead.edit(crm, name, value, time.monotonic())
         self._changed("fields edited")
 
-    @precondition(lambda self: any(lead.verdict is None for lead in self.leads))
+    @precondition(lambda self: bool(self._closable()))
     @rule(data=st.data(), reason=st.sampled_from(sorted(REASONS)))
     def sales_verdict(self, data: st.DataObject, reason: str) -> None:
         """Sales closes a lead as disqualified and says why (once per lead)."""
-        choices = [
-            (lead, crm)
-            for lead in self.leads
-            for crm in CRMS
-            if lead.live(crm) and lead.verdict is None
-        ]
-        if not choices:
-            return
-        lead, crm = data.draw(st.sampled_from(choices), label="lead and CRM")
+        lead, crm = data.draw(st.sampled_from(self._closable()), label="lead and CRM")
         status_field, statuses = CLOSING_STATUS[crm]
         status = data.draw(st.sampled_from(statuses), label="status")
         label = REASONS[reason][CRMS.index(crm)]
