@@ -474,7 +474,7 @@ def unicode_webform(draw: st.DrawFn, env: dict[str, str]) -> tuple[str, bytes, d
         "company": draw(text),
         draw(text): draw(text),
     }
-    headers = {"X-Leadrelay-Secret": env["DEMO_WEBFORM_SECRET"]}
+    headers = {"X-Leadrelay-Secret": env["FORM_DEMO_WEBFORM_SECRET"]}
     if draw(st.booleans()):
         body = json.dumps(fields).encode()  # lone surrogates travel as "\ud800" escapes
         headers["Content-Type"] = "application/json"

@@ -140,7 +140,7 @@ def _secrets(project: Project) -> dict[str, str]:
 
 def test_no_log_line_holds_a_secret(project: Project, served: Served) -> None:
     secrets = _secrets(project)
-    assert {"META_VERIFY_TOKEN", "GOOGLE_ADS_KEY", "DEMO_WEBFORM_SECRET"} <= set(secrets)
+    assert {"META_VERIFY_TOKEN", "GOOGLE_ADS_KEY", "FORM_DEMO_WEBFORM_SECRET"} <= set(secrets)
     configured = (project.folder / "leadrelay.toml").read_text(encoding="utf-8")
     with httpx.Client(base_url=served.url, timeout=30) as client:
         handshake = client.get(
@@ -155,7 +155,7 @@ def test_no_log_line_holds_a_secret(project: Project, served: Served) -> None:
         lead = client.post(
             "/forms/demo-webform",
             data={"email": "ana@acme.io"},
-            headers={"X-Leadrelay-Secret": project.env["DEMO_WEBFORM_SECRET"]},
+            headers={"X-Leadrelay-Secret": project.env["FORM_DEMO_WEBFORM_SECRET"]},
         )
         assert lead.status_code == 202
         for name, secret in secrets.items():
