@@ -1,21 +1,31 @@
 """Sync hubspot -> salesforce on the sandbox: API calls against the batch floor, speed, memory.
 
-Run: ``python -m benchmarks.bench_sync [--sizes 1000,10000,100000] [--naive-max 1000]``.
+Run: ``python -m benchmarks.bench_sync [--sizes 1000,10000,100000] [--naive-max 1000]
+[--profile]``.
 
 For each N, N contacts are seeded in the sandbox's HubSpot, then one ``leadrelay sync`` of the
 ``hubspot-salesforce`` flow runs. Printed per system: API calls made (from the sandbox's own
 counters) next to the batch floor ``ceil(N / batch)``, leads per second, the sync process's
-CPU µs per lead (engine + connectors; the sandbox runs in another process) and the peak of
-Python allocations during the sync (tracemalloc), which should stay flat as N grows
-(streaming page by page). The same is measured for a naive per-record find-or-create (one
-lookup and one upsert per lead) up to ``--naive-max`` leads. Nothing is asserted.
+CPU µs per lead (engine + connectors; the sandbox runs in another process). Beside it, in the
+same sandbox process, a *reference* client makes only the unavoidable calls for the same N
+(the HubSpot read pages and Salesforce composite creates of 200, with a fixed field map and no
+state): ``x ref`` is the sync's wall time over the reference's, the figure to compare.
+
+Time and memory are measured in separate runs: tracemalloc slows Python several-fold, so the
+peak of Python allocations (which should stay flat as N grows: streaming page by page) comes
+from a run of its own. ``--profile`` prints where the sync process spends its CPU (cProfile,
+top functions by own time). The naive per-record find-or-create (one lookup and one upsert
+per lead) runs up to ``--naive-max`` leads. Nothing is asserted.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
 import math
 import os
+import pstats
 import ssl
 import subprocess
 import sys
@@ -127,7 +137,35 @@ def _naive_sync(config: Config) -> int:
     return read
 
 
-def measure(label: str, count: int, naive: bool) -> None:
+def _reference_sync(config: Config) -> int:
+    """Only the unavoidable calls: read HubSpot's pages, create in Salesforce 200 at a time."""
+    read = 0
+    with ConnectorPool(config) as pool:
+        hubspot, salesforce = pool.get("hubspot"), pool.get("salesforce")
+        batch: list[UpsertInput] = []
+        for page in hubspot.read_changes(None):
+            for raw in page.records:
+                read += 1
+                email = str(raw.get("email") or "")
+                batch.append(
+                    UpsertInput(
+                        ref=email,
+                        fields={"Email": email, "LastName": raw.get("lastname"), "Company": "Co"},
+                    )
+                )
+                if len(batch) == 200:
+                    salesforce.upsert(batch)
+                    batch = []
+        if batch:
+            salesforce.upsert(batch)
+    return read
+
+
+_RUNS = {"sync": _engine_sync, "naive": _naive_sync, "ref": _reference_sync}
+
+
+def _run(label: str, count: int, *, memory: bool = False, profile: bool = False) -> dict[str, Any]:
+    """One seeded sandbox, one run of ``label``: wall, CPU, calls (and peak, or a profile)."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         with sandbox_process(folder) as env:
@@ -135,38 +173,67 @@ def measure(label: str, count: int, naive: bool) -> None:
             config = load_config(folder / "leadrelay.toml")
             _seed(config, count)
             before = _requests(env)
-            tracemalloc.start()
+            profiler = cProfile.Profile() if profile else None
+            if memory:
+                tracemalloc.start()
+            if profiler is not None:
+                profiler.enable()
             cpu, wall = time.process_time(), time.perf_counter()
-            read = (_naive_sync if naive else _engine_sync)(config)
+            read = _RUNS[label](config)
             cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-            _, peak = tracemalloc.get_traced_memory()
-            tracemalloc.stop()
+            if profiler is not None:
+                profiler.disable()
+            peak = 0
+            if memory:
+                _, peak = tracemalloc.get_traced_memory()
+                tracemalloc.stop()
             after = _requests(env)
     calls = {system: after.get(system, 0) - before.get(system, 0) for system in after}
+    result: dict[str, Any] = {"read": read, "wall": wall, "cpu": cpu, "calls": calls, "peak": peak}
+    if profiler is not None:
+        text = io.StringIO()
+        pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(25)
+        result["profile"] = text.getvalue()
+    return result
+
+
+def measure(label: str, count: int, reference: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Time ``label`` on N leads in one run and its memory peak in another; print a line."""
+    timed = _run(label, count)
+    peak = _run(label, count, memory=True)["peak"]
+    calls = timed["calls"]
     floors = {"hubspot": math.ceil(count / 200), "salesforce": math.ceil(count / 200)}
     shown = ", ".join(
-        f"{system} {calls[system]} (floor {floors[system]}, x{calls[system] / floors[system]:.2f})"
+        f"{system} {calls.get(system, 0)} (floor {floors[system]}, "
+        f"x{calls.get(system, 0) / floors[system]:.2f})"
         for system in ("hubspot", "salesforce")
     )
+    ratio = f"  x ref {timed['wall'] / reference['wall']:.2f}" if reference else ""
     print(
-        f"{label:<6} N={count:>7}  read={read:>7}  {count / wall:8.0f} leads/s  "
-        f"{cpu / count * 1e6:8.0f} CPU µs/lead  peak {peak / 2**20:7.1f} MiB  calls: {shown}",
+        f"{label:<6} N={count:>7}  read={timed['read']:>7}  {count / timed['wall']:8.0f} leads/s  "
+        f"{timed['cpu'] / count * 1e6:8.0f} CPU µs/lead  peak {peak / 2**20:7.1f} MiB{ratio}  "
+        f"calls: {shown}",
         flush=True,
     )
+    return timed
 
 
 def main() -> None:
-    """Measure the engine at each size, and the naive loop up to ``--naive-max``."""
+    """Measure the reference client, the engine and (small N) the naive loop at each size."""
     parser = argparse.ArgumentParser(prog="bench_sync")
     parser.add_argument("--sizes", default="1000,10000")
     parser.add_argument("--naive-max", type=int, default=1000)
+    parser.add_argument("--profile", action="store_true", help="cProfile the sync at each size")
     args = parser.parse_args(sys.argv[1:])
     os.environ.setdefault("PYTHONHASHSEED", "0")
     print("floor: ceil(N / 200) per system (HubSpot search page, Salesforce collection)")
     for count in (int(n) for n in args.sizes.split(",")):
-        measure("sync", count, naive=False)
+        reference = measure("ref", count)
+        measure("sync", count, reference)
         if count <= args.naive_max:
-            measure("naive", count, naive=True)
+            measure("naive", count, reference)
+        if args.profile:
+            print(_run("sync", count, profile=True)["profile"], flush=True)
 
 
 if __name__ == "__main__":

@@ -103,6 +103,7 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
+from functools import cache, cached_property
 from collections.abc import Callable, Iterable, Iterator
 from collections.abc import Mapping as MappingABC
 from dataclasses import dataclass, field
@@ -204,6 +205,7 @@ def canonical_fields() -> list[str]:
     return [name for name in Lead.model_fields if name not in _STRUCTURED]
 
 
+@cache
 def _nullable(name: str) -> bool:
     if "." in name:
         return True
@@ -356,7 +358,12 @@ class FieldSpec:
         return found
 
     def reverse(self) -> dict[str, str]:
-        """System value of the primary field → canonical value, for reads."""
+        """System value of the primary field → canonical value, for reads (a copy)."""
+        return dict(self._reverse)
+
+    @cached_property
+    def _reverse(self) -> dict[str, str]:
+        # Read once per mapping, not once per record: a spec does not change after loading.
         reverse: dict[str, str] = {}
         for canonical, target in self.values.items():
             value = target.get(self.system_field) if isinstance(target, dict) else target
@@ -614,7 +621,7 @@ class Mapping:
             except (ValueError, TypeError) as exc:
                 return _ABSENT, spec, (str(exc), spec.system_field, raw.get(spec.system_field))
             if not is_blank(value) and (spec.values or spec.values_in):
-                mapped = _lookup(spec.reverse(), _key(value))
+                mapped = _lookup(spec._reverse, _key(value))
                 if mapped is None:
                     known = ", ".join(sorted(spec.reverse())[:12])
                     reason = f"value not in the value map (known: {known})"

@@ -448,6 +448,7 @@ class SyncEngine:
         self._schemas: dict[Side, Schema | None] = {}
         self._writers: dict[Side, LeadWriter] = {}
         self._conflicts_seen: set[tuple[str, str]] = set()
+        self._problem_keys: dict[Side, set[str]] = {}
         # A record's fingerprint covers the fields the flow carries from its side: a change
         # to anything else (a CRM default owner, a field no mapping of the other side holds)
         # is nothing to sync, so it is no reason to treat the record as news.
@@ -1234,6 +1235,16 @@ class SyncEngine:
                         now.pop(name, None)
         return {from_side.value: here, from_side.other.value: there}
 
+    def _open_problems(self, side: Side) -> set[str]:
+        """The leads with open field problems in ``side``'s system (read once per run): only
+        their writes need the store told what they resolved."""
+        if side not in self._problem_keys:
+            name = self.connectors[side].name
+            self._problem_keys[side] = {
+                row.lead_key for row in self.store.field_problems(connection=name)
+            }
+        return self._problem_keys[side]
+
     def _writer(self, side: Side) -> LeadWriter:
         """The write step of ``side`` (one per side per run: its schema is read once)."""
         if side not in self._writers:
@@ -1331,7 +1342,9 @@ class SyncEngine:
         result.baselines[item.key] = self._next_baseline(
             from_side, item.values, target_values, item.baseline
         )
-        if outcome is not None or item.field_problems:
+        if item.field_problems or (
+            outcome is not None and item.key in self._open_problems(from_side.other)
+        ):
             # A write carried every field but these: they are open, the lead's others resolved.
             problems = [p.to_json() for p in item.field_problems]
             result.field_problems.append(

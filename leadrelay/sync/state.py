@@ -1975,19 +1975,27 @@ class StateStore:
             return
         now = self.now()
         table = baselines_table
+        rows = [
+            {
+                "flow": flow,
+                "lead_key": key,
+                "source": dict(sides["source"]),
+                "destination": dict(sides["destination"]),
+                "updated_at": now,
+            }
+            for key, sides in baselines.items()
+        ]
+        insert = self._insert(table)
+        upsert = insert.on_conflict_do_update(
+            index_elements=[table.c.flow, table.c.lead_key],
+            set_={
+                "source": insert.excluded.source,
+                "destination": insert.excluded.destination,
+                "updated_at": insert.excluded.updated_at,
+            },
+        )
         with self._write(conn) as c:
-            for key, sides in baselines.items():
-                values = {
-                    "source": dict(sides["source"]),
-                    "destination": dict(sides["destination"]),
-                    "updated_at": now,
-                }
-                insert = self._insert(table).values(flow=flow, lead_key=key, **values)
-                c.execute(
-                    insert.on_conflict_do_update(
-                        index_elements=[table.c.flow, table.c.lead_key], set_=values
-                    )
-                )
+            c.execute(upsert, rows)  # one statement for the page (executemany)
 
     # -- field problems ------------------------------------------------------------------------
 
