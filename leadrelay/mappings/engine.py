@@ -103,12 +103,12 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
-from functools import cache, cached_property
 from collections.abc import Callable, Iterable, Iterator
 from collections.abc import Mapping as MappingABC
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import Enum
+from functools import cache, cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 

@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 from sqlalchemy.engine import Connection
 
-from leadrelay.config import Config, FlowConfig
+from leadrelay.config import Config, FieldRule, FlowConfig
 from leadrelay.connectors.base import (
     Capability,
     Connector,
@@ -54,6 +54,7 @@ from leadrelay.sync.plan import (
     Action,
     RecordPlan,
     canonical_value,
+    draft_value,
     plan_record,
     readable_fields,
     writable_fields,
@@ -369,6 +370,7 @@ class _Item:
     routed: bool = False
     field_problems: list[FieldProblem] = field(default_factory=list)
     baseline: dict[str, dict[str, Any]] | None = None
+    field_times: dict[str, tuple[datetime | None, datetime | None]] = field(default_factory=dict)
 
 
 @dataclass
@@ -395,6 +397,7 @@ class _PageResult:
         default_factory=dict
     )
     reader_relinks: dict[str, str] = field(default_factory=dict)
+    clocks: list[tuple[str, str, Any, datetime]] = field(default_factory=list)
     reader_unlinks: list[str] = field(default_factory=list)
 
 
@@ -1062,6 +1065,7 @@ class SyncEngine:
         baselines = self.store.get_baselines(
             self.flow.name, [i.key for i in items.values() if i.key and i.target_id]
         )
+        clocks = self.store.get_field_clocks([i.key for i in items.values() if i.key])
         for item in items.values():
             assert item.lead is not None and item.key is not None
             if item.skip_reason is not None:
@@ -1093,6 +1097,9 @@ class SyncEngine:
                 modified_at(writer, item.target_raw) if item.target_raw is not None else None
             )
             newer = incoming_at is None or target_at is None or incoming_at >= target_at
+            item.field_times = self._field_times(
+                item, target_values, clocks.get(item.key, {}), incoming_at, target_at, fields
+            )
             plan = plan_record(
                 incoming=item.lead,
                 from_side=from_side,
@@ -1107,6 +1114,10 @@ class SyncEngine:
                 target_values=target_values,
                 incoming_values=item.values,
                 baseline=self._baseline_of(baselines.get(item.key), from_side),
+                field_newer={
+                    name: tin is None or ttg is None or tin >= ttg
+                    for name, (tin, ttg) in item.field_times.items()
+                },
             )
             item.baseline = baselines.get(item.key)
             item.plan = plan
@@ -1187,6 +1198,53 @@ class SyncEngine:
             self.stats.updated += 1
         else:
             self.stats.written_back += 1
+
+    def _field_times(
+        self,
+        item: _Item,
+        target_values: Mapping[str, Any] | None,
+        clock: Mapping[str, tuple[Any, datetime]],
+        incoming_at: datetime | None,
+        target_at: datetime | None,
+        fields: Sequence[str],
+    ) -> dict[str, tuple[datetime | None, datetime | None]]:
+        """Per two-way field, when each side's value was set where it came from: the field
+        clock's time when a side holds the value leadrelay last brought every system to (a
+        copy leadrelay wrote is no change), else that side's record time."""
+        times: dict[str, tuple[datetime | None, datetime | None]] = {}
+        for name in fields:
+            if self.rules.rule(name) is not FieldRule.TWO_WAY:
+                continue
+            known = clock.get(name)
+            mine = canonical_value(draft_value(item.values, name))
+            theirs = (
+                canonical_value(draft_value(target_values, name))
+                if target_values is not None
+                else None
+            )
+            same = known is not None and canonical_value(known[0])
+            times[name] = (
+                known[1] if known is not None and same == mine else incoming_at,
+                known[1] if known is not None and same == theirs else target_at,
+            )
+        return times
+
+    def _next_clocks(
+        self, item: _Item, target_after: Mapping[str, Any]
+    ) -> list[tuple[str, str, Any, datetime]]:
+        """Field-clock entries for the two-way fields both sides now agree on: the value, and
+        when it was set where it came from (the earlier side when both already had it)."""
+        assert item.key is not None
+        entries: list[tuple[str, str, Any, datetime]] = []
+        before = item.target_values
+        for name, (tin, ttg) in item.field_times.items():
+            value = canonical_value(draft_value(item.values, name))
+            if value is None or value != canonical_value(draft_value(target_after, name)):
+                continue
+            had = before is not None and canonical_value(draft_value(before, name)) == value
+            moments = [t for t in (tin, ttg if had else None) if t is not None]
+            entries.append((item.key, name, value, min(moments) if moments else self.store.now()))
+        return entries
 
     @staticmethod
     def _baseline_of(
@@ -1342,6 +1400,7 @@ class SyncEngine:
         result.baselines[item.key] = self._next_baseline(
             from_side, item.values, target_values, item.baseline
         )
+        result.clocks.extend(self._next_clocks(item, target_values))
         if item.field_problems or (
             outcome is not None and item.key in self._open_problems(from_side.other)
         ):
@@ -1445,6 +1504,7 @@ class SyncEngine:
             for key, reason in result.failed:
                 self.store.mark_failed(key, writer.name, reason, conn=conn)
             self.store.put_baselines(self.flow.name, result.baselines, conn=conn)
+            self.store.put_field_clocks(result.clocks, conn=conn)
             for key, origin, problems in result.field_problems:
                 self.store.record_field_problems(
                     key, writer.name, problems, origin=origin, flow=self.flow.name, conn=conn

@@ -244,6 +244,7 @@ def plan_record(
     target_values: MappingABC[str, Any] | None = None,
     incoming_values: MappingABC[str, Any] | None = None,
     baseline: tuple[MappingABC[str, Any], MappingABC[str, Any]] | None = None,
+    field_newer: MappingABC[str, bool] | None = None,
 ) -> RecordPlan:
     """Plan the write of one incoming Lead to the other side of its flow.
 
@@ -262,6 +263,9 @@ def plan_record(
         target_values: ``target_raw`` already mapped (its draft values), to save mapping it
             again.
         incoming_values: the incoming record's draft values (as its mapping read them).
+        field_newer: per field, whether the incoming side's value was set later than the
+            target's (from when each value was set where it came from; leadrelay's own writes
+            are not changes); a field not named falls back to ``incoming_newer``.
         baseline: the draft values each side held when the flow last synced the lead
             (incoming side's, target side's). With it, a ``two_way`` field is decided per
             field, a three-way merge: changed on the incoming side only, it is written;
@@ -300,7 +304,8 @@ def plan_record(
             continue
         old = lead_value(target_current, name) if target_current is not None else None
         new_c, old_c = canonical_value(new), canonical_value(old)
-        wins = _wins(rule, from_side, new, old, incoming_newer=incoming_newer)
+        newer = incoming_newer if field_newer is None else field_newer.get(name, incoming_newer)
+        wins = _wins(rule, from_side, new, old, incoming_newer=newer)
         both_changed = target_changed
         if rule is FieldRule.TWO_WAY and baseline is not None and target_values is not None:
             base_in, base_target = baseline

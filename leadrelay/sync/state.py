@@ -322,6 +322,18 @@ tombstones_table = sa.Table(
     sa.Column("recorded_at", UTCDateTime, nullable=False),
 )
 
+field_clock_table = sa.Table(
+    "field_clock",
+    metadata,
+    # Per lead and two-way field: the value every system was last brought to, and when that
+    # value was set where it came from. A value leadrelay copied into a system keeps its origin's
+    # time, so "the later change wins" never counts leadrelay's own writes as changes.
+    sa.Column("lead_key", sa.String(64), primary_key=True),
+    sa.Column("field", sa.String(255), primary_key=True),
+    sa.Column("value", sa.JSON, nullable=True),
+    sa.Column("changed_at", UTCDateTime, nullable=False),
+)
+
 baselines_table = sa.Table(
     "baselines",
     metadata,
@@ -1962,6 +1974,44 @@ class StateStore:
                         "destination": dict(row.destination),
                     }
         return found
+
+    def get_field_clocks(
+        self, lead_keys: Iterable[str], *, conn: Connection | None = None
+    ) -> dict[str, dict[str, tuple[Any, datetime]]]:
+        """``{lead_key: {field: (value, changed_at)}}`` for the keys that have any."""
+        keys = sorted(set(lead_keys))
+        table = field_clock_table
+        found: dict[str, dict[str, tuple[Any, datetime]]] = {}
+        with self._read(conn) as c:
+            for start in range(0, len(keys), 500):
+                rows = c.execute(
+                    sa.select(table).where(table.c.lead_key.in_(keys[start : start + 500]))
+                ).all()
+                for row in rows:
+                    found.setdefault(row.lead_key, {})[row.field] = (row.value, row.changed_at)
+        return found
+
+    def put_field_clocks(
+        self,
+        clocks: Sequence[tuple[str, str, Any, datetime]],
+        *,
+        conn: Connection | None = None,
+    ) -> None:
+        """Set ``(lead_key, field, value, changed_at)`` entries (one statement)."""
+        if not clocks:
+            return
+        table = field_clock_table
+        insert = self._insert(table)
+        upsert = insert.on_conflict_do_update(
+            index_elements=[table.c.lead_key, table.c.field],
+            set_={"value": insert.excluded.value, "changed_at": insert.excluded.changed_at},
+        )
+        rows = [
+            {"lead_key": key, "field": name, "value": value, "changed_at": at}
+            for key, name, value, at in clocks
+        ]
+        with self._write(conn) as c:
+            c.execute(upsert, rows)
 
     def put_baselines(
         self,

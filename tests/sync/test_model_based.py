@@ -53,14 +53,6 @@ def test_two_way_sync_matches_the_reference_model(sandbox: SandboxServer, tmp_pa
     run_state_machine_as_test(machine_on(sandbox, tmp_path), settings=BOUNDED)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "two_way conflicts across three systems: the hubspot-salesforce flow runs first and "
-        "its write-back stamps HubSpot with the sync's own time, so in hubspot-zoho HubSpot "
-        "'changed last' and Salesforce's value beats a later edit made in Zoho"
-    ),
-)
 def test_a_field_edited_in_all_three_systems_ends_with_the_latest_edit(
     sandbox: SandboxServer, tmp_path: Path
 ) -> None:
