@@ -38,6 +38,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit, urlunsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv.parser import parse_stream
 from pydantic import (
@@ -80,9 +81,11 @@ __all__ = [
     "MetaFormConfig",
     "PluginConnection",
     "SalesforceConnection",
+    "ScheduleConfig",
     "StateConfig",
     "UtmDefaults",
     "WebformConfig",
+    "WorkerConfig",
     "ZohoConnection",
     "load_config",
     "registered_connector_kinds",
@@ -207,9 +210,16 @@ class StateConfig(_Section):
         url: SQLAlchemy URL; ``sqlite:///leadrelay.db`` by default. A relative SQLite path is
             resolved against the config folder. ``postgresql://…`` for several workers. The URL
             may hold a password, so it is left out of the repr; use :attr:`display_url` to show it.
+        pool_size: database connections each process keeps open (default 5); on PostgreSQL,
+            ``pool_size`` × processes must stay below the server's ``max_connections``.
+        lease_s: seconds a claim (inbox batch, sync lock, queued job) lives without a
+            heartbeat (default 30); a process that dies loses its work to another this long
+            after its last heartbeat, and a live one renews every third of it.
     """
 
     url: str = Field(default="sqlite:///leadrelay.db", repr=False, validate_default=True)
+    pool_size: int = Field(default=5, ge=1, le=100)
+    lease_s: float = Field(default=30.0, ge=3, le=3600)
 
     @field_validator("url")
     @classmethod
@@ -249,6 +259,48 @@ class StateConfig(_Section):
     def is_sqlite(self) -> bool:
         """Whether the store is a SQLite file (one worker) rather than PostgreSQL."""
         return _SQLITE_URL.match(self.url) is not None
+
+
+class ScheduleConfig(_Section):
+    """``[schedule]``: how flows' ``schedule`` expressions are read (DESIGN §7).
+
+    Keys:
+        timezone: IANA zone the cron expressions are read in (default ``UTC``), the same on
+            every host whatever its local time.
+    """
+
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise PydanticCustomError(
+                "unknown_timezone",
+                "unknown time zone {zone!r}: use an IANA name such as UTC or Europe/Berlin",
+                {"zone": value},
+            ) from exc
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The zone as a :class:`~zoneinfo.ZoneInfo`."""
+        return ZoneInfo(self.timezone)
+
+
+class WorkerConfig(_Section):
+    """``[worker]``: ``leadrelay worker`` processes sharing a PostgreSQL job queue.
+
+    Keys:
+        concurrency: jobs one worker runs at once (default 1).
+        delivery_every_s: seconds between the inbox delivery jobs the scheduler queues
+            (default 10; the capture service also queues one for each stored lead).
+    """
+
+    concurrency: int = Field(default=1, ge=1, le=32)
+    delivery_every_s: int = Field(default=10, ge=1, le=3600)
 
 
 class CaptureConfig(_Section):
@@ -955,6 +1007,8 @@ class Config(_Section):
         flows: list of :class:`FlowConfig` (``[[flows]]``).
         forms: name → :data:`FormConfig` (``[forms.NAME]``).
         capture: :class:`CaptureConfig` (``[capture]``).
+        schedule: :class:`ScheduleConfig` (``[schedule]``).
+        worker: :class:`WorkerConfig` (``[worker]``).
         scoring, routing, recycle: the handoff rules of DESIGN §12
             (:class:`~leadrelay.handoff.scoring.ScoringConfig`,
             :class:`~leadrelay.handoff.routing.RoutingConfig`,
@@ -968,6 +1022,8 @@ class Config(_Section):
     flows: list[FlowConfig] = Field(default_factory=list)
     forms: dict[Name, FormConfig] = Field(default_factory=dict)
     capture: CaptureConfig = Field(default_factory=CaptureConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    worker: WorkerConfig = Field(default_factory=WorkerConfig)
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     recycle: RecycleConfig = Field(default_factory=RecycleConfig)

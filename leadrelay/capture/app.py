@@ -90,7 +90,7 @@ from leadrelay.config import (
 )
 from leadrelay.mappings.engine import MappingError, load_form_mapping
 from leadrelay.model import new_lead_key
-from leadrelay.sync.state import StateError, StateStore
+from leadrelay.sync.state import StateError, StateStore, open_state
 
 __all__ = ["create_app", "serve"]
 
@@ -1126,7 +1126,7 @@ def serve(
     register_config_secrets(config)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _end_serving)
-    store = StateStore(config.state.url)
+    store = open_state(config)
     try:
         loop = DeliveryProcess(config.path)
         schedule = ScheduleProcess(config.path) if scheduled_flows(config) else None

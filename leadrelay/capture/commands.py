@@ -92,7 +92,7 @@ def serve_command(
 
     from leadrelay.sync.schedule import schedule_lines
 
-    for line in schedule_lines(loaded, datetime.now().astimezone()):
+    for line in schedule_lines(loaded, datetime.now(loaded.schedule.zone)):
         _err.print(line, highlight=False)
     serve(loaded, host=host, port=port)
 

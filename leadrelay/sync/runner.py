@@ -10,11 +10,12 @@ error or a lost lock ends the run (:attr:`RunOutcome.fatal`).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from leadrelay.sync.lease import Lease
 
 if TYPE_CHECKING:
     from leadrelay.config import Config, FlowConfig
@@ -22,21 +23,17 @@ if TYPE_CHECKING:
     from leadrelay.sync.state import StateStore, StoreLock
 
 __all__ = [
-    "HEARTBEAT_EVERY_S",
-    "LOCK_TTL_S",
     "FlowLocked",
     "FlowSetupError",
-    "Heartbeat",
     "LockLost",
     "RunOutcome",
+    "check_locks",
     "hold_locks",
     "run_flows",
 ]
 
-#: Seconds a sync lock lives without a heartbeat; a run heartbeats after every page.
-LOCK_TTL_S = 300
-#: Seconds between heartbeats.
-HEARTBEAT_EVERY_S = 15.0
+#: Seconds a sync lock lives without a heartbeat when the caller names no ``[state] lease_s``.
+DEFAULT_LEASE_S = 30.0
 #: At most this many rounds of the selected flows in one run (see :func:`run_flows`).
 MAX_ROUNDS = 3
 
@@ -54,37 +51,41 @@ class FlowSetupError(Exception):
 
 
 @contextmanager
-def hold_locks(store: StateStore, flows: Sequence[FlowConfig]) -> Iterator[list[StoreLock]]:
-    """Hold the sync lock of every flow (in name order), or raise :class:`FlowLocked`."""
+def hold_locks(
+    store: StateStore, flows: Sequence[FlowConfig], *, lease_s: float = DEFAULT_LEASE_S
+) -> Iterator[list[StoreLock]]:
+    """Hold the sync lock of every flow (in name order), or raise :class:`FlowLocked`.
+
+    Each lock lives ``lease_s`` seconds without a heartbeat, and a thread renews them every
+    third of that while the block runs: a holder that dies loses them one lease after its last
+    heartbeat. :func:`check_locks` tells whether another process took one over meanwhile.
+    """
     held: list[StoreLock] = []
+
+    def renew() -> bool:
+        renewed = [lock.heartbeat() for lock in held]  # every lock, even after a loss
+        return all(renewed)
+
     try:
         for flow in sorted(flows, key=lambda f: f.name):
-            lock = store.lock(f"sync:{flow.name}", ttl_s=LOCK_TTL_S)
+            lock = store.lock(f"sync:{flow.name}", ttl_s=max(1, round(lease_s)))
             if not lock.acquire():
                 info = store.lock_info(lock.name)
                 holder = info.describe() if info else f"lock {lock.name!r} is held"
                 raise FlowLocked(f"another sync is running: {holder}")
             held.append(lock)
-        yield held
+        with Lease(renew, every_s=lease_s / 3, name="sync locks"):
+            yield held
     finally:
         for lock in held:
             lock.release()
 
 
-class Heartbeat:
-    """Refreshes the held locks every :data:`HEARTBEAT_EVERY_S`; raises when one was lost."""
-
-    def __init__(self, locks: Sequence[StoreLock]) -> None:
-        self.locks = locks
-        self.last = time.monotonic()
-
-    def __call__(self) -> None:
-        if time.monotonic() - self.last < HEARTBEAT_EVERY_S:
-            return
-        self.last = time.monotonic()
-        for lock in self.locks:
-            if not lock.heartbeat():
-                raise LockLost(f"lock {lock.name!r} was taken over by another process")
+def check_locks(held: Sequence[StoreLock]) -> None:
+    """Raise :class:`LockLost` when another process took one of the held locks over."""
+    lost = [lock.name for lock in held if not lock.held]
+    if lost:
+        raise LockLost(f"lock {', '.join(lost)} was taken over by another process")
 
 
 @dataclass
@@ -128,6 +129,31 @@ def _add(total: FlowStats | None, more: FlowStats) -> FlowStats:
     return total
 
 
+def _finish(store: StateStore, outcome: RunOutcome, crash: BaseException | None) -> None:
+    """Record how the run ended: interrupted (Ctrl-C, SIGTERM) or crashed (an error no flow
+    handled) runs are ``aborted`` / ``failed`` with the reason, never ``ok``."""
+    from leadrelay.connectors.errors import redact
+    from leadrelay.sync.state import RunStatus
+
+    assert outcome.run_id is not None
+    stats: dict[str, object] = {"flows": [s.to_stats() for s in outcome.results]}
+    if isinstance(crash, KeyboardInterrupt | SystemExit):
+        status = RunStatus.ABORTED
+        stats["error"] = f"interrupted ({type(crash).__name__})"
+    elif crash is not None and outcome.fatal is None:
+        status = RunStatus.FAILED
+        stats["error"] = redact(f"crashed: {type(crash).__name__}: {crash}")
+    elif outcome.fatal is not None or any(s.error for s in outcome.results):
+        status = RunStatus.FAILED
+        if outcome.fatal is not None:
+            stats["error"] = redact(str(outcome.fatal))
+    elif any(s.dead_lettered for s in outcome.results):
+        status = RunStatus.PARTIAL
+    else:
+        status = RunStatus.OK
+    store.finish_run(outcome.run_id, status, stats)
+
+
 def run_flows(
     config: Config,
     store: StateStore,
@@ -148,21 +174,22 @@ def run_flows(
     from leadrelay.connectors.errors import AuthError, ConnectorError
     from leadrelay.mappings.engine import MappingError
     from leadrelay.sync.engine import ConnectorPool, SyncContext, SyncEngine, inbox_drainers
-    from leadrelay.sync.state import RunStatus
 
     outcome = RunOutcome()
-    with hold_locks(store, [] if dry_run else flows) as held:
+    with hold_locks(store, [] if dry_run else flows, lease_s=config.state.lease_s) as held:
+        if not dry_run:
+            store.abort_orphan_runs([f.name for f in flows])
         outcome.run_id = None if dry_run else store.start_run([f.name for f in flows])
-        heartbeat = Heartbeat(held)
 
         def page_done(label: str, count: int) -> None:
             if on_page is not None:
                 on_page(label, count)
-            heartbeat()
+            check_locks(held)
 
-        with ConnectorPool(config, store=store) as pool:
-            context = SyncContext(config, store, pool, dry_run=dry_run, run_id=outcome.run_id)
-            try:
+        crash: BaseException | None = None
+        try:
+            with ConnectorPool(config, store=store) as pool:
+                context = SyncContext(config, store, pool, dry_run=dry_run, run_id=outcome.run_id)
                 if drain_inbox:
                     for drainer in inbox_drainers():
                         drained = drainer(context)
@@ -212,20 +239,10 @@ def run_flows(
                     if not pending:
                         break
                 outcome.results.extend(by_flow.values())
-            finally:
-                if outcome.run_id is not None:
-                    failed = outcome.fatal is not None or any(s.error for s in outcome.results)
-                    partial = any(s.dead_lettered for s in outcome.results)
-                    status = (
-                        RunStatus.FAILED
-                        if failed
-                        else RunStatus.PARTIAL
-                        if partial
-                        else RunStatus.OK
-                    )
-                    store.finish_run(
-                        outcome.run_id,
-                        status,
-                        {"flows": [s.to_stats() for s in outcome.results]},
-                    )
+        except BaseException as exc:
+            crash = exc
+            raise
+        finally:
+            if outcome.run_id is not None:
+                _finish(store, outcome, crash)
     return outcome
