@@ -34,6 +34,7 @@ __all__ = [
     "ScheduleProcess",
     "ScheduledRun",
     "Scheduler",
+    "describe_outcome",
     "due_flows",
     "next_fire",
     "schedule_lines",
@@ -95,7 +96,7 @@ class ScheduledRun:
     run_id: int | None = None
 
 
-def _describe(outcome: RunOutcome) -> tuple[str, str]:
+def describe_outcome(outcome: RunOutcome) -> tuple[str, str]:
     errors = [f"{s.name}: {s.error}" for s in outcome.results if s.error]
     if outcome.fatal is not None or errors:
         return "failed", "; ".join(errors) or str(outcome.fatal)
@@ -146,7 +147,7 @@ class Scheduler:
         except Exception as exc:  # one failing run must not end the schedule
             done = ScheduledRun(flow.name, minute, "failed", f"{type(exc).__name__}: {exc}")
         else:
-            status, detail = _describe(outcome)
+            status, detail = describe_outcome(outcome)
             done = ScheduledRun(flow.name, minute, status, detail, outcome.run_id)
         level = logging.INFO if done.status == "ok" else logging.ERROR
         log.log(level, "flow %s %s: %s", flow.name, done.status, done.detail)
