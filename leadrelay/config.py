@@ -279,7 +279,7 @@ class ScheduleConfig(_Section):
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise PydanticCustomError(
                 "unknown_timezone",
-                "unknown time zone {zone!r}: use an IANA name such as UTC or Europe/Berlin",
+                "unknown time zone '{zone}': use an IANA name such as UTC or Europe/Berlin",
                 {"zone": value},
             ) from exc
         return value

@@ -69,9 +69,10 @@ def conninfo(url: str) -> str:
     import sqlalchemy as sa
 
     parsed = sa.make_url(url)
-    if parsed.get_backend_name() != "postgresql":
+    backend = parsed.get_backend_name()
+    if backend not in ("postgresql", "postgres"):
         raise QueueError(
-            f"the job queue needs PostgreSQL; [state] url is {parsed.get_backend_name()} "
+            f"the job queue needs PostgreSQL; [state] url is {backend} "
             "(on one machine, `leadrelay serve` delivers and runs schedules itself)"
         )
     return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
