@@ -1108,12 +1108,15 @@ def serve(
     host: str | None = None,
     port: int | None = None,
     log_level: str = "info",
+    workers: int = 1,
 ) -> None:
     """Run the capture service in the foreground (uvicorn) on ``config.state.url``'s store,
     with the delivery worker in a child process (every ``[capture] worker_interval_s``, and
     right after a lead is stored; see :class:`~leadrelay.capture.worker.DeliveryProcess`) and,
     when a flow has a ``schedule``, the scheduler in another
-    (:class:`~leadrelay.sync.schedule.ScheduleProcess`).
+    (:class:`~leadrelay.sync.schedule.ScheduleProcess`). With a PostgreSQL store it starts
+    ``workers`` queue workers instead (:class:`~leadrelay.sync.jobs.WorkerProcess`; 0 when
+    ``leadrelay worker`` processes run elsewhere), which deliver and run the schedules.
 
     ``host`` and ``port`` default to ``[capture]``. Returns when the server stops (Ctrl-C),
     after the delivery pass in progress; SIGTERM stops it the same way and exits 0. The
@@ -1121,6 +1124,7 @@ def serve(
     uvicorn's access log included, carry no secret (:mod:`leadrelay.capture.logs`).
     """
     from leadrelay.capture.worker import DeliveryProcess
+    from leadrelay.childproc import ServeChild
     from leadrelay.sync.schedule import ScheduleProcess, scheduled_flows
 
     register_config_secrets(config)
@@ -1128,12 +1132,23 @@ def serve(
         signal.signal(signal.SIGTERM, _end_serving)
     store = open_state(config)
     try:
-        loop = DeliveryProcess(config.path)
-        schedule = ScheduleProcess(config.path) if scheduled_flows(config) else None
-        app = create_app(config, store, on_stored=loop.wake)
-        loop.start()
-        if schedule is not None:
-            schedule.start()
+        children: list[ServeChild]
+        on_stored: Callable[[], None] | None
+        if config.state.is_sqlite:
+            loop = DeliveryProcess(config.path)
+            children = [loop]
+            if scheduled_flows(config):
+                children.append(ScheduleProcess(config.path))
+            on_stored = loop.wake
+        else:
+            # PostgreSQL: the job queue delivers and runs the schedules, here and on other hosts.
+            from leadrelay.sync.jobs import WorkerProcess
+
+            children = [WorkerProcess(config.path, f"worker{n}") for n in range(workers)]
+            on_stored = None
+        app = create_app(config, store, on_stored=on_stored)
+        for child in children:
+            child.start()
         try:
             uvicorn.run(
                 app,
@@ -1144,8 +1159,7 @@ def serve(
                 proxy_headers=True,
             )
         finally:
-            loop.stop()
-            if schedule is not None:
-                schedule.stop()
+            for child in children:
+                child.stop()
     finally:
         store.close()

@@ -26,10 +26,14 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import socket
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from leadrelay.childproc import SPAWN, ServeChild, child_logging
 
 if TYPE_CHECKING:
     import procrastinate
@@ -42,6 +46,7 @@ __all__ = [
     "DELIVER_TASK",
     "FLOW_TASK",
     "QueueError",
+    "WorkerProcess",
     "conninfo",
     "ensure_queue_schema",
     "make_app",
@@ -273,3 +278,36 @@ def run_worker(
         asyncio.run(main())
     finally:
         store.close()
+
+
+def _worker_process_main(config_path: str, name: str, stop: Any) -> None:
+    """The body of :class:`WorkerProcess`'s child: one queue worker on the project."""
+    from leadrelay.config import load_config
+
+    child_logging(log, name)
+    run_worker(load_config(config_path), name=f"{socket.gethostname()}:{os.getpid()}:{name}")
+
+
+class WorkerProcess(ServeChild):
+    """A queue worker in a child process of ``leadrelay serve --workers N`` (PostgreSQL).
+
+    It ends with ``serve``, even a killed one (:mod:`leadrelay.childproc`); :meth:`stop` asks
+    it to finish the job in progress (SIGTERM, procrastinate's graceful stop), waits up to
+    60 s, then makes sure it is gone.
+    """
+
+    def __init__(self, config_path: Path, name: str) -> None:
+        stop = SPAWN.Event()
+        super().__init__(
+            f"leadrelay-{name}",
+            _worker_process_main,
+            (str(config_path), name, stop),
+            stop,
+            stop_timeout_s=60.0,
+        )
+
+    def _request_stop(self) -> None:
+        super()._request_stop()
+        process = self._process
+        if process is not None and process.pid is not None and process.is_alive():
+            os.kill(process.pid, signal.SIGTERM)

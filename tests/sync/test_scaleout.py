@@ -22,7 +22,7 @@ import pytest
 from leadrelay.config import load_config
 from leadrelay.model import new_lead_key
 from leadrelay.sandbox.server import SandboxServer
-from leadrelay.sync.jobs import FLOW_TASK, conninfo
+from leadrelay.sync.jobs import FLOW_TASK, WorkerProcess, conninfo
 from leadrelay.sync.state import InboxStatus, RunStatus, StateStore, open_state
 from tests.postgres import fresh_schema
 from tests.sync.test_scenarios import Project, admin, emails_in
@@ -182,3 +182,21 @@ def test_three_workers_deliver_and_schedule_exactly_once_when_one_is_killed(
             assert len(done) == len(times[flow]), (flow, [r.status for r in done])
         assert not [r for r in runs if r.status is RunStatus.RUNNING]
         assert _unfinished_flow_jobs(url) == 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_a_serve_worker_child_delivers_and_stops_with_its_parent(project: Project) -> None:
+    with open_state(project.config) as store:
+        _capture(store, 5)
+        child = WorkerProcess(project.config.path, "worker0")
+        child.start()
+        try:
+            started = time.monotonic()
+            while store.inbox_counts()[InboxStatus.DELIVERED] < 5:
+                assert child.alive
+                assert time.monotonic() - started < DEADLINE_S, store.inbox_counts()
+                time.sleep(0.2)
+        finally:
+            child.stop(timeout=30)
+        assert not child.alive
