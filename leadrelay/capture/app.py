@@ -1123,6 +1123,8 @@ def serve(
     children end with it, even when it is killed (:mod:`leadrelay.childproc`). Log lines,
     uvicorn's access log included, carry no secret (:mod:`leadrelay.capture.logs`).
     """
+    from contextlib import ExitStack
+
     from leadrelay.capture.worker import DeliveryProcess
     from leadrelay.childproc import ServeChild
     from leadrelay.sync.schedule import ScheduleProcess, scheduled_flows
@@ -1131,6 +1133,7 @@ def serve(
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _end_serving)
     store = open_state(config)
+    stack = ExitStack()
     try:
         children: list[ServeChild]
         on_stored: Callable[[], None] | None
@@ -1141,11 +1144,12 @@ def serve(
                 children.append(ScheduleProcess(config.path))
             on_stored = loop.wake
         else:
-            # PostgreSQL: the job queue delivers and runs the schedules, here and on other hosts.
-            from leadrelay.sync.jobs import WorkerProcess
+            # PostgreSQL: the job queue delivers and runs the schedules, here and on other hosts;
+            # a lead stored queues a delivery at once.
+            from leadrelay.sync.jobs import DeliveryNudge, WorkerProcess
 
             children = [WorkerProcess(config.path, f"worker{n}") for n in range(workers)]
-            on_stored = None
+            on_stored = stack.enter_context(DeliveryNudge(config))
         app = create_app(config, store, on_stored=on_stored)
         for child in children:
             child.start()
@@ -1162,4 +1166,5 @@ def serve(
             for child in children:
                 child.stop()
     finally:
+        stack.close()
         store.close()

@@ -28,6 +28,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DELIVER_TASK",
     "FLOW_TASK",
+    "DeliveryNudge",
     "QueueError",
     "WorkerProcess",
     "conninfo",
@@ -311,3 +313,65 @@ class WorkerProcess(ServeChild):
         process = self._process
         if process is not None and process.pid is not None and process.is_alive():
             os.kill(process.pid, signal.SIGTERM)
+
+
+class DeliveryNudge:
+    """Queues an inbox delivery job soon after the capture service stored leads, so they do
+    not wait for the next ``[worker] delivery_every_s`` tick.
+
+    :meth:`__call__` is cheap and thread-safe (the capture app's ``on_stored``); a thread queues
+    at most one job every ``min_gap_s`` (none while one already waits: its queueing lock).
+    """
+
+    def __init__(self, config: Config, *, min_gap_s: float = 0.5) -> None:
+        _require_procrastinate()
+        from procrastinate import App, SyncPsycopgConnector
+
+        self.app = App(
+            connector=SyncPsycopgConnector(
+                conninfo=conninfo(config.state.url), min_size=1, max_size=2
+            )
+        )
+        self.min_gap_s = min_gap_s
+        self.queued = 0
+        self._wanted = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __call__(self) -> None:
+        self._wanted.set()
+
+    def _queue(self) -> None:
+        from procrastinate import exceptions
+
+        try:
+            self.app.configure_task(DELIVER_TASK, queueing_lock="deliver").defer()
+        except exceptions.AlreadyEnqueued:
+            return
+        except Exception as exc:  # the periodic delivery still comes
+            log.warning("queueing a delivery failed: %s", exc)
+            return
+        self.queued += 1
+
+    def _run(self) -> None:
+        while True:
+            self._wanted.wait()
+            if self._stop.is_set():
+                return
+            self._wanted.clear()
+            self._queue()
+            if self._stop.wait(self.min_gap_s):
+                return
+
+    def __enter__(self) -> DeliveryNudge:
+        self.app.open()
+        self._thread = threading.Thread(target=self._run, name="leadrelay-nudge", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._wanted.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        self.app.close()

@@ -23,7 +23,14 @@ import pytest
 from leadrelay.config import load_config
 from leadrelay.model import new_lead_key
 from leadrelay.sandbox.server import SandboxServer
-from leadrelay.sync.jobs import FLOW_TASK, WorkerProcess, conninfo
+from leadrelay.sync.jobs import (
+    DELIVER_TASK,
+    FLOW_TASK,
+    DeliveryNudge,
+    WorkerProcess,
+    conninfo,
+    ensure_queue_schema,
+)
 from leadrelay.sync.state import InboxStatus, RunStatus, StateStore, open_state
 from tests.postgres import fresh_schema
 from tests.sync.test_scenarios import Project, admin, emails_in, hubspot_contacts
@@ -225,3 +232,29 @@ def test_a_serve_worker_child_delivers_and_stops_with_its_parent(project: Projec
         finally:
             child.stop(timeout=30)
         assert not child.alive
+
+
+def _waiting_deliveries(url: str) -> int:
+    import psycopg
+
+    with psycopg.connect(conninfo(url)) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM procrastinate_jobs WHERE status = 'todo' AND task_name = %s",
+            (DELIVER_TASK,),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_stored_leads_queue_one_delivery_at_a_time(project: Project) -> None:
+    ensure_queue_schema(project.config)
+    with DeliveryNudge(project.config, min_gap_s=0.01) as nudge:
+        nudge()
+        started = time.monotonic()
+        while nudge.queued == 0:
+            assert time.monotonic() - started < DEADLINE_S
+            time.sleep(0.05)
+        nudge()
+        nudge()
+    assert nudge.queued == 1  # the queueing lock keeps one waiting delivery job
+    assert _waiting_deliveries(project.config.state.url) == 1
