@@ -1146,8 +1146,9 @@ def serve(
         else:
             # PostgreSQL: the job queue delivers and runs the schedules, here and on other hosts;
             # a lead stored queues a delivery at once.
-            from leadrelay.sync.jobs import DeliveryNudge, WorkerProcess
+            from leadrelay.sync.jobs import DeliveryNudge, WorkerProcess, ensure_queue_schema
 
+            ensure_queue_schema(config)
             children = [WorkerProcess(config.path, f"worker{n}") for n in range(workers)]
             on_stored = stack.enter_context(DeliveryNudge(config))
         app = create_app(config, store, on_stored=on_stored)
