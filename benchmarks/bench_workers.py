@@ -17,45 +17,27 @@ from __future__ import annotations
 
 import argparse
 import os
-import secrets
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
-
-import sqlalchemy as sa
 
 from benchmarks.bench_sync import sandbox_process
 from leadrelay.capture.worker import drain_inbox
 from leadrelay.config import Config, load_config
 from leadrelay.connectors.base import UpsertInput
-from leadrelay.model import new_lead_key
 from leadrelay.sandbox.project import write_sandbox_project
 from leadrelay.sync.engine import ConnectorPool
 from leadrelay.sync.jobs import FLOW_TASK, make_app
 from leadrelay.sync.runner import run_flows
 from leadrelay.sync.state import InboxStatus, RunStatus, StateStore, open_state
+from tests.postgres import ENV as POSTGRES_ENV
+from tests.postgres import fresh_schema
+from tests.sync.test_scaleout import capture_leads
 
 CONTACTS = 20
-
-
-@contextmanager
-def _schema(url: str) -> Iterator[str]:
-    base = sa.make_url(url).set(drivername="postgresql+psycopg")
-    name = f"bench_{secrets.token_hex(4)}"
-    admin = sa.create_engine(base, poolclass=sa.pool.NullPool)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f'CREATE SCHEMA "{name}"')
-    try:
-        scoped = base.update_query_dict({"options": f"-csearch_path={name}"})
-        yield scoped.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA "{name}" CASCADE')
-        admin.dispose()
 
 
 def _project(folder: Path, env: dict[str, str], state_url: str, flows: int) -> Config:
@@ -71,26 +53,6 @@ def _project(folder: Path, env: dict[str, str], state_url: str, flows: int) -> C
     text += "\n[worker]\ndelivery_every_s = 1\n"
     toml.write_text(text, encoding="utf-8")
     return load_config(toml)
-
-
-def _capture(store: StateStore, count: int, run: str) -> None:
-    with store.transaction() as conn:
-        for n in range(count):
-            put = store.put_inbox(
-                key=new_lead_key(),
-                form="demo-webform",
-                source="webform",
-                payload={
-                    "fields": {
-                        "email": f"w{run}-{n}@bench{n}.io",
-                        "last_name": f"Lee{n}",
-                        "company": f"Bench {n}",
-                    }
-                },
-                dedupe_key=f"{run}-{n}",
-                conn=conn,
-            )
-            store.mark_received(put.key, "hubspot", form="demo-webform", conn=conn)
 
 
 def _seed(config: Config) -> None:
@@ -139,13 +101,14 @@ def _workers(folder: Path, count: int) -> list[subprocess.Popen[str]]:
 
 
 def measure_postgres(env: dict[str, str], url: str, workers: int, leads: int, flows: int) -> str:
-    with tempfile.TemporaryDirectory() as tmp, _schema(url) as state_url:
+    os.environ[POSTGRES_ENV] = url
+    with tempfile.TemporaryDirectory() as tmp, fresh_schema() as state_url:
         config = _project(Path(tmp), env, state_url, flows)
         _seed(config)
         with open_state(config) as store:
             running = _workers(Path(tmp), workers)
             try:
-                _capture(store, leads, f"pg{workers}")
+                capture_leads(store, leads, f"pg{workers}-")
                 delivered = _wait(lambda: store.inbox_counts()[InboxStatus.DELIVERED] == leads)
                 app = make_app(config)
                 with app.open():
@@ -165,7 +128,7 @@ def measure_sqlite(env: dict[str, str], leads: int, flows: int) -> str:
         config = _project(Path(tmp), env, "sqlite:///state.db", flows)
         _seed(config)
         with open_state(config) as store:
-            _capture(store, leads, "sqlite")
+            capture_leads(store, leads, "sqlite-")
             started = time.perf_counter()
             drain_inbox(config, store)
             delivered = time.perf_counter() - started

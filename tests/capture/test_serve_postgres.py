@@ -3,10 +3,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 
@@ -16,7 +13,7 @@ import pytest
 from leadrelay.config import load_config
 from leadrelay.sync.state import InboxStatus, open_state
 from tests.capture.sandbox_project import Project
-from tests.capture.test_serve import Served, _free_port, _gone, _wait_until_up
+from tests.capture.test_serve import Served, _gone, children_left_after_kill, serving
 from tests.postgres import fresh_schema
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -30,36 +27,8 @@ def served(project: Project) -> Iterator[Served]:
         # Periodic deliveries once a minute: the posted lead is delivered by the job it queued.
         text = text.replace('url = "sqlite:///leadrelay.db"', f'url = "{url}"')
         toml.write_text(text + "\n[worker]\ndelivery_every_s = 60\n", encoding="utf-8")
-        port = _free_port()
-        logs = [project.folder / "serve.out", project.folder / "serve.err"]
-        env = {**os.environ, "COLUMNS": "400", "PYTHONUNBUFFERED": "1"}
-        with logs[0].open("wb") as out, logs[1].open("wb") as err:
-            process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "leadrelay",
-                    "serve",
-                    "--workers",
-                    "2",
-                    "--config",
-                    str(toml),
-                    "--port",
-                    str(port),
-                ],
-                cwd=project.folder,
-                env=env,
-                stdout=out,
-                stderr=err,
-            )
-        running = Served(process, f"http://127.0.0.1:{port}", logs)
-        try:
-            _wait_until_up(running)
+        with serving(project, "--workers", "2") as running:
             yield running
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait(30)
 
 
 def test_workers_of_serve_deliver_a_posted_lead_and_end_on_sigterm(
@@ -88,11 +57,4 @@ def test_workers_of_serve_deliver_a_posted_lead_and_end_on_sigterm(
 
 
 def test_the_workers_end_when_serve_is_killed(served: Served) -> None:
-    children = served.children()
-    assert children
-    served.process.kill()
-    served.process.wait(30)
-    alive = _gone(children)
-    for process in alive:
-        process.kill()
-    assert alive == []
+    assert children_left_after_kill(served) == []

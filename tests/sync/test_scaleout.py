@@ -33,7 +33,13 @@ from leadrelay.sync.jobs import (
 )
 from leadrelay.sync.state import InboxStatus, RunStatus, StateStore, open_state
 from tests.postgres import fresh_schema
-from tests.sync.test_scenarios import Project, admin, emails_in, hubspot_contacts
+from tests.sync.test_scenarios import (  # noqa: F401  (sandbox: the module's emulators)
+    Project,
+    admin,
+    emails_in,
+    hubspot_contacts,
+    sandbox,
+)
 
 LEADS = 240
 CONTACTS = 60
@@ -42,14 +48,8 @@ DEADLINE_S = 50.0
 ZONE = "Asia/Kolkata"
 
 
-@pytest.fixture(scope="module")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxServer]:
-    with SandboxServer(ca_dir=tmp_path_factory.mktemp("ca")) as running:
-        yield running
-
-
 @pytest.fixture
-def project(sandbox: SandboxServer, tmp_path: Path) -> Iterator[Project]:
+def project(sandbox: SandboxServer, tmp_path: Path) -> Iterator[Project]:  # noqa: F811
     admin(sandbox, "reset", {})
     with fresh_schema() as url:
         opened = Project(tmp_path, sandbox)
@@ -69,12 +69,13 @@ def project(sandbox: SandboxServer, tmp_path: Path) -> Iterator[Project]:
             opened.pool.close()
 
 
-def _capture(store: StateStore, count: int) -> list[str]:
-    """Store ``count`` web-form leads in the inbox, as the capture service does."""
+def capture_leads(store: StateStore, count: int, run: str = "scale") -> list[str]:
+    """Store ``count`` web-form leads in the inbox, as the capture service does; their
+    e-mails."""
     emails = []
     with store.transaction() as conn:
         for n in range(count):
-            email = f"scale{n}@acme{n}.io"
+            email = f"{run}{n}@acme{n}.io"
             put = store.put_inbox(
                 key=new_lead_key(),
                 form="demo-webform",
@@ -87,7 +88,7 @@ def _capture(store: StateStore, count: int) -> list[str]:
                         "company": f"Acme {n}",
                     }
                 },
-                dedupe_key=f"scale-{n}",
+                dedupe_key=f"{run}-{n}",
                 conn=conn,
             )
             store.mark_received(
@@ -124,14 +125,15 @@ def _scheduled_times(url: str) -> dict[str, set[int]]:
     return times
 
 
-def _unfinished_flow_jobs(url: str) -> int:
+def _jobs(url: str, task: str, *statuses: str) -> int:
+    """How many of ``task``'s jobs are in one of ``statuses`` in the queue."""
     import psycopg
 
     with psycopg.connect(conninfo(url)) as conn:
         row = conn.execute(
             "SELECT count(*) FROM procrastinate_jobs"
-            " WHERE status IN ('todo', 'doing') AND task_name = %s",
-            (FLOW_TASK,),
+            " WHERE task_name = %s AND status::text = ANY(%s)",
+            (task, list(statuses)),
         ).fetchone()
     assert row is not None
     return int(row[0])
@@ -167,7 +169,7 @@ def test_three_workers_deliver_and_schedule_exactly_once_when_one_is_killed(
     marketing = [f"lead{n}@acme{n}.io" for n in range(CONTACTS)]
     hubspot_contacts(project, CONTACTS)
     with open_state(project.config) as store:
-        captured = _capture(store, LEADS)
+        captured = capture_leads(store, LEADS)
         workers = {w.pid: w for w in (_worker(project, f"w{n}") for n in range(3))}
         try:
             started = time.monotonic()
@@ -208,7 +210,7 @@ def test_three_workers_deliver_and_schedule_exactly_once_when_one_is_killed(
             done = [r for r in runs if flow in r.flows and r.status is not RunStatus.ABORTED]
             assert [r.status for r in done] == [RunStatus.OK], flow
         assert [r.status for r in runs].count(RunStatus.ABORTED) == 1
-        assert _unfinished_flow_jobs(url) == 0
+        assert _jobs(url, FLOW_TASK, "todo", "doing") == 0
         marketing_keys = store.find_keys_by_emails(marketing)
         for crm in ("salesforce", "zoho"):
             assert set(emails_in(project, crm, marketing)) == set(marketing), crm
@@ -220,41 +222,27 @@ def test_three_workers_deliver_and_schedule_exactly_once_when_one_is_killed(
 @pytest.mark.timeout(120)
 def test_a_serve_worker_child_delivers_and_stops_with_its_parent(project: Project) -> None:
     with open_state(project.config) as store:
-        _capture(store, 5)
+        capture_leads(store, 5)
         child = WorkerProcess(project.config.path, "worker0")
         child.start()
         try:
             started = time.monotonic()
             while store.inbox_counts()[InboxStatus.DELIVERED] < 5:
-                assert child.alive
-                assert time.monotonic() - started < DEADLINE_S, store.inbox_counts()
+                assert child.alive and time.monotonic() - started < DEADLINE_S
                 time.sleep(0.2)
         finally:
             child.stop(timeout=30)
         assert not child.alive
 
 
-def _waiting_deliveries(url: str) -> int:
-    import psycopg
-
-    with psycopg.connect(conninfo(url)) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM procrastinate_jobs WHERE status = 'todo' AND task_name = %s",
-            (DELIVER_TASK,),
-        ).fetchone()
-    assert row is not None
-    return int(row[0])
-
-
 def test_stored_leads_queue_one_delivery_at_a_time(project: Project) -> None:
     ensure_queue_schema(project.config)
     with DeliveryNudge(project.config, min_gap_s=0.01) as nudge:
         nudge()
-        started = time.monotonic()
-        while nudge.queued == 0:
-            assert time.monotonic() - started < DEADLINE_S
+        deadline = time.monotonic() + DEADLINE_S
+        while nudge.queued == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
         nudge()
         nudge()
     assert nudge.queued == 1  # the queueing lock keeps one waiting delivery job
-    assert _waiting_deliveries(project.config.state.url) == 1
+    assert _jobs(project.config.state.url, DELIVER_TASK, "todo") == 1
