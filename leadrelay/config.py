@@ -295,12 +295,27 @@ class WorkerConfig(_Section):
 
     Keys:
         concurrency: jobs one worker runs at once (default 1).
-        delivery_every_s: seconds between the inbox delivery jobs the scheduler queues
-            (default 10; the capture service also queues one for each stored lead).
+        delivery_every_s: seconds between the inbox delivery jobs the workers queue (default
+            10; the capture service also queues one when it stored leads): a divisor of 60
+            (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30) or whole minutes (60, 120 … 3600).
     """
 
     concurrency: int = Field(default=1, ge=1, le=32)
     delivery_every_s: int = Field(default=10, ge=1, le=3600)
+
+    @field_validator("delivery_every_s")
+    @classmethod
+    def _on_the_clock(cls, value: int) -> int:
+        # Deliveries are queued at fixed seconds of the clock (a cron with seconds), the same
+        # on every host, so the interval must divide a minute or be whole minutes.
+        if (value < 60 and 60 % value) or (value >= 60 and value % 60):
+            raise PydanticCustomError(
+                "uneven_interval",
+                "{value} s does not divide a minute: use 1, 2, 3, 4, 5, 6, 10, 12, 15, 20 or 30 "
+                "seconds, or whole minutes",
+                {"value": value},
+            )
+        return value
 
 
 class CaptureConfig(_Section):

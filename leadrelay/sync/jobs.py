@@ -138,8 +138,8 @@ def make_app(config: Config) -> procrastinate.App:
                 "queueing_lock": f"flow:{flow.name}",
             },
         )
-    every = config.worker.delivery_every_s
-    # croniter's sixth field is seconds; "*/N" fires at the seconds of the minute N divides.
+    every = config.worker.delivery_every_s  # divides a minute or is whole minutes (config)
+    # croniter's sixth field is seconds.
     seconds = f"*/{every}" if every < 60 else "0"
     minutes = "*" if every < 60 else f"*/{every // 60}"
     app.periodic_registry.register_task(

@@ -195,3 +195,20 @@ def test_the_queue_connects_with_the_state_url_of_any_postgres_scheme(scheme: st
     assert (
         conninfo(url) == "postgresql://app:s3cret@db.internal:5432/leads?options=-csearch_path%3Dq"
     )
+
+
+@pytest.mark.parametrize(
+    ("every", "valid"), [(1, True), (15, True), (7, False), (120, True), (90, False)]
+)
+def test_the_delivery_interval_divides_a_minute_or_is_whole_minutes(
+    tmp_path: Path, every: int, valid: bool
+) -> None:
+    path = tmp_path / "leadrelay.toml"
+    path.write_text(f"[worker]\ndelivery_every_s = {every}\n", encoding="utf-8")
+    if valid:
+        assert load_config(path).worker.delivery_every_s == every
+    else:
+        with pytest.raises(
+            ConfigError, match=f"worker.delivery_every_s: {every} s does not divide"
+        ):
+            load_config(path)
