@@ -64,5 +64,7 @@ class Lease:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join()
+            # A renewal stuck on an unreachable database must not hold up the caller's exit;
+            # the daemon thread ends with its next beat (or with the process).
+            self._thread.join(timeout=self.every_s + 30)
             self._thread = None
