@@ -18,7 +18,7 @@ from leadrelay.config import Config, ConnectionConfig
 from leadrelay.connectors.base import Connector, ConnectorNotFound, connector_class
 from leadrelay.connectors.errors import ConnectorError
 from leadrelay.mappings.engine import MappingError, load_form_mapping, load_mapping
-from leadrelay.sync.state import StateError, StateStore
+from leadrelay.sync.state import StateError, open_state
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ def check_state(config: Config) -> CheckResult:
     """The state store opens (creating its schema when new) and reports its schema version."""
     subject = f"state {config.state.display_url}"
     try:
-        with StateStore(config.state.url) as store:
+        with open_state(config) as store:
             version = store.schema_version()
     except (StateError, OSError) as exc:
         return CheckResult(subject, False, str(exc))

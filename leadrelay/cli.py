@@ -437,6 +437,53 @@ def sandbox(
         server.stop()
 
 
+# --- worker (leadrelay/sync/jobs.py) ----------------------------------------------------
+
+
+@app.command()
+def worker(
+    config: ConfigOption = Path("leadrelay.toml"),
+    name: Annotated[
+        str | None,
+        typer.Option("--name", help="The worker's name in the queue (default: HOST:PID)."),
+    ] = None,
+) -> None:
+    """Run a worker of the PostgreSQL job queue, on any number of hosts at once.
+
+    Needs a postgresql:// [state] url. Workers run each scheduled flow once per fire time
+    across all hosts ([schedule] timezone, UTC by default), deliver the capture inbox every
+    [worker] delivery_every_s seconds, and take over the jobs, inbox claims and sync locks of
+    a worker that stopped heartbeating for [state] lease_s seconds. Stops on Ctrl-C or
+    SIGTERM after the job in progress.
+    """
+    from leadrelay.capture.logs import register_config_secrets
+    from leadrelay.connectors.errors import register_secret
+    from leadrelay.sync.jobs import QueueError, run_worker, worker_logging
+
+    loaded = load_project_config(config)
+    if loaded.state.is_sqlite:
+        raise CliError(
+            "leadrelay worker needs a postgresql:// [state] url; on one machine with SQLite, "
+            "`leadrelay serve` delivers the inbox and runs the schedules itself",
+            2,
+        )
+    from sqlalchemy import make_url
+
+    register_config_secrets(loaded)
+    register_secret(make_url(loaded.state.url).password or "")
+    worker_logging()
+    try:
+        run_worker(
+            loaded,
+            name=name,
+            on_ready=lambda: _err().print(
+                f"worker ready on {loaded.state.display_url}", highlight=False
+            ),
+        )
+    except QueueError as exc:
+        raise CliError(str(exc), 2) from exc
+
+
 def _wait_for_stop() -> None:
     """Block until Ctrl-C (SIGINT) or SIGTERM."""
     import signal

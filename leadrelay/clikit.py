@@ -63,10 +63,10 @@ def load_project_config(path: Path) -> Config:
 
 def open_store(config: Config) -> StateStore:
     """The project's state store; one that cannot be opened is exit 2, naming its URL."""
-    from leadrelay.sync.state import StateError, StateStore
+    from leadrelay.sync.state import StateError, open_state
 
     try:
-        return StateStore(config.state.url)
+        return open_state(config)
     except StateError as exc:
         raise CliError(f"state store {config.state.display_url}: {exc}", 2) from exc
 

@@ -38,6 +38,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit, urlunsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from dotenv.parser import parse_stream
 from pydantic import (
@@ -80,9 +81,11 @@ __all__ = [
     "MetaFormConfig",
     "PluginConnection",
     "SalesforceConnection",
+    "ScheduleConfig",
     "StateConfig",
     "UtmDefaults",
     "WebformConfig",
+    "WorkerConfig",
     "ZohoConnection",
     "load_config",
     "registered_connector_kinds",
@@ -210,10 +213,17 @@ class StateConfig(_Section):
         retention_days: how long run events, settled dead letters and fixed field problems
             are kept for ``leadrelay trace`` (90 by default); ``leadrelay trace --prune`` drops
             older ones (``leadrelay/trace.py``).
+        pool_size: database connections each process keeps open (default 5); on PostgreSQL,
+            ``pool_size`` × processes must stay below the server's ``max_connections``.
+        lease_s: seconds a claim (inbox batch, sync lock, queued job) lives without a
+            heartbeat (default 30); a process that dies loses its work to another this long
+            after its last heartbeat, and a live one renews every third of it.
     """
 
     url: str = Field(default="sqlite:///leadrelay.db", repr=False, validate_default=True)
     retention_days: int = Field(default=90, ge=1, le=3650)
+    pool_size: int = Field(default=5, ge=1, le=100)
+    lease_s: float = Field(default=30.0, ge=3, le=3600)
 
     @field_validator("url")
     @classmethod
@@ -253,6 +263,63 @@ class StateConfig(_Section):
     def is_sqlite(self) -> bool:
         """Whether the store is a SQLite file (one worker) rather than PostgreSQL."""
         return _SQLITE_URL.match(self.url) is not None
+
+
+class ScheduleConfig(_Section):
+    """``[schedule]``: how flows' ``schedule`` expressions are read (DESIGN §7).
+
+    Keys:
+        timezone: IANA zone the cron expressions are read in (default ``UTC``), the same on
+            every host whatever its local time.
+    """
+
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise PydanticCustomError(
+                "unknown_timezone",
+                "unknown time zone '{zone}': use an IANA name such as UTC or Europe/Berlin",
+                {"zone": value},
+            ) from exc
+        return value
+
+    @property
+    def zone(self) -> ZoneInfo:
+        """The zone as a :class:`~zoneinfo.ZoneInfo`."""
+        return ZoneInfo(self.timezone)
+
+
+class WorkerConfig(_Section):
+    """``[worker]``: ``leadrelay worker`` processes sharing a PostgreSQL job queue.
+
+    Keys:
+        concurrency: jobs one worker runs at once (default 1).
+        delivery_every_s: seconds between the inbox delivery jobs the workers queue (default
+            10; the capture service also queues one when it stored leads): a divisor of 60
+            (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30) or whole minutes (60, 120 … 3600).
+    """
+
+    concurrency: int = Field(default=1, ge=1, le=32)
+    delivery_every_s: int = Field(default=10, ge=1, le=3600)
+
+    @field_validator("delivery_every_s")
+    @classmethod
+    def _on_the_clock(cls, value: int) -> int:
+        # Deliveries are queued at fixed seconds of the clock (a cron with seconds), the same
+        # on every host, so the interval must divide a minute or be whole minutes.
+        if (value < 60 and 60 % value) or (value >= 60 and value % 60):
+            raise PydanticCustomError(
+                "uneven_interval",
+                "{value} s does not divide a minute: use 1, 2, 3, 4, 5, 6, 10, 12, 15, 20 or 30 "
+                "seconds, or whole minutes",
+                {"value": value},
+            )
+        return value
 
 
 class CaptureConfig(_Section):
@@ -987,6 +1054,8 @@ class Config(_Section):
         forms: name → :data:`FormConfig` (``[forms.NAME]``).
         capture: :class:`CaptureConfig` (``[capture]``).
         reconcile: :class:`ReconcileConfig` (``[reconcile]``).
+        schedule: :class:`ScheduleConfig` (``[schedule]``).
+        worker: :class:`WorkerConfig` (``[worker]``).
         scoring, routing, recycle: the handoff rules of DESIGN §12
             (:class:`~leadrelay.handoff.scoring.ScoringConfig`,
             :class:`~leadrelay.handoff.routing.RoutingConfig`,
@@ -1001,6 +1070,8 @@ class Config(_Section):
     forms: dict[Name, FormConfig] = Field(default_factory=dict)
     capture: CaptureConfig = Field(default_factory=CaptureConfig)
     reconcile: ReconcileConfig = Field(default_factory=ReconcileConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    worker: WorkerConfig = Field(default_factory=WorkerConfig)
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     recycle: RecycleConfig = Field(default_factory=RecycleConfig)

@@ -371,7 +371,7 @@ def run_end_to_end(
     from leadrelay.sandbox.project import write_sandbox_project
     from leadrelay.sandbox.server import SandboxServer
     from leadrelay.sync.engine import ConnectorPool
-    from leadrelay.sync.state import StateStore
+    from leadrelay.sync.state import open_state
     from leadrelay.validation.runner import in_process_capture, validate_form
 
     say = progress or (lambda _step: None)
@@ -382,7 +382,7 @@ def run_end_to_end(
         with SandboxServer(ca_dir=folder / ".sandbox") as server:
             write_sandbox_project(folder, server.env())
             config = load_config(folder / "leadrelay.toml")
-            store = StateStore(config.state.url)
+            store = open_state(config)
             try:
                 with ConnectorPool(config) as pool:
                     systems = {name: SystemSummary(name) for name in SYSTEMS}

@@ -90,7 +90,7 @@ from leadrelay.config import (
 )
 from leadrelay.mappings.engine import MappingError, load_form_mapping
 from leadrelay.model import new_lead_key
-from leadrelay.sync.state import StateError, StateStore
+from leadrelay.sync.state import StateError, StateStore, open_state
 
 __all__ = ["create_app", "serve"]
 
@@ -1108,37 +1108,57 @@ def serve(
     host: str | None = None,
     port: int | None = None,
     log_level: str = "info",
+    workers: int = 1,
 ) -> None:
     """Run the capture service in the foreground (uvicorn) on ``config.state.url``'s store,
     with the delivery worker in a child process (every ``[capture] worker_interval_s``, and
     right after a lead is stored; see :class:`~leadrelay.capture.worker.DeliveryProcess`) and,
     when a flow has a ``schedule``, the scheduler in another
-    (:class:`~leadrelay.sync.schedule.ScheduleProcess`); reconcile and the retention prune in
-    a third (:class:`~leadrelay.reconcile.UpkeepProcess`).
+    (:class:`~leadrelay.sync.schedule.ScheduleProcess`). With a PostgreSQL store it starts
+    ``workers`` queue workers instead (:class:`~leadrelay.sync.jobs.WorkerProcess`; 0 when
+    ``leadrelay worker`` processes run elsewhere), which deliver and run the schedules.
+    Reconcile and the retention prune run in one more child
+    (:class:`~leadrelay.reconcile.UpkeepProcess`).
 
     ``host`` and ``port`` default to ``[capture]``. Returns when the server stops (Ctrl-C),
     after the delivery pass in progress; SIGTERM stops it the same way and exits 0. The
     children end with it, even when it is killed (:mod:`leadrelay.childproc`). Log lines,
     uvicorn's access log included, carry no secret (:mod:`leadrelay.capture.logs`).
     """
+    from contextlib import ExitStack
+
     from leadrelay.capture.worker import DeliveryProcess
+    from leadrelay.childproc import ServeChild
     from leadrelay.reconcile import UpkeepProcess
     from leadrelay.sync.schedule import ScheduleProcess, scheduled_flows
 
     register_config_secrets(config)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _end_serving)
-    store = StateStore(config.state.url)
+    store = open_state(config)
+    stack = ExitStack()
     try:
-        loop = DeliveryProcess(config.path)
-        schedule = ScheduleProcess(config.path) if scheduled_flows(config) else None
+        children: list[ServeChild]
+        on_stored: Callable[[], None] | None
+        if config.state.is_sqlite:
+            loop = DeliveryProcess(config.path)
+            children = [loop]
+            if scheduled_flows(config):
+                children.append(ScheduleProcess(config.path))
+            on_stored = loop.wake
+        else:
+            # PostgreSQL: the job queue delivers and runs the schedules, here and on other hosts;
+            # a lead stored queues a delivery at once.
+            from leadrelay.sync.jobs import DeliveryNudge, WorkerProcess, ensure_queue_schema
+
+            ensure_queue_schema(config)
+            children = [WorkerProcess(config.path, f"worker{n}") for n in range(workers)]
+            on_stored = stack.enter_context(DeliveryNudge(config))
         # Reconcile on [reconcile] schedule, the retention prune once a day (leadrelay.reconcile).
-        upkeep = UpkeepProcess(config.path)
-        app = create_app(config, store, on_stored=loop.wake)
-        loop.start()
-        upkeep.start()
-        if schedule is not None:
-            schedule.start()
+        children.append(UpkeepProcess(config.path))
+        app = create_app(config, store, on_stored=on_stored)
+        for child in children:
+            child.start()
         try:
             uvicorn.run(
                 app,
@@ -1149,9 +1169,8 @@ def serve(
                 proxy_headers=True,
             )
         finally:
-            loop.stop()
-            upkeep.stop()
-            if schedule is not None:
-                schedule.stop()
+            for child in children:
+                child.stop()
     finally:
+        stack.close()
         store.close()

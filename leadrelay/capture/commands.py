@@ -70,15 +70,26 @@ def serve_command(
         int | None,
         typer.Option("--port", "-p", min=1, max=65535, help="Port (default: capture.port)."),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=0,
+            max=64,
+            help="PostgreSQL state only: queue workers to start (0: `leadrelay worker` "
+            "processes run elsewhere).",
+        ),
+    ] = 1,
 ) -> None:
     """Run the capture service: form and ad-lead endpoints, with delivery to the CRMs, and
     the flows that have a schedule.
 
     Each lead is stored before it is acknowledged (202) and delivered by a background
     worker every capture.worker_interval_s seconds (and right after it arrives), with
-    retries while a CRM is down. A flow with schedule = "*/5 * * * *" (cron, host's local
-    time) runs in each minute it matches, unless another sync holds its lock. Stops on
-    Ctrl-C after the delivery pass and the scheduled run in progress.
+    retries while a CRM is down. A flow with schedule = "*/5 * * * *" (cron, in
+    [schedule] timezone, UTC by default) runs in each minute it matches, unless another sync
+    holds its lock. With a PostgreSQL [state] url, --workers queue workers do both (see
+    `leadrelay worker`). Stops on Ctrl-C after the delivery pass and the run in progress.
     """
     from leadrelay.capture.app import serve
 
@@ -93,9 +104,9 @@ def serve_command(
 
     from leadrelay.sync.schedule import schedule_lines
 
-    for line in schedule_lines(loaded, datetime.now().astimezone()):
+    for line in schedule_lines(loaded, datetime.now(loaded.schedule.zone)):
         _err.print(line, highlight=False)
-    serve(loaded, host=host, port=port)
+    serve(loaded, host=host, port=port, workers=workers)
 
 
 # --------------------------------------------------------------------------------------------

@@ -72,7 +72,8 @@ from leadrelay.sync.engine import (
     SyncContext,
     register_inbox_drainer,
 )
-from leadrelay.sync.state import InboxItem, InboxStatus, StateStore, inbox_table
+from leadrelay.sync.lease import Lease
+from leadrelay.sync.state import InboxItem, InboxStatus, StateStore, inbox_table, open_state
 from leadrelay.sync.tagging import (
     CLICK_ID_PARAMS,
     UTM_PARAMS,
@@ -798,7 +799,7 @@ def deliver_inbox(
     connectors: ConnectorPool | None = None,
     fetchers: Fetchers | None = None,
     limit: int = 100,
-    claim_ttl_s: float = 300.0,
+    claim_ttl_s: float | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> DeliveryStats:
     """Claim one batch of up to ``limit`` pending inbox items and deliver it (see the module
@@ -822,7 +823,7 @@ def drain_inbox(
     connectors: ConnectorPool | None = None,
     fetchers: Fetchers | None = None,
     limit: int = 100,
-    claim_ttl_s: float = 300.0,
+    claim_ttl_s: float | None = None,
     max_batches: int = 1000,
     on_progress: Callable[[int], None] | None = None,
 ) -> DeliveryStats:
@@ -831,21 +832,34 @@ def drain_inbox(
     Items left for a later pass (their destination or platform failing) stay claimed until
     the end of the call, so later items are claimed past them; a destination whose write call
     failed is not called again in this pass.
+
+    Claims last ``claim_ttl_s`` (default ``[state] lease_s``) and are renewed every third of
+    that while the call runs, so a worker that dies loses its leads to another within a lease.
     """
+    lease_s = claim_ttl_s if claim_ttl_s is not None else config.state.lease_s
+    tokens: list[str] = []
+
+    def renew() -> bool:
+        for token in list(tokens):
+            store.renew_inbox_claim(token)
+        return True
+
     pool = connectors if connectors is not None else ConnectorPool(config, store=store)
     delivery = _Delivery(config, store, pool, fetchers=fetchers, on_progress=on_progress)
     try:
         delivery.requeue_accepted()
-        for _ in range(max_batches):
-            items = store.claim_inbox(limit=limit, claim_ttl_s=claim_ttl_s)
-            if items:
-                try:
-                    delivery.run(items)
-                except BaseException as exc:  # SystemExit too: SIGTERM ends a serve child
-                    _release(store, items, exc)
-                    raise
-            if len(items) < limit:
-                break
+        with Lease(renew, every_s=max(lease_s / 3, 0.1), name="inbox claims"):
+            for _ in range(max_batches):
+                items = store.claim_inbox(limit=limit, claim_ttl_s=lease_s)
+                if items:
+                    tokens.extend({item.claim_token for item in items if item.claim_token})
+                    try:
+                        delivery.run(items)
+                    except BaseException as exc:  # SystemExit too: SIGTERM ends a serve child
+                        _release(store, items, exc)
+                        raise
+                if len(items) < limit:
+                    break
     finally:
         try:
             delivery.finish()
@@ -987,7 +1001,7 @@ def _delivery_process_main(config_path: str, wake: Any, stop: Any, min_gap_s: fl
 
     child_logging(log, "delivery")
     config = load_config(config_path)
-    store = StateStore(config.state.url)
+    store = open_state(config)
     try:
         loop = DeliveryLoop(config, store, min_gap_s=min_gap_s)
         loop._wake, loop._stop = wake, stop

@@ -13,11 +13,12 @@ the next run goes on from the committed cursors.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
+
+from leadrelay.sync.lease import Lease
 
 if TYPE_CHECKING:
     from leadrelay.config import Config, FlowConfig
@@ -25,22 +26,18 @@ if TYPE_CHECKING:
     from leadrelay.sync.state import StateStore, StoreLock
 
 __all__ = [
-    "HEARTBEAT_EVERY_S",
-    "LOCK_TTL_S",
     "FlowLocked",
     "FlowSetupError",
-    "Heartbeat",
     "Interrupted",
     "LockLost",
     "RunOutcome",
+    "check_locks",
     "hold_locks",
     "run_flows",
 ]
 
-#: Seconds a sync lock lives without a heartbeat; a run heartbeats after every page.
-LOCK_TTL_S = 300
-#: Seconds between heartbeats.
-HEARTBEAT_EVERY_S = 15.0
+#: Seconds a sync lock lives without a heartbeat when the caller names no ``[state] lease_s``.
+DEFAULT_LEASE_S = 30.0
 #: At most this many rounds of the selected flows in one run (see :func:`run_flows`).
 MAX_ROUNDS = 3
 
@@ -62,37 +59,41 @@ class Interrupted(Exception):
 
 
 @contextmanager
-def hold_locks(store: StateStore, flows: Sequence[FlowConfig]) -> Iterator[list[StoreLock]]:
-    """Hold the sync lock of every flow (in name order), or raise :class:`FlowLocked`."""
+def hold_locks(
+    store: StateStore, flows: Sequence[FlowConfig], *, lease_s: float = DEFAULT_LEASE_S
+) -> Iterator[list[StoreLock]]:
+    """Hold the sync lock of every flow (in name order), or raise :class:`FlowLocked`.
+
+    Each lock lives ``lease_s`` seconds without a heartbeat, and a thread renews them every
+    third of that while the block runs: a holder that dies loses them one lease after its last
+    heartbeat. :func:`check_locks` tells whether another process took one over meanwhile.
+    """
     held: list[StoreLock] = []
+
+    def renew() -> bool:
+        renewed = [lock.heartbeat() for lock in held]  # every lock, even after a loss
+        return all(renewed)
+
     try:
         for flow in sorted(flows, key=lambda f: f.name):
-            lock = store.lock(f"sync:{flow.name}", ttl_s=LOCK_TTL_S)
+            lock = store.lock(f"sync:{flow.name}", ttl_s=max(1, round(lease_s)))
             if not lock.acquire():
                 info = store.lock_info(lock.name)
                 holder = info.describe() if info else f"lock {lock.name!r} is held"
                 raise FlowLocked(f"another sync is running: {holder}")
             held.append(lock)
-        yield held
+        with Lease(renew, every_s=lease_s / 3, name="sync locks"):
+            yield held
     finally:
         for lock in held:
             lock.release()
 
 
-class Heartbeat:
-    """Refreshes the held locks every :data:`HEARTBEAT_EVERY_S`; raises when one was lost."""
-
-    def __init__(self, locks: Sequence[StoreLock]) -> None:
-        self.locks = locks
-        self.last = time.monotonic()
-
-    def __call__(self) -> None:
-        if time.monotonic() - self.last < HEARTBEAT_EVERY_S:
-            return
-        self.last = time.monotonic()
-        for lock in self.locks:
-            if not lock.heartbeat():
-                raise LockLost(f"lock {lock.name!r} was taken over by another process")
+def check_locks(held: Sequence[StoreLock]) -> None:
+    """Raise :class:`LockLost` when another process took one of the held locks over."""
+    lost = [lock.name for lock in held if not lock.held]
+    if lost:
+        raise LockLost(f"lock {', '.join(lost)} was taken over by another process")
 
 
 @dataclass
@@ -170,9 +171,10 @@ def run_flows(
     from leadrelay.sync.engine import ConnectorPool, SyncContext, SyncEngine, inbox_drainers
 
     outcome = RunOutcome()
-    with hold_locks(store, [] if dry_run else flows) as held:
+    with hold_locks(store, [] if dry_run else flows, lease_s=config.state.lease_s) as held:
+        if not dry_run:
+            store.abort_orphan_runs([f.name for f in flows])
         outcome.run_id = None if dry_run else store.start_run([f.name for f in flows])
-        heartbeat = Heartbeat(held)
 
         def stop_here() -> None:
             reason = stop() if stop is not None else None
@@ -182,95 +184,110 @@ def run_flows(
         def page_done(label: str, count: int, total: int | None) -> None:
             if on_page is not None:
                 on_page(label, count, total)
-            heartbeat()
+            check_locks(held)
             stop_here()
 
-        with ConnectorPool(config, store=store) as pool:
-            context = SyncContext(config, store, pool, dry_run=dry_run, run_id=outcome.run_id)
-            try:
-                stop_here()
-                if drain_inbox:
-                    for drainer in inbox_drainers():
-                        drained = drainer(context)
-                        if drained is not None:
-                            outcome.results.append(drained)
-                by_flow: dict[str, FlowStats] = {}
+        crash: BaseException | None = None
+        try:
+            with ConnectorPool(config, store=store) as pool:
+                context = SyncContext(config, store, pool, dry_run=dry_run, run_id=outcome.run_id)
                 try:
-                    pending = list(flows)
-                    for _round in range(1 if dry_run else MAX_ROUNDS):
-                        wrote: dict[str, set[str]] = {}
-                        for flow in pending:
-                            stop_here()
-                            try:
-                                engine = SyncEngine.for_flow(
-                                    context, flow, on_plan=on_plan, on_page=page_done
-                                )
-                            except (MappingError, ConnectorNotFound) as exc:
-                                outcome.fatal = exc
-                                raise FlowSetupError(f"flow {flow.name}: {exc}") from exc
-                            try:
-                                stats = engine.run(full=full and _round == 0)
-                            except Interrupted:
-                                by_flow[flow.name] = _add(by_flow.get(flow.name), engine.stats)
-                                raise
-                            except (AuthError, LockLost) as exc:
-                                engine.stats.error = str(exc)
-                                outcome.fatal = exc
-                                stats = engine.stats
-                            except ConnectorError as exc:
-                                engine.stats.error = str(exc)
-                                stats = engine.stats
-                            by_flow[flow.name] = _add(by_flow.get(flow.name), stats)
-                            if stats.created or stats.updated or stats.written_back:
-                                wrote[flow.name] = {flow.source, flow.destination}
+                    stop_here()
+                    if drain_inbox:
+                        for drainer in inbox_drainers():
+                            drained = drainer(context)
+                            if drained is not None:
+                                outcome.results.append(drained)
+                    by_flow: dict[str, FlowStats] = {}
+                    try:
+                        pending = list(flows)
+                        for _round in range(1 if dry_run else MAX_ROUNDS):
+                            wrote: dict[str, set[str]] = {}
+                            for flow in pending:
+                                stop_here()
+                                try:
+                                    engine = SyncEngine.for_flow(
+                                        context, flow, on_plan=on_plan, on_page=page_done
+                                    )
+                                except (MappingError, ConnectorNotFound) as exc:
+                                    outcome.fatal = exc
+                                    raise FlowSetupError(f"flow {flow.name}: {exc}") from exc
+                                try:
+                                    stats = engine.run(full=full and _round == 0)
+                                except Interrupted:
+                                    by_flow[flow.name] = _add(by_flow.get(flow.name), engine.stats)
+                                    raise
+                                except (AuthError, LockLost) as exc:
+                                    engine.stats.error = str(exc)
+                                    outcome.fatal = exc
+                                    stats = engine.stats
+                                except ConnectorError as exc:
+                                    engine.stats.error = str(exc)
+                                    stats = engine.stats
+                                by_flow[flow.name] = _add(by_flow.get(flow.name), stats)
+                                if stats.created or stats.updated or stats.written_back:
+                                    wrote[flow.name] = {flow.source, flow.destination}
+                                if outcome.fatal is not None:
+                                    break
                             if outcome.fatal is not None:
                                 break
-                        if outcome.fatal is not None:
-                            break
-                        # One run ends at a fixed point (DESIGN §7.4): a flow reading a
-                        # connection that another flow wrote into runs again, so what one CRM
-                        # wrote back to a shared source reaches the other CRM in this run.
-                        pending = [
-                            flow
-                            for flow in flows
-                            if not by_flow[flow.name].error
-                            and any(
-                                _reads(flow) & written
-                                for other, written in wrote.items()
-                                if other != flow.name
-                            )
-                        ]
-                        if not pending:
-                            break
-                finally:
-                    outcome.results.extend(by_flow.values())
-            except Interrupted as exc:
-                outcome.interrupted = str(exc)
-            except KeyboardInterrupt:
-                # stopped at once, mid-page: that page's transaction was rolled back
-                outcome.interrupted = "SIGINT"
-                raise
-            finally:
-                if outcome.run_id is not None:
-                    _finish(store, outcome)
+                            # One run ends at a fixed point (DESIGN §7.4): a flow reading a
+                            # connection that another flow wrote into runs again, so what one CRM
+                            # wrote back to a shared source reaches the other CRM in this run.
+                            pending = [
+                                flow
+                                for flow in flows
+                                if not by_flow[flow.name].error
+                                and any(
+                                    _reads(flow) & written
+                                    for other, written in wrote.items()
+                                    if other != flow.name
+                                )
+                            ]
+                            if not pending:
+                                break
+                    finally:
+                        outcome.results.extend(by_flow.values())
+                except Interrupted as exc:
+                    outcome.interrupted = str(exc)
+                except KeyboardInterrupt:
+                    # stopped at once, mid-page: that page's transaction was rolled back
+                    outcome.interrupted = "SIGINT"
+                    raise
+        except BaseException as exc:
+            crash = exc
+            raise
+        finally:
+            if outcome.run_id is not None:
+                _finish(store, outcome, crash)
     return outcome
 
 
-def _finish(store: StateStore, outcome: RunOutcome) -> None:
-    """Record the run's status and stats: interrupted, failed, partial (dead letters) or ok."""
+def _finish(store: StateStore, outcome: RunOutcome, crash: BaseException | None) -> None:
+    """Record how the run ended: interrupted (a stop asked for, Ctrl-C, SIGTERM) runs are
+    ``aborted`` and crashed ones (an error no flow handled) ``failed``, with the reason, never
+    ``ok``; otherwise failed, partial (dead letters) or ok."""
+    from leadrelay.connectors.errors import redact
     from leadrelay.sync.state import RunStatus
 
     assert outcome.run_id is not None
-    failed = outcome.fatal is not None or any(s.error for s in outcome.results)
+    stats: dict[str, object] = {"flows": [s.to_stats() for s in outcome.results]}
     if outcome.interrupted is not None:
         status = RunStatus.ABORTED
-    elif failed:
+        stats["interrupted"] = outcome.interrupted
+    elif isinstance(crash, KeyboardInterrupt | SystemExit):
+        status = RunStatus.ABORTED
+        stats["interrupted"] = type(crash).__name__
+        stats["error"] = f"interrupted ({type(crash).__name__})"
+    elif crash is not None and outcome.fatal is None:
         status = RunStatus.FAILED
+        stats["error"] = redact(f"crashed: {type(crash).__name__}: {crash}")
+    elif outcome.fatal is not None or any(s.error for s in outcome.results):
+        status = RunStatus.FAILED
+        if outcome.fatal is not None:
+            stats["error"] = redact(str(outcome.fatal))
     elif any(s.dead_lettered for s in outcome.results):
         status = RunStatus.PARTIAL
     else:
         status = RunStatus.OK
-    stats: dict[str, object] = {"flows": [s.to_stats() for s in outcome.results]}
-    if outcome.interrupted is not None:
-        stats["interrupted"] = outcome.interrupted
     store.finish_run(outcome.run_id, status, stats)

@@ -1,7 +1,8 @@
 """Flows run on their ``schedule`` (five-field cron) inside ``leadrelay serve``.
 
 A flow with ``schedule = "*/5 * * * *"`` runs, in a ``serve`` process, in every minute its
-expression matches — read like cron does, in the host's local time. Each due flow runs on its
+expression matches — read like cron does, in ``[schedule] timezone`` (UTC by default), never
+the host's local time, so every host reads a schedule the same way. Each due flow runs on its
 own through :func:`~leadrelay.sync.runner.run_flows` (its own lock and its own recorded run, so
 ``leadrelay runs list`` shows it) without draining the capture inbox, which ``serve``'s delivery
 worker does. A flow whose lock is held (a ``leadrelay sync`` from cron, a run still going) is
@@ -33,6 +34,7 @@ __all__ = [
     "ScheduleProcess",
     "ScheduledRun",
     "Scheduler",
+    "describe_outcome",
     "due_flows",
     "next_fire",
     "schedule_lines",
@@ -94,7 +96,7 @@ class ScheduledRun:
     run_id: int | None = None
 
 
-def _describe(outcome: RunOutcome) -> tuple[str, str]:
+def describe_outcome(outcome: RunOutcome) -> tuple[str, str]:
     errors = [f"{s.name}: {s.error}" for s in outcome.results if s.error]
     if outcome.fatal is not None or errors:
         return "failed", "; ".join(errors) or str(outcome.fatal)
@@ -122,8 +124,9 @@ class Scheduler:
         self._last: dict[str, datetime] = {}
 
     def tick(self, moment: datetime) -> list[ScheduledRun]:
-        """Run every flow due in the minute of ``moment`` that has not run in that minute."""
-        minute = _minute(moment)
+        """Run every flow due in the minute of ``moment`` (read in ``[schedule] timezone``) that
+        has not run in that minute."""
+        minute = _minute(moment.astimezone(self.config.schedule.zone))
         runs: list[ScheduledRun] = []
         for flow in due_flows(self.config, minute):
             if self._last.get(flow.name) == minute:
@@ -144,7 +147,7 @@ class Scheduler:
         except Exception as exc:  # one failing run must not end the schedule
             done = ScheduledRun(flow.name, minute, "failed", f"{type(exc).__name__}: {exc}")
         else:
-            status, detail = _describe(outcome)
+            status, detail = describe_outcome(outcome)
             done = ScheduledRun(flow.name, minute, status, detail, outcome.run_id)
         level = logging.INFO if done.status == "ok" else logging.ERROR
         log.log(level, "flow %s %s: %s", flow.name, done.status, done.detail)
@@ -158,12 +161,13 @@ class Scheduler:
     ) -> None:
         """Tick at each minute some flow is due in until ``stop`` (an Event) is set.
 
-        ``clock`` gives the current time (default: the host's local time); the wait is
+        ``clock`` gives the current time (default: now in ``[schedule] timezone``); the wait is
         ``stop.wait`` so that setting ``stop`` ends it at once.
         """
-        now = clock or (lambda: datetime.now().astimezone())
+        zone = self.config.schedule.zone
+        now = clock or (lambda: datetime.now(zone))
         while not stop.is_set():
-            current = now()
+            current = now().astimezone(zone)
             fire = next_fire(self.config, current)
             if fire is None:
                 log.warning("no flow's schedule ever fires; the scheduler stops")
@@ -177,11 +181,11 @@ class Scheduler:
 def _schedule_process_main(config_path: str, stop: Any) -> None:
     """The body of :class:`ScheduleProcess`'s child: the scheduler on the project."""
     from leadrelay.config import load_config
-    from leadrelay.sync.state import StateStore
+    from leadrelay.sync.state import open_state
 
     child_logging(log, "schedule")
     config = load_config(config_path)
-    store = StateStore(config.state.url)
+    store = open_state(config)
     try:
         Scheduler(config, store).run(stop)
     finally:

@@ -28,7 +28,8 @@ Tables and what they are for:
 ``runs``
     One row per ``leadrelay sync`` run: status, counts, and a list of events.
 ``locks``
-    Named locks (``"sync"``) held by (hostname, pid, random token), with heartbeat and TTL.
+    Named locks (``"sync"``) held by a random token (hostname and pid are kept to name the
+    holder), alive only while its heartbeat is younger than its TTL.
 
 Transactions: every method that writes takes an optional keyword ``conn``. Without it the method
 runs in its own transaction. To make several writes atomic (the sync engine's "ledger + links +
@@ -63,13 +64,16 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
-from typing import Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import StaticPool
+
+if TYPE_CHECKING:
+    from leadrelay.config import Config
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -91,6 +95,7 @@ __all__ = [
     "StateError",
     "StateStore",
     "StoreLock",
+    "open_state",
 ]
 
 SCHEMA_VERSION = 1
@@ -578,21 +583,6 @@ def _normalize_email(email: str) -> str:
     return email.strip().lower()
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    if os.name == "nt":
-        # os.kill on Windows terminates the process; judge Windows holders by heartbeat only.
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _install_sqlite_listeners(engine: Engine) -> None:
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -866,13 +856,14 @@ class StateStore:
         self,
         *,
         limit: int = 100,
-        claim_ttl_s: float = 300.0,
+        claim_ttl_s: float = 30.0,
         conn: Connection | None = None,
     ) -> list[InboxItem]:
         """Claim up to ``limit`` pending rows, oldest first, for one delivery worker.
 
-        A row is claimed by one caller only; a claim older than ``claim_ttl_s`` (its worker died)
-        is taken over. The returned items carry the ``claim_token`` to pass to ``mark_*``.
+        A row is claimed by one caller only; a claim not renewed (:meth:`renew_inbox_claim`)
+        for ``claim_ttl_s`` (its worker died) is taken over. The returned items carry the
+        ``claim_token`` to pass to ``mark_*``.
         """
         if limit <= 0:
             return []
@@ -909,6 +900,20 @@ class StateStore:
                 .order_by(inbox_table.c.id)
             ).all()
         return [_inbox_item(row) for row in rows]
+
+    def renew_inbox_claim(self, claim_token: str, *, conn: Connection | None = None) -> int:
+        """Heartbeat of a delivery worker: restart the lease of the pending rows it holds under
+        ``claim_token``; returns how many it still holds (0: taken over or all settled)."""
+        with self._write(conn) as c:
+            result = c.execute(
+                inbox_table.update()
+                .where(
+                    inbox_table.c.claim_token == claim_token,
+                    inbox_table.c.status == InboxStatus.PENDING.value,
+                )
+                .values(claimed_at=self.now())
+            )
+        return int(result.rowcount)
 
     def mark_inbox_delivered(
         self,
@@ -1852,6 +1857,38 @@ class StateStore:
                 raise StateError(f"no run with id {run_id}")
             return self.get_run(run_id, conn=c)
 
+    def abort_orphan_runs(
+        self, flows: Sequence[str], *, conn: Connection | None = None
+    ) -> list[int]:
+        """Mark ``aborted`` the runs of ``flows`` still recorded as running; returns their ids.
+
+        Call it holding those flows' sync locks: no live run of them can exist then, so a run
+        still ``running`` belonged to a process that died (killed, machine lost) and stopped
+        heartbeating its locks.
+        """
+        wanted = set(flows)
+        aborted: list[int] = []
+        with self._write(conn) as c:
+            rows = c.execute(
+                sa.select(runs_table.c.id, runs_table.c.flow, runs_table.c.stats).where(
+                    runs_table.c.status == RunStatus.RUNNING.value
+                )
+            ).all()
+            for row in rows:
+                if not wanted & set(row.flow.split(",")):
+                    continue
+                stats = {**(row.stats or {}), "error": "interrupted: its process stopped"}
+                c.execute(
+                    runs_table.update()
+                    .where(
+                        runs_table.c.id == row.id,
+                        runs_table.c.status == RunStatus.RUNNING.value,
+                    )
+                    .values(status=RunStatus.ABORTED.value, stats=stats, finished_at=self.now())
+                )
+                aborted.append(int(row.id))
+        return aborted
+
     def append_event(
         self, run_id: int, event: Mapping[str, Any], *, conn: Connection | None = None
     ) -> None:
@@ -2210,8 +2247,8 @@ class StateStore:
     def acquire_lock(self, name: str, holder: LockHolder, *, ttl_s: int) -> bool:
         """Take a named lock for ``holder``; False at once when another live holder has it.
 
-        A holder is taken over when its process is gone (same host, pid not running) or its last
-        heartbeat is older than the TTL it acquired with. Re-acquiring one's own lock refreshes it.
+        A holder is taken over when its last heartbeat is older than the TTL it acquired with
+        (whatever its host and pid). Re-acquiring one's own lock refreshes it.
         """
         if ttl_s <= 0:
             raise StateError(f"lock {name!r}: ttl_s must be positive, got {ttl_s}")
@@ -2296,9 +2333,9 @@ class StateStore:
 
     @staticmethod
     def _is_stale(info: LockInfo, now: datetime) -> bool:
-        if info.heartbeat_at + timedelta(seconds=info.ttl_s) < now:
-            return True
-        return info.holder.hostname == socket.gethostname() and not _pid_alive(info.holder.pid)
+        # A holder is alive only while it heartbeats: a pid says nothing across containers
+        # and hosts (the same pid may be another process, or alive in another namespace).
+        return info.heartbeat_at + timedelta(seconds=info.ttl_s) < now
 
 
 class StoreLock:
@@ -2339,6 +2376,11 @@ class StoreLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def open_state(config: Config, *, clock: Callable[[], datetime] = _utcnow) -> StateStore:
+    """The project's state store: ``[state] url`` with its ``pool_size``."""
+    return StateStore(config.state.url, clock=clock, pool_size=config.state.pool_size)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -61,7 +61,7 @@ from leadrelay.connectors.base import Connector, RawRecord, Schema, normalize_em
 from leadrelay.connectors.errors import ConnectorError, redact
 from leadrelay.mappings.engine import Mapping, MappingError, load_form_mapping, load_mapping
 from leadrelay.sync.engine import ConnectorPool, record_id
-from leadrelay.sync.state import StateError, StateStore
+from leadrelay.sync.state import StateError, StateStore, open_state
 from leadrelay.validation.checks import (
     Check,
     field_checks,
@@ -550,7 +550,7 @@ def validate_form(
 
 def _open_store(config: Config) -> StateStore:
     try:
-        return StateStore(config.state.url)
+        return open_state(config)
     except StateError as exc:
         raise ValidationConfigError(f"state store {config.state.display_url}: {exc}") from exc
 

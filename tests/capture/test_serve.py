@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
@@ -71,8 +72,9 @@ def _wait_until_up(served: Served, timeout_s: float = 60.0) -> None:
     assert served.children(), "serve started no child process"
 
 
-@pytest.fixture
-def served(project: Project) -> Iterator[Served]:
+@contextmanager
+def serving(project: Project, *options: str) -> Iterator[Served]:
+    """``leadrelay serve`` on the project (with ``options``), up and answering; killed after."""
     port = _free_port()
     logs = [project.folder / "serve.out", project.folder / "serve.err"]
     # A wide console: rich must not wrap a line in the middle of a value the test looks for.
@@ -90,6 +92,7 @@ def served(project: Project) -> Iterator[Served]:
                 "127.0.0.1",
                 "--port",
                 str(port),
+                *options,
             ],
             cwd=project.folder,
             env=env,
@@ -106,6 +109,12 @@ def served(project: Project) -> Iterator[Served]:
             process.wait(30)
 
 
+@pytest.fixture
+def served(project: Project) -> Iterator[Served]:
+    with serving(project) as running:
+        yield running
+
+
 def _gone(processes: list[psutil.Process]) -> list[psutil.Process]:
     """The processes still alive after waiting up to :data:`CHILD_EXIT_S`."""
     _, alive = psutil.wait_procs(processes, timeout=CHILD_EXIT_S)
@@ -119,14 +128,20 @@ def test_sigterm_ends_serve_and_its_children_cleanly(served: Served) -> None:
     assert _gone(children) == []
 
 
-def test_the_children_end_when_serve_is_killed(served: Served) -> None:
+def children_left_after_kill(served: Served) -> list[psutil.Process]:
+    """SIGKILL ``serve``; its children still alive :data:`CHILD_EXIT_S` later (killed too)."""
     children = served.children()
+    assert children
     served.process.kill()
     served.process.wait(30)
     alive = _gone(children)
     for process in alive:
         process.kill()
-    assert alive == []
+    return alive
+
+
+def test_the_children_end_when_serve_is_killed(served: Served) -> None:
+    assert children_left_after_kill(served) == []
 
 
 def _secrets(project: Project) -> dict[str, str]:

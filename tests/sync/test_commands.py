@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -197,14 +198,14 @@ def test_a_lock_held_by_a_live_process_is_exit_3_naming_the_holder(
     assert f"pid {os.getpid()}" in err
 
 
-def test_a_lock_left_by_a_killed_run_is_taken_over(
+def test_a_lock_left_by_a_killed_run_is_taken_over_after_its_lease(
     project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    finished = subprocess.run([sys.executable, "-c", "pass"], check=True)
-    dead_pid = int(finished.args and 0) or _dead_pid()
-    with StateStore(f"sqlite:///{project / 'state.db'}") as store:
-        holder = LockHolder(hostname=socket.gethostname(), pid=dead_pid)
-        assert store.acquire_lock("sync:hs-sf", holder, ttl_s=300)
+    # Its holder's last heartbeat is a minute old, longer than the 30 s it holds the lock for.
+    a_minute_ago = datetime.now(UTC) - timedelta(seconds=60)
+    with StateStore(f"sqlite:///{project / 'state.db'}", clock=lambda: a_minute_ago) as store:
+        holder = LockHolder(hostname=socket.gethostname(), pid=_dead_pid())
+        assert store.acquire_lock("sync:hs-sf", holder, ttl_s=30)
     add_contacts(1)
     code, _, _ = run(["sync"], capsys)
     assert code == 0

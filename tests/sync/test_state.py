@@ -227,6 +227,19 @@ def test_expired_claim_is_taken_over(store: StateStore, clock: FakeClock) -> Non
     assert second[0].claim_token != first[0].claim_token
 
 
+def test_renewed_claim_is_not_taken_over(store: StateStore, clock: FakeClock) -> None:
+    put(store, 1)
+    (held,) = store.claim_inbox(limit=1, claim_ttl_s=10)
+    assert held.claim_token is not None
+    clock.advance(8)
+    assert store.renew_inbox_claim(held.claim_token) == 1
+    clock.advance(8)
+    assert store.claim_inbox(limit=1, claim_ttl_s=10) == []
+    clock.advance(3)
+    assert [item.key for item in store.claim_inbox(limit=1, claim_ttl_s=10)] == [held.key]
+    assert store.renew_inbox_claim(held.claim_token) == 0
+
+
 def test_stale_claim_token_cannot_mark_delivered(store: StateStore, clock: FakeClock) -> None:
     put(store, 1)
     old = store.claim_inbox(limit=1, claim_ttl_s=10)[0]
@@ -659,6 +672,18 @@ def test_list_runs_newest_first_and_by_flow(store: StateStore) -> None:
     assert [r.id for r in store.list_runs(limit=1)] == [b]
 
 
+def test_orphan_runs_of_a_flow_are_aborted(store: StateStore) -> None:
+    dead = store.start_run(["a", "b"])
+    other = store.start_run("c")
+    done = store.start_run("a")
+    store.finish_run(done, RunStatus.OK, {})
+    assert store.abort_orphan_runs(["b"]) == [dead]
+    assert store.get_run(dead).status is RunStatus.ABORTED
+    assert "interrupted" in store.get_run(dead).stats["error"]
+    assert store.get_run(other).status is RunStatus.RUNNING
+    assert store.get_run(done).status is RunStatus.OK
+
+
 def test_finish_unknown_run_is_an_error(store: StateStore) -> None:
     with pytest.raises(StateError, match="no run with id 5"):
         store.finish_run(5, RunStatus.OK, {})
@@ -685,16 +710,21 @@ def test_lock_context_manager_names_the_holder(store: StateStore) -> None:
         store.lock("sync").__enter__()
 
 
-def test_lock_taken_over_from_a_dead_pid(store: StateStore) -> None:
+def test_lock_of_a_gone_pid_is_kept_until_its_lease_ends(
+    store: StateStore, clock: FakeClock
+) -> None:
+    # A pid says nothing across containers and hosts: only a missed heartbeat frees a lock.
     done = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"],
         capture_output=True,
         text=True,
         check=True,
     )
-    dead = LockHolder(hostname=socket.gethostname(), pid=int(done.stdout), token="dead")
-    assert store.acquire_lock("sync", dead, ttl_s=3600)
+    gone = LockHolder(hostname=socket.gethostname(), pid=int(done.stdout), token="gone")
+    assert store.acquire_lock("sync", gone, ttl_s=10)
     mine = store.lock("sync")
+    assert not mine.acquire()
+    clock.advance(11)
     assert mine.acquire()
     info = store.lock_info("sync")
     assert info is not None

@@ -1,0 +1,167 @@
+"""Workers on the PostgreSQL job queue: leads/s delivered and flow runs/min, by worker count.
+
+Run: ``python -m benchmarks.bench_workers [--leads 400] [--flows 12] [--workers 1,2,4]
+[--postgres URL]`` (the URL defaults to ``LEADRELAY_TEST_POSTGRES_URL``; each measurement gets a
+schema of its own, dropped afterwards).
+
+For each worker count, that many ``leadrelay worker`` processes start on PostgreSQL against the
+sandbox (in a process of its own). Then ``--leads`` web-form leads are put in the inbox at
+once and the time until the last is delivered to HubSpot gives leads/s; then one job per flow
+is queued for ``--flows`` flows (hubspot → salesforce, a few contacts each) and the time until
+every run ended gives flow runs per minute. The same is measured for one process on SQLite
+(what ``leadrelay serve`` does on one machine: its delivery loop, and its scheduler running the
+due flows one after the other). Nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from benchmarks.bench_sync import sandbox_process
+from leadrelay.capture.worker import drain_inbox
+from leadrelay.config import Config, load_config
+from leadrelay.connectors.base import UpsertInput
+from leadrelay.sandbox.project import write_sandbox_project
+from leadrelay.sync.engine import ConnectorPool
+from leadrelay.sync.jobs import FLOW_TASK, make_app
+from leadrelay.sync.runner import run_flows
+from leadrelay.sync.state import InboxStatus, RunStatus, StateStore, open_state
+from tests.postgres import ENV as POSTGRES_ENV
+from tests.postgres import fresh_schema
+from tests.sync.test_scaleout import capture_leads
+
+CONTACTS = 20
+
+
+def _project(folder: Path, env: dict[str, str], state_url: str, flows: int) -> Config:
+    write_sandbox_project(folder, env)
+    toml = folder / "leadrelay.toml"
+    text = toml.read_text(encoding="utf-8")
+    text = text.replace('url = "sqlite:///leadrelay.db"', f'url = "{state_url}"')
+    text = text.replace('schedule = "*/5 * * * *"\n', "")
+    text += "".join(
+        f'\n[[flows]]\nname = "bench-{n}"\nsource = "hubspot"\ndestination = "salesforce"\n'
+        for n in range(flows)
+    )
+    text += "\n[worker]\ndelivery_every_s = 1\n"
+    toml.write_text(text, encoding="utf-8")
+    return load_config(toml)
+
+
+def _seed(config: Config) -> None:
+    with ConnectorPool(config) as pool:
+        pool.get("hubspot").upsert(
+            [
+                UpsertInput(
+                    ref=str(n),
+                    fields={"email": f"c{n}@seed{n}.io", "lastname": f"C{n}", "company": "S"},
+                )
+                for n in range(CONTACTS)
+            ]
+        )
+
+
+def _wait(done: Callable[[], bool], timeout: float = 600) -> float:
+    started = time.perf_counter()
+    while not done():
+        if time.perf_counter() - started > timeout:
+            raise TimeoutError("the workers did not finish")
+        time.sleep(0.05)
+    return time.perf_counter() - started
+
+
+def _ended_runs(store: StateStore) -> int:
+    return sum(1 for run in store.list_runs(limit=10_000) if run.status is not RunStatus.RUNNING)
+
+
+def _workers(folder: Path, count: int) -> list[subprocess.Popen[str]]:
+    started = [
+        subprocess.Popen(
+            [sys.executable, "-m", "leadrelay", "worker", "--config", "leadrelay.toml"],
+            cwd=folder,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(count)
+    ]
+    for worker in started:
+        assert worker.stderr is not None
+        for line in worker.stderr:
+            if "worker ready" in line:
+                break
+    return started
+
+
+def measure_postgres(env: dict[str, str], url: str, workers: int, leads: int, flows: int) -> str:
+    os.environ[POSTGRES_ENV] = url
+    with tempfile.TemporaryDirectory() as tmp, fresh_schema() as state_url:
+        config = _project(Path(tmp), env, state_url, flows)
+        _seed(config)
+        with open_state(config) as store:
+            running = _workers(Path(tmp), workers)
+            try:
+                capture_leads(store, leads, f"pg{workers}-")
+                delivered = _wait(lambda: store.inbox_counts()[InboxStatus.DELIVERED] == leads)
+                app = make_app(config)
+                with app.open():
+                    for n in range(flows):
+                        app.configure_task(FLOW_TASK).defer(flow=f"bench-{n}")
+                ran = _wait(lambda: _ended_runs(store) == flows)
+            finally:
+                for worker in running:
+                    worker.terminate()
+                for worker in running:
+                    worker.communicate(timeout=90)
+    return _line(f"PostgreSQL, {workers} worker(s)", leads, delivered, flows, ran)
+
+
+def measure_sqlite(env: dict[str, str], leads: int, flows: int) -> str:
+    with tempfile.TemporaryDirectory() as tmp:
+        config = _project(Path(tmp), env, "sqlite:///state.db", flows)
+        _seed(config)
+        with open_state(config) as store:
+            capture_leads(store, leads, "sqlite-")
+            started = time.perf_counter()
+            drain_inbox(config, store)
+            delivered = time.perf_counter() - started
+            started = time.perf_counter()
+            for n in range(flows):
+                run_flows(config, store, [config.flow(f"bench-{n}")], drain_inbox=False)
+            ran = time.perf_counter() - started
+    return _line("SQLite, one process", leads, delivered, flows, ran)
+
+
+def _line(label: str, leads: int, delivered: float, flows: int, ran: float) -> str:
+    return (
+        f"{label:<28} {leads / delivered:8.1f} leads/s delivered   "
+        f"{flows / ran * 60:8.1f} flow runs/min"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--leads", type=int, default=400)
+    parser.add_argument("--flows", type=int, default=12)
+    parser.add_argument("--workers", default="1,2,4")
+    parser.add_argument("--postgres", default=os.environ.get("LEADRELAY_TEST_POSTGRES_URL"))
+    args = parser.parse_args()
+    counts = [int(n) for n in args.workers.split(",") if n.strip()]
+    with tempfile.TemporaryDirectory() as tmp, sandbox_process(Path(tmp)) as env:
+        print(measure_sqlite(env, args.leads, args.flows), flush=True)
+        if not args.postgres:
+            print("no PostgreSQL: pass --postgres URL or set LEADRELAY_TEST_POSTGRES_URL")
+            return
+        for count in counts:
+            print(measure_postgres(env, args.postgres, count, args.leads, args.flows), flush=True)
+
+
+if __name__ == "__main__":
+    main()
