@@ -272,13 +272,14 @@ def _finish(store: StateStore, outcome: RunOutcome, crash: BaseException | None)
 
     assert outcome.run_id is not None
     stats: dict[str, object] = {"flows": [s.to_stats() for s in outcome.results]}
-    if outcome.interrupted is not None:
+    if isinstance(crash, KeyboardInterrupt | SystemExit):
+        status = RunStatus.ABORTED
+        stats["interrupted"] = outcome.interrupted or type(crash).__name__
+        stats["error"] = f"interrupted ({type(crash).__name__})"
+    elif outcome.interrupted is not None:
         status = RunStatus.ABORTED
         stats["interrupted"] = outcome.interrupted
-    elif isinstance(crash, KeyboardInterrupt | SystemExit):
-        status = RunStatus.ABORTED
-        stats["interrupted"] = type(crash).__name__
-        stats["error"] = f"interrupted ({type(crash).__name__})"
+        stats["error"] = f"interrupted ({outcome.interrupted})"
     elif crash is not None and outcome.fatal is None:
         status = RunStatus.FAILED
         stats["error"] = redact(f"crashed: {type(crash).__name__}: {crash}")

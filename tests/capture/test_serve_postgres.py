@@ -40,7 +40,7 @@ def test_workers_of_serve_deliver_a_posted_lead_and_end_on_sigterm(
         posted = client.post(
             "/forms/demo-webform",
             data={"email": "ana@pg.io", "last_name": "Silva", "company": "Acme"},
-            headers={"X-Leadrelay-Secret": project.env["DEMO_WEBFORM_SECRET"]},
+            headers={"X-Leadrelay-Secret": project.env["FORM_DEMO_WEBFORM_SECRET"]},
         )
     assert posted.status_code == 202
     config = load_config(project.folder / "leadrelay.toml")
