@@ -177,7 +177,10 @@ def _create_fields(
         return CheckResult(label, True, f"every custom field exists ({len(specs)} checked)")
     detail = f"created {', '.join(created)}"
     if connector.kind == "salesforce":
-        detail += "; grant the integration user's profile access to them (field-level security)"
+        detail += (
+            "; now grant the integration user read and edit on them (field-level security, "
+            "in Setup or a permission set)"
+        )
     return CheckResult(label, True, detail)
 
 

@@ -74,9 +74,11 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value * 100:.1f} %"
 
 
-def _horizontal_bars(chart_id: str, title: str, bars: Sequence[_Bar]) -> str:
+def _horizontal_bars(
+    chart_id: str, title: str, bars: Sequence[_Bar], empty: str = "Nothing in the period."
+) -> str:
     if not bars:
-        return f'<p class="empty" id="{chart_id}-empty">No data.</p>'
+        return f'<p class="empty" id="{chart_id}-empty">{escape(empty)}</p>'
     top = max(bar.count for bar in bars) or 1
     span = _CHART_WIDTH - _LABEL_WIDTH - 82
     height = len(bars) * (_BAR_HEIGHT + 8) + 8
@@ -182,7 +184,7 @@ def _funnel(report: Report) -> str:
     ]
     goal = report.funnel["mql_to_sql"]
     meets = goal["meets_goal"]
-    css = "goal-met" if meets else "goal-missed"
+    css = {True: "goal-met", False: "goal-missed", None: "caption"}[meets]
     verdict = {True: "meets the goal", False: "below the goal", None: "no MQLs yet"}[meets]
     return (
         '<section id="funnel"><h2>Funnel</h2>'
@@ -315,7 +317,12 @@ def _rejections(report: Report) -> str:
     return (
         '<section id="rejections"><h2>Rejection reasons</h2>'
         f'<p class="caption">{data["total"]} rejected leads.</p>'
-        + _horizontal_bars("rejections-chart", "Rejection reasons", bars)
+        + _horizontal_bars(
+            "rejections-chart",
+            "Rejection reasons",
+            bars,
+            "No lead was rejected with a reason in the period.",
+        )
         + "".join(groups)
         + "</section>"
     )

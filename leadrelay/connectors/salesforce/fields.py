@@ -2,9 +2,11 @@
 
 ``POST /services/data/vXX.X/tooling/sobjects/CustomField`` with ``FullName`` ``Lead.Name__c``
 and ``Metadata`` (``type``, ``label``, ``length`` / ``precision`` and ``scale`` /
-``valueSet``), as Salesforce's Tooling API reference documents the CustomField object. A
-field made this way is visible to the System Administrator profile only: field-level
-security for the integration user's profile (or a permission set) is a separate step in Setup.
+``valueSet``), as Salesforce's Tooling API reference documents the CustomField object. The
+integration user needs the "Customize Application" permission. Field-level security is a
+separate step: a field made through the API is not yet readable or editable by the integration
+user's profile until an admin grants it (Setup, or a permission set), and until then the
+user's describe() does not list it.
 """
 
 from __future__ import annotations
