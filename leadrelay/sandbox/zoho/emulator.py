@@ -953,7 +953,8 @@ class ZohoEmulator(Emulator):
 
     # -- metadata and users --------------------------------------------------------------------
 
-    async def _fields(self, request: Request, version: str) -> Response:
+    def _fields_module(self, request: Request) -> LeadStore:
+        """The module ``?module=`` of a fields call names; REQUIRED_PARAM_MISSING without it."""
         module = request.query_params.get("module")
         if not module:
             raise ZohoApiError(
@@ -962,22 +963,17 @@ class ZohoEmulator(Emulator):
                 "One of the expected parameter is missing",
                 {"param_name": "module"},
             )
-        store = self._module_store(module)
+        return self._module_store(module)
+
+    async def _fields(self, request: Request, version: str) -> Response:
+        store = self._fields_module(request)
         with self.lock:
             fields = [definition.to_json() for definition in store.fields.values()]
         return JSONResponse({"fields": fields})
 
     async def _create_fields(self, request: Request, version: str) -> Response:
         """Create Custom Fields: one result a field; 201 all made, 400 none, 207 some."""
-        module = request.query_params.get("module")
-        if not module:
-            raise ZohoApiError(
-                400,
-                "REQUIRED_PARAM_MISSING",
-                "One of the expected parameter is missing",
-                {"param_name": "module"},
-            )
-        store = self._module_store(module)
+        store = self._fields_module(request)
         items = (await self._json(request)).get("fields")
         if not isinstance(items, list) or not 1 <= len(items) <= MAX_FIELDS:
             raise ZohoApiError(
