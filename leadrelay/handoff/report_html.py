@@ -12,7 +12,7 @@ Stable hooks for tests and scrapers:
 
 * ``<section id="summary|trends|funnel|breakdowns|sla|rejections|ledger|diagnosis">``;
 * ``<header data-since=… data-until=…>`` (empty when open);
-* headline cards ``<div class="kpi" data-kpi="leads|mql|mql-to-sql|sla|pending|ttfa">``;
+* headline cards ``<div class="kpi" data-kpi="leads|mql|mql-to-sql|sla|pending|breaches|ttfa">``;
 * weekly rows ``<tr data-week="2024-05-06" data-leads=… data-mql=… data-sql=…>`` and
   columns ``<div class="col" data-week=… data-leads=…>`` of the trend chart;
 * breakdown rows ``<tr data-breakdown="channel|source|campaign|form" data-name=…
@@ -434,8 +434,14 @@ def _summary(report: Report) -> str:
             "pending",
             "Pending clocks",
             f"{sla.get('pending', 0):,}",
-            f"{sla['open_breaches']:,} open breaches",
-            "bad" if sla["open_breaches"] else "",
+            "still running, not in compliance",
+        ),
+        _kpi(
+            "breaches",
+            "Open breaches",
+            f"{sla['open_breaches']:,}",
+            "past due and not met yet",
+            "bad" if sla["open_breaches"] else "good",
         ),
         _kpi(
             "ttfa",
