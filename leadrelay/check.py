@@ -16,6 +16,7 @@ from rich.table import Table
 
 from leadrelay.config import Config, ConnectionConfig
 from leadrelay.connectors.base import Connector, ConnectorNotFound, connector_class
+from leadrelay.connectors.customfields import CustomFieldSpec
 from leadrelay.connectors.errors import ConnectorError
 from leadrelay.mappings.engine import MappingError, load_form_mapping, load_mapping
 from leadrelay.sync.state import StateError, open_state
@@ -112,7 +113,7 @@ def check_connection(
         if not (health.ok and health.credentials_valid):
             return results
         if create_fields:
-            results.append(_create_fields(subject, connector))
+            results.append(_create_fields(config, name, subject, connector))
         schema = connector.describe()
         for override in _mapping_files(config, name):
             label = override.name if override else f"{settings.kind} mapping"
@@ -144,23 +145,43 @@ def check_connection(
     return results
 
 
-def _create_fields(subject: str, connector: Connector[Any]) -> CheckResult:
-    """``--create-fields``: create the custom properties leadrelay needs, where the API can.
+def _create_fields(
+    config: Config, name: str, subject: str, connector: Connector[Any]
+) -> CheckResult:
+    """``--create-fields``: create the custom fields leadrelay needs, through the system's API.
 
-    HubSpot's properties API creates contact properties; Salesforce and Zoho custom fields
-    are created by an admin in Setup (the README lists them), so they are only checked.
+    HubSpot: contact properties (Properties API). Salesforce: Lead custom fields (Tooling API;
+    field-level security for the integration user stays a step in Setup). Zoho: Leads fields
+    (Fields API). The Salesforce and Zoho fields are those the connection's mappings name.
     """
+    from leadrelay.connectors.customfields import FieldCreator, custom_field_specs
     from leadrelay.connectors.hubspot import HubSpotConnector
 
-    if not isinstance(connector, HubSpotConnector):
-        return CheckResult(
-            f"{subject} create fields",
-            True,
-            "custom fields are created in the system's setup (see the README); checked below",
+    label = f"{subject} create fields"
+    if isinstance(connector, HubSpotConnector):
+        created = connector.ensure_properties()
+        detail = f"created {', '.join(created)}" if created else "every custom property exists"
+        return CheckResult(label, True, detail)
+    if not isinstance(connector, FieldCreator):
+        return CheckResult(label, True, "this system's fields are created in its own setup")
+    specs: dict[str, CustomFieldSpec] = {}
+    for override in _mapping_files(config, name):
+        try:
+            mapping = load_mapping(connector.kind, project_dir=config.folder, override=override)
+        except MappingError:
+            continue  # reported by the mapping check below
+        for spec in custom_field_specs(mapping):
+            specs.setdefault(spec.name, spec)
+    created = connector.create_fields(list(specs.values()))
+    if not created:
+        return CheckResult(label, True, f"every custom field exists ({len(specs)} checked)")
+    detail = f"created {', '.join(created)}"
+    if connector.kind == "salesforce":
+        detail += (
+            "; now grant the integration user read and edit on them (field-level security, "
+            "in Setup or a permission set)"
         )
-    created = connector.ensure_properties()
-    detail = f"created {', '.join(created)}" if created else "every custom property exists"
-    return CheckResult(f"{subject} create fields", True, detail)
+    return CheckResult(label, True, detail)
 
 
 def run_checks(

@@ -255,7 +255,7 @@ def check(
         bool,
         typer.Option(
             "--create-fields",
-            help="Create the custom HubSpot properties leadrelay's mapping needs.",
+            help="Create the custom fields the mappings need (HubSpot, Salesforce, Zoho).",
         ),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,

@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 
 from leadrelay.check import run_checks
 from leadrelay.cli import main
 from leadrelay.config import load_config
+from leadrelay.connectors.base import Connector, connector_class
+from leadrelay.connectors.customfields import CustomFieldSpec
+from leadrelay.connectors.errors import Rejected
+from leadrelay.connectors.salesforce import SalesforceConnector
+from leadrelay.connectors.salesforce.fields import TOOLING_PATH
+from leadrelay.connectors.salesforce.fields import custom_field_body as salesforce_body
+from leadrelay.connectors.zoho import ZohoConnector
+from leadrelay.connectors.zoho.fields import custom_field_body as zoho_body
 from leadrelay.sandbox.project import write_sandbox_project
 from leadrelay.sandbox.server import SandboxServer
 
@@ -134,17 +145,137 @@ def test_check_prints_one_line_a_check_when_stdout_is_not_a_terminal(
     assert len(out) == 1 + len([line for line in out if line[:1] in "✓✗"])
 
 
-def test_create_fields_creates_the_missing_hubspot_properties(
-    server: SandboxServer, project: Path, capsys: pytest.CaptureFixture[str]
+#: fields of every kind leadrelay creates: text, unique key, number, text area, picklist,
+#: URL and date-time
+_REMOVED = {
+    "hubspot": ("utm_term", "rejection_reason"),
+    "salesforce": (
+        "UTM_Term__c",
+        "LeadRelay_Key__c",
+        "Lead_Score__c",
+        "Qualification_Reason__c",
+        "Rejection_Reason__c",
+        "Landing_Page__c",
+        "Assigned_At__c",
+    ),
+    "zoho": (
+        "UTM_Term",
+        "LeadRelay_Key",
+        "Lead_Score",
+        "Qualification_Reason",
+        "Lead_Tier",
+        "Landing_Page",
+        "Accepted_At",
+    ),
+}
+
+
+def _connector(project: Path, system: str) -> Connector[Any]:
+    config = load_config(project)
+    return connector_class(system)(config.connections[system], system)
+
+
+@pytest.mark.parametrize("system", ["hubspot", "salesforce", "zoho"])
+def test_create_fields_makes_a_sandbox_without_its_custom_fields_pass(
+    server: SandboxServer, project: Path, capsys: pytest.CaptureFixture[str], system: str
 ) -> None:
-    for name in ("utm_term", "rejection_reason"):
-        server.sandbox.emulators["hubspot"].change_schema({"remove_field": name})
+    for name in _REMOVED[system]:
+        server.sandbox.emulators[system].change_schema({"remove_field": name})
     with pytest.raises(SystemExit) as failing:
         main(["check", "--config", str(project)])
     assert failing.value.code == 1
     capsys.readouterr()
     main(["check", "--config", str(project), "--create-fields", "--json"])
     report = json.loads(capsys.readouterr().out)
-    created = next(c for c in report["checks"] if c["subject"].endswith("create fields"))
-    assert "utm_term" in created["detail"] and "rejection_reason" in created["detail"]
-    assert report["ok"] is True
+    [created] = [
+        c
+        for c in report["checks"]
+        if c["subject"] == f"connection {system} ({system}) create fields"
+    ]
+    assert set(created["detail"].removeprefix("created ").split(";")[0].split(", ")) == set(
+        _REMOVED[system]
+    )
+    assert report["ok"] is True, [c for c in report["checks"] if not c["ok"]]
+
+
+@pytest.mark.parametrize(
+    ("system", "name", "kind", "allowed"),
+    [
+        ("salesforce", "Rejection_Reason__c", "picklist", "No Authority"),
+        ("salesforce", "Lead_Score__c", "double", None),
+        ("zoho", "Lead_Tier", "picklist", "Warm"),
+        ("zoho", "Landing_Page", "website", None),
+    ],
+)
+def test_a_created_field_is_described_with_its_type_and_values(
+    server: SandboxServer,
+    project: Path,
+    system: str,
+    name: str,
+    kind: str,
+    allowed: str | None,
+) -> None:
+    server.sandbox.emulators[system].change_schema({"remove_field": name})
+    main(["check", "--config", str(project), "--create-fields", "--json"])
+    connector = _connector(project, system)
+    try:
+        info = connector.describe().field(name)
+    finally:
+        connector.close()
+    assert info.type == kind
+    if allowed is not None:
+        assert info.picklist_values and allowed in info.picklist_values
+
+
+def test_create_fields_when_every_field_exists_creates_nothing(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    main(["check", "--config", str(project), "--create-fields", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    details = [c["detail"] for c in report["checks"] if c["subject"].endswith("create fields")]
+    assert len(details) == 3
+    assert all("created" not in detail for detail in details), details
+
+
+_TEXT = CustomFieldSpec("UTM_Source__c", "UTM Source", "text", 255)
+
+
+def test_salesforce_refuses_a_custom_field_the_lead_already_has(project: Path) -> None:
+    connector = _connector(project, "salesforce")
+    assert isinstance(connector, SalesforceConnector)
+    try:
+        with pytest.raises(Rejected) as refused:
+            connector.restful(
+                TOOLING_PATH,
+                method="POST",
+                json=salesforce_body(_TEXT),
+                describe="duplicate field",
+                idempotent=False,
+            )
+    finally:
+        connector.close()
+    assert refused.value.code == "DUPLICATE_DEVELOPER_NAME"
+
+
+def test_zoho_refuses_a_field_the_module_already_has(server: SandboxServer, project: Path) -> None:
+    connector = _connector(project, "zoho")
+    assert isinstance(connector, ZohoConnector)
+    try:
+        connector.describe()  # a token the sandbox knows (a reset forgets the cached one)
+        token, domain = connector.tokens.token(), connector.api_domain
+    finally:
+        connector.close()
+    spec = CustomFieldSpec("UTM_Source", "UTM Source", "text", 255)
+    fresh = CustomFieldSpec("Webinar_Name", "Webinar", "text", 120)
+    context = ssl.create_default_context(cafile=str(server.ca_bundle))
+    with httpx.Client(verify=context, timeout=30) as http:
+        answer = http.post(
+            f"{domain}/crm/v7/settings/fields",
+            params={"module": "Leads"},
+            headers={"Authorization": f"Zoho-oauthtoken {token}"},
+            json={"fields": [zoho_body(spec), zoho_body(fresh)]},
+        )
+    assert answer.status_code == 207
+    duplicate, made = answer.json()["fields"]
+    assert (duplicate["code"], duplicate["details"]["api_name"]) == ("DUPLICATE_DATA", "UTM_Source")
+    assert made["status"] == "success"

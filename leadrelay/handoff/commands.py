@@ -28,7 +28,7 @@ from leadrelay.clikit import CliError, load_project_config, open_store
 
 if TYPE_CHECKING:
     from leadrelay.config import Config
-    from leadrelay.handoff.report import Report
+    from leadrelay.handoff.report import Period, Report
     from leadrelay.model import Lead
     from leadrelay.sync.engine import ConnectorPool
     from leadrelay.sync.state import StateStore
@@ -147,16 +147,19 @@ def build_project_report(
     *,
     now: datetime | None = None,
     on_page: Callable[[str, int], None] | None = None,
+    period: Period | None = None,
 ) -> Report:
-    """The report of a project: its CRMs' leads, its store's ledger, its ``[sla]``.
+    """The report of a project: its CRMs' leads, its store's ledger, its ``[sla]``; with a
+    ``period``, the leads that arrived and the ledger days inside it.
 
     ``report.rejections["without_reason"]`` lists the leads rejected without a reason.
     """
     from leadrelay.handoff.report import report_command_data
 
     leads = gather_leads(config, connectors, on_page=on_page, store=store)
-    report = report_command_data(config, store, leads, now=now)
-    report.rejections["without_reason"] = rejected_without_reason(leads)
+    report = report_command_data(config, store, leads, now=now, period=period)
+    inside = [lead for lead in leads if period is None or period.holds(lead.created_at)]
+    report.rejections["without_reason"] = rejected_without_reason(inside)
     return report
 
 
@@ -173,6 +176,24 @@ def report_command(
     html: Annotated[
         Path | None, typer.Option("--html", help="Also write a self-contained HTML report here.")
     ] = None,
+    since: Annotated[
+        datetime | None,
+        typer.Option(
+            "--since",
+            formats=["%Y-%m-%d"],
+            metavar="YYYY-MM-DD",
+            help="Report the leads that arrived on or after this day (YYYY-MM-DD, UTC).",
+        ),
+    ] = None,
+    until: Annotated[
+        datetime | None,
+        typer.Option(
+            "--until",
+            formats=["%Y-%m-%d"],
+            metavar="YYYY-MM-DD",
+            help="Report the leads that arrived on or before this day (YYYY-MM-DD, UTC).",
+        ),
+    ] = None,
 ) -> None:
     """Report the handoff: funnel conversion, SLA, rejections by source, ledger, diagnosis.
 
@@ -181,11 +202,15 @@ def report_command(
     """
     from leadrelay.connectors.base import ConnectorNotFound
     from leadrelay.connectors.errors import AuthError, ConnectorError
-    from leadrelay.handoff.report import render_tables
+    from leadrelay.handoff.report import Period, render_tables
     from leadrelay.handoff.report_html import render_html
     from leadrelay.mappings.engine import MappingError
     from leadrelay.sync.engine import ConnectorPool
 
+    try:
+        period = Period(since.date() if since else None, until.date() if until else None)
+    except ValueError as exc:
+        raise CliError(str(exc), 2) from exc
     loaded = load_project_config(config)
     if not loaded.flows:
         raise CliError(f"{loaded.path}: no [[flows]] defined: no CRM to report on", 2)
@@ -208,9 +233,11 @@ def report_command(
                             tasks[name] = progress.add_task(name, total=None)
                         progress.advance(tasks[name], count)
 
-                    report = build_project_report(loaded, store, pool, on_page=advance)
+                    report = build_project_report(
+                        loaded, store, pool, on_page=advance, period=period
+                    )
             else:
-                report = build_project_report(loaded, store, pool)
+                report = build_project_report(loaded, store, pool, period=period)
     except (MappingError, ConnectorNotFound) as exc:
         raise CliError(str(exc), 2) from exc
     except AuthError as exc:

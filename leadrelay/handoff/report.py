@@ -6,12 +6,16 @@ clocks into a :class:`Report` with these sections:
 ``funnel``
     How many leads reached MQL, SAL, SQL, opportunity and won (a lead at a later stage counts as
     having reached the earlier ones; a disqualified lead reached MQL, a lost one opportunity), the
-    conversion rate of each step, and MQL → SQL against the SOP's goal of 30 %.
+    conversion rate of each step, and MQL → SQL against the SOP's goal of 30 %. ``period`` names
+    the days reported (``report --since/--until``), ``by_week`` the trend week by week (weeks
+    start on Monday, by arrival) and ``breakdowns`` the leads by channel, source (a capture form
+    or a system), campaign and form.
 ``time_to_first_action``
     Hours from arrival to sales' first action: median and 90th percentile.
 ``sla``
-    Compliance per clock (on time / decided), breaches, and a histogram of minutes to first
-    action.
+    Compliance per clock (on time / decided: a pending or at-risk clock is not decided yet and
+    does not count), how many clocks are decided and pending, breaches, and a histogram of
+    minutes to first action.
 ``rejections``
     Rejection reasons, in total and by source, form and campaign.
 ``ledger``
@@ -33,7 +37,7 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -57,6 +61,7 @@ __all__ = [
     "LAYERS",
     "MQL_TO_SQL_GOAL",
     "SLA_BUCKETS",
+    "Period",
     "Report",
     "arrival_times",
     "build_report",
@@ -210,6 +215,7 @@ def _sla(leads: Sequence[Lead], statuses: Sequence[SlaStatus]) -> dict[str, Any]
         }
     on_time = sum(1 for status in live if status.state is SlaState.ON_TIME)
     breached_all = [status for status in live if status.state is SlaState.BREACHED]
+    undecided = sum(1 for s in live if s.state in (SlaState.PENDING, SlaState.AT_RISK))
     histogram = []
     minutes = _first_action_minutes(leads)
     for label, low, high in SLA_BUCKETS:
@@ -225,6 +231,8 @@ def _sla(leads: Sequence[Lead], statuses: Sequence[SlaStatus]) -> dict[str, Any]
     return {
         "by_kind": by_kind,
         "compliance": _rate(on_time, on_time + len(breached_all)),
+        "decided": on_time + len(breached_all),
+        "pending": undecided,
         "breaches": [status.to_dict() for status in breaches],
         "open_breaches": sum(1 for status in breaches if status.open_breach),
         "histogram": histogram,
@@ -264,6 +272,117 @@ def _rejections(leads: Sequence[Lead]) -> dict[str, Any]:
         "by_form": breakdown("form"),
         "by_campaign": breakdown("campaign"),
     }
+
+
+@dataclass(frozen=True)
+class Period:
+    """The days a report covers, both ends included; None: open on that side."""
+
+    since: date | None = None
+    until: date | None = None
+
+    def __post_init__(self) -> None:
+        if self.since and self.until and self.since > self.until:
+            raise ValueError(f"--since {self.since} is after --until {self.until}")
+
+    def holds(self, moment: datetime | date) -> bool:
+        """True when ``moment`` (its UTC day) is inside the period."""
+        day = _aware(moment).date() if isinstance(moment, datetime) else moment
+        return (self.since is None or day >= self.since) and (
+            self.until is None or day <= self.until
+        )
+
+    def to_dict(self) -> dict[str, str | None]:
+        """``{"since", "until"}`` as ISO dates (None when open)."""
+        return {
+            "since": self.since.isoformat() if self.since else None,
+            "until": self.until.isoformat() if self.until else None,
+        }
+
+
+def _monday(day: date) -> date:
+    return day - timedelta(days=day.weekday())
+
+
+def _week(moment: datetime) -> date:
+    """The Monday of the ISO week of ``moment`` (UTC)."""
+    return _monday(_aware(moment).date())
+
+
+def _counts(leads: Sequence[Lead]) -> dict[str, Any]:
+    """Leads, MQLs, SQLs, rejected and MQL → SQL of a group of leads."""
+    positions = [funnel_position(lead) for lead in leads]
+    mql = sum(1 for p in positions if p >= 0)
+    sql = sum(1 for p in positions if p >= 2)
+    return {
+        "leads": len(leads),
+        "mql": mql,
+        "sql": sql,
+        "rejected": sum(1 for lead in leads if lead.rejection_reason is not None),
+        "mql_to_sql": _rate(sql, mql),
+    }
+
+
+def _by_week(
+    leads: Sequence[Lead], statuses: Sequence[SlaStatus], period: Period, now: datetime
+) -> list[dict[str, Any]]:
+    """One row a week from the period's first week (or the first lead's) to its last (or now's):
+    a week without leads is a row of zeros, so a gap shows as a gap."""
+    if not leads and period.since is None:
+        return []
+    starts = [_week(lead.created_at) for lead in leads]
+    first = _monday(period.since) if period.since else min(starts)
+    last = _monday(period.until or _aware(now).date())
+    if starts:
+        last = max(last, max(starts))
+    week_of = {lead.key: _week(lead.created_at) for lead in leads}
+    grouped: dict[date, list[Lead]] = defaultdict(list)
+    for lead, start in zip(leads, starts, strict=True):
+        grouped[start].append(lead)
+    clocks: dict[date, Counter[SlaState]] = defaultdict(Counter)
+    for status in statuses:
+        if status.lead_key in week_of:
+            clocks[week_of[status.lead_key]][status.state] += 1
+    rows = []
+    week = first
+    while week <= last:
+        states = clocks[week]
+        on_time, breached = states[SlaState.ON_TIME], states[SlaState.BREACHED]
+        rows.append(
+            {"week": week.isoformat()}
+            | _counts(grouped[week])
+            | {
+                "sla_on_time": on_time,
+                "sla_breached": breached,
+                "sla_pending": states[SlaState.PENDING] + states[SlaState.AT_RISK],
+                "sla_compliance": _rate(on_time, on_time + breached),
+            }
+        )
+        week += timedelta(days=7)
+    return rows
+
+
+def _lead_origin(lead: Lead) -> str:
+    """``form`` for a lead a capture form brought, ``system`` for one first seen in a CRM."""
+    return "form" if lead.form_id else "system"
+
+
+def _breakdowns(leads: Sequence[Lead]) -> dict[str, list[dict[str, Any]]]:
+    """Leads by channel, source (form / system), campaign and form, largest group first."""
+    keys: dict[str, Any] = {
+        "channel": lambda lead: lead.channel.value if lead.channel is not None else _UNKNOWN,
+        "source": _lead_origin,
+        "campaign": _lead_campaign,
+        "form": lambda lead: lead.form_id or _UNKNOWN,
+    }
+    found: dict[str, list[dict[str, Any]]] = {}
+    for name, key in keys.items():
+        groups: dict[str, list[Lead]] = defaultdict(list)
+        for lead in leads:
+            groups[str(key(lead))].append(lead)
+        rows = [{"name": group} | _counts(members) for group, members in groups.items()]
+        found[name] = sorted(rows, key=lambda row: (-row["leads"], row["name"]))
+    return found
 
 
 def _ledger(counts: Iterable[LedgerCount]) -> dict[str, Any]:
@@ -459,16 +578,25 @@ def build_report(
     sla_statuses: Iterable[SlaStatus],
     now: datetime,
     field_problems: Iterable[tuple[str, str]] = (),
+    period: Period | None = None,
 ) -> Report:
     """Build the report from the current leads, the ledger counts and the SLA clocks.
 
     ``ledger_counts`` come from ``StateStore.ledger_counts(by_day=True)`` (test rows already left
-    out); ``sla_statuses`` from :func:`leadrelay.handoff.sla.evaluate` at ``now``.
+    out); ``sla_statuses`` from :func:`leadrelay.handoff.sla.evaluate` at ``now``. With a
+    ``period``, only the leads that arrived (``created_at``) and the ledger days inside it count.
     """
-    live = [lead for lead in leads if not lead.is_test]
+    period = period or Period()
+    live = [lead for lead in leads if not lead.is_test and period.holds(lead.created_at)]
+    keys = {lead.key for lead in live}
+    statuses = [status for status in sla_statuses if status.lead_key in keys]
+    counts = [c for c in ledger_counts if c.day is None or period.holds(c.day)]
     funnel = _funnel(live)
-    sla = _sla(live, list(sla_statuses))
-    ledger = _ledger(ledger_counts)
+    funnel["period"] = period.to_dict()
+    funnel["by_week"] = _by_week(live, statuses, period, now)
+    funnel["breakdowns"] = _breakdowns(live)
+    sla = _sla(live, statuses)
+    ledger = _ledger(counts)
     ledger["field_problems"] = _field_problems(field_problems)
     return Report(
         generated_at=_aware(now),
@@ -516,6 +644,7 @@ def report_command_data(
     *,
     now: datetime | None = None,
     sla_config: SlaConfig | None = None,
+    period: Period | None = None,
 ) -> Report:
     """Everything ``leadrelay report`` needs from a config, its state store and the leads.
 
@@ -535,7 +664,7 @@ def report_command_data(
     statuses = evaluate(current, moment, settings)
     counts = store.ledger_counts(by_day=True)
     problems = [(p.connection, p.field) for p in store.field_problems()]
-    return build_report(current, counts, statuses, moment, problems)
+    return build_report(current, counts, statuses, moment, problems, period)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,12 +1,23 @@
 """The handoff report as one self-contained HTML page (``leadrelay report --html FILE``).
 
-Inline CSS and inline SVG charts drawn here: funnel bars, the histogram of minutes to first
-action, rejection-reason bars. No scripts, no external URLs, so the file can be mailed or
-archived and opens offline.
+A dashboard to open every Monday: the period and headline figures first, then the weekly
+trend, the funnel, breakdowns by channel, source, campaign and form, the SLA, rejections, the
+ledger and the diagnosis. Inline CSS, inline SVG and CSS bar charts drawn here; a chart with
+nothing to show is a one-line note, not a blank area. SLA compliance counts decided clocks
+only (on time or breached) and says so; pending clocks are shown as pending. No scripts, no
+external URLs, so the file can be mailed or archived and opens offline. Tables scroll inside
+their box on a phone; the page itself never scrolls sideways.
 
 Stable hooks for tests and scrapers:
 
-* ``<section id="funnel|sla|rejections|ledger|diagnosis">``;
+* ``<section id="summary|trends|funnel|breakdowns|sla|rejections|ledger|diagnosis">``;
+* ``<header data-since=… data-until=…>`` (empty when open);
+* headline cards ``<div class="kpi" data-kpi="leads|mql|mql-to-sql|sla|pending|breaches|ttfa">``;
+* weekly rows ``<tr data-week="2024-05-06" data-leads=… data-mql=… data-sql=…>`` and
+  columns ``<div class="col" data-week=… data-leads=…>`` of the trend chart;
+* breakdown rows ``<tr data-breakdown="channel|source|campaign|form" data-name=…
+  data-leads=…>``;
+* ``<p id="sla-compliance" data-compliance=… data-decided=… data-pending=…>``;
 * funnel bars ``<rect class="bar" data-stage="mql" data-count="42">``, and
   ``<p id="mql-to-sql" data-actual="0.25" data-goal="0.3" data-meets-goal="false">``;
 * SLA histogram bars ``<rect class="bar" data-bucket="0-15" data-count="3">``, and rows
@@ -21,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date
 from html import escape
 from importlib.resources import files
 from string import Template
@@ -30,9 +42,14 @@ from leadrelay.handoff.report import Report
 
 __all__ = ["render_html"]
 
-_BAR_HEIGHT = 26
-_CHART_WIDTH = 720
-_LABEL_WIDTH = 170
+_BAR_HEIGHT = 24
+#: SVG charts are drawn this wide and scale down with the page (readable on a phone too)
+_CHART_WIDTH = 360
+_LABEL_WIDTH = 118
+#: the histogram's width (eight buckets)
+_HISTOGRAM_WIDTH = 420
+#: at most this many weeks in the trend (the latest); the table says how many were left out
+_MAX_WEEKS = 26
 
 
 @dataclass(frozen=True)
@@ -57,11 +74,13 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{value * 100:.1f} %"
 
 
-def _horizontal_bars(chart_id: str, title: str, bars: Sequence[_Bar]) -> str:
+def _horizontal_bars(
+    chart_id: str, title: str, bars: Sequence[_Bar], empty: str = "Nothing in the period."
+) -> str:
     if not bars:
-        return f'<p class="empty" id="{chart_id}-empty">No data.</p>'
+        return f'<p class="empty" id="{chart_id}-empty">{escape(empty)}</p>'
     top = max(bar.count for bar in bars) or 1
-    span = _CHART_WIDTH - _LABEL_WIDTH - 120
+    span = _CHART_WIDTH - _LABEL_WIDTH - 82
     height = len(bars) * (_BAR_HEIGHT + 8) + 8
     parts = [
         f'<svg id="{chart_id}" role="img" aria-label="{_attr(title)}" '
@@ -87,39 +106,45 @@ def _horizontal_bars(chart_id: str, title: str, bars: Sequence[_Bar]) -> str:
 
 def _vertical_bars(chart_id: str, title: str, bars: Sequence[_Bar]) -> str:
     top = max((bar.count for bar in bars), default=0) or 1
-    slot = (_CHART_WIDTH - 40) // max(len(bars), 1)
-    plot = 200
+    slot = (_HISTOGRAM_WIDTH - 40) // max(len(bars), 1)
+    plot = 140
     base = plot + 24  # room above the tallest bar for its count
     height = base + 40
     parts = [
         f'<svg id="{chart_id}" role="img" aria-label="{_attr(title)}" '
-        f'viewBox="0 0 {_CHART_WIDTH} {height}" width="{_CHART_WIDTH}" height="{height}">',
+        f'viewBox="0 0 {_HISTOGRAM_WIDTH} {height}" width="{_HISTOGRAM_WIDTH}" height="{height}">',
         f"<title>{escape(title)}</title>",
-        f'<line x1="20" y1="{base}" x2="{_CHART_WIDTH - 20}" y2="{base}" stroke="#9aa5b1"/>',
+        f'<line x1="20" y1="{base}" x2="{_HISTOGRAM_WIDTH - 20}" y2="{base}" stroke="#9aa5b1"/>',
     ]
     for index, bar in enumerate(bars):
-        x = 20 + index * slot + 6
+        x = 20 + index * slot + 4
         bar_height = round(plot * bar.count / top)
         y = base - bar_height
         css = "bar late" if bar.late else "bar"
+        middle = x + (slot - 8) // 2
         parts.append(
-            f'<rect class="{css}" x="{x}" y="{y}" width="{slot - 12}" height="{bar_height}" '
+            f'<rect class="{css}" x="{x}" y="{y}" width="{slot - 8}" height="{bar_height}" '
             f'data-{bar.attribute}="{_attr(bar.value)}" data-count="{bar.count}">'
-            f"<title>{escape(bar.label)} min: {bar.count}</title></rect>"
-            f'<text x="{x + (slot - 12) // 2}" y="{y - 4}" text-anchor="middle">{bar.count}</text>'
-            f'<text x="{x + (slot - 12) // 2}" y="{base + 18}" text-anchor="middle">'
+            f"<title>{escape(bar.label)}: {bar.count}</title></rect>"
+            f'<text x="{middle}" y="{y - 4}" text-anchor="middle">{bar.count}</text>'
+            f'<text class="small" x="{middle}" y="{base + 16}" text-anchor="middle">'
             f"{escape(bar.label)}</text>"
         )
     parts.append(
-        f'<text x="{_CHART_WIDTH // 2}" y="{base + 36}" text-anchor="middle">'
+        f'<text x="{_HISTOGRAM_WIDTH // 2}" y="{base + 36}" text-anchor="middle">'
         "minutes from arrival to first action</text></svg>"
     )
     return "".join(parts)
 
 
 def _table(
-    headers: Sequence[str], rows: Sequence[tuple[dict[str, Any], Sequence[str]]], numeric: set[int]
+    headers: Sequence[str],
+    rows: Sequence[tuple[dict[str, Any], Sequence[str]]],
+    numeric: set[int],
+    wrap: frozenset[int] = frozenset(),
 ) -> str:
+    """A table in a box that scrolls sideways on a narrow screen; cells stay on one line
+    except the ``wrap`` columns (prose)."""
     head = "".join(
         f'<th class="num">{escape(h)}</th>' if i in numeric else f"<th>{escape(h)}</th>"
         for i, h in enumerate(headers)
@@ -130,13 +155,20 @@ def _table(
             f' {name}="{_attr(value)}"' for name, value in attributes.items() if value is not None
         )
         tds = "".join(
-            f'<td class="num">{escape(c)}</td>' if i in numeric else f"<td>{escape(c)}</td>"
+            f'<td class="num">{escape(c)}</td>'
+            if i in numeric
+            else f'<td class="wrap">{escape(c)}</td>'
+            if i in wrap
+            else f"<td>{escape(c)}</td>"
             for i, c in enumerate(cells)
         )
         body.append(f"<tr{attrs}>{tds}</tr>")
     if not body:
         body.append(f'<tr><td class="empty" colspan="{len(headers)}">No data.</td></tr>')
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return (
+        f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table></div>"
+    )
 
 
 def _funnel(report: Report) -> str:
@@ -146,15 +178,13 @@ def _funnel(report: Report) -> str:
             step["count"],
             "stage",
             step["stage"],
-            ""
-            if step["rate_from_previous"] is None
-            else f"  ({_pct(step['rate_from_previous'])} of previous)",
+            "" if step["rate_from_previous"] is None else f" · {_pct(step['rate_from_previous'])}",
         )
         for step in report.funnel["stages"]
     ]
     goal = report.funnel["mql_to_sql"]
     meets = goal["meets_goal"]
-    css = "goal-met" if meets else "goal-missed"
+    css = {True: "goal-met", False: "goal-missed", None: "caption"}[meets]
     verdict = {True: "meets the goal", False: "below the goal", None: "no MQLs yet"}[meets]
     return (
         '<section id="funnel"><h2>Funnel</h2>'
@@ -163,8 +193,34 @@ def _funnel(report: Report) -> str:
         f'data-goal="{_data_number(goal["goal"])}" '
         f'data-meets-goal="{"" if meets is None else str(meets).lower()}">'
         f"MQL → SQL <strong>{_pct(goal['actual'])}</strong> against the SOP goal of "
-        f'{_pct(goal["goal"])}: <span class="{css}">{verdict}</span></p></section>'
+        f'{_pct(goal["goal"])}: <span class="{css}">{verdict}</span></p>'
+        '<p class="caption">A lead at a later stage counts as having reached the earlier ones; '
+        "the percentage is the share of the previous stage.</p></section>"
     )
+
+
+def _span(minutes: float) -> str:
+    if minutes >= 1440 and minutes % 1440 == 0:
+        return f"{minutes / 1440:g}d"
+    if minutes >= 60:
+        return f"{minutes / 60:g}h"
+    return f"{minutes:g}m"
+
+
+def _duration(low: float, high: float | None) -> str:
+    """A histogram bucket as people say it: ``15-30m``, ``1-2h``, ``1d+``."""
+    if high is None:
+        return f"{_span(low)}+"
+    low_text, high_text = _span(low), _span(high)
+    if low == 0:
+        return f"<{high_text}"
+    if low_text[-1] == high_text[-1]:
+        return f"{low_text[:-1]}-{high_text}"
+    return f"{low_text}-{high_text}"
+
+
+def _hours(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f} h"
 
 
 def _sla(report: Report) -> str:
@@ -173,37 +229,65 @@ def _sla(report: Report) -> str:
             {"data-kind": kind, "data-compliance": _data_number(n["compliance"])},
             [
                 kind,
-                str(n["clocks"]),
+                str(n["on_time"] + n["breached"]),
                 str(n["on_time"]),
                 str(n["breached"]),
+                str(n["pending"] + n["at_risk"]),
                 str(n["at_risk"]),
-                str(n["pending"]),
                 _pct(n["compliance"]),
             ],
         )
         for kind, n in report.sla["by_kind"].items()
     ]
     table = _table(
-        ["clock", "clocks", "on time", "breached", "at risk", "pending", "compliance"],
+        ["clock", "decided", "on time", "breached", "pending", "of them at risk", "compliance¹"],
         rows,
         {1, 2, 3, 4, 5, 6},
     )
     bars = [
-        _Bar(b["bucket"], b["count"], "bucket", b["bucket"], late=b["min_minutes"] >= 60)
+        _Bar(
+            _duration(b["min_minutes"], b["max_minutes"]),
+            b["count"],
+            "bucket",
+            b["bucket"],
+            late=b["min_minutes"] >= 60,
+        )
         for b in report.sla["histogram"]
     ]
+    if any(bar.count for bar in bars):
+        histogram = "<h3>Minutes from arrival to first action</h3>" + _vertical_bars(
+            "sla-histogram", "Minutes to first action", bars
+        )
+    else:
+        histogram = (
+            '<p class="empty" id="sla-histogram-empty">No first action recorded yet: the '
+            "histogram of minutes to first action appears once sales acts on a lead.</p>"
+        )
     action = report.time_to_first_action
-
-    def hours(value: float | None) -> str:
-        return "n/a" if value is None else f"{value:.1f} h"
-
+    sla = report.sla
+    decided, pending = sla.get("decided", 0), sla.get("pending", 0)
+    if decided:
+        headline = (
+            f"<strong>{_pct(sla['compliance'])}</strong> of {decided} decided clocks met their "
+            f"SLA; {pending} {'clock is' if pending == 1 else 'clocks are'} still pending and "
+            "not counted."
+        )
+    else:
+        headline = (
+            f"No clock is decided yet ({pending} pending): compliance is shown once a clock is "
+            "met or breached."
+        )
     return (
         '<section id="sla"><h2>SLA</h2>'
-        f'<p class="caption">Overall compliance {_pct(report.sla["compliance"])}; '
-        f"{report.sla['open_breaches']} open breaches. Time to first action: median "
-        f"{hours(action['median_hours'])}, p90 {hours(action['p90_hours'])}.</p>"
+        f'<p id="sla-compliance" data-compliance="{_data_number(sla["compliance"])}" '
+        f'data-decided="{decided}" data-pending="{pending}">{headline}</p>'
+        f'<p class="caption">{sla["open_breaches"]} open breaches. Time to first action: median '
+        f"{_hours(action['median_hours'])}, p90 {_hours(action['p90_hours'])} "
+        f"({action['with_action']} leads with a first action).</p>"
         + table
-        + _vertical_bars("sla-histogram", "Minutes to first action", bars)
+        + '<p class="caption">¹ Compliance = on time ÷ decided (on time + breached). A pending '
+        "clock has not run out yet; an at-risk one is close to its deadline.</p>"
+        + histogram
         + "</section>"
     )
 
@@ -224,11 +308,21 @@ def _rejections(report: Report) -> str:
             for name, reasons in data[key].items()
             for reason, count in reasons.items()
         ]
-        groups.append(f"<h3>By {title}</h3>" + _table([title, "reason", "leads"], rows, {2}))
+        if rows:
+            groups.append(
+                f"<details><summary>By {title} ({len(data[key])})</summary>"
+                + _table([title, "reason", "leads"], rows, {2})
+                + "</details>"
+            )
     return (
         '<section id="rejections"><h2>Rejection reasons</h2>'
         f'<p class="caption">{data["total"]} rejected leads.</p>'
-        + _horizontal_bars("rejections-chart", "Rejection reasons", bars)
+        + _horizontal_bars(
+            "rejections-chart",
+            "Rejection reasons",
+            bars,
+            "No lead was rejected with a reason in the period.",
+        )
         + "".join(groups)
         + "</section>"
     )
@@ -284,8 +378,203 @@ def _diagnosis(report: Report) -> str:
     return (
         '<section id="diagnosis"><h2>Handoff diagnosis</h2>'
         + headline
-        + _table(["layer", "score", "evidence"], rows, {1})
+        + _table(["layer", "score", "evidence"], rows, {1}, wrap=frozenset({2}))
         + "</section>"
+    )
+
+
+def _day(value: str | None) -> str:
+    return "" if not value else date.fromisoformat(value).strftime("%-d %b %Y")
+
+
+def _period_text(report: Report) -> str:
+    period = report.funnel.get("period") or {}
+    since, until = _day(period.get("since")), _day(period.get("until"))
+    if since and until:
+        return f"{since} – {until}"
+    if since:
+        return f"since {since}"
+    if until:
+        return f"until {until}"
+    return "all time"
+
+
+def _kpi(key: str, label: str, value: str, note: str = "", css: str = "") -> str:
+    return (
+        f'<div class="{" ".join(("kpi", css)).strip()}" data-kpi="{key}">'
+        f'<span class="label">{escape(label)}</span>'
+        f'<span class="value">{escape(value)}</span>'
+        f'<span class="note">{escape(note)}</span></div>'
+    )
+
+
+def _summary(report: Report) -> str:
+    stages = {step["stage"]: step["count"] for step in report.funnel["stages"]}
+    goal = report.funnel["mql_to_sql"]
+    sla = report.sla
+    action = report.time_to_first_action
+    meets = goal["meets_goal"]
+    cards = [
+        _kpi("leads", "Leads", f"{report.lead_count:,}", "arrived in the period"),
+        _kpi("mql", "MQLs", f"{stages.get('mql', 0):,}", f"{stages.get('sql', 0):,} reached SQL"),
+        _kpi(
+            "mql-to-sql",
+            "MQL → SQL",
+            _pct(goal["actual"]),
+            f"goal {_pct(goal['goal'])}",
+            "" if meets is None else ("good" if meets else "bad"),
+        ),
+        _kpi(
+            "sla",
+            "SLA compliance",
+            _pct(sla["compliance"]) if sla.get("decided") else "not yet",
+            f"of {sla.get('decided', 0):,} decided clocks",
+        ),
+        _kpi(
+            "pending",
+            "Pending clocks",
+            f"{sla.get('pending', 0):,}",
+            "still running, not in compliance",
+        ),
+        _kpi(
+            "breaches",
+            "Open breaches",
+            f"{sla['open_breaches']:,}",
+            "past due and not met yet",
+            "bad" if sla["open_breaches"] else "good",
+        ),
+        _kpi(
+            "ttfa",
+            "Time to first action",
+            _hours(action["median_hours"]),
+            f"median; p90 {_hours(action['p90_hours'])}",
+        ),
+    ]
+    return f'<section id="summary"><div class="kpis">{"".join(cards)}</div></section>'
+
+
+def _trends(report: Report) -> str:
+    weeks = report.funnel.get("by_week") or []
+    left_out = max(len(weeks) - _MAX_WEEKS, 0)
+    shown = weeks[left_out:]
+    if not any(week["leads"] for week in shown):
+        return (
+            '<section id="trends"><h2>Week by week</h2>'
+            '<p class="empty" id="trends-empty">No leads arrived in the period, so there is no '
+            "trend to draw.</p></section>"
+        )
+    top = max(week["leads"] for week in shown) or 1
+    columns = []
+    for week in shown:
+        start = date.fromisoformat(week["week"])
+        label = start.strftime("%-d %b")
+        heights = {name: round(100 * week[name] / top) for name in ("leads", "mql", "sql")}
+        columns.append(
+            f'<div class="col" data-week="{week["week"]}" data-leads="{week["leads"]}" '
+            f'title="week of {label}: {week["leads"]} leads, {week["mql"]} MQLs, '
+            f'{week["sql"]} SQLs"><span class="n">{week["leads"]}</span>'
+            f'<div class="stack"><i class="leads" style="height:{heights["leads"]}%"></i>'
+            f'<i class="mql" style="height:{heights["mql"]}%"></i>'
+            f'<i class="sql" style="height:{heights["sql"]}%"></i></div>'
+            f'<span class="wk">{escape(label)}</span></div>'
+        )
+    legend = (
+        '<p class="legend"><i class="leads"></i> leads <i class="mql"></i> MQLs '
+        '<i class="sql"></i> SQLs &middot; weeks start on Monday, by arrival</p>'
+    )
+    rows = [
+        (
+            {
+                "data-week": week["week"],
+                "data-leads": week["leads"],
+                "data-mql": week["mql"],
+                "data-sql": week["sql"],
+            },
+            [
+                week["week"],
+                str(week["leads"]),
+                str(week["mql"]),
+                str(week["sql"]),
+                _pct(week["mql_to_sql"]),
+                str(week["rejected"]),
+                str(week["sla_on_time"] + week["sla_breached"]),
+                _pct(week["sla_compliance"]),
+                str(week["sla_pending"]),
+            ],
+        )
+        for week in reversed(shown)
+    ]
+    note = (
+        f'<p class="caption">{left_out} earlier weeks are left out; use '
+        "<code>report --since</code> to choose the period.</p>"
+        if left_out
+        else ""
+    )
+    return (
+        '<section id="trends"><h2>Week by week</h2>'
+        + legend
+        + f'<div class="{"trend many" if len(shown) > 8 else "trend"}" role="img" '
+        'aria-label="Leads, MQLs and SQLs by week">'
+        f"{''.join(columns)}</div>"
+        + _table(
+            [
+                "week of",
+                "leads",
+                "MQLs",
+                "SQLs",
+                "MQL → SQL",
+                "rejected",
+                "SLA decided",
+                "compliance",
+                "pending",
+            ],
+            rows,
+            {1, 2, 3, 4, 5, 6, 7, 8},
+        )
+        + note
+        + "</section>"
+    )
+
+
+_BREAKDOWNS = (
+    ("channel", "Channel"),
+    ("source", "Source (form / system)"),
+    ("campaign", "Campaign"),
+    ("form", "Form"),
+)
+
+
+def _breakdowns(report: Report) -> str:
+    found = report.funnel.get("breakdowns") or {}
+    if not any(found.get(key) for key, _ in _BREAKDOWNS):
+        return (
+            '<section id="breakdowns"><h2>Where the leads came from</h2>'
+            '<p class="empty" id="breakdowns-empty">No leads in the period.</p></section>'
+        )
+    cards = []
+    for key, title in _BREAKDOWNS:
+        rows = found.get(key) or []
+        top = max((row["leads"] for row in rows), default=0) or 1
+        body = "".join(
+            f'<tr data-breakdown="{key}" data-name="{_attr(row["name"])}" '
+            f'data-leads="{row["leads"]}"><td class="name">{escape(row["name"])}'
+            f'<span class="meter" style="width:{round(100 * row["leads"] / top)}%"></span></td>'
+            f'<td class="num">{row["leads"]}</td><td class="num">{row["mql"]}</td>'
+            f'<td class="num opt">{row["sql"]}</td>'
+            f'<td class="num">{_pct(row["mql_to_sql"])}</td>'
+            f'<td class="num opt">{row["rejected"]}</td></tr>'
+            for row in rows
+        )
+        cards.append(
+            f'<div class="card"><h3>{escape(title)}</h3><div class="scroll"><table>'
+            '<thead><tr><th></th><th class="num">leads</th><th class="num">MQLs</th>'
+            '<th class="num opt">SQLs</th><th class="num">MQL → SQL</th>'
+            '<th class="num opt">rejected</th></tr></thead>'
+            f"<tbody>{body}</tbody></table></div></div>"
+        )
+    return (
+        '<section id="breakdowns"><h2>Where the leads came from</h2>'
+        f'<div class="grid">{"".join(cards)}</div></section>'
     )
 
 
@@ -295,10 +584,22 @@ def render_html(report: Report, *, title: str = "leadrelay handoff report") -> s
         files("leadrelay.handoff").joinpath("templates/report.html").read_text(encoding="utf-8")
     )
     body = "\n".join(
-        [_funnel(report), _sla(report), _rejections(report), _ledger(report), _diagnosis(report)]
+        [
+            _summary(report),
+            _trends(report),
+            '<div class="grid wide">' + _funnel(report) + _rejections(report) + "</div>",
+            _breakdowns(report),
+            _sla(report),
+            _ledger(report),
+            _diagnosis(report),
+        ]
     )
+    period = report.funnel.get("period") or {}
     return template.substitute(
         title=escape(title),
+        period=escape(_period_text(report)),
+        since=_attr(period.get("since") or ""),
+        until=_attr(period.get("until") or ""),
         generated_at=escape(report.generated_at.strftime("%Y-%m-%d %H:%M UTC")),
         lead_count=report.lead_count,
         body=body,

@@ -77,6 +77,30 @@ def test_html_file_is_written_next_to_the_tables(project: Path, tmp_path: Path) 
     assert out.read_text(encoding="utf-8").lstrip().lower().startswith("<!doctype html>")
 
 
+@pytest.mark.parametrize(("since", "leads"), [("2000-01-01", 1), ("2999-01-01", 0)])
+def test_since_and_until_keep_the_leads_that_arrived_between(
+    project: Path, since: str, leads: int
+) -> None:
+    result = CliRunner().invoke(
+        app,
+        ["report", "--config", str(project), "--json", "--since", since, "--until", "2999-12-31"],
+    )
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["lead_count"] == leads
+    assert data["funnel"]["period"] == {"since": since, "until": "2999-12-31"}
+
+
+def test_a_period_ending_before_it_starts_is_exit_code_2(tmp_path: Path) -> None:
+    project = tmp_path / "leadrelay.toml"
+    result = CliRunner().invoke(
+        app, ["report", "--config", str(project), "--since", "2024-05-10", "--until", "2024-05-01"]
+    )
+    assert isinstance(result.exception, CliError)
+    assert result.exception.exit_code == 2
+    assert "--since 2024-05-10 is after --until 2024-05-01" in str(result.exception)
+
+
 def test_a_config_error_is_exit_code_2(tmp_path: Path) -> None:
     bad = tmp_path / "leadrelay.toml"
     bad.write_text("[sla]\nhot_hours = -1\n", encoding="utf-8")

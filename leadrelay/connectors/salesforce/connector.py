@@ -70,6 +70,7 @@ from leadrelay.connectors.base import (
     normalize_email,
 )
 from leadrelay.connectors.credentials import cache_key
+from leadrelay.connectors.customfields import CustomFieldSpec
 from leadrelay.connectors.errors import (
     AuthError,
     ConnectorError,
@@ -81,6 +82,7 @@ from leadrelay.connectors.errors import (
 from leadrelay.connectors.policy import RateLimiter, ResponseInfo, RetryPolicy, from_requests
 from leadrelay.connectors.salesforce import bulk
 from leadrelay.connectors.salesforce.auth import Token, fetch_token
+from leadrelay.connectors.salesforce.fields import DUPLICATE_CODE, TOOLING_PATH, custom_field_body
 from leadrelay.connectors.salesforce.results import (
     SYSTEM,
     customer_result,
@@ -1247,6 +1249,36 @@ class SalesforceConnector(Connector[SalesforceConnection]):
             "ORDER BY SortOrder",
             describe="list lead statuses",
         )
+
+    def create_fields(self, specs: Sequence[CustomFieldSpec]) -> list[str]:
+        """Create the custom Lead fields of ``specs`` that describe() lacks; return their names.
+
+        One Tooling API ``CustomField`` create a missing field
+        (:mod:`leadrelay.connectors.salesforce.fields`); one that appeared meanwhile
+        (DUPLICATE_DEVELOPER_NAME) is left as it is. Field-level security is not set: an admin
+        grants the integration user's profile access to the new fields in Setup.
+        """
+        existing = {name.lower() for name in self.describe().fields}
+        created: list[str] = []
+        for spec in specs:
+            if spec.name.lower() in existing:
+                continue
+            try:
+                self.restful(
+                    TOOLING_PATH,
+                    method="POST",
+                    json=custom_field_body(spec),
+                    describe=f"creation of custom field Lead.{spec.name}",
+                    idempotent=False,
+                )
+            except Rejected as error:
+                if error.code != DUPLICATE_CODE:
+                    raise
+                continue
+            created.append(spec.name)
+        if created:
+            self.schema_changed()
+        return created
 
     def close(self) -> None:
         """Close the HTTP session."""

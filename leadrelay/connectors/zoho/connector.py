@@ -47,6 +47,7 @@ from leadrelay.connectors.base import (
     WriteResult,
     normalize_email,
 )
+from leadrelay.connectors.customfields import CustomFieldSpec
 from leadrelay.connectors.errors import (
     AuthError,
     ConnectorError,
@@ -72,6 +73,7 @@ from leadrelay.connectors.zoho.criteria import (
     coql_select,
     equals_any,
 )
+from leadrelay.connectors.zoho.fields import custom_field_body
 
 __all__ = [
     "DEFAULT_READ_FIELDS",
@@ -1056,6 +1058,43 @@ class ZohoConnector(Connector[ZohoConnection]):
                 multi_select=kind == "multiselectpicklist",
             )
         return Schema(self.module, fields)
+
+    def create_fields(self, specs: Sequence[CustomFieldSpec]) -> list[str]:
+        """Create the custom fields of ``specs`` the module lacks; return their API names.
+
+        One ``POST settings/fields`` a missing field (:mod:`leadrelay.connectors.zoho.fields`).
+        A refusal is checked against a fresh describe: a field that exists by now (made
+        meanwhile, or a duplicate label) is left as it is; any other refusal is raised.
+        """
+        existing = set(self.describe().fields)
+        created: list[str] = []
+        for spec in specs:
+            if spec.name in existing:
+                continue
+            try:
+                response = self._call(
+                    "POST",
+                    "/settings/fields",
+                    params={"module": self.module},
+                    json={"fields": [custom_field_body(spec)]},
+                    describe=f"creation of custom field {self.module}.{spec.name}",
+                    idempotent=False,
+                )
+            except Rejected:
+                if spec.name in self.describe().fields:
+                    continue
+                raise
+            [answer] = self._json(response).get("fields") or [{}]
+            if not isinstance(answer, dict) or answer.get("status") != "success":
+                message = answer.get("message") if isinstance(answer, dict) else None
+                raise Rejected(
+                    str(message or "the field was not created"),
+                    system=self.kind,
+                    record=spec.name,
+                    code=str(answer.get("code")) if isinstance(answer, dict) else None,
+                )
+            created.append(spec.name)
+        return created
 
     def users(self, kind: str = "ActiveUsers") -> list[dict[str, Any]]:
         """CRM users (``type`` = ActiveUsers, AllUsers, AdminUsers …), for owner routing."""

@@ -48,6 +48,11 @@ from leadrelay.sandbox.salesforce.store import (
     not_found,
     parse_datetime,
 )
+from leadrelay.sandbox.salesforce.tooling import (
+    ToolingError,
+    field_from_metadata,
+    split_full_name,
+)
 
 #: Sandbox-only credentials (not secrets): the emulated org's integration user and connected app.
 SANDBOX_USERNAME = SANDBOX_USERS[0][0]
@@ -185,6 +190,7 @@ class SalesforceEmulator(Emulator):
             self.cursors: OrderedDict[str, _Cursor] = OrderedDict()
             self.api_usage = 0
             self._cursor_sequence = 0
+            self._field_sequence = 0
             self.refresh_tokens.setdefault(SANDBOX_REFRESH_TOKEN, self.store.integration_user_id)
             self.schema_changed_at = datetime.now(UTC)
 
@@ -896,6 +902,35 @@ class SalesforceEmulator(Emulator):
                 return self._collection_write(
                     records, all_or_none, request, "upsert", spec, key.name
                 )
+
+        @route("/data/v{version}/tooling/sobjects/CustomField", ["POST"])
+        async def create_custom_field(version: str, request: Request) -> Response:
+            _check_version(version)
+            body = await _json_body(request)
+            if not isinstance(body, dict):
+                return sf_error(400, "JSON_PARSER_ERROR", "the body must be a JSON object")
+            with self.lock:
+                try:
+                    sobject_name, name = split_full_name(body.get("FullName"))
+                    sobject = self.store.sobject(sobject_name)
+                    if sobject is None:
+                        raise ToolingError("INVALID_TYPE", f"no such sObject: {sobject_name}")
+                    spec = field_from_metadata(sobject, name, body.get("Metadata"))
+                except ToolingError as error:
+                    return sf_error(error.status, error.code, error.message, fields=[])
+                # a field deleted earlier left no values behind: the new one starts empty
+                for record in self.store.records[sobject.name].values():
+                    record.pop(spec.name, None)
+                sobject.add_field(spec)
+                if spec.external_id:
+                    self.store.indexes[sobject.name][spec.name] = {}
+                self.schema_changed_at = datetime.now(UTC)
+                self._field_sequence += 1
+                field_id = make_id("00N", self._field_sequence)
+            return SalesforceJSON(
+                {"id": field_id, "success": True, "errors": [], "warnings": [], "infos": []},
+                status_code=201,
+            )
 
     # --- query ------------------------------------------------------------------------------------
 

@@ -220,6 +220,11 @@ class SObjectDef:
         del self.fields[spec.name]
         return spec
 
+    def add_field(self, spec: FieldDef) -> None:
+        """Add a field (an admin creating a custom field); it is listed last by describe."""
+        self.fields[spec.name] = spec
+        self._by_lower[spec.name.lower()] = spec
+
     def describe(self, version: str) -> dict[str, Any]:
         """The body of ``sobjects/{name}/describe``."""
         return {**self.basic(version), "fields": [f.describe() for f in self.fields.values()]}

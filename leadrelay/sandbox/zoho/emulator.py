@@ -30,6 +30,7 @@ from starlette.types import ASGIApp
 from leadrelay.sandbox.base import Emulator, SchemaChangeError
 from leadrelay.sandbox.zoho.coql import CoqlError, parse_query
 from leadrelay.sandbox.zoho.criteria import CriteriaError, parse_criteria
+from leadrelay.sandbox.zoho.fields import MAX_FIELDS, FieldError, field_from_item
 from leadrelay.sandbox.zoho.modules import AccountStore, TaskStore
 from leadrelay.sandbox.zoho.schema import API_USER, SEEDED_USERS, UNDELETABLE, parse_datetime
 from leadrelay.sandbox.zoho.store import (
@@ -142,6 +143,7 @@ class ZohoEmulator(Emulator):
             self.cursors: dict[str, PageCursor] = {}
             #: merge jobs: job id -> master record id (every job completes at once)
             self.merge_jobs: dict[str, str] = {}
+            self._field_sequence = 0
         with self._auth_lock:
             self.access_tokens: dict[str, float] = {}
             #: refresh tokens the accounts server takes: the sandbox's own and those issued
@@ -438,6 +440,7 @@ class ZohoEmulator(Emulator):
             (f"{base}/Leads/{{record_id}}", self._delete_one, ["DELETE"]),
             (f"{base}/coql", self._coql, ["POST"]),
             (f"{base}/settings/fields", self._fields, ["GET"]),
+            (f"{base}/settings/fields", self._create_fields, ["POST"]),
             (f"{base}/settings/modules", self._modules, ["GET"]),
             (f"{base}/settings/modules/{{module}}", self._module, ["GET"]),
             (f"{base}/users", self._users, ["GET"]),
@@ -950,7 +953,8 @@ class ZohoEmulator(Emulator):
 
     # -- metadata and users --------------------------------------------------------------------
 
-    async def _fields(self, request: Request, version: str) -> Response:
+    def _fields_module(self, request: Request) -> LeadStore:
+        """The module ``?module=`` of a fields call names; REQUIRED_PARAM_MISSING without it."""
         module = request.query_params.get("module")
         if not module:
             raise ZohoApiError(
@@ -959,10 +963,44 @@ class ZohoEmulator(Emulator):
                 "One of the expected parameter is missing",
                 {"param_name": "module"},
             )
-        store = self._module_store(module)
+        return self._module_store(module)
+
+    async def _fields(self, request: Request, version: str) -> Response:
+        store = self._fields_module(request)
         with self.lock:
             fields = [definition.to_json() for definition in store.fields.values()]
         return JSONResponse({"fields": fields})
+
+    async def _create_fields(self, request: Request, version: str) -> Response:
+        """Create Custom Fields: one result a field; 201 all made, 400 none, 207 some."""
+        store = self._fields_module(request)
+        items = (await self._json(request)).get("fields")
+        if not isinstance(items, list) or not 1 <= len(items) <= MAX_FIELDS:
+            raise ZohoApiError(
+                400, "INVALID_DATA", "invalid data", {"api_name": "fields", "json_path": "$.fields"}
+            )
+        results: list[dict[str, Any]] = []
+        with self.lock:
+            for index, item in enumerate(items):
+                self._field_sequence += 1
+                field_id = str(5725767000000900000 + self._field_sequence * 7)
+                try:
+                    definition = field_from_item(store.fields, item, index, field_id)
+                except FieldError as error:
+                    results.append(error.to_json())
+                    continue
+                store.add_field(definition)
+                results.append(
+                    {
+                        "code": "SUCCESS",
+                        "details": {"id": field_id},
+                        "message": "field created",
+                        "status": "success",
+                    }
+                )
+        made = sum(result["status"] == "success" for result in results)
+        status = 201 if made == len(results) else 400 if made == 0 else 207
+        return JSONResponse({"fields": results}, status_code=status)
 
     async def _users(self, request: Request, version: str) -> Response:
         filters: dict[str, Callable[[Any], bool]] = {

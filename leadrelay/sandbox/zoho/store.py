@@ -164,6 +164,14 @@ class LeadStore:
         """The keys a read answers for the requested field names (Tasks add ``$se_module``)."""
         return names
 
+    def add_field(self, definition: FieldDef) -> None:
+        """Add a custom field (listed last); a unique one gets its lookup index."""
+        self.fields[definition.api_name] = definition
+        for record in self.records.values():
+            record.values.pop(definition.api_name, None)
+        if definition.unique:
+            self.indexes[definition.api_name] = {}
+
     def remove_field(self, api_name: str) -> None:
         """Delete a field: its metadata, its stored values and its index."""
         del self.fields[api_name]
