@@ -119,3 +119,20 @@ def add_page_properties(server: SandboxServer) -> None:
             },
             expect=201,
         )
+
+
+def restore_job_title(sandbox: SandboxServer) -> None:
+    """Create the contact property ``jobtitle`` again, as an admin would after deleting it."""
+    hubspot_api(
+        sandbox,
+        "POST",
+        "/crm/v3/properties/contacts",
+        {
+            "name": "jobtitle",
+            "label": "Job Title",
+            "type": "string",
+            "fieldType": "text",
+            "groupName": "contactinformation",
+        },
+        expect=201,
+    )

@@ -14,7 +14,7 @@ from leadrelay.sandbox.server import SandboxServer
 from leadrelay.sync.commands import dlq_app
 from leadrelay.sync.state import DeadLetterStatus, InboxStatus
 from tests.capture.sandbox_project import Project, admin
-from tests.hubspot_sandbox import hubspot_api
+from tests.hubspot_sandbox import restore_job_title
 
 
 def retry(project: Project, capsys: pytest.CaptureFixture[str], *ids: int) -> dict[int, str]:
@@ -71,19 +71,7 @@ def test_a_retry_after_the_fix_delivers_the_lead_and_closes_the_letter(
     project: Project, sandbox: SandboxServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
     letter_id = refused_by_hubspot(project, sandbox)
-    hubspot_api(
-        sandbox,
-        "POST",
-        "/crm/v3/properties/contacts",
-        {
-            "name": "jobtitle",
-            "label": "Job Title",
-            "type": "string",
-            "fieldType": "text",
-            "groupName": "contactinformation",
-        },
-        expect=201,
-    )
+    restore_job_title(sandbox)
     assert retry(project, capsys, letter_id) == {letter_id: "written"}
     assert project.store.get_dead_letter(letter_id).status is DeadLetterStatus.RETRIED
     assert project.store.inbox_counts()[InboxStatus.FAILED] == 0

@@ -6,7 +6,7 @@ from leadrelay.capture.worker import drain_inbox
 from leadrelay.sandbox.server import SandboxServer
 from leadrelay.sync.engine import ConnectorPool
 from tests.capture.sandbox_project import Project, admin
-from tests.hubspot_sandbox import hubspot_api
+from tests.hubspot_sandbox import restore_job_title
 
 
 def _post(project: Project, **fields: str) -> None:
@@ -41,19 +41,7 @@ def test_the_field_problem_closes_when_a_later_delivery_carries_the_field(
     admin(sandbox, "schema", {"system": "hubspot", "remove_field": "jobtitle"})
     _post(project, email="cto@acme.io", last_name="Silva", job_title="CTO")
     drain_inbox(project.config, project.store, connectors=project.pool)
-    hubspot_api(
-        sandbox,
-        "POST",
-        "/crm/v3/properties/contacts",
-        {
-            "name": "jobtitle",
-            "label": "Job Title",
-            "type": "string",
-            "fieldType": "text",
-            "groupName": "contactinformation",
-        },
-        expect=201,
-    )
+    restore_job_title(sandbox)
     _post(project, email="cto@acme.io", last_name="Silva", job_title="VP")
     drain_inbox(project.config, project.store, connectors=project.pool)
     assert project.store.field_problems() == []
@@ -67,19 +55,7 @@ def test_a_captured_lead_is_sent_again_by_itself_once_the_crm_takes_the_value(
     admin(sandbox, "schema", {"system": "hubspot", "remove_field": "jobtitle"})
     _post(project, email="cto@acme.io", last_name="Silva", job_title="CTO")
     drain_inbox(project.config, project.store, connectors=project.pool)
-    hubspot_api(
-        sandbox,
-        "POST",
-        "/crm/v3/properties/contacts",
-        {
-            "name": "jobtitle",
-            "label": "Job Title",
-            "type": "string",
-            "fieldType": "text",
-            "groupName": "contactinformation",
-        },
-        expect=201,
-    )
+    restore_job_title(sandbox)
     # a later process (its connectors read HubSpot's properties afresh) delivers it again
     with ConnectorPool(project.config) as later:
         stats = drain_inbox(project.config, project.store, connectors=later)
