@@ -29,6 +29,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -157,16 +158,24 @@ def _context(job_context: Any) -> tuple[Config, StateStore]:
 
 
 def _flow_job(job_context: Any, flow: str, timestamp: int | None = None) -> str:
-    """Run one flow (its own lock and recorded run); a flow another sync holds is skipped."""
+    """Run one flow (its own lock and recorded run). A flow another sync holds is waited for
+    up to one lease and a second: a job put back in the queue after its worker died finds the
+    dead worker's lock until that lock's lease runs out, and must then run (and mark the dead
+    run aborted), not be skipped. A flow still held after that (a live run) is skipped."""
     from leadrelay.sync.runner import FlowLocked, run_flows
     from leadrelay.sync.schedule import describe_outcome
 
     config, store = _context(job_context)
-    try:
-        outcome = run_flows(config, store, [config.flow(flow)], drain_inbox=False)
-    except FlowLocked as exc:
-        log.warning("flow %s skipped: %s", flow, exc)
-        return "skipped"
+    give_up = time.monotonic() + config.state.lease_s + 1.0
+    while True:
+        try:
+            outcome = run_flows(config, store, [config.flow(flow)], drain_inbox=False)
+            break
+        except FlowLocked as exc:
+            if time.monotonic() >= give_up:
+                log.warning("flow %s skipped: %s", flow, exc)
+                return "skipped"
+            time.sleep(0.5)
     status, detail = describe_outcome(outcome)
     level = logging.INFO if status == "ok" else logging.ERROR
     log.log(level, "flow %s %s (run %s): %s", flow, status, outcome.run_id, detail)
