@@ -315,10 +315,13 @@ def _sync_app() -> typer.Typer:
     return app
 
 
-def stories(examples: int, steps: int) -> settings:
-    """Hypothesis settings for ``examples`` stories of up to ``steps`` operations and syncs."""
+def stories(examples: int, steps: int, *, derandomize: bool = False) -> settings:
+    """Hypothesis settings for ``examples`` stories of up to ``steps`` operations and syncs;
+    ``derandomize``: the same stories every run (``make test`` gates on them; ``make soak``
+    explores new ones)."""
     return settings(
         max_examples=examples,
+        derandomize=derandomize,
         stateful_step_count=steps,
         deadline=None,
         database=None,
