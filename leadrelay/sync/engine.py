@@ -46,8 +46,8 @@ from leadrelay.connectors.base import (
     normalize_email,
 )
 from leadrelay.connectors.credentials import SealedCredentialCache
+from leadrelay.mappings.engine import LeadDraft, Problem, build_lead, load_mapping
 from leadrelay.mappings.engine import Mapping as FieldMapping
-from leadrelay.mappings.engine import Problem, build_lead, load_mapping
 from leadrelay.model import Lead
 from leadrelay.sync.dedupe import identity_email
 from leadrelay.sync.plan import (
@@ -742,8 +742,9 @@ class SyncEngine:
         self.stats.read += len(records)
         letters = letters or {}
 
-        # 1. normalize and drop echoes
+        # 1. map, drop echoes, then build the Leads of what is left
         items: dict[str, _Item] = {}
+        drafts: dict[str, LeadDraft] = {}
         for raw in records:
             rid = record_id(reader, raw)
             if rid is None:
@@ -760,7 +761,28 @@ class SyncEngine:
                 )
                 continue
             draft = reader_mapping.to_lead(raw, connection=reader.name, external_id=rid)
-            lead, problems = build_lead(draft)
+            drafts[rid] = draft
+            items[rid] = _Item(
+                raw,
+                rid,
+                draft.values,
+                fingerprint(draft.values, self._fp_fields[from_side]),
+                dead_letter_id=letters.get(rid),
+            )
+        if not items:
+            return result
+        if not force:
+            known = self.store.get_fingerprints(self._fp_space(reader), list(items))
+            for rid in [rid for rid, item in items.items() if known.get(rid) == item.reader_fp]:
+                del items[rid]
+                self.stats.unchanged += 1
+        if not items:
+            return result
+        # The Lead (validation, e-mail and phone normalization) only for records that are news:
+        # an echo of leadrelay's own write is recognized by its mapped values alone.
+        for rid, item in items.items():
+            draft = drafts[rid]
+            item.lead, item.problems = build_lead(draft)
             for note in draft.notes:
                 # A value no standard-list map covers: kept verbatim in custom, and reported.
                 result.events.append(
@@ -774,24 +796,6 @@ class SyncEngine:
                         "reason": note.reason,
                     }
                 )
-            items[rid] = _Item(
-                raw,
-                rid,
-                draft.values,
-                fingerprint(draft.values, self._fp_fields[from_side]),
-                lead=lead,
-                problems=problems,
-                dead_letter_id=letters.get(rid),
-            )
-        if not items:
-            return result
-        if not force:
-            known = self.store.get_fingerprints(self._fp_space(reader), list(items))
-            for rid in [rid for rid, item in items.items() if known.get(rid) == item.reader_fp]:
-                del items[rid]
-                self.stats.unchanged += 1
-        if not items:
-            return result
 
         # 2. lead keys: links, identities, then the record's own leadrelay key
         linked = self.store.keys_for_many(reader.name, list(items))
