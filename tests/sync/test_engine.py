@@ -14,15 +14,21 @@ from leadrelay.mappings.engine import load_mapping
 from leadrelay.model import Stage
 from leadrelay.sync.engine import FlowStats, PlannedRecord, SyncEngine
 from leadrelay.sync.state import DeadLetterStatus, LedgerState, StateStore
+from tests.postgres import fresh_schema
 from tests.sync.fake_crm import FakeCrm, FakeHub, FakeSystem
 
 HUB_FIELDS = load_mapping("hubspot").system_fields()
 CRM_FIELDS = load_mapping("salesforce").system_fields()
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[StateStore]:
-    with StateStore(f"sqlite:///{tmp_path / 'state.db'}") as opened:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
+    """The engine's state on SQLite and, where a test server is set, on PostgreSQL."""
+    if request.param == "sqlite":
+        with StateStore(f"sqlite:///{tmp_path / 'state.db'}") as opened:
+            yield opened
+        return
+    with fresh_schema() as url, StateStore(url) as opened:
         yield opened
 
 
