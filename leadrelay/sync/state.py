@@ -1966,13 +1966,13 @@ class StateStore:
         table = tombstones_table
         found: set[str] = set()
         with self._read(conn) as c:
-            for start in range(0, len(keys), 500):
+            for chunk in _chunks(keys):
                 found.update(
                     c.scalars(
                         sa.select(table.c.lead_key).where(
                             table.c.connection == connection,
                             table.c.merged_into.is_(None),
-                            table.c.lead_key.in_(keys[start : start + 500]),
+                            table.c.lead_key.in_(chunk),
                         )
                     ).all()
                 )
@@ -1999,10 +1999,10 @@ class StateStore:
         found: dict[str, dict[str, dict[str, Any]]] = {}
         table = baselines_table
         with self._read(conn) as c:
-            for start in range(0, len(keys), 500):
+            for chunk in _chunks(keys):
                 rows = c.execute(
                     sa.select(table.c.lead_key, table.c.source, table.c.destination).where(
-                        table.c.flow == flow, table.c.lead_key.in_(keys[start : start + 500])
+                        table.c.flow == flow, table.c.lead_key.in_(chunk)
                     )
                 ).all()
                 for row in rows:
@@ -2020,10 +2020,8 @@ class StateStore:
         table = field_clock_table
         found: dict[str, dict[str, tuple[Any, datetime]]] = {}
         with self._read(conn) as c:
-            for start in range(0, len(keys), 500):
-                rows = c.execute(
-                    sa.select(table).where(table.c.lead_key.in_(keys[start : start + 500]))
-                ).all()
+            for chunk in _chunks(keys):
+                rows = c.execute(sa.select(table).where(table.c.lead_key.in_(chunk))).all()
                 for row in rows:
                     found.setdefault(row.lead_key, {})[row.field] = (row.value, row.changed_at)
         return found
