@@ -672,9 +672,7 @@ class SyncEngine:
                 wanted.setdefault(side, set()).add(str(reader_id))
         for side, ids in wanted.items():
             reader = self.connectors[side]
-            found: dict[str, RawRecord] = {}
-            for chunk in _chunks(sorted(ids), reader.batch_size):
-                found.update(reader.lookup(ids=list(chunk)))
+            found = self._read_by_ids(reader, sorted(ids))
             if not found:
                 continue
             result = self._process(side, list(found.values()), force=True)
@@ -686,6 +684,14 @@ class SyncEngine:
                 }
             )
             self._commit(side, result, None)
+
+    @staticmethod
+    def _read_by_ids(reader: Connector[Any], ids: Sequence[str]) -> dict[str, RawRecord]:
+        """The records of ``ids`` read again from ``reader``, a batch per call."""
+        found: dict[str, RawRecord] = {}
+        for chunk in _chunks(ids, reader.batch_size):
+            found.update(reader.lookup(ids=list(chunk)))
+        return found
 
     # -- retrying dead letters -----------------------------------------------------------------
 
@@ -708,9 +714,7 @@ class SyncEngine:
                 str(letter.payload.get("reader_id") or letter.record_ref): letter
                 for letter in letters
             }
-            found: dict[str, RawRecord] = {}
-            for chunk in _chunks(list(wanted), reader.batch_size):
-                found.update(reader.lookup(ids=list(chunk)))
+            found = self._read_by_ids(reader, list(wanted))
             records = [found[rid] for rid in wanted if rid in found]
             for rid, letter in wanted.items():
                 if rid not in found:
@@ -911,14 +915,11 @@ class SyncEngine:
             ident = emails.get(rid)
             if ident is not None and owners.get(ident, item.key) != item.key:
                 item.key = owners[ident]
-        taken = self.store.keys_for_many(reader.name, list(fresh))
-        wanted: dict[str, str] = {}
-        for rid, item in fresh.items():
-            if rid not in taken and item.key is not None:
-                wanted.setdefault(rid, item.key)
-        keys_linked = self.store.external_ids_for_many(reader.name, set(wanted.values()))
-        claimable = {rid: key for rid, key in wanted.items() if key not in keys_linked}
-        holders = {**taken, **self.store.claim_links(reader.name, claimable)}
+        # Insert-or-ignore answers both races in one statement: a record another process linked
+        # first keeps its lead (adopted here), and a lead already linked to another record of
+        # the reader gets no second link (a duplicate there, found by the caller).
+        wanted = {rid: item.key for rid, item in fresh.items() if item.key is not None}
+        holders = self.store.claim_links(reader.name, wanted)
         for rid, item in fresh.items():
             owner = holders.get(rid)
             if owner is not None:

@@ -999,3 +999,14 @@ def test_credentials_expire(store: StateStore, clock: FakeClock) -> None:
     assert store.get_credential("key") == ("sealed-value", T0 + timedelta(seconds=60))
     clock.advance(61)
     assert store.get_credential("key") is None
+
+
+def test_claim_links_keeps_the_first_claim_and_never_links_a_lead_twice(
+    store: StateStore,
+) -> None:
+    assert store.claim_links("hs", {"1": "k1"}) == {"1": "k1"}
+    # the record is another process's already: its lead is answered
+    assert store.claim_links("hs", {"1": "k2", "2": "k3"}) == {"1": "k1", "2": "k3"}
+    # a lead linked to one record of the connection gets no second one there
+    assert store.claim_links("hs", {"9": "k1"}) == {}
+    assert store.external_id_for("k1", "hs") == "1"
