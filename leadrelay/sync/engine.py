@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -229,6 +229,16 @@ class FlowStats:
     field_problems: int = 0
     deleted: int = 0
     error: str | None = None
+
+    def add(self, other: FlowStats) -> None:
+        """Add another run of the same flow to these counts (its error, if any, is kept)."""
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, int):
+                setattr(self, item.name, value + getattr(other, item.name))
+        for connection, calls in other.api_calls.items():
+            self.api_calls[connection] = self.api_calls.get(connection, 0) + calls
+        self.error = other.error or self.error
 
     def to_json(self) -> dict[str, Any]:
         """The DESIGN §11 shape: name, counts and API calls per connection."""

@@ -121,26 +121,12 @@ def _reads(flow: FlowConfig) -> set[str]:
     return {flow.source, flow.destination} if flow.two_way else {flow.source}
 
 
-def _add(total: FlowStats | None, more: FlowStats) -> FlowStats:
-    """One flow's counts over several rounds of a run."""
-    if total is None:
-        return more
-    for name in (
-        "read",
-        "created",
-        "updated",
-        "unchanged",
-        "written_back",
-        "dead_lettered",
-        "conflicts",
-        "field_problems",
-        "deleted",
-    ):
-        setattr(total, name, getattr(total, name) + getattr(more, name))
-    for connection, calls in more.api_calls.items():
-        total.api_calls[connection] = total.api_calls.get(connection, 0) + calls
-    total.error = more.error or total.error
-    return total
+def _merge(by_flow: dict[str, FlowStats], name: str, stats: FlowStats) -> None:
+    """One flow's counts over the rounds of a run."""
+    if name in by_flow:
+        by_flow[name].add(stats)
+    else:
+        by_flow[name] = stats
 
 
 def run_flows(
@@ -215,7 +201,7 @@ def run_flows(
                                 try:
                                     stats = engine.run(full=full and _round == 0)
                                 except Interrupted:
-                                    by_flow[flow.name] = _add(by_flow.get(flow.name), engine.stats)
+                                    _merge(by_flow, flow.name, engine.stats)
                                     raise
                                 except (AuthError, LockLost) as exc:
                                     engine.stats.error = str(exc)
@@ -224,7 +210,7 @@ def run_flows(
                                 except ConnectorError as exc:
                                     engine.stats.error = str(exc)
                                     stats = engine.stats
-                                by_flow[flow.name] = _add(by_flow.get(flow.name), stats)
+                                _merge(by_flow, flow.name, stats)
                                 if stats.created or stats.updated or stats.written_back:
                                     wrote[flow.name] = {flow.source, flow.destination}
                                 if outcome.fatal is not None:
