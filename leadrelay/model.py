@@ -88,6 +88,43 @@ class RejectionReason(StrEnum):
     OTHER = "other"
 
 
+class OutcomeReason(StrEnum):
+    """Why an opportunity was won or lost: one closed set, with a value map per CRM (like
+    :class:`RejectionReason`). :data:`WON_REASONS` and :data:`LOST_REASONS` say which fit which."""
+
+    PRICE = "price"
+    PRODUCT_FIT = "product_fit"
+    RELATIONSHIP = "relationship"
+    COMPETITOR = "competitor"
+    NO_BUDGET = "no_budget"
+    NO_DECISION = "no_decision"
+    TIMING = "timing"
+    PRODUCT_GAP = "product_gap"
+    OTHER = "other"
+
+
+#: Reasons a deal is won for, and lost for (``price`` and ``other`` are both).
+WON_REASONS: frozenset[OutcomeReason] = frozenset(
+    {
+        OutcomeReason.PRICE,
+        OutcomeReason.PRODUCT_FIT,
+        OutcomeReason.RELATIONSHIP,
+        OutcomeReason.OTHER,
+    }
+)
+LOST_REASONS: frozenset[OutcomeReason] = frozenset(
+    {
+        OutcomeReason.PRICE,
+        OutcomeReason.COMPETITOR,
+        OutcomeReason.NO_BUDGET,
+        OutcomeReason.NO_DECISION,
+        OutcomeReason.TIMING,
+        OutcomeReason.PRODUCT_GAP,
+        OutcomeReason.OTHER,
+    }
+)
+
+
 class Tier(StrEnum):
     """Urgency tier set by scoring (hot: demo or pricing request within 24 h)."""
 
@@ -405,6 +442,8 @@ _TEXT_FIELDS = (
     "queue",
     "consent_text",
     "qualification_reason",
+    "opportunity_id",
+    "opportunity_stage",
 )
 
 
@@ -458,6 +497,13 @@ class Lead(BaseModel):
     # lifecycle
     stage: Stage = Stage.LEAD
     rejection_reason: RejectionReason | None = None
+    # outcome: the opportunity / deal a converted lead became (sales owns these)
+    opportunity_id: str | None = None
+    opportunity_stage: str | None = None
+    amount: float | None = Field(default=None, ge=0)
+    currency: str | None = None
+    closed_at: datetime | None = None
+    outcome_reason: OutcomeReason | None = None
     # ownership & SLA
     owner: Owner | None = None
     queue: str | None = None
@@ -555,6 +601,19 @@ class Lead(BaseModel):
         if isinstance(value, str):
             return normalize_country(value) if value.strip() else None
         return value
+
+    @field_validator("currency", mode="before")
+    @classmethod
+    def _currency(cls, value: object) -> object:
+        """An ISO 4217 code, upper case (``eur`` → ``EUR``)."""
+        if not isinstance(value, str):
+            return value
+        code = value.strip().upper()
+        if not code:
+            return None
+        if len(code) != 3 or not code.isascii() or not code.isalpha():
+            raise ValueError(f"not an ISO 4217 currency code: {value!r}")
+        return code
 
     @field_validator("company_domain", mode="before")
     @classmethod

@@ -6,11 +6,14 @@ import pytest
 from pydantic import ValidationError
 
 from leadrelay.model import (
+    LOST_REASONS,
     STAGE_ORDER,
+    WON_REASONS,
     Channel,
     EmployeeRange,
     Industry,
     Lead,
+    OutcomeReason,
     Owner,
     Salutation,
     Stage,
@@ -256,3 +259,19 @@ def test_a_region_of_the_leads_country_becomes_its_iso_3166_2_code(
 )
 def test_a_head_count_falls_in_one_canonical_range(count: int, expected: EmployeeRange) -> None:
     assert EmployeeRange.of(count) is expected
+
+
+@pytest.mark.parametrize(("given", "kept"), [("eur", "EUR"), (" usd ", "USD"), ("", None)])
+def test_currency_is_an_upper_case_iso_code(given: str, kept: str | None) -> None:
+    assert Lead(currency=given).currency == kept
+
+
+@pytest.mark.parametrize("given", ["euro", "E1R", "€"])
+def test_currency_that_is_not_an_iso_code_is_refused(given: str) -> None:
+    with pytest.raises(ValidationError, match="ISO 4217"):
+        Lead(currency=given)
+
+
+def test_won_and_lost_reasons_cover_the_closed_set() -> None:
+    assert set(OutcomeReason) == WON_REASONS | LOST_REASONS
+    assert {OutcomeReason.PRICE, OutcomeReason.OTHER} == WON_REASONS & LOST_REASONS

@@ -18,7 +18,15 @@ from rapidfuzz import fuzz, process
 
 from leadrelay.handoff.routing import RoutingConfig, SegmentRule, TerritoryRule
 from leadrelay.handoff.scoring import ScoringConfig
-from leadrelay.model import Channel, Industry, RejectionReason, Salutation, Stage, Tier
+from leadrelay.model import (
+    Channel,
+    Industry,
+    OutcomeReason,
+    RejectionReason,
+    Salutation,
+    Stage,
+    Tier,
+)
 from leadrelay.taxonomy import fold, standard_list
 from leadrelay.taxonomy.geo import country_code
 
@@ -34,6 +42,7 @@ ENUM_RULE_FIELDS: dict[str, type[Enum] | None] = {
     "tier": Tier,
     "channel": Channel,
     "rejection_reason": RejectionReason,
+    "outcome_reason": OutcomeReason,
 }
 
 

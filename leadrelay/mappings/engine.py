@@ -123,7 +123,16 @@ from leadrelay.mappings.transforms import (
     bind,
     is_blank,
 )
-from leadrelay.model import Channel, Industry, Lead, RejectionReason, Salutation, Stage, Tier
+from leadrelay.model import (
+    Channel,
+    Industry,
+    Lead,
+    OutcomeReason,
+    RejectionReason,
+    Salutation,
+    Stage,
+    Tier,
+)
 
 if TYPE_CHECKING:
     from leadrelay.connectors.base import Schema
@@ -165,6 +174,7 @@ ENUM_FIELDS: dict[str, type[Enum]] = {
     "stage": Stage,
     "channel": Channel,
     "rejection_reason": RejectionReason,
+    "outcome_reason": OutcomeReason,
     "tier": Tier,
     "industry": Industry,
     "salutation": Salutation,

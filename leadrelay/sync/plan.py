@@ -29,6 +29,9 @@ from leadrelay.mappings.engine import Mapping, Problem
 from leadrelay.model import Lead, Stage
 from leadrelay.sync.rules import HANDOFF, FieldRules, Rule, Side, stage_side
 
+#: The reasons a stage is set for; each travels with the stage when it is mapped.
+STAGE_REASONS = ("rejection_reason", "outcome_reason")
+
 __all__ = [
     "Action",
     "Conflict",
@@ -331,15 +334,17 @@ def plan_record(
                     winner=from_side if wins else from_side.other,
                 )
             )
-    considered = set(fields)
-    if (
-        "stage" in winners
-        and "rejection_reason" in considered
-        and "rejection_reason" not in winners
-        and not is_blank(lead_value(incoming, "rejection_reason"))
-    ):
-        # A stage never travels without the reason it was set for (a rejection's reason).
-        winners.append("rejection_reason")
+    if "stage" in winners:
+        # A stage never travels without the reason it was set for (a rejection's, a win's or a
+        # loss's reason).
+        considered = set(fields)
+        winners.extend(
+            reason
+            for reason in STAGE_REASONS
+            if reason in considered
+            and reason not in winners
+            and not is_blank(lead_value(incoming, reason))
+        )
     if not winners:
         return plan
     # A value the target's mapping cannot write is a problem of that field alone: the caller
