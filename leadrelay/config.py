@@ -354,6 +354,12 @@ class _ConnectionBase(_Section):
     ca_bundle: CaBundle | None = None
     timeout_s: float = Field(default=30.0, gt=0)
     read_lookback_s: float | None = Field(default=None, ge=0, le=3600)
+    #: How often a read that finds no change also reads the system's list of deleted records
+    #: (HubSpot's archived contacts, Zoho's deleted records: one more call, as neither system
+    #: has a call that answers both). A read that finds changes, a first read and a flow with
+    #: ``on_delete = "propagate"`` always read it; 0 reads it in every run. Salesforce reads
+    #: deletions in its one ``queryAll`` and ignores this. Default: 3600.
+    deletions_every_s: float | None = Field(default=None, ge=0)
 
 
 class HubSpotConnection(_ConnectionBase):
@@ -369,13 +375,10 @@ class HubSpotConnection(_ConnectionBase):
         portal_id: the portal (hub) id, optional.
         app_client_secret: the public app's client secret that signs webhooks (signature v3);
             optional, defaults to ``client_secret`` with OAuth (see :attr:`signing_secret`).
-        deletions_every_s: read the archived-contacts list (deletions, merges) at most this
-            often, default 60; 0 reads it on every sync (one more call per idle run).
-        ca_bundle, timeout_s, read_lookback_s: as every connection.
+        ca_bundle, timeout_s, read_lookback_s, deletions_every_s: as every connection.
     """
 
     kind: Literal["hubspot"]
-    deletions_every_s: float | None = Field(default=None, ge=0)
     auth: Literal["private_app", "oauth"] = "private_app"
     access_token: Secret | None = None
     client_id: Text | None = None

@@ -48,6 +48,7 @@ from leadrelay.connectors.policy import CallPolicy, RateLimiter, RetryPolicy
 
 __all__ = [
     "BUILTIN_CONNECTORS",
+    "DELETIONS_EVERY_S",
     "ENTRY_POINT_GROUP",
     "Capability",
     "Connector",
@@ -350,6 +351,10 @@ class Health:
 SettingsT = TypeVar("SettingsT")
 
 
+#: Default of :attr:`Connector.deletions_every_s`: an idle read reads the deletion list hourly.
+DELETIONS_EVERY_S = 3600.0
+
+
 class Connector(ABC, Generic[SettingsT]):
     """The contract every connector implements (DESIGN §5).
 
@@ -376,6 +381,22 @@ class Connector(ABC, Generic[SettingsT]):
         #: Where tokens, sessions and describe() results are kept for their lifetime; the
         #: process's memory unless :meth:`use_credentials` gives the state store's.
         self.credentials: CredentialCache = process_cache()
+        every = getattr(settings, "deletions_every_s", None)
+        #: How often a read that finds no change still reads the deletion list (seconds; 0:
+        #: every read). The sync engine sets 0 for a flow with ``on_delete = "propagate"``.
+        self.deletions_every_s: float = DELETIONS_EVERY_S if every is None else float(every)
+
+    def deletions_due(self, last_read: float | None, now: float, *, changed: bool) -> bool:
+        """Whether a read reads the deletion list: always when it found changes (so a run that
+        may write learns of deletions first), on a first read, and otherwise once
+        :attr:`deletions_every_s` has passed since ``last_read`` (epoch seconds, the server's
+        time of the last deletion read) — so an idle run costs one read call, not two."""
+        return (
+            changed
+            or last_read is None
+            or self.deletions_every_s <= 0
+            or now - last_read >= self.deletions_every_s
+        )
 
     def use_credentials(self, cache: CredentialCache) -> None:
         """Keep tokens, sessions and schema reads in ``cache`` (shared across processes)."""

@@ -452,6 +452,10 @@ class SyncEngine:
             Side.DESTINATION: destination,
         }
         self.rules = FieldRules(dict(flow.field_rules))
+        if flow.on_delete == "propagate":
+            # A deletion to carry over is read in every run, idle or not (one more call).
+            for connector in self.connectors.values():
+                connector.deletions_every_s = 0.0
         self.dry_run = dry_run
         self.run_id = run_id
         self.on_plan = on_plan

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from leadrelay.config import FieldRule, FlowConfig
+from leadrelay.connectors.base import DELETIONS_EVERY_S
 from leadrelay.connectors.errors import Retryable
 from leadrelay.mappings.engine import load_mapping
 from leadrelay.model import Stage
@@ -547,6 +548,22 @@ def test_on_delete_propagate_deletes_the_linked_record(
     sync(on_delete="propagate")
     assert hub.records == {}
     assert crm.records == {}
+
+
+@pytest.mark.parametrize(("on_delete", "every"), [("keep", DELETIONS_EVERY_S), ("propagate", 0)])
+def test_a_propagating_flow_reads_the_deletion_lists_in_every_run(
+    store: StateStore, hub: FakeSystem, crm: FakeSystem, on_delete: str, every: float
+) -> None:
+    source, destination = FakeHub(None, "hs", hub), FakeCrm(None, "sf", crm)
+    SyncEngine(
+        store,
+        FlowConfig(name="hs-sf", source="hs", destination="sf", on_delete=on_delete),
+        source=source,
+        destination=destination,
+        source_mapping=load_mapping("hubspot"),
+        destination_mapping=load_mapping("salesforce"),
+    )
+    assert (source.deletions_every_s, destination.deletions_every_s) == (every, every)
 
 
 def test_a_merge_relinks_the_lead_to_the_survivor_without_a_duplicate(

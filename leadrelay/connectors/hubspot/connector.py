@@ -279,8 +279,9 @@ class HubSpotConnector(Connector[HubSpotConnection]):
             :attr:`look_back_ms`); larger when the portal's search lags more.
         read_archived: list archived contacts in :meth:`read_changes` (default); off,
             archived contacts are not reported.
-        deletions_every_s: read the archived list at most this often (default
-            :attr:`deletions_every_ms`; 0: in every read).
+        deletions_every_s: how often a read that finds no change reads the archived list
+            (default: the connection's ``deletions_every_s``, else
+            :data:`~leadrelay.connectors.base.DELETIONS_EVERY_S`; 0: in every read).
     """
 
     kind: ClassVar[str] = "hubspot"
@@ -301,10 +302,6 @@ class HubSpotConnector(Connector[HubSpotConnection]):
     #: writes by "several seconds" (facts §1 "Search"), so a record written this long before
     #: a read is taken to be searchable by then. Per connector: ``look_back_s``.
     look_back_ms: int = 5_000
-    #: How often the archived list is read for deletions: an idle run then costs one search
-    #: (DESIGN §7.4), plus one archived-list read at most this often (HubSpot has no call that
-    #: answers both). A first read always reads it. Per connector: ``deletions_every_s``.
-    deletions_every_ms: int = 60_000
     #: How long a ``describe()`` (the contact properties) is reused, across runs and processes.
     properties_ttl: ClassVar[timedelta] = timedelta(hours=1)
     #: Send an objectWriteTraceId with every batch input, so HubSpot answers a bad record with
@@ -328,8 +325,6 @@ class HubSpotConnector(Connector[HubSpotConnection]):
         super().__init__(settings, name)
         if look_back_s is None:
             look_back_s = settings.read_lookback_s
-        if deletions_every_s is None:
-            deletions_every_s = settings.deletions_every_s
         if look_back_s is not None:
             if look_back_s < 0:
                 raise ValueError(f"look_back_s must be 0 or more seconds, got {look_back_s}")
@@ -341,7 +336,7 @@ class HubSpotConnector(Connector[HubSpotConnection]):
                 raise ValueError(
                     f"deletions_every_s must be 0 or more seconds, got {deletions_every_s}"
                 )
-            self.deletions_every_ms = int(deletions_every_s * 1000)
+            self.deletions_every_s = deletions_every_s
         register_secret(
             *(
                 secret.get_secret_value()
@@ -519,8 +514,9 @@ class HubSpotConnector(Connector[HubSpotConnection]):
         Search lags writes by seconds, so no cursor is ever later than the server's time of
         the read's first search (its ``Date``) minus :attr:`look_back_ms`: a record indexed
         late is read by the next run. A finished read's cursor is exactly that moment, so an
-        idle run costs one search however long ago the last change was (plus, at most every
-        :attr:`deletions_every_ms`, the archived list).
+        idle run costs one search however long ago the last change was. The archived list is
+        read when the read found changes, and otherwise once :attr:`deletions_every_s` passed
+        (:meth:`~leadrelay.connectors.base.Connector.deletions_due`).
 
         Merges: a contact listing ids in ``hs_merged_object_ids`` reports each as a
         :class:`Deletion` merged into it, on its own page (HubSpot merges into a new record;
@@ -1215,6 +1211,8 @@ class _Read:
                 stamp, last_id = max(0, stamp - connector.look_back_ms), None
             self.start = (stamp, last_id) if last_id is not None else (stamp - 1, _ALL)
         self.horizon: int | None = None
+        #: whether this read delivered any record (then the archived list is read too)
+        self.changed = False
 
     def search(self, filters: list[dict[str, str]], sort: str) -> _Found:
         found = self.connector._search(filters, sort)
@@ -1234,12 +1232,14 @@ class _Read:
         return encode_cursor(stamp, last, self.archived_read)
 
     def archived(self) -> list[Deletion]:
-        """The contacts archived since the archived list was last read, when it is due."""
+        """The contacts archived since the archived list was last read, when it is due
+        (:meth:`Connector.deletions_due`: this read found changes, or the interval passed)."""
         connector, previous, now = self.connector, self.archived_read, self.server_ms
         assert now is not None
-        if not connector.read_archived or (
-            previous is not None and now - previous < connector.deletions_every_ms
-        ):
+        due = connector.deletions_due(
+            None if previous is None else previous / 1000, now / 1000, changed=self.changed
+        )
+        if not connector.read_archived or not due:
             return []
         found = connector._archived_since(
             None if previous is None else previous - connector.look_back_ms
@@ -1250,11 +1250,13 @@ class _Read:
     def page(
         self, records: list[RawRecord], position: tuple[int, int], remaining: int | None = None
     ) -> Page:
+        self.changed = self.changed or bool(records)
         merges = tuple(d for r in records for d in _merged_into(r))
         return Page(records, self.cursor(position), merges, remaining)
 
     def last_page(self, records: list[RawRecord]) -> Page:
         assert self.horizon is not None
+        self.changed = self.changed or bool(records)
         deleted = {d.record_id: d for r in records for d in _merged_into(r)}
         for gone in self.archived():
             deleted.setdefault(gone.record_id, gone)

@@ -508,9 +508,11 @@ class ZohoConnector(Connector[ZohoConnection]):
         the end of the order, so it is read later in this run or in the next, never skipped as
         an offset page over a moving list would. Each page's cursor is that keyset position.
         The last page carries the deletions (``GET /{module}/deleted``: deleted or merged away;
-        Zoho names no surviving record of a merge) and a cursor of the server's time of the
-        first query minus :attr:`read_overlap`, so an idle read asks from a moment ago, not
-        from the last record changed.
+        Zoho names no surviving record of a merge) when they are due
+        (:meth:`~leadrelay.connectors.base.Connector.deletions_due`: the read found changes, or
+        :attr:`deletions_every_s` passed since the last deletion read) and a cursor of the
+        server's time of the first query minus :attr:`read_overlap`, so an idle read asks from
+        a moment ago, not from the last record changed.
         """
         self.require(Capability.READ_INCREMENTAL)
         start = ReadCursor.decode(cursor) if cursor else None
@@ -520,6 +522,7 @@ class ZohoConnector(Connector[ZohoConnection]):
         position = start
         deleted_since = start.deleted_since if start is not None else None
         server_time: datetime | None = None
+        changed = False
         while True:
             condition = keyset_condition(position)
 
@@ -533,9 +536,16 @@ class ZohoConnector(Connector[ZohoConnection]):
             if not more or not rows:
                 break
             position = self._after(rows[-1], deleted_since)
+            changed = True
             yield Page(rows, position.encode())
-        deletions = self._deletions(deleted_since)
         since = server_time - self.read_overlap
+        last_read = None if deleted_since is None else deleted_since.timestamp()
+        changed = changed or bool(rows)
+        if not self.deletions_due(last_read, since.timestamp(), changed=changed):
+            # An idle read costs one call: the deleted list waits for its interval.
+            yield Page(rows, ReadCursor(since, None, deleted_since).encode())
+            return
+        deletions = self._deletions(deleted_since)
         yield Page(rows, ReadCursor(since, None, since).encode(), deletions)
 
     def _after(self, record: RawRecord, deleted_since: datetime | None) -> ReadCursor:

@@ -201,6 +201,20 @@ def test_a_deletion_seen_while_the_archived_list_is_not_due_is_reported_when_it_
     assert (not_due, deleted) == ([], [gone])
 
 
+def test_a_read_that_finds_changes_reads_the_archived_list_before_it_is_due(
+    make_connector: MakeConnector,
+) -> None:
+    connector = make_connector()  # the default interval: an hour
+    _, cursor = read_all(connector, None)
+    [gone] = created_ids(connector, "gone@example.com")
+    connector.delete([gone])
+    created_ids(connector, "edited@example.com")
+
+    deleted = [d.record_id for page in connector.read_changes(cursor) for d in page.deleted]
+
+    assert deleted == [gone]
+
+
 def test_a_merge_reports_both_former_ids_merged_into_the_new_record(
     make_connector: MakeConnector, server: SandboxServer
 ) -> None:

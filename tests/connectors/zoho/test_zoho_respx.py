@@ -133,7 +133,41 @@ def test_a_read_pages_by_keyset_resuming_after_each_pages_last_record(
     assert pages[-1].cursor == f"{AFTER_READ}||{AFTER_READ}"
 
 
-def test_an_idle_read_is_one_query_and_one_deletions_read_and_moves_the_cursor(
+def test_an_idle_read_within_the_interval_is_one_query_and_keeps_the_deletion_mark(
+    zoho: ZohoConnector,
+) -> None:
+    coql = respx.post(f"{API}/coql").respond(204, headers={"Date": SERVER_DATE})
+    deleted = respx.get(f"{API}/Leads/deleted").respond(304)
+    marked = datetime(2024, 5, 1, 11, 30, tzinfo=UTC)  # half an hour before the read
+    pages = list(zoho.read_changes(ReadCursor(marked, None, marked).encode()))
+    assert pages == [Page([], f"{AFTER_READ}||{marked.isoformat()}", ())]
+    assert (coql.call_count, deleted.call_count) == (1, 0)
+
+
+def test_a_read_that_finds_changes_reads_the_deletions_within_the_interval(
+    zoho: ZohoConnector,
+) -> None:
+    respx.post(f"{API}/coql").mock(side_effect=keyset_pages(3))
+    deleted = respx.get(f"{API}/Leads/deleted").respond(304)
+    marked = datetime(2024, 5, 1, 11, 30, tzinfo=UTC)
+    pages = list(zoho.read_changes(ReadCursor(marked, None, marked).encode()))
+    assert deleted.call_count == 1
+    assert pages[-1].cursor == f"{AFTER_READ}||{AFTER_READ}"
+
+
+@pytest.mark.parametrize("every", [0.0, 60.0])
+def test_an_idle_read_once_the_interval_passed_reads_the_deletions(
+    zoho: ZohoConnector, every: float
+) -> None:
+    zoho.deletions_every_s = every
+    respx.post(f"{API}/coql").respond(204, headers={"Date": SERVER_DATE})
+    deleted = respx.get(f"{API}/Leads/deleted").respond(304)
+    marked = datetime(2024, 5, 1, 11, 30, tzinfo=UTC)
+    list(zoho.read_changes(ReadCursor(marked, None, marked).encode()))
+    assert deleted.call_count == 1
+
+
+def test_an_idle_read_an_hour_after_the_last_deletion_read_reads_them_and_moves_the_cursor(
     zoho: ZohoConnector,
 ) -> None:
     coql = respx.post(f"{API}/coql").respond(204, headers={"Date": SERVER_DATE})
