@@ -39,6 +39,7 @@ from leadrelay.connectors.base import (
     Capability,
     Connector,
     Deletion,
+    Page,
     RawRecord,
     Schema,
     WriteResult,
@@ -566,6 +567,7 @@ class SyncEngine:
         label = f"{self.flow.name}: {reader.name} → {self.connectors[from_side.other].name}"
         done = 0
         for page in reader.read_changes(cursor):
+            self._relink_merges(from_side, page)
             result = self._process(from_side, page.records)
             if page.deleted:
                 self._deletions(from_side, page.deleted, result)
@@ -577,6 +579,44 @@ class SyncEngine:
                 self.on_page(label, len(page.records), total)
 
     # -- deletes and merges --------------------------------------------------------------------
+
+    def _relink_merges(self, from_side: Side, page: Page) -> None:
+        """Before a page's records are processed, the record a merge made takes the lead of a
+        record merged into it, so it is synced as that lead and not met as a new one (which
+        would create a duplicate in the other system when the merge kept the e-mail of a
+        record leadrelay never synced). When several linked records merged into one survivor
+        (two leads were one person), the lead holding the survivor's e-mail keeps it, else the
+        first; the others lose their link in :meth:`_deletions`. Relinking is idempotent, so a
+        run that dies before its page is committed does it again."""
+        merges = [d for d in page.deleted if d.merged_into]
+        if not merges or self.dry_run:
+            return
+        reader = self.connectors[from_side]
+        keys = self.store.keys_for_many(reader.name, [d.record_id for d in merges])
+        owned = self.store.keys_for_many(reader.name, [str(d.merged_into) for d in merges])
+        claimants: dict[str, list[str]] = {}
+        for deletion in merges:
+            key, survivor = keys.get(deletion.record_id), str(deletion.merged_into)
+            if key is not None and survivor not in owned:
+                claimants.setdefault(survivor, [])
+                if key not in claimants[survivor]:
+                    claimants[survivor].append(key)
+        if not claimants:
+            return
+        mapping = self.mappings[from_side]
+        emails: dict[str, str] = {}
+        for raw in page.records:
+            rid = record_id(reader, raw)
+            if rid in claimants:
+                email = mapping.to_lead(raw, connection=reader.name, external_id=rid).values.get(
+                    "email"
+                )
+                if isinstance(email, str) and email.strip():
+                    emails[rid] = normalize_email(email)
+        holders = self.store.find_keys_by_emails(list(emails.values())) if emails else {}
+        for survivor, leads in claimants.items():
+            holder = holders.get(emails.get(survivor, ""))
+            self.store.relink(holder if holder in leads else leads[0], reader.name, survivor)
 
     def _deletions(
         self, from_side: Side, deletions: Sequence[Deletion], result: _PageResult

@@ -566,6 +566,47 @@ def test_a_propagating_flow_reads_the_deletion_lists_in_every_run(
     assert (source.deletions_every_s, destination.deletions_every_s) == (every, every)
 
 
+def test_a_merge_that_keeps_the_e_mail_of_a_record_never_synced_creates_no_duplicate(
+    sync: Sync, hub: FakeSystem, crm: FakeSystem, store: StateStore
+) -> None:
+    synced = hub.put(contact(1))
+    sync()
+    key = store.key_for("hs", synced)
+    [crm_id] = crm.records
+    # Marketing merges it with a contact leadrelay has not seen yet, whose e-mail wins: HubSpot
+    # makes a new record and reports both former ids merged into it.
+    unseen = hub.put(contact(9))
+    survivor = hub.put(contact(9))
+    hub.delete(synced, merged_into=survivor)
+    hub.delete(unseen, merged_into=survivor)
+
+    sync()
+
+    assert list(crm.records) == [crm_id]
+    assert crm.records[crm_id]["Email"] == "lead9@acme9.io"
+    assert store.key_for("hs", survivor) == key
+
+
+def test_two_synced_leads_merged_into_one_record_leave_it_to_the_lead_of_its_e_mail(
+    sync: Sync, hub: FakeSystem, crm: FakeSystem, store: StateStore
+) -> None:
+    first, second = hub.put(contact(1)), hub.put(contact(2))
+    sync()
+    keys = {rid: store.key_for("hs", rid) for rid in (first, second)}
+    survivor = hub.put(contact(2, firstname="Merged"))
+    hub.delete(first, merged_into=survivor)
+    hub.delete(second, merged_into=survivor)
+
+    sync()
+
+    assert store.key_for("hs", survivor) == keys[second]
+    assert store.external_id_for(str(keys[first]), "hs") is None
+    assert len(crm.records) == 2
+    by_email = {rec["Email"]: rec for rec in crm.records.values()}
+    assert by_email["lead2@acme2.io"]["FirstName"] == "Merged"
+    assert by_email["lead1@acme1.io"]["FirstName"] == "Ann1"
+
+
 def test_a_merge_relinks_the_lead_to_the_survivor_without_a_duplicate(
     sync: Sync, hub: FakeSystem, crm: FakeSystem, store: StateStore
 ) -> None:
