@@ -229,6 +229,8 @@ class FlowStats:
     conflicts: int = 0
     field_problems: int = 0
     deleted: int = 0
+    #: linked records leadrelay deleted because their lead was deleted on the other side
+    propagated: int = 0
     error: str | None = None
 
     def add(self, other: FlowStats) -> None:
@@ -261,6 +263,7 @@ class FlowStats:
             **self.to_json(),
             "conflicts": self.conflicts,
             "deleted": self.deleted,
+            "deletes_propagated": self.propagated,
             "error": self.error,
         }
 
@@ -687,6 +690,7 @@ class SyncEngine:
             for target_id, outcome in zip(chunk, other.delete(chunk), strict=True):
                 key = propagate[target_id]
                 if outcome.ok:
+                    self.stats.propagated += 1
                     result.tombstones.setdefault(other.name, []).append(
                         (target_id, key, None, None)
                     )

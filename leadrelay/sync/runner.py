@@ -211,7 +211,12 @@ def run_flows(
                                     engine.stats.error = str(exc)
                                     stats = engine.stats
                                 _merge(by_flow, flow.name, stats)
-                                if stats.created or stats.updated or stats.written_back:
+                                if (
+                                    stats.created
+                                    or stats.updated
+                                    or stats.written_back
+                                    or stats.propagated
+                                ):
                                     wrote[flow.name] = {flow.source, flow.destination}
                                 if outcome.fatal is not None:
                                     break

@@ -20,7 +20,7 @@ from hypothesis.stateful import run_state_machine_as_test
 
 from leadrelay.connectors.policy import LOGGER_NAME
 from leadrelay.sandbox.server import SandboxServer
-from tests.sync.sync_model import TOTALS, TwoWaySyncMachine, stories
+from tests.sync.sync_model import TOTALS, PropagatingSyncMachine, TwoWaySyncMachine, stories
 
 #: Longer stories than the bounded test's, two per round: the last round may end past the
 #: deadline by one round (a minute at most on a busy machine).
@@ -46,7 +46,8 @@ def _summary(elapsed: float, rounds: int) -> str:
         f"{TOTALS['operations']} operations ({TOTALS['contacts created']} contacts and "
         f"{TOTALS['CRM leads created']} CRM leads created, "
         f"{TOTALS['fields edited']} fields edited, {TOTALS['verdicts']} verdicts, "
-        f"{TOTALS['records deleted']} records deleted); {TOTALS['syncs']} syncs "
+        f"{TOTALS['records deleted']} records deleted, {TOTALS['contacts merged']} merges); "
+        f"{TOTALS['syncs']} syncs "
         f"({TOTALS['checked syncs']} quiet syncs checked against the model, "
         f"{TOTALS['killed syncs']} killed mid-run); {TOTALS['conflicts']} conflicts"
     )
@@ -60,15 +61,19 @@ def main() -> int:
     started = time.monotonic()
     rounds = 0
     with tempfile.TemporaryDirectory() as tmp, SandboxServer(ca_dir=Path(tmp) / "ca") as sandbox:
+        machines: list[type[TwoWaySyncMachine]] = []
+        for base in (TwoWaySyncMachine, PropagatingSyncMachine):
 
-        class Machine(TwoWaySyncMachine):
-            pass
+            class Machine(base):  # type: ignore[valid-type,misc]
+                pass
 
-        Machine.sandbox = sandbox
-        Machine.workdir = Path(tmp)
+            Machine.sandbox = sandbox
+            Machine.workdir = Path(tmp)
+            machines.append(Machine)
         try:
             while time.monotonic() - started < seconds:
-                run_state_machine_as_test(Machine, settings=SOAK)
+                # keep and propagate in turn
+                run_state_machine_as_test(machines[rounds % 2], settings=SOAK)
                 rounds += 1
         except Exception:
             print(_summary(time.monotonic() - started, rounds), file=sys.stderr)

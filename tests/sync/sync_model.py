@@ -23,7 +23,13 @@ sync. Its rules, from DESIGN §7 and the engine's docstrings:
   else changed the lead around the verdict, record times decide that stage (``stage_side``),
   and the model predicts stage and reason in the verdict's CRM only;
 - a deleted record is never re-created; with the default ``on_delete = "keep"`` the other side
-  is left alone: a lead whose HubSpot contact is gone lives on separately in each CRM.
+  is left alone: a lead whose HubSpot contact is gone lives on separately in each CRM; with
+  ``on_delete = "propagate"`` (:class:`PropagatingSyncMachine`) a lead deleted anywhere after it
+  was synced is gone everywhere after the next sync;
+- a merge of two contacts in HubSpot (one person twice) leaves one contact, a new record: the
+  primary's lead lives on in it (values only the other contact had fill its blanks, and reach
+  the primary's CRM records), the other lead's contact is gone for good (its e-mail now finds
+  the merged contact) and its CRM records live on, on their own.
 
 After each quiet sync every live HubSpot contact is in each CRM exactly once (unless its record
 there was deleted, or it was archived before it got there), nothing deleted is back, every
@@ -60,6 +66,7 @@ from leadrelay.sandbox.server import SandboxServer
 from leadrelay.sync.commands import sync_command
 from leadrelay.sync.engine import ConnectorPool
 from leadrelay.sync.plan import canonical_value
+from tests.hubspot_sandbox import hubspot_api
 
 HUBSPOT, SALESFORCE, ZOHO = "hubspot", "salesforce", "zoho"
 SYSTEMS = (HUBSPOT, SALESFORCE, ZOHO)
@@ -165,6 +172,8 @@ class LeadModel:
         verdict: the verdict of sales (one per lead).
         unmodelled: (system, field) the model no longer predicts.
         touched: when the test last changed the lead's record on each system (monotonic).
+        deleted_in: the systems where the test deleted its record (not merged it away).
+        merged_into: the e-mail of the lead whose HubSpot contact this one's was merged into.
     """
 
     email: str
@@ -176,6 +185,8 @@ class LeadModel:
     verdict: Verdict | None = None
     unmodelled: set[tuple[str, str]] = field(default_factory=set)
     touched: dict[str, float] = field(default_factory=dict)
+    deleted_in: set[str] = field(default_factory=set)
+    merged_into: str | None = None
 
     def live(self, system: str) -> bool:
         """The lead has a record on ``system`` that the test has not deleted."""
@@ -194,9 +205,28 @@ class LeadModel:
 
     def delete(self, system: str) -> None:
         """A person deleted (HubSpot: archived) the lead's record on ``system``."""
+        self.deleted_in.add(system)
+        self._drop(system)
+
+    def merged_away(self, into: LeadModel) -> None:
+        """Its HubSpot contact was merged into ``into``'s: gone from HubSpot, edits there
+        not yet synced included (they live on in the merged contact when it lacked them)."""
+        self.merged_into = into.email
+        self._drop(HUBSPOT)
+        for edits in self.pending.values():
+            edits.pop(HUBSPOT, None)
+
+    def _drop(self, system: str) -> None:
         self.gone.add(system)
         self.present.discard(system)
         self.values.pop(system, None)
+
+    def propagate(self) -> None:
+        """``on_delete = "propagate"``: a lead deleted on one system after it was synced to
+        another is deleted on every system by the next sync."""
+        if self.deleted_in and len(self.ids) > 1:
+            for system in list(self.present):
+                self._drop(system)
 
     def interrupted(self) -> None:
         """A sync died: what it wrote moved record times the model does not know."""
@@ -344,13 +374,22 @@ class TwoWaySyncMachine(RuleBasedStateMachine):
     max_leads: ClassVar[int] = 5
     #: Deletions end a lead's story: a few per example leave the others time to be edited.
     max_deletes: ClassVar[int] = 2
+    max_merges: ClassVar[int] = 1
+    #: The flows' ``on_delete``.
+    on_delete: ClassVar[str] = "keep"
 
     def __init__(self) -> None:
         super().__init__()
         self._admin("reset", {})
         self.folder = Path(tempfile.mkdtemp(dir=self.workdir))
         write_sandbox_project(self.folder, self.sandbox.env())
-        self.config = load_config(self.folder / "leadrelay.toml")
+        toml = self.folder / "leadrelay.toml"
+        if self.on_delete != "keep":
+            text = toml.read_text(encoding="utf-8").replace(
+                "two_way = true\n", f'two_way = true\non_delete = "{self.on_delete}"\n'
+            )
+            toml.write_text(text, encoding="utf-8")
+        self.config = load_config(toml)
         self.pool = ConnectorPool(self.config)
         self.mappings: dict[str, Mapping] = {s: load_mapping(s) for s in SYSTEMS}
         self.app = _sync_app()
@@ -358,6 +397,7 @@ class TwoWaySyncMachine(RuleBasedStateMachine):
         self.serial = 0
         self.changes = 0
         self.deletes = 0
+        self.merges = 0
 
     def teardown(self) -> None:
         self.pool.close()
@@ -521,9 +561,12 @@ class TwoWaySyncMachine(RuleBasedStateMachine):
 
     def _edit_in_crm(self, data: st.DataObject, crm: str, name: str) -> None:
         lead, _ = self._pick(data, (crm,))
-        value = data.draw(VALUES[name], label=name)
-        self.write(crm, lead.ids[crm], {FIELDS[name][crm]: value})
-        lead.edit(crm, name, value, time.monotonic())
+        self.edit(lead, crm, name, data.draw(VALUES[name], label=name))
+
+    def edit(self, lead: LeadModel, system: str, name: str, value: Any) -> None:
+        """Set a mapped field of the lead's record on ``system``, in the sandbox and the model."""
+        self.write(system, lead.ids[system], {FIELDS[name][system]: value})
+        lead.edit(system, name, value, time.monotonic())
         self._changed("fields edited")
 
     @precondition(lambda self: bool(self._closable()))
@@ -550,6 +593,44 @@ class TwoWaySyncMachine(RuleBasedStateMachine):
         lead.delete(system)
         self.deletes += 1
         self._changed("records deleted")
+
+    def _mergeable(self) -> list[LeadModel]:
+        """Leads with a known, live HubSpot contact and nothing the model leaves open (a
+        verdict's stage would merge by HubSpot's rules, which the model does not follow)."""
+        return [
+            lead
+            for lead in self.leads
+            if lead.live(HUBSPOT)
+            and HUBSPOT in lead.ids
+            and lead.verdict is None
+            and not lead.unmodelled
+        ]
+
+    @precondition(lambda self: self.merges < self.max_merges and len(self._mergeable()) >= 2)
+    @rule(data=st.data())
+    def merge_in_hubspot(self, data: st.DataObject) -> None:
+        """Marketing merges two contacts in HubSpot: a new record where the primary's values
+        win and values only the other had are kept (HubSpot's merge since 2025)."""
+        primary, other = data.draw(st.permutations(self._mergeable()), label="merge")[:2]
+        self.merge(primary, other)
+
+    def merge(self, primary: LeadModel, other: LeadModel) -> None:
+        """Merge ``other``'s HubSpot contact into ``primary``'s, in the sandbox and the model."""
+        merged = hubspot_api(
+            self.sandbox,
+            "POST",
+            "/crm/v3/objects/contacts/merge",
+            {"primaryObjectId": primary.ids[HUBSPOT], "objectIdToMerge": other.ids[HUBSPOT]},
+        )
+        at = time.monotonic()
+        mine = primary.values.setdefault(HUBSPOT, {})
+        for name, value in other.values.get(HUBSPOT, {}).items():
+            if value is not None and mine.get(name) is None and name not in VERDICT_FIELDS:
+                primary.edit(HUBSPOT, name, value, at)
+        primary.ids[HUBSPOT] = str(merged["id"])
+        other.merged_away(primary)
+        self.merges += 1
+        self._changed("contacts merged")
 
     # A sync with nothing new to carry checks little; the rerun of every quiet sync covers it.
     @precondition(lambda self: self.changes > 0)
@@ -579,6 +660,8 @@ class TwoWaySyncMachine(RuleBasedStateMachine):
         for flow in report["flows"]:
             assert flow["dead_lettered"] == 0, flow
         for lead in self.leads:
+            if self.on_delete == "propagate":
+                lead.propagate()
             lead.settle()
         self._check()
         code, again = self.run_sync()
@@ -614,6 +697,13 @@ class TwoWaySyncMachine(RuleBasedStateMachine):
             actual: dict[str, dict[str, Any]] = {}
             for system in SYSTEMS:
                 held = records[system].get(lead.email, [])
+                if system == HUBSPOT and lead.merged_into is not None:
+                    # Its e-mail is an additional one of the merged contact: it finds that.
+                    into = next(m for m in self.leads if m.email == lead.merged_into)
+                    found = {str(raw[ID_KEY[HUBSPOT]]) for raw in held}
+                    expected = {into.ids[HUBSPOT]} if into.live(HUBSPOT) else set()
+                    assert found <= expected, f"{lead.email}: HubSpot holds {found}, merged"
+                    continue
                 if not lead.live(system):
                     why = "it was deleted there" if system in lead.gone else "it never got there"
                     assert not held, f"{lead.email}: {system} holds {len(held)} record(s), {why}"
@@ -646,3 +736,9 @@ class TwoWaySyncMachine(RuleBasedStateMachine):
                     f"{lead.email}.{name} on {system}: {seen[system]!r}, model says "
                     f"{expected!r} (all: {seen})"
                 )
+
+
+class PropagatingSyncMachine(TwoWaySyncMachine):
+    """The same stories with ``on_delete = "propagate"`` on both flows."""
+
+    on_delete: ClassVar[str] = "propagate"

@@ -21,6 +21,7 @@ from tests.sync.sync_model import (
     SALESFORCE,
     SYSTEMS,
     ZOHO,
+    PropagatingSyncMachine,
     TwoWaySyncMachine,
     stories,
 )
@@ -40,8 +41,10 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxServer]
         yield running
 
 
-def machine_on(sandbox: SandboxServer, workdir: Path) -> type[TwoWaySyncMachine]:
-    class Machine(TwoWaySyncMachine):
+def machine_on(
+    sandbox: SandboxServer, workdir: Path, base: type[TwoWaySyncMachine] = TwoWaySyncMachine
+) -> type[TwoWaySyncMachine]:
+    class Machine(base):  # type: ignore[valid-type,misc]
         pass
 
     Machine.sandbox = sandbox
@@ -51,6 +54,34 @@ def machine_on(sandbox: SandboxServer, workdir: Path) -> type[TwoWaySyncMachine]
 
 def test_two_way_sync_matches_the_reference_model(sandbox: SandboxServer, tmp_path: Path) -> None:
     run_state_machine_as_test(machine_on(sandbox, tmp_path), settings=BOUNDED)
+
+
+def test_two_way_sync_with_propagated_deletes_matches_the_reference_model(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    run_state_machine_as_test(
+        machine_on(sandbox, tmp_path, PropagatingSyncMachine), settings=BOUNDED
+    )
+
+
+def test_a_hubspot_merge_of_two_synced_leads_matches_the_model(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    driver = machine_on(sandbox, tmp_path)()
+    try:
+        driver.create_contact("Ann", "Lee", None, "Paris", None, "google")
+        driver.create_contact("Bo", "Ng", "Acme", None, "+14155550101", None)
+        driver.sync()
+        first, second = driver.leads
+        driver.edit(first, SALESFORCE, "job_title", "Buyer")  # not yet synced when merged
+        driver.merge(second, first)  # the second contact is the primary
+        driver.sync()
+        driver.edit(first, SALESFORCE, "city", "Osaka")  # its contact is gone: stays in Salesforce
+        driver.edit(second, HUBSPOT, "city", "Lagos")  # the merged contact still syncs
+        driver.sync()
+        assert driver.leads[1].values[ZOHO]["city"] == "Lagos"
+    finally:
+        driver.teardown()
 
 
 def test_a_field_edited_in_all_three_systems_ends_with_the_latest_edit(
