@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -826,8 +827,13 @@ def drain_inbox(
     claim_ttl_s: float | None = None,
     max_batches: int = 1000,
     on_progress: Callable[[int], None] | None = None,
+    recheck_every_s: float = 0.0,
 ) -> DeliveryStats:
     """Deliver batches of ``limit`` until nothing is left to claim or ``max_batches`` ran.
+
+    First, captured leads whose refused values their destination now takes are queued again
+    (:meth:`_Delivery.requeue_accepted`); a service delivering every few seconds passes
+    ``recheck_every_s`` (:data:`RECHECK_EVERY_S`) so that is done at most that often.
 
     Items left for a later pass (their destination or platform failing) stay claimed until
     the end of the call, so later items are claimed past them; a destination whose write call
@@ -847,7 +853,8 @@ def drain_inbox(
     pool = connectors if connectors is not None else ConnectorPool(config, store=store)
     delivery = _Delivery(config, store, pool, fetchers=fetchers, on_progress=on_progress)
     try:
-        delivery.requeue_accepted()
+        if _recheck_due(store, recheck_every_s):
+            delivery.requeue_accepted()
         with Lease(renew, every_s=max(lease_s / 3, 0.1), name="inbox claims"):
             for _ in range(max_batches):
                 items = store.claim_inbox(limit=limit, claim_ttl_s=lease_s)
@@ -867,6 +874,23 @@ def drain_inbox(
             if connectors is None:
                 pool.close()
     return delivery.stats
+
+
+#: How often a delivery pass rechecks the open field problems of captured leads (a ``serve``
+#: worker delivers every few seconds; a pick list is not extended that often).
+RECHECK_EVERY_S = 60.0
+_last_recheck: dict[str, float] = {}
+
+
+def _recheck_due(store: StateStore, every_s: float) -> bool:
+    """True at most once per ``every_s`` per state store in this process."""
+    url = str(store.url)
+    now = time.monotonic()
+    last = _last_recheck.get(url)
+    if last is not None and now - last < every_s:
+        return False
+    _last_recheck[url] = now
+    return True
 
 
 def _release(store: StateStore, items: Sequence[InboxItem], exc: BaseException) -> None:
@@ -965,6 +989,7 @@ class DeliveryLoop:
                 self.store,
                 connectors=pool,
                 fetchers=self.fetchers,
+                recheck_every_s=RECHECK_EVERY_S,
             )
         except Exception as exc:  # the server must outlive any failure of a pass
             self.last_error = redact(f"{type(exc).__name__}: {exc}")

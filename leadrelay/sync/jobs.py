@@ -184,10 +184,10 @@ def _flow_job(job_context: Any, flow: str, timestamp: int | None = None) -> str:
 
 def _deliver_job(job_context: Any, timestamp: int | None = None) -> int:
     """Deliver the inbox until nothing is left to claim; returns how many leads it claimed."""
-    from leadrelay.capture.worker import drain_inbox
+    from leadrelay.capture.worker import RECHECK_EVERY_S, drain_inbox
 
     config, store = _context(job_context)
-    stats = drain_inbox(config, store)
+    stats = drain_inbox(config, store, recheck_every_s=RECHECK_EVERY_S)
     if stats.claimed:
         log.info("delivered %d lead(s), %d pending", stats.delivered, stats.pending)
     return stats.claimed

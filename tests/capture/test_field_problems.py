@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from leadrelay.capture.worker import drain_inbox
+from leadrelay.capture.worker import RECHECK_EVERY_S, drain_inbox
 from leadrelay.sandbox.server import SandboxServer
 from leadrelay.sync.engine import ConnectorPool
 from tests.capture.sandbox_project import Project, admin
@@ -63,3 +63,19 @@ def test_a_captured_lead_is_sent_again_by_itself_once_the_crm_takes_the_value(
     assert project.store.field_problems() == []
     record = project.lookup("hubspot", "cto@acme.io")
     assert record is not None and record["jobtitle"] == "CTO"
+
+
+def test_a_service_rechecks_open_field_problems_at_most_once_a_minute(
+    project: Project, sandbox: SandboxServer
+) -> None:
+    admin(sandbox, "schema", {"system": "hubspot", "remove_field": "jobtitle"})
+    _post(project, email="cto@acme.io", last_name="Silva", job_title="CTO")
+    drain_inbox(project.config, project.store, connectors=project.pool)  # rechecks, finds none
+    restore_job_title(sandbox)
+    with ConnectorPool(project.config) as later:
+        # a service's next pass, seconds later: not rechecked yet
+        soon = drain_inbox(
+            project.config, project.store, connectors=later, recheck_every_s=RECHECK_EVERY_S
+        )
+        due = drain_inbox(project.config, project.store, connectors=later, recheck_every_s=0)
+    assert (soon.delivered, due.delivered) == (0, 1)

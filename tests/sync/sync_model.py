@@ -216,6 +216,23 @@ class LeadModel:
         for edits in self.pending.values():
             edits.pop(HUBSPOT, None)
 
+    def take_over_by(self, primary: LeadModel) -> None:
+        """Its CRM records (and their edits not yet synced) now belong to ``primary``'s lead;
+        a CRM record it had deleted stays deleted for that lead."""
+        for crm in CRMS:
+            if crm in self.gone:
+                primary.gone.add(crm)
+                primary.present.discard(crm)
+            if not self.live(crm):
+                continue
+            primary.ids[crm] = self.ids[crm]
+            primary.present.add(crm)
+            primary.values[crm] = self.values.pop(crm, {})
+            for name, edits in self.pending.items():
+                if crm in edits:
+                    primary.pending.setdefault(name, {})[crm] = edits.pop(crm)
+            self._drop(crm)
+
     def _drop(self, system: str) -> None:
         self.gone.add(system)
         self.present.discard(system)
@@ -624,8 +641,17 @@ class TwoWaySyncMachine(RuleBasedStateMachine):
         )
         at = time.monotonic()
         mine = primary.values.setdefault(HUBSPOT, {})
-        for name, value in other.values.get(HUBSPOT, {}).items():
-            if value is not None and mine.get(name) is None and name not in VERDICT_FIELDS:
+        theirs = other.values.get(HUBSPOT, {})
+        if len(other.ids) > 1 and len(primary.ids) == 1:
+            # leadrelay links the merged contact to the lead of the synced one merged into it
+            # (no new lead, no duplicate in the CRMs): the primary's lead takes over the other's
+            # CRM records, which get the merged contact's e-mail and values.
+            other.take_over_by(primary)
+            values = {**theirs, **{n: v for n, v in mine.items() if v is not None}}
+        else:
+            values = {n: v for n, v in theirs.items() if mine.get(n) is None}
+        for name, value in values.items():
+            if value is not None and name not in VERDICT_FIELDS:
                 primary.edit(HUBSPOT, name, value, at)
         primary.ids[HUBSPOT] = str(merged["id"])
         other.merged_away(primary)

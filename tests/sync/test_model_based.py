@@ -84,6 +84,23 @@ def test_a_hubspot_merge_of_two_synced_leads_matches_the_model(
         driver.teardown()
 
 
+def test_a_merge_into_a_contact_never_synced_continues_the_synced_lead(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    driver = machine_on(sandbox, tmp_path)()
+    try:
+        driver.create_contact("Ann", "Lee", None, "Paris", None, "google")
+        driver.sync()
+        driver.create_contact("Bo", "Ng", "Acme", None, None, None)
+        synced, unseen = driver.leads
+        driver.edit(synced, ZOHO, "phone", "+14155550199")  # not yet synced when merged
+        driver.merge(unseen, synced)  # the contact leadrelay never saw is the primary
+        driver.sync()  # checks: one record per CRM, now under the primary's e-mail
+        assert unseen.ids[SALESFORCE] == synced.ids[SALESFORCE]
+    finally:
+        driver.teardown()
+
+
 def test_a_field_edited_in_all_three_systems_ends_with_the_latest_edit(
     sandbox: SandboxServer, tmp_path: Path
 ) -> None:
