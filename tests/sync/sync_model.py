@@ -658,6 +658,41 @@ class TwoWaySyncMachine(RuleBasedStateMachine):
         self.merges += 1
         self._changed("contacts merged")
 
+    def _zoho_mergeable(self) -> list[LeadModel]:
+        return [
+            lead
+            for lead in self.leads
+            if lead.live(ZOHO) and ZOHO in lead.ids and lead.verdict is None and not lead.unmodelled
+        ]
+
+    @precondition(lambda self: self.merges < self.max_merges and len(self._zoho_mergeable()) >= 2)
+    @rule(data=st.data(), taken=st.sets(st.sampled_from(TWO_WAY), max_size=3))
+    def merge_in_zoho(self, data: st.DataObject, taken: set[str]) -> None:
+        """Sales merges a duplicate lead into a master lead in Zoho, taking the duplicate's
+        values of some fields. Zoho deletes the duplicate and names no survivor, so leadrelay
+        sees a deletion: the duplicate's other records live on (keep) or go (propagate)."""
+        master, duplicate = data.draw(st.permutations(self._zoho_mergeable()), label="merge")[:2]
+        self.merge_zoho(master, duplicate, taken)
+
+    def merge_zoho(self, master: LeadModel, duplicate: LeadModel, taken: set[str]) -> None:
+        """Merge ``duplicate``'s Zoho lead into ``master``'s, taking the fields ``taken``."""
+        theirs = duplicate.values.get(ZOHO, {})
+        # (a blank taken from the duplicate would clear the master's value: not modelled)
+        taken = {name for name in taken if theirs.get(name) is not None}
+        fields = [{"api_name": FIELDS[name][ZOHO]} for name in sorted(taken)]
+        body = {"merge": [{"data": [{"id": duplicate.ids[ZOHO], "_fields": fields}]}]}
+        connector: Any = self._connector(ZOHO)
+        response = connector._call(
+            "POST", f"/Leads/{master.ids[ZOHO]}/actions/merge", describe="merge", json=body
+        )
+        assert response.status_code == 200, response.text
+        at = time.monotonic()
+        for name in sorted(taken):
+            master.edit(ZOHO, name, theirs.get(name), at)
+        duplicate.delete(ZOHO)
+        self.merges += 1
+        self._changed("zoho merges")
+
     # A sync with nothing new to carry checks little; the rerun of every quiet sync covers it.
     @precondition(lambda self: self.changes > 0)
     @rule()

@@ -101,6 +101,23 @@ def test_a_merge_into_a_contact_never_synced_continues_the_synced_lead(
         driver.teardown()
 
 
+def test_a_zoho_merge_is_a_deletion_of_the_duplicate_and_an_edit_of_the_master(
+    sandbox: SandboxServer, tmp_path: Path
+) -> None:
+    driver = machine_on(sandbox, tmp_path)()
+    try:
+        driver.create_contact("Ann", "Lee", None, "Paris", None, "google")
+        driver.create_contact("Bo", "Ng", "Acme", "Osaka", None, None)
+        driver.sync()
+        master, duplicate = driver.leads
+        driver.merge_zoho(master, duplicate, {"city", "company"})
+        driver.sync()  # checks: master's new values everywhere, the duplicate left in HubSpot
+        assert master.values[HUBSPOT]["city"] == "Osaka"
+        assert duplicate.live(HUBSPOT) and not duplicate.live(ZOHO)
+    finally:
+        driver.teardown()
+
+
 def test_a_field_edited_in_all_three_systems_ends_with_the_latest_edit(
     sandbox: SandboxServer, tmp_path: Path
 ) -> None:
