@@ -320,7 +320,16 @@ def _outcomes(report: Report) -> str:
             f"<details{' open' if key == 'source' else ''}><summary>By {title.lower()} "
             f"({len(rows)})</summary>"
             + _table(
-                [title.lower(), "opps", "open", "won", "lost", "win rate", "pipeline", "won"],
+                [
+                    title.lower(),
+                    "opps",
+                    "open",
+                    "won",
+                    "lost",
+                    "win rate",
+                    "pipeline",
+                    "won revenue",
+                ],
                 rows,
                 {1, 2, 3, 4, 5},
             )

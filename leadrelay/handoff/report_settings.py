@@ -21,9 +21,8 @@ points to replace with the team's own.
 from __future__ import annotations
 
 from itertools import pairwise
-from typing import Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = ["ReportConfig", "ReportGoals"]
 
@@ -50,13 +49,13 @@ class ReportConfig(BaseModel):
     score_bands: tuple[float, ...] = (60, 70, 80)
     calibration_min_leads: int = Field(default=20, ge=1)
 
-    @model_validator(mode="after")
-    def _ascending_bands(self) -> Self:
-        bands = self.score_bands
+    @field_validator("score_bands")
+    @classmethod
+    def _ascending_bands(cls, bands: tuple[float, ...]) -> tuple[float, ...]:
         if not bands:
-            raise ValueError("score_bands needs at least one lower bound, e.g. [60, 70, 80]")
+            raise ValueError("needs at least one lower bound, e.g. [60, 70, 80]")
         if any(low <= 0 or low > 100 for low in bands):
-            raise ValueError(f"score_bands must lie in (0, 100], got {list(bands)}")
+            raise ValueError(f"must lie in (0, 100], got {list(bands)}")
         if any(high <= low for low, high in pairwise(bands)):
-            raise ValueError(f"score_bands must rise strictly, got {list(bands)}")
-        return self
+            raise ValueError(f"must rise strictly, got {list(bands)}")
+        return bands
