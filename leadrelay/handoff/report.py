@@ -6,7 +6,8 @@ clocks into a :class:`Report` with these sections:
 ``funnel``
     How many leads reached MQL, SAL, SQL, opportunity and won (a lead at a later stage counts as
     having reached the earlier ones; a disqualified lead reached MQL, a lost one opportunity), the
-    conversion rate of each step, and MQL → SQL against the SOP's goal of 30 %. ``period`` names
+    conversion rate of each step against its goal (``[report.goals]``), and MQL → SQL against
+    the SOP's goal of 30 %. ``period`` names
     the days reported (``report --since/--until``), ``by_week`` the trend week by week (weeks
     start on Monday, by arrival) and ``breakdowns`` the leads by channel, source (a capture form
     or a system), campaign and form.
@@ -18,16 +19,25 @@ clocks into a :class:`Report` with these sections:
     minutes to first action.
 ``rejections``
     Rejection reasons, in total and by source, form and campaign.
+``outcomes``
+    After SQL: opportunities reached, open, won and lost; the win rate (won ÷ (won + lost))
+    against its goal; pipeline (open opportunities' amounts) and won revenue per currency, never
+    summed across currencies, in total and by source, channel, campaign, form and first touch;
+    win/loss reasons by source; the score calibration (conversion to opportunity and win rate
+    per score band, with a sentence for each band that does no better than the one below); and
+    the days from arrival to the opportunity and to its close (median, p90), each saying what
+    it is measured from and to.
 ``ledger``
     Per day, form, source and destination: received, written, verified, failed and missing
     (received − written).
 ``diagnosis``
     The six layers of a handoff — capture, qualification, routing, action, status, outcome —
-    each scored 0–1 with its evidence, and the weakest layer named.
+    each scored 0–1 with its evidence, and the weakest layer named. The outcome layer scores
+    the weakest of MQL → SQL, SQL → opportunity and the win rate against their goals.
 
 Test leads (``is_test``) never count. :meth:`Report.to_dict` holds exactly the keys
-``funnel``, ``ledger``, ``sla``, ``rejections`` and ``diagnosis`` plus the metadata keys
-``generated_at``, ``lead_count`` and ``time_to_first_action``.
+``funnel``, ``outcomes``, ``ledger``, ``sla``, ``rejections`` and ``diagnosis`` plus the
+metadata keys ``generated_at``, ``lead_count`` and ``time_to_first_action``.
 """
 
 from __future__ import annotations
