@@ -69,18 +69,22 @@ from leadrelay.model import LOST_REASONS, WON_REASONS, Lead, OutcomeReason, Stag
 from leadrelay.sync.state import LedgerCount, LedgerState, StateStore, ledger_table
 
 __all__ = [
+    "BAND_COLUMNS",
     "FUNNEL_STAGES",
     "LAYERS",
+    "OUTCOME_COLUMNS",
     "OUTCOME_DIMENSIONS",
     "SLA_BUCKETS",
     "Period",
     "Report",
     "arrival_times",
+    "band_cells",
     "build_report",
     "calibration_note",
     "funnel_position",
     "money_text",
     "opportunity_times",
+    "outcome_cells",
     "render_tables",
     "report_command_data",
 ]
@@ -1037,26 +1041,51 @@ def _days(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1f} d"
 
 
+#: The columns of :func:`outcome_cells`, after the group's name.
+OUTCOME_COLUMNS = ("opportunities", "open", "won", "lost", "win rate", "pipeline", "won revenue")
+
+
+def outcome_cells(row: Mapping[str, Any]) -> list[str]:
+    """One group of ``outcomes["by"]`` as text cells: its name, then :data:`OUTCOME_COLUMNS`."""
+    return [
+        row["name"],
+        str(row["opportunities"]),
+        str(row["open"]),
+        str(row["won"]),
+        str(row["lost"]),
+        _pct(row["win_rate"]),
+        money_text(row["pipeline"]),
+        money_text(row["won_revenue"]),
+    ]
+
+
+#: The columns of :func:`band_cells`, after the band.
+BAND_COLUMNS = ("leads", "opportunities", "conversion", "won", "lost", "win rate")
+
+
+def band_cells(band: Mapping[str, Any]) -> list[str]:
+    """One score band of the calibration as text cells: its label, then :data:`BAND_COLUMNS`."""
+    return [
+        band["band"],
+        str(band["leads"]),
+        str(band["opportunities"]),
+        _pct(band["conversion"]),
+        str(band["won"]),
+        str(band["lost"]),
+        _pct(band["win_rate"]),
+    ]
+
+
 def _outcome_tables(outcomes: Mapping[str, Any]) -> list[RenderableType]:
     """Win rate and revenue by source, win/loss reasons, score calibration (after SQL)."""
     if not outcomes:
         return []
     revenue = Table(title="Opportunities and revenue by source")
-    for column in ("source", "opportunities", "open", "won", "lost", "win rate"):
-        revenue.add_column(column, justify="left" if column == "source" else "right")
-    revenue.add_column("pipeline")
-    revenue.add_column("won revenue")
+    for column in ("source", *OUTCOME_COLUMNS):
+        money = column in ("source", "pipeline", "won revenue")
+        revenue.add_column(column, justify="left" if money else "right")
     for row in outcomes["by"]["source"]:
-        revenue.add_row(
-            row["name"],
-            str(row["opportunities"]),
-            str(row["open"]),
-            str(row["won"]),
-            str(row["lost"]),
-            _pct(row["win_rate"]),
-            money_text(row["pipeline"]),
-            money_text(row["won_revenue"]),
-        )
+        revenue.add_row(*outcome_cells(row))
     win = outcomes["win_rate"]
     times = outcomes["times"]
     revenue.caption = (
@@ -1086,19 +1115,11 @@ def _outcome_tables(outcomes: Mapping[str, Any]) -> list[RenderableType]:
     reasons.caption = f"without a reason: {without['won']} won, {without['lost']} lost"
 
     calibration = Table(title="Score calibration")
-    for column in ("score", "leads", "opportunities", "conversion", "won", "lost", "win rate"):
+    for column in ("score", *BAND_COLUMNS):
         calibration.add_column(column, justify="left" if column == "score" else "right")
     data = outcomes["calibration"]
     for band in data["bands"]:
-        calibration.add_row(
-            band["band"],
-            str(band["leads"]),
-            str(band["opportunities"]),
-            _pct(band["conversion"]),
-            str(band["won"]),
-            str(band["lost"]),
-            _pct(band["win_rate"]),
-        )
+        calibration.add_row(*band_cells(band))
     calibration.caption = "; ".join(data["findings"]) or calibration_note(data)
     return [revenue, reasons, calibration]
 

@@ -54,7 +54,15 @@ from importlib.resources import files
 from string import Template
 from typing import Any
 
-from leadrelay.handoff.report import Report, calibration_note, money_text
+from leadrelay.handoff.report import (
+    BAND_COLUMNS,
+    OUTCOME_COLUMNS,
+    Report,
+    band_cells,
+    calibration_note,
+    money_text,
+    outcome_cells,
+)
 
 __all__ = ["render_html"]
 
@@ -255,10 +263,6 @@ def _steps(report: Report) -> str:
     return _table(["step", "rate", "goal", ""], rows, {1, 2})
 
 
-def _money(amounts: dict[str, float]) -> str:
-    return money_text(amounts)
-
-
 _OUTCOME_BY = (
     ("source", "Source"),
     ("channel", "Channel"),
@@ -287,8 +291,8 @@ def _outcomes(report: Report) -> str:
     money = (
         f'<p id="money" data-pipeline="{_attr(json.dumps(data["pipeline"]))}" '
         f'data-won-revenue="{_attr(json.dumps(data["won_revenue"]))}">'
-        f"Pipeline (open opportunities): <strong>{escape(_money(data['pipeline']))}</strong>; "
-        f"won revenue: <strong>{escape(_money(data['won_revenue']))}</strong>.</p>"
+        f"Pipeline (open opportunities): <strong>{escape(money_text(data['pipeline']))}</strong>; "
+        f"won revenue: <strong>{escape(money_text(data['won_revenue']))}</strong>.</p>"
         '<p class="caption">Amounts are summed per currency, never across currencies. '
         f"{without['open']} open and {without['won']} won opportunities have no amount.</p>"
     )
@@ -303,16 +307,7 @@ def _outcomes(report: Report) -> str:
                     "data-won": row["won"],
                     "data-lost": row["lost"],
                 },
-                [
-                    row["name"],
-                    str(row["opportunities"]),
-                    str(row["open"]),
-                    str(row["won"]),
-                    str(row["lost"]),
-                    _pct(row["win_rate"]),
-                    _money(row["pipeline"]),
-                    _money(row["won_revenue"]),
-                ],
+                outcome_cells(row),
             )
             for row in data["by"][key]
         ]
@@ -320,16 +315,7 @@ def _outcomes(report: Report) -> str:
             f"<details{' open' if key == 'source' else ''}><summary>By {title.lower()} "
             f"({len(rows)})</summary>"
             + _table(
-                [
-                    title.lower(),
-                    "opps",
-                    "open",
-                    "won",
-                    "lost",
-                    "win rate",
-                    "pipeline",
-                    "won revenue",
-                ],
+                [title.lower(), *OUTCOME_COLUMNS],
                 rows,
                 {1, 2, 3, 4, 5},
             )
@@ -405,15 +391,7 @@ def _calibration(report: Report) -> str:
                 "data-conversion": _data_number(band["conversion"]),
                 "data-win-rate": _data_number(band["win_rate"]),
             },
-            [
-                band["band"],
-                str(band["leads"]),
-                str(band["opportunities"]),
-                _pct(band["conversion"]),
-                str(band["won"]),
-                str(band["lost"]),
-                _pct(band["win_rate"]),
-            ],
+            band_cells(band),
         )
         for band in reversed(data["bands"])
     ]
@@ -433,7 +411,7 @@ def _calibration(report: Report) -> str:
         + f". {data['unscored']} leads have no score.</p>"
         + verdict
         + _table(
-            ["score", "leads", "opps", "conversion", "won", "lost", "win rate"],
+            ["score", *BAND_COLUMNS],
             rows,
             {1, 2, 3, 4, 5, 6},
         )

@@ -28,41 +28,47 @@ from tests.handoff.test_report import NOW, T0, make
 SETTINGS = ReportConfig(calibration_min_leads=2)
 
 
+def deal(
+    key: str,
+    stage: Stage,
+    money: tuple[float, str] | None,
+    reason: OutcomeReason | None,
+    closed_day: int,
+    **fields: Any,
+) -> Lead:
+    """A closed deal: its amount and currency, reason and close date (days after T0)."""
+    amount, currency = money or (None, None)
+    closed = {"closed_at": T0 + timedelta(days=closed_day), "outcome_reason": reason}
+    return make(key, stage, amount=amount, currency=currency, **closed, **fields)
+
+
 def outcome_leads() -> list[Lead]:
     """Two wins, two losses and two open opportunities in two currencies, plus an SQL and two
     MQLs, from two sources."""
+    touch = Touch(channel=Channel.PAID_SEARCH, utm_source="google")
     return [
-        make(
+        deal(
             "won_eur",
             Stage.WON,
-            amount=1000,
-            currency="EUR",
-            outcome_reason=OutcomeReason.PRODUCT_FIT,
-            closed_at=T0 + timedelta(days=10),
+            (1000, "EUR"),
+            OutcomeReason.PRODUCT_FIT,
+            10,
             score=85,
             channel=Channel.PAID_SEARCH,
-            first_touch=Touch(channel=Channel.PAID_SEARCH, utm_source="google"),
+            first_touch=touch,
         ),
-        make(
+        # a loss reason on a win: flagged
+        deal(
             "won_usd",
             Stage.WON,
-            amount=500,
-            currency="usd",
-            outcome_reason=OutcomeReason.COMPETITOR,  # a loss reason on a win: flagged
-            closed_at=T0 + timedelta(days=20),
+            (500, "usd"),
+            OutcomeReason.COMPETITOR,
+            20,
             score=75,
             utm_source="linkedin",
             channel=Channel.PAID_SOCIAL,
         ),
-        make(
-            "lost1",
-            Stage.LOST,
-            amount=800,
-            currency="EUR",
-            outcome_reason=OutcomeReason.NO_BUDGET,
-            closed_at=T0 + timedelta(days=30),
-            score=82,
-        ),
+        deal("lost1", Stage.LOST, (800, "EUR"), OutcomeReason.NO_BUDGET, 30, score=82),
         make("lost2", Stage.LOST, score=72, utm_source="linkedin", campaign_id=None),
         make("open_eur", Stage.OPPORTUNITY, amount=2000, currency="EUR", score=88),
         make("open_none", Stage.OPPORTUNITY, score=65),
