@@ -200,11 +200,12 @@ def report_command(
         ),
     ] = None,
 ) -> None:
-    """Report the handoff: funnel against its goals, win rate and revenue, score calibration,
-    SLA, rejections by source, ledger, diagnosis.
+    """Report the handoff: funnel conversion, SLA, rejections by source, ledger, diagnosis.
 
-    Reads every lead of the flows' CRMs (test leads left out) and the state store's ledger;
-    goals and score bands come from ``[report]``.
+    The funnel runs to won, each step against its goal; after SQL come the win rate, pipeline
+    and won revenue per currency, win/loss reasons and the score calibration. Reads every lead
+    of the flows' CRMs (test leads left out) and the state store's ledger; goals and score
+    bands come from ``[report]``.
     Exit 0; 2 on a config error; 3 when a CRM refuses the credentials; 1 when one cannot be read.
     """
     from leadrelay.connectors.base import ConnectorNotFound
