@@ -58,6 +58,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from leadrelay.handoff.recycle import RecycleConfig
+from leadrelay.handoff.report_settings import ReportConfig
 from leadrelay.handoff.routing import RoutingConfig
 from leadrelay.handoff.scoring import ScoringConfig
 from leadrelay.model import Lead, Stage
@@ -1063,6 +1064,8 @@ class Config(_Section):
             (:class:`~leadrelay.handoff.scoring.ScoringConfig`,
             :class:`~leadrelay.handoff.routing.RoutingConfig`,
             :class:`~leadrelay.handoff.recycle.RecycleConfig`).
+        report: the report's goals and score bands
+            (:class:`~leadrelay.handoff.report_settings.ReportConfig`, ``[report]``).
         sla: the SLA clocks, validated by :func:`leadrelay.handoff.sla.load_sla_config`
             (which reads this config, so it cannot be typed here without an import cycle).
     """
@@ -1078,6 +1081,7 @@ class Config(_Section):
     scoring: ScoringConfig = Field(default_factory=ScoringConfig)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     recycle: RecycleConfig = Field(default_factory=RecycleConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
     sla: dict[str, Any] = Field(default_factory=dict)
 
     _path: Path = PrivateAttr(default_factory=lambda: Path.cwd() / "leadrelay.toml")

@@ -1,4 +1,4 @@
-"""``leadrelay report``: funnel, SLA, rejections, ledger and handoff diagnosis (DESIGN §11, §12).
+"""``leadrelay report``: funnel, outcomes, SLA, rejections, ledger, diagnosis (DESIGN §11, §12).
 
 Registered by :mod:`leadrelay.cli`::
 
@@ -130,13 +130,17 @@ def gather_leads(
 
 
 def rejected_without_reason(leads: list[Lead]) -> list[dict[str, Any]]:
-    """Leads sales rejected (disqualified or lost) without a rejection reason."""
+    """Leads sales rejected (disqualified or lost) without a reason: a disqualified lead needs
+    a rejection reason, a lost one a rejection or a loss reason (``outcome_reason``)."""
     from leadrelay.handoff.recycle import REJECTED_STAGES
+    from leadrelay.model import Stage
 
     return [
         {"lead_key": lead.key, "email": lead.email, "stage": lead.stage.value}
         for lead in leads
-        if lead.stage in REJECTED_STAGES and lead.rejection_reason is None
+        if lead.stage in REJECTED_STAGES
+        and lead.rejection_reason is None
+        and not (lead.stage is Stage.LOST and lead.outcome_reason is not None)
     ]
 
 
@@ -149,8 +153,8 @@ def build_project_report(
     on_page: Callable[[str, int], None] | None = None,
     period: Period | None = None,
 ) -> Report:
-    """The report of a project: its CRMs' leads, its store's ledger, its ``[sla]``; with a
-    ``period``, the leads that arrived and the ledger days inside it.
+    """The report of a project: its CRMs' leads, its store's ledger, its ``[sla]`` and
+    ``[report]``; with a ``period``, the leads that arrived and the ledger days inside it.
 
     ``report.rejections["without_reason"]`` lists the leads rejected without a reason.
     """
@@ -170,7 +174,8 @@ def report_command(
     as_json: Annotated[
         bool,
         typer.Option(
-            "--json", help="Print JSON: funnel, ledger, sla, rejections, diagnosis (and metadata)."
+            "--json",
+            help="Print JSON: funnel, outcomes, ledger, sla, rejections, diagnosis (and metadata).",
         ),
     ] = False,
     html: Annotated[
@@ -197,7 +202,10 @@ def report_command(
 ) -> None:
     """Report the handoff: funnel conversion, SLA, rejections by source, ledger, diagnosis.
 
-    Reads every lead of the flows' CRMs (test leads left out) and the state store's ledger.
+    The funnel runs to won, each step against its goal; after SQL come the win rate, pipeline
+    and won revenue per currency, win/loss reasons and the score calibration. Reads every lead
+    of the flows' CRMs (test leads left out) and the state store's ledger; goals and score
+    bands come from ``[report]``.
     Exit 0; 2 on a config error; 3 when a CRM refuses the credentials; 1 when one cannot be read.
     """
     from leadrelay.connectors.base import ConnectorNotFound

@@ -6,7 +6,8 @@ clocks into a :class:`Report` with these sections:
 ``funnel``
     How many leads reached MQL, SAL, SQL, opportunity and won (a lead at a later stage counts as
     having reached the earlier ones; a disqualified lead reached MQL, a lost one opportunity), the
-    conversion rate of each step, and MQL → SQL against the SOP's goal of 30 %. ``period`` names
+    conversion rate of each step against its goal (``[report.goals]``), and MQL → SQL against
+    the SOP's goal of 30 %. ``period`` names
     the days reported (``report --since/--until``), ``by_week`` the trend week by week (weeks
     start on Monday, by arrival) and ``breakdowns`` the leads by channel, source (a capture form
     or a system), campaign and form.
@@ -18,16 +19,25 @@ clocks into a :class:`Report` with these sections:
     minutes to first action.
 ``rejections``
     Rejection reasons, in total and by source, form and campaign.
+``outcomes``
+    After SQL: opportunities reached, open, won and lost; the win rate (won ÷ (won + lost))
+    against its goal; pipeline (open opportunities' amounts) and won revenue per currency, never
+    summed across currencies, in total and by source, channel, campaign, form and first touch;
+    win/loss reasons by source; the score calibration (conversion to opportunity and win rate
+    per score band, with a sentence for each band that does no better than the one below); and
+    the days from arrival to the opportunity and to its close (median, p90), each saying what
+    it is measured from and to.
 ``ledger``
     Per day, form, source and destination: received, written, verified, failed and missing
     (received − written).
 ``diagnosis``
     The six layers of a handoff — capture, qualification, routing, action, status, outcome —
-    each scored 0–1 with its evidence, and the weakest layer named.
+    each scored 0–1 with its evidence, and the weakest layer named. The outcome layer scores
+    the weakest of MQL → SQL, SQL → opportunity and the win rate against their goals.
 
 Test leads (``is_test``) never count. :meth:`Report.to_dict` holds exactly the keys
-``funnel``, ``ledger``, ``sla``, ``rejections`` and ``diagnosis`` plus the metadata keys
-``generated_at``, ``lead_count`` and ``time_to_first_action``.
+``funnel``, ``outcomes``, ``ledger``, ``sla``, ``rejections`` and ``diagnosis`` plus the
+metadata keys ``generated_at``, ``lead_count`` and ``time_to_first_action``.
 """
 
 from __future__ import annotations
@@ -35,9 +45,10 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from itertools import pairwise
 from typing import Any
 
 import sqlalchemy as sa
@@ -45,6 +56,7 @@ from rich.console import RenderableType
 from rich.table import Table
 
 from leadrelay.config import Config
+from leadrelay.handoff.report_settings import ReportConfig, ReportGoals
 from leadrelay.handoff.sla import (
     ClockKind,
     SlaConfig,
@@ -53,19 +65,26 @@ from leadrelay.handoff.sla import (
     evaluate,
     load_sla_config,
 )
-from leadrelay.model import Lead, Stage
+from leadrelay.model import LOST_REASONS, WON_REASONS, Lead, OutcomeReason, Stage
 from leadrelay.sync.state import LedgerCount, LedgerState, StateStore, ledger_table
 
 __all__ = [
+    "BAND_COLUMNS",
     "FUNNEL_STAGES",
     "LAYERS",
-    "MQL_TO_SQL_GOAL",
+    "OUTCOME_COLUMNS",
+    "OUTCOME_DIMENSIONS",
     "SLA_BUCKETS",
     "Period",
     "Report",
     "arrival_times",
+    "band_cells",
     "build_report",
+    "calibration_note",
     "funnel_position",
+    "money_text",
+    "opportunity_times",
+    "outcome_cells",
     "render_tables",
     "report_command_data",
 ]
@@ -73,8 +92,16 @@ __all__ = [
 #: The funnel steps, in order.
 FUNNEL_STAGES: tuple[Stage, ...] = (Stage.MQL, Stage.SAL, Stage.SQL, Stage.OPPORTUNITY, Stage.WON)
 
-#: The SOP's goal for the MQL → SQL conversion rate.
-MQL_TO_SQL_GOAL = 0.30
+#: The goal (a ``[report.goals]`` key) of the step into each funnel stage after MQL.
+_STEP_GOALS: dict[Stage, str] = {
+    Stage.SAL: "mql_to_sal",
+    Stage.SQL: "sal_to_sql",
+    Stage.OPPORTUNITY: "sql_to_opportunity",
+    Stage.WON: "opportunity_to_won",
+}
+
+#: The groups pipeline and won revenue are shown by, in order.
+OUTCOME_DIMENSIONS: tuple[str, ...] = ("source", "channel", "campaign", "form", "first_touch")
 
 #: The layers of the handoff diagnosis, upstream first (a tie names the upstream layer).
 LAYERS: tuple[str, ...] = ("capture", "qualification", "routing", "action", "status", "outcome")
@@ -150,30 +177,35 @@ def _aware(value: datetime) -> datetime:
 # sections
 
 
-def _funnel(leads: Sequence[Lead]) -> dict[str, Any]:
+def _against(actual: float | None, goal: float) -> dict[str, Any]:
+    return {
+        "actual": actual,
+        "goal": goal,
+        "meets_goal": None if actual is None else actual >= goal,
+    }
+
+
+def _funnel(leads: Sequence[Lead], goals: ReportGoals) -> dict[str, Any]:
     positions = [funnel_position(lead) for lead in leads]
     counts = [sum(1 for p in positions if p >= index) for index in range(len(FUNNEL_STAGES))]
     stages = []
     for index, stage in enumerate(FUNNEL_STAGES):
         previous = counts[index - 1] if index else None
+        rate = _rate(counts[index], previous) if previous is not None else None
+        goal = getattr(goals, _STEP_GOALS[stage]) if stage in _STEP_GOALS else None
         stages.append(
             {
                 "stage": stage.value,
                 "count": counts[index],
-                "rate_from_previous": _rate(counts[index], previous)
-                if previous is not None
-                else None,
+                "rate_from_previous": rate,
                 "rate_from_mql": _rate(counts[index], counts[0]),
+                "goal": goal,
+                "meets_goal": None if goal is None or rate is None else rate >= goal,
             }
         )
-    mql_to_sql = _rate(counts[2], counts[0])
     return {
         "stages": stages,
-        "mql_to_sql": {
-            "actual": mql_to_sql,
-            "goal": MQL_TO_SQL_GOAL,
-            "meets_goal": None if mql_to_sql is None else mql_to_sql >= MQL_TO_SQL_GOAL,
-        },
+        "mql_to_sql": _against(_rate(counts[2], counts[0]), goals.mql_to_sql),
         "leads": len(leads),
     }
 
@@ -271,6 +303,257 @@ def _rejections(leads: Sequence[Lead]) -> dict[str, Any]:
         "by_source": breakdown("source"),
         "by_form": breakdown("form"),
         "by_campaign": breakdown("campaign"),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# after SQL: opportunities, revenue, reasons, score calibration, time to opportunity and close
+
+_NO_CURRENCY = "(no currency)"
+
+#: What the outcome times are measured from and to (printed with them).
+TIME_FROM = (
+    "arrival: when leadrelay first received the lead (its ledger row), where it is scored; "
+    "a lead that qualified later still counts from its arrival"
+)
+_TIME_TO_OPPORTUNITY = (
+    "when the CRM first held the lead's opportunity, as leadrelay's sync saw it (the field "
+    "clock of opportunity_id, else of the stage while it read opportunity)"
+)
+_TIME_TO_CLOSE = "the close date the CRM holds for a won or lost opportunity (closed_at)"
+
+
+def _money(leads: Iterable[Lead]) -> dict[str, float]:
+    """Amounts summed per currency (never across currencies); no currency is its own line."""
+    totals: dict[str, float] = defaultdict(float)
+    for lead in leads:
+        if lead.amount is not None:
+            totals[lead.currency or _NO_CURRENCY] += lead.amount
+    return {currency: round(totals[currency], 2) for currency in sorted(totals)}
+
+
+def _outcome_counts(leads: Sequence[Lead]) -> dict[str, Any]:
+    """Opportunities reached, open, won, lost, the win rate, pipeline and won revenue."""
+    opened = [lead for lead in leads if funnel_position(lead) >= 3]
+    still_open = [lead for lead in opened if lead.stage is Stage.OPPORTUNITY]
+    won = [lead for lead in opened if lead.stage is Stage.WON]
+    lost = [lead for lead in opened if lead.stage is Stage.LOST]
+    return {
+        "opportunities": len(opened),
+        "open": len(still_open),
+        "won": len(won),
+        "lost": len(lost),
+        "win_rate": _rate(len(won), len(won) + len(lost)),
+        "pipeline": _money(still_open),
+        "won_revenue": _money(won),
+    }
+
+
+def _first_touch(lead: Lead) -> str:
+    """The first touch as ``channel / utm_source`` (either alone when the other is missing)."""
+    touch = lead.first_touch
+    if touch is None:
+        return _UNKNOWN
+    parts = [touch.channel.value if touch.channel is not None else None, touch.utm_source]
+    return " / ".join(part for part in parts if part) or _UNKNOWN
+
+
+_DIMENSION_KEYS: dict[str, Any] = {
+    "source": _lead_source,
+    "channel": lambda lead: lead.channel.value if lead.channel is not None else _UNKNOWN,
+    "campaign": _lead_campaign,
+    "form": lambda lead: lead.form_id or _UNKNOWN,
+    "first_touch": _first_touch,
+}
+
+
+def _outcome_reasons(leads: Sequence[Lead]) -> dict[str, Any]:
+    """Won and lost reasons, in total and by source; closed deals without one; and reasons that
+    do not fit the outcome (a win "for" a competitor)."""
+    totals: dict[str, Counter[str]] = {"won": Counter(), "lost": Counter()}
+    by_source: dict[str, dict[str, Counter[str]]] = defaultdict(
+        lambda: {"won": Counter(), "lost": Counter()}
+    )
+    without = {"won": 0, "lost": 0}
+    unfit = []
+    fitting = {"won": WON_REASONS, "lost": LOST_REASONS}
+    for lead in leads:
+        if lead.stage not in (Stage.WON, Stage.LOST):
+            continue
+        outcome = lead.stage.value
+        reason: OutcomeReason | None = lead.outcome_reason
+        if reason is None:
+            without[outcome] += 1
+            continue
+        totals[outcome][reason.value] += 1
+        by_source[_lead_source(lead)][outcome][reason.value] += 1
+        if reason not in fitting[outcome]:
+            unfit.append({"lead_key": lead.key, "stage": outcome, "reason": reason.value})
+    return {
+        "won": dict(totals["won"].most_common()),
+        "lost": dict(totals["lost"].most_common()),
+        "by_source": {
+            source: {outcome: dict(sorted(found.items())) for outcome, found in counts.items()}
+            for source, counts in sorted(by_source.items())
+        },
+        "without_reason": without,
+        "unfit": unfit,
+    }
+
+
+def _band_label(low: float | None, high: float | None) -> str:
+    if low is None:
+        return f"below {high:g}"
+    if high is None:
+        return f"{low:g}+"
+    if float(low).is_integer() and float(high).is_integer():
+        return f"{low:g}–{high - 1:g}"
+    return f"{low:g} to under {high:g}"
+
+
+def _calibration(
+    leads: Sequence[Lead], settings: ReportConfig, mql_threshold: float | None
+) -> dict[str, Any]:
+    """Conversion to opportunity and win rate per score band, and a plain sentence for each
+    band that does no better than the band below it."""
+    edges: list[float | None] = [None, *settings.score_bands, None]
+    scored = [lead for lead in leads if lead.score is not None]
+    bands = []
+    for low, high in pairwise(edges):
+        members = [
+            lead
+            for lead in scored
+            if lead.score is not None
+            and (low is None or lead.score >= low)
+            and (high is None or lead.score < high)
+        ]
+        counts = _outcome_counts(members)
+        bands.append(
+            {
+                "band": _band_label(low, high),
+                "min_score": low,
+                "max_score": high,
+                "leads": len(members),
+                "opportunities": counts["opportunities"],
+                "conversion": _rate(counts["opportunities"], len(members)),
+                "won": counts["won"],
+                "lost": counts["lost"],
+                "win_rate": counts["win_rate"],
+            }
+        )
+    smallest = settings.calibration_min_leads
+    findings: list[str] = []
+    any_opportunity = any(band["opportunities"] for band in bands)
+    for lower, higher in pairwise(bands):
+        if not any_opportunity or min(lower["leads"], higher["leads"]) < smallest:
+            continue
+        check = "the weights"
+        if mql_threshold is not None and lower["max_score"] <= mql_threshold <= higher["min_score"]:
+            check = f"the MQL threshold ({mql_threshold:g}) and the weights"
+        if higher["conversion"] <= lower["conversion"]:
+            findings.append(
+                f"leads scored {higher['band']} convert no better than {lower['band']} "
+                f"({_pct(higher['conversion'])} vs {_pct(lower['conversion'])} to opportunity): "
+                f"check {check}"
+            )
+        closed = (lower["won"] + lower["lost"], higher["won"] + higher["lost"])
+        if min(closed) >= smallest and higher["win_rate"] <= lower["win_rate"]:
+            findings.append(
+                f"leads scored {higher['band']} win no more often than {lower['band']} "
+                f"({_pct(higher['win_rate'])} vs {_pct(lower['win_rate'])}): check {check}"
+            )
+    return {
+        "bands": bands,
+        "unscored": len(leads) - len(scored),
+        "min_leads": smallest,
+        "mql_threshold": mql_threshold,
+        "compared": any_opportunity,
+        "small_bands": [band["band"] for band in bands if band["leads"] < smallest],
+        "findings": findings,
+    }
+
+
+def _spread(days: list[float], to: str, without: int, excluded: int) -> dict[str, Any]:
+    def rounded(value: float | None) -> float | None:
+        return None if value is None else round(value, 2)
+
+    return {
+        "to": to,
+        "leads": len(days),
+        "median_days": rounded(_percentile(days, 0.5)),
+        "p90_days": rounded(_percentile(days, 0.9)),
+        "without_time": without,
+        "before_arrival": excluded,
+    }
+
+
+def _outcome_times(leads: Sequence[Lead], opened_at: Mapping[str, datetime]) -> dict[str, Any]:
+    """Days from arrival to the opportunity and to its close: median and p90.
+
+    A lead without the moment (no field clock, no close date) is counted apart, and so is one
+    whose moment lies before its arrival (the CRM's date was entered by hand). A close date is a
+    day: one on the day of arrival counts as 0 days.
+    """
+    to_opportunity: list[float] = []
+    without_opportunity = early_opportunity = 0
+    to_close: list[float] = []
+    without_close = early_close = 0
+    for lead in leads:
+        if funnel_position(lead) < 3:
+            continue
+        arrived = _aware(lead.created_at)
+        opened = opened_at.get(lead.key)
+        if opened is None:
+            without_opportunity += 1
+        elif _aware(opened) < arrived:
+            early_opportunity += 1
+        else:
+            to_opportunity.append((_aware(opened) - arrived).total_seconds() / 86400)
+        if lead.stage not in (Stage.WON, Stage.LOST):
+            continue
+        if lead.closed_at is None:
+            without_close += 1
+            continue
+        closed = _aware(lead.closed_at)
+        if closed.date() < arrived.date():
+            early_close += 1
+        else:
+            to_close.append(max((closed - arrived).total_seconds(), 0.0) / 86400)
+    return {
+        "from": TIME_FROM,
+        "to_opportunity": _spread(
+            to_opportunity, _TIME_TO_OPPORTUNITY, without_opportunity, early_opportunity
+        ),
+        "to_close": _spread(to_close, _TIME_TO_CLOSE, without_close, early_close),
+    }
+
+
+def _outcomes(
+    leads: Sequence[Lead],
+    settings: ReportConfig,
+    opened_at: Mapping[str, datetime],
+    mql_threshold: float | None,
+) -> dict[str, Any]:
+    counts = _outcome_counts(leads)
+    by: dict[str, list[dict[str, Any]]] = {}
+    for name in OUTCOME_DIMENSIONS:
+        groups: dict[str, list[Lead]] = defaultdict(list)
+        for lead in leads:
+            if funnel_position(lead) >= 3:
+                groups[str(_DIMENSION_KEYS[name](lead))].append(lead)
+        rows = [{"name": group} | _outcome_counts(members) for group, members in groups.items()]
+        by[name] = sorted(rows, key=lambda row: (-row["opportunities"], row["name"]))
+    opened = [lead for lead in leads if funnel_position(lead) >= 3]
+    return counts | {
+        "win_rate": _against(counts["win_rate"], settings.goals.win_rate),
+        "without_amount": {
+            "open": sum(1 for x in opened if x.stage is Stage.OPPORTUNITY and x.amount is None),
+            "won": sum(1 for x in opened if x.stage is Stage.WON and x.amount is None),
+        },
+        "by": by,
+        "reasons": _outcome_reasons(leads),
+        "calibration": _calibration(leads, settings, mql_threshold),
+        "times": _outcome_times(leads, opened_at),
     }
 
 
@@ -435,11 +718,46 @@ def _layer(score: float | None, evidence: list[str]) -> dict[str, Any]:
     return {"score": None if score is None else round(score, 4), "evidence": evidence}
 
 
+def _outcome_layer(funnel: dict[str, Any], outcomes: dict[str, Any]) -> dict[str, Any]:
+    """MQL → SQL, SQL → opportunity and the win rate against their goals; the score is the
+    weakest of them (each capped at 1). Until a CRM reads back an opportunity, only MQL → SQL
+    is measured, and the evidence says why."""
+    checks = [("MQL → SQL", funnel["mql_to_sql"])]
+    if outcomes["opportunities"]:
+        step = next(s for s in funnel["stages"] if s["stage"] == Stage.OPPORTUNITY.value)
+        checks.append(("SQL → opportunity", _against(step["rate_from_previous"], step["goal"])))
+        checks.append(("win rate", outcomes["win_rate"]))
+    evidence = []
+    ratios = []
+    for name, check in checks:
+        if check["actual"] is None:
+            continue
+        ratios.append(min(check["actual"] / check["goal"], 1.0))
+        evidence.append(f"{name} {_pct(check['actual'])} against a goal of {_pct(check['goal'])}")
+    if outcomes["opportunities"]:
+        evidence.append(
+            f"{outcomes['won']} won, {outcomes['lost']} lost, {outcomes['open']} open opportunities"
+        )
+    else:
+        evidence.append(
+            "no opportunity read back from the CRMs yet: SQL → opportunity and the win rate "
+            "appear once the mapping reads the Opportunity / Deal"
+        )
+    without = outcomes["reasons"]["without_reason"]
+    if without["won"] or without["lost"]:
+        evidence.append(
+            f"{without['won'] + without['lost']} closed deal(s) without a win/loss reason"
+        )
+    evidence.extend(outcomes["calibration"]["findings"])
+    return _layer(min(ratios) if ratios else None, evidence)
+
+
 def _diagnosis(
     leads: Sequence[Lead],
     funnel: dict[str, Any],
     sla: dict[str, Any],
     ledger: dict[str, Any],
+    outcomes: dict[str, Any],
 ) -> dict[str, Any]:
     layers: dict[str, dict[str, Any]] = {}
     total = len(leads)
@@ -522,11 +840,7 @@ def _diagnosis(
         ],
     )
 
-    actual = funnel["mql_to_sql"]["actual"]
-    layers["outcome"] = _layer(
-        None if actual is None else min(actual / MQL_TO_SQL_GOAL, 1.0),
-        [f"MQL → SQL {_pct(actual)} against a goal of {_pct(MQL_TO_SQL_GOAL)}"],
-    )
+    layers["outcome"] = _outcome_layer(funnel, outcomes)
 
     scored_layers = [name for name in LAYERS if layers[name]["score"] is not None]
     weakest = min(scored_layers, key=lambda name: layers[name]["score"], default=None)
@@ -553,9 +867,10 @@ class Report:
     rejections: dict[str, Any]
     ledger: dict[str, Any]
     diagnosis: dict[str, Any] = field(default_factory=dict)
+    outcomes: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form: the five sections plus metadata keys."""
+        """JSON-ready form: the six sections plus metadata keys."""
         return {
             "generated_at": self.generated_at.isoformat(),
             "lead_count": self.lead_count,
@@ -563,6 +878,7 @@ class Report:
             "time_to_first_action": self.time_to_first_action,
             "sla": self.sla,
             "rejections": self.rejections,
+            "outcomes": self.outcomes,
             "ledger": self.ledger,
             "diagnosis": self.diagnosis,
         }
@@ -579,25 +895,34 @@ def build_report(
     now: datetime,
     field_problems: Iterable[tuple[str, str]] = (),
     period: Period | None = None,
+    *,
+    settings: ReportConfig | None = None,
+    opened_at: Mapping[str, datetime] | None = None,
+    mql_threshold: float | None = None,
 ) -> Report:
     """Build the report from the current leads, the ledger counts and the SLA clocks.
 
     ``ledger_counts`` come from ``StateStore.ledger_counts(by_day=True)`` (test rows already left
     out); ``sla_statuses`` from :func:`leadrelay.handoff.sla.evaluate` at ``now``. With a
     ``period``, only the leads that arrived (``created_at``) and the ledger days inside it count.
+    ``settings`` are the goals and score bands of ``[report]`` (defaults without);
+    ``opened_at`` says when each lead's opportunity was first seen (:func:`opportunity_times`);
+    ``mql_threshold`` (``[scoring]``) lets the calibration name the threshold.
     """
+    settings = settings or ReportConfig()
     period = period or Period()
     live = [lead for lead in leads if not lead.is_test and period.holds(lead.created_at)]
     keys = {lead.key for lead in live}
     statuses = [status for status in sla_statuses if status.lead_key in keys]
     counts = [c for c in ledger_counts if c.day is None or period.holds(c.day)]
-    funnel = _funnel(live)
+    funnel = _funnel(live, settings.goals)
     funnel["period"] = period.to_dict()
     funnel["by_week"] = _by_week(live, statuses, period, now)
     funnel["breakdowns"] = _breakdowns(live)
     sla = _sla(live, statuses)
     ledger = _ledger(counts)
     ledger["field_problems"] = _field_problems(field_problems)
+    outcomes = _outcomes(live, settings, opened_at or {}, mql_threshold)
     return Report(
         generated_at=_aware(now),
         lead_count=len(live),
@@ -606,7 +931,8 @@ def build_report(
         sla=sla,
         rejections=_rejections(live),
         ledger=ledger,
-        diagnosis=_diagnosis(live, funnel, sla, ledger),
+        diagnosis=_diagnosis(live, funnel, sla, ledger, outcomes),
+        outcomes=outcomes,
     )
 
 
@@ -631,6 +957,25 @@ def arrival_times(store: StateStore, keys: Iterable[str]) -> dict[str, datetime]
     return found
 
 
+def opportunity_times(store: StateStore, keys: Iterable[str]) -> dict[str, datetime]:
+    """When each lead's opportunity was first seen, by lead key, from the store's field clock.
+
+    The clock of ``opportunity_id`` keeps when its current value was set where it came from
+    (the CRM record's modification time the sync first saw it with); without one, the clock of
+    ``stage`` while its value is ``opportunity``. A lead whose flows carry neither field has no
+    entry: the report counts it as without a time rather than guess one.
+    """
+    found: dict[str, datetime] = {}
+    for key, fields in store.get_field_clocks(keys).items():
+        opened = fields.get("opportunity_id")
+        stage = fields.get("stage")
+        if opened is not None and opened[0] not in (None, ""):
+            found[key] = _aware(opened[1])
+        elif stage is not None and stage[0] == Stage.OPPORTUNITY.value:
+            found[key] = _aware(stage[1])
+    return found
+
+
 def _with_arrival(lead: Lead, received: datetime | None) -> Lead:
     if received is None or received >= _aware(lead.created_at):
         return lead
@@ -648,8 +993,10 @@ def report_command_data(
 ) -> Report:
     """Everything ``leadrelay report`` needs from a config, its state store and the leads.
 
-    The SLA settings come from ``[sla]`` (ConfigError names a bad key); the ledger from the
-    store, counted by day without test rows; ``now`` defaults to the store's clock.
+    The SLA settings come from ``[sla]`` (ConfigError names a bad key), the goals and score
+    bands from ``[report]``; the ledger from the store, counted by day without test rows, and
+    when each opportunity was first seen from its field clock; ``now`` defaults to the store's
+    clock.
 
     A lead read back from a CRM does not carry its arrival (the CRM's record is created when
     leadrelay writes it), so its ``created_at`` becomes the moment leadrelay first received it
@@ -664,7 +1011,17 @@ def report_command_data(
     statuses = evaluate(current, moment, settings)
     counts = store.ledger_counts(by_day=True)
     problems = [(p.connection, p.field) for p in store.field_problems()]
-    return build_report(current, counts, statuses, moment, problems, period)
+    return build_report(
+        current,
+        counts,
+        statuses,
+        moment,
+        problems,
+        period,
+        settings=config.report,
+        opened_at=opportunity_times(store, (lead.key for lead in current)),
+        mql_threshold=config.scoring.mql_threshold,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -675,16 +1032,122 @@ def _hours(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1f} h"
 
 
+def money_text(amounts: Mapping[str, float]) -> str:
+    """Amounts per currency as ``EUR 12,000.00 · USD 500.00`` (never one sum); ``-`` for none."""
+    return " · ".join(f"{currency} {amount:,.2f}" for currency, amount in amounts.items()) or "-"
+
+
+def _days(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f} d"
+
+
+#: The columns of :func:`outcome_cells`, after the group's name.
+OUTCOME_COLUMNS = ("opportunities", "open", "won", "lost", "win rate", "pipeline", "won revenue")
+
+
+def outcome_cells(row: Mapping[str, Any]) -> list[str]:
+    """One group of ``outcomes["by"]`` as text cells: its name, then :data:`OUTCOME_COLUMNS`."""
+    return [
+        row["name"],
+        str(row["opportunities"]),
+        str(row["open"]),
+        str(row["won"]),
+        str(row["lost"]),
+        _pct(row["win_rate"]),
+        money_text(row["pipeline"]),
+        money_text(row["won_revenue"]),
+    ]
+
+
+#: The columns of :func:`band_cells`, after the band.
+BAND_COLUMNS = ("leads", "opportunities", "conversion", "won", "lost", "win rate")
+
+
+def band_cells(band: Mapping[str, Any]) -> list[str]:
+    """One score band of the calibration as text cells: its label, then :data:`BAND_COLUMNS`."""
+    return [
+        band["band"],
+        str(band["leads"]),
+        str(band["opportunities"]),
+        _pct(band["conversion"]),
+        str(band["won"]),
+        str(band["lost"]),
+        _pct(band["win_rate"]),
+    ]
+
+
+def _outcome_tables(outcomes: Mapping[str, Any]) -> list[RenderableType]:
+    """Win rate and revenue by source, win/loss reasons, score calibration (after SQL)."""
+    if not outcomes:
+        return []
+    revenue = Table(title="Opportunities and revenue by source")
+    for column in ("source", *OUTCOME_COLUMNS):
+        money = column in ("source", "pipeline", "won revenue")
+        revenue.add_column(column, justify="left" if money else "right")
+    for row in outcomes["by"]["source"]:
+        revenue.add_row(*outcome_cells(row))
+    win = outcomes["win_rate"]
+    times = outcomes["times"]
+    revenue.caption = (
+        f"win rate {_pct(win['actual'])} ({outcomes['won']} won, {outcomes['lost']} lost) vs "
+        f"goal {_pct(win['goal'])}; pipeline {money_text(outcomes['pipeline'])}; won "
+        f"{money_text(outcomes['won_revenue'])}. From arrival to opportunity: median "
+        f"{_days(times['to_opportunity']['median_days'])}, p90 "
+        f"{_days(times['to_opportunity']['p90_days'])}; to close: median "
+        f"{_days(times['to_close']['median_days'])}, p90 {_days(times['to_close']['p90_days'])}"
+    )
+
+    reasons = Table(title="Win / loss reasons")
+    reasons.add_column("outcome")
+    reasons.add_column("reason")
+    reasons.add_column("deals", justify="right")
+    reasons.add_column("by source")
+    found = outcomes["reasons"]
+    for outcome in ("won", "lost"):
+        for reason, count in found[outcome].items():
+            sources = ", ".join(
+                f"{source} {counts[outcome][reason]}"
+                for source, counts in found["by_source"].items()
+                if reason in counts[outcome]
+            )
+            reasons.add_row(outcome, reason, str(count), sources)
+    without = found["without_reason"]
+    reasons.caption = f"without a reason: {without['won']} won, {without['lost']} lost"
+
+    calibration = Table(title="Score calibration")
+    for column in ("score", *BAND_COLUMNS):
+        calibration.add_column(column, justify="left" if column == "score" else "right")
+    data = outcomes["calibration"]
+    for band in data["bands"]:
+        calibration.add_row(*band_cells(band))
+    calibration.caption = "; ".join(data["findings"]) or calibration_note(data)
+    return [revenue, reasons, calibration]
+
+
+def calibration_note(data: Mapping[str, Any]) -> str:
+    """What the calibration says when no band does worse than the one below it."""
+    if not data["compared"]:
+        return "no opportunity read back yet: bands are compared once leads convert"
+    if data["small_bands"]:
+        return (
+            f"bands with fewer than {data['min_leads']} scored leads are not compared: "
+            + ", ".join(data["small_bands"])
+        )
+    return "each higher band converts better than the one below it"
+
+
 def render_tables(report: Report) -> list[RenderableType]:
     """The report as rich tables, in reading order (funnel first, diagnosis last)."""
     funnel = Table(title="Funnel")
-    for column in ("stage", "leads", "from previous", "from MQL"):
+    for column in ("stage", "leads", "from previous", "goal", "from MQL"):
         funnel.add_column(column, justify="left" if column == "stage" else "right")
+    marks = {True: " ✓", False: " ✗", None: ""}
     for step in report.funnel["stages"]:
         funnel.add_row(
             step["stage"].upper() if len(step["stage"]) == 3 else step["stage"],
             str(step["count"]),
             _pct(step["rate_from_previous"]) if step["rate_from_previous"] is not None else "",
+            "" if step.get("goal") is None else _pct(step["goal"]) + marks[step["meets_goal"]],
             _pct(step["rate_from_mql"]),
         )
     goal = report.funnel["mql_to_sql"]
@@ -758,4 +1221,12 @@ def render_tables(report: Report) -> list[RenderableType]:
             "n/a" if layer["score"] is None else f"{layer['score']:.2f}",
             "; ".join(layer["evidence"]),
         )
-    return [funnel, sla, histogram, rejections, ledger, diagnosis]
+    return [
+        funnel,
+        *_outcome_tables(report.outcomes),
+        sla,
+        histogram,
+        rejections,
+        ledger,
+        diagnosis,
+    ]

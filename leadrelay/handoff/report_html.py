@@ -1,18 +1,23 @@
 """The handoff report as one self-contained HTML page (``leadrelay report --html FILE``).
 
 A dashboard to open every Monday: the period and headline figures first, then the weekly
-trend, the funnel, breakdowns by channel, source, campaign and form, the SLA, rejections, the
-ledger and the diagnosis. Inline CSS, inline SVG and CSS bar charts drawn here; a chart with
-nothing to show is a one-line note, not a blank area. SLA compliance counts decided clocks
-only (on time or breached) and says so; pending clocks are shown as pending. No scripts, no
-external URLs, so the file can be mailed or archived and opens offline. Tables scroll inside
-their box on a phone; the page itself never scrolls sideways.
+trend, the funnel against its goals, rejections, what happened after SQL (win rate, pipeline
+and won revenue per currency by source, channel, campaign, form and first touch, win/loss
+reasons, time to opportunity and to close), the score calibration, breakdowns by channel,
+source, campaign and form, the SLA, the ledger and the diagnosis. Inline CSS, inline SVG and
+CSS bar charts drawn here; a chart with nothing to show is a one-line note, not a blank area.
+SLA compliance counts decided clocks only (on time or breached) and says so; pending clocks
+are shown as pending. No scripts, no external URLs, so the file can be mailed or archived and
+opens offline. Tables scroll inside their box on a phone; the page itself never scrolls
+sideways.
 
 Stable hooks for tests and scrapers:
 
-* ``<section id="summary|trends|funnel|breakdowns|sla|rejections|ledger|diagnosis">``;
+* ``<section id="summary|trends|funnel|rejections|outcomes|calibration|breakdowns|sla|ledger|
+  diagnosis">``;
 * ``<header data-since=… data-until=…>`` (empty when open);
-* headline cards ``<div class="kpi" data-kpi="leads|mql|mql-to-sql|sla|pending|breaches|ttfa">``;
+* headline cards ``<div class="kpi" data-kpi="leads|mql|mql-to-sql|win-rate|won-revenue|sla|
+  pending|breaches|ttfa">``;
 * weekly rows ``<tr data-week="2024-05-06" data-leads=… data-mql=… data-sql=…>`` and
   columns ``<div class="col" data-week=… data-leads=…>`` of the trend chart;
 * breakdown rows ``<tr data-breakdown="channel|source|campaign|form" data-name=…
@@ -20,6 +25,16 @@ Stable hooks for tests and scrapers:
 * ``<p id="sla-compliance" data-compliance=… data-decided=… data-pending=…>``;
 * funnel bars ``<rect class="bar" data-stage="mql" data-count="42">``, and
   ``<p id="mql-to-sql" data-actual="0.25" data-goal="0.3" data-meets-goal="false">``;
+* funnel steps against their goals ``<tr data-step="sal|sql|opportunity|won" data-rate=…
+  data-goal=… data-meets-goal="true|false|">``;
+* ``<p id="win-rate" data-actual=… data-goal=… data-meets-goal=… data-won=… data-lost=…>`` and
+  ``<p id="money" data-pipeline='{"EUR": 1200.0}' data-won-revenue=…>`` (JSON per currency);
+* outcome rows ``<tr data-outcome-by="source|channel|campaign|form|first_touch" data-name=…
+  data-opportunities=… data-won=… data-lost=…>``, reason rows ``<tr data-outcome="won|lost"
+  data-reason=… data-count=…>``, times ``<li data-time="to_opportunity|to_close"
+  data-median-days=… data-p90-days=… data-leads=…>``;
+* calibration rows ``<tr data-band="80+" data-leads=… data-conversion=… data-win-rate=…>``,
+  each finding ``<p class="finding" data-finding>``, else ``<p id="calibration-note">``;
 * SLA histogram bars ``<rect class="bar" data-bucket="0-15" data-count="3">``, and rows
   ``<tr data-kind="hot" data-compliance="0.8">``;
 * rejection bars ``<rect class="bar" data-reason="bad_fit" data-count="2">``;
@@ -30,6 +45,7 @@ Stable hooks for tests and scrapers:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -38,7 +54,15 @@ from importlib.resources import files
 from string import Template
 from typing import Any
 
-from leadrelay.handoff.report import Report
+from leadrelay.handoff.report import (
+    BAND_COLUMNS,
+    OUTCOME_COLUMNS,
+    Report,
+    band_cells,
+    calibration_note,
+    money_text,
+    outcome_cells,
+)
 
 __all__ = ["render_html"]
 
@@ -194,8 +218,204 @@ def _funnel(report: Report) -> str:
         f'data-meets-goal="{"" if meets is None else str(meets).lower()}">'
         f"MQL → SQL <strong>{_pct(goal['actual'])}</strong> against the SOP goal of "
         f'{_pct(goal["goal"])}: <span class="{css}">{verdict}</span></p>'
-        '<p class="caption">A lead at a later stage counts as having reached the earlier ones; '
-        "the percentage is the share of the previous stage.</p></section>"
+        + _steps(report)
+        + '<p class="caption">A lead at a later stage counts as having reached the earlier ones; '
+        "the percentage is the share of the previous stage; goals come from "
+        "<code>[report.goals]</code>.</p></section>"
+    )
+
+
+_STEP_NAMES = {
+    "sal": "MQL → SAL",
+    "sql": "SAL → SQL",
+    "opportunity": "SQL → opportunity",
+    "won": "opportunity → won",
+}
+
+
+def _goal_text(meets: bool | None) -> str:
+    return {True: "meets the goal", False: "below the goal", None: "no data yet"}[meets]
+
+
+def _steps(report: Report) -> str:
+    """Each step's rate against its goal (``[report.goals]``)."""
+    rows = [
+        (
+            {
+                "data-step": step["stage"],
+                "data-rate": _data_number(step["rate_from_previous"]),
+                "data-goal": _data_number(step.get("goal")),
+                "data-meets-goal": ""
+                if step.get("meets_goal") is None
+                else str(step["meets_goal"]).lower(),
+                "class": {True: "met", False: "missed", None: None}[step.get("meets_goal")],
+            },
+            [
+                _STEP_NAMES[step["stage"]],
+                _pct(step["rate_from_previous"]),
+                _pct(step.get("goal")),
+                _goal_text(step.get("meets_goal")),
+            ],
+        )
+        for step in report.funnel["stages"]
+        if step["stage"] in _STEP_NAMES
+    ]
+    return _table(["step", "rate", "goal", ""], rows, {1, 2})
+
+
+_OUTCOME_BY = (
+    ("source", "Source"),
+    ("channel", "Channel"),
+    ("campaign", "Campaign"),
+    ("form", "Form"),
+    ("first_touch", "First touch"),
+)
+
+
+def _outcomes(report: Report) -> str:
+    data = report.outcomes
+    win = data["win_rate"]
+    meets = win["meets_goal"]
+    css = {True: "goal-met", False: "goal-missed", None: "caption"}[meets]
+    headline = (
+        f'<p id="win-rate" data-actual="{_data_number(win["actual"])}" '
+        f'data-goal="{_data_number(win["goal"])}" '
+        f'data-meets-goal="{"" if meets is None else str(meets).lower()}" '
+        f'data-won="{data["won"]}" data-lost="{data["lost"]}">'
+        f"Win rate <strong>{_pct(win['actual'])}</strong> ({data['won']} won, {data['lost']} "
+        f"lost; won ÷ (won + lost)) against a goal of {_pct(win['goal'])}: "
+        f'<span class="{css}">{_goal_text(meets)}</span>. {data["open"]} opportunities are '
+        "open.</p>"
+    )
+    without = data["without_amount"]
+    money = (
+        f'<p id="money" data-pipeline="{_attr(json.dumps(data["pipeline"]))}" '
+        f'data-won-revenue="{_attr(json.dumps(data["won_revenue"]))}">'
+        f"Pipeline (open opportunities): <strong>{escape(money_text(data['pipeline']))}</strong>; "
+        f"won revenue: <strong>{escape(money_text(data['won_revenue']))}</strong>.</p>"
+        '<p class="caption">Amounts are summed per currency, never across currencies. '
+        f"{without['open']} open and {without['won']} won opportunities have no amount.</p>"
+    )
+    groups = []
+    for key, title in _OUTCOME_BY:
+        rows = [
+            (
+                {
+                    "data-outcome-by": key,
+                    "data-name": row["name"],
+                    "data-opportunities": row["opportunities"],
+                    "data-won": row["won"],
+                    "data-lost": row["lost"],
+                },
+                outcome_cells(row),
+            )
+            for row in data["by"][key]
+        ]
+        groups.append(
+            f"<details{' open' if key == 'source' else ''}><summary>By {title.lower()} "
+            f"({len(rows)})</summary>"
+            + _table(
+                [title.lower(), *OUTCOME_COLUMNS],
+                rows,
+                {1, 2, 3, 4, 5},
+            )
+            + "</details>"
+        )
+    reasons = data["reasons"]
+    reason_rows = [
+        (
+            {"data-outcome": outcome, "data-reason": reason, "data-count": count},
+            [
+                outcome,
+                reason.replace("_", " "),
+                str(count),
+                ", ".join(
+                    f"{source} {found[outcome][reason]}"
+                    for source, found in reasons["by_source"].items()
+                    if reason in found[outcome]
+                ),
+            ],
+        )
+        for outcome in ("won", "lost")
+        for reason, count in reasons[outcome].items()
+    ]
+    missing = reasons["without_reason"]
+    unfit = reasons["unfit"]
+    reason_note = (
+        f'<p class="caption">{missing["won"]} won and {missing["lost"]} lost without a reason'
+        + (
+            f"; {len(unfit)} with a reason that does not fit the outcome (e.g. a win for "
+            f"{escape(unfit[0]['reason'].replace('_', ' '))})"
+            if unfit
+            else ""
+        )
+        + ".</p>"
+    )
+    times = data["times"]
+    spans = []
+    for key, label in (("to_opportunity", "to opportunity"), ("to_close", "to close")):
+        found = times[key]
+        spans.append(
+            f'<li data-time="{key}" data-median-days="{_data_number(found["median_days"])}" '
+            f'data-p90-days="{_data_number(found["p90_days"])}" data-leads="{found["leads"]}">'
+            f"Arrival {label}: median <strong>{_days(found['median_days'])}</strong>, p90 "
+            f"{_days(found['p90_days'])} ({found['leads']} leads; {found['without_time']} without "
+            f"a time, {found['before_arrival']} dated before arrival). To: {escape(found['to'])}."
+            "</li>"
+        )
+    return (
+        '<section id="outcomes"><h2>After SQL: opportunities, wins and revenue</h2>'
+        + headline
+        + money
+        + "".join(groups)
+        + "<h3>Win and loss reasons</h3>"
+        + _table(["outcome", "reason", "deals", "by source"], reason_rows, {2}, frozenset({3}))
+        + reason_note
+        + f'<h3>Time to opportunity and to close</h3><ul id="outcome-times">{"".join(spans)}</ul>'
+        + f'<p class="caption">Measured from {escape(times["from"])}.</p>'
+        + "</section>"
+    )
+
+
+def _days(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f} days"
+
+
+def _calibration(report: Report) -> str:
+    data = report.outcomes["calibration"]
+    rows = [
+        (
+            {
+                "data-band": band["band"],
+                "data-leads": band["leads"],
+                "data-conversion": _data_number(band["conversion"]),
+                "data-win-rate": _data_number(band["win_rate"]),
+            },
+            band_cells(band),
+        )
+        for band in reversed(data["bands"])
+    ]
+    if data["findings"]:
+        verdict = "".join(
+            f'<p class="finding goal-missed" data-finding="">{escape(finding)}.</p>'
+            for finding in data["findings"]
+        )
+    else:
+        verdict = f'<p class="caption" id="calibration-note">{escape(calibration_note(data))}.</p>'
+    threshold = data["mql_threshold"]
+    return (
+        '<section id="calibration"><h2>Score calibration</h2>'
+        '<p class="caption">Does a higher score predict a better outcome? Conversion = leads '
+        "that reached opportunity ÷ scored leads in the band; win rate = won ÷ (won + lost)"
+        + ("" if threshold is None else f"; the MQL threshold is {threshold:g}")
+        + f". {data['unscored']} leads have no score.</p>"
+        + verdict
+        + _table(
+            ["score", *BAND_COLUMNS],
+            rows,
+            {1, 2, 3, 4, 5, 6},
+        )
+        + "</section>"
     )
 
 
@@ -414,6 +634,8 @@ def _summary(report: Report) -> str:
     sla = report.sla
     action = report.time_to_first_action
     meets = goal["meets_goal"]
+    outcomes = report.outcomes
+    win = outcomes["win_rate"]
     cards = [
         _kpi("leads", "Leads", f"{report.lead_count:,}", "arrived in the period"),
         _kpi("mql", "MQLs", f"{stages.get('mql', 0):,}", f"{stages.get('sql', 0):,} reached SQL"),
@@ -423,6 +645,20 @@ def _summary(report: Report) -> str:
             _pct(goal["actual"]),
             f"goal {_pct(goal['goal'])}",
             "" if meets is None else ("good" if meets else "bad"),
+        ),
+        _kpi(
+            "win-rate",
+            "Win rate",
+            _pct(win["actual"]),
+            f"goal {_pct(win['goal'])}; {outcomes['won']:,} won, {outcomes['lost']:,} lost",
+            "" if win["meets_goal"] is None else ("good" if win["meets_goal"] else "bad"),
+        ),
+        _kpi(
+            "won-revenue",
+            "Won revenue",
+            money_text(outcomes["won_revenue"]),
+            f"pipeline {money_text(outcomes['pipeline'])}",
+            "money",
         ),
         _kpi(
             "sla",
@@ -588,6 +824,8 @@ def render_html(report: Report, *, title: str = "leadrelay handoff report") -> s
             _summary(report),
             _trends(report),
             '<div class="grid wide">' + _funnel(report) + _rejections(report) + "</div>",
+            _outcomes(report),
+            _calibration(report),
             _breakdowns(report),
             _sla(report),
             _ledger(report),

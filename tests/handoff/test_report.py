@@ -297,8 +297,9 @@ def test_diagnosis_points_at_capture_when_the_ledger_leaks() -> None:
 
 def test_json_has_the_contract_keys() -> None:
     data = json.loads(report_of().to_json())
-    assert {"funnel", "ledger", "sla", "rejections", "diagnosis"} <= set(data)
-    assert set(data) - {"funnel", "ledger", "sla", "rejections", "diagnosis"} == {
+    sections = {"funnel", "ledger", "sla", "rejections", "outcomes", "diagnosis"}
+    assert sections <= set(data)
+    assert set(data) - sections == {
         "generated_at",
         "lead_count",
         "time_to_first_action",

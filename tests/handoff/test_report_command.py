@@ -101,10 +101,91 @@ def test_a_period_ending_before_it_starts_is_exit_code_2(tmp_path: Path) -> None
     assert "--since 2024-05-10 is after --until 2024-05-01" in str(result.exception)
 
 
-def test_a_config_error_is_exit_code_2(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("[sla]\nhot_hours = -1\n", "sla.hot_hours"),
+        ("[report]\nscore_bands = [80, 60]\n", "report.score_bands: must rise strictly"),
+    ],
+)
+def test_a_config_error_is_exit_code_2(tmp_path: Path, body: str, message: str) -> None:
     bad = tmp_path / "leadrelay.toml"
-    bad.write_text("[sla]\nhot_hours = -1\n", encoding="utf-8")
+    bad.write_text(body, encoding="utf-8")
     result = CliRunner().invoke(app, ["report", "--config", str(bad)])
     assert isinstance(result.exception, CliError)
     assert result.exception.exit_code == 2
-    assert "sla.hot_hours" in str(result.exception)
+    assert message in str(result.exception)
+
+
+REPORT_SECTION = """
+[report]
+score_bands = [50]
+calibration_min_leads = 1
+
+[report.goals]
+win_rate = 0.75
+"""
+
+
+@pytest.fixture
+def closed_project(server: SandboxServer, tmp_path: Path) -> Path:
+    """Two HubSpot contacts synced to the CRMs, then sales closes one won and one lost (the
+    HubSpot lifecycle stage); the project sets its own goals and score bands in [report]."""
+    server.sandbox.reset()
+    write_sandbox_project(tmp_path, server.env())
+    path = tmp_path / "leadrelay.toml"
+    path.write_text(path.read_text(encoding="utf-8") + REPORT_SECTION, encoding="utf-8")
+    config = load_config(path)
+    from leadrelay.connectors.base import UpsertInput
+
+    people = {"1": "won@bigco.io", "2": "lost@bigco.io"}
+    with ConnectorPool(config, retry=FAST_RETRY) as pool:
+        hubspot = pool.get("hubspot")
+        hubspot.upsert(
+            [UpsertInput(ref=r, fields={"email": e, **PERSON}) for r, e in people.items()]
+        )
+        with StateStore(config.state.url) as store:
+            context = SyncContext(config, store, pool)
+            for flow in config.flows:
+                SyncEngine.for_flow(context, flow).run()
+        hubspot.upsert(
+            [
+                UpsertInput(ref="1", fields={"email": people["1"], "lifecyclestage": "customer"}),
+                UpsertInput(
+                    ref="2",
+                    fields={
+                        "email": people["2"],
+                        "lifecyclestage": "opportunity",
+                        "hs_lead_status": "UNQUALIFIED",
+                    },
+                ),
+            ]
+        )
+    return path
+
+
+def test_json_follows_the_leads_past_sql_against_the_projects_goals(closed_project: Path) -> None:
+    result = CliRunner().invoke(app, ["report", "--config", str(closed_project), "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    counts = {step["stage"]: step["count"] for step in data["funnel"]["stages"]}
+    assert (counts["opportunity"], counts["won"]) == (2, 1)
+    outcomes = data["outcomes"]
+    assert (outcomes["won"], outcomes["lost"], outcomes["open"]) == (1, 1, 0)
+    assert outcomes["win_rate"] == {"actual": 0.5, "goal": 0.75, "meets_goal": False}
+    assert [band["band"] for band in outcomes["calibration"]["bands"]] == ["below 50", "50+"]
+    assert outcomes["reasons"]["without_reason"] == {"won": 1, "lost": 1}  # none mapped yet
+    [outcome] = [layer for layer in data["diagnosis"]["layers"] if layer["layer"] == "outcome"]
+    assert "win rate 50.0 % against a goal of 75.0 %" in outcome["evidence"]
+
+
+def test_html_shows_the_outcome_and_calibration(closed_project: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report.html"
+    result = CliRunner().invoke(
+        app, ["report", "--config", str(closed_project), "--html", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "Score calibration" in result.stdout
+    page = out.read_text(encoding="utf-8")
+    assert '<section id="outcomes">' in page and '<section id="calibration">' in page
+    assert 'id="win-rate" data-actual="0.5" data-goal="0.75" data-meets-goal="false"' in page

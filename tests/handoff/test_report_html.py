@@ -91,6 +91,8 @@ SECTIONS = [
     "trends",
     "funnel",
     "rejections",
+    "outcomes",
+    "calibration",
     "breakdowns",
     "sla",
     "ledger",
