@@ -268,7 +268,12 @@ def check(
     """
     from leadrelay.check import render_checks, run_checks
 
-    loaded = load_project_config(config)
+    try:
+        loaded = load_project_config(config)
+    except CliError as exc:
+        if as_json:  # one JSON document in every case, a config error included
+            print_json({"ok": False, "error": str(exc), "checks": []})
+        raise
     results = run_checks(loaded, connections=not offline, create_fields=create_fields)
     ok = all(result.ok for result in results)
     if as_json:
@@ -411,12 +416,19 @@ def sandbox(
     if env_file is not None:
         env_file.write_text(lines, encoding="utf-8")
     if init is not None:
-        from leadrelay.sandbox.project import write_sandbox_project
+        from leadrelay.sandbox.project import set_aside_state, write_sandbox_project
 
+        kept = set_aside_state(init)
         written = write_sandbox_project(init, server.env())
         _err().print(f"wrote a project wired to this sandbox into {init}:", highlight=False)
         for path in written:
             _err().print(f"  {path}", highlight=False)
+        if kept is not None:
+            _err().print(
+                f"this sandbox starts empty: the previous run's state database was moved to "
+                f"{kept}, so no link or cursor points at records that are gone",
+                highlight=False,
+            )
     sys.stdout.write(lines)
     sys.stdout.flush()
     server.start()

@@ -75,6 +75,18 @@ def test_init_then_check_without_secrets_is_a_config_error(
     assert "HUBSPOT_ACCESS_TOKEN" in err
 
 
+def test_check_json_prints_one_document_on_a_config_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert run(["init", str(tmp_path)], capsys)[0] == 0
+    monkeypatch.delenv("HUBSPOT_ACCESS_TOKEN", raising=False)
+    code, out, _ = run(["check", "--json", "--config", str(tmp_path / "leadrelay.toml")], capsys)
+    document = json.loads(out)
+    assert code == 2
+    assert (document["ok"], document["checks"]) == (False, [])
+    assert "HUBSPOT_ACCESS_TOKEN" in document["error"]
+
+
 def test_init_refuses_to_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run(["init", str(tmp_path)], capsys)
     code, _, err = run(["init", str(tmp_path)], capsys)

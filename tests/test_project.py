@@ -19,7 +19,7 @@ from leadrelay.config import (
 )
 from leadrelay.model import Lead
 from leadrelay.project import FORM_NAME, STARTER_ENV_VARS, write_starter_project
-from leadrelay.sandbox.project import seed_leads, write_sandbox_project
+from leadrelay.sandbox.project import seed_leads, set_aside_state, write_sandbox_project
 from leadrelay.sandbox.server import SandboxServer
 from tests.hubspot_sandbox import hubspot_api
 
@@ -227,6 +227,44 @@ def test_a_sandbox_project_written_before_the_secret_rename_keeps_working(tmp_pa
 
     env = read_env_file(tmp_path / ".env")
     assert env["DEMO_WEBFORM_SECRET"] == env["FORM_DEMO_WEBFORM_SECRET"]
+
+
+def test_a_new_sandbox_run_keeps_the_env_lines_it_does_not_own(tmp_path: Path) -> None:
+    write_sandbox_project(tmp_path, {"HUBSPOT_ACCESS_TOKEN": "old"})
+    with (tmp_path / ".env").open("a", encoding="utf-8") as env_file:
+        env_file.write("FORM_PRICING_SECRET=kept-by-forms-add\n")
+
+    write_sandbox_project(tmp_path, {"HUBSPOT_ACCESS_TOKEN": "new"})
+
+    env = read_env_file(tmp_path / ".env")
+    assert (env["HUBSPOT_ACCESS_TOKEN"], env["FORM_PRICING_SECRET"]) == ("new", "kept-by-forms-add")
+
+
+def test_a_new_sandbox_run_sets_the_previous_state_database_aside(tmp_path: Path) -> None:
+    write_sandbox_project(tmp_path, {})
+    (tmp_path / "leadrelay.db").write_bytes(b"links of the last sandbox")
+    (tmp_path / "leadrelay.db-wal").write_bytes(b"wal")
+
+    kept = set_aside_state(tmp_path)
+
+    assert kept is not None and kept.parent == tmp_path
+    assert kept.name.startswith("leadrelay.db.before-")
+    assert kept.read_bytes() == b"links of the last sandbox"
+    assert not (tmp_path / "leadrelay.db").exists()
+    assert not (tmp_path / "leadrelay.db-wal").exists()
+    assert set_aside_state(tmp_path) is None  # nothing left to set aside
+
+
+def test_a_postgresql_state_is_not_touched_by_a_new_sandbox_run(tmp_path: Path) -> None:
+    write_sandbox_project(tmp_path, {})
+    toml = tmp_path / "leadrelay.toml"
+    toml.write_text(
+        toml.read_text().replace("sqlite:///leadrelay.db", "postgresql://db.internal/leadrelay")
+    )
+    (tmp_path / "leadrelay.db").write_bytes(b"unrelated")
+
+    assert set_aside_state(tmp_path) is None
+    assert (tmp_path / "leadrelay.db").exists()
 
 
 def test_seeded_leads_are_distinct_contacts_in_the_sandbox_hubspot() -> None:

@@ -8,7 +8,9 @@ so the same file works against real accounts once ``.env`` holds real values.
 from __future__ import annotations
 
 import secrets
+import tomllib
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -168,9 +170,10 @@ their own mappings under forms/.
 def write_sandbox_project(directory: Path, env: Mapping[str, str]) -> list[Path]:
     """Write ``leadrelay.toml``, ``.env`` and ``mappings/`` into ``directory``.
 
-    ``env`` is the running sandbox's :meth:`SandboxServer.env`. An existing ``.env`` is
-    replaced (it belongs to the previous sandbox run); an existing ``leadrelay.toml`` is kept,
-    so a project the user edited is never overwritten.
+    ``env`` is the running sandbox's :meth:`SandboxServer.env`. In an existing ``.env`` the
+    sandbox's variables are replaced (they belong to the previous sandbox run) and every other
+    line is kept (a form's secret ``forms add`` wrote, a variable the user added); an existing
+    ``leadrelay.toml`` is kept, so a project the user edited is never overwritten.
     """
     directory.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -183,7 +186,7 @@ def write_sandbox_project(directory: Path, env: Mapping[str, str]) -> list[Path]
         toml_path.write_text(_TOML + _DEMO_FORMS, encoding="utf-8")
         written.append(toml_path)
     env_path = directory / ".env"
-    values = dict(env)
+    values = {**_previous_env(env_path), **env}
     values.update(_demo_secrets(env_path))
     kept_toml = toml_path.read_text(encoding="utf-8")
     for old, new in _RENAMED_SECRETS.items():
@@ -208,17 +211,57 @@ def write_sandbox_project(directory: Path, env: Mapping[str, str]) -> list[Path]
     return written
 
 
+def set_aside_state(directory: Path) -> Path | None:
+    """Move the state database of a project's previous sandbox run aside, and say where.
+
+    Every sandbox starts empty and hands out the same record ids again, so links, cursors and
+    fingerprints kept from an earlier run would point at records that are not there (or at
+    other people's): a sync would skip leads it takes for known. The SQLite file the project's
+    ``[state] url`` names (with its ``-wal`` / ``-shm`` companions) becomes
+    ``<name>.before-<UTC time>``; nothing is deleted. None when there was none (or the state is
+    not a SQLite file of this project: a PostgreSQL database is left alone).
+    """
+    toml_path = directory / "leadrelay.toml"
+    try:
+        with toml_path.open("rb") as handle:
+            state = tomllib.load(handle).get("state") or {}
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    url = state.get("url", "sqlite:///leadrelay.db") if isinstance(state, dict) else None
+    if not isinstance(url, str) or not url.startswith("sqlite:///") or "${" in url:
+        return None
+    name = url.removeprefix("sqlite:///").partition("?")[0]
+    if not name or name == ":memory:" or name.startswith("file:"):
+        return None
+    database = Path(name) if Path(name).is_absolute() else directory / name
+    if not database.is_file():
+        return None
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    kept = database.with_name(f"{database.name}.before-{stamp}")
+    for suffix in ("-wal", "-shm"):
+        companion = database.with_name(database.name + suffix)
+        if companion.exists():
+            companion.rename(kept.with_name(kept.name + suffix))
+    database.rename(kept)
+    return kept
+
+
+def _previous_env(env_path: Path) -> dict[str, str]:
+    """The variables of an existing ``.env`` (none when it is missing or unreadable)."""
+    if not env_path.is_file():
+        return {}
+    from leadrelay.config import ConfigError, read_env_file
+
+    try:
+        return read_env_file(env_path)
+    except ConfigError:
+        return {}
+
+
 def _demo_secrets(env_path: Path) -> dict[str, str]:
     """The demo forms' secrets: those of the previous ``.env`` (so a platform's test tool
     set up with them keeps working), new random ones for the others."""
-    previous: dict[str, str] = {}
-    if env_path.is_file():
-        from leadrelay.config import ConfigError, read_env_file
-
-        try:
-            previous = read_env_file(env_path)
-        except ConfigError:
-            previous = {}
+    previous = _previous_env(env_path)
     for old, new in _RENAMED_SECRETS.items():
         previous.setdefault(new, previous.get(old, ""))
     return {name: previous.get(name) or secrets.token_urlsafe(24) for name in DEMO_SECRETS}

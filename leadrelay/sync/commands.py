@@ -323,6 +323,12 @@ def sync_command(
         if as_json:
             print_json({"ok": False, "error": str(exc), "flows": []})
         raise
+    except Exception as exc:
+        # A failure nobody foresaw: still one JSON document for the machine reading it (the
+        # CLI's main() prints the line, and the traceback with --debug).
+        if as_json:
+            print_json({"ok": False, "error": f"{type(exc).__name__}: {exc}", "flows": []})
+        raise
     results = outcome.results
     plan = [record for record in planned if record.action.value != "unchanged"]
     error = _outcome_error(outcome)

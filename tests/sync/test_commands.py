@@ -225,6 +225,19 @@ def test_refused_credentials_are_exit_3(project: Path, capsys: pytest.CaptureFix
     assert "invalid token" in err
 
 
+def test_an_unforeseen_failure_still_prints_one_json_document(
+    project: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def crash(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr("leadrelay.sync.runner.run_flows", crash)
+    with pytest.raises(RuntimeError):
+        run(["sync", "--json"], capsys)
+    document = json.loads(capsys.readouterr().out)
+    assert document == {"ok": False, "error": "RuntimeError: disk on fire", "flows": []}
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [(["sync", "nope"], "flow 'nope' is not defined"), (["sync", "-c", "missing.toml"], "no such")],
