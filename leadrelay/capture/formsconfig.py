@@ -191,7 +191,8 @@ def _plan(
             'access_token = "${META_ACCESS_TOKEN}"',
             'graph_url = "${META_GRAPH_URL:-https://graph.facebook.com}"',
             'ca_bundle = "${LEADRELAY_CA_BUNDLE:-}"',
-            "# form_ids = []  # only these lead form ids (default: every form of the app)",
+            "# form_ids = []  # only these lead form ids (capture default: every form of the app;"
+            " reconcile reads only the forms listed)",
         ]
         paste["Verify token"] = new_env[var]
     elif source == "linkedin_lead_gen":
@@ -201,7 +202,8 @@ def _plan(
             'access_token = "${LINKEDIN_ACCESS_TOKEN}"',
             'api_url = "${LINKEDIN_API_URL:-https://api.linkedin.com}"',
             'ca_bundle = "${LEADRELAY_CA_BUNDLE:-}"',
-            "# form_ids = []  # only these lead gen form ids (default: all)",
+            "# form_ids = []  # only these lead gen form ids (capture default: all;"
+            " reconcile reads only the forms listed)",
         ]
     elif source == "google_ads_lead_form":
         var = f"{prefix}_GOOGLE_KEY"

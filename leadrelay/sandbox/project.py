@@ -132,6 +132,8 @@ verify_token = "${META_VERIFY_TOKEN}"
 access_token = "${META_ACCESS_TOKEN}"
 graph_url = "${META_GRAPH_URL}"
 ca_bundle = "${LEADRELAY_CA_BUNDLE}"
+# capture takes leads of these forms only; reconcile reads their lead lists
+form_ids = ["4242"]
 default_utm = { utm_source = "facebook", utm_medium = "paid_social", utm_campaign = "demo-meta" }
 
 # Google Ads lead form webhook: /hooks/google-ads with GOOGLE_ADS_KEY as google_key.
