@@ -546,7 +546,7 @@ def test_coql_valid_queries(api: httpx.Client, query: str, names: list[str]) -> 
         ("select Last_Name from Leads where (Email = 'a'", "SYNTAX_ERROR"),
         ("select Last_Name from Leads where Email = 'unterminated", "SYNTAX_ERROR"),
         ("select Nope from Leads where id is not null", "INVALID_QUERY"),
-        ("select Last_Name from Contacts where id is not null", "INVALID_QUERY"),
+        ("select Last_Name from Campaigns where id is not null", "INVALID_QUERY"),
         ("select Last_Name from Leads where No_of_Employees = 'many'", "INVALID_QUERY"),
         ("select Last_Name from Leads where Last_Name >= 'a'", "INVALID_QUERY"),
         ("select Last_Name from Leads where id is not null limit 2001", "LIMIT_EXCEEDED"),
@@ -797,7 +797,13 @@ def test_users_by_type(api: httpx.Client, kind: str, emails: list[str]) -> None:
 
 def test_modules_list_the_emulated_modules(api: httpx.Client) -> None:
     modules = api.get("/settings/modules").json()["modules"]
-    assert [module["api_name"] for module in modules] == ["Leads", "Accounts", "Tasks"]
+    assert [module["api_name"] for module in modules] == [
+        "Leads",
+        "Accounts",
+        "Tasks",
+        "Contacts",
+        "Deals",
+    ]
     [leads] = api.get("/settings/modules/Leads").json()["modules"]
     assert leads["api_supported"] is True
 

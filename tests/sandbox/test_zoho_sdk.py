@@ -137,6 +137,8 @@ def test_modules_are_listed_and_read_by_api_name(emulator: ZohoEmulator) -> None
         "Leads",
         "Accounts",
         "Tasks",
+        "Contacts",
+        "Deals",
     ]
     one = ModulesOperations().get_module_by_api_name("Leads").get_object()
     assert isinstance(one, ModulesWrapper)
