@@ -8,8 +8,48 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
+import pytest
 
+from leadrelay.sandbox.base import Faults
 from leadrelay.sandbox.server import SandboxServer
+from leadrelay.sandbox.zoho import ZohoEmulator
+
+
+@pytest.fixture(scope="module", name="server")
+def zoho_server() -> Iterator[SandboxServer]:
+    """Fixture ``server``: a Zoho-only sandbox for the test module that imports it."""
+    with SandboxServer(emulator_types=[ZohoEmulator]) as running:
+        yield running
+
+
+@pytest.fixture(name="emulator")
+def zoho_emulator(server: SandboxServer) -> ZohoEmulator:
+    """Fixture ``emulator``: the sandbox's Zoho emulator."""
+    found = server.sandbox.emulators["zoho"]
+    assert isinstance(found, ZohoEmulator)
+    return found
+
+
+@pytest.fixture(name="api")
+def zoho_user(server: SandboxServer) -> Iterator[httpx.Client]:
+    """Fixture ``api``: a fresh sandbox (no records, no faults), then the API as a user."""
+    server.sandbox.set_faults(Faults())
+    server.sandbox.reset()
+    with zoho_api(server) as client:
+        yield client
+
+
+def refresh(http: httpx.Client, env: dict[str, str], **override: str) -> httpx.Response:
+    """The accounts server's answer to a refresh-token grant of the sandbox's client
+    (``override`` changes its parameters)."""
+    params = {
+        "grant_type": "refresh_token",
+        "client_id": env["ZOHO_CLIENT_ID"],
+        "client_secret": env["ZOHO_CLIENT_SECRET"],
+        "refresh_token": env["ZOHO_REFRESH_TOKEN"],
+        **override,
+    }
+    return http.post(f"{env['ZOHO_ACCOUNTS_URL']}/oauth/v2/token", params=params)
 
 
 @contextmanager
@@ -18,15 +58,7 @@ def zoho_api(server: SandboxServer) -> Iterator[httpx.Client]:
     env = server.env()
     context = ssl.create_default_context(cafile=str(server.ca_bundle))
     with httpx.Client(verify=context, timeout=30) as http:
-        token = http.post(
-            f"{env['ZOHO_ACCOUNTS_URL']}/oauth/v2/token",
-            params={
-                "grant_type": "refresh_token",
-                "client_id": env["ZOHO_CLIENT_ID"],
-                "client_secret": env["ZOHO_CLIENT_SECRET"],
-                "refresh_token": env["ZOHO_REFRESH_TOKEN"],
-            },
-        ).json()["access_token"]
+        token = refresh(http, env).json()["access_token"]
     with httpx.Client(
         base_url=f"{env['ZOHO_API_DOMAIN']}/crm/v7",
         headers={"Authorization": f"Zoho-oauthtoken {token}"},

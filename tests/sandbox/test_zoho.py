@@ -14,6 +14,7 @@ import pytest
 from leadrelay.sandbox.base import Faults
 from leadrelay.sandbox.server import SandboxServer
 from leadrelay.sandbox.zoho import ZohoEmulator
+from tests.zoho_sandbox import refresh, zoho_api
 
 
 @pytest.fixture(scope="module")
@@ -46,28 +47,9 @@ def clean(server: SandboxServer, emulator: ZohoEmulator) -> Iterator[None]:
     yield
 
 
-def refresh(http: httpx.Client, env: dict[str, str], **override: str) -> httpx.Response:
-    params = {
-        "grant_type": "refresh_token",
-        "client_id": env["ZOHO_CLIENT_ID"],
-        "client_secret": env["ZOHO_CLIENT_SECRET"],
-        "refresh_token": env["ZOHO_REFRESH_TOKEN"],
-        **override,
-    }
-    return http.post(f"{env['ZOHO_ACCOUNTS_URL']}/oauth/v2/token", params=params)
-
-
 @pytest.fixture
-def api(server: SandboxServer, http: httpx.Client) -> Iterator[httpx.Client]:
-    env = server.env()
-    token = refresh(http, env).json()["access_token"]
-    context = ssl.create_default_context(cafile=str(server.ca_bundle))
-    with httpx.Client(
-        base_url=f"{env['ZOHO_API_DOMAIN']}/crm/v7",
-        headers={"Authorization": f"Zoho-oauthtoken {token}"},
-        verify=context,
-        timeout=30,
-    ) as client:
+def api(server: SandboxServer) -> Iterator[httpx.Client]:
+    with zoho_api(server) as client:
         yield client
 
 

@@ -2,37 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from leadrelay.sandbox.base import Faults
-from leadrelay.sandbox.server import SandboxServer
 from leadrelay.sandbox.zoho import ZohoEmulator
-from tests.zoho_sandbox import convert, converted_ids, deal, zoho_api
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[SandboxServer]:
-    with SandboxServer(emulator_types=[ZohoEmulator]) as running:
-        yield running
-
-
-@pytest.fixture
-def emulator(server: SandboxServer) -> ZohoEmulator:
-    found = server.sandbox.emulators["zoho"]
-    assert isinstance(found, ZohoEmulator)
-    return found
-
-
-@pytest.fixture
-def api(server: SandboxServer) -> Iterator[httpx.Client]:
-    server.sandbox.set_faults(Faults())
-    server.sandbox.reset()
-    with zoho_api(server) as client:
-        yield client
+from tests.zoho_sandbox import (  # noqa: F401 (fixtures)
+    convert,
+    converted_ids,
+    deal,
+    zoho_emulator,
+    zoho_server,
+    zoho_user,
+)
 
 
 def new_lead(api: httpx.Client, **extra: Any) -> str:

@@ -2,42 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from leadrelay.sandbox.base import Faults
-from leadrelay.sandbox.server import SandboxServer
 from leadrelay.sandbox.zoho import ZohoEmulator
 from leadrelay.sandbox.zoho.schema import API_USER, SEEDED_USERS
-from tests.zoho_sandbox import zoho_api
+from tests.zoho_sandbox import zoho_emulator, zoho_server, zoho_user  # noqa: F401 (fixtures)
 
 BRUNO = SEEDED_USERS[1]
 DISABLED = SEEDED_USERS[5]
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[SandboxServer]:
-    with SandboxServer(emulator_types=[ZohoEmulator]) as running:
-        yield running
-
-
-@pytest.fixture
-def emulator(server: SandboxServer) -> ZohoEmulator:
-    found = server.sandbox.emulators["zoho"]
-    assert isinstance(found, ZohoEmulator)
-    return found
-
-
-@pytest.fixture
-def api(server: SandboxServer) -> Iterator[httpx.Client]:
-    """A client of the API with a fresh token, after a sandbox reset (empty modules)."""
-    server.sandbox.set_faults(Faults())
-    server.sandbox.reset()
-    with zoho_api(server) as client:
-        yield client
 
 
 def insert(api: httpx.Client, module: str, record: dict[str, Any]) -> str:

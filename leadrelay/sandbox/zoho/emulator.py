@@ -871,13 +871,8 @@ class ZohoEmulator(Emulator):
         Zoho schedules a job; the sandbox runs it at once, so its status is COMPLETED.
         """
         _record_path(record_id)
-        body = await self._json(request)
-        merges = body.get("merge")
-        if not isinstance(merges, list) or len(merges) != 1 or not isinstance(merges[0], dict):
-            raise ZohoApiError(
-                400, "INVALID_DATA", "invalid data", {"api_name": "merge", "json_path": "$.merge"}
-            )
-        children = merges[0].get("data")
+        merge = _only_item(await self._json(request), "merge")
+        children = merge.get("data")
         if not isinstance(children, list) or not 1 <= len(children) <= 2:
             raise ZohoApiError(
                 400,
@@ -952,15 +947,9 @@ class ZohoEmulator(Emulator):
         bare id (v2 samples).
         """
         _record_path(record_id)
-        body = await self._json(request)
-        items = body.get("data")
-        if not isinstance(items, list) or len(items) != 1 or not isinstance(items[0], dict):
-            raise ZohoApiError(
-                400, "INVALID_DATA", "invalid data", {"api_name": "data", "json_path": "$.data"}
-            )
+        item = _only_item(await self._json(request), "data")
         if not self.charge(CONVERT_CREDITS - 1):
             return self.rate_limited(request)
-        item: dict[str, Any] = items[0]
         with self.lock:
             lead = self.store.records.get(record_id)
             if lead is None:
@@ -1412,6 +1401,18 @@ def store_module(store: LeadStore) -> dict[str, Any]:
         "modified_time": None,
         "modified_by": None,
     }
+
+
+def _only_item(body: dict[str, Any], key: str) -> dict[str, Any]:
+    """The one object of a body's ``key`` list (merge, convert); INVALID_DATA naming it when
+    the list does not hold exactly one object."""
+    items = body.get(key)
+    if not isinstance(items, list) or len(items) != 1 or not isinstance(items[0], dict):
+        raise ZohoApiError(
+            400, "INVALID_DATA", "invalid data", {"api_name": key, "json_path": f"$.{key}"}
+        )
+    item: dict[str, Any] = items[0]
+    return item
 
 
 def _link(store: LeadStore, record: StoredRecord | None) -> dict[str, str] | None:

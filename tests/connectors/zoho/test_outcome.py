@@ -11,34 +11,17 @@ import pytest
 from leadrelay.connectors.base import RawRecord, UpsertInput, WriteOutcome
 from leadrelay.connectors.zoho import ZohoConnector
 from leadrelay.mappings.engine import load_mapping
-from leadrelay.sandbox.base import Faults
 from leadrelay.sandbox.server import SandboxServer
 from leadrelay.sandbox.zoho import ZohoEmulator
 from tests.connectors.contract import read_all
 from tests.connectors.zoho.test_contract import FAST, sandbox_settings
-from tests.zoho_sandbox import converted_ids, deal, zoho_api
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[SandboxServer]:
-    with SandboxServer(emulator_types=[ZohoEmulator]) as running:
-        yield running
-
-
-@pytest.fixture
-def emulator(server: SandboxServer) -> ZohoEmulator:
-    found = server.sandbox.emulators["zoho"]
-    assert isinstance(found, ZohoEmulator)
-    return found
-
-
-@pytest.fixture
-def api(server: SandboxServer) -> Iterator[httpx.Client]:
-    """Sales' hands on the org: a fresh sandbox, then the API as a user."""
-    server.sandbox.set_faults(Faults())
-    server.sandbox.reset()
-    with zoho_api(server) as client:
-        yield client
+from tests.zoho_sandbox import (  # noqa: F401 (fixtures)
+    converted_ids,
+    deal,
+    zoho_emulator,
+    zoho_server,
+    zoho_user,
+)
 
 
 def connect(server: SandboxServer) -> ZohoConnector:
