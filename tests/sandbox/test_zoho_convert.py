@@ -197,3 +197,12 @@ def test_deals_fields_list_the_stage_and_loss_reason_pick_lists(api: httpx.Clien
     stages = [v["actual_value"] for v in fields["Stage"]["pick_list_values"]]
     assert {"Closed Won", "Closed Lost"} <= set(stages)
     assert fields["Reason_For_Loss__s"]["data_type"] == "picklist"
+
+
+def test_deals_and_contacts_are_searched(api: httpx.Client) -> None:
+    details = converted_ids(api, new_lead(api), deal("Qualification"))
+    deals = api.get("/Deals/search", params={"criteria": "(Stage:equals:Qualification)"})
+    assert [r["id"] for r in deals.json()["data"]] == [details["Deals"]["id"]]
+    contacts = api.get("/Contacts/search", params={"email": "ana@acme.io"})
+    assert [r["id"] for r in contacts.json()["data"]] == [details["Contacts"]["id"]]
+    assert api.get("/Deals/search", params={"word": "nothing-like-it"}).status_code == 204

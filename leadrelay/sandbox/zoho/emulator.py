@@ -466,6 +466,7 @@ class ZohoEmulator(Emulator):
         ]
         for module in OTHER_MODULES:
             routes += [
+                (f"{base}/{module}/search", self._module_searcher(module), ["GET"]),
                 (f"{base}/{module}", self._module_lister(module), ["GET"]),
                 (f"{base}/{module}", self._module_inserter(module), ["POST"]),
                 (f"{base}/{module}/{{record_id}}", self._module_getter(module), ["GET"]),
@@ -532,9 +533,6 @@ class ZohoEmulator(Emulator):
         # Names that are not fields (e.g. removed by an admin) are not returned.
         fields = (store or self.store).fields
         return [name for name in names if name in fields]
-
-    def _all_fields(self) -> list[str]:
-        return list(self.store.fields)
 
     def _data_list(self, body: dict[str, Any]) -> list[Any]:
         data = body.get("data")
@@ -743,6 +741,12 @@ class ZohoEmulator(Emulator):
     def _module_lister(self, module: str) -> Callable[[Request, str], Awaitable[Response]]:
         async def handler(request: Request, version: str) -> Response:
             return self._list_records(request, self.modules[module])
+
+        return handler
+
+    def _module_searcher(self, module: str) -> Callable[[Request, str], Awaitable[Response]]:
+        async def handler(request: Request, version: str) -> Response:
+            return self._search_in(request, self.modules[module])
 
         return handler
 
@@ -1091,6 +1095,10 @@ class ZohoEmulator(Emulator):
     # -- search and COQL -----------------------------------------------------------------------
 
     async def _search(self, request: Request, version: str) -> Response:
+        return self._search_in(request, self.store)
+
+    def _search_in(self, request: Request, store: LeadStore) -> Response:
+        """Search Records of one module (``converted`` applies to Leads only)."""
         params = request.query_params
         given = [key for key in ("criteria", "email", "phone", "word") if params.get(key)]
         if len(given) != 1:
@@ -1100,7 +1108,7 @@ class ZohoEmulator(Emulator):
                 "One of the expected parameter is missing",
                 {"param_name": "criteria/email/phone/word"},
             )
-        names = self._field_list(request, required=False)
+        names = self._field_list(request, required=False, store=store)
         per_page = self._int_param(request, "per_page", MAX_PER_PAGE, 1, MAX_PER_PAGE)
         page = self._int_param(request, "page", 1, 1, 1_000_000)
         if page * per_page > SEARCH_RESULT_LIMIT:
@@ -1111,26 +1119,26 @@ class ZohoEmulator(Emulator):
                 {"limit": SEARCH_RESULT_LIMIT},
             )
         kind, value = given[0], params[given[0]]
-        converted = self._choice(request, "converted", CONVERTED_CHOICES, "false")
+        converted = self._converted_choice(request, store)
         lag = self.sandbox.search_lag_s(self.name)
         visible_before = time.monotonic() - lag
         with self.lock:
             try:
-                matches = self._matcher(kind, value)
+                matches = self._matcher(store, kind, value)
             except CriteriaError as exc:
                 raise ZohoApiError(
                     400, "INVALID_QUERY", "Invalid query formed", exc.details
                 ) from None
             rows = [
                 record
-                for record in self._pool(self.store, converted)
+                for record in self._pool(store, converted)
                 if (lag <= 0 or record.written_at <= visible_before) and matches(record)
             ]
             if not rows:
                 return Response(status_code=204)
             page_rows = rows[(page - 1) * per_page : page * per_page]
-            fields = names if names is not None else self._all_fields()
-            data = [record.to_json(fields) for record in page_rows]
+            fields = names if names is not None else list(store.fields)
+            data = [record.to_json(store.output_fields(fields)) for record in page_rows]
         info = {
             "per_page": per_page,
             "count": len(data),
@@ -1141,8 +1149,9 @@ class ZohoEmulator(Emulator):
             return Response(status_code=204)
         return JSONResponse({"data": data, "info": info})
 
-    def _matcher(self, kind: str, value: str) -> Callable[[StoredRecord], bool]:
-        fields = self.store.fields
+    @staticmethod
+    def _matcher(store: LeadStore, kind: str, value: str) -> Callable[[StoredRecord], bool]:
+        fields = store.fields
         if kind == "criteria":
             return parse_criteria(value, fields)
         wanted = value.strip().lower()
