@@ -14,6 +14,7 @@ import pytest
 from leadrelay.sandbox.base import Faults
 from leadrelay.sandbox.server import SandboxServer
 from leadrelay.sandbox.zoho import ZohoEmulator
+from tests.zoho_sandbox import refresh, zoho_api
 
 
 @pytest.fixture(scope="module")
@@ -46,28 +47,9 @@ def clean(server: SandboxServer, emulator: ZohoEmulator) -> Iterator[None]:
     yield
 
 
-def refresh(http: httpx.Client, env: dict[str, str], **override: str) -> httpx.Response:
-    params = {
-        "grant_type": "refresh_token",
-        "client_id": env["ZOHO_CLIENT_ID"],
-        "client_secret": env["ZOHO_CLIENT_SECRET"],
-        "refresh_token": env["ZOHO_REFRESH_TOKEN"],
-        **override,
-    }
-    return http.post(f"{env['ZOHO_ACCOUNTS_URL']}/oauth/v2/token", params=params)
-
-
 @pytest.fixture
-def api(server: SandboxServer, http: httpx.Client) -> Iterator[httpx.Client]:
-    env = server.env()
-    token = refresh(http, env).json()["access_token"]
-    context = ssl.create_default_context(cafile=str(server.ca_bundle))
-    with httpx.Client(
-        base_url=f"{env['ZOHO_API_DOMAIN']}/crm/v7",
-        headers={"Authorization": f"Zoho-oauthtoken {token}"},
-        verify=context,
-        timeout=30,
-    ) as client:
+def api(server: SandboxServer) -> Iterator[httpx.Client]:
+    with zoho_api(server) as client:
         yield client
 
 
@@ -546,7 +528,7 @@ def test_coql_valid_queries(api: httpx.Client, query: str, names: list[str]) -> 
         ("select Last_Name from Leads where (Email = 'a'", "SYNTAX_ERROR"),
         ("select Last_Name from Leads where Email = 'unterminated", "SYNTAX_ERROR"),
         ("select Nope from Leads where id is not null", "INVALID_QUERY"),
-        ("select Last_Name from Contacts where id is not null", "INVALID_QUERY"),
+        ("select Last_Name from Campaigns where id is not null", "INVALID_QUERY"),
         ("select Last_Name from Leads where No_of_Employees = 'many'", "INVALID_QUERY"),
         ("select Last_Name from Leads where Last_Name >= 'a'", "INVALID_QUERY"),
         ("select Last_Name from Leads where id is not null limit 2001", "LIMIT_EXCEEDED"),
@@ -797,7 +779,13 @@ def test_users_by_type(api: httpx.Client, kind: str, emails: list[str]) -> None:
 
 def test_modules_list_the_emulated_modules(api: httpx.Client) -> None:
     modules = api.get("/settings/modules").json()["modules"]
-    assert [module["api_name"] for module in modules] == ["Leads", "Accounts", "Tasks"]
+    assert [module["api_name"] for module in modules] == [
+        "Leads",
+        "Accounts",
+        "Tasks",
+        "Contacts",
+        "Deals",
+    ]
     [leads] = api.get("/settings/modules/Leads").json()["modules"]
     assert leads["api_supported"] is True
 

@@ -2,65 +2,17 @@
 
 from __future__ import annotations
 
-import ssl
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from leadrelay.sandbox.base import Faults
-from leadrelay.sandbox.server import SandboxServer
 from leadrelay.sandbox.zoho import ZohoEmulator
 from leadrelay.sandbox.zoho.schema import API_USER, SEEDED_USERS
+from tests.zoho_sandbox import zoho_emulator, zoho_server, zoho_user  # noqa: F401 (fixtures)
 
 BRUNO = SEEDED_USERS[1]
 DISABLED = SEEDED_USERS[5]
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[SandboxServer]:
-    with SandboxServer(emulator_types=[ZohoEmulator]) as running:
-        yield running
-
-
-@pytest.fixture
-def emulator(server: SandboxServer) -> ZohoEmulator:
-    found = server.sandbox.emulators["zoho"]
-    assert isinstance(found, ZohoEmulator)
-    return found
-
-
-@pytest.fixture(scope="module")
-def http(server: SandboxServer) -> Iterator[httpx.Client]:
-    context = ssl.create_default_context(cafile=str(server.ca_bundle))
-    with httpx.Client(verify=context, timeout=30) as client:
-        yield client
-
-
-@pytest.fixture
-def api(server: SandboxServer, http: httpx.Client) -> Iterator[httpx.Client]:
-    """A client of the API with a fresh token, after a sandbox reset (empty modules)."""
-    server.sandbox.set_faults(Faults())
-    server.sandbox.reset()
-    env = server.env()
-    token = http.post(
-        f"{env['ZOHO_ACCOUNTS_URL']}/oauth/v2/token",
-        params={
-            "grant_type": "refresh_token",
-            "client_id": env["ZOHO_CLIENT_ID"],
-            "client_secret": env["ZOHO_CLIENT_SECRET"],
-            "refresh_token": env["ZOHO_REFRESH_TOKEN"],
-        },
-    ).json()["access_token"]
-    context = ssl.create_default_context(cafile=str(server.ca_bundle))
-    with httpx.Client(
-        base_url=f"{env['ZOHO_API_DOMAIN']}/crm/v7",
-        headers={"Authorization": f"Zoho-oauthtoken {token}"},
-        verify=context,
-        timeout=30,
-    ) as client:
-        yield client
 
 
 def insert(api: httpx.Client, module: str, record: dict[str, Any]) -> str:

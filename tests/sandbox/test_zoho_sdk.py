@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,10 @@ from zohocrmsdk.src.com.zoho.api.authenticator.oauth_token import OAuthToken
 from zohocrmsdk.src.com.zoho.api.authenticator.store import FileStore
 from zohocrmsdk.src.com.zoho.api.logger import Logger
 from zohocrmsdk.src.com.zoho.crm.api import ParameterMap
+from zohocrmsdk.src.com.zoho.crm.api.convert_lead import ActionWrapper as ConvertAnswer
+from zohocrmsdk.src.com.zoho.crm.api.convert_lead import BodyWrapper as ConvertBody
+from zohocrmsdk.src.com.zoho.crm.api.convert_lead import ConvertLeadOperations, LeadConverter
+from zohocrmsdk.src.com.zoho.crm.api.convert_lead import SuccessResponse as Converted
 from zohocrmsdk.src.com.zoho.crm.api.dc.data_center import DataCenter
 from zohocrmsdk.src.com.zoho.crm.api.find_and_merge import ActionWrapper as MergeAnswer
 from zohocrmsdk.src.com.zoho.crm.api.find_and_merge import BodyWrapper as MergeBody
@@ -41,6 +45,7 @@ from zohocrmsdk.src.com.zoho.crm.api.record import (
     DeletedRecordsWrapper,
     DeleteRecordsParam,
     GetDeletedRecordsParam,
+    GetRecordParam,
     Record,
     RecordOperations,
     SuccessResponse,
@@ -105,7 +110,8 @@ def emulator(server: SandboxServer) -> Iterator[ZohoEmulator]:
     found = server.sandbox.emulators["zoho"]
     assert isinstance(found, ZohoEmulator)
     with found.lock:
-        found.store.clear()
+        for store in found.modules.values():
+            store.clear()
     yield found
 
 
@@ -137,6 +143,8 @@ def test_modules_are_listed_and_read_by_api_name(emulator: ZohoEmulator) -> None
         "Leads",
         "Accounts",
         "Tasks",
+        "Contacts",
+        "Deals",
     ]
     one = ModulesOperations().get_module_by_api_name("Leads").get_object()
     assert isinstance(one, ModulesWrapper)
@@ -247,3 +255,36 @@ def test_a_merge_keeps_the_master_with_the_named_fields_and_deletes_the_duplicat
     with emulator.lock:
         assert emulator.store.records[master].values["Phone"] == "+1 555 0101"
         assert emulator.store.records[master].values["Last_Name"] == "Sdk0"
+
+
+def test_a_lead_converted_with_a_deal_is_read_with_the_deal_it_became(
+    emulator: ZohoEmulator,
+) -> None:
+    [lead_id] = create_leads(1)
+    deal = Record()
+    deal.add_key_value("Deal_Name", "Sdk renewal")
+    deal.add_key_value("Closing_Date", date(2026, 12, 1))
+    deal.add_key_value("Stage", Choice("Closed Won"))
+    deal.add_key_value("Amount", 5000.0)
+    converter = LeadConverter()
+    converter.set_overwrite(True)
+    converter.set_notify_lead_owner(False)
+    converter.set_notify_new_entity_owner(False)
+    converter.set_deals(deal)
+    body = ConvertBody()
+    body.set_data([converter])
+    answer = ConvertLeadOperations(int(lead_id)).convert_lead(body).get_object()
+    assert isinstance(answer, ConvertAnswer)
+    [done] = answer.get_data()
+    assert isinstance(done, Converted), done
+    assert done.get_code().get_value() == "SUCCESS"
+    deal_id = int(done.get_details()["Deals"].get_id())
+    read = RecordOperations("Deals").get_record(deal_id).get_object()
+    [found] = read.get_data()
+    assert found.get_key_value("Stage").get_value() == "Closed Won"
+    assert found.get_key_value("Amount") == 5000.0
+    params = ParameterMap()
+    params.add(GetRecordParam.converted, "true")
+    lead = RecordOperations("Leads").get_record(int(lead_id), params).get_object()
+    [converted] = lead.get_data()
+    assert converted.get_key_value("Converted__s") is True

@@ -4,12 +4,16 @@
   and the ``api_domain`` the token reply names (the API root) are kept for their lifetime in
   the connector's credential cache, shared across processes when it is the state store's
   (:mod:`leadrelay.connectors.zoho.auth`).
-* ``read_changes``: a keyset read over COQL in (``Modified_Time``, ``id``) order, then the
-  deleted Leads (``GET /Leads/deleted``); the cursor ends at the server's time minus a look-back.
+* ``read_changes``: a keyset read over COQL in (``Modified_Time``, ``id``) order, then (when
+  the mapping reads a ``Converted_Deal.<field>``) the Deals the same way, each followed back to
+  the converted Lead it came from and emitted under that Lead's id with the Deal's fields, then
+  the deleted Leads (``GET /Leads/deleted``); the cursor ends at the server's time minus a
+  look-back.
 * ``lookup``: COQL ``Email in (…)`` (one query per 100 emails), Search Records criteria for a
   single email, Get Records ``ids=`` for ids.
 * ``upsert``: ``POST /Leads/upsert`` with ``duplicate_check_fields: ["Email"]``, 100 per call,
-  per-record codes mapped to results; ``update`` / ``delete`` likewise by id.
+  per-record codes mapped to results; ``update`` / ``delete`` likewise by id. A converted Lead
+  is never written: its write is ``unchanged`` and not sent.
 * Handoff: ``create_task`` (a Tasks record related to the Lead), ``account_owners`` (every
   Account's Website and Owner), ``find_by_email`` (every Lead holding an email, duplicates too).
 * API credits are counted per call (COQL by its LIMIT) in :attr:`ZohoConnector.credits_used`.
@@ -24,8 +28,8 @@ import ssl
 import threading
 import time
 import tomllib
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar, TypeVar
@@ -102,6 +106,17 @@ TASK_SUBJECT_MAX = 255
 TASK_DESCRIPTION_MAX = 32000
 
 _API_NAME = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*")
+#: A read field ``Converted_Deal.<Deals field>``: that field of the Deal a converted Lead
+#: became (Zoho's lookup-field notation), plus ``Converted_Deal.id``, the Deal's id.
+DEAL_PREFIX = "Converted_Deal."
+#: Fields a converted Lead is read with besides the read fields (set by Convert Lead).
+_CONVERSION_FIELDS = ("Converted__s", "Converted_Deal", "Converted_Contact")
+#: The per-record code of an update of a converted Lead. Unverified (crm-api-facts marks it
+#: VERIFY); a Lead read or looked up as converted is not sent at all, so this only matters
+#: for one converted between the lookup and the write.
+CONVERTED_CODE = "CONVERTED_RECORD"
+#: Search Records takes at most 10 criteria: Deals followed back to their Lead per call.
+_DEALS_PER_SEARCH = MAX_SEARCH_CRITERIA
 
 #: Fields every read asks for, whatever the mapping says.
 _ALWAYS_READ = ("Email", "Last_Name", "Modified_Time")
@@ -171,7 +186,8 @@ def _field_list(names: Sequence[str]) -> tuple[str, ...]:
     seen: dict[str, None] = {}
     for name in names:
         name = name.strip()
-        if not _API_NAME.fullmatch(name):
+        bare = name.removeprefix(DEAL_PREFIX)
+        if not _API_NAME.fullmatch(bare):
             raise ValueError(f"{name!r} is not a Zoho field API name")
         if name != "id":  # the record id always comes back; it is not a field to ask for
             seen.setdefault(name, None)
@@ -239,6 +255,38 @@ def _iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="seconds")
 
 
+def _field_info(raw: Mapping[str, Any]) -> FieldInfo:
+    """One field of ``settings/fields`` (pick lists with their ``actual_value`` list)."""
+    kind = str(raw.get("data_type") or "")
+    picklist: tuple[str, ...] | None = None
+    if kind in ("picklist", "multiselectpicklist"):
+        picklist = tuple(
+            str(option.get("actual_value"))
+            for option in raw.get("pick_list_values") or []
+            if isinstance(option, dict) and option.get("actual_value") is not None
+        )
+    name = str(raw["api_name"])
+    return FieldInfo(
+        name=name,
+        label=str(raw.get("field_label") or raw.get("display_label") or name),
+        type=kind,
+        required=bool(raw.get("system_mandatory")),
+        read_only=bool(raw.get("read_only") or raw.get("field_read_only")),
+        unique=bool(raw.get("unique")),
+        picklist_values=picklist,
+        multi_select=kind == "multiselectpicklist",
+    )
+
+
+def _lookup_of(value: Any) -> str | None:
+    """The record id a lookup value names (``{"name", "id"}`` or a bare id), else None."""
+    if isinstance(value, Mapping):
+        value = value.get("id")
+    if isinstance(value, str | int) and not isinstance(value, bool) and str(value).strip():
+        return str(value).strip()
+    return None
+
+
 def _id_order(record_id: Any) -> tuple[int, str]:
     text = str(record_id)
     return (int(text), text) if text.isdigit() else (0, text)
@@ -246,60 +294,84 @@ def _id_order(record_id: Any) -> tuple[int, str]:
 
 @dataclass(frozen=True)
 class ReadCursor:
-    """Where an incremental read resumes: a keyset position and the deletions watermark.
+    """Where an incremental read resumes: keyset positions and the deletions watermark.
 
     Attributes:
         modified: read Leads whose ``Modified_Time`` is at or after this second (None: all).
         after_id: within the second ``modified``, only ids above this one (None: the whole
             second). Set while a read is under way, from the last record of a page.
         deleted_since: deletions after this time are still to be reported (None: all).
+        deals_modified: ``modified`` of the Deals read (None: all).
+        deals_after_id: ``after_id`` of the Deals read.
     """
 
     modified: datetime | None = None
     after_id: int | None = None
     deleted_since: datetime | None = None
+    deals_modified: datetime | None = None
+    deals_after_id: int | None = None
 
     def encode(self) -> str:
-        """``<modified>|<after id>|<deleted since>``, empty parts for None."""
-        return "|".join(
-            (
-                _iso(self.modified) if self.modified is not None else "",
-                str(self.after_id) if self.after_id is not None else "",
-                _iso(self.deleted_since) if self.deleted_since is not None else "",
-            )
-        )
+        """``<modified>|<after id>|<deleted since>``, then ``|<deals modified>|<deals after
+        id>`` once Deals are read; empty parts for None."""
+        parts = [
+            _iso(self.modified) if self.modified is not None else "",
+            str(self.after_id) if self.after_id is not None else "",
+            _iso(self.deleted_since) if self.deleted_since is not None else "",
+        ]
+        if self.deals_modified is not None or self.deals_after_id is not None:
+            parts.append(_iso(self.deals_modified) if self.deals_modified is not None else "")
+            parts.append(str(self.deals_after_id) if self.deals_after_id is not None else "")
+        return "|".join(parts)
 
     @classmethod
     def decode(cls, cursor: str) -> ReadCursor:
-        """The cursor ``encode`` wrote; also a wave-1 cursor ``<time>|<id>`` (the newest
-        record read), resumed from the start of its second. ValueError naming it otherwise."""
+        """The cursor ``encode`` wrote; also a cursor without the Deals parts (before Deals
+        were read: they are read from the start) and a wave-1 cursor ``<time>|<id>`` (the
+        newest record read), resumed from the start of its second. ValueError naming it
+        otherwise."""
         parts = cursor.split("|")
         if len(parts) == 2:  # wave 1: the newest (Modified_Time, id) read
             moment = _parse_time(parts[0])
             if moment is not None:
                 return cls(moment, None, moment)
-        elif len(parts) == 3:
-            modified, after, deleted = parts
-            times = [_parse_time(modified) if modified else None]
-            times.append(_parse_time(deleted) if deleted else None)
-            bad_time = (modified and times[0] is None) or (deleted and times[1] is None)
-            if not bad_time and (not after or after.isdigit()):
-                return cls(times[0], int(after) if after else None, times[1])
+        elif len(parts) in (3, 5):
+            modified, after, deleted, deals_modified, deals_after = [*parts, "", ""][:5]
+            time_texts = (modified, deleted, deals_modified)
+            times = [_parse_time(text) if text else None for text in time_texts]
+            bad_time = any(
+                text and moment is None for text, moment in zip(time_texts, times, strict=True)
+            )
+            if not bad_time and all(not t or t.isdigit() for t in (after, deals_after)):
+                return cls(
+                    times[0],
+                    int(after) if after else None,
+                    times[1],
+                    times[2],
+                    int(deals_after) if deals_after else None,
+                )
         raise ValueError(
-            f"not a Zoho read cursor: {cursor!r} (expected '<ISO time>|<id>|<ISO time>')"
+            f"not a Zoho read cursor: {cursor!r} (expected '<ISO time>|<id>|<ISO time>"
+            "|<ISO time>|<id>')"
         )
 
 
 def keyset_condition(cursor: ReadCursor | None) -> str:
     """The COQL where-condition of the Leads after ``cursor`` in (Modified_Time, id) order."""
-    if cursor is None or cursor.modified is None:
+    if cursor is None:
+        return keyset_where(None, None)
+    return keyset_where(cursor.modified, cursor.after_id)
+
+
+def keyset_where(modified: datetime | None, after_id: int | None) -> str:
+    """The COQL where-condition of the records after (``modified``, ``after_id``) in
+    (Modified_Time, id) order; every record for no ``modified``."""
+    if modified is None:
         return "id is not null"
-    second = coql_literal(_iso(cursor.modified))
-    if cursor.after_id is None:
+    second = coql_literal(_iso(modified))
+    if after_id is None:
         return f"Modified_Time >= {second}"
-    return (
-        f"(Modified_Time > {second}) or ((Modified_Time = {second}) and (id > {cursor.after_id}))"
-    )
+    return f"(Modified_Time > {second}) or ((Modified_Time = {second}) and (id > {after_id}))"
 
 
 def _server_time(response: httpx.Response) -> datetime:
@@ -406,8 +478,13 @@ class ZohoConnector(Connector[ZohoConnection]):
         verify: ssl.SSLContext | bool = True
         if settings.ca_bundle is not None:
             verify = ssl.create_default_context(cafile=str(settings.ca_bundle))
-        self.read_fields = (
-            _field_list([*_ALWAYS_READ, *read_fields]) if read_fields else default_read_fields()
+        names = _field_list([*_ALWAYS_READ, *read_fields]) if read_fields else default_read_fields()
+        #: the Leads fields read (COQL, search, Get Records)
+        self.read_fields = tuple(n for n in names if not n.startswith(DEAL_PREFIX))
+        #: the Deals fields a converted Lead is read with (``Converted_Deal.<name>`` in the
+        #: mapping); none: Deals are not read at all
+        self.deal_fields = tuple(
+            n.removeprefix(DEAL_PREFIX) for n in names if n.startswith(DEAL_PREFIX)
         )
         if not _API_NAME.fullmatch(settings.module):
             raise ValueError(f"{settings.module!r} is not a Zoho module API name")
@@ -417,6 +494,9 @@ class ZohoConnector(Connector[ZohoConnection]):
             read_overlap = timedelta(seconds=seconds)
         self.read_overlap = read_overlap
         self._unknown_fields: set[str] = set()
+        self._unknown_deal_fields: set[str] = set()
+        #: ids of Leads seen converted (read or looked up): never written again
+        self._converted: set[str] = set()
         self._credits = 0
         self._credits_lock = threading.Lock()
         self.tokens = ZohoTokenSource(
@@ -519,8 +599,8 @@ class ZohoConnector(Connector[ZohoConnection]):
         return self._read_pages(start)
 
     def _read_pages(self, start: ReadCursor | None) -> Iterator[Page]:
-        position = start
-        deleted_since = start.deleted_since if start is not None else None
+        position = start or ReadCursor()
+        deleted_since = position.deleted_since
         server_time: datetime | None = None
         changed = False
         while True:
@@ -535,30 +615,115 @@ class ZohoConnector(Connector[ZohoConnection]):
                 server_time = _server_time(response)
             if not more or not rows:
                 break
-            position = self._after(rows[-1], deleted_since)
+            moment, record_id = self._after(rows[-1], self.module)
+            position = replace(position, modified=moment, after_id=record_id)
             changed = True
             yield Page(rows, position.encode())
         since = server_time - self.read_overlap
-        last_read = None if deleted_since is None else deleted_since.timestamp()
+        position = replace(position, modified=since, after_id=None)
         changed = changed or bool(rows)
+        if self.deal_fields:
+            if rows:
+                yield Page(rows, position.encode())
+            deal_pages = self._deal_pages(position)
+            while True:
+                try:
+                    page = next(deal_pages)
+                except StopIteration as done:
+                    position, rows = done.value
+                    break
+                changed = changed or bool(page.records)
+                yield page
+            changed = changed or bool(rows)
+        last_read = None if deleted_since is None else deleted_since.timestamp()
         if not self.deletions_due(last_read, since.timestamp(), changed=changed):
-            # An idle read costs one call: the deleted list waits for its interval.
-            yield Page(rows, ReadCursor(since, None, deleted_since).encode())
+            # An idle read costs its queries: the deleted list waits for its interval.
+            yield Page(rows, replace(position, deleted_since=deleted_since).encode())
             return
         deletions = self._deletions(deleted_since)
-        yield Page(rows, ReadCursor(since, None, since).encode(), deletions)
+        yield Page(rows, replace(position, deleted_since=since).encode(), deletions)
 
-    def _after(self, record: RawRecord, deleted_since: datetime | None) -> ReadCursor:
+    def _deal_pages(
+        self, position: ReadCursor
+    ) -> Generator[Page, None, tuple[ReadCursor, list[RawRecord]]]:
+        """The converted Leads whose Deal changed since ``position``, with the Deal's fields,
+        a page per COQL page of Deals but the last; returns the position after them (the
+        server's time of the first query minus the look-back) and the last page's records.
+
+        A Deal no converted Lead names (made by hand) is skipped.
+        """
+        server_time: datetime | None = None
+        while True:
+            condition = keyset_where(position.deals_modified, position.deals_after_id)
+
+            def query(columns: Sequence[str], where: str = condition) -> str:
+                order = ("Modified_Time asc", "id asc")
+                return coql_select(columns, "Deals", where, order_by=order, limit=COQL_LIMIT)
+
+            deals, more, response = self._coql(
+                query,
+                "keyset read of changed Deals",
+                fields=(*self.deal_fields, "Modified_Time"),
+                unknown=self._unknown_deal_fields,
+            )
+            if server_time is None:
+                server_time = _server_time(response)
+            rows = self._converted_leads(deals)
+            if not more or not deals:
+                since = server_time - self.read_overlap
+                return replace(position, deals_modified=since, deals_after_id=None), rows
+            moment, record_id = self._after(deals[-1], "Deals")
+            position = replace(position, deals_modified=moment, deals_after_id=record_id)
+            yield Page(rows, position.encode())
+
+    def _converted_leads(self, deals: Sequence[RawRecord]) -> list[RawRecord]:
+        """The converted Leads the ``deals`` came from, each with its Deal's fields.
+
+        Search Records over the converted Leads by ``Converted_Deal``, 10 Deals a call.
+        Unverified: that Search takes ``converted=true`` and an ``equals`` criterion on the
+        ``Converted_Deal`` lookup by id, as Get Records takes ``converted``.
+        """
+        by_id = {str(deal.get("id")): deal for deal in deals if deal.get("id") is not None}
+        leads: list[RawRecord] = []
+        for batch in _chunks(list(by_id), _DEALS_PER_SEARCH):
+            leads.extend(
+                self._search(
+                    equals_any("Converted_Deal", batch),
+                    f"search of converted {self.module} by Deal",
+                    converted=True,
+                )
+            )
+        return self._with_deals(leads, by_id)
+
+    def _with_deals(
+        self, leads: Sequence[RawRecord], deals: Mapping[str, RawRecord]
+    ) -> list[RawRecord]:
+        """The converted ``leads`` each with its Deal's fields (``Converted_Deal.<name>``) from
+        ``deals`` (Deal id → Deal); every converted Lead is remembered as one."""
+        rows: list[RawRecord] = []
+        for lead in leads:
+            deal_id = _lookup_of(lead.get("Converted_Deal"))
+            if lead.get("Converted__s") or deal_id:
+                self._converted.add(str(lead.get("id")))
+            deal = deals.get(deal_id or "")
+            if deal is None:
+                rows.append(lead)
+                continue
+            fields = {f"{DEAL_PREFIX}{name}": deal.get(name) for name in self.deal_fields}
+            rows.append({**lead, **fields, f"{DEAL_PREFIX}id": deal_id})
+        return sorted(rows, key=lambda row: _id_order(row.get("id")))
+
+    def _after(self, record: RawRecord, module: str) -> tuple[datetime, int]:
         """The keyset position after ``record`` (its Modified_Time and numeric id)."""
         moment = _parse_time(record.get("Modified_Time"))
         record_id = str(record.get("id") or "")
         if moment is None or not record_id.isdigit():
             raise Fatal(
-                f"keyset read of {self.module}: record {record_id or '?'} has no Modified_Time "
+                f"keyset read of {module}: record {record_id or '?'} has no Modified_Time "
                 "or no numeric id to resume after",
                 system=self.kind,
             )
-        return ReadCursor(moment, int(record_id), deleted_since)
+        return moment, int(record_id)
 
     def _deletions(self, since: datetime | None) -> tuple[Deletion, ...]:
         """Leads deleted after ``since`` (all of them for None), every page."""
@@ -651,16 +816,41 @@ class ZohoConnector(Connector[ZohoConnection]):
                     found.setdefault(key, record)
         unique_ids = list(dict.fromkeys(str(i) for i in ids or ()))
         for id_batch in _chunks(unique_ids, self.batch_size):
+            # converted=both: a converted Lead is found (and known as one), not taken for gone.
+            fields = [*self.read_fields, *_CONVERSION_FIELDS]
             response = self._call(
                 "GET",
                 f"/{self.module}",
-                params={"ids": ",".join(id_batch), "fields": ",".join(self.read_fields)},
+                params={"ids": ",".join(id_batch), "fields": ",".join(fields), "converted": "both"},
                 describe=f"lookup of {len(id_batch)} {self.module} by id",
             )
-            for record in self._json(response).get("data") or []:
-                if isinstance(record, dict) and record.get("id") is not None:
-                    found[str(record["id"])] = record
+            records = [
+                r
+                for r in self._json(response).get("data") or []
+                if isinstance(r, dict) and r.get("id") is not None
+            ]
+            for record in self._deals_of(records):
+                found[str(record["id"])] = record
         return found
+
+    def _deals_of(self, leads: Sequence[RawRecord]) -> list[RawRecord]:
+        """``leads`` with, for the converted ones, their Deal's fields (one Get Records call
+        per 100 Deals; none when no Lead is converted or no Deal field is read)."""
+        deal_ids = [d for d in (_lookup_of(r.get("Converted_Deal")) for r in leads) if d]
+        deals: dict[str, RawRecord] = {}
+        if self.deal_fields:
+            for batch in _chunks(list(dict.fromkeys(deal_ids)), self.batch_size):
+                names = [n for n in self.deal_fields if n not in self._unknown_deal_fields]
+                response = self._call(
+                    "GET",
+                    "/Deals",
+                    params={"ids": ",".join(batch), "fields": ",".join(names or ["Stage"])},
+                    describe=f"read of {len(batch)} Deals by id",
+                )
+                for deal in self._json(response).get("data") or []:
+                    if isinstance(deal, dict) and deal.get("id") is not None:
+                        deals[str(deal["id"])] = deal
+        return self._with_deals(leads, deals)
 
     def find_by_email(self, emails: Sequence[str]) -> list[RawRecord]:
         """Every Lead holding one of ``emails`` (Email equals, case-insensitive), duplicates
@@ -683,20 +873,24 @@ class ZohoConnector(Connector[ZohoConnection]):
 
     def _search_emails(self, emails: Sequence[str]) -> list[RawRecord]:
         """Search Records by Email (at most 10 emails), every page of matches."""
+        return self._search(equals_any("Email", emails), f"search of {self.module} by email")
+
+    def _search(self, criteria: str, describe: str, *, converted: bool = False) -> list[RawRecord]:
+        """Search Records by ``criteria`` (at most 10 criteria), every page of matches; the
+        converted Leads only (with their conversion fields) when ``converted``."""
         rows: list[RawRecord] = []
         page = 1
+        fields = [*self.read_fields, *(_CONVERSION_FIELDS if converted else ())]
         while True:
-            response = self._call(
-                "GET",
-                f"/{self.module}/search",
-                params={
-                    "criteria": equals_any("Email", emails),
-                    "fields": ",".join(self.read_fields),
-                    "per_page": str(PER_PAGE),
-                    "page": str(page),
-                },
-                describe=f"search of {self.module} by email",
-            )
+            params = {
+                "criteria": criteria,
+                "fields": ",".join(fields),
+                "per_page": str(PER_PAGE),
+                "page": str(page),
+            }
+            if converted:
+                params["converted"] = "true"
+            response = self._call("GET", f"/{self.module}/search", params=params, describe=describe)
             body = self._json(response)
             records = [r for r in body.get("data") or [] if isinstance(r, dict)]
             rows.extend(records)
@@ -731,15 +925,23 @@ class ZohoConnector(Connector[ZohoConnection]):
             offset += COQL_LIMIT
 
     def _coql(
-        self, query: Callable[[Sequence[str]], str], describe: str
+        self,
+        query: Callable[[Sequence[str]], str],
+        describe: str,
+        *,
+        fields: Sequence[str] | None = None,
+        unknown: set[str] | None = None,
     ) -> tuple[list[RawRecord], bool, httpx.Response]:
-        """One COQL page over the read fields: its rows, whether more follow, the response.
+        """One COQL page over ``fields`` (the read fields): its rows, whether more follow, the
+        response.
 
-        A read field the org lacks (not created, or removed by an admin) is dropped and the
-        query asked again without it, rather than failing every read.
+        A field the org lacks (not created, or removed by an admin) is dropped (remembered in
+        ``unknown``) and the query asked again without it, rather than failing every read.
         """
+        fields = self.read_fields if fields is None else fields
+        unknown = self._unknown_fields if unknown is None else unknown
         while True:
-            columns = [n for n in self.read_fields if n not in self._unknown_fields]
+            columns = [n for n in fields if n not in unknown]
             response = self._call(
                 "POST",
                 "/coql",
@@ -757,8 +959,8 @@ class ZohoConnector(Connector[ZohoConnection]):
                         status=400,
                         code=str(body.get("code")),
                     )
-                _log.warning("zoho %s has no field %s; reading without it", self.module, column)
-                self._unknown_fields.add(column)
+                _log.warning("zoho has no field %s; reading without it (%s)", column, describe)
+                unknown.add(column)
                 continue
             rows = [r for r in body.get("data") or [] if isinstance(r, dict)]
             return rows, bool((body.get("info") or {}).get("more_records")), response
@@ -775,6 +977,9 @@ class ZohoConnector(Connector[ZohoConnection]):
         results: list[WriteResult | None] = [None] * len(inputs)
         sendable: list[int] = []
         for index, item in enumerate(inputs):
+            if item.external_id is not None and str(item.external_id) in self._converted:
+                results[index] = self._not_written(item.ref, str(item.external_id))
+                continue
             email = item.fields.get("Email")
             refused = unsendable(item.ref, item.fields, self.kind)
             if refused is None and not (isinstance(email, str) and email.strip()):
@@ -806,11 +1011,19 @@ class ZohoConnector(Connector[ZohoConnection]):
         return [r for r in results if r is not None]
 
     def update(self, updates: Mapping[str, RawRecord]) -> list[WriteResult]:
-        """Write fields to Leads by id, 100 per call; one result per id, in order."""
+        """Write fields to Leads by id, 100 per call; one result per id, in order.
+
+        A Lead known to be converted (read or looked up as one) is not sent: Zoho keeps it
+        read-only, its outcome lives in its Deal. One Zoho refuses as converted is likewise
+        ``unchanged`` (and known from then on).
+        """
         self.require(Capability.UPDATE)
         results: dict[str, WriteResult] = {}
         sendable: list[tuple[str, RawRecord]] = []
         for record_id, fields in updates.items():
+            if str(record_id) in self._converted:
+                results[record_id] = self._not_written(record_id, record_id)
+                continue
             refused = unsendable(record_id, fields, self.kind)
             if refused is None:
                 sendable.append((record_id, fields))
@@ -829,8 +1042,17 @@ class ZohoConnector(Connector[ZohoConnection]):
             )
             entries = self._entries(response, len(batch), describe)
             for (record_id, _), entry in zip(batch, entries, strict=True):
-                results[record_id] = self._result(record_id, entry, response)
+                if entry.get("code") == CONVERTED_CODE:
+                    self._converted.add(str(record_id))
+                    results[record_id] = self._not_written(record_id, record_id)
+                else:
+                    results[record_id] = self._result(record_id, entry, response)
         return [results[record_id] for record_id in updates]
+
+    def _not_written(self, ref: str, record_id: str) -> WriteResult:
+        """The result of a write to converted Lead ``record_id``: not sent, ``unchanged``."""
+        _log.info("zoho %s %s is converted; not written", self.module, record_id)
+        return WriteResult(ref, record_id, WriteOutcome.UNCHANGED)
 
     def delete(self, ids: Sequence[str]) -> list[WriteResult]:
         """Delete Leads by id, 100 per call; an id already gone is ``unchanged``."""
@@ -1046,28 +1268,32 @@ class ZohoConnector(Connector[ZohoConnection]):
         )
         fields: dict[str, FieldInfo] = {}
         for raw in self._json(response).get("fields") or []:
-            if not isinstance(raw, dict) or not raw.get("api_name"):
-                continue
-            kind = str(raw.get("data_type") or "")
-            picklist: tuple[str, ...] | None = None
-            if kind in ("picklist", "multiselectpicklist"):
-                picklist = tuple(
-                    str(option.get("actual_value"))
-                    for option in raw.get("pick_list_values") or []
-                    if isinstance(option, dict) and option.get("actual_value") is not None
-                )
-            name = str(raw["api_name"])
-            fields[name] = FieldInfo(
-                name=name,
-                label=str(raw.get("field_label") or raw.get("display_label") or name),
-                type=kind,
-                required=bool(raw.get("system_mandatory")),
-                read_only=bool(raw.get("read_only") or raw.get("field_read_only")),
-                unique=bool(raw.get("unique")),
-                picklist_values=picklist,
-                multi_select=kind == "multiselectpicklist",
-            )
+            if isinstance(raw, dict) and raw.get("api_name"):
+                info = _field_info(raw)
+                fields[info.name] = info
+        if self.deal_fields:
+            fields.update(self._deal_schema())
         return Schema(self.module, fields)
+
+    def _deal_schema(self) -> dict[str, FieldInfo]:
+        """The Deals fields as read-only ``Converted_Deal.<name>`` fields of the module (and
+        ``Converted_Deal.id``): what a converted Lead is read with."""
+        response = self._call(
+            "GET", "/settings/fields", params={"module": "Deals"}, describe="describe of Deals"
+        )
+        fields = {
+            f"{DEAL_PREFIX}id": FieldInfo(
+                name=f"{DEAL_PREFIX}id", label="Deal Id", type="bigint", read_only=True
+            )
+        }
+        for raw in self._json(response).get("fields") or []:
+            if isinstance(raw, dict) and raw.get("api_name"):
+                info = _field_info(raw)
+                name = f"{DEAL_PREFIX}{info.name}"
+                fields[name] = replace(
+                    info, name=name, label=f"Deal {info.label}", required=False, read_only=True
+                )
+        return fields
 
     def create_fields(self, specs: Sequence[CustomFieldSpec]) -> list[str]:
         """Create the custom fields of ``specs`` the module lacks; return their API names.

@@ -1,6 +1,6 @@
 """A parser and evaluator for the COQL subset a connector needs (``POST /crm/v7/coql``).
 
-``select f1, f2 from Leads where <criteria> [order by f [asc|desc], …] [limit N [offset M] |
+``select f1, f2 from <module> where <criteria> [order by f [asc|desc], …] [limit N [offset M] |
 limit M, N]``. Criteria: ``= != <> < > <= >=``, ``[not] like '%x%'``, ``[not] in (…)``,
 ``is [not] null``, ``[not] between a and b``, joined by ``and`` / ``or``. As the COQL doc
 requires, more than two criteria must be grouped with parentheses (``(A and B) and C``).
@@ -182,10 +182,11 @@ def _value(record: StoredRecord, definition: FieldDef) -> Any:
 
 
 class _Parser:
-    def __init__(self, text: str, fields: dict[str, FieldDef]) -> None:
+    def __init__(self, text: str, fields: dict[str, FieldDef], module: str) -> None:
         self.tokens = _tokenize(text)
         self.index = 0
         self.fields = fields
+        self.module = module
         self.criteria = 0
 
     # -- token helpers -------------------------------------------------------------------------
@@ -253,7 +254,7 @@ class _Parser:
         module = self.take()
         if module.kind != "word":
             raise _syntax("expected a module API name", module)
-        if module.text != "Leads":
+        if module.text != self.module:
             raise CoqlError("INVALID_QUERY", "invalid module given", {"module": module.text})
         # COQL doc: "The query does not contain either proper criteria, base table, or the
         # where clause" is a SYNTAX_ERROR, so a where clause is required.
@@ -519,8 +520,16 @@ def _compare(definition: FieldDef, operator: str, expected: Any) -> Predicate:
     return test
 
 
-def parse_query(text: str, fields: dict[str, FieldDef]) -> Query:
-    """Parse a ``select_query``; raise :class:`CoqlError` in Zoho's terms."""
+def query_module(text: str) -> str | None:
+    """The module a query's ``from`` clause names (None when it has none), so the caller can
+    parse the query against that module's fields."""
+    found = re.search(r"\bfrom\s+([A-Za-z_][A-Za-z0-9_]*)", text, re.IGNORECASE)
+    return found.group(1) if found else None
+
+
+def parse_query(text: str, fields: dict[str, FieldDef], module: str = "Leads") -> Query:
+    """Parse a ``select_query`` over ``module`` (whose fields are ``fields``); raise
+    :class:`CoqlError` in Zoho's terms."""
     if not isinstance(text, str) or not text.strip():
         raise CoqlError("SYNTAX_ERROR", "the query is empty", {})
-    return _Parser(text, fields).parse()
+    return _Parser(text, fields, module).parse()

@@ -221,6 +221,17 @@ def default_fields() -> dict[str, FieldDef]:
         # Written by leadrelay's handoff: the first touch's landing page and the routing time.
         FieldDef("Landing_Page", "Landing Page", "website", "string", 255, custom=True),
         FieldDef("Assigned_At", "Assigned At", "datetime", "string", custom=True),
+        # Set by Convert Lead (read only): whether the Lead was converted, when, and the
+        # records it became. Unverified: these API names come from public client code reading
+        # converted Leads (``Converted__s``, ``Converted_Date_Time``, ``Converted_Account`` /
+        # ``_Contact`` / ``_Deal`` lookups), not from Zoho's field reference.
+        FieldDef("Converted__s", "Is Converted", "boolean", "boolean", read_only=True),
+        FieldDef(
+            "Converted_Date_Time", "Converted Date Time", "datetime", "string", read_only=True
+        ),
+        FieldDef("Converted_Account", "Converted Account", "lookup", "jsonobject", read_only=True),
+        FieldDef("Converted_Contact", "Converted Contact", "lookup", "jsonobject", read_only=True),
+        FieldDef("Converted_Deal", "Converted Deal", "lookup", "jsonobject", read_only=True),
     ]
     for index, definition in enumerate(fields):
         definition.field_id = str(5725767000000002500 + index * 7)
@@ -229,7 +240,19 @@ def default_fields() -> dict[str, FieldDef]:
 
 #: Fields an admin cannot delete in Zoho (system fields); the sandbox refuses to remove them.
 UNDELETABLE = frozenset(
-    {"Owner", "Last_Name", "Created_By", "Modified_By", "Created_Time", "Modified_Time"}
+    {
+        "Owner",
+        "Last_Name",
+        "Created_By",
+        "Modified_By",
+        "Created_Time",
+        "Modified_Time",
+        "Converted__s",
+        "Converted_Date_Time",
+        "Converted_Account",
+        "Converted_Contact",
+        "Converted_Deal",
+    }
 )
 
 

@@ -70,6 +70,8 @@ class StoredRecord:
             return {"name": self.created_by.full_name, "id": self.created_by.id}
         if api_name == "Modified_By":
             return {"name": self.modified_by.full_name, "id": self.modified_by.id}
+        if api_name == "Converted__s":
+            return bool(self.values.get(api_name))
         return self.values.get(api_name)
 
     def to_json(self, field_names: list[str]) -> dict[str, Any]:
@@ -142,6 +144,9 @@ class LeadStore:
         self.keyset: list[tuple[datetime, int]] = []
         #: the recycle bin and permanently deleted records, oldest deletion first
         self.deleted: OrderedDict[str, DeletedRecord] = OrderedDict()
+        #: Leads converted with Convert Lead: out of the module's lists, searches, COQL and
+        #: duplicate checks, still read with ``converted=true`` (Get Records, Search)
+        self.converted: dict[str, StoredRecord] = {}
         self.indexes: dict[str, dict[str, list[str]]] = {}
         self._next_id = first_id
         self._last_time = datetime.fromtimestamp(0, UTC)
@@ -233,6 +238,7 @@ class LeadStore:
         self.by_modified.clear()
         self.keyset.clear()
         self.deleted.clear()
+        self.converted.clear()
         for index in self.indexes.values():
             index.clear()
 
@@ -348,12 +354,19 @@ class LeadStore:
 
     def delete(self, record_id: str, by: User = API_USER) -> bool:
         """Move a record to the recycle bin; False when there is none."""
-        record = self.records.pop(record_id, None)
+        record = self._detach(record_id)
         if record is None:
             return False
         self.deleted[record_id] = DeletedRecord(
             record_id, self.display_name(record), record.created_by, by, self.tick()
         )
+        return True
+
+    def _detach(self, record_id: str) -> StoredRecord | None:
+        """Take a record out of the module's lists and indexes; None when there is none."""
+        record = self.records.pop(record_id, None)
+        if record is None:
+            return None
         self.by_modified.pop(record_id, None)
         self._unkey(record)
         for name, index in self.indexes.items():
@@ -362,7 +375,23 @@ class LeadStore:
                 index[key].remove(record_id)
                 if not index[key]:
                     del index[key]
-        return True
+        return record
+
+    def convert(self, record: StoredRecord, links: dict[str, dict[str, str] | None]) -> None:
+        """Mark a Lead converted into the records ``links`` names (``Converted_Account`` /
+        ``_Contact`` / ``_Deal`` lookups) and move it out of the module's lists.
+
+        Zoho keeps a converted Lead (Get Records with ``converted=true`` reads it) but lists,
+        searches and checks duplicates only among the unconverted ones.
+        """
+        self._detach(record.id)
+        record.values.update(links)
+        record.values["Converted__s"] = True
+        record.modified = self.tick()
+        record.values["Converted_Date_Time"] = iso(record.modified)
+        record.modified_by = API_USER
+        record.written_at = time.monotonic()
+        self.converted[record.id] = record
 
     def empty_recycle_bin(self) -> int:
         """Delete every record of the recycle bin for good; how many there were."""

@@ -103,8 +103,9 @@ class TestZohoContract(ZohoFacts):
         before = connector.api_calls
         records, _ = read_all(connector, None)
         assert len({r["id"] for r in records}) == 2050
-        # 11 keyset COQL pages and one read of the deleted Leads; no offset reaches a limit.
-        assert connector.api_calls - before == 12
+        # 11 keyset COQL pages, one of the changed Deals (none) and one read of the deleted
+        # Leads; no offset reaches a limit.
+        assert connector.api_calls - before == 13
 
     def test_a_lead_edited_between_pages_is_read_and_none_is_skipped(
         self, connector: ZohoConnector, emulator: ZohoEmulator
@@ -153,14 +154,14 @@ class TestZohoContract(ZohoFacts):
         later = ReadCursor(past, None, past).encode()
         assert [d for page in connector.read_changes(later) for d in page.deleted] == []
 
-    def test_an_idle_read_costs_one_query_and_one_deletions_read(
+    def test_a_read_that_finds_a_change_costs_leads_deals_and_deletions_queries(
         self, connector: ZohoConnector
     ) -> None:
-        self.write(connector, unique_email())
+        self.write(connector, unique_email())  # read again within the look-back: a change
         _, cursor = read_all(connector, None)
         before = connector.api_calls
         read_all(connector, cursor)
-        assert connector.api_calls - before == 2
+        assert connector.api_calls - before == 3
 
     def test_a_record_that_cannot_be_encoded_fails_alone(
         self, connector: ZohoConnector, emulator: ZohoEmulator

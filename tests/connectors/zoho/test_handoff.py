@@ -16,24 +16,12 @@ from leadrelay.sandbox.zoho import ZohoEmulator
 from leadrelay.sandbox.zoho.schema import API_USER, SEEDED_USERS
 from leadrelay.sandbox.zoho.store import StoredRecord
 from tests.connectors.zoho.test_contract import FAST, sandbox_settings
+from tests.zoho_sandbox import zoho_emulator, zoho_server  # noqa: F401 (fixtures)
 
 BRUNO = SEEDED_USERS[1]
 CHEN = SEEDED_USERS[2]
 DISABLED = SEEDED_USERS[5]
 DUE = datetime(2024, 6, 3, 15, 30, tzinfo=UTC)
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[SandboxServer]:
-    with SandboxServer(emulator_types=[ZohoEmulator]) as running:
-        yield running
-
-
-@pytest.fixture
-def emulator(server: SandboxServer) -> ZohoEmulator:
-    found = server.sandbox.emulators["zoho"]
-    assert isinstance(found, ZohoEmulator)
-    return found
 
 
 @pytest.fixture

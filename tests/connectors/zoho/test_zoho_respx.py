@@ -235,6 +235,10 @@ def test_keyset_conditions(cursor: ReadCursor | None, condition: str) -> None:
         ReadCursor(),
         ReadCursor(datetime(2024, 5, 1, 17, 30, tzinfo=UTC), 99, None),
         ReadCursor(datetime(2024, 5, 1, tzinfo=UTC), None, datetime(2024, 5, 2, tzinfo=UTC)),
+        ReadCursor(None, None, None, datetime(2024, 5, 3, tzinfo=UTC), 7),
+        ReadCursor(
+            datetime(2024, 5, 1, tzinfo=UTC), 4, None, datetime(2024, 5, 3, tzinfo=UTC), None
+        ),
     ],
 )
 def test_cursor_round_trips(cursor: ReadCursor) -> None:
@@ -246,7 +250,16 @@ def test_a_wave_1_cursor_resumes_from_its_second() -> None:
     assert ReadCursor.decode("2024-05-01T17:30:00+00:00|99") == ReadCursor(moment, None, moment)
 
 
-@pytest.mark.parametrize("text", ["yesterday", "2024-05-01T00:00:00+00:00|x|", "a|b|c|d", "|1|no"])
+def test_a_cursor_from_before_deals_were_read_reads_every_deal() -> None:
+    moment = datetime(2024, 5, 1, tzinfo=UTC)
+    cursor = ReadCursor.decode(ReadCursor(moment, None, moment).encode())
+    assert (cursor.deals_modified, cursor.deals_after_id) == (None, None)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["yesterday", "2024-05-01T00:00:00+00:00|x|", "a|b|c|d", "|1|no", "||||x", "|||then|"],
+)
 def test_a_garbled_cursor_is_refused_naming_it(text: str) -> None:
     with pytest.raises(ValueError, match="not a Zoho read cursor"):
         ReadCursor.decode(text)
