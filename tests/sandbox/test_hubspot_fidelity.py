@@ -136,11 +136,11 @@ def test_contacts_are_searched_by_every_name_of_their_object_type(
 
 def test_an_object_type_hubspot_cannot_resolve_is_a_400(hs: HubSpot) -> None:
     with pytest.raises(ObjectsApiException) as raised:
-        hs.crm.objects.basic_api.get_page("deals")
+        hs.crm.objects.basic_api.get_page("unicorns")
     body = json.loads(raised.value.body)
     assert raised.value.status == 400
     assert body["category"] == "VALIDATION_ERROR"
-    assert body["message"] == "Unable to infer object type from: deals"
+    assert body["message"] == "Unable to infer object type from: unicorns"
 
 
 @pytest.mark.parametrize(
