@@ -451,6 +451,9 @@ class SyncEngine:
             Side.SOURCE: source,
             Side.DESTINATION: destination,
         }
+        for side, connector in self.connectors.items():
+            # The flow's own mapping may name fields the connection's default does not read.
+            connector.read_mapped(self.mappings[side].system_fields())
         self.rules = FieldRules(dict(flow.field_rules))
         self.dry_run = dry_run
         self.run_id = run_id

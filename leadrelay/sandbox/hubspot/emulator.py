@@ -233,7 +233,10 @@ class HubSpotEmulator(Emulator):
             self.companies = CompanyStore(
                 self.store.now_ms, lambda: {owner.id for owner in self.owners}
             )
-            self.deals = DealStore(self.store.clock, lambda: {owner.id for owner in self.owners})
+            # The deals follow the contacts' clock, even one a test sets later.
+            self.deals = DealStore(
+                lambda: self.store.clock(), lambda: {owner.id for owner in self.owners}
+            )
             self.associations = Associations(
                 self._exists,
                 lambda: [(t.id, c) for t in self.tasks.tasks.values() for c in t.contacts],
