@@ -3,7 +3,6 @@ client (``hubspot-api-client`` with ``client_side_validation=True``) and plain H
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -22,24 +21,14 @@ from hubspot.crm.deals import (
 )
 from hubspot.crm.deals import SimplePublicObjectInputForCreate as DealInput
 
-from leadrelay.sandbox.hubspot import SANDBOX_ACCESS_TOKEN
-from leadrelay.sandbox.server import SandboxServer
-from tests.hubspot_sandbox import OfficialClients, hubspot_http, hubspot_server, reset_hubspot  # noqa: F401 (fixtures)
+from tests.hubspot_sandbox import (  # noqa: F401 (fixtures)
+    hubspot_server,
+    plain_http,
+    reset_hubspot,
+    validating_client,
+)
 
 DEALS = "/crm/v3/objects/deals"
-
-
-@pytest.fixture
-def hs(server: SandboxServer) -> Iterator[HubSpot]:
-    clients = OfficialClients(server)
-    yield clients.connect(SANDBOX_ACCESS_TOKEN, client_side_validation=True)
-    clients.close()
-
-
-@pytest.fixture
-def http(server: SandboxServer) -> Iterator[httpx.Client]:
-    with hubspot_http(server) as client:
-        yield client
 
 
 def contact(hs: HubSpot, email: str) -> str:

@@ -63,6 +63,7 @@ from leadrelay.connectors.hubspot.client import (
 from leadrelay.connectors.hubspot.deals import (
     DEAL_MODIFIED,
     choose_deal,
+    epoch_ms,
     join_cursor,
     outcome_fields,
     split_cursor,
@@ -201,26 +202,13 @@ def _flatten(item: Mapping[str, Any]) -> RawRecord:
     return record
 
 
-def _epoch_ms(value: Any) -> int:
-    """HubSpot's datetime value (ISO-8601 or epoch ms) in epoch milliseconds."""
-    text = str(value or "").strip()
-    if not text:
-        return 0
-    if text.isdigit():
-        return int(text)
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
-
-
 def _record_id(record: Mapping[str, Any]) -> int:
     raw = str(record.get(RECORD_ID) or "0")
     return int(raw) if raw.isdigit() else 0
 
 
 def _order(record: Mapping[str, Any], modified: str = LAST_MODIFIED) -> tuple[int, int]:
-    return _epoch_ms(record.get(modified)), _record_id(record)
+    return epoch_ms(record.get(modified)), _record_id(record)
 
 
 def _moment(ms: int) -> datetime | None:
@@ -230,7 +218,7 @@ def _moment(ms: int) -> datetime | None:
 def _merged_into(record: Mapping[str, Any]) -> list[Deletion]:
     """The ids merged into ``record`` (its ``hs_merged_object_ids``), as deletions."""
     survivor = str(record.get(RECORD_ID) or "")
-    at = _moment(_epoch_ms(record.get(LAST_MODIFIED)))
+    at = _moment(epoch_ms(record.get(LAST_MODIFIED)))
     merged = str(record.get(MERGED_IDS) or "").split(";")
     return [Deletion(old, survivor, at) for old in merged if old.strip() and old != survivor]
 
@@ -609,26 +597,31 @@ class HubSpotConnector(Connector[HubSpotConnection]):
                 )
         return found
 
-    def _read_deals(self, ids: Sequence[str]) -> dict[str, RawRecord]:
-        """Deals by id (``batch/read``, 100 a call); archived or unknown ones are absent."""
-        found: dict[str, RawRecord] = {}
+    def _batch_read(self, objects: str, ids: Iterable[str]) -> list[RawRecord]:
+        """Contacts or deals by id (``batch/read``, 100 a call); archived or unknown ones are
+        absent (HubSpot's 207 ``OBJECT_NOT_FOUND`` entries are not failures)."""
+        contacts = objects == "contacts"
+        api = self._apis.contacts_batch if contacts else self._apis.deals_batch
+        found: list[RawRecord] = []
         for chunk in _chunks(_unique(ids), self.batch_size):
             body = {
                 "inputs": [{"id": key} for key in chunk],
-                "properties": self._deal_properties(),
+                "properties": self._properties() if contacts else self._deal_properties(),
                 "propertiesWithHistory": [],
             }
             response = self._call(
-                f"batch read of {len(chunk)} deals",
+                f"batch read of {len(chunk)} {objects} by id",
                 "POST",
-                f"{_DEALS}/batch/read",
-                self._apis.deals_batch.read_with_http_info,
+                f"{_CONTACTS if contacts else _DEALS}/batch/read",
+                api.read_with_http_info,
                 body,
             )
-            for item in response.items("results"):
-                record = _flatten(item)
-                found[str(record[RECORD_ID])] = record
+            found.extend(_flatten(item) for item in response.items("results"))
         return found
+
+    def _read_deals(self, ids: Sequence[str]) -> dict[str, RawRecord]:
+        """Deals by id; archived or unknown ones are absent."""
+        return {str(r[RECORD_ID]): r for r in self._batch_read("deals", ids)}
 
     def _attach_deals(
         self, records: Sequence[RawRecord], known: Mapping[str, RawRecord] | None = None
@@ -673,7 +666,7 @@ class HubSpotConnector(Connector[HubSpotConnection]):
             properties=[RECORD_ID],
             archived=True,
         ):
-            at = _epoch_ms(item.get("archivedAt"))
+            at = epoch_ms(item.get("archivedAt"))
             if since_ms is None or at >= since_ms:
                 deletions.append(Deletion(str(item.get("id")), None, _moment(at)))
         return deletions
@@ -724,27 +717,13 @@ class HubSpotConnector(Connector[HubSpotConnection]):
                 ]
                 for key in {normalize_email(e) for e in emails} & asked:
                     found[key] = record
-        for chunk in _chunks(_unique(str(i) for i in ids or ()), self.batch_size):
-            body = {
-                "inputs": [{"id": record_id} for record_id in chunk],
-                "properties": self._properties(),
-                "propertiesWithHistory": [],
-            }
-            response = self._call(
-                f"batch read of {len(chunk)} contacts by id",
-                "POST",
-                f"{_CONTACTS}/batch/read",
-                self._apis.contacts_batch.read_with_http_info,
-                body,
-            )
-            asked = set(chunk)
-            for item in response.items("results"):
-                record = _flatten(item)
-                found[str(record[RECORD_ID])] = record
-                # HubSpot answers a merged-away id with the record it was merged into.
-                for merge in _merged_into(record):
-                    if merge.record_id in asked:
-                        found[merge.record_id] = record
+        asked_ids = {str(i) for i in ids or ()}
+        for record in self._batch_read("contacts", (str(i) for i in ids or ())):
+            found[str(record[RECORD_ID])] = record
+            # HubSpot answers a merged-away id with the record it was merged into.
+            for merge in _merged_into(record):
+                if merge.record_id in asked_ids:
+                    found[merge.record_id] = record
         return found
 
     # -- writing ------------------------------------------------------------------------
@@ -1209,7 +1188,7 @@ class HubSpotConnector(Connector[HubSpotConnection]):
             owner = values.get(OWNER)
             if not isinstance(domain, str) or not domain.strip() or owner in (None, ""):
                 continue
-            created = _epoch_ms(item.get("createdAt") or values.get(CREATED))
+            created = epoch_ms(item.get("createdAt") or values.get(CREATED))
             key = str(item.get("id") or "")
             found.append((created, int(key) if key.isdigit() else 0, domain, str(owner)))
         found.sort(key=lambda row: (row[0], row[1]))

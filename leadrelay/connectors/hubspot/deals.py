@@ -14,7 +14,14 @@ from typing import Any
 
 from leadrelay.connectors.hubspot.fields import DEAL_PREFIX
 
-__all__ = ["DEAL_MODIFIED", "choose_deal", "join_cursor", "outcome_fields", "split_cursor"]
+__all__ = [
+    "DEAL_MODIFIED",
+    "choose_deal",
+    "epoch_ms",
+    "join_cursor",
+    "outcome_fields",
+    "split_cursor",
+]
 
 #: When HubSpot last changed a deal (the deals' incremental reads run on it).
 DEAL_MODIFIED = "hs_lastmodifieddate"
@@ -22,16 +29,14 @@ DEAL_MODIFIED = "hs_lastmodifieddate"
 _DEALS_PART = "|deals="
 
 
-def _ms(value: Any) -> int:
+def epoch_ms(value: Any) -> int:
+    """HubSpot's datetime value (ISO-8601 or epoch ms) in epoch milliseconds (0: none)."""
     text = str(value or "").strip()
     if not text:
         return 0
     if text.isdigit():
         return int(text)
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return 0
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp() * 1000)
@@ -54,8 +59,10 @@ def choose_deal(deals: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
         return None
     won = [d for d in deals if str(d.get("hs_is_closed_won") or "").lower() == "true"]
     if won:
-        return max(won, key=lambda d: (_ms(d.get("closedate")), _ms(d.get("createdate")), _id(d)))
-    return max(deals, key=lambda d: (_ms(d.get("createdate")), _id(d)))
+        return max(
+            won, key=lambda d: (epoch_ms(d.get("closedate")), epoch_ms(d.get("createdate")), _id(d))
+        )
+    return max(deals, key=lambda d: (epoch_ms(d.get("createdate")), _id(d)))
 
 
 def outcome_fields(deal: Mapping[str, Any] | None, names: Sequence[str]) -> dict[str, Any]:

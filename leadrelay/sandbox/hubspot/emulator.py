@@ -30,6 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from leadrelay.sandbox.base import Emulator, Sandbox, SchemaChangeError
 from leadrelay.sandbox.hubspot.associations import (
     OBJECT_TYPE_NAMES,
+    TYPES,
     Associations,
     object_type,
 )
@@ -564,18 +565,25 @@ class HubSpotEmulator(Emulator):
                 for name in history
                 if self.schema.exists(name)
             }
+        associated = self._associated(call, "contacts", contact.id)
+        if associated:
+            body["associations"] = associated
+        return body
+
+    def _associated(self, call: _Call, from_type: str, record_id: int) -> dict[str, Any]:
+        """The ``associations`` a read asks for, by type (v3 names)."""
         associated: dict[str, Any] = {}
         for name in call.query_list("associations") or []:
             to_type = object_type(name)
-            kind = self.associations.kind("contacts", to_type)
-            found = self.associations.targets("contacts", contact.id, to_type)
+            if from_type != "contacts" and (from_type, to_type) not in TYPES:
+                continue  # the sandbox keeps a deal's contacts only
+            kind = self.associations.kind(from_type, to_type)
+            found = self.associations.targets(from_type, record_id, to_type)
             if found:
                 # HubSpot leaves out the types with nothing associated.
                 results = [{"id": str(t), "type": kind.v3_name} for t in found]
                 associated[to_type] = {"results": results}
-        if associated:
-            body["associations"] = associated
-        return body
+        return associated
 
     def _create_contact(self, call: _Call) -> Response:
         body = _object(call.body)
@@ -959,16 +967,7 @@ class HubSpotEmulator(Emulator):
     def _deal_body(self, call: _Call, deal: Contact, wanted: list[str] | None) -> Any:
         """A deal as a read answers it, with the ``associations`` the query asks for."""
         body = self.deals.render(deal, wanted)
-        associated: dict[str, Any] = {}
-        for name in call.query_list("associations") or []:
-            to_type = object_type(name)
-            if to_type != "contacts":
-                continue  # the sandbox associates deals with contacts only
-            kind = self.associations.kind("deals", to_type)
-            found = self.associations.targets("deals", deal.id, to_type)
-            if found:
-                results = [{"id": str(t), "type": kind.v3_name} for t in found]
-                associated[to_type] = {"results": results}
+        associated = self._associated(call, "deals", deal.id)
         if associated:
             body["associations"] = associated
         return body

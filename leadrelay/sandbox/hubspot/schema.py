@@ -221,6 +221,31 @@ def make_property(
     return definition
 
 
+def hubspot_set_properties(group: str) -> list[dict[str, Any]]:
+    """``createdate``, ``hs_lastmodifieddate`` and ``hs_object_id``: what HubSpot sets on every
+    record of an object other than contacts (companies, deals), read only."""
+    return [
+        make_property("createdate", "Create Date", "datetime", "date", group=group, read_only=True),
+        make_property(
+            "hs_lastmodifieddate",
+            "Last Modified Date",
+            "datetime",
+            "date",
+            group=group,
+            read_only=True,
+        ),
+        make_property(
+            "hs_object_id",
+            "Record ID",
+            "number",
+            "number",
+            group=group,
+            read_only=True,
+            has_unique_value=True,
+        ),
+    ]
+
+
 def legacy_property(definition: dict[str, Any]) -> dict[str, Any]:
     """A v3 property definition in the shape of the legacy properties API (v1/v2): a flat
     object with the read-only flags at the top level and times in epoch milliseconds
