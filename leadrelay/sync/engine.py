@@ -446,14 +446,14 @@ class SyncEngine:
         self.flow = flow
         self.source = source
         self.destination = destination
+        # The flow's own mapping may name fields the connection's default does not read.
+        source.read_mapped(source_mapping.system_fields())
+        destination.read_mapped(destination_mapping.system_fields())
         self.mappings = {Side.SOURCE: source_mapping, Side.DESTINATION: destination_mapping}
         self.connectors: dict[Side, Connector[Any]] = {
             Side.SOURCE: source,
             Side.DESTINATION: destination,
         }
-        for side, connector in self.connectors.items():
-            # The flow's own mapping may name fields the connection's default does not read.
-            connector.read_mapped(self.mappings[side].system_fields())
         self.rules = FieldRules(dict(flow.field_rules))
         self.dry_run = dry_run
         self.run_id = run_id

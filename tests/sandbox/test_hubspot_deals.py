@@ -253,3 +253,26 @@ def test_deal_properties_are_listed_with_their_options(hs: HubSpot) -> None:
     assert {"closed_won_reason", "closed_lost_reason", "deal_currency_code"} <= props.keys()
     assert "closedwon" in {o.value for o in props["dealstage"].options}
     assert props["hs_is_closed_won"].modification_metadata.read_only_value is True
+
+
+def test_the_v3_batch_read_answers_a_contacts_deals(hs: HubSpot, http: httpx.Client) -> None:
+    ada = contact(hs, "ada@example.com")
+    deal_id = deal(hs, "qualifiedtobuy", ada)
+
+    response = http.post(
+        "/crm/v3/associations/contacts/deals/batch/read", json={"inputs": [{"id": ada}]}
+    )
+
+    assert response.status_code == 200, response.text
+    assert response.json()["results"] == [
+        {"from": {"id": ada}, "to": [{"id": deal_id, "type": "contact_to_deal"}]}
+    ]
+
+
+def test_a_deal_read_with_associations_lists_its_contacts(hs: HubSpot) -> None:
+    ada = contact(hs, "ada@example.com")
+    deal_id = deal(hs, "qualifiedtobuy", ada)
+
+    read = hs.crm.deals.basic_api.get_by_id(deal_id, associations=["contacts"])
+
+    assert [a.id for a in read.associations["contacts"].results] == [ada]

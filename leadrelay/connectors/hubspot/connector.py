@@ -1354,10 +1354,6 @@ class _Read:
             self.start = (stamp, last_id) if last_id is not None else (stamp - 1, _ALL)
         self.horizon: int | None = None
 
-    def order(self, record: Mapping[str, Any]) -> tuple[int, int]:
-        """A record's position: its change time, then its id."""
-        return _order(record, self.modified)
-
     def search(self, filters: list[dict[str, str]], sort: str) -> _Found:
         found = self.connector._search(filters, sort, self.objects)
         if self.horizon is None:
@@ -1379,10 +1375,8 @@ class _Read:
         """The contacts archived since the archived list was last read, when it is due."""
         connector, previous, now = self.connector, self.archived_read, self.server_ms
         assert now is not None
-        if (
-            self.objects != "contacts"
-            or not connector.read_archived
-            or (previous is not None and now - previous < connector.deletions_every_ms)
+        if not connector.read_archived or (
+            previous is not None and now - previous < connector.deletions_every_ms
         ):
             return []
         found = connector._archived_since(
@@ -1400,7 +1394,7 @@ class _Read:
     def last_page(self, records: list[RawRecord]) -> Page:
         assert self.horizon is not None
         deleted = {d.record_id: d for r in records for d in _merged_into(r)}
-        for gone in self.archived():
+        for gone in self.archived() if self.objects == "contacts" else ():
             deleted.setdefault(gone.record_id, gone)
         return Page(
             records, self.cursor((self.horizon, _ALL)), tuple(deleted.values()), len(records)
@@ -1459,3 +1453,7 @@ class _Read:
             yield self.page(fresh, (stamp, after_id))
             if not found.more:
                 return
+
+    def order(self, record: Mapping[str, Any]) -> tuple[int, int]:
+        """A record's position: its change time, then its id."""
+        return _order(record, self.modified)
