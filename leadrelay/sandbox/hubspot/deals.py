@@ -359,7 +359,3 @@ class DealStore(ContactStore):
         props["hs_is_closed_won"] = "true" if stage.won else "false"
         props["hs_is_closed_lost"] = "true" if stage.closed and not stage.won else "false"
         props["hs_deal_stage_probability"] = stage.probability
-
-    def merge(self, body: Any) -> Any:
-        """Deals are not merged through this sandbox."""
-        raise validation_error("The sandbox does not merge deals")
