@@ -114,7 +114,6 @@ def check_connection(
             return results
         if create_fields:
             results.append(_create_fields(config, name, subject, connector))
-        schema = connector.describe()
         for override in _mapping_files(config, name):
             label = override.name if override else f"{settings.kind} mapping"
             try:
@@ -125,6 +124,9 @@ def check_connection(
                     for problem in exc.problems
                 )
                 continue
+            # A mapping may name fields the connection reads only for it (HubSpot's deals).
+            connector.read_mapped(mapping.system_fields())
+            schema = connector.describe()
             problems = mapping.validate_against(schema)
             results.extend(
                 CheckResult(f"{subject} {label}", False, str(problem)) for problem in problems

@@ -79,6 +79,21 @@ class OfficialClients:
             api_client.close()
 
 
+@pytest.fixture(name="hs")
+def validating_client(server: SandboxServer) -> Iterator[HubSpot]:
+    """Fixture ``hs``: the official client, checking every answer against its models."""
+    clients = OfficialClients(server)
+    yield clients.connect(SANDBOX_ACCESS_TOKEN, client_side_validation=True)
+    clients.close()
+
+
+@pytest.fixture(name="http")
+def plain_http(server: SandboxServer) -> Iterator[httpx.Client]:
+    """Fixture ``http``: plain HTTP on the sandbox's HubSpot API (:func:`hubspot_http`)."""
+    with hubspot_http(server) as client:
+        yield client
+
+
 def hubspot_api(
     server: SandboxServer, method: str, path: str, body: Any = None, *, expect: int | None = None
 ) -> Any:

@@ -35,7 +35,7 @@ import importlib.metadata
 import importlib.util
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -401,6 +401,10 @@ class Connector(ABC, Generic[SettingsT]):
     def use_credentials(self, cache: CredentialCache) -> None:
         """Keep tokens, sessions and schema reads in ``cache`` (shared across processes)."""
         self.credentials = cache
+
+    def read_mapped(self, fields: Iterable[str]) -> None:
+        """The system fields a flow's mapping names, before its first read: a connector that
+        chooses what it reads adds them (HubSpot's properties; default: nothing to do)."""
 
     # -- bookkeeping ----------------------------------------------------------------------
 

@@ -2,8 +2,9 @@
 
 A lead that sales writes back as rejected (stage ``disqualified`` or ``lost``, or a rejection
 reason on a lead still in the funnel) must carry a ``rejection_reason``; one without is reported
-as a :class:`RecycleProblem`, never guessed. Each reason maps to a play by
-:class:`RecycleConfig` (``[recycle]``):
+as a :class:`RecycleProblem`, never guessed. A lost deal's ``outcome_reason`` stands for it
+(:data:`LOSS_REJECTIONS`: a deal lost on timing is nurtured like a lead rejected on timing).
+Each reason maps to a play by :class:`RecycleConfig` (``[recycle]``):
 
 * ``nurture`` — back to marketing: stage ``recycled``, re-entry after ``days`` (the date is kept
   in ``Lead.custom["reentry_at"]`` as ISO 8601 text; :func:`reenter` brings the lead back);
@@ -25,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from leadrelay.handoff.routing import Assignment, Router, apply_assignment
 from leadrelay.handoff.signals import parse_time
-from leadrelay.model import Lead, RejectionReason, Stage
+from leadrelay.model import Lead, OutcomeReason, RejectionReason, Stage
 
 #: ``Lead.custom`` key of a nurtured lead's re-entry date (ISO 8601).
 REENTRY_KEY = "reentry_at"
@@ -34,6 +35,19 @@ MERGED_INTO_KEY = "merged_into"
 
 #: Stages that mean sales rejected or closed the lead without a win.
 REJECTED_STAGES: frozenset[Stage] = frozenset({Stage.DISQUALIFIED, Stage.LOST})
+
+#: The rejection a lost deal's reason plays as, when the lead carries no rejection reason.
+LOSS_REJECTIONS: dict[OutcomeReason, RejectionReason] = {
+    OutcomeReason.COMPETITOR: RejectionReason.COMPETITOR,
+    OutcomeReason.TIMING: RejectionReason.TIMING,
+    OutcomeReason.NO_BUDGET: RejectionReason.TIMING,
+    OutcomeReason.NO_DECISION: RejectionReason.NO_NEED,
+    OutcomeReason.PRICE: RejectionReason.OTHER,
+    OutcomeReason.PRODUCT_GAP: RejectionReason.OTHER,
+    OutcomeReason.PRODUCT_FIT: RejectionReason.OTHER,
+    OutcomeReason.RELATIONSHIP: RejectionReason.OTHER,
+    OutcomeReason.OTHER: RejectionReason.OTHER,
+}
 
 
 class PlayKind(StrEnum):
@@ -154,10 +168,13 @@ def plan_recycle(
     if not is_rejected(lead):
         return None
     reason = lead.rejection_reason
+    what = f"rejected as {reason.value}" if reason is not None else ""
+    if reason is None and lead.stage is Stage.LOST and lead.outcome_reason is not None:
+        reason = LOSS_REJECTIONS[lead.outcome_reason]
+        what = f"lost on {lead.outcome_reason.value} (played as {reason.value})"
     if reason is None:
         return RecycleProblem(lead.key, f"rejected (stage {lead.stage.value}) without a reason")
     play = (config or RecycleConfig()).play_for(reason)
-    what = f"rejected as {reason.value}"
     if play.play is PlayKind.NURTURE:
         assert play.days is not None
         reentry = now + timedelta(days=play.days)

@@ -450,6 +450,9 @@ class SyncEngine:
         self.flow = flow
         self.source = source
         self.destination = destination
+        # The flow's own mapping may name fields the connection's default does not read.
+        source.read_mapped(source_mapping.system_fields())
+        destination.read_mapped(destination_mapping.system_fields())
         self.mappings = {Side.SOURCE: source_mapping, Side.DESTINATION: destination_mapping}
         self.connectors: dict[Side, Connector[Any]] = {
             Side.SOURCE: source,

@@ -9,7 +9,6 @@ legacy properties API, top-level search ``filters``, text HubSpot refuses, unkno
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -29,26 +28,16 @@ from hubspot.crm.contacts import (
 from hubspot.crm.objects import PublicObjectSearchRequest
 from hubspot.crm.objects.exceptions import ApiException as ObjectsApiException
 
-from leadrelay.sandbox.hubspot import SANDBOX_ACCESS_TOKEN
 from leadrelay.sandbox.server import SandboxServer
-from tests.hubspot_sandbox import OfficialClients, hubspot_http, hubspot_server, reset_hubspot  # noqa: F401 (fixtures)
+from tests.hubspot_sandbox import (  # noqa: F401 (fixtures)
+    hubspot_server,
+    plain_http,
+    reset_hubspot,
+    validating_client,
+)
 
 CONTACTS = "/crm/v3/objects/contacts"
 ERROR_KEYS = {"status", "message", "correlationId", "category"}
-
-
-@pytest.fixture
-def hs(server: SandboxServer) -> Iterator[HubSpot]:
-    """The official client, checking every answer against its models."""
-    clients = OfficialClients(server)
-    yield clients.connect(SANDBOX_ACCESS_TOKEN, client_side_validation=True)
-    clients.close()
-
-
-@pytest.fixture
-def http(server: SandboxServer) -> Iterator[httpx.Client]:
-    with hubspot_http(server) as client:
-        yield client
 
 
 def create(hs: HubSpot, **props: str) -> str:
@@ -136,11 +125,11 @@ def test_contacts_are_searched_by_every_name_of_their_object_type(
 
 def test_an_object_type_hubspot_cannot_resolve_is_a_400(hs: HubSpot) -> None:
     with pytest.raises(ObjectsApiException) as raised:
-        hs.crm.objects.basic_api.get_page("deals")
+        hs.crm.objects.basic_api.get_page("unicorns")
     body = json.loads(raised.value.body)
     assert raised.value.status == 400
     assert body["category"] == "VALIDATION_ERROR"
-    assert body["message"] == "Unable to infer object type from: deals"
+    assert body["message"] == "Unable to infer object type from: unicorns"
 
 
 @pytest.mark.parametrize(

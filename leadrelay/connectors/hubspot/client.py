@@ -113,6 +113,9 @@ class HubSpotApis:
         self.owners = client.crm.owners.owners_api
         self.tasks = client.crm.objects.tasks.basic_api
         self.companies = client.crm.companies.basic_api
+        self.deals_batch = client.crm.deals.batch_api
+        self.deals_search = client.crm.deals.search_api
+        self.associations = client.crm.associations.v4.batch_api
         self.tokens = client.oauth.tokens_api
         self._all: list[Any] = [
             self.contacts_basic,
@@ -122,6 +125,9 @@ class HubSpotApis:
             self.owners,
             self.tasks,
             self.companies,
+            self.deals_batch,
+            self.deals_search,
+            self.associations,
             self.tokens,
         ]
 

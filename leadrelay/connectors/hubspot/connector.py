@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar, Self, TypeVar
 from urllib.parse import urlsplit
@@ -60,9 +60,19 @@ from leadrelay.connectors.hubspot.client import (
     existing_id,
     explain,
 )
+from leadrelay.connectors.hubspot.deals import (
+    DEAL_MODIFIED,
+    choose_deal,
+    epoch_ms,
+    join_cursor,
+    outcome_fields,
+    split_cursor,
+)
 from leadrelay.connectors.hubspot.fields import (
     ADDITIONAL_EMAILS,
     CREATED,
+    DEAL_PREFIX,
+    DEAL_REQUIRED_READ,
     EMAIL,
     LAST_MODIFIED,
     LIFECYCLE_STAGE,
@@ -88,6 +98,7 @@ T = TypeVar("T")
 _CONTACTS = "/crm/v3/objects/contacts"
 _TASKS = "/crm/v3/objects/tasks"
 _COMPANIES = "/crm/v3/objects/companies"
+_DEALS = "/crm/v3/objects/deals"
 #: The company properties :meth:`HubSpotConnector.account_owners` reads.
 _COMPANY_DOMAIN, _COMPANY_WEBSITE = "domain", "website"
 #: HubSpot's HUBSPOT_DEFINED association type of task → contact.
@@ -191,26 +202,13 @@ def _flatten(item: Mapping[str, Any]) -> RawRecord:
     return record
 
 
-def _epoch_ms(value: Any) -> int:
-    """HubSpot's datetime value (ISO-8601 or epoch ms) in epoch milliseconds."""
-    text = str(value or "").strip()
-    if not text:
-        return 0
-    if text.isdigit():
-        return int(text)
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
-
-
 def _record_id(record: Mapping[str, Any]) -> int:
     raw = str(record.get(RECORD_ID) or "0")
     return int(raw) if raw.isdigit() else 0
 
 
-def _order(record: Mapping[str, Any]) -> tuple[int, int]:
-    return _epoch_ms(record.get(LAST_MODIFIED)), _record_id(record)
+def _order(record: Mapping[str, Any], modified: str = LAST_MODIFIED) -> tuple[int, int]:
+    return epoch_ms(record.get(modified)), _record_id(record)
 
 
 def _moment(ms: int) -> datetime | None:
@@ -220,7 +218,7 @@ def _moment(ms: int) -> datetime | None:
 def _merged_into(record: Mapping[str, Any]) -> list[Deletion]:
     """The ids merged into ``record`` (its ``hs_merged_object_ids``), as deletions."""
     survivor = str(record.get(RECORD_ID) or "")
-    at = _moment(_epoch_ms(record.get(LAST_MODIFIED)))
+    at = _moment(epoch_ms(record.get(LAST_MODIFIED)))
     merged = str(record.get(MERGED_IDS) or "").split(";")
     return [Deletion(old, survivor, at) for old in merged if old.strip() and old != survivor]
 
@@ -468,22 +466,41 @@ class HubSpotConnector(Connector[HubSpotConnection]):
         )
 
     def _properties(self) -> list[str]:
-        return _unique([*REQUIRED_READ, *self.read_properties])
+        """The contact properties read (deal properties, ``deal.<name>``, are not)."""
+        contact = (name for name in self.read_properties if not name.startswith(DEAL_PREFIX))
+        return _unique([*REQUIRED_READ, *contact])
+
+    def _deal_properties(self) -> list[str]:
+        """The deal properties read: those :attr:`read_properties` names as ``deal.<name>``,
+        with :data:`DEAL_REQUIRED_READ`; [] when it names none (deals are then never read)."""
+        named = [n[len(DEAL_PREFIX) :] for n in self.read_properties if n.startswith(DEAL_PREFIX)]
+        return _unique([*DEAL_REQUIRED_READ, *named]) if named else []
+
+    def read_mapped(self, fields: Iterable[str]) -> None:
+        """Read the properties a flow's mapping names too (``deal.<name>``: the contact's
+        deal); the ones already read stay. A property the portal lacks is left out of the
+        answers by HubSpot."""
+        added = [name for name in fields if name and name not in self.read_properties]
+        if added:
+            self.read_properties = [*self.read_properties, *added]
 
     # -- reading ------------------------------------------------------------------------
 
-    def _search(self, filters: list[dict[str, str]], sort: str) -> _Found:
+    def _search(
+        self, filters: list[dict[str, str]], sort: str, objects: str = "contacts"
+    ) -> _Found:
         body = {
             "filterGroups": [{"filters": filters}],
             "sorts": [{"propertyName": sort, "direction": "ASCENDING"}],
-            "properties": self._properties(),
+            "properties": self._properties() if objects == "contacts" else self._deal_properties(),
             "limit": self.page_size,
         }
+        api = self._apis.contacts_search if objects == "contacts" else self._apis.deals_search
         response = self._call(
-            "search of changed contacts",
+            f"search of changed {objects}",
             "POST",
-            f"{_CONTACTS}/search",
-            self._apis.contacts_search.do_search_with_http_info,
+            f"{_CONTACTS if objects == 'contacts' else _DEALS}/search",
+            api.do_search_with_http_info,
             body,
             search=True,
         )
@@ -522,10 +539,116 @@ class HubSpotConnector(Connector[HubSpotConnection]):
         :class:`Deletion` merged into it, on its own page (HubSpot merges into a new record;
         both former ids point to it). Contacts archived since the archived list was last read
         (``GET …/contacts?archived=true``, by ``archivedAt``) are reported on the last page.
+
+        Deals, when :attr:`read_properties` names deal properties (``deal.<name>``): every
+        contact read carries its deal's values (:meth:`_attach_deals`), and after the contacts
+        the deals changed since the cursor's deal part are read the same keyset way (on
+        ``hs_lastmodifieddate``); each page of them becomes a page of their contacts. An idle
+        run then costs two searches.
         """
         self.require(Capability.READ_INCREMENTAL)
-        read = _Read(self, cursor)
-        yield from read.pages()
+        contact_cursor, deal_cursor = split_cursor(cursor)
+        if not self._deal_properties():
+            yield from _Read(self, contact_cursor).pages()
+            return
+        position = contact_cursor
+        for page in _Read(self, contact_cursor).pages():
+            self._attach_deals(page.records)
+            position = page.cursor
+            yield replace(page, cursor=join_cursor(page.cursor, deal_cursor))
+        for page in _Read(self, deal_cursor, "deals").pages():
+            yield Page(
+                self._contacts_of_deals(page.records),
+                join_cursor(position, page.cursor),
+                (),
+                page.remaining,
+            )
+
+    # -- deals (HubSpot as the CRM) -------------------------------------------------------
+
+    def _associated(self, from_type: str, to_type: str, ids: Sequence[str]) -> dict[str, list[str]]:
+        """The ids of ``to_type`` associated with each of ``ids`` (v4 batch read, 100 a call;
+        HubSpot answers the ones with none as 207 ``NO_ASSOCIATIONS_FOUND`` entries)."""
+        found: dict[str, list[str]] = {}
+        path = f"/crm/v4/associations/{from_type}/{to_type}/batch/read"
+        for chunk in _chunks(_unique(ids), self.batch_size):
+            response = self._call(
+                f"batch read of the {to_type} of {len(chunk)} {from_type}",
+                "POST",
+                path,
+                self._apis.associations.get_page_with_http_info,
+                from_type,
+                to_type,
+                {"inputs": [{"id": key} for key in chunk]},
+            )
+            for item in response.items("results"):
+                source = item.get("from")
+                targets = item.get("to")
+                if not isinstance(source, dict) or not isinstance(targets, list):
+                    continue
+                found.setdefault(str(source.get("id")), []).extend(
+                    str(t["toObjectId"])
+                    for t in targets
+                    if isinstance(t, dict) and t.get("toObjectId") is not None
+                )
+        return found
+
+    def _batch_read(self, objects: str, ids: Iterable[str]) -> list[RawRecord]:
+        """Contacts or deals by id (``batch/read``, 100 a call); archived or unknown ones are
+        absent (HubSpot's 207 ``OBJECT_NOT_FOUND`` entries are not failures)."""
+        contacts = objects == "contacts"
+        api = self._apis.contacts_batch if contacts else self._apis.deals_batch
+        found: list[RawRecord] = []
+        for chunk in _chunks(_unique(ids), self.batch_size):
+            body = {
+                "inputs": [{"id": key} for key in chunk],
+                "properties": self._properties() if contacts else self._deal_properties(),
+                "propertiesWithHistory": [],
+            }
+            response = self._call(
+                f"batch read of {len(chunk)} {objects} by id",
+                "POST",
+                f"{_CONTACTS if contacts else _DEALS}/batch/read",
+                api.read_with_http_info,
+                body,
+            )
+            found.extend(_flatten(item) for item in response.items("results"))
+        return found
+
+    def _read_deals(self, ids: Sequence[str]) -> dict[str, RawRecord]:
+        """Deals by id; archived or unknown ones are absent."""
+        return {str(r[RECORD_ID]): r for r in self._batch_read("deals", ids)}
+
+    def _attach_deals(
+        self, records: Sequence[RawRecord], known: Mapping[str, RawRecord] | None = None
+    ) -> None:
+        """Give each contact record its deal's values as ``deal.<name>`` (all None for a
+        contact with no deal): two calls per 100 contacts, the associations and the deals
+        (``known`` ones are not read again). Which deal: see
+        :func:`~leadrelay.connectors.hubspot.deals.choose_deal`."""
+        names = self._deal_properties()
+        if not names or not records:
+            return
+        links = self._associated("contacts", "deals", [str(r.get(RECORD_ID)) for r in records])
+        deals = dict(known or {})
+        wanted = [d for found in links.values() for d in found if d not in deals]
+        deals.update(self._read_deals(wanted))
+        for record in records:
+            linked = links.get(str(record.get(RECORD_ID)), [])
+            chosen = choose_deal([deals[d] for d in linked if d in deals])
+            record.update(outcome_fields(chosen, names))
+
+    def _contacts_of_deals(self, deals: Sequence[RawRecord]) -> list[RawRecord]:
+        """The contacts of changed deals, each with its deal's values (a contact's deal may
+        be another of its deals: see :meth:`_attach_deals`)."""
+        if not deals:
+            return []
+        by_deal = self._associated("deals", "contacts", [str(d.get(RECORD_ID)) for d in deals])
+        contact_ids = _unique(c for found in by_deal.values() for c in found)
+        found = self._read_contacts(ids=contact_ids)
+        records = list({str(r[RECORD_ID]): r for r in found.values()}.values())
+        self._attach_deals(records, {str(d[RECORD_ID]): d for d in deals})
+        return records
 
     def _archived_since(self, since_ms: int | None) -> list[Deletion]:
         """Contacts archived at or after ``since_ms`` (every archived one when None), from the
@@ -539,7 +662,7 @@ class HubSpotConnector(Connector[HubSpotConnection]):
             properties=[RECORD_ID],
             archived=True,
         ):
-            at = _epoch_ms(item.get("archivedAt"))
+            at = epoch_ms(item.get("archivedAt"))
             if since_ms is None or at >= since_ms:
                 deletions.append(Deletion(str(item.get("id")), None, _moment(at)))
         return deletions
@@ -551,9 +674,19 @@ class HubSpotConnector(Connector[HubSpotConnection]):
 
         Keys are lower-cased emails and record ids; not found ones are absent (HubSpot's
         207 ``OBJECT_NOT_FOUND`` entries are not failures). An id merged into another contact
-        maps to that contact, whose ``hs_object_id`` differs from the key.
+        maps to that contact, whose ``hs_object_id`` differs from the key. When deals are read,
+        each contact carries its deal's values (as in :meth:`read_changes`).
         """
         self.require(Capability.LOOKUP)
+        found = self._read_contacts(emails, ids)
+        unique = list({str(r.get(RECORD_ID)): r for r in found.values()}.values())
+        self._attach_deals(unique)
+        return found
+
+    def _read_contacts(
+        self, emails: Sequence[str] | None = None, ids: Sequence[str] | None = None
+    ) -> dict[str, RawRecord]:
+        """:meth:`lookup` without the deals."""
         found: dict[str, RawRecord] = {}
         wanted = _unique(normalize_email(e) for e in emails or () if e and e.strip())
         for chunk in _chunks(wanted, self.batch_size):
@@ -580,27 +713,13 @@ class HubSpotConnector(Connector[HubSpotConnection]):
                 ]
                 for key in {normalize_email(e) for e in emails} & asked:
                     found[key] = record
-        for chunk in _chunks(_unique(str(i) for i in ids or ()), self.batch_size):
-            body = {
-                "inputs": [{"id": record_id} for record_id in chunk],
-                "properties": self._properties(),
-                "propertiesWithHistory": [],
-            }
-            response = self._call(
-                f"batch read of {len(chunk)} contacts by id",
-                "POST",
-                f"{_CONTACTS}/batch/read",
-                self._apis.contacts_batch.read_with_http_info,
-                body,
-            )
-            asked = set(chunk)
-            for item in response.items("results"):
-                record = _flatten(item)
-                found[str(record[RECORD_ID])] = record
-                # HubSpot answers a merged-away id with the record it was merged into.
-                for merge in _merged_into(record):
-                    if merge.record_id in asked:
-                        found[merge.record_id] = record
+        asked_ids = {str(i) for i in ids or ()}
+        for record in self._batch_read("contacts", (str(i) for i in ids or ())):
+            found[str(record[RECORD_ID])] = record
+            # HubSpot answers a merged-away id with the record it was merged into.
+            for merge in _merged_into(record):
+                if merge.record_id in asked_ids:
+                    found[merge.record_id] = record
         return found
 
     # -- writing ------------------------------------------------------------------------
@@ -878,9 +997,10 @@ class HubSpotConnector(Connector[HubSpotConnection]):
         token = settings.access_token.get_secret_value() if settings.access_token else ""
         return token, token
 
-    def _properties_key(self) -> tuple[str, str]:
+    def _properties_key(self, objects: str = "contacts") -> tuple[str, str]:
         identity, secret = self._cache_identity()
-        return cache_key("hubspot", self.base_url, "contact-properties", identity), secret
+        name = "contact" if objects == "contacts" else "deal"
+        return cache_key("hubspot", self.base_url, f"{name}-properties", identity), secret
 
     @property
     def _schema_cache(self) -> CredentialCache:
@@ -891,21 +1011,23 @@ class HubSpotConnector(Connector[HubSpotConnection]):
             return self._own_schema_cache
         return self.credentials
 
-    def _property_list(self, *, cached: bool = True) -> list[dict[str, Any]]:
-        """The contact property definitions; reused from :attr:`credentials` for
+    def _property_list(
+        self, *, cached: bool = True, objects: str = "contacts"
+    ) -> list[dict[str, Any]]:
+        """The contact (or deal) property definitions; reused from :attr:`credentials` for
         :attr:`properties_ttl` unless ``cached`` is False (the read is counted in
         :attr:`api_calls` when it is made)."""
-        key, secret = self._properties_key()
+        key, secret = self._properties_key(objects)
         if cached:
             kept = self._schema_cache.get(key, secret=secret)
             if kept is not None and isinstance(kept.get("results"), list):
                 return [p for p in kept["results"] if isinstance(p, dict)]
         response = self._call(
-            "list of contact properties",
+            f"list of {objects[:-1]} properties",
             "GET",
-            _PROPERTIES,
+            f"/crm/v3/properties/{objects}",
             self._apis.properties.get_all_with_http_info,
-            "contacts",
+            objects,
         )
         results = response.items("results")
         expires = datetime.now(UTC) + self.properties_ttl
@@ -915,6 +1037,8 @@ class HubSpotConnector(Connector[HubSpotConnection]):
     def describe_fresh(self) -> Schema:
         """:meth:`describe` from a new read of the contact properties (the cache renewed)."""
         self._property_list(cached=False)
+        if self._deal_properties():
+            self._property_list(cached=False, objects="deals")
         return self.describe()
 
     def describe(self) -> Schema:
@@ -924,16 +1048,25 @@ class HubSpotConnector(Connector[HubSpotConnection]):
         marked required (and unique: it is the upsert key). Read-only values
         (``modificationMetadata.readOnlyValue``) and calculated properties are read_only;
         enumeration options that are not hidden are the picklist values.
+
+        When deals are read, the deal properties are fields too, as ``deal.<name>``, all read
+        only (leadrelay reads a contact's deal, never writes it).
         """
         self.require(Capability.DESCRIBE)
         fields: dict[str, FieldInfo] = {}
-        for prop in self._property_list():
+        listed = [("", p) for p in self._property_list()]
+        if self._deal_properties():
+            listed += [(DEAL_PREFIX, p) for p in self._property_list(objects="deals")]
+        for prefix, prop in listed:
             name = prop.get("name")
             if not isinstance(name, str) or prop.get("archived"):
                 continue
+            name = prefix + name
             metadata = prop.get("modificationMetadata")
-            read_only = bool(prop.get("calculated")) or (
-                isinstance(metadata, dict) and bool(metadata.get("readOnlyValue"))
+            read_only = (
+                bool(prefix)
+                or bool(prop.get("calculated"))
+                or (isinstance(metadata, dict) and bool(metadata.get("readOnlyValue")))
             )
             options = prop.get("options")
             picklist: tuple[str, ...] | None = None
@@ -1051,7 +1184,7 @@ class HubSpotConnector(Connector[HubSpotConnection]):
             owner = values.get(OWNER)
             if not isinstance(domain, str) or not domain.strip() or owner in (None, ""):
                 continue
-            created = _epoch_ms(item.get("createdAt") or values.get(CREATED))
+            created = epoch_ms(item.get("createdAt") or values.get(CREATED))
             key = str(item.get("id") or "")
             found.append((created, int(key) if key.isdigit() else 0, domain, str(owner)))
         found.sort(key=lambda row: (row[0], row[1]))
@@ -1066,7 +1199,7 @@ class HubSpotConnector(Connector[HubSpotConnection]):
         naming the record) and ``POST /crm/v3/objects/tasks`` with the association to the
         contact. Not retried on an unclear failure: a second try could create a second task.
         """
-        contact = self.lookup(ids=[record_id]).get(str(record_id))
+        contact = self._read_contacts(ids=[record_id]).get(str(record_id))
         if contact is None:
             raise self._rejected(
                 f"cannot create a task on contact {record_id}: no such contact",
@@ -1197,8 +1330,13 @@ class _Read:
     that id was delivered; ``(ts, _ALL)`` every record at ts.
     """
 
-    def __init__(self, connector: HubSpotConnector, cursor: str | None) -> None:
+    def __init__(
+        self, connector: HubSpotConnector, cursor: str | None, objects: str = "contacts"
+    ) -> None:
         self.connector = connector
+        #: what is read: contacts, or deals (by their own change time, no archived list)
+        self.objects = objects
+        self.modified = LAST_MODIFIED if objects == "contacts" else DEAL_MODIFIED
         self.start: tuple[int, int] = (-1, _ALL)
         #: server time of the last archived-list read, and of this read's first search
         self.archived_read: int | None = None
@@ -1215,7 +1353,7 @@ class _Read:
         self.changed = False
 
     def search(self, filters: list[dict[str, str]], sort: str) -> _Found:
-        found = self.connector._search(filters, sort)
+        found = self.connector._search(filters, sort, self.objects)
         if self.horizon is None:
             # The server's clock, as the index lag is measured on it; the local clock only
             # when the answer has no Date.
@@ -1258,7 +1396,7 @@ class _Read:
         assert self.horizon is not None
         self.changed = self.changed or bool(records)
         deleted = {d.record_id: d for r in records for d in _merged_into(r)}
-        for gone in self.archived():
+        for gone in self.archived() if self.objects == "contacts" else ():
             deleted.setdefault(gone.record_id, gone)
         return Page(
             records, self.cursor((self.horizon, _ALL)), tuple(deleted.values()), len(records)
@@ -1273,28 +1411,28 @@ class _Read:
         seen: set[int] = set()
         while True:
             found = self.search(
-                [{"propertyName": LAST_MODIFIED, "operator": operator, "value": str(stamp)}],
-                LAST_MODIFIED,
+                [{"propertyName": self.modified, "operator": operator, "value": str(stamp)}],
+                self.modified,
             )
             records = found.records
             if not records:
                 yield self.last_page([])
                 return
-            records.sort(key=_order)
-            first_ts, last_ts = _order(records[0])[0], _order(records[-1])[0]
+            records.sort(key=self.order)
+            first_ts, last_ts = self.order(records[0])[0], self.order(records[-1])[0]
             if found.more and first_ts == last_ts:
                 # One timestamp fills the page: its records can only be told apart by id.
                 yield from self.one_timestamp(last_ts, seen if edge == last_ts else set(), 0)
                 operator, stamp, edge, seen = "GT", last_ts, None, set()
                 continue
-            fresh = [r for r in records if not (_order(r)[0] == edge and _record_id(r) in seen)]
+            fresh = [r for r in records if not (self.order(r)[0] == edge and _record_id(r) in seen)]
             if not found.more:
                 yield self.last_page(fresh)
                 return
             # More records may share last_ts beyond this page: read again from it.
             if edge != last_ts:
                 seen = set()
-            seen.update(_record_id(r) for r in records if _order(r)[0] == last_ts)
+            seen.update(_record_id(r) for r in records if self.order(r)[0] == last_ts)
             edge, operator, stamp = last_ts, "GTE", last_ts
             yield self.page(fresh, (last_ts - 1, _ALL), found.total)
 
@@ -1304,7 +1442,7 @@ class _Read:
         while True:
             found = self.search(
                 [
-                    {"propertyName": LAST_MODIFIED, "operator": "EQ", "value": str(stamp)},
+                    {"propertyName": self.modified, "operator": "EQ", "value": str(stamp)},
                     {"propertyName": RECORD_ID, "operator": "GT", "value": str(after_id)},
                 ],
                 RECORD_ID,
@@ -1317,3 +1455,7 @@ class _Read:
             yield self.page(fresh, (stamp, after_id))
             if not found.more:
                 return
+
+    def order(self, record: Mapping[str, Any]) -> tuple[int, int]:
+        """A record's position: its change time, then its id."""
+        return _order(record, self.modified)

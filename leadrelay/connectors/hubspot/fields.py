@@ -1,8 +1,12 @@
 """HubSpot contact property names the connector relies on, and the custom ones it can create.
 
-The custom properties (raw UTMs, the lead key, the score, the rejection reason, the landing page)
-are named by the shipped mapping ``leadrelay/mappings/hubspot.toml``; :func:`custom_property_specs`
-reads their names from it so a renamed mapping field is created under its new name.
+The custom properties (raw UTMs, the lead key, the score, the rejection reason, the landing page,
+the outcome written back from a CRM) are named by the shipped mapping
+``leadrelay/mappings/hubspot.toml``; :func:`custom_property_specs` reads their names from it so
+a renamed mapping field is created under its new name.
+
+Deal properties are read as ``deal.<name>`` (:data:`DEAL_PREFIX`): a mapping naming one makes
+the connector read the contact's deal (see :mod:`leadrelay.connectors.hubspot.deals`).
 """
 
 from __future__ import annotations
@@ -13,11 +17,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from leadrelay.model import RejectionReason, Tier
+from leadrelay.model import OutcomeReason, RejectionReason, Tier
 
 __all__ = [
     "ADDITIONAL_EMAILS",
     "CREATED",
+    "DEAL_PREFIX",
+    "DEAL_REQUIRED_READ",
     "EMAIL",
     "LAST_MODIFIED",
     "LEAD_STATUS",
@@ -55,6 +61,19 @@ REQUIRED_READ: tuple[str, ...] = (
     CREATED,
     MERGED_IDS,
     ADDITIONAL_EMAILS,
+)
+
+#: How a contact record names the properties of its deal: ``deal.dealstage``, ``deal.amount``.
+DEAL_PREFIX = "deal."
+#: Deal properties read whatever the mapping names: the id, the change time (incremental reads)
+#: and what the deal of a contact is chosen by (created, closed, won).
+DEAL_REQUIRED_READ: tuple[str, ...] = (
+    "hs_object_id",
+    "hs_lastmodifieddate",
+    "createdate",
+    "closedate",
+    "hs_is_closed",
+    "hs_is_closed_won",
 )
 
 #: The property group custom properties are created in (it exists in every portal).
@@ -160,9 +179,18 @@ def _mapped_name(fields: Mapping[str, Any], canonical: str, default: str) -> str
     return names[0] if names else default
 
 
+def _mapped_options(spec: Any, default: tuple[str, ...]) -> tuple[str, ...]:
+    """The option values a mapping's value map writes (``default`` when it has none)."""
+    if isinstance(spec, dict) and isinstance(spec.get("values"), dict):
+        mapped = tuple(str(v) for v in spec["values"].values() if isinstance(v, str) and v)
+        if mapped:
+            return tuple(dict.fromkeys(mapped))
+    return default
+
+
 def custom_property_specs() -> list[PropertySpec]:
     """The custom properties leadrelay writes: utm_*, the lead key, rejection reason, score,
-    qualification reason, tier and landing page.
+    qualification reason, tier, landing page and the outcome (its stage, reason and amount).
 
     Names (and the option values of the rejection reason and the tier) come from the shipped
     mapping when it names them; otherwise the documented defaults are used.
@@ -184,18 +212,15 @@ def custom_property_specs() -> list[PropertySpec]:
             description="The lead's key in leadrelay (leadrelay)",
         )
     )
-    reason = fields.get("rejection_reason")
-    options: tuple[str, ...] = tuple(r.value for r in RejectionReason)
-    if isinstance(reason, dict) and isinstance(reason.get("values"), dict):
-        mapped = tuple(str(v) for v in reason["values"].values() if isinstance(v, str) and v)
-        options = mapped or options
     specs.append(
         PropertySpec(
             _mapped_name(fields, "rejection_reason", "rejection_reason"),
             "Rejection reason",
             "enumeration",
             "select",
-            options=tuple(dict.fromkeys(options)),
+            options=_mapped_options(
+                fields.get("rejection_reason"), tuple(r.value for r in RejectionReason)
+            ),
             description="Why sales rejected the lead (leadrelay)",
         )
     )
@@ -216,18 +241,13 @@ def custom_property_specs() -> list[PropertySpec]:
             description="Why the lead is or is not an MQL, with its score breakdown (leadrelay)",
         )
     )
-    tier = fields.get("tier")
-    tiers: tuple[str, ...] = tuple(t.value for t in Tier)
-    if isinstance(tier, dict) and isinstance(tier.get("values"), dict):
-        mapped_tiers = tuple(str(v) for v in tier["values"].values() if isinstance(v, str) and v)
-        tiers = mapped_tiers or tiers
     specs.append(
         PropertySpec(
             _mapped_name(fields, "tier", "leadrelay_tier"),
             "leadrelay tier",
             "enumeration",
             "select",
-            options=tuple(dict.fromkeys(tiers)),
+            options=_mapped_options(fields.get("tier"), tuple(t.value for t in Tier)),
             description="The lead's urgency tier: hot, warm or cold (leadrelay)",
         )
     )
@@ -238,4 +258,33 @@ def custom_property_specs() -> list[PropertySpec]:
             description="URL of the page of the lead's first captured touch (leadrelay)",
         )
     )
+    specs.extend(_outcome_specs(fields))
     return specs
+
+
+def _outcome_specs(fields: Mapping[str, Any]) -> list[PropertySpec]:
+    """The properties the outcome a CRM reports is written back to (HubSpot as marketing)."""
+    return [
+        PropertySpec(
+            _mapped_name(fields, "opportunity_stage", "leadrelay_outcome"),
+            "leadrelay outcome",
+            description="The stage of the lead's deal in the CRM, e.g. Closed Won (leadrelay)",
+        ),
+        PropertySpec(
+            _mapped_name(fields, "outcome_reason", "leadrelay_outcome_reason"),
+            "leadrelay outcome reason",
+            "enumeration",
+            "select",
+            options=_mapped_options(
+                fields.get("outcome_reason"), tuple(r.value for r in OutcomeReason)
+            ),
+            description="Why the lead's deal was won or lost (leadrelay)",
+        ),
+        PropertySpec(
+            _mapped_name(fields, "amount", "leadrelay_amount"),
+            "leadrelay amount",
+            "number",
+            "number",
+            description="The amount of the lead's deal in the CRM (leadrelay)",
+        ),
+    ]

@@ -1,10 +1,11 @@
-"""Associations between the emulated objects: contacts, companies and tasks.
+"""Associations between the emulated objects: contacts, companies, deals and tasks.
 
 Served through the v4 API (``POST /crm/v4/associations/{from}/{to}/batch/read``,
 ``GET|PUT|DELETE /crm/v4/objects/{type}/{id}/associations/…``) and the v3 one
 (``POST /crm/v3/associations/{from}/{to}/batch/read``, ``GET|PUT|DELETE
 /crm/v3/objects/contacts/{id}/associations/…``). A task's contacts are the ones it was created
-with; contacts and companies are associated through these endpoints. Type ids are HubSpot's
+with; contacts are associated with companies and deals through these endpoints (or, for a
+deal, when it is created with ``associations``). Type ids are HubSpot's
 HUBSPOT_DEFINED ones (hubspot-api-client ``hubspot/crm/association_type.py``).
 """
 
@@ -20,9 +21,12 @@ from leadrelay.sandbox.hubspot.errors import HubSpotError, not_found, validation
 OBJECT_TYPE_NAMES: dict[str, tuple[str, ...]] = {
     "contacts": ("contacts", "contact", "0-1"),
     "companies": ("companies", "company", "0-2"),
+    "deals": ("deals", "deal", "0-3"),
     "tasks": ("tasks", "task", "0-27"),
 }
-_SINGULAR = {"contacts": "contact", "companies": "company", "tasks": "task"}
+_SINGULAR = {"contacts": "contact", "companies": "company", "deals": "deal", "tasks": "task"}
+#: the types associated with contacts through the association endpoints (not tasks)
+LINKED = ("companies", "deals")
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,8 @@ TYPES: dict[tuple[str, str], AssociationType] = {
     ("companies", "contacts"): AssociationType(280, "company_to_contact"),
     ("contacts", "tasks"): AssociationType(203, "contact_to_task"),
     ("tasks", "contacts"): AssociationType(204, "task_to_contact"),
+    ("contacts", "deals"): AssociationType(4, "contact_to_deal"),
+    ("deals", "contacts"): AssociationType(3, "deal_to_contact"),
 }
 
 
@@ -54,7 +60,8 @@ def object_type(raw: str) -> str:
 
 
 class Associations:
-    """Contact–company links (kept here) and task–contact links (kept by the tasks)."""
+    """Contact–company and contact–deal links (kept here) and task–contact links (kept by the
+    tasks). Archived records drop out of every answer."""
 
     def __init__(
         self,
@@ -63,8 +70,8 @@ class Associations:
     ) -> None:
         self.exists = exists
         self.task_contacts = task_contacts
-        #: (contact id, company id)
-        self.contact_company: set[tuple[int, int]] = set()
+        #: other type -> (contact id, id of the other record)
+        self.linked: dict[str, set[tuple[int, int]]] = {name: set() for name in LINKED}
 
     @staticmethod
     def kind(from_type: str, to_type: str) -> AssociationType:
@@ -80,16 +87,17 @@ class Associations:
     def targets(self, from_type: str, from_id: int, to_type: str) -> list[int]:
         """The ids of ``to_type`` associated with ``from_type`` ``from_id``, ascending."""
         self.kind(from_type, to_type)
+        other_type = to_type if from_type == "contacts" else from_type
         pairs: Iterable[tuple[int, int]]
-        if {from_type, to_type} == {"contacts", "companies"}:
-            pairs = self.contact_company
+        if other_type in self.linked:
+            pairs = self.linked[other_type]
         else:
             pairs = ((c, t) for t, c in self.task_contacts())
         if from_type == "contacts":
             found = {other for contact, other in pairs if contact == from_id}
         else:
             found = {contact for contact, other in pairs if other == from_id}
-        return sorted(found)
+        return sorted(i for i in found if self.exists(to_type, i))
 
     def check(self, object_name: str, object_id: str) -> int:
         """``object_id`` as a number, when such a live record exists (else HubSpot's 404)."""
@@ -101,32 +109,36 @@ class Associations:
         return int(object_id)
 
     def link(self, from_type: str, from_id: str, to_type: str, to_id: str) -> AssociationType:
-        """Associate two records (contact–company only: task links are made on the task)."""
+        """Associate two records (contacts with companies or deals: task links are made on the
+        task)."""
         kind = self.kind(from_type, to_type)
-        if {from_type, to_type} != {"contacts", "companies"}:
+        other_type = to_type if from_type == "contacts" else from_type
+        if other_type not in self.linked:
             raise validation_error(
                 "The sandbox associates tasks with contacts only when the task is created"
             )
         left, right = self.check(from_type, from_id), self.check(to_type, to_id)
         pair = (left, right) if from_type == "contacts" else (right, left)
-        self.contact_company.add(pair)
+        self.linked[other_type].add(pair)
         return kind
 
     def unlink(self, from_type: str, from_id: str, to_type: str, to_id: str) -> None:
-        """Remove a contact–company association (absent ones are ignored, as HubSpot does)."""
+        """Remove an association (absent ones are ignored, as HubSpot does)."""
         self.kind(from_type, to_type)
-        if not (from_id.isdigit() and to_id.isdigit()):
+        other_type = to_type if from_type == "contacts" else from_type
+        if not (from_id.isdigit() and to_id.isdigit()) or other_type not in self.linked:
             return
         left, right = int(from_id), int(to_id)
         pair = (left, right) if from_type == "contacts" else (right, left)
-        self.contact_company.discard(pair)
+        self.linked[other_type].discard(pair)
 
     def move_contact(self, old: int, new: int) -> None:
-        """A merge: the old contact's companies are the merged record's."""
-        for contact, company in list(self.contact_company):
-            if contact == old:
-                self.contact_company.discard((contact, company))
-                self.contact_company.add((new, company))
+        """A merge: the old contact's companies and deals are the merged record's."""
+        for pairs in self.linked.values():
+            for contact, other in list(pairs):
+                if contact == old:
+                    pairs.discard((contact, other))
+                    pairs.add((new, other))
 
     def batch_read(
         self, from_type: str, to_type: str, body: Any, *, v4: bool
@@ -178,4 +190,11 @@ class Associations:
         return {"category": "HUBSPOT_DEFINED", "typeId": kind.type_id, "label": None}
 
 
-__all__ = ["OBJECT_TYPE_NAMES", "TYPES", "AssociationType", "Associations", "object_type"]
+__all__ = [
+    "LINKED",
+    "OBJECT_TYPE_NAMES",
+    "TYPES",
+    "AssociationType",
+    "Associations",
+    "object_type",
+]

@@ -25,6 +25,7 @@ from leadrelay.sandbox.hubspot.errors import (
 )
 from leadrelay.sandbox.hubspot.schema import (
     Schema,
+    hubspot_set_properties,
     iso_ms,
     make_property,
     seeded_owner_options,
@@ -59,24 +60,7 @@ def company_properties() -> dict[str, dict[str, Any]]:
             options=owner_options,
             external_options=True,
         ),
-        make_property("createdate", "Create Date", "datetime", "date", group=info, read_only=True),
-        make_property(
-            "hs_lastmodifieddate",
-            "Last Modified Date",
-            "datetime",
-            "date",
-            group=info,
-            read_only=True,
-        ),
-        make_property(
-            "hs_object_id",
-            "Record ID",
-            "number",
-            "number",
-            group=info,
-            read_only=True,
-            has_unique_value=True,
-        ),
+        *hubspot_set_properties(info),
     ]
     return {p["name"]: p for p in props}
 

@@ -1,5 +1,5 @@
-"""The HubSpot CRM v3 emulator: contacts, batch, search, properties, owners, tasks, companies
-and OAuth.
+"""The HubSpot CRM v3 emulator: contacts, batch, search, properties, owners, tasks, companies,
+deals, deal pipelines and OAuth.
 
 Mounted under ``/hubspot``; ``hubspot.HubSpot(access_token=HUBSPOT_ACCESS_TOKEN,
 host=HUBSPOT_BASE_URL, ssl_ca_cert=CA)`` works against it unmodified. Every API response carries
@@ -30,10 +30,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from leadrelay.sandbox.base import Emulator, Sandbox, SchemaChangeError
 from leadrelay.sandbox.hubspot.associations import (
     OBJECT_TYPE_NAMES,
+    TYPES,
     Associations,
     object_type,
 )
 from leadrelay.sandbox.hubspot.companies import CompanyStore
+from leadrelay.sandbox.hubspot.deals import DealStore
 from leadrelay.sandbox.hubspot.errors import (
     HubSpotError,
     correlation_id,
@@ -232,6 +234,10 @@ class HubSpotEmulator(Emulator):
             self.companies = CompanyStore(
                 self.store.now_ms, lambda: {owner.id for owner in self.owners}
             )
+            # The deals follow the contacts' clock, even one a test sets later.
+            self.deals = DealStore(
+                lambda: self.store.clock(), lambda: {owner.id for owner in self.owners}
+            )
             self.associations = Associations(
                 self._exists,
                 lambda: [(t.id, c) for t in self.tasks.tasks.values() for c in t.contacts],
@@ -378,6 +384,15 @@ class HubSpotEmulator(Emulator):
             routes.extend(self._contact_routes(contacts))
         for companies in (f"/crm/v3/objects/{n}" for n in OBJECT_TYPE_NAMES["companies"]):
             routes.extend(self._company_routes(companies))
+        for deals in (f"/crm/v3/objects/{n}" for n in OBJECT_TYPE_NAMES["deals"]):
+            routes.extend(self._deal_routes(deals))
+        pipelines = "/crm/v3/pipelines/{objectType}"
+        routes += [
+            ("GET", pipelines, self._list_pipelines, False),
+            ("POST", pipelines, self._create_pipeline, False),
+            ("GET", pipelines + "/{pipelineId}", self._get_pipeline, False),
+            ("GET", pipelines + "/{pipelineId}/stages", self._pipeline_stages, False),
+        ]
         for tasks in (f"/crm/v3/objects/{n}" for n in OBJECT_TYPE_NAMES["tasks"]):
             routes.extend(
                 [
@@ -487,6 +502,18 @@ class HubSpotEmulator(Emulator):
             ("DELETE", companies + "/{companyId}", self._archive_company, False),
         ]
 
+    def _deal_routes(self, deals: str) -> list[tuple[str, str, Handler, bool]]:
+        one = deals + "/{dealId}"
+        return [
+            ("GET", deals, self._list_deals, False),
+            ("POST", deals, self._create_deal, False),
+            ("POST", f"{deals}/search", self._search_deals, True),
+            ("POST", f"{deals}/batch/read", self._batch_read_deals, False),
+            ("GET", one, self._get_deal, False),
+            ("PATCH", one, self._update_deal, False),
+            ("DELETE", one, self._archive_deal, False),
+        ]
+
     def _not_allowed(self, request: Request) -> Response:
         message = f"{request.method} is not allowed on {request.url.path}"
         return _json(error_body(message, "VALIDATION_ERROR"), 405)
@@ -538,18 +565,25 @@ class HubSpotEmulator(Emulator):
                 for name in history
                 if self.schema.exists(name)
             }
+        associated = self._associated(call, "contacts", contact.id)
+        if associated:
+            body["associations"] = associated
+        return body
+
+    def _associated(self, call: _Call, from_type: str, record_id: int) -> dict[str, Any]:
+        """The ``associations`` a read asks for, by type (v3 names)."""
         associated: dict[str, Any] = {}
         for name in call.query_list("associations") or []:
             to_type = object_type(name)
-            kind = self.associations.kind("contacts", to_type)
-            found = self.associations.targets("contacts", contact.id, to_type)
+            if from_type != "contacts" and (from_type, to_type) not in TYPES:
+                continue  # the sandbox keeps a deal's contacts only
+            kind = self.associations.kind(from_type, to_type)
+            found = self.associations.targets(from_type, record_id, to_type)
             if found:
                 # HubSpot leaves out the types with nothing associated.
                 results = [{"id": str(t), "type": kind.v3_name} for t in found]
                 associated[to_type] = {"results": results}
-        if associated:
-            body["associations"] = associated
-        return body
+        return associated
 
     def _create_contact(self, call: _Call) -> Response:
         body = _object(call.body)
@@ -572,6 +606,7 @@ class HubSpotEmulator(Emulator):
     def _merge_contacts(self, call: _Call) -> Response:
         merged = self.store.merge(call.body)
         for old in _split_ids(merged.props.get("hs_merged_object_ids")):
+            # The old contacts' companies and deals are the merged record's.
             self.associations.move_contact(old, merged.id)
             for task in self.tasks.tasks.values():
                 if old in task.contacts:
@@ -611,6 +646,8 @@ class HubSpotEmulator(Emulator):
             return "contacts", self.schema
         if object_type in {"companies", "company", "0-2"}:
             return "companies", self.companies.schema
+        if object_type in OBJECT_TYPE_NAMES["deals"]:
+            return "deals", self.deals.schema
         raise validation_error(f"Unable to infer object type from: {object_type}")
 
     def _list_properties(self, call: _Call) -> Response:
@@ -641,6 +678,9 @@ class HubSpotEmulator(Emulator):
         if object_name == "companies":
             company = self.companies.companies.get(object_id)
             return company is not None and company.archived_ms is None
+        if object_name == "deals":
+            deal = self.deals.deals.get(object_id)
+            return deal is not None and deal.archived_ms is None
         return object_id in self.tasks.tasks
 
     def _association_batch_read(self, version: int) -> Handler:
@@ -921,6 +961,99 @@ class HubSpotEmulator(Emulator):
     def _batch_read_companies(self, call: _Call) -> Response:
         status, body = self.companies.batch_read(call.body)
         return _json(body, status)
+
+    # ------------------------------------------------------------ deals and pipelines
+
+    def _deal_body(self, call: _Call, deal: Contact, wanted: list[str] | None) -> Any:
+        """A deal as a read answers it, with the ``associations`` the query asks for."""
+        body = self.deals.render(deal, wanted)
+        associated = self._associated(call, "deals", deal.id)
+        if associated:
+            body["associations"] = associated
+        return body
+
+    def _list_deals(self, call: _Call) -> Response:
+        limit = _int_param(call.query("limit"), "limit", default=10, maximum=100)
+        page, after = self.deals.page(limit, call.query("after"), call.flag("archived"))
+        wanted = call.query_list("properties")
+        return self._list_page(
+            "deals", [self._deal_body(call, d, wanted) for d in page], after, limit
+        )
+
+    def _get_deal(self, call: _Call) -> Response:
+        deal = self.deals.find(call.path("dealId"), call.query("idProperty"), call.flag("archived"))
+        return _json(self._deal_body(call, deal, call.query_list("properties")))
+
+    def _create_deal(self, call: _Call) -> Response:
+        """``POST /crm/v3/objects/deals``, with ``associations`` to contacts (type 3)."""
+        body = _object(call.body)
+        contacts = self._deal_contacts(body.get("associations"))
+        deal = self.deals.create(body.get("properties"))
+        for contact_id in contacts:
+            self.associations.link("deals", str(deal.id), "contacts", str(contact_id))
+        return _json(self.deals.render(deal, None, all_set=True), 201)
+
+    def _deal_contacts(self, raw: Any) -> list[int]:
+        """The contact ids of a create's ``associations``, checked before anything is stored."""
+        if raw is None:
+            return []
+        kind = self.associations.kind("deals", "contacts")
+        if not isinstance(raw, list):
+            raise validation_error("associations must be a list")
+        found = []
+        for item in raw:
+            target = item.get("to") if isinstance(item, dict) else None
+            types = item.get("types") if isinstance(item, dict) else None
+            if not isinstance(target, dict) or not isinstance(types, list) or not types:
+                raise validation_error("Each association needs to.id and types")
+            for spec in types:
+                if not isinstance(spec, dict) or spec.get("associationTypeId") != kind.type_id:
+                    raise validation_error(
+                        f"The sandbox associates a new deal with contacts only: "
+                        f"HUBSPOT_DEFINED {kind.type_id}"
+                    )
+            found.append(self.associations.check("contacts", str(target.get("id"))))
+        return found
+
+    def _update_deal(self, call: _Call) -> Response:
+        body = _object(call.body)
+        deal = self.deals.update(call.path("dealId"), body.get("properties"))
+        return _json(self.deals.render(deal, None, all_set=True))
+
+    def _archive_deal(self, call: _Call) -> Response:
+        key = call.path("dealId")
+        if key.isdigit() and (deal := self.deals.deals.get(int(key))) is not None:
+            self.deals.archive(deal)
+        return Response(status_code=204)
+
+    def _batch_read_deals(self, call: _Call) -> Response:
+        status, body = self.deals.batch_read(call.body)
+        return _json(body, status)
+
+    def _search_deals(self, call: _Call) -> Response:
+        return _json(search(self.deals, call.body, self.sandbox.search_lag_s(self.name)))
+
+    def _pipelines_of(self, call: _Call) -> DealStore:
+        if call.path("objectType") not in OBJECT_TYPE_NAMES["deals"]:
+            # The sandbox keeps deal pipelines only (tickets have their own on HubSpot).
+            raise validation_error(f"Unable to infer object type from: {call.path('objectType')}")
+        return self.deals
+
+    def _list_pipelines(self, call: _Call) -> Response:
+        pipelines = sorted(
+            self._pipelines_of(call).pipelines.values(), key=lambda p: p.display_order
+        )
+        return _json({"results": [p.to_json() for p in pipelines]})
+
+    def _create_pipeline(self, call: _Call) -> Response:
+        return _json(self._pipelines_of(call).create_pipeline(call.body).to_json(), 201)
+
+    def _get_pipeline(self, call: _Call) -> Response:
+        return _json(self._pipelines_of(call).pipeline(call.path("pipelineId")).to_json())
+
+    def _pipeline_stages(self, call: _Call) -> Response:
+        pipeline = self._pipelines_of(call).pipeline(call.path("pipelineId"))
+        return _json({"results": pipeline.to_json()["stages"]})
 
     # ------------------------------------------------------------ forms submission API
 

@@ -9,7 +9,9 @@ their display order), plus the custom properties a leadrelay-ready account carri
 * ``leadrelay_score`` (Number), ``leadrelay_qualification_reason`` (Multi-line text),
   ``leadrelay_tier`` (Dropdown select hot / warm / cold), ``rejection_reason`` (Dropdown select);
 * ``leadrelay_landing_page``: Single-line text, the URL of the page of the lead's first
-  captured touch.
+  captured touch;
+* ``leadrelay_outcome`` (Single-line text), ``leadrelay_outcome_reason`` (Dropdown select of
+  the outcome reasons), ``leadrelay_amount`` (Number): the outcome a CRM reports.
 
 The moment a lead was assigned to its owner is HubSpot's own ``hubspot_owner_assigneddate``
 ("Owner assigned date", datetime, read only): HubSpot sets it whenever ``hubspot_owner_id`` is
@@ -217,6 +219,31 @@ def make_property(
     else:
         definition["createdUserId"] = str(SEEDED_OWNERS[0].user_id)
     return definition
+
+
+def hubspot_set_properties(group: str) -> list[dict[str, Any]]:
+    """``createdate``, ``hs_lastmodifieddate`` and ``hs_object_id``: what HubSpot sets on every
+    record of an object other than contacts (companies, deals), read only."""
+    return [
+        make_property("createdate", "Create Date", "datetime", "date", group=group, read_only=True),
+        make_property(
+            "hs_lastmodifieddate",
+            "Last Modified Date",
+            "datetime",
+            "date",
+            group=group,
+            read_only=True,
+        ),
+        make_property(
+            "hs_object_id",
+            "Record ID",
+            "number",
+            "number",
+            group=group,
+            read_only=True,
+            has_unique_value=True,
+        ),
+    ]
 
 
 def legacy_property(definition: dict[str, Any]) -> dict[str, Any]:
@@ -489,7 +516,44 @@ def default_properties() -> dict[str, dict[str, Any]]:
             description="Why sales rejected the lead",
         )
     )
+    props.extend(_outcome_properties())
     return {p["name"]: p for p in props}
+
+
+def _outcome_properties() -> list[dict[str, Any]]:
+    """The properties the outcome a CRM reports is written back to (HubSpot as marketing)."""
+    reasons = [
+        *("price", "product_fit", "relationship", "competitor", "no_budget"),
+        *("no_decision", "timing", "product_gap", "other"),
+    ]
+    return [
+        make_property(
+            "leadrelay_outcome",
+            "leadrelay outcome",
+            group="leadrelay",
+            hubspot_defined=False,
+            description="The stage of the lead's deal in the CRM (leadrelay)",
+        ),
+        make_property(
+            "leadrelay_outcome_reason",
+            "leadrelay outcome reason",
+            "enumeration",
+            "select",
+            group="leadrelay",
+            hubspot_defined=False,
+            options=_options([(r, r.replace("_", " ").capitalize()) for r in reasons]),
+            description="Why the lead's deal was won or lost (leadrelay)",
+        ),
+        make_property(
+            "leadrelay_amount",
+            "leadrelay amount",
+            "number",
+            "number",
+            group="leadrelay",
+            hubspot_defined=False,
+            description="The amount of the lead's deal in the CRM (leadrelay)",
+        ),
+    ]
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""``POST /crm/v3/objects/contacts/search`` over the contact store.
+"""``POST /crm/v3/objects/{contacts,deals}/search`` over the contact (or deal) store.
 
 Index lag (``search_lag_s``): search sees each contact as it was at ``now - lag``. A contact
 created within the lag is invisible; one updated within the lag shows its previously indexed
@@ -16,12 +16,7 @@ from typing import Any
 
 from leadrelay.sandbox.hubspot.errors import validation_error
 from leadrelay.sandbox.hubspot.index import KeyRange, PropertyIndex
-from leadrelay.sandbox.hubspot.schema import (
-    DEFAULT_READ_PROPERTIES,
-    SEARCHABLE_PROPERTIES,
-    iso_ms,
-    parse_datetime_ms,
-)
+from leadrelay.sandbox.hubspot.schema import iso_ms, parse_datetime_ms
 from leadrelay.sandbox.hubspot.store import Contact, ContactStore, Props, wanted_properties
 
 # Filter limits since Aug 2024: 5 groups, 10 filters per group, 25 in all (facts §1 "Search").
@@ -285,7 +280,7 @@ class _Request:
         if self.groups and not any(all(f.test(props) for f in group) for group in self.groups):
             return False
         if self.query:
-            text = " ".join(props.get(name, "") for name in SEARCHABLE_PROPERTIES).casefold()
+            text = " ".join(props.get(name, "") for name in self.store.searchable).casefold()
             return all(token in text for token in self.query)
         return True
 
@@ -367,7 +362,7 @@ def _straight_from_index(store: ContactStore, request: _Request) -> dict[str, An
 def _answer(
     store: ContactStore, request: _Request, page: list[tuple[Contact, Props]], total: int
 ) -> dict[str, Any]:
-    wanted = request.properties if request.properties is not None else DEFAULT_READ_PROPERTIES
+    wanted = request.properties if request.properties is not None else list(store.default_read)
     results = [store.render(contact, wanted, props=props) for contact, props in page]
     answer: dict[str, Any] = {"total": total, "results": results}
     end = request.after + len(page)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import bisect
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from leadrelay.sandbox.hubspot.errors import (
     HubSpotError,
@@ -26,6 +26,7 @@ from leadrelay.sandbox.hubspot.schema import (
     DEFAULT_READ_PROPERTIES,
     MERGED_OBJECT_IDS,
     OWNER_ASSIGNED_DATE,
+    SEARCHABLE_PROPERTIES,
     Schema,
     iso_ms,
 )
@@ -87,7 +88,22 @@ def wanted_properties(raw: Any) -> list[str] | None:
 
 
 class ContactStore:
-    """Contacts of the sandbox account, indexed by id and by lower-cased email."""
+    """Contacts of the sandbox account, indexed by id and by lower-cased email.
+
+    The class attributes name what differs for another object type kept the same way (deals,
+    :mod:`leadrelay.sandbox.hubspot.deals`).
+    """
+
+    #: the HubSpot-set property holding the last change time
+    modified_property: ClassVar[str] = "lastmodifieddate"
+    #: what a read or search returns when it names no properties
+    default_read: ClassVar[Sequence[str]] = DEFAULT_READ_PROPERTIES
+    #: the properties a search's free-text ``query`` looks in
+    searchable: ClassVar[Sequence[str]] = SEARCHABLE_PROPERTIES
+    #: how a batch read names the object type in its OBJECT_NOT_FOUND message
+    batch_label: ClassVar[str] = "CONTACT"
+    #: the id of the first record created
+    first_id: ClassVar[int] = 1001
 
     def __init__(self, schema: Schema, clock: Callable[[], float] = time.time) -> None:
         self.schema = schema
@@ -96,7 +112,7 @@ class ContactStore:
         self.order: list[int] = []
         self.by_email: dict[str, int] = {}
         self.index = ContactIndex(self._live_values)
-        self._next_id = 1001
+        self._next_id = self.first_id
 
     def _live_values(self) -> list[tuple[int, Props]]:
         return [(c.id, c.props) for c in self.contacts.values() if c.archived_ms is None]
@@ -188,13 +204,13 @@ class ContactStore:
         if all_set:
             shown: dict[str, str | None] = {k: v for k, v in values.items() if exists(k)}
         else:
-            names = DEFAULT_READ_PROPERTIES if wanted is None else wanted
+            names = list(self.default_read) if wanted is None else wanted
             shown = {name: values.get(name) for name in names if exists(name)}
         body: dict[str, Any] = {
             "id": str(contact.id),
             "properties": shown,
             "createdAt": iso_ms(contact.created_ms),
-            "updatedAt": values.get("lastmodifieddate", iso_ms(contact.updated_ms)),
+            "updatedAt": values.get(self.modified_property, iso_ms(contact.updated_ms)),
             "archived": contact.archived_ms is not None,
         }
         if contact.archived_ms is not None:
@@ -256,10 +272,18 @@ class ContactStore:
         self._next_id += 1
         stamp = iso_ms(now)
         props = {k: v for k, v in clean.items() if v != ""}
-        props.update(createdate=stamp, lastmodifieddate=stamp, hs_object_id=str(contact_id))
+        props.update(
+            {"createdate": stamp, self.modified_property: stamp, "hs_object_id": str(contact_id)}
+        )
         if "hubspot_owner_id" in props:
             props[OWNER_ASSIGNED_DATE] = stamp
+        self.derive(props, None, now)
         return self._store(props, now, now)
+
+    def derive(self, props: Props, old: Props | None, now: int) -> None:
+        """Set the values HubSpot computes from the others on a write (``old`` None: a create).
+        Contacts have none here; deals do (:class:`~leadrelay.sandbox.hubspot.deals.DealStore`).
+        """
 
     def _store(self, props: Props, created_ms: int, now: int) -> Contact:
         contact_id = int(props["hs_object_id"])
@@ -305,10 +329,11 @@ class ContactStore:
                 props.pop(name, None)
             else:
                 props[name] = value
+        now = max(self.now_ms(), contact.updated_ms + 1)
+        self.derive(props, old, now)
         if props == old:
             return
-        now = max(self.now_ms(), contact.updated_ms + 1)
-        props["lastmodifieddate"] = iso_ms(now)
+        props[self.modified_property] = iso_ms(now)
         owner = props.get("hubspot_owner_id")
         if owner != old.get("hubspot_owner_id"):
             # HubSpot stamps "Owner assigned date" whenever the owner is set or changed, and
@@ -472,8 +497,8 @@ class ContactStore:
         if missing:
             errors.append(
                 not_found(
-                    "Could not get some CONTACT objects, they may be deleted or not exist. "
-                    "Check that ids are valid."
+                    f"Could not get some {self.batch_label} objects, they may be deleted or not "
+                    "exist. Check that ids are valid."
                 ).batch_error({"ids": missing})
             )
         return (207 if errors else 200), self._envelope(started, results, errors)

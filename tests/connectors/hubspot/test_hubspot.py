@@ -546,7 +546,7 @@ def test_ensure_properties_takes_explicit_specs(make_connector: MakeConnector) -
     assert connector.describe().field("lr_extra").picklist_values == ("a", "b")
 
 
-def test_custom_property_specs_cover_utm_key_score_reason_tier_and_landing_page() -> None:
+def test_custom_property_specs_cover_utm_key_score_reason_tier_landing_page_and_outcome() -> None:
     names = [spec.name for spec in custom_property_specs()]
     assert names == [
         "utm_source",
@@ -560,6 +560,9 @@ def test_custom_property_specs_cover_utm_key_score_reason_tier_and_landing_page(
         "leadrelay_qualification_reason",
         "leadrelay_tier",
         "leadrelay_landing_page",
+        "leadrelay_outcome",
+        "leadrelay_outcome_reason",
+        "leadrelay_amount",
     ]
 
 
