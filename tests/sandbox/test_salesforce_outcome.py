@@ -142,7 +142,7 @@ def test_a_converted_lead_refuses_updates(
 @pytest.mark.parametrize(
     ("body", "status"),
     [
-        ({"lead_id": "00Q5g000000ZZZZZZZ"}, 404),
+        ({"lead_id": "00Q5g000000ZZZZZZZ"}, 400),
         ({"opportunity": OPPORTUNITY}, 400),
         ({"lead_id": "LEAD", "opportunity": {**OPPORTUNITY, "StageName": "Won-ish"}}, 400),
         ({"lead_id": "LEAD", "opportunity": {"Name": "No stage", "CloseDate": "2026-12-31"}}, 400),
