@@ -3,60 +3,23 @@ answers afterwards, driven by simple-salesforce over HTTPS on loopback (issue #1
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
 import requests
-from simple_salesforce.api import Salesforce
 from simple_salesforce.exceptions import SalesforceMalformedRequest
 
-from leadrelay.sandbox.salesforce import (
-    SANDBOX_CONSUMER_KEY,
-    SANDBOX_CONSUMER_SECRET,
-    SANDBOX_PASSWORD,
-    SANDBOX_USERNAME,
-    SalesforceEmulator,
-)
 from leadrelay.sandbox.salesforce.schema import OPPORTUNITY_STAGES
 from leadrelay.sandbox.server import SandboxServer
+from tests.sandbox.test_salesforce import _clean, http, server, sf, token
 
+__all__ = ["_clean", "http", "server", "sf", "token"]  # the fixtures this module's tests use
+
+# simple-salesforce builds sf.Opportunity dynamically (__getattr__ typed as a union).
 Client = Any
 OPPORTUNITY = {"Name": "Acme - 40 seats", "StageName": "Prospecting", "Amount": 48000,
                "CloseDate": "2026-12-31"}  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[SandboxServer]:
-    with SandboxServer(emulator_types=[SalesforceEmulator]) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def http(server: SandboxServer) -> Iterator[requests.Session]:
-    with requests.Session() as session:
-        session.verify = str(server.ca_bundle)
-        session.trust_env = False  # REQUESTS_CA_BUNDLE must not override the sandbox CA
-        yield session
-
-
-@pytest.fixture(autouse=True)
-def _clean(server: SandboxServer) -> None:
-    server.sandbox.reset()
-
-
-@pytest.fixture
-def sf(server: SandboxServer, http: requests.Session) -> Client:
-    form = {
-        "grant_type": "password",
-        "client_id": SANDBOX_CONSUMER_KEY,
-        "client_secret": SANDBOX_CONSUMER_SECRET,
-        "username": SANDBOX_USERNAME,
-        "password": SANDBOX_PASSWORD,
-    }
-    token = http.post(f"{server.url}/services/oauth2/token", data=form).json()["access_token"]
-    return Salesforce(instance_url=server.url, session_id=token, session=http)
 
 
 def convert(

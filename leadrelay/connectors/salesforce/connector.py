@@ -626,17 +626,7 @@ class SalesforceConnector(Connector[SalesforceConnection]):
         return results
 
     def _composite_rows(self, part: Any, describe: str) -> list[RawRecord]:
-        status = part.get("httpStatusCode") if isinstance(part, Mapping) else None
-        result = part.get("body") if isinstance(part, Mapping) else None
-        if status != 200 or not isinstance(result, Mapping):
-            errors = result if isinstance(result, list) else []
-            first = errors[0] if errors and isinstance(errors[0], Mapping) else {}
-            raise Fatal(
-                f"{describe}: {first.get('message') or 'the query was refused'}",
-                system=SYSTEM,
-                status=status if isinstance(status, int) else None,
-                code=str(first.get("errorCode") or "") or None,
-            )
+        result = _query_answer(part, describe)
         return [row for page in self._pages_from(result, describe) for row in page]
 
     @staticmethod
@@ -794,21 +784,7 @@ class SalesforceConnector(Connector[SalesforceConnection]):
         parts = answer.get("compositeResponse") if isinstance(answer, Mapping) else None
         if not isinstance(parts, list) or len(parts) != 2:
             raise Fatal(f"{describe}: the composite answer has no result per query", system=SYSTEM)
-        results = []
-        for part in parts:
-            status = part.get("httpStatusCode") if isinstance(part, Mapping) else None
-            result = part.get("body") if isinstance(part, Mapping) else None
-            if status != 200 or not isinstance(result, Mapping):
-                errors = result if isinstance(result, list) else []
-                first = errors[0] if errors and isinstance(errors[0], Mapping) else {}
-                raise Fatal(
-                    f"{describe}: {first.get('message') or 'the query was refused'}",
-                    system=SYSTEM,
-                    status=status if isinstance(status, int) else None,
-                    code=str(first.get("errorCode") or "") or None,
-                )
-            results.append(result)
-        return results[0], results[1]
+        return _query_answer(parts[0], describe), _query_answer(parts[1], describe)
 
     def _keyset(
         self,
@@ -1579,6 +1555,23 @@ def _query_more(url: str, timeout: float) -> Callable[[Any], Any]:
         return sf.query_more(url, identifier_is_url=True, timeout=timeout)
 
     return send
+
+
+def _query_answer(part: Any, describe: str) -> Mapping[str, Any]:
+    """The query result of one Composite subrequest; a refused query raises :class:`Fatal` with
+    Salesforce's own message and code."""
+    status = part.get("httpStatusCode") if isinstance(part, Mapping) else None
+    result = part.get("body") if isinstance(part, Mapping) else None
+    if status != 200 or not isinstance(result, Mapping):
+        errors = result if isinstance(result, list) else []
+        first = errors[0] if errors and isinstance(errors[0], Mapping) else {}
+        raise Fatal(
+            f"{describe}: {first.get('message') or 'the query was refused'}",
+            system=SYSTEM,
+            status=status if isinstance(status, int) else None,
+            code=str(first.get("errorCode") or "") or None,
+        )
+    return result
 
 
 def _total(answer: Mapping[str, Any]) -> int | None:

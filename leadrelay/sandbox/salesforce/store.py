@@ -844,68 +844,57 @@ class OrgStore:
                 self.integration_user_id = record["Id"]
             record["CreatedById"] = record["LastModifiedById"] = self.integration_user_id
             self._put("User", record, None)
-        groups = self.schema["Group"]
         for name, developer_name in SANDBOX_QUEUES:
-            self._put(
+            self._seed_row(
                 "Group",
-                {
-                    "Id": self.new_id(groups),
-                    "Name": name,
-                    "DeveloperName": developer_name,
-                    "Type": "Queue",
-                    "Email": None,
-                    "DoesSendEmailToMembers": False,
-                    "CreatedDate": stamp,
-                    "LastModifiedDate": stamp,
-                    "SystemModstamp": stamp,
-                    "CreatedById": self.integration_user_id,
-                    "LastModifiedById": self.integration_user_id,
-                },
-                None,
+                stamp,
+                Name=name,
+                DeveloperName=developer_name,
+                Type="Queue",
+                Email=None,
+                DoesSendEmailToMembers=False,
             )
-        statuses = self.schema["LeadStatus"]
         for order, (value, converted, default) in enumerate(LEAD_STATUSES, start=1):
-            self._put(
+            self._seed_row(
                 "LeadStatus",
-                {
-                    "Id": self.new_id(statuses),
-                    "MasterLabel": value,
-                    "ApiName": value,
-                    "SortOrder": order,
-                    "IsDefault": default,
-                    "IsConverted": converted,
-                    "CreatedDate": stamp,
-                    "LastModifiedDate": stamp,
-                    "SystemModstamp": stamp,
-                    "CreatedById": self.integration_user_id,
-                    "LastModifiedById": self.integration_user_id,
-                },
-                None,
+                stamp,
+                MasterLabel=value,
+                ApiName=value,
+                SortOrder=order,
+                IsDefault=default,
+                IsConverted=converted,
             )
-        stages = self.schema["OpportunityStage"]
         for order, (value, closed, won, probability, forecast) in enumerate(
             OPPORTUNITY_STAGES, start=1
         ):
-            self._put(
+            self._seed_row(
                 "OpportunityStage",
-                {
-                    "Id": self.new_id(stages),
-                    "MasterLabel": value,
-                    "ApiName": value,
-                    "IsActive": True,
-                    "SortOrder": order,
-                    "IsClosed": closed,
-                    "IsWon": won,
-                    "DefaultProbability": float(probability),
-                    "ForecastCategoryName": forecast,
-                    "CreatedDate": stamp,
-                    "LastModifiedDate": stamp,
-                    "SystemModstamp": stamp,
-                    "CreatedById": self.integration_user_id,
-                    "LastModifiedById": self.integration_user_id,
-                },
-                None,
+                stamp,
+                MasterLabel=value,
+                ApiName=value,
+                IsActive=True,
+                SortOrder=order,
+                IsClosed=closed,
+                IsWon=won,
+                DefaultProbability=float(probability),
+                ForecastCategoryName=forecast,
             )
+
+    def _seed_row(self, sobject: str, stamp: datetime, **values: Any) -> None:
+        """One setup record of a new org, created by the integration user at ``stamp``."""
+        self._put(
+            sobject,
+            {
+                "Id": self.new_id(self.schema[sobject]),
+                **values,
+                "CreatedDate": stamp,
+                "LastModifiedDate": stamp,
+                "SystemModstamp": stamp,
+                "CreatedById": self.integration_user_id,
+                "LastModifiedById": self.integration_user_id,
+            },
+            None,
+        )
 
 
 def _blank(values: Record, name: str) -> bool:
