@@ -123,5 +123,6 @@ def test_a_converted_lead_is_not_written_and_its_later_outcome_is_read(
     )
     code, result = project.sync(FLOW, capsys=capsys)
     assert (code, result["flows"][0]["written_back"]) == (0, 1)
-    assert hubspot_outcome(project, hub_id)["stage"] == "lost"
+    marketing = hubspot_outcome(project, hub_id)
+    assert (marketing["stage"], marketing["job_title"]) == ("lost", "VP Sales")
     assert salesforce_lead(project)["outcome_reason"] == "no_budget"

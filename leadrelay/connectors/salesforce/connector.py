@@ -84,6 +84,7 @@ from leadrelay.connectors.salesforce import bulk
 from leadrelay.connectors.salesforce.auth import Token, fetch_token
 from leadrelay.connectors.salesforce.fields import DUPLICATE_CODE, TOOLING_PATH, custom_field_body
 from leadrelay.connectors.salesforce.results import (
+    CONVERTED_LEAD,
     SYSTEM,
     customer_result,
     is_customer,
@@ -142,8 +143,6 @@ OPPORTUNITY_FIELDS: tuple[str, ...] = tuple(
 )
 #: The stamp the outcome read follows (a change of the Opportunity, not of the Lead).
 _OUTCOME_STAMP = f"{OPPORTUNITY}.SystemModstamp"
-#: Salesforce's answer to a write to a converted Lead (read-only since its conversion).
-CONVERTED_LEAD = "CANNOT_UPDATE_CONVERTED_LEAD"
 #: The fields the connector itself needs on every Lead it reads.
 _REQUIRED_READ = ("Id", "Email", "SystemModstamp", "IsConverted", "ConvertedContactId")
 _CONTACT_PREFIX = "003"

@@ -231,3 +231,19 @@ def test_describe_holds_the_opportunity_fields_read_only(make_connector: Make) -
         schema.field("ConvertedOpportunity.Loss_Reason__c").picklist_values or ()
     )
     assert load_mapping("salesforce").validate_against(schema) == []
+
+
+def test_a_bulk_write_to_a_converted_lead_is_unchanged(
+    make_connector: Make, env: dict[str, str]
+) -> None:
+    connector = make_connector(bulk_threshold=2)
+    ids = create(connector, 3)
+    convert(env, ids[0], WON)
+    results = connector.upsert(
+        [
+            UpsertInput(str(n), {"Title": "CTO"}, external_id=record_id)
+            for n, record_id in enumerate(ids)
+        ]
+    )
+    assert [r.outcome for r in results] == [WriteOutcome.UNCHANGED] + [WriteOutcome.UPDATED] * 2
+    assert all(r.ok for r in results)
