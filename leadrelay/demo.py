@@ -526,6 +526,13 @@ def _value(value: Any) -> str:
     return str(getattr(value, "value", value))
 
 
+def _reason(lead: dict[str, Any]) -> Any:
+    """The reason that goes with the lead's stage: a deal's for won and lost, else sales'
+    rejection reason."""
+    stage = str(getattr(lead.get("stage"), "value", lead.get("stage")))
+    return lead.get("outcome_reason" if stage in ("won", "lost") else "rejection_reason")
+
+
 def render_end_to_end(result: EndToEndResult, console: Console) -> None:
     """Print the demo's summary: per system, the demo leads in HubSpot, the validation run."""
     from leadrelay.handoff.report import render_tables
@@ -553,7 +560,7 @@ def render_end_to_end(result: EndToEndResult, console: Console) -> None:
             lead["email"],
             _value(lead.get("channel")),
             _value(lead.get("stage")),
-            _value(lead.get("outcome_reason") or lead.get("rejection_reason")),
+            _value(_reason(lead)),
             _value(lead.get("owner")),
             _value(lead.get("score")),
         )
