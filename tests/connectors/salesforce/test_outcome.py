@@ -247,3 +247,19 @@ def test_a_bulk_write_to_a_converted_lead_is_unchanged(
     )
     assert [r.outcome for r in results] == [WriteOutcome.UNCHANGED] + [WriteOutcome.UPDATED] * 2
     assert all(r.ok for r in results)
+
+
+def test_an_org_without_the_loss_reason_field_still_reads_and_check_names_it(
+    make_connector: Make, env: dict[str, str]
+) -> None:
+    connector = make_connector()
+    [lead_id] = create(connector, 1)
+    convert(env, lead_id, WON)
+    assert "ConvertedOpportunity.Loss_Reason__c" in records(read(connector, None)[0])[lead_id]
+    admin(env, "schema", {"system": "salesforce", "remove_field": "Opportunity.Loss_Reason__c"})
+    # the cached field list names the removed field: the read describes again and runs once more
+    row = records(read(connector, None)[0])[lead_id]
+    assert "ConvertedOpportunity.Loss_Reason__c" not in row
+    assert load_mapping("salesforce").to_lead(row).values["stage"] == "won"
+    problems = load_mapping("salesforce").validate_against(connector.describe())
+    assert [p.system_field for p in problems] == ["ConvertedOpportunity.Loss_Reason__c"]
