@@ -171,8 +171,9 @@ class HandoffLine:
 @dataclass
 class EndToEndResult:
     """What the end-to-end demo did: per-system counts, the demo leads as HubSpot holds them
-    after the write-back, their score, tier and owner in each system, the handoff report, the
-    validation run, and how long it took."""
+    after sales' verdicts are written back, the converted leads' deals after the next sync,
+    their score, tier and owner in each system, the handoff report, the validation run, and how
+    long it took."""
 
     systems: dict[str, SystemSummary]
     leads: list[dict[str, Any]] = field(default_factory=list)
@@ -418,18 +419,37 @@ def _handoff_lines(config: Any, pool: Any) -> list[HandoffLine]:
     return lines
 
 
-def _outcome_lines(config: Any, pool: Any) -> list[dict[str, Any]]:
-    """The converted demo leads as leadrelay reads them from Salesforce: stage, the
-    Opportunity's stage, amount and reason."""
+def _hubspot_view(config: Any, pool: Any) -> list[dict[str, Any]]:
+    """The demo leads as HubSpot holds them (read through its mapping), with owner names."""
+    from leadrelay.mappings.engine import load_mapping
+
+    hubspot = pool.get("hubspot")
+    mapping = load_mapping("hubspot", project_dir=config.folder)
+    records = hubspot.lookup(emails=[p[1] for p in DEMO_PEOPLE])
+    owners = _owner_names(hubspot)
+    leads = []
+    for form, email, *_ in DEMO_PEOPLE:
+        values = mapping.to_lead(records.get(email, {})).values
+        owner = _owner_label(values.get("owner"), owners)
+        leads.append({"form": form, "email": email, **values, "owner": owner})
+    return leads
+
+
+def _outcome_lines(config: Any, pool: Any, hubspot: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The converted demo leads as leadrelay reads them from Salesforce (stage, the
+    Opportunity's stage, amount and reason), with the stage HubSpot holds after the sync."""
     from leadrelay.mappings.engine import load_mapping
 
     mapping = load_mapping("salesforce", project_dir=config.folder)
     people = {p[0]: p[1] for p in DEMO_PEOPLE}
     records = pool.get("salesforce").lookup(emails=list(people.values()))
+    marketing = {lead["form"]: lead for lead in hubspot}
     lines = []
     for form, _ in DEMO_DEALS:
         values = mapping.to_lead(records.get(people[form], {})).values
-        lines.append({"form": form, "email": people[form], **values})
+        line = {"form": form, "email": people[form], **values}
+        line["hubspot_stage"] = marketing.get(form, {}).get("stage")
+        lines.append(line)
     return lines
 
 
@@ -441,7 +461,6 @@ def run_end_to_end(
     from leadrelay.capture.worker import drain_inbox
     from leadrelay.config import load_config
     from leadrelay.handoff.commands import build_project_report
-    from leadrelay.mappings.engine import load_mapping
     from leadrelay.sandbox.project import write_sandbox_project
     from leadrelay.sandbox.server import SandboxServer
     from leadrelay.sync.engine import ConnectorPool
@@ -471,6 +490,7 @@ def run_end_to_end(
                     _sales_verdicts(pool)
                     say("syncing again: sales' verdicts written back to HubSpot")
                     flows += _sync(config, store, pool)
+                    leads = _hubspot_view(config, pool)
                     say("sales converts two leads in Salesforce: one deal won, one lost")
                     _sales_outcomes(pool, server.url, server.ca_bundle)
                     say("syncing again: the won and the lost deal written back to HubSpot")
@@ -482,19 +502,9 @@ def run_end_to_end(
                     for name in SYSTEMS:
                         systems[name].leads = _count(pool.get(name))
                         systems[name].created = systems[name].leads - before[name]
-                    hubspot = pool.get("hubspot")
-                    mapping = load_mapping("hubspot", project_dir=config.folder)
-                    emails = [p[1] for p in DEMO_PEOPLE]
-                    records = hubspot.lookup(emails=emails)
-                    owners = _owner_names(hubspot)
-                    leads = []
-                    for form, email, *_ in DEMO_PEOPLE:
-                        values = mapping.to_lead(records.get(email, {})).values
-                        owner = _owner_label(values.get("owner"), owners)
-                        leads.append({"form": form, "email": email, **values, "owner": owner})
                     say("reading scores and owners back, building the handoff report")
                     handoff = _handoff_lines(config, pool)
-                    outcomes = _outcome_lines(config, pool)
+                    outcomes = _outcome_lines(config, pool, _hubspot_view(config, pool))
                     report = build_project_report(config, store, pool)
                     say("validating the demo-google form with a test lead")
                     validation = validate_form(
@@ -526,13 +536,6 @@ def _value(value: Any) -> str:
     return str(getattr(value, "value", value))
 
 
-def _reason(lead: dict[str, Any]) -> Any:
-    """The reason that goes with the lead's stage: a deal's for won and lost, else sales'
-    rejection reason."""
-    stage = str(getattr(lead.get("stage"), "value", lead.get("stage")))
-    return lead.get("outcome_reason" if stage in ("won", "lost") else "rejection_reason")
-
-
 def render_end_to_end(result: EndToEndResult, console: Console) -> None:
     """Print the demo's summary: per system, the demo leads in HubSpot, the validation run."""
     from leadrelay.handoff.report import render_tables
@@ -552,7 +555,7 @@ def render_end_to_end(result: EndToEndResult, console: Console) -> None:
         )
     print_table(console, summary)
     leads = Table(title="The demo leads in HubSpot after the write-back")
-    for column in ("form", "email", "channel", "stage", "reason", "owner", "score"):
+    for column in ("form", "email", "channel", "stage", "rejection", "owner", "score"):
         leads.add_column(column, overflow="fold")
     for lead in result.leads:
         leads.add_row(
@@ -560,13 +563,14 @@ def render_end_to_end(result: EndToEndResult, console: Console) -> None:
             lead["email"],
             _value(lead.get("channel")),
             _value(lead.get("stage")),
-            _value(_reason(lead)),
+            _value(lead.get("rejection_reason")),
             _value(lead.get("owner")),
             _value(lead.get("score")),
         )
     if result.outcomes:
-        deals = Table(title="Sales' outcomes in Salesforce, as leadrelay reads them")
-        for column in ("form", "email", "stage", "opportunity stage", "amount", "reason"):
+        deals = Table(title="Sales' outcomes in Salesforce, and the stage HubSpot got")
+        columns = ("form", "email", "stage", "opportunity stage", "amount", "reason", "in HubSpot")
+        for column in columns:
             deals.add_column(column, overflow="fold")
         for deal in result.outcomes:
             deals.add_row(
@@ -576,6 +580,7 @@ def render_end_to_end(result: EndToEndResult, console: Console) -> None:
                 _value(deal.get("opportunity_stage")),
                 _value(deal.get("amount")),
                 _value(deal.get("outcome_reason")),
+                _value(deal.get("hubspot_stage")),
             )
         print_table(console, deals)
     print_table(console, leads)
