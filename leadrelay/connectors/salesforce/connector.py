@@ -57,6 +57,7 @@ import threading
 import time
 import tomllib
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar, TypeVar
@@ -1476,20 +1477,25 @@ class SalesforceConnector(Connector[SalesforceConnection]):
 
         One Tooling API ``CustomField`` create a missing field
         (:mod:`leadrelay.connectors.salesforce.fields`); one that appeared meanwhile
-        (DUPLICATE_DEVELOPER_NAME) is left as it is. Field-level security is not set: an admin
-        grants the integration user's profile access to the new fields in Setup.
+        (DUPLICATE_DEVELOPER_NAME) is left as it is. A custom field of the converted
+        Opportunity (``ConvertedOpportunity.Loss_Reason__c``) is created on Opportunity; a
+        standard field (``ConvertedOpportunity.StageName``) cannot be, and is left to the
+        mapping check. Field-level security is not set: an admin grants the integration user's
+        profile access to the new fields in Setup.
         """
         existing = {name.lower() for name in self.describe().fields}
         created: list[str] = []
         for spec in specs:
-            if spec.name.lower() in existing:
+            relationship, _, name = spec.name.rpartition(".")
+            sobject = {"": "Lead", OPPORTUNITY: "Opportunity"}.get(relationship)
+            if spec.name.lower() in existing or sobject is None or not name.endswith("__c"):
                 continue
             try:
                 self.restful(
                     TOOLING_PATH,
                     method="POST",
-                    json=custom_field_body(spec),
-                    describe=f"creation of custom field Lead.{spec.name}",
+                    json=custom_field_body(replace(spec, name=name), sobject),
+                    describe=f"creation of custom field {sobject}.{name}",
                     idempotent=False,
                 )
             except Rejected as error:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from leadrelay.connectors.base import Page, UpsertInput, WriteOutcome
+from leadrelay.connectors.customfields import custom_field_specs
 from leadrelay.connectors.salesforce import SalesforceConnector
 from leadrelay.connectors.salesforce.connector import OPPORTUNITY_FIELDS, split_cursor
 from leadrelay.mappings.engine import load_mapping
@@ -263,3 +264,18 @@ def test_an_org_without_the_loss_reason_field_still_reads_and_check_names_it(
     assert load_mapping("salesforce").to_lead(row).values["stage"] == "won"
     problems = load_mapping("salesforce").validate_against(connector.describe())
     assert [p.system_field for p in problems] == ["ConvertedOpportunity.Loss_Reason__c"]
+
+
+def test_create_fields_makes_the_loss_reason_on_opportunity(
+    make_connector: Make, env: dict[str, str]
+) -> None:
+    admin(env, "schema", {"system": "salesforce", "remove_field": "Opportunity.Loss_Reason__c"})
+    connector = make_connector()
+    specs = custom_field_specs(load_mapping("salesforce"))
+    assert connector.create_fields(specs) == ["ConvertedOpportunity.Loss_Reason__c"]
+    schema = connector.describe()
+    created = schema.field("ConvertedOpportunity.Loss_Reason__c")
+    assert set(created.picklist_values or ()) >= {"Competitor", "Missing Features", "No Budget"}
+    assert not schema.has("Loss_Reason__c")  # made on Opportunity, not on Lead
+    assert load_mapping("salesforce").validate_against(schema) == []
+    assert connector.create_fields(specs) == []
