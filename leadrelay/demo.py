@@ -4,8 +4,10 @@
 project written as ``leadrelay sandbox --init`` writes it, a web form lead, a Meta lead ad and a
 Google Ads lead form lead captured by the capture service and delivered, two-way syncs
 HubSpot <-> Salesforce and HubSpot <-> Zoho, sales' verdicts set in Salesforce and Zoho through
-their APIs and written back to HubSpot by the next sync, one validation run, and a summary per
-system (leads, created, updated, written back, API calls). After the write-back it reads every
+their APIs and written back to HubSpot by the next sync, then two leads converted in Salesforce
+(the sandbox's admin conversion) into one won and one lost Opportunity whose outcome the last
+sync carries back to HubSpot, one validation run, and a summary per system (leads, created,
+updated, written back, API calls). After the write-back it reads every
 demo lead back from each system: its score, tier and owner as that system holds them (the owner
 by name: Salesforce and Zoho owners are the users routing assigned; HubSpot contacts keep
 whatever owner HubSpot has, routing sets none for them), and builds the handoff report that
@@ -169,12 +171,15 @@ class HandoffLine:
 @dataclass
 class EndToEndResult:
     """What the end-to-end demo did: per-system counts, the demo leads as HubSpot holds them
-    after the write-back, their score, tier and owner in each system, the handoff report, the
-    validation run, and how long it took."""
+    after sales' verdicts are written back, the converted leads' deals after the next sync,
+    their score, tier and owner in each system, the handoff report, the validation run, and how
+    long it took."""
 
     systems: dict[str, SystemSummary]
     leads: list[dict[str, Any]] = field(default_factory=list)
     handoff: list[HandoffLine] = field(default_factory=list)
+    #: the converted demo leads as the Salesforce mapping reads them (stage, amount, reason)
+    outcomes: list[dict[str, Any]] = field(default_factory=list)
     report: Any = None
     captured: int = 0
     delivered: int = 0
@@ -278,7 +283,16 @@ def _capture_leads(config: Any, capture: str, sandbox_url: str, ca: Path) -> int
 
 
 def _count(connector: Any) -> int:
-    return sum(len(page.records) for page in connector.read_changes(None))
+    """How many records a full read finds (a record read twice counts once: Salesforce reads a
+    converted Lead with the Leads and again with the outcomes)."""
+    seen: set[str] = set()
+    for page in connector.read_changes(None):
+        for record in page.records:
+            key = next((record[k] for k in ("Id", "id", "hs_object_id") if record.get(k)), None)
+            seen.add(
+                str(key) if key is not None else json.dumps(record, sort_keys=True, default=str)
+            )
+    return len(seen)
 
 
 def _sync(config: Any, store: Any, pool: Any) -> list[Any]:
@@ -309,6 +323,52 @@ def _sales_verdicts(pool: Any) -> None:
     )
     lead = zoho.lookup(emails=[google_email])[google_email]
     zoho.update({str(lead["id"]): {"Lead_Status": "Junk Lead"}})
+
+
+#: The deals sales makes of two demo leads after the first write-back: the web form lead is
+#: converted and won, the Google Ads lead converted and lost to a competitor.
+DEMO_DEALS = (
+    (
+        "demo-webform",
+        {"Name": "Northwind - 40 seats", "StageName": "Closed Won", "Amount": 48000},
+    ),
+    (
+        "demo-google",
+        {
+            "Name": "Fabrikam - pilot",
+            "StageName": "Closed Lost",
+            "Amount": 12000,
+            "Loss_Reason__c": "Competitor",
+        },
+    ),
+)
+
+
+def _sales_outcomes(pool: Any, sandbox_url: str, ca: Path) -> dict[str, str]:
+    """What sales does next in Salesforce: converts two leads into Opportunities the way an
+    admin does in the UI (the sandbox's convert endpoint), one won, one lost with its reason.
+    Returns form -> the Opportunity's id."""
+    import ssl
+
+    salesforce = pool.get("salesforce")
+    emails = {p[0]: p[1] for p in DEMO_PEOPLE}
+    found = salesforce.lookup(emails=list(emails.values()))
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    made: dict[str, str] = {}
+    with httpx.Client(verify=ssl.create_default_context(cafile=str(ca)), timeout=30) as admin:
+        for form, deal in DEMO_DEALS:
+            body = {
+                "lead_id": str(found[emails[form]]["Id"]),
+                "opportunity": {**deal, "CloseDate": today},
+            }
+            answer = _post(
+                admin,
+                f"{sandbox_url}/__sandbox__/salesforce/convert",
+                json.dumps(body).encode(),
+                {},
+            )
+            made[form] = str(answer["opportunity_id"])
+    return made
 
 
 def _owner_names(connector: Any) -> dict[str, str]:
@@ -359,6 +419,40 @@ def _handoff_lines(config: Any, pool: Any) -> list[HandoffLine]:
     return lines
 
 
+def _hubspot_view(config: Any, pool: Any) -> list[dict[str, Any]]:
+    """The demo leads as HubSpot holds them (read through its mapping), with owner names."""
+    from leadrelay.mappings.engine import load_mapping
+
+    hubspot = pool.get("hubspot")
+    mapping = load_mapping("hubspot", project_dir=config.folder)
+    records = hubspot.lookup(emails=[p[1] for p in DEMO_PEOPLE])
+    owners = _owner_names(hubspot)
+    leads = []
+    for form, email, *_ in DEMO_PEOPLE:
+        values = mapping.to_lead(records.get(email, {})).values
+        owner = _owner_label(values.get("owner"), owners)
+        leads.append({"form": form, "email": email, **values, "owner": owner})
+    return leads
+
+
+def _outcome_lines(config: Any, pool: Any, hubspot: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The converted demo leads as leadrelay reads them from Salesforce (stage, the
+    Opportunity's stage, amount and reason), with the stage HubSpot holds after the sync."""
+    from leadrelay.mappings.engine import load_mapping
+
+    mapping = load_mapping("salesforce", project_dir=config.folder)
+    people = {p[0]: p[1] for p in DEMO_PEOPLE}
+    records = pool.get("salesforce").lookup(emails=list(people.values()))
+    marketing = {lead["form"]: lead for lead in hubspot}
+    lines = []
+    for form, _ in DEMO_DEALS:
+        values = mapping.to_lead(records.get(people[form], {})).values
+        line = {"form": form, "email": people[form], **values}
+        line["hubspot_stage"] = marketing.get(form, {}).get("stage")
+        lines.append(line)
+    return lines
+
+
 def run_end_to_end(
     workdir: Path | None = None, *, progress: Callable[[str], None] | None = None
 ) -> EndToEndResult:
@@ -367,7 +461,6 @@ def run_end_to_end(
     from leadrelay.capture.worker import drain_inbox
     from leadrelay.config import load_config
     from leadrelay.handoff.commands import build_project_report
-    from leadrelay.mappings.engine import load_mapping
     from leadrelay.sandbox.project import write_sandbox_project
     from leadrelay.sandbox.server import SandboxServer
     from leadrelay.sync.engine import ConnectorPool
@@ -397,6 +490,11 @@ def run_end_to_end(
                     _sales_verdicts(pool)
                     say("syncing again: sales' verdicts written back to HubSpot")
                     flows += _sync(config, store, pool)
+                    leads = _hubspot_view(config, pool)
+                    say("sales converts two leads in Salesforce: one deal won, one lost")
+                    _sales_outcomes(pool, server.url, server.ca_bundle)
+                    say("syncing again: the won and the lost deal written back to HubSpot")
+                    flows += _sync(config, store, pool)
                     for stats in flows:
                         flow = config.flow(stats.name)
                         systems[flow.destination].updated += stats.updated
@@ -404,18 +502,9 @@ def run_end_to_end(
                     for name in SYSTEMS:
                         systems[name].leads = _count(pool.get(name))
                         systems[name].created = systems[name].leads - before[name]
-                    hubspot = pool.get("hubspot")
-                    mapping = load_mapping("hubspot", project_dir=config.folder)
-                    emails = [p[1] for p in DEMO_PEOPLE]
-                    records = hubspot.lookup(emails=emails)
-                    owners = _owner_names(hubspot)
-                    leads = []
-                    for form, email, *_ in DEMO_PEOPLE:
-                        values = mapping.to_lead(records.get(email, {})).values
-                        owner = _owner_label(values.get("owner"), owners)
-                        leads.append({"form": form, "email": email, **values, "owner": owner})
                     say("reading scores and owners back, building the handoff report")
                     handoff = _handoff_lines(config, pool)
+                    outcomes = _outcome_lines(config, pool, _hubspot_view(config, pool))
                     report = build_project_report(config, store, pool)
                     say("validating the demo-google form with a test lead")
                     validation = validate_form(
@@ -430,6 +519,7 @@ def run_end_to_end(
         systems=systems,
         leads=leads,
         handoff=handoff,
+        outcomes=outcomes,
         report=report,
         captured=captured,
         delivered=delivery.delivered,
@@ -477,6 +567,22 @@ def render_end_to_end(result: EndToEndResult, console: Console) -> None:
             _value(lead.get("owner")),
             _value(lead.get("score")),
         )
+    if result.outcomes:
+        deals = Table(title="Sales' outcomes in Salesforce, and the stage HubSpot got")
+        columns = ("form", "email", "stage", "opportunity stage", "amount", "reason", "in HubSpot")
+        for column in columns:
+            deals.add_column(column, overflow="fold")
+        for deal in result.outcomes:
+            deals.add_row(
+                deal["form"],
+                deal["email"],
+                _value(deal.get("stage")),
+                _value(deal.get("opportunity_stage")),
+                _value(deal.get("amount")),
+                _value(deal.get("outcome_reason")),
+                _value(deal.get("hubspot_stage")),
+            )
+        print_table(console, deals)
     print_table(console, leads)
     if result.handoff:
         handoff = Table(title="Score, tier and owner of each demo lead in each system")

@@ -429,7 +429,10 @@ def test_landing_page_longer_than_255_is_refused(sf: Client) -> None:
 
 def test_global_describe_lists_the_objects(sf: Client) -> None:
     names = {s["name"] for s in sf.describe()["sobjects"]}
-    assert names == {"Lead", "Contact", "Account", "User", "Group", "Task", "LeadStatus"}
+    assert names == {
+        "Lead", "Contact", "Account", "Opportunity", "User", "Group", "Task", "LeadStatus",
+        "OpportunityStage",
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 from leadrelay.connectors.base import UpsertInput, WriteOutcome, WriteResult, normalize_email
 from leadrelay.connectors.errors import ConnectorError, Fatal, Rejected, Retryable
 from leadrelay.connectors.policy import from_requests
-from leadrelay.connectors.salesforce.results import SYSTEM, customer_result, is_customer
+from leadrelay.connectors.salesforce.results import (
+    CONVERTED_LEAD,
+    SYSTEM,
+    customer_result,
+    is_customer,
+)
 
 if TYPE_CHECKING:
     import requests
@@ -306,6 +311,10 @@ def _ingest_items(
         index = queue.popleft()
         ref = items[index].ref
         code, message, field = parse_bulk_error(error)
+        if code == CONVERTED_LEAD:
+            # A converted Lead is read-only and never meant to be written: nothing to do.
+            results[index] = WriteResult(ref, record_id or None, WriteOutcome.UNCHANGED)
+            continue
         rejected = Rejected(message, system=SYSTEM, record=ref, field=field, code=code)
         results[index] = WriteResult.failed(ref, rejected, record_id or None)
     for queue in pending.values():

@@ -21,6 +21,17 @@ How it talks to the org (crm-api-facts §2):
   ``(SystemModstamp, Id)`` of its last row; the last page's is at most the server time of the
   read (its ``Date`` header) minus ``read_lookback_s``, so an idle run reads nothing new and a
   record committed late, stamped a moment before the read, is still read.
+* **The outcome of a converted Lead** (docs/outcome.md) — every Lead read selects
+  ``ConvertedOpportunity.*`` (flattened into the record as ``ConvertedOpportunity.StageName`` …;
+  blank without an Opportunity). A later change of the Opportunity does not stamp the Lead, so
+  the same Composite call (one API request) also asks for the converted Leads whose
+  Opportunity changed: ``… WHERE IsConverted = true AND ConvertedOpportunity.SystemModstamp >=
+  … ORDER BY ConvertedOpportunity.SystemModstamp, Id``, its pages following the Leads' with the
+  same keyset rules. The record id stays the Lead Id. The cursor is ``<stamp>|<id>`` of the
+  Leads, then ``|<stamp>|<id>`` of the outcomes.
+* **Converted Leads are never written** — Salesforce refuses them
+  (``CANNOT_UPDATE_CONVERTED_LEAD``). A Lead read as converted gets no write (its result is
+  unchanged), and the refusal of one not read yet counts as unchanged too, never as a failure.
 * **lookup** — ``Email IN (…)`` on Lead, split so each query fits the GET URL (:mod:`.soql`);
   the emails with no Lead are then looked up on Contact. A Contact match is returned with
   ``record["attributes"]["type"] == "Contact"``: the person is an existing customer.
@@ -46,6 +57,7 @@ import threading
 import time
 import tomllib
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, ClassVar, TypeVar
@@ -84,13 +96,14 @@ from leadrelay.connectors.salesforce import bulk
 from leadrelay.connectors.salesforce.auth import Token, fetch_token
 from leadrelay.connectors.salesforce.fields import DUPLICATE_CODE, TOOLING_PATH, custom_field_body
 from leadrelay.connectors.salesforce.results import (
+    CONVERTED_LEAD,
     SYSTEM,
     customer_result,
     is_customer,
 )
 from leadrelay.connectors.salesforce.soql import datetime_literal, in_batches
 
-__all__ = ["CONTACT_FIELDS", "DEFAULT_READ_FIELDS", "SalesforceConnector"]
+__all__ = ["CONTACT_FIELDS", "DEFAULT_READ_FIELDS", "OPPORTUNITY_FIELDS", "SalesforceConnector"]
 
 T = TypeVar("T")
 
@@ -132,6 +145,16 @@ CONTACT_FIELDS: tuple[str, ...] = (
     "OwnerId",
     "SystemModstamp",
 )
+#: The relationship of a converted Lead's Opportunity. Its fields are read with the Lead's
+#: (``ConvertedOpportunity.StageName``) and flattened into the Lead's record under those names.
+OPPORTUNITY = "ConvertedOpportunity"
+#: Opportunity fields read on every Lead when the org lets the integration user see them.
+OPPORTUNITY_FIELDS: tuple[str, ...] = tuple(
+    f"{OPPORTUNITY}.{name}"
+    for name in ("Id", "StageName", "IsClosed", "IsWon", "Amount", "CloseDate", "SystemModstamp")
+)
+#: The stamp the outcome read follows (a change of the Opportunity, not of the Lead).
+_OUTCOME_STAMP = f"{OPPORTUNITY}.SystemModstamp"
 #: The fields the connector itself needs on every Lead it reads.
 _REQUIRED_READ = ("Id", "Email", "SystemModstamp", "IsConverted", "ConvertedContactId")
 _CONTACT_PREFIX = "003"
@@ -190,6 +213,46 @@ def encode_cursor(record: Mapping[str, Any]) -> str:
     return f"{record['SystemModstamp']}|{record['Id']}"
 
 
+def split_cursor(
+    cursor: str | None,
+) -> tuple[tuple[datetime, str] | None, tuple[datetime, str] | None]:
+    """The Lead position and the outcome position of a :meth:`read_changes` cursor.
+
+    ``<stamp>|<id>`` (the Lead read alone) or ``<stamp>|<id>|<stamp>|<id>``: the second pair is
+    the Opportunity SystemModstamp and Lead Id of the last converted Lead read for its outcome.
+
+    Raises:
+        ValueError: the cursor is not one of this connector's.
+    """
+    return (None, None) if cursor is None else _split(cursor)
+
+
+def _split(cursor: str) -> tuple[tuple[datetime, str], tuple[datetime, str] | None]:
+    parts = cursor.split("|")
+    if len(parts) not in (2, 4):
+        raise ValueError(f"not a Salesforce cursor: {cursor!r}")
+    lead = _position(cursor, parts[:2])
+    outcome = _position(cursor, parts[2:]) if len(parts) == 4 else None
+    return lead, outcome
+
+
+def _position(cursor: str, parts: Sequence[str]) -> tuple[datetime, str]:
+    try:
+        return parse_stamp(parts[0]), parts[1]
+    except ValueError:
+        raise ValueError(f"not a Salesforce cursor: {cursor!r}") from None
+
+
+def join_cursor(
+    lead: tuple[datetime, str] | None, outcome: tuple[datetime, str] | None
+) -> str | None:
+    """The cursor of :func:`split_cursor`'s positions (None before anything was read)."""
+    if lead is None:
+        return None
+    text = f"{format_stamp(lead[0])}|{lead[1]}"
+    return text if outcome is None else f"{text}|{format_stamp(outcome[0])}|{outcome[1]}"
+
+
 def format_stamp(value: datetime) -> str:
     """An aware datetime as Salesforce writes it: ``2024-05-01T09:30:00.000+0000``."""
     value = value.astimezone(UTC)
@@ -197,19 +260,13 @@ def format_stamp(value: datetime) -> str:
 
 
 def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """The SystemModstamp and Id of a cursor made by :func:`encode_cursor`.
+    """The Lead SystemModstamp and Id of a cursor made by :func:`encode_cursor` or
+    :meth:`SalesforceConnector.read_changes` (see :func:`split_cursor`).
 
     Raises:
         ValueError: the cursor is not one of this connector's.
     """
-    stamp, sep, record_id = cursor.partition("|")
-    try:
-        when = parse_stamp(stamp)
-    except ValueError:
-        raise ValueError(f"not a Salesforce cursor: {cursor!r}") from None
-    if not sep:
-        raise ValueError(f"not a Salesforce cursor: {cursor!r}")
-    return when, record_id
+    return _split(cursor)[0]
 
 
 def parse_stamp(value: str) -> datetime:
@@ -226,12 +283,30 @@ def _record_type(record_id: str) -> str:
 
 
 def _clean(record: Mapping[str, Any]) -> RawRecord:
-    """A query row with its ``attributes`` kept to the type (the URL is not needed)."""
-    out = dict(record)
-    attributes = out.get("attributes")
-    if isinstance(attributes, Mapping):
-        out["attributes"] = {"type": attributes.get("type")}
+    """A query row with its ``attributes`` kept to the type (the URL is not needed), and a
+    parent record of a relationship path flattened: ``{"ConvertedOpportunity": {"StageName":
+    …}}`` becomes ``"ConvertedOpportunity.StageName"``; a null parent is left out (see
+    :func:`_with_paths`)."""
+    out: RawRecord = {}
+    for key, value in record.items():
+        if key == "attributes" and isinstance(value, Mapping):
+            out[key] = {"type": value.get("type")}
+        elif isinstance(value, Mapping) and "attributes" in value:
+            for name, inner in value.items():
+                if name != "attributes":
+                    out[f"{key}.{name}"] = inner
+        elif not (value is None and key == OPPORTUNITY):
+            out[key] = value
     return out
+
+
+def _with_paths(row: RawRecord, fields: Sequence[str]) -> RawRecord:
+    """``row`` with every relationship path of ``fields`` present: blank when the Lead has no
+    such parent (not converted, or converted without an Opportunity)."""
+    for name in fields:
+        if "." in name:
+            row.setdefault(name, None)
+    return row
 
 
 def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
@@ -340,6 +415,8 @@ class SalesforceConnector(Connector[SalesforceConnection]):
         self._fields: list[str] | None = None
         self._schema: Schema | None = None
         self.token_requests = 0
+        # Ids of Leads read as converted: never written again (Salesforce refuses them).
+        self._converted: set[str] = set()
         # Email -> (when, the Lead/Contact found or None): the answer of a lookup, reused by an
         # upsert of the same emails moments later instead of asking Salesforce again.
         self._lookup_memo: dict[str, tuple[float, RawRecord | None]] = {}
@@ -560,17 +637,7 @@ class SalesforceConnector(Connector[SalesforceConnection]):
         return results
 
     def _composite_rows(self, part: Any, describe: str) -> list[RawRecord]:
-        status = part.get("httpStatusCode") if isinstance(part, Mapping) else None
-        result = part.get("body") if isinstance(part, Mapping) else None
-        if status != 200 or not isinstance(result, Mapping):
-            errors = result if isinstance(result, list) else []
-            first = errors[0] if errors and isinstance(errors[0], Mapping) else {}
-            raise Fatal(
-                f"{describe}: {first.get('message') or 'the query was refused'}",
-                system=SYSTEM,
-                status=status if isinstance(status, int) else None,
-                code=str(first.get("errorCode") or "") or None,
-            )
+        result = _query_answer(part, describe)
         return [row for page in self._pages_from(result, describe) for row in page]
 
     @staticmethod
@@ -601,7 +668,7 @@ class SalesforceConnector(Connector[SalesforceConnection]):
                 self._fields = wanted
                 return wanted
         schema = self._known_schema()
-        candidates = [*_REQUIRED_READ, *DEFAULT_READ_FIELDS, *mapping_fields()]
+        candidates = [*_REQUIRED_READ, *DEFAULT_READ_FIELDS, *OPPORTUNITY_FIELDS, *mapping_fields()]
         fields = [name for name in dict.fromkeys(candidates) if schema.has(name)]
         with self._lock:
             self._fields = fields
@@ -623,31 +690,130 @@ class SalesforceConnector(Connector[SalesforceConnection]):
 
     def _read_changes(self, cursor: str | None) -> Iterator[Page]:
         fields = list(dict.fromkeys([*self.lead_fields(), *_DELETION_FIELDS]))
-        after: tuple[datetime, str] | None = None
+        after, outcome_after = split_cursor(cursor)
         where = ""
-        if cursor is not None:
-            after = decode_cursor(cursor)
+        if after is not None:
             # SOQL datetime literals are whole seconds: read from the cursor's second and drop
             # the rows at or before the cursor itself.
             where = f" WHERE SystemModstamp >= {datetime_literal(after[0])}"
         soql = f"SELECT {', '.join(fields)} FROM Lead{where} ORDER BY SystemModstamp, Id"  # noqa: S608
         describe = "read changed and deleted Leads"
-        timeout = self.settings.timeout_s
+        follow = _OUTCOME_STAMP in fields
         self._server_time.value = None
-        first = self.call(
-            lambda sf: sf.query(soql, include_deleted=True, timeout=timeout),
-            describe=describe,
+        outcome_first: Mapping[str, Any] | None = None
+        if follow:
+            first, outcome_first = self._read_together(
+                soql, self._outcome_query(fields, outcome_after), describe
+            )
+        else:
+            timeout = self.settings.timeout_s
+            first = self.call(
+                lambda sf: sf.query(soql, include_deleted=True, timeout=timeout),
+                describe=describe,
+                idempotent=True,
+            )
+        started: datetime | None = self._server_time.value
+        remaining = _total(first)
+        if remaining is not None and outcome_first is not None:
+            outcome_total = _total(outcome_first)
+            remaining = None if outcome_total is None else remaining + outcome_total
+        outcome_end = outcome_after
+        if outcome_first is not None and not outcome_first.get("records"):
+            # No Opportunity changed (an idle run): the end of that read goes with the Leads'.
+            for _, resume in self._keyset(
+                outcome_first, outcome_after, started, _OUTCOME_STAMP, ""
+            ):
+                outcome_end = resume
+            outcome_first = None
+        lead_end = after
+        for page, resume in self._keyset(first, after, started, "SystemModstamp", describe):
+            lead_end = resume
+            last = outcome_first is None and page.cursor == ""
+            if page.records or page.deleted or last:
+                yield Page(page.records, join_cursor(resume, outcome_end), page.deleted, remaining)
+            if remaining is not None:
+                remaining = max(0, remaining - len(page.records) - len(page.deleted))
+        if outcome_first is None:
+            return
+        describe = "read the outcome of converted Leads"
+        for page, resume in self._keyset(
+            outcome_first, outcome_after, started, _OUTCOME_STAMP, describe
+        ):
+            if page.records or page.cursor == "":
+                yield Page(page.records, join_cursor(lead_end, resume), (), remaining)
+            if remaining is not None:
+                remaining = max(0, remaining - len(page.records))
+
+    def _seen(self, row: RawRecord) -> RawRecord:
+        """A Lead row as returned: every relationship path present; a converted Lead is
+        remembered so that no write is sent to it."""
+        if row.get("IsConverted") and row.get("Id"):
+            with self._lock:
+                self._converted.add(str(row["Id"]))
+        return _with_paths(row, self.lead_fields())
+
+    def _outcome_query(self, fields: Sequence[str], after: tuple[datetime, str] | None) -> str:
+        """The converted Leads whose Opportunity changed since ``after``, in the order of the
+        Opportunity's SystemModstamp (a parent field: one query, no semi-join)."""
+        wanted = [name for name in fields if name not in _DELETION_FIELDS]
+        where = (
+            f"{OPPORTUNITY}Id != null"
+            if after is None
+            else f"{_OUTCOME_STAMP} >= {datetime_literal(after[0])}"
+        )
+        return (
+            f"SELECT {', '.join(wanted)} FROM Lead WHERE IsConverted = true AND {where} "  # noqa: S608
+            f"ORDER BY {_OUTCOME_STAMP}, Id"
+        )
+
+    def _read_together(
+        self, lead_soql: str, outcome_soql: str, describe: str
+    ) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+        """The first answers of the Lead read (``queryAll``: deleted Leads too) and the outcome
+        read, in one Composite call (one API request: an idle run costs what it did before)."""
+        version = self.settings.api_version
+        body = {
+            "allOrNone": False,
+            "compositeRequest": [
+                {
+                    "method": "GET",
+                    "url": f"/services/data/v{version}/{endpoint}?{urlencode({'q': text})}",
+                    "referenceId": ref,
+                }
+                for ref, endpoint, text in (
+                    ("leads", "queryAll", lead_soql),
+                    ("outcomes", "query", outcome_soql),
+                )
+            ],
+        }
+        timeout = self.settings.timeout_s
+        answer = self.call(
+            lambda sf: sf.restful("composite", method="POST", json=body, timeout=timeout),
+            describe=f"{describe} and the outcome of converted Leads",
             idempotent=True,
         )
-        started: datetime | None = self._server_time.value
+        parts = answer.get("compositeResponse") if isinstance(answer, Mapping) else None
+        if not isinstance(parts, list) or len(parts) != 2:
+            raise Fatal(f"{describe}: the composite answer has no result per query", system=SYSTEM)
+        return _query_answer(parts[0], describe), _query_answer(parts[1], describe)
+
+    def _keyset(
+        self,
+        first: Mapping[str, Any],
+        after: tuple[datetime, str] | None,
+        started: datetime | None,
+        stamp: str,
+        describe: str,
+    ) -> Iterator[tuple[Page, tuple[datetime, str] | None]]:
+        """The pages of a read ordered by ``stamp`` then Id, each with the position to resume
+        from; rows at or before ``after`` are dropped. The last page's cursor is ``""`` (its
+        position: at most the server time of the read minus the look-back)."""
         last: tuple[datetime, str] | None = None
-        size = first.get("totalSize") if isinstance(first, dict) else None
-        remaining = size if isinstance(size, int) else None
         for rows, more in _lookahead(self._pages_from(first, describe)):
             records: list[RawRecord] = []
             deleted: list[Deletion] = []
             for row in rows:
-                position = (parse_stamp(str(row["SystemModstamp"])), str(row["Id"]))
+                position = (parse_stamp(str(row[stamp])), str(row["Id"]))
                 if after is not None and position <= after:
                     continue
                 last = position
@@ -656,8 +822,9 @@ class SalesforceConnector(Connector[SalesforceConnection]):
                     deleted.append(
                         Deletion(str(row["Id"]), str(master) if master else None, position[0])
                     )
-                else:
-                    records.append({k: v for k, v in row.items() if k not in _DELETION_FIELDS})
+                    continue
+                record = {k: v for k, v in row.items() if k not in _DELETION_FIELDS}
+                records.append(self._seen(record))
             resume = last
             if not more and started is not None:
                 # The end of the read: no later than the server time of the read minus the
@@ -666,11 +833,7 @@ class SalesforceConnector(Connector[SalesforceConnection]):
                 resume = floor if last is None else min(last, floor)
             if after is not None:
                 resume = after if resume is None else max(resume, after)
-            page_cursor = None if resume is None else f"{format_stamp(resume[0])}|{resume[1]}"
-            if records or deleted or not more:
-                yield Page(records, page_cursor, tuple(deleted), remaining)
-            if remaining is not None:
-                remaining = max(0, remaining - len(rows))
+            yield Page(records, None if more else "", tuple(deleted), None), resume
 
     # -- lookup -----------------------------------------------------------------------------
 
@@ -692,6 +855,7 @@ class SalesforceConnector(Connector[SalesforceConnection]):
             leads = [i for i in wanted if _record_type(i) == "Lead"]
             contacts = [i for i in wanted if _record_type(i) == "Contact"]
             rows = self._query_in("Lead", self.lead_fields(), "Id", leads) if leads else []
+            rows = [self._seen(row) for row in rows]
             if contacts:
                 rows += self._query_in("Contact", CONTACT_FIELDS, "Id", contacts)
             by_id = {str(row["Id"]): row for row in rows}
@@ -766,6 +930,7 @@ class SalesforceConnector(Connector[SalesforceConnection]):
         found: dict[str, RawRecord] = {}
         for rows in answers[: len(lead_soqls)]:
             for row in rows:
+                row = self._seen(row)
                 key = normalize_email(str(row.get("Email") or ""))
                 if key and (key not in found or _better(row, found[key])):
                     found[key] = row
@@ -835,6 +1000,8 @@ class SalesforceConnector(Connector[SalesforceConnection]):
                         WriteOutcome.CREATED if answer.get("created") else WriteOutcome.UPDATED
                     )
                     results[i] = WriteResult(ref, answer.get("id"), outcome)
+                elif self._refused_as_converted(str(answer.get("id") or ref), answer):
+                    results[i] = WriteResult(ref, answer.get("id"), WriteOutcome.UNCHANGED)
                 else:
                     results[i] = WriteResult.failed(ref, save_error(ref, answer.get("errors")))
         return _complete(results)
@@ -914,7 +1081,13 @@ class SalesforceConnector(Connector[SalesforceConnection]):
         targets: list[tuple[int, str]],
         results: list[WriteResult | None],
     ) -> None:
-        for chunk in _chunks(targets, COLLECTION_LIMIT):
+        sendable: list[tuple[int, str]] = []
+        for i, record_id in targets:
+            if self._is_converted(record_id):
+                results[i] = WriteResult(items[i].ref, record_id, WriteOutcome.UNCHANGED)
+            else:
+                sendable.append((i, record_id))
+        for chunk in _chunks(sendable, COLLECTION_LIMIT):
             records = [
                 {
                     "attributes": {"type": _record_type(record_id)},
@@ -930,6 +1103,8 @@ class SalesforceConnector(Connector[SalesforceConnection]):
                     results[i] = WriteResult(
                         ref, answer.get("id") or record_id, WriteOutcome.UPDATED
                     )
+                elif self._refused_as_converted(record_id, answer):
+                    results[i] = WriteResult(ref, record_id, WriteOutcome.UNCHANGED)
                 else:
                     error = save_error(ref, answer.get("errors"))
                     results[i] = WriteResult.failed(ref, error, record_id)
@@ -991,7 +1166,8 @@ class SalesforceConnector(Connector[SalesforceConnection]):
 
     def update(self, updates: Mapping[str, RawRecord]) -> list[WriteResult]:
         """Write fields to records by id (Lead, or Contact for ``003…`` ids); one per id."""
-        targets = list(updates.items())
+        targets = [(i, d) for i, d in updates.items() if not self._is_converted(i)]
+        unchanged = {i: WriteResult(i, i, WriteOutcome.UNCHANGED) for i in updates}
         results: list[WriteResult] = []
         for chunk in _chunks(targets, COLLECTION_LIMIT):
             records = [
@@ -1006,10 +1182,31 @@ class SalesforceConnector(Connector[SalesforceConnection]):
             for (record_id, _), answer in zip(chunk, answers, strict=True):
                 if answer.get("success"):
                     results.append(WriteResult(record_id, record_id, WriteOutcome.UPDATED))
+                elif self._refused_as_converted(record_id, answer):
+                    results.append(unchanged[record_id])
                 else:
                     error = save_error(record_id, answer.get("errors"))
                     results.append(WriteResult.failed(record_id, error, record_id))
-        return results
+        done = {result.ref: result for result in results}
+        return [done.get(record_id, unchanged[record_id]) for record_id in updates]
+
+    def _is_converted(self, record_id: str) -> bool:
+        """True for a Lead this connector has read as converted (by its 15 or 18 characters)."""
+        with self._lock:
+            return record_id in self._converted or any(
+                known[:15] == record_id[:15] for known in self._converted if len(record_id) == 15
+            )
+
+    def _refused_as_converted(self, record_id: str, answer: Mapping[str, Any]) -> bool:
+        """True when Salesforce refused the write because the Lead is converted: the write is
+        not due (a converted Lead is never written), so it is no failure either."""
+        errors = answer.get("errors")
+        first = errors[0] if isinstance(errors, list) and errors else None
+        if not isinstance(first, Mapping) or first.get("statusCode") != CONVERTED_LEAD:
+            return False
+        with self._lock:
+            self._converted.add(record_id)
+        return True
 
     def delete(self, ids: Sequence[str]) -> list[WriteResult]:
         """Delete records by id (``DELETE composite/sobjects?ids=…``); one result per id.
@@ -1057,10 +1254,11 @@ class SalesforceConnector(Connector[SalesforceConnection]):
         key, secret = self._describe_key(), self._cache_secret()
         cached = self.credentials.get(key, secret=secret) or {}
         specs, since = cached.get("fields"), cached.get("read_at")
+        opportunity = cached.get("opportunity")
         if not isinstance(specs, list) or not isinstance(since, str):
             specs, since = None, None
         response = self._describe_request(since)
-        if response.status_code != 304 or specs is None:
+        if response.status_code != 304 or specs is None or not isinstance(opportunity, list):
             try:
                 body = response.json()
             except ValueError:
@@ -1069,13 +1267,18 @@ class SalesforceConnector(Connector[SalesforceConnection]):
             if not isinstance(raw, list):
                 raise Fatal("describe Lead: the answer holds no fields", system=SYSTEM)
             specs = [{k: spec.get(k) for k in _DESCRIBE_KEYS} for spec in raw]
+            opportunity = self._describe_opportunity()
             self.credentials.put(
                 key,
-                {"fields": specs, "read_at": response.headers.get("Date") or ""},
+                {
+                    "fields": specs,
+                    "opportunity": opportunity,
+                    "read_at": response.headers.get("Date") or "",
+                },
                 secret=secret,
                 expires_at=datetime.now(UTC) + SESSION_TTL,
             )
-        schema = _schema(specs)
+        schema = _schema(specs, opportunity)
         self._schema = schema
         return schema
 
@@ -1092,12 +1295,31 @@ class SalesforceConnector(Connector[SalesforceConnection]):
 
         return self.call(send, describe="describe Lead", idempotent=True, to_info=from_requests)
 
+    def _describe_opportunity(self) -> list[dict[str, Any]]:
+        """The Opportunity fields the integration user may read (describe's), asked when the
+        Lead's describe changed; none when the org hides Opportunity from it (403 / 404)."""
+        try:
+            body = self.restful(
+                "sobjects/Opportunity/describe", describe="describe Opportunity", idempotent=True
+            )
+        except ConnectorError as exc:
+            if exc.status in (403, 404):
+                return []
+            raise
+        raw = body.get("fields") if isinstance(body, Mapping) else None
+        if not isinstance(raw, list):
+            return []
+        return [{k: spec.get(k) for k in _DESCRIBE_KEYS} for spec in raw]
+
     def _known_schema(self) -> Schema:
         """The kept describe without asking Salesforce (what a read needs), else
         :meth:`describe`."""
         cached = self.credentials.get(self._describe_key(), secret=self._cache_secret())
         specs = cached.get("fields") if cached else None
-        return _schema(specs) if isinstance(specs, list) else self.describe()
+        opportunity = cached.get("opportunity") if cached else None
+        if isinstance(specs, list) and isinstance(opportunity, list):
+            return _schema(specs, opportunity)
+        return self.describe()
 
     def schema_changed(self) -> None:
         """Forget the cached describe and read fields: Salesforce refused one of them."""
@@ -1255,20 +1477,25 @@ class SalesforceConnector(Connector[SalesforceConnection]):
 
         One Tooling API ``CustomField`` create a missing field
         (:mod:`leadrelay.connectors.salesforce.fields`); one that appeared meanwhile
-        (DUPLICATE_DEVELOPER_NAME) is left as it is. Field-level security is not set: an admin
-        grants the integration user's profile access to the new fields in Setup.
+        (DUPLICATE_DEVELOPER_NAME) is left as it is. A custom field of the converted
+        Opportunity (``ConvertedOpportunity.Loss_Reason__c``) is created on Opportunity; a
+        standard field (``ConvertedOpportunity.StageName``) cannot be, and is left to the
+        mapping check. Field-level security is not set: an admin grants the integration user's
+        profile access to the new fields in Setup.
         """
         existing = {name.lower() for name in self.describe().fields}
         created: list[str] = []
         for spec in specs:
-            if spec.name.lower() in existing:
+            relationship, _, name = spec.name.rpartition(".")
+            sobject = {"": "Lead", OPPORTUNITY: "Opportunity"}.get(relationship)
+            if spec.name.lower() in existing or sobject is None or not name.endswith("__c"):
                 continue
             try:
                 self.restful(
                     TOOLING_PATH,
                     method="POST",
-                    json=custom_field_body(spec),
-                    describe=f"creation of custom field Lead.{spec.name}",
+                    json=custom_field_body(replace(spec, name=name), sobject),
+                    describe=f"creation of custom field {sobject}.{name}",
                     idempotent=False,
                 )
             except Rejected as error:
@@ -1303,10 +1530,16 @@ _DESCRIBE_KEYS = (
 )
 
 
-def _schema(specs: Sequence[Any]) -> Schema:
-    """The Lead :class:`Schema` of describe's ``fields`` (the :data:`_DESCRIBE_KEYS` of each)."""
+def _schema(specs: Sequence[Any], opportunity: Sequence[Any] = ()) -> Schema:
+    """The Lead :class:`Schema` of describe's ``fields`` (the :data:`_DESCRIBE_KEYS` of each),
+    with the converted Opportunity's fields as read-only ``ConvertedOpportunity.<name>``."""
     fields: dict[str, FieldInfo] = {}
-    for spec in specs:
+    related = [
+        {**spec, "name": f"{OPPORTUNITY}.{spec['name']}", "createable": False, "updateable": False}
+        for spec in opportunity
+        if isinstance(spec, Mapping) and spec.get("name")
+    ]
+    for spec in [*specs, *related]:
         if not isinstance(spec, Mapping) or not spec.get("name"):
             continue
         kind = str(spec.get("type") or "")
@@ -1338,6 +1571,28 @@ def _query_more(url: str, timeout: float) -> Callable[[Any], Any]:
         return sf.query_more(url, identifier_is_url=True, timeout=timeout)
 
     return send
+
+
+def _query_answer(part: Any, describe: str) -> Mapping[str, Any]:
+    """The query result of one Composite subrequest; a refused query raises :class:`Fatal` with
+    Salesforce's own message and code."""
+    status = part.get("httpStatusCode") if isinstance(part, Mapping) else None
+    result = part.get("body") if isinstance(part, Mapping) else None
+    if status != 200 or not isinstance(result, Mapping):
+        errors = result if isinstance(result, list) else []
+        first = errors[0] if errors and isinstance(errors[0], Mapping) else {}
+        raise Fatal(
+            f"{describe}: {first.get('message') or 'the query was refused'}",
+            system=SYSTEM,
+            status=status if isinstance(status, int) else None,
+            code=str(first.get("errorCode") or "") or None,
+        )
+    return result
+
+
+def _total(answer: Mapping[str, Any]) -> int | None:
+    size = answer.get("totalSize")
+    return size if isinstance(size, int) else None
 
 
 def _lookahead(pages: Iterator[T]) -> Iterator[tuple[T, bool]]:

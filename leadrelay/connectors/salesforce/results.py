@@ -10,9 +10,13 @@ from typing import Any
 from leadrelay.connectors.base import UpsertInput, WriteResult
 from leadrelay.connectors.errors import Rejected
 
-__all__ = ["EXISTING_CONTACT", "SYSTEM", "customer_result", "is_customer"]
+__all__ = ["CONVERTED_LEAD", "EXISTING_CONTACT", "SYSTEM", "customer_result", "is_customer"]
 
 SYSTEM = "salesforce"
+
+#: Salesforce's answer to a write to a converted Lead (read-only since its conversion): not a
+#: failure for leadrelay, which never means to write one.
+CONVERTED_LEAD = "CANNOT_UPDATE_CONVERTED_LEAD"
 
 #: The error code of a Lead not created because its e-mail is an existing customer's.
 EXISTING_CONTACT = "EXISTING_CONTACT"

@@ -163,7 +163,7 @@ class _Cursor:
 
 class SalesforceEmulator(Emulator):
     """Salesforce REST API (v31.0–v62.0) over an in-memory org with Lead, Contact, Account,
-    User and LeadStatus."""
+    Opportunity, User, LeadStatus and OpportunityStage; an admin's lead conversion."""
 
     name = "salesforce"
     prefix = "/services"
@@ -328,7 +328,36 @@ class SalesforceEmulator(Emulator):
                     return JSONResponse([exc.problem.rest()], status_code=exc.status)
             return JSONResponse({"ok": True, "master_id": master_id})
 
+        async def convert(request: Request) -> Response:
+            usage = (
+                'body must be {"lead_id": ID, "opportunity": {"Name", "StageName", "Amount", '
+                '"CloseDate"} (optional)}'
+            )
+            try:
+                body = await request.json()
+                lead_id = body["lead_id"]
+                opportunity = body.get("opportunity")
+                if not isinstance(lead_id, str) or not isinstance(opportunity, dict | None):
+                    raise TypeError("lead_id")
+            except (ValueError, KeyError, TypeError, AttributeError):
+                return JSONResponse({"error": usage}, status_code=400)
+            with self.lock:
+                try:
+                    contact_id, account_id, opportunity_id = self.store.convert(
+                        lead_id, opportunity, self.store.integration_user_id
+                    )
+                except RecordError as exc:
+                    return JSONResponse([exc.problem.rest()], status_code=exc.status)
+            return JSONResponse(
+                {
+                    "contact_id": contact_id,
+                    "account_id": account_id,
+                    "opportunity_id": opportunity_id,
+                }
+            )
+
         return [
+            Route("/salesforce/convert", convert, methods=["POST"]),
             Route("/salesforce/merge", merge, methods=["POST"]),
             Route("/salesforce/expire-sessions", expire, methods=["POST"]),
             Route("/salesforce/limits", limits, methods=["POST"]),

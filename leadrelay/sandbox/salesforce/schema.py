@@ -1,12 +1,13 @@
 """Salesforce object schemas, record ids and timestamps, as the REST API describes them.
 
-The emulated org has the standard Lead, Contact, Account, User, Group (queues), Task and
-LeadStatus objects (the fields a lead-handoff connector touches) plus leadrelay's custom Lead
-fields: the UTM fields, a restricted ``Rejection_Reason__c`` picklist, the ``LeadRelay_Key__c``
-external id, the score, reason and tier, the ``First_Action_At__c`` / ``Accepted_At__c``
-date-times the org's Flows stamp, ``Landing_Page__c`` (URL, 255: the landing page of the lead's
-first captured touch) and ``Assigned_At__c`` (date-time: written by leadrelay when it routes the
-lead; a Flow may restamp it when OwnerId changes by hand).
+The emulated org has the standard Lead, Contact, Account, Opportunity, User, Group (queues),
+Task, LeadStatus and OpportunityStage objects (the fields a lead-handoff connector touches) plus
+leadrelay's custom fields: on Lead the UTM fields, a restricted ``Rejection_Reason__c`` picklist,
+the ``LeadRelay_Key__c`` external id, the score, reason and tier, the ``First_Action_At__c`` /
+``Accepted_At__c`` date-times the org's Flows stamp, ``Landing_Page__c`` (URL, 255: the landing
+page of the lead's first captured touch) and ``Assigned_At__c`` (date-time: written by leadrelay
+when it routes the lead; a Flow may restamp it when OwnerId changes by hand); on Opportunity a
+restricted ``Loss_Reason__c`` picklist.
 
 A Lead may be owned by a User or a queue (a Group of Type ``Queue``, key prefix 00G); a Task
 only by a User. Task.WhoId is polymorphic (Lead or Contact).
@@ -44,6 +45,26 @@ REJECTION_REASONS = (
 
 #: The values of leadrelay's custom Lead_Tier__c picklist.
 LEAD_TIERS = ("Hot", "Warm", "Cold")
+
+#: Opportunity stages of a new org (OpportunityStage: value, IsClosed, IsWon, DefaultProbability,
+#: ForecastCategoryName); the first is the default. IsClosed and IsWon of an Opportunity follow
+#: its stage's row (crm-api-facts §4 "Opportunity").
+OPPORTUNITY_STAGES: tuple[tuple[str, bool, bool, int, str], ...] = (
+    ("Prospecting", False, False, 10, "Pipeline"),
+    ("Qualification", False, False, 10, "Pipeline"),
+    ("Needs Analysis", False, False, 20, "Pipeline"),
+    ("Value Proposition", False, False, 50, "Pipeline"),
+    ("Id. Decision Makers", False, False, 60, "Pipeline"),
+    ("Perception Analysis", False, False, 70, "Pipeline"),
+    ("Proposal/Price Quote", False, False, 75, "Pipeline"),
+    ("Negotiation/Review", False, False, 90, "Pipeline"),
+    ("Closed Won", True, True, 100, "Closed"),
+    ("Closed Lost", True, False, 0, "Omitted"),
+)
+#: The values of leadrelay's custom Opportunity Loss_Reason__c picklist (docs/outcome.md).
+LOSS_REASONS = (
+    "Price", "Competitor", "No Budget", "No Decision", "Timing", "Missing Features", "Other",
+)  # fmt: skip
 
 #: Task Status values of a new org (value, closed); the first is the default.
 TASK_STATUSES: tuple[tuple[str, bool], ...] = (
@@ -343,6 +364,7 @@ def _lead() -> SObjectDef:
         FieldDef("ConvertedContactId", "Converted Contact ID", "reference", 18,
                  reference_to="Contact", relationship_name="ConvertedContact", **readonly),
         FieldDef("ConvertedOpportunityId", "Converted Opportunity ID", "reference", 18,
+                 reference_to="Opportunity", relationship_name="ConvertedOpportunity",
                  **readonly),
         _master_record("Lead"),
         *_audit_fields(),
@@ -413,6 +435,55 @@ def _account() -> SObjectDef:
         *_audit_fields(),
     ]  # fmt: skip
     return SObjectDef("Account", "Account", "Accounts", "001", {f.name: f for f in fields})
+
+
+def _opportunity() -> SObjectDef:
+    readonly: dict[str, Any] = {
+        "createable": False, "updateable": False, "nillable": False, "defaulted_on_create": True,
+    }  # fmt: skip
+    # StageName is restricted here: IsClosed / IsWon are derived from the stage's
+    # OpportunityStage row, which an unknown value lacks (a guess: the API refusing an unknown
+    # stage with INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST is not verified).
+    fields = [
+        *_system_fields(),
+        FieldDef("AccountId", "Account ID", "reference", 18, reference_to="Account",
+                 relationship_name="Account"),
+        FieldDef("Name", "Name", "string", 120, nillable=False),
+        FieldDef("Description", "Description", "textarea", 32000),
+        FieldDef("StageName", "Stage", "picklist", 255, nillable=False, restricted=True,
+                 picklist=_picklist(tuple(s[0] for s in OPPORTUNITY_STAGES))),
+        FieldDef("Amount", "Amount", "currency", precision=18, scale=2),
+        FieldDef("CloseDate", "Close Date", "date", nillable=False),
+        FieldDef("IsClosed", "Closed", "boolean", **readonly),
+        FieldDef("IsWon", "Won", "boolean", **readonly),
+        FieldDef("LeadSource", "Lead Source", "picklist", 255, picklist=_picklist(LEAD_SOURCES)),
+        _owner(),
+        *_audit_fields(),
+        FieldDef("Loss_Reason__c", "Loss Reason", "picklist", 255, custom=True,
+                 restricted=True, picklist=_picklist(LOSS_REASONS)),
+    ]  # fmt: skip
+    return SObjectDef(
+        "Opportunity", "Opportunity", "Opportunities", "006", {f.name: f for f in fields}
+    )
+
+
+def _opportunity_stage() -> SObjectDef:
+    fields = [
+        *_system_fields()[:1],
+        FieldDef("MasterLabel", "Master Label", "string", 255, nillable=False),
+        FieldDef("ApiName", "Api Name", "string", 255, nillable=False),
+        FieldDef("IsActive", "Is Active", "boolean", nillable=False),
+        FieldDef("SortOrder", "Sort Order", "int", precision=9),
+        FieldDef("IsClosed", "Is Closed", "boolean", nillable=False),
+        FieldDef("IsWon", "Is Won", "boolean", nillable=False),
+        FieldDef("DefaultProbability", "Default Probability (%)", "double", precision=3),
+        FieldDef("ForecastCategoryName", "Forecast Category Name", "string", 40),
+        *_audit_fields(),
+    ]
+    return SObjectDef(
+        "OpportunityStage", "Opportunity Stage", "Opportunity Stage", "01J",
+        {f.name: f for f in fields}, createable=False,
+    )  # fmt: skip
 
 
 def _user() -> SObjectDef:
@@ -497,7 +568,10 @@ def _task() -> SObjectDef:
 
 def default_schema() -> dict[str, SObjectDef]:
     """A fresh copy of the emulated org's schema, keyed by sObject name."""
-    objects = [_lead(), _contact(), _account(), _user(), _group(), _task(), _lead_status()]
+    objects = [
+        _lead(), _contact(), _account(), _opportunity(), _user(), _group(), _task(),
+        _lead_status(), _opportunity_stage(),
+    ]  # fmt: skip
     return {sobject.name: copy.deepcopy(sobject) for sobject in objects}
 
 

@@ -2,8 +2,9 @@
 
 Supported::
 
-    SELECT field [, field …] | COUNT()      fields may be one-level relationship paths (Owner.Email)
-    FROM Lead | Contact | Account | User | LeadStatus
+    SELECT field [, field …] | COUNT()      fields may be one-level relationship paths
+                                            (Owner.Email), in WHERE and ORDER BY too
+    FROM Lead | Contact | Account | Opportunity | User | LeadStatus | OpportunityStage | …
     [WHERE cond]        = != <> < <= > >= LIKE IN NOT IN, AND / OR / NOT, parentheses
     [ORDER BY field [ASC|DESC] [NULLS FIRST|LAST], …]
     [LIMIT n] [OFFSET n]

@@ -14,6 +14,7 @@ from typing import Any
 
 from leadrelay.sandbox.salesforce.schema import (
     LEAD_STATUSES,
+    OPPORTUNITY_STAGES,
     STRING_TYPES,
     TASK_STATUSES,
     FieldDef,
@@ -50,6 +51,25 @@ SANDBOX_USERS = (
 SALES_ROLE_ID = "00E5g000000SALESAA"
 #: The org's queues (Name, DeveloperName): Groups of Type "Queue" that may own Leads.
 SANDBOX_QUEUES = (("Inbound Leads", "Inbound_Leads"),)
+#: Lead field -> Contact field, copied by a conversion.
+_CONTACT_FROM_LEAD = {
+    "FirstName": "FirstName",
+    "LastName": "LastName",
+    "Title": "Title",
+    "Email": "Email",
+    "Phone": "Phone",
+    "MobilePhone": "MobilePhone",
+    "LeadSource": "LeadSource",
+    "City": "MailingCity",
+    "State": "MailingState",
+    "PostalCode": "MailingPostalCode",
+    "Country": "MailingCountry",
+    "Description": "Description",
+}
+#: What an update of a converted Lead answers: the Lead is read-only (crm-api-facts, "Converted
+#: Lead"; code and message are observed in 3rd-party reports, the HTTP status 400 is a guess).
+CONVERTED_LEAD_CODE = "CANNOT_UPDATE_CONVERTED_LEAD"
+CONVERTED_LEAD_MESSAGE = "cannot reference converted lead"
 
 
 @dataclass
@@ -406,6 +426,8 @@ class OrgStore:
                 )
             )
         current = self._live(sobject, record_id)
+        if current.get("IsConverted"):
+            raise RecordError(Problem(CONVERTED_LEAD_CODE, CONVERTED_LEAD_MESSAGE))
         self._check_writable(sobject, values, creating=False)
         cleared = [
             s.name
@@ -497,6 +519,79 @@ class OrgStore:
             },
             journal,
         )
+
+    def convert(
+        self, raw_id: str, opportunity: dict[str, Any] | None, user_id: str
+    ) -> tuple[str, str, str | None]:
+        """Convert a Lead as an admin does in the UI; returns (contact, account, opportunity).
+
+        A new Account (Name = Company) and Contact (the Lead's person fields) are created, and an
+        Opportunity from ``opportunity`` (its field values; None = "don't create an
+        opportunity"). The Lead then has IsConverted, Converted{Contact,Account,Opportunity}Id,
+        ConvertedDate and the org's converted Status, and refuses updates (crm-api-facts,
+        "Convert"). Everything is undone when a record is refused.
+        """
+        leads = self.schema["Lead"]
+        lead = self._live(leads, raw_id)
+        if lead.get("IsConverted"):
+            # The code LeadConvertResult gives for a converted Lead is a guess.
+            raise RecordError(Problem(CONVERTED_LEAD_CODE, CONVERTED_LEAD_MESSAGE))
+        owner = lead.get("OwnerId")
+        if not (isinstance(owner, str) and owner.startswith(self.schema["User"].key_prefix)):
+            owner = user_id  # a queue cannot own an Account: the converting user takes it
+        journal: Journal = []
+        try:
+            account_id = self.create(
+                self.schema["Account"],
+                {"Name": lead.get("Company"), "OwnerId": owner, "Website": lead.get("Website")},
+                user_id,
+                journal=journal,
+            )
+            contact = {
+                target: lead.get(source)
+                for source, target in _CONTACT_FROM_LEAD.items()
+                if lead.get(source) is not None
+            }
+            contact_id = self.create(
+                self.schema["Contact"],
+                {**contact, "AccountId": account_id, "OwnerId": owner},
+                user_id,
+                journal=journal,
+            )
+            opportunity_id = None
+            if opportunity is not None:
+                spec = self.schema["Opportunity"]
+                values = self.deserialize(spec, opportunity)
+                values.setdefault("LeadSource", lead.get("LeadSource"))
+                opportunity_id = self.create(
+                    spec, {**values, "AccountId": account_id, "OwnerId": owner}, user_id,
+                    journal=journal,
+                )  # fmt: skip
+        except RecordError:
+            self.rollback(journal)
+            raise
+        status = next(
+            (r["ApiName"] for r in self.records["LeadStatus"].values() if r.get("IsConverted")),
+            lead.get("Status"),
+        )
+        stamp = self.stamp()
+        self._put(
+            "Lead",
+            {
+                **lead,
+                "IsConverted": True,
+                "ConvertedContactId": contact_id,
+                "ConvertedAccountId": account_id,
+                "ConvertedOpportunityId": opportunity_id,
+                "ConvertedDate": stamp.date(),
+                "Status": status,
+                "LastModifiedDate": stamp,
+                "LastModifiedById": user_id,
+                "SystemModstamp": stamp,
+            },
+            None,
+        )
+        return contact_id, account_id, opportunity_id
 
     def upsert(
         self,
@@ -749,44 +844,57 @@ class OrgStore:
                 self.integration_user_id = record["Id"]
             record["CreatedById"] = record["LastModifiedById"] = self.integration_user_id
             self._put("User", record, None)
-        groups = self.schema["Group"]
         for name, developer_name in SANDBOX_QUEUES:
-            self._put(
+            self._seed_row(
                 "Group",
-                {
-                    "Id": self.new_id(groups),
-                    "Name": name,
-                    "DeveloperName": developer_name,
-                    "Type": "Queue",
-                    "Email": None,
-                    "DoesSendEmailToMembers": False,
-                    "CreatedDate": stamp,
-                    "LastModifiedDate": stamp,
-                    "SystemModstamp": stamp,
-                    "CreatedById": self.integration_user_id,
-                    "LastModifiedById": self.integration_user_id,
-                },
-                None,
+                stamp,
+                Name=name,
+                DeveloperName=developer_name,
+                Type="Queue",
+                Email=None,
+                DoesSendEmailToMembers=False,
             )
-        statuses = self.schema["LeadStatus"]
         for order, (value, converted, default) in enumerate(LEAD_STATUSES, start=1):
-            self._put(
+            self._seed_row(
                 "LeadStatus",
-                {
-                    "Id": self.new_id(statuses),
-                    "MasterLabel": value,
-                    "ApiName": value,
-                    "SortOrder": order,
-                    "IsDefault": default,
-                    "IsConverted": converted,
-                    "CreatedDate": stamp,
-                    "LastModifiedDate": stamp,
-                    "SystemModstamp": stamp,
-                    "CreatedById": self.integration_user_id,
-                    "LastModifiedById": self.integration_user_id,
-                },
-                None,
+                stamp,
+                MasterLabel=value,
+                ApiName=value,
+                SortOrder=order,
+                IsDefault=default,
+                IsConverted=converted,
             )
+        for order, (value, closed, won, probability, forecast) in enumerate(
+            OPPORTUNITY_STAGES, start=1
+        ):
+            self._seed_row(
+                "OpportunityStage",
+                stamp,
+                MasterLabel=value,
+                ApiName=value,
+                IsActive=True,
+                SortOrder=order,
+                IsClosed=closed,
+                IsWon=won,
+                DefaultProbability=float(probability),
+                ForecastCategoryName=forecast,
+            )
+
+    def _seed_row(self, sobject: str, stamp: datetime, **values: Any) -> None:
+        """One setup record of a new org, created by the integration user at ``stamp``."""
+        self._put(
+            sobject,
+            {
+                "Id": self.new_id(self.schema[sobject]),
+                **values,
+                "CreatedDate": stamp,
+                "LastModifiedDate": stamp,
+                "SystemModstamp": stamp,
+                "CreatedById": self.integration_user_id,
+                "LastModifiedById": self.integration_user_id,
+            },
+            None,
+        )
 
 
 def _blank(values: Record, name: str) -> bool:
@@ -800,10 +908,15 @@ def _fold(value: Any) -> Any:
 
 
 def _derive(sobject: SObjectDef, record: Record) -> None:
-    """Read-only fields the org computes: Task.IsClosed (its Status is a closed TaskStatus),
+    """Read-only fields the org computes: Opportunity.IsClosed / IsWon (from the
+    OpportunityStage row of its StageName), Task.IsClosed (its Status is a closed TaskStatus),
     Task.IsHighPriority (Priority "High") and a compound Address from its components."""
     if "Address" in sobject.fields and sobject.fields["Address"].type == "address":
         record["Address"] = address_value(record)
+    if sobject.name == "Opportunity":
+        stage = next((s for s in OPPORTUNITY_STAGES if s[0] == record.get("StageName")), None)
+        record["IsClosed"] = stage is not None and stage[1]
+        record["IsWon"] = stage is not None and stage[2]
     if sobject.name == "Task":
         closed = {value for value, is_closed in TASK_STATUSES if is_closed}
         record["IsClosed"] = record.get("Status") in closed

@@ -419,12 +419,12 @@ def test_describe_lists_active_picklist_values_only(
 
 def test_health_reports_the_org_budget(make_connector: Make) -> None:
     connector = make_connector()
-    # describe, then the Lead and Contact queries in one Composite call (one API request)
+    # describe Lead and Opportunity, then the Lead and Contact queries in one Composite call
     connector.lookup(emails=["a@example.com"])
     health = connector.health()  # limits/ counts itself
-    assert (health.budget_max, health.budget_used) == (15000, 3)
-    assert health.details["sforce_limit_info"] == "api-usage=3/15000"
-    assert connector.api_usage == (3, 15000)
+    assert (health.budget_max, health.budget_used) == (15000, 4)
+    assert health.details["sforce_limit_info"] == "api-usage=4/15000"
+    assert connector.api_usage == (4, 15000)
 
 
 def test_users_and_lead_statuses(make_connector: Make) -> None:
