@@ -223,7 +223,11 @@ def apply_play(lead: Lead, play: RecyclePlay, now: datetime) -> None:
         lead.stage = Stage.RECYCLED
         lead.custom = {**lead.custom, REENTRY_KEY: play.reentry_at.isoformat()}
     elif play.kind is PlayKind.DISQUALIFY:
-        lead.stage = Stage.DISQUALIFIED
+        # A lost deal stays lost: it is already closed for good, and marketing systems hold
+        # "lost" and "disqualified" differently (HubSpot reads a disqualified opportunity as
+        # lost), so rewriting it would only make the two sides disagree.
+        if lead.stage is not Stage.LOST:
+            lead.stage = Stage.DISQUALIFIED
     elif play.kind is PlayKind.MERGE_DUPLICATE:
         lead.custom = {**lead.custom, MERGED_INTO_KEY: play.survivor}
     elif play.assignment is not None:

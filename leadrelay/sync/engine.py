@@ -42,6 +42,7 @@ from leadrelay.connectors.base import (
     Page,
     RawRecord,
     Schema,
+    WriteOutcome,
     WriteResult,
     connector_class,
     normalize_email,
@@ -1238,7 +1239,17 @@ class SyncEngine:
         for item, outcome, problems in self._write(from_side.other, to_write):
             if outcome.ok:
                 item.field_problems = problems
-                self._count_write(from_side, item)
+                assert item.plan is not None
+                if (
+                    outcome.outcome is WriteOutcome.UNCHANGED
+                    and item.plan.action is not Action.CREATE
+                ):
+                    # The system took nothing (a record that takes no writes, e.g. a Lead
+                    # converted in Salesforce): it holds what was read, and nothing was written.
+                    item.plan.expected = None
+                    self.stats.unchanged += 1
+                else:
+                    self._count_write(from_side, item)
                 self._settle(from_side, item, result, outcome)
             else:
                 assert outcome.error is not None

@@ -137,6 +137,14 @@ def test_nurture_plan_and_apply() -> None:
     assert plan_recycle(lead, NOW) is None
 
 
+def test_a_lost_lead_disqualified_by_its_play_stays_lost() -> None:
+    lead = rejected(RejectionReason.COMPETITOR, stage=Stage.LOST)
+    play = plan_recycle(lead, NOW)
+    assert isinstance(play, RecyclePlay) and play.kind is PlayKind.DISQUALIFY
+    apply_play(lead, play, NOW)
+    assert lead.stage is Stage.LOST
+
+
 def test_reentry_when_due() -> None:
     lead = rejected(RejectionReason.NO_RESPONSE)
     play = plan_recycle(lead, NOW)

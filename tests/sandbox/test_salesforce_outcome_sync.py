@@ -117,7 +117,7 @@ def test_a_converted_lead_is_not_written_and_its_later_outcome_is_read(
     project.connector("salesforce").restful(
         f"sobjects/Opportunity/{ids['opportunity_id']}",
         method="PATCH",
-        json={"StageName": "Closed Lost", "Loss_Reason__c": "No Budget"},
+        json={"StageName": "Closed Lost", "Loss_Reason__c": "Competitor"},
         describe="close the Opportunity",
         idempotent=True,
     )
@@ -125,4 +125,4 @@ def test_a_converted_lead_is_not_written_and_its_later_outcome_is_read(
     assert (code, result["flows"][0]["written_back"]) == (0, 1)
     marketing = hubspot_outcome(project, hub_id)
     assert (marketing["stage"], marketing["job_title"]) == ("lost", "VP Sales")
-    assert salesforce_lead(project)["outcome_reason"] == "no_budget"
+    assert salesforce_lead(project)["outcome_reason"] == "competitor"
