@@ -1,24 +1,31 @@
-"""Normalization + tagging + dedupe throughput on a synthetic lead list.
+"""Normalization + tagging + dedupe throughput, streamed from a CSV lead list.
 
-    python -m benchmarks.bench_core [10k|100k|1m ...]
+    python -m benchmarks.bench_core [10k|100k|1m|N ...] [--memory]
 
 Each lead row (from :func:`benchmarks.bench_dedupe.synthetic_rows`, plus a landing page with
-UTMs or click ids and a referrer) is turned into the canonical Lead (email, phone, names,
-company domain normalized), tagged with its attribution, and the whole list is deduplicated.
-Prints leads/s per stage and in all, and the peak resident memory of the process.
+UTMs or click ids and a referrer) is first written to a temporary CSV (not timed). The timed
+run reads it back row by row and streams each lead through the whole pipeline: the canonical
+Lead (email, phone, names, company domain normalized), tagged with its attribution, into the
+dedupe clustering; no list of leads is held. Prints leads/s per stage and in all. With
+``--memory`` each size runs a second time under tracemalloc (which slows Python several-fold,
+so its time is not printed) for the peak of Python allocations.
 """
 
 from __future__ import annotations
 
+import argparse
+import csv
 import random
-import resource
 import sys
+import tempfile
 import time
+import tracemalloc
 from collections.abc import Iterator
+from pathlib import Path
 
 from pydantic import ValidationError
 
-from benchmarks.bench_dedupe import SIZES, synthetic_rows
+from benchmarks.bench_dedupe import COLUMNS, SIZES, synthetic_rows
 from leadrelay.model import Lead
 from leadrelay.sync.dedupe import DedupeRecord, find_clusters
 from leadrelay.sync.tagging import apply_touch, tag_url
@@ -38,50 +45,91 @@ _REFERRERS = [
 ]
 
 
-def _rows(count: int) -> Iterator[tuple[dict[str, str], str, str]]:
+def _write_csv(path: Path, count: int) -> None:
     rng = random.Random(11)
-    for n, row in enumerate(synthetic_rows(count)):
-        yield row, rng.choice(_PAGES).format(n=n), rng.choice(_REFERRERS)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=[*COLUMNS, "landing_page", "referrer"])
+        writer.writeheader()
+        for n, row in enumerate(synthetic_rows(count)):
+            page = rng.choice(_PAGES).format(n=n)
+            writer.writerow({**row, "landing_page": page, "referrer": rng.choice(_REFERRERS)})
 
 
-def _peak_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+class _Pipeline:
+    """Streams CSV rows through normalize → tag → dedupe records, timing each stage."""
+
+    def __init__(self) -> None:
+        self.normalize = self.tag = self.record = 0.0
+        self.rejected = 0
+
+    def records(self, path: Path) -> Iterator[DedupeRecord]:
+        clock = time.perf_counter
+        with path.open(newline="", encoding="utf-8") as handle:
+            for n, row in enumerate(csv.DictReader(handle)):
+                page, referrer = row.pop("landing_page"), row.pop("referrer")
+                t0 = clock()
+                try:
+                    lead = Lead.model_validate({k: v for k, v in row.items() if v})
+                except ValidationError:
+                    self.rejected += 1
+                    continue
+                t1 = clock()
+                apply_touch(lead, tag_url(page, referrer or None))
+                t2 = clock()
+                record = DedupeRecord.from_lead(lead, row=n)
+                self.normalize += t1 - t0
+                self.tag += t2 - t1
+                self.record += clock() - t2
+                yield record
 
 
-def run(count: int) -> None:
-    """Build, tag and dedupe ``count`` leads; print the figures."""
-    rows = list(_rows(count))
-    t0 = time.perf_counter()
-    leads: list[Lead] = []
-    rejected = 0
-    for values, _, _ in rows:
-        try:
-            leads.append(Lead.model_validate({k: v for k, v in values.items() if v}))
-        except ValidationError:
-            rejected += 1
-    t1 = time.perf_counter()
-    for lead, (_, page, referrer) in zip(leads, rows, strict=False):
-        apply_touch(lead, tag_url(page, referrer or None))
-    t2 = time.perf_counter()
-    clusters = find_clusters(DedupeRecord.from_lead(lead, row=i) for i, lead in enumerate(leads))
-    t3 = time.perf_counter()
-    total = t3 - t0
+def run(count: int, *, memory: bool = False) -> None:
+    """Stream ``count`` leads from a CSV through normalize, tag and dedupe; print the figures."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "leads.csv"
+        _write_csv(path, count)
+        pipeline = _Pipeline()
+        if memory:
+            tracemalloc.start()
+        start, cpu = time.perf_counter(), time.process_time()
+        clusters = find_clusters(pipeline.records(path))
+        total, cpu = time.perf_counter() - start, time.process_time() - cpu
+        if memory:
+            _, peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+            print(
+                f"{count:>9,} leads | peak Python memory {peak / 2**20:,.1f} MiB "
+                f"(tracemalloc run) | clusters {len(clusters):,}",
+                flush=True,
+            )
+            return
+    kept = count - pipeline.rejected
+    dedupe = total - pipeline.normalize - pipeline.tag
     print(
-        f"{count:>9,} leads | normalize {count / (t1 - t0):>9,.0f}/s | "
-        f"tag {len(leads) / (t2 - t1):>9,.0f}/s | dedupe {len(leads) / (t3 - t2):>9,.0f}/s | "
-        f"all {count / total:>8,.0f}/s ({total:.1f} s) | rejected {rejected:,} | "
-        f"clusters {len(clusters):,} | peak RSS {_peak_mib():,.0f} MiB",
+        f"{count:>9,} leads | normalize {count / pipeline.normalize:>9,.0f}/s | "
+        f"tag {kept / pipeline.tag:>9,.0f}/s | read + dedupe {kept / dedupe:>9,.0f}/s | "
+        f"all {count / total:>8,.0f}/s ({total:.1f} s; {count / cpu:,.0f} per CPU second) | "
+        f"rejected {pipeline.rejected:,} | "
+        f"clusters {len(clusters):,}",
         flush=True,
     )
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run the sizes named on the command line (default 10k and 100k)."""
-    names = (argv if argv is not None else sys.argv[1:]) or ["10k", "100k"]
-    for name in names:
-        if name not in SIZES:
-            raise SystemExit(f"unknown size {name!r}; choose from {', '.join(SIZES)}")
-        run(SIZES[name])
+    parser = argparse.ArgumentParser(prog="bench_core")
+    parser.add_argument(
+        "sizes", nargs="*", default=["10k", "100k"], help=f"{', '.join(SIZES)} or a number"
+    )
+    parser.add_argument("--memory", action="store_true", help="also a tracemalloc run per size")
+    args = parser.parse_args(argv if argv is not None else sys.argv[1:])
+    for name in args.sizes:
+        count = SIZES[name] if name in SIZES else int(name) if name.isdigit() else 0
+        if count <= 0:
+            parser.error(f"size {name!r}: choose from {', '.join(SIZES)} or give a number")
+        run(count)
+        if args.memory:
+            run(count, memory=True)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from email_validator import EmailNotValidError, validate_email
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from leadrelay.model import (
@@ -21,6 +24,7 @@ from leadrelay.model import (
     normalize_country,
     normalize_email,
     normalize_phone,
+    plain_email,
 )
 
 
@@ -50,6 +54,61 @@ def test_email_is_trimmed_lowered_and_idna_encoded(raw: str, expected: str) -> N
 def test_unrepairable_email_is_rejected_with_the_reason(raw: str, reason: str) -> None:
     with pytest.raises(ValueError, match=reason):
         normalize_email(raw)
+
+
+_ATOM = st.one_of(
+    st.text("aX9!#$%&'*+/=?^_`{|}~-", min_size=1, max_size=6),
+    st.text("c", min_size=60, max_size=70),
+)
+_LABEL = st.one_of(
+    st.text("aZ0-", min_size=1, max_size=5),
+    st.builds("{}--{}".format, st.sampled_from(["", "a", "ab", "xn", "Z0a"]), st.text("a0")),
+    st.text("b", min_size=60, max_size=66),
+)
+#: Addresses built like plain ones (dot-atoms at both sides; labels may start, end or double
+#: with dashes or run too long; top-level domains of one letter, digits or special-use names)
+#: and, mixed in, characters plain ones never hold.
+_PLAIN_LIKE = st.builds(
+    "{}@{}.{}".format,
+    st.lists(_ATOM, min_size=1, max_size=4).map(".".join),
+    st.lists(_LABEL, min_size=1, max_size=4).map(".".join),
+    st.one_of(
+        st.text("abcIOZ", min_size=1, max_size=6),
+        st.sampled_from(["123", "test", "local", "onion", "x1", "de-", "xn--p1ai"]),
+    ),
+)
+_NEAR_PLAIN = st.builds(
+    lambda text, at, extra: text[:at] + extra + text[at:],
+    _PLAIN_LIKE,
+    st.integers(0, 40),
+    st.sampled_from(["", ".", "..", "@", " ", '"', "ä", "\\", "\u212a", "(", "--"]),
+)
+
+
+@settings(max_examples=500, derandomize=True)
+@given(st.one_of(_PLAIN_LIKE, _NEAR_PLAIN, st.text(max_size=30)))
+@example("ana@ab--c.io")
+@example("ana@xn--p1ai.io")
+@example("ana@" + "b" * 64 + ".io")
+@example("ana@acme.onion")
+@example("ana@acme.i0")
+def test_the_plain_email_fast_path_agrees_with_email_validator(text: str) -> None:
+    fast = plain_email(text)
+    if fast is None:
+        return
+    try:
+        full = validate_email(text, check_deliverability=False, allow_smtputf8=True)
+    except EmailNotValidError as exc:
+        pytest.fail(f"fast path accepted {text!r}, email-validator refuses it: {exc}")
+    assert fast == f"{full.local_part.lower()}@{full.ascii_domain.lower()}"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["ana@xn--bcher-kva.de", "ana@example.test", "Jörg@example.de", '"ana"@example.com', "a@b.c"],
+)
+def test_addresses_the_fast_path_leaves_to_email_validator(text: str) -> None:
+    assert plain_email(text) is None
 
 
 @pytest.mark.parametrize(

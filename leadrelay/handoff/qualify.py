@@ -172,11 +172,9 @@ class StoreRoutingState:
         if not self.persist or not self._dirty:
             self._dirty.clear()
             return
-        with self.store.transaction() as conn:
-            for key in sorted(self._dirty):
-                self.store.set_cursor(
-                    ROUTING_SPACE, self._key(key), str(self._values[key]), conn=conn
-                )
+        self.store.set_cursors(
+            ROUTING_SPACE, {self._key(key): str(self._values[key]) for key in sorted(self._dirty)}
+        )
         self._dirty.clear()
 
 
@@ -625,9 +623,9 @@ class Qualifier:
             self._clocks.clear()
             return
         space = f"{self.destination.name}"
-        with self.store.transaction() as conn:
-            for key, value in self._clocks.items():
-                self.store.set_cursor(CLOCK_SPACE, f"{space}|{key}", value, conn=conn)
+        self.store.set_cursors(
+            CLOCK_SPACE, {f"{space}|{key}": value for key, value in self._clocks.items()}
+        )
         self._clocks.clear()
 
     # -- escalation ------------------------------------------------------------------------------

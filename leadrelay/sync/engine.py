@@ -1112,6 +1112,7 @@ class SyncEngine:
         writer = self.connectors[from_side.other]
         writer_mapping = self.mappings[from_side.other]
         fields = self._fields(from_side)
+        two_way = [name for name in fields if self.rules.rule(name) is FieldRule.TWO_WAY]
         include = set(self.flow.include_stages) if self.flow.include_stages else None
         # What the qualify step sets reaches the writer's fields even when the reader's mapping
         # has none for it; a routed owner is one of the writer's own users, so it crosses kinds.
@@ -1165,7 +1166,7 @@ class SyncEngine:
             )
             newer = incoming_at is None or target_at is None or incoming_at >= target_at
             item.field_times = self._field_times(
-                item, target_values, clocks.get(item.key, {}), incoming_at, target_at, fields
+                item, target_values, clocks.get(item.key, {}), incoming_at, target_at, two_way
             )
             plan = plan_record(
                 incoming=item.lead,
@@ -1283,15 +1284,13 @@ class SyncEngine:
         clock: Mapping[str, tuple[Any, datetime]],
         incoming_at: datetime | None,
         target_at: datetime | None,
-        fields: Sequence[str],
+        two_way: Sequence[str],
     ) -> dict[str, tuple[datetime | None, datetime | None]]:
-        """Per two-way field, when each side's value was set where it came from: the field
-        clock's time when a side holds the value leadrelay last brought every system to (a
-        copy leadrelay wrote is no change), else that side's record time."""
+        """Per two-way field (``two_way``), when each side's value was set where it came from:
+        the field clock's time when a side holds the value leadrelay last brought every system
+        to (a copy leadrelay wrote is no change), else that side's record time."""
         times: dict[str, tuple[datetime | None, datetime | None]] = {}
-        for name in fields:
-            if self.rules.rule(name) is not FieldRule.TWO_WAY:
-                continue
+        for name in two_way:
             known = clock.get(name)
             mine = canonical_value(draft_value(item.values, name))
             theirs = (

@@ -113,8 +113,14 @@ class RecordPlan:
     expected: dict[str, Any] | None = None
 
 
+#: Types whose values are already in canonical form (exact types: a str enum is no plain str).
+_PLAIN_TYPES: frozenset[type] = frozenset({str, int, bool})
+
+
 def canonical_value(value: Any) -> Any:
     """A canonical value in a JSON-ready, comparable form."""
+    if value is None or type(value) in _PLAIN_TYPES:
+        return value
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, datetime | date):

@@ -1548,15 +1548,26 @@ class StateStore:
         self, flow: str, connection: str, value: str, *, conn: Connection | None = None
     ) -> None:
         """Save a read position; pass the page's transaction as ``conn`` so both commit together."""
-        stmt = self._insert(cursors_table).values(
-            flow=flow, connection=connection, value=value, updated_at=self.now()
-        )
-        stmt = stmt.on_conflict_do_update(
+        self.set_cursors(flow, {connection: value}, conn=conn)
+
+    def set_cursors(
+        self, flow: str, values: Mapping[str, str], *, conn: Connection | None = None
+    ) -> None:
+        """Save ``{connection: value}`` under ``flow`` in one statement (executemany)."""
+        if not values:
+            return
+        now = self.now()
+        rows = [
+            {"flow": flow, "connection": connection, "value": value, "updated_at": now}
+            for connection, value in values.items()
+        ]
+        insert = self._insert(cursors_table)
+        upsert = insert.on_conflict_do_update(
             index_elements=[cursors_table.c.flow, cursors_table.c.connection],
-            set_={"value": stmt.excluded.value, "updated_at": stmt.excluded.updated_at},
+            set_={"value": insert.excluded.value, "updated_at": insert.excluded.updated_at},
         )
         with self._write(conn) as c:
-            c.execute(stmt)
+            c.execute(upsert, rows)
 
     def cursor_updated_at(
         self, flow: str, connection: str, *, conn: Connection | None = None

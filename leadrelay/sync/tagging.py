@@ -53,6 +53,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from rich.table import Table
@@ -791,15 +792,24 @@ def apply_touch(lead: Lead, attribution: Attribution, at: datetime | None = None
             lead.first_touch = earlier
         else:
             lead.first_touch = attribution.to_touch(when)
-    lead.channel = attribution.channel
-    lead.utm_source = attribution.utm_source
-    lead.utm_medium = attribution.utm_medium
-    lead.utm_campaign = attribution.utm_campaign
-    lead.utm_term = attribution.utm_term
-    lead.utm_content = attribution.utm_content
-    lead.click_ids = dict(attribution.click_ids)
-    lead.landing_page = attribution.landing_page
-    lead.referrer = attribution.referrer
+    values: dict[str, Any] = {
+        name: getattr(attribution, name) for name in (*UTM_PARAMS, "landing_page", "referrer")
+    }
+    if not isinstance(attribution.channel, Channel) or not all(
+        value is None or isinstance(value, str) for value in values.values()
+    ):
+        # Not the types an Attribution promises: let the Lead's validation say what is wrong.
+        for name, value in {"channel": attribution.channel, **values}.items():
+            setattr(lead, name, value)
+        lead.click_ids = dict(attribution.click_ids)
+        return
+    # The values are already of the Lead's types: trimmed as the Lead's validator trims them,
+    # they are set in one step instead of nine validated assignments.
+    values = {name: (value.strip() or None) if value else None for name, value in values.items()}
+    values["channel"] = attribution.channel
+    values["click_ids"] = {str(k): str(v) for k, v in attribution.click_ids.items()}
+    lead.__dict__.update(values)
+    lead.__pydantic_fields_set__.update(values)
 
 
 # --- HubSpot hs_analytics_source -----------------------------------------------------------------

@@ -9,6 +9,7 @@ from urllib.parse import unquote
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 from rich.console import Console
 
 from leadrelay.model import Channel, Lead
@@ -16,6 +17,7 @@ from leadrelay.sync.tagging import (
     CLICK_ID_PARAMS,
     HUBSPOT_SOURCE_BY_CHANNEL,
     TRACKING_PARAMS,
+    UTM_PARAMS,
     Attribution,
     apply_touch,
     channel_to_hubspot_source,
@@ -625,6 +627,34 @@ def test_first_touch_stamped_now_without_at() -> None:
     assert lead.first_touch is not None
     assert lead.first_touch.at is not None
     assert lead.first_touch.at.tzinfo is not None
+
+
+@pytest.mark.parametrize(
+    "attribution",
+    [
+        Attribution(Channel.PAID_SEARCH, utm_source=" google ", utm_medium="  ", click_ids={}),
+        Attribution(Channel.EMAIL, utm_campaign="nov", landing_page=LP, referrer=""),
+        Attribution(Channel.OTHER, utm_term=7, click_ids={"gclid": "G"}),  # type: ignore[arg-type]
+    ],
+)
+def test_a_touch_sets_what_validated_assignments_would(attribution: Attribution) -> None:
+    fast = Lead(email="ana@acme.io", first_touch={})
+    checked = fast.model_copy(deep=True)
+    error = None
+    try:
+        for name in ("channel", *UTM_PARAMS, "landing_page", "referrer"):
+            setattr(checked, name, getattr(attribution, name))
+        checked.click_ids = dict(attribution.click_ids)
+    except ValidationError as exc:
+        error = exc.errors()[0]["loc"]
+    if error is not None:
+        with pytest.raises(ValidationError) as caught:
+            apply_touch(fast, attribution, at=T1)
+        assert caught.value.errors()[0]["loc"] == error
+        return
+    apply_touch(fast, attribution, at=T1)
+    assert fast.model_dump() == checked.model_dump()
+    assert fast.model_fields_set == checked.model_fields_set
 
 
 # --- HubSpot hs_analytics_source ------------------------------------------------------------------
