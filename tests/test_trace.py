@@ -16,10 +16,11 @@ import pytest
 from leadrelay.capture.worker import drain_inbox
 from leadrelay.cli import main
 from leadrelay.config import read_env_file
+from leadrelay.journal import WITHHELD_CONSENT, WITHHELD_SECRET, redact_payload
 from leadrelay.reconcile import reconcile
 from leadrelay.sync.runner import run_flows
 from leadrelay.sync.state import RunStatus, StateStore, dead_letters_table, runs_table
-from leadrelay.trace import WITHHELD_CONSENT, WITHHELD_SECRET, find_trace, prune, redact_payload
+from leadrelay.trace import TraceEvent, find_trace, prune
 from tests.reconcile_sandbox import ReconcileProject, project_fixture, sandbox_fixture  # noqa: F401 (fixtures)
 
 
@@ -35,17 +36,18 @@ def run_cli(project: ReconcileProject, *argv: str) -> tuple[int, str, str]:
     return int(exited.value.code or 0), out.getvalue(), err.getvalue()
 
 
-def submit_webform(project: ReconcileProject, email: str) -> str:
+def submit_webform(project: ReconcileProject, email: str, **extra: str) -> str:
+    fields = {
+        "email": email,
+        "first_name": "Ana",
+        "last_name": "Silva",
+        "company": "Acme",
+        "page_url": "https://www.acme.io/pricing?utm_source=linkedin&utm_medium=paid_social",
+        "consent_text": "I agree to be contacted by Acme about my request.",
+        **extra,
+    }
     with project.client() as client:
-        response = project.post_webform(
-            client,
-            email=email,
-            first_name="Ana",
-            last_name="Silva",
-            company="Acme",
-            page_url="https://www.acme.io/pricing?utm_source=linkedin&utm_medium=paid_social",
-            consent_text="I agree to be contacted by Acme about my request.",
-        )
+        response = project.post_webform(client, **fields)
     assert response.status_code == 202, response.text
     return str(response.json()["key"])
 
@@ -54,10 +56,10 @@ def kinds(trace: Any) -> list[str]:
     return [event.kind for event in trace.events]
 
 
-def submit_and_sync(project: ReconcileProject, email: str) -> tuple[str, str]:
+def submit_and_sync(project: ReconcileProject, email: str, **extra: str) -> tuple[str, str]:
     """A web form lead captured into HubSpot, synced to Salesforce, rejected there by sales
     and written back to HubSpot; its inbox key and Salesforce id."""
-    key = submit_webform(project, email)
+    key = submit_webform(project, email, **extra)
     drain_inbox(project.config, project.store, connectors=project.pool)
     flows = [flow for flow in project.config.flows if flow.name == "hubspot-salesforce"]
     run_flows(project.config, project.store, flows)
@@ -79,9 +81,12 @@ def test_trace_shows_capture_sync_and_write_back_in_time_order(
     steps = [(event.kind, event.where) for event in trace.events]
     path = [
         ("received", "demo-webform"),
-        ("delivered", "demo-webform"),
-        ("written", "salesforce"),
+        ("qualified", "hubspot"),
         ("written", "hubspot"),
+        ("delivered", "demo-webform"),
+        ("qualified", "salesforce"),
+        ("written", "salesforce"),
+        ("written back", "hubspot"),
         ("recycle", "hubspot-salesforce"),
     ]
     assert trace.lead_keys == [key]
@@ -92,6 +97,75 @@ def test_trace_shows_capture_sync_and_write_back_in_time_order(
         "paid_social",
         "demo-webform",
     )
+
+
+OWNER_FIELDS = {"hubspot": "hubspot_owner_id", "salesforce": "OwnerId"}
+
+
+def journaled(trace: Any, kind: str, where: str) -> TraceEvent:
+    (event,) = [e for e in trace.events if (e.kind, e.where) == (kind, where)]
+    return event
+
+
+def test_each_write_shows_its_field_level_diff_and_the_api_call_it_went_in(
+    project: ReconcileProject,
+) -> None:
+    submit_and_sync(project, "journey@acme.io")
+    trace = find_trace(project.config, project.store, "journey@acme.io")
+    created = journaled(trace, "written", "hubspot").details
+    back = journaled(trace, "written back", "hubspot").details
+    assert created["outcome"] == "created"
+    assert created["changes"]["email"] == {"old": None, "new": "journey@acme.io"}
+    assert created["call"] == "POST /hubspot/crm/v3/objects/contacts/batch/upsert #1"
+    assert back["changes"] == {
+        "hs_lead_status": {"old": "NEW", "new": "UNQUALIFIED"},
+        "rejection_reason": {"old": None, "new": "competitor"},
+    }
+    assert back["call"] == "POST /hubspot/crm/v3/objects/contacts/batch/update #1"
+    assert journaled(trace, "written", "salesforce").details["changes"]["Email"]["new"] == (
+        "journey@acme.io"
+    )
+
+
+@pytest.mark.parametrize("system", ["hubspot", "salesforce"])
+def test_every_lead_shows_its_score_breakdown_tier_and_routing(
+    project: ReconcileProject, system: str
+) -> None:
+    submit_and_sync(project, "journey@acme.io")
+    trace = find_trace(project.config, project.store, "journey@acme.io")
+    details = journaled(trace, "qualified", system).details
+    assert set(details["breakdown"]) == {"fit", "intent", "engagement"}
+    assert sum(details["breakdown"].values()) == details["score"]
+    assert details["tier"] in {"hot", "warm", "cold"}
+    assert details["routing"]["rule"] == "round_robin"
+    record = project.pool.get(system).lookup(emails=["journey@acme.io"])["journey@acme.io"]
+    assert details["routing"]["owner"] == record[OWNER_FIELDS[system]]
+    assert "round robin inbound" in details["routing"]["reason"]
+
+
+def test_normalization_repairs_show_the_submitted_and_the_stored_value(
+    project: ReconcileProject,
+) -> None:
+    submit_webform(project, "Repaired@Acme.io", phone="(415) 555-0100", country="United States")
+    drain_inbox(project.config, project.store, connectors=project.pool)
+    trace = find_trace(project.config, project.store, "repaired@acme.io")
+    repairs = journaled(trace, "normalized", "demo-webform").details["repairs"]
+    assert repairs["phone"] == {"submitted": "(415) 555-0100", "stored": "+14155550100"}
+    assert repairs["country"] == {"submitted": "United States", "stored": "US"}
+
+
+def test_a_second_submission_says_which_lead_it_joined_and_why(
+    project: ReconcileProject,
+) -> None:
+    first = submit_webform(project, "twice@acme.io")
+    drain_inbox(project.config, project.store, connectors=project.pool)
+    second = submit_webform(project, "Twice@Acme.io", company="Acme Inc")
+    drain_inbox(project.config, project.store, connectors=project.pool)
+    trace = find_trace(project.config, project.store, "twice@acme.io")
+    joined = journaled(trace, "deduplicated", "demo-webform")
+    assert joined.details["record"] == second
+    assert f"joined lead {first}" in joined.summary
+    assert "twice@acme.io" in joined.summary
 
 
 @pytest.mark.parametrize(

@@ -46,6 +46,7 @@ from leadrelay.connectors.base import (
     normalize_email,
 )
 from leadrelay.connectors.credentials import SealedCredentialCache
+from leadrelay.journal import Journal, Written
 from leadrelay.mappings.engine import LeadDraft, Problem, build_lead, load_mapping
 from leadrelay.mappings.engine import Mapping as FieldMapping
 from leadrelay.model import Lead
@@ -380,6 +381,7 @@ class _Item:
     routed: bool = False
     field_problems: list[FieldProblem] = field(default_factory=list)
     baseline: dict[str, dict[str, Any]] | None = None
+    call: str | None = None
     field_times: dict[str, tuple[datetime | None, datetime | None]] = field(default_factory=dict)
 
 
@@ -409,6 +411,7 @@ class _PageResult:
     reader_relinks: dict[str, str] = field(default_factory=dict)
     clocks: list[tuple[str, str, Any, datetime]] = field(default_factory=list)
     reader_unlinks: list[str] = field(default_factory=list)
+    journal: list[dict[str, Any]] = field(default_factory=list)
 
 
 class SyncEngine:
@@ -1184,7 +1187,13 @@ class SyncEngine:
             for item in to_write:
                 self._count_write(from_side, item)
             return
+        written: list[Written] = []
         for item, outcome, problems in self._write(from_side.other, to_write):
+            assert item.plan is not None
+            before = {} if item.plan.action is Action.CREATE else item.target_raw
+            written.append(
+                Written.of(item.key or item.reader_id, outcome, item.plan.fields, before, item.call)
+            )
             if outcome.ok:
                 item.field_problems = problems
                 self._count_write(from_side, item)
@@ -1204,6 +1213,10 @@ class SyncEngine:
                     key=item.key,
                     letter=item.dead_letter_id,
                 )
+        kind = "written" if from_side is Side.SOURCE else "written back"
+        result.journal += Journal(self.store).writes(
+            writer.name, written, kind=kind, flow=self.flow.name, run=self.run_id
+        )
 
     def _count_write(self, from_side: Side, item: _Item) -> None:
         assert item.plan is not None
@@ -1378,6 +1391,7 @@ class SyncEngine:
                 raw = {} if item.plan.action is Action.CREATE else dict(item.target_raw or {})
                 item.plan.fields = one.fields
                 item.plan.expected = self.mappings[side].to_lead({**raw, **one.fields}).values
+            item.call = one.call
             yield item, outcome, one.problems
 
     def _settle(
@@ -1525,6 +1539,7 @@ class SyncEngine:
                     key, writer.name, problems, origin=origin, flow=self.flow.name, conn=conn
                 )
             self._append_events(result.events, conn)
+            self.store.add_journal(result.journal, conn=conn)
             if cursor is not None:
                 self.store.set_cursor(self.flow.name, reader.name, cursor, conn=conn)
 
