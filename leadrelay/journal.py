@@ -355,9 +355,9 @@ class Journal:
             else:
                 kind = "sla breached"
                 text = f"{status.kind.value} clock breached and closed unmet ({due})"
-            rows.append(
-                self.row(status.lead_key, kind, system, text, at=moment, **status.to_dict())
-            )
+            shown = {k: v for k, v in status.to_dict().items() if k not in ("lead_key", "kind")}
+            shown["clock"] = status.kind.value
+            rows.append(self.row(status.lead_key, kind, system, text, at=moment, **shown))
         if escalation is not None:
             for delivery, kind in (
                 *((d, "escalated") for d in escalation.sent),

@@ -7,19 +7,28 @@ import contextlib
 import io
 import json
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from leadrelay.capture.worker import drain_inbox
 from leadrelay.cli import main
 from leadrelay.config import read_env_file
+from leadrelay.handoff.qualify import Qualifier
 from leadrelay.journal import WITHHELD_CONSENT, WITHHELD_SECRET, redact_payload
+from leadrelay.mappings.engine import load_mapping
 from leadrelay.reconcile import reconcile
 from leadrelay.sync.runner import run_flows
-from leadrelay.sync.state import RunStatus, StateStore, dead_letters_table, runs_table
+from leadrelay.sync.state import (
+    RunStatus,
+    StateStore,
+    dead_letters_table,
+    journal_table,
+    runs_table,
+)
 from leadrelay.trace import TraceEvent, find_trace, prune
 from tests.reconcile_sandbox import ReconcileProject, project_fixture, sandbox_fixture  # noqa: F401 (fixtures)
 
@@ -50,6 +59,10 @@ def submit_webform(project: ReconcileProject, email: str, **extra: str) -> str:
         response = project.post_webform(client, **fields)
     assert response.status_code == 202, response.text
     return str(response.json()["key"])
+
+
+def is_secret_name(name: str) -> bool:
+    return any(part in name for part in ("SECRET", "TOKEN", "PASSWORD", "KEY"))
 
 
 def kinds(trace: Any) -> list[str]:
@@ -168,6 +181,55 @@ def test_a_second_submission_says_which_lead_it_joined_and_why(
     assert "twice@acme.io" in joined.summary
 
 
+def test_an_sla_clock_shows_its_due_time_escalation_and_close(project: ReconcileProject) -> None:
+    submit_webform(
+        project,
+        "hot@acme.io",
+        job_title="VP of Sales",
+        employees="500",
+        page_url="https://www.acme.io/demo?utm_source=google&utm_medium=cpc",
+    )
+    drain_inbox(project.config, project.store, connectors=project.pool)
+    qualified = journaled(
+        find_trace(project.config, project.store, "hot@acme.io"), "qualified", "hubspot"
+    )
+    assert qualified.details["tier"] == "hot"
+    due = datetime.fromisoformat(qualified.details["sla_due_at"])
+    step = Qualifier(
+        project.config,
+        project.store,
+        project.pool.get("hubspot"),
+        destination_mapping=load_mapping("hubspot"),
+    )
+    step.escalate_due(due + timedelta(minutes=5))
+    step.escalate_due(due + timedelta(days=31))
+    trace = find_trace(project.config, project.store, "hot@acme.io")
+    escalated = [e.details for e in trace.events if e.kind == "escalated"]
+    closed = {e.details["clock"]: e.kind for e in trace.events if e.kind.startswith("sla ")}
+    assert escalated == [
+        {"clock": clock, "channel": "crm_task:hubspot"} for clock in ("hot", "mql")
+    ]
+    assert closed == {"hot": "sla breached", "mql": "sla breached", "unassigned": "sla met"}
+
+
+def test_a_secret_in_a_lead_reaches_neither_the_journal_nor_the_output(
+    project: ReconcileProject,
+) -> None:
+    env = read_env_file(project.folder / ".env")
+    token = env["HUBSPOT_ACCESS_TOKEN"]
+    submit_and_sync(project, "journey@acme.io", company=f"Acme {token}")
+    with project.store.transaction() as conn:
+        stored = json.dumps(
+            [list(row) for row in conn.execute(sa.select(journal_table))], default=str
+        )
+    outputs = [
+        run_cli(project, "trace", "journey@acme.io", *extra)[1] for extra in ((), ("--json",))
+    ]
+    secrets = [value for name, value in env.items() if is_secret_name(name) and value]
+    assert "Acme ***" in stored
+    assert [value for value in secrets if any(value in text for text in [stored, *outputs])] == []
+
+
 @pytest.mark.parametrize(
     "query",
     [
@@ -190,11 +252,7 @@ def test_a_lead_is_found_by_email_key_or_system_id(
 
 def test_the_command_shows_no_secret_and_no_consent_text(project: ReconcileProject) -> None:
     env = read_env_file(project.folder / ".env")
-    secrets = {
-        name: value
-        for name, value in env.items()
-        if any(part in name for part in ("SECRET", "TOKEN", "PASSWORD", "KEY")) and value
-    }
+    secrets = {name: value for name, value in env.items() if is_secret_name(name) and value}
     with project.client() as client:
         response = project.post_webform(
             client,

@@ -747,6 +747,9 @@ class Qualifier:
         )
         outcome = escalator.escalate(statuses, leads, moment)
         self._close_clocks(closed)
-        checked = self.journal.sla_checked(statuses, self.destination.name, set(closed), outcome)
-        self.store.add_journal(checked)
+        self.store.add_journal(
+            self.journal.sla_checked(
+                statuses, self.destination.name, set(closed), outcome, at=moment
+            )
+        )
         return outcome
