@@ -18,7 +18,7 @@ from leadrelay.capture.worker import drain_inbox
 from leadrelay.cli import main
 from leadrelay.config import read_env_file
 from leadrelay.handoff.qualify import Qualifier
-from leadrelay.journal import WITHHELD_CONSENT, WITHHELD_SECRET, redact_payload
+from leadrelay.journal import WITHHELD_CONSENT, WITHHELD_SECRET, Journal, redact_payload
 from leadrelay.mappings.engine import load_mapping
 from leadrelay.reconcile import reconcile
 from leadrelay.sync.runner import run_flows
@@ -386,6 +386,19 @@ def test_prune_drops_run_events_older_than_the_retention(store: StateStore) -> N
     assert old not in remaining
     assert len(remaining[recent]) == 1
     assert [event["reason"] for event in remaining[mixed]] == ["new"]
+
+
+def test_prune_drops_journal_events_older_than_the_retention(store: StateStore) -> None:
+    journal = Journal(store)
+    store.add_journal(
+        [
+            journal.row("ld_j", "qualified", "hubspot", "old", at=store.now() - timedelta(days=91)),
+            journal.row("ld_j", "qualified", "hubspot", "recent"),
+        ]
+    )
+    result = prune(store, retention_days=90)
+    assert result.journal == 1
+    assert [row.summary for row in store.journal_for(["ld_j"])] == ["recent"]
 
 
 @pytest.mark.parametrize(
