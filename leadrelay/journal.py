@@ -22,7 +22,9 @@ than ``[state] retention_days`` are pruned with the rest of trace's material.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import functools
+import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime
 from enum import Enum
@@ -62,11 +64,13 @@ _VALUE_LIMIT = 200
 # -- redaction ------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=4096)
 def _is_secret_key(key: str) -> bool:
     lowered = key.lower()
     return lowered in SECRET_KEYS or any(part in lowered for part in _SECRET_PARTS)
 
 
+@functools.lru_cache(maxsize=4096)
 def _is_consent_key(key: str) -> bool:
     lowered = key.lower()
     return any(part in lowered for part in _CONSENT_PARTS)
@@ -95,8 +99,34 @@ def redact_payload(value: Any, secrets: Iterable[str] = (), *, consent: bool = F
     return value
 
 
+def _withhold(value: Any, *, consent: bool = False) -> Any:
+    """``value`` with values under secret keys and text under consent keys withheld (what
+    :func:`redact_payload` does before it redacts each string)."""
+    kind = type(value)
+    if kind is dict:
+        shown: dict[str, Any] = {}
+        for name, item in value.items():
+            if _is_secret_key(name) and item not in (None, ""):
+                shown[name] = WITHHELD_SECRET
+            elif consent or _is_consent_key(name) or type(item) in (dict, list):
+                shown[name] = _withhold(item, consent=consent or _is_consent_key(name))
+            else:
+                shown[name] = item
+        return shown
+    if kind is list:
+        return [_withhold(item, consent=consent) for item in value]
+    if consent and kind is str and value:
+        return WITHHELD_CONSENT
+    return value
+
+
 def _plain(value: Any) -> Any:
     """A value as JSON keeps it: enums by value, times in ISO form, long text cut."""
+    kind = type(value)
+    if kind is str:
+        return value if len(value) <= _VALUE_LIMIT else value[: _VALUE_LIMIT - 3] + "..."
+    if value is None or kind is int or kind is float or kind is bool:
+        return value
     if isinstance(value, Enum):
         value = value.value
     if isinstance(value, datetime | date):
@@ -119,7 +149,17 @@ def _same(old: Any, new: Any) -> bool:
         return True
     if old == new:
         return True
-    return str(_plain(old)).strip() == str(_plain(new)).strip()
+    if str(_plain(old)).strip() == str(_plain(new)).strip():
+        return True
+    # A number and the text a system returns it as (20 and "20.0"); two texts are compared as
+    # text ("0123" is not "123").
+    for number, other in ((old, new), (new, old)):
+        if isinstance(number, int | float) and not isinstance(number, bool):
+            try:
+                return float(str(other)) == float(number)
+            except ValueError:
+                return False
+    return False
 
 
 # -- writes ---------------------------------------------------------------------------------
@@ -169,17 +209,27 @@ class Written:
 def field_diff(
     fields: Mapping[str, Any], before: Mapping[str, Any] | None
 ) -> dict[str, dict[str, Any]]:
-    """The fields a write changed, ``{field: {"old": …, "new": …}}``. A field sent with the
-    value it had is left out; with ``before`` None (old values not read) every field sent is
-    in, with ``new`` only."""
+    """The fields a write changed, ``{field: {"old": …, "new": …}}``, values of secret or
+    consent fields withheld. A field sent with the value it had is left out; with ``before``
+    None (old values not read) every field sent is in, with ``new`` only."""
     if before is None:
-        return {name: {"new": _plain(value)} for name, value in fields.items()}
-    old = {str(k).casefold(): v for k, v in before.items()}
-    diff: dict[str, dict[str, Any]] = {}
-    for name, value in fields.items():
-        was = old.get(name.casefold())
-        if not _same(was, value):
-            diff[name] = {"old": _plain(was), "new": _plain(value)}
+        diff = {name: {"new": _plain(value)} for name, value in fields.items()}
+    elif not before:
+        diff = {
+            name: {"old": None, "new": _plain(value)}
+            for name, value in fields.items()
+            if value not in (None, "")
+        }
+    else:
+        old = {str(k).casefold(): v for k, v in before.items()}
+        diff = {}
+        for name, value in fields.items():
+            was = old.get(name.casefold())
+            if not _same(was, value):
+                diff[name] = {"old": _plain(was), "new": _plain(value)}
+    for name, change in diff.items():
+        if _is_secret_key(name) or _is_consent_key(name):
+            diff[name] = _withhold({name: change})[name]
     return diff
 
 
@@ -210,22 +260,72 @@ class Journal:
         **details: Any,
     ) -> dict[str, Any]:
         """One journal row, redacted (``details`` with None values left out)."""
-        shown = redact_payload(
-            {k: _plain(v) for k, v in details.items() if v is not None}, self.secrets
+        row = self._row(lead_key, kind, system, summary, record_id=record_id, at=at, **details)
+        return self.seal([row])[0]
+
+    def _row(
+        self,
+        lead_key: str,
+        kind: str,
+        system: str,
+        summary: str,
+        *,
+        record_id: str | None = None,
+        at: datetime | None = None,
+        changes: dict[str, dict[str, Any]] | None = None,
+        **details: Any,
+    ) -> dict[str, Any]:
+        """One journal row, not yet redacted (:meth:`seal`): values under secret keys and
+        consent text withheld, ``details`` with None values left out (``changes``: a
+        :func:`field_diff`, withheld already)."""
+        shown = _withhold(
+            {
+                k: v if type(v) in (dict, list) else _plain(v)
+                for k, v in details.items()
+                if v is not None
+            }
         )
+        if changes is not None:
+            shown["changes"] = changes
         return {
             "lead_key": lead_key,
             "at": at or self.store.now(),
             "kind": kind,
             "system": system,
             "record_id": record_id,
-            "summary": redact(summary, self.secrets),
+            "summary": summary,
             "details": shown,
         }
 
-    def record(self, rows: Sequence[Mapping[str, Any]], *, conn: Connection | None = None) -> None:
-        """Append ``rows`` in one statement (in ``conn``'s transaction when given)."""
-        self.store.add_journal(rows, conn=conn)
+    def seal(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``rows`` with every secret and token shape removed from their summaries and
+        details, in place. One :func:`redact` over the batch as JSON (the patterns know JSON),
+        instead of one per value; text that would not read back as JSON is redacted value by
+        value."""
+        if not rows:
+            return rows
+        text = json.dumps(
+            [[row["summary"], row["details"]] for row in rows], ensure_ascii=False, default=str
+        )
+        clean = redact(text, self.secrets)
+        if clean == text:
+            return rows
+        try:
+            parsed = json.loads(clean)
+        except ValueError:
+            parsed = None
+        for index, row in enumerate(rows):
+            if isinstance(parsed, list) and len(parsed) == len(rows):
+                row["summary"], row["details"] = parsed[index]
+            else:
+                row["summary"] = redact(str(row["summary"]), self.secrets)
+                row["details"] = redact_payload(row["details"], self.secrets)
+        return rows
+
+    def record(self, rows: list[dict[str, Any]], *, conn: Connection | None = None) -> None:
+        """Redact ``rows`` (:meth:`seal`) and append them in one statement (in ``conn``'s
+        transaction when given)."""
+        self.store.add_journal(self.seal(rows), conn=conn)
 
     # -- what the steps record ------------------------------------------------------------
 
@@ -246,7 +346,7 @@ class Journal:
             via = f" in {write.call}" if write.call else ""
             if write.error is not None:
                 rows.append(
-                    self.row(
+                    self._row(
                         write.lead_key,
                         "write failed",
                         system,
@@ -263,7 +363,7 @@ class Journal:
             if write.before is None and write.outcome != "created":
                 changed = f"{len(diff)} field(s) sent (old values not read)"
             rows.append(
-                self.row(
+                self._row(
                     write.lead_key,
                     kind,
                     system,
@@ -276,7 +376,7 @@ class Journal:
                     **context,
                 )
             )
-        return rows
+        return self.seal(rows)
 
     def record_writes(
         self,
@@ -287,12 +387,13 @@ class Journal:
         **context: Any,
     ) -> None:
         """Append the rows of a batch of writes (:meth:`writes`) in one statement."""
-        self.record(self.writes(system, writes, **context), conn=conn)
+        self.store.add_journal(self.writes(system, writes, **context), conn=conn)
 
     def qualified(
         self, lead: Lead, done: Qualification, system: str, *, at: datetime | None = None
     ) -> dict[str, Any]:
-        """The row of one qualify step: score, breakdown, reasons, tier, routing, SLA due."""
+        """The row of one qualify step: score, breakdown, reasons, tier, routing, SLA due
+        (redacted when recorded: :meth:`record`)."""
         score = done.score
         text = f"scored {score.total:g} ({score.tier.value}, {done.authority})"
         routing: dict[str, Any] | None = None
@@ -312,7 +413,7 @@ class Journal:
             text += "not routed)"
         if lead.sla_due_at is not None:
             text += f"; SLA due {lead.sla_due_at.isoformat()}"
-        return self.row(
+        return self._row(
             lead.key,
             "qualified",
             system,
@@ -357,7 +458,7 @@ class Journal:
                 text = f"{status.kind.value} clock breached and closed unmet ({due})"
             shown = {k: v for k, v in status.to_dict().items() if k not in ("lead_key", "kind")}
             shown["clock"] = status.kind.value
-            rows.append(self.row(status.lead_key, kind, system, text, at=moment, **shown))
+            rows.append(self._row(status.lead_key, kind, system, text, at=moment, **shown))
         if escalation is not None:
             for delivery, kind in (
                 *((d, "escalated") for d in escalation.sent),
@@ -365,7 +466,7 @@ class Journal:
             ):
                 text = f"{delivery.kind.value} clock breached: {kind} via {delivery.channel}"
                 rows.append(
-                    self.row(
+                    self._row(
                         delivery.lead_key,
                         kind,
                         system,
@@ -375,7 +476,7 @@ class Journal:
                         channel=delivery.channel,
                     )
                 )
-        return rows
+        return self.seal(rows)
 
     def repairs(
         self,
@@ -387,7 +488,8 @@ class Journal:
         at: datetime | None = None,
     ) -> dict[str, Any] | None:
         """The row of what normalization changed between the mapped values and the Lead
-        (e-mail case, phone in E.164, country code…), or None when it kept every value."""
+        (e-mail case, phone in E.164, country code…), or None when it kept every value
+        (redacted with the rest of its batch: :meth:`arrivals`)."""
         stored = lead.model_dump(mode="json")
         repaired = {
             name: {"submitted": _plain(value), "stored": _plain(stored.get(name))}
@@ -398,7 +500,7 @@ class Journal:
         }
         if not repaired:
             return None
-        return self.row(
+        return self._row(
             lead.key,
             "normalized",
             system,
@@ -422,7 +524,7 @@ class Journal:
                 rows.append(repaired)
             if lead.key != inbox_key:
                 rows.append(
-                    self.row(
+                    self._row(
                         lead.key,
                         "deduplicated",
                         form,
@@ -434,4 +536,4 @@ class Journal:
                         matched_on="email",
                     )
                 )
-        return rows
+        return self.seal(rows)

@@ -627,7 +627,7 @@ class Qualifier:
         """Persist routing positions, daily counts and the open SLA clocks (not in a dry run)."""
         self.state.flush()
         if not self.dry_run:
-            self.store.add_journal(self._journal)
+            self.journal.record(self._journal)
         self._journal.clear()
         if self.dry_run or not self._clocks:
             self._clocks.clear()
