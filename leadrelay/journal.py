@@ -510,6 +510,22 @@ class Journal:
             repairs=repaired,
         )
 
+    def matched(self, lead_key: str, system: str, record_id: str, relinked: bool) -> dict[str, Any]:
+        """The row of a sync that found the lead's record in ``system`` by e-mail instead of
+        creating one: a record already there, or the survivor of a merge (``relinked``)."""
+        if relinked:
+            text = (
+                f"its linked {system} record is gone (merged away): relinked to record "
+                f"{record_id}, which holds its e-mail"
+            )
+        else:
+            text = (
+                f"{system} already held it as record {record_id} (same e-mail): linked, not created"
+            )
+        return self.row(
+            lead_key, "deduplicated", system, text, record_id=record_id, matched_on="email"
+        )
+
     def arrivals(
         self, arrived: Iterable[tuple[Lead, Mapping[str, Any], str, str, str | None]]
     ) -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from leadrelay.capture.worker import drain_inbox
 from leadrelay.cli import main
 from leadrelay.config import read_env_file
+from leadrelay.connectors.base import UpsertInput
 from leadrelay.handoff.qualify import Qualifier
 from leadrelay.journal import WITHHELD_CONSENT, WITHHELD_SECRET, Journal, redact_payload
 from leadrelay.mappings.engine import load_mapping
@@ -179,6 +180,19 @@ def test_a_second_submission_says_which_lead_it_joined_and_why(
     assert joined.details["record"] == second
     assert f"joined lead {first}" in joined.summary
     assert "twice@acme.io" in joined.summary
+
+
+def test_a_sync_that_finds_the_record_already_there_says_why_it_linked_it(
+    project: ReconcileProject,
+) -> None:
+    fields = {"Email": "known@acme.io", "LastName": "Known", "Company": "Acme"}
+    [made] = project.pool.get("salesforce").upsert([UpsertInput("known", fields)])
+    submit_and_sync(project, "known@acme.io")
+    trace = find_trace(project.config, project.store, "known@acme.io")
+    matched = journaled(trace, "deduplicated", "salesforce")
+    assert matched.details["record"] == made.external_id
+    assert "same e-mail" in matched.summary
+    assert journaled(trace, "written", "salesforce").details["outcome"] == "updated"
 
 
 def test_an_sla_clock_shows_its_due_time_escalation_and_close(project: ReconcileProject) -> None:

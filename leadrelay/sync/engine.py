@@ -1409,6 +1409,11 @@ class SyncEngine:
             result.target_relinks[item.key] = target_id
         elif item.link_target or (outcome is not None and item.plan.action is Action.CREATE):
             result.target_links[item.key] = target_id
+        if item.relink_target or item.link_target:
+            system = self.connectors[from_side.other].name
+            result.journal.append(
+                Journal(self.store).matched(item.key, system, target_id, item.relink_target)
+            )
         if item.plan.action is Action.CREATE or not item.target_changed:
             # The target holds nothing leadrelay has not seen: what it will read back as is an
             # echo. A target changed by someone else keeps its old fingerprint, so its own
