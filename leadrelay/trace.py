@@ -751,6 +751,24 @@ def _render(trace: Trace) -> None:
             Text(event.kind),
             Text(event.where),
             Text(event.summary),
-            Text(payload_text(event.details) if event.details else ""),
+            Text(details_text(event.details)),
         )
     _console.print(table)
+
+
+def details_text(details: Mapping[str, Any]) -> str:
+    """An event's details for the table: a write's changes one per line (``Field: old → new``),
+    the rest as one line of JSON."""
+    rest = {k: v for k, v in details.items() if k != "changes"}
+    lines = [payload_text(rest)] if rest else []
+    changes = details.get("changes")
+    if isinstance(changes, Mapping):
+        for name, change in changes.items():
+            if isinstance(change, Mapping) and "old" in change:
+                old = payload_text(change["old"])
+                lines.append(f"{name}: {old} → {payload_text(change.get('new'))}")
+            elif isinstance(change, Mapping):
+                lines.append(f"{name}: → {payload_text(change.get('new'))}")
+            else:
+                lines.append(f"{name}: {payload_text(change)}")
+    return "\n".join(lines)

@@ -30,7 +30,7 @@ from leadrelay.sync.state import (
     journal_table,
     runs_table,
 )
-from leadrelay.trace import TraceEvent, find_trace, prune
+from leadrelay.trace import TraceEvent, details_text, find_trace, prune
 from tests.reconcile_sandbox import ReconcileProject, project_fixture, sandbox_fixture  # noqa: F401 (fixtures)
 
 
@@ -489,3 +489,15 @@ def test_a_lead_refused_before_it_had_an_identity_is_found_by_email(
     assert code == 0
     assert "(field employees)" in letter["summary"]
     assert [e["kind"] for e in body["events"]][:1] == ["received"]
+
+
+def test_the_table_shows_a_writes_changes_one_per_line_old_to_new() -> None:
+    details = {
+        "call": "#1",
+        "changes": {"City": {"old": "Porto", "new": "Lisbon"}, "Phone": {"new": "+1415"}},
+    }
+    assert details_text(details).splitlines() == [
+        '{"call": "#1"}',
+        'City: "Porto" → "Lisbon"',
+        'Phone: → "+1415"',
+    ]
