@@ -248,20 +248,10 @@ class Journal:
         self.store = store
         self.secrets = [s for s in secrets if s]
 
-    def row(
-        self,
-        lead_key: str,
-        kind: str,
-        system: str,
-        summary: str,
-        *,
-        record_id: str | None = None,
-        at: datetime | None = None,
-        **details: Any,
-    ) -> dict[str, Any]:
-        """One journal row, redacted (``details`` with None values left out)."""
-        row = self._row(lead_key, kind, system, summary, record_id=record_id, at=at, **details)
-        return self.seal([row])[0]
+    def row(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """One journal row, redacted: ``lead_key, kind, system, summary`` and the keywords
+        ``record_id``, ``at`` and details (see :meth:`_row`)."""
+        return self.seal([self._row(*args, **kwargs)])[0]
 
     def _row(
         self,
