@@ -496,9 +496,10 @@ def _prune(store: StateStore, retention_days: int) -> object:
 
     result = prune(store, retention_days=retention_days)
     log.info(
-        "retention (%d days): pruned %d run event(s), %d run(s), %d dead letter(s), "
-        "%d field problem(s)",
+        "retention (%d days): pruned %d journal event(s), %d run event(s), %d run(s), "
+        "%d dead letter(s), %d field problem(s)",
         retention_days,
+        result.journal,
         result.events,
         result.runs,
         result.dead_letters,

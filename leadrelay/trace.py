@@ -45,13 +45,15 @@ from sqlalchemy.engine import Connection
 
 from leadrelay.clikit import ConfigOption, JsonOption
 from leadrelay.config import Config
-from leadrelay.connectors.errors import SECRET_KEYS, redact
+from leadrelay.connectors.errors import redact
+from leadrelay.journal import redact_payload
 from leadrelay.sync.state import (
     StateStore,
     dead_letters_table,
     field_problems_table,
     identities_table,
     inbox_table,
+    journal_table,
     ledger_table,
     links_table,
     runs_table,
@@ -71,13 +73,13 @@ __all__ = [
 _console = Console()
 _err = Console(stderr=True)
 
-WITHHELD_SECRET = "***"
-WITHHELD_CONSENT = "[consent text withheld]"
-
-#: Payload keys whose values are secrets (beyond the project-wide SECRET_KEYS).
-_SECRET_PARTS = ("secret", "token", "password", "google_key", "signature", "api_key")
-_CONSENT_PARTS = ("consent", "disclaimer")
-_IN_CHUNK = 500
+#: Run-log events the journal records better (with details): shown from the journal when it
+#: has the lead's rows of that kind.
+_JOURNALED = {
+    "qualified": "qualified",
+    "escalated": "escalated",
+    "escalation_failed": "escalation failed",
+}
 
 
 @dataclass(frozen=True)
@@ -130,42 +132,6 @@ class Trace:
             "attribution": self.attribution,
             "events": [event.to_json() for event in self.events],
         }
-
-
-# -- redaction ------------------------------------------------------------------------------
-
-
-def _is_secret_key(key: str) -> bool:
-    lowered = key.lower()
-    return lowered in SECRET_KEYS or any(part in lowered for part in _SECRET_PARTS)
-
-
-def _is_consent_key(key: str) -> bool:
-    lowered = key.lower()
-    return any(part in lowered for part in _CONSENT_PARTS)
-
-
-def redact_payload(value: Any, secrets: Iterable[str] = (), *, consent: bool = False) -> Any:
-    """A copy of a stored payload safe to show: values under secret keys are ``***``, text
-    under consent keys (consent wording, disclaimers) is withheld (booleans are kept: whether
-    consent was given is not the text), and every string goes through ``redact``."""
-    secret_list = list(secrets)
-    if isinstance(value, Mapping):
-        shown: dict[str, Any] = {}
-        for key, item in value.items():
-            name = str(key)
-            if _is_secret_key(name) and item not in (None, ""):
-                shown[name] = WITHHELD_SECRET
-            else:
-                shown[name] = redact_payload(
-                    item, secret_list, consent=consent or _is_consent_key(name)
-                )
-        return shown
-    if isinstance(value, list | tuple):
-        return [redact_payload(item, secret_list, consent=consent) for item in value]
-    if isinstance(value, str):
-        return WITHHELD_CONSENT if consent and value else redact(value, secret_list)
-    return value
 
 
 # -- finding the lead -----------------------------------------------------------------------
@@ -225,6 +191,7 @@ def _initial_keys(conn: Connection, query: str) -> tuple[set[str], list[str]]:
                 dead_letters_table.c.connection,
                 dead_letters_table.c.record_ref,
             ),
+            (journal_table.c.lead_key, journal_table.c.system, journal_table.c.record_id),
         ):
             keys |= _scalars(
                 conn, sa.select(lead_key).where(system_column == system, record_column == record)
@@ -234,6 +201,7 @@ def _initial_keys(conn: Connection, query: str) -> tuple[set[str], list[str]]:
             "ledger",
             "tombstones",
             "dead letters",
+            "journal",
         ]
     keys |= _scalars(conn, sa.select(inbox_table.c.key).where(inbox_table.c.dedupe_key == text))
     looked.append("capture inbox (dedupe key)")
@@ -244,9 +212,10 @@ def _initial_keys(conn: Connection, query: str) -> tuple[set[str], list[str]]:
             links_table.c.lead_key,
             identities_table.c.lead_key,
             dead_letters_table.c.lead_key,
+            journal_table.c.lead_key,
         ):
             keys |= _scalars(conn, sa.select(column).where(column == text).limit(1))
-        looked += ["capture inbox, ledger, links, identities and dead letters (lead key)"]
+        looked += ["capture inbox, ledger, links, identities, dead letters and journal (lead key)"]
     return keys, looked
 
 
@@ -315,6 +284,8 @@ class _Collector:
         self.keys = keys
         self.secrets = secrets
         self.events: list[TraceEvent] = []
+        #: (kind, system or inbox key) the journal holds for these leads
+        self.journaled: set[tuple[str, str]] = set()
 
     def clean(self, value: Any) -> Any:
         return redact_payload(value, self.secrets)
@@ -351,7 +322,11 @@ class _Collector:
                 dedupe_key=row.dedupe_key,
                 payload=row.payload,
             )
-            if owner is not None and row.key != owner:
+            if (
+                owner is not None
+                and row.key != owner
+                and ("deduplicated", row.key) not in self.journaled
+            ):
                 self.add(
                     row.received_at,
                     "deduplicated",
@@ -404,12 +379,25 @@ class _Collector:
             )
         return records
 
+    def journal(self, store: StateStore) -> None:
+        """The journal's events: every write with its diff and call, qualification, SLA
+        clocks, normalization repairs, dedupe decisions."""
+        for row in store.journal_for(self.keys, conn=self.conn):
+            self.journaled.add((row.kind, "*"))
+            self.journaled.add((row.kind, row.system))
+            if row.kind == "deduplicated" and row.record_id:
+                self.journaled.add((row.kind, row.record_id))
+            details = dict(row.details or {})
+            if row.record_id:
+                details.setdefault("record", row.record_id)
+            self.add(row.at, row.kind, row.system, row.summary, **details)
+
     def ledger(self) -> None:
         for row in self.conn.execute(
             sa.select(ledger_table).where(ledger_table.c.lead_key.in_(self.keys))
         ):
             record = f"record {row.external_id}" if row.external_id else "no record yet"
-            if row.written_at is not None:
+            if row.written_at is not None and ("written", row.destination) not in self.journaled:
                 self.add(row.written_at, "written", row.destination, f"written: {record}")
             if row.verified_at is not None:
                 self.add(row.verified_at, "verified", row.destination, f"verified: {record}")
@@ -489,6 +477,8 @@ class _Collector:
                 if not isinstance(event, dict) or event.get("lead") not in self.keys:
                     continue
                 kind = str(event.get("event", "event"))
+                if (_JOURNALED.get(kind), "*") in self.journaled:
+                    continue
                 details = {
                     k: v for k, v in event.items() if k not in {"event", "lead", "at", "flow"}
                 }
@@ -574,6 +564,7 @@ def find_trace(
             sa.select(links_table.c.lead_key).where(links_table.c.lead_key.in_(keys)).limit(1)
         )
         collect = _Collector(conn, keys, secret_list)
+        collect.journal(store)
         receipts = collect.receipts(owner)
         trace.emails = collect.identities()
         trace.records = collect.links()
@@ -604,6 +595,7 @@ class PruneResult:
     runs: int = 0
     dead_letters: int = 0
     field_problems: int = 0
+    journal: int = 0
 
     def to_json(self) -> dict[str, Any]:
         """The JSON shape of ``trace --prune --json``."""
@@ -613,13 +605,15 @@ class PruneResult:
             "runs": self.runs,
             "dead_letters": self.dead_letters,
             "field_problems": self.field_problems,
+            "journal": self.journal,
         }
 
 
 def prune(store: StateStore, *, retention_days: int, now: datetime | None = None) -> PruneResult:
-    """Drop what is older than ``retention_days``: run events (runs left without events that
-    finished before the cutoff are deleted), resolved or dropped dead letters, and field
-    problems no longer open. Running runs, open dead letters and open field problems stay."""
+    """Drop what is older than ``retention_days``: journal rows, run events (runs left without
+    events that finished before the cutoff are deleted), resolved or dropped dead letters, and
+    field problems no longer open. Running runs, open dead letters and open field problems
+    stay."""
     cutoff = (now or store.now()) - timedelta(days=retention_days)
     result = PruneResult(cutoff)
     with store.transaction() as conn:
@@ -653,6 +647,7 @@ def prune(store: StateStore, *, retention_days: int, now: datetime | None = None
                 field_problems_table.c.last_seen < cutoff,
             )
         ).rowcount
+        result.journal = store.prune_journal(cutoff, conn=conn)
     return result
 
 
@@ -704,6 +699,7 @@ def trace_command(
             elif not as_json:
                 _console.print(
                     f"pruned what was older than {pruned.cutoff.isoformat()}: "
+                    f"{pruned.journal} journal event(s), "
                     f"{pruned.events} run event(s), {pruned.runs} run(s), "
                     f"{pruned.dead_letters} settled dead letter(s), "
                     f"{pruned.field_problems} fixed field problem(s)",
@@ -755,6 +751,24 @@ def _render(trace: Trace) -> None:
             Text(event.kind),
             Text(event.where),
             Text(event.summary),
-            Text(payload_text(event.details) if event.details else ""),
+            Text(details_text(event.details)),
         )
     _console.print(table)
+
+
+def details_text(details: Mapping[str, Any]) -> str:
+    """An event's details for the table: a write's changes one per line (``Field: old → new``),
+    the rest as one line of JSON."""
+    rest = {k: v for k, v in details.items() if k != "changes"}
+    lines = [payload_text(rest)] if rest else []
+    changes = details.get("changes")
+    if isinstance(changes, Mapping):
+        for name, change in changes.items():
+            if isinstance(change, Mapping) and "old" in change:
+                old = payload_text(change["old"])
+                lines.append(f"{name}: {old} → {payload_text(change.get('new'))}")
+            elif isinstance(change, Mapping):
+                lines.append(f"{name}: → {payload_text(change.get('new'))}")
+            else:
+                lines.append(f"{name}: {payload_text(change)}")
+    return "\n".join(lines)

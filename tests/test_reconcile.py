@@ -18,9 +18,17 @@ import pytest
 from leadrelay.capture.worker import drain_inbox
 from leadrelay.cli import main
 from leadrelay.config import load_config
-from leadrelay.reconcile import ReconcileError, Upkeep, parse_since, reconcile, reconcile_due
+from leadrelay.reconcile import (
+    ReconcileError,
+    Upkeep,
+    UpkeepProcess,
+    parse_since,
+    reconcile,
+    reconcile_due,
+)
 from leadrelay.sandbox.server import SandboxServer
 from leadrelay.sync.state import LedgerState
+from leadrelay.trace import find_trace
 from tests.capture.sandbox_project import META_FORM_ID, admin
 from tests.reconcile_sandbox import (  # noqa: F401 (fixtures)
     LINKEDIN_ACCOUNT,
@@ -352,6 +360,27 @@ def test_upkeep_reconciles_in_each_scheduled_minute_once_and_prunes_daily(
     ]
     assert ran == [["reconcile", "prune"], [], [], ["reconcile"], ["reconcile", "prune"]]
     assert (recorder.reconciled, recorder.pruned) == (3, [90, 90])
+
+
+def test_serves_upkeep_child_backfills_a_lost_lead_on_its_schedule(
+    project: ReconcileProject,
+) -> None:
+    project.toml.write_text(
+        project.toml.read_text(encoding="utf-8") + '\n[reconcile]\nschedule = "* * * * *"\n'
+    )
+    leadgen_id = project.create_meta("upkept@acme.io")
+    child = UpkeepProcess(project.toml)
+    child.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not find_trace(project.config, project.store, f"meta:{leadgen_id}").found:
+            assert time.monotonic() < deadline, "the upkeep child reconciled nothing in 60 s"
+            time.sleep(0.2)
+    finally:
+        child.stop()
+    trace = find_trace(project.config, project.store, f"meta:{leadgen_id}")
+    (received,) = [event for event in trace.events if event.kind == "received"]
+    assert received.summary.startswith("backfilled by reconcile")
 
 
 def test_upkeep_without_a_schedule_only_prunes(project: ReconcileProject) -> None:

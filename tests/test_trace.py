@@ -7,19 +7,30 @@ import contextlib
 import io
 import json
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from leadrelay.capture.worker import drain_inbox
 from leadrelay.cli import main
 from leadrelay.config import read_env_file
+from leadrelay.connectors.base import UpsertInput
+from leadrelay.handoff.qualify import Qualifier
+from leadrelay.journal import WITHHELD_CONSENT, WITHHELD_SECRET, Journal, redact_payload
+from leadrelay.mappings.engine import load_mapping
 from leadrelay.reconcile import reconcile
 from leadrelay.sync.runner import run_flows
-from leadrelay.sync.state import RunStatus, StateStore, dead_letters_table, runs_table
-from leadrelay.trace import WITHHELD_CONSENT, WITHHELD_SECRET, find_trace, prune, redact_payload
+from leadrelay.sync.state import (
+    RunStatus,
+    StateStore,
+    dead_letters_table,
+    journal_table,
+    runs_table,
+)
+from leadrelay.trace import TraceEvent, details_text, find_trace, prune
 from tests.reconcile_sandbox import ReconcileProject, project_fixture, sandbox_fixture  # noqa: F401 (fixtures)
 
 
@@ -35,29 +46,34 @@ def run_cli(project: ReconcileProject, *argv: str) -> tuple[int, str, str]:
     return int(exited.value.code or 0), out.getvalue(), err.getvalue()
 
 
-def submit_webform(project: ReconcileProject, email: str) -> str:
+def submit_webform(project: ReconcileProject, email: str, **extra: str) -> str:
+    fields = {
+        "email": email,
+        "first_name": "Ana",
+        "last_name": "Silva",
+        "company": "Acme",
+        "page_url": "https://www.acme.io/pricing?utm_source=linkedin&utm_medium=paid_social",
+        "consent_text": "I agree to be contacted by Acme about my request.",
+        **extra,
+    }
     with project.client() as client:
-        response = project.post_webform(
-            client,
-            email=email,
-            first_name="Ana",
-            last_name="Silva",
-            company="Acme",
-            page_url="https://www.acme.io/pricing?utm_source=linkedin&utm_medium=paid_social",
-            consent_text="I agree to be contacted by Acme about my request.",
-        )
+        response = project.post_webform(client, **fields)
     assert response.status_code == 202, response.text
     return str(response.json()["key"])
+
+
+def is_secret_name(name: str) -> bool:
+    return any(part in name for part in ("SECRET", "TOKEN", "PASSWORD", "KEY"))
 
 
 def kinds(trace: Any) -> list[str]:
     return [event.kind for event in trace.events]
 
 
-def submit_and_sync(project: ReconcileProject, email: str) -> tuple[str, str]:
+def submit_and_sync(project: ReconcileProject, email: str, **extra: str) -> tuple[str, str]:
     """A web form lead captured into HubSpot, synced to Salesforce, rejected there by sales
     and written back to HubSpot; its inbox key and Salesforce id."""
-    key = submit_webform(project, email)
+    key = submit_webform(project, email, **extra)
     drain_inbox(project.config, project.store, connectors=project.pool)
     flows = [flow for flow in project.config.flows if flow.name == "hubspot-salesforce"]
     run_flows(project.config, project.store, flows)
@@ -79,9 +95,12 @@ def test_trace_shows_capture_sync_and_write_back_in_time_order(
     steps = [(event.kind, event.where) for event in trace.events]
     path = [
         ("received", "demo-webform"),
-        ("delivered", "demo-webform"),
-        ("written", "salesforce"),
+        ("qualified", "hubspot"),
         ("written", "hubspot"),
+        ("delivered", "demo-webform"),
+        ("qualified", "salesforce"),
+        ("written", "salesforce"),
+        ("written back", "hubspot"),
         ("recycle", "hubspot-salesforce"),
     ]
     assert trace.lead_keys == [key]
@@ -92,6 +111,137 @@ def test_trace_shows_capture_sync_and_write_back_in_time_order(
         "paid_social",
         "demo-webform",
     )
+
+
+OWNER_FIELDS = {"hubspot": "hubspot_owner_id", "salesforce": "OwnerId"}
+
+
+def journaled(trace: Any, kind: str, where: str) -> TraceEvent:
+    (event,) = [e for e in trace.events if (e.kind, e.where) == (kind, where)]
+    return event
+
+
+def test_each_write_shows_its_field_level_diff_and_the_api_call_it_went_in(
+    project: ReconcileProject,
+) -> None:
+    submit_and_sync(project, "journey@acme.io")
+    trace = find_trace(project.config, project.store, "journey@acme.io")
+    created = journaled(trace, "written", "hubspot").details
+    back = journaled(trace, "written back", "hubspot").details
+    assert created["outcome"] == "created"
+    assert created["changes"]["email"] == {"old": None, "new": "journey@acme.io"}
+    assert created["call"] == "POST /hubspot/crm/v3/objects/contacts/batch/upsert #1"
+    assert back["changes"] == {
+        "hs_lead_status": {"old": "NEW", "new": "UNQUALIFIED"},
+        "rejection_reason": {"old": None, "new": "competitor"},
+    }
+    assert back["call"] == "POST /hubspot/crm/v3/objects/contacts/batch/update #1"
+    assert journaled(trace, "written", "salesforce").details["changes"]["Email"]["new"] == (
+        "journey@acme.io"
+    )
+
+
+@pytest.mark.parametrize("system", ["hubspot", "salesforce"])
+def test_every_lead_shows_its_score_breakdown_tier_and_routing(
+    project: ReconcileProject, system: str
+) -> None:
+    submit_and_sync(project, "journey@acme.io")
+    trace = find_trace(project.config, project.store, "journey@acme.io")
+    details = journaled(trace, "qualified", system).details
+    assert set(details["breakdown"]) == {"fit", "intent", "engagement"}
+    assert sum(details["breakdown"].values()) == details["score"]
+    assert details["tier"] in {"hot", "warm", "cold"}
+    assert details["routing"]["rule"] == "round_robin"
+    record = project.pool.get(system).lookup(emails=["journey@acme.io"])["journey@acme.io"]
+    assert details["routing"]["owner"] == record[OWNER_FIELDS[system]]
+    assert "round robin inbound" in details["routing"]["reason"]
+
+
+def test_normalization_repairs_show_the_submitted_and_the_stored_value(
+    project: ReconcileProject,
+) -> None:
+    submit_webform(project, "Repaired@Acme.io", phone="(415) 555-0100", country="United States")
+    drain_inbox(project.config, project.store, connectors=project.pool)
+    trace = find_trace(project.config, project.store, "repaired@acme.io")
+    repairs = journaled(trace, "normalized", "demo-webform").details["repairs"]
+    assert repairs["phone"] == {"submitted": "(415) 555-0100", "stored": "+14155550100"}
+    assert repairs["country"] == {"submitted": "United States", "stored": "US"}
+
+
+def test_a_second_submission_says_which_lead_it_joined_and_why(
+    project: ReconcileProject,
+) -> None:
+    first = submit_webform(project, "twice@acme.io")
+    drain_inbox(project.config, project.store, connectors=project.pool)
+    second = submit_webform(project, "Twice@Acme.io", company="Acme Inc")
+    drain_inbox(project.config, project.store, connectors=project.pool)
+    trace = find_trace(project.config, project.store, "twice@acme.io")
+    joined = journaled(trace, "deduplicated", "demo-webform")
+    assert joined.details["record"] == second
+    assert f"joined lead {first}" in joined.summary
+    assert "twice@acme.io" in joined.summary
+
+
+def test_a_sync_that_finds_the_record_already_there_says_why_it_linked_it(
+    project: ReconcileProject,
+) -> None:
+    fields = {"Email": "known@acme.io", "LastName": "Known", "Company": "Acme"}
+    [made] = project.pool.get("salesforce").upsert([UpsertInput("known", fields)])
+    submit_and_sync(project, "known@acme.io")
+    trace = find_trace(project.config, project.store, "known@acme.io")
+    matched = journaled(trace, "deduplicated", "salesforce")
+    assert matched.details["record"] == made.external_id
+    assert "same e-mail" in matched.summary
+    assert journaled(trace, "written", "salesforce").details["outcome"] == "updated"
+
+
+def test_an_sla_clock_shows_its_due_time_escalation_and_close(project: ReconcileProject) -> None:
+    submit_webform(
+        project,
+        "hot@acme.io",
+        job_title="VP of Sales",
+        employees="500",
+        page_url="https://www.acme.io/demo?utm_source=google&utm_medium=cpc",
+    )
+    drain_inbox(project.config, project.store, connectors=project.pool)
+    qualified = journaled(
+        find_trace(project.config, project.store, "hot@acme.io"), "qualified", "hubspot"
+    )
+    assert qualified.details["tier"] == "hot"
+    due = datetime.fromisoformat(qualified.details["sla_due_at"])
+    step = Qualifier(
+        project.config,
+        project.store,
+        project.pool.get("hubspot"),
+        destination_mapping=load_mapping("hubspot"),
+    )
+    step.escalate_due(due + timedelta(minutes=5))
+    step.escalate_due(due + timedelta(days=31))
+    trace = find_trace(project.config, project.store, "hot@acme.io")
+    escalated = [e.details for e in trace.events if e.kind == "escalated"]
+    closed = {e.details["clock"]: e.kind for e in trace.events if e.kind.startswith("sla ")}
+    assert escalated == [
+        {"clock": clock, "channel": "crm_task:hubspot"} for clock in ("hot", "mql")
+    ]
+    assert closed == {"hot": "sla breached", "mql": "sla breached", "unassigned": "sla met"}
+
+
+def test_a_secret_in_a_lead_reaches_neither_the_journal_nor_the_output(
+    project: ReconcileProject,
+) -> None:
+    env = read_env_file(project.folder / ".env")
+    token = env["HUBSPOT_ACCESS_TOKEN"]
+    submit_and_sync(project, "journey@acme.io", company=f"Acme {token}")
+    with project.store.transaction() as conn:
+        stored = json.dumps(
+            [list(row) for row in conn.execute(sa.select(journal_table))], default=str
+        )
+    outputs = [
+        run_cli(project, "trace", "journey@acme.io", *extra)[1] for extra in ((), ("--json",))
+    ]
+    secrets = [value for name, value in env.items() if is_secret_name(name) and value]
+    assert "Acme ***" in stored
+    assert [value for value in secrets if any(value in text for text in [stored, *outputs])] == []
 
 
 @pytest.mark.parametrize(
@@ -116,11 +266,7 @@ def test_a_lead_is_found_by_email_key_or_system_id(
 
 def test_the_command_shows_no_secret_and_no_consent_text(project: ReconcileProject) -> None:
     env = read_env_file(project.folder / ".env")
-    secrets = {
-        name: value
-        for name, value in env.items()
-        if any(part in name for part in ("SECRET", "TOKEN", "PASSWORD", "KEY")) and value
-    }
+    secrets = {name: value for name, value in env.items() if is_secret_name(name) and value}
     with project.client() as client:
         response = project.post_webform(
             client,
@@ -256,6 +402,19 @@ def test_prune_drops_run_events_older_than_the_retention(store: StateStore) -> N
     assert [event["reason"] for event in remaining[mixed]] == ["new"]
 
 
+def test_prune_drops_journal_events_older_than_the_retention(store: StateStore) -> None:
+    journal = Journal(store)
+    store.add_journal(
+        [
+            journal.row("ld_j", "qualified", "hubspot", "old", at=store.now() - timedelta(days=91)),
+            journal.row("ld_j", "qualified", "hubspot", "recent"),
+        ]
+    )
+    result = prune(store, retention_days=90)
+    assert result.journal == 1
+    assert [row.summary for row in store.journal_for(["ld_j"])] == ["recent"]
+
+
 @pytest.mark.parametrize(
     ("status", "kept"), [("resolved", False), ("dropped", False), ("open", True)]
 )
@@ -330,3 +489,15 @@ def test_a_lead_refused_before_it_had_an_identity_is_found_by_email(
     assert code == 0
     assert "(field employees)" in letter["summary"]
     assert [e["kind"] for e in body["events"]][:1] == ["received"]
+
+
+def test_the_table_shows_a_writes_changes_one_per_line_old_to_new() -> None:
+    details = {
+        "call": "#1",
+        "changes": {"City": {"old": "Porto", "new": "Lisbon"}, "Phone": {"new": "+1415"}},
+    }
+    assert details_text(details).splitlines() == [
+        '{"call": "#1"}',
+        'City: "Porto" → "Lisbon"',
+        'Phone: → "+1415"',
+    ]

@@ -57,6 +57,7 @@ from leadrelay.connectors.base import (
 )
 from leadrelay.connectors.errors import ConnectorError, redact
 from leadrelay.handoff.qualify import Qualifier
+from leadrelay.journal import Journal, Written
 from leadrelay.mappings.engine import Mapping as FieldMapping
 from leadrelay.mappings.engine import (
     MappingError,
@@ -184,6 +185,7 @@ class _Work:
     form: FormConfig | None
     lead: Lead | None = None
     identity: str | None = None
+    submitted: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -199,6 +201,7 @@ class _Outcome:
     field_problems: list[tuple[str, str, dict[str, Any], list[dict[str, Any]]]] = field(
         default_factory=list
     )
+    journal: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _first(value: Any) -> Any:
@@ -333,6 +336,7 @@ class _Delivery:
         #: Destinations whose write call failed in this pass, with the reason: their leads
         #: wait for the next pass without another call (or fetch) now.
         self.down: dict[str, str] = {}
+        self.journal = Journal(store)
 
     # -- normalize -----------------------------------------------------------------------------
 
@@ -426,6 +430,7 @@ class _Delivery:
         if not lead.is_test and is_test_email(lead.email, form.test_email_domain):
             lead.is_test = True
         work.lead = lead
+        work.submitted = draft.values
         if lead.email:
             try:
                 work.identity = identity_email(lead.email)
@@ -547,8 +552,10 @@ class _Delivery:
             one = Pending(key, vetted.fields, linked.get(key), list(vetted.problems))
             pending.append((one, group))
         groups_of = {id(one): group for one, group in pending}
+        written: list[Written] = []
         try:
             for one, result in writer.write([one for one, _ in pending], update_by_id=False):
+                written.append(Written.of(one.ref, result, one.fields, None, one.call))
                 group = groups_of.pop(id(one))
                 self._settle(destination, connector, one, group, result, linked, outcome)
         except ConnectorError as exc:
@@ -558,6 +565,8 @@ class _Delivery:
             self.down[destination] = reason
             for group in groups_of.values():
                 outcome.retry.extend((work, reason) for work in group)
+        finally:
+            outcome.journal += self.journal.writes(destination, written)
 
     def _writer(
         self, destination: str, connector: Connector[Any], mapping: FieldMapping
@@ -658,6 +667,7 @@ class _Delivery:
                 self.store.record_field_problems(
                     key, destination, problems, origin=origin, conn=conn
                 )
+            self.store.add_journal(outcome.journal, conn=conn)
             if outcome.delivered:
                 self.store.mark_inbox_delivered(
                     [w.item.key for w in outcome.delivered], claim_token=claim_token, conn=conn
@@ -774,6 +784,9 @@ class _Delivery:
             if work.lead is not None:
                 ready.append(work)
         self.identify(ready)
+        outcome.journal += self.journal.arrivals(
+            (w.lead, w.submitted, w.item.key, w.item.form, w.identity) for w in ready if w.lead
+        )
         by_destination: dict[str, list[_Work]] = {}
         for work in ready:
             assert work.form is not None

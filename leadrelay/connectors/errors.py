@@ -122,6 +122,19 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     ),
 )
 
+#: Per pattern, lower-case text one of which any match contains: a pattern whose markers are
+#: all absent from a text is not run over it (a long text, such as a batch of journal rows,
+#: would otherwise be scanned at every position by every pattern).
+_MARKERS: tuple[tuple[str, ...], ...] = (
+    ("bearer", "zoho-oauthtoken", "basic", "oauth"),
+    ("pat-",),
+    ("00d",),
+    ("1000.",),
+    tuple(sorted(SECRET_KEYS | {"token"})),
+    tuple(sorted(SECRET_KEYS)),
+    tuple(sorted(SECRET_QUERY_KEYS)),
+)
+
 _registered: set[str] = set()
 _registered_lock = threading.Lock()
 
@@ -160,8 +173,10 @@ def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
     for secret in sorted(extra, key=len, reverse=True) + _registered_secrets():
         if secret in text:
             text = text.replace(secret, REDACTED)
-    for pattern, replacement in _PATTERNS:
-        text = pattern.sub(replacement, text)
+    lowered = text.lower()
+    for (pattern, replacement), markers in zip(_PATTERNS, _MARKERS, strict=True):
+        if any(marker in lowered for marker in markers):
+            text = pattern.sub(replacement, text)
     return text
 
 

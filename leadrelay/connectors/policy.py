@@ -43,10 +43,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import httpx
 import requests
@@ -67,6 +69,7 @@ from leadrelay.connectors.errors import (
 )
 
 __all__ = [
+    "CallNote",
     "CallPolicy",
     "Classified",
     "Decision",
@@ -83,6 +86,7 @@ __all__ = [
     "from_requests",
     "parse_retry_after",
     "system_message",
+    "watch_calls",
 ]
 
 T = TypeVar("T")
@@ -741,6 +745,38 @@ class RetryPolicy:
         return exp / 2 + (rng or random.Random()).uniform(0, exp / 2)
 
 
+@dataclass(frozen=True)
+class CallNote:
+    """One call made under :func:`watch_calls`: what it did, where (method and path, without
+    the query: no secret travels there), how many attempts, the last status."""
+
+    describe: str
+    method: str | None
+    path: str | None
+    attempts: int
+    status: int | None
+
+    @property
+    def label(self) -> str:
+        """``PATCH /crm/v3/objects/contacts/batch/update``, or what the call did."""
+        return f"{self.method} {self.path}" if self.method and self.path else self.describe
+
+
+_WATCHED: ContextVar[list[CallNote] | None] = ContextVar("leadrelay_watched_calls", default=None)
+
+
+@contextlib.contextmanager
+def watch_calls() -> Generator[list[CallNote], None, None]:
+    """Collect a :class:`CallNote` for each call this thread makes in the block (the write
+    step names the API call each record went in)."""
+    notes: list[CallNote] = []
+    token = _WATCHED.set(notes)
+    try:
+        yield notes
+    finally:
+        _WATCHED.reset(token)
+
+
 class _Outcome(Exception):
     """An attempt that did not succeed: its classification and the error to raise for it."""
 
@@ -827,12 +863,14 @@ class CallPolicy:
         reauthed = False
         attempts = 0
         policy = self.retry
+        last: ResponseInfo | None = None
 
         def attempt() -> T:
-            nonlocal reauthed, attempts
+            nonlocal reauthed, attempts, last
             attempts += 1
             while True:
                 result, info = self._send(call, to_info, on_error, limiter)
+                last = info
                 if info is None:
                     return result
                 classified = self.classify(info)
@@ -889,6 +927,19 @@ class CallPolicy:
             if outcome.may_retry:
                 self._give_up(outcome, attempts, start)
             raise outcome.error from outcome.__cause__
+        finally:
+            watched = _WATCHED.get()
+            if watched is not None:
+                url = last.url if last is not None else ""
+                watched.append(
+                    CallNote(
+                        describe,
+                        last.method if last is not None else None,
+                        urlsplit(url).path if url else None,
+                        attempts,
+                        last.status if last is not None else None,
+                    )
+                )
 
     def request(
         self,

@@ -84,6 +84,7 @@ from leadrelay.handoff.signals import (
     signals_from_url,
 )
 from leadrelay.handoff.sla import ClockKind, SlaConfig, apply_due, evaluate, load_sla_config
+from leadrelay.journal import Journal
 from leadrelay.mappings.engine import Mapping as FieldMapping
 from leadrelay.mappings.engine import build_lead
 from leadrelay.model import STAGE_ORDER, Lead, Stage, Tier, domain_from_website
@@ -518,6 +519,8 @@ class Qualifier:
         self._accounts = accounts
         self._router: Router | None = None
         self._clocks: dict[str, str] = {}
+        self.journal = Journal(store)
+        self._journal: list[dict[str, Any]] = []
         if source is not None:
             extend_read_fields(source)
 
@@ -577,7 +580,9 @@ class Qualifier:
                     "stage": lead.stage.value,
                 }
             )
-        return Qualification(lead.key, result, assignment, problem, self.authority)
+        done = Qualification(lead.key, result, assignment, problem, self.authority)
+        self._journal.append(self.journal.qualified(lead, done, self.destination.name, at=moment))
+        return done
 
     def qualify_page(
         self, leads: Sequence[tuple[Lead, RawRecord | None, bool]], now: datetime | None = None
@@ -619,6 +624,9 @@ class Qualifier:
     def flush(self) -> None:
         """Persist routing positions, daily counts and the open SLA clocks (not in a dry run)."""
         self.state.flush()
+        if not self.dry_run:
+            self.journal.record(self._journal)
+        self._journal.clear()
         if self.dry_run or not self._clocks:
             self._clocks.clear()
             return
@@ -737,4 +745,9 @@ class Qualifier:
         )
         outcome = escalator.escalate(statuses, leads, moment)
         self._close_clocks(closed)
+        self.store.add_journal(
+            self.journal.sla_checked(
+                statuses, self.destination.name, set(closed), outcome, at=moment
+            )
+        )
         return outcome

@@ -48,6 +48,7 @@ from leadrelay.connectors.base import (
     normalize_email,
 )
 from leadrelay.connectors.credentials import SealedCredentialCache
+from leadrelay.journal import Journal, Written
 from leadrelay.mappings.engine import LeadDraft, Problem, build_lead, load_mapping
 from leadrelay.mappings.engine import Mapping as FieldMapping
 from leadrelay.model import Lead
@@ -385,6 +386,7 @@ class _Item:
     routed: bool = False
     field_problems: list[FieldProblem] = field(default_factory=list)
     baseline: dict[str, dict[str, Any]] | None = None
+    call: str | None = None
     field_times: dict[str, tuple[datetime | None, datetime | None]] = field(default_factory=dict)
 
 
@@ -414,6 +416,7 @@ class _PageResult:
     reader_relinks: dict[str, str] = field(default_factory=dict)
     clocks: list[tuple[str, str, Any, datetime]] = field(default_factory=list)
     reader_unlinks: list[str] = field(default_factory=list)
+    journal: list[dict[str, Any]] = field(default_factory=list)
 
 
 class SyncEngine:
@@ -1237,7 +1240,13 @@ class SyncEngine:
             for item in to_write:
                 self._count_write(from_side, item)
             return
+        written: list[Written] = []
         for item, outcome, problems in self._write(from_side.other, to_write):
+            assert item.plan is not None
+            before = {} if item.plan.action is Action.CREATE else item.target_raw
+            written.append(
+                Written.of(item.key or item.reader_id, outcome, item.plan.fields, before, item.call)
+            )
             if outcome.ok:
                 item.field_problems = problems
                 assert item.plan is not None
@@ -1267,6 +1276,10 @@ class SyncEngine:
                     key=item.key,
                     letter=item.dead_letter_id,
                 )
+        kind = "written" if from_side is Side.SOURCE else "written back"
+        result.journal += Journal(self.store).writes(
+            writer.name, written, kind=kind, flow=self.flow.name, run=self.run_id
+        )
 
     def _count_write(self, from_side: Side, item: _Item) -> None:
         assert item.plan is not None
@@ -1439,6 +1452,7 @@ class SyncEngine:
                 raw = {} if item.plan.action is Action.CREATE else dict(item.target_raw or {})
                 item.plan.fields = one.fields
                 item.plan.expected = self.mappings[side].to_lead({**raw, **one.fields}).values
+            item.call = one.call
             yield item, outcome, one.problems
 
     def _settle(
@@ -1456,6 +1470,11 @@ class SyncEngine:
             result.target_relinks[item.key] = target_id
         elif item.link_target or (outcome is not None and item.plan.action is Action.CREATE):
             result.target_links[item.key] = target_id
+        if item.relink_target or item.link_target:
+            system = self.connectors[from_side.other].name
+            result.journal.append(
+                Journal(self.store).matched(item.key, system, target_id, item.relink_target)
+            )
         if item.plan.action is Action.CREATE or not item.target_changed:
             # The target holds nothing leadrelay has not seen: what it will read back as is an
             # echo. A target changed by someone else keeps its old fingerprint, so its own
@@ -1586,6 +1605,7 @@ class SyncEngine:
                     key, writer.name, problems, origin=origin, flow=self.flow.name, conn=conn
                 )
             self._append_events(result.events, conn)
+            self.store.add_journal(result.journal, conn=conn)
             if cursor is not None:
                 self.store.set_cursor(self.flow.name, reader.name, cursor, conn=conn)
 

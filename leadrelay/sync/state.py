@@ -386,6 +386,23 @@ credentials_table = sa.Table(
     sa.Column("expires_at", UTCDateTime, nullable=False),
 )
 
+journal_table = sa.Table(
+    "journal",
+    metadata,
+    # A lead's events as they happen (leadrelay.journal): every write with its field-level diff
+    # and the API call it went in, the score and routing, SLA clocks, normalization repairs,
+    # dedupe decisions. Redacted before it is stored; pruned after [state] retention_days.
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("lead_key", sa.String(64), nullable=False, index=True),
+    sa.Column("at", UTCDateTime, nullable=False, index=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("system", sa.String(255), nullable=False),
+    sa.Column("record_id", sa.String(255), nullable=True),
+    sa.Column("summary", sa.Text, nullable=False),
+    sa.Column("details", sa.JSON, nullable=False),
+    sa.Index("ix_journal_system_record", "system", "record_id"),
+)
+
 Migration = Callable[[Connection], None]
 
 MIGRATIONS: dict[int, list[Migration]] = {}
@@ -2246,6 +2263,48 @@ class StateStore:
         """Drop the credential stored under ``key`` (a token the system refused)."""
         with self._write(conn) as c:
             c.execute(credentials_table.delete().where(credentials_table.c.key == key))
+
+    # -- journal -------------------------------------------------------------------------------
+
+    def add_journal(
+        self, rows: Sequence[Mapping[str, Any]], *, conn: Connection | None = None
+    ) -> None:
+        """Append journal rows (``lead_key``, ``at``, ``kind``, ``system``, ``record_id``,
+        ``summary``, ``details``) in one statement."""
+        if not rows:
+            return
+        with self._write(conn) as c:
+            c.execute(journal_table.insert(), [dict(row) for row in rows])
+
+    def journal_for(
+        self, lead_keys: Iterable[str], *, conn: Connection | None = None
+    ) -> list[sa.Row[Any]]:
+        """The journal rows of ``lead_keys``, oldest first."""
+        keys = sorted(set(lead_keys))
+        rows: list[sa.Row[Any]] = []
+        with self._read(conn) as c:
+            for chunk in _chunks(keys):
+                rows.extend(
+                    c.execute(sa.select(journal_table).where(journal_table.c.lead_key.in_(chunk)))
+                )
+        return sorted(rows, key=lambda row: (row.at, row.id))
+
+    def journal_keys(
+        self, system: str, record_id: str, *, conn: Connection | None = None
+    ) -> set[str]:
+        """The lead keys the journal holds for a system's record."""
+        query = sa.select(journal_table.c.lead_key).where(
+            journal_table.c.system == system, journal_table.c.record_id == record_id
+        )
+        with self._read(conn) as c:
+            return {str(key) for key in c.scalars(query.distinct())}
+
+    def prune_journal(self, before: datetime, *, conn: Connection | None = None) -> int:
+        """Drop the journal rows older than ``before``; returns how many."""
+        with self._write(conn) as c:
+            return int(
+                c.execute(journal_table.delete().where(journal_table.c.at < before)).rowcount
+            )
 
     # -- locks ---------------------------------------------------------------------------------
 

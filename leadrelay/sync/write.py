@@ -35,6 +35,7 @@ from leadrelay.connectors.base import (
     WriteResult,
 )
 from leadrelay.connectors.errors import ConnectorError, Rejected
+from leadrelay.connectors.policy import CallNote, watch_calls
 from leadrelay.mappings.engine import Mapping as FieldMapping
 from leadrelay.mappings.engine import Problem
 from leadrelay.model import Lead
@@ -155,12 +156,15 @@ class Pending:
         external_id: the destination's id: an update by id when the connector can, else an
             upsert that names it.
         problems: field problems found so far (more may be added while writing).
+        call: the API call the record went in, once sent (``POST /…/batch/upsert #3``, the
+            writer's call number), for the journal.
     """
 
     ref: str
     fields: dict[str, Any]
     external_id: str | None = None
     problems: list[FieldProblem] = field(default_factory=list)
+    call: str | None = None
 
 
 #: One written record: what was asked, what the system answered, the field problems.
@@ -193,6 +197,7 @@ class LeadWriter:
         self._schema: Schema | None = None
         self._schema_read = schema is None
         self.batch_size = min(batch_size or connector.batch_size, connector.batch_size)
+        self._calls = 0
         self._by_system: dict[str, str] = {}
         for name, fmap in mapping.fields.items():
             if fmap.primary.writes:
@@ -396,7 +401,9 @@ class LeadWriter:
                 yield from self._write_chunk(chunk, updating=updating)
 
     def _write_chunk(self, chunk: Sequence[Pending], *, updating: bool) -> Iterator[WriteOutcomeOf]:
-        results = self._call(chunk, updating=updating)
+        with watch_calls() as notes:
+            results = self._call(chunk, updating=updating)
+        self._name_call(chunk, notes)
         again: list[Pending] = []
         for item, result in zip(chunk, results, strict=True):
             if result.ok or not self._drop_refused_field(item, result):
@@ -404,7 +411,18 @@ class LeadWriter:
             else:
                 again.append(item)
         if again:
-            yield from zip(again, self._call(again, updating=updating), strict=True)
+            with watch_calls() as notes:
+                resent = self._call(again, updating=updating)
+            self._name_call(again, notes)
+            yield from zip(again, resent, strict=True)
+
+    def _name_call(self, chunk: Sequence[Pending], notes: Sequence[CallNote]) -> None:
+        """Name on each record the write call it went in (reads made on the way left out)."""
+        self._calls += 1
+        writes = [n.label for n in notes if n.method != "GET"] or [n.label for n in notes]
+        label = "; ".join(dict.fromkeys(writes)) or self.connector.name
+        for item in chunk:
+            item.call = f"{label} #{self._calls}"
 
     def _drop_refused_field(self, item: Pending, result: WriteResult) -> bool:
         """When the system refused ``item`` over one optional field it names, take that field
