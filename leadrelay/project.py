@@ -38,14 +38,14 @@ ca_bundle = "${LEADRELAY_CA_BUNDLE:-}"    # only for a private CA (the sandbox h
 
 [connections.salesforce]
 kind = "salesforce"
-auth = "password"                         # or "jwt" / "client_credentials"
+# `leadrelay connect salesforce` writes SALESFORCE_REFRESH_TOKEN (docs/connect-salesforce.md);
+# or "jwt" / "client_credentials"; "password" (username, password) only for old set-ups
+auth = "refresh_token"
 login_url = "${SALESFORCE_LOGIN_URL:-https://login.salesforce.com}"
 instance_url = "${SALESFORCE_INSTANCE_URL:-}"
-username = "${SALESFORCE_USERNAME}"
-password = "${SALESFORCE_PASSWORD}"
-security_token = "${SALESFORCE_SECURITY_TOKEN:-}"
 consumer_key = "${SALESFORCE_CONSUMER_KEY}"
 consumer_secret = "${SALESFORCE_CONSUMER_SECRET}"
+refresh_token = "${SALESFORCE_REFRESH_TOKEN}"
 api_version = "59.0"
 ca_bundle = "${LEADRELAY_CA_BUNDLE:-}"
 
@@ -115,11 +115,9 @@ STARTER_ENV_VARS: dict[str, str] = {
     "LEADRELAY_CA_BUNDLE": "",
     "SALESFORCE_LOGIN_URL": "https://login.salesforce.com",
     "SALESFORCE_INSTANCE_URL": "",
-    "SALESFORCE_USERNAME": "",
-    "SALESFORCE_PASSWORD": "",
-    "SALESFORCE_SECURITY_TOKEN": "",
     "SALESFORCE_CONSUMER_KEY": "",
     "SALESFORCE_CONSUMER_SECRET": "",
+    "SALESFORCE_REFRESH_TOKEN": "",
     "ZOHO_ACCOUNTS_URL": "https://accounts.zoho.com",
     "ZOHO_API_DOMAIN": "",
     "ZOHO_CLIENT_ID": "",
@@ -132,8 +130,8 @@ _ENV_COMMENTS: dict[str, str] = {
     "HUBSPOT_ACCESS_TOKEN": "HubSpot private app token (pat-...)",
     "LEADRELAY_CA_BUNDLE": "CA file for a private CA; leave empty for public APIs",
     "SALESFORCE_INSTANCE_URL": "optional: the token reply names it",
-    "SALESFORCE_SECURITY_TOKEN": "only when the org requires it for API logins",
     "SALESFORCE_CONSUMER_KEY": "connected app consumer key and secret",
+    "SALESFORCE_REFRESH_TOKEN": "written by `leadrelay connect salesforce`",
     "ZOHO_ACCOUNTS_URL": "your data centre's accounts server (.com, .eu, .in, .com.au, .jp …)",
     "ZOHO_API_DOMAIN": "optional: the token reply names it",
     "ZOHO_CLIENT_ID": "Zoho API console client (self client): id, secret, refresh token",

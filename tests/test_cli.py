@@ -101,8 +101,7 @@ def test_check_passes_on_a_complete_project(
     env = (tmp_path / ".env.example").read_text()
     for name in (
         "HUBSPOT_ACCESS_TOKEN",
-        "SALESFORCE_USERNAME",
-        "SALESFORCE_PASSWORD",
+        "SALESFORCE_REFRESH_TOKEN",
         "SALESFORCE_CONSUMER_KEY",
         "SALESFORCE_CONSUMER_SECRET",
         "ZOHO_CLIENT_ID",
@@ -176,8 +175,7 @@ def test_a_bad_sla_key_is_a_config_error(
             f"{name}=x"
             for name in (
                 "HUBSPOT_ACCESS_TOKEN",
-                "SALESFORCE_USERNAME",
-                "SALESFORCE_PASSWORD",
+                "SALESFORCE_REFRESH_TOKEN",
                 "SALESFORCE_CONSUMER_KEY",
                 "SALESFORCE_CONSUMER_SECRET",
                 "ZOHO_CLIENT_ID",

@@ -25,8 +25,7 @@ from tests.hubspot_sandbox import hubspot_api
 
 FILLED = {
     "HUBSPOT_ACCESS_TOKEN": "pat-na1-test",
-    "SALESFORCE_USERNAME": "ops@example.com",
-    "SALESFORCE_PASSWORD": "pw-test",
+    "SALESFORCE_REFRESH_TOKEN": "5Aep-test",
     "SALESFORCE_CONSUMER_KEY": "3MVG9-test",
     "SALESFORCE_CONSUMER_SECRET": "cs-test",
     "ZOHO_CLIENT_ID": "1000.test",
@@ -56,7 +55,7 @@ def test_loads_with_environment_set(tmp_path: Path) -> None:
     assert isinstance(config.connections["hubspot"], HubSpotConnection)
     sf = config.connections["salesforce"]
     assert isinstance(sf, SalesforceConnection)
-    assert sf.auth == "password"
+    assert sf.auth == "refresh_token"
     assert sf.instance_url is None
     assert sf.security_token is None
     zoho = config.connections["zoho"]
