@@ -40,7 +40,7 @@ from leadrelay.capture.sources import (
     list_meta_leads,
 )
 from leadrelay.childproc import SPAWN, ServeChild, child_logging
-from leadrelay.clikit import ConfigOption, JsonOption
+from leadrelay.clikit import ConfigOption, JsonOption, print_table
 from leadrelay.config import (
     Config,
     CronSchedule,
@@ -610,6 +610,6 @@ def _render(report: ReconcileReport) -> None:
                 str(count.already),
                 str(count.backfilled),
             )
-    _console.print(table)
+    print_table(_console, table)
     for note in notes:
         _console.print(Text(note), soft_wrap=True)

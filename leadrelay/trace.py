@@ -43,7 +43,7 @@ from rich.table import Table
 from rich.text import Text
 from sqlalchemy.engine import Connection
 
-from leadrelay.clikit import ConfigOption, JsonOption
+from leadrelay.clikit import ConfigOption, JsonOption, print_table
 from leadrelay.config import Config
 from leadrelay.connectors.errors import redact
 from leadrelay.journal import redact_payload
@@ -753,7 +753,7 @@ def _render(trace: Trace) -> None:
             Text(event.summary),
             Text(details_text(event.details)),
         )
-    _console.print(table)
+    print_table(_console, table)
 
 
 def details_text(details: Mapping[str, Any]) -> str:

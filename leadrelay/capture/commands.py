@@ -36,6 +36,7 @@ from leadrelay.clikit import (
     load_project_config,
     open_store,
     print_json,
+    print_table,
 )
 
 if TYPE_CHECKING:
@@ -248,7 +249,7 @@ def forms_list(config: ConfigOption = Path("leadrelay.toml"), as_json: JsonOptio
             *(str(ledger[state]) for state in ("received", "written", "verified", "failed")),
             str(row["pending"]),
         )
-    _console.print(table)
+    print_table(_console, table)
 
 
 # --------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from leadrelay.clikit import CliError, load_project_config, open_store
+from leadrelay.clikit import CliError, load_project_config, open_store, print_table
 
 if TYPE_CHECKING:
     from leadrelay.config import Config
@@ -262,8 +262,13 @@ def report_command(
     if as_json:
         sys.stdout.write(report.to_json() + "\n")
         return
+    from rich.table import Table
+
     for table in render_tables(report):
-        _console.print(table)
+        if isinstance(table, Table):
+            print_table(_console, table)
+        else:
+            _console.print(table)
     missing = report.rejections.get("without_reason") or []
     if missing:
         _console.print(

@@ -270,10 +270,8 @@ class _StopOnSignal:
         if self.reason is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.reason = name
-        _err.print(
-            f"{name}: stopping after the page being written (Ctrl-C again to stop at once)",
-            highlight=False,
-        )
+        hint = " (Ctrl-C again to stop at once)" if signum == signal.SIGINT else ""
+        _err.print(f"{name}: stopping after the page being written{hint}", highlight=False)
 
     def __enter__(self) -> _StopOnSignal:
         import signal

@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from leadrelay.clikit import CliError, load_project_config
+from leadrelay.clikit import CliError, load_project_config, print_table
 
 __all__ = ["validate_command"]
 
@@ -77,7 +77,7 @@ def validate_command(
         sys.stdout.write(json.dumps(to_json(results, many=every), indent=2, default=str) + "\n")
     else:
         for result in results:
-            _console.print(render_table(result))
+            print_table(_console, render_table(result))
     failed = [r.form for r in results if not r.ok]
     if failed:
         raise CliError(f"validation failed: {', '.join(failed)}", 1)

@@ -146,6 +146,16 @@ def test_forms_list_counts_leads_by_ledger_state(
     assert row["endpoint"] == "http://127.0.0.1:8080/forms/demo-webform"
 
 
+def test_forms_list_into_a_pipe_prints_one_column_value_line_a_form(
+    capsys: pytest.CaptureFixture[str], project: Project
+) -> None:
+    code, out = run(capsys, "forms", "list", "--config", str(project.folder / "leadrelay.toml"))
+    [line] = [row for row in out.splitlines() if row.startswith("form=demo-webform ")]
+    assert code == 0
+    assert "endpoint=http://127.0.0.1:8080/forms/demo-webform" in line
+    assert "┃" not in out and "│" not in out
+
+
 CSV = "Email,First Name,Last Name,Company,utm_source\n{rows}"
 
 
