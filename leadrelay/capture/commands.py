@@ -361,6 +361,7 @@ def import_command(
     delivered = sum(1 for key in keys if stats.outcomes.get(key) == "delivered")
     dead = sum(1 for key in keys if stats.outcomes.get(key) == "dead_lettered")
     pending = len(keys) - delivered - dead
+    possible = _possible_duplicates(file, encoding)
     result = {
         "file": str(file),
         "form": form,
@@ -371,6 +372,7 @@ def import_command(
         "dead_lettered": dead,
         "pending": pending,
         "skipped": skipped,
+        "possible_duplicates": possible,
     }
     if as_json:
         print_json(result)
@@ -383,6 +385,12 @@ def import_command(
         )
         for item in skipped:
             _err.print(f"  row {item['row']} skipped: {item['reason']}", highlight=False)
+        for cluster in possible:
+            rows = ", ".join(str(row) for row in cluster["rows"])
+            _console.print(
+                f"  possible duplicates, not merged: rows {rows} ({cluster['reason']})",
+                highlight=False,
+            )
         if pending:
             _err.print("  " + "; ".join(stats.errors[:3]), highlight=False)
     problems = []
@@ -397,3 +405,22 @@ def import_command(
         )
     if problems:
         raise CliError("; ".join(problems), 1)
+
+
+def _possible_duplicates(file: Path, encoding: str | None) -> list[dict[str, Any]]:
+    """Rows of the list that ``leadrelay dedupe`` clusters by something other than the e-mail
+    (the same phone and last name, a close name at one company domain). The capture path makes
+    one lead of one e-mail address only; these are reported for a person to decide, never
+    merged, as two people can share a phone or a name."""
+    from leadrelay.sync.csvfile import CsvError
+    from leadrelay.sync.dedupe import RULE_EMAIL, dedupe_csv
+
+    try:
+        report = dedupe_csv(file, encoding=encoding)
+    except CsvError:
+        return []
+    return [
+        {"rows": cluster.rows, "reason": cluster.reason}
+        for cluster in report.clusters
+        if cluster.rule != RULE_EMAIL
+    ]

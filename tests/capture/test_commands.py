@@ -165,6 +165,23 @@ def write_csv(project: Project, *rows: str) -> Path:
     return path
 
 
+def test_import_reports_rows_dedupe_would_cluster_without_merging_them(
+    capsys: pytest.CaptureFixture[str], project: Project
+) -> None:
+    path = project.folder / "event.csv"
+    path.write_text(
+        "Email,First Name,Last Name,Phone\n"
+        "ann@acme.io,Ann,Lee,+1 415 555 0101\n"
+        "ann.lee@home.example,Ann,Lee,+1 415 555 0101\n"
+        "bob@beta.io,Bob,Ray,\n"
+    )
+    code, data = run_json(capsys, project, "import", str(path), "--form", "demo-webform")
+    assert (code, data["delivered"]) == (0, 3)
+    [cluster] = data["possible_duplicates"]
+    assert cluster["rows"] == [1, 2]  # numbered as `leadrelay dedupe` numbers them
+    assert "phone" in cluster["reason"]
+
+
 def test_import_delivers_each_row(capsys: pytest.CaptureFixture[str], project: Project) -> None:
     path = write_csv(project, "a@acme.io,Ann,Lee,Acme,event", "b@acme.io,Bob,Ray,Beta,event")
     code, data = run_json(capsys, project, "import", str(path), "--form", "demo-webform")
