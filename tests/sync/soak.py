@@ -47,7 +47,7 @@ def _summary(elapsed: float, rounds: int) -> str:
         f"{TOTALS['CRM leads created']} CRM leads created, "
         f"{TOTALS['fields edited']} fields edited, {TOTALS['verdicts']} verdicts, "
         f"{TOTALS['records deleted']} records deleted, {TOTALS['contacts merged']} HubSpot and "
-        f"{TOTALS['zoho merges']} Zoho merges); "
+        f"{TOTALS['zoho merges']} Zoho merges, {TOTALS['conversions']} conversions); "
         f"{TOTALS['syncs']} syncs "
         f"({TOTALS['checked syncs']} quiet syncs checked against the model, "
         f"{TOTALS['killed syncs']} killed mid-run); {TOTALS['conflicts']} conflicts"

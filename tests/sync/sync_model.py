@@ -4,7 +4,8 @@ against it on the sandbox (issue 12).
 The machine drives HubSpot, Salesforce and Zoho through leadrelay's connectors over real HTTP
 (what a marketer or a sales rep would do in the vendors' UIs): it creates HubSpot contacts,
 edits mapped fields on any side, sets a sales verdict (a disqualifying status with its
-rejection reason) in a CRM, deletes records on any side, and runs ``leadrelay sync`` (the
+rejection reason) in a CRM, deletes records on any side, merges contacts in HubSpot and leads
+in Zoho, converts a Salesforce Lead into an Opportunity, and runs ``leadrelay sync`` (the
 command), sometimes killed after a random number of API calls and then run again cleanly.
 
 :class:`LeadModel` is the reference: what each system should hold for each lead after a quiet
@@ -26,6 +27,9 @@ sync. Its rules, from DESIGN §7 and the engine's docstrings:
   is left alone: a lead whose HubSpot contact is gone lives on separately in each CRM; with
   ``on_delete = "propagate"`` (:class:`PropagatingSyncMachine`) a lead deleted anywhere after it
   was synced is gone everywhere after the next sync;
+- a Salesforce Lead converted into an Opportunity takes no more writes: its values stay as they
+  were, its stage is the Opportunity's (what HubSpot and Zoho make of it is not modelled), and
+  HubSpot and Zoho go on syncing with each other;
 - a merge of two contacts in HubSpot (one person twice) leaves one contact, a new record: the
   primary's lead lives on in it (values only the other contact had fill its blanks, and reach
   the primary's CRM records), the other lead's contact is gone for good (its e-mail now finds
@@ -174,6 +178,7 @@ class LeadModel:
         touched: when the test last changed the lead's record on each system (monotonic).
         deleted_in: the systems where the test deleted its record (not merged it away).
         merged_into: the e-mail of the lead whose HubSpot contact this one's was merged into.
+        converted: sales converted its Salesforce Lead (which then takes no more writes).
     """
 
     email: str
@@ -187,6 +192,7 @@ class LeadModel:
     touched: dict[str, float] = field(default_factory=dict)
     deleted_in: set[str] = field(default_factory=set)
     merged_into: str | None = None
+    converted: bool = False
 
     def live(self, system: str) -> bool:
         """The lead has a record on ``system`` that the test has not deleted."""
@@ -238,6 +244,18 @@ class LeadModel:
         self.present.discard(system)
         self.values.pop(system, None)
 
+    def convert(self, stage: str) -> None:
+        """Sales converted the Salesforce Lead into an Opportunity at ``stage``: the Lead is
+        frozen (Salesforce refuses updates; leadrelay sends none), its stage is the
+        Opportunity's; what the other systems make of that stage is not modelled."""
+        self.converted = True
+        self.values.setdefault(SALESFORCE, {})["stage"] = stage
+        self.values[SALESFORCE].pop("rejection_reason", None)
+        for system in (HUBSPOT, ZOHO):
+            for name in VERDICT_FIELDS:
+                self.unmodelled.add((system, name))
+                self.values.get(system, {}).pop(name, None)
+
     def propagate(self) -> None:
         """``on_delete = "propagate"``: a lead deleted on one system after it was synced to
         another is deleted on every system by the next sync."""
@@ -264,7 +282,9 @@ class LeadModel:
             return [{crm} for crm in CRMS if self.live(crm)]
         if not any(self.live(system) for system in SYSTEMS):
             return []  # made in a CRM and deleted there before any sync
-        return [{HUBSPOT} | {crm for crm in CRMS if crm not in self.gone}]
+        frozen = {SALESFORCE} if self.converted and self.live(SALESFORCE) else set()
+        group = {HUBSPOT} | {crm for crm in CRMS if crm not in self.gone} - frozen
+        return [group, *([frozen] if frozen else [])]
 
     def settle(self) -> None:
         """Apply a quiet sync: reach every CRM the lead belongs in, carry every edit."""
@@ -392,6 +412,7 @@ class TwoWaySyncMachine(RuleBasedStateMachine):
     #: Deletions end a lead's story: a few per example leave the others time to be edited.
     max_deletes: ClassVar[int] = 2
     max_merges: ClassVar[int] = 1
+    max_conversions: ClassVar[int] = 2
     #: The flows' ``on_delete``.
     on_delete: ClassVar[str] = "keep"
 
@@ -415,6 +436,7 @@ class TwoWaySyncMachine(RuleBasedStateMachine):
         self.changes = 0
         self.deletes = 0
         self.merges = 0
+        self.conversions = 0
 
     def teardown(self) -> None:
         self.pool.close()
@@ -451,8 +473,13 @@ class TwoWaySyncMachine(RuleBasedStateMachine):
         TOTALS["operations"] += 1
         TOTALS[what] += 1
 
+    @staticmethod
+    def _editable(lead: LeadModel, system: str) -> bool:
+        """A person can change the lead's record there (a converted Salesforce Lead: no)."""
+        return lead.live(system) and not (lead.converted and system == SALESFORCE)
+
     def _pick(self, data: st.DataObject, systems: tuple[str, ...]) -> tuple[LeadModel, str]:
-        choices = [(lead, s) for lead in self.leads for s in systems if lead.live(s)]
+        choices = [(lead, s) for lead in self.leads for s in systems if self._editable(lead, s)]
         return data.draw(st.sampled_from(choices), label="lead and system")
 
     def _linked(self) -> list[tuple[LeadModel, str]]:
@@ -461,7 +488,7 @@ class TwoWaySyncMachine(RuleBasedStateMachine):
             (lead, crm)
             for lead in self.leads
             for crm in CRMS
-            if lead.live(HUBSPOT) and lead.live(crm)
+            if lead.live(HUBSPOT) and self._editable(lead, crm)
         ]
 
     def _closable(self) -> list[tuple[LeadModel, str]]:
@@ -470,11 +497,11 @@ class TwoWaySyncMachine(RuleBasedStateMachine):
             (lead, crm)
             for lead in self.leads
             for crm in CRMS
-            if lead.live(crm) and lead.verdict is None
+            if lead.live(crm) and lead.verdict is None and not lead.converted
         ]
 
     def _has_live(self, *systems: str) -> bool:
-        return any(lead.live(s) for lead in self.leads for s in systems)
+        return any(self._editable(lead, s) for lead in self.leads for s in systems)
 
     # -- rules: what people do in the systems --------------------------------------------
 
@@ -600,11 +627,27 @@ class TwoWaySyncMachine(RuleBasedStateMachine):
         lead.close(crm, reason, at)
         self._changed("verdicts")
 
-    @precondition(lambda self: self._has_live(*SYSTEMS) and self.deletes < self.max_deletes)
+    @precondition(
+        lambda self: (
+            self.deletes < self.max_deletes
+            and any(
+                self._editable(lead, s) and not lead.converted
+                for lead in self.leads
+                for s in SYSTEMS
+            )
+        )
+    )
     @rule(data=st.data())
     def delete_record(self, data: st.DataObject) -> None:
-        """Someone deletes a lead's record in one system (HubSpot: archives the contact)."""
-        lead, system = self._pick(data, SYSTEMS)
+        """Someone deletes a lead's record in one system (HubSpot: archives the contact); a
+        converted lead is a customer in the making and is left alone."""
+        choices = [
+            (lead, s)
+            for lead in self.leads
+            for s in SYSTEMS
+            if self._editable(lead, s) and not lead.converted
+        ]
+        lead, system = data.draw(st.sampled_from(choices), label="lead and system")
         [result] = self._connector(system).delete([lead.ids[system]])
         assert result.ok, f"{system} did not delete {lead.ids[system]}: {result.error}"
         lead.delete(system)
@@ -693,6 +736,42 @@ class TwoWaySyncMachine(RuleBasedStateMachine):
         self.merges += 1
         self._changed("zoho merges")
 
+    def _convertible(self) -> list[LeadModel]:
+        """Synced leads with a live Salesforce Lead, no verdict, nothing left open, and no
+        Salesforce edit still to carry (the conversion would freeze it)."""
+        return [
+            lead
+            for lead in self.leads
+            if self._editable(lead, SALESFORCE)
+            and len(lead.ids) > 1
+            and lead.verdict is None
+            and not lead.unmodelled
+            and not any(SALESFORCE in edits for edits in lead.pending.values())
+        ]
+
+    @precondition(lambda self: self.conversions < self.max_conversions and self._convertible())
+    @rule(data=st.data(), won=st.booleans())
+    def convert_in_salesforce(self, data: st.DataObject, won: bool) -> None:
+        """Sales converts a Lead into an Opportunity (open, or already won), as an admin does
+        in Salesforce's UI."""
+        lead = data.draw(st.sampled_from(self._convertible()), label="lead")
+        self.convert(lead, won=won)
+
+    def convert(self, lead: LeadModel, *, won: bool) -> None:
+        """Convert the lead's Salesforce Lead, in the sandbox and the model."""
+        opportunity = {
+            "Name": f"Deal {lead.email}",
+            "StageName": "Closed Won" if won else "Prospecting",
+            "Amount": 5000,
+            "CloseDate": "2027-03-31",
+        }
+        self._admin(
+            "salesforce/convert", {"lead_id": lead.ids[SALESFORCE], "opportunity": opportunity}
+        )
+        lead.convert("won" if won else "opportunity")
+        self.conversions += 1
+        self._changed("conversions")
+
     # A sync with nothing new to carry checks little; the rerun of every quiet sync covers it.
     @precondition(lambda self: self.changes > 0)
     @rule()
@@ -769,7 +848,9 @@ class TwoWaySyncMachine(RuleBasedStateMachine):
                     why = "it was deleted there" if system in lead.gone else "it never got there"
                     assert not held, f"{lead.email}: {system} holds {len(held)} record(s), {why}"
                     continue
-                assert len(held) == 1, f"{lead.email}: {system} holds {len(held)} records"
+                assert len(held) == 1, (
+                    f"{lead.email}: {system} holds {len(held)} records: {[r.get('Id') or r.get('id') or r.get('hs_object_id') for r in held]}"
+                )
                 [raw] = held
                 record_id = str(raw[ID_KEY[system]])
                 known = lead.ids.setdefault(system, record_id)

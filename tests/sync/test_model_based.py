@@ -118,6 +118,25 @@ def test_a_zoho_merge_is_a_deletion_of_the_duplicate_and_an_edit_of_the_master(
         driver.teardown()
 
 
+@pytest.mark.parametrize("won", [False, True])
+def test_a_lead_converted_in_salesforce_is_frozen_there_and_synced_elsewhere(
+    sandbox: SandboxServer, tmp_path: Path, won: bool
+) -> None:
+    driver = machine_on(sandbox, tmp_path)()
+    try:
+        driver.create_contact("Ann", "Lee", "Acme", "Paris", None, "google")
+        driver.sync()
+        [lead] = driver.leads
+        driver.convert(lead, won=won)
+        driver.sync()  # checks: the Opportunity's stage in Salesforce, one record everywhere
+        driver.edit(lead, HUBSPOT, "city", "Osaka")
+        driver.sync()  # checks: Zoho follows HubSpot, the converted Lead keeps Paris
+        assert lead.values[SALESFORCE]["city"] == "Paris"
+        assert lead.values[ZOHO]["city"] == "Osaka"
+    finally:
+        driver.teardown()
+
+
 def test_a_field_edited_in_all_three_systems_ends_with_the_latest_edit(
     sandbox: SandboxServer, tmp_path: Path
 ) -> None:

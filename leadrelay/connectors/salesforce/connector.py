@@ -726,8 +726,10 @@ class SalesforceConnector(Connector[SalesforceConnection]):
                 outcome_end = resume
             outcome_first = None
         lead_end = after
+        read_ids: set[str] = set()
         for page, resume in self._keyset(first, after, started, "SystemModstamp", describe):
             lead_end = resume
+            read_ids.update(str(row.get("Id")) for row in page.records)
             last = outcome_first is None and page.cursor == ""
             if page.records or page.deleted or last:
                 yield Page(page.records, join_cursor(resume, outcome_end), page.deleted, remaining)
@@ -739,8 +741,11 @@ class SalesforceConnector(Connector[SalesforceConnection]):
         for page, resume in self._keyset(
             outcome_first, outcome_after, started, _OUTCOME_STAMP, describe
         ):
-            if page.records or page.cursor == "":
-                yield Page(page.records, join_cursor(lead_end, resume), (), remaining)
+            # A Lead this read already gave (its own row carries its Opportunity) is not
+            # given twice.
+            fresh = [row for row in page.records if str(row.get("Id")) not in read_ids]
+            if fresh or page.cursor == "":
+                yield Page(fresh, join_cursor(lead_end, resume), (), remaining)
             if remaining is not None:
                 remaining = max(0, remaining - len(page.records))
 

@@ -87,6 +87,14 @@ def test_a_converted_lead_is_read_with_its_opportunity(
     )
 
 
+def test_a_read_gives_a_converted_lead_once(make_connector: Make, env: dict[str, str]) -> None:
+    connector = make_connector()
+    [lead_id] = create(connector, 1)
+    convert(env, lead_id, OPEN)
+    ids = [str(r["Id"]) for page in read(connector, None)[0] for r in page.records]
+    assert ids == [lead_id]  # by its own row, not again by its Opportunity's
+
+
 def test_a_lead_without_an_opportunity_reads_its_outcome_fields_blank(
     make_connector: Make, env: dict[str, str]
 ) -> None:
