@@ -848,9 +848,8 @@ class TwoWaySyncMachine(RuleBasedStateMachine):
                     why = "it was deleted there" if system in lead.gone else "it never got there"
                     assert not held, f"{lead.email}: {system} holds {len(held)} record(s), {why}"
                     continue
-                assert len(held) == 1, (
-                    f"{lead.email}: {system} holds {len(held)} records: {[r.get('Id') or r.get('id') or r.get('hs_object_id') for r in held]}"
-                )
+                held_ids = [raw.get(ID_KEY[system]) for raw in held]
+                assert len(held) == 1, f"{lead.email}: {system} holds records {held_ids}"
                 [raw] = held
                 record_id = str(raw[ID_KEY[system]])
                 known = lead.ids.setdefault(system, record_id)
