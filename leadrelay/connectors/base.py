@@ -381,10 +381,22 @@ class Connector(ABC, Generic[SettingsT]):
         #: Where tokens, sessions and describe() results are kept for their lifetime; the
         #: process's memory unless :meth:`use_credentials` gives the state store's.
         self.credentials: CredentialCache = process_cache()
+        #: The last read of this connector that found nothing, while no call followed it:
+        #: (its start cursor, its end cursor, :attr:`api_calls` after it, monotonic time).
+        #: The sync engine hands it to a second flow reading from a covered cursor.
+        self.idle_read: tuple[str | None, str, int, float] | None = None
         every = getattr(settings, "deletions_every_s", None)
         #: How often a read that finds no change still reads the deletion list (seconds; 0:
         #: every read). The sync engine sets 0 for a flow with ``on_delete = "propagate"``.
         self.deletions_every_s: float = DELETIONS_EVERY_S if every is None else float(every)
+
+    def read_covers(self, earlier: str | None, later: str | None) -> bool:
+        """Whether a finished read from cursor ``earlier`` that found nothing also answers a
+        read from ``later``: every part of ``later`` (each keyset position and the deletions
+        watermark) is at or after ``earlier``'s, and neither is a read under way. Two flows
+        sharing a source then read it once in an idle run (the sync engine asks). False by
+        default (a connector that does not know its cursors' order never shares)."""
+        return False
 
     def deletions_due(self, last_read: float | None, now: float, *, changed: bool) -> bool:
         """Whether a read reads the deletion list: always when it found changes (so a run that

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
@@ -84,6 +85,10 @@ __all__ = [
 
 #: Canonical fields left out of a fingerprint: bookkeeping that differs between reads.
 _UNHASHED = frozenset({"external_ids", "updated_at", "created_at"})
+
+#: How long another flow's read that found nothing stands for a read of the same connection
+#: (seconds; it also ends at the connection's next call of any kind).
+SHARED_READ_S = 60.0
 
 #: Raw keys holding a record's id (HubSpot ``hs_object_id``, Salesforce ``Id``, Zoho ``id``).
 _ID_KEYS = ("id", "Id", "ID", "hs_object_id")
@@ -571,12 +576,38 @@ class SyncEngine:
                 connector.api_calls - self._calls_at_start[connector.name]
             )
 
+    def _shared_idle_read(self, reader: Connector[Any], cursor: str | None) -> str | None:
+        """The end cursor of another flow's read of ``reader`` in this process that found
+        nothing, when it answers a read from ``cursor`` too (:meth:`Connector.read_covers`)
+        and nothing was called on ``reader`` since (no write, no other read), within
+        :data:`SHARED_READ_S`: two flows sharing a source then read it once in an idle run."""
+        memo = reader.idle_read
+        if memo is None or cursor is None:
+            return None
+        start, end, calls, at = memo
+        if reader.api_calls != calls or time.monotonic() - at > SHARED_READ_S:
+            return None
+        return end if reader.read_covers(start, cursor) else None
+
     def _pass(self, from_side: Side, *, full: bool) -> None:
         reader = self.connectors[from_side]
         cursor = None if full else self.store.get_cursor(self.flow.name, reader.name)
         label = f"{self.flow.name}: {reader.name} → {self.connectors[from_side.other].name}"
+        shared = None if full else self._shared_idle_read(reader, cursor)
+        if shared is not None:
+            if not self.dry_run:
+                self.store.set_cursor(self.flow.name, reader.name, shared)
+            if self.on_page is not None:
+                self.on_page(label, 0, 0)
+            return
         done = 0
+        quiet = True
         for page in reader.read_changes(cursor):
+            quiet = quiet and not page.records and not page.deleted
+            if quiet and page.cursor is not None:
+                reader.idle_read = (cursor, page.cursor, reader.api_calls, time.monotonic())
+            else:
+                reader.idle_read = None
             self._relink_merges(from_side, page)
             result = self._process(from_side, page.records)
             if page.deleted:

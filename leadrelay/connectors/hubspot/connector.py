@@ -515,6 +515,31 @@ class HubSpotConnector(Connector[HubSpotConnection]):
             total if isinstance(total, int) else None,
         )
 
+    def read_covers(self, earlier: str | None, later: str | None) -> bool:
+        """Each part of ``later`` (contacts, deals) is a finished position at or after
+        ``earlier``'s, with an archived-list read no older (see :meth:`Connector.read_covers`)."""
+        if earlier is None or later is None:
+            return False
+        try:
+            pairs = zip(split_cursor(earlier), split_cursor(later), strict=True)
+            for old, new in pairs:
+                if (old is None) != (new is None):
+                    return False
+                if old is None or new is None:
+                    continue
+                first, second = decode_cursor(old), decode_cursor(new)
+                finished = first.last_id is None and second.last_id is None
+                if not (finished and first.exact and second.exact):
+                    return False
+                if second.timestamp_ms < first.timestamp_ms:
+                    return False
+                was, now = first.archived_read_ms, second.archived_read_ms
+                if was is not None and (now is None or now < was):
+                    return False
+        except ValueError:
+            return False
+        return True
+
     def read_changes(self, cursor: str | None) -> Iterator[Page]:
         """Contacts changed since ``cursor``, oldest first, ``page_size`` per search, and the
         contacts archived or merged away since then (:attr:`Page.deleted`).

@@ -579,6 +579,28 @@ class ZohoConnector(Connector[ZohoConnection]):
 
     # -- read -----------------------------------------------------------------------------
 
+    def read_covers(self, earlier: str | None, later: str | None) -> bool:
+        """Both keyset positions (Leads, Deals) of ``later`` are finished and at or after
+        ``earlier``'s, and so is its deletions watermark (see :meth:`Connector.read_covers`)."""
+        if earlier is None or later is None:
+            return False
+        try:
+            first, second = ReadCursor.decode(earlier), ReadCursor.decode(later)
+        except ValueError:
+            return False
+        if first.after_id is not None or second.after_id is not None:
+            return False
+        if first.deals_after_id is not None or second.deals_after_id is not None:
+            return False
+        return all(
+            was is None or (now is not None and now >= was)
+            for was, now in (
+                (first.modified, second.modified),
+                (first.deleted_since, second.deleted_since),
+                (first.deals_modified, second.deals_modified),
+            )
+        )
+
     def read_changes(self, cursor: str | None) -> Iterator[Page]:
         """Leads changed since ``cursor`` in (Modified_Time, id) order, 200 per page, then the
         Leads deleted since it.

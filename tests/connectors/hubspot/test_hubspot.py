@@ -699,3 +699,24 @@ def test_a_lookup_by_a_merged_away_email_answers_the_new_record(
     found = connector.lookup(emails=["ada.l@example.com"])
 
     assert found["ada.l@example.com"]["hs_object_id"] == merged["id"]
+
+
+@pytest.mark.parametrize(
+    ("earlier", "later", "covers"),
+    [
+        (encode_cursor(100, None, 50), encode_cursor(100, None, 50), True),
+        (encode_cursor(100, None, 50), encode_cursor(200, None, 60), True),
+        (encode_cursor(200, None, 50), encode_cursor(100, None, 50), False),  # later is behind
+        (encode_cursor(100, None, 60), encode_cursor(200, None, 50), False),  # archived behind
+        (encode_cursor(100, None, 50), encode_cursor(200, None, None), False),  # never read
+        (encode_cursor(100, 7, 50), encode_cursor(200, None, 50), False),  # a read under way
+        (encode_cursor(100, None, 50), encode_cursor(200, 7, 50), False),
+        ("100:", "200:", False),  # a cursor of an older version
+        (None, encode_cursor(200, None, 50), False),
+        ("garbled", encode_cursor(200, None, 50), False),
+    ],
+)
+def test_an_empty_read_answers_a_read_from_a_cursor_at_or_after_its_own(
+    make_connector: MakeConnector, earlier: str | None, later: str, covers: bool
+) -> None:
+    assert make_connector().read_covers(earlier, later) is covers

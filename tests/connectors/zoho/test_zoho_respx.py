@@ -632,3 +632,28 @@ def test_no_cassette_holds_a_zoho_credential() -> None:
         if _TOKEN_HEADER.search(text) or re.search(r"1000\.[0-9a-f]{16,}\.[0-9a-f]{16,}", text):
             leaks.append(f"{path.name}: an access token")
     assert leaks == []
+
+
+MAY = datetime(2024, 5, 1, tzinfo=UTC)
+JUNE = datetime(2024, 6, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("earlier", "later", "covers"),
+    [
+        (ReadCursor(MAY, None, MAY), ReadCursor(JUNE, None, JUNE), True),
+        (ReadCursor(None, None, None), ReadCursor(JUNE, None, JUNE), True),  # read everything
+        (ReadCursor(JUNE, None, MAY), ReadCursor(MAY, None, JUNE), False),  # later is behind
+        (ReadCursor(MAY, None, JUNE), ReadCursor(JUNE, None, MAY), False),  # deletions behind
+        (ReadCursor(MAY, 42, MAY), ReadCursor(JUNE, None, JUNE), False),  # a read under way
+        (
+            ReadCursor(MAY, None, MAY, deals_modified=JUNE),
+            ReadCursor(JUNE, None, JUNE, deals_modified=MAY),
+            False,
+        ),
+    ],
+)
+def test_an_empty_read_answers_a_read_from_a_cursor_at_or_after_its_own(
+    zoho: ZohoConnector, earlier: ReadCursor, later: ReadCursor, covers: bool
+) -> None:
+    assert zoho.read_covers(earlier.encode(), later.encode()) is covers
