@@ -1,0 +1,22 @@
+"""Fixtures and hooks every test package may use."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.postgres import BACKENDS, state_backend
+
+__all__ = ["state_backend"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "both_backends: run the test's state store on SQLite and on PostgreSQL"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test marked ``both_backends`` whose fixtures ask for the backend runs on each."""
+    marked = metafunc.definition.get_closest_marker("both_backends") is not None
+    if marked and "state_backend" in metafunc.fixturenames:
+        metafunc.parametrize("state_backend", BACKENDS, indirect=True)
