@@ -2,7 +2,9 @@
 
 A call goes through :meth:`CallPolicy.execute`:
 
-1. the connection's :class:`RateLimiter` hands out a slot (blocking until one is free);
+1. the connection's :class:`RateLimiter` hands out a slot (blocking until one is free) — and,
+   when the state store is shared by several processes, the account's :class:`RateBudget`
+   in the database too, so that all of them together stay under the API's limit;
 2. the call runs once; its outcome (a response or an exception of httpx, requests, urllib3,
    hubspot-api-client or simple-salesforce) is turned into a transport-neutral
    :class:`ResponseInfo` and the limiter learns from its rate-limit headers;
@@ -46,13 +48,15 @@ from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import httpx
 import requests
 import tenacity
 import urllib3.exceptions
+from pydantic import BaseModel, SecretStr
 
+from leadrelay.connectors.credentials import cache_key
 from leadrelay.connectors.errors import (
     AuthError,
     ConnectorError,
@@ -71,17 +75,20 @@ __all__ = [
     "Classified",
     "Decision",
     "ManualClock",
+    "RateBudget",
     "RateLimiter",
     "RefreshingAuth",
     "ResponseInfo",
     "RetryPolicy",
     "SystemMessage",
+    "account_key",
     "classify_default",
     "connector_logger",
     "from_exception",
     "from_httpx",
     "from_requests",
     "parse_retry_after",
+    "share_rate_limits",
     "system_message",
 ]
 
@@ -565,6 +572,19 @@ def _int(value: str | None) -> int | None:
         return None
 
 
+class RateBudget(Protocol):
+    """Token buckets every process of a deployment shares (the state store's ``rate_budget``
+    table): one per CRM account and limit, each updated in one atomic statement."""
+
+    def take_rate_token(self, key: str, *, burst: float, rate: float) -> float:
+        """Reserve one call; the seconds to wait before making it (0.0: go now)."""
+        ...
+
+    def hold_rate_budget(self, key: str, seconds: float, *, burst: float, rate: float) -> None:
+        """Make every caller of the bucket wait ``seconds`` from now."""
+        ...
+
+
 class RateLimiter:
     """A per-connection rolling-window limiter, kept honest by the system's headers.
 
@@ -581,6 +601,12 @@ class RateLimiter:
     When the daily budget is used up, :meth:`acquire` raises :class:`~.errors.Fatal` with the
     reason instead of sending more requests; it lets one request through again after
     ``budget_recheck_s`` so a long-running service notices the reset. Thread-safe.
+
+    The window counts this process's calls only. :meth:`share` adds a :class:`RateBudget`
+    that every process using the same state store draws from: each call then also waits for
+    its turn in the account's shared bucket, which refills ``max_calls - 1`` calls per
+    ``per_s`` and holds one, so no window of ``per_s`` seconds sees more than ``max_calls``
+    calls from all processes together; a 429's ``Retry-After`` holds them all.
     """
 
     def __init__(
@@ -609,6 +635,22 @@ class RateLimiter:
         self._paused_until = 0.0
         self._exhausted_at: float | None = None
         self._lock = threading.Lock()
+        self._budget: RateBudget | None = None
+        self._budget_key = ""
+
+    def share(self, budget: RateBudget, account: str) -> None:
+        """Draw every call from ``budget`` too, in the bucket of ``account`` and this limit."""
+        self._budget = budget
+        self._budget_key = cache_key("rate", account, self.name)
+
+    @property
+    def shared(self) -> bool:
+        """Whether calls are drawn from a budget shared with other processes."""
+        return self._budget is not None
+
+    def _bucket(self) -> tuple[float, float]:
+        """(burst, rate) of the shared bucket: one call held, the rest spread over the window."""
+        return 1.0, max(self.max_calls - 1, 1) / self.per_s
 
     def _purge(self, now: float) -> None:
         horizon = now - self.per_s
@@ -642,13 +684,22 @@ class RateLimiter:
                     wait = self._calls[0] + self.per_s - now
                 else:
                     self._calls.append(now)
-                    return
+                    budget, burst, rate = self._budget, *self._bucket()
+                    break
             self._sleep(max(wait, 0.001))
+        if budget is not None:
+            turn = budget.take_rate_token(self._budget_key, burst=burst, rate=rate)
+            if turn > 0:
+                self._sleep(turn)
 
     def pause(self, seconds: float) -> None:
-        """Hold every caller for ``seconds`` (a 429 with ``Retry-After`` applies to all)."""
+        """Hold every caller for ``seconds`` (a 429 with ``Retry-After`` applies to all, in
+        every process sharing the budget)."""
         with self._lock:
             self._paused_until = max(self._paused_until, self._clock() + seconds)
+            budget, burst, rate = self._budget, *self._bucket()
+        if budget is not None:
+            budget.hold_rate_budget(self._budget_key, seconds, burst=burst, rate=rate)
 
     def _fill_to(self, remaining: int, now: float) -> None:
         self._purge(now)
@@ -694,6 +745,35 @@ class RateLimiter:
                     self._paused_until = max(self._paused_until, now + _reset_seconds(reset))
                 else:
                     self._fill_to(generic_left, now)
+
+
+#: Connection settings that say which account a connection talks to (with every secret).
+_ACCOUNT_FIELDS = re.compile(r"(url|_id|_domain|username|consumer_key)$")
+
+
+def account_key(kind: str, settings: object) -> str:
+    """A hash naming the API account of a connection's settings: its kind, API roots, ids and
+    credentials. Connections with the same ones share one rate budget, whatever they are
+    called in the project; only the hash is ever stored."""
+    parts: dict[str, str] = {}
+    if isinstance(settings, BaseModel):
+        for name, value in sorted(settings):
+            if isinstance(value, SecretStr):
+                parts[name] = value.get_secret_value()
+            elif _ACCOUNT_FIELDS.search(name) or name == "options":
+                parts[name] = json.dumps(value, sort_keys=True, default=str)
+    else:
+        parts["settings"] = repr(settings)
+    return cache_key(kind, json.dumps(parts, sort_keys=True))
+
+
+def share_rate_limits(owner: object, account: str, budget: RateBudget) -> int:
+    """Make every :class:`RateLimiter` ``owner`` (a connector) holds draw from ``budget`` in
+    ``account``'s buckets; how many it found."""
+    limiters = {id(v): v for v in vars(owner).values() if isinstance(v, RateLimiter)}
+    for limiter in limiters.values():
+        limiter.share(budget, account)
+    return len(limiters)
 
 
 def _reset_seconds(reset: int) -> float:

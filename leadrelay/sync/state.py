@@ -386,6 +386,18 @@ credentials_table = sa.Table(
     sa.Column("expires_at", UTCDateTime, nullable=False),
 )
 
+rate_budget_table = sa.Table(
+    "rate_budget",
+    metadata,
+    # One token bucket per CRM account and limit (a hash; see connectors.policy.account_key),
+    # shared by every process on this store so that together they stay under the API's limit.
+    sa.Column("key", sa.String(64), primary_key=True),
+    # Free calls now; negative when callers have reserved calls that are not due yet.
+    sa.Column("tokens", sa.Float, nullable=False),
+    # The database's clock (epoch seconds) when ``tokens`` was last brought up to date.
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+
 Migration = Callable[[Connection], None]
 
 MIGRATIONS: dict[int, list[Migration]] = {}
@@ -2235,6 +2247,59 @@ class StateStore:
         """Drop the credential stored under ``key`` (a token the system refused)."""
         with self._write(conn) as c:
             c.execute(credentials_table.delete().where(credentials_table.c.key == key))
+
+    # -- shared rate budget --------------------------------------------------------------------
+
+    def _epoch_now(self) -> sa.ColumnElement[float]:
+        """The database's clock in epoch seconds, the same for every host using the store.
+
+        Constant within one statement (PostgreSQL's statement timestamp, SQLite's ``now``).
+        """
+        if self._dialect == "postgresql":
+            seconds = sa.func.extract("epoch", sa.func.statement_timestamp())
+            return sa.cast(seconds, sa.Float)
+        return (sa.func.julianday("now") - 2440587.5) * 86400.0
+
+    def take_rate_token(self, key: str, *, burst: float, rate: float) -> float:
+        """Reserve one call from the shared token bucket ``key``, in one atomic statement.
+
+        The bucket holds at most ``burst`` calls and refills ``rate`` calls a second, on the
+        database's clock. The call is always reserved; the answer is how many seconds the
+        caller must wait before making it: 0.0 when one was free, else until its turn comes
+        (callers are served in the order they asked, as the tokens go negative).
+        """
+        return self._update_bucket(key, burst=burst, rate=rate, hold_s=None)
+
+    def hold_rate_budget(self, key: str, seconds: float, *, burst: float, rate: float) -> None:
+        """Make every caller of bucket ``key`` wait ``seconds`` from now, e.g. after the API
+        answered 429 with ``Retry-After``: no call is due before then."""
+        self._update_bucket(key, burst=burst, rate=rate, hold_s=seconds)
+
+    def _update_bucket(self, key: str, *, burst: float, rate: float, hold_s: float | None) -> float:
+        if burst < 1 or rate <= 0:
+            raise ValueError(f"rate budget {key}: need burst >= 1 and rate > 0")
+        table = rate_budget_table
+        now = self._epoch_now()
+        least = sa.func.least if self._dialect == "postgresql" else sa.func.min
+        refilled = least(
+            sa.literal(float(burst)), table.c.tokens + (now - table.c.updated_at) * float(rate)
+        )
+        if hold_s is None:
+            start, tokens = float(burst) - 1.0, refilled - 1.0
+        else:
+            start = -float(hold_s) * rate
+            tokens = least(refilled, sa.literal(start))
+        stmt = (
+            self._insert(table)
+            .values(key=key, tokens=start, updated_at=now)
+            .on_conflict_do_update(
+                index_elements=[table.c.key], set_={"tokens": tokens, "updated_at": now}
+            )
+            .returning(table.c.tokens)
+        )
+        with self._write(None) as conn:
+            left = float(conn.execute(stmt).scalar_one())
+        return max(0.0, -left / rate)
 
     # -- locks ---------------------------------------------------------------------------------
 
