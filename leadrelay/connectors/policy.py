@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import functools
 import json
 import logging
 import random
@@ -573,16 +574,25 @@ def _int(value: str | None) -> int | None:
 
 
 class RateBudget(Protocol):
-    """Token buckets every process of a deployment shares (the state store's ``rate_budget``
-    table): one per CRM account and limit, each updated in one atomic statement."""
+    """Rolling windows every process of a deployment shares (the state store's
+    ``rate_budget`` table): one per CRM account and limit, each call taken in one atomic
+    statement."""
 
-    def take_rate_token(self, key: str, *, burst: float, rate: float) -> float:
-        """Reserve one call; the seconds to wait before making it (0.0: go now)."""
+    def take_rate_slot(self, key: str, *, calls: int, per_s: float) -> tuple[int | None, float]:
+        """Take a slot for one call: ``(slot, 0.0)``, or ``(None, seconds)`` to wait first."""
         ...
 
-    def hold_rate_budget(self, key: str, seconds: float, *, burst: float, rate: float) -> None:
-        """Make every caller of the bucket wait ``seconds`` from now."""
+    def release_rate_slot(self, key: str, slot: int) -> None:
+        """The call holding ``slot`` ended."""
         ...
+
+    def hold_rate_budget(self, key: str, seconds: float, *, per_s: float) -> None:
+        """No call of the window is due sooner than ``seconds`` from now."""
+        ...
+
+
+def _nothing() -> None:
+    return None
 
 
 class RateLimiter:
@@ -604,9 +614,8 @@ class RateLimiter:
 
     The window counts this process's calls only. :meth:`share` adds a :class:`RateBudget`
     that every process using the same state store draws from: each call then also waits for
-    its turn in the account's shared bucket, which refills ``max_calls - 1`` calls per
-    ``per_s`` and holds one, so no window of ``per_s`` seconds sees more than ``max_calls``
-    calls from all processes together; a 429's ``Retry-After`` holds them all.
+    its turn in the account's shared window of ``max_calls`` per ``per_s``, so all processes
+    together stay under the limit (bursts included); a 429's ``Retry-After`` holds them all.
     """
 
     def __init__(
@@ -639,18 +648,19 @@ class RateLimiter:
         self._budget_key = ""
 
     def share(self, budget: RateBudget, account: str) -> None:
-        """Draw every call from ``budget`` too, in the bucket of ``account`` and this limit."""
+        """Draw every call from ``budget`` too, in the window of ``account`` and this limit."""
         self._budget = budget
-        self._budget_key = cache_key("rate", account, self.name)
+        self._budget_key = account
 
     @property
     def shared(self) -> bool:
         """Whether calls are drawn from a budget shared with other processes."""
         return self._budget is not None
 
-    def _bucket(self) -> tuple[float, float]:
-        """(burst, rate) of the shared bucket: one call held, the rest spread over the window."""
-        return 1.0, max(self.max_calls - 1, 1) / self.per_s
+    def _window(self) -> tuple[str, int, float]:
+        """(key, calls, per_s) of the shared window: a limit the headers changed is a new one."""
+        key = cache_key("rate", self._budget_key, self.name, f"{self.max_calls}/{self.per_s}")
+        return key, self.max_calls, self.per_s
 
     def _purge(self, now: float) -> None:
         horizon = now - self.per_s
@@ -664,8 +674,11 @@ class RateLimiter:
             self._purge(self._clock())
             return max(0, self.max_calls - len(self._calls))
 
-    def acquire(self) -> None:
-        """Take one slot, sleeping until one is free; Fatal when the budget is used up."""
+    def acquire(self) -> Callable[[], None]:
+        """Take one slot, sleeping until one is free; Fatal when the budget is used up.
+
+        Returns what to call once the call ended (a shared slot is free one window after).
+        """
         while True:
             with self._lock:
                 now = self._clock()
@@ -684,22 +697,25 @@ class RateLimiter:
                     wait = self._calls[0] + self.per_s - now
                 else:
                     self._calls.append(now)
-                    budget, burst, rate = self._budget, *self._bucket()
+                    budget, (key, calls, per_s) = self._budget, self._window()
                     break
             self._sleep(max(wait, 0.001))
-        if budget is not None:
-            turn = budget.take_rate_token(self._budget_key, burst=burst, rate=rate)
-            if turn > 0:
-                self._sleep(turn)
+        if budget is None:
+            return _nothing
+        while True:
+            slot, wait = budget.take_rate_slot(key, calls=calls, per_s=per_s)
+            if slot is not None:
+                return functools.partial(budget.release_rate_slot, key, slot)
+            self._sleep(wait)
 
     def pause(self, seconds: float) -> None:
         """Hold every caller for ``seconds`` (a 429 with ``Retry-After`` applies to all, in
         every process sharing the budget)."""
         with self._lock:
             self._paused_until = max(self._paused_until, self._clock() + seconds)
-            budget, burst, rate = self._budget, *self._bucket()
+            budget, (key, _, per_s) = self._budget, self._window()
         if budget is not None:
-            budget.hold_rate_budget(self._budget_key, seconds, burst=burst, rate=rate)
+            budget.hold_rate_budget(key, seconds, per_s=per_s)
 
     def _fill_to(self, remaining: int, now: float) -> None:
         self._purge(now)
@@ -999,8 +1015,7 @@ class CallPolicy:
         on_error: Callable[[BaseException], ResponseInfo | None],
         limiter: RateLimiter | None,
     ) -> tuple[T, ResponseInfo | None]:
-        if limiter is not None:
-            limiter.acquire()
+        release = limiter.acquire() if limiter is not None else _nothing
         if self._on_call is not None:
             self._on_call()
         try:
@@ -1014,6 +1029,8 @@ class CallPolicy:
             if limiter is not None and info.headers:
                 limiter.observe(info.headers)
             return _NO_RESULT, info
+        finally:
+            release()
         info = to_info(result) if to_info is not None else None
         if limiter is not None and info is not None and info.headers:
             limiter.observe(info.headers)

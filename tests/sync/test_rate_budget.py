@@ -1,5 +1,6 @@
-"""The shared rate budget: one token bucket per CRM account and limit in the state store, drawn
-from by every process's connectors so that all of them together stay under an API's limit."""
+"""The shared rate budget: one rolling window per CRM account and limit in the state store,
+drawn from by every process's connectors so that all of them together stay under an API's
+limit."""
 
 from __future__ import annotations
 
@@ -23,34 +24,46 @@ def store(tmp_path: Path, state_backend: str) -> Iterator[StateStore]:
         yield opened
 
 
-def test_a_new_bucket_lets_its_first_call_go_at_once(store: StateStore) -> None:
-    assert store.take_rate_token("acct", burst=1, rate=0.001) == 0.0
+def take(store: StateStore, calls: int = 2, per_s: float = 1000.0) -> tuple[int | None, float]:
+    return store.take_rate_slot("acct", calls=calls, per_s=per_s)
 
 
-def test_callers_past_the_burst_are_given_later_and_later_turns(store: StateStore) -> None:
-    turns = [store.take_rate_token("acct", burst=2, rate=0.001) for _ in range(4)]
-    assert turns[:2] == [0.0, 0.0]
-    # One call per 1,000 s: the third waits about one refill, the fourth about two.
-    assert 900 < turns[2] <= 1000 < 1900 < turns[3] <= 2000
+def test_calls_up_to_the_limit_take_every_slot_at_once(store: StateStore) -> None:
+    assert sorted(take(store, calls=3) for _ in range(3)) == [(0, 0.0), (1, 0.0), (2, 0.0)]
 
 
-def test_buckets_of_different_accounts_do_not_share_calls(store: StateStore) -> None:
-    store.take_rate_token("one", burst=1, rate=0.001)
-    assert store.take_rate_token("other", burst=1, rate=0.001) == 0.0
+def test_a_call_past_the_limit_waits_while_the_others_are_going(store: StateStore) -> None:
+    take(store), take(store)
+    slot, wait = take(store)
+    assert slot is None and 0 < wait <= 0.05
 
 
-def test_a_hold_makes_the_next_caller_wait_at_least_that_long(store: StateStore) -> None:
-    store.take_rate_token("acct", burst=5, rate=1000.0)
-    store.hold_rate_budget("acct", 30.0, burst=5, rate=1000.0)
-    assert 29 < store.take_rate_token("acct", burst=5, rate=1000.0) <= 31
+def test_a_released_slot_is_free_one_window_after_its_call_ended(store: StateStore) -> None:
+    (first, _), _ = take(store), take(store)
+    assert first is not None
+    store.release_rate_slot("acct", first)
+    slot, wait = take(store)
+    assert slot is None and 900 < wait <= 1000
 
 
-@pytest.mark.parametrize(("burst", "rate"), [(0.5, 1.0), (1.0, 0.0)])
-def test_a_bucket_without_room_or_refill_is_refused(
-    store: StateStore, burst: float, rate: float
+def test_windows_of_different_accounts_do_not_share_calls(store: StateStore) -> None:
+    store.take_rate_slot("one", calls=1, per_s=1000.0)
+    assert store.take_rate_slot("other", calls=1, per_s=1000.0) == (0, 0.0)
+
+
+def test_a_hold_keeps_every_free_slot_for_that_long(store: StateStore) -> None:
+    take(store, calls=5, per_s=1.0)
+    store.hold_rate_budget("acct", 30.0, per_s=1.0)
+    slot, wait = take(store, calls=5, per_s=1.0)
+    assert slot is None and 29 < wait <= 30
+
+
+@pytest.mark.parametrize(("calls", "per_s"), [(0, 1.0), (1, 0.0)])
+def test_a_window_without_calls_or_length_is_refused(
+    store: StateStore, calls: int, per_s: float
 ) -> None:
     with pytest.raises(ValueError, match="acct"):
-        store.take_rate_token("acct", burst=burst, rate=rate)
+        store.take_rate_slot("acct", calls=calls, per_s=per_s)
 
 
 class Budget:
@@ -58,14 +71,20 @@ class Budget:
 
     def __init__(self, turn: float) -> None:
         self.turn = turn
-        self.taken: list[tuple[str, float, float]] = []
+        self.taken: list[tuple[str, int, float]] = []
+        self.released: list[tuple[str, int]] = []
         self.held: list[tuple[str, float]] = []
 
-    def take_rate_token(self, key: str, *, burst: float, rate: float) -> float:
-        self.taken.append((key, burst, rate))
-        return self.turn
+    def take_rate_slot(self, key: str, *, calls: int, per_s: float) -> tuple[int | None, float]:
+        self.taken.append((key, calls, per_s))
+        if len(self.taken) == 1 and self.turn:
+            return None, self.turn
+        return 7, 0.0
 
-    def hold_rate_budget(self, key: str, seconds: float, *, burst: float, rate: float) -> None:
+    def release_rate_slot(self, key: str, slot: int) -> None:
+        self.released.append((key, slot))
+
+    def hold_rate_budget(self, key: str, seconds: float, *, per_s: float) -> None:
         self.held.append((key, seconds))
 
 
@@ -73,15 +92,16 @@ def limiter(clock: ManualClock) -> RateLimiter:
     return RateLimiter("hubspot", max_calls=5, per_s=1.0, clock=clock.now, sleep=clock.sleep)
 
 
-def test_a_shared_limiter_waits_for_its_turn_in_the_budget() -> None:
+def test_a_shared_limiter_waits_for_a_slot_and_frees_it_when_the_call_ended() -> None:
     clock = ManualClock()
     shared, budget = limiter(clock), Budget(turn=0.75)
     shared.share(budget, "acct")
-    shared.acquire()
+    release = shared.acquire()
     assert clock.sleeps == [0.75]
-    # One call held, four refilled a second: never more than five in any second.
-    [(_, burst, rate)] = budget.taken
-    assert (burst, rate) == (1.0, 4.0)
+    assert [(calls, per_s) for _, calls, per_s in budget.taken] == [(5, 1.0), (5, 1.0)]
+    assert budget.released == []
+    release()
+    assert budget.released == [(budget.taken[0][0], 7)]
 
 
 def test_a_pause_of_a_shared_limiter_holds_every_process() -> None:
