@@ -14,8 +14,9 @@ due flows one after the other). Nothing is asserted. The defaults take about two
 
 Where the PostgreSQL path loses to SQLite (profiled on a loaded 2-core machine): every statement
 is a round trip and every commit a flush, so what SQLite does in microseconds per row costs
-milliseconds — in a flow run mostly the run events, appended one statement each (about half of
-a run's time on PostgreSQL); the shared rate budget adds two short statements per API call.
+milliseconds — in a flow run mostly the run events, appended one statement each (over a
+quarter of a run's time on PostgreSQL); the shared rate budget adds two short statements per
+API call.
 Workers also used to find a queued delivery up to 5 s late (procrastinate's polling interval);
 they now look every second.
 """
