@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
-from tests.postgres import BACKENDS, state_backend
+from tests.postgres import BACKENDS, drop_pooled_schemas, state_backend
 
 __all__ = ["state_backend"]
 
@@ -20,3 +22,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     marked = metafunc.definition.get_closest_marker("both_backends") is not None
     if marked and "state_backend" in metafunc.fixturenames:
         metafunc.parametrize("state_backend", BACKENDS, indirect=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _pooled_schemas() -> Iterator[None]:
+    """The PostgreSQL schemas kept for reuse between tests go when the session ends."""
+    yield
+    drop_pooled_schemas()
