@@ -647,10 +647,12 @@ class RateLimiter:
         self._budget: RateBudget | None = None
         self._budget_key = ""
 
-    def share(self, budget: RateBudget, account: str) -> None:
-        """Draw every call from ``budget`` too, in the window of ``account`` and this limit."""
-        self._budget = budget
-        self._budget_key = account
+    def share(self, budget: RateBudget | None, account: str = "") -> None:
+        """Draw every call from ``budget`` too, in the window of ``account`` and this limit;
+        None: this process's window alone."""
+        with self._lock:
+            self._budget = budget
+            self._budget_key = account
 
     @property
     def shared(self) -> bool:
@@ -783,9 +785,11 @@ def account_key(kind: str, settings: object) -> str:
     return cache_key(kind, json.dumps(parts, sort_keys=True))
 
 
-def share_rate_limits(owner: object, account: str, budget: RateBudget) -> int:
+def share_rate_limits(owner: object, account: str, budget: RateBudget | None) -> int:
     """Make every :class:`RateLimiter` ``owner`` (a connector) holds draw from ``budget`` in
-    ``account``'s buckets; how many it found."""
+    ``account``'s windows (None: from nothing shared); how many it found. Some limiters are
+    shared by every connector of the process (HubSpot's search limit), so the last call wins:
+    one process uses one state store."""
     limiters = {id(v): v for v in vars(owner).values() if isinstance(v, RateLimiter)}
     for limiter in limiters.values():
         limiter.share(budget, account)

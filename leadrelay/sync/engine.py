@@ -306,14 +306,15 @@ class ConnectorPool:
             connector = cls(settings, name, **self.options)
             if self._credentials is not None:
                 connector.use_credentials(self._credentials)
-            if self._budget is not None:
-                share_rate_limits(connector, account_key(settings.kind, settings), self._budget)
+            share_rate_limits(connector, account_key(settings.kind, settings), self._budget)
             self._open[name] = connector
         return self._open[name]
 
     def close(self) -> None:
         """Close every connector opened."""
         for connector in self._open.values():
+            if self._budget is not None:  # the store may close next
+                share_rate_limits(connector, "", None)
             connector.close()
         self._open.clear()
 

@@ -10,7 +10,10 @@ import sys
 
 import pytest
 
+from leadrelay.connectors.hubspot.connector import HubSpotConnector
+from leadrelay.sync.engine import ConnectorPool
 from tests.capture.sandbox_project import Project
+from tests.postgres import BACKENDS
 
 PROCESSES = 3
 READS = 5
@@ -62,3 +65,17 @@ def test_processes_on_one_store_stay_together_under_the_search_limit(project: Pr
     stats = project.sandbox.sandbox.stats
     searches = sum(n for route, n in stats.by_route.items() if route.endswith("/search"))
     assert (searches, stats.status.get("429", 0)) == (PROCESSES * READS, 0)
+
+
+@pytest.mark.parametrize("state_backend", BACKENDS, indirect=True)
+def test_a_pool_shares_its_limits_on_postgresql_until_it_is_closed(
+    project: Project, state_backend: str
+) -> None:
+    pool = ConnectorPool(project.config, store=project.store)
+    hubspot = pool.get("hubspot")
+    assert isinstance(hubspot, HubSpotConnector)
+    limiters = (hubspot.limiter, hubspot.search_limiter)
+    assert [limiter.shared for limiter in limiters] == [state_backend == "postgresql"] * 2
+    pool.close()
+    # HubSpot's search limiter is the process's: it must not keep using a closed store.
+    assert [limiter.shared for limiter in limiters] == [False, False]
