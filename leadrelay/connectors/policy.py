@@ -2,7 +2,9 @@
 
 A call goes through :meth:`CallPolicy.execute`:
 
-1. the connection's :class:`RateLimiter` hands out a slot (blocking until one is free);
+1. the connection's :class:`RateLimiter` hands out a slot (blocking until one is free) — and,
+   when the state store is shared by several processes, the account's :class:`RateBudget`
+   in the database too, so that all of them together stay under the API's limit;
 2. the call runs once; its outcome (a response or an exception of httpx, requests, urllib3,
    hubspot-api-client or simple-salesforce) is turned into a transport-neutral
    :class:`ResponseInfo` and the limiter learns from its rate-limit headers;
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import functools
 import json
 import logging
 import random
@@ -47,14 +50,16 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
 import requests
 import tenacity
 import urllib3.exceptions
+from pydantic import BaseModel, SecretStr
 
+from leadrelay.connectors.credentials import cache_key
 from leadrelay.connectors.errors import (
     AuthError,
     ConnectorError,
@@ -74,17 +79,20 @@ __all__ = [
     "Classified",
     "Decision",
     "ManualClock",
+    "RateBudget",
     "RateLimiter",
     "RefreshingAuth",
     "ResponseInfo",
     "RetryPolicy",
     "SystemMessage",
+    "account_key",
     "classify_default",
     "connector_logger",
     "from_exception",
     "from_httpx",
     "from_requests",
     "parse_retry_after",
+    "share_rate_limits",
     "system_message",
     "watch_calls",
 ]
@@ -569,6 +577,28 @@ def _int(value: str | None) -> int | None:
         return None
 
 
+class RateBudget(Protocol):
+    """Rolling windows every process of a deployment shares (the state store's
+    ``rate_budget`` table): one per CRM account and limit, each call taken in one atomic
+    statement."""
+
+    def take_rate_slot(self, key: str, *, calls: int, per_s: float) -> tuple[int | None, float]:
+        """Take a slot for one call: ``(slot, 0.0)``, or ``(None, seconds)`` to wait first."""
+        ...
+
+    def release_rate_slot(self, key: str, slot: int) -> None:
+        """The call holding ``slot`` ended."""
+        ...
+
+    def hold_rate_budget(self, key: str, seconds: float, *, per_s: float) -> None:
+        """No call of the window is due sooner than ``seconds`` from now."""
+        ...
+
+
+def _nothing() -> None:
+    return None
+
+
 class RateLimiter:
     """A per-connection rolling-window limiter, kept honest by the system's headers.
 
@@ -585,6 +615,11 @@ class RateLimiter:
     When the daily budget is used up, :meth:`acquire` raises :class:`~.errors.Fatal` with the
     reason instead of sending more requests; it lets one request through again after
     ``budget_recheck_s`` so a long-running service notices the reset. Thread-safe.
+
+    The window counts this process's calls only. :meth:`share` adds a :class:`RateBudget`
+    that every process using the same state store draws from: each call then also waits for
+    its turn in the account's shared window of ``max_calls`` per ``per_s``, so all processes
+    together stay under the limit (bursts included); a 429's ``Retry-After`` holds them all.
     """
 
     def __init__(
@@ -613,6 +648,25 @@ class RateLimiter:
         self._paused_until = 0.0
         self._exhausted_at: float | None = None
         self._lock = threading.Lock()
+        self._budget: RateBudget | None = None
+        self._budget_key = ""
+
+    def share(self, budget: RateBudget | None, account: str = "") -> None:
+        """Draw every call from ``budget`` too, in the window of ``account`` and this limit;
+        None: this process's window alone."""
+        with self._lock:
+            self._budget = budget
+            self._budget_key = account
+
+    @property
+    def shared(self) -> bool:
+        """Whether calls are drawn from a budget shared with other processes."""
+        return self._budget is not None
+
+    def _window(self) -> tuple[str, int, float]:
+        """(key, calls, per_s) of the shared window: a limit the headers changed is a new one."""
+        key = cache_key("rate", self._budget_key, self.name, f"{self.max_calls}/{self.per_s}")
+        return key, self.max_calls, self.per_s
 
     def _purge(self, now: float) -> None:
         horizon = now - self.per_s
@@ -626,8 +680,11 @@ class RateLimiter:
             self._purge(self._clock())
             return max(0, self.max_calls - len(self._calls))
 
-    def acquire(self) -> None:
-        """Take one slot, sleeping until one is free; Fatal when the budget is used up."""
+    def acquire(self) -> Callable[[], None]:
+        """Take one slot, sleeping until one is free; Fatal when the budget is used up.
+
+        Returns what to call once the call ended (a shared slot is free one window after).
+        """
         while True:
             with self._lock:
                 now = self._clock()
@@ -646,13 +703,25 @@ class RateLimiter:
                     wait = self._calls[0] + self.per_s - now
                 else:
                     self._calls.append(now)
-                    return
+                    budget, (key, calls, per_s) = self._budget, self._window()
+                    break
             self._sleep(max(wait, 0.001))
+        if budget is None:
+            return _nothing
+        while True:
+            slot, wait = budget.take_rate_slot(key, calls=calls, per_s=per_s)
+            if slot is not None:
+                return functools.partial(budget.release_rate_slot, key, slot)
+            self._sleep(wait)
 
     def pause(self, seconds: float) -> None:
-        """Hold every caller for ``seconds`` (a 429 with ``Retry-After`` applies to all)."""
+        """Hold every caller for ``seconds`` (a 429 with ``Retry-After`` applies to all, in
+        every process sharing the budget)."""
         with self._lock:
             self._paused_until = max(self._paused_until, self._clock() + seconds)
+            budget, (key, _, per_s) = self._budget, self._window()
+        if budget is not None:
+            budget.hold_rate_budget(key, seconds, per_s=per_s)
 
     def _fill_to(self, remaining: int, now: float) -> None:
         self._purge(now)
@@ -698,6 +767,37 @@ class RateLimiter:
                     self._paused_until = max(self._paused_until, now + _reset_seconds(reset))
                 else:
                     self._fill_to(generic_left, now)
+
+
+#: Connection settings that say which account a connection talks to (with every secret).
+_ACCOUNT_FIELDS = re.compile(r"(url|_id|_domain|username|consumer_key)$")
+
+
+def account_key(kind: str, settings: object) -> str:
+    """A hash naming the API account of a connection's settings: its kind, API roots, ids and
+    credentials. Connections with the same ones share one rate budget, whatever they are
+    called in the project; only the hash is ever stored."""
+    parts: dict[str, str] = {}
+    if isinstance(settings, BaseModel):
+        for name, value in sorted(settings):
+            if isinstance(value, SecretStr):
+                parts[name] = value.get_secret_value()
+            elif _ACCOUNT_FIELDS.search(name) or name == "options":
+                parts[name] = json.dumps(value, sort_keys=True, default=str)
+    else:
+        parts["settings"] = repr(settings)
+    return cache_key(kind, json.dumps(parts, sort_keys=True))
+
+
+def share_rate_limits(owner: object, account: str, budget: RateBudget | None) -> int:
+    """Make every :class:`RateLimiter` ``owner`` (a connector) holds draw from ``budget`` in
+    ``account``'s windows (None: from nothing shared); how many it found. Some limiters are
+    shared by every connector of the process (HubSpot's search limit), so the last call wins:
+    one process uses one state store."""
+    limiters = {id(v): v for v in vars(owner).values() if isinstance(v, RateLimiter)}
+    for limiter in limiters.values():
+        limiter.share(budget, account)
+    return len(limiters)
 
 
 def _reset_seconds(reset: int) -> float:
@@ -970,8 +1070,7 @@ class CallPolicy:
         on_error: Callable[[BaseException], ResponseInfo | None],
         limiter: RateLimiter | None,
     ) -> tuple[T, ResponseInfo | None]:
-        if limiter is not None:
-            limiter.acquire()
+        release = limiter.acquire() if limiter is not None else _nothing
         if self._on_call is not None:
             self._on_call()
         try:
@@ -985,6 +1084,8 @@ class CallPolicy:
             if limiter is not None and info.headers:
                 limiter.observe(info.headers)
             return _NO_RESULT, info
+        finally:
+            release()
         info = to_info(result) if to_info is not None else None
         if limiter is not None and info is not None and info.headers:
             limiter.observe(info.headers)

@@ -49,6 +49,7 @@ from leadrelay.connectors.base import (
     normalize_email,
 )
 from leadrelay.connectors.credentials import SealedCredentialCache
+from leadrelay.connectors.policy import account_key, share_rate_limits
 from leadrelay.journal import Journal, Written
 from leadrelay.mappings.engine import LeadDraft, Problem, build_lead, load_mapping
 from leadrelay.mappings.engine import Mapping as FieldMapping
@@ -296,13 +297,16 @@ class ConnectorPool:
 
     ``options`` are keyword arguments for every connector's constructor (e.g. a shorter
     ``retry`` policy in tests). With ``store``, every connector keeps its tokens, sessions and
-    schema reads sealed in the state store, shared by every run and process using it.
+    schema reads sealed in the state store, shared by every run and process using it; on
+    PostgreSQL its API calls also draw from the account's rate budget there, shared by every
+    worker.
     """
 
     def __init__(self, config: Config, *, store: StateStore | None = None, **options: Any) -> None:
         self.config = config
         self.options = options
         self._credentials = SealedCredentialCache(store) if store is not None else None
+        self._budget = store if store is not None and store.dialect != "sqlite" else None
         self._open: dict[str, Connector[Any]] = {}
 
     def get(self, name: str) -> Connector[Any]:
@@ -313,12 +317,15 @@ class ConnectorPool:
             connector = cls(settings, name, **self.options)
             if self._credentials is not None:
                 connector.use_credentials(self._credentials)
+            share_rate_limits(connector, account_key(settings.kind, settings), self._budget)
             self._open[name] = connector
         return self._open[name]
 
     def close(self) -> None:
         """Close every connector opened."""
         for connector in self._open.values():
+            if self._budget is not None:  # the store may close next
+                share_rate_limits(connector, "", None)
             connector.close()
         self._open.clear()
 

@@ -403,6 +403,24 @@ journal_table = sa.Table(
     sa.Index("ix_journal_system_record", "system", "record_id"),
 )
 
+#: How long a rate-budget slot stays taken by a call that never ends (its process died).
+_IN_FLIGHT_S = 600.0
+
+rate_budget_table = sa.Table(
+    "rate_budget",
+    metadata,
+    # One rolling window per CRM account and limit (a hash; see connectors.policy.account_key),
+    # shared by every process on this store so that together they stay under the API's limit:
+    # as many slots as the limit allows calls, each free one window after its last call ended.
+    # Times are the database's clock, in epoch seconds.
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("slot", sa.Integer, primary_key=True, autoincrement=False),
+    # When the slot's last call ended (or later, while the API asked to wait).
+    sa.Column("used_at", sa.Float, nullable=False),
+    # While a call holds the slot: when it is given up if the call never ends (a dead process).
+    sa.Column("taken_until", sa.Float, nullable=True),
+)
+
 Migration = Callable[[Connection], None]
 
 MIGRATIONS: dict[int, list[Migration]] = {}
@@ -2305,6 +2323,97 @@ class StateStore:
             return int(
                 c.execute(journal_table.delete().where(journal_table.c.at < before)).rowcount
             )
+
+    # -- shared rate budget --------------------------------------------------------------------
+
+    def _epoch_now(self) -> sa.ColumnElement[float]:
+        """The database's clock in epoch seconds, the same for every host using the store.
+
+        Constant within one statement (PostgreSQL's statement timestamp, SQLite's ``now``).
+        """
+        if self._dialect == "postgresql":
+            seconds = sa.func.extract("epoch", sa.func.statement_timestamp())
+            return sa.cast(seconds, sa.Float)
+        return (sa.func.julianday("now") - 2440587.5) * 86400.0
+
+    @contextmanager
+    def _budget_write(self) -> Iterator[Connection]:
+        """A write transaction of the rate budget. Its rows are worth nothing after a crash
+        (the windows are seconds long), so PostgreSQL does not wait for them to reach the
+        disk: a call's budget costs two round trips, not two flushes."""
+        with self._write(None) as conn:
+            if self._dialect == "postgresql":
+                conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+            yield conn
+
+    def take_rate_slot(self, key: str, *, calls: int, per_s: float) -> tuple[int | None, float]:
+        """Take one call of the shared rolling window ``key`` of ``calls`` per ``per_s``.
+
+        The window is a ring of ``calls`` slots (created on first use). A slot is free one
+        window after the call that last used it *ended* (:meth:`release_rate_slot`), so however
+        late a call reaches the API, no ``per_s`` seconds see more than ``calls`` of them from
+        all the processes sharing the store. Answers ``(slot, 0.0)`` when a free slot was
+        taken, in one atomic statement; else ``(None, seconds)`` until one may be free.
+        """
+        if calls < 1 or per_s <= 0:
+            raise ValueError(f"rate budget {key}: need calls >= 1 and per_s > 0")
+        table = rate_budget_table
+        now = self._epoch_now()
+        idle = sa.or_(table.c.taken_until.is_(None), table.c.taken_until < now)
+        free = (
+            sa.select(table.c.slot)
+            .where(table.c.key == key, idle, table.c.used_at <= now - float(per_s))
+            .order_by(table.c.used_at, table.c.slot)
+            .limit(1)
+        )
+        if self._dialect == "postgresql":
+            # Concurrent callers take different slots instead of queueing for the same one.
+            free = free.with_for_update(skip_locked=True)
+        take = (
+            sa.update(table)
+            .where(table.c.key == key, table.c.slot == free.scalar_subquery())
+            .values(taken_until=now + _IN_FLIGHT_S)
+            .returning(table.c.slot)
+        )
+        due: float | None = None
+        with self._budget_write() as conn:
+            slot = conn.execute(take).scalar()
+            if slot is None:
+                ring, due = conn.execute(
+                    sa.select(
+                        sa.func.count(),
+                        sa.func.min(sa.case((idle, table.c.used_at + float(per_s) - now))),
+                    ).where(table.c.key == key)
+                ).one()
+                if not ring:  # a new window: all its slots free, this call takes one
+                    slots = [{"key": key, "slot": n, "used_at": 0.0} for n in range(calls)]
+                    conn.execute(self._insert(table).on_conflict_do_nothing(), slots)
+                    slot = conn.execute(take).scalar()
+        if slot is not None:
+            return int(slot), 0.0
+        if due is None:  # every slot's call is still going, or taken by others this instant
+            return None, min(0.05, float(per_s))
+        return None, max(float(due), 0.001)  # the slot used longest ago (or held) frees then
+
+    def release_rate_slot(self, key: str, slot: int) -> None:
+        """The call holding ``slot`` of window ``key`` ended: the slot is free one window on."""
+        table = rate_budget_table
+        greatest = sa.func.greatest if self._dialect == "postgresql" else sa.func.max
+        with self._budget_write() as conn:
+            conn.execute(
+                sa.update(table)
+                .where(table.c.key == key, table.c.slot == slot)
+                .values(taken_until=None, used_at=greatest(table.c.used_at, self._epoch_now()))
+            )
+
+    def hold_rate_budget(self, key: str, seconds: float, *, per_s: float) -> None:
+        """No slot of window ``key`` is free sooner than ``seconds`` from now (the API said to
+        wait, e.g. a 429's ``Retry-After``)."""
+        table = rate_budget_table
+        greatest = sa.func.greatest if self._dialect == "postgresql" else sa.func.max
+        hold = greatest(table.c.used_at, self._epoch_now() + (float(seconds) - float(per_s)))
+        with self._write(None) as conn:
+            conn.execute(sa.update(table).where(table.c.key == key).values(used_at=hold))
 
     # -- locks ---------------------------------------------------------------------------------
 

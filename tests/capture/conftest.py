@@ -26,6 +26,7 @@ from leadrelay.config import Config, load_config
 from leadrelay.sandbox.server import SandboxServer
 from leadrelay.sync.state import StateStore
 from tests.capture.sandbox_project import Project, admin
+from tests.postgres import state_url
 
 WEB_SECRET = "web-shared-secret-1"
 WEB_HMAC = "web-hmac-key-2"
@@ -231,8 +232,10 @@ def hubspot_headers(
 
 
 @pytest.fixture
-def config(tmp_path: Path) -> Config:
-    return write_project(tmp_path)
+def config(tmp_path: Path, state_backend: str) -> Iterator[Config]:
+    """The project of every captured source, its store on the test's backend."""
+    with state_url(state_backend, tmp_path) as url:
+        yield write_project(tmp_path, PROJECT.replace('"sqlite:///state.db"', f'"{url}"'))
 
 
 @pytest.fixture
@@ -263,10 +266,14 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxServer]
 
 
 @pytest.fixture
-def project(sandbox: SandboxServer, tmp_path: Path) -> Iterator[Project]:
-    """The ``sandbox --init`` project on an emptied sandbox without faults."""
+def project(sandbox: SandboxServer, tmp_path: Path, state_backend: str) -> Iterator[Project]:
+    """The ``sandbox --init`` project on an emptied sandbox without faults, its store on the
+    test's backend."""
     admin(sandbox, "reset", {})
     admin(sandbox, "faults", {})
-    opened = Project(tmp_path, sandbox)
-    yield opened
-    opened.close()
+    with state_url(state_backend, tmp_path, "leadrelay.db") as url:
+        opened = Project(tmp_path, sandbox, url)
+        try:
+            yield opened
+        finally:
+            opened.close()

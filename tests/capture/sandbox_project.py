@@ -27,6 +27,7 @@ from leadrelay.sandbox.project import write_sandbox_project
 from leadrelay.sandbox.server import SandboxServer
 from leadrelay.sync.engine import ConnectorPool
 from leadrelay.sync.state import StateStore
+from tests.postgres import point_state_at
 
 META_FORM_ID = "4242"
 #: One attempt per call: a test of a failing CRM does not wait for backoff.
@@ -44,10 +45,12 @@ def admin(sandbox: SandboxServer, path: str, body: dict[str, Any]) -> Any:
 class Project:
     """A project written by ``write_sandbox_project``, its store and its capture app."""
 
-    def __init__(self, folder: Path, sandbox: SandboxServer) -> None:
+    def __init__(self, folder: Path, sandbox: SandboxServer, state: str | None = None) -> None:
         self.folder = folder
         self.sandbox = sandbox
         write_sandbox_project(folder, sandbox.env())
+        if state is not None:
+            point_state_at(folder / "leadrelay.toml", state)
         self.env = read_env_file(folder / ".env")
         self.config: Config = load_config(folder / "leadrelay.toml", environ={})
         self.store = StateStore(self.config.state.url)

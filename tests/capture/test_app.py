@@ -29,6 +29,9 @@ from tests.capture.conftest import (
     linkedin_body,
     meta_body,
 )
+from tests.postgres import BOTH_BACKENDS
+
+pytestmark = BOTH_BACKENDS
 
 LEAD = {"email": "ana@acme.io", "first_name": "Ana", "utm_source": "google"}
 

@@ -15,6 +15,9 @@ from leadrelay.sync.commands import dlq_app
 from leadrelay.sync.state import DeadLetterStatus, InboxStatus
 from tests.capture.sandbox_project import Project, admin
 from tests.hubspot_sandbox import restore_job_title
+from tests.postgres import BOTH_BACKENDS
+
+pytestmark = BOTH_BACKENDS
 
 
 def retry(project: Project, capsys: pytest.CaptureFixture[str], *ids: int) -> dict[int, str]:

@@ -7,6 +7,9 @@ from leadrelay.sandbox.server import SandboxServer
 from leadrelay.sync.engine import ConnectorPool
 from tests.capture.sandbox_project import Project, admin
 from tests.hubspot_sandbox import restore_job_title
+from tests.postgres import BOTH_BACKENDS
+
+pytestmark = BOTH_BACKENDS
 
 
 def _post(project: Project, **fields: str) -> None:

@@ -12,6 +12,9 @@ from leadrelay.capture.worker import drain_inbox
 from leadrelay.sandbox.server import SandboxServer
 from leadrelay.sync.state import InboxStatus, LedgerState
 from tests.capture.sandbox_project import Project, admin
+from tests.postgres import BOTH_BACKENDS
+
+pytestmark = BOTH_BACKENDS
 
 OUTAGE = {"error_rate": 1.0, "error_status": 503, "systems": ["hubspot"]}
 EMAILS = [f"outage{n}@acme.io" for n in range(3)]

@@ -25,6 +25,9 @@ from leadrelay.sync.commands import sync_command
 from leadrelay.sync.state import DeadLetterStatus, InboxStatus, LedgerState, StateStore
 from tests.capture.conftest import meta_body
 from tests.capture.sandbox_project import NO_RETRY, Project, admin
+from tests.postgres import BOTH_BACKENDS
+
+pytestmark = BOTH_BACKENDS
 
 
 def deliver(project: Project) -> Any:

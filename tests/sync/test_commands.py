@@ -20,6 +20,7 @@ from leadrelay.cli import CliError
 from leadrelay.connectors.errors import AuthError
 from leadrelay.sync.commands import dlq_app, runs_app, sync_command
 from leadrelay.sync.state import DeadLetterStatus, LockHolder, StateStore
+from tests.postgres import BOTH_BACKENDS, state_url
 from tests.sync.fake_crm import FakeSystem, _FakeConnector, fake_project
 
 TOML = """\
@@ -40,9 +41,18 @@ two_way = true
 """
 
 
+pytestmark = BOTH_BACKENDS
+
+
 @pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    with fake_project(tmp_path, monkeypatch, TOML):
+def store_url(tmp_path: Path, state_backend: str) -> Iterator[str]:
+    with state_url(state_backend, tmp_path) as url:
+        yield url
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, store_url: str) -> Iterator[Path]:
+    with fake_project(tmp_path, monkeypatch, TOML.replace("sqlite:///state.db", store_url)):
         yield tmp_path
 
 
@@ -131,7 +141,7 @@ def test_dead_letters_make_exit_1_and_are_listed_with_the_systems_reason(
 
 
 def test_dlq_retry_replays_and_dlq_drop_gives_up(
-    project: Path, capsys: pytest.CaptureFixture[str]
+    project: Path, store_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     hub().put({"email": "x@blocked.io", "lastname": "X", "company": "Blocked"})
     hub().put({"email": "y@blocked.io", "lastname": "Y", "company": "Blocked"})
@@ -144,7 +154,7 @@ def test_dlq_retry_replays_and_dlq_drop_gives_up(
     code, out, _ = run(["dlq", "retry", "2", "--json"], capsys)
     assert (code, json.loads(out)) == (1, {"retried": [{"id": 2, "result": "failed again"}]})
     code, _, _ = run(["dlq", "drop", "2"], capsys)
-    with StateStore(f"sqlite:///{project / 'state.db'}") as store:
+    with StateStore(store_url) as store:
         statuses = [dl.status for dl in store.list_dead_letters(status=None)]
     assert (code, statuses) == (0, [DeadLetterStatus.RETRIED, DeadLetterStatus.DROPPED])
     assert sorted(r["Email"] for r in crm().records.values()) == ["x@blocked.io"]
@@ -159,14 +169,14 @@ def test_dlq_drop_of_an_unknown_id_is_exit_2(
 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(
-    project: Path, capsys: pytest.CaptureFixture[str]
+    project: Path, store_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     add_contacts(1)
     code, out, _ = run(["sync", "--dry-run"], capsys)
     assert code == 0
     assert "p0@acme.io" in out and "last_name" in out
     assert crm().records == {}
-    with StateStore(f"sqlite:///{project / 'state.db'}") as store:
+    with StateStore(store_url) as store:
         assert store.list_runs() == []
         assert store.get_cursor("hs-sf", "hs") is None
 
@@ -184,9 +194,9 @@ def test_full_reads_everything_again(project: Path, capsys: pytest.CaptureFixtur
 
 @pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
 def test_a_lock_held_by_a_live_process_is_exit_3_naming_the_holder(
-    project: Path, capsys: pytest.CaptureFixture[str], as_json: bool
+    project: Path, store_url: str, capsys: pytest.CaptureFixture[str], as_json: bool
 ) -> None:
-    with StateStore(f"sqlite:///{project / 'state.db'}") as store:
+    with StateStore(store_url) as store:
         holder = LockHolder(hostname=socket.gethostname(), pid=os.getpid())
         assert store.acquire_lock("sync:hs-sf", holder, ttl_s=300)
     code, out, err = run(["sync", "--json"] if as_json else ["sync"], capsys)
@@ -199,11 +209,11 @@ def test_a_lock_held_by_a_live_process_is_exit_3_naming_the_holder(
 
 
 def test_a_lock_left_by_a_killed_run_is_taken_over_after_its_lease(
-    project: Path, capsys: pytest.CaptureFixture[str]
+    project: Path, store_url: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # Its holder's last heartbeat is a minute old, longer than the 30 s it holds the lock for.
     a_minute_ago = datetime.now(UTC) - timedelta(seconds=60)
-    with StateStore(f"sqlite:///{project / 'state.db'}", clock=lambda: a_minute_ago) as store:
+    with StateStore(store_url, clock=lambda: a_minute_ago) as store:
         holder = LockHolder(hostname=socket.gethostname(), pid=_dead_pid())
         assert store.acquire_lock("sync:hs-sf", holder, ttl_s=30)
     add_contacts(1)
