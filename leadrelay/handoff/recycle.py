@@ -218,15 +218,17 @@ def apply_play(lead: Lead, play: RecyclePlay, now: datetime) -> None:
     """Carry a play out on the lead (the CRM-side merge is the connector's job)."""
     if play.lead_key != lead.key:
         raise ValueError(f"play for lead {play.lead_key} applied to lead {lead.key}")
+    # A lost deal (a loss reason, no rejection) stays lost: sales' outcome reaches marketing as
+    # it is (HubSpot cannot move an opportunity back, and reads a disqualified one as lost), and
+    # a nurture play only dates its re-entry (:func:`due_for_reentry`).
+    lost_deal = lead.stage is Stage.LOST and lead.rejection_reason is None
     if play.kind is PlayKind.NURTURE:
         assert play.reentry_at is not None
-        lead.stage = Stage.RECYCLED
+        if not lost_deal:
+            lead.stage = Stage.RECYCLED
         lead.custom = {**lead.custom, REENTRY_KEY: play.reentry_at.isoformat()}
     elif play.kind is PlayKind.DISQUALIFY:
-        # A lost deal stays lost: it is already closed for good, and marketing systems hold
-        # "lost" and "disqualified" differently (HubSpot reads a disqualified opportunity as
-        # lost), so rewriting it would only make the two sides disagree.
-        if lead.stage is not Stage.LOST:
+        if not lost_deal:
             lead.stage = Stage.DISQUALIFIED
     elif play.kind is PlayKind.MERGE_DUPLICATE:
         lead.custom = {**lead.custom, MERGED_INTO_KEY: play.survivor}
@@ -239,15 +241,20 @@ def reentry_at(lead: Lead) -> datetime | None:
     return parse_time(lead.custom.get(REENTRY_KEY), f"lead {lead.key} custom.{REENTRY_KEY}")
 
 
+#: Stages a nurture play leaves a lead in until its re-entry date (a lost deal stays lost).
+_NURTURED = frozenset({Stage.RECYCLED, Stage.LOST})
+
+
 def due_for_reentry(lead: Lead, now: datetime) -> bool:
-    """Whether a recycled lead's re-entry date has come."""
+    """Whether a recycled lead's (or a nurtured lost deal's) re-entry date has come."""
     when = reentry_at(lead)
-    return lead.stage is Stage.RECYCLED and when is not None and when <= now
+    return lead.stage in _NURTURED and when is not None and when <= now
 
 
 def reenter(lead: Lead) -> None:
-    """Bring a recycled lead back into the funnel as a fresh ``lead``, ready to be re-scored."""
-    if lead.stage is not Stage.RECYCLED:
+    """Bring a recycled lead (or a nurtured lost deal) back into the funnel as a fresh
+    ``lead``, ready to be re-scored."""
+    if lead.stage not in _NURTURED or reentry_at(lead) is None:
         raise ValueError(f"lead {lead.key} is {lead.stage.value}, not recycled")
     lead.stage = Stage.LEAD
     lead.rejection_reason = None

@@ -21,7 +21,7 @@ from leadrelay.handoff.recycle import (
     reenter,
 )
 from leadrelay.handoff.routing import DomainAccounts, OwnerInfo, Router, RoutingConfig
-from leadrelay.model import Lead, Owner, RejectionReason, Stage
+from leadrelay.model import Lead, OutcomeReason, Owner, RejectionReason, Stage
 
 NOW = datetime(2024, 5, 10, 9, 0, tzinfo=UTC)
 AM = OwnerInfo("u7", "am@acme.io", "Ann Manager")
@@ -137,12 +137,20 @@ def test_nurture_plan_and_apply() -> None:
     assert plan_recycle(lead, NOW) is None
 
 
-def test_a_lost_lead_disqualified_by_its_play_stays_lost() -> None:
-    lead = rejected(RejectionReason.COMPETITOR, stage=Stage.LOST)
+@pytest.mark.parametrize(
+    ("reason", "kind"),
+    [(OutcomeReason.COMPETITOR, PlayKind.DISQUALIFY), (OutcomeReason.TIMING, PlayKind.NURTURE)],
+)
+def test_a_lost_deal_stays_lost_whatever_its_play(reason: OutcomeReason, kind: PlayKind) -> None:
+    lead = Lead(key="ld_1", email="bob@customer.io", stage=Stage.LOST, outcome_reason=reason)
     play = plan_recycle(lead, NOW)
-    assert isinstance(play, RecyclePlay) and play.kind is PlayKind.DISQUALIFY
+    assert isinstance(play, RecyclePlay) and play.kind is kind
     apply_play(lead, play, NOW)
     assert lead.stage is Stage.LOST
+    if kind is PlayKind.NURTURE:  # it comes back into the funnel on its date
+        assert due_for_reentry(lead, NOW + timedelta(days=90))
+        reenter(lead)
+        assert lead.stage is Stage.LEAD
 
 
 def test_reentry_when_due() -> None:

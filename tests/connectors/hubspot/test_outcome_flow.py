@@ -16,7 +16,13 @@ from leadrelay.check import check_connection
 from leadrelay.config import FlowConfig, load_config
 from leadrelay.connectors.base import UpsertInput
 from leadrelay.connectors.hubspot import HubSpotConnector
-from leadrelay.handoff.recycle import PlayKind, RecyclePlay, apply_play, plan_recycle
+from leadrelay.handoff.recycle import (
+    PlayKind,
+    RecyclePlay,
+    apply_play,
+    due_for_reentry,
+    plan_recycle,
+)
 from leadrelay.mappings.engine import DEFAULTS_DIR, build_lead, load_mapping
 from leadrelay.model import Lead, OutcomeReason, Stage
 from leadrelay.sandbox.server import SandboxServer
@@ -137,7 +143,9 @@ def test_a_lost_deal_goes_to_the_recycle_play_of_its_reason(
     assert play.reentry_at == NOW + timedelta(days=90)
     assert play.description.startswith("lost on timing (played as timing) -> nurture")
     apply_play(lead, play, NOW)
-    assert lead.stage is Stage.RECYCLED
+    # the deal stays lost for marketing; it re-enters the funnel on its date
+    assert lead.stage is Stage.LOST
+    assert due_for_reentry(lead, NOW + timedelta(days=90))
 
 
 def test_check_validates_a_flow_naming_the_hubspot_crm_mapping(
