@@ -601,9 +601,12 @@ def render_end_to_end(result: EndToEndResult, console: Console) -> None:
     if result.report is not None:
         console.print("[bold]Handoff report[/] (what `leadrelay report` prints)", highlight=False)
         for table in render_tables(result.report):
-            console.print(table)
+            if isinstance(table, Table):
+                print_table(console, table)
+            else:
+                console.print(table)
     if result.validation is not None:
-        console.print(render_table(result.validation))
+        print_table(console, render_table(result.validation))
     console.print(
         f"{result.captured} leads captured, {result.delivered} delivered; "
         f"validation {'passed' if result.validation and result.validation.ok else 'FAILED'}; "
