@@ -744,7 +744,7 @@ def runs_show(
     flows_stats = run.stats.get("flows", [])
     if flows_stats:
         table = Table(title="flows")
-        keys = ("name", "read", "created", "updated", "unchanged", "written_back")
+        keys = ("name", "rounds", "read", "created", "updated", "unchanged", "written_back")
         more = ("dead_lettered", "field_problems", "deleted", "conflicts", "error")
         for column in (*keys, *more):
             table.add_column(column)

@@ -239,6 +239,9 @@ class FlowStats:
     deleted: int = 0
     #: linked records leadrelay deleted because their lead was deleted on the other side
     propagated: int = 0
+    #: passes of the flow in the run (a flow runs again while another flow wrote into a system
+    #: it reads, so ``read`` counts the records of every pass: echoes read again included)
+    rounds: int = 1
     error: str | None = None
 
     def add(self, other: FlowStats) -> None:
@@ -272,6 +275,7 @@ class FlowStats:
             "conflicts": self.conflicts,
             "deleted": self.deleted,
             "deletes_propagated": self.propagated,
+            "rounds": self.rounds,
             "error": self.error,
         }
 

@@ -331,6 +331,11 @@ def test_one_sync_carries_a_salesforce_verdict_with_its_reason_to_hubspot_and_zo
     )
     code, _ = project.sync(capsys=capsys)
     assert code == 0
+    with project.store() as store:
+        [latest, *_] = store.list_runs()
+    # hubspot-zoho ran again in the same run: the verdict reached HubSpot after its first pass
+    rounds = {flow["name"]: flow["rounds"] for flow in latest.stats["flows"]}
+    assert rounds["hubspot-zoho"] == 2
     hub = emails_in(project, "hubspot", [email])[email]
     assert hub["rejection_reason"] == "competitor"
     zoho = emails_in(project, "zoho", [email])[email]
