@@ -647,16 +647,8 @@ class ZohoConnector(Connector[ZohoConnection]):
         if self.deal_fields:
             if rows:
                 yield Page(rows, position.encode())
-            deal_pages = self._deal_pages(position)
-            while True:
-                try:
-                    page = next(deal_pages)
-                except StopIteration as done:
-                    position, rows = done.value
-                    break
-                changed = changed or bool(page.records)
-                yield page
-            changed = changed or bool(rows)
+            position, rows, followed = yield from self._deal_pages(position)
+            changed = changed or followed
         last_read = None if deleted_since is None else deleted_since.timestamp()
         if not self.deletions_due(last_read, since.timestamp(), changed=changed):
             # An idle read costs its queries: the deleted list waits for its interval.
@@ -667,14 +659,16 @@ class ZohoConnector(Connector[ZohoConnection]):
 
     def _deal_pages(
         self, position: ReadCursor
-    ) -> Generator[Page, None, tuple[ReadCursor, list[RawRecord]]]:
+    ) -> Generator[Page, None, tuple[ReadCursor, list[RawRecord], bool]]:
         """The converted Leads whose Deal changed since ``position``, with the Deal's fields,
         a page per COQL page of Deals but the last; returns the position after them (the
-        server's time of the first query minus the look-back) and the last page's records.
+        server's time of the first query minus the look-back), the last page's records, and
+        whether any page held a converted Lead (a change, for :meth:`deletions_due`).
 
         A Deal no converted Lead names (made by hand) is skipped.
         """
         server_time: datetime | None = None
+        followed = False
         while True:
             condition = keyset_where(position.deals_modified, position.deals_after_id)
 
@@ -691,9 +685,10 @@ class ZohoConnector(Connector[ZohoConnection]):
             if server_time is None:
                 server_time = _server_time(response)
             rows = self._converted_leads(deals)
+            followed = followed or bool(rows)
             if not more or not deals:
                 since = server_time - self.read_overlap
-                return replace(position, deals_modified=since, deals_after_id=None), rows
+                return replace(position, deals_modified=since, deals_after_id=None), rows, followed
             moment, record_id = self._after(deals[-1], "Deals")
             position = replace(position, deals_modified=moment, deals_after_id=record_id)
             yield Page(rows, position.encode())
