@@ -223,19 +223,21 @@ def set_aside_state(directory: Path) -> Path | None:
     ``<name>.before-<UTC time>``; nothing is deleted. None when there was none (or the state is
     not a SQLite file of this project: a PostgreSQL database is left alone).
     """
+    from pydantic import ValidationError
+
+    from leadrelay.config import StateConfig
+
     toml_path = directory / "leadrelay.toml"
     try:
         with toml_path.open("rb") as handle:
-            state = tomllib.load(handle).get("state") or {}
-    except (OSError, tomllib.TOMLDecodeError):
+            table = tomllib.load(handle).get("state") or {}
+        # The project's own reading of [state] url: relative to the project, ~ expanded.
+        state = StateConfig.model_validate(table, context={"folder": directory})
+    except (OSError, tomllib.TOMLDecodeError, ValidationError):
         return None
-    url = state.get("url", "sqlite:///leadrelay.db") if isinstance(state, dict) else None
-    if not isinstance(url, str) or not url.startswith("sqlite:///") or "${" in url:
+    if not state.is_sqlite or "${" in state.url:
         return None
-    name = url.removeprefix("sqlite:///").partition("?")[0]
-    if not name or name == ":memory:" or name.startswith("file:"):
-        return None
-    database = Path(name) if Path(name).is_absolute() else directory / name
+    database = Path(state.url.partition(":///")[2].partition("?")[0])
     if not database.is_file():
         return None
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
