@@ -40,9 +40,10 @@ from leadrelay.clikit import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from leadrelay.config import Config
+    from leadrelay.sync.dedupe import DedupeRecord
     from leadrelay.sync.state import StateStore
 
 __all__ = ["forms_app", "import_command", "serve_command"]
@@ -297,6 +298,7 @@ def import_command(
     """
     from leadrelay.mappings.engine import MappingError, load_form_mapping
     from leadrelay.sync.csvfile import CsvError, LeadRow, header_to_field, read_lead_rows
+    from leadrelay.sync.dedupe import DedupeRecord
     from leadrelay.sync.tagging import CLICK_ID_PARAMS, UTM_PARAMS
 
     loaded = load_project_config(config)
@@ -315,6 +317,7 @@ def import_command(
     store = open_store(loaded)
     skipped: list[dict[str, Any]] = []
     keys: list[str] = []
+    identities: list[DedupeRecord] = []
     read = stored = duplicates = 0
     try:
         from leadrelay.model import new_lead_key
@@ -328,6 +331,7 @@ def import_command(
                         skipped.append({"row": row.row_number, "reason": row.reason})
                         continue
                     read += 1
+                    identities.append(DedupeRecord.from_mapping(row.row_number, row.values))
                     fields = _row_fields(row.values, aliases)
                     canonical = json.dumps(fields, sort_keys=True, ensure_ascii=False)
                     digest = hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:40]
@@ -361,7 +365,7 @@ def import_command(
     delivered = sum(1 for key in keys if stats.outcomes.get(key) == "delivered")
     dead = sum(1 for key in keys if stats.outcomes.get(key) == "dead_lettered")
     pending = len(keys) - delivered - dead
-    possible = _possible_duplicates(file, encoding)
+    possible = _possible_duplicates(identities)
     result = {
         "file": str(file),
         "form": form,
@@ -407,20 +411,15 @@ def import_command(
         raise CliError("; ".join(problems), 1)
 
 
-def _possible_duplicates(file: Path, encoding: str | None) -> list[dict[str, Any]]:
+def _possible_duplicates(identities: Sequence[DedupeRecord]) -> list[dict[str, Any]]:
     """Rows of the list that ``leadrelay dedupe`` clusters by something other than the e-mail
     (the same phone and last name, a close name at one company domain). The capture path makes
     one lead of one e-mail address only; these are reported for a person to decide, never
     merged, as two people can share a phone or a name."""
-    from leadrelay.sync.csvfile import CsvError
-    from leadrelay.sync.dedupe import RULE_EMAIL, dedupe_csv
+    from leadrelay.sync.dedupe import RULE_EMAIL, find_clusters
 
-    try:
-        report = dedupe_csv(file, encoding=encoding)
-    except CsvError:
-        return []
     return [
         {"rows": cluster.rows, "reason": cluster.reason}
-        for cluster in report.clusters
+        for cluster in find_clusters(identities)
         if cluster.rule != RULE_EMAIL
     ]
