@@ -72,21 +72,7 @@ class ReconcileProject(Project):
 
     def create_meta(self, email: str, **extra: Any) -> str:
         """A lead in the sandbox's Meta, no notification sent; its id."""
-        created = admin(
-            self.sandbox,
-            "leads/meta",
-            {
-                "form_id": META_FORM_ID,
-                "ad_id": "3001",
-                "campaign_id": "3002",
-                "field_data": [
-                    {"name": "email", "values": [email]},
-                    {"name": "full_name", "values": ["Ana Silva"]},
-                ],
-                **extra,
-            },
-        )
-        return str(created["id"])
+        return self.meta_lead_with({"email": email, "full_name": "Ana Silva"}, **extra)
 
 
 # -- fixtures (imported by the test modules) ----------------------------------------------------

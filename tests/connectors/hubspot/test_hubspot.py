@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
+from typing import Any
 
 import pytest
 
@@ -215,18 +216,24 @@ def test_a_read_that_finds_changes_reads_the_archived_list_before_it_is_due(
     assert deleted == [gone]
 
 
+def merge_contacts(server: SandboxServer, primary: str, other: str) -> dict[str, Any]:
+    """Merge ``other`` into ``primary`` in the sandbox's HubSpot; the new record."""
+    merged: dict[str, Any] = hubspot_api(
+        server,
+        "POST",
+        "/crm/v3/objects/contacts/merge",
+        {"primaryObjectId": primary, "objectIdToMerge": other},
+    )
+    return merged
+
+
 def test_a_merge_reports_both_former_ids_merged_into_the_new_record(
     make_connector: MakeConnector, server: SandboxServer
 ) -> None:
     connector = make_connector()
     primary, other = created_ids(connector, "ada@example.com", "ada.l@example.com")
     _, cursor = read_all(connector, None)
-    merged = hubspot_api(
-        server,
-        "POST",
-        "/crm/v3/objects/contacts/merge",
-        {"primaryObjectId": primary, "objectIdToMerge": other},
-    )
+    merged = merge_contacts(server, primary, other)
 
     pages = list(connector.read_changes(cursor))
 
@@ -240,12 +247,7 @@ def test_a_lookup_by_a_merged_away_id_answers_the_new_record(
 ) -> None:
     connector = make_connector()
     primary, other = created_ids(connector, "ada@example.com", "ada.l@example.com")
-    merged = hubspot_api(
-        server,
-        "POST",
-        "/crm/v3/objects/contacts/merge",
-        {"primaryObjectId": primary, "objectIdToMerge": other},
-    )
+    merged = merge_contacts(server, primary, other)
 
     found = connector.lookup(ids=[other])
 
@@ -689,12 +691,7 @@ def test_a_lookup_by_a_merged_away_email_answers_the_new_record(
 ) -> None:
     connector = make_connector()
     primary, other = created_ids(connector, "ada@example.com", "ada.l@example.com")
-    merged = hubspot_api(
-        server,
-        "POST",
-        "/crm/v3/objects/contacts/merge",
-        {"primaryObjectId": primary, "objectIdToMerge": other},
-    )
+    merged = merge_contacts(server, primary, other)
 
     found = connector.lookup(emails=["ada.l@example.com"])
 
