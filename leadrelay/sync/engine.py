@@ -429,7 +429,6 @@ class _PageResult:
     tombstones: dict[str, list[tuple[str, str | None, str | None, datetime | None]]] = field(
         default_factory=dict
     )
-    reader_relinks: dict[str, str] = field(default_factory=dict)
     clocks: list[tuple[str, str, Any, datetime]] = field(default_factory=list)
     reader_unlinks: list[str] = field(default_factory=list)
     journal: list[dict[str, Any]] = field(default_factory=list)
@@ -619,10 +618,10 @@ class SyncEngine:
                 reader.idle_read = (cursor, page.cursor, reader.api_calls, time.monotonic())
             else:
                 reader.idle_read = None
-            self._relink_merges(from_side, page)
+            merged_keys = self._relink_merges(from_side, page)
             result = self._process(from_side, page.records)
             if page.deleted:
-                self._deletions(from_side, page.deleted, result)
+                self._deletions(from_side, page.deleted, result, merged_keys)
             if not self.dry_run:
                 self._commit(from_side, result, page.cursor)
             total = None if page.remaining is None else done + page.remaining
@@ -632,17 +631,18 @@ class SyncEngine:
 
     # -- deletes and merges --------------------------------------------------------------------
 
-    def _relink_merges(self, from_side: Side, page: Page) -> None:
+    def _relink_merges(self, from_side: Side, page: Page) -> dict[str, str]:
         """Before a page's records are processed, the record a merge made takes the lead of a
         record merged into it, so it is synced as that lead and not met as a new one (which
         would create a duplicate in the other system when the merge kept the e-mail of a
         record leadrelay never synced). When several linked records merged into one survivor
         (two leads were one person), the lead holding the survivor's e-mail keeps it, else the
         first; the others lose their link in :meth:`_deletions`. Relinking is idempotent, so a
-        run that dies before its page is committed does it again."""
+        run that dies before its page is committed does it again. Returns the leads of the
+        records merged away, as they were linked before (the merge's events name them)."""
         merges = [d for d in page.deleted if d.merged_into]
         if not merges or self.dry_run:
-            return
+            return {}
         reader = self.connectors[from_side]
         keys = self.store.keys_for_many(reader.name, [d.record_id for d in merges])
         owned = self.store.keys_for_many(reader.name, [str(d.merged_into) for d in merges])
@@ -654,7 +654,7 @@ class SyncEngine:
                 if key not in claimants[survivor]:
                     claimants[survivor].append(key)
         if not claimants:
-            return
+            return keys
         mapping = self.mappings[from_side]
         emails: dict[str, str] = {}
         for raw in page.records:
@@ -669,16 +669,26 @@ class SyncEngine:
         for survivor, leads in claimants.items():
             holder = holders.get(emails.get(survivor, ""))
             self.store.relink(holder if holder in leads else leads[0], reader.name, survivor)
+        return keys
 
     def _deletions(
-        self, from_side: Side, deletions: Sequence[Deletion], result: _PageResult
+        self,
+        from_side: Side,
+        deletions: Sequence[Deletion],
+        result: _PageResult,
+        merged_keys: Mapping[str, str],
     ) -> None:
         """Records the reader reports deleted or merged away (DESIGN §7.4a): tombstoned, so
-        leadrelay never re-creates them; a merge relinks the lead to the survivor; with
-        ``on_delete = "propagate"`` the linked record on the other side is deleted too."""
+        leadrelay never re-creates them; a merge's other leads lose their link to the survivor;
+        with ``on_delete = "propagate"`` the linked record on the other side is deleted too.
+        ``merged_keys``: the leads of records merged away that :meth:`_relink_merges` already
+        moved to their survivor (their old link is gone)."""
         reader = self.connectors[from_side]
         other = self.connectors[from_side.other]
-        keys = self.store.keys_for_many(reader.name, [d.record_id for d in deletions])
+        keys = {
+            **self.store.keys_for_many(reader.name, [d.record_id for d in deletions]),
+            **merged_keys,
+        }
         survivors = self.store.keys_for_many(
             reader.name, [d.merged_into for d in deletions if d.merged_into]
         )
@@ -700,11 +710,10 @@ class SyncEngine:
                     "record": deletion.record_id,
                     "into": deletion.merged_into,
                 }
-                if owner is None or owner == key:
-                    result.reader_relinks[key] = deletion.merged_into
-                else:
+                if owner is not None and owner != key:
                     # Two leads turned out to be one person: the survivor's lead keeps the
-                    # record; this one loses its link there.
+                    # record; this one loses its link there. (The survivor was linked to the
+                    # lead that keeps it before the page: _relink_merges.)
                     result.reader_unlinks.append(key)
                     event["into_lead"] = owner
                 result.events.append(event)
@@ -1623,8 +1632,6 @@ class SyncEngine:
             self.store.link_many(writer.name, result.target_links, conn=conn)
             for key, target_id in result.target_relinks.items():
                 self.store.relink(key, writer.name, target_id, conn=conn)
-            for key, survivor in result.reader_relinks.items():
-                self.store.relink(key, reader.name, survivor, conn=conn)
             for key in result.reader_unlinks:
                 self.store.unlink(key, reader.name, conn=conn)
             for connection, rows in result.tombstones.items():

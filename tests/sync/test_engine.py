@@ -585,6 +585,9 @@ def test_a_merge_that_keeps_the_e_mail_of_a_record_never_synced_creates_no_dupli
     assert list(crm.records) == [crm_id]
     assert crm.records[crm_id]["Email"] == "lead9@acme9.io"
     assert store.key_for("hs", survivor) == key
+    # the merged-away record is remembered as that lead's, merged into the survivor
+    merged = {t["external_id"]: t for t in store.tombstones(connection="hs")}[synced]
+    assert (merged["lead_key"], merged["merged_into"]) == (key, survivor)
 
 
 def test_two_synced_leads_merged_into_one_record_leave_it_to_the_lead_of_its_e_mail(
