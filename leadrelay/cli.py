@@ -29,6 +29,7 @@ from leadrelay.clikit import (
     ConfigOption,
     EncodingOption,
     load_project_config,
+    make_console,
     print_json,
     print_table,
 )
@@ -182,16 +183,12 @@ app = typer.Typer(
 
 @cache
 def _out() -> Console:
-    from rich.console import Console
-
-    return Console()
+    return make_console()
 
 
 @cache
 def _err() -> Console:
-    from rich.console import Console
-
-    return Console(stderr=True)
+    return make_console(stderr=True)
 
 
 class _Options:

@@ -43,6 +43,16 @@ EncodingOption = Annotated[
 ]
 
 
+def make_console(*, stderr: bool = False) -> Console:
+    """A rich console for a command's output. On a terminal rich wraps lines to its width; in
+    a pipe, a log or cron's mail (no terminal) a line is never wrapped, so a value, a hint or
+    a command to copy stays whole on its line."""
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, soft_wrap=not stream.isatty())
+
+
 def print_json(value: Any) -> None:
     """Machine output: one JSON document on stdout, nothing else."""
     sys.stdout.write(json.dumps(value, indent=2, default=str, ensure_ascii=False) + "\n")

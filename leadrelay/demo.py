@@ -554,7 +554,7 @@ def render_end_to_end(result: EndToEndResult, console: Console) -> None:
             str(line.api_calls),
         )
     print_table(console, summary)
-    leads = Table(title="The demo leads in HubSpot after the write-back")
+    leads = Table(title="The demo leads in HubSpot after sales' verdicts, before the deals")
     for column in ("form", "email", "channel", "stage", "rejection", "owner", "score"):
         leads.add_column(column, overflow="fold")
     for lead in result.leads:
@@ -567,6 +567,7 @@ def render_end_to_end(result: EndToEndResult, console: Console) -> None:
             _value(lead.get("owner")),
             _value(lead.get("score")),
         )
+    print_table(console, leads)
     if result.outcomes:
         deals = Table(title="Sales' outcomes in Salesforce, and the stage HubSpot got")
         columns = ("form", "email", "stage", "opportunity stage", "amount", "reason", "in HubSpot")
@@ -583,7 +584,6 @@ def render_end_to_end(result: EndToEndResult, console: Console) -> None:
                 _value(deal.get("hubspot_stage")),
             )
         print_table(console, deals)
-    print_table(console, leads)
     if result.handoff:
         handoff = Table(title="Score, tier and owner of each demo lead in each system")
         for column in ("form", "email", "system", "score", "tier", "owner"):

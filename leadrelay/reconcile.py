@@ -29,7 +29,6 @@ from typing import Annotated, Any
 
 import sqlalchemy as sa
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
@@ -40,7 +39,7 @@ from leadrelay.capture.sources import (
     list_meta_leads,
 )
 from leadrelay.childproc import SPAWN, ServeChild, child_logging
-from leadrelay.clikit import ConfigOption, JsonOption, print_table
+from leadrelay.clikit import ConfigOption, JsonOption, make_console, print_table
 from leadrelay.config import (
     Config,
     CronSchedule,
@@ -65,7 +64,7 @@ __all__ = [
     "reconcile_due",
 ]
 
-_console = Console()
+_console = make_console()
 log = logging.getLogger("leadrelay.upkeep")
 
 #: The marker a backfilled lead's payload carries (shown by ``leadrelay trace``).

@@ -38,12 +38,11 @@ from typing import Annotated, Any
 
 import sqlalchemy as sa
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 from sqlalchemy.engine import Connection
 
-from leadrelay.clikit import ConfigOption, JsonOption, print_table
+from leadrelay.clikit import ConfigOption, JsonOption, make_console, print_table
 from leadrelay.config import Config
 from leadrelay.connectors.errors import redact
 from leadrelay.journal import redact_payload
@@ -70,8 +69,8 @@ __all__ = [
     "trace_command",
 ]
 
-_console = Console()
-_err = Console(stderr=True)
+_console = make_console()
+_err = make_console(stderr=True)
 
 #: Run-log events the journal records better (with details): shown from the journal when it
 #: has the lead's rows of that kind.

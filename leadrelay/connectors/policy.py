@@ -308,6 +308,21 @@ def _connection_failure(error: BaseException) -> _Failure:
     return _Failure.AMBIGUOUS
 
 
+_VERIFY_FAILED = re.compile(r"certificate verify failed: ([^()'\"]+)")
+
+
+def _tls_reason(error: BaseException) -> str:
+    """OpenSSL's own words for a refused certificate ("unable to get local issuer
+    certificate", "certificate has expired" …) out of the client's nested wrappers
+    (requests' SSLError around urllib3's MaxRetryError around ssl's error)."""
+    for item in _causes(error):
+        said = getattr(item, "verify_message", None)  # set by OpenSSL, absent when made by hand
+        if isinstance(item, ssl.SSLCertVerificationError) and said:
+            return str(said)
+    found = _VERIFY_FAILED.search(str(error))
+    return found.group(1).strip() if found else "certificate verify failed"
+
+
 # --------------------------------------------------------------------------------------------
 # Classification
 
@@ -463,7 +478,8 @@ def classify_default(info: ResponseInfo) -> Classified:
         if failure is _Failure.TLS:
             return Classified(
                 Decision.FAIL,
-                f"TLS certificate verification failed ({what}); check the connection's ca_bundle",
+                f"TLS certificate verification failed ({_tls_reason(error)}); check the "
+                "connection's ca_bundle",
             )
         if failure is _Failure.CONNECT:
             return Classified(

@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from leadrelay.clikit import CliError, load_project_config, open_store, print_table
+from leadrelay.clikit import CliError, load_project_config, make_console, open_store, print_table
 
 if TYPE_CHECKING:
     from leadrelay.config import Config
@@ -44,8 +43,8 @@ __all__ = [
 #: Local part prefix of ``leadrelay validate``'s synthetic leads (``leadrelay-test+RUN@…``).
 TEST_EMAIL_PREFIX = "leadrelay-test+"
 
-_console = Console()
-_err = Console(stderr=True)
+_console = make_console()
+_err = make_console(stderr=True)
 
 
 def is_test_lead(lead: Lead) -> bool:

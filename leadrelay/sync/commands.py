@@ -30,6 +30,7 @@ from leadrelay.clikit import (
     ConfigOption,
     JsonOption,
     load_project_config,
+    make_console,
     open_store,
     print_json,
     print_table,
@@ -45,8 +46,8 @@ if TYPE_CHECKING:
 
 __all__ = ["dlq_app", "runs_app", "sync_command"]
 
-_console = Console()
-_err = Console(stderr=True)
+_console = make_console()
+_err = make_console(stderr=True)
 
 dlq_app = typer.Typer(
     help="Records a system refused: list them, replay them, or drop them.",
@@ -230,11 +231,15 @@ def _stats_table(flows: Sequence[FlowStats], *, dry_run: bool) -> Table:
     for column in columns:
         table.add_column(column, justify="left" if column == "flow" else "right", no_wrap=True)
     table.add_column("API calls")
+    # The error itself is one line on stderr; the table only says which flow failed.
+    failed = any(stats.error for stats in flows)
+    if failed:
+        table.add_column("status")
     for stats in flows:
         calls = ", ".join(f"{name} {count}" for name, count in stats.api_calls.items())
+        status = ["[red]failed[/]" if stats.error else "ok"] if failed else []
         table.add_row(
-            escape(stats.name)
-            + (f" [red](failed: {escape(stats.error)})[/]" if stats.error else ""),
+            escape(stats.name),
             str(stats.read),
             str(stats.created),
             str(stats.updated),
@@ -242,12 +247,9 @@ def _stats_table(flows: Sequence[FlowStats], *, dry_run: bool) -> Table:
             str(stats.written_back),
             str(stats.dead_lettered),
             calls,
+            *status,
         )
     return table
-
-
-def _failed(error: str | None) -> str:
-    return f" [red](failed: {escape(error)})[/]" if error else ""
 
 
 class _StopOnSignal:
@@ -343,8 +345,10 @@ def sync_command(
         if dry_run and plan:
             print_table(_console, _plan_table(plan))
         print_table(_console, _stats_table(results, dry_run=dry_run))
+        fatal = str(outcome.fatal) if outcome.fatal is not None else None
         for stats in results:
-            if stats.error:
+            # The error that stopped the run is the last line (below), not printed twice.
+            if stats.error and stats.error != fatal:
                 _err.print(f"[bold red]error:[/] flow {escape(stats.name)}: {escape(stats.error)}")
     if error is not None:
         # An exception, not typer.Exit: the CLI's main() turns it into the exit code.
@@ -411,7 +415,8 @@ def _outcome_error(outcome: RunOutcome) -> tuple[str, int] | None:
             code,
         )
     if outcome.fatal is not None:
-        return f"sync stopped: {outcome.fatal}", 3
+        where = next((f" at flow {s.name}" for s in results if s.error == str(outcome.fatal)), "")
+        return f"sync stopped{where}: {outcome.fatal}", 3
     if outcome.ok:
         return None
     failed_flows = [s.name for s in results if s.error]

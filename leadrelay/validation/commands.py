@@ -15,13 +15,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from leadrelay.clikit import CliError, load_project_config, print_table
+from leadrelay.clikit import CliError, load_project_config, make_console, print_table
 
 __all__ = ["validate_command"]
 
-_console = Console()
+_console = make_console()
 
 
 def validate_command(

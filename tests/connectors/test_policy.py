@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
@@ -11,6 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 from typing import Any, ClassVar
 
 import httpx
@@ -228,6 +230,35 @@ def test_tls_failure_names_the_ca_bundle() -> None:
     converted = from_exception(_wrapped_ssl(), url=URL)
     assert converted is not None
     assert "ca_bundle" in classify_default(converted).reason
+
+
+def test_tls_failure_gives_openssls_reason_not_the_wrappers(tmp_path: Path) -> None:
+    """A real refused handshake through requests: the reason is OpenSSL's verdict, without
+    urllib3's MaxRetryError / SSLError wrappers around it."""
+    import trustme
+
+    ca, other = trustme.CA(), trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_context)
+    other.cert_pem.write_to_path(str(tmp_path / "other.pem"))
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+
+        def serve() -> None:
+            connection, _ = listener.accept()
+            with contextlib.suppress(OSError), connection:
+                server_context.wrap_socket(connection, server_side=True)
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        url = f"https://127.0.0.1:{listener.getsockname()[1]}/"
+        with pytest.raises(requests.exceptions.SSLError) as raised:
+            requests.get(url, verify=str(tmp_path / "other.pem"), timeout=10)
+        thread.join(10)
+    converted = from_exception(raised.value, url=url)
+    assert converted is not None
+    reason = classify_default(converted).reason
+    assert "unable to get local issuer certificate" in reason
+    assert "MaxRetryError" not in reason and "ca_bundle" in reason
 
 
 def test_unknown_exceptions_are_not_transport_errors() -> None:

@@ -276,6 +276,9 @@ class SalesforceEmulator(Emulator):
     def env(self) -> dict[str, str]:
         return {
             "SALESFORCE_INSTANCE_URL": self.sandbox.base_url,
+            # The sandbox answers the OAuth token endpoint too: a project from `leadrelay init`
+            # reads its login URL from here instead of falling back to login.salesforce.com.
+            "SALESFORCE_LOGIN_URL": self.sandbox.base_url,
             "SALESFORCE_USERNAME": SANDBOX_USERNAME,
             "SALESFORCE_PASSWORD": SANDBOX_PASSWORD,
             "SALESFORCE_CONSUMER_KEY": SANDBOX_CONSUMER_KEY,
