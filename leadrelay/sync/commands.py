@@ -589,13 +589,24 @@ def dlq_retry(
                     continue
                 for letter_id, done in written.items():
                     outcome[letter_id] = "written" if done else "failed again"
+        # Why it failed again: the system's newest answer, kept on the letter by the retry.
+        reasons = {
+            letter_id: store.get_dead_letter(letter_id).reason
+            for letter_id, result in outcome.items()
+            if result == "failed again"
+        }
     finally:
         store.close()
     if as_json:
-        print_json({"retried": [{"id": k, "result": v} for k, v in sorted(outcome.items())]})
+        retried = [
+            {"id": k, "result": v, **({"reason": reasons[k]} if k in reasons else {})}
+            for k, v in sorted(outcome.items())
+        ]
+        print_json({"retried": retried})
     else:
         for letter_id, text in sorted(outcome.items()):
-            _console.print(f"{letter_id}: {text}")
+            why = f": {reasons[letter_id]}" if letter_id in reasons else ""
+            _console.print(f"{letter_id}: {text}{why}", highlight=False, markup=False)
     failed = [k for k, v in outcome.items() if v != "written"]
     if failed:
         # DESIGN §7.7: a replay that did not write the record is a failure (exit 1).

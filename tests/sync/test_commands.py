@@ -152,7 +152,9 @@ def test_dlq_retry_replays_and_dlq_drop_gives_up(
     assert (code, json.loads(out)) == (0, {"retried": [{"id": 1, "result": "written"}]})
     crm().reject_values["Blocked"] = "company is on the block list"
     code, out, _ = run(["dlq", "retry", "2", "--json"], capsys)
-    assert (code, json.loads(out)) == (1, {"retried": [{"id": 2, "result": "failed again"}]})
+    reason = "company is on the block list"
+    expected = {"retried": [{"id": 2, "result": "failed again", "reason": reason}]}
+    assert (code, json.loads(out)) == (1, expected)
     code, _, _ = run(["dlq", "drop", "2"], capsys)
     with StateStore(store_url) as store:
         statuses = [dl.status for dl in store.list_dead_letters(status=None)]
