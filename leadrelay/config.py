@@ -1365,7 +1365,40 @@ def parse_config(
     try:
         return Config.model_validate(resolved, context={"folder": path.parent, "path": path})
     except ValidationError as exc:
-        raise ConfigError(path, list(_problems(exc, resolved))) from None
+        problems = list(_problems(exc, resolved))
+        # The cross-references are checked after every field is valid; list them now too, so
+        # one `leadrelay check` shows every problem at once.
+        problems += [p for p in _dangling_references(resolved) if p not in problems]
+        raise ConfigError(path, problems) from None
+
+
+def _dangling_references(data: Any) -> Iterator[str]:
+    """Flows and forms naming a connection the raw document does not define (the same words
+    as ``Config._references``), read from the document before it is valid."""
+    if not isinstance(data, dict):
+        return
+    connections = data.get("connections")
+    names = set(connections) if isinstance(connections, dict) else set()
+    defined = ", ".join(sorted(names)) or "none"
+    flows = data.get("flows")
+    for flow in flows if isinstance(flows, list) else []:
+        if not isinstance(flow, dict):
+            continue
+        for end in ("source", "destination"):
+            name = flow.get(end)
+            if isinstance(name, str) and name not in names:
+                yield (
+                    f"flows.{flow.get('name')}.{end}: connection {name!r} is not defined "
+                    f"(defined: {defined})"
+                )
+    forms = data.get("forms")
+    for form_name, form in forms.items() if isinstance(forms, dict) else []:
+        target = form.get("destination") if isinstance(form, dict) else None
+        if isinstance(target, str) and target not in names:
+            yield (
+                f"forms.{form_name}.destination: connection {target!r} is not defined "
+                f"(defined: {defined})"
+            )
 
 
 def load_config(

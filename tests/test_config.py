@@ -382,6 +382,16 @@ def test_reference_to_unknown_connection(project: Path, old: str, new: str, expe
     assert problems_of(write(project, BASE.replace(old, new, 1))) == [expected]
 
 
+def test_a_bad_key_and_an_unknown_connection_are_reported_together(project: Path) -> None:
+    body = BASE.replace('access_token = "${HUBSPOT_ACCESS_TOKEN}"', 'acess_token = "x"', 1)
+    body = body.replace('destination = "sf"', 'destination = "zoho"', 1)
+
+    assert problems_of(write(project, body)) == [
+        "connections.hs.acess_token: unknown key; did you mean 'access_token'?",
+        "flows.hs-to-sf.destination: connection 'zoho' is not defined (defined: hs, sf)",
+    ]
+
+
 def test_duplicate_flow_names(project: Path) -> None:
     extra = '\n[[flows]]\nname = "hs-to-sf"\nsource = "sf"\ndestination = "hs"\n'
 
