@@ -174,7 +174,7 @@ def _form_summaries(config: Config, store: StateStore) -> list[dict[str, Any]]:
     import sqlalchemy as sa
 
     from leadrelay.capture.formsconfig import form_endpoint
-    from leadrelay.sync.state import InboxStatus, inbox_table
+    from leadrelay.sync.state import InboxStatus, LedgerState, inbox_table
 
     with store.transaction() as conn:
         last: dict[str, Any] = dict(
@@ -194,10 +194,16 @@ def _form_summaries(config: Config, store: StateStore) -> list[dict[str, Any]]:
         counts = store.ledger_counts(include_test=True, conn=conn)
     rows = []
     for name, form in sorted(config.forms.items()):
+        # Cumulative, as in `leadrelay report`'s ledger: every lead received, those of them
+        # written (verified ones included), verified, failed.
         states = dict.fromkeys(("received", "written", "verified", "failed"), 0)
         for count in counts:
             if count.form == name and count.destination == form.destination:
-                states[count.state.value] += count.count
+                states["received"] += count.count
+                if count.state in (LedgerState.WRITTEN, LedgerState.VERIFIED):
+                    states["written"] += count.count
+                if count.state in (LedgerState.VERIFIED, LedgerState.FAILED):
+                    states[count.state.value] += count.count
         received = last.get(name)
         if isinstance(received, datetime):
             received = received.isoformat(timespec="seconds")
@@ -219,8 +225,10 @@ def _form_summaries(config: Config, store: StateStore) -> list[dict[str, Any]]:
 def forms_list(config: ConfigOption = Path("leadrelay.toml"), as_json: JsonOption = False) -> None:
     """Each form with its endpoint, last lead, counts by ledger state and inbox items pending.
 
-    Ledger states count each lead per destination: received (stored, not yet written),
-    written, verified (read back by `leadrelay validate`) and failed (dead-lettered).
+    The ledger counts each lead once per destination, as `leadrelay report` does: received
+    (every lead stored), written (of those, the ones in the destination), verified (of those,
+    read back by `leadrelay validate`: its test leads) and failed (dead-lettered); pending is
+    what the inbox still has to deliver. Test leads are counted.
     """
     loaded = load_project_config(config)
     store = open_store(loaded)

@@ -1195,13 +1195,15 @@ def render_tables(report: Report) -> list[RenderableType]:
         rejections.add_row(reason, str(count), sources)
 
     ledger = Table(title="Ledger")
-    for column in ("day", "form", "destination", "received", "written", "verified", "missing"):
+    columns = ("day", "form", "source", "destination", "received", "written", "verified")
+    for column in (*columns, "missing"):
         right = column in ("received", "written", "verified", "missing")
         ledger.add_column(column, justify="right" if right else "left")
     for row in report.ledger["rows"]:
         ledger.add_row(
             row["day"],
             row["form"],
+            row["source"],
             row["destination"],
             str(row["received"]),
             str(row["written"]),

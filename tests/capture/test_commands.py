@@ -11,6 +11,7 @@ import pytest
 import typer
 
 from leadrelay.capture.commands import forms_app, import_command, serve_command
+from leadrelay.capture.worker import drain_inbox
 from leadrelay.cli import CliError
 from leadrelay.config import load_config, read_env_file
 from tests.capture.conftest import write_project
@@ -144,6 +145,19 @@ def test_forms_list_counts_leads_by_ledger_state(
     assert (row["ledger"]["received"], row["pending"], row["destination"]) == (1, 1, "hubspot")
     assert row["last_lead_at"] is not None
     assert row["endpoint"] == "http://127.0.0.1:8080/forms/demo-webform"
+
+
+def test_forms_list_counts_a_written_lead_as_received_and_written(
+    capsys: pytest.CaptureFixture[str], project: Project
+) -> None:
+    with project.client() as client:
+        project.post_webform(client, email="listed@acme.io")
+        project.post_webform(client, email="second@acme.io")
+    drain_inbox(project.config, project.store, connectors=project.pool)
+    code, data = run_json(capsys, project, "forms", "list")
+    row = next(form for form in data["forms"] if form["form"] == "demo-webform")
+    assert (code, row["pending"]) == (0, 0)
+    assert row["ledger"] == {"received": 2, "written": 2, "verified": 0, "failed": 0}
 
 
 def test_forms_list_into_a_pipe_prints_one_column_value_line_a_form(
