@@ -176,8 +176,10 @@ class _LogProgress:
             of = f" of {total:,}"
             if rate > 0:
                 left = f", about {(total - done) / rate:,.0f}s left"
+        # A pass that just began has no rate yet: its first page only.
+        pace = f", {rate:,.0f}/s, {elapsed:,.0f}s{left}" if elapsed >= 1 else ""
         self.console.print(
-            f"sync {label}: {done:,}{of} records, {rate:,.0f}/s, {elapsed:,.0f}s{left}",
+            f"sync {label}: {done:,}{of} records{pace}",
             highlight=False,
             soft_wrap=True,
         )

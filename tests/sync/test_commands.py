@@ -375,17 +375,22 @@ def test_a_second_ctrl_c_stops_at_once_and_the_run_is_still_interrupted(
     assert len(crm().records) == 20
 
 
-def test_a_log_progress_line_names_the_total_and_the_time_left() -> None:
+def test_a_log_progress_line_names_the_total_the_rate_and_the_time_left(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import io
 
     from rich.console import Console
 
+    from leadrelay.sync import commands
     from leadrelay.sync.commands import _LogProgress
 
+    clock = iter([100.0, 100.0, 110.0])  # made, first page, second page
+    monkeypatch.setattr(commands.time, "monotonic", lambda: next(clock))
     out = io.StringIO()
     progress = _LogProgress(Console(file=out, width=200), every_s=0.0)
     progress("hs-sf: hs → sf", 100, 1000)
     progress("hs-sf: hs → sf", 100, 1000)
-    line = out.getvalue().strip().splitlines()[-1]
-    assert "200 of 1,000 records" in line
-    assert "s left" in line
+    first, last = out.getvalue().strip().splitlines()
+    assert first == "sync hs-sf: hs → sf: 100 of 1,000 records"  # no rate yet: no "0/s"
+    assert last == "sync hs-sf: hs → sf: 200 of 1,000 records, 20/s, 10s, about 40s left"
