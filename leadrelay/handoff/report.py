@@ -842,8 +842,11 @@ def _diagnosis(
 
     layers["outcome"] = _outcome_layer(funnel, outcomes)
 
-    scored_layers = [name for name in LAYERS if layers[name]["score"] is not None]
-    weakest = min(scored_layers, key=lambda name: layers[name]["score"], default=None)
+    # Only a layer that leaks is the weakest: with every layer whole there is none.
+    leaking_layers = [
+        name for name in LAYERS if layers[name]["score"] is not None and layers[name]["score"] < 1
+    ]
+    weakest = min(leaking_layers, key=lambda name: layers[name]["score"], default=None)
     return {
         "layers": [{"layer": name} | layers[name] for name in LAYERS],
         "weakest": weakest,

@@ -295,6 +295,15 @@ def test_diagnosis_points_at_capture_when_the_ledger_leaks() -> None:
     assert "form pricing: 33 of 40 missing" in diagnosis["weakest_evidence"]
 
 
+def test_diagnosis_names_no_weakest_layer_when_every_layer_is_whole() -> None:
+    # Only the capture layer is measured (no leads read from a CRM), and nothing leaked.
+    counts = [LedgerCount("pricing", "webform", "hs", LedgerState.WRITTEN, 3, date(2024, 5, 6))]
+    diagnosis = report_of([], counts=counts).diagnosis
+    scores = {layer["layer"]: layer["score"] for layer in diagnosis["layers"]}
+    assert scores["capture"] == 1.0
+    assert (diagnosis["weakest"], diagnosis["weakest_evidence"]) == (None, [])
+
+
 def test_json_has_the_contract_keys() -> None:
     data = json.loads(report_of().to_json())
     sections = {"funnel", "ledger", "sla", "rejections", "outcomes", "diagnosis"}
