@@ -408,7 +408,11 @@ def sandbox(
     try:
         server = SandboxServer(port=port, ca_dir=ca_dir, faults=fault_settings, log_level="info")
     except OSError as exc:
-        raise CliError(f"cannot listen on 127.0.0.1:{port}: {exc.strerror}", exit_code=2) from exc
+        raise CliError(
+            f"cannot listen on 127.0.0.1:{port}: {exc.strerror} (is a sandbox already running? "
+            "stop it, or start this one with --port on a free port)",
+            exit_code=2,
+        ) from exc
     lines = server.env_lines()
     if env_file is not None:
         env_file.write_text(lines, encoding="utf-8")
