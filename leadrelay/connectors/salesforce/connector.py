@@ -21,14 +21,17 @@ How it talks to the org (crm-api-facts §2):
   ``(SystemModstamp, Id)`` of its last row; the last page's is at most the server time of the
   read (its ``Date`` header) minus ``read_lookback_s``, so an idle run reads nothing new and a
   record committed late, stamped a moment before the read, is still read.
-* **The outcome of a converted Lead** (docs/outcome.md) — every Lead read selects
-  ``ConvertedOpportunity.*`` (flattened into the record as ``ConvertedOpportunity.StageName`` …;
-  blank without an Opportunity). A later change of the Opportunity does not stamp the Lead, so
-  the same Composite call (one API request) also asks for the converted Leads whose
-  Opportunity changed: ``… WHERE IsConverted = true AND ConvertedOpportunity.SystemModstamp >=
-  … ORDER BY ConvertedOpportunity.SystemModstamp, Id``, its pages following the Leads' with the
-  same keyset rules. The record id stays the Lead Id. The cursor is ``<stamp>|<id>`` of the
-  Leads, then ``|<stamp>|<id>`` of the outcomes.
+* **The outcome and the person of a converted Lead** (docs/outcome.md) — every Lead read
+  selects ``ConvertedOpportunity.*`` and ``ConvertedContact.*`` (flattened into the record as
+  ``ConvertedOpportunity.StageName`` …; blank without that parent). A later change of the
+  Opportunity or the Contact does not stamp the Lead, so the same Composite call (one API
+  request) also asks for the converted Leads whose Opportunity changed (``… WHERE IsConverted =
+  true AND ConvertedOpportunity.SystemModstamp >= … ORDER BY ConvertedOpportunity.SystemModstamp,
+  Id``) and those whose Contact changed (the same on ``ConvertedContact``), their pages following
+  the Leads' with the same keyset rules; a Lead is given once per read. The record id stays the
+  Lead Id, and the Contact's person fields stand for the Lead's frozen ones
+  (:data:`CONTACT_OVERLAY`). The cursor is ``<stamp>|<id>`` of the Leads, then of the
+  Opportunity read, then of the Contact read (:func:`split_cursor`).
 * **Converted Leads are never written** — Salesforce refuses them
   (``CANNOT_UPDATE_CONVERTED_LEAD``). A Lead read as converted gets no write (its result is
   unchanged), and the refusal of one not read yet counts as unchanged too, never as a failure.
