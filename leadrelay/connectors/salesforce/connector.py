@@ -740,6 +740,22 @@ class SalesforceConnector(Connector[SalesforceConnection]):
             *mapping_fields(),
         ]
         fields = [name for name in dict.fromkeys(candidates) if schema.has(name)]
+        # A Contact field is read for the Lead field it stands for, when that one is read (or
+        # when the mapping names it itself).
+        named = set(mapping_fields())
+        standing = {
+            f"{CONVERTED_CONTACT}.{contact}"
+            for lead, contact in CONTACT_OVERLAY.items()
+            if lead in fields
+        }
+        fields = [
+            name
+            for name in fields
+            if not name.startswith(f"{CONVERTED_CONTACT}.")
+            or name in standing
+            or name in named
+            or name in (f"{CONVERTED_CONTACT}.Id", f"{CONVERTED_CONTACT}.SystemModstamp")
+        ]
         with self._lock:
             self._fields = fields
         return fields
