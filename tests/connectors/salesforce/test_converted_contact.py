@@ -57,7 +57,14 @@ def test_a_lead_not_converted_keeps_its_own_fields(make_connector: Make) -> None
     [lead_id] = create(connector, 1)
     row = records(read(connector, None)[0])[lead_id]
     assert (row["Email"], row["LastName"]) == ("lead0@example.com", "Silva0")
-    assert all(row[name] is None for name in CONVERTED_CONTACT_FIELDS)
+    contact = {name: row[name] for name in CONVERTED_CONTACT_FIELDS if name in row}
+    assert "ConvertedContact.Email" in contact and set(contact.values()) == {None}
+
+
+def test_a_contact_field_is_read_for_a_lead_field_that_is_read(make_connector: Make) -> None:
+    fields = make_connector().lead_fields()
+    assert {"City", "ConvertedContact.MailingCity"} <= set(fields)
+    assert "MobilePhone" not in fields and "ConvertedContact.MobilePhone" not in fields
 
 
 def test_a_later_change_of_the_contact_is_read_under_the_lead_id(
