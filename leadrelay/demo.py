@@ -326,11 +326,16 @@ def _sales_verdicts(pool: Any) -> None:
 
 
 #: The deals sales makes of two demo leads after the first write-back: the web form lead is
-#: converted and won, the Google Ads lead converted and lost to a competitor.
+#: converted and won on price, the Google Ads lead converted and lost to a competitor.
 DEMO_DEALS = (
     (
         "demo-webform",
-        {"Name": "Northwind - 40 seats", "StageName": "Closed Won", "Amount": 48000},
+        {
+            "Name": "Northwind - 40 seats",
+            "StageName": "Closed Won",
+            "Amount": 48000,
+            "Win_Reason__c": "Price",
+        },
     ),
     (
         "demo-google",

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
-from leadrelay.mappings.engine import FieldMap, Mapping
+from leadrelay.mappings.engine import FieldSpec, Mapping
 
 __all__ = ["CustomFieldSpec", "FieldCreator", "FieldKind", "custom_field_specs"]
 
@@ -85,9 +85,8 @@ _SHAPES: dict[str, _Shape] = {
 }
 
 
-def _options(fmap: FieldMap) -> tuple[str, ...]:
+def _options(spec: FieldSpec) -> tuple[str, ...]:
     """The values a picklist needs: every value the mapping writes, then the ones it reads."""
-    spec = fmap.primary
     written = sorted(spec.written_values().get(spec.system_field, set()))
     ordered = [str(t) for t in spec.values.values() if not isinstance(t, dict)]
     read = [value for value in spec.values_in if value != "*"]
@@ -95,27 +94,36 @@ def _options(fmap: FieldMap) -> tuple[str, ...]:
 
 
 def custom_field_specs(mapping: Mapping) -> list[CustomFieldSpec]:
-    """The custom fields ``mapping`` names, in the order of :data:`_SHAPES`."""
+    """The custom fields ``mapping`` names, in the order of :data:`_SHAPES`. A field read from
+    alternatives (Salesforce's win and loss reasons) gives one per alternative, each labelled
+    by its own name."""
     specs: list[CustomFieldSpec] = []
     for canonical, shape in _SHAPES.items():
         fmap = mapping.fields.get(canonical)
         if fmap is None:
             continue
-        specs.append(
-            CustomFieldSpec(
-                name=fmap.system_field,
-                label=shape.label,
-                kind=shape.kind,
-                length=shape.length,
-                precision=shape.precision,
-                scale=shape.scale,
-                options=_options(fmap) if shape.kind == "picklist" else (),
-                unique=shape.unique,
-                external_id=shape.unique,
-                description=f"{shape.description} (leadrelay)",
+        for spec in fmap.specs:
+            specs.append(
+                CustomFieldSpec(
+                    name=spec.system_field,
+                    label=shape.label if len(fmap.specs) == 1 else _label(spec.system_field),
+                    kind=shape.kind,
+                    length=shape.length,
+                    precision=shape.precision,
+                    scale=shape.scale,
+                    options=_options(spec) if shape.kind == "picklist" else (),
+                    unique=shape.unique,
+                    external_id=shape.unique,
+                    description=f"{shape.description} (leadrelay)",
+                )
             )
-        )
     return specs
+
+
+def _label(system_field: str) -> str:
+    """A label from an API name: ``ConvertedOpportunity.Win_Reason__c`` -> ``Win Reason``."""
+    name = system_field.rpartition(".")[2].removesuffix("__c")
+    return name.replace("_", " ").strip() or system_field
 
 
 @runtime_checkable

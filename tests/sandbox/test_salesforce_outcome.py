@@ -1,5 +1,6 @@
 """The Salesforce emulator's Opportunity, the admin's lead conversion and what a converted Lead
-answers afterwards, driven by simple-salesforce over HTTPS on loopback (issue #13)."""
+answers afterwards (its Contact followed by the Lead's ConvertedContact relationship), driven by
+simple-salesforce over HTTPS on loopback (issue #13)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 import requests
 from simple_salesforce.exceptions import SalesforceMalformedRequest
 
-from leadrelay.sandbox.salesforce.schema import OPPORTUNITY_STAGES
+from leadrelay.sandbox.salesforce.schema import OPPORTUNITY_STAGES, WIN_REASONS
 from leadrelay.sandbox.server import SandboxServer
 from tests.sandbox.test_salesforce import _clean, http, server, sf, token
 
@@ -146,8 +147,12 @@ def test_is_closed_and_is_won_follow_the_stage(
     assert (row["records"][0]["IsClosed"], row["records"][0]["IsWon"]) == (closed, won)
 
 
-def test_opportunity_refuses_a_stage_or_loss_reason_outside_its_pick_lists(sf: Client) -> None:
-    for fields in ({"StageName": "Won-ish"}, {"Loss_Reason__c": "Bad luck"}):
+def test_opportunity_refuses_a_stage_or_reason_outside_its_pick_lists(sf: Client) -> None:
+    for fields in (
+        {"StageName": "Won-ish"},
+        {"Loss_Reason__c": "Bad luck"},
+        {"Win_Reason__c": "Good luck"},
+    ):
         with pytest.raises(SalesforceMalformedRequest) as refused:
             sf.Opportunity.create({**OPPORTUNITY, **fields})
         assert refused.value.content[0]["errorCode"] == "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST"
@@ -158,7 +163,9 @@ def test_describe_shows_the_opportunity(sf: Client) -> None:
     stages = [v["value"] for v in fields["StageName"]["picklistValues"]]
     assert stages == [s[0] for s in OPPORTUNITY_STAGES]
     assert not fields["IsWon"]["updateable"] and not fields["IsClosed"]["createable"]
-    assert fields["Loss_Reason__c"]["custom"] and fields["Loss_Reason__c"]["restrictedPicklist"]
+    for name in ("Loss_Reason__c", "Win_Reason__c"):
+        assert fields[name]["custom"] and fields[name]["restrictedPicklist"]
+    assert [v["value"] for v in fields["Win_Reason__c"]["picklistValues"]] == list(WIN_REASONS)
     lead = {f["name"]: f for f in sf.Lead.describe()["fields"]}
     assert lead["ConvertedOpportunityId"]["referenceTo"] == ["Opportunity"]
     assert lead["ConvertedOpportunityId"]["relationshipName"] == "ConvertedOpportunity"
@@ -196,3 +203,79 @@ def test_query_all_shows_a_deleted_opportunity(sf: Client) -> None:
 def test_close_date_is_a_date(sf: Client) -> None:
     record_id = sf.Opportunity.create({**OPPORTUNITY, "CloseDate": "2027-02-01"})["id"]
     assert date.fromisoformat(sf.Opportunity.get(record_id)["CloseDate"]) == date(2027, 2, 1)
+
+
+def test_a_won_opportunity_keeps_its_win_reason(sf: Client) -> None:
+    record_id = sf.Opportunity.create(
+        {**OPPORTUNITY, "StageName": "Closed Won", "Win_Reason__c": "Product Fit"}
+    )["id"]
+    found = sf.Opportunity.get(record_id)
+    assert (found["IsWon"], found["Win_Reason__c"]) == (True, "Product Fit")
+
+
+def test_a_converted_lead_reads_its_contact_through_the_relationship(
+    sf: Client, server: SandboxServer, http: requests.Session
+) -> None:
+    lead_id = new_lead(sf, City="Porto", Street="Rua das Flores 1")
+    ids = convert(server, http, {"lead_id": lead_id}).json()
+    sf.Contact.update(ids["contact_id"], {"Title": "CTO", "MailingCity": "Lisboa"})
+    soql = (
+        "SELECT Id, Title, City, ConvertedContact.Id, ConvertedContact.Title, "
+        "ConvertedContact.MailingCity, ConvertedContact.MailingStreet "
+        f"FROM Lead WHERE Id = '{lead_id}'"
+    )
+    [row] = sf.query(soql)["records"]
+    assert (row["Title"], row["City"]) == (None, "Porto")  # the Lead is frozen at conversion
+    contact = row["ConvertedContact"]
+    assert (contact["Id"], contact["Title"], contact["MailingCity"]) == (
+        ids["contact_id"],
+        "CTO",
+        "Lisboa",
+    )
+    assert contact["MailingStreet"] == "Rua das Flores 1"  # copied by the conversion
+
+
+def test_an_edit_of_the_contact_stamps_the_contact_not_the_lead(
+    sf: Client, server: SandboxServer, http: requests.Session
+) -> None:
+    lead_id = new_lead(sf)
+    ids = convert(server, http, {"lead_id": lead_id}).json()
+    before = sf.Lead.get(lead_id)["SystemModstamp"]
+    contact_before = sf.Contact.get(ids["contact_id"])["SystemModstamp"]
+    sf.Contact.update(ids["contact_id"], {"Phone": "+351 21 000 0000"})
+    assert sf.Contact.get(ids["contact_id"])["SystemModstamp"] > contact_before
+    assert sf.Lead.get(lead_id)["SystemModstamp"] == before
+
+
+def test_converted_leads_are_queried_by_their_contact(
+    sf: Client, server: SandboxServer, http: requests.Session
+) -> None:
+    first = new_lead(sf)
+    second = new_lead(sf, Email="ben@acme.io")
+    new_lead(sf, Email="cy@acme.io")  # not converted: no Contact, filtered out
+    one = convert(server, http, {"lead_id": first}).json()
+    convert(server, http, {"lead_id": second})
+    sf.Contact.update(one["contact_id"], {"Email": "ana.silva@acme.io"})
+    soql = (
+        "SELECT Id, ConvertedContact.Email FROM Lead WHERE IsConverted = true AND "
+        "ConvertedContact.SystemModstamp >= 2000-01-01T00:00:00Z "
+        "ORDER BY ConvertedContact.SystemModstamp, Id"
+    )
+    rows = sf.query(soql)["records"]
+    assert [r["Id"] for r in rows] == [second, first]  # the later change of the Contact last
+    assert rows[1]["ConvertedContact"]["Email"] == "ana.silva@acme.io"
+
+
+def test_a_composite_call_describes_several_objects(sf: Client) -> None:
+    body = {
+        "compositeRequest": [
+            {"method": "GET", "url": f"/services/data/v{sf.sf_version}/sobjects/{name}/describe",
+             "referenceId": name}
+            for name in ("Opportunity", "Contact", "Nothing__c")
+        ]
+    }  # fmt: skip
+    parts = sf.restful("composite", method="POST", json=body)["compositeResponse"]
+    assert [p["httpStatusCode"] for p in parts] == [200, 200, 404]
+    assert parts[1]["body"]["name"] == "Contact"
+    assert "Win_Reason__c" in {f["name"] for f in parts[0]["body"]["fields"]}
+    assert parts[2]["body"][0]["errorCode"] == "NOT_FOUND"

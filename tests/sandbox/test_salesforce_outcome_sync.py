@@ -1,8 +1,11 @@
 """The sales outcome loop through ``leadrelay sync`` on the sandbox: a Lead converted in
-Salesforce and won or lost there reaches leadrelay and the HubSpot contact, a converted Lead is
-never written again, and a later change of its Opportunity is read by the next sync."""
+Salesforce and won or lost there (with its reason) reaches leadrelay and the HubSpot contact, a
+converted Lead is never written again, and a later change of its Opportunity or of its Contact
+is read by the next sync."""
 
 from __future__ import annotations
+
+import time
 
 import pytest
 
@@ -62,6 +65,12 @@ WRITTEN_BACK = [
     ("opportunity", "stage", "lifecycle", "reason"),
     [
         ({**OPEN, "StageName": "Closed Won"}, "won", "customer", None),
+        (
+            {**OPEN, "StageName": "Closed Won", "Win_Reason__c": "Relationship"},
+            "won",
+            "customer",
+            "relationship",
+        ),
         (
             {**OPEN, "StageName": "Closed Lost", "Loss_Reason__c": "Competitor"},
             "lost",
@@ -126,3 +135,96 @@ def test_a_converted_lead_is_not_written_and_its_later_outcome_is_read(
     marketing = hubspot_outcome(project, hub_id)
     assert (marketing["stage"], marketing["job_title"]) == ("lost", "VP Sales")
     assert salesforce_lead(project)["outcome_reason"] == "competitor"
+
+
+def quiet_lookback(project: Project) -> None:
+    """No look-back on the Salesforce and HubSpot reads: cron's runs are minutes apart, these
+    seconds (as in the idle-sync scenario of tests/sync)."""
+    toml = project.folder / "leadrelay.toml"
+    text = toml.read_text(encoding="utf-8")
+    for name in ("hubspot", "salesforce"):
+        text = text.replace(
+            f"[connections.{name}]\n", f"[connections.{name}]\nread_lookback_s = 0\n"
+        )
+    toml.write_text(text, encoding="utf-8")
+
+
+def test_a_contact_edited_after_conversion_reaches_marketing_under_the_same_lead(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    [hub_id] = hubspot_contacts(project, 1)
+    project.sync(FLOW, capsys=capsys)
+    ids = convert(project, OPEN)
+    project.sync(FLOW, capsys=capsys)
+    with project.store() as store:
+        key = store.find_key_by_email(EMAIL)
+    # the person's details change after the conversion: sales edits the Contact
+    project.connector("salesforce").restful(
+        f"sobjects/Contact/{ids['contact_id']}",
+        method="PATCH",
+        json={"Title": "Chief Revenue Officer", "Phone": "+14155550123"},
+        describe="edit the Contact",
+        idempotent=True,
+    )
+    code, result = project.sync(FLOW, capsys=capsys)
+    flow = result["flows"][0]
+    assert (code, flow["created"], flow["dead_lettered"]) == (0, 0, 0)
+    marketing = hubspot_outcome(project, hub_id)
+    assert (marketing["job_title"], marketing["phone"]) == ("Chief Revenue Officer", "+14155550123")
+    assert marketing["stage"] == "opportunity"
+    with project.store() as store:
+        assert store.find_key_by_email(EMAIL) == key  # the same lead, not a new one
+    lead = project.connector("salesforce").lookup(ids=[ids["lead_id"]])[ids["lead_id"]]
+    assert lead["IsConverted"] is True  # read under the Lead's id, never written
+
+
+def test_an_idle_sync_after_a_contact_edit_costs_one_salesforce_call(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    quiet_lookback(project)
+    hubspot_contacts(project, 1)
+    project.sync(FLOW, capsys=capsys)
+    ids = convert(project, OPEN)
+    project.sync(FLOW, capsys=capsys)
+    project.connector("salesforce").restful(
+        f"sobjects/Contact/{ids['contact_id']}",
+        method="PATCH",
+        json={"Title": "Head of Sales"},
+        describe="edit the Contact",
+        idempotent=True,
+    )
+    project.sync(FLOW, capsys=capsys)
+    # The next runs read back what the last ones wrote, until one writes nothing.
+    for _ in range(3):
+        _, quiet = project.sync(FLOW, capsys=capsys)
+        if not any(f["created"] or f["updated"] or f["written_back"] for f in quiet["flows"]):
+            break
+    project.sync(FLOW, capsys=capsys)
+    time.sleep(1.1)  # past the second of the last writes (SOQL datetimes are whole seconds)
+
+    code, idle = project.sync(FLOW, capsys=capsys)
+
+    flow = idle["flows"][0]
+    assert (code, flow["written_back"], flow["updated"]) == (0, 0, 0)
+    assert flow["api_calls"]["salesforce"] == 1  # the Leads, Opportunities and Contacts together
+
+
+def test_a_contacts_new_email_reaches_the_same_marketing_contact(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    [hub_id] = hubspot_contacts(project, 1)
+    project.sync(FLOW, capsys=capsys)
+    ids = convert(project, OPEN)
+    project.sync(FLOW, capsys=capsys)
+    project.connector("salesforce").restful(
+        f"sobjects/Contact/{ids['contact_id']}",
+        method="PATCH",
+        json={"Email": "ann.lee@acme0.io"},
+        describe="edit the Contact",
+        idempotent=True,
+    )
+    code, result = project.sync(FLOW, capsys=capsys)
+    assert (code, result["flows"][0]["created"]) == (0, 0)
+    assert hubspot_outcome(project, hub_id)["email"] == "ann.lee@acme0.io"
+    found = project.connector("hubspot").lookup(emails=["ann.lee@acme0.io", EMAIL])
+    assert list(found) == ["ann.lee@acme0.io"]  # the contact moved, no second one was made

@@ -44,7 +44,7 @@ def test_the_converted_leads_carry_their_deals_to_hubspot(result: EndToEndResult
     deals = {line["form"]: line for line in result.outcomes}
     won, lost = deals["demo-webform"], deals["demo-google"]
     assert (won["stage"], won["opportunity_stage"], won["amount"]) == ("won", "Closed Won", 48000)
-    assert won.get("outcome_reason") is None
+    assert won["outcome_reason"] == "price"
     assert (lost["stage"], lost["opportunity_stage"], lost["outcome_reason"]) == (
         "lost",
         "Closed Lost",

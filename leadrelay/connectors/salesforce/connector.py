@@ -21,14 +21,17 @@ How it talks to the org (crm-api-facts §2):
   ``(SystemModstamp, Id)`` of its last row; the last page's is at most the server time of the
   read (its ``Date`` header) minus ``read_lookback_s``, so an idle run reads nothing new and a
   record committed late, stamped a moment before the read, is still read.
-* **The outcome of a converted Lead** (docs/outcome.md) — every Lead read selects
-  ``ConvertedOpportunity.*`` (flattened into the record as ``ConvertedOpportunity.StageName`` …;
-  blank without an Opportunity). A later change of the Opportunity does not stamp the Lead, so
-  the same Composite call (one API request) also asks for the converted Leads whose
-  Opportunity changed: ``… WHERE IsConverted = true AND ConvertedOpportunity.SystemModstamp >=
-  … ORDER BY ConvertedOpportunity.SystemModstamp, Id``, its pages following the Leads' with the
-  same keyset rules. The record id stays the Lead Id. The cursor is ``<stamp>|<id>`` of the
-  Leads, then ``|<stamp>|<id>`` of the outcomes.
+* **The outcome and the person of a converted Lead** (docs/outcome.md) — every Lead read
+  selects ``ConvertedOpportunity.*`` and ``ConvertedContact.*`` (flattened into the record as
+  ``ConvertedOpportunity.StageName`` …; blank without that parent). A later change of the
+  Opportunity or the Contact does not stamp the Lead, so the same Composite call (one API
+  request) also asks for the converted Leads whose Opportunity changed (``… WHERE IsConverted =
+  true AND ConvertedOpportunity.SystemModstamp >= … ORDER BY ConvertedOpportunity.SystemModstamp,
+  Id``) and those whose Contact changed (the same on ``ConvertedContact``), their pages following
+  the Leads' with the same keyset rules; a Lead is given once per read. The record id stays the
+  Lead Id, and the Contact's person fields stand for the Lead's frozen ones
+  (:data:`CONTACT_OVERLAY`). The cursor is ``<stamp>|<id>`` of the Leads, then of the
+  Opportunity read, then of the Contact read (:func:`split_cursor`).
 * **Converted Leads are never written** — Salesforce refuses them
   (``CANNOT_UPDATE_CONVERTED_LEAD``). A Lead read as converted gets no write (its result is
   unchanged), and the refusal of one not read yet counts as unchanged too, never as a failure.
@@ -103,9 +106,18 @@ from leadrelay.connectors.salesforce.results import (
 )
 from leadrelay.connectors.salesforce.soql import datetime_literal, in_batches
 
-__all__ = ["CONTACT_FIELDS", "DEFAULT_READ_FIELDS", "OPPORTUNITY_FIELDS", "SalesforceConnector"]
+__all__ = [
+    "CONTACT_FIELDS",
+    "CONTACT_OVERLAY",
+    "CONVERTED_CONTACT_FIELDS",
+    "DEFAULT_READ_FIELDS",
+    "OPPORTUNITY_FIELDS",
+    "SalesforceConnector",
+]
 
 T = TypeVar("T")
+#: A keyset position: a SystemModstamp and the Id of the Lead read at it.
+Position = tuple[datetime, str]
 
 #: Composite sObject collections take at most 200 records per call.
 COLLECTION_LIMIT = 200
@@ -153,8 +165,32 @@ OPPORTUNITY_FIELDS: tuple[str, ...] = tuple(
     f"{OPPORTUNITY}.{name}"
     for name in ("Id", "StageName", "IsClosed", "IsWon", "Amount", "CloseDate", "SystemModstamp")
 )
-#: The stamp the outcome read follows (a change of the Opportunity, not of the Lead).
-_OUTCOME_STAMP = f"{OPPORTUNITY}.SystemModstamp"
+#: The relationship of a converted Lead's Contact: after the conversion the person's details
+#: live there, and a change of the Contact does not stamp the Lead.
+CONVERTED_CONTACT = "ConvertedContact"
+#: Lead field -> the Contact field that holds the same detail after a conversion (the standard
+#: lead field mapping of a conversion: City becomes MailingCity …). For a converted Lead the
+#: Contact's value stands for the Lead's frozen one, under the Lead's field name.
+CONTACT_OVERLAY: dict[str, str] = {
+    "Email": "Email",
+    "FirstName": "FirstName",
+    "LastName": "LastName",
+    "Title": "Title",
+    "Phone": "Phone",
+    "MobilePhone": "MobilePhone",
+    "Street": "MailingStreet",
+    "City": "MailingCity",
+    "State": "MailingState",
+    "PostalCode": "MailingPostalCode",
+    "Country": "MailingCountry",
+}
+#: Contact fields read on every Lead when the org lets the integration user see them.
+CONVERTED_CONTACT_FIELDS: tuple[str, ...] = tuple(
+    f"{CONVERTED_CONTACT}.{name}"
+    for name in dict.fromkeys(("Id", "SystemModstamp", *CONTACT_OVERLAY.values()))
+)
+#: The parents followed by their own SystemModstamp, in the order their reads are paged.
+_FOLLOWED = (OPPORTUNITY, CONVERTED_CONTACT)
 #: The fields the connector itself needs on every Lead it reads.
 _REQUIRED_READ = ("Id", "Email", "SystemModstamp", "IsConverted", "ConvertedContactId")
 _CONTACT_PREFIX = "003"
@@ -196,15 +232,17 @@ def mapping_fields() -> list[str]:
     if isinstance(key, str):
         names.append(key)
     fields = data.get("fields")
-    for value in fields.values() if isinstance(fields, dict) else ():
-        if isinstance(value, str):
-            names.append(value)
-        elif isinstance(value, dict):
-            if isinstance(value.get("field"), str):
-                names.append(value["field"])
-            listed = value.get("fields")
-            if isinstance(listed, list):
-                names.extend(v for v in listed if isinstance(v, str))
+    for entry in fields.values() if isinstance(fields, dict) else ():
+        # An array holds alternatives, each a name or a table.
+        for value in entry if isinstance(entry, list) else [entry]:
+            if isinstance(value, str):
+                names.append(value)
+            elif isinstance(value, dict):
+                if isinstance(value.get("field"), str):
+                    names.append(value["field"])
+                listed = value.get("fields")
+                if isinstance(listed, list):
+                    names.extend(v for v in listed if isinstance(v, str))
     return names
 
 
@@ -215,42 +253,50 @@ def encode_cursor(record: Mapping[str, Any]) -> str:
 
 def split_cursor(
     cursor: str | None,
-) -> tuple[tuple[datetime, str] | None, tuple[datetime, str] | None]:
-    """The Lead position and the outcome position of a :meth:`read_changes` cursor.
+) -> tuple[Position | None, Position | None, Position | None]:
+    """The Lead, Opportunity and Contact positions of a :meth:`read_changes` cursor.
 
-    ``<stamp>|<id>`` (the Lead read alone) or ``<stamp>|<id>|<stamp>|<id>``: the second pair is
-    the Opportunity SystemModstamp and Lead Id of the last converted Lead read for its outcome.
+    ``<stamp>|<id>`` (the Lead read alone), ``…|<stamp>|<id>`` with the Opportunity
+    SystemModstamp and Lead Id of the last converted Lead read for its outcome, and
+    ``…|<stamp>|<id>`` again for its Contact (a position not reached yet is ``|``). The shorter
+    forms of earlier versions are read as they were: the positions they lack are None (that
+    read starts over once).
 
     Raises:
         ValueError: the cursor is not one of this connector's.
     """
-    return (None, None) if cursor is None else _split(cursor)
+    return (None, None, None) if cursor is None else _split(cursor)
 
 
-def _split(cursor: str) -> tuple[tuple[datetime, str], tuple[datetime, str] | None]:
+def _split(cursor: str) -> tuple[Position, Position | None, Position | None]:
     parts = cursor.split("|")
-    if len(parts) not in (2, 4):
+    if len(parts) not in (2, 4, 6) or not parts[0]:
         raise ValueError(f"not a Salesforce cursor: {cursor!r}")
     lead = _position(cursor, parts[:2])
-    outcome = _position(cursor, parts[2:]) if len(parts) == 4 else None
-    return lead, outcome
+    followed = [
+        None if parts[n : n + 2] == ["", ""] else _position(cursor, parts[n : n + 2])
+        for n in range(2, len(parts), 2)
+    ]
+    followed += [None] * (2 - len(followed))
+    return lead, followed[0], followed[1]
 
 
-def _position(cursor: str, parts: Sequence[str]) -> tuple[datetime, str]:
+def _position(cursor: str, parts: Sequence[str]) -> Position:
     try:
         return parse_stamp(parts[0]), parts[1]
     except ValueError:
         raise ValueError(f"not a Salesforce cursor: {cursor!r}") from None
 
 
-def join_cursor(
-    lead: tuple[datetime, str] | None, outcome: tuple[datetime, str] | None
-) -> str | None:
+def join_cursor(lead: Position | None, *followed: Position | None) -> str | None:
     """The cursor of :func:`split_cursor`'s positions (None before anything was read)."""
     if lead is None:
         return None
-    text = f"{format_stamp(lead[0])}|{lead[1]}"
-    return text if outcome is None else f"{text}|{format_stamp(outcome[0])}|{outcome[1]}"
+    texts = [f"{format_stamp(lead[0])}|{lead[1]}"]
+    texts += ["|" if at is None else f"{format_stamp(at[0])}|{at[1]}" for at in followed]
+    while len(texts) > 1 and texts[-1] == "|":
+        texts.pop()
+    return "|".join(texts)
 
 
 def format_stamp(value: datetime) -> str:
@@ -259,7 +305,7 @@ def format_stamp(value: datetime) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}+0000"
 
 
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
+def decode_cursor(cursor: str) -> Position:
     """The Lead SystemModstamp and Id of a cursor made by :func:`encode_cursor` or
     :meth:`SalesforceConnector.read_changes` (see :func:`split_cursor`).
 
@@ -285,8 +331,8 @@ def _record_type(record_id: str) -> str:
 def _clean(record: Mapping[str, Any]) -> RawRecord:
     """A query row with its ``attributes`` kept to the type (the URL is not needed), and a
     parent record of a relationship path flattened: ``{"ConvertedOpportunity": {"StageName":
-    …}}`` becomes ``"ConvertedOpportunity.StageName"``; a null parent is left out (see
-    :func:`_with_paths`)."""
+    …}}`` becomes ``"ConvertedOpportunity.StageName"``; a null parent (Opportunity, Contact)
+    is left out (see :func:`_with_paths`)."""
     out: RawRecord = {}
     for key, value in record.items():
         if key == "attributes" and isinstance(value, Mapping):
@@ -295,7 +341,7 @@ def _clean(record: Mapping[str, Any]) -> RawRecord:
             for name, inner in value.items():
                 if name != "attributes":
                     out[f"{key}.{name}"] = inner
-        elif not (value is None and key == OPPORTUNITY):
+        elif not (value is None and key in _FOLLOWED):
             out[key] = value
     return out
 
@@ -306,6 +352,24 @@ def _with_paths(row: RawRecord, fields: Sequence[str]) -> RawRecord:
     for name in fields:
         if "." in name:
             row.setdefault(name, None)
+    return row
+
+
+def _overlay_contact(row: RawRecord) -> RawRecord:
+    """A converted Lead's row with its Contact's current details in the Lead's own fields.
+
+    The Lead is frozen at its conversion; the person's later changes are made on the Contact.
+    Each Lead field of :data:`CONTACT_OVERLAY` the row holds takes the value of the Contact
+    field read with it (``ConvertedContact.MailingCity`` for ``City``), blank included: the
+    Contact stands for the Lead. A Contact field the org hides from the integration user is
+    not read, and its Lead field keeps the Lead's value. The ``ConvertedContact.*`` fields stay
+    in the row too, so a mapping may name them."""
+    if not row.get("IsConverted") or not row.get(f"{CONVERTED_CONTACT}.Id"):
+        return row
+    for lead_field, contact_field in CONTACT_OVERLAY.items():
+        path = f"{CONVERTED_CONTACT}.{contact_field}"
+        if lead_field in row and path in row:
+            row[lead_field] = row[path]
     return row
 
 
@@ -668,8 +732,30 @@ class SalesforceConnector(Connector[SalesforceConnection]):
                 self._fields = wanted
                 return wanted
         schema = self._known_schema()
-        candidates = [*_REQUIRED_READ, *DEFAULT_READ_FIELDS, *OPPORTUNITY_FIELDS, *mapping_fields()]
+        candidates = [
+            *_REQUIRED_READ,
+            *DEFAULT_READ_FIELDS,
+            *OPPORTUNITY_FIELDS,
+            *CONVERTED_CONTACT_FIELDS,
+            *mapping_fields(),
+        ]
         fields = [name for name in dict.fromkeys(candidates) if schema.has(name)]
+        # A Contact field is read for the Lead field it stands for, when that one is read (or
+        # when the mapping names it itself).
+        named = set(mapping_fields())
+        standing = {
+            f"{CONVERTED_CONTACT}.{contact}"
+            for lead, contact in CONTACT_OVERLAY.items()
+            if lead in fields
+        }
+        fields = [
+            name
+            for name in fields
+            if not name.startswith(f"{CONVERTED_CONTACT}.")
+            or name in standing
+            or name in named
+            or name in (f"{CONVERTED_CONTACT}.Id", f"{CONVERTED_CONTACT}.SystemModstamp")
+        ]
         with self._lock:
             self._fields = fields
         return fields
@@ -690,7 +776,7 @@ class SalesforceConnector(Connector[SalesforceConnection]):
 
     def _read_changes(self, cursor: str | None) -> Iterator[Page]:
         fields = list(dict.fromkeys([*self.lead_fields(), *_DELETION_FIELDS]))
-        after, outcome_after = split_cursor(cursor)
+        after, *followed_after = split_cursor(cursor)
         where = ""
         if after is not None:
             # SOQL datetime literals are whole seconds: read from the cursor's second and drop
@@ -698,12 +784,14 @@ class SalesforceConnector(Connector[SalesforceConnection]):
             where = f" WHERE SystemModstamp >= {datetime_literal(after[0])}"
         soql = f"SELECT {', '.join(fields)} FROM Lead{where} ORDER BY SystemModstamp, Id"  # noqa: S608
         describe = "read changed and deleted Leads"
-        follow = _OUTCOME_STAMP in fields
+        # The parents whose own changes are followed (those the org lets the user read).
+        follows = [n for n, parent in enumerate(_FOLLOWED) if f"{parent}.SystemModstamp" in fields]
         self._server_time.value = None
-        outcome_first: Mapping[str, Any] | None = None
-        if follow:
-            first, outcome_first = self._read_together(
-                soql, self._outcome_query(fields, outcome_after), describe
+        if follows:
+            first, *answers = self._read_together(
+                soql,
+                [self._followed_query(_FOLLOWED[n], fields, followed_after[n]) for n in follows],
+                describe,
             )
         else:
             timeout = self.settings.timeout_s
@@ -712,71 +800,82 @@ class SalesforceConnector(Connector[SalesforceConnection]):
                 describe=describe,
                 idempotent=True,
             )
+            answers = []
         started: datetime | None = self._server_time.value
         remaining = _total(first)
-        if remaining is not None and outcome_first is not None:
-            outcome_total = _total(outcome_first)
-            remaining = None if outcome_total is None else remaining + outcome_total
-        outcome_end = outcome_after
-        if outcome_first is not None and not outcome_first.get("records"):
-            # No Opportunity changed (an idle run): the end of that read goes with the Leads'.
-            for _, resume in self._keyset(
-                outcome_first, outcome_after, started, _OUTCOME_STAMP, ""
-            ):
-                outcome_end = resume
-            outcome_first = None
+        for answer in answers:
+            total = _total(answer)
+            remaining = None if remaining is None or total is None else remaining + total
+        # Each followed position: where its read resumes. A followed read with no rows (an
+        # idle run) ends with the Leads'; the others are paged after the Leads.
+        positions: list[Position | None] = list(followed_after)
+        pending: list[tuple[int, Mapping[str, Any]]] = []
+        for n, answer in zip(follows, answers, strict=True):
+            stamp = f"{_FOLLOWED[n]}.SystemModstamp"
+            if answer.get("records"):
+                pending.append((n, answer))
+                continue
+            for _, resume in self._keyset(answer, followed_after[n], started, stamp, ""):
+                positions[n] = resume
         lead_end = after
         read_ids: set[str] = set()
         for page, resume in self._keyset(first, after, started, "SystemModstamp", describe):
             lead_end = resume
             read_ids.update(str(row.get("Id")) for row in page.records)
-            last = outcome_first is None and page.cursor == ""
+            last = not pending and page.cursor == ""
             if page.records or page.deleted or last:
-                yield Page(page.records, join_cursor(resume, outcome_end), page.deleted, remaining)
+                yield Page(page.records, join_cursor(resume, *positions), page.deleted, remaining)
             if remaining is not None:
                 remaining = max(0, remaining - len(page.records) - len(page.deleted))
-        if outcome_first is None:
-            return
-        describe = "read the outcome of converted Leads"
-        for page, resume in self._keyset(
-            outcome_first, outcome_after, started, _OUTCOME_STAMP, describe
-        ):
-            # A Lead this read already gave (its own row carries its Opportunity) is not
-            # given twice.
-            fresh = [row for row in page.records if str(row.get("Id")) not in read_ids]
-            if fresh or page.cursor == "":
-                yield Page(fresh, join_cursor(lead_end, resume), (), remaining)
-            if remaining is not None:
-                remaining = max(0, remaining - len(page.records))
+        for index, (n, answer) in enumerate(pending):
+            final = index == len(pending) - 1
+            parent = _FOLLOWED[n]
+            what = "outcome" if parent == OPPORTUNITY else "Contact"
+            describe = f"read the {what} of converted Leads"
+            stamp = f"{parent}.SystemModstamp"
+            for page, resume in self._keyset(answer, followed_after[n], started, stamp, describe):
+                # A Lead this read already gave (its own row carries its Opportunity and
+                # Contact, read in the same call) is not given twice.
+                fresh = [row for row in page.records if str(row.get("Id")) not in read_ids]
+                read_ids.update(str(row.get("Id")) for row in fresh)
+                positions[n] = resume
+                if fresh or (final and page.cursor == ""):
+                    yield Page(fresh, join_cursor(lead_end, *positions), (), remaining)
+                if remaining is not None:
+                    remaining = max(0, remaining - len(page.records))
 
     def _seen(self, row: RawRecord) -> RawRecord:
-        """A Lead row as returned: every relationship path present; a converted Lead is
-        remembered so that no write is sent to it."""
+        """A Lead row as returned: every relationship path present, a converted Lead's person
+        fields from its Contact (:func:`_overlay_contact`); a converted Lead is remembered so
+        that no write is sent to it."""
         if row.get("IsConverted") and row.get("Id"):
             with self._lock:
                 self._converted.add(str(row["Id"]))
-        return _with_paths(row, self.lead_fields())
+        return _with_paths(_overlay_contact(row), self.lead_fields())
 
-    def _outcome_query(self, fields: Sequence[str], after: tuple[datetime, str] | None) -> str:
-        """The converted Leads whose Opportunity changed since ``after``, in the order of the
-        Opportunity's SystemModstamp (a parent field: one query, no semi-join)."""
+    def _followed_query(self, parent: str, fields: Sequence[str], after: Position | None) -> str:
+        """The converted Leads whose ``parent`` (Opportunity or Contact) changed since
+        ``after``, in the order of the parent's SystemModstamp (a parent field: one query, no
+        semi-join); all converted Leads with that parent when there is no position yet."""
         wanted = [name for name in fields if name not in _DELETION_FIELDS]
+        stamp = f"{parent}.SystemModstamp"
         where = (
-            f"{OPPORTUNITY}Id != null"
-            if after is None
-            else f"{_OUTCOME_STAMP} >= {datetime_literal(after[0])}"
+            f"{parent}Id != null" if after is None else f"{stamp} >= {datetime_literal(after[0])}"
         )
         return (
             f"SELECT {', '.join(wanted)} FROM Lead WHERE IsConverted = true AND {where} "  # noqa: S608
-            f"ORDER BY {_OUTCOME_STAMP}, Id"
+            f"ORDER BY {stamp}, Id"
         )
 
     def _read_together(
-        self, lead_soql: str, outcome_soql: str, describe: str
-    ) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
-        """The first answers of the Lead read (``queryAll``: deleted Leads too) and the outcome
-        read, in one Composite call (one API request: an idle run costs what it did before)."""
+        self, lead_soql: str, followed_soqls: Sequence[str], describe: str
+    ) -> list[Mapping[str, Any]]:
+        """The first answers of the Lead read (``queryAll``: deleted Leads too) and of each
+        followed read, in one Composite call (one API request: an idle run costs what it did
+        before the Opportunity and the Contact were followed)."""
         version = self.settings.api_version
+        queries = [("leads", "queryAll", lead_soql)]
+        queries += [(f"followed{n}", "query", text) for n, text in enumerate(followed_soqls)]
         body = {
             "allOrNone": False,
             "compositeRequest": [
@@ -785,35 +884,32 @@ class SalesforceConnector(Connector[SalesforceConnection]):
                     "url": f"/services/data/v{version}/{endpoint}?{urlencode({'q': text})}",
                     "referenceId": ref,
                 }
-                for ref, endpoint, text in (
-                    ("leads", "queryAll", lead_soql),
-                    ("outcomes", "query", outcome_soql),
-                )
+                for ref, endpoint, text in queries
             ],
         }
         timeout = self.settings.timeout_s
         answer = self.call(
             lambda sf: sf.restful("composite", method="POST", json=body, timeout=timeout),
-            describe=f"{describe} and the outcome of converted Leads",
+            describe=f"{describe} and the outcome and Contact of converted Leads",
             idempotent=True,
         )
         parts = answer.get("compositeResponse") if isinstance(answer, Mapping) else None
-        if not isinstance(parts, list) or len(parts) != 2:
+        if not isinstance(parts, list) or len(parts) != len(queries):
             raise Fatal(f"{describe}: the composite answer has no result per query", system=SYSTEM)
-        return _query_answer(parts[0], describe), _query_answer(parts[1], describe)
+        return [_query_answer(part, describe) for part in parts]
 
     def _keyset(
         self,
         first: Mapping[str, Any],
-        after: tuple[datetime, str] | None,
+        after: Position | None,
         started: datetime | None,
         stamp: str,
         describe: str,
-    ) -> Iterator[tuple[Page, tuple[datetime, str] | None]]:
+    ) -> Iterator[tuple[Page, Position | None]]:
         """The pages of a read ordered by ``stamp`` then Id, each with the position to resume
         from; rows at or before ``after`` are dropped. The last page's cursor is ``""`` (its
         position: at most the server time of the read minus the look-back)."""
-        last: tuple[datetime, str] | None = None
+        last: Position | None = None
         for rows, more in _lookahead(self._pages_from(first, describe)):
             records: list[RawRecord] = []
             deleted: list[Deletion] = []
@@ -935,8 +1031,10 @@ class SalesforceConnector(Connector[SalesforceConnection]):
         found: dict[str, RawRecord] = {}
         for rows in answers[: len(lead_soqls)]:
             for row in rows:
-                row = self._seen(row)
+                # Keyed by the Lead's own e-mail, the one asked for (a converted Lead's row
+                # carries its Contact's, which may have changed since).
                 key = normalize_email(str(row.get("Email") or ""))
+                row = self._seen(row)
                 if key and (key not in found or _better(row, found[key])):
                     found[key] = row
         leads = set(found)
@@ -1259,11 +1357,16 @@ class SalesforceConnector(Connector[SalesforceConnection]):
         key, secret = self._describe_key(), self._cache_secret()
         cached = self.credentials.get(key, secret=secret) or {}
         specs, since = cached.get("fields"), cached.get("read_at")
-        opportunity = cached.get("opportunity")
+        opportunity, contact = cached.get("opportunity"), cached.get("contact")
         if not isinstance(specs, list) or not isinstance(since, str):
             specs, since = None, None
         response = self._describe_request(since)
-        if response.status_code != 304 or specs is None or not isinstance(opportunity, list):
+        if (
+            response.status_code != 304
+            or specs is None
+            or not isinstance(opportunity, list)
+            or not isinstance(contact, list)
+        ):
             try:
                 body = response.json()
             except ValueError:
@@ -1272,18 +1375,19 @@ class SalesforceConnector(Connector[SalesforceConnection]):
             if not isinstance(raw, list):
                 raise Fatal("describe Lead: the answer holds no fields", system=SYSTEM)
             specs = [{k: spec.get(k) for k in _DESCRIBE_KEYS} for spec in raw]
-            opportunity = self._describe_opportunity()
+            opportunity, contact = self._describe_parents()
             self.credentials.put(
                 key,
                 {
                     "fields": specs,
                     "opportunity": opportunity,
+                    "contact": contact,
                     "read_at": response.headers.get("Date") or "",
                 },
                 secret=secret,
                 expires_at=datetime.now(UTC) + SESSION_TTL,
             )
-        schema = _schema(specs, opportunity)
+        schema = _schema(specs, opportunity, contact)
         self._schema = schema
         return schema
 
@@ -1300,21 +1404,33 @@ class SalesforceConnector(Connector[SalesforceConnection]):
 
         return self.call(send, describe="describe Lead", idempotent=True, to_info=from_requests)
 
-    def _describe_opportunity(self) -> list[dict[str, Any]]:
-        """The Opportunity fields the integration user may read (describe's), asked when the
-        Lead's describe changed; none when the org hides Opportunity from it (403 / 404)."""
-        try:
-            body = self.restful(
-                "sobjects/Opportunity/describe", describe="describe Opportunity", idempotent=True
-            )
-        except ConnectorError as exc:
-            if exc.status in (403, 404):
-                return []
-            raise
-        raw = body.get("fields") if isinstance(body, Mapping) else None
-        if not isinstance(raw, list):
-            return []
-        return [{k: spec.get(k) for k in _DESCRIBE_KEYS} for spec in raw]
+    def _describe_parents(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """The Opportunity and Contact fields (a converted Lead's parents) the integration user
+        may read, describe's, asked when the Lead's describe changed: both in one Composite
+        call. An object the org hides from the user (403 / 404) has none."""
+        version = self.settings.api_version
+        body = {
+            "allOrNone": False,
+            "compositeRequest": [
+                {
+                    "method": "GET",
+                    "url": f"/services/data/v{version}/sobjects/{sobject}/describe",
+                    "referenceId": sobject,
+                }
+                for sobject in ("Opportunity", "Contact")
+            ],
+        }
+        timeout = self.settings.timeout_s
+        answer = self.call(
+            lambda sf: sf.restful("composite", method="POST", json=body, timeout=timeout),
+            describe="describe Opportunity and Contact",
+            idempotent=True,
+        )
+        parts = answer.get("compositeResponse") if isinstance(answer, Mapping) else None
+        if not isinstance(parts, list) or len(parts) != 2:
+            raise Fatal("describe Opportunity and Contact: no answer per object", system=SYSTEM)
+        opportunity, contact = (_described_fields(part) for part in parts)
+        return opportunity, contact
 
     def _known_schema(self) -> Schema:
         """The kept describe without asking Salesforce (what a read needs), else
@@ -1322,8 +1438,9 @@ class SalesforceConnector(Connector[SalesforceConnection]):
         cached = self.credentials.get(self._describe_key(), secret=self._cache_secret())
         specs = cached.get("fields") if cached else None
         opportunity = cached.get("opportunity") if cached else None
-        if isinstance(specs, list) and isinstance(opportunity, list):
-            return _schema(specs, opportunity)
+        contact = cached.get("contact") if cached else None
+        if isinstance(specs, list) and isinstance(opportunity, list) and isinstance(contact, list):
+            return _schema(specs, opportunity, contact)
         return self.describe()
 
     def schema_changed(self) -> None:
@@ -1535,13 +1652,17 @@ _DESCRIBE_KEYS = (
 )
 
 
-def _schema(specs: Sequence[Any], opportunity: Sequence[Any] = ()) -> Schema:
+def _schema(
+    specs: Sequence[Any], opportunity: Sequence[Any] = (), contact: Sequence[Any] = ()
+) -> Schema:
     """The Lead :class:`Schema` of describe's ``fields`` (the :data:`_DESCRIBE_KEYS` of each),
-    with the converted Opportunity's fields as read-only ``ConvertedOpportunity.<name>``."""
+    with the converted Opportunity's and Contact's fields as read-only
+    ``ConvertedOpportunity.<name>`` and ``ConvertedContact.<name>``."""
     fields: dict[str, FieldInfo] = {}
     related = [
-        {**spec, "name": f"{OPPORTUNITY}.{spec['name']}", "createable": False, "updateable": False}
-        for spec in opportunity
+        {**spec, "name": f"{parent}.{spec['name']}", "createable": False, "updateable": False}
+        for parent, parent_specs in ((OPPORTUNITY, opportunity), (CONVERTED_CONTACT, contact))
+        for spec in parent_specs
         if isinstance(spec, Mapping) and spec.get("name")
     ]
     for spec in [*specs, *related]:
@@ -1593,6 +1714,29 @@ def _query_answer(part: Any, describe: str) -> Mapping[str, Any]:
             code=str(first.get("errorCode") or "") or None,
         )
     return result
+
+
+def _described_fields(part: Any) -> list[dict[str, Any]]:
+    """The fields of one describe subrequest of a Composite call (the :data:`_DESCRIBE_KEYS` of
+    each): none when the object is hidden from the user (403 / 404); another refusal raises
+    :class:`Fatal` with Salesforce's own message."""
+    status = part.get("httpStatusCode") if isinstance(part, Mapping) else None
+    body = part.get("body") if isinstance(part, Mapping) else None
+    if status in (403, 404):
+        return []
+    if status != 200 or not isinstance(body, Mapping):
+        errors = body if isinstance(body, list) else []
+        first = errors[0] if errors and isinstance(errors[0], Mapping) else {}
+        raise Fatal(
+            f"describe: {first.get('message') or 'the describe was refused'}",
+            system=SYSTEM,
+            status=status if isinstance(status, int) else None,
+            code=str(first.get("errorCode") or "") or None,
+        )
+    raw = body.get("fields")
+    if not isinstance(raw, list):
+        return []
+    return [{k: spec.get(k) for k in _DESCRIBE_KEYS} for spec in raw if isinstance(spec, Mapping)]
 
 
 def _total(answer: Mapping[str, Any]) -> int | None:

@@ -70,6 +70,7 @@ QUERY_BATCH_SIZE = 2000
 COMPOSITE_MAX_SUBREQUESTS = 25
 COMPOSITE_MAX_QUERIES = 5
 _COMPOSITE_QUERY = re.compile(r"^/services/data/v(\d{2}\.\d)/(query|queryAll)/?\?(.*)$")
+_COMPOSITE_DESCRIBE = re.compile(r"^/services/data/v(\d{2}\.\d)/sobjects/(\w+)/describe/?$")
 COLLECTION_LIMIT = 200
 MAX_OPEN_CURSORS = 200
 MIN_VERSION, MAX_VERSION = 31.0, 62.0
@@ -997,7 +998,8 @@ class SalesforceEmulator(Emulator):
     # --- composite ----------------------------------------------------------------------------
 
     def _composite(self, version: str, body: Any) -> Response:
-        """``POST /composite`` with query / queryAll subrequests (the sandbox runs no others).
+        """``POST /composite`` with query / queryAll and sObject describe subrequests (the
+        sandbox runs no others).
 
         At most 25 subrequests, of which at most 5 queries (Salesforce's Composite limits); each
         subrequest answers ``{body, httpHeaders, httpStatusCode, referenceId}``. The whole call
@@ -1049,11 +1051,20 @@ class SalesforceEmulator(Emulator):
 
     def _subrequest(self, version: str, item: dict[str, Any]) -> tuple[int, Any]:
         query = _composite_query(item)
-        if query is None or str(item.get("method", "")).upper() != "GET":
+        get = str(item.get("method", "")).upper() == "GET"
+        described = _COMPOSITE_DESCRIBE.match(str(item.get("url") or "")) if get else None
+        if described is not None:
+            with self.lock:
+                spec = self.store.sobject(described.group(2))
+                if spec is None:
+                    return 404, [not_found().problem.rest()]
+                return 200, spec.describe(version)
+        if query is None or not get:
             return 400, [
                 {
                     "errorCode": "NOT_SUPPORTED",
-                    "message": "the sandbox's composite runs query and queryAll subrequests only",
+                    "message": "the sandbox's composite runs query, queryAll and describe "
+                    "subrequests only",
                 }
             ]
         endpoint, text = query

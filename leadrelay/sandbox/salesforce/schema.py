@@ -6,8 +6,8 @@ leadrelay's custom fields: on Lead the UTM fields, a restricted ``Rejection_Reas
 the ``LeadRelay_Key__c`` external id, the score, reason and tier, the ``First_Action_At__c`` /
 ``Accepted_At__c`` date-times the org's Flows stamp, ``Landing_Page__c`` (URL, 255: the landing
 page of the lead's first captured touch) and ``Assigned_At__c`` (date-time: written by leadrelay
-when it routes the lead; a Flow may restamp it when OwnerId changes by hand); on Opportunity a
-restricted ``Loss_Reason__c`` picklist.
+when it routes the lead; a Flow may restamp it when OwnerId changes by hand); on Opportunity
+restricted ``Loss_Reason__c`` and ``Win_Reason__c`` picklists.
 
 A Lead may be owned by a User or a queue (a Group of Type ``Queue``, key prefix 00G); a Task
 only by a User. Task.WhoId is polymorphic (Lead or Contact).
@@ -65,6 +65,8 @@ OPPORTUNITY_STAGES: tuple[tuple[str, bool, bool, int, str], ...] = (
 LOSS_REASONS = (
     "Price", "Competitor", "No Budget", "No Decision", "Timing", "Missing Features", "Other",
 )  # fmt: skip
+#: The values of leadrelay's custom Opportunity Win_Reason__c picklist (docs/outcome.md).
+WIN_REASONS = ("Price", "Product Fit", "Relationship", "Other")
 
 #: Task Status values of a new org (value, closed); the first is the default.
 TASK_STATUSES: tuple[tuple[str, bool], ...] = (
@@ -405,6 +407,7 @@ def _contact() -> SObjectDef:
         FieldDef("Phone", "Business Phone", "phone", 40),
         FieldDef("MobilePhone", "Mobile Phone", "phone", 40),
         FieldDef("LeadSource", "Lead Source", "picklist", 255, picklist=_picklist(LEAD_SOURCES)),
+        FieldDef("MailingStreet", "Mailing Street", "textarea", 255),
         FieldDef("MailingCity", "Mailing City", "string", 40),
         FieldDef("MailingState", "Mailing State/Province", "string", 80),
         FieldDef("MailingPostalCode", "Mailing Zip/Postal Code", "string", 20),
@@ -461,6 +464,8 @@ def _opportunity() -> SObjectDef:
         *_audit_fields(),
         FieldDef("Loss_Reason__c", "Loss Reason", "picklist", 255, custom=True,
                  restricted=True, picklist=_picklist(LOSS_REASONS)),
+        FieldDef("Win_Reason__c", "Win Reason", "picklist", 255, custom=True,
+                 restricted=True, picklist=_picklist(WIN_REASONS)),
     ]  # fmt: skip
     return SObjectDef(
         "Opportunity", "Opportunity", "Opportunities", "006", {f.name: f for f in fields}

@@ -60,6 +60,7 @@ _CONTACT_FROM_LEAD = {
     "Phone": "Phone",
     "MobilePhone": "MobilePhone",
     "LeadSource": "LeadSource",
+    "Street": "MailingStreet",
     "City": "MailingCity",
     "State": "MailingState",
     "PostalCode": "MailingPostalCode",

@@ -111,6 +111,10 @@ def test_a_lead_without_an_opportunity_reads_its_outcome_fields_blank(
     [
         (OPEN, "opportunity", None),
         (WON, "won", None),
+        ({**WON, "Win_Reason__c": "Product Fit"}, "won", "product_fit"),
+        ({**WON, "Win_Reason__c": "Relationship"}, "won", "relationship"),
+        # lost, reopened and won: the win reason is read
+        ({**WON, "Win_Reason__c": "Price", "Loss_Reason__c": "Timing"}, "won", "price"),
         (
             {**OPEN, "StageName": "Closed Lost", "Loss_Reason__c": "Competitor"},
             "lost",
@@ -274,16 +278,38 @@ def test_an_org_without_the_loss_reason_field_still_reads_and_check_names_it(
     assert [p.system_field for p in problems] == ["ConvertedOpportunity.Loss_Reason__c"]
 
 
-def test_create_fields_makes_the_loss_reason_on_opportunity(
+def test_create_fields_makes_the_win_and_loss_reasons_on_opportunity(
     make_connector: Make, env: dict[str, str]
 ) -> None:
-    admin(env, "schema", {"system": "salesforce", "remove_field": "Opportunity.Loss_Reason__c"})
+    for name in ("Loss_Reason__c", "Win_Reason__c"):
+        admin(env, "schema", {"system": "salesforce", "remove_field": f"Opportunity.{name}"})
     connector = make_connector()
     specs = custom_field_specs(load_mapping("salesforce"))
-    assert connector.create_fields(specs) == ["ConvertedOpportunity.Loss_Reason__c"]
+    assert connector.create_fields(specs) == [
+        "ConvertedOpportunity.Win_Reason__c",
+        "ConvertedOpportunity.Loss_Reason__c",
+    ]
     schema = connector.describe()
-    created = schema.field("ConvertedOpportunity.Loss_Reason__c")
-    assert set(created.picklist_values or ()) >= {"Competitor", "Missing Features", "No Budget"}
+    lost = schema.field("ConvertedOpportunity.Loss_Reason__c")
+    assert set(lost.picklist_values or ()) >= {"Competitor", "Missing Features", "No Budget"}
+    won = schema.field("ConvertedOpportunity.Win_Reason__c")
+    assert won.picklist_values == ("Price", "Product Fit", "Relationship", "Other")
+    assert (won.label, lost.label) == ("Win Reason", "Loss Reason")
     assert not schema.has("Loss_Reason__c")  # made on Opportunity, not on Lead
     assert load_mapping("salesforce").validate_against(schema) == []
     assert connector.create_fields(specs) == []
+
+
+def test_a_later_win_reason_is_read_by_the_next_read(
+    make_connector: Make, env: dict[str, str]
+) -> None:
+    connector = make_connector(overlap=timedelta(0))
+    [lead_id] = create(connector, 1)
+    ids = convert(env, lead_id, OPEN)
+    _, cursor = read(connector, None)
+    patch_opportunity(
+        connector, ids["opportunity_id"], {"StageName": "Closed Won", "Win_Reason__c": "Other"}
+    )
+    row = records(read(connector, cursor)[0])[lead_id]
+    values = load_mapping("salesforce").to_lead(row).values
+    assert (values["stage"], values["outcome_reason"]) == ("won", OutcomeReason.OTHER)

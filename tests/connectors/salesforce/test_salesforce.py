@@ -419,7 +419,8 @@ def test_describe_lists_active_picklist_values_only(
 
 def test_health_reports_the_org_budget(make_connector: Make) -> None:
     connector = make_connector()
-    # describe Lead and Opportunity, then the Lead and Contact queries in one Composite call
+    # describe Lead, then Opportunity and Contact in one Composite call, then the Lead and
+    # Contact queries in one Composite call
     connector.lookup(emails=["a@example.com"])
     health = connector.health()  # limits/ counts itself
     assert (health.budget_max, health.budget_used) == (15000, 4)
