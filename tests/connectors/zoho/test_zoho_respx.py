@@ -689,3 +689,112 @@ def test_an_empty_read_answers_a_read_from_a_cursor_at_or_after_its_own(
     zoho: ZohoConnector, earlier: ReadCursor, later: ReadCursor, covers: bool
 ) -> None:
     assert zoho.read_covers(earlier.encode(), later.encode()) is covers
+
+
+# -- the composite read ------------------------------------------------------------------
+
+
+@pytest.fixture
+def composite_zoho(zoho: ZohoConnector) -> ZohoConnector:
+    """The connector as it reads by default: a composite call first, Contacts followed."""
+    zoho.composite_reads = True
+    zoho.follow_contacts = True
+    zoho.contact_fields = {"Email": "Email", "Last_Name": "Last_Name"}
+    return zoho
+
+
+def sub(status: int, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    response = {"headers": {}, "status_code": status, "body": body or {}}
+    return {
+        "code": "SUCCESS",
+        "details": {"response": response},
+        "message": "composite sub request executed successfully",
+        "status": "success",
+    }
+
+
+def test_a_composite_read_sends_a_keyset_query_per_module_and_the_deleted_list(
+    composite_zoho: ZohoConnector,
+) -> None:
+    route = respx.post(f"{API}/__composite_requests").respond(
+        200,
+        json={"__composite_requests": [sub(204), sub(204), sub(304)]},
+        headers={"Date": SERVER_DATE},
+    )
+    marked = datetime(2024, 5, 1, 11, 30, tzinfo=UTC)
+    pages = list(composite_zoho.read_changes(ReadCursor(marked, None, marked).encode()))
+    assert route.call_count == 1
+    subs = json.loads(route.calls.last.request.content)["__composite_requests"]
+    assert [(s["sub_request_id"], s["method"], s["uri"]) for s in subs] == [
+        ("leads", "POST", "/crm/v7/coql"),
+        ("contacts", "POST", "/crm/v7/coql"),
+        ("deleted", "GET", "/crm/v7/Leads/deleted"),
+    ]
+    assert subs[0]["body"]["select_query"].endswith(
+        "where Modified_Time >= '2024-05-01T11:30:00+00:00' "
+        "order by Modified_Time asc, id asc limit 25 offset 0"
+    )
+    assert (
+        " from Contacts where Modified_Time >= '2024-05-01T11:30:00+00:00'"
+        in (subs[1]["body"]["select_query"])
+    )
+    assert subs[2]["params"] == {"type": "all", "page": "1", "per_page": "25"}
+    assert subs[2]["headers"] == {"If-Modified-Since": "2024-05-01T11:30:00+00:00"}
+    # Every watermark moves, the deletions' too: the composite call read them.
+    after = datetime.fromisoformat(AFTER_READ)
+    expected = ReadCursor(after, None, after, contacts_modified=after)
+    assert pages == [Page([], expected.encode(), ())]
+
+
+def test_a_full_first_page_goes_on_with_coql_pages_of_200(
+    composite_zoho: ZohoConnector,
+) -> None:
+    first = [lead(n) for n in range(25)]
+    respx.post(f"{API}/__composite_requests").respond(
+        200,
+        json={
+            "__composite_requests": [
+                sub(200, {"data": first, "info": {"count": 25, "more_records": True}}),
+                sub(204),
+                sub(204),
+            ]
+        },
+        headers={"Date": SERVER_DATE},
+    )
+    coql = respx.post(f"{API}/coql").mock(side_effect=keyset_pages(30))
+    records = [r for page in composite_zoho.read_changes(None) for r in page.records]
+    assert [r["id"] for r in records] == [str(1000 + n) for n in range(30)]
+    assert coql.call_count == 1
+    assert "(id > 1024)" in select_query(coql.calls.last.request)
+    assert "limit 200" in select_query(coql.calls.last.request)
+
+
+def test_a_sub_request_that_fails_is_read_directly(composite_zoho: ZohoConnector) -> None:
+    refused = {"code": "LIMIT_EXCEEDED", "details": {"by": "limit", "limit": 25}}
+    respx.post(f"{API}/__composite_requests").respond(
+        200,
+        json={"__composite_requests": [sub(400, refused), sub(204), sub(204)]},
+        headers={"Date": SERVER_DATE},
+    )
+    coql = respx.post(f"{API}/coql").mock(side_effect=keyset_pages(3))
+    records = [r for page in composite_zoho.read_changes(None) for r in page.records]
+    assert (len(records), coql.call_count) == (3, 1)
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [(400, "NOT_SUPPORTED"), (401, "OAUTH_SCOPE_MISMATCH"), (403, "NO_PERMISSION")],
+)
+def test_an_org_that_refuses_the_composite_call_is_read_a_call_per_module(
+    composite_zoho: ZohoConnector, status: int, code: str
+) -> None:
+    body = {"code": code, "details": {}, "message": "refused", "status": "error"}
+    composite = respx.post(f"{API}/__composite_requests").respond(status, json=body)
+    coql = respx.post(f"{API}/coql").respond(204, headers={"Date": SERVER_DATE})
+    deleted = respx.get(f"{API}/Leads/deleted").respond(204)
+    list(composite_zoho.read_changes(None))
+    list(composite_zoho.read_changes(None))
+    # Asked once (twice for a 401: the token is refreshed and the call sent again), then not.
+    assert composite.call_count == (2 if status == 401 else 1)
+    assert composite_zoho.composite_reads is False
+    assert (coql.call_count, deleted.call_count) == (4, 2)
