@@ -4,11 +4,13 @@
   and the ``api_domain`` the token reply names (the API root) are kept for their lifetime in
   the connector's credential cache, shared across processes when it is the state store's
   (:mod:`leadrelay.connectors.zoho.auth`).
-* ``read_changes``: a keyset read over COQL in (``Modified_Time``, ``id``) order, then (when
-  the mapping reads a ``Converted_Deal.<field>``) the Deals the same way, each followed back to
-  the converted Lead it came from and emitted under that Lead's id with the Deal's fields, then
-  the deleted Leads (``GET /Leads/deleted``); the cursor ends at the server's time minus a
-  look-back.
+* ``read_changes``: one Composite API call with the first 25 of each stream: the Leads by
+  keyset COQL in (``Modified_Time``, ``id``) order, the Deals (when the mapping reads a
+  ``Converted_Deal.<field>``) and the Contacts the same way, each followed back to the
+  converted Lead it came from and emitted under that Lead's id with the Contact's person fields
+  and the Deal's fields, and the deleted Leads (``GET /Leads/deleted``); a full stream goes on
+  with COQL pages of 200. An idle read is that one call. The cursor ends at the server's time
+  minus a look-back.
 * ``lookup``: COQL ``Email in (…)`` (one query per 100 emails), Search Records criteria for a
   single email, Get Records ``ids=`` for ids.
 * ``upsert``: ``POST /Leads/upsert`` with ``duplicate_check_fields: ["Email"]``, 100 per call,
