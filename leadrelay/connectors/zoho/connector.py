@@ -53,6 +53,7 @@ from leadrelay.connectors.base import (
     WriteResult,
     normalize_email,
 )
+from leadrelay.connectors.credentials import cache_key
 from leadrelay.connectors.customfields import CustomFieldSpec
 from leadrelay.connectors.errors import (
     AuthError,
@@ -122,6 +123,8 @@ _DEALS_PER_SEARCH = MAX_SEARCH_CRITERIA
 #: Records a COQL or Get Deleted Records sub-request of a Composite API call may return
 #: (Composite API doc, "Allowed APIs": 25; a COQL ``limit`` above it is LIMIT_EXCEEDED).
 COMPOSITE_READ_LIMIT = 25
+#: How long a refused composite call is remembered before a read tries it again.
+COMPOSITE_RETRY_AFTER = timedelta(days=1)
 #: A converted Lead's person fields and the Contact fields that hold them after the
 #: conversion (Zoho's lead conversion mapping: the Lead's Designation is the Contact's Title;
 #: the other names are the same in both modules). These are the values sales edits on the
@@ -595,6 +598,13 @@ class ZohoConnector(Connector[ZohoConnection]):
         )
         #: whether a read starts with one Composite API call (False once Zoho refused it)
         self.composite_reads = composite_reads
+        self._composite_key = cache_key(
+            "zoho",
+            "composite-refused",
+            str(settings.accounts_url),
+            settings.client_id,
+            refresh_token,
+        )
         #: whether converted Leads are followed to their Contact (its person fields)
         self.follow_contacts = follow_contacts
         #: the Leads person fields read and the Contacts fields that hold them once converted
@@ -760,7 +770,8 @@ class ZohoConnector(Connector[ZohoConnection]):
         if not self.follow_contacts:
             position = replace(position, contacts_modified=None, contacts_after_id=None)
         deleted_since = position.deleted_since
-        first = self._first_round(position) if self.composite_reads else None
+        composite = self.composite_reads and not self._composite_refused()
+        first = self._first_round(position) if composite else None
         changed = False
         rows: list[RawRecord] = []
         since: datetime | None = None
@@ -917,6 +928,14 @@ class ZohoConnector(Connector[ZohoConnection]):
                 "zoho refused the composite read (%s); reading with a call per module", exc
             )
             self.composite_reads = False
+            # Remembered for a day (other processes of this grant too): a cron run does not
+            # spend a refused call each time. A new grant (refresh token) tries it at once.
+            self.credentials.put(
+                self._composite_key,
+                {"refused": exc.status},
+                secret=self.settings.client_secret.get_secret_value(),
+                expires_at=datetime.now(UTC) + COMPOSITE_RETRY_AFTER,
+            )
             return None
         entries = self._json(response).get("__composite_requests")
         answers = entries if isinstance(entries, list) else []
@@ -936,6 +955,11 @@ class ZohoConnector(Connector[ZohoConnection]):
         if len(answers) > len(streams):
             deletions = self._first_deletions(answers[len(streams)], position.deleted_since)
         return _FirstRound(_server_time(response), pages, deletions)
+
+    def _composite_refused(self) -> bool:
+        """Whether Zoho refused this grant's composite call within the last day."""
+        secret = self.settings.client_secret.get_secret_value()
+        return self.credentials.get(self._composite_key, secret=secret) is not None
 
     def _first_deletions(self, entry: Any, since: datetime | None) -> tuple[Deletion, ...] | None:
         """The deletions of the composite call's deleted-Leads answer; None when that answer

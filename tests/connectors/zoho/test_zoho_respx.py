@@ -798,3 +798,18 @@ def test_an_org_that_refuses_the_composite_call_is_read_a_call_per_module(
     assert composite.call_count == (2 if status == 401 else 1)
     assert composite_zoho.composite_reads is False
     assert (coql.call_count, deleted.call_count) == (4, 2)
+
+
+def test_a_refused_composite_call_is_not_asked_again_by_another_process_of_the_grant(
+    composite_zoho: ZohoConnector,
+) -> None:
+    body = {"code": "NOT_SUPPORTED", "details": {}, "message": "refused", "status": "error"}
+    composite = respx.post(f"{API}/__composite_requests").respond(400, json=body)
+    respx.post(f"{API}/coql").respond(204, headers={"Date": SERVER_DATE})
+    respx.get(f"{API}/Leads/deleted").respond(204)
+    list(composite_zoho.read_changes(None))
+    # A later run: a new connector sharing the credential cache (the state store's, in a
+    # project), which still reads by default with the composite call.
+    with ZohoConnector(composite_zoho.settings, "zoho", retry=FAST, sleep=lambda s: None) as later:
+        list(later.read_changes(None))
+    assert composite.call_count == 1
