@@ -321,3 +321,16 @@ def test_a_composite_call_takes_five_concurrency_credits(
         assert api.get("/org").status_code == 200
     finally:
         emulator.concurrency_limit = 15
+
+
+def test_sub_requests_that_refer_to_each_other_run_neither(api: httpx.Client) -> None:
+    body = {
+        "__composite_requests": [
+            {"sub_request_id": "a", "method": "GET", "uri": "/crm/v7/Leads/@{b:$.data[0].id}"},
+            {"sub_request_id": "b", "method": "GET", "uri": "/crm/v7/Leads/@{a:$.data[0].id}"},
+        ],
+    }
+    response = api.post(COMPOSITE, json=body)
+    assert response.status_code == 400
+    assert [entry["status"] for entry in answers(response)] == ["error", "error"]
+    assert answers(response)[0]["code"] == "LOOPING_FOUND"
