@@ -177,12 +177,12 @@ def test_an_idle_sync_reads_once_per_connection(
 
     # Tokens, sessions and describe() are reused from the state store, the deletion lists
     # wait for their interval, and the second flow takes the first one's empty read of HubSpot:
-    # one read call per connection and object, nothing else (Zoho's mapping follows converted
-    # Leads to their Deals: a Deal's change does not touch its Lead, so no one query sees both).
+    # one read call per connection, nothing else (Zoho's Leads, Deals, Contacts and deleted
+    # Leads come in one Composite API call).
     assert code == 0
     assert {f["name"]: f["api_calls"] for f in idle["flows"]} == {
         "hubspot-salesforce": {"hubspot": 1, "salesforce": 1},
-        "hubspot-zoho": {"hubspot": 0, "zoho": 2},
+        "hubspot-zoho": {"hubspot": 0, "zoho": 1},
     }
 
 

@@ -4,11 +4,13 @@
   and the ``api_domain`` the token reply names (the API root) are kept for their lifetime in
   the connector's credential cache, shared across processes when it is the state store's
   (:mod:`leadrelay.connectors.zoho.auth`).
-* ``read_changes``: a keyset read over COQL in (``Modified_Time``, ``id``) order, then (when
-  the mapping reads a ``Converted_Deal.<field>``) the Deals the same way, each followed back to
-  the converted Lead it came from and emitted under that Lead's id with the Deal's fields, then
-  the deleted Leads (``GET /Leads/deleted``); the cursor ends at the server's time minus a
-  look-back.
+* ``read_changes``: one Composite API call with the first 25 of each stream: the Leads by
+  keyset COQL in (``Modified_Time``, ``id``) order, the Deals (when the mapping reads a
+  ``Converted_Deal.<field>``) and the Contacts the same way, each followed back to the
+  converted Lead it came from and emitted under that Lead's id with the Contact's person fields
+  and the Deal's fields, and the deleted Leads (``GET /Leads/deleted``); a full stream goes on
+  with COQL pages of 200. An idle read is that one call. The cursor ends at the server's time
+  minus a look-back.
 * ``lookup``: COQL ``Email in (…)`` (one query per 100 emails), Search Records criteria for a
   single email, Get Records ``ids=`` for ids.
 * ``upsert``: ``POST /Leads/upsert`` with ``duplicate_check_fields: ["Email"]``, 100 per call,
@@ -51,6 +53,7 @@ from leadrelay.connectors.base import (
     WriteResult,
     normalize_email,
 )
+from leadrelay.connectors.credentials import cache_key
 from leadrelay.connectors.customfields import CustomFieldSpec
 from leadrelay.connectors.errors import (
     AuthError,
@@ -117,6 +120,87 @@ _CONVERSION_FIELDS = ("Converted__s", "Converted_Deal", "Converted_Contact")
 CONVERTED_CODE = "CONVERTED_RECORD"
 #: Search Records takes at most 10 criteria: Deals followed back to their Lead per call.
 _DEALS_PER_SEARCH = MAX_SEARCH_CRITERIA
+#: Records a COQL or Get Deleted Records sub-request of a Composite API call may return
+#: (Composite API doc, "Allowed APIs": 25; a COQL ``limit`` above it is LIMIT_EXCEEDED).
+COMPOSITE_READ_LIMIT = 25
+#: How long a refused composite call is remembered before a read tries it again.
+COMPOSITE_RETRY_AFTER = timedelta(days=1)
+#: A converted Lead's person fields and the Contact fields that hold them after the
+#: conversion (Zoho's lead conversion mapping: the Lead's Designation is the Contact's Title;
+#: the other names are the same in both modules). These are the values sales edits on the
+#: Contact once the Lead is converted, so they are read from there.
+CONTACT_FIELD_OF_LEAD: dict[str, str] = {
+    "First_Name": "First_Name",
+    "Last_Name": "Last_Name",
+    "Email": "Email",
+    "Phone": "Phone",
+    "Mobile": "Mobile",
+    "Designation": "Title",
+}
+
+
+@dataclass(frozen=True)
+class _Stream:
+    """One module read by keyset: its name in a composite call and its cursor attributes."""
+
+    name: str
+    module: str
+    modified_attr: str
+    after_attr: str
+
+
+_LEADS = _Stream("leads", "Leads", "modified", "after_id")
+_DEALS = _Stream("deals", "Deals", "deals_modified", "deals_after_id")
+_CONTACTS = _Stream("contacts", "Contacts", "contacts_modified", "contacts_after_id")
+_STREAMS = (_LEADS, _DEALS, _CONTACTS)
+
+
+@dataclass(frozen=True)
+class _FirstRound:
+    """What the composite call of a read answered: the server's time, the first page of
+    each stream it read (rows, more follow), and the deletions when it held all of them."""
+
+    server_time: datetime
+    pages: dict[str, tuple[list[RawRecord], bool]]
+    deletions: tuple[Deletion, ...] | None
+
+
+def _moved(
+    position: ReadCursor, stream: _Stream, moment: datetime, after_id: int | None
+) -> ReadCursor:
+    """``position`` with ``stream``'s keyset position set to (``moment``, ``after_id``)."""
+    if stream is _LEADS:
+        return replace(position, modified=moment, after_id=after_id)
+    if stream is _DEALS:
+        return replace(position, deals_modified=moment, deals_after_id=after_id)
+    return replace(position, contacts_modified=moment, contacts_after_id=after_id)
+
+
+def _sub_answer(entry: Any) -> tuple[int, dict[str, Any]] | None:
+    """A composite sub-request's own status and body; None when it did not run."""
+    if not isinstance(entry, dict) or entry.get("code") != "SUCCESS":
+        return None
+    response = (entry.get("details") or {}).get("response")
+    if not isinstance(response, dict) or not isinstance(response.get("status_code"), int):
+        return None
+    body = response.get("body")
+    return response["status_code"], body if isinstance(body, dict) else {}
+
+
+def _deletions_of(
+    body: Mapping[str, Any], since: datetime | None, found: dict[str, Deletion]
+) -> tuple[Deletion, ...]:
+    """Add the Leads a Get Deleted Records page lists as deleted after ``since`` to
+    ``found`` (by id, first seen kept); return them all."""
+    for entry in body.get("data") or []:
+        if not isinstance(entry, dict):
+            continue
+        record_id = str(entry.get("id") or "")
+        at = _parse_time(entry.get("deleted_time"))
+        if record_id and (since is None or at is None or at > since):
+            found.setdefault(record_id, Deletion(record_id, None, at))
+    return tuple(found.values())
+
 
 #: Fields every read asks for, whatever the mapping says.
 _ALWAYS_READ = ("Email", "Last_Name", "Modified_Time")
@@ -303,6 +387,8 @@ class ReadCursor:
         deleted_since: deletions after this time are still to be reported (None: all).
         deals_modified: ``modified`` of the Deals read (None: all).
         deals_after_id: ``after_id`` of the Deals read.
+        contacts_modified: ``modified`` of the Contacts read (None: all).
+        contacts_after_id: ``after_id`` of the Contacts read.
     """
 
     modified: datetime | None = None
@@ -310,49 +396,71 @@ class ReadCursor:
     deleted_since: datetime | None = None
     deals_modified: datetime | None = None
     deals_after_id: int | None = None
+    contacts_modified: datetime | None = None
+    contacts_after_id: int | None = None
 
     def encode(self) -> str:
         """``<modified>|<after id>|<deleted since>``, then ``|<deals modified>|<deals after
-        id>`` once Deals are read; empty parts for None."""
+        id>`` once Deals are read, then ``|<contacts modified>|<contacts after id>`` once
+        Contacts are read; empty parts for None."""
         parts = [
             _iso(self.modified) if self.modified is not None else "",
             str(self.after_id) if self.after_id is not None else "",
             _iso(self.deleted_since) if self.deleted_since is not None else "",
         ]
-        if self.deals_modified is not None or self.deals_after_id is not None:
-            parts.append(_iso(self.deals_modified) if self.deals_modified is not None else "")
-            parts.append(str(self.deals_after_id) if self.deals_after_id is not None else "")
+        tails = (
+            (self.deals_modified, self.deals_after_id),
+            (self.contacts_modified, self.contacts_after_id),
+        )
+        wanted: Sequence[tuple[datetime | None, int | None]]
+        if self.contacts_modified is not None or self.contacts_after_id is not None:
+            wanted = tails
+        elif self.deals_modified is not None or self.deals_after_id is not None:
+            wanted = tails[:1]
+        else:
+            wanted = ()
+        for moment, after in wanted:
+            parts.append(_iso(moment) if moment is not None else "")
+            parts.append(str(after) if after is not None else "")
         return "|".join(parts)
 
     @classmethod
     def decode(cls, cursor: str) -> ReadCursor:
         """The cursor ``encode`` wrote; also a cursor without the Deals parts (before Deals
-        were read: they are read from the start) and a wave-1 cursor ``<time>|<id>`` (the
-        newest record read), resumed from the start of its second. ValueError naming it
-        otherwise."""
+        were read: they are read from the start), one without the Contacts parts (before
+        Contacts were followed: they are read from the Leads' position, not from the start,
+        so an upgrade does not walk every Contact of the org; ``sync --full`` does) and a
+        wave-1 cursor ``<time>|<id>`` (the newest record read), resumed from the start of its
+        second. ValueError naming it otherwise."""
         parts = cursor.split("|")
         if len(parts) == 2:  # wave 1: the newest (Modified_Time, id) read
             moment = _parse_time(parts[0])
             if moment is not None:
-                return cls(moment, None, moment)
-        elif len(parts) in (3, 5):
-            modified, after, deleted, deals_modified, deals_after = [*parts, "", ""][:5]
-            time_texts = (modified, deleted, deals_modified)
+                return cls(moment, None, moment, contacts_modified=moment)
+        elif len(parts) in (3, 5, 7):
+            padded = [*parts, "", "", "", ""][:7]
+            modified, after, deleted, deals_modified, deals_after = padded[:5]
+            contacts_modified, contacts_after = padded[5:]
+            time_texts = (modified, deleted, deals_modified, contacts_modified)
             times = [_parse_time(text) if text else None for text in time_texts]
             bad_time = any(
                 text and moment is None for text, moment in zip(time_texts, times, strict=True)
             )
-            if not bad_time and all(not t or t.isdigit() for t in (after, deals_after)):
+            ids = (after, deals_after, contacts_after)
+            if not bad_time and all(not t or t.isdigit() for t in ids):
+                contacts_from = times[3] if len(parts) == 7 else times[0]
                 return cls(
                     times[0],
                     int(after) if after else None,
                     times[1],
                     times[2],
                     int(deals_after) if deals_after else None,
+                    contacts_from,
+                    int(contacts_after) if contacts_after else None,
                 )
         raise ValueError(
             f"not a Zoho read cursor: {cursor!r} (expected '<ISO time>|<id>|<ISO time>"
-            "|<ISO time>|<id>')"
+            "|<ISO time>|<id>|<ISO time>|<id>')"
         )
 
 
@@ -468,6 +576,8 @@ class ZohoConnector(Connector[ZohoConnection]):
         limiter: RateLimiter | None = None,
         sleep: Callable[[float], None] = time.sleep,
         read_overlap: timedelta | None = None,
+        composite_reads: bool = True,
+        follow_contacts: bool = True,
     ) -> None:
         super().__init__(settings, name)
         client_secret = settings.client_secret.get_secret_value()
@@ -486,6 +596,23 @@ class ZohoConnector(Connector[ZohoConnection]):
         self.deal_fields = tuple(
             n.removeprefix(DEAL_PREFIX) for n in names if n.startswith(DEAL_PREFIX)
         )
+        #: whether a read starts with one Composite API call (False once Zoho refused it)
+        self.composite_reads = composite_reads
+        self._composite_key = cache_key(
+            "zoho",
+            "composite-refused",
+            str(settings.accounts_url),
+            settings.client_id,
+            refresh_token,
+        )
+        #: whether converted Leads are followed to their Contact (its person fields)
+        self.follow_contacts = follow_contacts
+        #: the Leads person fields read and the Contacts fields that hold them once converted
+        self.contact_fields = {
+            lead: contact
+            for lead, contact in CONTACT_FIELD_OF_LEAD.items()
+            if lead in self.read_fields
+        }
         if not _API_NAME.fullmatch(settings.module):
             raise ValueError(f"{settings.module!r} is not a Zoho module API name")
         self.module = settings.module
@@ -495,6 +622,7 @@ class ZohoConnector(Connector[ZohoConnection]):
         self.read_overlap = read_overlap
         self._unknown_fields: set[str] = set()
         self._unknown_deal_fields: set[str] = set()
+        self._unknown_contact_fields: set[str] = set()
         #: ids of Leads seen converted (read or looked up): never written again
         self._converted: set[str] = set()
         self._credits = 0
@@ -580,155 +708,335 @@ class ZohoConnector(Connector[ZohoConnection]):
     # -- read -----------------------------------------------------------------------------
 
     def read_covers(self, earlier: str | None, later: str | None) -> bool:
-        """Both keyset positions (Leads, Deals) of ``later`` are finished and at or after
-        ``earlier``'s, and so is its deletions watermark (see :meth:`Connector.read_covers`)."""
+        """Every keyset position (Leads, Deals, Contacts) of ``later`` is finished and at or
+        after ``earlier``'s, and so is its deletions watermark (see
+        :meth:`Connector.read_covers`)."""
         if earlier is None or later is None:
             return False
         try:
             first, second = ReadCursor.decode(earlier), ReadCursor.decode(later)
         except ValueError:
             return False
-        if first.after_id is not None or second.after_id is not None:
-            return False
-        if first.deals_after_id is not None or second.deals_after_id is not None:
-            return False
-        return all(
-            was is None or (now is not None and now >= was)
-            for was, now in (
-                (first.modified, second.modified),
-                (first.deleted_since, second.deleted_since),
-                (first.deals_modified, second.deals_modified),
-            )
-        )
+        for cursor in (first, second):
+            if any(getattr(cursor, s.after_attr) is not None for s in _STREAMS):
+                return False
+        pairs = [
+            (getattr(first, s.modified_attr), getattr(second, s.modified_attr)) for s in _STREAMS
+        ]
+        pairs.append((first.deleted_since, second.deleted_since))
+        return all(was is None or (now is not None and now >= was) for was, now in pairs)
 
     def read_changes(self, cursor: str | None) -> Iterator[Page]:
-        """Leads changed since ``cursor`` in (Modified_Time, id) order, 200 per page, then the
-        Leads deleted since it.
+        """Leads changed since ``cursor`` in (Modified_Time, id) order, then the converted
+        Leads whose Deal or Contact changed, then the Leads deleted since it.
 
         A keyset read over COQL (``order by Modified_Time asc, id asc``, each page resumed
         after the last record's (time, id)): a Lead edited while the pages are read moves to
         the end of the order, so it is read later in this run or in the next, never skipped as
         an offset page over a moving list would. Each page's cursor is that keyset position.
-        The last page carries the deletions (``GET /{module}/deleted``: deleted or merged away;
-        Zoho names no surviving record of a merge) when they are due
-        (:meth:`~leadrelay.connectors.base.Connector.deletions_due`: the read found changes, or
-        :attr:`deletions_every_s` passed since the last deletion read) and a cursor of the
-        server's time of the first query minus :attr:`read_overlap`, so an idle read asks from
-        a moment ago, not from the last record changed.
+
+        The first page of every stream (Leads, Deals when the mapping reads a
+        ``Converted_Deal.<field>``, Contacts, deleted Leads) comes from one Composite API call
+        (``POST /__composite_requests``: one credit, at most 25 records a sub-request); a
+        stream whose first page is full goes on with COQL pages of 200. An idle read is
+        therefore that one call. Where the composite call is refused (an org or a grant
+        without it), the streams are read with a call each and the deleted list only when
+        due (:meth:`~leadrelay.connectors.base.Connector.deletions_due`).
+
+        A changed Deal or Contact is followed back to the converted Lead it came from and
+        emitted under that Lead's id: the Contact's values over the Lead's person fields
+        (:data:`CONTACT_FIELD_OF_LEAD`) and the Deal's as ``Converted_Deal.<field>``. The last
+        page carries the deletions (deleted or merged away; Zoho names no surviving record of
+        a merge) and a cursor of the server's time of the first query minus
+        :attr:`read_overlap`, so an idle read asks from a moment ago, not from the last record
+        changed.
         """
         self.require(Capability.READ_INCREMENTAL)
         start = ReadCursor.decode(cursor) if cursor else None
         return self._read_pages(start)
 
+    def _streams(self) -> list[_Stream]:
+        """The keyset streams this connector reads: Leads, Deals (when Deal fields are read)
+        and Contacts (when the Contacts are followed)."""
+        streams = [_LEADS]
+        if self.deal_fields:
+            streams.append(_DEALS)
+        if self.follow_contacts:
+            streams.append(_CONTACTS)
+        return streams
+
     def _read_pages(self, start: ReadCursor | None) -> Iterator[Page]:
         position = start or ReadCursor()
+        if not self.follow_contacts:
+            position = replace(position, contacts_modified=None, contacts_after_id=None)
         deleted_since = position.deleted_since
-        server_time: datetime | None = None
+        composite = self.composite_reads and not self._composite_refused()
+        first = self._first_round(position) if composite else None
         changed = False
-        while True:
-            condition = keyset_condition(position)
-
-            def query(columns: Sequence[str], where: str = condition) -> str:
-                order = ("Modified_Time asc", "id asc")
-                return coql_select(columns, self.module, where, order_by=order, limit=COQL_LIMIT)
-
-            rows, more, response = self._coql(query, f"keyset read of changed {self.module}")
-            if server_time is None:
-                server_time = _server_time(response)
-            if not more or not rows:
-                break
-            moment, record_id = self._after(rows[-1], self.module)
-            position = replace(position, modified=moment, after_id=record_id)
-            changed = True
-            yield Page(rows, position.encode())
-        since = server_time - self.read_overlap
-        position = replace(position, modified=since, after_id=None)
-        changed = changed or bool(rows)
-        if self.deal_fields:
+        rows: list[RawRecord] = []
+        since: datetime | None = None
+        for stream in self._streams():
             if rows:
                 yield Page(rows, position.encode())
-            position, rows, followed = yield from self._deal_pages(position)
-            changed = changed or followed
-        last_read = None if deleted_since is None else deleted_since.timestamp()
-        if not self.deletions_due(last_read, since.timestamp(), changed=changed):
-            # An idle read costs its queries: the deleted list waits for its interval.
+            opening = first.pages.get(stream.name) if first is not None else None
+            server_time = first.server_time if first is not None else None
+            position, rows, found, ended = yield from self._stream_pages(
+                stream, position, opening, server_time
+            )
+            changed = changed or found
+            since = ended if stream is _LEADS else since
+        assert since is not None  # the Leads stream always runs
+        if first is not None and first.deletions is not None:
+            deletions = first.deletions
+        elif first is not None or self.deletions_due(
+            None if deleted_since is None else deleted_since.timestamp(),
+            since.timestamp(),
+            changed=changed,
+        ):
+            deletions = self._deletions(deleted_since)
+        else:
+            # An idle read without the composite call: the deleted list waits its interval.
             yield Page(rows, replace(position, deleted_since=deleted_since).encode())
             return
-        deletions = self._deletions(deleted_since)
         yield Page(rows, replace(position, deleted_since=since).encode(), deletions)
 
-    def _deal_pages(
-        self, position: ReadCursor
-    ) -> Generator[Page, None, tuple[ReadCursor, list[RawRecord], bool]]:
-        """The converted Leads whose Deal changed since ``position``, with the Deal's fields,
-        a page per COQL page of Deals but the last; returns the position after them (the
-        server's time of the first query minus the look-back), the last page's records, and
-        whether any page held a converted Lead (a change, for :meth:`deletions_due`).
-
-        A Deal no converted Lead names (made by hand) is skipped.
-        """
-        server_time: datetime | None = None
-        followed = False
+    def _stream_pages(
+        self,
+        stream: _Stream,
+        position: ReadCursor,
+        opening: tuple[list[RawRecord], bool] | None,
+        server_time: datetime | None,
+    ) -> Generator[Page, None, tuple[ReadCursor, list[RawRecord], bool, datetime]]:
+        """The pages of one stream from ``position`` (the first one ``opening`` when the
+        composite call read it), each but the last yielded; returns the position after the
+        stream (the server's time of its first query minus the look-back), the last page's
+        rows, whether any page held a change, and that position's time."""
+        found = False
         while True:
-            condition = keyset_where(position.deals_modified, position.deals_after_id)
-
-            def query(columns: Sequence[str], where: str = condition) -> str:
-                order = ("Modified_Time asc", "id asc")
-                return coql_select(columns, "Deals", where, order_by=order, limit=COQL_LIMIT)
-
-            deals, more, response = self._coql(
-                query,
-                "keyset read of changed Deals",
-                fields=(*self.deal_fields, "Modified_Time"),
-                unknown=self._unknown_deal_fields,
-            )
-            if server_time is None:
-                server_time = _server_time(response)
-            rows = self._converted_leads(deals)
-            followed = followed or bool(rows)
-            if not more or not deals:
+            if opening is not None:
+                records, more = opening
+                opening = None
+            else:
+                records, more, response = self._coql(
+                    self._keyset_query(stream, position, COQL_LIMIT),
+                    f"keyset read of changed {self._module_of(stream)}",
+                    fields=self._stream_fields(stream),
+                    unknown=self._unknown_of(stream),
+                )
+                server_time = server_time or _server_time(response)
+            rows = self._followed(stream, records)
+            found = found or bool(rows)
+            if not more or not records:
+                assert server_time is not None
                 since = server_time - self.read_overlap
-                return replace(position, deals_modified=since, deals_after_id=None), rows, followed
-            moment, record_id = self._after(deals[-1], "Deals")
-            position = replace(position, deals_modified=moment, deals_after_id=record_id)
+                return _moved(position, stream, since, None), rows, found, since
+            moment, record_id = self._after(records[-1], self._module_of(stream))
+            position = _moved(position, stream, moment, record_id)
             yield Page(rows, position.encode())
 
-    def _converted_leads(self, deals: Sequence[RawRecord]) -> list[RawRecord]:
-        """The converted Leads the ``deals`` came from, each with its Deal's fields.
+    def _module_of(self, stream: _Stream) -> str:
+        return self.module if stream is _LEADS else stream.module
 
-        Search Records over the converted Leads by ``Converted_Deal``, 10 Deals a call.
-        Unverified: that Search takes ``converted=true`` and an ``equals`` criterion on the
-        ``Converted_Deal`` lookup by id, as Get Records takes ``converted``.
-        """
-        by_id = {str(deal.get("id")): deal for deal in deals if deal.get("id") is not None}
+    def _stream_fields(self, stream: _Stream) -> tuple[str, ...]:
+        if stream is _LEADS:
+            return self.read_fields
+        if stream is _DEALS:
+            return (*self.deal_fields, "Modified_Time")
+        return (*self.contact_fields.values(), "Modified_Time")
+
+    def _unknown_of(self, stream: _Stream) -> set[str]:
+        if stream is _LEADS:
+            return self._unknown_fields
+        return self._unknown_deal_fields if stream is _DEALS else self._unknown_contact_fields
+
+    def _keyset_query(
+        self, stream: _Stream, position: ReadCursor, limit: int
+    ) -> Callable[[Sequence[str]], str]:
+        where = keyset_where(
+            getattr(position, stream.modified_attr), getattr(position, stream.after_attr)
+        )
+        module = self._module_of(stream)
+
+        def query(columns: Sequence[str]) -> str:
+            order = ("Modified_Time asc", "id asc")
+            return coql_select(columns, module, where, order_by=order, limit=limit)
+
+        return query
+
+    def _followed(self, stream: _Stream, records: list[RawRecord]) -> list[RawRecord]:
+        """The rows a page of ``stream`` yields: Leads as read; Deals and Contacts followed
+        back to the converted Leads they came from (one that none names is skipped)."""
+        if stream is _LEADS:
+            return records
+        by_id = {str(r.get("id")): r for r in records if r.get("id") is not None}
+        lookup = "Converted_Deal" if stream is _DEALS else "Converted_Contact"
         leads: list[RawRecord] = []
         for batch in _chunks(list(by_id), _DEALS_PER_SEARCH):
             leads.extend(
                 self._search(
-                    equals_any("Converted_Deal", batch),
-                    f"search of converted {self.module} by Deal",
+                    equals_any(lookup, batch),
+                    f"search of converted {self.module} by {stream.module[:-1]}",
                     converted=True,
                 )
             )
-        return self._with_deals(leads, by_id)
+        if stream is _DEALS:
+            return self._completed(leads, deals=by_id)
+        return self._completed(leads, contacts=by_id)
 
-    def _with_deals(
-        self, leads: Sequence[RawRecord], deals: Mapping[str, RawRecord]
+    def _first_round(self, position: ReadCursor) -> _FirstRound | None:
+        """The first page of every stream and the first page of deleted Leads in one Composite
+        API call; None when Zoho refuses the call (it is not asked again by this connector).
+
+        Composite API doc (v7): up to five sub-requests, one API credit when
+        ``rollback_on_fail`` is false, at most 25 records from a COQL or Get Deleted Records
+        sub-request (a COQL ``limit`` above 25 is refused with LIMIT_EXCEEDED).
+        """
+        streams = self._streams()
+        base = f"/crm/{self.api_version}"
+        subs: list[dict[str, Any]] = []
+        for stream in streams:
+            fields = [n for n in self._stream_fields(stream) if n not in self._unknown_of(stream)]
+            query = self._keyset_query(stream, position, COMPOSITE_READ_LIMIT)(fields)
+            subs.append(
+                {
+                    "sub_request_id": stream.name,
+                    "method": "POST",
+                    "uri": f"{base}/coql",
+                    "body": {"select_query": query},
+                }
+            )
+        deleted: dict[str, Any] = {
+            "sub_request_id": "deleted",
+            "method": "GET",
+            "uri": f"{base}/{self.module}/deleted",
+            "params": {"type": "all", "page": "1", "per_page": str(COMPOSITE_READ_LIMIT)},
+        }
+        if position.deleted_since is not None:
+            deleted["headers"] = {"If-Modified-Since": _iso(position.deleted_since)}
+        subs.append(deleted)
+        try:
+            response = self._call(
+                "POST",
+                "/__composite_requests",
+                json={"__composite_requests": subs},
+                describe="composite read of changes",
+            )
+        except ConnectorError as exc:
+            if exc.status not in (400, 401, 403):
+                raise
+            _log.warning(
+                "zoho refused the composite read (%s); reading with a call per module", exc
+            )
+            self.composite_reads = False
+            # Remembered for a day (other processes of this grant too): a cron run does not
+            # spend a refused call each time. A new grant (refresh token) tries it at once.
+            self.credentials.put(
+                self._composite_key,
+                {"refused": exc.status},
+                secret=self.settings.client_secret.get_secret_value(),
+                expires_at=datetime.now(UTC) + COMPOSITE_RETRY_AFTER,
+            )
+            return None
+        entries = self._json(response).get("__composite_requests")
+        answers = entries if isinstance(entries, list) else []
+        pages: dict[str, tuple[list[RawRecord], bool]] = {}
+        for stream, entry in zip(streams, answers, strict=False):
+            answered = _sub_answer(entry)
+            if answered is None:
+                continue
+            status, body = answered
+            if status == 204:
+                pages[stream.name] = ([], False)
+            elif status == 200:
+                records = [r for r in body.get("data") or [] if isinstance(r, dict)]
+                pages[stream.name] = (records, bool((body.get("info") or {}).get("more_records")))
+            # Anything else (an unknown column, a limit): the stream is read directly.
+        deletions = None
+        if len(answers) > len(streams):
+            deletions = self._first_deletions(answers[len(streams)], position.deleted_since)
+        return _FirstRound(_server_time(response), pages, deletions)
+
+    def _composite_refused(self) -> bool:
+        """Whether Zoho refused this grant's composite call within the last day."""
+        secret = self.settings.client_secret.get_secret_value()
+        return self.credentials.get(self._composite_key, secret=secret) is not None
+
+    def _first_deletions(self, entry: Any, since: datetime | None) -> tuple[Deletion, ...] | None:
+        """The deletions of the composite call's deleted-Leads answer; None when that answer
+        is not the whole list (more pages, or an error): then they are read directly."""
+        answered = _sub_answer(entry)
+        if answered is None:
+            return None
+        status, body = answered
+        if status in (204, 304):
+            return ()
+        if status != 200 or (body.get("info") or {}).get("more_records"):
+            return None
+        return _deletions_of(body, since, {})
+
+    def _completed(
+        self,
+        leads: Sequence[RawRecord],
+        *,
+        deals: Mapping[str, RawRecord] | None = None,
+        contacts: Mapping[str, RawRecord] | None = None,
     ) -> list[RawRecord]:
-        """The converted ``leads`` each with its Deal's fields (``Converted_Deal.<name>``) from
-        ``deals`` (Deal id → Deal); every converted Lead is remembered as one."""
+        """``leads`` with, for the converted ones, their Contact's values over the Lead's
+        person fields and their Deal's fields (``Converted_Deal.<name>``), sorted by id.
+
+        Deals and Contacts not in ``deals`` / ``contacts`` are read by id (Get Records, one
+        call per 100; none when no Lead is converted). Every converted Lead is remembered as
+        one (never written again).
+        """
+        deal_ids = {d for d in (_lookup_of(r.get("Converted_Deal")) for r in leads) if d}
+        contact_ids = {c for c in (_lookup_of(r.get("Converted_Contact")) for r in leads) if c}
+        known_deals = dict(deals or {})
+        known_contacts = dict(contacts or {})
+        if self.deal_fields:
+            missing = sorted(deal_ids - set(known_deals))
+            known_deals.update(self._by_ids("Deals", missing, self.deal_fields, _DEALS))
+        if self.follow_contacts:
+            missing = sorted(contact_ids - set(known_contacts))
+            names = tuple(self.contact_fields.values())
+            known_contacts.update(self._by_ids("Contacts", missing, names, _CONTACTS))
         rows: list[RawRecord] = []
         for lead in leads:
             deal_id = _lookup_of(lead.get("Converted_Deal"))
-            if lead.get("Converted__s") or deal_id:
+            contact_id = _lookup_of(lead.get("Converted_Contact"))
+            if lead.get("Converted__s") or deal_id or contact_id:
                 self._converted.add(str(lead.get("id")))
-            deal = deals.get(deal_id or "")
-            if deal is None:
-                rows.append(lead)
-                continue
-            fields = {f"{DEAL_PREFIX}{name}": deal.get(name) for name in self.deal_fields}
-            rows.append({**lead, **fields, f"{DEAL_PREFIX}id": deal_id})
+            row = dict(lead)
+            contact = known_contacts.get(contact_id or "") if self.follow_contacts else None
+            if contact is not None:
+                unknown = self._unknown_contact_fields
+                for lead_field, contact_field in self.contact_fields.items():
+                    if contact_field not in unknown:
+                        row[lead_field] = contact.get(contact_field)
+            deal = known_deals.get(deal_id or "")
+            if deal is not None:
+                row.update({f"{DEAL_PREFIX}{name}": deal.get(name) for name in self.deal_fields})
+                row[f"{DEAL_PREFIX}id"] = deal_id
+            rows.append(row)
         return sorted(rows, key=lambda row: _id_order(row.get("id")))
+
+    def _by_ids(
+        self, module: str, ids: Sequence[str], names: Sequence[str], stream: _Stream
+    ) -> dict[str, RawRecord]:
+        """Records of ``module`` by id (Get Records ``ids=``, 100 a call) with ``names``."""
+        found: dict[str, RawRecord] = {}
+        unknown = self._unknown_of(stream)
+        for batch in _chunks(list(ids), self.batch_size):
+            fields = [n for n in names if n not in unknown] or ["Modified_Time"]
+            response = self._call(
+                "GET",
+                f"/{module}",
+                params={"ids": ",".join(batch), "fields": ",".join(fields)},
+                describe=f"read of {len(batch)} {module} by id",
+            )
+            for record in self._json(response).get("data") or []:
+                if isinstance(record, dict) and record.get("id") is not None:
+                    found[str(record["id"])] = record
+        return found
 
     def _after(self, record: RawRecord, module: str) -> tuple[datetime, int]:
         """The keyset position after ``record`` (its Modified_Time and numeric id)."""
@@ -756,13 +1064,8 @@ class ZohoConnector(Connector[ZohoConnection]):
                 describe=f"read of deleted {self.module} (page {page})",
             )
             body = self._json(response)
-            entries = [e for e in body.get("data") or [] if isinstance(e, dict)]
-            for entry in entries:
-                record_id = str(entry.get("id") or "")
-                at = _parse_time(entry.get("deleted_time"))
-                if record_id and (since is None or at is None or at > since):
-                    found.setdefault(record_id, Deletion(record_id, None, at))
-            if not entries or not (body.get("info") or {}).get("more_records"):
+            _deletions_of(body, since, found)
+            if not body.get("data") or not (body.get("info") or {}).get("more_records"):
                 return tuple(found.values())
             page += 1
 
@@ -846,28 +1149,9 @@ class ZohoConnector(Connector[ZohoConnection]):
                 for r in self._json(response).get("data") or []
                 if isinstance(r, dict) and r.get("id") is not None
             ]
-            for record in self._deals_of(records):
+            for record in self._completed(records):
                 found[str(record["id"])] = record
         return found
-
-    def _deals_of(self, leads: Sequence[RawRecord]) -> list[RawRecord]:
-        """``leads`` with, for the converted ones, their Deal's fields (one Get Records call
-        per 100 Deals; none when no Lead is converted or no Deal field is read)."""
-        deal_ids = [d for d in (_lookup_of(r.get("Converted_Deal")) for r in leads) if d]
-        deals: dict[str, RawRecord] = {}
-        if self.deal_fields:
-            for batch in _chunks(list(dict.fromkeys(deal_ids)), self.batch_size):
-                names = [n for n in self.deal_fields if n not in self._unknown_deal_fields]
-                response = self._call(
-                    "GET",
-                    "/Deals",
-                    params={"ids": ",".join(batch), "fields": ",".join(names or ["Stage"])},
-                    describe=f"read of {len(batch)} Deals by id",
-                )
-                for deal in self._json(response).get("data") or []:
-                    if isinstance(deal, dict) and deal.get("id") is not None:
-                        deals[str(deal["id"])] = deal
-        return self._with_deals(leads, deals)
 
     def find_by_email(self, emails: Sequence[str]) -> list[RawRecord]:
         """Every Lead holding one of ``emails`` (Email equals, case-insensitive), duplicates

@@ -8,16 +8,20 @@ reads by id and paged lists.
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import json
 import secrets
 import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -25,9 +29,22 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Message
 
 from leadrelay.sandbox.base import Emulator, SchemaChangeError
+from leadrelay.sandbox.zoho.composite import (
+    COMPOSITE_CONCURRENCY,
+    CompositeRequest,
+    CompositeRequestError,
+    ReferenceError_,
+    SubRequest,
+    parse_composite,
+    record_limit,
+    references_in,
+    resolve_references,
+    sub_request_error,
+    sub_request_success,
+)
 from leadrelay.sandbox.zoho.coql import CoqlError, parse_query, query_module
 from leadrelay.sandbox.zoho.criteria import CriteriaError, parse_criteria
 from leadrelay.sandbox.zoho.fields import MAX_FIELDS, FieldError, field_from_item
@@ -53,7 +70,10 @@ from leadrelay.sandbox.zoho.store import (
 SANDBOX_CLIENT_ID = "1000.SANDBOXLEADRELAYCLIENT0000000000"
 SANDBOX_CLIENT_SECRET = "sandbox-zoho-client-secret-0000000000000000"
 SANDBOX_REFRESH_TOKEN = "1000.sandboxrefresh00000000000000000000.sandboxrefresh000000000000000000"
-SANDBOX_SCOPE = "ZohoCRM.modules.ALL ZohoCRM.settings.ALL ZohoCRM.users.READ ZohoCRM.coql.READ"
+SANDBOX_SCOPE = (
+    "ZohoCRM.modules.ALL ZohoCRM.settings.ALL ZohoCRM.users.READ ZohoCRM.coql.READ "
+    "ZohoCRM.composite_requests.CUSTOM"
+)
 
 #: A self-client grant code is valid for minutes (the console offers 3 to 10), once.
 GRANT_CODE_LIFETIME_S = 600.0
@@ -93,6 +113,11 @@ CONVERTED_CHOICES = ("false", "true", "both")
 CONVERT_CREDITS = 5
 
 Handler = Callable[[Request], Awaitable[Response]]
+
+#: True while a composite call runs its sub-requests (they are not charged on their own).
+_IN_COMPOSITE: ContextVar[bool] = ContextVar("zoho_in_composite", default=False)
+#: The record limit of the composite sub-request being run (None outside one or unlimited).
+_RECORD_LIMIT: ContextVar[int | None] = ContextVar("zoho_record_limit", default=None)
 
 
 def zoho_error(
@@ -206,7 +231,10 @@ class ZohoEmulator(Emulator):
             self.credits_used -= self.credit_log.popleft()[1]
 
     def charge(self, cost: int) -> bool:
-        """Spend API credits; False when the 24-hour budget does not cover them."""
+        """Spend API credits; False when the 24-hour budget does not cover them. A composite
+        call's sub-requests cost nothing of their own (the composite call is charged)."""
+        if _IN_COMPOSITE.get():
+            return True
         now = time.monotonic()
         with self._auth_lock:
             self._expire_credits(now)
@@ -390,12 +418,17 @@ class ZohoEmulator(Emulator):
         refused = self._authenticate(request)
         if refused is not None:
             return refused
+        if _IN_COMPOSITE.get():
+            # A sub-request: its composite call took the concurrency and the credit.
+            return await self._safely(request, call_next)
+        # Composite API doc: a composite call takes five concurrency credits.
+        weight = COMPOSITE_CONCURRENCY if path.endswith("/__composite_requests") else 1
         with self._auth_lock:
-            if self.in_flight >= self.concurrency_limit:
+            if self.in_flight + weight > self.concurrency_limit:
                 busy = True
             else:
                 busy = False
-                self.in_flight += 1
+                self.in_flight += weight
         if busy:
             return self.rate_limited(request)
         try:
@@ -405,7 +438,7 @@ class ZohoEmulator(Emulator):
             return await self._safely(request, call_next)
         finally:
             with self._auth_lock:
-                self.in_flight -= 1
+                self.in_flight -= weight
 
     @staticmethod
     async def _safely(request: Request, call_next: Handler) -> Response:
@@ -456,6 +489,7 @@ class ZohoEmulator(Emulator):
             (f"{base}/Leads/{{record_id}}", self._update_one, ["PUT"]),
             (f"{base}/Leads/{{record_id}}", self._delete_one, ["DELETE"]),
             (f"{base}/coql", self._coql, ["POST"]),
+            (f"{base}/__composite_requests", self._composite, ["POST"]),
             (f"{base}/settings/fields", self._fields, ["GET"]),
             (f"{base}/settings/fields", self._create_fields, ["POST"]),
             (f"{base}/settings/modules", self._modules, ["GET"]),
@@ -482,6 +516,7 @@ class ZohoEmulator(Emulator):
         )
         for path, endpoint, methods in routes:
             api.add_api_route(path, endpoint, methods=methods)
+        self._api = api
         return api
 
     # -- helpers -------------------------------------------------------------------------------
@@ -534,11 +569,31 @@ class ZohoEmulator(Emulator):
         fields = (store or self.store).fields
         return [name for name in names if name in fields]
 
+    def _per_page(self, request: Request) -> int:
+        """``per_page`` (default and most 200); in a composite sub-request default and most the
+        sub-request's record limit (25), above it LIMIT_EXCEEDED."""
+        limit = _RECORD_LIMIT.get()
+        if limit is None:
+            return self._int_param(request, "per_page", MAX_PER_PAGE, 1, MAX_PER_PAGE)
+        per_page = self._int_param(request, "per_page", limit, 1, MAX_PER_PAGE)
+        if per_page > limit:
+            # Guess: ``by`` names the parameter, as the doc's COQL sample names ``limit``.
+            raise ZohoApiError(
+                400, "LIMIT_EXCEEDED", "limit exceeded", {"by": "per_page", "limit": limit}
+            )
+        return per_page
+
     def _data_list(self, body: dict[str, Any]) -> list[Any]:
         data = body.get("data")
         if not isinstance(data, list) or not data:
             raise ZohoApiError(
                 400, "MANDATORY_NOT_FOUND", "required field not found", {"api_name": "data"}
+            )
+        limit = _RECORD_LIMIT.get()
+        if limit is not None and len(data) > limit:
+            # A composite sub-request writes one record (guess: ``by`` names ``data``).
+            raise ZohoApiError(
+                400, "LIMIT_EXCEEDED", "limit exceeded", {"by": "data", "limit": limit}
             )
         if len(data) > MAX_RECORDS_PER_CALL:
             raise ZohoApiError(
@@ -565,7 +620,7 @@ class ZohoEmulator(Emulator):
         """Get Records of one module: fields, paging (page / page_token), sort, ids, since."""
         params = request.query_params
         names = self._field_list(request, required=True, store=store) or []
-        per_page = self._int_param(request, "per_page", MAX_PER_PAGE, 1, MAX_PER_PAGE)
+        per_page = self._per_page(request)
         sort_by = params.get("sort_by", "id")
         if sort_by not in SORTABLE:
             raise ZohoApiError(400, "INVALID_DATA", "invalid data", {"param_name": "sort_by"})
@@ -1109,7 +1164,7 @@ class ZohoEmulator(Emulator):
                 {"param_name": "criteria/email/phone/word"},
             )
         names = self._field_list(request, required=False, store=store)
-        per_page = self._int_param(request, "per_page", MAX_PER_PAGE, 1, MAX_PER_PAGE)
+        per_page = self._per_page(request)
         page = self._int_param(request, "page", 1, 1, 1_000_000)
         if page * per_page > SEARCH_RESULT_LIMIT:
             raise ZohoApiError(
@@ -1185,12 +1240,216 @@ class ZohoEmulator(Emulator):
                 if not self.charge(1):
                     return self.rate_limited(request)
                 return zoho_error(400, exc.code, exc.message, exc.details)
+            limit = _RECORD_LIMIT.get()
+            if limit is not None and query.limit > limit:
+                # Composite API doc's sample: "limit 26" in a sub-request answers this.
+                return zoho_error(
+                    400, "LIMIT_EXCEEDED", "limit exceeded", {"by": "limit", "limit": limit}
+                )
             if not self.charge(query.credits):
                 return self.rate_limited(request)
             rows, more = query.run(store)
         if not rows:
             return Response(status_code=204)
         return JSONResponse({"data": rows, "info": {"count": len(rows), "more_records": more}})
+
+    # -- composite API -------------------------------------------------------------------------
+
+    async def _composite(self, request: Request, version: str) -> Response:
+        """``POST /crm/v{n}/__composite_requests`` (:mod:`leadrelay.sandbox.zoho.composite`):
+        up to five sub-requests run through this API as one call, each answered in place."""
+        body = await self._json(request)
+        try:
+            plan = parse_composite(body, int(version))
+        except CompositeRequestError as exc:
+            return zoho_error(400, exc.code, exc.message, exc.details)
+        snapshot = self._snapshot() if plan.rollback_on_fail else None
+        entries: list[dict[str, Any] | None] = [None] * len(plan.requests)
+        answers: dict[str, Any] = {}
+        ran: set[int] = set()
+        failed: int | None = None
+        authorization = request.headers.get("authorization", "")
+        running: set[int] = set()
+
+        async def run(sub: SubRequest) -> None:
+            nonlocal failed
+            if sub.index in ran or failed is not None:
+                return
+            if sub.index in running:
+                entries[sub.index] = sub_request_error(
+                    "LOOPING_FOUND",
+                    "the sub requests refer to each other",
+                    {"sub_request_indexes": sorted(running)},
+                )
+                return
+            running.add(sub.index)
+            if plan.parallel_execution:
+                # Independent sub-requests run in any order: a referred one runs first.
+                for ref in references_in([sub.uri, sub.params, sub.body, sub.headers]):
+                    target = next((r for r in plan.requests if r.sub_request_id == ref), None)
+                    if target is not None and target.index != sub.index:
+                        await run(target)
+            running.discard(sub.index)
+            if entries[sub.index] is not None:
+                return
+            try:
+                uri, params, sub_body, headers = resolve_references(
+                    [sub.uri, sub.params, sub.body, sub.headers], answers
+                )
+            except ReferenceError_ as exc:
+                entries[sub.index] = sub_request_error(
+                    "INVALID_REFERENCE",
+                    exc.message,
+                    {
+                        "api_name": "__composite_requests",
+                        "json_path": f"$.__composite_requests[{sub.index}]",
+                        "reference": exc.reference,
+                    },
+                )
+                if plan.rollback_on_fail:
+                    failed = sub.index
+                return
+            status, out_headers, out_body = await self._sub_request(
+                sub.method, uri, params, sub_body, headers, authorization
+            )
+            ran.add(sub.index)
+            entries[sub.index] = sub_request_success(status, out_headers, out_body)
+            if sub.sub_request_id is not None:
+                answers[sub.sub_request_id] = out_body
+            if plan.rollback_on_fail and _failed_answer(status, out_body):
+                failed = sub.index
+
+        token = _IN_COMPOSITE.set(True)
+        try:
+            for sub in plan.requests:
+                await run(sub)
+                if failed is not None:
+                    break
+        finally:
+            _IN_COMPOSITE.reset(token)
+        return self._composite_answer(plan, entries, ran, failed, snapshot)
+
+    def _composite_answer(
+        self,
+        plan: CompositeRequest,
+        entries: list[dict[str, Any] | None],
+        ran: set[int],
+        failed: int | None,
+        snapshot: Any,
+    ) -> Response:
+        if failed is not None and snapshot is not None:
+            self._restore(snapshot)
+            details = {"rollbacked_by_sub_request_index": failed}
+            message = (
+                "the transaction was rolled back since another sub request in the same "
+                "transaction failed."
+            )
+            for index in range(len(entries)):
+                if index == failed:
+                    continue
+                code = "ROLLBACK_PERFORMED" if index in ran else "PROCESSING_STOPPED"
+                entries[index] = sub_request_error(code, message, details)
+            return JSONResponse({"__composite_requests": entries}, status_code=400)
+        if plan.rollback_on_fail and not self.charge(1):
+            # Composite API doc: a rollback_on_fail call that succeeds costs two credits.
+            return self.rate_limited_response()
+        status = 200 if len(ran) == len(entries) else 207 if ran else 400
+        return JSONResponse({"__composite_requests": entries}, status_code=status)
+
+    def rate_limited_response(self) -> Response:
+        """Zoho's 429 body (the API limits doc)."""
+        return zoho_error(
+            429,
+            "TOO_MANY_REQUESTS",
+            "You have reached the API limit. Please try again after some time.",
+        )
+
+    async def _sub_request(
+        self,
+        method: str,
+        uri: str,
+        params: dict[str, Any],
+        body: Any,
+        headers: dict[str, str],
+        authorization: str,
+    ) -> tuple[int, dict[str, str], Any]:
+        """Run one sub-request through this API in-process: its status, headers and body."""
+        path, _, query_text = str(uri).partition("?")
+        query = [(k, v) for k, v in _query_pairs(query_text)]
+        query += [(str(k), _param_text(v)) for k, v in params.items()]
+        raw_headers = [
+            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()
+        ]
+        raw_headers.append((b"authorization", authorization.encode("latin-1")))
+        payload = b""
+        if body is not None:
+            payload = json.dumps(body).encode("utf-8")
+            raw_headers.append((b"content-type", b"application/json"))
+        raw_headers.append((b"content-length", str(len(payload)).encode()))
+        scope: dict[str, Any] = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": method,
+            "scheme": "https",
+            "path": path,
+            "raw_path": path.encode("utf-8"),
+            "root_path": "",
+            "query_string": urlencode(query).encode("ascii"),
+            "headers": raw_headers,
+            "client": ("127.0.0.1", 0),
+            "server": ("127.0.0.1", 443),
+        }
+        done = asyncio.Event()
+        delivered = False
+        started: dict[str, Any] = {}
+        chunks: list[bytes] = []
+
+        async def receive() -> Message:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": payload, "more_body": False}
+            await done.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                started.update(message)
+            elif message["type"] == "http.response.body":
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body", False):
+                    done.set()
+
+        limit_token = _RECORD_LIMIT.set(record_limit(method, path))
+        try:
+            await self._api(scope, receive, send)
+        finally:
+            _RECORD_LIMIT.reset(limit_token)
+            done.set()
+        out_headers = {
+            k.decode("latin-1"): v.decode("latin-1")
+            for k, v in started.get("headers", [])
+            if k.lower() != b"content-length"
+        }
+        raw = b"".join(chunks)
+        try:
+            out_body: Any = json.loads(raw) if raw else {}  # guess: a 204 answers {}
+        except ValueError:
+            out_body = {}
+        return int(started.get("status", 500)), out_headers, out_body
+
+    def _snapshot(self) -> Any:
+        """A deep copy of every module's records (a rollback_on_fail call restores it)."""
+        with self.lock:
+            return copy.deepcopy((self.modules, self.merge_jobs), memo={id(self): self})
+
+    def _restore(self, snapshot: Any) -> None:
+        modules, merge_jobs = snapshot
+        with self.lock:
+            self.modules = modules
+            self.store = modules["Leads"]
+            self.merge_jobs = merge_jobs
 
     # -- metadata and users --------------------------------------------------------------------
 
@@ -1321,7 +1580,7 @@ class ZohoEmulator(Emulator):
     ) -> Response:
         """One ``page`` / ``per_page`` slice of ``rows`` under ``key`` with its ``info``; a bare
         ``empty`` status when there are no rows at all, 204 past the last page."""
-        per_page = self._int_param(request, "per_page", MAX_PER_PAGE, 1, MAX_PER_PAGE)
+        per_page = self._per_page(request)
         page = self._int_param(request, "page", 1, 1, 1_000_000)
         page_rows = rows[(page - 1) * per_page : page * per_page]
         if not page_rows:
@@ -1422,6 +1681,27 @@ def _only_item(body: dict[str, Any], key: str) -> dict[str, Any]:
         )
     item: dict[str, Any] = items[0]
     return item
+
+
+def _failed_answer(status: int, body: Any) -> bool:
+    """A sub-request answer that counts as failed for ``rollback_on_fail``: an error status,
+    or a record the call refused."""
+    if status >= 400:
+        return True
+    data = body.get("data") if isinstance(body, dict) else None
+    return isinstance(data, list) and any(
+        isinstance(item, dict) and item.get("status") == "error" for item in data
+    )
+
+
+def _query_pairs(text: str) -> list[tuple[str, str]]:
+    return parse_qsl(text, keep_blank_values=True) if text else []
+
+
+def _param_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _link(store: LeadStore, record: StoredRecord | None) -> dict[str, str] | None:

@@ -103,9 +103,9 @@ class TestZohoContract(ZohoFacts):
         before = connector.api_calls
         records, _ = read_all(connector, None)
         assert len({r["id"] for r in records}) == 2050
-        # 11 keyset COQL pages, one of the changed Deals (none) and one read of the deleted
-        # Leads; no offset reaches a limit.
-        assert connector.api_calls - before == 13
+        # One composite call (the first 25 Leads; no changed Deal or Contact, no deleted Lead),
+        # then 11 keyset COQL pages of 200 for the other 2,025; no offset reaches a limit.
+        assert connector.api_calls - before == 12
 
     def test_a_lead_edited_between_pages_is_read_and_none_is_skipped(
         self, connector: ZohoConnector, emulator: ZohoEmulator
@@ -114,7 +114,8 @@ class TestZohoContract(ZohoFacts):
             ids = [emulator.store.insert({"Last_Name": f"K{n}"}).id for n in range(450)]
         pages = connector.read_changes(None)
         first = next(pages)
-        assert [r["id"] for r in first.records] == ids[:200]
+        # The composite call's first page: 25 Leads (a COQL sub-request's most).
+        assert [r["id"] for r in first.records] == ids[:25]
         # Edits between pages: one Lead already read and one not read yet. Offset pages over
         # the Modified_Time order would now shift by one and skip a Lead for good.
         edited = {ids[0]: "Edited0", ids[300]: "Edited300"}
@@ -154,14 +155,16 @@ class TestZohoContract(ZohoFacts):
         later = ReadCursor(past, None, past).encode()
         assert [d for page in connector.read_changes(later) for d in page.deleted] == []
 
-    def test_a_read_that_finds_a_change_costs_leads_deals_and_deletions_queries(
+    def test_a_read_that_finds_a_change_costs_one_composite_call(
         self, connector: ZohoConnector
     ) -> None:
         self.write(connector, unique_email())  # read again within the look-back: a change
         _, cursor = read_all(connector, None)
         before = connector.api_calls
-        read_all(connector, cursor)
-        assert connector.api_calls - before == 3
+        records, _ = read_all(connector, cursor)
+        assert len(records) == 1
+        # Leads, Deals, Contacts and deleted Leads in one composite call: none is full.
+        assert connector.api_calls - before == 1
 
     def test_a_record_that_cannot_be_encoded_fails_alone(
         self, connector: ZohoConnector, emulator: ZohoEmulator

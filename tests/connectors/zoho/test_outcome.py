@@ -73,7 +73,8 @@ def test_a_later_change_of_the_deal_is_read(zoho: ZohoConnector, api: httpx.Clie
     _, cursor = read_all(zoho, None)
     assert api.put(f"/Deals/{deal_id}", json={"data": [{"Stage": "Closed Won"}]}).is_success
     records, _ = read_all(zoho, cursor)
-    assert [(r["id"], r["Converted_Deal.Stage"]) for r in records] == [(lead_id, "Closed Won")]
+    # The Contact of the conversion may be read again within the cursor's second: by id.
+    assert {r["id"]: r["Converted_Deal.Stage"] for r in records} == {lead_id: "Closed Won"}
 
 
 def test_a_deal_no_converted_lead_names_is_not_read(zoho: ZohoConnector, api: httpx.Client) -> None:

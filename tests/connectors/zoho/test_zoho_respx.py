@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -67,8 +68,17 @@ def zoho() -> Iterator[ZohoConnector]:
                 "expires_in": 3600,
             },
         )
+        # The reads here are the per-module calls (a stream's pages beyond the composite
+        # call's first one, and the reads of an org that refuses the composite call); the
+        # composite call and the Contacts are tested on their own below.
         connector = ZohoConnector(
-            settings, "zoho", retry=FAST, sleep=lambda s: None, read_fields=["Company"]
+            settings,
+            "zoho",
+            retry=FAST,
+            sleep=lambda s: None,
+            read_fields=["Company"],
+            composite_reads=False,
+            follow_contacts=False,
         )
         with connector:
             yield connector
@@ -239,15 +249,37 @@ def test_keyset_conditions(cursor: ReadCursor | None, condition: str) -> None:
         ReadCursor(
             datetime(2024, 5, 1, tzinfo=UTC), 4, None, datetime(2024, 5, 3, tzinfo=UTC), None
         ),
+        ReadCursor(None, None, None, None, None, datetime(2024, 5, 4, tzinfo=UTC), 8),
+        ReadCursor(
+            datetime(2024, 5, 1, tzinfo=UTC),
+            None,
+            datetime(2024, 5, 1, tzinfo=UTC),
+            datetime(2024, 5, 2, tzinfo=UTC),
+            3,
+            datetime(2024, 5, 4, tzinfo=UTC),
+            None,
+        ),
     ],
 )
 def test_cursor_round_trips(cursor: ReadCursor) -> None:
-    assert ReadCursor.decode(cursor.encode()) == cursor
+    decoded = ReadCursor.decode(cursor.encode())
+    if cursor.contacts_modified is None and cursor.contacts_after_id is None:
+        # Without Contacts parts the Contacts are read from the Leads' position.
+        cursor = replace(cursor, contacts_modified=cursor.modified)
+    assert decoded == cursor
 
 
 def test_a_wave_1_cursor_resumes_from_its_second() -> None:
     moment = datetime(2024, 5, 1, 17, 30, tzinfo=UTC)
-    assert ReadCursor.decode("2024-05-01T17:30:00+00:00|99") == ReadCursor(moment, None, moment)
+    assert ReadCursor.decode("2024-05-01T17:30:00+00:00|99") == ReadCursor(
+        moment, None, moment, contacts_modified=moment
+    )
+
+
+def test_a_cursor_from_before_contacts_were_followed_reads_them_from_the_leads_position() -> None:
+    moment = datetime(2024, 5, 1, tzinfo=UTC)
+    cursor = ReadCursor.decode(ReadCursor(moment, None, moment, moment, 5).encode())
+    assert (cursor.contacts_modified, cursor.contacts_after_id) == (moment, None)
 
 
 def test_a_cursor_from_before_deals_were_read_reads_every_deal() -> None:
@@ -657,3 +689,127 @@ def test_an_empty_read_answers_a_read_from_a_cursor_at_or_after_its_own(
     zoho: ZohoConnector, earlier: ReadCursor, later: ReadCursor, covers: bool
 ) -> None:
     assert zoho.read_covers(earlier.encode(), later.encode()) is covers
+
+
+# -- the composite read ------------------------------------------------------------------
+
+
+@pytest.fixture
+def composite_zoho(zoho: ZohoConnector) -> ZohoConnector:
+    """The connector as it reads by default: a composite call first, Contacts followed."""
+    zoho.composite_reads = True
+    zoho.follow_contacts = True
+    zoho.contact_fields = {"Email": "Email", "Last_Name": "Last_Name"}
+    return zoho
+
+
+def sub(status: int, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    response = {"headers": {}, "status_code": status, "body": body or {}}
+    return {
+        "code": "SUCCESS",
+        "details": {"response": response},
+        "message": "composite sub request executed successfully",
+        "status": "success",
+    }
+
+
+def test_a_composite_read_sends_a_keyset_query_per_module_and_the_deleted_list(
+    composite_zoho: ZohoConnector,
+) -> None:
+    route = respx.post(f"{API}/__composite_requests").respond(
+        200,
+        json={"__composite_requests": [sub(204), sub(204), sub(304)]},
+        headers={"Date": SERVER_DATE},
+    )
+    marked = datetime(2024, 5, 1, 11, 30, tzinfo=UTC)
+    pages = list(composite_zoho.read_changes(ReadCursor(marked, None, marked).encode()))
+    assert route.call_count == 1
+    subs = json.loads(route.calls.last.request.content)["__composite_requests"]
+    assert [(s["sub_request_id"], s["method"], s["uri"]) for s in subs] == [
+        ("leads", "POST", "/crm/v7/coql"),
+        ("contacts", "POST", "/crm/v7/coql"),
+        ("deleted", "GET", "/crm/v7/Leads/deleted"),
+    ]
+    assert subs[0]["body"]["select_query"].endswith(
+        "where Modified_Time >= '2024-05-01T11:30:00+00:00' "
+        "order by Modified_Time asc, id asc limit 25 offset 0"
+    )
+    assert (
+        " from Contacts where Modified_Time >= '2024-05-01T11:30:00+00:00'"
+        in (subs[1]["body"]["select_query"])
+    )
+    assert subs[2]["params"] == {"type": "all", "page": "1", "per_page": "25"}
+    assert subs[2]["headers"] == {"If-Modified-Since": "2024-05-01T11:30:00+00:00"}
+    # Every watermark moves, the deletions' too: the composite call read them.
+    after = datetime.fromisoformat(AFTER_READ)
+    expected = ReadCursor(after, None, after, contacts_modified=after)
+    assert pages == [Page([], expected.encode(), ())]
+
+
+def test_a_full_first_page_goes_on_with_coql_pages_of_200(
+    composite_zoho: ZohoConnector,
+) -> None:
+    first = [lead(n) for n in range(25)]
+    respx.post(f"{API}/__composite_requests").respond(
+        200,
+        json={
+            "__composite_requests": [
+                sub(200, {"data": first, "info": {"count": 25, "more_records": True}}),
+                sub(204),
+                sub(204),
+            ]
+        },
+        headers={"Date": SERVER_DATE},
+    )
+    coql = respx.post(f"{API}/coql").mock(side_effect=keyset_pages(30))
+    records = [r for page in composite_zoho.read_changes(None) for r in page.records]
+    assert [r["id"] for r in records] == [str(1000 + n) for n in range(30)]
+    assert coql.call_count == 1
+    assert "(id > 1024)" in select_query(coql.calls.last.request)
+    assert "limit 200" in select_query(coql.calls.last.request)
+
+
+def test_a_sub_request_that_fails_is_read_directly(composite_zoho: ZohoConnector) -> None:
+    refused = {"code": "LIMIT_EXCEEDED", "details": {"by": "limit", "limit": 25}}
+    respx.post(f"{API}/__composite_requests").respond(
+        200,
+        json={"__composite_requests": [sub(400, refused), sub(204), sub(204)]},
+        headers={"Date": SERVER_DATE},
+    )
+    coql = respx.post(f"{API}/coql").mock(side_effect=keyset_pages(3))
+    records = [r for page in composite_zoho.read_changes(None) for r in page.records]
+    assert (len(records), coql.call_count) == (3, 1)
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [(400, "NOT_SUPPORTED"), (401, "OAUTH_SCOPE_MISMATCH"), (403, "NO_PERMISSION")],
+)
+def test_an_org_that_refuses_the_composite_call_is_read_a_call_per_module(
+    composite_zoho: ZohoConnector, status: int, code: str
+) -> None:
+    body = {"code": code, "details": {}, "message": "refused", "status": "error"}
+    composite = respx.post(f"{API}/__composite_requests").respond(status, json=body)
+    coql = respx.post(f"{API}/coql").respond(204, headers={"Date": SERVER_DATE})
+    deleted = respx.get(f"{API}/Leads/deleted").respond(204)
+    list(composite_zoho.read_changes(None))
+    list(composite_zoho.read_changes(None))
+    # Asked once (twice for a 401: the token is refreshed and the call sent again), then not.
+    assert composite.call_count == (2 if status == 401 else 1)
+    assert composite_zoho.composite_reads is False
+    assert (coql.call_count, deleted.call_count) == (4, 2)
+
+
+def test_a_refused_composite_call_is_not_asked_again_by_another_process_of_the_grant(
+    composite_zoho: ZohoConnector,
+) -> None:
+    body = {"code": "NOT_SUPPORTED", "details": {}, "message": "refused", "status": "error"}
+    composite = respx.post(f"{API}/__composite_requests").respond(400, json=body)
+    respx.post(f"{API}/coql").respond(204, headers={"Date": SERVER_DATE})
+    respx.get(f"{API}/Leads/deleted").respond(204)
+    list(composite_zoho.read_changes(None))
+    # A later run: a new connector sharing the credential cache (the state store's, in a
+    # project), which still reads by default with the composite call.
+    with ZohoConnector(composite_zoho.settings, "zoho", retry=FAST, sleep=lambda s: None) as later:
+        list(later.read_changes(None))
+    assert composite.call_count == 1
