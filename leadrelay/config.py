@@ -377,6 +377,9 @@ class HubSpotConnection(_ConnectionBase):
         app_client_secret: the public app's client secret that signs webhooks (signature v3);
             optional, defaults to ``client_secret`` with OAuth (see :attr:`signing_secret`).
         ca_bundle, timeout_s, read_lookback_s, deletions_every_s: as every connection.
+        deals_every_s: with a mapping that reads deals (HubSpot as the CRM), how often a read
+            that finds no changed contact still searches the changed deals (seconds; default
+            900; 0: every read).
     """
 
     kind: Literal["hubspot"]
@@ -388,6 +391,7 @@ class HubSpotConnection(_ConnectionBase):
     base_url: HttpUrl = "https://api.hubapi.com"
     portal_id: Text | None = None
     app_client_secret: Secret | None = None
+    deals_every_s: float | None = Field(default=None, ge=0)
 
     _required: ClassVar[dict[str, tuple[str, ...]]] = {
         "private_app": ("access_token",),

@@ -280,6 +280,9 @@ class HubSpotConnector(Connector[HubSpotConnection]):
         deletions_every_s: how often a read that finds no change reads the archived list
             (default: the connection's ``deletions_every_s``, else
             :data:`~leadrelay.connectors.base.DELETIONS_EVERY_S`; 0: in every read).
+        deals_every_s: how often a read that finds no changed contact still searches the
+            changed deals, when the mapping reads deals (default: the connection's
+            ``deals_every_s``, else :attr:`deals_every_s`; 0: in every read).
     """
 
     kind: ClassVar[str] = "hubspot"
@@ -307,6 +310,11 @@ class HubSpotConnector(Connector[HubSpotConnection]):
     write_trace_ids: ClassVar[bool] = True
     #: Refresh an OAuth token this long before it expires.
     refresh_margin_s: ClassVar[float] = 120.0
+    #: How often a read that found no changed contact still searches the changed deals
+    #: (HubSpot as the CRM). HubSpot has no search over two object types, so reading deals in
+    #: every idle run would cost a second call; a won deal also stamps its contacts (their
+    #: lifecycle stage, recent deal amount and close date change), a lost one does not.
+    deals_every_s: float = 900.0
 
     def __init__(
         self,
@@ -319,8 +327,15 @@ class HubSpotConnector(Connector[HubSpotConnection]):
         look_back_s: float | None = None,
         read_archived: bool = True,
         deletions_every_s: float | None = None,
+        deals_every_s: float | None = None,
     ) -> None:
         super().__init__(settings, name)
+        if deals_every_s is None:
+            deals_every_s = settings.deals_every_s
+        if deals_every_s is not None:
+            if deals_every_s < 0:
+                raise ValueError(f"deals_every_s must be 0 or more seconds, got {deals_every_s}")
+            self.deals_every_s = float(deals_every_s)
         if look_back_s is None:
             look_back_s = settings.read_lookback_s
         if look_back_s is not None:
@@ -568,8 +583,11 @@ class HubSpotConnector(Connector[HubSpotConnection]):
         Deals, when :attr:`read_properties` names deal properties (``deal.<name>``): every
         contact read carries its deal's values (:meth:`_attach_deals`), and after the contacts
         the deals changed since the cursor's deal part are read the same keyset way (on
-        ``hs_lastmodifieddate``); each page of them becomes a page of their contacts. An idle
-        run then costs two searches.
+        ``hs_lastmodifieddate``); each page of them becomes a page of their contacts. The deals
+        are searched when the contacts' read found changes, on a first read, and otherwise once
+        :attr:`deals_every_s` passed since their last search, so an idle run costs one search;
+        the deals' cursor stays where it was until then, so no deal change is skipped, only
+        read later.
         """
         self.require(Capability.READ_INCREMENTAL)
         contact_cursor, deal_cursor = split_cursor(cursor)
@@ -577,10 +595,13 @@ class HubSpotConnector(Connector[HubSpotConnection]):
             yield from _Read(self, contact_cursor).pages()
             return
         position = contact_cursor
-        for page in _Read(self, contact_cursor).pages():
+        contacts = _Read(self, contact_cursor)
+        for page in contacts.pages():
             self._attach_deals(page.records)
             position = page.cursor
             yield replace(page, cursor=join_cursor(page.cursor, deal_cursor))
+        if not self._deals_due(deal_cursor, contacts):
+            return
         for page in _Read(self, deal_cursor, "deals").pages():
             yield Page(
                 self._contacts_of_deals(page.records),
@@ -590,6 +611,16 @@ class HubSpotConnector(Connector[HubSpotConnection]):
             )
 
     # -- deals (HubSpot as the CRM) -------------------------------------------------------
+
+    def _deals_due(self, deal_cursor: str | None, contacts: _Read) -> bool:
+        """Whether this read searches the changed deals (see :meth:`read_changes`). A finished
+        deals read leaves its cursor at the server time of its search less the look-back, so
+        that time is when they were last searched."""
+        if deal_cursor is None or contacts.changed or self.deals_every_s <= 0:
+            return True
+        now = contacts.server_ms if contacts.server_ms is not None else int(time.time() * 1000)
+        searched = decode_cursor(deal_cursor).timestamp_ms + self.look_back_ms
+        return now - searched >= self.deals_every_s * 1000
 
     def _associated(self, from_type: str, to_type: str, ids: Sequence[str]) -> dict[str, list[str]]:
         """The ids of ``to_type`` associated with each of ``ids`` (v4 batch read, 100 a call;

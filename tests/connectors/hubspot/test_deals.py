@@ -43,8 +43,8 @@ def routes(server: SandboxServer) -> Counter[str]:
         return Counter(server.sandbox.stats.by_route)
 
 
-def crm_connector(make_connector: MakeConnector) -> HubSpotConnector:
-    connector = make_connector()
+def crm_connector(make_connector: MakeConnector, **kwargs: Any) -> HubSpotConnector:
+    connector = make_connector(**kwargs)
     connector.read_mapped(crm_mapping().system_fields())
     return connector
 
@@ -147,7 +147,7 @@ def test_a_contact_without_a_deal_has_a_blank_outcome(make_connector: MakeConnec
 def test_a_deal_changed_later_brings_its_contact_back_with_it(
     make_connector: MakeConnector, server: SandboxServer, emulator: HubSpotEmulator
 ) -> None:
-    connector = crm_connector(make_connector)
+    connector = crm_connector(make_connector, deals_every_s=0)  # deals searched in every read
     emulator.store.clock = lambda: 1_700_000_000  # long before the reads
     ada = contact(connector, "ada@example.com")
     deal_id = deal(server, "contractsent", ada)
@@ -168,7 +168,7 @@ def test_a_deal_changed_later_brings_its_contact_back_with_it(
     assert str(records[-1]["hs_object_id"]) == ada  # the record id stays the contact's
 
 
-def test_an_idle_read_with_deals_costs_two_searches(
+def test_an_idle_read_with_deals_costs_one_search(
     make_connector: MakeConnector, server: SandboxServer, emulator: HubSpotEmulator
 ) -> None:
     connector = crm_connector(make_connector)
@@ -177,10 +177,52 @@ def test_an_idle_read_with_deals_costs_two_searches(
     _, cursor = read_all(connector, None)
     before = routes(server)
 
-    records, _ = read_all(connector, cursor)
+    records, after = read_all(connector, cursor)
 
     assert records == []
-    assert routes(server) - before == Counter({CONTACT_SEARCH: 1, DEAL_SEARCH: 1})
+    assert routes(server) - before == Counter({CONTACT_SEARCH: 1})
+    assert split_cursor(after)[1] == split_cursor(cursor)[1]  # the deals' place is kept
+
+
+def test_a_deal_change_alone_is_read_once_deals_every_s_passed(
+    make_connector: MakeConnector, server: SandboxServer, emulator: HubSpotEmulator
+) -> None:
+    connector = crm_connector(make_connector, deals_every_s=1.0)
+    emulator.store.clock = lambda: 1_700_000_000  # long before the reads
+    deal_id = deal(server, "contractsent", contact(connector, "ada@example.com"))
+    _, cursor = read_all(connector, None)
+    emulator.store.clock = time.time
+    hubspot_api(
+        server,
+        "PATCH",
+        f"/crm/v3/objects/deals/{deal_id}",
+        {"properties": {"dealstage": "closedlost", "closed_lost_reason": "timing"}},
+    )
+
+    early, cursor = read_all(connector, cursor)  # within deals_every_s: the contacts only
+    time.sleep(1.2)
+    before = routes(server)
+    later, _ = read_all(connector, cursor)
+
+    assert early == []
+    assert routes(server)[DEAL_SEARCH] - before[DEAL_SEARCH] >= 1
+    assert lead_of(by_email(later, "ada@example.com")).stage is Stage.LOST
+
+
+def test_deals_are_searched_in_a_read_that_finds_changed_contacts(
+    make_connector: MakeConnector, server: SandboxServer, emulator: HubSpotEmulator
+) -> None:
+    connector = crm_connector(make_connector)
+    emulator.store.clock = lambda: 1_700_000_000
+    contact(connector, "ada@example.com")
+    _, cursor = read_all(connector, None)
+    emulator.store.clock = time.time
+    contact(connector, "bea@example.com")
+    before = routes(server)
+
+    read_all(connector, cursor)
+
+    assert routes(server)[DEAL_SEARCH] - before[DEAL_SEARCH] == 1
 
 
 def test_deals_stay_off_the_read_path_when_the_mapping_maps_none(
