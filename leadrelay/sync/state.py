@@ -66,7 +66,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
@@ -2659,7 +2659,7 @@ class StateStore:
                     deleted=taken.deleted,
                 )
             )
-        return taken
+        return replace(taken, status=PartStatus.RUNNING, attempts=found.attempts + 1)
 
     def _claim_part_keys(self, c: Connection, found: FlowPart, keys: PartClaims) -> FlowPart:
         """Claim a part's keys; hand on (or drop) what another part holds; the part kept."""
@@ -2713,7 +2713,7 @@ class StateStore:
                 blockers.add(held[1])
             return False, blockers
 
-        kept = FlowPart(**{**found.__dict__, "records": [], "record_ids": [], "deleted": []})
+        kept = replace(found, records=[], record_ids=[], deleted=[])
         handed_records: list[tuple[dict[str, Any], str | None]] = []
         handed_deleted: list[dict[str, Any]] = []
         wait: set[int] = set()
