@@ -649,6 +649,7 @@ class FlowPart:
     origin: int | None
     wait_for: list[int]
     status: PartStatus
+    holder: str | None
     attempts: int
     stats: dict[str, Any] | None
     error: str | None
@@ -2659,7 +2660,7 @@ class StateStore:
                     deleted=taken.deleted,
                 )
             )
-        return replace(taken, status=PartStatus.RUNNING, attempts=found.attempts + 1)
+        return replace(taken, status=PartStatus.RUNNING, holder=holder, attempts=found.attempts + 1)
 
     def _claim_part_keys(self, c: Connection, found: FlowPart, keys: PartClaims) -> FlowPart:
         """Claim a part's keys; hand on (or drop) what another part holds; the part kept."""
@@ -3130,6 +3131,7 @@ def _flow_part(row: sa.Row[Any]) -> FlowPart:
         origin=row.origin,
         wait_for=[int(n) for n in row.wait_for],
         status=PartStatus(row.status),
+        holder=row.holder,
         attempts=row.attempts,
         stats=row.stats,
         error=row.error,
