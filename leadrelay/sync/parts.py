@@ -196,7 +196,11 @@ def run_part(
         deleted=tuple(deletion_of(row) for row in claimed.deleted),
     )
 
+    finished = False
+
     def finish(conn: Connection) -> None:
+        nonlocal finished
+        finished = True  # no renewal after this: the part is done (or rolled back, and lost)
         engine.stats.api_calls = {c.name: c.api_calls - calls_before[c.name] for c in connectors}
         engine.stats.rounds = 0
         store.finish_part(
@@ -209,6 +213,8 @@ def run_part(
         )
 
     def renew() -> bool:
+        if finished:
+            return True
         return store.renew_part(run_id, phase, claimed.part, holder=holder, lease_s=lease_s)
 
     try:

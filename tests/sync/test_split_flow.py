@@ -22,7 +22,7 @@ from leadrelay.config import load_config
 from leadrelay.connectors.base import Page
 from leadrelay.sandbox.server import SandboxServer
 from leadrelay.sync.engine import ConnectorPool, SyncContext, SyncEngine
-from leadrelay.sync.jobs import FLOW_TASK, make_app
+from leadrelay.sync.jobs import FLOW_TASK, conninfo, ensure_queue_schema
 from leadrelay.sync.parts import FlowSplitter, run_part
 from leadrelay.sync.rules import Side
 from leadrelay.sync.state import PartStatus, RunStatus, StateStore, open_state
@@ -140,19 +140,23 @@ _WORKER = (
 
 
 def _worker(project: Project, name: str) -> subprocess.Popen[str]:
-    log = (project.folder / f"{name}.log").open("w")
-    return subprocess.Popen(
-        [sys.executable, "-c", _WORKER, name],
-        cwd=project.folder,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-        text=True,
-    )
+    # a file, not a pipe: a pipe nobody reads would stop the worker once full
+    with (project.folder / f"{name}.log").open("w") as log:
+        return subprocess.Popen(
+            [sys.executable, "-c", _WORKER, name],
+            cwd=project.folder,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            text=True,
+        )
 
 
 def _queue_flow(project: Project) -> None:
-    app = make_app(project.config)
+    from procrastinate import App, SyncPsycopgConnector
+
+    ensure_queue_schema(project.config)
+    app = App(connector=SyncPsycopgConnector(conninfo=conninfo(project.config.state.url)))
     with app.open():
         app.configure_task(FLOW_TASK).defer(flow=FLOW)
 
