@@ -303,7 +303,7 @@ class FlowSplitter:
             return
         label = f"{self.flow.name}: parts of {engine.connectors[from_side].name}"
         while True:
-            parts = self.store.list_parts(self.run_id, from_side.value)
+            parts = self.store.list_parts(self.run_id, from_side.value, content=False)
             failed = [p for p in parts if p.status is PartStatus.FAILED]
             if failed:
                 raise PartsFailed(
@@ -327,9 +327,12 @@ class FlowSplitter:
         return run_part(context, self.flow, self.run_id, from_side.value, lease_s=self.lease_s)
 
     def close(self) -> None:
-        """Abandon the parts no worker started (the run ended early), close the connectors."""
+        """Abandon the parts no worker started (the run ended early), forget the parts of the
+        flow's earlier runs (this run's stay until the next one, to look at), close the
+        connectors."""
         if self.parts:
             self.store.abandon_parts(self.run_id)
+            self.store.drop_parts(self.flow.name, keep=self.run_id)
         if self._pool is not None:
             self._pool.close()
             self._pool = None

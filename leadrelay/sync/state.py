@@ -2893,16 +2893,50 @@ class StateStore:
         return result.rowcount == 1
 
     def list_parts(
-        self, run_id: int, phase: str | None = None, *, conn: Connection | None = None
+        self,
+        run_id: int,
+        phase: str | None = None,
+        *,
+        content: bool = True,
+        conn: Connection | None = None,
     ) -> list[FlowPart]:
-        """A run's parts (of one pass), in order."""
+        """A run's parts (of one pass), in order; without ``content`` their records, ids and
+        deletions are left out (empty), for a look at where they stand."""
         table = flow_parts_table
-        query = sa.select(table).where(table.c.run_id == run_id)
+        heavy = {"records", "record_ids", "deleted"}
+        columns = table.c if content else [c for c in table.c if c.name not in heavy]
+        query = sa.select(*columns).where(table.c.run_id == run_id)
         if phase is not None:
             query = query.where(table.c.phase == phase)
         with self._read(conn) as c:
             rows = c.execute(query.order_by(table.c.phase, table.c.part)).all()
-        return [_flow_part(row) for row in rows]
+        if content:
+            return [_flow_part(row) for row in rows]
+        empty: dict[str, list[Any]] = {"records": [], "record_ids": [], "deleted": []}
+        return [_flow_part({**row._mapping, **empty}) for row in rows]
+
+    def drop_parts(self, flow: str, *, keep: int) -> int:
+        """Forget the parts and claims of ``flow``'s ended runs other than run ``keep`` (the
+        last one's stay, to look at); how many parts there were."""
+        parts = flow_parts_table
+        claims = flow_part_claims_table
+        with self._write(None) as c:
+            runs = (
+                sa.select(parts.c.run_id)
+                .join(runs_table, runs_table.c.id == parts.c.run_id)
+                .where(
+                    parts.c.flow == flow,
+                    parts.c.run_id != keep,
+                    runs_table.c.status != RunStatus.RUNNING.value,
+                )
+                .distinct()
+            )
+            ended = [int(n) for n in c.scalars(runs)]
+            if not ended:
+                return 0
+            c.execute(claims.delete().where(claims.c.run_id.in_(ended)))
+            result = c.execute(parts.delete().where(parts.c.run_id.in_(ended)))
+        return int(result.rowcount)
 
     def abandon_parts(self, run_id: int) -> int:
         """Mark a run's parts that have not started abandoned; how many there were."""
@@ -3117,24 +3151,25 @@ def _dead_letter(row: sa.Row[Any]) -> DeadLetter:
     )
 
 
-def _flow_part(row: sa.Row[Any]) -> FlowPart:
+def _flow_part(row: sa.Row[Any] | Mapping[str, Any]) -> FlowPart:
+    values = row if isinstance(row, Mapping) else row._mapping
     return FlowPart(
-        run_id=row.run_id,
-        phase=row.phase,
-        part=row.part,
-        flow=row.flow,
-        connection=row.connection,
-        records=list(row.records),
-        record_ids=list(row.record_ids),
-        deleted=list(row.deleted),
-        cursor=row.cursor,
-        origin=row.origin,
-        wait_for=[int(n) for n in row.wait_for],
-        status=PartStatus(row.status),
-        holder=row.holder,
-        attempts=row.attempts,
-        stats=row.stats,
-        error=row.error,
+        run_id=values["run_id"],
+        phase=values["phase"],
+        part=values["part"],
+        flow=values["flow"],
+        connection=values["connection"],
+        records=list(values["records"]),
+        record_ids=list(values["record_ids"]),
+        deleted=list(values["deleted"]),
+        cursor=values["cursor"],
+        origin=values["origin"],
+        wait_for=[int(n) for n in values["wait_for"]],
+        status=PartStatus(values["status"]),
+        holder=values["holder"],
+        attempts=values["attempts"],
+        stats=values["stats"],
+        error=values["error"],
     )
 
 

@@ -187,3 +187,22 @@ def test_abandoned_parts_are_the_ones_not_started(store: StateStore) -> None:
     store.abandon_parts(run_id)
     statuses = [p.status for p in store.list_parts(run_id, PHASE)]
     assert statuses == [PartStatus.RUNNING, PartStatus.ABANDONED]
+
+
+def test_the_parts_of_earlier_ended_runs_are_forgotten(store: StateStore) -> None:
+    from leadrelay.sync.state import RunStatus
+
+    earlier = store.start_run([FLOW])
+    add(store, earlier, record("1", "ann@acme.io"), cursor="c1")
+    store.finish_run(earlier, RunStatus.OK, {})
+    latest = store.start_run([FLOW])
+    add(store, latest, record("2", "bob@acme.io"), cursor="c2")
+    store.drop_parts(FLOW, keep=latest)
+    assert (store.list_parts(earlier), len(store.list_parts(latest))) == ([], 1)
+
+
+def test_parts_listed_without_content_leave_the_records_out(store: StateStore) -> None:
+    run_id = store.start_run([FLOW])
+    add(store, run_id, record("1", "ann@acme.io"), cursor="c1")
+    [part] = store.list_parts(run_id, content=False)
+    assert (part.records, part.cursor, part.status) == ([], "c1", PartStatus.PENDING)
