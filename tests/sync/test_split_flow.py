@@ -23,7 +23,7 @@ from leadrelay.connectors.base import Page
 from leadrelay.sandbox.server import SandboxServer
 from leadrelay.sync.engine import ConnectorPool, SyncContext, SyncEngine
 from leadrelay.sync.jobs import FLOW_TASK, conninfo, ensure_queue_schema
-from leadrelay.sync.parts import FlowSplitter, run_part
+from leadrelay.sync.parts import FlowSplitter, PartsFailed, run_part
 from leadrelay.sync.rules import Side
 from leadrelay.sync.state import PartStatus, RunStatus, StateStore, open_state
 from tests.postgres import fresh_schema, point_state_at
@@ -125,6 +125,32 @@ def test_a_pass_within_split_pages_is_written_without_parts(project: Project) ->
         parts = store.list_parts(1)
     assert (splitter.parts, parts) == ({}, [])
     assert len(emails_in(project, "salesforce", ["lead0@acme0.io", "lead1@acme1.io"])) == 2
+
+
+def test_a_failed_part_fails_the_pass_and_holds_the_cursor(project: Project) -> None:
+    hubspot_contacts(project, 2)
+    first, second = _hubspot_page(project)
+    flow = project.config.flow(FLOW)
+    with open_state(project.config) as store, ConnectorPool(project.config, store=store) as pool:
+        run_id = store.start_run([FLOW])
+        engine = SyncEngine.for_flow(SyncContext(project.config, store, pool, run_id=run_id), flow)
+        splitter = FlowSplitter(
+            project.config,
+            store,
+            run_id,
+            flow,
+            defer=lambda *job: None,
+            split_pages=1,
+            lease_s=30,
+        )
+        splitter.take(engine, Side.SOURCE, Page([first], "c1"))
+        splitter.take(engine, Side.SOURCE, Page([second], "c2"))
+        store.claim_part(run_id, "source", holder="w", lease_s=30, claims=lambda p: ([], []))
+        store.fail_part(run_id, "source", 1, holder="w", error="refused")
+        with pytest.raises(PartsFailed, match="refused"):
+            splitter.end_pass(engine, Side.SOURCE)
+        splitter.close()
+        assert store.get_cursor(FLOW, "hubspot") is None
 
 
 # -- several workers ----------------------------------------------------------------------------
