@@ -1,8 +1,9 @@
-"""Workers on the PostgreSQL job queue: leads/s delivered and flow runs/min, by worker count.
+"""Workers on the PostgreSQL job queue: leads/s delivered, flow runs/min, and leads/s of one
+large flow split over the workers, by worker count.
 
 Run: ``python -m benchmarks.bench_workers [--leads 100] [--flows 4] [--workers 1,2,4]
-[--postgres URL]`` (the URL defaults to ``LEADRELAY_TEST_POSTGRES_URL``; each measurement gets a
-schema of its own, dropped afterwards).
+[--split-contacts 1000] [--postgres URL]`` (the URL defaults to ``LEADRELAY_TEST_POSTGRES_URL``;
+each measurement gets a schema of its own, dropped afterwards).
 
 For each worker count, that many ``leadrelay worker`` processes start on PostgreSQL against the
 sandbox (in a process of its own). Then ``--leads`` web-form leads are put in the inbox at
@@ -10,7 +11,13 @@ once and the time until the last is delivered to HubSpot gives leads/s; then one
 is queued for ``--flows`` flows (hubspot → salesforce, a few contacts each) and the time until
 every run ended gives flow runs per minute. The same is measured for one process on SQLite
 (what ``leadrelay serve`` does on one machine: its delivery loop, and its scheduler running the
-due flows one after the other). Nothing is asserted. The defaults take about two minutes.
+due flows one after the other).
+
+The split figure: ``--split-contacts`` HubSpot contacts (the sandbox emptied first), read in
+pages of :data:`SPLIT_PAGE` (the workers' HubSpot page size is set that small so that the flow
+has many pages), one job of one hubspot → salesforce flow with ``split_pages = 1``; the time
+from queueing it until its run ended gives leads/s. On SQLite the same flow runs unsplit in one
+process. Nothing is asserted. The defaults take about three minutes.
 
 Where the PostgreSQL path loses to SQLite (profiled on a loaded 2-core machine): every statement
 is a round trip and every commit a flush, so what SQLite does in microseconds per row costs
@@ -25,12 +32,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import httpx
 
 from benchmarks.bench_sync import sandbox_process
 from leadrelay.capture.worker import drain_inbox
@@ -46,6 +56,17 @@ from tests.postgres import fresh_schema
 from tests.sync.test_scaleout import capture_leads
 
 CONTACTS = 20
+#: HubSpot's page size in the split-flow measurement (its API allows up to 200).
+SPLIT_PAGE = 50
+#: A ``leadrelay worker`` whose HubSpot pages hold ``sys.argv[1]`` contacts.
+_SMALL_PAGE_WORKER = (
+    "import sys\n"
+    "from leadrelay.connectors.hubspot.connector import HubSpotConnector\n"
+    "HubSpotConnector.page_size = int(sys.argv[1])\n"
+    "from leadrelay.cli import main\n"
+    "sys.argv = ['leadrelay', 'worker', '--config', 'leadrelay.toml']\n"
+    "main()\n"
+)
 
 
 def _project(folder: Path, env: dict[str, str], state_url: str, flows: int) -> Config:
@@ -89,16 +110,21 @@ def _ended_runs(store: StateStore) -> int:
     return sum(1 for run in store.list_runs(limit=10_000) if run.status is not RunStatus.RUNNING)
 
 
-def _workers(folder: Path, count: int) -> list[subprocess.Popen[str]]:
+def _workers(
+    folder: Path, count: int, *, page_size: int | None = None
+) -> list[subprocess.Popen[str]]:
     """``count`` workers, once each says it is ready. Their logs go to files: a pipe nobody
-    reads would stop a worker once it filled."""
+    reads would stop a worker once it filled. ``page_size``: their HubSpot page size."""
     logs = [folder / f"worker-{n}.log" for n in range(count)]
+    command = [sys.executable, "-m", "leadrelay", "worker", "--config", "leadrelay.toml"]
+    if page_size is not None:
+        command = [sys.executable, "-c", _SMALL_PAGE_WORKER, str(page_size)]
     started = []
     for log in logs:
         with log.open("w") as stderr:
             started.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "leadrelay", "worker", "--config", "leadrelay.toml"],
+                    command,
                     cwd=folder,
                     stdout=subprocess.DEVNULL,
                     stderr=stderr,
@@ -148,6 +174,75 @@ def measure_sqlite(env: dict[str, str], leads: int, flows: int) -> str:
     return _line("SQLite, one process", leads, delivered, flows, ran)
 
 
+def _split_project(folder: Path, env: dict[str, str], state_url: str, contacts: int) -> Config:
+    """A project with one hubspot → salesforce flow split past one page, and the sandbox
+    emptied and seeded with ``contacts`` HubSpot contacts."""
+    write_sandbox_project(folder, env)
+    toml = folder / "leadrelay.toml"
+    text = toml.read_text(encoding="utf-8")
+    text = text.replace('url = "sqlite:///leadrelay.db"', f'url = "{state_url}"')
+    text = text.replace('schedule = "*/5 * * * *"\n', "")
+    text += '\n[[flows]]\nname = "bench-split"\nsource = "hubspot"\ndestination = "salesforce"\n'
+    text += "\n[worker]\ndelivery_every_s = 60\nsplit_pages = 1\n"
+    toml.write_text(text, encoding="utf-8")
+    config = load_config(toml)
+    context = ssl.create_default_context(cafile=env["LEADRELAY_CA_BUNDLE"])
+    with httpx.Client(base_url=env["LEADRELAY_SANDBOX_URL"], verify=context) as client:
+        client.post("/__sandbox__/reset", json={}).raise_for_status()
+    with ConnectorPool(config) as pool:
+        results = pool.get("hubspot").upsert(
+            [
+                UpsertInput(
+                    ref=str(n),
+                    fields={"email": f"s{n}@split{n}.io", "lastname": f"S{n}", "company": "S"},
+                )
+                for n in range(contacts)
+            ]
+        )
+    assert all(result.ok for result in results)
+    return config
+
+
+def measure_split_postgres(env: dict[str, str], url: str, workers: int, contacts: int) -> str:
+    os.environ[POSTGRES_ENV] = url
+    with tempfile.TemporaryDirectory() as tmp, fresh_schema() as state_url:
+        config = _split_project(Path(tmp), env, state_url, contacts)
+        with open_state(config) as store:
+            running = _workers(Path(tmp), workers, page_size=SPLIT_PAGE)
+            try:
+                app = make_app(config)
+                with app.open():
+                    app.configure_task(FLOW_TASK).defer(flow="bench-split")
+                ran = _wait(lambda: _ended_runs(store) == 1)
+                run = store.list_runs(limit=1)[0]
+                parts = len(store.list_parts(run.id))
+            finally:
+                for worker in running:
+                    worker.terminate()
+                for worker in running:
+                    worker.wait(timeout=90)
+    label = f"PostgreSQL, {workers} worker(s)"
+    return f"{label:<28} {contacts / ran:8.1f} leads/s ({run.status}, {parts} parts)"
+
+
+def measure_split_sqlite(env: dict[str, str], contacts: int) -> str:
+    from leadrelay.connectors.hubspot.connector import HubSpotConnector
+
+    with tempfile.TemporaryDirectory() as tmp:
+        config = _split_project(Path(tmp), env, "sqlite:///state.db", contacts)
+        page_size = HubSpotConnector.page_size
+        HubSpotConnector.page_size = SPLIT_PAGE
+        try:
+            with open_state(config) as store:
+                started = time.perf_counter()
+                outcome = run_flows(config, store, [config.flow("bench-split")], drain_inbox=False)
+                ran = time.perf_counter() - started
+        finally:
+            HubSpotConnector.page_size = page_size
+    status = "ok" if outcome.ok else "failed"
+    return f"{'SQLite, one process':<28} {contacts / ran:8.1f} leads/s ({status}, not split)"
+
+
 def _line(label: str, leads: int, delivered: float, flows: int, ran: float) -> str:
     return (
         f"{label:<28} {leads / delivered:8.1f} leads/s delivered   "
@@ -160,6 +255,7 @@ def main() -> None:
     parser.add_argument("--leads", type=int, default=100)
     parser.add_argument("--flows", type=int, default=4)
     parser.add_argument("--workers", default="1,2,4")
+    parser.add_argument("--split-contacts", type=int, default=1000)
     parser.add_argument("--postgres", default=os.environ.get("LEADRELAY_TEST_POSTGRES_URL"))
     args = parser.parse_args()
     counts = [int(n) for n in args.workers.split(",") if n.strip()]
@@ -170,6 +266,15 @@ def main() -> None:
             return
         for count in counts:
             print(measure_postgres(env, args.postgres, count, args.leads, args.flows), flush=True)
+        print(
+            f"one flow of {args.split_contacts} contacts in pages of {SPLIT_PAGE}, "
+            "split over the workers:",
+            flush=True,
+        )
+        print(measure_split_sqlite(env, args.split_contacts), flush=True)
+        for count in counts:
+            line = measure_split_postgres(env, args.postgres, count, args.split_contacts)
+            print(line, flush=True)
 
 
 if __name__ == "__main__":

@@ -303,10 +303,14 @@ class WorkerConfig(_Section):
         delivery_every_s: seconds between the inbox delivery jobs the workers queue (default
             10; the capture service also queues one when it stored leads): a divisor of 60
             (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30) or whole minutes (60, 120 … 3600).
+        split_pages: a flow run by a worker whose read yields more than this many pages is
+            split into one part job per page, shared by the workers (default 10; 0 never
+            splits).
     """
 
     concurrency: int = Field(default=1, ge=1, le=32)
     delivery_every_s: int = Field(default=10, ge=1, le=3600)
+    split_pages: int = Field(default=10, ge=0)
 
     @field_validator("delivery_every_s")
     @classmethod

@@ -74,6 +74,7 @@ __all__ = [
     "ConnectorPool",
     "FlowStats",
     "InboxDrainer",
+    "PageSink",
     "PlannedRecord",
     "SyncContext",
     "SyncEngine",
@@ -360,6 +361,19 @@ class InboxDrainer(Protocol):
     def __call__(self, context: SyncContext) -> FlowStats | None: ...
 
 
+class PageSink(Protocol):
+    """Takes the pages a pass reads in place of the engine (:mod:`leadrelay.sync.parts` stores
+    them as part jobs), then ends the pass once they are written."""
+
+    def take(self, engine: SyncEngine, from_side: Side, page: Page) -> bool:
+        """Keep ``page`` (True), or leave it to the engine to process now (False)."""
+        ...
+
+    def end_pass(self, engine: SyncEngine, from_side: Side) -> None:
+        """The read of the pass ended: returns once every page taken is written."""
+        ...
+
+
 _DRAINERS: list[InboxDrainer] = []
 
 
@@ -487,6 +501,8 @@ class SyncEngine:
         self.on_plan = on_plan
         self.on_page = on_page
         self.qualifier = qualifier
+        #: Takes the pages of a pass instead of this engine (a flow split into part jobs).
+        self.page_sink: PageSink | None = None
         self.stats = FlowStats(flow.name)
         self._schemas: dict[Side, Schema | None] = {}
         self._writers: dict[Side, LeadWriter] = {}
@@ -618,16 +634,30 @@ class SyncEngine:
                 reader.idle_read = (cursor, page.cursor, reader.api_calls, time.monotonic())
             else:
                 reader.idle_read = None
-            merged_keys = self._relink_merges(from_side, page)
-            result = self._process(from_side, page.records)
-            if page.deleted:
-                self._deletions(from_side, page.deleted, result, merged_keys)
-            if not self.dry_run:
-                self._commit(from_side, result, page.cursor)
+            if self.page_sink is None or not self.page_sink.take(self, from_side, page):
+                self.apply_page(from_side, page)
             total = None if page.remaining is None else done + page.remaining
             done += len(page.records)
             if self.on_page is not None:
                 self.on_page(label, len(page.records), total)
+        if self.page_sink is not None:
+            self.page_sink.end_pass(self, from_side)
+
+    def apply_page(
+        self,
+        from_side: Side,
+        page: Page,
+        *,
+        then: Callable[[Connection], None] | None = None,
+    ) -> None:
+        """Process one page read from ``from_side`` and commit it (not in a dry run) with its
+        cursor; ``then`` runs last in the page's transaction."""
+        merged_keys = self._relink_merges(from_side, page)
+        result = self._process(from_side, page.records)
+        if page.deleted:
+            self._deletions(from_side, page.deleted, result, merged_keys)
+        if not self.dry_run:
+            self._commit(from_side, result, page.cursor, then=then)
 
     # -- deletes and merges --------------------------------------------------------------------
 
@@ -1622,7 +1652,14 @@ class SyncEngine:
         reading the same connection (HubSpot feeds both Salesforce and Zoho)."""
         return f"{self.flow.name}/{connector.name}"
 
-    def _commit(self, from_side: Side, result: _PageResult, cursor: str | None) -> None:
+    def _commit(
+        self,
+        from_side: Side,
+        result: _PageResult,
+        cursor: str | None,
+        *,
+        then: Callable[[Connection], None] | None = None,
+    ) -> None:
         reader = self.connectors[from_side]
         writer = self.connectors[from_side.other]
         with self.store.transaction() as conn:
@@ -1657,6 +1694,8 @@ class SyncEngine:
             self.store.add_journal(result.journal, conn=conn)
             if cursor is not None:
                 self.store.set_cursor(self.flow.name, reader.name, cursor, conn=conn)
+            if then is not None:
+                then(conn)
 
     def _append_events(self, events: Iterable[dict[str, Any]], conn: Connection) -> None:
         if self.run_id is None:

@@ -17,8 +17,9 @@ SQLite stays the one-machine default: ``leadrelay serve`` runs its own delivery 
 scheduler there, and ``leadrelay worker`` refuses it.
 
 API calls of every worker draw from one rate budget per CRM account in the database
-(:class:`~leadrelay.connectors.policy.RateBudget`). Not here yet: one flow's pages split into
-several jobs (``docs/several-machines.md`` has the design).
+(:class:`~leadrelay.connectors.policy.RateBudget`). A flow whose read yields more than
+``[worker] split_pages`` pages is split into part jobs (:data:`PART_TASK`) that every worker
+takes (:mod:`leadrelay.sync.parts`).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DELIVER_TASK",
     "FLOW_TASK",
+    "PART_TASK",
     "DeliveryNudge",
     "QueueError",
     "WorkerProcess",
@@ -64,6 +66,7 @@ log = logging.getLogger("leadrelay.worker")
 #: Task names, as stored in ``procrastinate_jobs.task_name``.
 FLOW_TASK = "leadrelay.run_flow"
 DELIVER_TASK = "leadrelay.deliver_inbox"
+PART_TASK = "leadrelay.run_flow_part"
 
 #: How often an idle worker looks for jobs besides being woken by LISTEN/NOTIFY. With
 #: procrastinate's 5 s default, deliveries were measured to start seconds after their tick
@@ -133,6 +136,9 @@ def make_app(config: Config) -> procrastinate.App:
     app = App(connector=connector)
     flow_task = app.task(name=FLOW_TASK, pass_context=True)(_flow_job)
     deliver_task = app.task(name=DELIVER_TASK, pass_context=True)(_deliver_job)
+    # No job lock: the parts of one flow run at once on several workers (their own claims
+    # keep one person to one part at a time).
+    app.task(name=PART_TASK, pass_context=True)(_part_job)
     zoned = _zoned_periodic(config.schedule.zone)
     registry = app.periodic_registry.periodic_tasks
     for flow in scheduled_flows(config):
@@ -174,10 +180,17 @@ def _flow_job(job_context: Any, flow: str, timestamp: int | None = None) -> str:
     from leadrelay.sync.schedule import describe_outcome
 
     config, store = _context(job_context)
+    app = job_context.app
+
+    def defer_part(name: str, run_id: int, phase: str, part: int) -> None:
+        app.configure_task(PART_TASK).defer(flow=name, run_id=run_id, phase=phase, part=part)
+
     give_up = time.monotonic() + config.state.lease_s + 1.0
     while True:
         try:
-            outcome = run_flows(config, store, [config.flow(flow)], drain_inbox=False)
+            outcome = run_flows(
+                config, store, [config.flow(flow)], drain_inbox=False, defer_part=defer_part
+            )
             break
         except FlowLocked as exc:
             if time.monotonic() >= give_up:
@@ -188,6 +201,24 @@ def _flow_job(job_context: Any, flow: str, timestamp: int | None = None) -> str:
     level = logging.INFO if status == "ok" else logging.ERROR
     log.log(level, "flow %s %s (run %s): %s", flow, status, outcome.run_id, detail)
     return status
+
+
+def _part_job(job_context: Any, flow: str, run_id: int, phase: str, part: int) -> str:
+    """Write one part of a split flow's run: ``part``, or, when another worker took it
+    already, the first part of the run that can run. "none" when no part was left."""
+    from leadrelay.sync.engine import ConnectorPool, SyncContext
+    from leadrelay.sync.parts import run_part
+
+    config, store = _context(job_context)
+    with ConnectorPool(config, store=store) as pool:
+        context = SyncContext(config, store, pool, run_id=run_id)
+        lease_s = config.state.lease_s
+        flow_config = config.flow(flow)
+        if run_part(context, flow_config, run_id, phase, part=part, lease_s=lease_s):
+            return "written"
+        if run_part(context, flow_config, run_id, phase, lease_s=lease_s):
+            return "written"
+    return "none"
 
 
 def _deliver_job(job_context: Any, timestamp: int | None = None) -> int:

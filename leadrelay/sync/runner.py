@@ -9,6 +9,10 @@ error or a lost lock ends the run (:attr:`RunOutcome.fatal`). A stop asked for (
 on SIGINT / SIGTERM) ends the run at the next page boundary, after that page was committed:
 the run is recorded as interrupted (status ``aborted``, ``stats["interrupted"]`` names why) and
 the next run goes on from the committed cursors.
+
+Given ``defer_part`` (a worker's flow job on PostgreSQL), a flow whose read yields more than
+``[worker] split_pages`` pages is split into part jobs (:mod:`leadrelay.sync.parts`); its counts
+are the sum of its parts', and a failed part fails the flow.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from leadrelay.sync.lease import Lease
 if TYPE_CHECKING:
     from leadrelay.config import Config, FlowConfig
     from leadrelay.sync.engine import FlowStats, PlannedRecord
+    from leadrelay.sync.parts import DeferPart, FlowSplitter
     from leadrelay.sync.state import StateStore, StoreLock
 
 __all__ = [
@@ -140,11 +145,13 @@ def run_flows(
     on_plan: Callable[[PlannedRecord], None] | None = None,
     on_page: Callable[[str, int, int | None], None] | None = None,
     stop: Callable[[], str | None] | None = None,
+    defer_part: DeferPart | None = None,
 ) -> RunOutcome:
     """Run ``flows`` once under their locks (none in a dry run) as one recorded run.
 
     ``stop`` is asked after every page (and before the inbox and each flow); a reason it
-    returns ends the run there (:attr:`RunOutcome.interrupted`).
+    returns ends the run there (:attr:`RunOutcome.interrupted`). ``defer_part`` queues a part
+    job: with it, on PostgreSQL, a large flow is split (:mod:`leadrelay.sync.parts`).
 
     Raises :class:`FlowLocked` before anything runs when a lock is held, and
     :class:`FlowSetupError` for a flow that cannot be set up (the run is recorded as failed).
@@ -155,6 +162,7 @@ def run_flows(
     from leadrelay.connectors.errors import AuthError, ConnectorError
     from leadrelay.mappings.engine import MappingError
     from leadrelay.sync.engine import ConnectorPool, SyncContext, SyncEngine, inbox_drainers
+    from leadrelay.sync.parts import PartsFailed
 
     outcome = RunOutcome()
     with hold_locks(store, [] if dry_run else flows, lease_s=config.state.lease_s) as held:
@@ -198,8 +206,17 @@ def run_flows(
                                 except (MappingError, ConnectorNotFound) as exc:
                                     outcome.fatal = exc
                                     raise FlowSetupError(f"flow {flow.name}: {exc}") from exc
+                                splitter = _splitter(
+                                    config, store, outcome.run_id, flow, defer_part, dry_run
+                                )
+                                engine.page_sink = splitter
                                 try:
-                                    stats = engine.run(full=full and _round == 0)
+                                    try:
+                                        stats = engine.run(full=full and _round == 0)
+                                    finally:
+                                        if splitter is not None:
+                                            splitter.close()
+                                            engine.stats.add(splitter.totals)
                                 except Interrupted:
                                     _merge(by_flow, flow.name, engine.stats)
                                     raise
@@ -207,7 +224,7 @@ def run_flows(
                                     engine.stats.error = str(exc)
                                     outcome.fatal = exc
                                     stats = engine.stats
-                                except ConnectorError as exc:
+                                except (ConnectorError, PartsFailed) as exc:
                                     engine.stats.error = str(exc)
                                     stats = engine.stats
                                 _merge(by_flow, flow.name, stats)
@@ -252,6 +269,37 @@ def run_flows(
             if outcome.run_id is not None:
                 _finish(store, outcome, crash)
     return outcome
+
+
+def _splitter(
+    config: Config,
+    store: StateStore,
+    run_id: int | None,
+    flow: FlowConfig,
+    defer_part: DeferPart | None,
+    dry_run: bool,
+) -> FlowSplitter | None:
+    """The splitter of one flow's run, when it may be split: a recorded run on PostgreSQL
+    with a queue for its part jobs and ``[worker] split_pages`` set."""
+    if (
+        defer_part is None
+        or dry_run
+        or run_id is None
+        or store.dialect != "postgresql"
+        or config.worker.split_pages <= 0
+    ):
+        return None
+    from leadrelay.sync.parts import FlowSplitter
+
+    return FlowSplitter(
+        config,
+        store,
+        run_id,
+        flow,
+        defer=defer_part,
+        split_pages=config.worker.split_pages,
+        lease_s=config.state.lease_s,
+    )
 
 
 def _finish(store: StateStore, outcome: RunOutcome, crash: BaseException | None) -> None:

@@ -27,6 +27,10 @@ Tables and what they are for:
     Records a system refused, with the system's own reason, for ``leadrelay dlq``.
 ``runs``
     One row per ``leadrelay sync`` run: status, counts, and a list of events.
+``flow_parts`` and ``flow_part_claims``
+    A large flow's pages split into part jobs on PostgreSQL (:mod:`leadrelay.sync.parts`): per
+    run and pass, each page's records, the cursor after it, its status and lease; and the lead
+    keys (hashed) each running part holds, so two parts never write one person at once.
 ``locks``
     Named locks (``"sync"``) held by a random token (hostname and pid are kept to name the
     holder), alive only while its heartbeat is younger than its TTL.
@@ -55,13 +59,14 @@ Payloads may hold personal data; nothing here logs them.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
@@ -80,6 +85,7 @@ __all__ = [
     "DeadLetter",
     "DeadLetterStatus",
     "FieldProblemRow",
+    "FlowPart",
     "InboxItem",
     "InboxPut",
     "InboxStatus",
@@ -89,6 +95,8 @@ __all__ = [
     "LinkConflictError",
     "LockHolder",
     "LockInfo",
+    "PartLost",
+    "PartStatus",
     "Run",
     "RunStatus",
     "SchemaVersionError",
@@ -108,6 +116,9 @@ _IN_CHUNK = 500
 """Largest IN (…) list sent at once; keeps far below SQLite's bound-parameter limit."""
 
 _READ_ONLY = "leadrelay_read_only"
+
+_PARTS_LOCK = 0x70617274
+"""First key of the advisory locks that serialize one run's part bookkeeping ("part")."""
 
 T = TypeVar("T")
 
@@ -148,6 +159,22 @@ class DeadLetterStatus(StrEnum):
     RETRIED = "retried"
     DROPPED = "dropped"
     RESOLVED = "resolved"
+
+
+class PartLost(StateError):
+    """A flow part is no longer this holder's: its lease ran out and another took it over, or
+    its run ended."""
+
+
+class PartStatus(StrEnum):
+    """Where one part of a split flow stands (:mod:`leadrelay.sync.parts`)."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    #: its run ended before the part ran (the next run reads its page again)
+    ABANDONED = "abandoned"
 
 
 class RunStatus(StrEnum):
@@ -421,6 +448,42 @@ rate_budget_table = sa.Table(
     sa.Column("taken_until", sa.Float, nullable=True),
 )
 
+flow_parts_table = sa.Table(
+    "flow_parts",
+    metadata,
+    # One page of a split flow's pass (phase: the side read, "source" or "destination"). Parts
+    # are numbered in read order; a part made of records handed over by another has the page
+    # it came from as ``origin`` and runs only after the parts in ``wait_for`` are done.
+    sa.Column("run_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("phase", sa.String(16), primary_key=True),
+    sa.Column("part", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("flow", sa.String(255), nullable=False),
+    sa.Column("connection", sa.String(255), nullable=False),
+    sa.Column("records", sa.JSON, nullable=False),
+    sa.Column("record_ids", sa.JSON, nullable=False),
+    sa.Column("deleted", sa.JSON, nullable=False),
+    sa.Column("cursor", sa.Text, nullable=True),
+    sa.Column("origin", sa.Integer, nullable=True),
+    sa.Column("wait_for", sa.JSON, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("holder", sa.String(128), nullable=True),
+    sa.Column("lease_until", UTCDateTime, nullable=True),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("stats", sa.JSON, nullable=True),
+    sa.Column("error", sa.Text, nullable=True),
+)
+
+flow_part_claims_table = sa.Table(
+    "flow_part_claims",
+    metadata,
+    # A lead key (or record, or identity e-mail) a running part writes, hashed: held until the
+    # part is done, so another part meeting the same person hands that record on instead.
+    sa.Column("run_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("claim", sa.String(64), primary_key=True),
+    sa.Column("phase", sa.String(16), nullable=False),
+    sa.Column("part", sa.Integer, nullable=False),
+)
+
 Migration = Callable[[Connection], None]
 
 MIGRATIONS: dict[int, list[Migration]] = {}
@@ -567,6 +630,38 @@ class Run:
     def flows(self) -> list[str]:
         """The flow names of this run."""
         return [name for name in self.flow.split(",") if name]
+
+
+@dataclass(frozen=True)
+class FlowPart:
+    """One part of a split flow's pass: a page's records (``deleted`` as
+    :meth:`~leadrelay.sync.parts.deletion_row` dicts) and where it stands."""
+
+    run_id: int
+    phase: str
+    part: int
+    flow: str
+    connection: str
+    records: list[dict[str, Any]]
+    record_ids: list[str | None]
+    deleted: list[dict[str, Any]]
+    cursor: str | None
+    origin: int | None
+    wait_for: list[int]
+    status: PartStatus
+    holder: str | None
+    attempts: int
+    stats: dict[str, Any] | None
+    error: str | None
+
+    @property
+    def page(self) -> int:
+        """The read-order number of the page its records came from."""
+        return self.part if self.origin is None else self.origin
+
+
+#: Claims computed for a part: per record, and per deletion, the keys it writes.
+PartClaims = tuple[list[set[str]], list[set[str]]]
 
 
 @dataclass(frozen=True)
@@ -2415,6 +2510,445 @@ class StateStore:
         with self._write(None) as conn:
             conn.execute(sa.update(table).where(table.c.key == key).values(used_at=hold))
 
+    # -- flow parts (a large flow split into part jobs, PostgreSQL) ----------------------------
+
+    def _lock_parts(self, c: Connection, run_id: int) -> None:
+        """Serialize the part bookkeeping of one run (numbering, claims, the cursor prefix)
+        until the transaction ends; SQLite's single writer does that already."""
+        if self._dialect == "postgresql":
+            c.execute(sa.select(sa.func.pg_advisory_xact_lock(_PARTS_LOCK, run_id)))
+
+    def add_part(
+        self,
+        run_id: int,
+        phase: str,
+        *,
+        flow: str,
+        connection: str,
+        records: Sequence[Mapping[str, Any]],
+        record_ids: Sequence[str | None],
+        deleted: Sequence[Mapping[str, Any]],
+        cursor: str | None,
+    ) -> int:
+        """Store one read page as the next part of a run's pass; returns its number.
+
+        A record this page holds again (same id) is dropped from the parts of the pass that
+        have not started: the later copy is the newer one, and one part writes a record.
+        """
+        table = flow_parts_table
+        ids = {rid for rid in record_ids if rid is not None}
+        of_pass = (table.c.run_id == run_id, table.c.phase == phase)
+        with self._write(None) as c:
+            self._lock_parts(c, run_id)
+            pending = c.execute(
+                sa.select(table.c.part, table.c.record_ids).where(
+                    *of_pass, table.c.status == PartStatus.PENDING.value
+                )
+            ).all()
+            for row in pending:
+                keep = [n for n, rid in enumerate(row.record_ids) if rid is None or rid not in ids]
+                if len(keep) == len(row.record_ids):
+                    continue
+                held: list[Any] = (
+                    c.scalar(sa.select(table.c.records).where(*of_pass, table.c.part == row.part))
+                    or []
+                )
+                c.execute(
+                    table.update()
+                    .where(*of_pass, table.c.part == row.part)
+                    .values(
+                        records=[held[n] for n in keep],
+                        record_ids=[row.record_ids[n] for n in keep],
+                    )
+                )
+            number = int(c.scalar(sa.select(sa.func.max(table.c.part)).where(*of_pass)) or 0) + 1
+            c.execute(
+                table.insert().values(
+                    run_id=run_id,
+                    phase=phase,
+                    part=number,
+                    flow=flow,
+                    connection=connection,
+                    records=[dict(r) for r in records],
+                    record_ids=list(record_ids),
+                    deleted=[dict(d) for d in deleted],
+                    cursor=cursor,
+                    origin=None,
+                    wait_for=[],
+                    status=PartStatus.PENDING.value,
+                    attempts=0,
+                )
+            )
+        return number
+
+    def claim_part(
+        self,
+        run_id: int,
+        phase: str,
+        *,
+        holder: str,
+        lease_s: float,
+        claims: Callable[[FlowPart], PartClaims],
+        part: int | None = None,
+    ) -> FlowPart | None:
+        """Take a part of a running run's pass for ``holder`` for ``lease_s`` seconds: ``part``,
+        or the first one that can run; None when there is none.
+
+        A part can run when it is pending, or running under a lease that ran out (its holder
+        died), and the parts it waits for are done. In the same transaction it claims the keys
+        ``claims`` gives for its records and deletions (insert-or-ignore). A record whose key
+        another running part holds is handed on to a new part that waits for that one — or
+        dropped, when the holder has a later page's copy of the same record (``rec:`` keys).
+        The part returned holds what is left.
+        """
+        table = flow_parts_table
+        of_pass = (table.c.run_id == run_id, table.c.phase == phase)
+        now = self.now()
+        with self._write(None) as c:
+            self._lock_parts(c, run_id)
+            status = c.scalar(sa.select(runs_table.c.status).where(runs_table.c.id == run_id))
+            if status != RunStatus.RUNNING.value:
+                return None
+            rows = c.execute(
+                sa.select(
+                    table.c.part, table.c.status, table.c.wait_for, table.c.lease_until
+                ).where(*of_pass)
+            ).all()
+            done = {r.part for r in rows if r.status == PartStatus.DONE.value}
+            candidates = sorted(
+                r.part
+                for r in rows
+                if (part is None or r.part == part)
+                and (
+                    r.status == PartStatus.PENDING.value
+                    or (
+                        r.status == PartStatus.RUNNING.value
+                        and r.lease_until is not None
+                        and r.lease_until < now
+                    )
+                )
+                and all(int(w) in done for w in r.wait_for)
+            )
+            found: FlowPart | None = None
+            for number in candidates:
+                # SKIP LOCKED: a part whose commit is under way (its lease just ran out) is not
+                # waited for; that commit holds the run's part lock next.
+                row = c.execute(
+                    sa.select(table)
+                    .where(*of_pass, table.c.part == number)
+                    .with_for_update(skip_locked=True)
+                ).first()
+                if row is not None and row.status in (
+                    PartStatus.PENDING.value,
+                    PartStatus.RUNNING.value,
+                ):
+                    found = _flow_part(row)
+                    break
+            if found is None:
+                return None
+            taken = self._claim_part_keys(c, found, claims(found))
+            c.execute(
+                table.update()
+                .where(*of_pass, table.c.part == found.part)
+                .values(
+                    status=PartStatus.RUNNING.value,
+                    holder=holder,
+                    lease_until=now + timedelta(seconds=lease_s),
+                    attempts=found.attempts + 1,
+                    records=taken.records,
+                    record_ids=taken.record_ids,
+                    deleted=taken.deleted,
+                )
+            )
+        return replace(taken, status=PartStatus.RUNNING, holder=holder, attempts=found.attempts + 1)
+
+    def _claim_part_keys(self, c: Connection, found: FlowPart, keys: PartClaims) -> FlowPart:
+        """Claim a part's keys; hand on (or drop) what another part holds; the part kept."""
+        claims = flow_part_claims_table
+        table = flow_parts_table
+        record_keys, deletion_keys = keys
+        wanted = {
+            _claim_hash(key): key for group in (*record_keys, *deletion_keys) for key in group
+        }
+        mine = {
+            "run_id": found.run_id,
+            "phase": found.phase,
+            "part": found.part,
+        }
+        for chunk in _chunks(sorted(wanted), _IN_CHUNK // 4):
+            c.execute(
+                self._insert(claims)
+                .values([{**mine, "claim": digest} for digest in chunk])
+                .on_conflict_do_nothing(index_elements=[claims.c.run_id, claims.c.claim])
+            )
+        holders: dict[str, tuple[str, int]] = {}
+        for chunk in _chunks(sorted(wanted)):
+            for row in c.execute(
+                sa.select(claims.c.claim, claims.c.phase, claims.c.part).where(
+                    claims.c.run_id == found.run_id, claims.c.claim.in_(chunk)
+                )
+            ):
+                if (row.phase, row.part) != (found.phase, found.part):
+                    holders[row.claim] = (row.phase, row.part)
+        if not holders:
+            return found
+        pages = {
+            (row.phase, row.part): row.part if row.origin is None else row.origin
+            for row in c.execute(
+                sa.select(table.c.phase, table.c.part, table.c.origin).where(
+                    table.c.run_id == found.run_id
+                )
+            )
+        }
+
+        def verdict(group: set[str]) -> tuple[bool, set[int]]:
+            """(dropped: a later copy of the record is held, parts to wait for)."""
+            blockers: set[int] = set()
+            for key in group:
+                held = holders.get(_claim_hash(key))
+                if held is None:
+                    continue
+                later = pages.get(held, 0) > found.page
+                if key.startswith("rec:") and held[0] == found.phase and later:
+                    return True, set()
+                blockers.add(held[1])
+            return False, blockers
+
+        kept = replace(found, records=[], record_ids=[], deleted=[])
+        handed_records: list[tuple[dict[str, Any], str | None]] = []
+        handed_deleted: list[dict[str, Any]] = []
+        wait: set[int] = set()
+        kept_keys: set[str] = set()
+        for record, rid, group in zip(found.records, found.record_ids, record_keys, strict=True):
+            dropped, blockers = verdict(group)
+            if dropped:
+                continue
+            if blockers:
+                handed_records.append((record, rid))
+                wait |= blockers
+            else:
+                kept.records.append(record)
+                kept.record_ids.append(rid)
+                kept_keys |= group
+        for deletion, group in zip(found.deleted, deletion_keys, strict=True):
+            dropped, blockers = verdict(group)
+            if blockers:
+                handed_deleted.append(deletion)
+                wait |= blockers
+            elif not dropped:
+                kept.deleted.append(deletion)
+                kept_keys |= group
+        let_go = [digest for digest, key in wanted.items() if key not in kept_keys]
+        for chunk in _chunks(let_go):
+            c.execute(
+                claims.delete().where(
+                    claims.c.run_id == found.run_id,
+                    claims.c.phase == found.phase,
+                    claims.c.part == found.part,
+                    claims.c.claim.in_(chunk),
+                )
+            )
+        if handed_records or handed_deleted:
+            of_pass = (table.c.run_id == found.run_id, table.c.phase == found.phase)
+            number = int(c.scalar(sa.select(sa.func.max(table.c.part)).where(*of_pass)) or 0) + 1
+            c.execute(
+                table.insert().values(
+                    run_id=found.run_id,
+                    phase=found.phase,
+                    part=number,
+                    flow=found.flow,
+                    connection=found.connection,
+                    records=[record for record, _rid in handed_records],
+                    record_ids=[rid for _record, rid in handed_records],
+                    deleted=handed_deleted,
+                    cursor=None,
+                    origin=found.page,
+                    wait_for=sorted(wait),
+                    status=PartStatus.PENDING.value,
+                    attempts=0,
+                )
+            )
+        return kept
+
+    def renew_part(
+        self, run_id: int, phase: str, part: int, *, holder: str, lease_s: float
+    ) -> bool:
+        """Extend ``holder``'s lease on a running part; False when it is no longer its."""
+        table = flow_parts_table
+        with self._write(None) as c:
+            result = c.execute(
+                table.update()
+                .where(
+                    table.c.run_id == run_id,
+                    table.c.phase == phase,
+                    table.c.part == part,
+                    table.c.holder == holder,
+                    table.c.status == PartStatus.RUNNING.value,
+                )
+                .values(lease_until=self.now() + timedelta(seconds=lease_s))
+            )
+        return result.rowcount == 1
+
+    def finish_part(
+        self,
+        run_id: int,
+        phase: str,
+        part: int,
+        *,
+        holder: str,
+        stats: Mapping[str, Any],
+        conn: Connection,
+    ) -> str | None:
+        """Mark ``holder``'s part done in the transaction that commits its page, free its
+        claims, and move the flow's cursor to the cursor after the longest run of finished
+        pages from the first (a page is finished when its part and every part made of records
+        it handed on are done); returns the cursor saved, if it moved.
+
+        Raises :class:`PartLost` (rolling the page back) when the part is no longer the
+        holder's.
+        """
+        table = flow_parts_table
+        claims = flow_part_claims_table
+        of_pass = (table.c.run_id == run_id, table.c.phase == phase)
+        result = conn.execute(
+            table.update()
+            .where(
+                *of_pass,
+                table.c.part == part,
+                table.c.holder == holder,
+                table.c.status == PartStatus.RUNNING.value,
+            )
+            .values(
+                status=PartStatus.DONE.value,
+                stats=dict(stats),
+                records=[],
+                record_ids=[],
+                deleted=[],
+                lease_until=None,
+            )
+        )
+        if result.rowcount != 1:
+            raise PartLost(f"part {part} of run {run_id} ({phase}) was taken over")
+        conn.execute(
+            claims.delete().where(
+                claims.c.run_id == run_id, claims.c.phase == phase, claims.c.part == part
+            )
+        )
+        self._lock_parts(conn, run_id)
+        rows = conn.execute(
+            sa.select(
+                table.c.part,
+                table.c.origin,
+                table.c.status,
+                table.c.cursor,
+                table.c.flow,
+                table.c.connection,
+            )
+            .where(*of_pass)
+            .order_by(table.c.part)
+        ).all()
+        unfinished = {
+            row.origin
+            for row in rows
+            if row.origin is not None and row.status != PartStatus.DONE.value
+        }
+        mine = next(row for row in rows if row.part == part)
+        page = part if mine.origin is None else mine.origin
+        cursor: str | None = None
+        moved = False
+        for row in rows:
+            if row.origin is not None:
+                continue
+            if row.status != PartStatus.DONE.value or row.part in unfinished:
+                break
+            cursor = row.cursor if row.cursor is not None else cursor
+            moved = moved or row.part == page
+        if not moved or cursor is None:
+            return None
+        self.set_cursor(mine.flow, mine.connection, cursor, conn=conn)
+        return cursor
+
+    def fail_part(self, run_id: int, phase: str, part: int, *, holder: str, error: str) -> bool:
+        """Record that ``holder``'s part failed (the cursor stays before it); False when it was
+        no longer the holder's."""
+        table = flow_parts_table
+        claims = flow_part_claims_table
+        with self._write(None) as c:
+            result = c.execute(
+                table.update()
+                .where(
+                    table.c.run_id == run_id,
+                    table.c.phase == phase,
+                    table.c.part == part,
+                    table.c.holder == holder,
+                    table.c.status == PartStatus.RUNNING.value,
+                )
+                .values(status=PartStatus.FAILED.value, error=error, lease_until=None)
+            )
+            c.execute(
+                claims.delete().where(
+                    claims.c.run_id == run_id, claims.c.phase == phase, claims.c.part == part
+                )
+            )
+        return result.rowcount == 1
+
+    def list_parts(
+        self,
+        run_id: int,
+        phase: str | None = None,
+        *,
+        content: bool = True,
+        conn: Connection | None = None,
+    ) -> list[FlowPart]:
+        """A run's parts (of one pass), in order; without ``content`` their records, ids and
+        deletions are left out (empty), for a look at where they stand."""
+        table = flow_parts_table
+        heavy = {"records", "record_ids", "deleted"}
+        columns = table.c if content else [c for c in table.c if c.name not in heavy]
+        query = sa.select(*columns).where(table.c.run_id == run_id)
+        if phase is not None:
+            query = query.where(table.c.phase == phase)
+        with self._read(conn) as c:
+            rows = c.execute(query.order_by(table.c.phase, table.c.part)).all()
+        if content:
+            return [_flow_part(row) for row in rows]
+        empty: dict[str, list[Any]] = {"records": [], "record_ids": [], "deleted": []}
+        return [_flow_part({**row._mapping, **empty}) for row in rows]
+
+    def drop_parts(self, flow: str, *, keep: int) -> int:
+        """Forget the parts and claims of ``flow``'s ended runs other than run ``keep`` (the
+        last one's stay, to look at); how many parts there were."""
+        parts = flow_parts_table
+        claims = flow_part_claims_table
+        with self._write(None) as c:
+            runs = (
+                sa.select(parts.c.run_id)
+                .join(runs_table, runs_table.c.id == parts.c.run_id)
+                .where(
+                    parts.c.flow == flow,
+                    parts.c.run_id != keep,
+                    runs_table.c.status != RunStatus.RUNNING.value,
+                )
+                .distinct()
+            )
+            ended = [int(n) for n in c.scalars(runs)]
+            if not ended:
+                return 0
+            c.execute(claims.delete().where(claims.c.run_id.in_(ended)))
+            result = c.execute(parts.delete().where(parts.c.run_id.in_(ended)))
+        return int(result.rowcount)
+
+    def abandon_parts(self, run_id: int) -> int:
+        """Mark a run's parts that have not started abandoned; how many there were."""
+        table = flow_parts_table
+        with self._write(None) as c:
+            result = c.execute(
+                table.update()
+                .where(table.c.run_id == run_id, table.c.status == PartStatus.PENDING.value)
+                .values(status=PartStatus.ABANDONED.value, records=[], record_ids=[], deleted=[])
+            )
+        return int(result.rowcount)
+
     # -- locks ---------------------------------------------------------------------------------
 
     def lock(self, name: str, *, ttl_s: int = 600) -> StoreLock:
@@ -2615,6 +3149,32 @@ def _dead_letter(row: sa.Row[Any]) -> DeadLetter:
         created_at=row.created_at,
         last_attempt_at=row.last_attempt_at,
     )
+
+
+def _flow_part(row: sa.Row[Any] | Mapping[str, Any]) -> FlowPart:
+    values = row if isinstance(row, Mapping) else row._mapping
+    return FlowPart(
+        run_id=values["run_id"],
+        phase=values["phase"],
+        part=values["part"],
+        flow=values["flow"],
+        connection=values["connection"],
+        records=list(values["records"]),
+        record_ids=list(values["record_ids"]),
+        deleted=list(values["deleted"]),
+        cursor=values["cursor"],
+        origin=values["origin"],
+        wait_for=[int(n) for n in values["wait_for"]],
+        status=PartStatus(values["status"]),
+        holder=values["holder"],
+        attempts=values["attempts"],
+        stats=values["stats"],
+        error=values["error"],
+    )
+
+
+def _claim_hash(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
 def _run(row: sa.Row[Any]) -> Run:
