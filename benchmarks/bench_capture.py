@@ -7,9 +7,11 @@ project written by ``write_sandbox_project`` for a sandbox running in this proce
 processes (``--processes``, default 2) post ``demo-webform`` submissions (JSON, with the form's
 secret) on a fixed schedule for a bounded time over keep-alive connections, and this process
 watches the sandbox HubSpot's contact store every 50 ms to see when each record appears.
-Printed: the
+A
+latency runs from the submission's scheduled time, so a server that falls behind is not hidden
+by the load waiting for it. ``--http-workers N`` runs ``serve --http-workers N``. Printed: the
 rate reached, p50 / p99 time to the 202, and p50 / p95 / max time from submission to the record
-being readable in the CRM (targets: p99 <= 20 ms, p95 <= 5 s), and the CPU each side used (on
+being readable in the CRM (targets: p99 <= 20 ms, p95 <= 2 s), and the CPU each side used (on
 a small machine the load generator and the server compete for cores). Nothing is asserted.
 """
 
@@ -41,7 +43,8 @@ SERVE = (
     "import sys\n"
     "from leadrelay.config import load_config\n"
     "from leadrelay.capture.app import serve\n"
-    "serve(load_config(sys.argv[1]), port=int(sys.argv[2]), log_level='warning')\n"
+    "serve(load_config(sys.argv[1]), port=int(sys.argv[2]), log_level='warning',\n"
+    "      http_workers=int(sys.argv[3]))\n"
 )
 
 
@@ -84,13 +87,23 @@ def _email(n: int) -> str:
     return f"bench{n}@load{n % 50}.io"
 
 
+def _warm_up() -> float:
+    """Run in each load process before the schedule starts (spawning takes seconds)."""
+    return time.time()
+
+
 def _load_process(
-    url: str, secret: str, rate: float, seconds: float, part: int, parts: int
-) -> tuple[list[float], int, dict[str, float]]:
-    """One load process: submissions ``part``, ``part + parts`` … of the whole schedule."""
+    url: str, secret: str, rate: float, seconds: float, part: int, parts: int, start_at: float
+) -> tuple[list[float], int, dict[str, float], float]:
+    """One load process: submissions ``part``, ``part + parts`` … of the whole schedule, which
+    starts at ``start_at`` (``time.time()``, the same in every load process); also returns
+    the CPU seconds the process used."""
     sent: dict[str, float] = {}
-    latencies, failures = asyncio.run(_load(url, secret, rate, seconds, sent, part, parts))
-    return latencies, failures, sent
+    cpu = time.process_time()
+    latencies, failures = asyncio.run(
+        _load(url, secret, rate, seconds, sent, part, parts, start_at)
+    )
+    return latencies, failures, sent, time.process_time() - cpu
 
 
 async def _load(
@@ -101,16 +114,21 @@ async def _load(
     sent: dict[str, float],
     part: int = 0,
     parts: int = 1,
+    start_at: float | None = None,
 ) -> tuple[list[float], int]:
     """Post this part of a ``rate``/s schedule for ``seconds``; ack latencies (s) and the
-    count of non-2xx."""
+    count of non-2xx.
+
+    A latency runs from the submission's *scheduled* time, not from when it was sent: a
+    server (or a load process) that falls behind delays the submissions after it, and that
+    delay is counted (no coordinated omission)."""
     latencies: list[float] = []
     failures = 0
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     headers = {"X-Leadrelay-Secret": secret}
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=10) as client:
 
-        async def one(n: int) -> None:
+        async def one(n: int, due: float) -> None:
             nonlocal failures
             email = _email(n)
             body = {
@@ -120,22 +138,22 @@ async def _load(
                 "company": f"Load {n % 50}",
                 "page_url": f"https://www.example.org/demo?utm_source=bench&utm_campaign=c{n % 7}",
             }
-            started = time.perf_counter()
-            sent[email] = time.monotonic()
+            sent[email] = time.monotonic() - (time.perf_counter() - due)
             response = await client.post("/forms/demo-webform", json=body, headers=headers)
-            latencies.append(time.perf_counter() - started)
+            latencies.append(time.perf_counter() - due)
             if response.status_code // 100 != 2:
                 failures += 1
 
         tasks: list[asyncio.Task[None]] = []
-        start = time.perf_counter()
+        # The shared wall-clock start, as this process's perf_counter.
+        start = time.perf_counter() + max(0.0, (start_at or time.time()) - time.time())
         total = int(rate * seconds)
         for n in range(part, total, parts):
             due = start + n / rate
             delay = due - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(n)))
+            tasks.append(asyncio.create_task(one(n, due)))
         await asyncio.gather(*tasks)
     return latencies, failures
 
@@ -158,7 +176,7 @@ def _poll(
         time.sleep(0.05)
 
 
-def run(rate: float, seconds: float, settle_s: float, processes: int) -> None:
+def run(rate: float, seconds: float, settle_s: float, processes: int, http_workers: int) -> None:
     """One load run; prints its figures."""
     with tempfile.TemporaryDirectory(prefix="bench-capture-") as tmp:
         folder = Path(tmp)
@@ -169,7 +187,7 @@ def run(rate: float, seconds: float, settle_s: float, processes: int) -> None:
             port = _free_port()
             url = f"http://127.0.0.1:{port}"
             child = subprocess.Popen(
-                [sys.executable, "-c", SERVE, str(config_path), str(port)],
+                [sys.executable, "-c", SERVE, str(config_path), str(port), str(http_workers)],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -185,21 +203,29 @@ def run(rate: float, seconds: float, settle_s: float, processes: int) -> None:
                 )
                 poller.start()
                 server_process = psutil.Process(child.pid)
-                server_cpu = _cpu(server_process)
-                own_cpu = time.process_time()
-                started = time.perf_counter()
-                latencies, failures = [], 0
+                latencies, failures, load_cpu = [], 0, 0.0
                 context = multiprocessing.get_context("spawn")
                 with ProcessPoolExecutor(processes, mp_context=context) as pool:
+                    # Start the load processes (and their imports) before the clock does.
+                    for warm in [pool.submit(_warm_up) for _ in range(processes)]:
+                        warm.result()
+                    start_at = time.time() + 1.0
+                    time.sleep(max(0.0, start_at - time.time() - 0.2))
+                    server_cpu = _cpu(server_process)
+                    own_cpu = time.process_time()
+                    started = time.perf_counter() + max(0.0, start_at - time.time())
                     futures = [
-                        pool.submit(_load_process, url, secret, rate, seconds, part, processes)
+                        pool.submit(
+                            _load_process, url, secret, rate, seconds, part, processes, start_at
+                        )
                         for part in range(processes)
                     ]
                     for future in futures:
-                        part_latencies, part_failures, part_sent = future.result()
+                        part_latencies, part_failures, part_sent, part_cpu = future.result()
                         latencies += part_latencies
                         failures += part_failures
                         sent.update(part_sent)
+                        load_cpu += part_cpu
                 elapsed = time.perf_counter() - started
                 server_cpu = _cpu(server_process) - server_cpu
                 own_cpu = time.process_time() - own_cpu
@@ -219,7 +245,8 @@ def run(rate: float, seconds: float, settle_s: float, processes: int) -> None:
         print(f"  non-2xx: {failures}")
         print(
             f"  CPU during the load: serve (capture + delivery) {server_cpu / elapsed:.0%} of a "
-            f"core, sandbox {own_cpu / elapsed:.0%}, "
+            f"core ({server_cpu / max(1, len(latencies)) * 1000:.2f} ms per submission), "
+            f"load processes {load_cpu / elapsed:.0%}, sandbox {own_cpu / elapsed:.0%}, "
             f"on {os.cpu_count()} core(s)"
         )
         print(
@@ -229,7 +256,7 @@ def run(rate: float, seconds: float, settle_s: float, processes: int) -> None:
         print(
             f"  submission -> record in HubSpot: {len(delays)}/{len(sent)} seen, "
             f"p50 {_percentile(delays, 50):.2f} s, p95 {_percentile(delays, 95):.2f} s, "
-            f"max {max(delays, default=float('nan')):.2f} s (target p95 <= 5 s)"
+            f"max {max(delays, default=float('nan')):.2f} s (target p95 <= 2 s)"
         )
 
 
@@ -239,11 +266,12 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=200.0, help="submissions per second")
     parser.add_argument("--seconds", type=float, default=30.0, help="how long to send")
     parser.add_argument("--processes", type=int, default=2, help="load-generating processes")
+    parser.add_argument("--http-workers", type=int, default=1, help="serve's HTTP worker processes")
     parser.add_argument(
         "--settle", type=float, default=120.0, help="longest wait for the last records (s)"
     )
     args = parser.parse_args()
-    run(args.rate, args.seconds, args.settle, args.processes)
+    run(args.rate, args.seconds, args.settle, args.processes, args.http_workers)
 
 
 if __name__ == "__main__":
