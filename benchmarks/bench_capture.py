@@ -139,7 +139,11 @@ async def _load(
                 "page_url": f"https://www.example.org/demo?utm_source=bench&utm_campaign=c{n % 7}",
             }
             sent[email] = time.monotonic() - (time.perf_counter() - due)
-            response = await client.post("/forms/demo-webform", json=body, headers=headers)
+            try:
+                response = await client.post("/forms/demo-webform", json=body, headers=headers)
+            except httpx.TransportError:
+                failures += 1
+                return
             latencies.append(time.perf_counter() - due)
             if response.status_code // 100 != 2:
                 failures += 1
@@ -242,7 +246,7 @@ def run(rate: float, seconds: float, settle_s: float, processes: int, http_worke
         print(
             f"  submissions: {len(latencies)} in {elapsed:.1f} s ({len(latencies) / elapsed:.0f}/s)"
         )
-        print(f"  non-2xx: {failures}")
+        print(f"  non-2xx or no answer: {failures}")
         print(
             f"  CPU during the load: serve (capture + delivery) {server_cpu / elapsed:.0%} of a "
             f"core ({server_cpu / max(1, len(latencies)) * 1000:.2f} ms per submission), "
