@@ -352,28 +352,80 @@ def normalize_email(value: str) -> str:
     return f"{result.local_part.lower()}@{result.ascii_domain.lower()}"
 
 
-def normalize_phone(value: str, country: str | None = None) -> str:
-    """Parse a phone number to E.164, using the lead's country as the default region.
+#: A North American Numbering Plan number as people type it: ``+1`` (or, in a NANP default
+#: region, ``1`` or nothing), then a ten-digit national number whose area code and first digit
+#: are 2-9, in groups of 3, 3 and 4 digits separated by at most one space, dot or dash, the
+#: area code perhaps in parentheses. phonenumbers reads every such text as country code 1 and
+#: those ten digits: nothing in it is a national prefix (the first digit is not 1), a carrier
+#: code, an extension or a letter, and ten digits is the NANP's one possible national length.
+_NANP_PHONE = re.compile(
+    r"(\+1|1)?[ .-]?(?:\(([2-9][0-9]{2})\)|([2-9][0-9]{2}))[ .-]?([0-9]{3})[ .-]?([0-9]{4})"
+)
 
-    Raises ValueError when the number cannot be parsed or is not a possible number.
-    """
-    text = value.strip()
-    if not text:
-        raise ValueError("phone is empty")
+#: Default regions in which a ten-digit NANP number needs no ``+1``: national prefix ``1``,
+#: national numbers of ten digits (checked against phonenumbers in tests/test_model.py).
+_NANP_REGIONS = frozenset({"US", "CA"})
+
+
+def plain_phone(text: str, region: str | None) -> str | None:
+    """The E.164 form of ``text`` when it is a plain NANP number (:data:`_NANP_PHONE`):
+    ``+1`` and its ten digits, as phonenumbers would give them; None when it takes
+    phonenumbers to say. ``region`` is the default region (ISO alpha-2) or None."""
+    match = _NANP_PHONE.fullmatch(text)
+    if match is None:
+        return None
+    if match[1] != "+1" and region not in _NANP_REGIONS:
+        return None
+    return "+1" + (match[2] or match[3]) + match[4] + match[5]
+
+
+def _phone_region(country: str | None) -> str | None:
+    """The default region of a lead's country (a code or a name), or None."""
     region = normalize_country(country) if country else None
     if region is not None and (len(region) != 2 or not region.isalpha()):
-        region = None
+        return None
+    return region
+
+
+def parse_phone(text: str, region: str | None, *, given: str | None = None) -> str:
+    """phonenumbers' E.164 form of ``text`` (``00`` read as ``+``) in default ``region``.
+
+    Raises ValueError when the number cannot be parsed or is not a possible number, naming
+    ``given`` (default ``text``).
+    """
+    shown = text if given is None else given
     if text.startswith("00"):
         text = "+" + text[2:]
     try:
         parsed = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException as exc:
         hint = "" if region or text.startswith("+") else " (no country to resolve a local number)"
-        raise ValueError(f"phone {value!r} cannot be parsed: {exc}{hint}") from None
+        raise ValueError(f"phone {shown!r} cannot be parsed: {exc}{hint}") from None
     if not phonenumbers.is_possible_number(parsed):
-        raise ValueError(f"phone {value!r} is not a possible number for its country")
+        raise ValueError(f"phone {shown!r} is not a possible number for its country")
     formatted: str = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
     return formatted
+
+
+def normalize_phone(value: str, country: str | None = None) -> str:
+    """Parse a phone number to E.164, using the lead's country as the default region.
+
+    A plain NANP number is read by :func:`plain_phone`; the rest by phonenumbers.
+    Raises ValueError when the number cannot be parsed or is not a possible number.
+    """
+    text = value.strip()
+    if not text:
+        raise ValueError("phone is empty")
+    if text.startswith("+1"):
+        # The default region plays no part in a number with its country code.
+        plain = plain_phone(text, None)
+        if plain is not None:
+            return plain
+    region = _phone_region(country)
+    plain = plain_phone(text, region)
+    if plain is not None:
+        return plain
+    return parse_phone(text, region, given=value)
 
 
 def domain_from_website(value: str) -> str | None:
