@@ -8,9 +8,10 @@ a value is either repaired by a named rule or rejected with the field and the re
 from __future__ import annotations
 
 import re
-import uuid
+import secrets
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -300,11 +301,16 @@ ROLE_LOCAL_PARTS: frozenset[str] = frozenset(
 )
 
 
+#: :func:`~leadrelay.taxonomy.geo.country_code`, remembered: a lead list names few countries,
+#: each in a few spellings, and folding the text is most of a lookup's cost.
+_country_code = lru_cache(maxsize=4096)(country_code)
+
+
 def normalize_country(value: str) -> str:
     """The ISO 3166-1 alpha-2 code of a country code or name (``pycountry``'s names and the
     everyday ones of :data:`~leadrelay.taxonomy.geo.COUNTRY_ALIASES`); other text kept as given."""
     text = " ".join(value.split())
-    return country_code(text) or text
+    return _country_code(text) or text
 
 
 #: A plain ASCII address (lower case): a dot-atom local part of at most 64 characters, and a
@@ -455,8 +461,8 @@ def company_domain_from_email(email: str) -> str | None:
 
 
 def new_lead_key() -> str:
-    """A fresh leadrelay lead key (``ld_`` + 26 hex characters of a random UUID)."""
-    return "ld_" + uuid.uuid4().hex[:26]
+    """A fresh leadrelay lead key (``ld_`` + 26 random hex characters, 104 bits)."""
+    return "ld_" + secrets.token_hex(13)
 
 
 def _clean_text(value: object) -> object:
@@ -473,7 +479,7 @@ _STANDARD_FIELDS: tuple[str, ...] = ("industry", "salutation", "country")
 def _standard_value(name: str, value: str) -> str | None:
     """The canonical value of a standard-list field's text, or None when nothing covers it."""
     if name == "country":
-        return country_code(value)
+        return _country_code(value)
     return standard_list(name).canonical(value)
 
 

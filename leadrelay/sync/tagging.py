@@ -785,19 +785,22 @@ def apply_touch(lead: Lead, attribution: Attribution, at: datetime | None = None
     (stamped with ``created_at``) if any, else to this touch (stamped ``at``, default now, UTC).
     """
     when = at if at is not None else datetime.now(UTC)
-    if lead.first_touch is None:
-        if _has_attribution(lead):
-            earlier = lead.touch()
-            earlier.at = lead.created_at
-            lead.first_touch = earlier
-        else:
-            lead.first_touch = attribution.to_touch(when)
     values: dict[str, Any] = {
         name: getattr(attribution, name) for name in (*UTM_PARAMS, "landing_page", "referrer")
     }
-    if not isinstance(attribution.channel, Channel) or not all(
+    typed = isinstance(attribution.channel, Channel) and all(
         value is None or isinstance(value, str) for value in values.values()
-    ):
+    )
+    if lead.first_touch is None:
+        if _has_attribution(lead):
+            first = lead.touch()
+            first.at = lead.created_at
+        else:
+            first = attribution.to_touch(when)
+        # A Touch built and validated just now: set it without validating the Lead again.
+        lead.__dict__["first_touch"] = first
+        lead.__pydantic_fields_set__.add("first_touch")
+    if not typed:
         # Not the types an Attribution promises: let the Lead's validation say what is wrong.
         for name, value in {"channel": attribution.channel, **values}.items():
             setattr(lead, name, value)
