@@ -58,7 +58,6 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -71,6 +70,8 @@ from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import StaticPool
+
+from leadrelay.sync.writerqueue import WriterQueue, lock_path_for
 
 if TYPE_CHECKING:
     from leadrelay.config import Config
@@ -698,11 +699,15 @@ class StateStore:
         self._read_engine = self._engine.execution_options(**{_READ_ONLY: True})
         self._clock = clock
         self._dialect = self._engine.dialect.name
-        # SQLite has one writer at a time. Threads of this process queue here for it instead of
-        # in SQLite's busy handler, whose sleeps grow to 100 ms; other processes still wait
-        # there (busy_timeout). PostgreSQL needs no such queue.
-        self._writer: threading.RLock | None = (
-            threading.RLock() if self._dialect == "sqlite" else None
+        # SQLite has one writer at a time. Threads and processes queue here for it instead of
+        # in SQLite's busy handler, whose sleeps grow to 100 ms. PostgreSQL needs no queue.
+        self._writer: WriterQueue | None = (
+            WriterQueue(
+                lock_path_for(self._engine.url.database),
+                timeout_s=SQLITE_BUSY_TIMEOUT_MS / 1000,
+            )
+            if self._dialect == "sqlite"
+            else None
         )
         if self._dialect not in ("sqlite", "postgresql"):
             self._engine.dispose()
@@ -730,6 +735,8 @@ class StateStore:
     def close(self) -> None:
         """Close every pooled connection."""
         self._engine.dispose()
+        if self._writer is not None:
+            self._writer.close()
 
     def __enter__(self) -> StateStore:
         return self
