@@ -43,8 +43,8 @@ SERVE = (
     "import sys\n"
     "from leadrelay.config import load_config\n"
     "from leadrelay.capture.app import serve\n"
-    "serve(load_config(sys.argv[1]), port=int(sys.argv[2]), log_level='warning',\n"
-    "      http_workers=int(sys.argv[3]))\n"
+    "more = {'http_workers': int(sys.argv[3])} if sys.argv[3] != '1' else {}\n"
+    "serve(load_config(sys.argv[1]), port=int(sys.argv[2]), log_level='warning', **more)\n"
 )
 
 
