@@ -120,7 +120,12 @@ def serve_command(
 
     for line in schedule_lines(loaded, datetime.now(loaded.schedule.zone)):
         _err.print(line, highlight=False)
-    serve(loaded, host=host, port=port, workers=workers, http_workers=http_workers)
+    from leadrelay.capture.httpworkers import HttpWorkerError
+
+    try:
+        serve(loaded, host=host, port=port, workers=workers, http_workers=http_workers)
+    except HttpWorkerError as exc:
+        raise CliError(str(exc), 1) from exc
 
 
 # --------------------------------------------------------------------------------------------

@@ -33,13 +33,17 @@ import uvicorn
 from leadrelay.capture.logs import register_config_secrets, uvicorn_log_config
 from leadrelay.childproc import SPAWN, ServeChild
 
-__all__ = ["HttpWorkerProcess", "bind_socket", "supervise", "uvicorn_config"]
+__all__ = ["HttpWorkerError", "HttpWorkerProcess", "bind_socket", "supervise", "uvicorn_config"]
 
 log = logging.getLogger("leadrelay.capture")
 
 #: An HTTP worker that ends sooner than this after its start is not started again: it would
 #: only fail the same way (a configuration or state store error); ``serve`` stops instead.
 MIN_LIFETIME_S = 10.0
+
+
+class HttpWorkerError(RuntimeError):
+    """An HTTP worker ended right after it started: ``serve`` stops rather than retry."""
 
 
 def uvicorn_config(app: Any, *, host: str, port: int, log_level: str) -> uvicorn.Config:
@@ -123,7 +127,7 @@ def supervise(workers: list[HttpWorkerProcess], *, poll_s: float = 0.5) -> None:
     """Keep the HTTP workers running until Ctrl-C (returns) or a signal handler raises.
 
     A worker that ends is started again, unless it ran less than :data:`MIN_LIFETIME_S`:
-    then :class:`RuntimeError` says so (the caller stops the others).
+    then :class:`HttpWorkerError` says so (the caller stops the others).
     """
     try:
         while True:
@@ -132,7 +136,7 @@ def supervise(workers: list[HttpWorkerProcess], *, poll_s: float = 0.5) -> None:
                     continue
                 lived = time.monotonic() - worker.started_at
                 if lived < MIN_LIFETIME_S:
-                    raise RuntimeError(
+                    raise HttpWorkerError(
                         f"HTTP worker {worker.number} ended {lived:.1f} s after it started "
                         f"(exit code {worker.exitcode}); see its log lines above"
                     )
