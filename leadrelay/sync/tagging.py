@@ -53,6 +53,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -369,6 +370,9 @@ def _split_host(host: str) -> tuple[list[str], str]:
     return [], labels[0] if labels else ""
 
 
+# Pure functions of a few values that repeat across a lead list (sources, mediums, hosts):
+# remembered, in bounded caches.
+@lru_cache(maxsize=8192)
 def _matches(sites: _SiteList, source: str, *, search: bool = False) -> bool:
     """Whether a source value (a name like ``google`` or a host) is in a source category."""
     value = source.strip().lower().rstrip(".")
@@ -431,6 +435,7 @@ _SOCIAL_CLICK_IDS = ("fbclid", "li_fat_id", "twclid")
 _PAID_CHANNELS = frozenset({Channel.PAID_SEARCH, Channel.PAID_SOCIAL, Channel.DISPLAY})
 
 
+@lru_cache(maxsize=8192)
 def _ga4_manual(source: str, medium: str, campaign: str) -> tuple[Channel, str] | None:
     """GA4's rules for manually tagged traffic, in Google's order; None means Unassigned."""
     paid = bool(_PAID_MEDIUM_RE.match(medium))

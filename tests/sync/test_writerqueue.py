@@ -53,9 +53,8 @@ def test_the_lock_file_is_held_for_the_outermost_block_only(tmp_path: Path) -> N
 def test_a_writer_goes_ahead_when_the_lock_is_not_given_in_time(tmp_path: Path) -> None:
     path = tmp_path / "leads.db-writer"
     queue = WriterQueue(str(path), timeout_s=0.05)
-    with _held_elsewhere(path):
-        with queue:
-            entered = True
+    with _held_elsewhere(path), queue:
+        entered = True
     assert entered
     assert _free(path)
 
