@@ -29,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -96,16 +97,17 @@ def _warm_up() -> float:
 
 def _load_process(
     url: str, secret: str, rate: float, seconds: float, part: int, parts: int, start_at: float
-) -> tuple[list[float], int, dict[str, float], float]:
+) -> tuple[list[float], Counter[str], dict[str, float], float]:
     """One load process: submissions ``part``, ``part + parts`` … of the whole schedule, which
     starts at ``start_at`` (``time.time()``, the same in every load process); also returns
     the CPU seconds the process used."""
     sent: dict[str, float] = {}
+    reasons: Counter[str] = Counter()
     cpu = time.process_time()
-    latencies, failures = asyncio.run(
-        _load(url, secret, rate, seconds, sent, part, parts, start_at)
+    latencies, _ = asyncio.run(
+        _load(url, secret, rate, seconds, sent, part, parts, start_at, reasons)
     )
-    return latencies, failures, sent, time.process_time() - cpu
+    return latencies, reasons, sent, time.process_time() - cpu
 
 
 class _Connections:
@@ -154,9 +156,10 @@ async def _load(
     part: int = 0,
     parts: int = 1,
     start_at: float | None = None,
+    reasons: Counter[str] | None = None,
 ) -> tuple[list[float], int]:
     """Post this part of a ``rate``/s schedule for ``seconds``; ack latencies (s) and the
-    count of non-2xx.
+    count of non-2xx or unanswered submissions (counted by reason in ``reasons``).
 
     A latency runs from the submission's *scheduled* time, not from when it was sent: a
     server (or a load process) that falls behind delays the submissions after it, and that
@@ -165,6 +168,7 @@ async def _load(
     cores the server needs."""
     latencies: list[float] = []
     failures = 0
+    reasons = reasons if reasons is not None else Counter()
     parsed = urlsplit(url)
     connections = _Connections(parsed.hostname or "127.0.0.1", parsed.port or 80)
     head = (
@@ -191,23 +195,33 @@ async def _load(
         for _ in range(2):
             try:
                 connection, reused = await connections.take()
-            except OSError:
+            except OSError as exc:
                 failures += 1
+                reasons[type(exc).__name__] += 1
                 return
             try:
                 status = await asyncio.wait_for(_exchange(*connection, raw), 30)
-            except (OSError, ValueError, IndexError, asyncio.IncompleteReadError, TimeoutError):
+            except (
+                OSError,
+                ValueError,
+                IndexError,
+                asyncio.IncompleteReadError,
+                TimeoutError,
+            ) as exc:
                 connection[1].close()
                 if reused:
                     continue  # closed by the server while idle (keep-alive timeout): again
                 failures += 1
+                reasons[type(exc).__name__] += 1
                 return
             connections.idle.append(connection)
             latencies.append(time.perf_counter() - due)
             if status // 100 != 2:
                 failures += 1
+                reasons[f"HTTP {status}"] += 1
             return
         failures += 1
+        reasons["closed twice"] += 1
 
     tasks: list[asyncio.Task[None]] = []
     # The shared wall-clock start, as this process's perf_counter.
@@ -271,7 +285,7 @@ def run(rate: float, seconds: float, settle_s: float, processes: int, http_worke
                 )
                 poller.start()
                 server_process = psutil.Process(child.pid)
-                latencies, failures, load_cpu = [], 0, 0.0
+                latencies, reasons, load_cpu = [], Counter[str](), 0.0
                 context = multiprocessing.get_context("spawn")
                 with ProcessPoolExecutor(processes, mp_context=context) as pool:
                     # Start the load processes (and their imports) before the clock does.
@@ -289,9 +303,9 @@ def run(rate: float, seconds: float, settle_s: float, processes: int, http_worke
                         for part in range(processes)
                     ]
                     for future in futures:
-                        part_latencies, part_failures, part_sent, part_cpu = future.result()
+                        part_latencies, part_reasons, part_sent, part_cpu = future.result()
                         latencies += part_latencies
-                        failures += part_failures
+                        reasons += part_reasons
                         sent.update(part_sent)
                         load_cpu += part_cpu
                 elapsed = time.perf_counter() - started
@@ -310,7 +324,8 @@ def run(rate: float, seconds: float, settle_s: float, processes: int, http_worke
         print(
             f"  submissions: {len(latencies)} in {elapsed:.1f} s ({len(latencies) / elapsed:.0f}/s)"
         )
-        print(f"  non-2xx or no answer: {failures}")
+        why = ", ".join(f"{reason} {count}" for reason, count in reasons.most_common())
+        print(f"  non-2xx or no answer: {reasons.total()}" + (f" ({why})" if why else ""))
         print(
             f"  CPU during the load: serve (capture + delivery) {server_cpu / elapsed:.0%} of a "
             f"core ({server_cpu / max(1, len(latencies)) * 1000:.2f} ms per submission), "
