@@ -88,7 +88,7 @@ def serve_command(
             "--http-workers",
             min=1,
             max=64,
-            help="Processes answering HTTP on the one port (default 1). More use more "
+            help="Processes answering HTTP on the one port. More use more "
             "cores; they share the inbox (SQLite file in WAL mode, or PostgreSQL).",
         ),
     ] = 1,
