@@ -158,6 +158,11 @@ class ServeChild:
         """Whether the child is running."""
         return self._process is not None and bool(self._process.is_alive())
 
+    @property
+    def exitcode(self) -> int | None:
+        """The child's exit code once it ended (negative: the signal that ended it)."""
+        return None if self._process is None else self._process.exitcode
+
     def _request_stop(self) -> None:
         self._stop.set()
 

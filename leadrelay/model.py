@@ -8,9 +8,10 @@ a value is either repaired by a named rule or rejected with the field and the re
 from __future__ import annotations
 
 import re
-import uuid
+import secrets
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -300,11 +301,16 @@ ROLE_LOCAL_PARTS: frozenset[str] = frozenset(
 )
 
 
+#: :func:`~leadrelay.taxonomy.geo.country_code`, remembered: a lead list names few countries,
+#: each in a few spellings, and folding the text is most of a lookup's cost.
+_country_code = lru_cache(maxsize=4096)(country_code)
+
+
 def normalize_country(value: str) -> str:
     """The ISO 3166-1 alpha-2 code of a country code or name (``pycountry``'s names and the
     everyday ones of :data:`~leadrelay.taxonomy.geo.COUNTRY_ALIASES`); other text kept as given."""
     text = " ".join(value.split())
-    return country_code(text) or text
+    return _country_code(text) or text
 
 
 #: A plain ASCII address (lower case): a dot-atom local part of at most 64 characters, and a
@@ -352,28 +358,80 @@ def normalize_email(value: str) -> str:
     return f"{result.local_part.lower()}@{result.ascii_domain.lower()}"
 
 
-def normalize_phone(value: str, country: str | None = None) -> str:
-    """Parse a phone number to E.164, using the lead's country as the default region.
+#: A North American Numbering Plan number as people type it: ``+1`` (or, in a NANP default
+#: region, ``1`` or nothing), then a ten-digit national number whose area code and first digit
+#: are 2-9, in groups of 3, 3 and 4 digits separated by at most one space, dot or dash, the
+#: area code perhaps in parentheses. phonenumbers reads every such text as country code 1 and
+#: those ten digits: nothing in it is a national prefix (the first digit is not 1), a carrier
+#: code, an extension or a letter, and ten digits is the NANP's one possible national length.
+_NANP_PHONE = re.compile(
+    r"(\+1|1)?[ .-]?(?:\(([2-9][0-9]{2})\)|([2-9][0-9]{2}))[ .-]?([0-9]{3})[ .-]?([0-9]{4})"
+)
 
-    Raises ValueError when the number cannot be parsed or is not a possible number.
-    """
-    text = value.strip()
-    if not text:
-        raise ValueError("phone is empty")
+#: Default regions in which a ten-digit NANP number needs no ``+1``: national prefix ``1``,
+#: national numbers of ten digits (checked against phonenumbers in tests/test_model.py).
+_NANP_REGIONS = frozenset({"US", "CA"})
+
+
+def plain_phone(text: str, region: str | None) -> str | None:
+    """The E.164 form of ``text`` when it is a plain NANP number (:data:`_NANP_PHONE`):
+    ``+1`` and its ten digits, as phonenumbers would give them; None when it takes
+    phonenumbers to say. ``region`` is the default region (ISO alpha-2) or None."""
+    match = _NANP_PHONE.fullmatch(text)
+    if match is None:
+        return None
+    if match[1] != "+1" and region not in _NANP_REGIONS:
+        return None
+    return "+1" + (match[2] or match[3]) + match[4] + match[5]
+
+
+def _phone_region(country: str | None) -> str | None:
+    """The default region of a lead's country (a code or a name), or None."""
     region = normalize_country(country) if country else None
     if region is not None and (len(region) != 2 or not region.isalpha()):
-        region = None
+        return None
+    return region
+
+
+def parse_phone(text: str, region: str | None, *, given: str | None = None) -> str:
+    """phonenumbers' E.164 form of ``text`` (``00`` read as ``+``) in default ``region``.
+
+    Raises ValueError when the number cannot be parsed or is not a possible number, naming
+    ``given`` (default ``text``).
+    """
+    shown = text if given is None else given
     if text.startswith("00"):
         text = "+" + text[2:]
     try:
         parsed = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException as exc:
         hint = "" if region or text.startswith("+") else " (no country to resolve a local number)"
-        raise ValueError(f"phone {value!r} cannot be parsed: {exc}{hint}") from None
+        raise ValueError(f"phone {shown!r} cannot be parsed: {exc}{hint}") from None
     if not phonenumbers.is_possible_number(parsed):
-        raise ValueError(f"phone {value!r} is not a possible number for its country")
+        raise ValueError(f"phone {shown!r} is not a possible number for its country")
     formatted: str = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
     return formatted
+
+
+def normalize_phone(value: str, country: str | None = None) -> str:
+    """Parse a phone number to E.164, using the lead's country as the default region.
+
+    A plain NANP number is read by :func:`plain_phone`; the rest by phonenumbers.
+    Raises ValueError when the number cannot be parsed or is not a possible number.
+    """
+    text = value.strip()
+    if not text:
+        raise ValueError("phone is empty")
+    if text.startswith("+1"):
+        # The default region plays no part in a number with its country code.
+        plain = plain_phone(text, None)
+        if plain is not None:
+            return plain
+    region = _phone_region(country)
+    plain = plain_phone(text, region)
+    if plain is not None:
+        return plain
+    return parse_phone(text, region, given=value)
 
 
 def domain_from_website(value: str) -> str | None:
@@ -403,8 +461,8 @@ def company_domain_from_email(email: str) -> str | None:
 
 
 def new_lead_key() -> str:
-    """A fresh leadrelay lead key (``ld_`` + 26 hex characters of a random UUID)."""
-    return "ld_" + uuid.uuid4().hex[:26]
+    """A fresh leadrelay lead key (``ld_`` + 26 random hex characters, 104 bits)."""
+    return "ld_" + secrets.token_hex(13)
 
 
 def _clean_text(value: object) -> object:
@@ -421,7 +479,7 @@ _STANDARD_FIELDS: tuple[str, ...] = ("industry", "salutation", "country")
 def _standard_value(name: str, value: str) -> str | None:
     """The canonical value of a standard-list field's text, or None when nothing covers it."""
     if name == "country":
-        return country_code(value)
+        return _country_code(value)
     return standard_list(name).canonical(value)
 
 

@@ -178,7 +178,13 @@ _MAPPINGS_README = """\
   named transforms. Only what you list changes; the rest of the built-in mapping stays.
 """
 
-_GITIGNORE_ENTRIES = (".env", "leadrelay.db", "leadrelay.db-wal", "leadrelay.db-shm")
+_GITIGNORE_ENTRIES = (
+    ".env",
+    "leadrelay.db",
+    "leadrelay.db-wal",
+    "leadrelay.db-shm",
+    "leadrelay.db-writer",
+)
 
 
 def _starter_files() -> dict[Path, str]:

@@ -24,7 +24,9 @@ from leadrelay.model import (
     normalize_country,
     normalize_email,
     normalize_phone,
+    parse_phone,
     plain_email,
+    plain_phone,
 )
 
 
@@ -109,6 +111,85 @@ def test_the_plain_email_fast_path_agrees_with_email_validator(text: str) -> Non
 )
 def test_addresses_the_fast_path_leaves_to_email_validator(text: str) -> None:
     assert plain_email(text) is None
+
+
+_SEPARATOR = st.sampled_from(["", " ", ".", "-", "", " ", "  ", "/", "--"])
+
+
+def _digits(size: int) -> st.SearchStrategy[str]:
+    """Mostly ``size`` digits, sometimes one more or one less."""
+    return st.one_of(
+        st.text("0123456789", min_size=size, max_size=size),
+        st.text("0123456789", min_size=size - 1, max_size=size + 1),
+    )
+
+
+#: Texts built like NANP numbers (prefix, area code perhaps in parentheses, groups of 3, 3 and
+#: 4 digits), with prefixes, group lengths, separators and endings the fast path must refuse.
+_NANP_LIKE = st.builds(
+    "{}{}{}{}{}{}{}{}".format,
+    st.sampled_from(["", "+1", "1", "+1", "", "+", "+44", "0", "11", "+01", "001", "(1)"]),
+    _SEPARATOR,
+    st.one_of(_digits(3), _digits(3).map("({})".format), st.just("(212")),
+    _SEPARATOR,
+    _digits(3),
+    _SEPARATOR,
+    _digits(4),
+    st.sampled_from(["", "", "", " x12", ";ext=3", "A", "#", ")", " "]),
+)
+_ONE_SEPARATOR = st.sampled_from(["", " ", ".", "-"])
+#: Texts of exactly the shapes the fast path reads, with any digits (area codes and exchanges
+#: starting with 0 or 1 included).
+_NANP_SHAPED = st.builds(
+    "{}{}{}{}{}{}{}".format,
+    st.sampled_from(["", "+1", "1"]),
+    _ONE_SEPARATOR,
+    st.one_of(_digits(3), _digits(3).map("({})".format)).filter(lambda d: len(d) in (3, 5)),
+    _ONE_SEPARATOR,
+    st.text("0123456789", min_size=3, max_size=3),
+    _ONE_SEPARATOR,
+    st.text("0123456789", min_size=4, max_size=4),
+)
+_REGIONS = st.sampled_from(
+    [None, "US", "CA", "US", "CA", "PR", "AG", "JM", "DE", "GB", "FR", "BR", "IN", "XX"]
+)
+
+
+def _full_phone(text: str, region: str | None) -> str | None:
+    try:
+        return parse_phone(text, region)
+    except ValueError:
+        return None
+
+
+@settings(max_examples=2000, derandomize=True)
+@given(st.one_of(_NANP_SHAPED, _NANP_LIKE, st.text("0123456789+() .-", max_size=18)), _REGIONS)
+@example("+1 (415) 555-2671", None)
+@example("1-415-555-2671", "US")
+@example("4155552671", "CA")
+@example("415 555 2671", "AG")
+@example("+1 115 555 2671", "US")
+def test_the_plain_phone_fast_path_agrees_with_phonenumbers(text: str, region: str | None) -> None:
+    fast = plain_phone(text, region)
+    if fast is None:
+        return
+    assert fast == _full_phone(text, region), f"{text!r} in {region}"
+
+
+@pytest.mark.parametrize(
+    ("text", "region"),
+    [
+        ("415 555 2671", None),
+        ("415 555 2671", "PR"),
+        ("1 415 555 2671", "GB"),
+        ("+1 115 555 2671", "US"),
+        ("+1 415 555 2671 x12", "US"),
+        ("+44 20 7946 0958", "GB"),
+        ("1-800-FLOWERS", "US"),
+    ],
+)
+def test_numbers_the_phone_fast_path_leaves_to_phonenumbers(text: str, region: str | None) -> None:
+    assert plain_phone(text, region) is None
 
 
 @pytest.mark.parametrize(

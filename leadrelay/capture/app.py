@@ -63,7 +63,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from leadrelay.capture.logs import register_config_secrets, uvicorn_log_config
+from leadrelay.capture.httpworkers import uvicorn_config
+from leadrelay.capture.logs import register_config_secrets
 from leadrelay.capture.metrics import UNKNOWN_FORM, CaptureMetrics
 from leadrelay.capture.sources import Fetchers
 from leadrelay.capture.text import find_bad_text
@@ -1091,6 +1092,12 @@ def create_app(
     return app
 
 
+def _in_memory(sqlite_url: str) -> bool:
+    """Whether a SQLite URL names an in-memory database (one per process, nothing shared)."""
+    path = sqlite_url.partition(":///")[2]
+    return path.partition("?")[0] in ("", ":memory:") or "mode=memory" in path
+
+
 def _end_serving(signum: int, frame: FrameType | None) -> None:
     """SIGTERM: end ``serve`` as Ctrl-C does, then exit 0.
 
@@ -1109,6 +1116,7 @@ def serve(
     port: int | None = None,
     log_level: str = "info",
     workers: int = 1,
+    http_workers: int = 1,
 ) -> None:
     """Run the capture service in the foreground (uvicorn) on ``config.state.url``'s store,
     with the delivery worker in a child process (every ``[capture] worker_interval_s``, and
@@ -1119,6 +1127,9 @@ def serve(
     ``leadrelay worker`` processes run elsewhere), which deliver and run the schedules.
     Reconcile and the retention prune run in one more child
     (:class:`~leadrelay.reconcile.UpkeepProcess`).
+
+    With ``http_workers`` > 1 the capture app runs in that many child processes sharing one
+    listening socket (:mod:`leadrelay.capture.httpworkers`); this process only supervises.
 
     ``host`` and ``port`` default to ``[capture]``. Returns when the server stops (Ctrl-C),
     after the delivery pass in progress; SIGTERM stops it the same way and exits 0. The
@@ -1132,6 +1143,11 @@ def serve(
     from leadrelay.reconcile import UpkeepProcess
     from leadrelay.sync.schedule import ScheduleProcess, scheduled_flows
 
+    if http_workers > 1 and config.state.is_sqlite and _in_memory(config.state.url):
+        raise StateError(
+            "several HTTP workers need a state store they can share: an SQLite file or "
+            "PostgreSQL, not an in-memory database"
+        )
     register_config_secrets(config)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _end_serving)
@@ -1140,12 +1156,14 @@ def serve(
     try:
         children: list[ServeChild]
         on_stored: Callable[[], None] | None
+        wake: Any = None
         if config.state.is_sqlite:
             loop = DeliveryProcess(config.path)
             children = [loop]
             if scheduled_flows(config):
                 children.append(ScheduleProcess(config.path))
             on_stored = loop.wake
+            wake = loop.wake_event
         else:
             # PostgreSQL: the job queue delivers and runs the schedules, here and on other hosts;
             # a lead stored queues a delivery at once.
@@ -1153,24 +1171,54 @@ def serve(
 
             ensure_queue_schema(config)
             children = [WorkerProcess(config.path, f"worker{n}") for n in range(workers)]
-            on_stored = stack.enter_context(DeliveryNudge(config))
+            on_stored = None if http_workers > 1 else stack.enter_context(DeliveryNudge(config))
         # Reconcile on [reconcile] schedule, the retention prune once a day (leadrelay.reconcile).
         children.append(UpkeepProcess(config.path))
-        app = create_app(config, store, on_stored=on_stored)
         for child in children:
             child.start()
         try:
-            uvicorn.run(
-                app,
-                host=host or config.capture.host,
-                port=port or config.capture.port,
-                log_level=log_level,
-                log_config=uvicorn_log_config(),
-                proxy_headers=True,
-            )
+            listen_host = host or config.capture.host
+            listen_port = port or config.capture.port
+            if http_workers > 1:
+                _serve_http_workers(
+                    config, http_workers, wake, children, listen_host, listen_port, log_level
+                )
+            else:
+                app = create_app(config, store, on_stored=on_stored)
+                uvicorn.Server(
+                    uvicorn_config(app, host=listen_host, port=listen_port, log_level=log_level)
+                ).run()
         finally:
             for child in children:
                 child.stop()
     finally:
         stack.close()
         store.close()
+
+
+def _serve_http_workers(
+    config: Config,
+    count: int,
+    wake: Any,
+    children: list[Any],
+    host: str,
+    port: int,
+    log_level: str,
+) -> None:
+    """Run ``count`` HTTP worker processes on one socket (added to ``children``, which the
+    caller stops) until Ctrl-C or SIGTERM."""
+    from leadrelay.capture.httpworkers import HttpWorkerProcess, bind_socket, supervise
+
+    sock = bind_socket(host, port, log_level)
+    try:
+        workers = [
+            HttpWorkerProcess(config.path, sock, wake, log_level=log_level, number=n)
+            for n in range(1, count + 1)
+        ]
+        # Stopped first: the submissions in progress are stored before delivery stops.
+        children[:0] = workers
+        for worker in workers:
+            worker.start()
+        supervise(workers)
+    finally:
+        sock.close()

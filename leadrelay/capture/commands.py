@@ -82,6 +82,16 @@ def serve_command(
             "processes run elsewhere).",
         ),
     ] = 1,
+    http_workers: Annotated[
+        int,
+        typer.Option(
+            "--http-workers",
+            min=1,
+            max=64,
+            help="Processes answering HTTP on the one port. More use more "
+            "cores; they share the inbox (SQLite file in WAL mode, or PostgreSQL).",
+        ),
+    ] = 1,
 ) -> None:
     """Run the capture service: form and ad-lead endpoints, with delivery to the CRMs, and
     the flows that have a schedule.
@@ -91,7 +101,9 @@ def serve_command(
     retries while a CRM is down. A flow with schedule = "*/5 * * * *" (cron, in
     [schedule] timezone, UTC by default) runs in each minute it matches, unless another sync
     holds its lock. With a PostgreSQL [state] url, --workers queue workers do both (see
-    `leadrelay worker`). Stops on Ctrl-C after the delivery pass and the run in progress.
+    `leadrelay worker`). --http-workers N answers HTTP in N processes sharing the port
+    (more capture throughput on several cores). Stops on Ctrl-C or SIGTERM after the
+    requests, the delivery pass and the run in progress.
     """
     from leadrelay.capture.app import serve
 
@@ -108,7 +120,12 @@ def serve_command(
 
     for line in schedule_lines(loaded, datetime.now(loaded.schedule.zone)):
         _err.print(line, highlight=False)
-    serve(loaded, host=host, port=port, workers=workers)
+    from leadrelay.capture.httpworkers import HttpWorkerError
+
+    try:
+        serve(loaded, host=host, port=port, workers=workers, http_workers=http_workers)
+    except HttpWorkerError as exc:
+        raise CliError(str(exc), 1) from exc
 
 
 # --------------------------------------------------------------------------------------------

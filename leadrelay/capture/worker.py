@@ -1073,6 +1073,11 @@ class DeliveryProcess(ServeChild):
         """Run the next pass now."""
         self._wake.set()
 
+    @property
+    def wake_event(self) -> Any:
+        """The event :meth:`wake` sets, for other child processes to set (HTTP workers)."""
+        return self._wake
+
     def _request_stop(self) -> None:
         super()._request_stop()
         self._wake.set()

@@ -63,12 +63,12 @@ import hashlib
 import os
 import secrets
 import socket
-import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
+from functools import cached_property
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
@@ -76,6 +76,8 @@ from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import StaticPool
+
+from leadrelay.sync.writerqueue import WriterQueue, lock_path_for
 
 if TYPE_CHECKING:
     from leadrelay.config import Config
@@ -793,11 +795,15 @@ class StateStore:
         self._read_engine = self._engine.execution_options(**{_READ_ONLY: True})
         self._clock = clock
         self._dialect = self._engine.dialect.name
-        # SQLite has one writer at a time. Threads of this process queue here for it instead of
-        # in SQLite's busy handler, whose sleeps grow to 100 ms; other processes still wait
-        # there (busy_timeout). PostgreSQL needs no such queue.
-        self._writer: threading.RLock | None = (
-            threading.RLock() if self._dialect == "sqlite" else None
+        # SQLite has one writer at a time. Threads and processes queue here for it instead of
+        # in SQLite's busy handler, whose sleeps grow to 100 ms. PostgreSQL needs no queue.
+        self._writer: WriterQueue | None = (
+            WriterQueue(
+                lock_path_for(self._engine.url.database),
+                timeout_s=SQLITE_BUSY_TIMEOUT_MS / 1000,
+            )
+            if self._dialect == "sqlite"
+            else None
         )
         if self._dialect not in ("sqlite", "postgresql"):
             self._engine.dispose()
@@ -825,6 +831,8 @@ class StateStore:
     def close(self) -> None:
         """Close every pooled connection."""
         self._engine.dispose()
+        if self._writer is not None:
+            self._writer.close()
 
     def __enter__(self) -> StateStore:
         return self
@@ -927,6 +935,27 @@ class StateStore:
 
     # -- inbox ---------------------------------------------------------------------------------
 
+    # The capture service's statements, built once per store (their values are bound per call):
+    # building an upsert and its ``excluded`` columns cost more CPU than running it.
+    @cached_property
+    def _inbox_insert(self) -> Any:
+        return (
+            self._insert(inbox_table)
+            .on_conflict_do_nothing(index_elements=[inbox_table.c.dedupe_key])
+            .returning(inbox_table.c.key)
+        )
+
+    @cached_property
+    def _ledger_received_upsert(self) -> Any:
+        stmt = self._insert(ledger_table)
+        return stmt.on_conflict_do_update(
+            index_elements=[ledger_table.c.lead_key, ledger_table.c.destination],
+            set_={
+                "form": sa.func.coalesce(ledger_table.c.form, stmt.excluded.form),
+                "source": sa.func.coalesce(ledger_table.c.source, stmt.excluded.source),
+            },
+        )
+
     def put_inbox(
         self,
         *,
@@ -944,25 +973,20 @@ class StateStore:
         Returns the stored key and ``created=True``; for a replay (same ``dedupe_key``) the key
         stored the first time and ``created=False``.
         """
-        stmt = (
-            self._insert(inbox_table)
-            .values(
-                key=key,
-                form=form,
-                source=source,
-                payload=dict(payload),
-                dedupe_key=dedupe_key,
-                is_test=is_test,
-                received_at=received_at or self.now(),
-                status=InboxStatus.PENDING.value,
-                attempts=0,
-            )
-            .on_conflict_do_nothing(index_elements=[inbox_table.c.dedupe_key])
-            .returning(inbox_table.c.key)
-        )
+        values = {
+            "key": key,
+            "form": form,
+            "source": source,
+            "payload": dict(payload),
+            "dedupe_key": dedupe_key,
+            "is_test": is_test,
+            "received_at": received_at or self.now(),
+            "status": InboxStatus.PENDING.value,
+            "attempts": 0,
+        }
         with self._write(conn) as c:
             try:
-                result = c.execute(stmt)
+                result = c.execute(self._inbox_insert, values)
             except sa.exc.IntegrityError as exc:
                 raise StateError(
                     f"inbox key {key!r} is already stored under another dedupe key"
@@ -1201,16 +1225,8 @@ class StateStore:
             }
             for key in dict.fromkeys(lead_keys)
         ]
-        stmt = self._insert(ledger_table)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[ledger_table.c.lead_key, ledger_table.c.destination],
-            set_={
-                "form": sa.func.coalesce(ledger_table.c.form, stmt.excluded.form),
-                "source": sa.func.coalesce(ledger_table.c.source, stmt.excluded.source),
-            },
-        )
         with self._write(conn) as c:
-            c.execute(stmt, rows)
+            c.execute(self._ledger_received_upsert, rows)
 
     def mark_test(self, lead_key: str, destination: str, *, conn: Connection | None = None) -> bool:
         """Mark a lead's existing ledger row for a destination as a test lead (reports leave it

@@ -53,6 +53,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -369,6 +370,9 @@ def _split_host(host: str) -> tuple[list[str], str]:
     return [], labels[0] if labels else ""
 
 
+# Pure functions of a few values that repeat across a lead list (sources, mediums, hosts):
+# remembered, in bounded caches.
+@lru_cache(maxsize=8192)
 def _matches(sites: _SiteList, source: str, *, search: bool = False) -> bool:
     """Whether a source value (a name like ``google`` or a host) is in a source category."""
     value = source.strip().lower().rstrip(".")
@@ -431,6 +435,7 @@ _SOCIAL_CLICK_IDS = ("fbclid", "li_fat_id", "twclid")
 _PAID_CHANNELS = frozenset({Channel.PAID_SEARCH, Channel.PAID_SOCIAL, Channel.DISPLAY})
 
 
+@lru_cache(maxsize=8192)
 def _ga4_manual(source: str, medium: str, campaign: str) -> tuple[Channel, str] | None:
     """GA4's rules for manually tagged traffic, in Google's order; None means Unassigned."""
     paid = bool(_PAID_MEDIUM_RE.match(medium))
@@ -785,19 +790,22 @@ def apply_touch(lead: Lead, attribution: Attribution, at: datetime | None = None
     (stamped with ``created_at``) if any, else to this touch (stamped ``at``, default now, UTC).
     """
     when = at if at is not None else datetime.now(UTC)
-    if lead.first_touch is None:
-        if _has_attribution(lead):
-            earlier = lead.touch()
-            earlier.at = lead.created_at
-            lead.first_touch = earlier
-        else:
-            lead.first_touch = attribution.to_touch(when)
     values: dict[str, Any] = {
         name: getattr(attribution, name) for name in (*UTM_PARAMS, "landing_page", "referrer")
     }
-    if not isinstance(attribution.channel, Channel) or not all(
+    typed = isinstance(attribution.channel, Channel) and all(
         value is None or isinstance(value, str) for value in values.values()
-    ):
+    )
+    if lead.first_touch is None:
+        if _has_attribution(lead):
+            first = lead.touch()
+            first.at = lead.created_at
+        else:
+            first = attribution.to_touch(when)
+        # A Touch built and validated just now: set it without validating the Lead again.
+        lead.__dict__["first_touch"] = first
+        lead.__pydantic_fields_set__.add("first_touch")
+    if not typed:
         # Not the types an Attribution promises: let the Lead's validation say what is wrong.
         for name, value in {"channel": attribution.channel, **values}.items():
             setattr(lead, name, value)

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ import httpx
 import psutil
 import pytest
 
+from leadrelay.capture.httpworkers import MIN_LIFETIME_S
 from leadrelay.capture.logs import SECRET_QUERY_PARAMS
 from leadrelay.sync.state import InboxStatus
 from tests.capture.sandbox_project import Project
@@ -109,9 +111,19 @@ def serving(project: Project, *options: str) -> Iterator[Served]:
             process.wait(30)
 
 
+#: ``serve`` answering HTTP itself, and with two HTTP worker processes on its port.
+HTTP_MODES = {"one process": (), "two HTTP workers": ("--http-workers", "2")}
+
+
+@pytest.fixture(params=list(HTTP_MODES))
+def served(project: Project, request: pytest.FixtureRequest) -> Iterator[Served]:
+    with serving(project, *HTTP_MODES[request.param]) as running:
+        yield running
+
+
 @pytest.fixture
-def served(project: Project) -> Iterator[Served]:
-    with serving(project) as running:
+def served_by_workers(project: Project) -> Iterator[Served]:
+    with serving(project, *HTTP_MODES["two HTTP workers"]) as running:
         yield running
 
 
@@ -199,3 +211,58 @@ def test_no_log_line_holds_a_secret(project: Project, served: Served) -> None:
     assert "delivered 1 captured lead" in text  # and the worker's lines
     leaked = sorted(name for name, secret in secrets.items() if secret in text)
     assert leaked == [], text
+
+
+def _http_workers(served: Served) -> list[psutil.Process]:
+    """The children of ``serve`` that listen on its port."""
+    port = int(served.url.rpartition(":")[2])
+    return [
+        child
+        for child in served.children()
+        if any(c.laddr and c.laddr.port == port for c in child.net_connections("tcp"))
+    ]
+
+
+def test_http_workers_share_the_port_and_the_inbox(
+    project: Project, served_by_workers: Served
+) -> None:
+    deadline = time.monotonic() + 60
+    while len(_http_workers(served_by_workers)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(_http_workers(served_by_workers)) == 2
+    emails = [f"lead{n}@worker-share.io" for n in range(40)]
+    secret = project.env["FORM_DEMO_WEBFORM_SECRET"]
+
+    def post(email: str) -> int:
+        # A new connection each: the kernel spreads connections over the workers.
+        with httpx.Client(base_url=served_by_workers.url, timeout=30) as client:
+            response = client.post(
+                "/forms/demo-webform",
+                data={"email": email},
+                headers={"X-Leadrelay-Secret": secret},
+            )
+            return response.status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(post, emails))
+    assert statuses == [202] * len(emails)
+    counts = project.store.inbox_counts()
+    assert sum(counts.values()) == len(emails)
+
+
+def test_an_http_worker_that_dies_is_started_again(served_by_workers: Served) -> None:
+    deadline = time.monotonic() + 60
+    while len(_http_workers(served_by_workers)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    victim = _http_workers(served_by_workers)[0]
+    # Past the start-up window in which a dying worker stops serve instead.
+    time.sleep(max(0.0, MIN_LIFETIME_S + 1 - (time.time() - victim.create_time())))
+    victim.kill()
+    victim.wait(30)
+    while time.monotonic() < deadline + 30:
+        workers = _http_workers(served_by_workers)
+        if len(workers) == 2 and victim.pid not in {w.pid for w in workers}:
+            break
+        time.sleep(0.2)
+    assert len(_http_workers(served_by_workers)) == 2
+    assert httpx.get(f"{served_by_workers.url}/healthz", timeout=10).status_code == 200

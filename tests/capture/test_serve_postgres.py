@@ -1,5 +1,6 @@
-"""``leadrelay serve --workers 2`` on PostgreSQL: its queue workers deliver a posted lead
-(the stored lead queues a delivery job), and they end with ``serve``."""
+"""``leadrelay serve --workers 2`` on PostgreSQL, answering HTTP itself or with two HTTP
+workers: its queue workers deliver a posted lead (the stored lead queues a delivery job), and
+they end with ``serve``."""
 
 from __future__ import annotations
 
@@ -19,15 +20,15 @@ from tests.postgres import fresh_schema
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 
-@pytest.fixture
-def served(project: Project) -> Iterator[Served]:
+@pytest.fixture(params=[(), ("--http-workers", "2")], ids=["one HTTP process", "two HTTP workers"])
+def served(project: Project, request: pytest.FixtureRequest) -> Iterator[Served]:
     toml = project.folder / "leadrelay.toml"
     with fresh_schema() as url:
         text = toml.read_text(encoding="utf-8")
         # Periodic deliveries once a minute: the posted lead is delivered by the job it queued.
         text = text.replace('url = "sqlite:///leadrelay.db"', f'url = "{url}"')
         toml.write_text(text + "\n[worker]\ndelivery_every_s = 60\n", encoding="utf-8")
-        with serving(project, "--workers", "2") as running:
+        with serving(project, "--workers", "2", *request.param) as running:
             yield running
 
 
