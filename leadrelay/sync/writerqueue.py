@@ -5,8 +5,10 @@ SQLite's busy handler, which sleeps 1, 2, 5 … up to 100 ms between tries: a ca
 meets the delivery worker's commit can wait a hundred milliseconds after the lock came free.
 :class:`WriterQueue` makes writers wait their turn instead: threads of one process on a
 re-entrant lock, processes (``serve --http-workers``, the delivery worker, ``leadrelay sync``)
-on an exclusive ``flock`` of a file beside the database, which the kernel hands over the moment
-it is released. SQLite's own locking still guards the data; the queue only orders the waiting.
+on an exclusive ``flock`` of a file beside the database, which a waiting writer tries again
+every half millisecond (so it goes on within about that long of its release, not after a
+busy-handler sleep). SQLite's own locking still guards the data; the queue only orders the
+waiting.
 """
 
 from __future__ import annotations
