@@ -195,7 +195,7 @@ def _run(label: str, count: int, *, memory: bool = False, profile: bool = False)
     if profiler is not None:
         text = io.StringIO()
         stats = pstats.Stats(profiler, stream=text)
-        stats.sort_stats("cumulative").print_stats(r"leadrelay", 25)
+        stats.sort_stats("cumulative").print_stats(r"leadrelay", int(os.environ.get("BENCH_PROFILE_ROWS", "25")))
         stats.sort_stats("tottime").print_stats(25)
         result["profile"] = text.getvalue()
     return result
