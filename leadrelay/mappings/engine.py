@@ -571,7 +571,12 @@ class Mapping:
             return cache[name]
 
         for name, reader in readers.items():
-            if only is not None and name not in only and reader.kept_as not in only:
+            if (
+                only is not None
+                and name not in only
+                and reader.head not in only
+                and reader.kept_as not in only
+            ):
                 continue
             found, spec, problem = reader.read(raw, blanks, canonical)
             if problem is not None:
@@ -666,10 +671,10 @@ class Mapping:
 
         out: dict[str, Any] = {}
         problems: list[Problem] = []
-        for name, fmap in self.fields.items():
-            spec = fmap.primary
-            if not spec.writes or (wanted is not None and name not in wanted):
+        for name, fmap in self._writable:
+            if wanted is not None and name not in wanted:
                 continue
+            spec = fmap.primary
             try:
                 written = self._write(fmap, spec, canonical(name), canonical)
             except (ValueError, TypeError) as exc:
@@ -690,6 +695,10 @@ class Mapping:
                 out[system_field] = value
         return out, problems
 
+    @cached_property
+    def _writable(self) -> tuple[tuple[str, FieldMap], ...]:
+        return tuple((name, fmap) for name, fmap in self.fields.items() if fmap.primary.writes)
+
     def _write(
         self,
         fmap: FieldMap,
@@ -699,7 +708,7 @@ class Mapping:
     ) -> dict[str, Any]:
         if fmap.name == "owner" and isinstance(value, BaseModel):
             value = getattr(value, "id", None)
-        ctx = TransformContext(fmap.name, spec.system_field, canonical)
+        ctx = TransformContext(fmap.name, spec.system_field, canonical) if spec.transforms else None
         if spec.values:
             if is_blank(value):
                 return {spec.system_field: spec.default}
@@ -709,13 +718,15 @@ class Mapping:
             targets = target if isinstance(target, dict) else {spec.system_field: target}
             result: dict[str, Any] = {}
             for system_field, system_value in targets.items():
-                for bound in reversed(spec.transforms):
-                    system_value = bound.outbound(system_value, ctx)
+                if ctx is not None:
+                    for bound in reversed(spec.transforms):
+                        system_value = bound.outbound(system_value, ctx)
                 result[system_field] = _jsonable(system_value)
             return result
-        for bound in reversed(spec.transforms):
-            value = bound.outbound(value, ctx)
-        if is_blank(value):
+        if ctx is not None:
+            for bound in reversed(spec.transforms):
+                value = bound.outbound(value, ctx)
+        if _blank(value):
             value = spec.default
         return {spec.system_field: _jsonable(value)}
 
