@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import queue
+import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -174,6 +176,68 @@ def fingerprint(values: Mapping[str, Any], fields: Iterable[str] | None = None) 
                 kept[name] = canonical_value(value)
     text = json.dumps(kept, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+#: A pass's pages, each with the reader's call count after it was read.
+_Pages = Generator[tuple[Page, int], None, None]
+
+#: Pages read ahead of the one being processed (each holds at most a batch of records).
+READ_AHEAD_PAGES = 1
+
+
+def _read_in_line(reader: Connector[Any], cursor: str | None) -> _Pages:
+    """The pages of ``reader.read_changes(cursor)``, each with the reader's call count after
+    it was read."""
+    for page in reader.read_changes(cursor):
+        yield page, reader.api_calls
+
+
+def _read_ahead(reader: Connector[Any], cursor: str | None) -> _Pages:
+    """:func:`_read_in_line`, with the reading done in a thread :data:`READ_AHEAD_PAGES`
+    pages ahead of the caller. Reading has no effect on the state store: a cursor still moves
+    only when the caller commits its page. An error of the read (any exception, a process
+    being killed included) is raised to the caller in order, after the pages read before it;
+    a caller that stops early stops the thread (after the call under way)."""
+    handoff: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=READ_AHEAD_PAGES)
+    stop = threading.Event()
+
+    def put(item: tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        pages = reader.read_changes(cursor)
+        try:
+            for page in pages:
+                if not put(("page", (page, reader.api_calls))):
+                    return
+            put(("end", None))
+        except BaseException as exc:  # handed to the caller, who raises it
+            put(("error", exc))
+        finally:
+            close = getattr(pages, "close", None)
+            if close is not None:
+                close()
+
+    worker = threading.Thread(target=read, name=f"read-ahead {reader.name}", daemon=True)
+    worker.start()
+    try:
+        while True:
+            kind, value = handoff.get()
+            if kind == "page":
+                yield value
+            elif kind == "error":
+                raise value
+            else:
+                return
+    finally:
+        stop.set()
+        worker.join()
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -613,22 +677,30 @@ class SyncEngine:
             return
         done = 0
         quiet = True
-        for page in reader.read_changes(cursor):
-            quiet = quiet and not page.records and not page.deleted
-            if quiet and page.cursor is not None:
-                reader.idle_read = (cursor, page.cursor, reader.api_calls, time.monotonic())
-            else:
-                reader.idle_read = None
-            merged_keys = self._relink_merges(from_side, page)
-            result = self._process(from_side, page.records)
-            if page.deleted:
-                self._deletions(from_side, page.deleted, result, merged_keys)
-            if not self.dry_run:
-                self._commit(from_side, result, page.cursor)
-            total = None if page.remaining is None else done + page.remaining
-            done += len(page.records)
-            if self.on_page is not None:
-                self.on_page(label, len(page.records), total)
+        # The next page is read while this one is processed and written (the reader's calls
+        # then overlap the writer's). Write-back with a qualify step reads in line: a recycle
+        # play may read the destination's owners through the connector being read.
+        ahead = from_side is Side.SOURCE or self.qualifier is None
+        pages = _read_ahead(reader, cursor) if ahead else _read_in_line(reader, cursor)
+        try:
+            for page, calls in pages:
+                quiet = quiet and not page.records and not page.deleted
+                if quiet and page.cursor is not None:
+                    reader.idle_read = (cursor, page.cursor, calls, time.monotonic())
+                else:
+                    reader.idle_read = None
+                merged_keys = self._relink_merges(from_side, page)
+                result = self._process(from_side, page.records)
+                if page.deleted:
+                    self._deletions(from_side, page.deleted, result, merged_keys)
+                if not self.dry_run:
+                    self._commit(from_side, result, page.cursor)
+                total = None if page.remaining is None else done + page.remaining
+                done += len(page.records)
+                if self.on_page is not None:
+                    self.on_page(label, len(page.records), total)
+        finally:
+            pages.close()  # stops a read-ahead thread at once when a page fails
 
     # -- deletes and merges --------------------------------------------------------------------
 
