@@ -291,17 +291,21 @@ class ReadRule:
     value: str
 
     def matches(self, record: MappingABC[str, str]) -> bool:
-        """True when each named system field holds one of the accepted values."""
-        for name, accepted in self.when.items():
+        """True when each named system field holds one of the accepted values (``*``: any
+        non-blank value; the others ignoring case)."""
+        for name, (folded, anything) in self._accepted.items():
             actual = record.get(name, "")
-            if not any(
-                (want == "*" and actual != "")
-                or want == actual
-                or want.casefold() == actual.casefold()
-                for want in accepted
-            ):
+            if not ((anything and actual != "") or actual.casefold() in folded):
                 return False
         return True
+
+    @cached_property
+    def _accepted(self) -> dict[str, tuple[frozenset[str], bool]]:
+        # per field: the accepted values case-folded once, and whether "*" is among them
+        return {
+            name: (frozenset(want.casefold() for want in accepted), "*" in accepted)
+            for name, accepted in self.when.items()
+        }
 
 
 @dataclass(frozen=True)
