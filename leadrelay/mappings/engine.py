@@ -582,7 +582,21 @@ class Mapping:
                 and reader.kept_as not in only
             ):
                 continue
-            found, spec, problem = reader.read(raw, blanks, canonical)
+            spec: FieldSpec | None
+            plain = reader.plain
+            if plain is not None:
+                # one system field read as it is (no rule, transform, value map or default)
+                if plain not in raw:
+                    continue
+                found = raw[plain]
+                if _blank(found) or (blanks and isinstance(found, str) and found.strip() in blanks):
+                    found = None
+                spec, problem = reader.specs[0].spec, None
+            else:
+                probes = reader.probes
+                if probes is not None and not any(probe in raw for probe in probes):
+                    continue  # none of its system fields in the record: nothing to read
+                found, spec, problem = reader.read(raw, blanks, canonical)
             if problem is not None:
                 draft.problems.append(
                     Problem(
@@ -945,7 +959,17 @@ class _SpecReader:
 class _FieldReader:
     """How one canonical field is read from a system record (:meth:`Mapping.to_lead`)."""
 
-    __slots__ = ("head", "kept_as", "name", "nullable", "owner", "specs", "sub")
+    __slots__ = (
+        "head",
+        "kept_as",
+        "name",
+        "nullable",
+        "owner",
+        "plain",
+        "probes",
+        "specs",
+        "sub",
+    )
 
     def __init__(self, name: str, specs: tuple[_SpecReader, ...]) -> None:
         self.name = name
@@ -956,6 +980,21 @@ class _FieldReader:
         self.owner = name == "owner"
         # where a value no standard-list map covers is kept (:func:`_keep_unmapped`)
         self.kept_as = f"custom.{name.rpartition('.')[2]}_raw"
+        # Without read rules, a record holding none of these reads as absent.
+        self.probes: tuple[str, ...] | None = (
+            None if any(s.rules for s in specs) else tuple(s.system_field for s in specs)
+        )
+        # The system field of a value read as it stands, the commonest case.
+        only = specs[0] if len(specs) == 1 else None
+        self.plain: str | None = (
+            only.system_field
+            if only is not None
+            and not only.rules
+            and not only.transforms
+            and only.reverse is None
+            and only.default_key is None
+            else None
+        )
 
     @classmethod
     def of(cls, fmap: FieldMap) -> _FieldReader:

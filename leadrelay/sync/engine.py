@@ -561,6 +561,10 @@ class SyncEngine:
         # is nothing to sync, so it is no reason to treat the record as news.
         self._fp_fields = {side: sorted(self._fields(side)) for side in Side}
         self._fp_only = {side: frozenset(names) for side, names in self._fp_fields.items()}
+        self._fp_parts = {
+            side: [(name, *name.partition(".")[::2]) for name in names]
+            for side, names in self._fp_fields.items()
+        }
         self._calls_at_start = {
             source.name: source.api_calls,
             destination.name: destination.api_calls,
@@ -1479,8 +1483,7 @@ class SyncEngine:
     def _baseline_values(self, side: Side, values: Mapping[str, Any]) -> dict[str, Any]:
         """The part of a side's draft values a baseline keeps: the fields the flow carries."""
         kept: dict[str, Any] = {}
-        for name in self._fp_fields[side]:
-            head, _, sub = name.partition(".")
+        for name, head, sub in self._fp_parts[side]:
             value = values.get(head)
             if sub:
                 value = value.get(sub) if isinstance(value, dict) else None
