@@ -66,7 +66,7 @@ from leadrelay.sync.plan import (
     readable_fields,
     writable_fields,
 )
-from leadrelay.sync.rules import FieldRules, Side
+from leadrelay.sync.rules import FieldRules, Rule, Side
 from leadrelay.sync.stages import QualifyFactory, QualifyStep, handoff_qualify
 from leadrelay.sync.state import DeadLetter, StateStore
 from leadrelay.sync.tagging import classify_channel
@@ -442,6 +442,20 @@ def inbox_drainers() -> list[InboxDrainer]:
 # the engine
 
 
+@dataclass(frozen=True)
+class _FlowRules(FieldRules):
+    """A flow's field rules, each field's looked up once per run (the plan asks per record)."""
+
+    looked_up: dict[str, Rule] = field(default_factory=dict, compare=False, repr=False)
+
+    def rule(self, field: str) -> Rule:
+        """The rule of ``field`` on this flow."""
+        found = self.looked_up.get(field)
+        if found is None:
+            found = self.looked_up[field] = super().rule(field)
+        return found
+
+
 @dataclass
 class _Item:
     """One record of a page on its way through the pipeline."""
@@ -541,7 +555,7 @@ class SyncEngine:
             Side.SOURCE: source,
             Side.DESTINATION: destination,
         }
-        self.rules = FieldRules(dict(flow.field_rules))
+        self.rules = _FlowRules(dict(flow.field_rules))
         if flow.on_delete == "propagate":
             # A deletion to carry over is read in every run, idle or not (one more call).
             for connector in self.connectors.values():
