@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import inspect
 import io
 import math
 import os
@@ -35,12 +36,14 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tracemalloc
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import httpx
 
@@ -182,10 +185,91 @@ def _reference_sync(config: Config, dest: str) -> int:
 _RUNS = {"sync": _engine_sync, "naive": _naive_sync, "ref": _reference_sync}
 
 
+def _stage_targets() -> list[tuple[Any, str, str]]:
+    """(owner, attribute, stage) of the sync's steps whose CPU ``--stages`` reports."""
+    from leadrelay import journal
+    from leadrelay.handoff import qualify
+    from leadrelay.mappings import engine as mappings
+    from leadrelay.sync import engine
+    from leadrelay.sync.state import StateStore as Store
+
+    targets: list[tuple[Any, str, str]] = [
+        (qualify.Qualifier, "qualify_page", "qualify (score, route, SLA clock, its journal)"),
+        (qualify.Qualifier, "recycle_page", "qualify (score, route, SLA clock, its journal)"),
+        (engine, "plan_record", "plan (field rules, to_system, expected read-back)"),
+        (mappings.Mapping, "to_lead", "map system records (to_lead)"),
+        (engine.SyncEngine, "_commit", "commit a page (state store)"),
+        (engine.SyncEngine, "_lookup_targets", "look up the targets (connector + store)"),
+        (engine.SyncEngine, "_claim_identities", "claim identities (state store)"),
+        (engine.SyncEngine, "_settle", "settle (baselines, field clocks, fingerprints)"),
+        (engine.SyncEngine, "_vet", "vet against describe()"),
+        (engine, "build_lead", "build Leads (pydantic)"),
+        (engine, "fingerprint", "fingerprints"),
+        (engine, "_tag", "tag"),
+        (journal.Journal, "writes", "journal of writes"),
+        (engine.LeadWriter, "write", "write calls (connector)"),
+        (engine, "_read_in_line", "reads in line (write-back pass; connector)"),
+        (engine.SyncEngine, "for_flow", "set-up (mappings, connectors, auth, describe)"),
+    ]
+    for name in (
+        "get_fingerprints",
+        "keys_for_many",
+        "find_keys_by_emails",
+        "external_ids_for_many",
+        "tombstoned_keys",
+        "get_baselines",
+        "get_field_clocks",
+        "field_problems",
+    ):
+        targets.append((Store, name, "state store reads"))
+    return targets
+
+
+def _drained(items: list[Any]) -> Iterator[Any]:
+    yield from items
+
+
+@contextmanager
+def _stage_clocks() -> Iterator[dict[str, float]]:
+    """Main-thread CPU seconds per step of the sync, each counted once (in the outermost
+    step). For the count, a step that returns a generator runs it to its end at once."""
+    spent: dict[str, float] = {}
+    busy = threading.local()
+    main_thread = threading.main_thread()
+    with ExitStack() as stack:
+        for owner, name, stage in _stage_targets():
+            original = getattr(owner, name)
+
+            def clocked(*args: Any, _f: Any = original, _stage: str = stage, **kw: Any) -> Any:
+                if getattr(busy, "on", False) or threading.current_thread() is not main_thread:
+                    return _f(*args, **kw)
+                busy.on = True
+                start = time.thread_time()
+                try:
+                    result = _f(*args, **kw)
+                    if inspect.isgenerator(result):
+                        # a generator's work is done when it is consumed: consume it here
+                        result = _drained(list(result))
+                    return result
+                finally:
+                    spent[_stage] = spent.get(_stage, 0.0) + time.thread_time() - start
+                    busy.on = False
+
+            stack.enter_context(mock.patch.object(owner, name, clocked))
+        yield spent
+
+
 def _run(
-    label: str, count: int, dest: str = "salesforce", *, memory: bool = False, profile: bool = False
+    label: str,
+    count: int,
+    dest: str = "salesforce",
+    *,
+    memory: bool = False,
+    profile: bool = False,
+    stages: bool = False,
 ) -> dict[str, Any]:
-    """One seeded sandbox, one run of ``label``: wall, CPU, calls (and peak, or a profile)."""
+    """One seeded sandbox, one run of ``label``: wall, CPU, calls (and peak, a profile, or the
+    CPU per step with ``stages``)."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         with sandbox_process(folder) as env:
@@ -199,9 +283,12 @@ def _run(
                 tracemalloc.start()
             if profiler is not None:
                 profiler.enable()
-            cpu, wall = time.process_time(), time.perf_counter()
-            read = _RUNS[label](config, dest)
-            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+            with _stage_clocks() if stages else nullcontext({}) as spent:
+                cpu, wall = time.process_time(), time.perf_counter()
+                main = time.thread_time()
+                read = _RUNS[label](config, dest)
+                cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+                main = time.thread_time() - main
             if profiler is not None:
                 profiler.disable()
             peak = 0
@@ -211,6 +298,9 @@ def _run(
             after = _requests(env)
     calls = {system: after.get(system, 0) - before.get(system, 0) for system in after}
     result: dict[str, Any] = {"read": read, "wall": wall, "cpu": cpu, "calls": calls, "peak": peak}
+    if stages:
+        result["stages"] = {**spent, "rest of the sync's main thread": main - sum(spent.values())}
+        result["main"] = main
     if profiler is not None:
         text = io.StringIO()
         stats = pstats.Stats(profiler, stream=text)
@@ -250,6 +340,20 @@ def measure(
     return timed
 
 
+def _print_stages(result: dict[str, Any], count: int, dest: str) -> None:
+    """The CPU per lead of each step (thread CPU clocks; the read-ahead thread's reads are the
+    difference between the process and the main thread)."""
+    cpu, main = result["cpu"], result["main"]
+    print(
+        f"stages -> {dest}, N={count}: process {cpu / count * 1e6:.0f} CPU µs/lead, "
+        f"main thread {main / count * 1e6:.0f}, other threads (read-ahead) "
+        f"{(cpu - main) / count * 1e6:.0f}",
+        flush=True,
+    )
+    for stage, seconds in sorted(result["stages"].items(), key=lambda item: -item[1]):
+        print(f"  {seconds / count * 1e6:7.0f} µs/lead  {stage}", flush=True)
+
+
 def main() -> None:
     """Measure the reference client, the engine and (small N) the naive loop at each size, for
     each destination."""
@@ -258,6 +362,9 @@ def main() -> None:
     parser.add_argument("--dest", default="salesforce,zoho", help="salesforce, zoho or both")
     parser.add_argument("--naive-max", type=int, default=1000)
     parser.add_argument("--profile", action="store_true", help="cProfile the sync at each size")
+    parser.add_argument(
+        "--stages", action="store_true", help="CPU µs per lead of each step of the sync"
+    )
     args = parser.parse_args(sys.argv[1:])
     os.environ.setdefault("PYTHONHASHSEED", "0")
     dests = [name.strip() for name in args.dest.split(",") if name.strip()]
@@ -273,6 +380,8 @@ def main() -> None:
                 measure("naive", count, dest, reference)
             if args.profile:
                 print(_run("sync", count, dest, profile=True)["profile"], flush=True)
+            if args.stages:
+                _print_stages(_run("sync", count, dest, stages=True), count, dest)
 
 
 if __name__ == "__main__":
