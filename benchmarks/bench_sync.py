@@ -1,28 +1,33 @@
-"""Sync hubspot -> salesforce on the sandbox: API calls against the batch floor, speed, memory.
+"""Sync HubSpot -> Salesforce and HubSpot -> Zoho on the sandbox: API calls against the batch
+floor, speed, CPU, memory, and the wall time beside a reference client's.
 
-Run: ``python -m benchmarks.bench_sync [--sizes 1000,10000,100000] [--naive-max 1000]
-[--profile]``.
+Run: ``python -m benchmarks.bench_sync [--sizes 1000,10000] [--dest salesforce,zoho]
+[--naive-max 1000] [--profile]``.
 
-For each N, N contacts are seeded in the sandbox's HubSpot, then one ``leadrelay sync`` of the
-``hubspot-salesforce`` flow runs. Printed per system: API calls made (from the sandbox's own
-counters) next to the batch floor ``ceil(N / batch)``, leads per second, the sync process's
-CPU µs per lead (engine + connectors; the sandbox runs in another process). Beside it, in the
-same sandbox process, a *reference* client makes only the unavoidable calls for the same N
-(the HubSpot read pages and Salesforce composite creates of 200, with a fixed field map and no
-state): ``x ref`` is the sync's wall time over the reference's, the figure to compare.
+For each destination and N, N contacts are seeded in the sandbox's HubSpot, then one sync of
+the flow ``hubspot-<dest>`` runs (forward pass and the two-way write-back pass, which re-reads
+the N records just written: ``read`` counts both). Printed per run: leads per second, the sync
+process's CPU µs per lead (engine + connectors, every thread; the sandbox runs in another
+process), the peak of Python allocations, API calls per system next to the batch floor
+``ceil(N / batch)``, and ``x ref``: the sync's wall time over that of a *reference* client,
+timed in the same way against a fresh sandbox, that makes only the unavoidable calls for the
+same N (HubSpot's read pages, the destination's batched creates, with a fixed field map and
+no state).
 
 Time and memory are measured in separate runs: tracemalloc slows Python several-fold, so the
 peak of Python allocations (which should stay flat as N grows: streaming page by page) comes
-from a run of its own. ``--profile`` prints where the sync process spends its CPU (cProfile on
-a CPU clock: leadrelay's functions by cumulative CPU, then all by own CPU). The naive
-per-record find-or-create (one lookup and one upsert per lead) runs up to ``--naive-max``
-leads. Nothing is asserted.
+from a run of its own, and the timed run has no tracing. ``--profile`` prints where the sync
+process spends its CPU (cProfile on a CPU clock: leadrelay's functions by cumulative CPU
+(``BENCH_PROFILE_ROWS`` rows, default 25), then all by own CPU). The naive per-record
+find-or-create (one lookup and one upsert per lead) runs up to ``--naive-max`` leads. Nothing
+is asserted.
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import inspect
 import io
 import math
 import os
@@ -31,12 +36,14 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tracemalloc
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import httpx
 
@@ -46,7 +53,12 @@ from leadrelay.sandbox.project import write_sandbox_project
 from leadrelay.sync.engine import ConnectorPool, SyncContext, SyncEngine, record_id
 from leadrelay.sync.state import StateStore
 
-FLOW = "hubspot-salesforce"
+#: Destination connection → its field map for the reference and naive clients (the fields the
+#: destination requires, as the sandbox project's mapping writes them).
+DESTINATIONS: dict[str, dict[str, str]] = {
+    "salesforce": {"email": "Email", "lastname": "LastName", "company": "Company"},
+    "zoho": {"email": "Email", "lastname": "Last_Name", "company": "Company"},
+}
 SERVER = (
     "import sys\n"
     "from pathlib import Path\n"
@@ -116,57 +128,148 @@ def _seed(config: Config, count: int) -> None:
             )
 
 
-def _engine_sync(config: Config) -> int:
+def _engine_sync(config: Config, dest: str) -> int:
     with StateStore(config.state.url) as store, ConnectorPool(config) as pool:
-        engine = SyncEngine.for_flow(SyncContext(config, store, pool), config.flow(FLOW))
+        flow = config.flow(f"hubspot-{dest}")
+        engine = SyncEngine.for_flow(SyncContext(config, store, pool), flow)
         return engine.run().read
 
 
-def _naive_sync(config: Config) -> int:
-    """Per record: find the Salesforce lead by email, then create or update it."""
+def _fields(raw: dict[str, Any], dest: str) -> dict[str, Any]:
+    names = DESTINATIONS[dest]
+    return {
+        names["email"]: str(raw.get("email") or ""),
+        names["lastname"]: raw.get("lastname"),
+        names["company"]: "Co",
+    }
+
+
+def _naive_sync(config: Config, dest: str) -> int:
+    """Per record: find the destination's lead by email, then create or update it."""
     read = 0
     with ConnectorPool(config) as pool:
-        hubspot, salesforce = pool.get("hubspot"), pool.get("salesforce")
+        hubspot, target = pool.get("hubspot"), pool.get(dest)
         for page in hubspot.read_changes(None):
             for raw in page.records:
                 read += 1
                 email = str(raw.get("email") or "")
-                found = salesforce.lookup(emails=[email]).get(email)
-                fields = {"Email": email, "LastName": raw.get("lastname"), "Company": "Co"}
-                existing = record_id(salesforce, found) if found else None
-                salesforce.upsert([UpsertInput(ref=email, fields=fields, external_id=existing)])
+                found = target.lookup(emails=[email]).get(email)
+                existing = record_id(target, found) if found else None
+                target.upsert(
+                    [UpsertInput(ref=email, fields=_fields(raw, dest), external_id=existing)]
+                )
     return read
 
 
-def _reference_sync(config: Config) -> int:
-    """Only the unavoidable calls: read HubSpot's pages, create in Salesforce 200 at a time."""
+def _reference_sync(config: Config, dest: str) -> int:
+    """Only the unavoidable calls: read HubSpot's pages, create in the destination a full
+    batch at a time."""
     read = 0
     with ConnectorPool(config) as pool:
-        hubspot, salesforce = pool.get("hubspot"), pool.get("salesforce")
+        hubspot, target = pool.get("hubspot"), pool.get(dest)
         batch: list[UpsertInput] = []
         for page in hubspot.read_changes(None):
             for raw in page.records:
                 read += 1
-                email = str(raw.get("email") or "")
                 batch.append(
-                    UpsertInput(
-                        ref=email,
-                        fields={"Email": email, "LastName": raw.get("lastname"), "Company": "Co"},
-                    )
+                    UpsertInput(ref=str(raw.get("email") or ""), fields=_fields(raw, dest))
                 )
-                if len(batch) == 200:
-                    salesforce.upsert(batch)
+                if len(batch) == target.batch_size:
+                    target.upsert(batch)
                     batch = []
         if batch:
-            salesforce.upsert(batch)
+            target.upsert(batch)
     return read
 
 
 _RUNS = {"sync": _engine_sync, "naive": _naive_sync, "ref": _reference_sync}
 
 
-def _run(label: str, count: int, *, memory: bool = False, profile: bool = False) -> dict[str, Any]:
-    """One seeded sandbox, one run of ``label``: wall, CPU, calls (and peak, or a profile)."""
+def _stage_targets() -> list[tuple[Any, str, str]]:
+    """(owner, attribute, stage) of the sync's steps whose CPU ``--stages`` reports."""
+    from leadrelay import journal
+    from leadrelay.handoff import qualify
+    from leadrelay.mappings import engine as mappings
+    from leadrelay.sync import engine
+    from leadrelay.sync.state import StateStore as Store
+
+    targets: list[tuple[Any, str, str]] = [
+        (qualify.Qualifier, "qualify_page", "qualify (score, route, SLA clock, its journal)"),
+        (qualify.Qualifier, "recycle_page", "qualify (score, route, SLA clock, its journal)"),
+        (engine, "plan_record", "plan (field rules, to_system, expected read-back)"),
+        (mappings.Mapping, "to_lead", "map system records (to_lead)"),
+        (engine.SyncEngine, "_commit", "commit a page (state store)"),
+        (engine.SyncEngine, "_lookup_targets", "look up the targets (connector + store)"),
+        (engine.SyncEngine, "_claim_identities", "claim identities (state store)"),
+        (engine.SyncEngine, "_settle", "settle (baselines, field clocks, fingerprints)"),
+        (engine.SyncEngine, "_vet", "vet against describe()"),
+        (engine, "build_lead", "build Leads (pydantic)"),
+        (engine, "fingerprint", "fingerprints"),
+        (engine, "_tag", "tag"),
+        (journal.Journal, "writes", "journal of writes"),
+        (engine.LeadWriter, "write", "write calls (connector)"),
+        (engine, "_read_in_line", "reads in line (write-back pass; connector)"),
+        (engine.SyncEngine, "for_flow", "set-up (mappings, connectors, auth, describe)"),
+    ]
+    for name in (
+        "get_fingerprints",
+        "keys_for_many",
+        "find_keys_by_emails",
+        "external_ids_for_many",
+        "tombstoned_keys",
+        "get_baselines",
+        "get_field_clocks",
+        "field_problems",
+    ):
+        targets.append((Store, name, "state store reads"))
+    return targets
+
+
+def _drained(items: list[Any]) -> Iterator[Any]:
+    yield from items
+
+
+@contextmanager
+def _stage_clocks() -> Iterator[dict[str, float]]:
+    """Main-thread CPU seconds per step of the sync, each counted once (in the outermost
+    step). For the count, a step that returns a generator runs it to its end at once."""
+    spent: dict[str, float] = {}
+    busy = threading.local()
+    main_thread = threading.main_thread()
+    with ExitStack() as stack:
+        for owner, name, stage in _stage_targets():
+            original = getattr(owner, name)
+
+            def clocked(*args: Any, _f: Any = original, _stage: str = stage, **kw: Any) -> Any:
+                if getattr(busy, "on", False) or threading.current_thread() is not main_thread:
+                    return _f(*args, **kw)
+                busy.on = True
+                start = time.thread_time()
+                try:
+                    result = _f(*args, **kw)
+                    if inspect.isgenerator(result):
+                        # a generator's work is done when it is consumed: consume it here
+                        result = _drained(list(result))
+                    return result
+                finally:
+                    spent[_stage] = spent.get(_stage, 0.0) + time.thread_time() - start
+                    busy.on = False
+
+            stack.enter_context(mock.patch.object(owner, name, clocked))
+        yield spent
+
+
+def _run(
+    label: str,
+    count: int,
+    dest: str = "salesforce",
+    *,
+    memory: bool = False,
+    profile: bool = False,
+    stages: bool = False,
+) -> dict[str, Any]:
+    """One seeded sandbox, one run of ``label``: wall, CPU, calls (and peak, a profile, or the
+    CPU per step with ``stages``)."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         with sandbox_process(folder) as env:
@@ -180,9 +283,12 @@ def _run(label: str, count: int, *, memory: bool = False, profile: bool = False)
                 tracemalloc.start()
             if profiler is not None:
                 profiler.enable()
-            cpu, wall = time.process_time(), time.perf_counter()
-            read = _RUNS[label](config)
-            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+            with _stage_clocks() if stages else nullcontext({}) as spent:
+                cpu, wall = time.process_time(), time.perf_counter()
+                main = time.thread_time()
+                read = _RUNS[label](config, dest)
+                cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+                main = time.thread_time() - main
             if profiler is not None:
                 profiler.disable()
             peak = 0
@@ -192,52 +298,90 @@ def _run(label: str, count: int, *, memory: bool = False, profile: bool = False)
             after = _requests(env)
     calls = {system: after.get(system, 0) - before.get(system, 0) for system in after}
     result: dict[str, Any] = {"read": read, "wall": wall, "cpu": cpu, "calls": calls, "peak": peak}
+    if stages:
+        result["stages"] = {**spent, "rest of the sync's main thread": main - sum(spent.values())}
+        result["main"] = main
     if profiler is not None:
         text = io.StringIO()
         stats = pstats.Stats(profiler, stream=text)
-        stats.sort_stats("cumulative").print_stats(r"leadrelay", 25)
+        stats.sort_stats("cumulative").print_stats(
+            r"leadrelay", int(os.environ.get("BENCH_PROFILE_ROWS", "25"))
+        )
         stats.sort_stats("tottime").print_stats(25)
         result["profile"] = text.getvalue()
     return result
 
 
-def measure(label: str, count: int, reference: dict[str, Any] | None = None) -> dict[str, Any]:
+def _floors(count: int, dest: str) -> dict[str, int]:
+    """The fewest calls that move N leads: HubSpot's read pages and the destination's batches."""
+    batch = {"salesforce": 200, "zoho": 100}[dest]
+    return {"hubspot": math.ceil(count / 200), dest: math.ceil(count / batch)}
+
+
+def measure(
+    label: str, count: int, dest: str, reference: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Time ``label`` on N leads in one run and its memory peak in another; print a line."""
-    timed = _run(label, count)
-    peak = _run(label, count, memory=True)["peak"]
+    timed = _run(label, count, dest)
+    peak = _run(label, count, dest, memory=True)["peak"]
     calls = timed["calls"]
-    floors = {"hubspot": math.ceil(count / 200), "salesforce": math.ceil(count / 200)}
+    floors = _floors(count, dest)
     shown = ", ".join(
-        f"{system} {calls.get(system, 0)} (floor {floors[system]}, "
-        f"x{calls.get(system, 0) / floors[system]:.2f})"
-        for system in ("hubspot", "salesforce")
+        f"{system} {calls.get(system, 0)} (floor {floor}, x{calls.get(system, 0) / floor:.2f})"
+        for system, floor in floors.items()
     )
     ratio = f"  x ref {timed['wall'] / reference['wall']:.2f}" if reference else ""
     print(
-        f"{label:<6} N={count:>7}  read={timed['read']:>7}  {count / timed['wall']:8.0f} leads/s  "
-        f"{timed['cpu'] / count * 1e6:8.0f} CPU µs/lead  peak {peak / 2**20:7.1f} MiB{ratio}  "
-        f"calls: {shown}",
+        f"{label:<6} -> {dest:<10} N={count:>6}  read={timed['read']:>6}  "
+        f"{count / timed['wall']:6.0f} leads/s  {timed['cpu'] / count * 1e6:6.0f} CPU µs/lead  "
+        f"peak {peak / 2**20:6.1f} MiB{ratio}  calls: {shown}",
         flush=True,
     )
     return timed
 
 
+def _print_stages(result: dict[str, Any], count: int, dest: str) -> None:
+    """The CPU per lead of each step (thread CPU clocks; the read-ahead thread's reads are the
+    difference between the process and the main thread)."""
+    cpu, main = result["cpu"], result["main"]
+    print(
+        f"stages -> {dest}, N={count}: process {cpu / count * 1e6:.0f} CPU µs/lead, "
+        f"main thread {main / count * 1e6:.0f}, other threads (read-ahead) "
+        f"{(cpu - main) / count * 1e6:.0f}",
+        flush=True,
+    )
+    for stage, seconds in sorted(result["stages"].items(), key=lambda item: -item[1]):
+        print(f"  {seconds / count * 1e6:7.0f} µs/lead  {stage}", flush=True)
+
+
 def main() -> None:
-    """Measure the reference client, the engine and (small N) the naive loop at each size."""
+    """Measure the reference client, the engine and (small N) the naive loop at each size, for
+    each destination."""
     parser = argparse.ArgumentParser(prog="bench_sync")
     parser.add_argument("--sizes", default="1000,10000")
+    parser.add_argument("--dest", default="salesforce,zoho", help="salesforce, zoho or both")
     parser.add_argument("--naive-max", type=int, default=1000)
     parser.add_argument("--profile", action="store_true", help="cProfile the sync at each size")
+    parser.add_argument(
+        "--stages", action="store_true", help="CPU µs per lead of each step of the sync"
+    )
     args = parser.parse_args(sys.argv[1:])
     os.environ.setdefault("PYTHONHASHSEED", "0")
-    print("floor: ceil(N / 200) per system (HubSpot search page, Salesforce collection)")
+    dests = [name.strip() for name in args.dest.split(",") if name.strip()]
+    unknown = [name for name in dests if name not in DESTINATIONS]
+    if unknown:
+        parser.error(f"unknown destination {', '.join(unknown)}: choose from salesforce, zoho")
+    print("floor: ceil(N / batch) per system (HubSpot search page 200, Salesforce 200, Zoho 100)")
     for count in (int(n) for n in args.sizes.split(",")):
-        reference = measure("ref", count)
-        measure("sync", count, reference)
-        if count <= args.naive_max:
-            measure("naive", count, reference)
-        if args.profile:
-            print(_run("sync", count, profile=True)["profile"], flush=True)
+        for dest in dests:
+            reference = measure("ref", count, dest)
+            measure("sync", count, dest, reference)
+            if count <= args.naive_max:
+                measure("naive", count, dest, reference)
+            if args.profile:
+                print(_run("sync", count, dest, profile=True)["profile"], flush=True)
+            if args.stages:
+                _print_stages(_run("sync", count, dest, stages=True), count, dest)
 
 
 if __name__ == "__main__":

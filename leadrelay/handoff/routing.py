@@ -21,11 +21,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Annotated, Literal, Protocol, Self
+from typing import Annotated, Any, Literal, Protocol, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from leadrelay.handoff.scoring import set_checked
 from leadrelay.model import Lead, Owner, domain_from_website, normalize_country
 from leadrelay.taxonomy.geo import region_code
 
@@ -514,7 +515,10 @@ def apply_assignment(lead: Lead, assignment: Assignment, now: datetime) -> None:
     if now.tzinfo is None:
         raise ValueError("apply_assignment needs a timezone-aware 'now'")
     changed = lead.owner != assignment.owner or lead.queue != assignment.queue
-    lead.owner = assignment.owner
-    lead.queue = assignment.queue if assignment.owner is None else None
+    values: dict[str, Any] = {
+        "owner": assignment.owner,
+        "queue": assignment.queue if assignment.owner is None else None,
+    }
     if changed or lead.assigned_at is None:
-        lead.assigned_at = now
+        values["assigned_at"] = now
+    set_checked(lead, values)

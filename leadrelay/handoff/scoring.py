@@ -39,12 +39,21 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from leadrelay.handoff.signals import Category, Signal
-from leadrelay.model import FREE_MAIL_DOMAINS, STAGE_ORDER, Lead, ScoreBreakdown, Stage, Tier
+from leadrelay.model import (
+    FREE_MAIL_DOMAINS,
+    STAGE_ORDER,
+    Lead,
+    Owner,
+    ScoreBreakdown,
+    Stage,
+    Tier,
+)
 
 #: Salesforce custom text fields hold at most 255 characters; the reason must fit one.
 REASON_MAX_CHARS = 255
@@ -381,7 +390,13 @@ def _field_holds(condition: Condition, lead: Lead, lists: dict[str, list[str]]) 
             return False
         return condition.between[0] <= number <= condition.between[1]
     allowed = condition.in_ if condition.in_ is not None else lists[condition.in_list or ""]
-    return _text(value).casefold() in {item.casefold() for item in allowed}
+    return _text(value).casefold() in _folded(tuple(allowed))
+
+
+@lru_cache(maxsize=256)
+def _folded(allowed: tuple[str, ...]) -> frozenset[str]:
+    # a rule's list, case-folded once per list rather than once per lead
+    return frozenset(item.casefold() for item in allowed)
 
 
 def _free_mail(lead: Lead) -> bool:
@@ -636,16 +651,60 @@ def apply_source_verdict(lead: Lead, result: ScoreResult, verdict: SourceVerdict
     lead.tier = result.tier
 
 
+#: Lead fields the qualify step sets, and the exact types a value of each may be set as
+#: without validation (what the Lead's validation would keep as it is).
+_SETTABLE: dict[str, tuple[type, ...]] = {
+    "score": (float,),
+    "score_breakdown": (ScoreBreakdown,),
+    "qualification_reason": (str, type(None)),
+    "intent_signals": (list,),
+    "tier": (Tier,),
+    "stage": (Stage,),
+    "owner": (Owner, type(None)),
+    "queue": (str, type(None)),
+    "assigned_at": (datetime,),
+    "sla_due_at": (datetime, type(None)),
+}
+#: Of those, the text fields the Lead trims and folds (``model._TEXT_FIELDS``).
+_FOLDED = frozenset({"qualification_reason", "queue"})
+
+
+def set_checked(lead: Lead, values: dict[str, Any]) -> None:
+    """Set qualify-step fields on ``lead``: a value already of the field's type is set as
+    the Lead's validation would leave it (text folded), in one step, instead of a validated
+    assignment per field that re-runs the whole Lead's validators; any other value goes through
+    validated assignment (and fails there as it always did)."""
+    direct: dict[str, Any] = {}
+    for name, value in values.items():
+        kinds = _SETTABLE.get(name)
+        if kinds is None or type(value) not in kinds:
+            setattr(lead, name, value)
+            continue
+        if name in _FOLDED and value is not None:
+            value = " ".join(value.split()) or None
+        elif name == "intent_signals":
+            if not all(type(item) is str for item in value):
+                setattr(lead, name, value)
+                continue
+            value = list(value)
+        direct[name] = value
+    lead.__dict__.update(direct)
+    lead.__pydantic_fields_set__.update(direct)
+
+
 def apply_score(lead: Lead, result: ScoreResult) -> None:
     """Write a score onto the lead: score, breakdown, reason, signals, tier, and stage.
 
     The stage moves from ``lead`` to ``mql`` when the lead qualifies; it never moves backward
     and never touches a stage sales owns (sal and beyond), nor recycled / disqualified leads.
     """
-    lead.score = result.total
-    lead.score_breakdown = result.breakdown
-    lead.qualification_reason = result.qualification_reason
-    lead.intent_signals = list(dict.fromkeys([*lead.intent_signals, *result.signals]))
-    lead.tier = result.tier
+    values: dict[str, Any] = {
+        "score": result.total,
+        "score_breakdown": result.breakdown,
+        "qualification_reason": result.qualification_reason,
+        "intent_signals": list(dict.fromkeys([*lead.intent_signals, *result.signals])),
+        "tier": result.tier,
+    }
     if result.is_mql and lead.stage is Stage.LEAD:
-        lead.stage = Stage.MQL
+        values["stage"] = Stage.MQL
+    set_checked(lead, values)

@@ -73,6 +73,7 @@ from pydantic import (
 )
 
 from leadrelay.config import Config, ConfigError
+from leadrelay.handoff.scoring import set_checked
 from leadrelay.model import STAGE_ORDER, Lead, Stage, Tier
 
 __all__ = [
@@ -461,5 +462,5 @@ def apply_due(lead: Lead, config: SlaConfig | None = None) -> Lead:
             break
     if chosen is None and lead.owner is None:
         chosen = ClockKind.UNASSIGNED
-    lead.sla_due_at = due_at(lead, chosen, config) if chosen is not None else None
+    set_checked(lead, {"sla_due_at": due_at(lead, chosen, config) if chosen is not None else None})
     return lead

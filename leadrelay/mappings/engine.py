@@ -103,7 +103,7 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from collections.abc import Mapping as MappingABC
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -291,17 +291,21 @@ class ReadRule:
     value: str
 
     def matches(self, record: MappingABC[str, str]) -> bool:
-        """True when each named system field holds one of the accepted values."""
-        for name, accepted in self.when.items():
+        """True when each named system field holds one of the accepted values (``*``: any
+        non-blank value; the others ignoring case)."""
+        for name, (folded, anything) in self._accepted.items():
             actual = record.get(name, "")
-            if not any(
-                (want == "*" and actual != "")
-                or want == actual
-                or want.casefold() == actual.casefold()
-                for want in accepted
-            ):
+            if not ((anything and actual != "") or actual.casefold() in folded):
                 return False
         return True
+
+    @cached_property
+    def _accepted(self) -> dict[str, tuple[frozenset[str], bool]]:
+        # per field: the accepted values case-folded once, and whether "*" is among them
+        return {
+            name: (frozenset(want.casefold() for want in accepted), "*" in accepted)
+            for name, accepted in self.when.items()
+        }
 
 
 @dataclass(frozen=True)
@@ -536,31 +540,63 @@ class Mapping:
         *,
         connection: str | None = None,
         external_id: str | None = None,
+        only: Collection[str] | None = None,
     ) -> LeadDraft:
-        """Map one system record to canonical values; problems are collected, not raised."""
+        """Map one system record to canonical values; problems are collected, not raised.
+
+        ``only`` restricts the draft to those canonical fields (``custom.NAME`` included; a
+        field another one's transform reads is still read for it): what a fingerprint of those
+        fields needs, for a fraction of a whole record's work. Their values are the same as in
+        a whole draft.
+        """
+        key_field = self.key_field
         record = external_id or (
-            _key(raw.get(self.key_field)) if self.key_field and raw.get(self.key_field) else None
+            _key(raw.get(key_field)) if key_field and raw.get(key_field) else None
         )
         draft = LeadDraft(record=record)
+        values = draft.values
         cache: dict[str, Any] = {}
         busy: set[str] = set()
+        readers = self._readers
+        blanks = self.blank_values
 
         def canonical(name: str) -> Any:
             if name in cache:
                 return cache[name]
-            fmap = self.fields.get(name)
-            if fmap is None or name in busy:
+            reader = readers.get(name)
+            if reader is None or name in busy:
                 return None
             busy.add(name)
             try:
-                found, _spec, _problem = self._read(fmap, raw, canonical)
+                found, _spec, _problem = reader.read(raw, blanks, canonical)
             finally:
                 busy.discard(name)
             cache[name] = None if found is _ABSENT or isinstance(found, _Kept) else found
             return cache[name]
 
-        for name, fmap in self.fields.items():
-            found, spec, problem = self._read(fmap, raw, canonical)
+        for name, reader in readers.items():
+            if (
+                only is not None
+                and name not in only
+                and reader.head not in only
+                and reader.kept_as not in only
+            ):
+                continue
+            spec: FieldSpec | None
+            plain = reader.plain
+            if plain is not None:
+                # one system field read as it is (no rule, transform, value map or default)
+                if plain not in raw:
+                    continue
+                found = raw[plain]
+                if _blank(found) or (blanks and isinstance(found, str) and found.strip() in blanks):
+                    found = None
+                spec, problem = reader.specs[0].spec, None
+            else:
+                probes = reader.probes
+                if probes is not None and not any(probe in raw for probe in probes):
+                    continue  # none of its system fields in the record: nothing to read
+                found, spec, problem = reader.read(raw, blanks, canonical)
             if problem is not None:
                 draft.problems.append(
                     Problem(
@@ -573,78 +609,33 @@ class Mapping:
                     )
                 )
                 continue
-            if isinstance(found, _Kept):
+            if found is _ABSENT:
+                continue
+            if type(found) is _Kept:
                 _keep_unmapped(draft, name, found)
                 continue
-            if found is _ABSENT or (found is None and not _nullable(name)):
+            if found is None and not reader.nullable:
                 continue
             cache[name] = found
-            if name == "owner" and isinstance(found, str | int) and not isinstance(found, bool):
+            if reader.owner and isinstance(found, str | int) and not isinstance(found, bool):
                 found = {"id": str(found)}
             if spec is not None:
                 draft.sources[name] = spec.system_field
-            head, _, sub = name.partition(".")
+            sub = reader.sub
             if sub:
-                draft.values.setdefault(head, {})
+                container = values.setdefault(reader.head, {})
                 if found is not None:
-                    draft.values[head][sub] = found
+                    container[sub] = found
             else:
-                draft.values[name] = found
+                values[name] = found
         if connection and external_id:
-            draft.values["external_ids"] = {connection: external_id}
+            values["external_ids"] = {connection: external_id}
         return draft
 
-    def _system_value(self, raw: MappingABC[str, Any], name: str) -> Any:
-        value = raw.get(name)
-        if isinstance(value, str) and value.strip() in self.blank_values:
-            return None
-        return value
-
-    def _read(
-        self,
-        fmap: FieldMap,
-        raw: MappingABC[str, Any],
-        canonical: Callable[[str], Any],
-    ) -> tuple[Any, FieldSpec | None, tuple[str, str, Any] | None]:
-        """(value or _ABSENT, the spec it came from, problem (reason, system field, value))."""
-        result: Any = _ABSENT
-        source: FieldSpec | None = None
-        for spec in fmap.specs:
-            if not spec.reads:
-                continue
-            if spec.read:
-                flat = {n: _key(self._system_value(raw, n)) for n in spec.system_fields}
-                rule = next((r for r in spec.read if r.matches(flat)), None)
-                if rule is not None:
-                    return rule.value, spec, None
-            if spec.system_field not in raw:
-                continue
-            value = self._system_value(raw, spec.system_field)
-            if not spec.values and spec.default is not None and _key(value) == _key(spec.default):
-                value = None
-            ctx = TransformContext(fmap.name, spec.system_field, canonical)
-            try:
-                for bound in spec.transforms:
-                    value = bound.inbound(value, ctx)
-            except UnmappedValue as exc:
-                return _Kept(spec.system_field, raw.get(spec.system_field), str(exc)), spec, None
-            except (ValueError, TypeError) as exc:
-                return _ABSENT, spec, (str(exc), spec.system_field, raw.get(spec.system_field))
-            if not is_blank(value) and (spec.values or spec.values_in):
-                mapped = _lookup(spec._reverse, _key(value))
-                if mapped is None:
-                    known = ", ".join(sorted(spec.reverse())[:12])
-                    reason = f"value not in the value map (known: {known})"
-                    if fmap.name in _STANDARD_LISTS:
-                        return _Kept(spec.system_field, value, reason), spec, None
-                    return _ABSENT, spec, (reason, spec.system_field, value)
-                value = mapped or None
-            if is_blank(value):
-                if result is _ABSENT:
-                    result, source = None, spec
-                continue
-            return value, spec, None
-        return result, source, None
+    @cached_property
+    def _readers(self) -> dict[str, _FieldReader]:
+        # Built once per mapping: a record's read then does only per-value work.
+        return {name: _FieldReader.of(fmap) for name, fmap in self.fields.items()}
 
     # --- writes --------------------------------------------------------------------------------
 
@@ -698,10 +689,10 @@ class Mapping:
 
         out: dict[str, Any] = {}
         problems: list[Problem] = []
-        for name, fmap in self.fields.items():
-            spec = fmap.primary
-            if not spec.writes or (wanted is not None and name not in wanted):
+        for name, fmap in self._writable:
+            if wanted is not None and name not in wanted:
                 continue
+            spec = fmap.primary
             try:
                 written = self._write(fmap, spec, canonical(name), canonical)
             except (ValueError, TypeError) as exc:
@@ -722,6 +713,10 @@ class Mapping:
                 out[system_field] = value
         return out, problems
 
+    @cached_property
+    def _writable(self) -> tuple[tuple[str, FieldMap], ...]:
+        return tuple((name, fmap) for name, fmap in self.fields.items() if fmap.primary.writes)
+
     def _write(
         self,
         fmap: FieldMap,
@@ -731,7 +726,7 @@ class Mapping:
     ) -> dict[str, Any]:
         if fmap.name == "owner" and isinstance(value, BaseModel):
             value = getattr(value, "id", None)
-        ctx = TransformContext(fmap.name, spec.system_field, canonical)
+        ctx = TransformContext(fmap.name, spec.system_field, canonical) if spec.transforms else None
         if spec.values:
             if is_blank(value):
                 return {spec.system_field: spec.default}
@@ -741,13 +736,15 @@ class Mapping:
             targets = target if isinstance(target, dict) else {spec.system_field: target}
             result: dict[str, Any] = {}
             for system_field, system_value in targets.items():
-                for bound in reversed(spec.transforms):
-                    system_value = bound.outbound(system_value, ctx)
+                if ctx is not None:
+                    for bound in reversed(spec.transforms):
+                        system_value = bound.outbound(system_value, ctx)
                 result[system_field] = _jsonable(system_value)
             return result
-        for bound in reversed(spec.transforms):
-            value = bound.outbound(value, ctx)
-        if is_blank(value):
+        if ctx is not None:
+            for bound in reversed(spec.transforms):
+                value = bound.outbound(value, ctx)
+        if _blank(value):
             value = spec.default
         return {spec.system_field: _jsonable(value)}
 
@@ -908,6 +905,146 @@ def _lead_value(lead: Lead, name: str) -> Any:
         container = getattr(lead, head, None)
         return container.get(sub) if isinstance(container, dict) else None
     return getattr(lead, name, None)
+
+
+def _system_value(raw: MappingABC[str, Any], name: str, blanks: frozenset[str]) -> Any:
+    value = raw.get(name)
+    if blanks and isinstance(value, str) and value.strip() in blanks:
+        return None
+    return value
+
+
+def _blank(value: Any) -> bool:
+    """:func:`is_blank`, with the common cases first."""
+    if value is None:
+        return True
+    kind = type(value)
+    if kind is str:
+        return not value.strip()
+    if kind is int or kind is float or kind is bool:
+        return False
+    return is_blank(value)
+
+
+class _SpecReader:
+    """One readable :class:`FieldSpec`, with what its reads need worked out once."""
+
+    __slots__ = (
+        "default_key",
+        "field",
+        "reverse",
+        "rules",
+        "spec",
+        "standard",
+        "system_field",
+        "system_fields",
+        "transforms",
+    )
+
+    def __init__(self, field: str, spec: FieldSpec) -> None:
+        self.spec = spec
+        self.field = field
+        self.system_field = spec.system_field
+        self.system_fields = spec.system_fields
+        self.rules = spec.read
+        # Without a value map, a read of the default (a placeholder) is blank.
+        self.default_key = (
+            _key(spec.default) if not spec.values and spec.default is not None else None
+        )
+        self.transforms = spec.transforms
+        self.reverse = spec._reverse if (spec.values or spec.values_in) else None
+        self.standard = field in _STANDARD_LISTS
+
+
+class _FieldReader:
+    """How one canonical field is read from a system record (:meth:`Mapping.to_lead`)."""
+
+    __slots__ = (
+        "head",
+        "kept_as",
+        "name",
+        "nullable",
+        "owner",
+        "plain",
+        "probes",
+        "specs",
+        "sub",
+    )
+
+    def __init__(self, name: str, specs: tuple[_SpecReader, ...]) -> None:
+        self.name = name
+        head, _, sub = name.partition(".")
+        self.head, self.sub = head, sub
+        self.specs = specs
+        self.nullable = _nullable(name)
+        self.owner = name == "owner"
+        # where a value no standard-list map covers is kept (:func:`_keep_unmapped`)
+        self.kept_as = f"custom.{name.rpartition('.')[2]}_raw"
+        # Without read rules, a record holding none of these reads as absent.
+        self.probes: tuple[str, ...] | None = (
+            None if any(s.rules for s in specs) else tuple(s.system_field for s in specs)
+        )
+        # The system field of a value read as it stands, the commonest case.
+        only = specs[0] if len(specs) == 1 else None
+        self.plain: str | None = (
+            only.system_field
+            if only is not None
+            and not only.rules
+            and not only.transforms
+            and only.reverse is None
+            and only.default_key is None
+            else None
+        )
+
+    @classmethod
+    def of(cls, fmap: FieldMap) -> _FieldReader:
+        return cls(fmap.name, tuple(_SpecReader(fmap.name, s) for s in fmap.specs if s.reads))
+
+    def read(
+        self,
+        raw: MappingABC[str, Any],
+        blanks: frozenset[str],
+        canonical: Callable[[str], Any],
+    ) -> tuple[Any, FieldSpec | None, tuple[str, str, Any] | None]:
+        """(value or _ABSENT, the spec it came from, problem (reason, system field, value))."""
+        result: Any = _ABSENT
+        source: FieldSpec | None = None
+        for reader in self.specs:
+            if reader.rules:
+                flat = {n: _key(_system_value(raw, n, blanks)) for n in reader.system_fields}
+                rule = next((r for r in reader.rules if r.matches(flat)), None)
+                if rule is not None:
+                    return rule.value, reader.spec, None
+            system_field = reader.system_field
+            if system_field not in raw:
+                continue
+            value = _system_value(raw, system_field, blanks)
+            if reader.default_key is not None and _key(value) == reader.default_key:
+                value = None
+            if reader.transforms:
+                ctx = TransformContext(self.name, system_field, canonical)
+                try:
+                    for bound in reader.transforms:
+                        value = bound.inbound(value, ctx)
+                except UnmappedValue as exc:
+                    return _Kept(system_field, raw.get(system_field), str(exc)), reader.spec, None
+                except (ValueError, TypeError) as exc:
+                    return _ABSENT, reader.spec, (str(exc), system_field, raw.get(system_field))
+            if reader.reverse is not None and not _blank(value):
+                mapped = _lookup(reader.reverse, _key(value))
+                if mapped is None:
+                    known = ", ".join(sorted(reader.reverse)[:12])
+                    reason = f"value not in the value map (known: {known})"
+                    if reader.standard:
+                        return _Kept(system_field, value, reason), reader.spec, None
+                    return _ABSENT, reader.spec, (reason, system_field, value)
+                value = mapped or None
+            if _blank(value):
+                if result is _ABSENT:
+                    result, source = None, reader.spec
+                continue
+            return value, reader.spec, None
+        return result, source, None
 
 
 # --- loading ------------------------------------------------------------------------------------

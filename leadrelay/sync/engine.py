@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import queue
+import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -64,7 +66,7 @@ from leadrelay.sync.plan import (
     readable_fields,
     writable_fields,
 )
-from leadrelay.sync.rules import FieldRules, Side
+from leadrelay.sync.rules import FieldRules, Rule, Side
 from leadrelay.sync.stages import QualifyFactory, QualifyStep, handoff_qualify
 from leadrelay.sync.state import DeadLetter, StateStore
 from leadrelay.sync.tagging import classify_channel
@@ -175,6 +177,68 @@ def fingerprint(values: Mapping[str, Any], fields: Iterable[str] | None = None) 
                 kept[name] = canonical_value(value)
     text = json.dumps(kept, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+#: A pass's pages, each with the reader's call count after it was read.
+_Pages = Generator[tuple[Page, int], None, None]
+
+#: Pages read ahead of the one being processed (each holds at most a batch of records).
+READ_AHEAD_PAGES = 1
+
+
+def _read_in_line(reader: Connector[Any], cursor: str | None) -> _Pages:
+    """The pages of ``reader.read_changes(cursor)``, each with the reader's call count after
+    it was read."""
+    for page in reader.read_changes(cursor):
+        yield page, reader.api_calls
+
+
+def _read_ahead(reader: Connector[Any], cursor: str | None) -> _Pages:
+    """:func:`_read_in_line`, with the reading done in a thread :data:`READ_AHEAD_PAGES`
+    pages ahead of the caller. Reading has no effect on the state store: a cursor still moves
+    only when the caller commits its page. An error of the read (any exception, a process
+    being killed included) is raised to the caller in order, after the pages read before it;
+    a caller that stops early stops the thread (after the call under way)."""
+    handoff: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=READ_AHEAD_PAGES)
+    stop = threading.Event()
+
+    def put(item: tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read() -> None:
+        pages = reader.read_changes(cursor)
+        try:
+            for page in pages:
+                if not put(("page", (page, reader.api_calls))):
+                    return
+            put(("end", None))
+        except BaseException as exc:  # handed to the caller, who raises it
+            put(("error", exc))
+        finally:
+            close = getattr(pages, "close", None)
+            if close is not None:
+                close()
+
+    worker = threading.Thread(target=read, name=f"read-ahead {reader.name}", daemon=True)
+    worker.start()
+    try:
+        while True:
+            kind, value = handoff.get()
+            if kind == "page":
+                yield value
+            elif kind == "error":
+                raise value
+            else:
+                return
+    finally:
+        stop.set()
+        worker.join()
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -392,6 +456,20 @@ def inbox_drainers() -> list[InboxDrainer]:
 # the engine
 
 
+@dataclass(frozen=True)
+class _FlowRules(FieldRules):
+    """A flow's field rules, each field's looked up once per run (the plan asks per record)."""
+
+    looked_up: dict[str, Rule] = field(default_factory=dict, compare=False, repr=False)
+
+    def rule(self, field: str) -> Rule:
+        """The rule of ``field`` on this flow."""
+        found = self.looked_up.get(field)
+        if found is None:
+            found = self.looked_up[field] = super().rule(field)
+        return found
+
+
 @dataclass
 class _Item:
     """One record of a page on its way through the pipeline."""
@@ -491,7 +569,7 @@ class SyncEngine:
             Side.SOURCE: source,
             Side.DESTINATION: destination,
         }
-        self.rules = FieldRules(dict(flow.field_rules))
+        self.rules = _FlowRules(dict(flow.field_rules))
         if flow.on_delete == "propagate":
             # A deletion to carry over is read in every run, idle or not (one more call).
             for connector in self.connectors.values():
@@ -512,6 +590,11 @@ class SyncEngine:
         # to anything else (a CRM default owner, a field no mapping of the other side holds)
         # is nothing to sync, so it is no reason to treat the record as news.
         self._fp_fields = {side: sorted(self._fields(side)) for side in Side}
+        self._fp_only = {side: frozenset(names) for side, names in self._fp_fields.items()}
+        self._fp_parts = {
+            side: [(name, *name.partition(".")[::2]) for name in names]
+            for side, names in self._fp_fields.items()
+        }
         self._calls_at_start = {
             source.name: source.api_calls,
             destination.name: destination.api_calls,
@@ -628,18 +711,26 @@ class SyncEngine:
             return
         done = 0
         quiet = True
-        for page in reader.read_changes(cursor):
-            quiet = quiet and not page.records and not page.deleted
-            if quiet and page.cursor is not None:
-                reader.idle_read = (cursor, page.cursor, reader.api_calls, time.monotonic())
-            else:
-                reader.idle_read = None
-            if self.page_sink is None or not self.page_sink.take(self, from_side, page):
-                self.apply_page(from_side, page)
-            total = None if page.remaining is None else done + page.remaining
-            done += len(page.records)
-            if self.on_page is not None:
-                self.on_page(label, len(page.records), total)
+        # The next page is read while this one is processed and written (the reader's calls
+        # then overlap the writer's). Write-back with a qualify step reads in line: a recycle
+        # play may read the destination's owners through the connector being read.
+        ahead = from_side is Side.SOURCE or self.qualifier is None
+        pages = _read_ahead(reader, cursor) if ahead else _read_in_line(reader, cursor)
+        try:
+            for page, calls in pages:
+                quiet = quiet and not page.records and not page.deleted
+                if quiet and page.cursor is not None:
+                    reader.idle_read = (cursor, page.cursor, calls, time.monotonic())
+                else:
+                    reader.idle_read = None
+                if self.page_sink is None or not self.page_sink.take(self, from_side, page):
+                    self.apply_page(from_side, page)
+                total = None if page.remaining is None else done + page.remaining
+                done += len(page.records)
+                if self.on_page is not None:
+                    self.on_page(label, len(page.records), total)
+        finally:
+            pages.close()  # stops a read-ahead thread at once when a page fails
         if self.page_sink is not None:
             self.page_sink.end_pass(self, from_side)
 
@@ -892,11 +983,26 @@ class SyncEngine:
         self.stats.read += len(records)
         letters = letters or {}
 
-        # 1. map, drop echoes, then build the Leads of what is left
+        # 1. map, drop echoes, then build the Leads of what is left. A record with a stored
+        #    fingerprint is first mapped only as far as the fingerprint needs: an echo of
+        #    leadrelay's own write (the write-back pass re-reads every record the forward pass
+        #    wrote) costs no more than that.
+        fp_fields = self._fp_fields[from_side]
+        known: dict[str, str] = {}
+        if not force:
+            ids = [rid for raw in records if (rid := record_id(reader, raw)) is not None]
+            known = self.store.get_fingerprints(self._fp_space(reader), ids) if ids else {}
         items: dict[str, _Item] = {}
         drafts: dict[str, LeadDraft] = {}
         for raw in records:
             rid = record_id(reader, raw)
+            if rid is not None and rid in known:
+                echo = reader_mapping.to_lead(
+                    raw, connection=reader.name, external_id=rid, only=self._fp_only[from_side]
+                )
+                if fingerprint(echo.values, fp_fields) == known[rid]:
+                    self.stats.unchanged += 1
+                    continue
             if rid is None:
                 self._dead_letter(
                     result,
@@ -916,16 +1022,9 @@ class SyncEngine:
                 raw,
                 rid,
                 draft.values,
-                fingerprint(draft.values, self._fp_fields[from_side]),
+                fingerprint(draft.values, fp_fields),
                 dead_letter_id=letters.get(rid),
             )
-        if not items:
-            return result
-        if not force:
-            known = self.store.get_fingerprints(self._fp_space(reader), list(items))
-            for rid in [rid for rid, item in items.items() if known.get(rid) == item.reader_fp]:
-                del items[rid]
-                self.stats.unchanged += 1
         if not items:
             return result
         # The Lead (validation, e-mail and phone normalization) only for records that are news:
@@ -1428,8 +1527,7 @@ class SyncEngine:
     def _baseline_values(self, side: Side, values: Mapping[str, Any]) -> dict[str, Any]:
         """The part of a side's draft values a baseline keeps: the fields the flow carries."""
         kept: dict[str, Any] = {}
-        for name in self._fp_fields[side]:
-            head, _, sub = name.partition(".")
+        for name, head, sub in self._fp_parts[side]:
             value = values.get(head)
             if sub:
                 value = value.get(sub) if isinstance(value, dict) else None

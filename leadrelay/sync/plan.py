@@ -20,6 +20,7 @@ from collections.abc import Mapping as MappingABC
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import Enum, StrEnum
+from functools import lru_cache
 from typing import Any
 
 from pydantic import BaseModel
@@ -149,6 +150,8 @@ def is_blank(value: Any) -> bool:
 
 def lead_value(lead: Lead, name: str) -> Any:
     """The value of a canonical field on a Lead (``custom.NAME`` and ``click_ids.NAME`` too)."""
+    if "." not in name:
+        return getattr(lead, name, None)
     head, _, sub = name.partition(".")
     if sub:
         container = getattr(lead, head, None)
@@ -215,10 +218,18 @@ def _changed(
 
 
 def _default_of(mapping: Mapping, name: str) -> Any:
-    fmap = mapping.fields.get(name)
-    if fmap is None or not fmap.primary.writes:
-        return None
-    return fmap.primary.default
+    return _write_defaults(mapping).get(name)
+
+
+@lru_cache(maxsize=64)
+def _write_defaults(mapping: Mapping) -> dict[str, Any]:
+    """Canonical field → the default its primary spec writes for a blank value (a mapping
+    does not change once loaded: worked out once, not per record and field)."""
+    return {
+        name: fmap.primary.default
+        for name, fmap in mapping.fields.items()
+        if fmap.primary.writes and fmap.primary.default is not None
+    }
 
 
 def _blank_in(mapping: Mapping, name: str, raw: MappingABC[str, Any] | None) -> bool:
