@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -34,6 +33,7 @@ from leadrelay.clikit import (
     EncodingOption,
     JsonOption,
     load_project_config,
+    make_console,
     open_store,
     print_json,
     print_table,
@@ -48,8 +48,8 @@ if TYPE_CHECKING:
 
 __all__ = ["forms_app", "import_command", "serve_command"]
 
-_console = Console()
-_err = Console(stderr=True)
+_console = make_console()
+_err = make_console(stderr=True)
 
 forms_app = typer.Typer(
     help="Connect web forms and ad lead forms, and see what each has received.",
@@ -407,7 +407,7 @@ def import_command(
         print_json(result)
     else:
         _console.print(
-            f"{file.name} → {form}: read {read}, stored {stored}, duplicates {duplicates}, "
+            f"{file.name} → {form}: read {read}, stored {stored}, already imported {duplicates}, "
             f"delivered {delivered}, dead-lettered {dead}, pending {pending}, "
             f"skipped {len(skipped)}",
             highlight=False,
