@@ -108,6 +108,12 @@ def serve_command(
     from leadrelay.capture.app import serve
 
     loaded = load_project_config(config)
+    if workers != 1 and loaded.state.is_sqlite:
+        raise CliError(
+            "--workers needs a PostgreSQL [state] url (the job queue); with SQLite, serve runs "
+            "one delivery worker itself (--http-workers N answers HTTP in N processes)",
+            2,
+        )
     for name, form in sorted(loaded.forms.items()):
         from leadrelay.capture.formsconfig import form_endpoint
 

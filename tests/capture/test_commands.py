@@ -311,3 +311,15 @@ def test_forms_add_refuses_a_name_unfit_for_a_file_name(
     assert "OSError" not in out
     assert (folder / "leadrelay.toml").read_text() == before
     assert list((folder / "mappings").rglob("*.toml")) == list((folder / "mappings").glob("*.toml"))
+
+
+def test_serve_refuses_workers_on_sqlite_instead_of_ignoring_them(
+    capsys: pytest.CaptureFixture[str], project: Project
+) -> None:
+    config = str(project.folder / "leadrelay.toml")
+    with pytest.raises(CliError) as refused:
+        app = typer.Typer()
+        app.command()(serve_command)
+        app(args=["--config", config, "--workers", "2"], standalone_mode=False)
+    assert refused.value.exit_code == 2
+    assert "--workers needs a PostgreSQL" in str(refused.value)
