@@ -128,6 +128,7 @@ def serve_command(
         _err.print(line, highlight=False)
     from leadrelay.capture.httpworkers import HttpWorkerError
 
+    _check_port_free(host or loaded.capture.host, port or loaded.capture.port)
     try:
         serve(loaded, host=host, port=port, workers=workers, http_workers=http_workers)
     except HttpWorkerError as exc:
@@ -282,6 +283,24 @@ def forms_list(config: ConfigOption = Path("leadrelay.toml"), as_json: JsonOptio
             str(row["pending"]),
         )
     print_table(_console, table)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """Refuse at once, with the reason, a port another process listens on (uvicorn would log
+    it only after the children started, then exit)."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise CliError(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc} (is another serve "
+                "running? stop it, or pass --port)",
+                2,
+            ) from exc
 
 
 # --------------------------------------------------------------------------------------------

@@ -323,3 +323,21 @@ def test_serve_refuses_workers_on_sqlite_instead_of_ignoring_them(
         app(args=["--config", config, "--workers", "2"], standalone_mode=False)
     assert refused.value.exit_code == 2
     assert "--workers needs a PostgreSQL" in str(refused.value)
+
+
+def test_serve_says_at_once_that_its_port_is_taken(
+    capsys: pytest.CaptureFixture[str], project: Project
+) -> None:
+    import socket
+
+    config = str(project.folder / "leadrelay.toml")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        app = typer.Typer()
+        app.command()(serve_command)
+        with pytest.raises(CliError) as refused:
+            app(args=["--config", config, "--port", str(port)], standalone_mode=False)
+    assert refused.value.exit_code == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in str(refused.value)
