@@ -646,11 +646,21 @@ class SalesforceConnector(Connector[SalesforceConnection]):
 
     def _pages_from(self, result: Mapping[str, Any], describe: str) -> Iterator[list[RawRecord]]:
         """The rows of a query's first answer, then of each ``queryMore`` page until done."""
+        for rows, _more in self._marked_pages(result, describe):
+            yield rows
+
+    def _marked_pages(
+        self, result: Mapping[str, Any], describe: str
+    ) -> Iterator[tuple[list[RawRecord], bool]]:
+        """:meth:`_pages_from`, each page with whether another follows (the answer's ``done``
+        says so): the next page is asked for only once this one was taken, so one page of
+        rows is held at a time."""
         timeout = self.settings.timeout_s
         while True:
-            yield [_clean(r) for r in result.get("records", [])]
             next_url = result.get("nextRecordsUrl")
-            if result.get("done", True) or not next_url:
+            more = not result.get("done", True) and bool(next_url)
+            yield [_clean(r) for r in result.get("records", [])], more
+            if not more:
                 return
             result = self.call(
                 _query_more(str(next_url), timeout),
@@ -910,7 +920,7 @@ class SalesforceConnector(Connector[SalesforceConnection]):
         from; rows at or before ``after`` are dropped. The last page's cursor is ``""`` (its
         position: at most the server time of the read minus the look-back)."""
         last: Position | None = None
-        for rows, more in _lookahead(self._pages_from(first, describe)):
+        for rows, more in self._marked_pages(first, describe):
             records: list[RawRecord] = []
             deleted: list[Deletion] = []
             for row in rows:
@@ -1742,18 +1752,6 @@ def _described_fields(part: Any) -> list[dict[str, Any]]:
 def _total(answer: Mapping[str, Any]) -> int | None:
     size = answer.get("totalSize")
     return size if isinstance(size, int) else None
-
-
-def _lookahead(pages: Iterator[T]) -> Iterator[tuple[T, bool]]:
-    """Each page with whether another follows it."""
-    try:
-        current = next(pages)
-    except StopIteration:
-        return
-    for following in pages:
-        yield current, True
-        current = following
-    yield current, False
 
 
 def _better(candidate: Mapping[str, Any], current: Mapping[str, Any]) -> bool:
