@@ -26,7 +26,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from benchmarks.bench_dedupe import COLUMNS, SIZES, synthetic_rows
-from leadrelay.model import Lead
+from leadrelay.model import lead_from_row
 from leadrelay.sync.dedupe import DedupeRecord, find_clusters
 from leadrelay.sync.tagging import apply_touch, tag_url
 
@@ -69,7 +69,7 @@ class _Pipeline:
                 page, referrer = row.pop("landing_page"), row.pop("referrer")
                 t0 = clock()
                 try:
-                    lead = Lead.model_validate({k: v for k, v in row.items() if v})
+                    lead = lead_from_row({k: v for k, v in row.items() if v})
                 except ValidationError:
                     self.rejected += 1
                     continue
