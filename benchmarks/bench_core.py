@@ -4,9 +4,10 @@
 
 Each lead row (from :func:`benchmarks.bench_dedupe.synthetic_rows`, plus a landing page with
 UTMs or click ids and a referrer) is first written to a temporary CSV (not timed). The timed
-run reads it back row by row and streams each lead through the whole pipeline: the canonical
-Lead (email, phone, names, company domain normalized), tagged with its attribution, into the
-dedupe clustering; no list of leads is held. Prints leads/s per stage and in all. With
+run reads it back row by row with :func:`leadrelay.sync.csvfile.read_lead_rows` and streams
+each lead through the whole pipeline: the canonical Lead (:func:`leadrelay.model.lead_from_row`:
+email, phone, names, company domain normalized), tagged with its attribution, into the dedupe
+clustering; no list of leads is held. Prints leads/s per stage and in all. With
 ``--memory`` each size runs a second time under tracemalloc (which slows Python several-fold,
 so its time is not printed) for the peak of Python allocations.
 """
@@ -26,7 +27,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from benchmarks.bench_dedupe import COLUMNS, SIZES, synthetic_rows
-from leadrelay.model import Lead
+from leadrelay.model import lead_from_row
+from leadrelay.sync.csvfile import SkippedRow, read_lead_rows
 from leadrelay.sync.dedupe import DedupeRecord, find_clusters
 from leadrelay.sync.tagging import apply_touch, tag_url
 
@@ -64,23 +66,26 @@ class _Pipeline:
 
     def records(self, path: Path) -> Iterator[DedupeRecord]:
         clock = time.perf_counter
-        with path.open(newline="", encoding="utf-8") as handle:
-            for n, row in enumerate(csv.DictReader(handle)):
-                page, referrer = row.pop("landing_page"), row.pop("referrer")
-                t0 = clock()
-                try:
-                    lead = Lead.model_validate({k: v for k, v in row.items() if v})
-                except ValidationError:
-                    self.rejected += 1
-                    continue
-                t1 = clock()
-                apply_touch(lead, tag_url(page, referrer or None))
-                t2 = clock()
-                record = DedupeRecord.from_lead(lead, row=n)
-                self.normalize += t1 - t0
-                self.tag += t2 - t1
-                self.record += clock() - t2
-                yield record
+        for item in read_lead_rows(path, encoding="utf-8"):
+            if isinstance(item, SkippedRow):
+                self.rejected += 1
+                continue
+            n, row = item
+            page, referrer = row.pop("landing_page", ""), row.pop("referrer", "")
+            t0 = clock()
+            try:
+                lead = lead_from_row({k: v for k, v in row.items() if v})
+            except ValidationError:
+                self.rejected += 1
+                continue
+            t1 = clock()
+            apply_touch(lead, tag_url(page, referrer or None))
+            t2 = clock()
+            record = DedupeRecord.from_lead(lead, row=n)
+            self.normalize += t1 - t0
+            self.tag += t2 - t1
+            self.record += clock() - t2
+            yield record
 
 
 def run(count: int, *, memory: bool = False) -> None:

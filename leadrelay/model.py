@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import re
 import secrets
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import email_validator
@@ -337,15 +338,21 @@ def plain_email(text: str) -> str | None:
     return lowered
 
 
+def _email_text(value: str) -> str:
+    """The address in an email value: trimmed, without angle brackets or ``mailto:``."""
+    text = value.strip().strip("<>").strip()
+    if text.lower().startswith("mailto:"):
+        text = text[7:]
+    return text
+
+
 def normalize_email(value: str) -> str:
     """Trim, lower-case, IDNA-encode the domain and check the syntax (no DNS).
 
     A plain ASCII address is checked by :func:`plain_email` alone; the rest by email-validator.
     Raises ValueError naming the reason when the address cannot be repaired.
     """
-    text = value.strip().strip("<>").strip()
-    if text.lower().startswith("mailto:"):
-        text = text[7:]
+    text = _email_text(value)
     if not text:
         raise ValueError("email is empty")
     plain = plain_email(text)
@@ -422,16 +429,20 @@ def normalize_phone(value: str, country: str | None = None) -> str:
     text = value.strip()
     if not text:
         raise ValueError("phone is empty")
+    plain = _plain_phone_of(text, country)
+    if plain is not None:
+        return plain
+    return parse_phone(text, _phone_region(country), given=value)
+
+
+def _plain_phone_of(text: str, country: str | None) -> str | None:
+    """:func:`plain_phone` of trimmed ``text`` with the lead's country as the default region."""
     if text.startswith("+1"):
         # The default region plays no part in a number with its country code.
         plain = plain_phone(text, None)
         if plain is not None:
             return plain
-    region = _phone_region(country)
-    plain = plain_phone(text, region)
-    if plain is not None:
-        return plain
-    return parse_phone(text, region, given=value)
+    return plain_phone(text, _phone_region(country))
 
 
 def domain_from_website(value: str) -> str | None:
@@ -457,6 +468,14 @@ def company_domain_from_email(email: str) -> str | None:
     domain = email.rpartition("@")[2]
     if not domain or domain in FREE_MAIL_DOMAINS:
         return None
+    return domain
+
+
+def _derived_domain(email: str | None, website: str | None) -> str | None:
+    """A Lead's company domain when none is given: a work email's, or else the website's."""
+    domain = company_domain_from_email(email) if email else None
+    if domain is None and website:
+        domain = domain_from_website(website)
     return domain
 
 
@@ -729,9 +748,7 @@ class Lead(BaseModel):
         """Company domain from a work email or, failing that, the website."""
         # An assignment here would re-enter validation (validate_assignment): write __dict__.
         if self.company_domain is None:
-            domain = company_domain_from_email(self.email) if self.email else None
-            if domain is None and self.website:
-                domain = domain_from_website(self.website)
+            domain = _derived_domain(self.email, self.website)
             if domain is not None:
                 self.__dict__["company_domain"] = domain
         return self
@@ -755,3 +772,113 @@ class Lead(BaseModel):
             landing_page=self.landing_page,
             referrer=self.referrer,
         )
+
+
+# --------------------------------------------------------------------------- row fast path
+
+_ATTRIBUTION_FIELDS = frozenset(
+    {
+        "utm_source",
+        "utm_medium",
+        "utm_campaign",
+        "utm_term",
+        "utm_content",
+        "landing_page",
+        "referrer",
+        "website",
+    }
+)
+_TEXT_FIELD_SET = frozenset(_TEXT_FIELDS)
+
+
+def fast_lead(row: Mapping[str, str]) -> Lead | None:
+    """The Lead that ``Lead.model_validate(row)`` gives, built without pydantic validation; None
+    when a value takes a validator to decide, and the caller must validate the row instead.
+
+    Covered: text values of the email, phone and country, the free-text fields and the
+    attribution texts. Each value goes through the validator's own cheap steps (trimming,
+    :func:`plain_email`, the NANP :func:`plain_phone`, the cached country lookup); a value any
+    of them cannot settle (a Unicode or quoted address, a number only phonenumbers reads, a
+    country no list covers, another field, a value that is not ``str``) defers the whole row.
+    ``tests/test_model.py`` holds it equal to ``Lead.model_validate`` on generated rows.
+    """
+    values: dict[str, Any] = {}
+    for name, value in row.items():
+        if type(value) is not str:
+            return None
+        if name in _TEXT_FIELD_SET:
+            values[name] = " ".join(value.split()) or None
+        elif name in _ATTRIBUTION_FIELDS:
+            values[name] = value.strip() or None
+        elif name == "email":
+            if not value.strip():
+                values[name] = None
+                continue
+            email = plain_email(_email_text(value))
+            if email is None:
+                return None
+            values[name] = email
+        elif name == "country":
+            if not value.strip():
+                values[name] = None
+                continue
+            # The unread-value check looks the raw text up, the field the folded one: the
+            # two agree when the text is already folded.
+            if value != " ".join(value.split()):
+                return None
+            code = _country_code(value)
+            if code is None:
+                return None
+            values[name] = code
+        elif name != "phone":
+            return None
+    phone = row.get("phone")
+    if phone is not None:
+        text = phone.strip()
+        if text:
+            plain = _plain_phone_of(text, values.get("country"))
+            if plain is None:
+                return None
+            values["phone"] = plain
+        else:
+            values["phone"] = None
+    fields_set = set(values)
+    domain = _derived_domain(values.get("email"), values.get("website"))
+    if domain is not None:
+        values["company_domain"] = domain
+    return _construct_lead(fields_set, values)
+
+
+#: The Lead's fields in order with their plain defaults (a default factory's field holds None
+#: here and is filled per Lead); ``Lead.model_construct`` looks each default up per call,
+#: inspecting every factory's signature, which costs more than validating the row.
+_LEAD_DEFAULTS: dict[str, Any] = {
+    name: None if field.default_factory is not None else field.default
+    for name, field in Lead.model_fields.items()
+}
+_LEAD_FACTORIES: tuple[tuple[str, Callable[[], Any]], ...] = tuple(
+    (name, cast("Callable[[], Any]", field.default_factory))
+    for name, field in Lead.model_fields.items()
+    if field.default_factory is not None
+)
+
+
+def _construct_lead(fields_set: set[str], values: dict[str, Any]) -> Lead:
+    """What ``Lead.model_construct(fields_set, **values)`` builds (``values`` already valid)."""
+    data = dict(_LEAD_DEFAULTS)
+    for name, factory in _LEAD_FACTORIES:
+        data[name] = factory()
+    data.update(values)
+    lead = Lead.__new__(Lead)
+    object.__setattr__(lead, "__dict__", data)
+    object.__setattr__(lead, "__pydantic_fields_set__", fields_set)
+    object.__setattr__(lead, "__pydantic_extra__", None)
+    object.__setattr__(lead, "__pydantic_private__", None)
+    return lead
+
+
+def lead_from_row(row: Mapping[str, str]) -> Lead:
+    """The canonical Lead of a row of text values: :func:`fast_lead` when it can, else
+    ``Lead.model_validate`` (which raises :class:`pydantic.ValidationError` for a bad value)."""
+    lead = fast_lead(row)
+    return lead if lead is not None else Lead.model_validate(row)

@@ -21,6 +21,8 @@ from leadrelay.model import (
     Salutation,
     Stage,
     domain_from_website,
+    fast_lead,
+    lead_from_row,
     normalize_country,
     normalize_email,
     normalize_phone,
@@ -415,3 +417,117 @@ def test_currency_that_is_not_an_iso_code_is_refused(given: str) -> None:
 def test_won_and_lost_reasons_cover_the_closed_set() -> None:
     assert set(OutcomeReason) == WON_REASONS | LOST_REASONS
     assert {OutcomeReason.PRICE, OutcomeReason.OTHER} == WON_REASONS & LOST_REASONS
+
+
+_ROW_EMAILS = st.one_of(
+    _PLAIN_LIKE,
+    _NEAR_PLAIN,
+    st.sampled_from(
+        [
+            " Ana.Silva@Example.COM ",
+            "<ana@acme.io>",
+            "mailto:ana@acme.io",
+            "ana@gmail.com",
+            "jörg@bücher.de",
+            "ana@example.test",
+            "<>",
+            "",
+            "  ",
+        ]
+    ),
+)
+_ROW_PHONES = st.one_of(
+    _NANP_SHAPED,
+    _NANP_LIKE,
+    st.sampled_from(["+1 415 555 2671", "030 1234567", "+44 20 7946 0958", "", " "]),
+)
+_ROW_COUNTRIES = st.sampled_from(
+    ["US", "us", "CA", "United States", "Germany", "DE", " US", "United  States", "Narnia", ""]
+)
+_ROW_TEXT = st.text(st.sampled_from("Aé z\t\n.-"), max_size=8)
+_ROW_WEBSITES = st.sampled_from(["https://www.Acme.io/x", "acme", " acme.de ", "", "http://"])
+#: Values the fast path leaves to pydantic whatever they are (fields it does not cover).
+_ROW_OTHERS = st.sampled_from(
+    [("industry", "Software"), ("region", "California"), ("key", "ld_1"), ("employees", "12")]
+)
+
+
+@st.composite
+def _lead_rows(draw: st.DrawFn) -> dict[str, object]:
+    columns: dict[str, st.SearchStrategy[str]] = {
+        "email": _ROW_EMAILS,
+        "phone": _ROW_PHONES,
+        "country": _ROW_COUNTRIES,
+        "first_name": _ROW_TEXT,
+        "last_name": _ROW_TEXT,
+        "company": _ROW_TEXT,
+        "website": _ROW_WEBSITES,
+        "utm_source": _ROW_TEXT,
+        "landing_page": _ROW_TEXT,
+    }
+    row: dict[str, object] = {}
+    for name, values in columns.items():
+        if draw(st.booleans()):
+            row[name] = draw(values)
+    if draw(st.integers(0, 9)) == 0:
+        name, value = draw(_ROW_OTHERS)
+        row[name] = value
+    if draw(st.integers(0, 19)) == 0:
+        row[draw(st.sampled_from(sorted(row) or ["email"]))] = 7
+    return row
+
+
+def _validated(row: dict[str, object]) -> Lead | None:
+    try:
+        return Lead.model_validate(row)
+    except ValidationError:
+        return None
+
+
+def _comparable(lead: Lead) -> dict[str, object]:
+    return lead.model_dump(exclude={"key", "created_at"})
+
+
+@settings(max_examples=1500, derandomize=True)
+@given(_lead_rows())
+@example({"email": " Ana@Acme.IO ", "phone": "(415) 555-2671", "country": "US"})
+@example({"email": "ana@gmail.com", "website": "https://www.Acme.io/x"})
+@example({"phone": "415 555 2671", "country": "Narnia"})
+def test_the_row_fast_path_builds_the_lead_model_validate_builds(row: dict[str, object]) -> None:
+    fast = fast_lead(row)  # type: ignore[arg-type]
+    if fast is None:
+        return
+    full = _validated(row)
+    assert full is not None, f"fast path accepted {row!r}, model_validate refuses it"
+    assert _comparable(fast) == _comparable(full)
+    assert fast.model_fields_set == full.model_fields_set
+
+
+def test_the_row_fast_path_covers_a_plain_csv_row() -> None:
+    row = {"email": "ana@acme.io", "phone": "+1 415 555 2671", "country": "US", "company": "Acme"}
+    lead = fast_lead(row)
+    assert lead is not None
+    assert (lead.email, lead.phone, lead.company_domain) == (
+        "ana@acme.io",
+        "+14155552671",
+        "acme.io",
+    )
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        {"email": "jörg@bücher.de"},
+        {"phone": "030 1234567", "country": "DE"},
+        {"country": "Narnia"},
+        {"industry": "Software"},
+    ],
+)
+def test_the_row_fast_path_defers_what_takes_a_validator(row: dict[str, str]) -> None:
+    assert fast_lead(row) is None
+
+
+def test_lead_from_row_falls_back_to_validation_and_its_errors() -> None:
+    assert lead_from_row({"phone": "030 1234567", "country": "DE"}).phone == "+49301234567"
+    with pytest.raises(ValidationError, match="email"):
+        lead_from_row({"email": "not an address"})

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import codecs
 import csv
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from operator import itemgetter
 from os import PathLike
 from pathlib import Path
 from types import TracebackType
-from typing import IO, NamedTuple
+from typing import IO, NamedTuple, cast
 
 from leadrelay.model import Lead
 
@@ -250,6 +251,16 @@ def _pick_delimiter(first_line: str) -> str:
     return best
 
 
+def _picker(positions: list[int]) -> Callable[[list[str]], Sequence[str]]:
+    """A function taking the cells at ``positions`` (in that order) from a row."""
+    if not positions:
+        return lambda cells: ()
+    if len(positions) == 1:
+        only = positions[0]
+        return lambda cells: (cells[only],)
+    return cast("Callable[[list[str]], Sequence[str]]", itemgetter(*positions))
+
+
 class LeadCsv:
     """A lead CSV opened for streaming; iterate it for :data:`RowResult` items.
 
@@ -353,6 +364,8 @@ class LeadCsv:
         cheap = limit // 4
         row_number = 0
         reader = self._reader
+        fields = [field for _, field in self._positions]
+        pick = _picker([position for position, _ in self._positions])
         while True:
             row_number += 1
             first_line = self._line_offset + reader.line_num + 1
@@ -369,7 +382,8 @@ class LeadCsv:
                     f"(a stray quote?): {exc}",
                 )
                 continue
-            if not cells or not any(cell.strip() for cell in cells):
+            # one join instead of a strip per cell: blank when no cell holds a non-space
+            if not cells or not "".join(cells).strip():
                 self.blank_rows += 1
                 continue
             if len(cells) != width and not (
@@ -385,13 +399,17 @@ class LeadCsv:
                     row_number, f"row has {len(cells)} cells, the header has {width}{lines}"
                 )
                 continue
-            oversized = next(
-                (
-                    (position, size)
-                    for position, cell in enumerate(cells[:width])
-                    if len(cell) > cheap and (size := len(cell.encode("utf-8"))) > limit
-                ),
-                None,
+            oversized = (
+                next(
+                    (
+                        (position, size)
+                        for position, cell in enumerate(cells[:width])
+                        if len(cell) > cheap and (size := len(cell.encode("utf-8"))) > limit
+                    ),
+                    None,
+                )
+                if max(map(len, cells)) > cheap
+                else None
             )
             if oversized is not None:
                 position, size = oversized
@@ -403,7 +421,7 @@ class LeadCsv:
                 )
                 continue
             self.rows_read += 1
-            yield LeadRow(row_number, {field: cells[pos] for pos, field in self._positions})
+            yield LeadRow(row_number, dict(zip(fields, pick(cells), strict=True)))
 
     def close(self) -> None:
         """Close the underlying file."""

@@ -39,6 +39,8 @@ import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
+from hashlib import blake2b
+from sys import intern
 from typing import TYPE_CHECKING, Any, NamedTuple, Self
 
 from rapidfuzz import fuzz, process
@@ -487,6 +489,12 @@ def _match_names(
                 _join_names(uf, entries[order[pos]], entries[order[pos + 1 + j]], score, domain)
 
 
+def _digest(text: str) -> bytes:
+    """A 128-bit BLAKE2b digest of ``text``: an index key in 49 bytes instead of the string
+    (two distinct identities share one with a probability of about n² / 2¹²⁹)."""
+    return blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
 def find_clusters(
     records: Iterable[DedupeRecord], *, name_threshold: float = NAME_THRESHOLD
 ) -> list[Cluster]:
@@ -497,17 +505,22 @@ def find_clusters(
     """
     uf = _UnionFind()
     cutoff = name_threshold * 100
-    first_by_email: dict[str, int] = {}
-    # (last name, last 6 phone digits) -> (row, phone, country, first name); collisions in groups
-    first_by_phone: dict[tuple[str, str], tuple[int, str, str | None, str]] = {}
-    phone_groups: dict[tuple[str, str], list[tuple[int, str, str | None, str]]] = {}
+    # The index grows with the number of distinct people, as exact dedupe must; its keys are
+    # 128-bit digests of the identity strings (not the strings), and the few first names and
+    # company domains a list repeats are held once each (sys.intern).
+    first_by_email: dict[bytes, int] = {}
+    # digest of (last name, last 6 phone digits) -> (row, phone, country, first name);
+    # collisions in groups
+    first_by_phone: dict[bytes, tuple[int, str, str | None, str]] = {}
+    phone_groups: dict[bytes, list[tuple[int, str, str | None, str]]] = {}
     blocks: dict[str, list[tuple[int, str, str]]] = {}
 
     for record in records:
         ident = _identity(record)
         row = record.row
+        first_name = intern(ident.first)
         if ident.email is not None:
-            seen = first_by_email.setdefault(ident.email, row)
+            seen = first_by_email.setdefault(_digest(ident.email), row)
             if seen != row:
                 uf.union(seen, row, RULE_EMAIL, REASON_EMAIL)
         if ident.last and record.phone:
@@ -516,13 +529,14 @@ def find_clusters(
                 e164 = _e164(record.phone, record.country)
                 tail = e164[-6:] if e164 else None
             if tail is not None:
-                phone_key = (ident.last, tail)
-                entry = (row, record.phone, record.country, ident.first)
+                # a NUL cannot be in a folded name: the two parts cannot run into each other
+                phone_key = _digest(f"{ident.last}\0{tail}")
+                entry = (row, record.phone, record.country, first_name)
                 first = first_by_phone.setdefault(phone_key, entry)
                 if first is not entry:
                     phone_groups.setdefault(phone_key, [first]).append(entry)
         if ident.domain is not None and ident.name_key:
-            blocks.setdefault(ident.domain, []).append((row, ident.name_key, ident.first))
+            blocks.setdefault(intern(ident.domain), []).append((row, ident.name_key, first_name))
     del first_by_email, first_by_phone
 
     for group in phone_groups.values():

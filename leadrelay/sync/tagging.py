@@ -157,6 +157,8 @@ TRACKING_PARAMS: frozenset[str] = frozenset(
 )
 
 _TRACKING_PREFIXES = ("utm_", "hsa_")
+_UTM_SET = frozenset(UTM_PARAMS)
+_CLICK_ID_SET = frozenset(CLICK_ID_PARAMS)
 
 
 def is_tracking_param(name: str) -> bool:
@@ -637,6 +639,8 @@ def classify_channel(
 
 def _decode(text: str) -> str:
     """Form-decode (``+`` and ``%20`` are spaces); invalid percent-encoding stays as given."""
+    if "%" not in text and "+" not in text:
+        return text
     spaced = text.replace("+", " ")
     try:
         return unquote(spaced, errors="strict")
@@ -729,13 +733,14 @@ def tag_url(
             continue
         raw_name, _, raw_value = pair.partition("=")
         name = _decode(raw_name).strip().lower()
-        if not is_tracking_param(name):
+        # is_tracking_param, on a name already trimmed and lower-cased
+        if name not in TRACKING_PARAMS and not name.startswith(_TRACKING_PREFIXES):
             kept.append(pair)
             continue
         value = _clean(_decode(raw_value))
-        if name in UTM_PARAMS:
+        if name in _UTM_SET:
             utms.setdefault(name, value)
-        elif name in CLICK_ID_PARAMS and value is not None:
+        elif name in _CLICK_ID_SET and value is not None:
             click_ids.setdefault(name, value)
     landing_page = _landing_page(base.strip(), kept)
     clean_referrer = _clean(referrer)
@@ -781,6 +786,10 @@ def _has_attribution(lead: Lead) -> bool:
     )
 
 
+#: The Lead fields a touch sets.
+_TOUCH_FIELDS = frozenset({*UTM_PARAMS, "landing_page", "referrer", "channel", "click_ids"})
+
+
 def apply_touch(lead: Lead, attribution: Attribution, at: datetime | None = None) -> None:
     """Record a touch on a lead: the latest attribution fields change, the first touch stays.
 
@@ -791,11 +800,20 @@ def apply_touch(lead: Lead, attribution: Attribution, at: datetime | None = None
     """
     when = at if at is not None else datetime.now(UTC)
     values: dict[str, Any] = {
-        name: getattr(attribution, name) for name in (*UTM_PARAMS, "landing_page", "referrer")
+        "utm_source": attribution.utm_source,
+        "utm_medium": attribution.utm_medium,
+        "utm_campaign": attribution.utm_campaign,
+        "utm_term": attribution.utm_term,
+        "utm_content": attribution.utm_content,
+        "landing_page": attribution.landing_page,
+        "referrer": attribution.referrer,
     }
-    typed = isinstance(attribution.channel, Channel) and all(
-        value is None or isinstance(value, str) for value in values.values()
-    )
+    typed = isinstance(attribution.channel, Channel)
+    if typed:
+        for value in values.values():
+            if value is not None and not isinstance(value, str):
+                typed = False
+                break
     if lead.first_touch is None:
         if _has_attribution(lead):
             first = lead.touch()
@@ -813,11 +831,15 @@ def apply_touch(lead: Lead, attribution: Attribution, at: datetime | None = None
         return
     # The values are already of the Lead's types: trimmed as the Lead's validator trims them,
     # they are set in one step instead of nine validated assignments.
-    values = {name: (value.strip() or None) if value else None for name, value in values.items()}
+    for name, value in values.items():
+        if value:
+            values[name] = value.strip() or None
+        elif value is not None:
+            values[name] = None
     values["channel"] = attribution.channel
     values["click_ids"] = {str(k): str(v) for k, v in attribution.click_ids.items()}
     lead.__dict__.update(values)
-    lead.__pydantic_fields_set__.update(values)
+    lead.__pydantic_fields_set__.update(_TOUCH_FIELDS)
 
 
 # --- HubSpot hs_analytics_source -----------------------------------------------------------------

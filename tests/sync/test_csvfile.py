@@ -33,6 +33,23 @@ def test_reads_rows_by_lead_field_name(tmp_path: Path) -> None:
     ]
 
 
+def test_a_single_known_column_is_read_among_unknown_ones(tmp_path: Path) -> None:
+    path = write(tmp_path, "id,email,notes\n1,a@acme.io,x\n")
+    assert list(read_lead_rows(path)) == [LeadRow(1, {"email": "a@acme.io"})]
+
+
+def test_no_known_column_reads_each_row_as_empty_values(tmp_path: Path) -> None:
+    path = write(tmp_path, "id,notes\n1,x\n")
+    assert list(read_lead_rows(path, required=())) == [LeadRow(1, {})]
+
+
+def test_known_columns_are_read_in_header_order_whatever_their_positions(tmp_path: Path) -> None:
+    path = write(tmp_path, "company,id,email\nAcme,1,a@acme.io\n")
+    [row] = list(read_lead_rows(path))
+    assert isinstance(row, LeadRow)
+    assert list(row.values.items()) == [("company", "Acme"), ("email", "a@acme.io")]
+
+
 def test_missing_required_column_names_it_and_the_headers_found(tmp_path: Path) -> None:
     path = write(tmp_path, "name,phone\nAnn,+14155550100\n")
     with pytest.raises(CsvError, match=r"missing required column 'email'.*'name', 'phone'"):
