@@ -10,9 +10,7 @@ import random
 import re
 import string
 import sys
-import tracemalloc
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -363,28 +361,3 @@ def test_render_shows_clusters_and_skipped_rows(tmp_path: Path) -> None:
     text = console.file.getvalue()  # type: ignore[attr-defined]
     assert "1, 2" in text and REASON_EMAIL in text
     assert "1 rows skipped" in text and "stray quote" in text
-
-
-def _distinct_people(count: int) -> Iterator[DedupeRecord]:
-    for i in range(count):
-        yield DedupeRecord(
-            row=i,
-            email=f"person{i}@company{i % 500}.io",
-            phone=f"+1 415 {500 + i // 10000:03d} {i % 10000:04d}",
-            first_name="Ann",
-            last_name=f"Smith{i}",
-            company_domain=f"company{i % 500}.io",
-        )
-
-
-def test_the_identity_index_holds_digests_not_the_identity_strings() -> None:
-    # Strings for email, (last name, phone) and a tuple per key took ~650 bytes a person;
-    # digests and interned first names take ~465 (tracemalloc peak over the whole call).
-    count = 20_000
-    tracemalloc.start()
-    try:
-        find_clusters(_distinct_people(count))
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
-    assert peak / count < 560
