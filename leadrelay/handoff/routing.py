@@ -367,6 +367,9 @@ class Router:
         self._zone = ZoneInfo(config.timezone)
         self._owners: dict[str, OwnerInfo] = {}
         self._refs: dict[str, str] = {}
+        # The owners are fixed for the router's life, so is each rule's round-robin cycle:
+        # worked out once per pool of refs, not per lead.
+        self._cycles: dict[tuple[str, ...], list[OwnerInfo]] = {}
         by_ref = {(ref.lower() if "@" in ref else ref): item for ref, item in config.owners.items()}
         for owner in owners:
             settings = by_ref.get(owner.id)
@@ -428,7 +431,10 @@ class Router:
     def _round_robin(
         self, rule_name: str, refs: Sequence[str], day: date
     ) -> tuple[OwnerInfo, int] | None:
-        cycle = weighted_cycle(self._pool(refs))
+        pool_key = tuple(refs)
+        cycle = self._cycles.get(pool_key)
+        if cycle is None:
+            cycle = self._cycles[pool_key] = weighted_cycle(self._pool(refs))
         if not cycle:
             return None
         key = f"rr/{rule_name}/position"

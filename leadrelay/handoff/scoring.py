@@ -463,9 +463,13 @@ class Scorer:
         negative = dict.fromkeys(Category, 0.0)
         reasons: list[str] = []
         recent_points = 0.0
+        # Most rules name a signal the lead does not have: skip those without a scan.
+        present = {s.name for s in signals}
         for rule in config.rules:
             when = rule.when
             if when.signal is not None:
+                if when.signal not in present:
+                    continue
                 fired = self._signal_rule(rule, signals, now)
                 if fired is None:
                     continue

@@ -89,6 +89,8 @@ __all__ = [
 
 #: Canonical fields left out of a fingerprint: bookkeeping that differs between reads.
 _UNHASHED = frozenset({"external_ids", "updated_at", "created_at"})
+#: Exact types :func:`canonical_value` returns as they are (a str enum is no plain str).
+_PLAIN_VALUE_TYPES: frozenset[type] = frozenset({str, int, bool, type(None)})
 
 #: How long another flow's read that found nothing stands for a read of the same connection
 #: (seconds; it also ends at the connection's next call of any kind).
@@ -164,8 +166,14 @@ def modified_at(connector: Connector[Any], raw: RawRecord) -> datetime | None:
 def fingerprint(values: Mapping[str, Any], fields: Iterable[str] | None = None) -> str:
     """A stable hash of a record's canonical values (bookkeeping left out); with ``fields``,
     of those canonical fields only (``custom.NAME`` picks one key of ``custom``)."""
+    # A plain value (most of them) is its own canonical form: no call for it.
+    plain = _PLAIN_VALUE_TYPES
     if fields is None:
-        kept = {k: canonical_value(v) for k, v in values.items() if k not in _UNHASHED}
+        kept = {
+            k: v if type(v) in plain else canonical_value(v)
+            for k, v in values.items()
+            if k not in _UNHASHED
+        }
     else:
         kept = {}
         for name in fields:
@@ -174,7 +182,7 @@ def fingerprint(values: Mapping[str, Any], fields: Iterable[str] | None = None) 
             if sub:
                 value = value.get(sub) if isinstance(value, dict) else None
             if value is not None and name not in _UNHASHED:
-                kept[name] = canonical_value(value)
+                kept[name] = value if type(value) in plain else canonical_value(value)
     text = json.dumps(kept, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
@@ -1527,14 +1535,17 @@ class SyncEngine:
     def _baseline_values(self, side: Side, values: Mapping[str, Any]) -> dict[str, Any]:
         """The part of a side's draft values a baseline keeps: the fields the flow carries."""
         kept: dict[str, Any] = {}
+        plain = _PLAIN_VALUE_TYPES
         for name, head, sub in self._fp_parts[side]:
             value = values.get(head)
             if sub:
                 value = value.get(sub) if isinstance(value, dict) else None
                 if value is not None:
-                    kept.setdefault(head, {})[sub] = canonical_value(value)
+                    kept.setdefault(head, {})[sub] = (
+                        value if type(value) in plain else canonical_value(value)
+                    )
             elif value is not None:
-                kept[name] = canonical_value(value)
+                kept[name] = value if type(value) in plain else canonical_value(value)
         return kept
 
     def _next_baseline(

@@ -30,6 +30,7 @@ from leadrelay.sandbox.salesforce import soql as emulator_soql
         ("two\nlines\r\n", "'two\\nlines\\r\\n'"),
         ("tab\tbell\bform\f", "'tab\\tbell\\bform\\f'"),
         ("nul\x00esc\x1b", "'nul\\u0000esc\\u001b'"),
+        ("del\x7f", "'del\\u007f'"),
         ("Zoë 名前 😀", "'Zoë 名前 😀'"),
         ("\\'", "'\\\\\\''"),
     ],
