@@ -37,7 +37,7 @@ from rich.console import Console
 from rich.table import Table
 
 from leadrelay.clikit import print_table
-from leadrelay.model import Lead
+from leadrelay.model import Lead, lead_from_row
 from leadrelay.sync.csvfile import LeadRow, read_lead_rows
 from leadrelay.sync.dedupe import Cluster, DedupeRecord, find_clusters
 from leadrelay.sync.tagging import apply_touch, tag_url
@@ -80,7 +80,7 @@ def run(path: Path | None = None) -> DemoResult:
         values = dict(row.values)
         touch = {name: values.pop(name, None) for name in _TOUCH_COLUMNS}
         try:
-            lead = Lead.model_validate({k: v for k, v in values.items() if v not in ("", None)})
+            lead = lead_from_row({k: v for k, v in values.items() if v not in ("", None)})
         except ValidationError as exc:
             result.rejected.append((row.row_number, _problems(exc)))
             continue
