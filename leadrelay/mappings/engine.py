@@ -65,6 +65,11 @@ non-blank wins), and only the first one is written. Table keys:
     values may read as one canonical value; ``"*"`` matches any other non-blank value, and a
     target ``""`` reads as blank. A system value that ``values`` writes for two canonical
     values must be resolved here. Reads match exactly, then ignoring case.
+``read_when``
+    a table ``{ system field = value(s) }`` (conditions as in read rules, below): the field is
+    read from this entry only when every condition holds, else the entry reads blank and the
+    next alternative is tried (an alternative's way to say which record it speaks for: a win
+    reason for a won deal only).
 
 Values held by several system fields (HubSpot lifecycle stage + lead status, Salesforce
 Status + IsConverted) list them in ``fields``. ``values`` entries are then a primary-field
@@ -201,6 +206,7 @@ _SPEC_KEYS = frozenset(
         "read",
         "on_invalid",
         "fallback",
+        "read_when",
     }
 )
 
@@ -325,6 +331,8 @@ class FieldSpec:
     on_invalid: str | None = None
     #: The system value written instead of a refused one when ``on_invalid = "fallback"``.
     fallback: Any = None
+    #: ``read_when``: this spec is read only when the record meets the condition.
+    read_when: ReadRule | None = None
 
     @property
     def reads(self) -> bool:
@@ -530,6 +538,8 @@ class Mapping:
             for spec in fmap.specs:
                 names.update(spec.system_fields)
                 names.update(spec.written_fields())
+                if spec.read_when is not None:
+                    names.update(spec.read_when.when)
         if self.key_field:
             names.add(self.key_field)
         return names
@@ -939,6 +949,7 @@ class _SpecReader:
         "system_field",
         "system_fields",
         "transforms",
+        "when",
     )
 
     def __init__(self, field: str, spec: FieldSpec) -> None:
@@ -947,6 +958,7 @@ class _SpecReader:
         self.system_field = spec.system_field
         self.system_fields = spec.system_fields
         self.rules = spec.read
+        self.when = spec.read_when
         # Without a value map, a read of the default (a placeholder) is blank.
         self.default_key = (
             _key(spec.default) if not spec.values and spec.default is not None else None
@@ -984,11 +996,13 @@ class _FieldReader:
         self.probes: tuple[str, ...] | None = (
             None if any(s.rules for s in specs) else tuple(s.system_field for s in specs)
         )
+        conditional = any(s.when is not None for s in specs)
         # The system field of a value read as it stands, the commonest case.
         only = specs[0] if len(specs) == 1 else None
         self.plain: str | None = (
             only.system_field
             if only is not None
+            and not conditional
             and not only.rules
             and not only.transforms
             and only.reverse is None
@@ -1010,6 +1024,14 @@ class _FieldReader:
         result: Any = _ABSENT
         source: FieldSpec | None = None
         for reader in self.specs:
+            if reader.when is not None:
+                held = {n: _key(_system_value(raw, n, blanks)) for n in reader.when.when}
+                if not reader.when.matches(held):
+                    # Passed over: its value does not speak for this record, so it reads blank
+                    # (a later alternative may still give one).
+                    if result is _ABSENT and reader.system_field in raw:
+                        result, source = None, reader.spec
+                    continue
             if reader.rules:
                 flat = {n: _key(_system_value(raw, n, blanks)) for n in reader.system_fields}
                 rule = next((r for r in reader.rules if r.matches(flat)), None)
@@ -1282,7 +1304,8 @@ def _parse_spec(
     values = _parse_values(name, raw.get("values"), names, problem)
     values_in = _parse_values_in(name, raw.get("values_in"), problem)
     read = _parse_read(name, raw.get("read"), names, problem)
-    if values is None or values_in is None or read is None:
+    when_ok, read_when = _parse_read_when(raw.get("read_when"), problem)
+    if values is None or values_in is None or read is None or not when_ok:
         return None
     spec = FieldSpec(
         system_field=primary,
@@ -1295,6 +1318,7 @@ def _parse_spec(
         read=read,
         on_invalid=on_invalid,
         fallback=fallback,
+        read_when=read_when,
     )
     if not _check_values(name, spec, problem):
         return None
@@ -1457,6 +1481,23 @@ def _parse_read(
             return None
         rules.append(ReadRule(conditions, value))
     return tuple(rules)
+
+
+def _parse_read_when(raw: Any, problem: Callable[..., None]) -> tuple[bool, ReadRule | None]:
+    """``read_when = { system field = value(s) }``: (whether it is valid, its condition)."""
+    if raw is None:
+        return True, None
+    if not isinstance(raw, dict) or not raw:
+        problem("read_when must be a non-empty table of system field = value(s)")
+        return False, None
+    conditions: dict[str, tuple[str, ...]] = {}
+    for system_field, accepted in raw.items():
+        items = accepted if isinstance(accepted, list) else [accepted]
+        if not items or not all(isinstance(i, str | bool | int) for i in items):
+            problem(f"read_when: {system_field} must be a value or a list of values")
+            return False, None
+        conditions[system_field] = tuple(_key(i) for i in items)
+    return True, ReadRule(conditions, "")
 
 
 def _check_values(name: str, spec: FieldSpec, problem: Callable[..., None]) -> bool:

@@ -296,6 +296,29 @@ def test_alternatives_first_non_blank_wins(tmp_path: Path) -> None:
     assert mapping.to_system(Lead(email="p@x.io")) == {"email": "p@x.io"}
 
 
+def test_an_alternative_with_read_when_is_read_only_when_the_record_meets_it(
+    tmp_path: Path,
+) -> None:
+    text = (
+        "[fields]\njob_title = [\n"
+        '  { field = "Won_Title", read_when = { Won = true } },\n'
+        '  { field = "Lost_Title", read_when = { Won = false, Closed = ["yes", "y"] } },\n'
+        "]\n"
+    )
+    mapping = load_mapping(str(write(tmp_path, text)))
+    both = {"Won_Title": "W", "Lost_Title": "L"}
+    assert mapping.to_lead({**both, "Won": True}).values["job_title"] == "W"
+    assert mapping.to_lead({**both, "Won": False, "Closed": "Y"}).values["job_title"] == "L"
+    assert mapping.to_lead({**both, "Won": False, "Closed": ""}).values["job_title"] is None
+    assert {"Won", "Closed"} <= mapping.system_fields()
+
+
+@pytest.mark.parametrize("when", ["{}", '"Won"', "{ Won = { x = 1 } }"])
+def test_a_malformed_read_when_is_a_load_error(tmp_path: Path, when: str) -> None:
+    error = load_error(tmp_path, f'[fields]\njob_title = {{ field = "T", read_when = {when} }}\n')
+    assert "read_when" in str(error)
+
+
 def test_composite_read_rules_come_first(tmp_path: Path) -> None:
     text = (
         '[fields.stage]\nfields = ["Status", "Converted"]\n'

@@ -243,6 +243,9 @@ def mapping_fields() -> list[str]:
                 listed = value.get("fields")
                 if isinstance(listed, list):
                     names.extend(v for v in listed if isinstance(v, str))
+                when = value.get("read_when")
+                if isinstance(when, dict):
+                    names.extend(k for k in when if isinstance(k, str))
     return names
 
 

@@ -313,3 +313,43 @@ def test_a_later_win_reason_is_read_by_the_next_read(
     row = records(read(connector, cursor)[0])[lead_id]
     values = load_mapping("salesforce").to_lead(row).values
     assert (values["stage"], values["outcome_reason"]) == ("won", OutcomeReason.OTHER)
+
+
+@pytest.mark.parametrize(
+    ("first", "then", "expected"),
+    [
+        # Won, then lost: the win reason left on the Opportunity is not read.
+        (
+            {"StageName": "Closed Won", "Win_Reason__c": "Relationship"},
+            {"StageName": "Closed Lost", "Loss_Reason__c": "Timing"},
+            ("lost", OutcomeReason.TIMING),
+        ),
+        # Lost, reopened and won: the loss reason left behind is not read.
+        (
+            {"StageName": "Closed Lost", "Loss_Reason__c": "Competitor"},
+            {"StageName": "Closed Won", "Win_Reason__c": "Product Fit"},
+            ("won", OutcomeReason.PRODUCT_FIT),
+        ),
+        # Reopened: an open deal has no reason, whatever the pick lists still hold.
+        (
+            {"StageName": "Closed Lost", "Loss_Reason__c": "Competitor"},
+            {"StageName": "Prospecting"},
+            ("opportunity", None),
+        ),
+    ],
+)
+def test_the_reason_read_is_the_one_of_the_deals_side_now(
+    make_connector: Make,
+    env: dict[str, str],
+    first: dict[str, Any],
+    then: dict[str, Any],
+    expected: tuple[str, OutcomeReason | None],
+) -> None:
+    connector = make_connector(overlap=timedelta(0))
+    [lead_id] = create(connector, 1)
+    ids = convert(env, lead_id, OPEN)
+    patch_opportunity(connector, ids["opportunity_id"], first)
+    patch_opportunity(connector, ids["opportunity_id"], then)
+    row = records(read(connector, None)[0])[lead_id]
+    values = load_mapping("salesforce").to_lead(row).values
+    assert (values["stage"], values.get("outcome_reason")) == expected
