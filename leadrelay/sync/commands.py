@@ -203,7 +203,8 @@ def _plan_table(planned: Sequence[PlannedRecord]) -> Table:
             table.add_row(
                 escape(record.flow),
                 escape(record.target),
-                escape(record.lead_key),
+                # A new person's key in a dry run is made up; the real run makes its own.
+                "(new)" if record.new_lead else escape(record.lead_key),
                 escape(record.email or ""),
                 record.action.value,
                 escape(name),
@@ -218,6 +219,7 @@ def _plan_json(record: PlannedRecord) -> dict[str, Any]:
         "flow": record.flow,
         "target": record.target,
         "lead_key": record.lead_key,
+        "new_lead": record.new_lead,
         "email": record.email,
         "action": record.action.value,
         "changes": [{"field": name, "old": old, "new": new} for name, old, new in record.changes],

@@ -363,6 +363,9 @@ class PlannedRecord:
     email: str | None
     action: Action
     changes: list[tuple[str, Any, Any]]
+    #: A person leadrelay does not know yet: in a dry run its key is made up for the plan
+    #: (the real run makes its own).
+    new_lead: bool = False
 
 
 # --------------------------------------------------------------------------------------------
@@ -490,6 +493,7 @@ class _Item:
     problems: list[Problem] = field(default_factory=list)
     key: str | None = None
     linked: bool = False
+    new_lead: bool = False
     target_id: str | None = None
     target_raw: RawRecord | None = None
     relink_target: bool = False
@@ -1071,13 +1075,13 @@ class SyncEngine:
             elif rid in emails and emails[rid] in by_email:
                 item.key = by_email[emails[rid]]
             elif item.lead is not None:
-                item.key = item.lead.key
+                item.key, item.new_lead = item.lead.key, True
             ident = emails.get(rid)
             if ident is not None and not item.linked:
                 first = seen_identities.setdefault(ident, rid)
                 if first != rid and items[first].key is not None:
                     # The same person twice in one system: one record per system downstream.
-                    item.key = items[first].key
+                    item.key, item.new_lead = items[first].key, items[first].new_lead
                     item.skip_reason = f"duplicate in {reader.name} of record {first} (same email)"
         # Claim the identities and the reader's records before anything is written, each in
         # its own short transaction: two processes meeting one person (two flows sharing a
@@ -1415,6 +1419,7 @@ class SyncEngine:
                         email=item.lead.email,
                         action=plan.action,
                         changes=[(c.field, c.old, c.new) for c in plan.changes],
+                        new_lead=item.new_lead,
                     )
                 )
             if plan.action is Action.UNCHANGED:

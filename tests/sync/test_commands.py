@@ -338,8 +338,25 @@ def test_dry_run_json_lists_the_plan_per_record_and_field(
     assert sorted(record["email"] for record in plan) == ["p0@acme.io", "p1@acme.io"]
     [first] = [record for record in plan if record["email"] == "p0@acme.io"]
     assert first["action"] == "create"
+    assert first["new_lead"] is True
     assert {"field": "last_name", "old": None, "new": "P0"} in first["changes"]
     assert crm().records == {}
+
+
+def test_dry_run_marks_a_new_person_and_keeps_a_known_ones_key(
+    project: Path, store_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    known_id = hub().put({"email": "p0@acme.io", "lastname": "P0", "company": "Acme"})
+    run(["sync"], capsys)
+    with StateStore(store_url) as store:
+        [known] = store.find_keys_by_emails({"p0@acme.io"}).values()
+    hub().put({"lastname": "Changed"}, known_id)
+    hub().put({"email": "new@acme.io", "lastname": "New", "company": "Acme"})
+    _, out, _ = run(["sync", "--dry-run"], capsys)
+    changed = [line for line in out.splitlines() if "p0@acme.io" in line]
+    new = [line for line in out.splitlines() if "new@acme.io" in line]
+    assert changed and all(f"lead={known}" in line for line in changed)
+    assert new and all("lead=(new)" in line for line in new)
 
 
 def test_progress_is_a_plain_line_when_stderr_is_not_a_terminal(
