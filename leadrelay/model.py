@@ -552,6 +552,17 @@ _TEXT_FIELDS = (
     "opportunity_id",
     "opportunity_stage",
 )
+#: Attribution texts and the website: trimmed only (a URL or a tag keeps its inner spaces).
+_ATTRIBUTION_FIELDS = (
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "utm_term",
+    "utm_content",
+    "landing_page",
+    "referrer",
+    "website",
+)
 
 
 class Lead(BaseModel):
@@ -678,17 +689,7 @@ class Lead(BaseModel):
         """Names and other free text: whitespace trimmed and folded, Unicode kept."""
         return _clean_text(value)
 
-    @field_validator(
-        "utm_source",
-        "utm_medium",
-        "utm_campaign",
-        "utm_term",
-        "utm_content",
-        "landing_page",
-        "referrer",
-        "website",
-        mode="before",
-    )
+    @field_validator(*_ATTRIBUTION_FIELDS, mode="before")
     @classmethod
     def _trim_attribution(cls, value: object) -> object:
         if isinstance(value, str):
@@ -776,18 +777,7 @@ class Lead(BaseModel):
 
 # --------------------------------------------------------------------------- row fast path
 
-_ATTRIBUTION_FIELDS = frozenset(
-    {
-        "utm_source",
-        "utm_medium",
-        "utm_campaign",
-        "utm_term",
-        "utm_content",
-        "landing_page",
-        "referrer",
-        "website",
-    }
-)
+_ATTRIBUTION_FIELD_SET = frozenset(_ATTRIBUTION_FIELDS)
 _TEXT_FIELD_SET = frozenset(_TEXT_FIELDS)
 
 
@@ -808,7 +798,7 @@ def fast_lead(row: Mapping[str, str]) -> Lead | None:
             return None
         if name in _TEXT_FIELD_SET:
             values[name] = " ".join(value.split()) or None
-        elif name in _ATTRIBUTION_FIELDS:
+        elif name in _ATTRIBUTION_FIELD_SET:
             values[name] = value.strip() or None
         elif name == "email":
             if not value.strip():

@@ -6,37 +6,22 @@ re-created); an idle run costs one Zoho call."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.sync import test_scenarios
+from tests.sync import test_scenarios, test_zoho_outcome
 from tests.sync.test_scenarios import Project, emails_in, hubspot_contacts
-from tests.zoho_sandbox import converted_ids, deal, zoho_api
+from tests.sync.test_zoho_outcome import synced
+from tests.zoho_sandbox import converted_ids, deal
 
 sandbox = test_scenarios.sandbox
 project = test_scenarios.project
 
-FLOW = "hubspot-zoho"
+zoho_user = test_zoho_outcome.zoho_user
+
 EMAIL = "lead0@acme0.io"
-
-
-@pytest.fixture
-def zoho_user(project: Project) -> Iterator[httpx.Client]:
-    """Sales at work in Zoho (the API as a user)."""
-    with zoho_api(project.sandbox) as client:
-        yield client
-
-
-def synced(project: Project, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
-    code, report = project.sync(FLOW, capsys=capsys)
-    assert code == 0, report
-    [flow] = report["flows"]
-    assert flow["dead_lettered"] == 0, flow
-    found: dict[str, Any] = flow
-    return found
 
 
 @pytest.fixture

@@ -19,19 +19,20 @@ from leadrelay.connectors.salesforce.connector import (
 )
 from leadrelay.mappings.engine import load_mapping
 from tests.connectors.salesforce.conftest import stats
-from tests.connectors.salesforce.test_outcome import OPEN, convert, create, read, records
+from tests.connectors.salesforce.test_outcome import (
+    OPEN,
+    convert,
+    create,
+    patch_record,
+    read,
+    records,
+)
 
 Make = Callable[..., SalesforceConnector]
 
 
 def patch_contact(connector: SalesforceConnector, record_id: str, fields: dict[str, Any]) -> None:
-    connector.restful(
-        f"sobjects/Contact/{record_id}",
-        method="PATCH",
-        json=fields,
-        describe="update a Contact",
-        idempotent=True,
-    )
+    patch_record(connector, "Contact", record_id, fields)
 
 
 def test_a_converted_lead_reads_its_contacts_details_in_its_own_fields(

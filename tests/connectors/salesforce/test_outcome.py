@@ -60,16 +60,23 @@ def records(pages: list[Page]) -> dict[str, dict[str, Any]]:
     return {str(r["Id"]): r for p in pages for r in p.records}
 
 
+def patch_record(
+    connector: SalesforceConnector, sobject: str, record_id: str, fields: dict[str, Any]
+) -> None:
+    """Sales edits a record of ``sobject`` (REST update, as the UI saves it)."""
+    connector.restful(
+        f"sobjects/{sobject}/{record_id}",
+        method="PATCH",
+        json=fields,
+        describe=f"update a {sobject}",
+        idempotent=True,
+    )
+
+
 def patch_opportunity(
     connector: SalesforceConnector, record_id: str, fields: dict[str, Any]
 ) -> None:
-    connector.restful(
-        f"sobjects/Opportunity/{record_id}",
-        method="PATCH",
-        json=fields,
-        describe="update an Opportunity",
-        idempotent=True,
-    )
+    patch_record(connector, "Opportunity", record_id, fields)
 
 
 def test_a_converted_lead_is_read_with_its_opportunity(
