@@ -35,6 +35,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from leadrelay.sandbox.zoho.coql import ZohoRefusal
+
 __all__ = [
     "COMPOSITE_CONCURRENCY",
     "MAX_SUB_REQUESTS",
@@ -109,14 +111,8 @@ ALLOWED_SERVICES = (
 )
 
 
-class CompositeRequestError(Exception):
+class CompositeRequestError(ZohoRefusal):
     """A composite call refused as a whole (HTTP 400, nothing executed)."""
-
-    def __init__(self, code: str, message: str, details: dict[str, Any]) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.details = details
 
 
 @dataclass

@@ -44,14 +44,18 @@ _TOKEN = re.compile(
 _ID_FIELD = FieldDef("id", "Record Id", "bigint", "string")
 
 
-class CoqlError(Exception):
-    """A query Zoho refuses: ``code`` (SYNTAX_ERROR, INVALID_QUERY, LIMIT_EXCEEDED …)."""
+class ZohoRefusal(Exception):
+    """A request Zoho refuses with its error body's ``code``, ``message`` and ``details``."""
 
     def __init__(self, code: str, message: str, details: dict[str, Any]) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.details = details
+
+
+class CoqlError(ZohoRefusal):
+    """A query Zoho refuses: ``code`` (SYNTAX_ERROR, INVALID_QUERY, LIMIT_EXCEEDED …)."""
 
 
 @dataclass
