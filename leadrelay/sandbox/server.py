@@ -124,18 +124,21 @@ class SandboxApp:
             await self.router(scope, receive, send)
             return
 
-        status_seen: list[int] = []
+        counted: list[int] = []
 
         async def counting_send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                status_seen.append(int(message["status"]))
+            if message["type"] == "http.response.start" and not counted:
+                # Counted before the client can have the answer: a test reading the stats
+                # right after its call sees it.
+                counted.append(int(message["status"]))
+                self.sandbox.count(emulator.name, _route_label(scope, emulator), counted[0])
             await send(message)
 
         try:
             await self._serve(emulator, scope, receive, counting_send)
         finally:
-            status = status_seen[0] if status_seen else 0
-            self.sandbox.count(emulator.name, _route_label(scope, emulator), status)
+            if not counted:  # no answer at all (a dropped connection)
+                self.sandbox.count(emulator.name, _route_label(scope, emulator), 0)
 
     async def _serve(self, emulator: Emulator, scope: Scope, receive: Receive, send: Send) -> None:
         faults = self.sandbox.faults_for(emulator.name)

@@ -15,7 +15,7 @@ from leadrelay.config import load_config
 from leadrelay.sync.state import InboxStatus, open_state
 from tests.capture.sandbox_project import Project
 from tests.capture.test_serve import Served, _gone, children_left_after_kill, serving
-from tests.postgres import fresh_schema
+from tests.postgres import fresh_schema, point_state_at
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
@@ -24,9 +24,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 def served(project: Project, request: pytest.FixtureRequest) -> Iterator[Served]:
     toml = project.folder / "leadrelay.toml"
     with fresh_schema() as url:
-        text = toml.read_text(encoding="utf-8")
+        point_state_at(toml, url)
         # Periodic deliveries once a minute: the posted lead is delivered by the job it queued.
-        text = text.replace('url = "sqlite:///leadrelay.db"', f'url = "{url}"')
+        text = toml.read_text(encoding="utf-8")
         toml.write_text(text + "\n[worker]\ndelivery_every_s = 60\n", encoding="utf-8")
         with serving(project, "--workers", "2", *request.param) as running:
             yield running
@@ -45,6 +45,7 @@ def test_workers_of_serve_deliver_a_posted_lead_and_end_on_sigterm(
         )
     assert posted.status_code == 202
     config = load_config(project.folder / "leadrelay.toml")
+    assert not config.state.is_sqlite  # the queue workers' store, not the SQLite default
     with open_state(config) as store:
         deadline = time.monotonic() + 45
         while store.inbox_counts()[InboxStatus.DELIVERED] < 1:

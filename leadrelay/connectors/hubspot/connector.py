@@ -619,8 +619,10 @@ class HubSpotConnector(Connector[HubSpotConnection]):
         if deal_cursor is None or contacts.changed or self.deals_every_s <= 0:
             return True
         now = contacts.server_ms if contacts.server_ms is not None else int(time.time() * 1000)
-        searched = decode_cursor(deal_cursor).timestamp_ms + self.look_back_ms
-        return now - searched >= self.deals_every_s * 1000
+        position = decode_cursor(deal_cursor)
+        # An end cursor stands one millisecond after the read's horizon (encode_cursor).
+        horizon = position.timestamp_ms - (1 if position.last_id is None else 0)
+        return now - (horizon + self.look_back_ms) >= self.deals_every_s * 1000
 
     def _associated(self, from_type: str, to_type: str, ids: Sequence[str]) -> dict[str, list[str]]:
         """The ids of ``to_type`` associated with each of ``ids`` (v4 batch read, 100 a call;
