@@ -11,12 +11,15 @@ the connector read the contact's deal (see :mod:`leadrelay.connectors.hubspot.de
 
 from __future__ import annotations
 
-import importlib.resources
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from leadrelay.connectors.shipped import (
+    entry_system_fields,
+    shipped_mapping,
+    shipped_mapping_fields,
+)
 from leadrelay.model import OutcomeReason, RejectionReason, Tier
 
 __all__ = [
@@ -139,28 +142,8 @@ class PropertySpec:
 
 def _shipped_mapping() -> Mapping[str, Any]:
     """The ``[fields]`` table of the shipped HubSpot mapping, or {} when it cannot be read."""
-    try:
-        text = (importlib.resources.files("leadrelay.mappings") / "hubspot.toml").read_text(
-            encoding="utf-8"
-        )
-        fields = tomllib.loads(text).get("fields", {})
-    except (OSError, ModuleNotFoundError, tomllib.TOMLDecodeError, UnicodeDecodeError):
-        return {}
+    fields = shipped_mapping("hubspot").get("fields")
     return fields if isinstance(fields, dict) else {}
-
-
-def _system_names(spec: Any) -> list[str]:
-    if isinstance(spec, str):
-        return [spec]
-    if not isinstance(spec, dict):
-        return []
-    names: list[str] = []
-    if isinstance(spec.get("field"), str):
-        names.append(spec["field"])
-    many = spec.get("fields")
-    if isinstance(many, list):
-        names.extend(n for n in many if isinstance(n, str))
-    return names
 
 
 def _unique(names: Iterable[str]) -> list[str]:
@@ -169,13 +152,12 @@ def _unique(names: Iterable[str]) -> list[str]:
 
 def default_read_properties() -> list[str]:
     """Every property the shipped mapping names, plus :data:`REQUIRED_READ`."""
-    fields = _shipped_mapping()
-    names = [n for spec in fields.values() for n in _system_names(spec)]
+    names = shipped_mapping_fields("hubspot")
     return _unique([*REQUIRED_READ, *(names or _FALLBACK_READ)])
 
 
 def _mapped_name(fields: Mapping[str, Any], canonical: str, default: str) -> str:
-    names = _system_names(fields.get(canonical))
+    names = entry_system_fields(fields.get(canonical))
     return names[0] if names else default
 
 

@@ -55,10 +55,8 @@ How it talks to the org (crm-api-facts §2):
 
 from __future__ import annotations
 
-import importlib.resources
 import threading
 import time
-import tomllib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -105,6 +103,7 @@ from leadrelay.connectors.salesforce.results import (
     is_customer,
 )
 from leadrelay.connectors.salesforce.soql import datetime_literal, in_batches
+from leadrelay.connectors.shipped import shipped_mapping_fields
 
 __all__ = [
     "CONTACT_FIELDS",
@@ -211,42 +210,6 @@ _DELETION_FIELDS = ("IsDeleted", "MasterRecordId")
 _SCHEMA_CODES = frozenset(
     {"INVALID_FIELD", "INVALID_FIELD_FOR_INSERT_UPDATE", "INVALID_OR_NULL_FOR_RESTRICTED_PICKLIST"}
 )
-
-
-def mapping_fields() -> list[str]:
-    """The Lead fields named by the built-in mapping file ``mappings/salesforce.toml``.
-
-    Empty when the file is absent or unreadable (the mapping engine reports its problems).
-    """
-    try:
-        text = (
-            importlib.resources.files("leadrelay.mappings")
-            .joinpath("salesforce.toml")
-            .read_text("utf-8")
-        )
-        data = tomllib.loads(text)
-    except (FileNotFoundError, ModuleNotFoundError, OSError, tomllib.TOMLDecodeError):
-        return []
-    names: list[str] = []
-    key = data.get("key")
-    if isinstance(key, str):
-        names.append(key)
-    fields = data.get("fields")
-    for entry in fields.values() if isinstance(fields, dict) else ():
-        # An array holds alternatives, each a name or a table.
-        for value in entry if isinstance(entry, list) else [entry]:
-            if isinstance(value, str):
-                names.append(value)
-            elif isinstance(value, dict):
-                if isinstance(value.get("field"), str):
-                    names.append(value["field"])
-                listed = value.get("fields")
-                if isinstance(listed, list):
-                    names.extend(v for v in listed if isinstance(v, str))
-                when = value.get("read_when")
-                if isinstance(when, dict):
-                    names.extend(k for k in when if isinstance(k, str))
-    return names
 
 
 def encode_cursor(record: Mapping[str, Any]) -> str:
@@ -750,12 +713,12 @@ class SalesforceConnector(Connector[SalesforceConnection]):
             *DEFAULT_READ_FIELDS,
             *OPPORTUNITY_FIELDS,
             *CONVERTED_CONTACT_FIELDS,
-            *mapping_fields(),
+            *shipped_mapping_fields("salesforce"),
         ]
         fields = [name for name in dict.fromkeys(candidates) if schema.has(name)]
         # A Contact field is read for the Lead field it stands for, when that one is read (or
         # when the mapping names it itself).
-        named = set(mapping_fields())
+        named = set(shipped_mapping_fields("salesforce"))
         standing = {
             f"{CONVERTED_CONTACT}.{contact}"
             for lead, contact in CONTACT_OVERLAY.items()

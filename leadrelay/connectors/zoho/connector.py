@@ -23,13 +23,11 @@
 
 from __future__ import annotations
 
-import importlib.resources
 import json
 import re
 import ssl
 import threading
 import time
-import tomllib
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -72,6 +70,7 @@ from leadrelay.connectors.policy import (
     connector_logger,
     from_httpx,
 )
+from leadrelay.connectors.shipped import shipped_mapping_fields
 from leadrelay.connectors.zoho.auth import ZohoTokenSource
 from leadrelay.connectors.zoho.criteria import (
     MAX_SEARCH_CRITERIA,
@@ -234,35 +233,9 @@ def coql_credits(limit: int) -> int:
     return 2 if limit <= 1000 else 3
 
 
-def _mapping_fields() -> list[str]:
-    """The Zoho field names the built-in mapping file uses (empty when there is none)."""
-    try:
-        resource = importlib.resources.files("leadrelay.mappings").joinpath("zoho.toml")
-        data = tomllib.loads(resource.read_text(encoding="utf-8"))
-    except (ModuleNotFoundError, FileNotFoundError, OSError, tomllib.TOMLDecodeError):
-        return []
-    names: list[str] = []
-    key = data.get("key")
-    if isinstance(key, str):
-        names.append(key)
-    fields = data.get("fields")
-    if not isinstance(fields, dict):
-        return names
-    for spec in fields.values():
-        if isinstance(spec, str):
-            names.append(spec)
-        elif isinstance(spec, dict):
-            if isinstance(spec.get("field"), str):
-                names.append(spec["field"])
-            many = spec.get("fields")
-            if isinstance(many, list):
-                names.extend(str(name) for name in many if isinstance(name, str))
-    return names
-
-
 def default_read_fields() -> tuple[str, ...]:
     """The fields read by default: those of the Zoho mapping file, else a built-in list."""
-    names = _mapping_fields() or list(DEFAULT_READ_FIELDS)
+    names = list(shipped_mapping_fields("zoho")) or list(DEFAULT_READ_FIELDS)
     return _field_list([*_ALWAYS_READ, *names])
 
 

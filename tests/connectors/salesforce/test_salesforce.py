@@ -22,11 +22,11 @@ from leadrelay.connectors.salesforce.bulk import parse_bulk_error
 from leadrelay.connectors.salesforce.connector import (
     CONTACT_FIELDS,
     decode_cursor,
-    mapping_fields,
     parse_stamp,
 )
 from leadrelay.connectors.salesforce.results import EXISTING_CONTACT
 from leadrelay.connectors.salesforce.soql import in_batches, quote
+from leadrelay.connectors.shipped import shipped_mapping_fields
 from tests.connectors.contract import unique_email
 from tests.connectors.salesforce.conftest import admin, sandbox_settings, stats
 
@@ -387,7 +387,8 @@ def test_read_fields_default_to_the_mapping_fields_the_org_has(
     connector = make_connector()
     fields = connector.lead_fields()
     assert {"Id", "Email", "SystemModstamp", "LeadRelay_Key__c", "UTM_Source__c"} <= set(fields)
-    assert "Lead_Score__c" in mapping_fields() and "Lead_Score__c" not in fields
+    assert "Lead_Score__c" in shipped_mapping_fields("salesforce")
+    assert "Lead_Score__c" not in fields
     only = make_connector(read_fields=["Company"]).lead_fields()
     assert set(only) == {
         "Company",
