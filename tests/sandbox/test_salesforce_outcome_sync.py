@@ -10,6 +10,7 @@ import time
 import pytest
 
 from leadrelay.mappings.engine import load_mapping
+from tests.connectors.salesforce.conftest import patch_record
 from tests.sync.test_scenarios import Project, admin, hubspot_contacts, project, sandbox
 
 __all__ = ["project", "sandbox"]  # the fixtures, imported for this module's tests
@@ -123,12 +124,11 @@ def test_a_converted_lead_is_not_written_and_its_later_outcome_is_read(
     lead = project.connector("salesforce").lookup(ids=[ids["lead_id"]])[ids["lead_id"]]
     assert lead.get("Title") is None
     # sales closes the deal weeks later: the Opportunity changes, not the Lead
-    project.connector("salesforce").restful(
-        f"sobjects/Opportunity/{ids['opportunity_id']}",
-        method="PATCH",
-        json={"StageName": "Closed Lost", "Loss_Reason__c": "Competitor"},
-        describe="close the Opportunity",
-        idempotent=True,
+    patch_record(
+        project.connector("salesforce"),
+        "Opportunity",
+        ids["opportunity_id"],
+        {"StageName": "Closed Lost", "Loss_Reason__c": "Competitor"},
     )
     code, result = project.sync(FLOW, capsys=capsys)
     assert (code, result["flows"][0]["written_back"]) == (0, 1)
@@ -159,12 +159,11 @@ def test_a_contact_edited_after_conversion_reaches_marketing_under_the_same_lead
     with project.store() as store:
         key = store.find_key_by_email(EMAIL)
     # the person's details change after the conversion: sales edits the Contact
-    project.connector("salesforce").restful(
-        f"sobjects/Contact/{ids['contact_id']}",
-        method="PATCH",
-        json={"Title": "Chief Revenue Officer", "Phone": "+14155550123"},
-        describe="edit the Contact",
-        idempotent=True,
+    patch_record(
+        project.connector("salesforce"),
+        "Contact",
+        ids["contact_id"],
+        {"Title": "Chief Revenue Officer", "Phone": "+14155550123"},
     )
     code, result = project.sync(FLOW, capsys=capsys)
     flow = result["flows"][0]
@@ -186,12 +185,8 @@ def test_an_idle_sync_after_a_contact_edit_costs_one_salesforce_call(
     project.sync(FLOW, capsys=capsys)
     ids = convert(project, OPEN)
     project.sync(FLOW, capsys=capsys)
-    project.connector("salesforce").restful(
-        f"sobjects/Contact/{ids['contact_id']}",
-        method="PATCH",
-        json={"Title": "Head of Sales"},
-        describe="edit the Contact",
-        idempotent=True,
+    patch_record(
+        project.connector("salesforce"), "Contact", ids["contact_id"], {"Title": "Head of Sales"}
     )
     project.sync(FLOW, capsys=capsys)
     # The next runs read back what the last ones wrote (and, on a loaded machine, what landed
@@ -215,12 +210,8 @@ def test_a_contacts_new_email_reaches_the_same_marketing_contact(
     project.sync(FLOW, capsys=capsys)
     ids = convert(project, OPEN)
     project.sync(FLOW, capsys=capsys)
-    project.connector("salesforce").restful(
-        f"sobjects/Contact/{ids['contact_id']}",
-        method="PATCH",
-        json={"Email": "ann.lee@acme0.io"},
-        describe="edit the Contact",
-        idempotent=True,
+    patch_record(
+        project.connector("salesforce"), "Contact", ids["contact_id"], {"Email": "ann.lee@acme0.io"}
     )
     code, result = project.sync(FLOW, capsys=capsys)
     assert (code, result["flows"][0]["created"]) == (0, 0)

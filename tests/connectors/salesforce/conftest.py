@@ -114,3 +114,16 @@ def make_connector(env: dict[str, str]) -> Iterator[Any]:
     yield make
     for connector in made:
         connector.close()
+
+
+def patch_record(
+    connector: SalesforceConnector, sobject: str, record_id: str, fields: dict[str, Any]
+) -> None:
+    """Sales edits a record of ``sobject`` (REST update, as the UI saves it)."""
+    connector.restful(
+        f"sobjects/{sobject}/{record_id}",
+        method="PATCH",
+        json=fields,
+        describe=f"update a {sobject}",
+        idempotent=True,
+    )

@@ -18,12 +18,11 @@ from leadrelay.connectors.salesforce.connector import (
     split_cursor,
 )
 from leadrelay.mappings.engine import load_mapping
-from tests.connectors.salesforce.conftest import stats
+from tests.connectors.salesforce.conftest import patch_record, stats
 from tests.connectors.salesforce.test_outcome import (
     OPEN,
     convert,
     create,
-    patch_record,
     read,
     records,
 )

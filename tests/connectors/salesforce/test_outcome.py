@@ -17,7 +17,7 @@ from leadrelay.connectors.salesforce import SalesforceConnector
 from leadrelay.connectors.salesforce.connector import OPPORTUNITY_FIELDS, split_cursor
 from leadrelay.mappings.engine import load_mapping
 from leadrelay.model import OutcomeReason
-from tests.connectors.salesforce.conftest import admin, stats
+from tests.connectors.salesforce.conftest import admin, patch_record, stats
 
 Make = Callable[..., SalesforceConnector]
 WON = {
@@ -58,19 +58,6 @@ def read(connector: SalesforceConnector, cursor: str | None) -> tuple[list[Page]
 
 def records(pages: list[Page]) -> dict[str, dict[str, Any]]:
     return {str(r["Id"]): r for p in pages for r in p.records}
-
-
-def patch_record(
-    connector: SalesforceConnector, sobject: str, record_id: str, fields: dict[str, Any]
-) -> None:
-    """Sales edits a record of ``sobject`` (REST update, as the UI saves it)."""
-    connector.restful(
-        f"sobjects/{sobject}/{record_id}",
-        method="PATCH",
-        json=fields,
-        describe=f"update a {sobject}",
-        idempotent=True,
-    )
 
 
 def patch_opportunity(
