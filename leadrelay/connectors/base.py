@@ -390,13 +390,19 @@ class Connector(ABC, Generic[SettingsT]):
         #: every read). The sync engine sets 0 for a flow with ``on_delete = "propagate"``.
         self.deletions_every_s: float = DELETIONS_EVERY_S if every is None else float(every)
 
-    def read_covers(self, earlier: str | None, later: str | None) -> bool:
-        """Whether a finished read from cursor ``earlier`` that found nothing also answers a
-        read from ``later``: every part of ``later`` (each keyset position and the deletions
-        watermark) is at or after ``earlier``'s, and neither is a read under way. Two flows
-        sharing a source then read it once in an idle run (the sync engine asks). False by
-        default (a connector that does not know its cursors' order never shares)."""
-        return False
+    def answer_read(
+        self, start: str | None, end: str, cursor: str | None, *, age_s: float
+    ) -> str | None:
+        """The cursor a read from ``cursor`` would end at now, when a finished read from
+        ``start`` that found nothing, ended at ``end`` and was made ``age_s`` seconds ago
+        answers it: that read searched every part a read from ``cursor`` would search (each
+        keyset position) from no later a position, and each part it read only when due (a
+        deletion list read at intervals) it either read from no later a watermark or is not
+        due for ``cursor`` either (the read from ``cursor`` then keeps its own watermark).
+        None when it does not answer, and by default (a connector that does not know its
+        cursors' order never shares). Two flows sharing a source then read it once in an idle
+        run (the sync engine asks)."""
+        return None
 
     def deletions_due(self, last_read: float | None, now: float, *, changed: bool) -> bool:
         """Whether a read reads the deletion list: always when it found changes (so a run that

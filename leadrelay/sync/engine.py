@@ -698,17 +698,19 @@ class SyncEngine:
             )
 
     def _shared_idle_read(self, reader: Connector[Any], cursor: str | None) -> str | None:
-        """The end cursor of another flow's read of ``reader`` in this process that found
-        nothing, when it answers a read from ``cursor`` too (:meth:`Connector.read_covers`)
-        and nothing was called on ``reader`` since (no write, no other read), within
-        :data:`SHARED_READ_S`: two flows sharing a source then read it once in an idle run."""
+        """The cursor a read of ``reader`` from ``cursor`` would end at, taken from another
+        flow's read of it in this process that found nothing, when that read answers this one
+        (:meth:`Connector.answer_read`) and nothing was called on ``reader`` since (no write,
+        no other read), within :data:`SHARED_READ_S`: two flows sharing a source then read it
+        once in an idle run."""
         memo = reader.idle_read
         if memo is None or cursor is None:
             return None
         start, end, calls, at = memo
-        if reader.api_calls != calls or time.monotonic() - at > SHARED_READ_S:
+        age = time.monotonic() - at
+        if reader.api_calls != calls or age > SHARED_READ_S:
             return None
-        return end if reader.read_covers(start, cursor) else None
+        return reader.answer_read(start, end, cursor, age_s=age)
 
     def _pass(self, from_side: Side, *, full: bool) -> None:
         reader = self.connectors[from_side]

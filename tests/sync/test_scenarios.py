@@ -21,6 +21,7 @@ import typer
 from leadrelay.cli import CliError
 from leadrelay.config import Config, load_config
 from leadrelay.connectors.base import Connector, UpsertInput
+from leadrelay.connectors.hubspot.connector import decode_cursor, encode_cursor
 from leadrelay.mappings.engine import load_mapping
 from leadrelay.sandbox.project import write_sandbox_project
 from leadrelay.sandbox.server import SandboxServer
@@ -149,9 +150,10 @@ def test_marketing_leads_reach_the_crm_once_and_a_rerun_writes_nothing(
     assert flow["api_calls"]["hubspot"] <= 2  # the search, and the archived list
 
 
-def test_an_idle_sync_reads_once_per_connection(
+def idle_project(
     project: Project, capsys: pytest.CaptureFixture[str]
-) -> None:
+) -> tuple[int, dict[str, Any]]:
+    """Both flows synced until a run reads nothing in either: that run's code and output."""
     # The look-back re-reads what the last minutes changed; cron runs minutes apart, this test
     # seconds, so it reads with none (the sandbox's search has no lag unless told to).
     toml = project.folder / "leadrelay.toml"
@@ -166,13 +168,19 @@ def test_an_idle_sync_reads_once_per_connection(
     # The next runs read back leadrelay's own writes (changes, so the deletion lists too) until
     # a run writes nothing; Zoho's Modified_Time has whole seconds and a read resumes at its
     # second, so a write in that second is read once more. Cron's runs are minutes apart.
-    # The idle run measured is the first that reads nothing in either flow.
     for _ in range(8):
         time.sleep(1.1)
         code, idle = project.sync(capsys=capsys)
         if not any(f["read"] for f in idle["flows"]):
             break
     assert [f["read"] for f in idle["flows"]] == [0, 0]
+    return code, idle
+
+
+def test_an_idle_sync_reads_once_per_connection(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, idle = idle_project(project, capsys)
 
     # Tokens, sessions and describe() are reused from the state store, the deletion lists
     # wait for their interval, and the second flow takes the first one's empty read of HubSpot:
@@ -183,6 +191,43 @@ def test_an_idle_sync_reads_once_per_connection(
         "hubspot-salesforce": {"hubspot": 1, "salesforce": 1},
         "hubspot-zoho": {"hubspot": 0, "zoho": 1},
     }
+
+
+def with_archived_read(cursor: str, archived_ms: int) -> str:
+    position = decode_cursor(cursor)
+    return encode_cursor(position.timestamp_ms, position.last_id, archived_ms)
+
+
+@pytest.mark.parametrize(("older_by_s", "hubspot_calls"), [(600, 0), (7200, 2)])
+def test_a_flow_that_last_read_the_archived_list_earlier_shares_the_idle_read_until_due(
+    project: Project, capsys: pytest.CaptureFixture[str], older_by_s: int, hubspot_calls: int
+) -> None:
+    # A run in which the first flow read changes (so the archived list) and the second read
+    # none leaves the second flow's archived-list read older than the first's. The first
+    # flow's next empty read did not read the list (not due for it): it answers the second
+    # flow too while the list is not due for that flow either, whose own watermark is kept.
+    idle_project(project, capsys)
+    store = project.store()
+    own = store.get_cursor("hubspot-zoho", "hubspot")
+    assert own is not None
+    archived = decode_cursor(own).archived_read_ms
+    assert archived is not None
+    older = archived - older_by_s * 1000
+    store.set_cursor("hubspot-zoho", "hubspot", with_archived_read(own, older))
+
+    code, idle = project.sync(capsys=capsys)
+
+    assert code == 0
+    assert [f["read"] for f in idle["flows"]] == [0, 0]
+    calls = {f["name"]: f["api_calls"]["hubspot"] for f in idle["flows"]}
+    assert calls == {"hubspot-salesforce": 1, "hubspot-zoho": hubspot_calls}
+    after = store.get_cursor("hubspot-zoho", "hubspot")
+    assert after is not None
+    if hubspot_calls == 0:  # shared: the position of the empty read, its own archived watermark
+        assert decode_cursor(after).archived_read_ms == older
+        assert decode_cursor(after).timestamp_ms >= decode_cursor(own).timestamp_ms
+    else:  # due: it read the list itself
+        assert decode_cursor(after).archived_read_ms > archived
 
 
 @pytest.mark.parametrize(

@@ -262,6 +262,27 @@ def decode_cursor(cursor: str) -> ReadCursor:
     )
 
 
+def _answer_part(
+    first: int | None,
+    last: int | None,
+    mine: int | None,
+    due: Callable[[int | None, int], bool],
+    then_ms: int,
+    now_ms: int,
+) -> tuple[int | None] | None:
+    """The watermark of a part read only when ``due`` (a deletion list, a search made at
+    intervals) that a read holding ``mine`` would end at, given an empty read at server time
+    ``then_ms`` that moved it from ``first`` to ``last``; None (not a 1-tuple) when that read
+    does not answer. The empty read read the part (it was due from ``first``, None: never
+    read) from no later than ``mine``: its ``last``. Otherwise the other read would read it
+    only if ``mine`` is due by ``now_ms``, and else keeps ``mine``."""
+    if due(first, then_ms) and (first is None or (mine is not None and mine >= first)):
+        return (last,)
+    if mine is not None and not due(mine, now_ms):
+        return (mine,)
+    return None
+
+
 class HubSpotConnector(Connector[HubSpotConnection]):
     """Contacts of one HubSpot portal (see the module docstring for the API rules obeyed).
 
@@ -530,30 +551,62 @@ class HubSpotConnector(Connector[HubSpotConnection]):
             total if isinstance(total, int) else None,
         )
 
-    def read_covers(self, earlier: str | None, later: str | None) -> bool:
-        """Each part of ``later`` (contacts, deals) is a finished position at or after
-        ``earlier``'s, with an archived-list read no older (see :meth:`Connector.read_covers`)."""
-        if earlier is None or later is None:
-            return False
+    def answer_read(
+        self, start: str | None, end: str, cursor: str | None, *, age_s: float
+    ) -> str | None:
+        """See :meth:`Connector.answer_read`. The contacts are searched in every read, so
+        ``cursor``'s contacts position must be at or after ``start``'s. The archived list and
+        the deals are read only when due (:meth:`_deletions_due_at`, :meth:`_deals_due_at`;
+        the empty read found no change): when the empty read read one from a watermark at or
+        before ``cursor``'s, its end answers for it; otherwise ``cursor``'s own watermark is
+        kept, provided it is not due by now (a flow that read it longer ago reads it itself)."""
+        if start is None or cursor is None:
+            return None
         try:
-            pairs = zip(split_cursor(earlier), split_cursor(later), strict=True)
-            for old, new in pairs:
-                if (old is None) != (new is None):
-                    return False
-                if old is None or new is None:
-                    continue
-                first, second = decode_cursor(old), decode_cursor(new)
-                finished = first.last_id is None and second.last_id is None
-                if not (finished and first.exact and second.exact):
-                    return False
-                if second.timestamp_ms < first.timestamp_ms:
-                    return False
-                was, now = first.archived_read_ms, second.archived_read_ms
-                if was is not None and (now is None or now < was):
-                    return False
+            (first, first_deals), (last, last_deals), (mine, mine_deals) = (
+                split_cursor(c) for c in (start, end, cursor)
+            )
+            if first is None or last is None or mine is None:
+                return None
+            firsts, lasts, mines = (decode_cursor(c) for c in (first, last, mine))
+            deals = [
+                None if c is None else decode_cursor(c)
+                for c in (first_deals, last_deals, mine_deals)
+            ]
         except ValueError:
-            return False
-        return True
+            return None
+        positions = [firsts, lasts, mines, *(c for c in deals if c is not None)]
+        if not all(c.exact and c.last_id is None for c in positions):
+            return None
+        if mines.timestamp_ms < firsts.timestamp_ms:
+            return None
+        # The server's time of the empty read (its end stands one ms after its horizon), and now.
+        then_ms = lasts.timestamp_ms - 1 + self.look_back_ms
+        now_ms = then_ms + int(age_s * 1000)
+        archived = _answer_part(
+            firsts.archived_read_ms,
+            lasts.archived_read_ms,
+            mines.archived_read_ms,
+            self._deletions_due_at,
+            then_ms,
+            now_ms,
+        )
+        if archived is None:
+            return None
+        deals_part: str | None = None
+        if any(c is not None for c in deals):
+            first_at, last_at, mine_at = (None if c is None else c.timestamp_ms for c in deals)
+            position = _answer_part(first_at, last_at, mine_at, self._deals_due_at, then_ms, now_ms)
+            if position is None or position[0] is None:
+                return None
+            deals_part = encode_cursor(position[0], None)
+        return join_cursor(encode_cursor(lasts.timestamp_ms, None, archived[0]), deals_part)
+
+    def _deletions_due_at(self, last_read_ms: int | None, now_ms: int) -> bool:
+        """Whether a read finding no change at server time ``now_ms`` reads the archived list
+        last read at ``last_read_ms`` (see :meth:`_Read.archived`)."""
+        seconds = None if last_read_ms is None else last_read_ms / 1000
+        return self.read_archived and self.deletions_due(seconds, now_ms / 1000, changed=False)
 
     def read_changes(self, cursor: str | None) -> Iterator[Page]:
         """Contacts changed since ``cursor``, oldest first, ``page_size`` per search, and the
@@ -613,16 +666,27 @@ class HubSpotConnector(Connector[HubSpotConnection]):
     # -- deals (HubSpot as the CRM) -------------------------------------------------------
 
     def _deals_due(self, deal_cursor: str | None, contacts: _Read) -> bool:
-        """Whether this read searches the changed deals (see :meth:`read_changes`). A finished
-        deals read leaves its cursor at the server time of its search less the look-back, so
-        that time is when they were last searched."""
-        if deal_cursor is None or contacts.changed or self.deals_every_s <= 0:
+        """Whether this read searches the changed deals (see :meth:`read_changes`)."""
+        if contacts.changed:
             return True
         now = contacts.server_ms if contacts.server_ms is not None else int(time.time() * 1000)
+        if deal_cursor is None:
+            return True
         position = decode_cursor(deal_cursor)
-        # An end cursor stands one millisecond after the read's horizon (encode_cursor).
-        horizon = position.timestamp_ms - (1 if position.last_id is None else 0)
-        return now - (horizon + self.look_back_ms) >= self.deals_every_s * 1000
+        # A cursor under way stands at its own time; a finished one, one ms after its horizon.
+        return self._deals_due_at(
+            position.timestamp_ms + (0 if position.last_id is None else 1), now
+        )
+
+    def _deals_due_at(self, stamp_ms: int | None, now_ms: int) -> bool:
+        """Whether a read finding no changed contact at server time ``now_ms`` searches the
+        deals last read to the finished position ``stamp_ms`` (None: never). A finished deals
+        read leaves its cursor one millisecond after the server time of its search less the
+        look-back, so that time is when they were last searched."""
+        if stamp_ms is None or self.deals_every_s <= 0:
+            return True
+        horizon = stamp_ms - 1
+        return now_ms - (horizon + self.look_back_ms) >= self.deals_every_s * 1000
 
     def _associated(self, from_type: str, to_type: str, ids: Sequence[str]) -> dict[str, list[str]]:
         """The ids of ``to_type`` associated with each of ``ids`` (v4 batch read, 100 a call;

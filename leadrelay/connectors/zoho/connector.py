@@ -680,24 +680,27 @@ class ZohoConnector(Connector[ZohoConnection]):
 
     # -- read -----------------------------------------------------------------------------
 
-    def read_covers(self, earlier: str | None, later: str | None) -> bool:
-        """Every keyset position (Leads, Deals, Contacts) of ``later`` is finished and at or
-        after ``earlier``'s, and so is its deletions watermark (see
-        :meth:`Connector.read_covers`)."""
-        if earlier is None or later is None:
-            return False
+    def answer_read(
+        self, start: str | None, end: str, cursor: str | None, *, age_s: float
+    ) -> str | None:
+        """``end``, when every keyset position (Leads, Deals, Contacts) of ``cursor`` is
+        finished and at or after ``start``'s, and so is its deletions watermark: every read
+        reads all of them, in one Composite call (see :meth:`Connector.answer_read`)."""
+        if start is None or cursor is None:
+            return None
         try:
-            first, second = ReadCursor.decode(earlier), ReadCursor.decode(later)
+            first, second = ReadCursor.decode(start), ReadCursor.decode(cursor)
         except ValueError:
-            return False
-        for cursor in (first, second):
-            if any(getattr(cursor, s.after_attr) is not None for s in _STREAMS):
-                return False
+            return None
+        for position in (first, second):
+            if any(getattr(position, s.after_attr) is not None for s in _STREAMS):
+                return None
         pairs = [
             (getattr(first, s.modified_attr), getattr(second, s.modified_attr)) for s in _STREAMS
         ]
         pairs.append((first.deleted_since, second.deleted_since))
-        return all(was is None or (now is not None and now >= was) for was, now in pairs)
+        covered = all(was is None or (now is not None and now >= was) for was, now in pairs)
+        return end if covered else None
 
     def read_changes(self, cursor: str | None) -> Iterator[Page]:
         """Leads changed since ``cursor`` in (Modified_Time, id) order, then the converted

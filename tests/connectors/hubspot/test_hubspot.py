@@ -14,6 +14,7 @@ from leadrelay.connectors.credentials import MemoryCredentialCache
 from leadrelay.connectors.errors import AuthError, RateLimited, Rejected, Retryable
 from leadrelay.connectors.hubspot import HubSpotConnector, PropertySpec
 from leadrelay.connectors.hubspot.connector import ReadCursor, decode_cursor, encode_cursor
+from leadrelay.connectors.hubspot.deals import join_cursor
 from leadrelay.connectors.hubspot.fields import custom_property_specs, default_read_properties
 from leadrelay.connectors.policy import ManualClock, RetryPolicy
 from leadrelay.model import RejectionReason
@@ -698,22 +699,119 @@ def test_a_lookup_by_a_merged_away_email_answers_the_new_record(
     assert found["ada.l@example.com"]["hs_object_id"] == merged["id"]
 
 
+HOUR_MS = 3_600_000
+NOW = 10 * HOUR_MS  # the server time of the empty read: its end is one ms after the horizon
+
+
+def empty_read_end(archived: int | None, deals: str | None = None) -> str:
+    return join_cursor(encode_cursor(NOW - 5_000 + 1, None, archived), deals)
+
+
 @pytest.mark.parametrize(
-    ("earlier", "later", "covers"),
+    ("start", "end", "cursor", "answer"),
     [
-        (encode_cursor(100, None, 50), encode_cursor(100, None, 50), True),
-        (encode_cursor(100, None, 50), encode_cursor(200, None, 60), True),
-        (encode_cursor(200, None, 50), encode_cursor(100, None, 50), False),  # later is behind
-        (encode_cursor(100, None, 60), encode_cursor(200, None, 50), False),  # archived behind
-        (encode_cursor(100, None, 50), encode_cursor(200, None, None), False),  # never read
-        (encode_cursor(100, 7, 50), encode_cursor(200, None, 50), False),  # a read under way
-        (encode_cursor(100, None, 50), encode_cursor(200, 7, 50), False),
-        ("100:", "200:", False),  # a cursor of an older version
-        (None, encode_cursor(200, None, 50), False),
-        ("garbled", encode_cursor(200, None, 50), False),
+        # A contacts position at or after the empty read's start: the read's end.
+        (
+            encode_cursor(100, None, NOW - 60),
+            empty_read_end(NOW - 60),
+            encode_cursor(100, None, NOW - 60),
+            empty_read_end(NOW - 60),
+        ),
+        (
+            encode_cursor(100, None, NOW - 60),
+            empty_read_end(NOW - 60),
+            encode_cursor(200, None, NOW - 50),
+            empty_read_end(NOW - 50),
+        ),
+        (
+            encode_cursor(200, None, NOW - 60),
+            empty_read_end(NOW - 60),
+            encode_cursor(100, None, NOW - 60),
+            None,
+        ),  # behind
+        # The empty read did not read the archived list: an older watermark of the cursor is
+        # kept while its interval has not passed (a flow that last read it earlier)...
+        (
+            encode_cursor(100, None, NOW - 60),
+            empty_read_end(NOW - 60),
+            encode_cursor(200, None, NOW - 600),
+            empty_read_end(NOW - 600),
+        ),
+        # ...and is no answer once it has (that flow reads the archived list now).
+        (
+            encode_cursor(100, None, NOW - 60),
+            empty_read_end(NOW - 60),
+            encode_cursor(200, None, NOW - 2 * HOUR_MS),
+            None,
+        ),
+        (
+            encode_cursor(100, None, NOW - 60),
+            empty_read_end(NOW - 60),
+            encode_cursor(200, None, None),
+            None,
+        ),  # never read
+        # The empty read read it: it answers a watermark at or after the one it read from.
+        (
+            encode_cursor(100, None, NOW - 2 * HOUR_MS),
+            empty_read_end(NOW),
+            encode_cursor(200, None, NOW - HOUR_MS),
+            empty_read_end(NOW),
+        ),
+        (
+            encode_cursor(100, None, NOW - HOUR_MS),
+            empty_read_end(NOW),
+            encode_cursor(200, None, NOW - 2 * HOUR_MS),
+            None,
+        ),
+        # Deals: kept when the empty read did not search them and they are not due...
+        (
+            join_cursor(encode_cursor(100, None, NOW - 60), encode_cursor(NOW - 200_000, None)),
+            empty_read_end(NOW - 60, encode_cursor(NOW - 200_000, None)),
+            join_cursor(encode_cursor(200, None, NOW - 60), encode_cursor(NOW - 300_000, None)),
+            empty_read_end(NOW - 60, encode_cursor(NOW - 300_000, None)),
+        ),
+        # ...no answer when they are (deals_every_s 900 s passed for that cursor).
+        (
+            join_cursor(encode_cursor(100, None, NOW - 60), encode_cursor(NOW - 200_000, None)),
+            empty_read_end(NOW - 60, encode_cursor(NOW - 200_000, None)),
+            join_cursor(encode_cursor(200, None, NOW - 60), encode_cursor(NOW - 1_000_000, None)),
+            None,
+        ),
+        (
+            encode_cursor(100, 7, NOW - 60),
+            empty_read_end(NOW - 60),
+            encode_cursor(200, None, NOW - 60),
+            None,
+        ),  # under way
+        (
+            encode_cursor(100, None, NOW - 60),
+            empty_read_end(NOW - 60),
+            encode_cursor(200, 7, NOW - 60),
+            None,
+        ),
+        ("100:", empty_read_end(NOW - 60), "200:", None),  # a cursor of an older version
+        (None, empty_read_end(NOW - 60), encode_cursor(200, None, NOW - 60), None),
+        ("garbled", empty_read_end(NOW - 60), encode_cursor(200, None, NOW - 60), None),
     ],
 )
-def test_an_empty_read_answers_a_read_from_a_cursor_at_or_after_its_own(
-    make_connector: MakeConnector, earlier: str | None, later: str, covers: bool
+def test_an_empty_read_answers_a_read_it_covers_or_that_would_not_read_what_it_skipped(
+    make_connector: MakeConnector, start: str | None, end: str, cursor: str, answer: str | None
 ) -> None:
-    assert make_connector().read_covers(earlier, later) is covers
+    connector = make_connector()
+    connector.read_archived = True
+    connector.deletions_every_s = 3600
+    connector.deals_every_s = 900
+    assert connector.answer_read(start, end, cursor, age_s=0) == answer
+
+
+def test_a_flow_past_its_interval_while_the_shared_read_aged_reads_for_itself(
+    make_connector: MakeConnector,
+) -> None:
+    connector = make_connector()
+    connector.read_archived = True
+    connector.deletions_every_s = 3600
+    start, end = encode_cursor(100, None, NOW - 60), empty_read_end(NOW - 60)
+    cursor = encode_cursor(200, None, NOW - HOUR_MS + 30_000)  # due 30 s after the read
+
+    assert connector.answer_read(start, end, cursor, age_s=10) is not None
+    assert connector.answer_read(start, end, cursor, age_s=40) is None

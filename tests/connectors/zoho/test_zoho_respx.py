@@ -668,12 +668,14 @@ def test_no_cassette_holds_a_zoho_credential() -> None:
 
 MAY = datetime(2024, 5, 1, tzinfo=UTC)
 JUNE = datetime(2024, 6, 1, tzinfo=UTC)
+JULY = datetime(2024, 7, 1, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(
     ("earlier", "later", "covers"),
     [
         (ReadCursor(MAY, None, MAY), ReadCursor(JUNE, None, JUNE), True),
+        (ReadCursor(MAY, None, MAY), ReadCursor(MAY, None, MAY), True),
         (ReadCursor(None, None, None), ReadCursor(JUNE, None, JUNE), True),  # read everything
         (ReadCursor(JUNE, None, MAY), ReadCursor(MAY, None, JUNE), False),  # later is behind
         (ReadCursor(MAY, None, JUNE), ReadCursor(JUNE, None, MAY), False),  # deletions behind
@@ -688,7 +690,9 @@ JUNE = datetime(2024, 6, 1, tzinfo=UTC)
 def test_an_empty_read_answers_a_read_from_a_cursor_at_or_after_its_own(
     zoho: ZohoConnector, earlier: ReadCursor, later: ReadCursor, covers: bool
 ) -> None:
-    assert zoho.read_covers(earlier.encode(), later.encode()) is covers
+    end = ReadCursor(JULY, None, JULY).encode()
+    answer = zoho.answer_read(earlier.encode(), end, later.encode(), age_s=0)
+    assert answer == (end if covers else None)
 
 
 # -- the composite read ------------------------------------------------------------------
