@@ -1154,6 +1154,12 @@ def serve(
     store = open_state(config)
     stack = ExitStack()
     try:
+        if http_workers > 1:
+            # The HTTP workers count into one directory (inherited by every child started
+            # after this), so /metrics is whole whichever worker answers; removed when all ended.
+            from leadrelay.capture.metrics import shared_counts
+
+            stack.enter_context(shared_counts())
         children: list[ServeChild]
         on_stored: Callable[[], None] | None
         wake: Any = None

@@ -13,8 +13,10 @@ A child wakes the delivery worker through the event the parent gives it (SQLite)
 delivery job itself (:class:`~leadrelay.sync.jobs.DeliveryNudge`, PostgreSQL). Being
 :class:`~leadrelay.childproc.ServeChild` children, they end when ``serve`` is killed.
 
-``/metrics`` counts per process: the received / stored / rejected counters of the worker that
-answered the scrape (the inbox and delivery counts come from the state store and are whole).
+``/metrics`` is whole whichever worker answers: the workers' received / stored / rejected
+counters are kept in one directory and summed by a scrape
+(:func:`~leadrelay.capture.metrics.shared_counts`); the inbox and delivery counts come from the
+state store.
 """
 
 from __future__ import annotations

@@ -17,17 +17,30 @@ configured form, so an attacker cannot grow the label set):
     delivery in a child process) and survive restarts.
 
 The gauge ``leadrelay_inbox_items{form, source, status}`` is read from the store too.
+
+Several HTTP worker processes (``serve --http-workers N``) count into one directory
+(:func:`shared_counts`, prometheus-client's multiprocess mode): a scrape answered by any of them
+sums every worker's counters, a restarted worker's included.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-__all__ = ["UNKNOWN_FORM", "CaptureMetrics"]
+__all__ = ["MULTIPROCESS_DIR_ENV", "UNKNOWN_FORM", "CaptureMetrics", "shared_counts"]
+
+#: prometheus-client's multiprocess mode: set when a process imports it, its counters are kept
+#: in files in that directory, which a scrape sums over processes.
+MULTIPROCESS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 #: The ``form`` label of requests that name no configured form.
 UNKNOWN_FORM = "unknown"
@@ -107,8 +120,11 @@ class CaptureMetrics:
             (*labels, "reason"),
             registry=self.registry,
         )
-        if inbox_counts is not None:
-            self.registry.register(_InboxCollector(inbox_counts))
+        self._inbox = None if inbox_counts is None else _InboxCollector(inbox_counts)
+        if self._inbox is not None:
+            self.registry.register(self._inbox)
+        #: Counters shared with other processes (:func:`shared_counts`), or None.
+        self._shared = os.environ.get(MULTIPROCESS_DIR_ENV) or None
 
     def received(self, form: str, source: str, count: int = 1) -> None:
         """Count leads (or requests) that reached an endpoint."""
@@ -126,11 +142,47 @@ class CaptureMetrics:
         """Count a refused request."""
         self._rejected.labels(form=form, source=source, reason=reason).inc()
 
+    def _scraped(self) -> CollectorRegistry:
+        """What a scrape reads: this registry, or the counters of every process sharing them
+        with the store-backed series."""
+        if self._shared is None:
+            return self.registry
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, self._shared)  # type: ignore[no-untyped-call]
+        if self._inbox is not None:
+            registry.register(self._inbox)
+        return registry
+
     def value(self, name: str, **labels: str) -> float:
         """The current value of a sample (``leadrelay_capture_stored_total`` …), 0 when unseen."""
-        found = self.registry.get_sample_value(name, labels)
+        found = self._scraped().get_sample_value(name, labels)
         return 0.0 if found is None else found
 
     def exposition(self) -> bytes:
         """The registry in the Prometheus text format."""
-        return generate_latest(self.registry)
+        return generate_latest(self._scraped())
+
+
+@contextmanager
+def shared_counts() -> Iterator[Path]:
+    """A directory for the counters of the processes started inside (each must import
+    prometheus-client after it is set: processes spawned afresh), named in their environment by
+    :data:`MULTIPROCESS_DIR_ENV`. One given in the environment is used, emptied of an earlier
+    run's counts (prometheus-client's rule); else a temporary one, removed after."""
+    given = os.environ.get(MULTIPROCESS_DIR_ENV)
+    if given:
+        folder = Path(given)
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.glob("*.db"):
+            old.unlink()
+        yield folder
+        return
+    folder = Path(tempfile.mkdtemp(prefix="leadrelay-metrics-"))
+    os.environ[MULTIPROCESS_DIR_ENV] = str(folder)
+    try:
+        yield folder
+    finally:
+        os.environ.pop(MULTIPROCESS_DIR_ENV, None)
+        shutil.rmtree(folder, ignore_errors=True)

@@ -20,6 +20,7 @@ from urllib.parse import quote
 import httpx
 import psutil
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from leadrelay.capture.httpworkers import MIN_LIFETIME_S
 from leadrelay.capture.logs import SECRET_QUERY_PARAMS
@@ -248,6 +249,42 @@ def test_http_workers_share_the_port_and_the_inbox(
     assert statuses == [202] * len(emails)
     counts = project.store.inbox_counts()
     assert sum(counts.values()) == len(emails)
+
+
+def _stored_total(url: str) -> float:
+    """``leadrelay_capture_stored_total`` over every form, as one scrape (its own connection,
+    so any worker may answer) reports it."""
+    with httpx.Client(base_url=url, timeout=30) as client:
+        text = client.get("/metrics").text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "leadrelay_capture_stored_total"
+    )
+
+
+def test_metrics_count_every_http_workers_submissions(
+    project: Project, served_by_workers: Served
+) -> None:
+    deadline = time.monotonic() + 60
+    while len(_http_workers(served_by_workers)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    secret = project.env["FORM_DEMO_WEBFORM_SECRET"]
+
+    def post(email: str) -> int:
+        with httpx.Client(base_url=served_by_workers.url, timeout=30) as client:
+            return client.post(
+                "/forms/demo-webform", data={"email": email}, headers={"X-Leadrelay-Secret": secret}
+            ).status_code
+
+    emails = [f"lead{n}@metrics-share.io" for n in range(30)]
+    with ThreadPoolExecutor(8) as pool:
+        assert list(pool.map(post, emails)) == [202] * len(emails)
+    # Both workers stored some (the kernel spread the connections); each scrape sums them all.
+    with ThreadPoolExecutor(4) as pool:
+        totals = list(pool.map(_stored_total, [served_by_workers.url] * 12))
+    assert totals == [len(emails)] * 12
 
 
 def test_an_http_worker_that_dies_is_started_again(served_by_workers: Served) -> None:
