@@ -86,6 +86,15 @@ FIELDS: dict[str, dict[str, str]] = {
     "job_title": {HUBSPOT: "jobtitle", SALESFORCE: "Title", ZOHO: "Designation"},
     "utm_source": {HUBSPOT: "utm_source", SALESFORCE: "UTM_Source__c", ZOHO: "UTM_Source"},
 }
+#: Canonical field -> the Contact field that holds it after a conversion (the connector reads
+#: a converted Lead's details from its Contact).
+CONTACT_FIELDS: dict[str, str] = {
+    "first_name": "FirstName",
+    "last_name": "LastName",
+    "city": "MailingCity",
+    "phone": "Phone",
+    "job_title": "Title",
+}
 #: Fields every side may edit (default rule ``two_way``).
 TWO_WAY = ("first_name", "last_name", "company", "city", "phone", "job_title")
 #: Fields marketing owns (``source_wins``): edited in HubSpot only.
@@ -179,6 +188,7 @@ class LeadModel:
         deleted_in: the systems where the test deleted its record (not merged it away).
         merged_into: the e-mail of the lead whose HubSpot contact this one's was merged into.
         converted: sales converted its Salesforce Lead (which then takes no more writes).
+        contact_id: the Contact of the conversion, where sales edits the person after it.
     """
 
     email: str
@@ -193,6 +203,7 @@ class LeadModel:
     deleted_in: set[str] = field(default_factory=set)
     merged_into: str | None = None
     converted: bool = False
+    contact_id: str | None = None
 
     def live(self, system: str) -> bool:
         """The lead has a record on ``system`` that the test has not deleted."""
@@ -290,10 +301,17 @@ class LeadModel:
         """Apply a quiet sync: reach every CRM the lead belongs in, carry every edit."""
         for group in self.groups():
             members = [s for s in SYSTEMS if s in group]
+            # A converted Lead takes no writes, but its Contact's edits stand for the Lead's
+            # and reach the systems linked with it through HubSpot.
+            feeds = group | (
+                {SALESFORCE}
+                if self.converted and self.live(SALESFORCE) and HUBSPOT in group
+                else set()
+            )
             names = {n for s in members for n in self.values.get(s, {})} | set(self.pending)
             settled: dict[str, Any] = {}
             for name in names - set(VERDICT_FIELDS):
-                edits = {v for s, v in self.pending.get(name, {}).items() if s in group}
+                edits = {v for s, v in self.pending.get(name, {}).items() if s in feeds}
                 if len(edits) == 1:
                     settled[name] = next(iter(edits))
                 elif edits:
@@ -765,12 +783,45 @@ class TwoWaySyncMachine(RuleBasedStateMachine):
             "Amount": 5000,
             "CloseDate": "2027-03-31",
         }
-        self._admin(
+        made = self._admin(
             "salesforce/convert", {"lead_id": lead.ids[SALESFORCE], "opportunity": opportunity}
         )
         lead.convert("won" if won else "opportunity")
+        lead.contact_id = str(made["contact_id"])
         self.conversions += 1
         self._changed("conversions")
+
+    def _contact_editable(self) -> list[LeadModel]:
+        """Converted leads whose Contact sales may edit (the Lead itself is frozen)."""
+        return [
+            lead
+            for lead in self.leads
+            if lead.converted
+            and lead.contact_id is not None
+            and lead.live(SALESFORCE)
+            and lead.merged_into is None
+        ]
+
+    @precondition(lambda self: bool(self._contact_editable()))
+    @rule(data=st.data(), name=st.sampled_from(tuple(CONTACT_FIELDS)))
+    def edit_converted_contact(self, data: st.DataObject, name: str) -> None:
+        """Sales edits the person on the Contact a conversion made (the Lead takes no edits):
+        the change reaches marketing, and through it the other CRM, as the Lead's."""
+        lead = data.draw(st.sampled_from(self._contact_editable()), label="lead")
+        self.edit_contact(lead, name, data.draw(VALUES[name], label=name))
+
+    def edit_contact(self, lead: LeadModel, name: str, value: Any) -> None:
+        """Set a field of the converted lead's Contact, in the sandbox and the model."""
+        assert lead.contact_id is not None
+        self._connector(SALESFORCE).restful(
+            f"sobjects/Contact/{lead.contact_id}",
+            method="PATCH",
+            json={CONTACT_FIELDS[name]: value},
+            describe="update a Contact",
+            idempotent=True,
+        )
+        lead.edit(SALESFORCE, name, value, time.monotonic())
+        self._changed("contacts edited")
 
     # A sync with nothing new to carry checks little; the rerun of every quiet sync covers it.
     @precondition(lambda self: self.changes > 0)

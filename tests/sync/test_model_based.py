@@ -127,6 +127,24 @@ def test_a_lead_converted_in_salesforce_is_frozen_there_and_synced_elsewhere(
     assert lead.values[ZOHO]["city"] == "Osaka"
 
 
+def test_a_converted_leads_contact_edit_reaches_marketing_and_reverts_nothing(
+    driver: TwoWaySyncMachine,
+) -> None:
+    driver.create_contact("Ann", "Lee", "Acme", "Paris", None, "google")
+    driver.sync()
+    [lead] = driver.leads
+    driver.convert(lead, won=False)
+    driver.sync()
+    driver.edit(lead, HUBSPOT, "city", "Osaka")  # not carried to the frozen Lead
+    driver.sync()
+    time.sleep(APART_S)
+    driver.edit_contact(lead, "job_title", "VP Sales")
+    driver.sync()  # checks: the Contact's title everywhere, HubSpot's city kept
+    assert lead.values[HUBSPOT]["job_title"] == lead.values[ZOHO]["job_title"] == "VP Sales"
+    assert lead.values[HUBSPOT]["city"] == "Osaka"
+    assert lead.values[SALESFORCE]["city"] == "Paris"
+
+
 def test_a_field_edited_in_all_three_systems_ends_with_the_latest_edit(
     driver: TwoWaySyncMachine,
 ) -> None:
