@@ -715,6 +715,29 @@ def _normalize_email(email: str) -> str:
     return email.strip().lower()
 
 
+class JsonDocument(dict[str, Any]):
+    """A JSON object with its serialized text, made once: a JSON column of a bulk statement
+    (:meth:`StateStore.add_journal`) stores ``text`` as it is instead of serializing the
+    object again. ``text`` must be the object's JSON; the object is final once made."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, value: Mapping[str, Any], text: str) -> None:
+        super().__init__(value)
+        self.text = text
+
+
+def _json_bind(processor: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A JSON column's bind processing that passes a :class:`JsonDocument`'s text on."""
+
+    def process(value: Any) -> Any:
+        if type(value) is JsonDocument:
+            return value.text
+        return processor(value)
+
+    return process
+
+
 class _Bulk:
     """An INSERT (or upsert) of rows given as tuples in ``columns`` order, compiled once per
     store and sent with the driver's ``executemany``.
@@ -739,7 +762,8 @@ class _Bulk:
             kind = binds[name].type
             processor = kind.dialect_impl(dialect).bind_processor(dialect)
             if processor is not None:
-                processors.append((index, processor, isinstance(kind, UTCDateTime)))
+                apply = _json_bind(processor) if isinstance(kind, sa.JSON) else processor
+                processors.append((index, apply, isinstance(kind, UTCDateTime)))
         self.processors = tuple(processors)
         constants: dict[str, Any] = {}
         for name, bind in binds.items():
