@@ -34,6 +34,7 @@ from sqlalchemy.engine import Connection
 
 from leadrelay.connectors.base import WriteOutcome, WriteResult
 from leadrelay.connectors.errors import SECRET_KEYS, redact
+from leadrelay.sync.state import JsonDocument
 
 if TYPE_CHECKING:
     from leadrelay.handoff.escalation import EscalationOutcome
@@ -294,11 +295,23 @@ class Journal:
         value."""
         if not rows:
             return rows
-        text = json.dumps(
-            [[row["summary"], row["details"]] for row in rows], ensure_ascii=False, default=str
+        # Each row's details are serialized once: the text redacted here (the JSON of the
+        # list, assembled from its items' JSON) is, when nothing in it needed redacting, what
+        # the store keeps (:class:`JsonDocument`), not serialized a second time there.
+        details = [json.dumps(row["details"], ensure_ascii=False, default=str) for row in rows]
+        text = (
+            "["
+            + ", ".join(
+                f"[{json.dumps(row['summary'], ensure_ascii=False, default=str)}, {shown}]"
+                for row, shown in zip(rows, details, strict=True)
+            )
+            + "]"
         )
         clean = redact(text, self.secrets)
         if clean == text:
+            for row, shown in zip(rows, details, strict=True):
+                if type(row["details"]) is dict:
+                    row["details"] = JsonDocument(row["details"], shown)
             return rows
         try:
             parsed = json.loads(clean)

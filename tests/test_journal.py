@@ -3,6 +3,7 @@ per batch."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import sqlalchemy as sa
 from leadrelay.connectors.base import WriteOutcome, WriteResult
 from leadrelay.connectors.errors import Rejected
 from leadrelay.journal import WITHHELD_CONSENT, WITHHELD_SECRET, Journal, Written, field_diff
-from leadrelay.sync.state import StateStore
+from leadrelay.sync.state import JsonDocument, StateStore
 
 
 @pytest.fixture
@@ -88,3 +89,31 @@ def test_a_batch_is_one_insert(store: StateStore) -> None:
     inserts = [s for s in statements if s.lstrip().upper().startswith("INSERT")]
     assert len(inserts) == 1
     assert len(store.journal_for([f"ld_{n}" for n in range(50)])) == 50
+
+
+def test_a_sealed_rows_details_are_stored_as_serialized_once(store: StateStore) -> None:
+    created = WriteResult("ld_1", "1001", WriteOutcome.CREATED)
+    [row] = Journal(store).writes(
+        "hubspot", [Written.of("ld_1", created, {"City": "Évora"}, {}, "#1")]
+    )
+    assert isinstance(row["details"], JsonDocument)
+    assert json.loads(row["details"].text) == row["details"]
+
+
+def test_a_sealed_row_reads_back_with_its_details(store: StateStore) -> None:
+    created = WriteResult("ld_1", "1001", WriteOutcome.CREATED)
+    journal = Journal(store)
+    [row] = journal.writes("hubspot", [Written.of("ld_1", created, {"City": "Évora"}, {}, "#1")])
+    store.add_journal([row])
+    [stored] = store.journal_for(["ld_1"])
+    assert stored.details == dict(row["details"])
+    assert stored.details["changes"]["City"]["new"] == "Évora"
+
+
+def test_a_redacted_rows_details_are_plain_again(store: StateStore) -> None:
+    created = WriteResult("ld_1", "1001", WriteOutcome.CREATED)
+    journal = Journal(store, secrets=["s3cr3t-value-1"])
+    note = {"note": "token s3cr3t-value-1 here"}
+    [row] = journal.writes("hubspot", [Written.of("ld_1", created, note, {}, "#1")])
+    assert type(row["details"]) is dict
+    assert "s3cr3t-value-1" not in json.dumps(row["details"])

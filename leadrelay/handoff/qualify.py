@@ -148,7 +148,8 @@ class StoreRoutingState:
         self.store = store
         self.namespace = namespace
         self.persist = persist
-        self._values: dict[str, int] = {}
+        # None: read, and not in the store (asked once, not per lead)
+        self._values: dict[str, int | None] = {}
         self._dirty: set[str] = set()
 
     def _key(self, key: str) -> str:
@@ -158,9 +159,7 @@ class StoreRoutingState:
         """The value stored under ``key``, or None."""
         if key not in self._values:
             text = self.store.get_cursor(ROUTING_SPACE, self._key(key))
-            if text is None:
-                return None
-            self._values[key] = int(text)
+            self._values[key] = None if text is None else int(text)
         return self._values[key]
 
     def set(self, key: str, value: int) -> None:

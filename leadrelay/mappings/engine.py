@@ -472,6 +472,8 @@ def build_lead(draft: LeadDraft, **extra: Any) -> tuple[Lead | None, list[Proble
 
 def _key(value: Any) -> str:
     """The string a value is compared as in value maps and read rules."""
+    if type(value) is str:
+        return value
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -483,7 +485,13 @@ def _key(value: Any) -> str:
     return str(value)
 
 
+#: Exact types a value written to a system keeps as it is.
+_JSON_PLAIN: frozenset[type] = frozenset({str, int, float, bool})
+
+
 def _jsonable(value: Any) -> Any:
+    if value is None or type(value) in _JSON_PLAIN:
+        return value
     if isinstance(value, Enum):
         return value.value
     if isinstance(value, datetime | date):

@@ -304,11 +304,13 @@ def plan_record(
     )
     winners: list[str] = []
     defaults: set[str] = set()
+    #: The incoming values read for the fields (a created record's changes are these).
+    news: dict[str, Any] = {}
     for name in fields:
         rule = rules.rule(name) if name != "key" else FieldRule.SOURCE_WINS
         if rule is FieldRule.NONE and name != "key":
             continue
-        new = lead_value(incoming, name)
+        new = news[name] = lead_value(incoming, name)
         if is_blank(new):
             # A blank value is never written, but a mapping default is: on create, and on
             # update when the target's field is blank too (DESIGN §6).
@@ -374,9 +376,14 @@ def plan_record(
     if creating:
         plan.fields = written
         plan.expected = target_mapping.to_lead(written).values
-        plan.changes = [
-            FieldChange(name, None, canonical_value(lead_value(incoming, name))) for name in winners
-        ]
+        plain = _PLAIN_TYPES
+        changes = []
+        for name in winners:
+            new = news[name] if name in news else lead_value(incoming, name)
+            if new is not None and type(new) not in plain:
+                new = canonical_value(new)
+            changes.append(FieldChange(name, None, new))
+        plan.changes = changes
         return plan
     raw = dict(target_raw or {})
     before = target_values if target_values is not None else target_mapping.to_lead(raw).values

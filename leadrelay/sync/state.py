@@ -715,6 +715,116 @@ def _normalize_email(email: str) -> str:
     return email.strip().lower()
 
 
+class JsonDocument(dict[str, Any]):
+    """A JSON object with its serialized text, made once: a JSON column of a bulk statement
+    (:meth:`StateStore.add_journal`) stores ``text`` as it is instead of serializing the
+    object again. ``text`` must be the object's JSON; the object is final once made."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, value: Mapping[str, Any], text: str) -> None:
+        super().__init__(value)
+        self.text = text
+
+
+def _json_bind(processor: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A JSON column's bind processing that passes a :class:`JsonDocument`'s text on."""
+
+    def process(value: Any) -> Any:
+        if type(value) is JsonDocument:
+            return value.text
+        return processor(value)
+
+    return process
+
+
+class _Bulk:
+    """An INSERT (or upsert) of rows given as tuples in ``columns`` order, compiled once per
+    store and sent with the driver's ``executemany``.
+
+    SQLAlchemy's ``execute(stmt, rows)`` rebuilds every row's parameters and looks up and runs
+    each column's bind processing per row; here the processing of each column (JSON
+    serialization, UTC datetimes, and the dialect's own) is looked up once, a datetime shared by
+    the rows (a page's one timestamp) is processed once per call, and the rows go to the driver
+    as they are. The values sent are those SQLAlchemy would send: the same processors.
+    """
+
+    def __init__(self, stmt: sa.Insert, columns: Sequence[str], dialect: sa.Dialect) -> None:
+        compiled = stmt.compile(dialect=dialect, column_keys=list(columns), for_executemany=True)
+        self.sql = str(compiled)
+        self.width = len(columns)
+        binds = compiled.binds
+        missing = [name for name in columns if name not in binds]
+        if missing:
+            raise StateError(f"bulk statement has no parameter for {', '.join(missing)}")
+        processors: list[tuple[int, Callable[[Any], Any], bool]] = []
+        for index, name in enumerate(columns):
+            kind = binds[name].type
+            processor = kind.dialect_impl(dialect).bind_processor(dialect)
+            if processor is not None:
+                apply = _json_bind(processor) if isinstance(kind, sa.JSON) else processor
+                processors.append((index, apply, isinstance(kind, UTCDateTime)))
+        self.processors = tuple(processors)
+        constants: dict[str, Any] = {}
+        for name, bind in binds.items():
+            if name in columns:
+                continue
+            processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            value = bind.effective_value
+            constants[name] = processor(value) if processor is not None else value
+        self.columns = tuple(columns)
+        self.constants = constants
+        #: Positional drivers (SQLite): where each of the statement's parameters comes from, a
+        #: column's index or a constant; None when they are the columns in order.
+        self.order: tuple[tuple[int, Any], ...] | None = None
+        self.positional = bool(dialect.positional)
+        if self.positional:
+            names = list(compiled.positiontup or ())
+            index_of = {name: index for index, name in enumerate(columns)}
+            if names != list(columns):
+                self.order = tuple(
+                    (index_of[name], None) if name in index_of else (-1, constants[name])
+                    for name in names
+                )
+
+    def execute(self, conn: Connection, rows: Iterable[Sequence[Any]]) -> None:
+        """Send ``rows`` (each a tuple in the columns' order) in one ``executemany``."""
+        prepared: list[list[Any]] = []
+        memos: dict[int, dict[datetime, Any]] = {}
+        for row in rows:
+            if len(row) != self.width:
+                raise StateError(f"bulk row of {len(row)} values for {self.width} columns")
+            values = list(row)
+            for index, processor, is_time in self.processors:
+                value = values[index]
+                if is_time:
+                    memo = memos.setdefault(index, {})
+                    done = memo.get(value)
+                    if done is None:
+                        done = memo[value] = processor(value)
+                    values[index] = done
+                else:
+                    values[index] = processor(value)
+            prepared.append(values)
+        if not prepared:
+            return
+        params: list[Any]
+        if not self.positional:
+            columns, constants = self.columns, self.constants
+            params = [
+                {**constants, **dict(zip(columns, values, strict=True))} for values in prepared
+            ]
+        elif self.order is None:
+            params = [tuple(values) for values in prepared]
+        else:
+            order = self.order
+            params = [
+                tuple(values[index] if index >= 0 else constant for index, constant in order)
+                for values in prepared
+            ]
+        conn.exec_driver_sql(self.sql, params)
+
+
 def _install_sqlite_listeners(engine: Engine) -> None:
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -795,6 +905,7 @@ class StateStore:
         self._read_engine = self._engine.execution_options(**{_READ_ONLY: True})
         self._clock = clock
         self._dialect = self._engine.dialect.name
+        self._bulks: dict[str, _Bulk] = {}
         # SQLite has one writer at a time. Threads and processes queue here for it instead of
         # in SQLite's busy handler, whose sleeps grow to 100 ms. PostgreSQL needs no queue.
         self._writer: WriterQueue | None = (
@@ -885,6 +996,13 @@ class StateStore:
         if self._dialect == "postgresql":
             return pg_dialect.insert(table)
         return sqlite_dialect.insert(table)
+
+    def _bulk(self, name: str, build: Callable[[], sa.Insert], columns: Sequence[str]) -> _Bulk:
+        """The bulk statement ``name`` (built and compiled on first use, then kept)."""
+        bulk = self._bulks.get(name)
+        if bulk is None:
+            bulk = self._bulks[name] = _Bulk(build(), columns, self._engine.dialect)
+        return bulk
 
     # -- schema --------------------------------------------------------------------------------
 
@@ -1279,33 +1397,40 @@ class StateStore:
         if not written:
             return
         now = at or self.now()
+        state = LedgerState.WRITTEN.value
         rows = [
-            {
-                "lead_key": key,
-                "destination": destination,
-                "state": LedgerState.WRITTEN.value,
-                "external_id": external_id,
-                "received_at": now,
-                "written_at": now,
-                "is_test": False,
-            }
+            (key, destination, state, external_id, now, now, False)
             for key, external_id in dict(written).items()
         ]
-        stmt = self._insert(ledger_table)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[ledger_table.c.lead_key, ledger_table.c.destination],
-            set_={
-                "state": sa.case(
-                    (ledger_table.c.state == LedgerState.VERIFIED.value, ledger_table.c.state),
-                    else_=stmt.excluded.state,
-                ),
-                "external_id": stmt.excluded.external_id,
-                "written_at": stmt.excluded.written_at,
-                "last_error": None,
-            },
+
+        def build() -> sa.Insert:
+            stmt = self._insert(ledger_table)
+            upsert: sa.Insert = stmt.on_conflict_do_update(
+                index_elements=[ledger_table.c.lead_key, ledger_table.c.destination],
+                set_={
+                    "state": sa.case(
+                        (ledger_table.c.state == LedgerState.VERIFIED.value, ledger_table.c.state),
+                        else_=stmt.excluded.state,
+                    ),
+                    "external_id": stmt.excluded.external_id,
+                    "written_at": stmt.excluded.written_at,
+                    "last_error": None,
+                },
+            )
+            return upsert
+
+        columns = (
+            "lead_key",
+            "destination",
+            "state",
+            "external_id",
+            "received_at",
+            "written_at",
+            "is_test",
         )
+        bulk = self._bulk("mark_written", build, columns)
         with self._write(conn) as c:
-            c.execute(stmt, rows)
+            bulk.execute(c, rows)
 
     def mark_verified(
         self,
@@ -1496,7 +1621,7 @@ class StateStore:
         with self._write(conn) as c:
             existing_by_ext = self._keys_for(c, connection, list(by_external))
             existing_by_key = self._external_ids_for(c, connection, keys)
-            new_rows = []
+            new_rows: list[tuple[str, str, str, datetime]] = []
             for key, external_id in links.items():
                 owner = existing_by_ext.get(external_id)
                 if owner is not None and owner != key:
@@ -1511,17 +1636,15 @@ class StateStore:
                         f"not {external_id}; relink it explicitly to move it"
                     )
                 if owner is None:
-                    new_rows.append(
-                        {
-                            "connection": connection,
-                            "external_id": external_id,
-                            "lead_key": key,
-                            "linked_at": now,
-                        }
-                    )
+                    new_rows.append((connection, external_id, key, now))
             if new_rows:
+                bulk = self._bulk(
+                    "links",
+                    links_table.insert,
+                    ("connection", "external_id", "lead_key", "linked_at"),
+                )
                 try:
-                    c.execute(links_table.insert(), new_rows)
+                    bulk.execute(c, new_rows)
                 except sa.exc.IntegrityError as exc:
                     raise LinkConflictError(
                         f"{connection} links changed concurrently; retry the batch"
@@ -1640,14 +1763,16 @@ class StateStore:
         if not wanted:
             return {}
         now = self.now()
-        stmt = self._insert(identities_table).on_conflict_do_nothing(
-            index_elements=[identities_table.c.email]
-        )
-        with self._write(conn) as c:
-            c.execute(
-                stmt,
-                [{"email": e, "lead_key": k, "created_at": now} for e, k in wanted.items()],
+
+        def build() -> sa.Insert:
+            stmt: sa.Insert = self._insert(identities_table).on_conflict_do_nothing(
+                index_elements=[identities_table.c.email]
             )
+            return stmt
+
+        bulk = self._bulk("identities", build, ("email", "lead_key", "created_at"))
+        with self._write(conn) as c:
+            bulk.execute(c, [(e, k, now) for e, k in wanted.items()])
             owners = self._find_keys(c, list(wanted))
         return {email: owners[_normalize_email(email)] for email in emails}
 
@@ -1703,17 +1828,20 @@ class StateStore:
         if not values:
             return
         now = self.now()
-        rows = [
-            {"flow": flow, "connection": connection, "value": value, "updated_at": now}
-            for connection, value in values.items()
-        ]
-        insert = self._insert(cursors_table)
-        upsert = insert.on_conflict_do_update(
-            index_elements=[cursors_table.c.flow, cursors_table.c.connection],
-            set_={"value": insert.excluded.value, "updated_at": insert.excluded.updated_at},
-        )
+
+        def build() -> sa.Insert:
+            insert = self._insert(cursors_table)
+            upsert: sa.Insert = insert.on_conflict_do_update(
+                index_elements=[cursors_table.c.flow, cursors_table.c.connection],
+                set_={"value": insert.excluded.value, "updated_at": insert.excluded.updated_at},
+            )
+            return upsert
+
+        bulk = self._bulk("cursors", build, ("flow", "connection", "value", "updated_at"))
         with self._write(conn) as c:
-            c.execute(upsert, rows)
+            bulk.execute(
+                c, [(flow, connection, value, now) for connection, value in values.items()]
+            )
 
     def cursor_updated_at(
         self, flow: str, connection: str, *, conn: Connection | None = None
@@ -1765,20 +1893,22 @@ class StateStore:
         if not fingerprints:
             return
         now = self.now()
-        stmt = self._insert(fingerprints_table)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[fingerprints_table.c.connection, fingerprints_table.c.external_id],
-            set_={
-                "fingerprint": stmt.excluded.fingerprint,
-                "written_at": stmt.excluded.written_at,
-            },
-        )
-        rows = [
-            {"connection": connection, "external_id": ext, "fingerprint": fp, "written_at": now}
-            for ext, fp in fingerprints.items()
-        ]
+
+        def build() -> sa.Insert:
+            stmt = self._insert(fingerprints_table)
+            upsert: sa.Insert = stmt.on_conflict_do_update(
+                index_elements=[fingerprints_table.c.connection, fingerprints_table.c.external_id],
+                set_={
+                    "fingerprint": stmt.excluded.fingerprint,
+                    "written_at": stmt.excluded.written_at,
+                },
+            )
+            return upsert
+
+        columns = ("connection", "external_id", "fingerprint", "written_at")
+        bulk = self._bulk("fingerprints", build, columns)
         with self._write(conn) as c:
-            c.execute(stmt, rows)
+            bulk.execute(c, [(connection, ext, fp, now) for ext, fp in fingerprints.items()])
 
     # -- dead letters --------------------------------------------------------------------------
 
@@ -2193,17 +2323,18 @@ class StateStore:
         if not clocks:
             return
         table = field_clock_table
-        insert = self._insert(table)
-        upsert = insert.on_conflict_do_update(
-            index_elements=[table.c.lead_key, table.c.field],
-            set_={"value": insert.excluded.value, "changed_at": insert.excluded.changed_at},
-        )
-        rows = [
-            {"lead_key": key, "field": name, "value": value, "changed_at": at}
-            for key, name, value, at in clocks
-        ]
+
+        def build() -> sa.Insert:
+            insert = self._insert(table)
+            upsert: sa.Insert = insert.on_conflict_do_update(
+                index_elements=[table.c.lead_key, table.c.field],
+                set_={"value": insert.excluded.value, "changed_at": insert.excluded.changed_at},
+            )
+            return upsert
+
+        bulk = self._bulk("field_clocks", build, ("lead_key", "field", "value", "changed_at"))
         with self._write(conn) as c:
-            c.execute(upsert, rows)
+            bulk.execute(c, clocks)
 
     def put_baselines(
         self,
@@ -2218,26 +2349,26 @@ class StateStore:
         now = self.now()
         table = baselines_table
         rows = [
-            {
-                "flow": flow,
-                "lead_key": key,
-                "source": dict(sides["source"]),
-                "destination": dict(sides["destination"]),
-                "updated_at": now,
-            }
+            (flow, key, dict(sides["source"]), dict(sides["destination"]), now)
             for key, sides in baselines.items()
         ]
-        insert = self._insert(table)
-        upsert = insert.on_conflict_do_update(
-            index_elements=[table.c.flow, table.c.lead_key],
-            set_={
-                "source": insert.excluded.source,
-                "destination": insert.excluded.destination,
-                "updated_at": insert.excluded.updated_at,
-            },
-        )
+
+        def build() -> sa.Insert:
+            insert = self._insert(table)
+            upsert: sa.Insert = insert.on_conflict_do_update(
+                index_elements=[table.c.flow, table.c.lead_key],
+                set_={
+                    "source": insert.excluded.source,
+                    "destination": insert.excluded.destination,
+                    "updated_at": insert.excluded.updated_at,
+                },
+            )
+            return upsert
+
+        columns = ("flow", "lead_key", "source", "destination", "updated_at")
+        bulk = self._bulk("baselines", build, columns)
         with self._write(conn) as c:
-            c.execute(upsert, rows)  # one statement for the page (executemany)
+            bulk.execute(c, rows)  # one statement for the page (executemany)
 
     # -- field problems ------------------------------------------------------------------------
 
@@ -2402,8 +2533,22 @@ class StateStore:
         ``summary``, ``details``) in one statement."""
         if not rows:
             return
+        columns = ("lead_key", "at", "kind", "system", "record_id", "summary", "details")
+        bulk = self._bulk("journal", journal_table.insert, columns)
+        values = [
+            (
+                row["lead_key"],
+                row["at"],
+                row["kind"],
+                row["system"],
+                row.get("record_id"),
+                row["summary"],
+                row["details"],
+            )
+            for row in rows
+        ]
         with self._write(conn) as c:
-            c.execute(journal_table.insert(), [dict(row) for row in rows])
+            bulk.execute(c, values)
 
     def journal_for(
         self, lead_keys: Iterable[str], *, conn: Connection | None = None

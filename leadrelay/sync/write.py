@@ -67,6 +67,8 @@ def text_problem(value: Any) -> str | None:
     if isinstance(value, str):
         if "\x00" in value:
             return f"contains a NUL character at position {value.index(chr(0))}"
+        if value.isascii():
+            return None  # no surrogate in ASCII: nothing to encode to know
         try:
             value.encode("utf-8")
         except UnicodeEncodeError as exc:

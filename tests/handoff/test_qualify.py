@@ -147,6 +147,19 @@ def test_a_dry_run_keeps_no_routing_state(store: StateStore) -> None:
     assert store.get_cursor(ROUTING_SPACE, "sf|rr/inbound/position") is None
 
 
+def test_a_routing_value_the_store_lacks_is_asked_for_once(
+    store: StateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[str] = []
+    read = store.get_cursor
+    monkeypatch.setattr(
+        store, "get_cursor", lambda flow, name, **kw: asked.append(name) or read(flow, name, **kw)
+    )
+    state = StoreRoutingState(store, "sf")
+    assert [state.get("cap/005A/2026-12-07") for _ in range(3)] == [None, None, None]
+    assert asked == ["sf|cap/005A/2026-12-07"]
+
+
 def test_hubspot_page_urls_and_counters_are_signals() -> None:
     lead = Lead(email="a@b.io", created_at=NOW)
     raw = {
