@@ -815,22 +815,21 @@ def _extra_value(name: str, value: Any) -> tuple[bool, Any]:
             except ValidationError:
                 return False, None
         return False, None
-    if value is None and (name in _ATTRIBUTION_FIELD_SET or name in _TEXT_FIELD_SET):
-        return True, None
-    if type(value) is str:
-        if name in _ATTRIBUTION_FIELD_SET:
-            return True, value.strip() or None
-        if name in _TEXT_FIELD_SET:
-            return True, " ".join(value.split()) or None
-        return False, None
-    if name == "click_ids":
-        if (
-            type(value) is dict
-            and _STR.issuperset(map(type, value))
-            and _STR.issuperset(map(type, value.values()))
-        ):
-            return True, dict(value)
-        return False, None
+    if name in _ATTRIBUTION_FIELD_SET:
+        if value is None:
+            return True, None
+        return (True, value.strip() or None) if type(value) is str else (False, None)
+    if name in _TEXT_FIELD_SET:
+        if value is None:
+            return True, None
+        return (True, " ".join(value.split()) or None) if type(value) is str else (False, None)
+    if (
+        name == "click_ids"
+        and type(value) is dict
+        and _STR.issuperset(map(type, value))
+        and _STR.issuperset(map(type, value.values()))
+    ):
+        return True, dict(value)
     return False, None
 
 
@@ -897,7 +896,12 @@ def fast_lead(row: Mapping[str, str], extra: Mapping[str, Any] | None = None) ->
         else:
             values["phone"] = None
     if extra:
+        kept_types = _KEPT_EXTRA_TYPES
         for name, value in extra.items():
+            kept = kept_types.get(name)
+            if kept is not None and type(value) in kept:
+                values[name] = value  # the most common case, without a call
+                continue
             settled, values[name] = _extra_value(name, value)
             if not settled:
                 return None
@@ -926,7 +930,8 @@ def _construct_lead(fields_set: set[str], values: dict[str, Any]) -> Lead:
     """What ``Lead.model_construct(fields_set, **values)`` builds (``values`` already valid)."""
     data = dict(_LEAD_DEFAULTS)
     for name, factory in _LEAD_FACTORIES:
-        data[name] = factory()
+        if name not in values:
+            data[name] = factory()
     data.update(values)
     lead = Lead.__new__(Lead)
     object.__setattr__(lead, "__dict__", data)

@@ -224,18 +224,25 @@ def attribution_of(fields: Mapping[str, Any], form: FormConfig) -> Attribution:
     over those, and the form's ``default_utm`` when the visit carried no UTM at all."""
     tagged = tag_url(_text(fields.get("page_url")), _text(fields.get("referrer")))
     utms = {name: getattr(tagged, name) for name in UTM_PARAMS}
+    changed = False
     for name in UTM_PARAMS:
         given = _text(fields.get(name))
         if given is not None:
             utms[name] = given
+            changed = True
     if not any(utms.values()):
         defaults = form.default_utm
         utms = {name: getattr(defaults, name) for name in UTM_PARAMS}
+        changed = True
     click_ids = dict(tagged.click_ids)
     for name in CLICK_ID_PARAMS:
         given = _text(fields.get(name))
         if given is not None:
             click_ids[name] = given
+            changed = True
+    if not changed:
+        # the page URL's own attribution, classified by tag_url from these same values
+        return tagged
     channel, rule = classify_channel(
         utm_source=utms["utm_source"],
         utm_medium=utms["utm_medium"],

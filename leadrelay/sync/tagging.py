@@ -688,17 +688,13 @@ class Attribution:
 
     def to_touch(self, at: datetime | None = None) -> Touch:
         """This attribution as a :class:`~leadrelay.model.Touch`."""
-        return Touch(
-            channel=self.channel,
-            utm_source=self.utm_source,
-            utm_medium=self.utm_medium,
-            utm_campaign=self.utm_campaign,
-            utm_term=self.utm_term,
-            utm_content=self.utm_content,
-            click_ids=dict(self.click_ids),
-            landing_page=self.landing_page,
-            referrer=self.referrer,
-            at=at,
+        texts: tuple[Any, ...] = _touch_texts(self)
+        return _touch(
+            self.channel,
+            texts,
+            self.click_ids,
+            at,
+            plain=_plain(self.channel, texts, self.click_ids),
         )
 
 

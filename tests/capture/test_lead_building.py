@@ -13,6 +13,7 @@ from leadrelay.config import WebformConfig
 from leadrelay.mappings.engine import DEFAULTS_DIR, build_lead, load_form_mapping
 from leadrelay.model import fast_lead
 from leadrelay.sync.state import InboxItem, InboxStatus
+from leadrelay.sync.tagging import classify_channel
 
 #: The default web-form mapping (form fields named like Lead fields), as a form's own.
 WEBFORM_MAPPING = load_form_mapping(DEFAULTS_DIR / "webform.toml", source="webform")
@@ -123,6 +124,31 @@ def test_a_captured_lead_is_the_one_validation_builds_with_the_same_problems(
     if fast is not None and full is not None:
         assert fast.model_dump() == full.model_dump()
         assert fast.model_fields_set == full.model_fields_set
+
+
+@given(fields=_submissions(), with_defaults=st.booleans())
+def test_a_submissions_channel_is_that_of_its_attribution(
+    fields: dict[str, Any], with_defaults: bool
+) -> None:
+    form = _form()
+    if with_defaults:
+        form = form.model_copy(
+            update={"default_utm": form.default_utm.model_copy(update={"utm_source": "fb"})}
+        )
+    found = attribution_of(fields, form)
+    # a UTM or click-id field wins over the page URL's
+    if (fields.get("utm_campaign") or "").strip():
+        assert found.utm_campaign == fields["utm_campaign"].strip()
+    if fields.get("fbclid"):
+        assert found.click_ids["fbclid"] == fields["fbclid"]
+    assert (found.channel, found.channel_rule) == classify_channel(
+        utm_source=found.utm_source,
+        utm_medium=found.utm_medium,
+        utm_campaign=found.utm_campaign,
+        click_ids=found.click_ids,
+        referrer=found.referrer,
+        landing_page=found.landing_page,
+    )
 
 
 def test_a_plain_submission_takes_the_row_fast_path() -> None:

@@ -683,6 +683,38 @@ _ATTRIBUTIONS = st.builds(
 _AT = st.sampled_from([None, T1, datetime(2024, 3, 1, 9, tzinfo=timezone(timedelta(hours=2)))])
 
 
+def _validated_first_touch(attribution: Attribution, at: datetime | None) -> Touch:
+    """The Touch of an attribution, validated by its constructor."""
+    return Touch(
+        channel=attribution.channel,
+        utm_source=attribution.utm_source,
+        utm_medium=attribution.utm_medium,
+        utm_campaign=attribution.utm_campaign,
+        utm_term=attribution.utm_term,
+        utm_content=attribution.utm_content,
+        click_ids=dict(attribution.click_ids),
+        landing_page=attribution.landing_page,
+        referrer=attribution.referrer,
+        at=at,
+    )
+
+
+@given(attribution=_ATTRIBUTIONS, at=_AT)
+def test_to_touch_is_the_validated_touch(attribution: Attribution, at: datetime | None) -> None:
+    try:
+        expected: Touch | None = _validated_first_touch(attribution, at)
+    except ValidationError:
+        expected = None
+    if expected is None:
+        with pytest.raises(ValidationError):
+            attribution.to_touch(at)
+        return
+    touch = attribution.to_touch(at)
+    assert touch.model_dump_json() == expected.model_dump_json()
+    assert touch.model_fields_set == expected.model_fields_set
+    assert touch.click_ids is not attribution.click_ids
+
+
 def _validated_touch(lead: Lead, attribution: Attribution, at: datetime | None) -> Lead:
     """A copy of ``lead`` after a touch, every value validated (Touch and Lead assignments)."""
     checked = lead.model_copy(deep=True)
@@ -692,7 +724,7 @@ def _validated_touch(lead: Lead, attribution: Attribution, at: datetime | None) 
             first = lead.touch()
             first.at = lead.created_at
         else:
-            first = attribution.to_touch(at)
+            first = _validated_first_touch(attribution, at)
         checked.first_touch = first
     for name in ("channel", *UTM_PARAMS, "landing_page", "referrer"):
         setattr(checked, name, getattr(attribution, name))
