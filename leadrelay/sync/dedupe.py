@@ -295,13 +295,15 @@ def _e164(phone: str, country: str | None) -> str | None:
 # --------------------------------------------------------------------------- records
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DedupeRecord:
     """What identity looks at in one lead; ``row`` numbers it in a list, ``key`` names a lead.
 
     Values are as given (a CSV cell or a Lead field); normalization happens when matching,
     except where ``normalized`` says the values are a canonical Lead's (:meth:`from_lead`): its
     email and company domain were normalized when the Lead was built, and are taken as they are.
+    Not frozen: a frozen dataclass sets each field through ``object.__setattr__``, five times
+    the cost of building one, and a record is made per lead of a list.
     """
 
     row: int
@@ -347,16 +349,16 @@ class DedupeRecord:
     def from_lead(cls, lead: Lead, row: int = 0) -> Self:
         """A record from a canonical Lead, keyed by the lead's key."""
         return cls(
-            row=row,
-            email=lead.email,
-            phone=lead.phone,
-            first_name=lead.first_name,
-            last_name=lead.last_name,
-            company_domain=lead.company_domain,
-            company=lead.company,
-            country=lead.country,
-            key=lead.key,
-            normalized=True,
+            row,
+            lead.email,
+            lead.phone,
+            lead.first_name,
+            lead.last_name,
+            lead.company_domain,
+            lead.company,
+            lead.country,
+            lead.key,
+            True,  # normalized: the Lead's own values
         )
 
 

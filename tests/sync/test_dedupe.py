@@ -151,6 +151,30 @@ def test_a_leads_identity_is_what_normalizing_its_values_again_gives(
     assert _identity(record) == _identity(replace(record, normalized=False))
 
 
+def test_a_record_from_a_lead_holds_its_identity_fields() -> None:
+    lead = Lead(
+        email="Ana@Acme.io",
+        phone="+14155552671",
+        first_name="Ana",
+        last_name="Silva",
+        company="Acme",
+        website="https://www.acme.io",
+        country="US",
+    )
+    assert DedupeRecord.from_lead(lead, row=3) == DedupeRecord(
+        row=3,
+        email="ana@acme.io",
+        phone="+14155552671",
+        first_name="Ana",
+        last_name="Silva",
+        company_domain="acme.io",
+        company="Acme",
+        country="US",
+        key=lead.key,
+        normalized=True,
+    )
+
+
 @given(st.text(max_size=16) | _NAMES)
 def test_fold_name_of_ascii_letters_is_the_full_fold(value: str) -> None:
     assert fold_name(value) == _fold_text(value)
