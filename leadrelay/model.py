@@ -909,6 +909,10 @@ def fast_lead(row: Mapping[str, str], extra: Mapping[str, Any] | None = None) ->
     domain = _derived_domain(values.get("email"), values.get("website"))
     if domain is not None:
         values["company_domain"] = domain
+    if extra:
+        # a capture gives the key and the receipt time: no random key or clock read for them
+        missing = tuple(item for item in _LEAD_FACTORIES if item[0] not in extra)
+        return _construct_lead(fields_set, values, missing)
     return _construct_lead(fields_set, values)
 
 
@@ -926,12 +930,19 @@ _LEAD_FACTORIES: tuple[tuple[str, Callable[[], Any]], ...] = tuple(
 )
 
 
-def _construct_lead(fields_set: set[str], values: dict[str, Any]) -> Lead:
-    """What ``Lead.model_construct(fields_set, **values)`` builds (``values`` already valid)."""
+def _construct_lead(
+    fields_set: set[str],
+    values: dict[str, Any],
+    factories: tuple[tuple[str, Callable[[], Any]], ...] | None = None,
+) -> Lead:
+    """What ``Lead.model_construct(fields_set, **values)`` builds (``values`` already valid);
+    ``factories``: the default factories to call (default all; those of fields in ``values``
+    may be left out)."""
+    if factories is None:
+        factories = _LEAD_FACTORIES
     data = dict(_LEAD_DEFAULTS)
-    for name, factory in _LEAD_FACTORIES:
-        if name not in values:
-            data[name] = factory()
+    for name, factory in factories:
+        data[name] = factory()
     data.update(values)
     lead = Lead.__new__(Lead)
     object.__setattr__(lead, "__dict__", data)
