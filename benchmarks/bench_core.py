@@ -1,6 +1,7 @@
 """Normalization + tagging + dedupe throughput, streamed from a CSV lead list.
 
     python -m benchmarks.bench_core [10k|100k|1m|N ...] [--memory]
+    python -m benchmarks.bench_core --steps
 
 Each lead row (from :func:`benchmarks.bench_dedupe.synthetic_rows`, plus a landing page with
 UTMs or click ids and a referrer) is first written to a temporary CSV (not timed). The timed
@@ -10,6 +11,12 @@ email, phone, names, company domain normalized), tagged with its attribution, in
 clustering; no list of leads is held. Prints leads/s per stage and in all. With
 ``--memory`` each size runs a second time under tracemalloc (which slows Python several-fold,
 so its time is not printed) for the peak of Python allocations.
+
+``--steps`` prints instead the CPU of one call of each step on 5,000 of the same rows (thread
+CPU clock, the least of 9 repeats, so that other processes on the machine move it little):
+the row's Lead, ``tag_url``, ``apply_touch`` on a Lead just built, the ``DedupeRecord`` of a
+Lead and its identity, and the capture delivery worker's Lead of a ``bench_capture``
+submission (its form mapping, attribution and Lead, and the Lead alone).
 """
 
 from __future__ import annotations
@@ -20,16 +27,23 @@ import random
 import sys
 import tempfile
 import time
+import timeit
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
 from benchmarks.bench_dedupe import COLUMNS, SIZES, synthetic_rows
+from leadrelay.capture.worker import _build_lead, _lead_extras, attribution_of
+from leadrelay.config import WebformConfig
+from leadrelay.mappings.engine import DEFAULTS_DIR, load_form_mapping
 from leadrelay.model import lead_from_row
 from leadrelay.sync.csvfile import SkippedRow, read_lead_rows
-from leadrelay.sync.dedupe import DedupeRecord, find_clusters
+from leadrelay.sync.dedupe import DedupeRecord, _identity, find_clusters
+from leadrelay.sync.state import InboxItem, InboxStatus
 from leadrelay.sync.tagging import apply_touch, tag_url
 
 _PAGES = [
@@ -120,6 +134,112 @@ def run(count: int, *, memory: bool = False) -> None:
     )
 
 
+def _cpu_us(step: Callable[[], object], calls: int) -> float:
+    """CPU µs per call of ``step`` (which makes ``calls`` calls): the least of 9 repeats."""
+    return min(timeit.Timer(step, timer=time.thread_time).repeat(number=1, repeat=9)) / calls * 1e6
+
+
+def _capture_submissions(count: int) -> list[tuple[InboxItem, dict[str, Any]]]:
+    """``count`` submissions shaped as ``bench_capture`` sends them, as inbox items."""
+    received = datetime.now(UTC)
+    submissions = []
+    for n in range(count):
+        fields = {
+            "email": f"bench{n}@load{n % 50}.io",
+            "first_name": "Bench",
+            "last_name": f"L{n}",
+            "company": f"Load {n % 50}",
+            "page_url": f"https://www.example.org/demo?utm_source=bench&utm_campaign=c{n % 7}",
+        }
+        item = InboxItem(
+            key=f"ld_{n:026x}",
+            form="demo-webform",
+            source="webform",
+            payload={"fields": fields},
+            dedupe_key=str(n),
+            is_test=False,
+            received_at=received,
+            status=InboxStatus.PENDING,
+            attempts=0,
+            last_error=None,
+            delivered_at=None,
+            claim_token=None,
+            claimed_at=None,
+        )
+        submissions.append((item, fields))
+    return submissions
+
+
+def steps(count: int = 5000) -> None:
+    """Print the CPU of one call of each step of the stream and of capture's Lead."""
+    rng = random.Random(11)
+    visits = [
+        (rng.choice(_PAGES).format(n=n), rng.choice(_REFERRERS) or None) for n in range(count)
+    ]
+    rows = [{k: v for k, v in row.items() if v} for row in synthetic_rows(count)]
+    attributions = [tag_url(page, referrer) for page, referrer in visits]
+    leads = [lead_from_row(row) for row in rows]
+    records = [DedupeRecord.from_lead(lead, row=n) for n, lead in enumerate(leads)]
+
+    def build() -> None:
+        for row in rows:
+            lead_from_row(row)
+
+    def build_and_touch() -> None:
+        for row, attribution in zip(rows, attributions, strict=True):
+            apply_touch(lead_from_row(row), attribution)
+
+    def tag() -> None:
+        for page, referrer in visits:
+            tag_url(page, referrer)
+
+    def record() -> None:
+        for n, lead in enumerate(leads):
+            DedupeRecord.from_lead(lead, row=n)
+
+    def identity() -> None:
+        for one in records:
+            _identity(one)
+
+    mapping = load_form_mapping(DEFAULTS_DIR / "webform.toml", source="webform")
+    form = WebformConfig.model_validate(
+        {
+            "source": "webform",
+            "destination": "hubspot",
+            "mapping": DEFAULTS_DIR / "webform.toml",
+            "secret": "bench",
+        }
+    )
+    submissions = _capture_submissions(count)
+    drafts = [mapping.to_lead(fields) for _, fields in submissions]
+    extras = [
+        _lead_extras(item, form, fields, attribution_of(fields, form))
+        for item, fields in submissions
+    ]
+
+    def capture_all() -> None:
+        for item, fields in submissions:
+            draft = mapping.to_lead(fields)
+            _build_lead(draft, _lead_extras(item, form, fields, attribution_of(fields, form)))
+
+    def capture_lead() -> None:
+        for draft, extra in zip(drafts, extras, strict=True):
+            _build_lead(draft, extra)
+
+    alone = _cpu_us(build, count)
+    figures = [
+        ("a row's Lead (lead_from_row)", alone),
+        ("tag_url", _cpu_us(tag, count)),
+        ("apply_touch on a new Lead", _cpu_us(build_and_touch, count) - alone),
+        ("DedupeRecord.from_lead", _cpu_us(record, count)),
+        ("identity of a Lead's record", _cpu_us(identity, count)),
+        ("capture: form mapping + attribution + Lead", _cpu_us(capture_all, count)),
+        ("capture: the Lead of a draft and extras", _cpu_us(capture_lead, count)),
+    ]
+    for name, micros in figures:
+        print(f"  {name:<44} {micros:7.2f} µs CPU per call", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the sizes named on the command line (default 10k and 100k)."""
     parser = argparse.ArgumentParser(prog="bench_core")
@@ -127,7 +247,13 @@ def main(argv: list[str] | None = None) -> None:
         "sizes", nargs="*", default=["10k", "100k"], help=f"{', '.join(SIZES)} or a number"
     )
     parser.add_argument("--memory", action="store_true", help="also a tracemalloc run per size")
+    parser.add_argument(
+        "--steps", action="store_true", help="CPU per call of each step instead of a stream"
+    )
     args = parser.parse_args(argv if argv is not None else sys.argv[1:])
+    if args.steps:
+        steps()
+        return
     for name in args.sizes:
         count = SIZES[name] if name in SIZES else int(name) if name.isdigit() else 0
         if count <= 0:

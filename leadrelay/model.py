@@ -23,6 +23,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -781,20 +782,82 @@ _ATTRIBUTION_FIELD_SET = frozenset(_ATTRIBUTION_FIELDS)
 _TEXT_FIELD_SET = frozenset(_TEXT_FIELDS)
 
 
-def fast_lead(row: Mapping[str, str]) -> Lead | None:
-    """The Lead that ``Lead.model_validate(row)`` gives, built without pydantic validation; None
-    when a value takes a validator to decide, and the caller must validate the row instead.
+#: Fields whose value the Lead keeps as it is when it has one of these exact types (no
+#: validator of theirs changes such a value; pydantic keeps a model instance or a datetime
+#: as the same object).
+_KEPT_EXTRA_TYPES: dict[str, frozenset[type]] = {
+    "key": frozenset({str}),
+    "created_at": frozenset({datetime}),
+    "is_test": frozenset({bool}),
+    "form_id": frozenset({str, type(None)}),
+    "ad_id": frozenset({str, type(None)}),
+    "campaign_id": frozenset({str, type(None)}),
+    "ad_account": frozenset({str, type(None)}),
+    "channel": frozenset({Channel, type(None)}),
+    "first_touch": frozenset({Touch, type(None)}),
+    "owner": frozenset({Owner, type(None)}),
+}
+_STR = frozenset({str})
+#: Row fields whose validators keep a None (an empty form field the mapping read as blank).
+_NONE_AS_IS = frozenset({*_TEXT_FIELD_SET, *_ATTRIBUTION_FIELD_SET, "email", "country", "phone"})
 
-    Covered: text values of the email, phone and country, the free-text fields and the
-    attribution texts. Each value goes through the validator's own cheap steps (trimming,
+
+def _extra_value(name: str, value: Any) -> tuple[bool, Any]:
+    """``(True, what the Lead's validation makes of value)`` for an ``extra`` value of
+    :func:`fast_lead` that needs no validator to decide; ``(False, None)`` otherwise."""
+    kept = _KEPT_EXTRA_TYPES.get(name)
+    if kept is not None:
+        if type(value) in kept:
+            return True, value
+        if name == "owner" and type(value) is dict:
+            try:
+                return True, Owner.model_validate(value)
+            except ValidationError:
+                return False, None
+        return False, None
+    if name in _ATTRIBUTION_FIELD_SET:
+        if value is None:
+            return True, None
+        return (True, value.strip() or None) if type(value) is str else (False, None)
+    if name in _TEXT_FIELD_SET:
+        if value is None:
+            return True, None
+        return (True, " ".join(value.split()) or None) if type(value) is str else (False, None)
+    if (
+        name == "click_ids"
+        and type(value) is dict
+        and _STR.issuperset(map(type, value))
+        and _STR.issuperset(map(type, value.values()))
+    ):
+        return True, dict(value)
+    return False, None
+
+
+def fast_lead(row: Mapping[str, str], extra: Mapping[str, Any] | None = None) -> Lead | None:
+    """The Lead that ``Lead.model_validate({**row, **extra})`` gives, built without pydantic
+    validation; None when a value takes a validator to decide, and the caller must validate
+    instead.
+
+    Covered: text values (or None) of the email, phone and country, the free-text fields and
+    the attribution texts. Each value goes through the validator's own cheap steps (trimming,
     :func:`plain_email`, the NANP :func:`plain_phone`, the cached country lookup); a value any
     of them cannot settle (a Unicode or quoted address, a number only phonenumbers reads, a
     country no list covers, another field, a value that is not ``str``) defers the whole row.
+
+    ``extra`` holds values already of the Lead's own types, over the row's (what a capture
+    adds to a form's values: the key, the receipt time, the tagged attribution and first
+    touch, the form and ad ids, an owner): kept as they are, texts trimmed as their validators
+    trim them. Another field or type there defers too.
     ``tests/test_model.py`` holds it equal to ``Lead.model_validate`` on generated rows.
     """
     values: dict[str, Any] = {}
+    if extra:
+        row = {name: value for name, value in row.items() if name not in extra}
     for name, value in row.items():
         if type(value) is not str:
+            if value is None and name in _NONE_AS_IS:
+                values[name] = None
+                continue
             return None
         if name in _TEXT_FIELD_SET:
             values[name] = " ".join(value.split()) or None
@@ -832,10 +895,24 @@ def fast_lead(row: Mapping[str, str]) -> Lead | None:
             values["phone"] = plain
         else:
             values["phone"] = None
+    if extra:
+        kept_types = _KEPT_EXTRA_TYPES
+        for name, value in extra.items():
+            kept = kept_types.get(name)
+            if kept is not None and type(value) in kept:
+                values[name] = value  # the most common case, without a call
+                continue
+            settled, values[name] = _extra_value(name, value)
+            if not settled:
+                return None
     fields_set = set(values)
     domain = _derived_domain(values.get("email"), values.get("website"))
     if domain is not None:
         values["company_domain"] = domain
+    if extra:
+        # a capture gives the key and the receipt time: no random key or clock read for them
+        missing = tuple(item for item in _LEAD_FACTORIES if item[0] not in extra)
+        return _construct_lead(fields_set, values, missing)
     return _construct_lead(fields_set, values)
 
 
@@ -853,10 +930,18 @@ _LEAD_FACTORIES: tuple[tuple[str, Callable[[], Any]], ...] = tuple(
 )
 
 
-def _construct_lead(fields_set: set[str], values: dict[str, Any]) -> Lead:
-    """What ``Lead.model_construct(fields_set, **values)`` builds (``values`` already valid)."""
+def _construct_lead(
+    fields_set: set[str],
+    values: dict[str, Any],
+    factories: tuple[tuple[str, Callable[[], Any]], ...] | None = None,
+) -> Lead:
+    """What ``Lead.model_construct(fields_set, **values)`` builds (``values`` already valid);
+    ``factories``: the default factories to call (default all; those of fields in ``values``
+    may be left out)."""
+    if factories is None:
+        factories = _LEAD_FACTORIES
     data = dict(_LEAD_DEFAULTS)
-    for name, factory in _LEAD_FACTORIES:
+    for name, factory in factories:
         data[name] = factory()
     data.update(values)
     lead = Lead.__new__(Lead)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
+
 import pytest
 from email_validator import EmailNotValidError, validate_email
 from hypothesis import example, given, settings
@@ -20,6 +22,7 @@ from leadrelay.model import (
     Owner,
     Salutation,
     Stage,
+    Touch,
     domain_from_website,
     fast_lead,
     lead_from_row,
@@ -474,6 +477,9 @@ def _lead_rows(draw: st.DrawFn) -> dict[str, object]:
         row[name] = value
     if draw(st.integers(0, 19)) == 0:
         row[draw(st.sampled_from(sorted(row) or ["email"]))] = 7
+    if draw(st.sampled_from([False, False, False, True])):
+        # a blank form field a mapping read as None
+        row[draw(st.sampled_from([*columns, "industry", "employees"]))] = None
     return row
 
 
@@ -501,6 +507,104 @@ def test_the_row_fast_path_builds_the_lead_model_validate_builds(row: dict[str, 
     assert full is not None, f"fast path accepted {row!r}, model_validate refuses it"
     assert _comparable(fast) == _comparable(full)
     assert fast.model_fields_set == full.model_fields_set
+
+
+#: Values a capture adds over a form's values (``build_lead``'s extras): of the Lead's own
+#: types first, then others the fast path must leave to validation.
+_EXTRAS: dict[str, tuple[st.SearchStrategy[object], st.SearchStrategy[object]]] = {
+    "key": (st.just("ld_1"), st.sampled_from([None, 5])),
+    "created_at": (
+        st.sampled_from(
+            [
+                datetime(2024, 3, 1, 9, tzinfo=UTC),
+                datetime(2024, 3, 1, 9, tzinfo=timezone(timedelta(hours=-5))),
+                datetime(2024, 3, 1, 9),
+            ]
+        ),
+        st.sampled_from(["2024-03-01T09:00:00Z", None]),
+    ),
+    "is_test": (st.booleans(), st.sampled_from([1, "yes", None])),
+    "channel": (st.sampled_from([Channel.EMAIL, Channel.PAID_SEARCH, None]), st.just("email")),
+    "click_ids": (st.sampled_from([{}, {"gclid": "G"}]), st.sampled_from([{"gclid": 5}, None])),
+    "utm_source": (_ROW_TEXT | st.none(), st.just(7)),
+    "utm_campaign": (_ROW_TEXT | st.none(), st.just(b"x")),
+    "landing_page": (_ROW_TEXT | st.none(), st.just(7)),
+    "referrer": (_ROW_TEXT | st.none(), st.just(7)),
+    "first_touch": (
+        st.sampled_from([None, Touch(channel=Channel.EMAIL, utm_source="nl")]),
+        st.sampled_from([{"channel": "email"}, "x"]),
+    ),
+    "form_id": (st.sampled_from(["demo-webform", " f 1 ", None]), st.just(42)),
+    "ad_id": (st.sampled_from(["123", None]), st.just(123)),
+    "owner": (
+        st.sampled_from([{"id": "005x"}, Owner(id="u"), None]),
+        st.sampled_from([{"id": 5}, {"id": "u", "bogus": 1}, "u"]),
+    ),
+    "queue": (_ROW_TEXT | st.none(), st.just(7)),
+    "first_name": (_ROW_TEXT, st.just(7)),
+    "email": (st.just("ana@acme.io"), st.just(" Ana@Acme.io ")),
+}
+
+
+#: One in fifteen: how often an extra value is one of a type the Lead does not keep as is.
+_RARELY = (False,) * 14 + (True,)
+_PLAIN_ROWS = st.fixed_dictionaries(
+    {},
+    optional={
+        "email": st.sampled_from(["ana@acme.io", "bo@gmail.com"]),
+        "phone": st.just("+1 415 555 2671"),
+        "country": st.just("US"),
+        "first_name": _ROW_TEXT,
+        "utm_source": _ROW_TEXT,
+    },
+)
+
+
+@settings(max_examples=800, derandomize=True)
+@given(
+    row=_lead_rows() | _PLAIN_ROWS,
+    names=st.sets(st.sampled_from(sorted(_EXTRAS))),
+    data=st.data(),
+)
+def test_the_row_fast_path_with_extras_builds_the_lead_model_validate_builds(
+    row: dict[str, object], names: set[str], data: st.DataObject
+) -> None:
+    extra: dict[str, object] = {}
+    for name in sorted(names):
+        typed, other = _EXTRAS[name]
+        extra[name] = data.draw(other if data.draw(st.sampled_from(_RARELY)) else typed, name)
+    fast = fast_lead(row, extra)  # type: ignore[arg-type]
+    if fast is None:
+        return
+    full = _validated({**row, **extra})
+    assert full is not None, f"fast path accepted {row!r} with {extra!r}, model_validate refuses"
+    random_parts = {"key", "created_at"} - set(extra)
+    assert fast.model_dump(exclude=random_parts) == full.model_dump(exclude=random_parts)
+    assert fast.model_fields_set == full.model_fields_set
+    if "first_touch" in extra:
+        assert fast.first_touch is full.first_touch  # a Touch given is kept, not copied
+
+
+def test_the_row_fast_path_takes_a_captures_extras() -> None:
+    touch = Touch(channel=Channel.EMAIL, utm_source="nl")
+    received = datetime(2024, 3, 1, 9, tzinfo=UTC)
+    extra = {
+        "key": "ld_1",
+        "created_at": received,
+        "channel": Channel.EMAIL,
+        "utm_source": " nl ",
+        "first_touch": touch,
+        "owner": {"id": "005x"},
+    }
+    lead = fast_lead({"email": "ana@acme.io", "utm_source": "ignored"}, extra)
+    assert lead is not None
+    assert (lead.key, lead.created_at, lead.utm_source, lead.first_touch) == (
+        "ld_1",
+        received,
+        "nl",
+        touch,
+    )
+    assert lead.owner == Owner(id="005x")
 
 
 def test_the_row_fast_path_covers_a_plain_csv_row() -> None:

@@ -205,7 +205,12 @@ def identity_email(email: str) -> str:
     ``ops+eu@acme.io`` stays as it is. Raises ValueError (naming the reason) for an address that
     is not valid.
     """
-    normalized = _normalized_email(email)
+    return _fold_gmail(_normalized_email(email))
+
+
+def _fold_gmail(normalized: str) -> str:
+    """The identity of an address :func:`~leadrelay.model.normalize_email` gave: Gmail's dots
+    and plus-tags folded, ``googlemail.com`` as ``gmail.com``; other addresses as they are."""
     local, _, domain = normalized.rpartition("@")
     if domain in _GMAIL_DOMAINS:
         folded = local.split("+", 1)[0].replace(".", "")
@@ -216,6 +221,14 @@ def identity_email(email: str) -> str:
 
 def fold_name(value: str) -> str:
     """A name for comparison: accents and case folded, punctuation to spaces, spaces collapsed."""
+    if value.isascii() and value.isalpha():
+        # ASCII letters only: no accent, punctuation or space to fold, and casefold is lower
+        return value.lower()
+    return _fold_text(value)
+
+
+def _fold_text(value: str) -> str:
+    """:func:`fold_name` of any text, step by step."""
     if not value.isascii():
         decomposed = unicodedata.normalize("NFKD", value)
         value = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
@@ -282,11 +295,15 @@ def _e164(phone: str, country: str | None) -> str | None:
 # --------------------------------------------------------------------------- records
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DedupeRecord:
     """What identity looks at in one lead; ``row`` numbers it in a list, ``key`` names a lead.
 
-    Values are as given (a CSV cell or a Lead field); normalization happens when matching.
+    Values are as given (a CSV cell or a Lead field); normalization happens when matching,
+    except where ``normalized`` says the values are a canonical Lead's (:meth:`from_lead`): its
+    email and company domain were normalized when the Lead was built, and are taken as they are.
+    Not frozen: a frozen dataclass sets each field through ``object.__setattr__``, five times
+    the cost of building one, and a record is made per lead of a list.
     """
 
     row: int
@@ -298,6 +315,7 @@ class DedupeRecord:
     company: str | None = None
     country: str | None = None
     key: str | None = None
+    normalized: bool = False
 
     @classmethod
     def from_mapping(cls, row: int, values: Mapping[str, Any], *, key: str | None = None) -> Self:
@@ -331,15 +349,16 @@ class DedupeRecord:
     def from_lead(cls, lead: Lead, row: int = 0) -> Self:
         """A record from a canonical Lead, keyed by the lead's key."""
         return cls(
-            row=row,
-            email=lead.email,
-            phone=lead.phone,
-            first_name=lead.first_name,
-            last_name=lead.last_name,
-            company_domain=lead.company_domain,
-            company=lead.company,
-            country=lead.country,
-            key=lead.key,
+            row,
+            lead.email,
+            lead.phone,
+            lead.first_name,
+            lead.last_name,
+            lead.company_domain,
+            lead.company,
+            lead.country,
+            lead.key,
+            True,  # normalized: the Lead's own values
         )
 
 
@@ -356,25 +375,32 @@ class _Identity(NamedTuple):
 def _identity(record: DedupeRecord) -> _Identity:
     email: str | None = None
     if record.email:
-        try:
-            email = identity_email(record.email)
-        except ValueError:
-            email = None
+        if record.normalized:
+            # A Lead's email went through normalize_email when the Lead was built.
+            email = _fold_gmail(record.email)
+        else:
+            try:
+                email = identity_email(record.email)
+            except ValueError:
+                email = None
     first = _person_name(record.first_name)
     last = _person_name(record.last_name)
+    canonical_first = canonical_first_name(first) if first else ""
     tokens = f"{first} {last}".split()
     if first:
-        tokens[0] = canonical_first_name(first)
+        tokens[0] = canonical_first
     name_key = " ".join(sorted(tokens)) if len(tokens) >= 2 else ""
     if email is not None and is_role_address(email):
         # a shared mailbox: the name typed is whoever filled the form, not the address's owner
         name_key = ""
-    domain = record.company_domain.lower() if record.company_domain else None
+    domain = record.company_domain or None
+    if domain is not None and not record.normalized:
+        domain = domain.lower()
     if domain is None and email is not None:
         domain = email.rpartition("@")[2]
     if domain in FREE_MAIL_DOMAINS:
         domain = None
-    return _Identity(email, last, canonical_first_name(first) if first else "", name_key, domain)
+    return _Identity(email, last, canonical_first, name_key, domain)
 
 
 def is_role_address(email: str) -> bool:

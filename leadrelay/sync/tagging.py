@@ -54,6 +54,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
+from operator import attrgetter
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -687,26 +688,29 @@ class Attribution:
 
     def to_touch(self, at: datetime | None = None) -> Touch:
         """This attribution as a :class:`~leadrelay.model.Touch`."""
-        return Touch(
-            channel=self.channel,
-            utm_source=self.utm_source,
-            utm_medium=self.utm_medium,
-            utm_campaign=self.utm_campaign,
-            utm_term=self.utm_term,
-            utm_content=self.utm_content,
-            click_ids=dict(self.click_ids),
-            landing_page=self.landing_page,
-            referrer=self.referrer,
-            at=at,
+        texts: tuple[Any, ...] = _touch_texts(self)
+        return _touch(
+            self.channel,
+            texts,
+            self.click_ids,
+            at,
+            plain=_plain(self.channel, texts, self.click_ids),
         )
 
 
-def _landing_page(base: str, kept: list[str]) -> str | None:
-    if not base:
-        return None
+@lru_cache(maxsize=8192)
+def _parses(base: str) -> bool:
+    """Whether urlsplit reads the part of a landing page before its query (a list's pages
+    repeat: remembered, in a bounded cache)."""
     try:
         urlsplit(base if "://" in base or base.startswith(("/", "//")) else "//" + base)
     except ValueError:
+        return False
+    return True
+
+
+def _landing_page(base: str, kept: list[str]) -> str | None:
+    if not base or not _parses(base):
         return None
     return base + ("?" + "&".join(kept) if kept else "")
 
@@ -753,41 +757,96 @@ def tag_url(
         own_domains=own_domains,
         landing_page=landing_page,
     )
-    return Attribution(
-        channel=channel,
-        utm_source=utms.get("utm_source"),
-        utm_medium=utms.get("utm_medium"),
-        utm_campaign=utms.get("utm_campaign"),
-        utm_term=utms.get("utm_term"),
-        utm_content=utms.get("utm_content"),
-        click_ids=click_ids,
-        landing_page=landing_page,
-        referrer=clean_referrer,
-        channel_rule=rule,
+    # What Attribution(...) builds, without its frozen __init__'s object.__setattr__ per field
+    attribution = object.__new__(Attribution)
+    object.__setattr__(
+        attribution,
+        "__dict__",
+        {
+            "channel": channel,
+            "utm_source": utms.get("utm_source"),
+            "utm_medium": utms.get("utm_medium"),
+            "utm_campaign": utms.get("utm_campaign"),
+            "utm_term": utms.get("utm_term"),
+            "utm_content": utms.get("utm_content"),
+            "click_ids": click_ids,
+            "landing_page": landing_page,
+            "referrer": clean_referrer,
+            "channel_rule": rule,
+        },
     )
+    return attribution
 
 
 # --- Lead touches ------------------------------------------------------------------------------
 
 
+#: The text fields of a touch, in Touch's field order: read from a Lead or an Attribution.
+_TOUCH_TEXTS = (*UTM_PARAMS, "landing_page", "referrer")
+_touch_texts = attrgetter(*_TOUCH_TEXTS)
+#: The Lead fields a touch sets.
+_TOUCH_FIELDS = frozenset({*_TOUCH_TEXTS, "channel", "click_ids"})
+_STR = frozenset({str})
+_STR_OR_NONE = frozenset({str, type(None)})
+
+
 def _has_attribution(lead: Lead) -> bool:
-    return any(
-        (
-            lead.channel,
-            lead.utm_source,
-            lead.utm_medium,
-            lead.utm_campaign,
-            lead.utm_term,
-            lead.utm_content,
-            lead.click_ids,
-            lead.landing_page,
-            lead.referrer,
+    return bool(lead.channel or lead.click_ids or any(_touch_texts(lead)))
+
+
+def _plain(channel: object, texts: tuple[Any, ...], click_ids: object) -> bool:
+    """Whether a touch's values are of the Lead's and Touch's own types, which validation
+    keeps as they are: a Channel, plain ``str`` texts or None, a ``dict`` of plain ``str``."""
+    return (
+        type(channel) is Channel
+        and _STR_OR_NONE.issuperset(map(type, texts))
+        and type(click_ids) is dict
+        and (
+            not click_ids
+            or (
+                _STR.issuperset(map(type, click_ids))
+                and _STR.issuperset(map(type, click_ids.values()))
+            )
         )
     )
 
 
-#: The Lead fields a touch sets.
-_TOUCH_FIELDS = frozenset({*UTM_PARAMS, "landing_page", "referrer", "channel", "click_ids"})
+def _touch(
+    channel: Any, texts: tuple[Any, ...], click_ids: Any, at: datetime | None, *, plain: bool
+) -> Touch:
+    """``Touch(channel=…, <texts>…, click_ids=dict(click_ids), at=…)``, ``texts`` in
+    :data:`_TOUCH_TEXTS` order.
+
+    When the values are ``plain`` (:func:`_plain`) and ``at`` a ``datetime`` or None, they are
+    what validation would keep as they are: the Touch is put together from them directly, as
+    :func:`leadrelay.model.fast_lead` puts a plain row's Lead together. Else it is validated.
+    """
+    source, medium, campaign, term, content, landing_page, referrer = texts
+    values: dict[str, Any] = {
+        "channel": channel,
+        "utm_source": source,
+        "utm_medium": medium,
+        "utm_campaign": campaign,
+        "utm_term": term,
+        "utm_content": content,
+        "click_ids": dict(click_ids),
+        "landing_page": landing_page,
+        "referrer": referrer,
+        "at": at,
+    }
+    if not plain or (at is not None and type(at) is not datetime):
+        return Touch(**values)
+    touch = Touch.__new__(Touch)
+    object.__setattr__(touch, "__dict__", values)
+    object.__setattr__(touch, "__pydantic_fields_set__", set(values))
+    object.__setattr__(touch, "__pydantic_extra__", None)
+    object.__setattr__(touch, "__pydantic_private__", None)
+    return touch
+
+
+def _trimmed(value: str | None) -> str | None:
+    """A plain attribution text as the Lead's validator trims it."""
+    return (value.strip() or None) if value else None
 
 
 def apply_touch(lead: Lead, attribution: Attribution, at: datetime | None = None) -> None:
@@ -798,47 +857,32 @@ def apply_touch(lead: Lead, attribution: Attribution, at: datetime | None = None
     ``first_touch`` is set only while it is None: to the attribution the lead already carried
     (stamped with ``created_at``) if any, else to this touch (stamped ``at``, default now, UTC).
     """
-    when = at if at is not None else datetime.now(UTC)
-    values: dict[str, Any] = {
-        "utm_source": attribution.utm_source,
-        "utm_medium": attribution.utm_medium,
-        "utm_campaign": attribution.utm_campaign,
-        "utm_term": attribution.utm_term,
-        "utm_content": attribution.utm_content,
-        "landing_page": attribution.landing_page,
-        "referrer": attribution.referrer,
-    }
-    typed = isinstance(attribution.channel, Channel)
-    if typed:
-        for value in values.values():
-            if value is not None and not isinstance(value, str):
-                typed = False
-                break
+    channel, click_ids = attribution.channel, attribution.click_ids
+    texts: tuple[Any, ...] = _touch_texts(attribution)
+    plain = _plain(channel, texts, click_ids)
     if lead.first_touch is None:
         if _has_attribution(lead):
-            first = lead.touch()
-            first.at = lead.created_at
+            held: tuple[Any, ...] = _touch_texts(lead)
+            held_plain = _plain(lead.channel, held, lead.click_ids)
+            first = _touch(lead.channel, held, lead.click_ids, lead.created_at, plain=held_plain)
         else:
-            first = attribution.to_touch(when)
-        # A Touch built and validated just now: set it without validating the Lead again.
+            when = at if at is not None else datetime.now(UTC)
+            first = _touch(channel, texts, click_ids, when, plain=plain)
+        # A valid Touch: set without validating the Lead again.
         lead.__dict__["first_touch"] = first
         lead.__pydantic_fields_set__.add("first_touch")
-    if not typed:
+    if not plain:
         # Not the types an Attribution promises: let the Lead's validation say what is wrong.
-        for name, value in {"channel": attribution.channel, **values}.items():
+        lead.channel = channel
+        for name, value in zip(_TOUCH_TEXTS, texts, strict=True):
             setattr(lead, name, value)
-        lead.click_ids = dict(attribution.click_ids)
+        lead.click_ids = dict(click_ids)
         return
     # The values are already of the Lead's types: trimmed as the Lead's validator trims them,
     # they are set in one step instead of nine validated assignments.
-    for name, value in values.items():
-        if value:
-            values[name] = value.strip() or None
-        elif value is not None:
-            values[name] = None
-    values["channel"] = attribution.channel
-    values["click_ids"] = {str(k): str(v) for k, v in attribution.click_ids.items()}
-    lead.__dict__.update(values)
+    lead.__dict__.update(zip(_TOUCH_TEXTS, map(_trimmed, texts), strict=True))
+    lead.__dict__["channel"] = channel
+    lead.__dict__["click_ids"] = dict(click_ids)
     lead.__pydantic_fields_set__.update(_TOUCH_FIELDS)
 
 

@@ -11,15 +11,17 @@ import re
 import string
 import sys
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 from rich.console import Console
 
-from leadrelay.model import Lead, normalize_email
+from leadrelay.model import Lead, lead_from_row, normalize_email
 from leadrelay.sync.csvfile import CsvError
 from leadrelay.sync.dedupe import (
     ALL_PAIRS_BLOCK,
@@ -27,10 +29,13 @@ from leadrelay.sync.dedupe import (
     REASON_PHONE,
     DedupeRecord,
     IdentityIndex,
+    _fold_text,
+    _identity,
     _normalized_email,
     dedupe_csv,
     find_clusters,
     first_names_compatible,
+    fold_name,
     identity_email,
     render,
 )
@@ -88,6 +93,91 @@ def test_fast_email_path_gives_the_validators_answer(parts: tuple[str, str]) -> 
     except ValueError:
         actual = None
     assert actual == expected
+
+
+# --------------------------------------------------------------------------- identity of a Lead
+
+_LOCALS = st.text(alphabet="aBz09._+-'é", min_size=1, max_size=12)
+_DOMAINS = st.sampled_from(
+    ["acme.io", "Acme.IO", "gmail.com", "GoogleMail.com", "münchen.de", "xn--mnchen-3ya.de",
+     "x.co", "info.example"]
+)  # fmt: skip
+_EMAILS = st.one_of(
+    st.builds(lambda local, domain: f"{local}@{domain}", _LOCALS, _DOMAINS),
+    st.builds(
+        lambda local, domain, wrap: wrap.format(f"{local}@{domain}"),
+        _LOCALS,
+        _DOMAINS,
+        st.sampled_from([" {} ", "<{}>", "mailto:{}", "MAILTO:{}"]),
+    ),
+)
+_NAMES = st.one_of(
+    st.sampled_from(["Ann", "Bob", "Robert", "José", "O'Brien", "Anne-Marie", "van  der Berg",
+                     "ﬁona", "n/a", "Test", "-", "  "]),
+    st.text(alphabet="aZé _.'-\u0301ß", max_size=12),
+)  # fmt: skip
+
+
+@given(
+    email=st.none() | _EMAILS,
+    first=st.none() | _NAMES,
+    last=st.none() | _NAMES,
+    domain=st.none() | st.sampled_from(["Acme.io", "https://www.Shop.example/x", "gmail.com"]),
+    domain_field=st.sampled_from(["company_domain", "website"]),
+    fast=st.booleans(),
+)
+def test_a_leads_identity_is_what_normalizing_its_values_again_gives(
+    email: str | None,
+    first: str | None,
+    last: str | None,
+    domain: str | None,
+    domain_field: str,
+    fast: bool,
+) -> None:
+    row = {
+        name: value
+        for name, value in (("email", email), ("first_name", first), ("last_name", last))
+        if value is not None
+    }
+    if domain is not None:
+        row[domain_field] = domain
+    try:
+        lead = lead_from_row(row) if fast else Lead.model_validate(row)
+    except ValidationError:
+        return
+    record = DedupeRecord.from_lead(lead, row=1)
+    assert record.normalized
+    # the same record taken as raw values: email and domain normalized again
+    assert _identity(record) == _identity(replace(record, normalized=False))
+
+
+def test_a_record_from_a_lead_holds_its_identity_fields() -> None:
+    lead = Lead(
+        email="Ana@Acme.io",
+        phone="+14155552671",
+        first_name="Ana",
+        last_name="Silva",
+        company="Acme",
+        website="https://www.acme.io",
+        country="US",
+    )
+    assert DedupeRecord.from_lead(lead, row=3) == DedupeRecord(
+        row=3,
+        email="ana@acme.io",
+        phone="+14155552671",
+        first_name="Ana",
+        last_name="Silva",
+        company_domain="acme.io",
+        company="Acme",
+        country="US",
+        key=lead.key,
+        normalized=True,
+    )
+
+
+@given(st.text(max_size=16) | _NAMES)
+def test_fold_name_of_ascii_letters_is_the_full_fold(value: str) -> None:
+    assert fold_name(value) == _fold_text(value)
 
 
 # --------------------------------------------------------------------------- rules

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 from urllib.parse import unquote
 
 import pytest
@@ -12,7 +14,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from rich.console import Console
 
-from leadrelay.model import Channel, Lead
+from leadrelay.model import Channel, Lead, Touch
 from leadrelay.sync.tagging import (
     CLICK_ID_PARAMS,
     HUBSPOT_SOURCE_BY_CHANNEL,
@@ -558,6 +560,9 @@ def test_tracking_params_cover_click_ids_and_utms() -> None:
 def test_tag_url_never_raises_and_cleans_landing_page(url: str, referrer: str | None) -> None:
     att = tag_url(url, referrer)
     assert isinstance(att.channel, Channel)
+    # the Attribution tag_url puts together is the one its constructor builds
+    assert att == dataclasses.replace(att)
+    assert list(vars(att)) == [f.name for f in dataclasses.fields(Attribution)]
     if att.landing_page is not None:
         query = att.landing_page.partition("?")[2]
         for pair in query.split("&"):
@@ -655,6 +660,104 @@ def test_a_touch_sets_what_validated_assignments_would(attribution: Attribution)
     apply_touch(fast, attribution, at=T1)
     assert fast.model_dump() == checked.model_dump()
     assert fast.model_fields_set == checked.model_fields_set
+
+
+class _Text(str):
+    """A str subclass: not a plain str, so a Touch validates it."""
+
+
+_TOUCH_TEXT = st.none() | st.sampled_from(["", "  ", "google", " cpc ", "nov q3"])
+_ATTRIBUTIONS = st.builds(
+    Attribution,
+    channel=st.sampled_from([*Channel, "email"]),
+    utm_source=_TOUCH_TEXT | st.builds(_Text, st.sampled_from(["x", " y "])),
+    utm_medium=_TOUCH_TEXT,
+    utm_campaign=_TOUCH_TEXT,
+    utm_term=_TOUCH_TEXT | st.just(7),
+    utm_content=_TOUCH_TEXT,
+    click_ids=st.dictionaries(st.sampled_from(["gclid", "fbclid"]), st.sampled_from(["G", "F"]))
+    | st.just({"gclid": 5}),
+    landing_page=st.none() | st.just(LP),
+    referrer=_TOUCH_TEXT,
+)
+_AT = st.sampled_from([None, T1, datetime(2024, 3, 1, 9, tzinfo=timezone(timedelta(hours=2)))])
+
+
+def _validated_first_touch(attribution: Attribution, at: datetime | None) -> Touch:
+    """The Touch of an attribution, validated by its constructor."""
+    return Touch(
+        channel=attribution.channel,
+        utm_source=attribution.utm_source,
+        utm_medium=attribution.utm_medium,
+        utm_campaign=attribution.utm_campaign,
+        utm_term=attribution.utm_term,
+        utm_content=attribution.utm_content,
+        click_ids=dict(attribution.click_ids),
+        landing_page=attribution.landing_page,
+        referrer=attribution.referrer,
+        at=at,
+    )
+
+
+@given(attribution=_ATTRIBUTIONS, at=_AT)
+def test_to_touch_is_the_validated_touch(attribution: Attribution, at: datetime | None) -> None:
+    try:
+        expected: Touch | None = _validated_first_touch(attribution, at)
+    except ValidationError:
+        expected = None
+    if expected is None:
+        with pytest.raises(ValidationError):
+            attribution.to_touch(at)
+        return
+    touch = attribution.to_touch(at)
+    assert touch.model_dump_json() == expected.model_dump_json()
+    assert touch.model_fields_set == expected.model_fields_set
+    assert touch.click_ids is not attribution.click_ids
+
+
+def _validated_touch(lead: Lead, attribution: Attribution, at: datetime | None) -> Lead:
+    """A copy of ``lead`` after a touch, every value validated (Touch and Lead assignments)."""
+    checked = lead.model_copy(deep=True)
+    if checked.first_touch is None:
+        if any(getattr(lead, name) for name in ("channel", *UTM_PARAMS, "click_ids",
+                                                  "landing_page", "referrer")):  # fmt: skip
+            first = lead.touch()
+            first.at = lead.created_at
+        else:
+            first = _validated_first_touch(attribution, at)
+        checked.first_touch = first
+    for name in ("channel", *UTM_PARAMS, "landing_page", "referrer"):
+        setattr(checked, name, getattr(attribution, name))
+    checked.click_ids = dict(attribution.click_ids)
+    return checked
+
+
+@given(
+    attribution=_ATTRIBUTIONS,
+    at=_AT,
+    earlier=st.sampled_from([{}, {"utm_source": "news", "channel": Channel.EMAIL},
+                             {"click_ids": {"gclid": "G0"}}, {"first_touch": {}}]),
+)  # fmt: skip
+def test_a_touch_is_what_validating_every_value_gives(
+    attribution: Attribution, at: datetime | None, earlier: dict[str, Any]
+) -> None:
+    lead = Lead(email="ana@acme.io", **earlier)
+    try:
+        checked: Lead | None = _validated_touch(lead, attribution, at or T2)
+    except ValidationError:
+        checked = None
+    if checked is None:
+        with pytest.raises(ValidationError):
+            apply_touch(lead, attribution, at=at or T2)
+        return
+    apply_touch(lead, attribution, at=at or T2)
+    assert lead.model_dump() == checked.model_dump()
+    assert lead.model_dump_json() == checked.model_dump_json()  # the fields' order too
+    assert lead.model_fields_set == checked.model_fields_set
+    assert isinstance(lead.first_touch, Touch) and isinstance(checked.first_touch, Touch)
+    assert lead.first_touch.model_fields_set == checked.first_touch.model_fields_set
+    assert type(lead.first_touch.channel) is type(checked.first_touch.channel)
+    assert lead.first_touch.click_ids is not lead.click_ids
 
 
 # --- HubSpot hs_analytics_source ------------------------------------------------------------------
