@@ -84,7 +84,7 @@ from leadrelay.sync.tagging import (
     classify_channel,
     tag_url,
 )
-from leadrelay.sync.write import LeadWriter, Pending
+from leadrelay.sync.write import LeadWriter, Pending, left_out
 
 __all__ = [
     "CSV_SOURCE",
@@ -187,6 +187,8 @@ class _Work:
     lead: Lead | None = None
     identity: str | None = None
     submitted: dict[str, Any] = field(default_factory=dict)
+    #: Bad optional values of the submission, left out of its Lead and recorded.
+    left_out: list[Problem] = field(default_factory=list)
 
 
 @dataclass
@@ -285,7 +287,7 @@ def _lead_extras(
 def _build_lead(draft: LeadDraft, extras: dict[str, Any]) -> tuple[Lead | None, list[Problem]]:
     """``build_lead(draft, **extras)``: through the row fast path (:func:`fast_lead`, the same
     Lead) when the form's values are a plain row of text without a mapping problem, else
-    validated, which names each bad value's field."""
+    validated, which leaves a bad optional value out and names its field."""
     if not draft.problems and "custom" not in draft.values and "click_ids" not in draft.values:
         # (build_lead merges a draft's custom and click ids with the extras' instead)
         lead = fast_lead(draft.values, extras)
@@ -451,6 +453,7 @@ class _Delivery:
             lead.is_test = True
         work.lead = lead
         work.submitted = draft.values
+        work.left_out = problems
         if lead.email:
             try:
                 work.identity = identity_email(lead.email)
@@ -554,8 +557,16 @@ class _Delivery:
         for key, group in groups.items():
             lead = leads[key]
             names = None
+            bad = [p for work in group for p in work.left_out]
             if key in existing:
-                names = [name for name in mapping.fields if name not in SALES_OWNED]
+                # A value left out is not a blank: the CRM's own value stays.
+                gone = {p.field.partition(".")[0] for p in bad}
+                names = [
+                    name
+                    for name in mapping.fields
+                    if name not in SALES_OWNED
+                    and not (name in gone and getattr(lead, name, None) is None)
+                ]
             vetted = writer.system_record(lead, fields=names, creating=key not in existing)
             if vetted.fatal:
                 first = vetted.fatal[0]
@@ -569,7 +580,7 @@ class _Delivery:
                         reason="; ".join(str(p) for p in vetted.fatal),
                     )
                 continue
-            one = Pending(key, vetted.fields, linked.get(key), list(vetted.problems))
+            one = Pending(key, vetted.fields, linked.get(key), [*left_out(bad), *vetted.problems])
             pending.append((one, group))
         groups_of = {id(one): group for one, group in pending}
         written: list[Written] = []

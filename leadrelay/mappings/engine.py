@@ -438,36 +438,65 @@ class LeadDraft:
     record: str | None = None
 
 
+#: Fields whose bad value rejects the whole record: the e-mail and leadrelay's key identify the
+#: person, and a lead without the one it came with would be another person (or a duplicate).
+HELD_FIELDS: frozenset[str] = frozenset({"email", "key"})
+
+
 def build_lead(draft: LeadDraft, **extra: Any) -> tuple[Lead | None, list[Problem]]:
     """The Lead of a draft (``extra`` fields over its values) and every problem found.
 
-    The Lead is None when there is any problem: a bad value rejects its record, naming the
-    field, and is never dropped silently.
+    One bad optional value read from the record (a phone that does not parse, a number that is
+    not one, a value the mapping could not read) never holds the lead back: the Lead is made
+    without that field and its problem is returned with it, naming the field, the system field
+    and the value, for the caller to record. The Lead is None, with the problems, when the
+    e-mail (:data:`HELD_FIELDS`) is bad, or a value leadrelay adds (``extra``) or a keyed one
+    (custom values, click ids) is refused. Nothing is dropped silently.
     """
     data = {**draft.values, **extra}
     for name in _KEYED:
         if name in draft.values and name in extra:
             data[name] = {**draft.values[name], **extra[name]}
     problems = list(draft.problems)
-    lead: Lead | None = None
-    try:
-        lead = Lead.model_validate(data)
-    except ValidationError as exc:
-        for err in exc.errors():
-            loc = [str(part) for part in err["loc"]]
-            name = ".".join(loc) if loc else "lead"
-            source = draft.sources.get(name) or (draft.sources.get(loc[0]) if loc else None)
-            message = str(err["msg"]).removeprefix("Value error, ")
-            problems.append(
-                Problem(
-                    field=name,
-                    reason=message,
-                    system_field=source,
-                    value=err.get("input"),
-                    record=draft.record,
+    if any(_top(p.field) in HELD_FIELDS for p in problems):
+        return None, problems
+    for _ in range(len(data) + 1):  # each pass leaves out the fields found bad
+        try:
+            return Lead.model_validate(data), problems
+        except ValidationError as exc:
+            found: list[Problem] = []
+            for err in exc.errors():
+                loc = [str(part) for part in err["loc"]]
+                name = ".".join(loc) if loc else "lead"
+                source = draft.sources.get(name) or (draft.sources.get(loc[0]) if loc else None)
+                message = str(err["msg"]).removeprefix("Value error, ")
+                found.append(
+                    Problem(
+                        field=name,
+                        reason=message,
+                        system_field=source,
+                        value=err.get("input"),
+                        record=draft.record,
+                    )
                 )
+            problems.extend(found)
+            bad = {_top(p.field) for p in found}
+            droppable = all(
+                name in draft.values
+                and name not in extra
+                and name not in HELD_FIELDS
+                and name not in _KEYED
+                for name in bad
             )
-    return (lead if not problems else None), problems
+            if not droppable:
+                return None, problems
+            data = {name: value for name, value in data.items() if name not in bad}
+    return None, problems
+
+
+def _top(field: str) -> str:
+    """The Lead field a problem's field path starts with (``custom.size`` → ``custom``)."""
+    return field.partition(".")[0]
 
 
 def _key(value: Any) -> str:

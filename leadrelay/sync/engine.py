@@ -70,7 +70,7 @@ from leadrelay.sync.rules import FieldRules, Rule, Side
 from leadrelay.sync.stages import QualifyFactory, QualifyStep, handoff_qualify
 from leadrelay.sync.state import DeadLetter, StateStore
 from leadrelay.sync.tagging import classify_channel
-from leadrelay.sync.write import FieldProblem, LeadWriter, Pending, Vetted
+from leadrelay.sync.write import FieldProblem, LeadWriter, Pending, Vetted, left_out
 
 __all__ = [
     "ConnectorPool",
@@ -247,6 +247,16 @@ def _read_ahead(reader: Connector[Any], cursor: str | None) -> _Pages:
     finally:
         stop.set()
         worker.join()
+
+
+def _without(fields: list[str], problems: Sequence[Problem]) -> list[str]:
+    """``fields`` but those whose value read from the record was bad and left out of its Lead
+    (:func:`~leadrelay.mappings.engine.build_lead`): neither written nor taken for a blanked
+    value, so a bad value at the source never clears a good one at the destination."""
+    if not problems:
+        return fields
+    left_out = {p.field.partition(".")[0] for p in problems}
+    return [name for name in fields if name not in left_out]
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -1104,7 +1114,7 @@ class SyncEngine:
 
         # 3. problems while mapping: dead letters at the reader
         for rid, item in list(items.items()):
-            if item.lead is None or item.problems:
+            if item.lead is None:
                 problem = item.problems[0] if item.problems else None
                 self._dead_letter(
                     result,
@@ -1373,7 +1383,9 @@ class SyncEngine:
                 target_raw=item.target_raw,
                 target_id=item.target_id,
                 target_current=target_lead,
-                fields=[*fields, *qualified, *(routed_owner if item.routed else [])],
+                fields=_without(
+                    [*fields, *qualified, *(routed_owner if item.routed else [])], item.problems
+                ),
                 incoming_newer=newer,
                 target_changed=target_fp is not None and known_fp != target_fp,
                 target_values=target_values,
@@ -1411,7 +1423,7 @@ class SyncEngine:
                     letter=item.dead_letter_id,
                 )
                 continue
-            item.field_problems = vetted.problems
+            item.field_problems = [*left_out(item.problems), *vetted.problems]
             if self.on_plan is not None:
                 self.on_plan(
                     PlannedRecord(

@@ -47,6 +47,7 @@ __all__ = [
     "Pending",
     "Vetted",
     "WriteOutcomeOf",
+    "left_out",
     "text_problem",
 ]
 
@@ -106,9 +107,11 @@ class FieldProblem:
         value: the refused value (printable).
         reason: why, in the system's words when it gave any.
         action: ``skipped`` (written without it) or ``fallback`` (its fallback written).
-        stage: where it was refused: ``mapping`` (no value in the value map; ``value`` is the
-            canonical value), ``check`` (the live schema or the text check before sending) or
-            ``system`` (the system's answer to the write).
+        stage: where it was refused: ``source`` (the value read from the other system is
+            not valid for its field: a phone that does not parse; ``system_field`` is that
+            system's), ``mapping`` (no value in the value map; ``value`` is the canonical value),
+            ``check`` (the live schema or the text check before sending) or ``system`` (the
+            system's answer to the write).
     """
 
     field: str
@@ -132,6 +135,24 @@ class FieldProblem:
     def __str__(self) -> str:
         target = f" ({self.system_field})" if self.system_field else ""
         return f"{self.field}{target} {self.action}: {self.reason} [value {self.value!r}]"
+
+
+def left_out(problems: Sequence[Problem]) -> list[FieldProblem]:
+    """The bad values read from a record and left out of its Lead
+    (:func:`~leadrelay.mappings.engine.build_lead`), as field problems of the lead's write
+    (stage ``source``: only a change at the source mends them)."""
+    return [
+        FieldProblem(
+            field=p.field,
+            system_field=p.system_field,
+            value=p.value
+            if p.value is None or isinstance(p.value, int | float | bool)
+            else str(p.value),
+            reason=p.reason,
+            stage="source",
+        )
+        for p in problems
+    ]
 
 
 @dataclass

@@ -302,7 +302,7 @@ def build_synthetic(
     page_url = tagged_url if isinstance(form, WebformConfig) else None
     draft = form_mapping.to_lead(fields, external_id=f"validation {run_id}")
     lead, problems = build_lead(draft, is_test=True, **dict(extra_lead or {}))
-    if lead is None:
+    if lead is None or problems:
         raise SyntheticError(
             "the form's mapping does not read the synthetic lead back: "
             + "; ".join(str(p) for p in problems)

@@ -270,7 +270,32 @@ def test_bad_value_is_a_problem_not_an_exception(basic) -> None:  # type: ignore
     assert [(p.field, p.system_field) for p in draft.problems] == [("employees", "Employees")]
     assert draft.record == "ana@acme.io"
     lead, problems = build_lead(draft)
-    assert lead is None and problems == draft.problems
+    # One bad optional value never holds the lead back: it is left out, its problem returned.
+    assert lead is not None and lead.email == "ana@acme.io" and lead.employees is None
+    assert problems == draft.problems
+
+
+def test_a_value_the_lead_refuses_is_left_out_and_named(basic) -> None:  # type: ignore[no-untyped-def]
+    draft = basic.to_lead({"Email": "ana@acme.io", "LastName": "Silva"})
+    draft.values["phone"] = "call me maybe"
+    draft.sources["phone"] = "Phone"
+
+    lead, problems = build_lead(draft)
+
+    assert lead is not None and lead.last_name == "Silva" and lead.phone is None
+    assert [(p.field, p.system_field, p.value) for p in problems] == [
+        ("phone", "Phone", "call me maybe")
+    ]
+
+
+def test_a_bad_email_or_a_bad_added_value_rejects_the_record(basic) -> None:  # type: ignore[no-untyped-def]
+    bad_email = basic.to_lead({"Email": "not an address", "LastName": "Silva"})
+    lead, problems = build_lead(bad_email)
+    assert lead is None and [p.field for p in problems] == ["email"]
+
+    fine = basic.to_lead({"Email": "ana@acme.io"})
+    lead, problems = build_lead(fine, employees="lots")  # leadrelay's own value
+    assert lead is None and [p.field for p in problems] == ["employees"]
 
 
 def test_placeholder_default_reads_as_blank(basic) -> None:  # type: ignore[no-untyped-def]

@@ -430,3 +430,30 @@ def test_an_industry_the_crm_has_no_value_for_is_left_out_and_the_lead_written(
     with project.store() as store:
         [problem] = store.field_problems()
     assert (problem.connection, problem.field) == (crm, "industry")
+
+
+def test_a_bad_value_at_the_source_is_left_out_recorded_and_clears_nothing(
+    project: Project, capsys: pytest.CaptureFixture[str]
+) -> None:
+    hubspot_contacts(project, 1, phone="call me maybe")
+    email = "lead0@acme0.io"
+
+    code, first = project.sync("hubspot-salesforce", capsys=capsys)
+
+    flow = first["flows"][0]
+    assert code == 0
+    assert (flow["created"], flow["dead_lettered"], flow["field_problems"]) == (1, 0, 1)
+    lead = emails_in(project, "salesforce", [email])[email]
+    assert lead["LastName"] == "Lee0" and not lead.get("Phone")
+    [problem] = project.store().field_problems()
+    assert (problem.field, problem.value, problem.stage) == ("phone", "call me maybe", "source")
+
+    # Sales puts the right number in: marketing's unreadable one never clears it, and it
+    # reaches marketing.
+    [result] = project.connector("salesforce").update({lead["Id"]: {"Phone": "+14155550100"}})
+    assert result.ok, result
+    time.sleep(1.1)
+    code, _ = project.sync("hubspot-salesforce", capsys=capsys)
+    assert code == 0
+    assert emails_in(project, "salesforce", [email])[email]["Phone"] == "+14155550100"
+    assert emails_in(project, "hubspot", [email])[email]["phone"] == "+14155550100"
