@@ -710,14 +710,15 @@ class HubSpotConnector(Connector[HubSpotConnection]):
         (``GET …/contacts?archived=true``, by ``archivedAt``) are reported on the last page.
 
         A first read (``cursor`` None: a new flow or ``sync --full``) lists every contact
-        through ``GET /crm/v3/objects/contacts`` instead (:attr:`list_page_size` a page by id,
-        under the general burst limit rather than search's 5 per second; a 100,000-contact
-        portal is 1,000 list calls, not 500 searches waiting on that limit), with one search
-        first for the count (:attr:`count_full_reads`: :attr:`Page.remaining`). Its pages'
-        cursors hold the list's position, so a read stopped part way goes on from there; the
-        last page's cursor is the server time of the read's first call minus
-        :attr:`look_back_ms`, so a contact changed while the list was read is read again by
-        the next (incremental) run: nothing is lost, at worst read twice.
+        through ``GET /crm/v3/objects/contacts`` instead (:attr:`list_page_size` a call, by
+        id, gathered into pages of :attr:`page_size`; under the general burst limit rather
+        than search's 5 per second: a 100,000-contact portal is 1,000 list calls, not 500
+        searches waiting on that limit), with one search first for the count
+        (:attr:`count_full_reads`: :attr:`Page.remaining`). Its pages' cursors hold the list's
+        position, so a read stopped part way goes on from there; the last page's cursor is the
+        server time of the read's first call minus :attr:`look_back_ms`, so a contact changed
+        while the list was read is read again by the next (incremental) run: nothing is lost,
+        at worst read twice.
 
         Deals, when :attr:`read_properties` names deal properties (``deal.<name>``): every
         contact read carries its deal's values (:meth:`_attach_deals`), and after the contacts
@@ -1701,13 +1702,17 @@ class _ListRead(_Read):
         return found.total
 
     def pages(self) -> Iterator[Page]:
+        """Pages of :attr:`HubSpotConnector.page_size` records (the list gives
+        :attr:`~HubSpotConnector.list_page_size` a call), as a search read's are: a page is
+        what the sync writes in one batch (Salesforce takes 200 a call)."""
         total = self.count()
         delivered = 0
         after = self.after
+        records: list[RawRecord] = []
         while True:
             response = self.connector._list_page(after)
             self.started(response.server_time_ms())
-            records = [_flatten(item) for item in response.items("results")]
+            records += [_flatten(item) for item in response.items("results")]
             paging = response.body.get("paging") if isinstance(response.body, dict) else None
             following = paging.get("next") if isinstance(paging, dict) else None
             next_after = following.get("after") if isinstance(following, dict) else None
@@ -1724,9 +1729,12 @@ class _ListRead(_Read):
                     method="GET",
                 )
             after = str(next_after)
+            if len(records) < self.connector.page_size:
+                continue
             remaining = None if total is None else max(total - delivered, len(records))
             delivered += len(records)
-            self.changed = self.changed or bool(records)
+            self.changed = True
             assert self.horizon is not None
             merges = tuple(d for r in records for d in _merged_into(r))
             yield Page(records, encode_list_cursor(after, self.horizon), merges, remaining)
+            records = []

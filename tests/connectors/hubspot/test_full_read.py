@@ -60,10 +60,16 @@ def back_to_now(emulator: HubSpotEmulator) -> Callable[[], None]:
     return now
 
 
+def small_pages(monkeypatch: pytest.MonkeyPatch, listed: int, page: int | None = None) -> None:
+    """List calls of ``listed`` contacts, pages of ``page`` (default: one list call each)."""
+    monkeypatch.setattr(HubSpotConnector, "list_page_size", listed)
+    monkeypatch.setattr(HubSpotConnector, "page_size", page or listed)
+
+
 def test_a_full_read_lists_every_contact_once_without_searching_them(
     make_connector: MakeConnector, server: SandboxServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(HubSpotConnector, "list_page_size", 40)
+    small_pages(monkeypatch, 40)
     connector = make_connector()
     ids = seed(connector, 130)
     before = routes(server)
@@ -80,7 +86,7 @@ def test_a_full_read_lists_every_contact_once_without_searching_them(
 def test_a_full_read_says_how_many_contacts_remain_on_each_page(
     make_connector: MakeConnector, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(HubSpotConnector, "list_page_size", 40)
+    small_pages(monkeypatch, 40)
     connector = make_connector()
     seed(connector, 130)
 
@@ -88,6 +94,20 @@ def test_a_full_read_says_how_many_contacts_remain_on_each_page(
 
     assert [len(p.records) for p in pages] == [40, 40, 40, 10]
     assert [p.remaining for p in pages] == [130, 90, 50, 10]
+
+
+def test_a_full_read_fills_its_pages_from_several_list_calls(
+    make_connector: MakeConnector, server: SandboxServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    small_pages(monkeypatch, 40, 80)
+    connector = make_connector()
+    seed(connector, 130)
+    before = routes(server)
+
+    pages = list(connector.read_changes(None))
+
+    assert [(len(p.records), p.remaining) for p in pages] == [(80, 130), (50, 50)]
+    assert (routes(server) - before)[LIST_ROUTE] == 4 + 1  # the archived list too
 
 
 def test_a_full_read_without_the_count_makes_no_search(
@@ -107,7 +127,7 @@ def test_a_full_read_without_the_count_makes_no_search(
 def test_a_contact_changed_during_the_full_read_is_read_again_by_the_next_run(
     make_connector: MakeConnector, monkeypatch: pytest.MonkeyPatch, back_to_now: Callable[[], None]
 ) -> None:
-    monkeypatch.setattr(HubSpotConnector, "list_page_size", 5)
+    small_pages(monkeypatch, 5)
     connector = make_connector()
     ids = seed(connector, 12)
     back_to_now()
@@ -127,7 +147,7 @@ def test_a_contact_changed_during_the_full_read_is_read_again_by_the_next_run(
 def test_a_contact_created_during_the_full_read_is_read_by_it_or_the_next_run(
     make_connector: MakeConnector, monkeypatch: pytest.MonkeyPatch, back_to_now: Callable[[], None]
 ) -> None:
-    monkeypatch.setattr(HubSpotConnector, "list_page_size", 5)
+    small_pages(monkeypatch, 5)
     connector = make_connector()
     seed(connector, 12)
     back_to_now()
@@ -145,7 +165,7 @@ def test_a_contact_created_during_the_full_read_is_read_by_it_or_the_next_run(
 def test_a_full_read_stopped_part_way_goes_on_from_its_page(
     make_connector: MakeConnector, server: SandboxServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(HubSpotConnector, "list_page_size", 5)
+    small_pages(monkeypatch, 5)
     ids = seed(make_connector(), 12)
     pages = list(make_connector().read_changes(None))
     stopped_at = pages[0].cursor
@@ -194,7 +214,7 @@ def test_a_full_read_reports_the_archived_contacts(make_connector: MakeConnector
 def test_a_list_that_answers_the_position_it_was_asked_for_stops_the_read(
     make_connector: MakeConnector, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(HubSpotConnector, "list_page_size", 2)
+    small_pages(monkeypatch, 2)
     connector = make_connector()
     seed(connector, 5)
     original = HubSpotConnector._list_page
