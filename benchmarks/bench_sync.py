@@ -313,9 +313,10 @@ def _run(
 
 
 def _floors(count: int, dest: str) -> dict[str, int]:
-    """The fewest calls that move N leads: HubSpot's read pages and the destination's batches."""
+    """The fewest calls that move N leads: HubSpot's read pages (a first read lists the
+    contacts, 100 a page) and the destination's batches."""
     batch = {"salesforce": 200, "zoho": 100}[dest]
-    return {"hubspot": math.ceil(count / 200), dest: math.ceil(count / batch)}
+    return {"hubspot": math.ceil(count / 100), dest: math.ceil(count / batch)}
 
 
 def measure(
@@ -371,7 +372,7 @@ def main() -> None:
     unknown = [name for name in dests if name not in DESTINATIONS]
     if unknown:
         parser.error(f"unknown destination {', '.join(unknown)}: choose from salesforce, zoho")
-    print("floor: ceil(N / batch) per system (HubSpot search page 200, Salesforce 200, Zoho 100)")
+    print("floor: ceil(N / batch) per system (HubSpot list page 100, Salesforce 200, Zoho 100)")
     for count in (int(n) for n in args.sizes.split(",")):
         for dest in dests:
             reference = measure("ref", count, dest)

@@ -124,12 +124,18 @@ def _live_progress() -> Iterator[Callable[[str, int, int | None], None]]:
             speed = task.finished_speed or task.speed
             return Text(f"{speed:,.0f}/s" if speed else "", style="progress.data.speed")
 
+    class CountColumn(ProgressColumn):
+        """Records so far, and of how many when the read says (a backfill's total)."""
+
+        def render(self, task: Task) -> Text:
+            return Text(_count_text(task.completed, task.total), style="progress.download")
+
     tasks: dict[str, TaskID] = {}
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
         BarColumn(),
-        TextColumn("{task.completed:,.0f}"),
+        CountColumn(),
         RateColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
@@ -145,6 +151,13 @@ def _live_progress() -> Iterator[Callable[[str, int, int | None], None]]:
             progress.advance(tasks[label], count)
 
         yield advance
+
+
+def _count_text(done: float, total: float | None) -> str:
+    """``1,200 of 100,000`` (or ``1,200`` while the total is unknown or already passed)."""
+    if total is not None and total >= done:
+        return f"{done:,.0f} of {total:,.0f}"
+    return f"{done:,.0f}"
 
 
 class _LogProgress:

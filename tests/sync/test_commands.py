@@ -411,3 +411,15 @@ def test_a_log_progress_line_names_the_total_the_rate_and_the_time_left(
     first, last = out.getvalue().strip().splitlines()
     assert first == "sync hs-sf: hs → sf: 100 of 1,000 records"  # no rate yet: no "0/s"
     assert last == "sync hs-sf: hs → sf: 200 of 1,000 records, 20/s, 10s, about 40s left"
+
+
+@pytest.mark.parametrize(
+    ("done", "total", "shown"),
+    [(1200, 100_000, "1,200 of 100,000"), (1200, None, "1,200"), (1200, 1000, "1,200")],
+)
+def test_the_terminal_progress_shows_the_count_of_the_total(
+    done: int, total: int | None, shown: str
+) -> None:
+    from leadrelay.sync.commands import _count_text
+
+    assert _count_text(done, total) == shown

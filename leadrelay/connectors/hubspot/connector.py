@@ -10,7 +10,8 @@
   :meth:`HubSpotConnector.force_lifecycle_stage` clears it and sets it in two requests.
 * Incremental reads: search on ``lastmodifieddate`` (one sort), keyset-paged, the cursor kept a
   look-back behind the server's clock; archived contacts and merges reported as deletions (see
-  :meth:`HubSpotConnector.read_changes`).
+  :meth:`HubSpotConnector.read_changes`). A first (or ``--full``) read walks the list endpoint
+  instead (100 a page under the burst limit, not search's 5 per second).
 * ``describe()`` is kept in the connection's credential cache for an hour.
 * Accounts: :meth:`HubSpotConnector.account_owners` reads the companies' domains and owners
   (the list endpoint, 100 per page) for routing leads to their account's owner.
@@ -262,6 +263,28 @@ def decode_cursor(cursor: str) -> ReadCursor:
     )
 
 
+#: How a cursor inside a full read through the list begins (see :func:`encode_list_cursor`).
+_LIST_CURSOR = "list:"
+
+
+def encode_list_cursor(after: str, horizon_ms: int) -> str:
+    """A position inside a full read through the list endpoint: the list's ``after`` to go on
+    from, and the moment (epoch ms: the server time of the read's first call minus the
+    look-back) the finished read's cursor will stand for."""
+    return f"{_LIST_CURSOR}{after}:{horizon_ms}"
+
+
+def decode_list_cursor(cursor: str) -> tuple[str, int]:
+    """``(after, horizon_ms)`` of a cursor from :func:`encode_list_cursor`."""
+    after, _, horizon = cursor.removeprefix(_LIST_CURSOR).rpartition(":")
+    if not cursor.startswith(_LIST_CURSOR) or not after or not horizon.isdigit():
+        raise ValueError(
+            f"invalid HubSpot cursor {cursor!r}: expected 'list:<after>:<epoch ms>' inside a "
+            "full read"
+        )
+    return after, int(horizon)
+
+
 def _answer_part(
     first: int | None,
     last: int | None,
@@ -320,6 +343,12 @@ class HubSpotConnector(Connector[HubSpotConnection]):
     batch_size: ClassVar[int] = 100
     #: Search page size (HubSpot's maximum is 200).
     page_size: ClassVar[int] = 200
+    #: Page size of a full read through the list endpoint (``GET /crm/v3/objects/contacts``;
+    #: HubSpot's maximum there is 100).
+    list_page_size: ClassVar[int] = 100
+    #: Count the contacts before a full read (one search with ``limit=1``: its ``total``), so
+    #: its pages say how many remain (a progress bar's total and time left).
+    count_full_reads: ClassVar[bool] = True
     #: How far behind the server's clock a read's cursor stays: HubSpot's search index lags
     #: writes by "several seconds" (facts §1 "Search"), so a record written this long before
     #: a read is taken to be searchable by then. Per connector: ``look_back_s``.
@@ -551,6 +580,53 @@ class HubSpotConnector(Connector[HubSpotConnection]):
             total if isinstance(total, int) else None,
         )
 
+    def _list_page(self, after: str | None) -> HubSpotResponse:
+        """One page of the contacts list (id order, archived ones left out), from ``after``."""
+        query: dict[str, Any] = {
+            "limit": self.list_page_size,
+            "properties": self._properties(),
+            "archived": False,
+        }
+        if after:
+            query["after"] = after
+        return self._call(
+            "list of contacts (full read)",
+            "GET",
+            _CONTACTS,
+            self._apis.contacts_basic.get_page_with_http_info,
+            **query,
+        )
+
+    def _count_contacts(self, from_id: int) -> _Found:
+        """How many contacts have an id from ``from_id`` on (a search with ``limit=1``, for
+        its ``total``), with the server's time of the answer."""
+        body = {
+            "filterGroups": [
+                {"filters": [{"propertyName": RECORD_ID, "operator": "GTE", "value": str(from_id)}]}
+            ],
+            "properties": [RECORD_ID],
+            "limit": 1,
+        }
+        response = self._call(
+            "count of contacts (full read)",
+            "POST",
+            f"{_CONTACTS}/search",
+            self._apis.contacts_search.do_search_with_http_info,
+            body,
+            search=True,
+        )
+        total = response.body.get("total") if isinstance(response.body, dict) else None
+        return _Found(
+            [], False, response.server_time_ms(), total if isinstance(total, int) else None
+        )
+
+    def _contact_read(self, cursor: str | None) -> _Read:
+        """The read of the contacts from ``cursor``: a first read (None) or one under way
+        through the list goes through the list endpoint, any other searches the changes."""
+        if cursor is None or cursor.startswith(_LIST_CURSOR):
+            return _ListRead(self, cursor)
+        return _Read(self, cursor)
+
     def answer_read(
         self, start: str | None, end: str, cursor: str | None, *, age_s: float
     ) -> str | None:
@@ -633,6 +709,17 @@ class HubSpotConnector(Connector[HubSpotConnection]):
         both former ids point to it). Contacts archived since the archived list was last read
         (``GET …/contacts?archived=true``, by ``archivedAt``) are reported on the last page.
 
+        A first read (``cursor`` None: a new flow or ``sync --full``) lists every contact
+        through ``GET /crm/v3/objects/contacts`` instead (:attr:`list_page_size` a call, by
+        id, gathered into pages of :attr:`page_size`; under the general burst limit rather
+        than search's 5 per second: a 100,000-contact portal is 1,000 list calls, not 500
+        searches waiting on that limit), with one search first for the count
+        (:attr:`count_full_reads`: :attr:`Page.remaining`). Its pages' cursors hold the list's
+        position, so a read stopped part way goes on from there; the last page's cursor is the
+        server time of the read's first call minus :attr:`look_back_ms`, so a contact changed
+        while the list was read is read again by the next (incremental) run: nothing is lost,
+        at worst read twice.
+
         Deals, when :attr:`read_properties` names deal properties (``deal.<name>``): every
         contact read carries its deal's values (:meth:`_attach_deals`), and after the contacts
         the deals changed since the cursor's deal part are read the same keyset way (on
@@ -645,10 +732,10 @@ class HubSpotConnector(Connector[HubSpotConnection]):
         self.require(Capability.READ_INCREMENTAL)
         contact_cursor, deal_cursor = split_cursor(cursor)
         if not self._deal_properties():
-            yield from _Read(self, contact_cursor).pages()
+            yield from self._contact_read(contact_cursor).pages()
             return
         position = contact_cursor
-        contacts = _Read(self, contact_cursor)
+        contacts = self._contact_read(contact_cursor)
         for page in contacts.pages():
             self._attach_deals(page.records)
             position = page.cursor
@@ -1581,3 +1668,73 @@ class _Read:
     def order(self, record: Mapping[str, Any]) -> tuple[int, int]:
         """A record's position: its change time, then its id."""
         return _order(record, self.modified)
+
+
+class _ListRead(_Read):
+    """A first or full read of the contacts through the list endpoint (see
+    :meth:`HubSpotConnector.read_changes`): id order, 100 a page, ``paging.next.after`` to go
+    on; ends at the horizon of its first call (or of the read it resumes: a
+    :func:`encode_list_cursor` cursor), with the archived list on its last page as a search
+    read's."""
+
+    def __init__(self, connector: HubSpotConnector, cursor: str | None) -> None:
+        super().__init__(connector, None)
+        self.after: str | None = None
+        if cursor is not None:
+            self.after, self.horizon = decode_list_cursor(cursor)
+
+    def started(self, server_ms: int | None) -> None:
+        """Take the server's time of the read's first call (the local clock when the answer
+        had no ``Date``): the horizon, unless a resumed read keeps its own."""
+        if self.server_ms is not None:
+            return
+        self.server_ms = server_ms if server_ms is not None else int(time.time() * 1000)
+        if self.horizon is None:
+            self.horizon = self.server_ms - self.connector.look_back_ms
+
+    def count(self) -> int | None:
+        """How many contacts the list still holds from :attr:`after` (None: not counted)."""
+        connector = self.connector
+        if not connector.count_full_reads or not (self.after or "0").isdigit():
+            return None
+        found = connector._count_contacts(int(self.after or "0"))
+        self.started(found.server_ms)
+        return found.total
+
+    def pages(self) -> Iterator[Page]:
+        """Pages of :attr:`HubSpotConnector.page_size` records (the list gives
+        :attr:`~HubSpotConnector.list_page_size` a call), as a search read's are: a page is
+        what the sync writes in one batch (Salesforce takes 200 a call)."""
+        total = self.count()
+        delivered = 0
+        after = self.after
+        records: list[RawRecord] = []
+        while True:
+            response = self.connector._list_page(after)
+            self.started(response.server_time_ms())
+            records += [_flatten(item) for item in response.items("results")]
+            paging = response.body.get("paging") if isinstance(response.body, dict) else None
+            following = paging.get("next") if isinstance(paging, dict) else None
+            next_after = following.get("after") if isinstance(following, dict) else None
+            if not next_after:
+                yield self.last_page(records)
+                return
+            if str(next_after) == after:
+                # Going on would loop; ending here would skip the rest of the list.
+                raise ConnectorError(
+                    f"HubSpot's contacts list answered the position it was asked for ({after}) "
+                    "as the next one",
+                    system=self.connector.kind,
+                    url=f"{self.connector.base_url}{_CONTACTS}",
+                    method="GET",
+                )
+            after = str(next_after)
+            if len(records) < self.connector.page_size:
+                continue
+            remaining = None if total is None else max(total - delivered, len(records))
+            delivered += len(records)
+            self.changed = True
+            assert self.horizon is not None
+            merges = tuple(d for r in records for d in _merged_into(r))
+            yield Page(records, encode_list_cursor(after, self.horizon), merges, remaining)
+            records = []

@@ -54,6 +54,11 @@ def created_ids(connector: HubSpotConnector, *emails: str) -> list[str]:
 # -- read_changes -------------------------------------------------------------------------
 
 
+#: A search read's cursor before every record: the keyset search from the start (a first read,
+#: from None, lists the contacts instead; see test_full_read.py).
+FROM_THE_START = encode_cursor(0, None)
+
+
 def freeze_clock(emulator: HubSpotEmulator, seconds: float) -> None:
     """Make every write of the emulator carry one timestamp (in ms)."""
     emulator.store.clock = lambda: seconds
@@ -78,7 +83,7 @@ def test_read_changes_splits_windows_so_shared_timestamps_are_read_once(
         for start in range(0, size, 100):
             expected += created_ids(connector, *emails[start : start + 100])
 
-    records, cursor = read_all(connector, None)
+    records, cursor = read_all(connector, FROM_THE_START)
 
     ids = [str(r["hs_object_id"]) for r in records]
     assert sorted(ids, key=int) == sorted(expected, key=int)  # every record, exactly once
@@ -129,7 +134,7 @@ def test_a_record_edited_between_pages_is_read_in_this_run_or_the_next(
     monkeypatch.setattr(HubSpotConnector, "page_size", 5)
     connector = make_connector()
     ids = created_ids(connector, *(f"p{n}@example.com" for n in range(12)))
-    pages = connector.read_changes(None)
+    pages = connector.read_changes(FROM_THE_START)
     first = next(pages)
     read_early, not_yet = str(first.records[0]["hs_object_id"]), ids[-1]
     connector.update({read_early: {"firstname": "Edited"}, not_yet: {"firstname": "Edited"}})
