@@ -108,7 +108,7 @@ from __future__ import annotations
 import difflib
 import re
 import tomllib
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Set
 from collections.abc import Mapping as MappingABC
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -459,7 +459,7 @@ def build_lead(draft: LeadDraft, **extra: Any) -> tuple[Lead | None, list[Proble
             data[name] = {**draft.values[name], **extra[name]}
     problems = list(draft.problems)
     if any(_top(p.field) in HELD_FIELDS for p in problems):
-        return None, problems
+        return None, _first(problems, HELD_FIELDS)
     for _ in range(len(data) + 1):  # each pass leaves out the fields found bad
         try:
             return Lead.model_validate(data), problems
@@ -481,17 +481,24 @@ def build_lead(draft: LeadDraft, **extra: Any) -> tuple[Lead | None, list[Proble
                 )
             problems.extend(found)
             bad = {_top(p.field) for p in found}
-            droppable = all(
-                name in draft.values
-                and name not in extra
-                and name not in HELD_FIELDS
-                and name not in _KEYED
+            held = {
+                name
                 for name in bad
-            )
-            if not droppable:
-                return None, problems
+                if name not in draft.values
+                or name in extra
+                or name in HELD_FIELDS
+                or name in _KEYED
+            }
+            if held:
+                # the problem that holds the lead first: a dead letter names its field
+                return None, _first(problems, held)
             data = {name: value for name, value in data.items() if name not in bad}
     return None, problems
+
+
+def _first(problems: list[Problem], fields: Set[str]) -> list[Problem]:
+    """``problems`` with those of ``fields`` first (each part in its order)."""
+    return sorted(problems, key=lambda p: _top(p.field) not in fields)
 
 
 def _top(field: str) -> str:

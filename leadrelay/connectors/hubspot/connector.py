@@ -583,7 +583,8 @@ class HubSpotConnector(Connector[HubSpotConnection]):
     def _list_page(self, after: str | None) -> HubSpotResponse:
         """One page of the contacts list (id order, archived ones left out), from ``after``."""
         query: dict[str, Any] = {
-            "limit": self.list_page_size,
+            # a page of the sync is no larger than a search's (its page size may be smaller)
+            "limit": min(self.list_page_size, self.page_size),
             "properties": self._properties(),
             "archived": False,
         }
