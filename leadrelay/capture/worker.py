@@ -560,7 +560,7 @@ class _Delivery:
             bad = [p for work in group for p in work.left_out]
             if key in existing:
                 # A value left out is not a blank: the CRM's own value stays.
-                gone = {p.field.partition(".")[0] for p in bad}
+                gone = {p.top_field for p in bad}
                 names = [
                     name
                     for name in mapping.fields

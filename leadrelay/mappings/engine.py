@@ -254,6 +254,11 @@ class Problem:
     line: int | None = None
     record: str | None = None
 
+    @property
+    def top_field(self) -> str:
+        """The Lead field the problem's field path starts with (``custom.size``: ``custom``)."""
+        return self.field.partition(".")[0]
+
     def __str__(self) -> str:
         where = ""
         if self.file is not None:
@@ -458,7 +463,7 @@ def build_lead(draft: LeadDraft, **extra: Any) -> tuple[Lead | None, list[Proble
         if name in draft.values and name in extra:
             data[name] = {**draft.values[name], **extra[name]}
     problems = list(draft.problems)
-    if any(_top(p.field) in HELD_FIELDS for p in problems):
+    if any(p.top_field in HELD_FIELDS for p in problems):
         return None, _first(problems, HELD_FIELDS)
     for _ in range(len(data) + 1):  # each pass leaves out the fields found bad
         try:
@@ -480,7 +485,7 @@ def build_lead(draft: LeadDraft, **extra: Any) -> tuple[Lead | None, list[Proble
                     )
                 )
             problems.extend(found)
-            bad = {_top(p.field) for p in found}
+            bad = {p.top_field for p in found}
             held = {
                 name
                 for name in bad
@@ -498,12 +503,7 @@ def build_lead(draft: LeadDraft, **extra: Any) -> tuple[Lead | None, list[Proble
 
 def _first(problems: list[Problem], fields: Set[str]) -> list[Problem]:
     """``problems`` with those of ``fields`` first (each part in its order)."""
-    return sorted(problems, key=lambda p: _top(p.field) not in fields)
-
-
-def _top(field: str) -> str:
-    """The Lead field a problem's field path starts with (``custom.size`` → ``custom``)."""
-    return field.partition(".")[0]
+    return sorted(problems, key=lambda p: p.top_field not in fields)
 
 
 def _key(value: Any) -> str:

@@ -255,7 +255,7 @@ def _without(fields: list[str], problems: Sequence[Problem]) -> list[str]:
     value, so a bad value at the source never clears a good one at the destination."""
     if not problems:
         return fields
-    left_out = {p.field.partition(".")[0] for p in problems}
+    left_out = {p.top_field for p in problems}
     return [name for name in fields if name not in left_out]
 
 

@@ -1004,6 +1004,20 @@ class StateStore:
             bulk = self._bulks[name] = _Bulk(build(), columns, self._engine.dialect)
         return bulk
 
+    def _replacing(self, table: sa.Table, keys: Sequence[str], columns: Sequence[str]) -> _Bulk:
+        """The bulk upsert of ``columns`` into ``table`` that replaces, on a row with the same
+        ``keys``, every other column with the new row's value (kept under the table's name)."""
+
+        def build() -> sa.Insert:
+            insert = self._insert(table)
+            upsert: sa.Insert = insert.on_conflict_do_update(
+                index_elements=[table.c[key] for key in keys],
+                set_={name: insert.excluded[name] for name in columns if name not in keys},
+            )
+            return upsert
+
+        return self._bulk(table.name, build, columns)
+
     # -- schema --------------------------------------------------------------------------------
 
     def schema_version(self) -> int:
@@ -1828,16 +1842,9 @@ class StateStore:
         if not values:
             return
         now = self.now()
-
-        def build() -> sa.Insert:
-            insert = self._insert(cursors_table)
-            upsert: sa.Insert = insert.on_conflict_do_update(
-                index_elements=[cursors_table.c.flow, cursors_table.c.connection],
-                set_={"value": insert.excluded.value, "updated_at": insert.excluded.updated_at},
-            )
-            return upsert
-
-        bulk = self._bulk("cursors", build, ("flow", "connection", "value", "updated_at"))
+        bulk = self._replacing(
+            cursors_table, ("flow", "connection"), ("flow", "connection", "value", "updated_at")
+        )
         with self._write(conn) as c:
             bulk.execute(
                 c, [(flow, connection, value, now) for connection, value in values.items()]
@@ -1893,20 +1900,8 @@ class StateStore:
         if not fingerprints:
             return
         now = self.now()
-
-        def build() -> sa.Insert:
-            stmt = self._insert(fingerprints_table)
-            upsert: sa.Insert = stmt.on_conflict_do_update(
-                index_elements=[fingerprints_table.c.connection, fingerprints_table.c.external_id],
-                set_={
-                    "fingerprint": stmt.excluded.fingerprint,
-                    "written_at": stmt.excluded.written_at,
-                },
-            )
-            return upsert
-
         columns = ("connection", "external_id", "fingerprint", "written_at")
-        bulk = self._bulk("fingerprints", build, columns)
+        bulk = self._replacing(fingerprints_table, ("connection", "external_id"), columns)
         with self._write(conn) as c:
             bulk.execute(c, [(connection, ext, fp, now) for ext, fp in fingerprints.items()])
 
@@ -2322,17 +2317,9 @@ class StateStore:
         """Set ``(lead_key, field, value, changed_at)`` entries (one statement)."""
         if not clocks:
             return
-        table = field_clock_table
-
-        def build() -> sa.Insert:
-            insert = self._insert(table)
-            upsert: sa.Insert = insert.on_conflict_do_update(
-                index_elements=[table.c.lead_key, table.c.field],
-                set_={"value": insert.excluded.value, "changed_at": insert.excluded.changed_at},
-            )
-            return upsert
-
-        bulk = self._bulk("field_clocks", build, ("lead_key", "field", "value", "changed_at"))
+        bulk = self._replacing(
+            field_clock_table, ("lead_key", "field"), ("lead_key", "field", "value", "changed_at")
+        )
         with self._write(conn) as c:
             bulk.execute(c, clocks)
 
@@ -2347,26 +2334,12 @@ class StateStore:
         if not baselines:
             return
         now = self.now()
-        table = baselines_table
         rows = [
             (flow, key, dict(sides["source"]), dict(sides["destination"]), now)
             for key, sides in baselines.items()
         ]
-
-        def build() -> sa.Insert:
-            insert = self._insert(table)
-            upsert: sa.Insert = insert.on_conflict_do_update(
-                index_elements=[table.c.flow, table.c.lead_key],
-                set_={
-                    "source": insert.excluded.source,
-                    "destination": insert.excluded.destination,
-                    "updated_at": insert.excluded.updated_at,
-                },
-            )
-            return upsert
-
         columns = ("flow", "lead_key", "source", "destination", "updated_at")
-        bulk = self._bulk("baselines", build, columns)
+        bulk = self._replacing(baselines_table, ("flow", "lead_key"), columns)
         with self._write(conn) as c:
             bulk.execute(c, rows)  # one statement for the page (executemany)
 

@@ -679,11 +679,14 @@ class HubSpotConnector(Connector[HubSpotConnection]):
             deals_part = encode_cursor(position[0], None)
         return join_cursor(encode_cursor(lasts.timestamp_ms, None, archived[0]), deals_part)
 
-    def _deletions_due_at(self, last_read_ms: int | None, now_ms: int) -> bool:
-        """Whether a read finding no change at server time ``now_ms`` reads the archived list
-        last read at ``last_read_ms`` (see :meth:`_Read.archived`)."""
+    def _deletions_due_at(
+        self, last_read_ms: int | None, now_ms: int, *, changed: bool = False
+    ) -> bool:
+        """Whether a read at server time ``now_ms`` reads the archived list last read at
+        ``last_read_ms`` (None: never): it reads it (:attr:`read_archived`) and
+        :meth:`Connector.deletions_due` says so (``changed``: that read found changes)."""
         seconds = None if last_read_ms is None else last_read_ms / 1000
-        return self.read_archived and self.deletions_due(seconds, now_ms / 1000, changed=False)
+        return self.read_archived and self.deletions_due(seconds, now_ms / 1000, changed=changed)
 
     def read_changes(self, cursor: str | None) -> Iterator[Page]:
         """Contacts changed since ``cursor``, oldest first, ``page_size`` per search, and the
@@ -755,11 +758,9 @@ class HubSpotConnector(Connector[HubSpotConnection]):
 
     def _deals_due(self, deal_cursor: str | None, contacts: _Read) -> bool:
         """Whether this read searches the changed deals (see :meth:`read_changes`)."""
-        if contacts.changed:
+        if contacts.changed or deal_cursor is None:
             return True
         now = contacts.server_ms if contacts.server_ms is not None else int(time.time() * 1000)
-        if deal_cursor is None:
-            return True
         position = decode_cursor(deal_cursor)
         # A cursor under way stands at its own time; a finished one, one ms after its horizon.
         return self._deals_due_at(
@@ -1584,10 +1585,7 @@ class _Read:
         (:meth:`Connector.deletions_due`: this read found changes, or the interval passed)."""
         connector, previous, now = self.connector, self.archived_read, self.server_ms
         assert now is not None
-        due = connector.deletions_due(
-            None if previous is None else previous / 1000, now / 1000, changed=self.changed
-        )
-        if not connector.read_archived or not due:
+        if not connector._deletions_due_at(previous, now, changed=self.changed):
             return []
         found = connector._archived_since(
             None if previous is None else previous - connector.look_back_ms
