@@ -110,22 +110,38 @@ def _load_process(
     return latencies, reasons, sent, time.process_time() - cpu
 
 
+#: Idle connections older than this are closed instead of reused: uvicorn closes a keep-alive
+#: connection idle for 5 s (its default), and a request sent on one it is closing fails.
+_IDLE_REUSE_S = 4.0
+
+
 class _Connections:
     """Keep-alive HTTP/1.1 connections to the server, a new one opened whenever none is idle
     (so a slow answer never holds back the next scheduled submission)."""
 
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
-        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter, float]] = []
         self.opened: list[asyncio.StreamWriter] = []
 
-    async def take(self) -> tuple[tuple[asyncio.StreamReader, asyncio.StreamWriter], bool]:
-        """A connection, and whether it was idle (the server may have closed it meanwhile)."""
-        if self.idle:
-            return self.idle.pop(), True
+    async def take(
+        self, *, fresh: bool = False
+    ) -> tuple[tuple[asyncio.StreamReader, asyncio.StreamWriter], bool]:
+        """A connection, and whether it was idle (the server may have closed it meanwhile);
+        with ``fresh``, a new one."""
+        now = time.monotonic()
+        while self.idle and not fresh:
+            reader, writer, since = self.idle.pop()
+            if now - since < _IDLE_REUSE_S:
+                return (reader, writer), True
+            writer.close()
         reader, writer = await asyncio.open_connection(self.host, self.port)
         self.opened.append(writer)
         return (reader, writer), False
+
+    def give_back(self, connection: tuple[asyncio.StreamReader, asyncio.StreamWriter]) -> None:
+        """``connection`` is idle again."""
+        self.idle.append((*connection, time.monotonic()))
 
     def close(self) -> None:
         for writer in self.opened:
@@ -192,9 +208,9 @@ async def _load(
         ).encode()
         raw = f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
         sent[email] = time.monotonic() - (time.perf_counter() - due)
-        for _ in range(2):
+        for attempt in range(2):
             try:
-                connection, reused = await connections.take()
+                connection, reused = await connections.take(fresh=attempt > 0)
             except OSError as exc:
                 failures += 1
                 reasons[type(exc).__name__] += 1
@@ -210,11 +226,11 @@ async def _load(
             ) as exc:
                 connection[1].close()
                 if reused:
-                    continue  # closed by the server while idle (keep-alive timeout): again
+                    continue  # closed by the server while idle: again, on a new connection
                 failures += 1
                 reasons[type(exc).__name__] += 1
                 return
-            connections.idle.append(connection)
+            connections.give_back(connection)
             latencies.append(time.perf_counter() - due)
             if status // 100 != 2:
                 failures += 1
