@@ -694,10 +694,11 @@ class _Delivery:
                 self.store.link_many(destination, pairs, conn=conn)
             for destination, written in outcome.written.items():
                 self.store.mark_written_many(written, destination, conn=conn)
+            by_destination: dict[str, list[tuple[str, dict[str, Any], list[dict[str, Any]]]]] = {}
             for key, destination, origin, problems in outcome.field_problems:
-                self.store.record_field_problems(
-                    key, destination, problems, origin=origin, conn=conn
-                )
+                by_destination.setdefault(destination, []).append((key, origin, problems))
+            for destination, written_problems in by_destination.items():
+                self.store.record_field_problems_many(destination, written_problems, conn=conn)
             self.store.add_journal(outcome.journal, conn=conn)
             if outcome.delivered:
                 self.store.mark_inbox_delivered(

@@ -1814,10 +1814,9 @@ class SyncEngine:
                 self.store.mark_failed(key, writer.name, reason, conn=conn)
             self.store.put_baselines(self.flow.name, result.baselines, conn=conn)
             self.store.put_field_clocks(result.clocks, conn=conn)
-            for key, origin, problems in result.field_problems:
-                self.store.record_field_problems(
-                    key, writer.name, problems, origin=origin, flow=self.flow.name, conn=conn
-                )
+            self.store.record_field_problems_many(
+                writer.name, result.field_problems, flow=self.flow.name, conn=conn
+            )
             self._append_events(result.events, conn)
             self.store.add_journal(result.journal, conn=conn)
             if cursor is not None:

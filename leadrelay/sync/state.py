@@ -115,6 +115,22 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 """How long a SQLite connection waits for another process's write lock before failing."""
 
 _IN_CHUNK = 500
+
+#: The columns of a refused field's row in :meth:`StateStore.record_field_problems_many`.
+_REFUSE_COLUMNS = (
+    "lead_key",
+    "connection",
+    "field",
+    "system_field",
+    "value",
+    "reason",
+    "action",
+    "stage",
+    "flow",
+    "origin",
+    "first_seen",
+    "last_seen",
+)
 """Largest IN (…) list sent at once; keeps far below SQLite's bound-parameter limit."""
 
 _READ_ONLY = "leadrelay_read_only"
@@ -2361,44 +2377,103 @@ class StateStore:
         Each problem is a mapping with ``field``, ``system_field``, ``value``, ``reason`` and
         ``action`` (:meth:`leadrelay.sync.write.FieldProblem.to_json`).
         """
+        self.record_field_problems_many(
+            connection, [(lead_key, origin, problems)], flow=flow, conn=conn
+        )
+
+    def record_field_problems_many(
+        self,
+        connection: str,
+        written: Sequence[tuple[str, Mapping[str, Any], Sequence[Mapping[str, Any]]]],
+        *,
+        flow: str | None = None,
+        conn: Connection | None = None,
+    ) -> None:
+        """:meth:`record_field_problems` for each ``(lead_key, origin, problems)`` written to
+        ``connection``, in a few statements: one look-up of the leads' open problems, then the
+        resolved and the refused fields each in one ``executemany`` (a page or a delivery
+        batch of leads with no problem costs the look-up alone)."""
+        if not written:
+            return
         now = self.now()
         table = field_problems_table
-        fields = [str(p["field"]) for p in problems]
+        keys = list(dict.fromkeys(key for key, _, _ in written))
+        if len(keys) < len(written):
+            # A lead written twice: the second write resolves what the first refused, in order.
+            with self._write(conn) as c:
+                for entry in written:
+                    self.record_field_problems_many(connection, [entry], flow=flow, conn=c)
+            return
         with self._write(conn) as c:
-            resolve = table.update().where(
-                table.c.lead_key == lead_key,
-                table.c.connection == connection,
-                table.c.status == "open",
-            )
-            if fields:
-                resolve = resolve.where(table.c.field.not_in(fields))
-            c.execute(resolve.values(status="resolved", last_seen=now))
-            for problem in problems:
-                values = {
-                    "system_field": problem.get("system_field"),
-                    "value": problem.get("value"),
-                    "reason": str(problem.get("reason", "")),
-                    "action": str(problem.get("action", "skipped")),
-                    "stage": str(problem.get("stage", "system")),
-                    "flow": flow,
-                    "origin": dict(origin),
-                    "status": "open",
-                    "last_seen": now,
-                }
-                insert = self._insert(table).values(
-                    lead_key=lead_key,
-                    connection=connection,
-                    field=str(problem["field"]),
-                    count=1,
-                    first_seen=now,
-                    **values,
-                )
-                c.execute(
-                    insert.on_conflict_do_update(
-                        index_elements=[table.c.lead_key, table.c.connection, table.c.field],
-                        set_={**values, "count": table.c.count + 1},
+            open_fields: dict[str, set[str]] = {}
+            for chunk in _chunks(keys):
+                rows = c.execute(
+                    sa.select(table.c.lead_key, table.c.field).where(
+                        table.c.connection == connection,
+                        table.c.status == "open",
+                        table.c.lead_key.in_(chunk),
                     )
                 )
+                for lead_key, name in rows:
+                    open_fields.setdefault(lead_key, set()).add(name)
+            resolved: list[dict[str, Any]] = []
+            refused: list[tuple[Any, ...]] = []
+            for lead_key, origin, problems in written:
+                fields = {str(p["field"]) for p in problems}
+                resolved.extend(
+                    {"b_now": now, "b_lead_key": lead_key, "b_connection": connection, "b_field": f}
+                    for f in sorted(open_fields.pop(lead_key, set()) - fields)
+                )
+                refused.extend(
+                    (
+                        lead_key,
+                        connection,
+                        str(problem["field"]),
+                        problem.get("system_field"),
+                        problem.get("value"),
+                        str(problem.get("reason", "")),
+                        str(problem.get("action", "skipped")),
+                        str(problem.get("stage", "system")),
+                        flow,
+                        dict(origin),
+                        now,
+                        now,
+                    )
+                    for problem in problems
+                )
+            if resolved:
+                c.execute(self._resolving_problems(), resolved)
+            if refused:
+                self._bulk(
+                    "field_problems:refuse", self._refusing_problems, _REFUSE_COLUMNS
+                ).execute(c, refused)
+
+    def _resolving_problems(self) -> sa.Update:
+        table = field_problems_table
+        return (
+            table.update()
+            .where(
+                table.c.lead_key == sa.bindparam("b_lead_key"),
+                table.c.connection == sa.bindparam("b_connection"),
+                table.c.field == sa.bindparam("b_field"),
+                table.c.status == "open",
+            )
+            .values(status="resolved", last_seen=sa.bindparam("b_now", type_=UTCDateTime))
+        )
+
+    def _refusing_problems(self) -> sa.Insert:
+        table = field_problems_table
+        insert = self._insert(table).values(status="open", count=1)
+        kept = ("system_field", "value", "reason", "action", "stage", "flow", "origin", "last_seen")
+        upsert: sa.Insert = insert.on_conflict_do_update(
+            index_elements=[table.c.lead_key, table.c.connection, table.c.field],
+            set_={
+                **{name: insert.excluded[name] for name in kept},
+                "status": "open",
+                "count": table.c.count + 1,
+            },
+        )
+        return upsert
 
     def field_problems(
         self,

@@ -994,6 +994,51 @@ def test_field_problems_open_count_and_resolve(store: StateStore, clock: FakeClo
     assert [r.status for r in store.field_problems(status="resolved")] == ["resolved"]
 
 
+def _problem(field: str, value: object = "x") -> dict[str, object]:
+    return {"field": field, "system_field": field.title(), "value": value, "reason": "refused"}
+
+
+def test_field_problems_of_many_leads_in_one_call(store: StateStore, clock: FakeClock) -> None:
+    origin = {"flow": "f", "from_side": "source", "reader": "hs", "reader_id": "1"}
+    store.record_field_problems(
+        "k1", "zoho", [_problem("industry"), _problem("phone")], origin=origin
+    )
+    store.record_field_problems("k2", "zoho", [_problem("industry")], origin=origin)
+    store.record_field_problems("k3", "sf", [_problem("industry")], origin=origin)
+    clock.advance(5)
+    store.record_field_problems_many(
+        "zoho",
+        [
+            ("k1", origin, [_problem("phone", "+1 nope")]),  # industry mended, phone again
+            ("k2", origin, []),  # everything mended
+            ("k4", {**origin, "reader_id": "4"}, [_problem("city", None)]),  # new lead
+        ],
+        flow="f",
+    )
+    open_rows = {(r.lead_key, r.connection, r.field): r for r in store.field_problems()}
+    assert sorted(open_rows) == [
+        ("k1", "zoho", "phone"),
+        ("k3", "sf", "industry"),
+        ("k4", "zoho", "city"),
+    ]
+    phone = open_rows["k1", "zoho", "phone"]
+    assert (phone.count, phone.value, phone.flow) == (2, "+1 nope", "f")
+    assert phone.first_seen == T0 and phone.last_seen == T0 + timedelta(seconds=5)
+    city = open_rows["k4", "zoho", "city"]
+    assert (city.count, city.value, city.origin["reader_id"]) == (1, None, "4")
+    resolved = {(r.lead_key, r.field) for r in store.field_problems(status="resolved")}
+    assert resolved == {("k1", "industry"), ("k2", "industry")}
+
+
+def test_field_problems_of_a_lead_written_twice_in_one_call(store: StateStore) -> None:
+    origin = {"flow": "f", "from_side": "source", "reader": "hs", "reader_id": "1"}
+    store.record_field_problems_many(
+        "zoho", [("k1", origin, [_problem("industry")]), ("k1", origin, [])]
+    )
+    assert store.field_problems() == []
+    assert [r.field for r in store.field_problems(status="resolved")] == ["industry"]
+
+
 def test_credentials_expire(store: StateStore, clock: FakeClock) -> None:
     store.put_credential("key", "sealed-value", T0 + timedelta(seconds=60))
     assert store.get_credential("key") == ("sealed-value", T0 + timedelta(seconds=60))
