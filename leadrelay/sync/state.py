@@ -116,6 +116,22 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 _IN_CHUNK = 500
 
+#: The columns of a captured submission's inbox row (:meth:`StateStore.put_inbox`).
+_INBOX_COLUMNS = (
+    "key",
+    "form",
+    "source",
+    "payload",
+    "dedupe_key",
+    "is_test",
+    "received_at",
+    "status",
+    "attempts",
+)
+
+#: The columns of a lead's ``received`` ledger row (:meth:`StateStore.mark_received_many`).
+_RECEIVED_COLUMNS = ("lead_key", "destination", "form", "source", "state", "received_at", "is_test")
+
 #: The columns of a refused field's row in :meth:`StateStore.record_field_problems_many`.
 _REFUSE_COLUMNS = (
     "lead_key",
@@ -805,25 +821,42 @@ class _Bulk:
 
     def execute(self, conn: Connection, rows: Iterable[Sequence[Any]]) -> None:
         """Send ``rows`` (each a tuple in the columns' order) in one ``executemany``."""
+        params = self._params(rows)
+        if params:
+            conn.exec_driver_sql(self.sql, params)
+
+    def execute_one(self, conn: Connection, row: Sequence[Any]) -> sa.CursorResult[Any]:
+        """Send one row; the result (the rows of a ``RETURNING``)."""
+        [params] = self._params([row])
+        return conn.exec_driver_sql(self.sql, params)
+
+    def _params(self, rows: Iterable[Sequence[Any]]) -> list[Any]:
+        """The driver's parameters of ``rows``: each column processed as SQLAlchemy would."""
         prepared: list[list[Any]] = []
         memos: dict[int, dict[datetime, Any]] = {}
         for row in rows:
             if len(row) != self.width:
                 raise StateError(f"bulk row of {len(row)} values for {self.width} columns")
             values = list(row)
-            for index, processor, is_time in self.processors:
-                value = values[index]
-                if is_time:
-                    memo = memos.setdefault(index, {})
-                    done = memo.get(value)
-                    if done is None:
-                        done = memo[value] = processor(value)
-                    values[index] = done
-                else:
-                    values[index] = processor(value)
+            try:
+                for index, processor, is_time in self.processors:
+                    value = values[index]
+                    if is_time:
+                        memo = memos.setdefault(index, {})
+                        done = memo.get(value)
+                        if done is None:
+                            done = memo[value] = processor(value)
+                        values[index] = done
+                    else:
+                        values[index] = processor(value)
+            except (TypeError, ValueError) as exc:
+                # As SQLAlchemy's own execute reports a value its type refuses (a naive datetime).
+                raise sa.exc.StatementError(
+                    f"({type(exc).__module__}.{type(exc).__name__}) {exc}", self.sql, None, exc
+                ) from exc
             prepared.append(values)
         if not prepared:
-            return
+            return []
         params: list[Any]
         if not self.positional:
             columns, constants = self.columns, self.constants
@@ -838,7 +871,7 @@ class _Bulk:
                 tuple(values[index] if index >= 0 else constant for index, constant in order)
                 for values in prepared
             ]
-        conn.exec_driver_sql(self.sql, params)
+        return params
 
 
 def _install_sqlite_listeners(engine: Engine) -> None:
@@ -1121,20 +1154,21 @@ class StateStore:
         Returns the stored key and ``created=True``; for a replay (same ``dedupe_key``) the key
         stored the first time and ``created=False``.
         """
-        values = {
-            "key": key,
-            "form": form,
-            "source": source,
-            "payload": dict(payload),
-            "dedupe_key": dedupe_key,
-            "is_test": is_test,
-            "received_at": received_at or self.now(),
-            "status": InboxStatus.PENDING.value,
-            "attempts": 0,
-        }
+        row = (
+            key,
+            form,
+            source,
+            dict(payload),
+            dedupe_key,
+            is_test,
+            received_at or self.now(),
+            InboxStatus.PENDING.value,
+            0,
+        )
+        insert = self._bulk("inbox:insert", lambda: self._inbox_insert, _INBOX_COLUMNS)
         with self._write(conn) as c:
             try:
-                result = c.execute(self._inbox_insert, values)
+                result = insert.execute_one(c, row)
             except sa.exc.IntegrityError as exc:
                 raise StateError(
                     f"inbox key {key!r} is already stored under another dedupe key"
@@ -1361,20 +1395,16 @@ class StateStore:
         if not lead_keys:
             return
         now = at or self.now()
+        state = LedgerState.RECEIVED.value
         rows = [
-            {
-                "lead_key": key,
-                "destination": destination,
-                "form": form,
-                "source": source,
-                "state": LedgerState.RECEIVED.value,
-                "received_at": now,
-                "is_test": is_test,
-            }
+            (key, destination, form, source, state, now, is_test)
             for key in dict.fromkeys(lead_keys)
         ]
+        upsert = self._bulk(
+            "ledger:received", lambda: self._ledger_received_upsert, _RECEIVED_COLUMNS
+        )
         with self._write(conn) as c:
-            c.execute(self._ledger_received_upsert, rows)
+            upsert.execute(c, rows)
 
     def mark_test(self, lead_key: str, destination: str, *, conn: Connection | None = None) -> bool:
         """Mark a lead's existing ledger row for a destination as a test lead (reports leave it
