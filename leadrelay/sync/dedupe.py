@@ -39,6 +39,7 @@ import os
 import re
 import signal
 import threading
+import time
 import unicodedata
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -784,10 +785,21 @@ def default_jobs() -> int:
     return max(1, min(cpus, MAX_JOBS))
 
 
-def _ignore_interrupts() -> None:
+def _worker_setup(parent: int) -> None:
+    """Run in each worker process as it starts; ``parent`` is the pid of the pool's process."""
     # Ctrl-C signals the whole process group: the parent alone handles it, cancels what is
     # queued and shuts the pool down, so a worker is not interrupted mid-chunk.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A parent killed outright (SIGKILL) cannot shut the pool down, and a worker waiting for
+    # work would wait for ever: a worker whose parent is gone ends itself (also when the
+    # parent was gone before this ran, hence its pid from the parent).
+
+    def end_with_parent() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=end_with_parent, name="end-with-parent", daemon=True).start()
 
 
 def worker_pool(jobs: int) -> ProcessPoolExecutor:
@@ -796,7 +808,8 @@ def worker_pool(jobs: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(
         max_workers=jobs,
         mp_context=multiprocessing.get_context("spawn"),
-        initializer=_ignore_interrupts,
+        initializer=_worker_setup,
+        initargs=(os.getpid(),),
     )
 
 
@@ -890,17 +903,18 @@ def dedupe_csv(
     jobs: int | None = 1,
     make_record: RecordMaker = record_from_row,
     pool: Executor | None = None,
-    chunk_rows: int = CHUNK_ROWS,
+    chunk_rows: int | None = None,
 ) -> DedupeReport:
     """Read a lead CSV (headers are Lead field names) and cluster its duplicate rows.
 
     ``encoding`` names the file's encoding instead of detecting it. ``jobs`` above 1 (None:
     :func:`default_jobs`) makes the identity keys in that many worker processes (a file under
     :data:`PARALLEL_MIN_BYTES` is read in one): this process reads the rows, hands them out in
-    chunks of ``chunk_rows`` and adds the keys to one index in row order, so the report is the
-    one a single process makes. ``pool`` is a pool of workers to use instead of starting
-    :func:`worker_pool` (it is left running). ``make_record`` makes each row's record, or
-    rejects the row (counted in ``records_rejected``).
+    chunks of ``chunk_rows`` (default :data:`CHUNK_ROWS`) and adds the keys to one index in
+    row order, so the report is the one a single process makes. ``pool`` is a pool of
+    workers to use instead of starting :func:`worker_pool` (it is left running).
+    ``make_record`` makes each row's record, or rejects the row (counted in
+    ``records_rejected``).
 
     Raises :class:`leadrelay.sync.csvfile.CsvError` when the file cannot be read at all or has
     none of the columns identity uses.
@@ -909,6 +923,8 @@ def dedupe_csv(
         jobs = default_jobs()
     if jobs < 1:
         raise ValueError(f"jobs must be at least 1, not {jobs}")
+    if chunk_rows is None:
+        chunk_rows = CHUNK_ROWS
     skipped: list[SkippedRow] = []
     rejected = 0
     index = ClusterIndex(name_threshold=name_threshold)
