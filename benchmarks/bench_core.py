@@ -44,7 +44,13 @@ from pydantic import ValidationError
 
 from benchmarks.bench_dedupe import COLUMNS, SIZES, synthetic_rows
 from leadrelay.model import lead_from_row
-from leadrelay.sync.dedupe import DedupeRecord, _identity, dedupe_csv, default_jobs
+from leadrelay.sync.dedupe import (
+    PARALLEL_MIN_BYTES,
+    DedupeRecord,
+    _identity,
+    dedupe_csv,
+    default_jobs,
+)
 from leadrelay.sync.tagging import apply_touch, tag_url
 
 if TYPE_CHECKING:
@@ -121,6 +127,8 @@ def run(count: int, path: Path, *, jobs: int = 1, memory: bool = False) -> None:
     rejected = report.records_rejected + len(report.rows_skipped)
     clusters = len(report.clusters)
     label = f"{count:>9,} leads, {jobs} job{'s' if jobs > 1 else ' '}"
+    if jobs > 1 and path.stat().st_size < PARALLEL_MIN_BYTES:
+        label += " (file under PARALLEL_MIN_BYTES: read in one process)"
     if memory:
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
@@ -138,7 +146,12 @@ def run(count: int, path: Path, *, jobs: int = 1, memory: bool = False) -> None:
     all_cpu = cpu + children
     figures = f"all {count / total:>8,.0f}/s ({total:.1f} s; {count / all_cpu:,.0f} per CPU second"
     if jobs > 1:
-        figures += f", CPU {cpu:.1f} s here + {children:.1f} s in workers)"
+        # ru_maxrss is in KiB on Linux
+        worker_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        figures += (
+            f", CPU {cpu:.1f} s here + {children:.1f} s in workers; largest worker's peak RSS "
+            f"{worker_peak:,.0f} MiB)"
+        )
         stages = ""
     else:
         kept = count - rejected
