@@ -127,13 +127,14 @@ def run(count: int, path: Path, *, jobs: int = 1, memory: bool = False) -> None:
     rejected = report.records_rejected + len(report.rows_skipped)
     clusters = len(report.clusters)
     label = f"{count:>9,} leads, {jobs} job{'s' if jobs > 1 else ' '}"
-    if jobs > 1 and path.stat().st_size < PARALLEL_MIN_BYTES:
+    parallel = jobs > 1 and path.stat().st_size >= PARALLEL_MIN_BYTES
+    if jobs > 1 and not parallel:
         label += " (file under PARALLEL_MIN_BYTES: read in one process)"
     if memory:
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         workers = ""
-        if jobs > 1:
+        if parallel:
             # ru_maxrss is in KiB on Linux
             worker_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
             workers = f" | largest worker's peak RSS {worker_peak:,.1f} MiB (ru_maxrss)"
@@ -145,7 +146,7 @@ def run(count: int, path: Path, *, jobs: int = 1, memory: bool = False) -> None:
         return
     all_cpu = cpu + children
     figures = f"all {count / total:>8,.0f}/s ({total:.1f} s; {count / all_cpu:,.0f} per CPU second"
-    if jobs > 1:
+    if parallel:
         # ru_maxrss is in KiB on Linux
         worker_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         figures += (
