@@ -28,8 +28,10 @@ normalized simply does not count as an identity; the record is kept and can matc
 :func:`find_clusters` works on a whole list (``leadrelay dedupe``, imports) and is built to stay
 near-linear: emails hash, phones are only parsed for records whose last name and phone digits
 already collide, and names are compared inside company blocks, with big blocks compared by a
-sorted neighbourhood instead of all pairs. :class:`IdentityIndex` applies the same rules one lead
-at a time for the sync engine and capture.
+sorted neighbourhood instead of all pairs. :func:`dedupe_csv` can make the compact identity keys
+of a file's rows in worker processes (``leadrelay dedupe --jobs N``) and add them to one
+:class:`ClusterIndex` in row order: the clusters of one process. :class:`IdentityIndex` applies
+the same rules one lead at a time for the sync engine and capture.
 """
 
 from __future__ import annotations
