@@ -1,16 +1,22 @@
 """Normalization + tagging + dedupe throughput, streamed from a CSV lead list.
 
-    python -m benchmarks.bench_core [10k|100k|1m|N ...] [--memory]
+    python -m benchmarks.bench_core [10k|100k|1m|N ...] [--jobs N] [--memory]
     python -m benchmarks.bench_core --steps
 
 Each lead row (from :func:`benchmarks.bench_dedupe.synthetic_rows`, plus a landing page with
 UTMs or click ids and a referrer) is first written to a temporary CSV (not timed). The timed
-run reads it back row by row with :func:`leadrelay.sync.csvfile.read_lead_rows` and streams
-each lead through the whole pipeline: the canonical Lead (:func:`leadrelay.model.lead_from_row`:
-email, phone, names, company domain normalized), tagged with its attribution, into the dedupe
-clustering; no list of leads is held. Prints leads/s per stage and in all. With
-``--memory`` each size runs a second time under tracemalloc (which slows Python several-fold,
-so its time is not printed) for the peak of Python allocations.
+run is the product's :func:`leadrelay.sync.dedupe.dedupe_csv` over that file with a record
+maker that streams each lead through the whole pipeline: the canonical Lead
+(:func:`leadrelay.model.lead_from_row`: email, phone, names, company domain normalized), tagged
+with its attribution, into the dedupe clustering; no list of leads is held. Each size runs with
+1 job (one process; leads/s per stage and in all) and then with ``--jobs`` worker processes
+(default as ``leadrelay dedupe``: the CPUs usable, at most 8), whose CPU includes the workers'
+(``getrusage(RUSAGE_CHILDREN)``). With ``--memory`` each run is repeated under tracemalloc
+(which slows Python several-fold, so its time is not printed) for the peak of this process's
+Python allocations. tracemalloc cannot see the workers: a thread samples their peak resident
+set size (``VmHWM`` of ``/proc/PID/status``, found with psutil) every 0.2 s in the
+``--memory`` run, and the largest is printed. ``ru_maxrss`` of ``RUSAGE_CHILDREN`` is not
+used: a spawned worker's includes the parent's resident pages between its fork and its exec.
 
 ``--steps`` prints instead the CPU of one call of each step on 5,000 of the same rows (thread
 CPU clock, the least of 9 repeats, so that other processes on the machine move it little):
@@ -24,27 +30,34 @@ from __future__ import annotations
 import argparse
 import csv
 import random
+import resource
 import sys
 import tempfile
+import threading
 import time
 import timeit
 import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import psutil  # type: ignore[import-untyped]
 from pydantic import ValidationError
 
 from benchmarks.bench_dedupe import COLUMNS, SIZES, synthetic_rows
-from leadrelay.capture.worker import _build_lead, _lead_extras, attribution_of
-from leadrelay.config import WebformConfig
-from leadrelay.mappings.engine import DEFAULTS_DIR, load_form_mapping
 from leadrelay.model import lead_from_row
-from leadrelay.sync.csvfile import SkippedRow, read_lead_rows
-from leadrelay.sync.dedupe import DedupeRecord, _identity, find_clusters
-from leadrelay.sync.state import InboxItem, InboxStatus
+from leadrelay.sync.dedupe import (
+    PARALLEL_MIN_BYTES,
+    DedupeRecord,
+    _identity,
+    dedupe_csv,
+    default_jobs,
+)
 from leadrelay.sync.tagging import apply_touch, tag_url
+
+if TYPE_CHECKING:
+    from leadrelay.sync.state import InboxItem
 
 _PAGES = [
     "https://www.example-saas.com/pricing?utm_source=google&utm_medium=cpc&utm_campaign=brand&gclid=Cj0{n}",
@@ -72,64 +85,120 @@ def _write_csv(path: Path, count: int) -> None:
 
 
 class _Pipeline:
-    """Streams CSV rows through normalize → tag → dedupe records, timing each stage."""
+    """The record maker of the stream: normalize → tag → dedupe record, timing each stage.
+
+    Picklable, so that worker processes run it too (their copies keep their own timings).
+    """
 
     def __init__(self) -> None:
         self.normalize = self.tag = self.record = 0.0
-        self.rejected = 0
 
-    def records(self, path: Path) -> Iterator[DedupeRecord]:
+    def __call__(self, n: int, row: dict[str, str]) -> DedupeRecord | None:
         clock = time.perf_counter
-        for item in read_lead_rows(path, encoding="utf-8"):
-            if isinstance(item, SkippedRow):
-                self.rejected += 1
-                continue
-            n, row = item
-            page, referrer = row.pop("landing_page", ""), row.pop("referrer", "")
-            t0 = clock()
-            try:
-                lead = lead_from_row({k: v for k, v in row.items() if v})
-            except ValidationError:
-                self.rejected += 1
-                continue
-            t1 = clock()
-            apply_touch(lead, tag_url(page, referrer or None))
-            t2 = clock()
-            record = DedupeRecord.from_lead(lead, row=n)
-            self.normalize += t1 - t0
-            self.tag += t2 - t1
-            self.record += clock() - t2
-            yield record
+        page, referrer = row.pop("landing_page", ""), row.pop("referrer", "")
+        t0 = clock()
+        try:
+            lead = lead_from_row({k: v for k, v in row.items() if v})
+        except ValidationError:
+            return None
+        t1 = clock()
+        apply_touch(lead, tag_url(page, referrer or None))
+        t2 = clock()
+        record = DedupeRecord.from_lead(lead, row=n)
+        self.normalize += t1 - t0
+        self.tag += t2 - t1
+        self.record += clock() - t2
+        return record
 
 
-def run(count: int, *, memory: bool = False) -> None:
-    """Stream ``count`` leads from a CSV through normalize, tag and dedupe; print the figures."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "leads.csv"
-        _write_csv(path, count)
-        pipeline = _Pipeline()
-        if memory:
-            tracemalloc.start()
-        start, cpu = time.perf_counter(), time.process_time()
-        clusters = find_clusters(pipeline.records(path))
-        total, cpu = time.perf_counter() - start, time.process_time() - cpu
-        if memory:
-            _, peak = tracemalloc.get_traced_memory()
-            tracemalloc.stop()
-            print(
-                f"{count:>9,} leads | peak Python memory {peak / 2**20:,.1f} MiB "
-                f"(tracemalloc run) | clusters {len(clusters):,}",
-                flush=True,
-            )
-            return
-    kept = count - pipeline.rejected
-    dedupe = total - pipeline.normalize - pipeline.tag
+class _WorkerPeak:
+    """Samples the peak resident set size of this process's worker children while it runs."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.peak_kib: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        me = psutil.Process()
+        while not self._stop.wait(0.2):
+            for child in me.children():
+                try:
+                    with open(f"/proc/{child.pid}/status", encoding="ascii") as status:
+                        hwm = next(
+                            (int(line.split()[1]) for line in status if line.startswith("VmHWM:")),
+                            0,
+                        )
+                except (OSError, ValueError):
+                    continue
+                self.peak_kib[child.pid] = max(self.peak_kib.get(child.pid, 0), hwm)
+
+    def __enter__(self) -> _WorkerPeak:
+        if self.enabled:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self._stop.set()
+            self._thread.join()
+
+    def largest_mib(self) -> float:
+        """The largest peak of one child (the resource tracker's included: it is tiny)."""
+        return max(self.peak_kib.values(), default=0) / 1024
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run(count: int, path: Path, *, jobs: int = 1, memory: bool = False) -> None:
+    """Stream the ``count`` leads of ``path`` through normalize, tag and dedupe with ``jobs``
+    processes; print the figures."""
+    pipeline = _Pipeline()
+    if memory:
+        tracemalloc.start()
+    children = _children_cpu()
+    start, cpu = time.perf_counter(), time.process_time()
+    with _WorkerPeak(memory and jobs > 1) as workers_peak:
+        report = dedupe_csv(path, encoding="utf-8", jobs=jobs, make_record=pipeline)
+    total, cpu = time.perf_counter() - start, time.process_time() - cpu
+    children = _children_cpu() - children
+    rejected = report.records_rejected + len(report.rows_skipped)
+    clusters = len(report.clusters)
+    label = f"{count:>9,} leads, {jobs} job{'s' if jobs > 1 else ' '}"
+    parallel = jobs > 1 and path.stat().st_size >= PARALLEL_MIN_BYTES
+    if jobs > 1 and not parallel:
+        label += " (file under PARALLEL_MIN_BYTES: read in one process)"
+    if memory:
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        workers = ""
+        if parallel:
+            workers = f" | largest worker's peak RSS {workers_peak.largest_mib():,.1f} MiB (VmHWM)"
+        print(
+            f"{label} | peak Python memory {peak / 2**20:,.1f} MiB (tracemalloc run, this "
+            f"process){workers} | clusters {clusters:,}",
+            flush=True,
+        )
+        return
+    all_cpu = cpu + children
+    figures = f"all {count / total:>8,.0f}/s ({total:.1f} s; {count / all_cpu:,.0f} per CPU second"
+    if parallel:
+        figures += f", CPU {cpu:.1f} s here + {children:.1f} s in workers)"
+        stages = ""
+    else:
+        kept = count - rejected
+        dedupe = total - pipeline.normalize - pipeline.tag
+        figures += ")"
+        stages = (
+            f"normalize {count / pipeline.normalize:>9,.0f}/s | "
+            f"tag {kept / pipeline.tag:>9,.0f}/s | read + dedupe {kept / dedupe:>9,.0f}/s | "
+        )
     print(
-        f"{count:>9,} leads | normalize {count / pipeline.normalize:>9,.0f}/s | "
-        f"tag {kept / pipeline.tag:>9,.0f}/s | read + dedupe {kept / dedupe:>9,.0f}/s | "
-        f"all {count / total:>8,.0f}/s ({total:.1f} s; {count / cpu:,.0f} per CPU second) | "
-        f"rejected {pipeline.rejected:,} | "
-        f"clusters {len(clusters):,}",
+        f"{label} | {stages}{figures} | rejected {rejected:,} | clusters {clusters:,}",
         flush=True,
     )
 
@@ -141,6 +210,8 @@ def _cpu_us(step: Callable[[], object], calls: int) -> float:
 
 def _capture_submissions(count: int) -> list[tuple[InboxItem, dict[str, Any]]]:
     """``count`` submissions shaped as ``bench_capture`` sends them, as inbox items."""
+    from leadrelay.sync.state import InboxItem, InboxStatus
+
     received = datetime.now(UTC)
     submissions = []
     for n in range(count):
@@ -172,6 +243,11 @@ def _capture_submissions(count: int) -> list[tuple[InboxItem, dict[str, Any]]]:
 
 def steps(count: int = 5000) -> None:
     """Print the CPU of one call of each step of the stream and of capture's Lead."""
+    # imported here, not at the top: the stream's worker processes import this module
+    from leadrelay.capture.worker import _build_lead, _lead_extras, attribution_of
+    from leadrelay.config import WebformConfig
+    from leadrelay.mappings.engine import DEFAULTS_DIR, load_form_mapping
+
     rng = random.Random(11)
     visits = [
         (rng.choice(_PAGES).format(n=n), rng.choice(_REFERRERS) or None) for n in range(count)
@@ -246,6 +322,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "sizes", nargs="*", default=["10k", "100k"], help=f"{', '.join(SIZES)} or a number"
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=default_jobs(),
+        help="worker processes for the second run of each size (default: the CPUs usable)",
+    )
     parser.add_argument("--memory", action="store_true", help="also a tracemalloc run per size")
     parser.add_argument(
         "--steps", action="store_true", help="CPU per call of each step instead of a stream"
@@ -258,9 +340,14 @@ def main(argv: list[str] | None = None) -> None:
         count = SIZES[name] if name in SIZES else int(name) if name.isdigit() else 0
         if count <= 0:
             parser.error(f"size {name!r}: choose from {', '.join(SIZES)} or give a number")
-        run(count)
-        if args.memory:
-            run(count, memory=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "leads.csv"
+            _write_csv(path, count)
+            for jobs in dict.fromkeys((1, max(1, args.jobs))):
+                run(count, path, jobs=jobs)
+            if args.memory:
+                for jobs in dict.fromkeys((1, max(1, args.jobs))):
+                    run(count, path, jobs=jobs, memory=True)
 
 
 if __name__ == "__main__":

@@ -319,6 +319,16 @@ def dedupe(
     ],
     encoding: EncodingOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    jobs: Annotated[
+        int | None,
+        typer.Option(
+            "--jobs",
+            "-j",
+            min=1,
+            help="Worker processes for a large file (default: the CPUs usable, at most 8; "
+            "1 reads it in this process alone).",
+        ),
+    ] = None,
 ) -> None:
     """Find clusters of duplicate leads in a CSV list, each with the reason it matched."""
     from leadrelay.sync.csvfile import CsvError
@@ -327,7 +337,7 @@ def dedupe(
     if not file.is_file():
         raise CliError(f"{file}: no such file", exit_code=2)
     try:
-        report = dedupe_csv(file, encoding=encoding)
+        report = dedupe_csv(file, encoding=encoding, jobs=jobs)
     except CsvError as exc:
         raise CliError(str(exc), exit_code=2) from exc
     if as_json:

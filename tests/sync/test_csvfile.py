@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from leadrelay.sync.csvfile import (
+    CellRow,
     CsvError,
     LeadCsv,
     LeadRow,
@@ -262,3 +263,31 @@ def test_reading_streams_in_constant_memory(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert count == 100_000
     assert peak < 1024 * 1024
+
+
+def test_cell_rows_are_the_rows_as_cells_in_the_order_of_fields(tmp_path: Path) -> None:
+    text = (
+        'notes,Last Name,email\n"a,\nb",Lee,a@acme.io\n\nonly one\n'
+        '"x"y,Bo,b@acme.io\nz,Kim,c@acme.io,,\n'
+    )
+    path = write(tmp_path, text)
+    with LeadCsv(path) as by_dict:
+        as_dicts = list(by_dict)
+        counts = (by_dict.rows_read, by_dict.rows_skipped, by_dict.blank_rows)
+    with LeadCsv(path) as by_cells:
+        assert by_cells.fields == ["last_name", "email"]
+        as_cells = list(by_cells.cell_rows())
+        assert (by_cells.rows_read, by_cells.rows_skipped, by_cells.blank_rows) == counts
+    assert as_cells[0] == CellRow(1, ("Lee", "a@acme.io"))
+    assert [
+        item
+        if isinstance(item, SkippedRow)
+        else LeadRow(item[0], dict(zip(by_cells.fields, item[1], strict=True)))
+        for item in as_cells
+    ] == as_dicts
+    assert [type(item).__name__ for item in as_cells] == [
+        "CellRow",
+        "SkippedRow",
+        "SkippedRow",
+        "CellRow",
+    ]
