@@ -320,15 +320,16 @@ def dedupe(
     encoding: EncodingOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     jobs: Annotated[
-        int | None,
+        int,
         typer.Option(
             "--jobs",
             "-j",
             min=1,
-            help="Worker processes for a large file (default: the CPUs usable, at most 8; "
-            "1 reads it in this process alone).",
+            help="Worker processes that make the rows' identity keys of a file of 4 MiB or "
+            "more (default 1: this process alone). More help only where cores are free: "
+            "docs/performance.md, Normalization round 4.",
         ),
-    ] = None,
+    ] = 1,
 ) -> None:
     """Find clusters of duplicate leads in a CSV list, each with the reason it matched."""
     from leadrelay.sync.csvfile import CsvError
