@@ -733,20 +733,28 @@ class Mapping:
         """Like :meth:`to_system`, but a value that cannot be written is left out and returned
         as a :class:`Problem` (one per canonical field) beside the values that can."""
         wanted = set(fields) if fields is not None else None
-        if wanted is not None:
+        if wanted is not None and not wanted <= self.fields.keys():
             unknown = sorted(wanted - set(self.fields))
-            if unknown:
-                raise ValueError(f"not mapped in {self.kind}: {', '.join(unknown)}")
+            raise ValueError(f"not mapped in {self.kind}: {', '.join(unknown)}")
 
         def canonical(name: str) -> Any:
             return _lead_value(lead, name)
 
         out: dict[str, Any] = {}
         problems: list[Problem] = []
-        for name, fmap in self._writable:
+        for name, fmap, plain in self._writable:
             if wanted is not None and name not in wanted:
                 continue
             spec = fmap.primary
+            if plain is not None:
+                # one system field written as it is (what :meth:`_write` does for it)
+                value = _lead_value(lead, name)
+                if _blank(value):
+                    value = spec.default
+                value = _jsonable(value)
+                if value is not None or include_blank:
+                    out[plain] = value
+                continue
             try:
                 written = self._write(fmap, spec, canonical(name), canonical)
             except (ValueError, TypeError) as exc:
@@ -768,8 +776,20 @@ class Mapping:
         return out, problems
 
     @cached_property
-    def _writable(self) -> tuple[tuple[str, FieldMap], ...]:
-        return tuple((name, fmap) for name, fmap in self.fields.items() if fmap.primary.writes)
+    def _writable(self) -> tuple[tuple[str, FieldMap, str | None], ...]:
+        # (field, its map, the system field when the value is written as it stands: no value
+        # map, no transform, not the owner, whose Owner is written as its id)
+        return tuple(
+            (
+                name,
+                fmap,
+                fmap.primary.system_field
+                if not fmap.primary.values and not fmap.primary.transforms and name != "owner"
+                else None,
+            )
+            for name, fmap in self.fields.items()
+            if fmap.primary.writes
+        )
 
     def _write(
         self,
