@@ -622,7 +622,7 @@ class Mapping:
                 return None
             busy.add(name)
             try:
-                found, _spec, _problem = reader.read(raw, blanks, canonical)
+                found, _spec, _problem = reader.recall(raw, blanks, canonical)
             finally:
                 busy.discard(name)
             cache[name] = None if found is _ABSENT or isinstance(found, _Kept) else found
@@ -650,7 +650,7 @@ class Mapping:
                 probes = reader.probes
                 if probes is not None and not any(probe in raw for probe in probes):
                     continue  # none of its system fields in the record: nothing to read
-                found, spec, problem = reader.read(raw, blanks, canonical)
+                found, spec, problem = reader.recall(raw, blanks, canonical)
             if problem is not None:
                 draft.problems.append(
                     Problem(
@@ -733,20 +733,28 @@ class Mapping:
         """Like :meth:`to_system`, but a value that cannot be written is left out and returned
         as a :class:`Problem` (one per canonical field) beside the values that can."""
         wanted = set(fields) if fields is not None else None
-        if wanted is not None:
+        if wanted is not None and not wanted <= self.fields.keys():
             unknown = sorted(wanted - set(self.fields))
-            if unknown:
-                raise ValueError(f"not mapped in {self.kind}: {', '.join(unknown)}")
+            raise ValueError(f"not mapped in {self.kind}: {', '.join(unknown)}")
 
         def canonical(name: str) -> Any:
             return _lead_value(lead, name)
 
         out: dict[str, Any] = {}
         problems: list[Problem] = []
-        for name, fmap in self._writable:
+        for name, fmap, plain in self._writable:
             if wanted is not None and name not in wanted:
                 continue
             spec = fmap.primary
+            if plain is not None:
+                # one system field written as it is (what :meth:`_write` does for it)
+                value = _lead_value(lead, name)
+                if _blank(value):
+                    value = spec.default
+                value = _jsonable(value)
+                if value is not None or include_blank:
+                    out[plain] = value
+                continue
             try:
                 written = self._write(fmap, spec, canonical(name), canonical)
             except (ValueError, TypeError) as exc:
@@ -768,8 +776,20 @@ class Mapping:
         return out, problems
 
     @cached_property
-    def _writable(self) -> tuple[tuple[str, FieldMap], ...]:
-        return tuple((name, fmap) for name, fmap in self.fields.items() if fmap.primary.writes)
+    def _writable(self) -> tuple[tuple[str, FieldMap, str | None], ...]:
+        # (field, its map, the system field when the value is written as it stands: no value
+        # map, no transform, not the owner, whose Owner is written as its id)
+        return tuple(
+            (
+                name,
+                fmap,
+                fmap.primary.system_field
+                if not fmap.primary.values and not fmap.primary.transforms and name != "owner"
+                else None,
+            )
+            for name, fmap in self.fields.items()
+            if fmap.primary.writes
+        )
 
     def _write(
         self,
@@ -1012,12 +1032,48 @@ class _SpecReader:
         self.standard = field in _STANDARD_LISTS
 
 
+#: Built-in transforms whose inbound reads the value alone (and the field's own name): a read
+#: through them gives the same result for the same system values.
+_PURE_INBOUND = frozenset(
+    {
+        "bool",
+        "country",
+        "date",
+        "datetime",
+        "default",
+        "employee_range",
+        "float",
+        "hubspot_source",
+        "int",
+        "join",
+        "lower",
+        "picklist",
+        "split_full_name",
+        "strip",
+        "truncate",
+        "upper",
+    }
+)
+#: A system field a record does not hold (a memo key apart from None, a field held blank).
+_MISSING: Any = object()
+#: Exact types of system values a memo key holds with their type (str, None and absent as
+#: they are).
+_SCALARS: frozenset[type] = frozenset({int, float, bool})
+#: Read results a memo may hand to several records (they cannot be changed in place).
+_IMMUTABLE: frozenset[type] = frozenset({str, int, float, bool, datetime, date, _Kept})
+#: Entries a field's memo holds before it starts again (unique values, such as times, would
+#: otherwise grow it without end).
+_MEMO_SIZE = 512
+
+
 class _FieldReader:
     """How one canonical field is read from a system record (:meth:`Mapping.to_lead`)."""
 
     __slots__ = (
+        "deps",
         "head",
         "kept_as",
+        "memo",
         "name",
         "nullable",
         "owner",
@@ -1053,10 +1109,76 @@ class _FieldReader:
             and only.default_key is None
             else None
         )
+        # The system fields a read looks at. When its transforms read nothing but the value
+        # (not another canonical field, as e164 and region read the country), what a read
+        # finds follows from those fields' values alone: a value map, read rule or transform
+        # over a value seen before is answered from the memo (stages, sources, industries and
+        # tiers repeat across records).
+        deps: dict[str, None] = {}
+        for reader in specs:
+            deps.update(dict.fromkeys(reader.when.when if reader.when is not None else ()))
+            deps.update(dict.fromkeys(reader.system_fields if reader.rules else ()))
+            deps[reader.system_field] = None
+        self.deps = tuple(deps)
+        pure = all(
+            REGISTRY.get(bound.name) is bound.transform and bound.name in _PURE_INBOUND
+            for reader in specs
+            for bound in reader.transforms
+        )
+        self.memo: dict[Any, tuple[Any, FieldSpec | None, tuple[str, str, Any] | None]] | None = (
+            {} if pure and self.plain is None and self.deps else None
+        )
 
     @classmethod
     def of(cls, fmap: FieldMap) -> _FieldReader:
         return cls(fmap.name, tuple(_SpecReader(fmap.name, s) for s in fmap.specs if s.reads))
+
+    def recall(
+        self,
+        raw: MappingABC[str, Any],
+        blanks: frozenset[str],
+        canonical: Callable[[str], Any],
+    ) -> tuple[Any, FieldSpec | None, tuple[str, str, Any] | None]:
+        """:meth:`read`, from the memo when the same text (or absence) was read before.
+
+        Text, numbers, booleans, None and absent values make a key (a number or boolean with
+        its type: ``1``, ``1.0`` and ``True`` are one dict key, and read differently); only
+        immutable results are kept."""
+        memo = self.memo
+        if memo is None:
+            return self.read(raw, blanks, canonical)
+        deps = self.deps
+        key: Any
+        if len(deps) == 1:
+            key = raw.get(deps[0], _MISSING)
+            if key is not None and key is not _MISSING and type(key) is not str:
+                if type(key) not in _SCALARS:
+                    return self.read(raw, blanks, canonical)
+                key = (type(key), key)
+        else:
+            parts = []
+            for name in deps:
+                value = raw.get(name, _MISSING)
+                if value is not None and value is not _MISSING and type(value) is not str:
+                    if type(value) not in _SCALARS:
+                        return self.read(raw, blanks, canonical)
+                    value = (type(value), value)
+                parts.append(value)
+            key = tuple(parts)
+        found = memo.get(key)
+        if found is None:
+            found = self.read(raw, blanks, canonical)
+            value = found[0]
+            if (
+                value is None
+                or value is _ABSENT
+                or type(value) in _IMMUTABLE
+                or isinstance(value, Enum)
+            ):
+                if len(memo) >= _MEMO_SIZE:
+                    memo.clear()
+                memo[key] = found
+        return found
 
     def read(
         self,

@@ -25,12 +25,14 @@ leads that started in the CRM.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import queue
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -257,6 +259,23 @@ def _without(fields: list[str], problems: Sequence[Problem]) -> list[str]:
         return fields
     left_out = {p.top_field for p in problems}
     return [name for name in fields if name not in left_out]
+
+
+@contextmanager
+def _older_objects_spared() -> Iterator[None]:
+    """Keep the cyclic garbage collector off the objects that exist when a run starts (the
+    modules, mappings, connectors, pools) until it ends: a full collection during the run then
+    walks only what the run made (it walked the whole heap twice per 1,000 leads, ~70 ms
+    each). A process that froze objects itself (``gc.freeze`` before forking workers) is left
+    as it is. A cycle already unreachable when the run starts is collected after it."""
+    if gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -681,15 +700,16 @@ class SyncEngine:
         out) propagate; what was committed before stays committed.
         """
         try:
-            if full and not self.dry_run:
-                self.store.reset_cursors(self.flow.name)
-            if not self.dry_run:
-                self._replay_field_problems()
-            self._pass(Side.SOURCE, full=full)
-            if self.flow.two_way:
-                self._pass(Side.DESTINATION, full=full)
-            if self.qualifier is not None and not self.dry_run:
-                self._escalate(self.qualifier)
+            with _older_objects_spared():
+                if full and not self.dry_run:
+                    self.store.reset_cursors(self.flow.name)
+                if not self.dry_run:
+                    self._replay_field_problems()
+                self._pass(Side.SOURCE, full=full)
+                if self.flow.two_way:
+                    self._pass(Side.DESTINATION, full=full)
+                if self.qualifier is not None and not self.dry_run:
+                    self._escalate(self.qualifier)
         finally:
             self._count_calls()
         return self.stats

@@ -265,6 +265,38 @@ def test_value_outside_the_map_is_a_problem(tmp_path: Path) -> None:
     assert "channel" not in draft.values
 
 
+def test_a_value_read_again_reads_the_same(basic) -> None:  # type: ignore[no-untyped-def]
+    # The second read of a value comes from the field's memo: the same value and problem.
+    for _ in range(2):
+        draft = basic.to_lead({"Source": "Partner", "Employees": "many"}, external_id="9")
+        assert draft.values["channel"] == "referral"
+        assert [(p.field, p.value, p.record) for p in draft.problems] == [
+            ("employees", "many", "9")
+        ]
+
+
+def test_a_number_and_a_boolean_of_equal_value_read_apart(tmp_path: Path) -> None:
+    # 1 == True in Python: a memo keyed by the value alone would read True as 1.
+    mapping = load_mapping(
+        str(write(tmp_path, '[fields.tier]\nfield = "T"\nvalues = { hot = "1", cold = "true" }\n'))
+    )
+    assert [mapping.to_lead({"T": value}).values["tier"] for value in (1, True, 1.0)] == [
+        "hot",
+        "cold",
+        "hot",
+    ]
+
+
+def test_a_read_of_another_field_is_not_remembered_across_records(tmp_path: Path) -> None:
+    # region reads the record's country: the same state text reads apart in two countries.
+    text = '[fields]\ncountry = { field = "C", transform = "country" }\n'
+    text += 'region = { field = "S", transform = "region" }\n'
+    mapping = load_mapping(str(write(tmp_path, text)))
+    us = mapping.to_lead({"C": "US", "S": "California"}).values["region"]
+    ca = mapping.to_lead({"C": "CA", "S": "California"}).values["region"]
+    assert (us, ca) == ("US-CA", "California")
+
+
 def test_bad_value_is_a_problem_not_an_exception(basic) -> None:  # type: ignore[no-untyped-def]
     draft = basic.to_lead({"Email": "ana@acme.io", "Employees": "many"})
     assert [(p.field, p.system_field) for p in draft.problems] == [("employees", "Employees")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from leadrelay.connectors.base import DELETIONS_EVERY_S
 from leadrelay.connectors.errors import Retryable
 from leadrelay.mappings.engine import load_mapping
 from leadrelay.model import Stage
+from leadrelay.sync import engine as engine_module
 from leadrelay.sync.engine import FlowStats, PlannedRecord, SyncEngine
 from leadrelay.sync.state import DeadLetterStatus, LedgerState, StateStore
 from tests.postgres import fresh_schema
@@ -104,6 +106,44 @@ def test_first_sync_creates_every_source_lead_once(
     assert key is not None
     assert store.links_of(key).keys() == {"hs", "sf"}
     assert [row.state for row in store.ledger_rows(key)] == [LedgerState.WRITTEN]
+
+
+def _freeze_counts_while_planning(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    seen: list[int] = []
+    plan = engine_module.plan_record
+
+    def planning(**kwargs: Any) -> Any:
+        seen.append(gc.get_freeze_count())
+        return plan(**kwargs)
+
+    monkeypatch.setattr(engine_module, "plan_record", planning)
+    return seen
+
+
+def test_a_run_keeps_the_collector_off_older_objects_until_it_ends(
+    sync: Sync, hub: FakeSystem, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = _freeze_counts_while_planning(monkeypatch)
+    hub.put(contact(1))
+    assert sync().created == 1
+    assert seen and seen[0] > 0
+    assert gc.get_freeze_count() == 0
+
+
+def test_a_run_leaves_objects_the_process_froze_itself_frozen(
+    sync: Sync, hub: FakeSystem, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = _freeze_counts_while_planning(monkeypatch)
+    hub.put(contact(1))
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        assert sync().created == 1
+        # frozen objects the run let go of leave the count; none joined it, none were thawed
+        assert len(seen) == 1 and 0 < seen[0] <= frozen
+        assert 0 < gc.get_freeze_count() <= frozen
+    finally:
+        gc.unfreeze()
 
 
 def test_fields_are_mapped_through_the_canonical_lead(
