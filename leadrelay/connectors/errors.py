@@ -122,17 +122,19 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     ),
 )
 
-#: Per pattern, lower-case text one of which any match contains: a pattern whose markers are
-#: all absent from a text is not run over it (a long text, such as a batch of journal rows,
-#: would otherwise be scanned at every position by every pattern).
-_MARKERS: tuple[tuple[str, ...], ...] = (
-    ("bearer", "zoho-oauthtoken", "basic", "oauth"),
-    ("pat-",),
-    ("00d",),
-    ("1000.",),
-    tuple(sorted(SECRET_KEYS | {"token"})),
-    tuple(sorted(SECRET_KEYS)),
-    tuple(sorted(SECRET_QUERY_KEYS)),
+#: Per pattern, what any match contains: groups of lower-case text, each group met when one of
+#: its texts is in the text. A pattern with a group unmet is not run over a text (a long text,
+#: such as a batch of journal rows, would otherwise be scanned at every position by every
+#: pattern; a page of Salesforce writes always holds "key" and "00d", so the word alone is not
+#: enough: a query string also needs "=" and "?" or "&", a session id "!").
+_MARKERS: tuple[tuple[tuple[str, ...], ...], ...] = (
+    (("bearer", "zoho-oauthtoken", "basic", "oauth"),),
+    (("pat-",),),
+    (("00d",), ("!",)),
+    (("1000.",),),
+    (tuple(sorted(SECRET_KEYS | {"token"})), (":",), ('"', "'")),
+    (tuple(sorted(SECRET_KEYS)), ("=",)),
+    (tuple(sorted(SECRET_QUERY_KEYS)), ("=",), ("?", "&")),
 )
 
 _registered: set[str] = set()
@@ -174,8 +176,8 @@ def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
         if secret in text:
             text = text.replace(secret, REDACTED)
     lowered = text.lower()
-    for (pattern, replacement), markers in zip(_PATTERNS, _MARKERS, strict=True):
-        if any(marker in lowered for marker in markers):
+    for (pattern, replacement), groups in zip(_PATTERNS, _MARKERS, strict=True):
+        if all(any(marker in lowered for marker in group) for group in groups):
             text = pattern.sub(replacement, text)
     return text
 
