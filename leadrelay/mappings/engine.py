@@ -113,7 +113,7 @@ from collections.abc import Mapping as MappingABC
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import Enum
-from functools import cache, cached_property
+from functools import cache, cached_property, lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -1270,17 +1270,28 @@ def _read_layer(path: Path) -> _Layer:
 
 def _line_of(text: str, name: str) -> int | None:
     """The line where a [fields] entry (``name = …`` or ``[fields.name]``) is written."""
+    entry = _entry_pattern(name)
+    for number, line in enumerate(_lines(text), start=1):
+        if entry.match(line):
+            return number
+    return None
+
+
+@lru_cache(maxsize=1024)
+def _entry_pattern(name: str) -> re.Pattern[str]:
+    """One pattern for the lines that write the [fields] entry ``name`` (a mapping file has a
+    few hundred; compiled once each, not once per look-up)."""
     head, _, sub = name.partition(".")
     keys = [re.escape(name), rf'"{re.escape(name)}"']
     if sub:
         keys.append(rf"{re.escape(head)}\s*\.\s*{re.escape(sub)}")
-    patterns = [rf"^\s*(?:{k})\s*=" for k in keys] + [
-        rf"^\s*\[+\s*fields\s*\.\s*(?:{k})\s*[\].]" for k in keys
-    ]
-    for number, line in enumerate(text.splitlines(), start=1):
-        if any(re.match(p, line) for p in patterns):
-            return number
-    return None
+    either = "|".join(keys)
+    return re.compile(rf"\s*(?:(?:{either})\s*=|\[+\s*fields\s*\.\s*(?:{either})\s*[\].])")
+
+
+@lru_cache(maxsize=16)
+def _lines(text: str) -> tuple[str, ...]:
+    return tuple(text.splitlines())
 
 
 def _flatten_fields(raw: Any) -> dict[str, Any]:

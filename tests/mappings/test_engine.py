@@ -66,6 +66,26 @@ def test_malformed_toml_names_the_line(tmp_path: Path) -> None:
     assert "crm.toml:3" in str(error)
 
 
+@pytest.mark.parametrize(
+    ("text", "field", "line"),
+    [
+        ('[fields]\nemial = "Email"\n', "emial", 2),
+        ('[fields]\nemail = "Email"\n  "emial"  = "Email"\n', "emial", 3),
+        ('[fields]\nemail = "Email"\n\n[fields.emial]\nsystem = "Email"\n', "emial", 4),
+        ('[fields]\nemail = "Email"\n[[ fields . emial ]]\nsystem = "Email"\n', "emial", 3),
+        ('[fields]\nemail = "Email"\ncustom . tier = 3\n', "custom.tier", 3),
+        ('[fields]\nemail = "Email"\n"custom.tier" = 3\n', "custom.tier", 3),
+        ('[fields]\nemail = "Email"\nemial_x = "E"\n', "emial", None),
+    ],
+)
+def test_a_problem_names_the_line_its_entry_is_written_on(
+    text: str, field: str, line: int | None
+) -> None:
+    from leadrelay.mappings.engine import _line_of
+
+    assert _line_of(text, field) == line
+
+
 def test_unknown_lead_field_suggests_the_close_one(tmp_path: Path) -> None:
     error = load_error(tmp_path, '[fields]\nemial = "Email"\n')
     problem = error.problems[0]
