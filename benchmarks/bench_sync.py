@@ -2,7 +2,7 @@
 floor, speed, CPU, memory, and the wall time beside a reference client's.
 
 Run: ``python -m benchmarks.bench_sync [--sizes 1000,10000] [--dest salesforce,zoho]
-[--naive-max 1000] [--profile]``.
+[--naive-max 1000] [--profile] [--memory]``.
 
 For each destination and N, N contacts are seeded in the sandbox's HubSpot, then one sync of
 the flow ``hubspot-<dest>`` runs (forward pass and the two-way write-back pass, which re-reads
@@ -18,7 +18,8 @@ Time and memory are measured in separate runs: tracemalloc slows Python several-
 peak of Python allocations (which should stay flat as N grows: streaming page by page) comes
 from a run of its own, and the timed run has no tracing. ``--profile`` prints where the sync
 process spends its CPU (cProfile on a CPU clock: leadrelay's functions by cumulative CPU
-(``BENCH_PROFILE_ROWS`` rows, default 25), then all by own CPU). The naive per-record
+(``BENCH_PROFILE_ROWS`` rows, default 25), then all by own CPU). ``--memory`` makes only the
+tracemalloc runs, of the sync and of the reference client (no timed run). The naive per-record
 find-or-create (one lookup and one upsert per lead) runs up to ``--naive-max`` leads. Nothing
 is asserted.
 """
@@ -341,6 +342,16 @@ def measure(
     return timed
 
 
+def measure_peak(label: str, count: int, dest: str) -> None:
+    """Print the peak of Python allocations of ``label`` on N leads (a tracemalloc run)."""
+    result = _run(label, count, dest, memory=True)
+    print(
+        f"{label:<6} -> {dest:<10} N={count:>6}  read={result['read']:>6}  "
+        f"peak {result['peak'] / 2**20:6.1f} MiB",
+        flush=True,
+    )
+
+
 def _print_stages(result: dict[str, Any], count: int, dest: str) -> None:
     """The CPU per lead of each step (thread CPU clocks; the read-ahead thread's reads are the
     difference between the process and the main thread)."""
@@ -366,6 +377,9 @@ def main() -> None:
     parser.add_argument(
         "--stages", action="store_true", help="CPU µs per lead of each step of the sync"
     )
+    parser.add_argument(
+        "--memory", action="store_true", help="only the peak memory of the sync and reference"
+    )
     args = parser.parse_args(sys.argv[1:])
     os.environ.setdefault("PYTHONHASHSEED", "0")
     dests = [name.strip() for name in args.dest.split(",") if name.strip()]
@@ -375,6 +389,10 @@ def main() -> None:
     print("floor: ceil(N / batch) per system (HubSpot list page 100, Salesforce 200, Zoho 100)")
     for count in (int(n) for n in args.sizes.split(",")):
         for dest in dests:
+            if args.memory:
+                measure_peak("ref", count, dest)
+                measure_peak("sync", count, dest)
+                continue
             reference = measure("ref", count, dest)
             measure("sync", count, dest, reference)
             if count <= args.naive_max:

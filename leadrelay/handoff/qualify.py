@@ -637,16 +637,24 @@ class Qualifier:
 
     # -- escalation ------------------------------------------------------------------------------
 
-    def _open_clocks(self) -> dict[str, dict[str, Any]]:
+    def _due_clocks(self, moment: datetime) -> dict[str, dict[str, Any]]:
+        """The open clocks of this destination due by ``moment``. Every lead sent has one
+        open until it is met, so they are streamed and only the due ones kept: a run's
+        memory does not grow with the leads ever sent."""
         prefix = f"{self.destination.name}|"
         table = cursors_table
+        due: dict[str, dict[str, Any]] = {}
         with self.store.transaction() as conn:
-            rows = conn.execute(
+            rows = conn.execution_options(stream_results=True, max_row_buffer=1000).execute(
                 sa.select(table.c.connection, table.c.value).where(
                     table.c.flow == CLOCK_SPACE, table.c.connection.startswith(prefix)
                 )
-            ).all()
-        return {str(row.connection)[len(prefix) :]: json.loads(row.value) for row in rows}
+            )
+            for row in rows:
+                entry = json.loads(row.value)
+                if datetime.fromisoformat(entry["due_at"]) <= moment:
+                    due[str(row.connection)[len(prefix) :]] = entry
+        return due
 
     def _close_clocks(self, keys: Iterable[str]) -> None:
         names = [f"{self.destination.name}|{key}" for key in keys]
@@ -697,11 +705,7 @@ class Qualifier:
         if self.destination_mapping is None:
             raise ValueError("escalation needs the destination's mapping to read leads back")
         moment = now or self.store.now()
-        clocks = {
-            key: entry
-            for key, entry in self._open_clocks().items()
-            if datetime.fromisoformat(entry["due_at"]) <= moment
-        }
+        clocks = self._due_clocks(moment)
         if not clocks:
             return EscalationOutcome()
         ids = self.store.external_ids_for_many(self.destination.name, list(clocks))

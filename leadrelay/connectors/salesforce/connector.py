@@ -516,6 +516,9 @@ class SalesforceConnector(Connector[SalesforceConnection]):
             session_id=token.access_token,
             session=self.session,
             version=self.settings.api_version,
+            # Plain dicts, not simple-salesforce's default OrderedDict: a page of 2,000 Leads
+            # parses into some 150,000 objects, and an OrderedDict is about twice a dict.
+            object_pairs_hook=dict,
         )
 
     def client(self) -> Any:
@@ -620,12 +623,17 @@ class SalesforceConnector(Connector[SalesforceConnection]):
     ) -> Iterator[tuple[list[RawRecord], bool]]:
         """:meth:`_pages_from`, each page with whether another follows (the answer's ``done``
         says so): the next page is asked for only once this one was taken, so one page of
-        rows is held at a time."""
+        rows is held at a time. The parsed answer is let go as soon as its rows are cleaned,
+        and those rows before the next page is asked for: a page's answer (every row twice,
+        relationship parents and ``attributes`` included) is never alive beside the next."""
         timeout = self.settings.timeout_s
         while True:
             next_url = result.get("nextRecordsUrl")
             more = not result.get("done", True) and bool(next_url)
-            yield [_clean(r) for r in result.get("records", [])], more
+            rows = [_clean(r) for r in result.get("records", [])]
+            del result
+            yield rows, more
+            del rows
             if not more:
                 return
             result = self.call(
@@ -793,23 +801,35 @@ class SalesforceConnector(Connector[SalesforceConnection]):
                 continue
             for _, resume in self._keyset(answer, followed_after[n], started, stamp, ""):
                 positions[n] = resume
+        # The pending answers are held by ``pending`` alone, each let go once it is paged.
+        answers, answer = [], {}
         lead_end = after
+        # The converted Leads this read gave, so that a followed read does not give one twice.
+        # Only converted ones: a followed read lists converted Leads alone, and a Lead's
+        # conversion is final, so a row the Lead read gave unconverted is never in it. An
+        # ordinary sync's pages hold no converted Lead, so nothing is kept across its pages.
         read_ids: set[str] = set()
-        for page, resume in self._keyset(first, after, started, "SystemModstamp", describe):
+        leads = self._keyset(first, after, started, "SystemModstamp", describe)
+        del first  # the first answer is the pages' to let go of (see _marked_pages)
+        for page, resume in leads:
             lead_end = resume
-            read_ids.update(str(row.get("Id")) for row in page.records)
+            if pending:
+                read_ids.update(str(row["Id"]) for row in page.records if row.get("IsConverted"))
             last = not pending and page.cursor == ""
             if page.records or page.deleted or last:
                 yield Page(page.records, join_cursor(resume, *positions), page.deleted, remaining)
             if remaining is not None:
                 remaining = max(0, remaining - len(page.records) - len(page.deleted))
-        for index, (n, answer) in enumerate(pending):
-            final = index == len(pending) - 1
+        while pending:
+            n, answer = pending.pop(0)
+            final = not pending
             parent = _FOLLOWED[n]
             what = "outcome" if parent == OPPORTUNITY else "Contact"
             describe = f"read the {what} of converted Leads"
             stamp = f"{parent}.SystemModstamp"
-            for page, resume in self._keyset(answer, followed_after[n], started, stamp, describe):
+            followed = self._keyset(answer, followed_after[n], started, stamp, describe)
+            del answer
+            for page, resume in followed:
                 # A Lead this read already gave (its own row carries its Opportunity and
                 # Contact, read in the same call) is not given twice.
                 fresh = [row for row in page.records if str(row.get("Id")) not in read_ids]
@@ -886,7 +906,9 @@ class SalesforceConnector(Connector[SalesforceConnection]):
         from; rows at or before ``after`` are dropped. The last page's cursor is ``""`` (its
         position: at most the server time of the read minus the look-back)."""
         last: Position | None = None
-        for rows, more in self._marked_pages(first, describe):
+        pages = self._marked_pages(first, describe)
+        del first  # the first answer is the pages' to let go of (see _marked_pages)
+        for rows, more in pages:
             records: list[RawRecord] = []
             deleted: list[Deletion] = []
             for row in rows:
@@ -902,6 +924,7 @@ class SalesforceConnector(Connector[SalesforceConnection]):
                     continue
                 record = {k: v for k, v in row.items() if k not in _DELETION_FIELDS}
                 records.append(self._seen(record))
+            del rows  # only the page's records are held while the next page is read
             resume = last
             if not more and started is not None:
                 # The end of the read: no later than the server time of the read minus the
