@@ -644,7 +644,7 @@ class Qualifier:
         prefix = f"{self.destination.name}|"
         table = cursors_table
         due: dict[str, dict[str, Any]] = {}
-        with self.store.transaction() as conn:
+        with self.store.reading() as conn:
             rows = conn.execution_options(stream_results=True, max_row_buffer=1000).execute(
                 sa.select(table.c.connection, table.c.value).where(
                     table.c.flow == CLOCK_SPACE, table.c.connection.startswith(prefix)

@@ -1017,6 +1017,13 @@ class StateStore:
             yield conn
 
     @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A connection for reading only: it neither waits for nor holds SQLite's writer, so a
+        long read (streamed rows) never delays a capture request's write."""
+        with self._read(None) as conn:
+            yield conn
+
+    @contextmanager
     def _writing(self) -> Iterator[None]:
         """Hold this process's SQLite writer queue (nothing on PostgreSQL)."""
         if self._writer is None:
