@@ -115,6 +115,7 @@ SQLITE_BUSY_TIMEOUT_MS = 30_000
 """How long a SQLite connection waits for another process's write lock before failing."""
 
 _IN_CHUNK = 500
+"""Largest IN (…) list sent at once; keeps far below SQLite's bound-parameter limit."""
 
 #: The columns of a captured submission's inbox row (:meth:`StateStore.put_inbox`).
 _INBOX_COLUMNS = (
@@ -147,7 +148,6 @@ _REFUSE_COLUMNS = (
     "first_seen",
     "last_seen",
 )
-"""Largest IN (…) list sent at once; keeps far below SQLite's bound-parameter limit."""
 
 _READ_ONLY = "leadrelay_read_only"
 
@@ -1123,26 +1123,26 @@ class StateStore:
 
     # -- inbox ---------------------------------------------------------------------------------
 
-    # The capture service's statements, built once per store (their values are bound per call):
+    # The capture service's statements, built and compiled once per store (``_bulk``):
     # building an upsert and its ``excluded`` columns cost more CPU than running it.
-    @cached_property
-    def _inbox_insert(self) -> Any:
-        return (
+    def _inbox_insert(self) -> sa.Insert:
+        insert: sa.Insert = (
             self._insert(inbox_table)
             .on_conflict_do_nothing(index_elements=[inbox_table.c.dedupe_key])
             .returning(inbox_table.c.key)
         )
+        return insert
 
-    @cached_property
-    def _ledger_received_upsert(self) -> Any:
+    def _ledger_received_upsert(self) -> sa.Insert:
         stmt = self._insert(ledger_table)
-        return stmt.on_conflict_do_update(
+        upsert: sa.Insert = stmt.on_conflict_do_update(
             index_elements=[ledger_table.c.lead_key, ledger_table.c.destination],
             set_={
                 "form": sa.func.coalesce(ledger_table.c.form, stmt.excluded.form),
                 "source": sa.func.coalesce(ledger_table.c.source, stmt.excluded.source),
             },
         )
+        return upsert
 
     def put_inbox(
         self,
@@ -1172,7 +1172,7 @@ class StateStore:
             InboxStatus.PENDING.value,
             0,
         )
-        insert = self._bulk("inbox:insert", lambda: self._inbox_insert, _INBOX_COLUMNS)
+        insert = self._bulk("inbox:insert", self._inbox_insert, _INBOX_COLUMNS)
         with self._write(conn) as c:
             try:
                 result = insert.execute_one(c, row)
@@ -1407,9 +1407,7 @@ class StateStore:
             (key, destination, form, source, state, now, is_test)
             for key in dict.fromkeys(lead_keys)
         ]
-        upsert = self._bulk(
-            "ledger:received", lambda: self._ledger_received_upsert, _RECEIVED_COLUMNS
-        )
+        upsert = self._bulk("ledger:received", self._ledger_received_upsert, _RECEIVED_COLUMNS)
         with self._write(conn) as c:
             upsert.execute(c, rows)
 
@@ -2479,12 +2477,13 @@ class StateStore:
                     for problem in problems
                 )
             if resolved:
-                c.execute(self._resolving_problems(), resolved)
+                c.execute(self._resolving_problems, resolved)
             if refused:
                 self._bulk(
                     "field_problems:refuse", self._refusing_problems, _REFUSE_COLUMNS
                 ).execute(c, refused)
 
+    @cached_property
     def _resolving_problems(self) -> sa.Update:
         table = field_problems_table
         return (
