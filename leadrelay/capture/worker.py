@@ -84,7 +84,7 @@ from leadrelay.sync.tagging import (
     classify_channel,
     tag_url,
 )
-from leadrelay.sync.write import LeadWriter, Pending, left_out
+from leadrelay.sync.write import LeadWriter, Pending, left_out, without_left_out
 
 __all__ = [
     "CSV_SOURCE",
@@ -560,13 +560,9 @@ class _Delivery:
             bad = [p for work in group for p in work.left_out]
             if key in existing:
                 # A value left out is not a blank: the CRM's own value stays.
-                gone = {p.top_field for p in bad}
-                names = [
-                    name
-                    for name in mapping.fields
-                    if name not in SALES_OWNED
-                    and not (name in gone and getattr(lead, name, None) is None)
-                ]
+                names = without_left_out(
+                    [name for name in mapping.fields if name not in SALES_OWNED], bad, lead
+                )
             vetted = writer.system_record(lead, fields=names, creating=key not in existing)
             if vetted.fatal:
                 first = vetted.fatal[0]

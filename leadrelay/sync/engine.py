@@ -72,7 +72,14 @@ from leadrelay.sync.rules import FieldRules, Rule, Side
 from leadrelay.sync.stages import QualifyFactory, QualifyStep, handoff_qualify
 from leadrelay.sync.state import DeadLetter, StateStore
 from leadrelay.sync.tagging import classify_channel
-from leadrelay.sync.write import FieldProblem, LeadWriter, Pending, Vetted, left_out
+from leadrelay.sync.write import (
+    FieldProblem,
+    LeadWriter,
+    Pending,
+    Vetted,
+    left_out,
+    without_left_out,
+)
 
 __all__ = [
     "ConnectorPool",
@@ -249,16 +256,6 @@ def _read_ahead(reader: Connector[Any], cursor: str | None) -> _Pages:
     finally:
         stop.set()
         worker.join()
-
-
-def _without(fields: list[str], problems: Sequence[Problem]) -> list[str]:
-    """``fields`` but those whose value read from the record was bad and left out of its Lead
-    (:func:`~leadrelay.mappings.engine.build_lead`): neither written nor taken for a blanked
-    value, so a bad value at the source never clears a good one at the destination."""
-    if not problems:
-        return fields
-    left_out = {p.top_field for p in problems}
-    return [name for name in fields if name not in left_out]
 
 
 @contextmanager
@@ -1403,8 +1400,10 @@ class SyncEngine:
                 target_raw=item.target_raw,
                 target_id=item.target_id,
                 target_current=target_lead,
-                fields=_without(
-                    [*fields, *qualified, *(routed_owner if item.routed else [])], item.problems
+                fields=without_left_out(
+                    [*fields, *qualified, *(routed_owner if item.routed else [])],
+                    item.problems,
+                    item.lead,
                 ),
                 incoming_newer=newer,
                 target_changed=target_fp is not None and known_fp != target_fp,

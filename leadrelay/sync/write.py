@@ -49,6 +49,7 @@ __all__ = [
     "WriteOutcomeOf",
     "left_out",
     "text_problem",
+    "without_left_out",
 ]
 
 #: Canonical fields a record cannot exist without downstream: never left out.
@@ -153,6 +154,19 @@ def left_out(problems: Sequence[Problem]) -> list[FieldProblem]:
         )
         for p in problems
     ]
+
+
+def without_left_out(
+    fields: Sequence[str], problems: Sequence[Problem], lead: Lead | None
+) -> list[str]:
+    """``fields`` but those whose value read from the record was bad and left out of ``lead``
+    (:func:`~leadrelay.mappings.engine.build_lead`): neither written nor taken for a blanked
+    value, so a bad value at the source never clears a good one at the destination. A field
+    the lead still holds a value for (another submission merged into it gave one) stays."""
+    if not problems:
+        return list(fields)
+    gone = {p.top_field for p in problems}
+    return [name for name in fields if name not in gone or getattr(lead, name, None) is not None]
 
 
 @dataclass
