@@ -28,7 +28,14 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
-__all__ = ["ORPHAN_GRACE_S", "SPAWN", "ServeChild", "child_logging", "share_secrets"]
+__all__ = [
+    "ORPHAN_GRACE_S",
+    "SPAWN",
+    "ServeChild",
+    "child_logging",
+    "end_with_parent",
+    "share_secrets",
+]
 
 #: Children are spawned, not forked: the parent runs threads (uvicorn, the thread pool).
 SPAWN = multiprocessing.get_context("spawn")
@@ -83,6 +90,15 @@ def _watch_parent(grace_s: float) -> None:
     threading.Thread(target=watch, name="leadrelay-parent-watch", daemon=True).start()
 
 
+def end_with_parent(grace_s: float = ORPHAN_GRACE_S) -> None:
+    """In a child process started by :mod:`multiprocessing`: end it when its parent dies,
+    even when the parent was killed outright (the parent-death signal, and a thread watching
+    the parent's end of the spawn pipe; cut off ``grace_s`` seconds after the parent died)."""
+    _parent_death_signal()
+    # Also covers a parent that died before the death signal was asked for.
+    _watch_parent(grace_s)
+
+
 _shared_secrets: set[str] = set()
 
 
@@ -100,9 +116,7 @@ def _child_main(
     from leadrelay.connectors.errors import register_secret
 
     _end_on_sigterm()
-    _parent_death_signal()
-    # Also covers a parent that died before the death signal was asked for.
-    _watch_parent(grace_s)
+    end_with_parent(grace_s)
     register_secret(*secrets)
     target(*args)
 

@@ -41,7 +41,6 @@ import os
 import re
 import signal
 import threading
-import time
 import unicodedata
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -788,21 +787,16 @@ def default_jobs() -> int:
     return max(1, min(cpus, MAX_JOBS))
 
 
-def _worker_setup(parent: int) -> None:
-    """Run in each worker process as it starts; ``parent`` is the pid of the pool's process."""
+def _worker_setup() -> None:
+    """Run in each worker process as it starts."""
+    from leadrelay.childproc import end_with_parent
+
     # Ctrl-C signals the whole process group: the parent alone handles it, cancels what is
     # queued and shuts the pool down, so a worker is not interrupted mid-chunk.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # A parent killed outright (SIGKILL) cannot shut the pool down, and a worker waiting for
-    # work would wait for ever: a worker whose parent is gone ends itself (also when the
-    # parent was gone before this ran, hence its pid from the parent).
-
-    def end_with_parent() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(1)
-
-    threading.Thread(target=end_with_parent, name="end-with-parent", daemon=True).start()
+    # work would wait for ever: a worker ends with its parent.
+    end_with_parent()
 
 
 def worker_pool(jobs: int) -> ProcessPoolExecutor:
@@ -812,7 +806,6 @@ def worker_pool(jobs: int) -> ProcessPoolExecutor:
         max_workers=jobs,
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_worker_setup,
-        initargs=(os.getpid(),),
     )
 
 
