@@ -60,6 +60,7 @@ Payloads may hold personal data; nothing here logs them.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import secrets
 import socket
@@ -747,6 +748,58 @@ def _normalize_email(email: str) -> str:
     return email.strip().lower()
 
 
+class _ValueList(sa.types.TypeDecorator[Sequence[Any]]):
+    """A list of values bound as ONE parameter (:func:`_among`): an array on PostgreSQL, a
+    JSON array on SQLite (read there with ``json_each``)."""
+
+    impl = sa.types.String
+    cache_ok = True
+
+    def __init__(self, item: sa.types.TypeEngine[Any]) -> None:
+        super().__init__()
+        self.item = item
+
+    def load_dialect_impl(self, dialect: sa.Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(pg_dialect.ARRAY(self.item))
+        return dialect.type_descriptor(sa.types.String())
+
+    def process_bind_param(self, value: Sequence[Any] | None, dialect: sa.Dialect) -> Any:
+        values = list(value or ())
+        return values if dialect.name == "postgresql" else json.dumps(values)
+
+
+def _among(dialect: str, column: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:
+    """``column IN :values``, the values bound as ONE parameter named ``values``: ``= ANY(array)``
+    on PostgreSQL, ``IN (SELECT value FROM json_each(…))`` on SQLite (an index on ``column`` is
+    still used). SQLAlchemy renders an ``IN`` of N parameters again on every execution (its
+    "expanding" parameters); a statement built with this one (:func:`_prepared`) is built and
+    compiled once, whatever the number of values."""
+    bound = sa.bindparam("values", type_=_ValueList(column.type))
+    if dialect == "postgresql":
+        return column == sa.any_(bound)
+    each = sa.func.json_each(bound).table_valued("value")
+    return column.in_(sa.select(each.c.value).scalar_subquery())
+
+
+_Built = TypeVar("_Built", bound=sa.Executable)
+#: Statements built once per dialect (:func:`_prepared`).
+_PREPARED: dict[tuple[str, str], Any] = {}
+
+
+def _prepared(
+    c: Connection, name: str, build: Callable[[Callable[[sa.ColumnElement[Any]], Any]], _Built]
+) -> _Built:
+    """The statement ``name``, built on first use for this connection's dialect and kept:
+    ``build`` is given :func:`_among` for the dialect. A statement built per call costs more
+    CPU to build (and to make its cache key) than to run for a page's keys."""
+    dialect = c.dialect.name
+    stmt = _PREPARED.get((name, dialect))
+    if stmt is None:
+        stmt = _PREPARED[name, dialect] = build(lambda column: _among(dialect, column))
+    return stmt
+
+
 class JsonDocument(dict[str, Any]):
     """A JSON object with its serialized text, made once: a JSON column of a bulk statement
     (:meth:`StateStore.add_journal`) stores ``text`` as it is instead of serializing the
@@ -1274,24 +1327,27 @@ class StateStore:
         changed = 0
         now = self.now()
         with self._write(conn) as c:
-            for chunk in _chunks(key_list):
+            held = claim_token is not None
+
+            def build(among: Callable[[sa.ColumnElement[Any]], Any]) -> sa.Update:
                 stmt = inbox_table.update().where(
-                    inbox_table.c.key.in_(chunk),
-                    inbox_table.c.status == InboxStatus.PENDING.value,
+                    among(inbox_table.c.key), inbox_table.c.status == InboxStatus.PENDING.value
                 )
-                if claim_token is not None:
-                    stmt = stmt.where(inbox_table.c.claim_token == claim_token)
-                result = c.execute(
-                    stmt.values(
-                        status=InboxStatus.DELIVERED.value,
-                        delivered_at=now,
-                        attempts=inbox_table.c.attempts + 1,
-                        last_error=None,
-                        claim_token=None,
-                        claimed_at=None,
-                    )
+                if held:
+                    stmt = stmt.where(inbox_table.c.claim_token == sa.bindparam("token"))
+                return stmt.values(
+                    status=InboxStatus.DELIVERED.value,
+                    delivered_at=sa.bindparam("now"),
+                    attempts=inbox_table.c.attempts + 1,
+                    last_error=None,
+                    claim_token=None,
+                    claimed_at=None,
                 )
-                changed += result.rowcount
+
+            stmt = _prepared(c, "inbox:delivered" + (":held" if held else ""), build)
+            for chunk in _chunks(key_list):
+                params = {"values": chunk, "now": now, "token": claim_token}
+                changed += c.execute(stmt, params).rowcount
         return changed
 
     def mark_inbox_failed(
@@ -1422,16 +1478,21 @@ class StateStore:
         """:meth:`mark_test` for many leads of one destination; the number of rows found."""
         found = 0
         with self._write(conn) as c:
-            for chunk in _chunks(list(dict.fromkeys(lead_keys))):
-                result = c.execute(
+            stmt = _prepared(
+                c,
+                "ledger:test",
+                lambda among: (
                     ledger_table.update()
                     .where(
-                        ledger_table.c.lead_key.in_(chunk),
-                        ledger_table.c.destination == destination,
+                        among(ledger_table.c.lead_key),
+                        ledger_table.c.destination == sa.bindparam("to"),
                     )
                     .values(is_test=True)
-                )
-                found += result.rowcount
+                ),
+            )
+            for chunk in _chunks(list(dict.fromkeys(lead_keys))):
+                params = {"values": chunk, "to": destination}
+                found += c.execute(stmt, params).rowcount
         return found
 
     def mark_written(
@@ -1788,13 +1849,16 @@ class StateStore:
     @staticmethod
     def _keys_for(c: Connection, connection: str, external_ids: Sequence[str]) -> dict[str, str]:
         found: dict[str, str] = {}
+        stmt = _prepared(
+            c,
+            "keys_for",
+            lambda among: sa.select(links_table.c.external_id, links_table.c.lead_key).where(
+                links_table.c.connection == sa.bindparam("connection"),
+                among(links_table.c.external_id),
+            ),
+        )
         for chunk in _chunks(external_ids):
-            rows = c.execute(
-                sa.select(links_table.c.external_id, links_table.c.lead_key).where(
-                    links_table.c.connection == connection,
-                    links_table.c.external_id.in_(chunk),
-                )
-            ).all()
+            rows = c.execute(stmt, {"connection": connection, "values": chunk}).all()
             found.update({row.external_id: row.lead_key for row in rows})
         return found
 
@@ -1803,13 +1867,16 @@ class StateStore:
         c: Connection, connection: str, lead_keys: Sequence[str]
     ) -> dict[str, str]:
         found: dict[str, str] = {}
+        stmt = _prepared(
+            c,
+            "external_ids_for",
+            lambda among: sa.select(links_table.c.lead_key, links_table.c.external_id).where(
+                links_table.c.connection == sa.bindparam("connection"),
+                among(links_table.c.lead_key),
+            ),
+        )
         for chunk in _chunks(lead_keys):
-            rows = c.execute(
-                sa.select(links_table.c.lead_key, links_table.c.external_id).where(
-                    links_table.c.connection == connection,
-                    links_table.c.lead_key.in_(chunk),
-                )
-            ).all()
+            rows = c.execute(stmt, {"connection": connection, "values": chunk}).all()
             found.update({row.lead_key: row.external_id for row in rows})
         return found
 
@@ -1857,12 +1924,15 @@ class StateStore:
     @staticmethod
     def _find_keys(c: Connection, emails: Sequence[str]) -> dict[str, str]:
         found: dict[str, str] = {}
+        stmt = _prepared(
+            c,
+            "find_keys",
+            lambda among: sa.select(identities_table.c.email, identities_table.c.lead_key).where(
+                among(identities_table.c.email)
+            ),
+        )
         for chunk in _chunks(emails):
-            rows = c.execute(
-                sa.select(identities_table.c.email, identities_table.c.lead_key).where(
-                    identities_table.c.email.in_(chunk)
-                )
-            ).all()
+            rows = c.execute(stmt, {"values": chunk}).all()
             found.update({row.email: row.lead_key for row in rows})
         return found
 
@@ -1928,15 +1998,18 @@ class StateStore:
         ids = list(dict.fromkeys(external_ids))
         found: dict[str, str] = {}
         with self._read(conn) as c:
+            stmt = _prepared(
+                c,
+                "fingerprints",
+                lambda among: sa.select(
+                    fingerprints_table.c.external_id, fingerprints_table.c.fingerprint
+                ).where(
+                    fingerprints_table.c.connection == sa.bindparam("connection"),
+                    among(fingerprints_table.c.external_id),
+                ),
+            )
             for chunk in _chunks(ids):
-                rows = c.execute(
-                    sa.select(
-                        fingerprints_table.c.external_id, fingerprints_table.c.fingerprint
-                    ).where(
-                        fingerprints_table.c.connection == connection,
-                        fingerprints_table.c.external_id.in_(chunk),
-                    )
-                ).all()
+                rows = c.execute(stmt, {"connection": connection, "values": chunk}).all()
                 found.update({row.external_id: row.fingerprint for row in rows})
         return found
 
@@ -2299,16 +2372,18 @@ class StateStore:
         table = tombstones_table
         found: set[str] = set()
         with self._read(conn) as c:
+            stmt = _prepared(
+                c,
+                "tombstoned",
+                lambda among: sa.select(table.c.lead_key).where(
+                    table.c.connection == sa.bindparam("connection"),
+                    table.c.merged_into.is_(None),
+                    among(table.c.lead_key),
+                ),
+            )
             for chunk in _chunks(keys):
-                found.update(
-                    c.scalars(
-                        sa.select(table.c.lead_key).where(
-                            table.c.connection == connection,
-                            table.c.merged_into.is_(None),
-                            table.c.lead_key.in_(chunk),
-                        )
-                    ).all()
-                )
+                params = {"connection": connection, "values": chunk}
+                found.update(c.scalars(stmt, params).all())
         return {key for key in found if key is not None}
 
     def tombstones(
@@ -2332,12 +2407,15 @@ class StateStore:
         found: dict[str, dict[str, dict[str, Any]]] = {}
         table = baselines_table
         with self._read(conn) as c:
+            stmt = _prepared(
+                c,
+                "baselines",
+                lambda among: sa.select(
+                    table.c.lead_key, table.c.source, table.c.destination
+                ).where(table.c.flow == sa.bindparam("flow"), among(table.c.lead_key)),
+            )
             for chunk in _chunks(keys):
-                rows = c.execute(
-                    sa.select(table.c.lead_key, table.c.source, table.c.destination).where(
-                        table.c.flow == flow, table.c.lead_key.in_(chunk)
-                    )
-                ).all()
+                rows = c.execute(stmt, {"flow": flow, "values": chunk}).all()
                 for row in rows:
                     found[row.lead_key] = {
                         "source": dict(row.source),
@@ -2353,8 +2431,11 @@ class StateStore:
         table = field_clock_table
         found: dict[str, dict[str, tuple[Any, datetime]]] = {}
         with self._read(conn) as c:
+            stmt = _prepared(
+                c, "field_clocks", lambda among: sa.select(table).where(among(table.c.lead_key))
+            )
             for chunk in _chunks(keys):
-                rows = c.execute(sa.select(table).where(table.c.lead_key.in_(chunk))).all()
+                rows = c.execute(stmt, {"values": chunk}).all()
                 for row in rows:
                     found.setdefault(row.lead_key, {})[row.field] = (row.value, row.changed_at)
         return found
@@ -2441,14 +2522,17 @@ class StateStore:
             return
         with self._write(conn) as c:
             open_fields: dict[str, set[str]] = {}
+            stmt = _prepared(
+                c,
+                "field_problems:open",
+                lambda among: sa.select(table.c.lead_key, table.c.field).where(
+                    table.c.connection == sa.bindparam("connection"),
+                    table.c.status == "open",
+                    among(table.c.lead_key),
+                ),
+            )
             for chunk in _chunks(keys):
-                rows = c.execute(
-                    sa.select(table.c.lead_key, table.c.field).where(
-                        table.c.connection == connection,
-                        table.c.status == "open",
-                        table.c.lead_key.in_(chunk),
-                    )
-                )
+                rows = c.execute(stmt, {"connection": connection, "values": chunk})
                 for lead_key, name in rows:
                     open_fields.setdefault(lead_key, set()).add(name)
             resolved: list[dict[str, Any]] = []
