@@ -327,6 +327,47 @@ def _test_keys(outcome: _Outcome) -> dict[str, list[str]]:
     return keys
 
 
+#: Leads recorded per delivery transaction. SQLite has one writer and a capture request waits
+#: for it, so a batch's results are recorded in parts this small (each part whole for its
+#: leads), not in one transaction as long as the batch's: a request then waits for one part.
+COMMIT_LEADS = 25
+
+
+def _parts(outcome: _Outcome, size: int) -> list[_Outcome]:
+    """``outcome`` split into outcomes of at most ``size`` leads, in order. Everything of one
+    lead is in one part: its inbox items (several receipts of one person are one lead), its
+    link, identity, ledger rows, field problems, journal rows and dead letters. Rows that name
+    no lead of the batch (a journal row of an item left for a later pass) go with the last
+    part. Items to retry are not recorded here (:meth:`_Delivery.finish`)."""
+    lead_of: dict[str, str] = {}
+    for work in [*outcome.delivered, *(work for work, _ in outcome.dead)]:
+        lead_of[work.item.key] = work.lead.key if work.lead is not None else work.item.key
+    index = {lead: n // size for n, lead in enumerate(dict.fromkeys(lead_of.values()))}
+    parts = [_Outcome() for _ in range(max(1, -(-len(index) // size)))]
+
+    def part(lead: str | None) -> _Outcome:
+        return parts[index.get(lead, -1) if lead is not None else -1]
+
+    for work in outcome.delivered:
+        part(lead_of[work.item.key]).delivered.append(work)
+    for work, letter in outcome.dead:
+        part(lead_of[work.item.key]).dead.append((work, letter))
+    for destination, pairs in outcome.written.items():
+        for inbox_key, external_id in pairs:
+            owner = part(lead_of.get(inbox_key))
+            owner.written.setdefault(destination, []).append((inbox_key, external_id))
+    for destination, links in outcome.links.items():
+        for key, external_id in links.items():
+            part(key).links.setdefault(destination, {})[key] = external_id
+    for identity, key in outcome.identities.items():
+        part(key).identities[identity] = key
+    for problem in outcome.field_problems:
+        part(problem[0]).field_problems.append(problem)
+    for row in outcome.journal:
+        part(row.get("lead_key")).journal.append(row)
+    return parts
+
+
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -681,8 +722,18 @@ class _Delivery:
     # -- commit --------------------------------------------------------------------------------
 
     def commit(self, outcome: _Outcome, claim_token: str | None) -> None:
-        """Record a batch's results in one transaction."""
-        links = self._free_links(outcome.links)
+        """Record a batch's results: a transaction per :data:`COMMIT_LEADS` leads, each whole
+        for its leads (:func:`_parts`). A pass that dies between two parts keeps what the
+        first recorded; the rest of the batch is released and delivered again by a later
+        pass, which finds those leads in the CRM by their e-mail (updated, not created twice)."""
+        outcome.links = self._free_links(outcome.links)
+        for part in _parts(outcome, COMMIT_LEADS):
+            self._record(part, claim_token)
+        self._count(outcome, claim_token)
+
+    def _record(self, outcome: _Outcome, claim_token: str | None) -> None:
+        """Record one part of a batch in one transaction."""
+        links = outcome.links
         with self.store.transaction() as conn:
             if outcome.identities:
                 self.store.claim_emails(outcome.identities, conn=conn)
@@ -713,6 +764,9 @@ class _Delivery:
             # platform's test flag was known: a test lead is marked now, so reports skip it.
             for destination, keys in _test_keys(outcome).items():
                 self.store.mark_test_many(keys, destination, conn=conn)
+
+    def _count(self, outcome: _Outcome, claim_token: str | None) -> None:
+        """After a batch is recorded: its items to retry wait, and the pass's counts."""
         # Items to retry keep their claim until the pass ends, so the rest of the inbox is
         # claimed past them (a CRM that is down does not hold up another's leads).
         self.deferred.extend((work, reason, claim_token) for work, reason in outcome.retry)
