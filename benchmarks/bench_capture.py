@@ -12,7 +12,9 @@ from the submission's scheduled time, so a server that falls behind is not hidde
 waiting for it. ``--http-workers N`` runs ``serve --http-workers N``. Printed: the
 rate reached, p50 / p99 time to the 202, and p50 / p95 / max time from submission to the record
 being readable in the CRM (targets: p99 <= 20 ms, p95 <= 2 s), and the CPU each side used (on
-a small machine the load generator and the server compete for cores). Nothing is asserted.
+a small machine the load generator and the server compete for cores). ``--state
+postgresql://…`` keeps the project's state (inbox, ledger) on that PostgreSQL server, in a schema
+made for the run and dropped after it, instead of the project's SQLite file. Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import asyncio
 import json
 import multiprocessing
 import os
+import secrets
 import socket
 import statistics
 import subprocess
@@ -30,13 +33,16 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import psutil  # type: ignore[import-untyped]
+import sqlalchemy as sa
 
 from leadrelay.config import read_env_file
 from leadrelay.sandbox.project import write_sandbox_project
@@ -84,6 +90,36 @@ def _wait_healthy(url: str, child: subprocess.Popen[bytes]) -> None:
         except httpx.TransportError:
             time.sleep(0.1)
     raise RuntimeError("leadrelay serve did not become healthy")
+
+
+@contextmanager
+def _state_schema(server_url: str | None) -> Iterator[str | None]:
+    """A state URL in a new schema of the PostgreSQL server ``server_url`` (dropped after), or
+    None to keep the project's SQLite state."""
+    if server_url is None:
+        yield None
+        return
+    server = sa.make_url(server_url).set(drivername="postgresql+psycopg")
+    schema = f"bench_capture_{secrets.token_hex(4)}"
+    admin = sa.create_engine(server, poolclass=sa.pool.NullPool)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    try:
+        scoped = server.update_query_dict({"options": f"-csearch_path={schema}"})
+        yield scoped.render_as_string(hide_password=False)
+    finally:
+        with admin.begin() as conn:
+            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+        admin.dispose()
+
+
+def _point_state_at(config_path: Path, url: str) -> None:
+    """Rewrite the project's ``[state] url`` (the sandbox project writes a SQLite one)."""
+    text = config_path.read_text(encoding="utf-8")
+    line = 'url = "sqlite:///leadrelay.db"'
+    if line not in text:
+        raise RuntimeError("the sandbox project's [state] url is not where it was expected")
+    config_path.write_text(text.replace(line, f"url = {json.dumps(url)}", 1), encoding="utf-8")
 
 
 def _email(n: int) -> str:
@@ -274,13 +310,25 @@ def _poll(
         time.sleep(0.05)
 
 
-def run(rate: float, seconds: float, settle_s: float, processes: int, http_workers: int) -> None:
+def run(
+    rate: float,
+    seconds: float,
+    settle_s: float,
+    processes: int,
+    http_workers: int,
+    state_server: str | None = None,
+) -> None:
     """One load run; prints its figures."""
-    with tempfile.TemporaryDirectory(prefix="bench-capture-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-capture-") as tmp,
+        _state_schema(state_server) as state_url,
+    ):
         folder = Path(tmp)
         with SandboxServer(ca_dir=folder / ".sandbox") as sandbox:
             write_sandbox_project(folder, sandbox.env())
             config_path = folder / "leadrelay.toml"
+            if state_url is not None:
+                _point_state_at(config_path, state_url)
             secret = read_env_file(folder / ".env")["FORM_DEMO_WEBFORM_SECRET"]
             port = _free_port()
             url = f"http://127.0.0.1:{port}"
@@ -369,8 +417,13 @@ def main() -> None:
     parser.add_argument(
         "--settle", type=float, default=120.0, help="longest wait for the last records (s)"
     )
+    parser.add_argument(
+        "--state",
+        metavar="POSTGRESQL_URL",
+        help="keep serve's state on this PostgreSQL server (a schema of its own) instead of SQLite",
+    )
     args = parser.parse_args()
-    run(args.rate, args.seconds, args.settle, args.processes, args.http_workers)
+    run(args.rate, args.seconds, args.settle, args.processes, args.http_workers, args.state)
 
 
 if __name__ == "__main__":
