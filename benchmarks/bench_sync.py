@@ -18,7 +18,8 @@ Time and memory are measured in separate runs: tracemalloc slows Python several-
 peak of Python allocations (which should stay flat as N grows: streaming page by page) comes
 from a run of its own, and the timed run has no tracing. ``--profile`` prints where the sync
 process spends its CPU (cProfile on a CPU clock: leadrelay's functions by cumulative CPU
-(``BENCH_PROFILE_ROWS`` rows, default 25), then all by own CPU). ``--memory`` makes only the
+(``BENCH_PROFILE_ROWS`` rows, default 25), then all by own CPU; ``BENCH_PROFILE_DUMP=FILE``
+also writes the stats to FILE for ``pstats``). ``--memory`` makes only the
 tracemalloc runs, of the sync and of the reference client (no timed run). The naive per-record
 find-or-create (one lookup and one upsert per lead) runs up to ``--naive-max`` leads. Nothing
 is asserted.
@@ -305,6 +306,9 @@ def _run(
     if profiler is not None:
         text = io.StringIO()
         stats = pstats.Stats(profiler, stream=text)
+        dump = os.environ.get("BENCH_PROFILE_DUMP")
+        if dump:
+            stats.dump_stats(dump)
         stats.sort_stats("cumulative").print_stats(
             r"leadrelay", int(os.environ.get("BENCH_PROFILE_ROWS", "25"))
         )

@@ -237,6 +237,11 @@ def field_diff(
 # -- the journal ----------------------------------------------------------------------------
 
 
+#: ``json.dumps(value, ensure_ascii=False, default=str)``, with one encoder for every call
+#: (``json.dumps`` makes an encoder per call when given options).
+_ENCODER = json.JSONEncoder(ensure_ascii=False, default=str)
+
+
 class Journal:
     """Builds journal rows (redacted) and appends them to the state store.
 
@@ -298,11 +303,12 @@ class Journal:
         # Each row's details are serialized once: the text redacted here (the JSON of the
         # list, assembled from its items' JSON) is, when nothing in it needed redacting, what
         # the store keeps (:class:`JsonDocument`), not serialized a second time there.
-        details = [json.dumps(row["details"], ensure_ascii=False, default=str) for row in rows]
+        encode = _ENCODER.encode
+        details = [encode(row["details"]) for row in rows]
         text = (
             "["
             + ", ".join(
-                f"[{json.dumps(row['summary'], ensure_ascii=False, default=str)}, {shown}]"
+                f"[{encode(row['summary'])}, {shown}]"
                 for row, shown in zip(rows, details, strict=True)
             )
             + "]"

@@ -73,6 +73,7 @@ from leadrelay.handoff.scoring import (
     ScoreResult,
     apply_score,
     apply_source_verdict,
+    set_checked,
     source_verdict,
 )
 from leadrelay.handoff.signals import (
@@ -562,7 +563,7 @@ class Qualifier:
         if route and (include is None or lead.stage in include):
             if self.source is not None and self.source.kind != self.destination.kind:
                 # An owner id of another system means nothing to the destination.
-                lead.owner = None
+                set_checked(lead, {"owner": None})
             assignment = self.router.route(lead, moment)
             apply_assignment(lead, assignment, moment)
         apply_due(lead, self.sla)

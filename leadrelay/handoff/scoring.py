@@ -376,6 +376,10 @@ def _text(value: Any) -> str:
     return str(value.value if hasattr(value, "value") else value)
 
 
+#: The categories in order (iterating the Enum class per lead costs more than this tuple).
+_CATEGORIES: tuple[Category, ...] = tuple(Category)
+
+
 def _field_holds(condition: Condition, lead: Lead, lists: dict[str, list[str]]) -> bool:
     assert condition.field is not None
     value = _field_value(lead, condition.field)
@@ -459,8 +463,8 @@ class Scorer:
             raise ValueError("scoring needs a timezone-aware 'now'")
         config = self.config
         signals = list(signals)
-        positive = dict.fromkeys(Category, 0.0)
-        negative = dict.fromkeys(Category, 0.0)
+        positive = dict.fromkeys(_CATEGORIES, 0.0)
+        negative = dict.fromkeys(_CATEGORIES, 0.0)
         reasons: list[str] = []
         recent_points = 0.0
         # Most rules name a signal the lead does not have: skip those without a scan.
@@ -505,7 +509,7 @@ class Scorer:
                 ),
                 2,
             )
-            for category in Category
+            for category in _CATEGORIES
         }
         breakdown = ScoreBreakdown(
             fit=values[Category.FIT],

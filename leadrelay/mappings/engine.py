@@ -648,7 +648,7 @@ class Mapping:
                 spec, problem = reader.specs[0].spec, None
             else:
                 probes = reader.probes
-                if probes is not None and not any(probe in raw for probe in probes):
+                if probes is not None and raw.keys().isdisjoint(probes):
                     continue  # none of its system fields in the record: nothing to read
                 found, spec, problem = reader.recall(raw, blanks, canonical)
             if problem is not None:

@@ -116,6 +116,8 @@ class RecordPlan:
 
 #: Types whose values are already in canonical form (exact types: a str enum is no plain str).
 _PLAIN_TYPES: frozenset[type] = frozenset({str, int, bool})
+#: Exact types :func:`is_blank` never calls blank.
+_NEVER_BLANK: frozenset[type] = frozenset({int, bool, float, datetime, date})
 
 
 def canonical_value(value: Any) -> Any:
@@ -217,10 +219,6 @@ def _changed(
     return bool(now != canonical_value(then))
 
 
-def _default_of(mapping: Mapping, name: str) -> Any:
-    return _write_defaults(mapping).get(name)
-
-
 @lru_cache(maxsize=64)
 def _write_defaults(mapping: Mapping) -> dict[str, Any]:
     """Canonical field → the default its primary spec writes for a blank value (a mapping
@@ -306,15 +304,28 @@ def plan_record(
     defaults: set[str] = set()
     #: The incoming values read for the fields (a created record's changes are these).
     news: dict[str, Any] = {}
+    rule_of = rules.rule
+    write_defaults = _write_defaults(target_mapping)
     for name in fields:
-        rule = rules.rule(name) if name != "key" else FieldRule.SOURCE_WINS
-        if rule is FieldRule.NONE and name != "key":
-            continue
-        new = news[name] = lead_value(incoming, name)
-        if is_blank(new):
+        if name == "key":
+            rule: Rule = FieldRule.SOURCE_WINS
+        else:
+            rule = rule_of(name)
+            if rule is FieldRule.NONE:
+                continue
+        # lead_value and is_blank, inline for a plain field and the types a Lead holds most
+        new = news[name] = (
+            getattr(incoming, name, None) if "." not in name else lead_value(incoming, name)
+        )
+        kind = type(new)
+        if (
+            new is None
+            or (kind is str and not new.strip())
+            or (kind not in _NEVER_BLANK and kind is not str and is_blank(new))
+        ):
             # A blank value is never written, but a mapping default is: on create, and on
             # update when the target's field is blank too (DESIGN §6).
-            if _default_of(target_mapping, name) is None:
+            if write_defaults.get(name) is None:
                 continue
             if not creating and not _blank_in(target_mapping, name, target_raw):
                 continue

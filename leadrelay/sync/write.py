@@ -204,6 +204,40 @@ class Pending:
     call: str | None = None
 
 
+#: Exact types of a value any writable field without a pick-list takes (``FieldInfo.allows``).
+_NUMBERS: frozenset[type] = frozenset({int, float, bool})
+
+
+@dataclass(frozen=True)
+class _VetTable:
+    """Of one live schema, what vetting a record asks per field, worked out once.
+
+    Attributes:
+        schema: the schema it was made of.
+        free: the writable fields without a pick-list (no value but a blank one is refused).
+        required: ``(system field, canonical field)`` of every required writable field the
+            mapping writes, in the schema's order.
+    """
+
+    schema: Schema
+    free: frozenset[str]
+    required: tuple[tuple[str, str], ...]
+
+    @classmethod
+    def of(cls, schema: Schema, canonical_of: Callable[[str], str | None]) -> _VetTable:
+        free = frozenset(
+            name
+            for name, info in schema.fields.items()
+            if not info.read_only and info.picklist_values is None
+        )
+        required: list[tuple[str, str]] = []
+        for system_field in schema.required:
+            canonical = canonical_of(system_field)
+            if not schema.fields[system_field].read_only and canonical is not None:
+                required.append((system_field, canonical))
+        return cls(schema, free, tuple(required))
+
+
 #: One written record: what was asked, what the system answered, the field problems.
 WriteOutcomeOf = tuple[Pending, WriteResult]
 
@@ -235,6 +269,7 @@ class LeadWriter:
         self._schema_read = schema is None
         self.batch_size = min(batch_size or connector.batch_size, connector.batch_size)
         self._calls = 0
+        self._vet_tables: _VetTable | None = None
         self._by_system: dict[str, str] = {}
         for name, fmap in mapping.fields.items():
             if fmap.primary.writes:
@@ -381,12 +416,33 @@ class LeadWriter:
             self.refuse(vetted, problem)
         return self.vet(lead.key, vetted, creating=creating)
 
+    def _vet_table(self, schema: Schema) -> _VetTable:
+        """What :meth:`vet` needs of ``schema``, worked out once per schema read."""
+        table = self._vet_tables
+        if table is None or table.schema is not schema:
+            table = self._vet_tables = _VetTable.of(schema, self.canonical_of)
+        return table
+
     def vet(self, ref: str, record: Vetted | dict[str, Any], *, creating: bool) -> Vetted:
         """Check every value of ``record`` before it is sent; a create also needs every
         required field the mapping writes."""
         vetted = record if isinstance(record, Vetted) else Vetted(dict(record))
+        schema = self.schema
+        free = self._vet_table(schema).free if schema is not None else frozenset()
         for system_field, value in list(vetted.fields.items()):
+            kind = type(value)
+            if system_field in free and (
+                kind in _NUMBERS
+                or (kind is str and value and value.isascii() and "\x00" not in value)
+            ):
+                # What _allowed finds for it, without the calls: nothing (a writable field
+                # without a pick-list takes any text that travels and any number)
+                continue
             reason = self._allowed(system_field, value)
+            if self._schema is not schema:
+                # a refusal read the schema afresh: the rest is vetted against that one
+                schema = self._schema
+                free = self._vet_table(schema).free if schema is not None else frozenset()
             if reason is not None:
                 self._refuse(
                     vetted,
@@ -398,11 +454,7 @@ class LeadWriter:
                 )
         schema = self.schema
         if creating and schema is not None:
-            for system_field in schema.required:
-                info = schema.fields[system_field]
-                name = self.canonical_of(system_field)
-                if info.read_only or name is None:
-                    continue
+            for system_field, name in self._vet_table(schema).required:
                 value = vetted.fields.get(system_field)
                 if value is None or (isinstance(value, str) and not value.strip()):
                     vetted.fatal.append(
