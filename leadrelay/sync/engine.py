@@ -828,7 +828,15 @@ class SyncEngine:
         if not result.unsent and not len(hold):
             self._commit(from_side, result, page.cursor)
             return
-        creates = sum(1 for item in result.unsent if item.plan and item.plan.target_id is None)
+        creates = 0
+        for item in result.unsent:
+            # Held per record until the job: what the write and the settling read (the raw
+            # record for a dead letter, the mapped values, the plan's fields); the Lead and the
+            # plan's change list (already logged) go.
+            item.lead, item.problems = None, []
+            if item.plan is not None:
+                item.plan.changes, item.plan.conflicts = [], []
+                creates += item.plan.target_id is None
         hold.add(HeldPage(result, page.cursor, len(page.records), creates, frozenset(result.leads)))
         if hold.full:
             self._send_held(from_side, hold)
@@ -838,12 +846,23 @@ class SyncEngine:
         job above its threshold), settle each record into its own page's result, then commit
         the pages in the order read, each with its cursor."""
         pages = hold.take()
-        sends = [(item, page.result) for page in pages for item in page.result.unsent]
+        sends = [item for page in pages for item in page.result.unsent]
+        sent: dict[int, tuple[WriteResult, list[FieldProblem]]] = {}
         if sends:
-            self._send(from_side, sends, batch_size=len(sends))
+            for item, outcome, problems in self._write(
+                from_side.other, sends, batch_size=len(sends)
+            ):
+                sent[id(item)] = (outcome, problems)
+            sends.clear()
+        # Page by page, each settled and committed before the next: what a page commits
+        # (journal, baselines, fingerprints) is held for one page at a time.
         for page in pages:
-            page.result.unsent = []
-            self._commit(from_side, page.result, page.cursor)
+            result = page.result
+            self._settle_sent(
+                from_side, [(item, *sent.pop(id(item))) for item in result.unsent], result
+            )
+            result.unsent = []
+            self._commit(from_side, result, page.cursor)
 
     def _make_room(
         self, from_side: Side, hold: WriteHold[_PageResult], items: Mapping[str, _Item]
@@ -1550,27 +1569,22 @@ class SyncEngine:
         if defer:
             result.unsent = to_write
             return
-        self._send(from_side, [(item, result) for item in to_write])
+        self._settle_sent(from_side, self._write(from_side.other, to_write), result)
 
-    def _send(
+    def _settle_sent(
         self,
         from_side: Side,
-        sends: Sequence[tuple[_Item, _PageResult]],
-        *,
-        batch_size: int | None = None,
+        sent: Iterable[tuple[_Item, WriteResult, list[FieldProblem]]],
+        result: _PageResult,
     ) -> None:
-        """Write planned records (each with the result of its page) and settle each into its
-        page's result: written, or dead-lettered with the system's message."""
+        """Settle the written records of one page into its result: written, or dead-lettered
+        with the system's message."""
         writer = self.connectors[from_side.other]
-        page_of = {id(item): result for item, result in sends}
-        written: dict[int, list[Written]] = {}
-        for item, outcome, problems in self._write(
-            from_side.other, [item for item, _ in sends], batch_size=batch_size
-        ):
+        written: list[Written] = []
+        for item, outcome, problems in sent:
             assert item.plan is not None
-            result = page_of[id(item)]
             before = {} if item.plan.action is Action.CREATE else item.target_raw
-            written.setdefault(id(result), []).append(
+            written.append(
                 Written.of(item.key or item.reader_id, outcome, item.plan.fields, before, item.call)
             )
             if outcome.ok:
@@ -1603,11 +1617,9 @@ class SyncEngine:
                     letter=item.dead_letter_id,
                 )
         kind = "written" if from_side is Side.SOURCE else "written back"
-        results = {id(result): result for _, result in sends}
-        for page, records in written.items():
-            results[page].journal += Journal(self.store).writes(
-                writer.name, records, kind=kind, flow=self.flow.name, run=self.run_id
-            )
+        result.journal += Journal(self.store).writes(
+            writer.name, written, kind=kind, flow=self.flow.name, run=self.run_id
+        )
 
     def _count_write(self, from_side: Side, item: _Item) -> None:
         assert item.plan is not None
