@@ -2,7 +2,7 @@
 floor, speed, CPU, memory, and the wall time beside a reference client's.
 
 Run: ``python -m benchmarks.bench_sync [--sizes 1000,10000] [--dest salesforce,zoho]
-[--naive-max 1000] [--profile] [--memory]``.
+[--naive-max 1000] [--profile] [--memory] [--bulk-threshold N]``.
 
 For each destination and N, N contacts are seeded in the sandbox's HubSpot, then one sync of
 the flow ``hubspot-<dest>`` runs (forward pass and the two-way write-back pass, which re-reads
@@ -21,8 +21,11 @@ process spends its CPU (cProfile on a CPU clock: leadrelay's functions by cumula
 (``BENCH_PROFILE_ROWS`` rows, default 25), then all by own CPU; ``BENCH_PROFILE_DUMP=FILE``
 also writes the stats to FILE for ``pstats``). ``--memory`` makes only the
 tracemalloc runs, of the sync and of the reference client (no timed run). The naive per-record
-find-or-create (one lookup and one upsert per lead) runs up to ``--naive-max`` leads. Nothing
-is asserted.
+find-or-create (one lookup and one upsert per lead) runs up to ``--naive-max`` leads.
+``--bulk-threshold N`` sets the Salesforce connection's ``bulk_threshold`` (default 10,000):
+a read that says more than N remain sends its writes as Bulk API 2.0 jobs; a threshold above
+the size writes every page through composite calls. The line then counts the Bulk ingest jobs.
+Nothing is asserted.
 """
 
 from __future__ import annotations
@@ -101,10 +104,29 @@ def _client(env: dict[str, str]) -> httpx.Client:
     return httpx.Client(base_url=env["LEADRELAY_SANDBOX_URL"], verify=context, timeout=60)
 
 
+#: The sandbox's route that creates a Bulk API 2.0 ingest job (one per job).
+BULK_JOBS = "POST /services/data/v59.0/jobs/ingest"
+
+
 def _requests(env: dict[str, str]) -> dict[str, int]:
+    """Requests per system, and Bulk ingest jobs created (``bulk jobs``)."""
     with _client(env) as client:
         data: dict[str, Any] = client.get("/__sandbox__/stats").json()
-    return {k: int(v) for k, v in data["requests"].items()}
+    counts = {k: int(v) for k, v in data["requests"].items()}
+    counts["bulk jobs"] = int(data.get("by_route", {}).get(BULK_JOBS, 0))
+    return counts
+
+
+def _with_bulk_threshold(folder: Path, threshold: int | None) -> None:
+    """Set the Salesforce connection's ``bulk_threshold`` in the project (None: its default)."""
+    if threshold is None:
+        return
+    toml = folder / "leadrelay.toml"
+    text = toml.read_text(encoding="utf-8")
+    section = "[connections.salesforce]\n"
+    toml.write_text(
+        text.replace(section, f"{section}bulk_threshold = {threshold}\n"), encoding="utf-8"
+    )
 
 
 def _seed(config: Config, count: int) -> None:
@@ -269,6 +291,7 @@ def _run(
     memory: bool = False,
     profile: bool = False,
     stages: bool = False,
+    bulk_threshold: int | None = None,
 ) -> dict[str, Any]:
     """One seeded sandbox, one run of ``label``: wall, CPU, calls (and peak, a profile, or the
     CPU per step with ``stages``)."""
@@ -276,6 +299,7 @@ def _run(
         folder = Path(tmp)
         with sandbox_process(folder) as env:
             write_sandbox_project(folder, env)
+            _with_bulk_threshold(folder, bulk_threshold)
             config = load_config(folder / "leadrelay.toml")
             _seed(config, count)
             before = _requests(env)
@@ -325,11 +349,16 @@ def _floors(count: int, dest: str) -> dict[str, int]:
 
 
 def measure(
-    label: str, count: int, dest: str, reference: dict[str, Any] | None = None
+    label: str,
+    count: int,
+    dest: str,
+    reference: dict[str, Any] | None = None,
+    *,
+    bulk_threshold: int | None = None,
 ) -> dict[str, Any]:
     """Time ``label`` on N leads in one run and its memory peak in another; print a line."""
-    timed = _run(label, count, dest)
-    peak = _run(label, count, dest, memory=True)["peak"]
+    timed = _run(label, count, dest, bulk_threshold=bulk_threshold)
+    peak = _run(label, count, dest, memory=True, bulk_threshold=bulk_threshold)["peak"]
     calls = timed["calls"]
     floors = _floors(count, dest)
     shown = ", ".join(
@@ -337,10 +366,13 @@ def measure(
         for system, floor in floors.items()
     )
     ratio = f"  x ref {timed['wall'] / reference['wall']:.2f}" if reference else ""
+    jobs = calls.get("bulk jobs", 0)
+    shown += f", bulk jobs {jobs}" if jobs else ""
+    per_lead = sum(calls.get(system, 0) for system in floors) / count
     print(
         f"{label:<6} -> {dest:<10} N={count:>6}  read={timed['read']:>6}  "
         f"{count / timed['wall']:6.0f} leads/s  {timed['cpu'] / count * 1e6:6.0f} CPU µs/lead  "
-        f"peak {peak / 2**20:6.1f} MiB{ratio}  calls: {shown}",
+        f"peak {peak / 2**20:6.1f} MiB{ratio}  {per_lead:.4f} calls/lead: {shown}",
         flush=True,
     )
     return timed
@@ -384,6 +416,12 @@ def main() -> None:
     parser.add_argument(
         "--memory", action="store_true", help="only the peak memory of the sync and reference"
     )
+    parser.add_argument(
+        "--bulk-threshold",
+        type=int,
+        default=None,
+        help="the Salesforce connection's bulk_threshold (default: the connection's, 10000)",
+    )
     args = parser.parse_args(sys.argv[1:])
     os.environ.setdefault("PYTHONHASHSEED", "0")
     dests = [name.strip() for name in args.dest.split(",") if name.strip()]
@@ -397,10 +435,11 @@ def main() -> None:
                 measure_peak("ref", count, dest)
                 measure_peak("sync", count, dest)
                 continue
-            reference = measure("ref", count, dest)
-            measure("sync", count, dest, reference)
+            bulk = args.bulk_threshold
+            reference = measure("ref", count, dest, bulk_threshold=bulk)
+            measure("sync", count, dest, reference, bulk_threshold=bulk)
             if count <= args.naive_max:
-                measure("naive", count, dest, reference)
+                measure("naive", count, dest, reference, bulk_threshold=bulk)
             if args.profile:
                 print(_run("sync", count, dest, profile=True)["profile"], flush=True)
             if args.stages:

@@ -390,6 +390,14 @@ class Connector(ABC, Generic[SettingsT]):
         #: every read). The sync engine sets 0 for a flow with ``on_delete = "propagate"``.
         self.deletions_every_s: float = DELETIONS_EVERY_S if every is None else float(every)
 
+    @property
+    def bulk_threshold(self) -> int | None:
+        """Above this many records in one :meth:`upsert` call, the connector writes them as a
+        bulk job (one job instead of a call per :attr:`batch_size`); None when it has no such
+        path (the default). The sync engine asks, to gather a backfill's writes into calls
+        that large."""
+        return None
+
     def answer_read(
         self, start: str | None, end: str, cursor: str | None, *, age_s: float
     ) -> str | None:

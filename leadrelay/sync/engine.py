@@ -59,6 +59,7 @@ from leadrelay.mappings.engine import LeadDraft, Problem, build_lead, load_mappi
 from leadrelay.mappings.engine import Mapping as FieldMapping
 from leadrelay.model import Lead
 from leadrelay.sync.dedupe import identity_email
+from leadrelay.sync.held import HeldPage, WriteHold
 from leadrelay.sync.plan import (
     Action,
     RecordPlan,
@@ -562,6 +563,10 @@ class _PageResult:
     clocks: list[tuple[str, str, Any, datetime]] = field(default_factory=list)
     reader_unlinks: list[str] = field(default_factory=list)
     journal: list[dict[str, Any]] = field(default_factory=list)
+    #: A page held for a bulk write (:mod:`leadrelay.sync.held`): its planned writes, not sent
+    #: yet, and the lead keys and e-mails it planned for.
+    unsent: list[_Item] = field(default_factory=list)
+    leads: set[str] = field(default_factory=set)
 
 
 class SyncEngine:
@@ -757,6 +762,7 @@ class SyncEngine:
         # play may read the destination's owners through the connector being read.
         ahead = from_side is Side.SOURCE or self.qualifier is None
         pages = _read_ahead(reader, cursor) if ahead else _read_in_line(reader, cursor)
+        hold = self._write_hold(from_side)
         try:
             for page, calls in pages:
                 quiet = quiet and not page.records and not page.deleted
@@ -765,11 +771,16 @@ class SyncEngine:
                 else:
                     reader.idle_read = None
                 if self.page_sink is None or not self.page_sink.take(self, from_side, page):
-                    self.apply_page(from_side, page)
+                    if hold is None:
+                        self.apply_page(from_side, page)
+                    else:
+                        self._apply_or_hold(from_side, page, hold)
                 total = None if page.remaining is None else done + page.remaining
                 done += len(page.records)
                 if self.on_page is not None:
                     self.on_page(label, len(page.records), total)
+            if hold is not None:
+                self._send_held(from_side, hold)  # the read ended
         finally:
             pages.close()  # stops a read-ahead thread at once when a page fails
         if self.page_sink is not None:
@@ -790,6 +801,90 @@ class SyncEngine:
             self._deletions(from_side, page.deleted, result, merged_keys)
         if not self.dry_run:
             self._commit(from_side, result, page.cursor, then=then)
+
+    # -- a backfill's writes as bulk jobs (leadrelay.sync.held) --------------------------------
+
+    def _write_hold(self, from_side: Side) -> WriteHold[_PageResult] | None:
+        """A hold for the pass's pages when its writer takes bulk jobs (not in a dry run, nor
+        in a pass split into part jobs)."""
+        if self.dry_run or self.page_sink is not None:
+            return None
+        threshold = self.connectors[from_side.other].bulk_threshold
+        return None if threshold is None else WriteHold(threshold)
+
+    def _apply_or_hold(self, from_side: Side, page: Page, hold: WriteHold[_PageResult]) -> None:
+        """Process ``page`` as :meth:`apply_page` does, or plan it and hold its writes and its
+        commit (see :mod:`leadrelay.sync.held`)."""
+        if page.deleted:
+            # Deletions and merges take effect in the order read: the held pages go first,
+            # then this one on its own.
+            self._send_held(from_side, hold)
+            self.apply_page(from_side, page)
+            return
+        if not hold.wants(page.remaining):
+            self.apply_page(from_side, page)
+            return
+        result = self._process(from_side, page.records, hold=hold)
+        if not result.unsent and not len(hold):
+            self._commit(from_side, result, page.cursor)
+            return
+        creates = 0
+        for item in result.unsent:
+            # Held per record until the job: what the write and the settling read (the raw
+            # record for a dead letter, the mapped values, the plan's fields); the Lead and the
+            # plan's change list (already logged) go.
+            item.lead, item.problems = None, []
+            if item.plan is not None:
+                item.plan.changes, item.plan.conflicts = [], []
+                creates += item.plan.target_id is None
+        hold.add(HeldPage(result, page.cursor, len(page.records), creates, frozenset(result.leads)))
+        if hold.full:
+            self._send_held(from_side, hold)
+
+    def _send_held(self, from_side: Side, hold: WriteHold[_PageResult]) -> None:
+        """Write every held page's planned writes in one call (the connector makes it a bulk
+        job above its threshold), settle each record into its own page's result, then commit
+        the pages in the order read, each with its cursor."""
+        pages = hold.take()
+        sends = [item for page in pages for item in page.result.unsent]
+        sent: dict[int, tuple[WriteResult, list[FieldProblem]]] = {}
+        if sends:
+            for item, outcome, problems in self._write(
+                from_side.other, sends, batch_size=len(sends)
+            ):
+                sent[id(item)] = (outcome, problems)
+            sends.clear()
+        # Page by page, each settled and committed before the next: what a page commits
+        # (journal, baselines, fingerprints) is held for one page at a time.
+        for page in pages:
+            result = page.result
+            self._settle_sent(
+                from_side, [(item, *sent.pop(id(item))) for item in result.unsent], result
+            )
+            result.unsent = []
+            self._commit(from_side, result, page.cursor)
+
+    def _make_room(
+        self, from_side: Side, hold: WriteHold[_PageResult], items: Mapping[str, _Item]
+    ) -> None:
+        """Before a page looks up its targets: when a held page planned for one of its leads
+        (the same key or e-mail), the held pages are written and committed first, so this page
+        plans against what they wrote (their links, fingerprints, baselines) and no job writes
+        one lead twice."""
+        leads = self._leads_of(items)
+        if hold.holds_any(leads):
+            self._send_held(from_side, hold)
+
+    @staticmethod
+    def _leads_of(items: Mapping[str, _Item]) -> set[str]:
+        """The lead keys and normalized e-mails of ``items`` (a page's records)."""
+        leads: set[str] = set()
+        for item in items.values():
+            if item.key is not None:
+                leads.add(item.key)
+            if item.lead is not None and item.lead.email:
+                leads.add(normalize_email(item.lead.email))
+        return leads
 
     # -- deletes and merges --------------------------------------------------------------------
 
@@ -1017,6 +1112,7 @@ class SyncEngine:
         *,
         force: bool = False,
         letters: Mapping[str, int] | None = None,
+        hold: WriteHold[_PageResult] | None = None,
     ) -> _PageResult:
         reader = self.connectors[from_side]
         reader_mapping = self.mappings[from_side]
@@ -1152,7 +1248,11 @@ class SyncEngine:
                 item.lead.__dict__["key"] = item.key
                 _tag(item.lead)
 
-        # 4. the other side's current records: by linked id, else by email
+        # 4. the other side's current records: by linked id, else by email (once every held
+        #    page that met one of these leads is committed)
+        if hold is not None:
+            self._make_room(from_side, hold, items)
+            result.leads = self._leads_of(items)
         self._lookup_targets(from_side, items, result)
 
         # 4b. qualify (handoff/): score, route and start the SLA clock of leads going to
@@ -1169,8 +1269,8 @@ class SyncEngine:
                 item.routed = routed
             result.events.extend(outcome.events)
 
-        # 5. plan, check, write
-        self._plan_and_write(from_side, items, result)
+        # 5. plan, check, write (a held page's writes wait in result.unsent)
+        self._plan_and_write(from_side, items, result, defer=hold is not None)
         for item in items.values():
             result.reader_fps[item.reader_id] = item.reader_fp
             if item.key is not None and not item.linked and item.skip_reason is None:
@@ -1331,7 +1431,7 @@ class SyncEngine:
         return fields
 
     def _plan_and_write(
-        self, from_side: Side, items: dict[str, _Item], result: _PageResult
+        self, from_side: Side, items: dict[str, _Item], result: _PageResult, *, defer: bool = False
     ) -> None:
         writer = self.connectors[from_side.other]
         writer_mapping = self.mappings[from_side.other]
@@ -1466,8 +1566,22 @@ class SyncEngine:
             for item in to_write:
                 self._count_write(from_side, item)
             return
+        if defer:
+            result.unsent = to_write
+            return
+        self._settle_sent(from_side, self._write(from_side.other, to_write), result)
+
+    def _settle_sent(
+        self,
+        from_side: Side,
+        sent: Iterable[tuple[_Item, WriteResult, list[FieldProblem]]],
+        result: _PageResult,
+    ) -> None:
+        """Settle the written records of one page into its result: written, or dead-lettered
+        with the system's message."""
+        writer = self.connectors[from_side.other]
         written: list[Written] = []
-        for item, outcome, problems in self._write(from_side.other, to_write):
+        for item, outcome, problems in sent:
             assert item.plan is not None
             before = {} if item.plan.action is Action.CREATE else item.target_raw
             written.append(
@@ -1660,7 +1774,7 @@ class SyncEngine:
         return vetted
 
     def _write(
-        self, side: Side, items: list[_Item]
+        self, side: Side, items: list[_Item], *, batch_size: int | None = None
     ) -> Iterator[tuple[_Item, WriteResult, list[FieldProblem]]]:
         pending: dict[int, tuple[_Item, Pending]] = {}
         for item in items:
@@ -1672,7 +1786,9 @@ class SyncEngine:
                 problems=list(item.field_problems),
             )
             pending[id(one)] = (item, one)
-        for one, outcome in self._writer(side).write([p for _, p in pending.values()]):
+        for one, outcome in self._writer(side).write(
+            [p for _, p in pending.values()], batch_size=batch_size
+        ):
             item, _ = pending[id(one)]
             assert item.plan is not None
             if one.fields is not item.plan.fields:

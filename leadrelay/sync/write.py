@@ -471,12 +471,18 @@ class LeadWriter:
     # -- writing ---------------------------------------------------------------------------
 
     def write(
-        self, pending: Sequence[Pending], *, update_by_id: bool = True
+        self,
+        pending: Sequence[Pending],
+        *,
+        update_by_id: bool = True,
+        batch_size: int | None = None,
     ) -> Iterator[WriteOutcomeOf]:
         """Write ``pending`` records in batches; yields each with its result, in an order of
         its own. A record with an ``external_id`` is updated by id where the connector can
         (unless ``update_by_id`` is False: then every record goes through ``upsert``, which
-        matches by natural key and takes the id as a hint).
+        matches by natural key and takes the id as a hint). ``batch_size`` overrides
+        :attr:`batch_size` for this call: a connector given more than its own batch (a bulk
+        job, :attr:`Connector.bulk_threshold`) splits or gathers them itself.
 
         Raises ConnectorError when a whole call fails (auth, budget, transport after retries):
         what was yielded before was written.
@@ -484,9 +490,10 @@ class LeadWriter:
         use_update = update_by_id and self.connector.supports(Capability.UPDATE)
         creates = [p for p in pending if p.external_id is None or not use_update]
         updates = [p for p in pending if p.external_id is not None and use_update]
+        size = batch_size or self.batch_size
         for group, updating in ((creates, False), (updates, True)):
-            for start in range(0, len(group), self.batch_size):
-                chunk = group[start : start + self.batch_size]
+            for start in range(0, len(group), size):
+                chunk = group[start : start + size]
                 yield from self._write_chunk(chunk, updating=updating)
 
     def _write_chunk(self, chunk: Sequence[Pending], *, updating: bool) -> Iterator[WriteOutcomeOf]:

@@ -18,7 +18,7 @@ import csv
 import io
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from leadrelay.connectors.base import UpsertInput, WriteOutcome, WriteResult, normalize_email
@@ -69,6 +69,10 @@ class BulkHost(Protocol):
 
     def _existing_customers(self, items: Sequence[UpsertInput]) -> dict[int, dict[str, Any]]: ...
 
+    def _remember(
+        self, emails: Sequence[str], found: Mapping[str, dict[str, Any]], now: float
+    ) -> None: ...
+
 
 _DONE = ("JobComplete", "Failed", "Aborted")
 _POLL_CAP_S = 30.0
@@ -87,6 +91,10 @@ def parse_bulk_error(text: str) -> tuple[str | None, str, str | None]:
         return code, rest, None
     first = fields.split(",")[0].strip() or None
     return code, message, first
+
+
+#: A CSV value that sets a field to null (an empty value leaves the field as it is).
+_NULL = "#N/A"
 
 
 def _csv_value(value: Any) -> str:
@@ -285,13 +293,19 @@ def _ingest_items(
     )
     rows: list[list[str]] = []
     pending: dict[tuple[str, ...], deque[int]] = defaultdict(deque)
+    # An empty CSV value leaves a field as it is; a value cleared on purpose is #N/A when the
+    # row may change an existing record (update, upsert), as null is on the REST path.
+    cleared = _NULL if operation != "insert" else ""
     for index in indexes:
         values = dict(items[index].fields)
         if ids is not None:
             values["Id"] = ids[index]
         if external_id_field:
             values[external_id_field] = connector._external_value(items[index])
-        row = [_csv_value(values.get(c)) for c in columns]
+        row = [
+            cleared if c in values and values[c] is None else _csv_value(values.get(c))
+            for c in columns
+        ]
         rows.append(row)
         pending[tuple(row)].append(index)
     successful, failed, state = run_ingest(
@@ -391,6 +405,19 @@ def upsert(connector: BulkHost, items: Sequence[UpsertInput]) -> list[WriteResul
                 updates[index] = str(match["Id"])
         if creates:
             _ingest_items(connector, items, creates, "insert", results)
+            # As on the REST path: a Lead just created is what the next upsert of its e-mail
+            # finds (within the look-up window), so it is updated and not created twice.
+            made = {
+                emails[i]: {
+                    "attributes": {"type": "Lead"},
+                    "Id": done.external_id,
+                    "Email": emails[i],
+                }
+                for i in creates
+                if (done := results[i]) is not None and done.ok and done.external_id
+            }
+            if made:
+                connector._remember(list(made), made, time.monotonic())
         if updates:
             _ingest_items(connector, items, list(updates), "update", results, ids=updates)
     return _finish(results)

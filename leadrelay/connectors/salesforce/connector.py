@@ -1060,6 +1060,12 @@ class SalesforceConnector(Connector[SalesforceConnection]):
             return self._upsert_by_external_id(items)
         return self._upsert_by_lookup(items)
 
+    @property
+    def bulk_threshold(self) -> int | None:
+        """An ``upsert`` of more inputs than this runs as Bulk API 2.0 jobs (``bulk_threshold``
+        of the connection)."""
+        return self.settings.bulk_threshold
+
     def _external_value(self, item: UpsertInput) -> str:
         ext = str(self.settings.external_id_field)
         value = item.fields.get(ext)

@@ -343,6 +343,31 @@ def test_bulk_path_above_the_threshold(
     assert any("/jobs/ingest" in route for route in routes)
 
 
+@pytest.mark.parametrize("external_id", [None, "LeadRelay_Key__c"], ids=["lookup", "extid"])
+def test_a_bulk_write_of_none_clears_the_field(
+    make_connector: Make, external_id: str | None
+) -> None:
+    connector = make_connector(bulk_threshold=2, external_id_field=external_id)
+    emails = [unique_email(f"clear{n}") for n in range(3)]
+    assert all(
+        r.ok for r in connector.upsert([UpsertInput(e, lead(e, Title="VP")) for e in emails])
+    )
+    results = connector.upsert([UpsertInput(e, {**lead(e), "Title": None}) for e in emails])
+    assert [r.outcome for r in results] == [WriteOutcome.UPDATED] * 3
+    assert {row.get("Title") for row in connector.lookup(emails=emails).values()} == {None}
+
+
+def test_a_lead_a_bulk_job_created_is_updated_by_the_next_upsert_not_created_again(
+    make_connector: Make,
+) -> None:
+    connector = make_connector(bulk_threshold=2)
+    emails = [unique_email(f"memo{n}") for n in range(3)]
+    assert connector.lookup(emails=emails) == {}  # the engine looks its page up first
+    created = connector.upsert([UpsertInput(e, lead(e)) for e in emails])
+    [again] = connector.upsert([UpsertInput("again", lead(emails[0], Title="CTO"))])
+    assert (again.outcome, again.external_id) == (WriteOutcome.UPDATED, created[0].external_id)
+
+
 @pytest.mark.parametrize(
     ("text", "parsed"),
     [
