@@ -754,10 +754,15 @@ class ZohoConnector(Connector[ZohoConnection]):
         for stream in self._streams():
             if rows:
                 yield Page(rows, position.encode())
-            opening = first.pages.get(stream.name) if first is not None else None
-            server_time = first.server_time if first is not None else None
+                rows = []  # held by the caller as long as it needs it, not through this stream
+            # The opening page is taken out of the first round (which lives to the end of the
+            # read, for its deletions) and handed on, held by nothing here: the stream lets go
+            # of it like of any other page.
             position, rows, found, ended = yield from self._stream_pages(
-                stream, position, opening, server_time
+                stream,
+                position,
+                first.pages.pop(stream.name, None) if first is not None else None,
+                first.server_time if first is not None else None,
             )
             changed = changed or found
             since = ended if stream is _LEADS else since
@@ -786,7 +791,11 @@ class ZohoConnector(Connector[ZohoConnection]):
         """The pages of one stream from ``position`` (the first one ``opening`` when the
         composite call read it), each but the last yielded; returns the position after the
         stream (the server's time of its first query minus the look-back), the last page's
-        rows, whether any page held a change, and that position's time."""
+        rows, whether any page held a change, and that position's time.
+
+        Nothing of a yielded page (its rows, the answer they came in) is held here when the
+        next page is asked for: the caller keeps a page as long as it needs it, and the next
+        answer is parsed beside nothing of the last (the peak of a read is one page)."""
         found = False
         while True:
             if opening is not None:
@@ -800,6 +809,7 @@ class ZohoConnector(Connector[ZohoConnection]):
                     unknown=self._unknown_of(stream),
                 )
                 server_time = server_time or _server_time(response)
+                del response
             rows = self._followed(stream, records)
             found = found or bool(rows)
             if not more or not records:
@@ -809,6 +819,7 @@ class ZohoConnector(Connector[ZohoConnection]):
             moment, record_id = self._after(records[-1], self._module_of(stream))
             position = _moved(position, stream, moment, record_id)
             yield Page(rows, position.encode())
+            del records, rows
 
     def _module_of(self, stream: _Stream) -> str:
         return self.module if stream is _LEADS else stream.module
