@@ -327,9 +327,10 @@ def _test_keys(outcome: _Outcome) -> dict[str, list[str]]:
     return keys
 
 
-#: Leads recorded per delivery transaction. SQLite has one writer and a capture request waits
-#: for it, so a batch's results are recorded in parts this small (each part whole for its
-#: leads), not in one transaction as long as the batch's: a request then waits for one part.
+#: Leads recorded per delivery transaction on SQLite. SQLite has one writer and a capture
+#: request waits for it, so a batch's results are recorded in parts this small (each part whole
+#: for its leads), not in one transaction as long as the batch's: a request then waits for one
+#: part. PostgreSQL locks rows, not the database: there a batch is one transaction.
 COMMIT_LEADS = 25
 
 
@@ -722,13 +723,16 @@ class _Delivery:
     # -- commit --------------------------------------------------------------------------------
 
     def commit(self, outcome: _Outcome, claim_token: str | None) -> None:
-        """Record a batch's results: a transaction per :data:`COMMIT_LEADS` leads, each whole
-        for its leads (:func:`_parts`). A pass that dies between two parts keeps what the
+        """Record a batch's results: on SQLite a transaction per :data:`COMMIT_LEADS` leads,
+        each whole for its leads (:func:`_parts`). A pass that dies between two parts keeps what the
         first recorded; the rest of the batch is released and delivered again by a later
         pass, which finds those leads in the CRM by their e-mail (updated, not created twice)."""
         outcome.links = self._free_links(outcome.links)
-        for part in _parts(outcome, COMMIT_LEADS):
-            self._record(part, claim_token)
+        if self.store.dialect == "sqlite":
+            for part in _parts(outcome, COMMIT_LEADS):
+                self._record(part, claim_token)
+        else:
+            self._record(outcome, claim_token)
         self._count(outcome, claim_token)
 
     def _record(self, outcome: _Outcome, claim_token: str | None) -> None:

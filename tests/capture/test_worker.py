@@ -469,13 +469,17 @@ def test_a_batch_is_recorded_in_parts_with_each_person_whole(
             project.post_webform(client, email=email, first_name="Pa", company="A")
     stats = deliver(project)
     assert stats.delivered == 5
-    # Two leads a part; a@ and A@ are one person, so one lead in the first part.
-    assert [len({e.lower() for e in part}) for part in recorded] == [2, 2]
+    leads = [len({e.lower() for e in part}) for part in recorded]
+    if project.store.dialect == "sqlite":
+        # Two leads a part; a@ and A@ are one person, so one lead in the first part.
+        assert leads == [2, 2]
+    else:
+        assert leads == [4]  # PostgreSQL locks rows: one transaction for the batch
     assert sum(len(part) for part in recorded) == 5
     assert project.store.inbox_counts()[InboxStatus.DELIVERED] == 5
 
 
-def test_a_pass_that_dies_between_parts_keeps_the_first_and_delivers_the_rest_once(
+def test_a_pass_that_dies_recording_keeps_what_it_recorded_and_delivers_the_rest_once(
     project: Project, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(worker, "COMMIT_LEADS", 2)
@@ -485,24 +489,27 @@ def test_a_pass_that_dies_between_parts_keeps_the_first_and_delivers_the_rest_on
             project.post_webform(client, email=email, first_name="Pa", last_name="Rt", company="A")
     record = worker._Delivery._record
     parts = 0
+    # On SQLite the second of three parts fails; on PostgreSQL the batch is one transaction.
+    sqlite = project.store.dialect == "sqlite"
+    failing, kept = (2, 2) if sqlite else (1, 0)
 
-    def dies_on_the_second(self: Any, part: Any, claim_token: str | None) -> None:
+    def dies(self: Any, part: Any, claim_token: str | None) -> None:
         nonlocal parts
         parts += 1
-        if parts == 2:
+        if parts == failing:
             raise OSError("the disk went away")
         record(self, part, claim_token)
 
-    monkeypatch.setattr(worker._Delivery, "_record", dies_on_the_second)
+    monkeypatch.setattr(worker._Delivery, "_record", dies)
     with pytest.raises(OSError):
         deliver(project)
     counts = project.store.inbox_counts()
-    assert (counts[InboxStatus.DELIVERED], counts[InboxStatus.PENDING]) == (2, 3)
+    assert (counts[InboxStatus.DELIVERED], counts[InboxStatus.PENDING]) == (kept, 5 - kept)
     monkeypatch.setattr(worker._Delivery, "_record", record)
     stats = deliver(project)
-    # The three not recorded were written to HubSpot before the pass died: found there by
+    # The ones not recorded were written to HubSpot before the pass died: found there by
     # their e-mail now, so updated or unchanged, never created again.
-    assert (stats.delivered, stats.created) == (3, 0)
+    assert (stats.delivered, stats.created) == (5 - kept, 0)
     assert project.store.inbox_counts()[InboxStatus.DELIVERED] == 5
     for email in emails:
         record_ = project.lookup("hubspot", email)
