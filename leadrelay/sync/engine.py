@@ -1643,18 +1643,24 @@ class SyncEngine:
         the field clock's time when a side holds the value leadrelay last brought every system
         to (a copy leadrelay wrote is no change), else that side's record time."""
         times: dict[str, tuple[datetime | None, datetime | None]] = {}
+        # Without a field clock (a lead new to the flow: a backfill's every field), each side's
+        # record time, one pair shared by the fields.
+        records = (incoming_at, target_at)
         for name in two_way:
             known = clock.get(name)
+            if known is None:
+                times[name] = records
+                continue
             mine = canonical_value(draft_value(item.values, name))
             theirs = (
                 canonical_value(draft_value(target_values, name))
                 if target_values is not None
                 else None
             )
-            same = known is not None and canonical_value(known[0])
+            same = canonical_value(known[0])
             times[name] = (
-                known[1] if known is not None and same == mine else incoming_at,
-                known[1] if known is not None and same == theirs else target_at,
+                known[1] if same == mine else incoming_at,
+                known[1] if same == theirs else target_at,
             )
         return times
 
