@@ -369,6 +369,29 @@ def _parts(outcome: _Outcome, size: int) -> list[_Outcome]:
     return parts
 
 
+#: Mappings the delivery passes of this process loaded, by what they were loaded from, with
+#: the project file's text they were read from. ``serve`` delivers every second or so, and
+#: loading a mapping (reading and compiling its TOML) cost ~30 ms of CPU a pass; a mapping is
+#: loaded again when its project file changed (a pick list added, a value map fixed).
+_LOADED: dict[tuple[str, ...], tuple[bytes | None, FieldMapping]] = {}
+
+
+def _kept(
+    key: tuple[str, ...], path: Path | None, load: Callable[[], FieldMapping]
+) -> FieldMapping:
+    """The mapping ``load`` gives, kept across passes while ``path`` holds the same text."""
+    try:
+        text = path.read_bytes() if path is not None else None
+    except OSError:
+        text = None
+    kept = _LOADED.get(key)
+    if kept is not None and kept[0] == text:
+        return kept[1]
+    mapping = load()
+    _LOADED[key] = (text, mapping)
+    return mapping
+
+
 def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -406,7 +429,11 @@ class _Delivery:
 
     def _form_mapping(self, name: str, form: FormConfig) -> FieldMapping:
         if name not in self._form_mappings:
-            self._form_mappings[name] = load_form_mapping(form.mapping, source=form.source)
+            self._form_mappings[name] = _kept(
+                ("form", str(form.mapping), form.source),
+                form.mapping,
+                lambda: load_form_mapping(form.mapping, source=form.source),
+            )
         return self._form_mappings[name]
 
     def _fields(self, item: InboxItem) -> dict[str, Any]:
@@ -524,7 +551,12 @@ class _Delivery:
     def _mapping(self, destination: str) -> FieldMapping:
         if destination not in self._mappings:
             kind = self.config.connection(destination).kind
-            self._mappings[destination] = load_mapping(kind, project_dir=self.config.folder)
+            folder = self.config.folder
+            self._mappings[destination] = _kept(
+                ("crm", kind, str(folder)),
+                folder / "mappings" / f"{kind}.toml",
+                lambda: load_mapping(kind, project_dir=folder),
+            )
         return self._mappings[destination]
 
     def _qualifier(self, destination: str, connector: Connector[Any]) -> Qualifier:

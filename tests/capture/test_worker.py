@@ -516,3 +516,33 @@ def test_a_pass_that_dies_recording_keeps_what_it_recorded_and_delivers_the_rest
         assert record_ is not None
         ext = str(record_.get("hs_object_id") or record_.get("id"))
         assert project.store.key_for("hubspot", ext) is not None
+
+
+def test_delivery_passes_load_a_mapping_again_only_when_its_file_changed(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loaded: list[str] = []
+    load_mapping, load_form_mapping = worker.load_mapping, worker.load_form_mapping
+
+    def counted(kind: str, **options: Any) -> Any:
+        loaded.append(kind)
+        return load_mapping(kind, **options)
+
+    def counted_form(path: Any, **options: Any) -> Any:
+        loaded.append("form")
+        return load_form_mapping(path, **options)
+
+    monkeypatch.setattr(worker, "load_mapping", counted)
+    monkeypatch.setattr(worker, "load_form_mapping", counted_form)
+    monkeypatch.setattr(worker, "_LOADED", {})
+    submit(project, "demo-webform", "one@acme.io")
+    deliver(project)
+    submit(project, "demo-webform", "two@acme.io")
+    deliver(project)
+    assert loaded == ["form", "hubspot"]
+    # A project mapping written since: HubSpot's mapping is read again, the form's is not.
+    (project.folder / "mappings" / "hubspot.toml").write_text("# kept as shipped\n")
+    submit(project, "demo-webform", "three@acme.io")
+    stats = deliver(project)
+    assert loaded == ["form", "hubspot", "hubspot"]
+    assert stats.delivered == 1
