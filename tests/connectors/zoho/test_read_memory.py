@@ -7,8 +7,6 @@ from __future__ import annotations
 import gc
 import sys
 import weakref
-from collections.abc import Iterator
-from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -16,22 +14,13 @@ import pytest
 
 from leadrelay.connectors.base import UpsertInput
 from leadrelay.connectors.zoho import ZohoConnector
-from leadrelay.sandbox.server import SandboxServer
-from tests.connectors.zoho.test_contract import FAST, sandbox_settings
+from tests.connectors.zoho.test_contacts_and_cost import zoho  # noqa: F401 (fixture)
 from tests.zoho_sandbox import zoho_server, zoho_user  # noqa: F401 (fixtures)
 
 
-@pytest.fixture
-def zoho(server: SandboxServer, api: httpx.Client) -> Iterator[ZohoConnector]:
-    connector = ZohoConnector(
-        sandbox_settings(server.env()), "zoho", retry=FAST, read_overlap=timedelta(0)
-    )
-    with connector:
-        yield connector
-
-
 def test_a_read_lets_go_of_a_page_before_it_asks_for_the_next(
-    zoho: ZohoConnector, monkeypatch: pytest.MonkeyPatch
+    zoho: ZohoConnector,  # noqa: F811 (the imported fixture)
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # 25 in the composite call's opening page, a full COQL page of 200, then the last one.
     emails = [f"held{n}@example.com" for n in range(226)]
