@@ -864,17 +864,6 @@ class SyncEngine:
             result.unsent = []
             self._commit(from_side, result, page.cursor)
 
-    def _make_room(
-        self, from_side: Side, hold: WriteHold[_PageResult], items: Mapping[str, _Item]
-    ) -> None:
-        """Before a page looks up its targets: when a held page planned for one of its leads
-        (the same key or e-mail), the held pages are written and committed first, so this page
-        plans against what they wrote (their links, fingerprints, baselines) and no job writes
-        one lead twice."""
-        leads = self._leads_of(items)
-        if hold.holds_any(leads):
-            self._send_held(from_side, hold)
-
     @staticmethod
     def _leads_of(items: Mapping[str, _Item]) -> set[str]:
         """The lead keys and normalized e-mails of ``items`` (a page's records)."""
@@ -1248,11 +1237,14 @@ class SyncEngine:
                 item.lead.__dict__["key"] = item.key
                 _tag(item.lead)
 
-        # 4. the other side's current records: by linked id, else by email (once every held
-        #    page that met one of these leads is committed)
+        # 4. the other side's current records: by linked id, else by email. When a held page
+        #    planned for one of this page's leads (the same key or e-mail), the held pages are
+        #    written and committed first, so this page plans against what they wrote (their
+        #    links, fingerprints, baselines) and no job writes one lead twice.
         if hold is not None:
-            self._make_room(from_side, hold, items)
             result.leads = self._leads_of(items)
+            if hold.holds_any(result.leads):
+                self._send_held(from_side, hold)
         self._lookup_targets(from_side, items, result)
 
         # 4b. qualify (handoff/): score, route and start the SLA clock of leads going to

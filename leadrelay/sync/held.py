@@ -72,11 +72,6 @@ class WriteHold(Generic[ResultT]):
     def __len__(self) -> int:
         return len(self._pages)
 
-    @property
-    def creates(self) -> int:
-        """The creates held."""
-        return self._creates
-
     def wants(self, remaining: int | None) -> bool:
         """Whether the next page is held: once a page is held, every page after it is, until
         they go (they commit in order); otherwise only when the read says more than the
