@@ -376,12 +376,11 @@ def _parts(outcome: _Outcome, size: int) -> list[_Outcome]:
 _LOADED: dict[tuple[str, ...], tuple[bytes | None, FieldMapping]] = {}
 
 
-def _kept(
-    key: tuple[str, ...], path: Path | None, load: Callable[[], FieldMapping]
-) -> FieldMapping:
-    """The mapping ``load`` gives, kept across passes while ``path`` holds the same text."""
+def _kept(key: tuple[str, ...], path: Path, load: Callable[[], FieldMapping]) -> FieldMapping:
+    """The mapping ``load`` gives, kept across passes while ``path`` holds the same text (or
+    stays missing)."""
     try:
-        text = path.read_bytes() if path is not None else None
+        text: bytes | None = path.read_bytes()
     except OSError:
         text = None
     kept = _LOADED.get(key)
