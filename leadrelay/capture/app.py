@@ -1139,7 +1139,7 @@ def serve(
     from contextlib import ExitStack
 
     from leadrelay.capture.worker import DeliveryProcess
-    from leadrelay.childproc import ServeChild
+    from leadrelay.childproc import ServeChild, keep_startup_objects
     from leadrelay.reconcile import UpkeepProcess
     from leadrelay.sync.schedule import ScheduleProcess, scheduled_flows
 
@@ -1191,6 +1191,7 @@ def serve(
                 )
             else:
                 app = create_app(config, store, on_stored=on_stored)
+                keep_startup_objects()
                 uvicorn.Server(
                     uvicorn_config(app, host=listen_host, port=listen_port, log_level=log_level)
                 ).run()

@@ -33,7 +33,7 @@ from typing import Any
 import uvicorn
 
 from leadrelay.capture.logs import register_config_secrets, uvicorn_log_config
-from leadrelay.childproc import SPAWN, ServeChild
+from leadrelay.childproc import SPAWN, ServeChild, keep_startup_objects
 
 __all__ = ["HttpWorkerError", "HttpWorkerProcess", "bind_socket", "supervise", "uvicorn_config"]
 
@@ -88,6 +88,7 @@ def _http_worker_main(
 
             on_stored = stack.enter_context(DeliveryNudge(config))
         app = create_app(config, store, on_stored=on_stored)
+        keep_startup_objects()
         server = uvicorn.Server(uvicorn_config(app, host="", port=0, log_level=log_level))
 
         def end_on_stop() -> None:

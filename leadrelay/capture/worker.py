@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from leadrelay.capture.sources import FetchError, Fetchers, submission_fields
-from leadrelay.childproc import SPAWN, ServeChild, child_logging
+from leadrelay.childproc import SPAWN, ServeChild, child_logging, keep_startup_objects
 from leadrelay.config import Config, FormConfig
 from leadrelay.connectors.base import (
     Capability,
@@ -1140,11 +1140,16 @@ class DeliveryLoop:
             )
         return stats
 
-    def _run(self) -> None:
+    def _run(self, *, set_up: Callable[[], None] | None = None) -> None:
+        """Pass after pass until stopped; ``set_up`` is called once, after the first pass
+        (which imports and builds the connectors)."""
         with ConnectorPool(self.config, store=self.store, **self.connector_options) as pool:
             while not self._stop.is_set():
                 self._wake.clear()
                 self.run_once(pool)
+                if set_up is not None:
+                    set_up()
+                    set_up = None
                 if self._stop.wait(self.min_gap_s):
                     break
                 self._wake.wait(max(0.0, self.interval_s - self.min_gap_s))
@@ -1160,7 +1165,7 @@ def _delivery_process_main(config_path: str, wake: Any, stop: Any, min_gap_s: fl
     try:
         loop = DeliveryLoop(config, store, min_gap_s=min_gap_s)
         loop._wake, loop._stop = wake, stop
-        loop._run()
+        loop._run(set_up=keep_startup_objects)
     finally:
         store.close()
 

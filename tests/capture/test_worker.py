@@ -208,6 +208,24 @@ def test_the_delivery_loop_delivers_what_the_app_stores(project: Project) -> Non
     assert project.lookup("hubspot", "looped@acme.io") is not None
 
 
+def test_the_delivery_loop_calls_its_set_up_once_after_the_first_pass(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # serve's delivery child freezes its heap there: after the first pass built the connectors.
+    loop = DeliveryLoop(project.config, project.store, interval_s=0.01, min_gap_s=0.0)
+    seen: list[tuple[str, int]] = []
+
+    def run_once(pool: object) -> None:
+        seen.append(("pass", loop.passes))
+        loop.passes += 1
+        if loop.passes == 3:
+            loop._stop.set()
+
+    monkeypatch.setattr(loop, "run_once", run_once)
+    loop._run(set_up=lambda: seen.append(("set-up", loop.passes)))
+    assert seen == [("pass", 0), ("set-up", 1), ("pass", 1), ("pass", 2)]
+
+
 # -- test leads: known only at delivery ------------------------------------------------------
 
 LI_FORM = """
