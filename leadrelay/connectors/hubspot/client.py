@@ -17,6 +17,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from email.utils import parsedate_to_datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -79,8 +80,12 @@ class HubSpotResponse:
 
 
 class HubSpotApis:
-    """The API objects one connection uses, built once (each discovery access builds a new
-    ``ApiClient`` with its own connection pool) and closed together.
+    """The API objects one connection uses, each built on its first use (each discovery access
+    builds a new ``ApiClient`` with its own connection pool, and imports that API's package of
+    models), then kept, and closed together.
+
+    A sync with nothing to write uses three or four of the eleven: building them all up front
+    cost ~0.15 s of the start-up of every scheduled ``leadrelay sync``.
 
     Args:
         base_url: API root; the sandbox serves under ``/hubspot``, so it includes that prefix.
@@ -98,7 +103,7 @@ class HubSpotApis:
         timeout_s: float,
     ) -> None:
         self.timeout_s = timeout_s
-        client = HubSpot(
+        self._client = HubSpot(
             access_token=access_token,
             host=base_url.rstrip("/"),
             # Configuration.ssl_ca_cert becomes the PoolManager's ca_certs.
@@ -106,34 +111,62 @@ class HubSpotApis:
             # No hidden urllib3 retries: the policy retries (and counts) every attempt.
             retry=Retry(total=0, redirect=False),
         )
-        self.contacts_basic = client.crm.contacts.basic_api
-        self.contacts_batch = client.crm.contacts.batch_api
-        self.contacts_search = client.crm.contacts.search_api
-        self.properties = client.crm.properties.core_api
-        self.owners = client.crm.owners.owners_api
-        self.tasks = client.crm.objects.tasks.basic_api
-        self.companies = client.crm.companies.basic_api
-        self.deals_batch = client.crm.deals.batch_api
-        self.deals_search = client.crm.deals.search_api
-        self.associations = client.crm.associations.v4.batch_api
-        self.tokens = client.oauth.tokens_api
-        self._all: list[Any] = [
-            self.contacts_basic,
-            self.contacts_batch,
-            self.contacts_search,
-            self.properties,
-            self.owners,
-            self.tasks,
-            self.companies,
-            self.deals_batch,
-            self.deals_search,
-            self.associations,
-            self.tokens,
-        ]
+        self._built: list[Any] = []
+
+    def _build(self, discover: Callable[[HubSpot], Any]) -> Any:
+        api = discover(self._client)
+        self._built.append(api)
+        return api
+
+    @cached_property
+    def contacts_basic(self) -> Any:
+        return self._build(lambda client: client.crm.contacts.basic_api)
+
+    @cached_property
+    def contacts_batch(self) -> Any:
+        return self._build(lambda client: client.crm.contacts.batch_api)
+
+    @cached_property
+    def contacts_search(self) -> Any:
+        return self._build(lambda client: client.crm.contacts.search_api)
+
+    @cached_property
+    def properties(self) -> Any:
+        return self._build(lambda client: client.crm.properties.core_api)
+
+    @cached_property
+    def owners(self) -> Any:
+        return self._build(lambda client: client.crm.owners.owners_api)
+
+    @cached_property
+    def tasks(self) -> Any:
+        return self._build(lambda client: client.crm.objects.tasks.basic_api)
+
+    @cached_property
+    def companies(self) -> Any:
+        return self._build(lambda client: client.crm.companies.basic_api)
+
+    @cached_property
+    def deals_batch(self) -> Any:
+        return self._build(lambda client: client.crm.deals.batch_api)
+
+    @cached_property
+    def deals_search(self) -> Any:
+        return self._build(lambda client: client.crm.deals.search_api)
+
+    @cached_property
+    def associations(self) -> Any:
+        return self._build(lambda client: client.crm.associations.v4.batch_api)
+
+    @cached_property
+    def tokens(self) -> Any:
+        return self._build(lambda client: client.oauth.tokens_api)
 
     def set_token(self, token: str) -> None:
-        """Send ``token`` as the Bearer token from now on (after an OAuth refresh)."""
-        for api in self._all:
+        """Send ``token`` as the Bearer token from now on (after an OAuth refresh), from the
+        APIs built so far and from those built later."""
+        self._client.access_token = token
+        for api in self._built:
             api.api_client.configuration.access_token = token
 
     def send(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> HubSpotResponse:
@@ -159,7 +192,7 @@ class HubSpotApis:
 
     def close(self) -> None:
         """Close every connection pool."""
-        for api in self._all:
+        for api in self._built:
             manager = api.api_client.rest_client.pool_manager
             # urllib3 2.x no longer closes pools when the manager is cleared.
             for key in list(manager.pools.keys()):
