@@ -147,7 +147,9 @@ def _ca_file(value: Path, info: ValidationInfo) -> Path:
     """A CA bundle every connector can load: read and parsed here, once, for all of them."""
     path = _existing_file(value, info)
     try:
-        ssl.create_default_context().load_verify_locations(cafile=str(path))
+        # A bare client context: a default one also loads the system's CA store first
+        # (~30 ms per connection, on every start-up), which says nothing about this file.
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=str(path))
     except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
         reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
         raise PydanticCustomError(
