@@ -64,15 +64,18 @@ DESTINATIONS: dict[str, dict[str, str]] = {
     "salesforce": {"email": "Email", "lastname": "LastName", "company": "Company"},
     "zoho": {"email": "Email", "lastname": "Last_Name", "company": "Company"},
 }
+#: The sandbox child: READY once it accepts connections (its socket is bound, and so its URLs
+#: known, before it listens), then it serves until it is terminated.
 SERVER = (
-    "import sys\n"
+    "import signal, sys\n"
     "from pathlib import Path\n"
     "from leadrelay.sandbox.server import SandboxServer\n"
     "server = SandboxServer(port=0, ca_dir=Path(sys.argv[1]))\n"
+    "server.start()\n"
     "sys.stdout.write(server.env_lines())\n"
     "sys.stdout.write('READY\\n')\n"
     "sys.stdout.flush()\n"
-    "server.serve_forever()\n"
+    "signal.pause()\n"
 )
 
 
