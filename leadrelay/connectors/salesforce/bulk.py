@@ -8,7 +8,8 @@ result row is matched back to its input (rows are not returned in upload order).
 
 Safety: an upload that failed ambiguously aborts its job and starts a new one (the data of an
 aborted job is never processed); a retried ``UploadComplete`` answered 409 means the first one
-was applied. Without an external id field, the emails are looked up first and only the new ones
+was applied. The rows a job that ended ``Failed`` or ``Aborted`` did not process are written
+through the REST API, record by record as below the threshold. Without an external id field, the emails are looked up first and only the new ones
 are inserted, so nothing is created twice.
 """
 
@@ -72,6 +73,8 @@ class BulkHost(Protocol):
     def _remember(
         self, emails: Sequence[str], found: Mapping[str, dict[str, Any]], now: float
     ) -> None: ...
+
+    def _upsert_rest(self, items: list[UpsertInput]) -> list[WriteResult]: ...
 
 
 _DONE = ("JobComplete", "Failed", "Aborted")
@@ -331,13 +334,21 @@ def _ingest_items(
             continue
         rejected = Rejected(message, system=SYSTEM, record=ref, field=field, code=code)
         results[index] = WriteResult.failed(ref, rejected, record_id or None)
-    for queue in pending.values():
-        for index in queue:
-            ref = items[index].ref
-            rejected = Rejected(
-                f"not processed by the Bulk job (job state {state})", system=SYSTEM, record=ref
-            )
-            results[index] = WriteResult.failed(ref, rejected)
+    unprocessed = sorted(index for queue in pending.values() for index in queue)
+    if unprocessed:
+        # A Failed or Aborted job leaves rows it never processed (unprocessedRecords): nothing
+        # of them was written. They go the REST way, which writes each one or refuses it with
+        # Salesforce's own message for that record (and retries what is transient), rather
+        # than all of them being dead-lettered for the job's state.
+        connector.policy.logger.warning(
+            "%d Leads the Bulk %s job (%s) did not process are written through the REST API",
+            len(unprocessed),
+            operation,
+            state,
+        )
+        written = connector._upsert_rest([items[i] for i in unprocessed])
+        for index, result in zip(unprocessed, written, strict=True):
+            results[index] = result
 
 
 def _rounds(keys: Sequence[str]) -> list[list[int]]:

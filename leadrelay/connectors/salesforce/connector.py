@@ -1056,6 +1056,10 @@ class SalesforceConnector(Connector[SalesforceConnection]):
             return []
         if len(items) > self.settings.bulk_threshold:
             return bulk.upsert(self, items)
+        return self._upsert_rest(items)
+
+    def _upsert_rest(self, items: list[UpsertInput]) -> list[WriteResult]:
+        """The REST path of :meth:`upsert`: composite calls of 200."""
         if self.settings.external_id_field:
             return self._upsert_by_external_id(items)
         return self._upsert_by_lookup(items)

@@ -14,8 +14,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from leadrelay.connectors.base import UpsertInput, WriteOutcome, normalize_email
-from leadrelay.connectors.errors import AuthError, RateLimited
-from leadrelay.connectors.salesforce import SalesforceConnector
+from leadrelay.connectors.errors import AuthError, RateLimited, Rejected
+from leadrelay.connectors.salesforce import SalesforceConnector, bulk
 from leadrelay.connectors.salesforce import connector as connector_module
 from leadrelay.connectors.salesforce.auth import Token, jwt_assertion
 from leadrelay.connectors.salesforce.bulk import parse_bulk_error
@@ -366,6 +366,46 @@ def test_a_lead_a_bulk_job_created_is_updated_by_the_next_upsert_not_created_aga
     created = connector.upsert([UpsertInput(e, lead(e)) for e in emails])
     [again] = connector.upsert([UpsertInput("again", lead(emails[0], Title="CTO"))])
     assert (again.outcome, again.external_id) == (WriteOutcome.UPDATED, created[0].external_id)
+
+
+@pytest.mark.parametrize("external_id", [None, "LeadRelay_Key__c"], ids=["lookup", "extid"])
+def test_the_rows_an_aborted_bulk_job_left_are_written_the_rest_way(
+    make_connector: Make,
+    env: dict[str, str],
+    monkeypatch: pytest.MonkeyPatch,
+    external_id: str | None,
+) -> None:
+    # Someone aborts the job in Salesforce before it runs: it processes no row.
+    send = bulk._Job.send
+
+    def aborted_first(job: Any, method: str, path: str, **kwargs: Any) -> Any:
+        if method == "PATCH" and kwargs.get("json") == {"state": "UploadComplete"}:
+            send(job, method, path, describe="abort", idempotent=True, json={"state": "Aborted"})
+        return send(job, method, path, **kwargs)
+
+    monkeypatch.setattr(bulk._Job, "send", aborted_first)
+    connector = make_connector(bulk_threshold=2, external_id_field=external_id)
+    emails = [unique_email(f"aborted{n}") for n in range(3)]
+    results = connector.upsert([UpsertInput(e, lead(e)) for e in emails])
+    assert [(r.ref, r.outcome) for r in results] == [(e, WriteOutcome.CREATED) for e in emails]
+    found = connector.lookup(emails=emails)
+    assert {row["Id"] for row in found.values()} == {r.external_id for r in results}
+    routes = stats(env)["by_route"]
+    assert any("composite" in route for route in routes)
+
+
+def test_a_column_that_fails_a_bulk_job_is_refused_as_the_rest_path_refuses_it(
+    make_connector: Make,
+) -> None:
+    # A column Salesforce does not know fails the whole job (InvalidBatch) and processes no
+    # row; its rows then meet the REST path's answer, in Salesforce's own words, not a refusal
+    # for the job's state.
+    connector = make_connector(bulk_threshold=2)
+    emails = [unique_email(f"failedjob{n}") for n in range(3)]
+    with pytest.raises(Rejected) as refused:
+        connector.upsert([UpsertInput(e, lead(e, Nope__c="x")) for e in emails])
+    assert refused.value.code == "INVALID_FIELD"
+    assert "No such column 'Nope__c'" in str(refused.value)
 
 
 @pytest.mark.parametrize(
