@@ -9,8 +9,9 @@ result row is matched back to its input (rows are not returned in upload order).
 Safety: an upload that failed ambiguously aborts its job and starts a new one (the data of an
 aborted job is never processed); a retried ``UploadComplete`` answered 409 means the first one
 was applied. The rows a job that ended ``Failed`` or ``Aborted`` did not process are written
-through the REST API, record by record as below the threshold. Without an external id field, the emails are looked up first and only the new ones
-are inserted, so nothing is created twice.
+through the REST API, record by record as below the threshold. Without an external id
+field, the emails are looked up first and only the new ones are inserted, so nothing is
+created twice.
 """
 
 from __future__ import annotations
