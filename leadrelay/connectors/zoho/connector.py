@@ -32,6 +32,7 @@ from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
+from math import isfinite
 from typing import Any, ClassVar, TypeVar
 
 import httpx
@@ -473,22 +474,45 @@ def unsendable(ref: str, fields: Mapping[str, Any], system: str = "zoho") -> Rej
 
     A lone surrogate (text that is not valid Unicode) fails UTF-8 encoding, NaN and infinity
     are not JSON numbers, and a date or set is no JSON value: each would fail the whole batch
-    request, so the record is refused on its own instead.
+    request, so the record is refused on its own instead. Plain text, whole numbers, finite
+    numbers, flags and None (nearly every value) are settled without serializing them.
     """
     for name, value in fields.items():
-        try:
-            json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
-        except UnicodeEncodeError:
-            reason = "text that is not valid Unicode (a lone surrogate) cannot be sent to Zoho"
-        except ValueError:
-            reason = "NaN and infinity are not JSON numbers"
-        except TypeError:
-            reason = f"a {type(value).__name__} is not a JSON value"
-        else:
+        kind = type(value)
+        if kind is str:
+            if value.isascii():
+                continue
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                reason: str | None = _UNICODE
+            else:
+                continue
+        elif value is None or kind is int or kind is bool or (kind is float and isfinite(value)):
             continue
+        else:
+            reason = json_problem(value)
+            if reason is None:
+                continue
         return Rejected(
             f"record {ref}, field {name}: {reason}", system=system, record=ref, field=name
         )
+    return None
+
+
+_UNICODE = "text that is not valid Unicode (a lone surrogate) cannot be sent to Zoho"
+
+
+def json_problem(value: Any) -> str | None:
+    """Why ``value`` cannot be sent in a JSON body as UTF-8, or None: what serializing it says."""
+    try:
+        json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return _UNICODE
+    except ValueError:
+        return "NaN and infinity are not JSON numbers"
+    except TypeError:
+        return f"a {type(value).__name__} is not a JSON value"
     return None
 
 
