@@ -314,7 +314,7 @@ def lead_signals(
     number is reported and its counters are left out, never guessed.
     """
     at = lead_time(lead)
-    signals = signals_from_lead(lead)
+    signals = signals_from_lead(lead, at=at)
     urls: list[str] = []
     if lead.first_touch is not None and lead.first_touch.landing_page:
         urls.append(lead.first_touch.landing_page)

@@ -548,10 +548,10 @@ class Scorer:
                 f"velocity {_number(recent_points)} points in {_number(velocity.window_days)} d "
                 f"{_signed(velocity.bonus)}"
             )
-        fit, intent, engagement = (
-            round(max(min(positive[at], weight) + negative[at], 0.0), 2)
-            for at, weight in enumerate(self._weights)
-        )
+        weights = self._weights
+        fit = round(max(min(positive[0], weights[0]) + negative[0], 0.0), 2)
+        intent = round(max(min(positive[1], weights[1]) + negative[1], 0.0), 2)
+        engagement = round(max(min(positive[2], weights[2]) + negative[2], 0.0), 2)
         breakdown = ScoreBreakdown(fit=fit, intent=intent, engagement=engagement)
         total = round(sum((fit, intent, engagement)), 2)
         has_required = config.required_signal is None or any(
