@@ -21,6 +21,8 @@ from leadrelay.handoff.scoring import (
     Scorer,
     ScoreResult,
     ScoringConfig,
+    _number,
+    _signed,
 )
 from leadrelay.handoff.signals import Category, Signal
 from leadrelay.model import FREE_MAIL_DOMAINS, Lead, ScoreBreakdown, Stage, Tier
@@ -59,8 +61,6 @@ def _holds(condition: Condition, lead: Lead, config: ScoringConfig, signals: lis
 
 def walked_score(scorer: Scorer, lead: Lead, signals: list[Signal], now: datetime) -> ScoreResult:
     """The score by testing every rule of the config, in order, for this lead."""
-    from leadrelay.handoff.scoring import _number, _signed
-
     config = scorer.config
     positive = dict.fromkeys(CATEGORIES, 0.0)
     negative = dict.fromkeys(CATEGORIES, 0.0)
