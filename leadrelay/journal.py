@@ -236,6 +236,32 @@ def field_diff(
 
 # -- the journal ----------------------------------------------------------------------------
 
+#: The keys of a qualify row's details (:meth:`Journal.qualified`), of its breakdown and of its
+#: routing. None is a secret or consent key, so nothing in the row is withheld and it is
+#: built as :meth:`Journal._row` would show it, without walking it.
+_QUALIFIED_KEYS = (
+    "score",
+    "breakdown",
+    "reasons",
+    "tier",
+    "mql",
+    "stage",
+    "qualification_reason",
+    "authority",
+    "routing",
+    "sla_due_at",
+    "signal_problem",
+    "fit",
+    "intent",
+    "engagement",
+    "rule",
+    "owner",
+    "owner_name",
+    "queue",
+    "reason",
+)
+_QUALIFIED_SHOWN_AS_IS = not any(_is_secret_key(k) or _is_consent_key(k) for k in _QUALIFIED_KEYS)
+
 
 #: ``json.dumps(value, ensure_ascii=False, default=str)``, with one encoder for every call
 #: (``json.dumps`` makes an encoder per call when given options).
@@ -420,26 +446,41 @@ class Journal:
         else:
             text += "; not routed (the record is not new to the destination, or its stage is "
             text += "not routed)"
-        if lead.sla_due_at is not None:
-            text += f"; SLA due {lead.sla_due_at.isoformat()}"
-        return self._row(
-            lead.key,
-            "qualified",
-            system,
-            text,
-            at=at,
-            score=score.total,
-            breakdown=score.breakdown.model_dump(),
-            reasons=score.reasons,
-            tier=score.tier.value,
-            mql=score.is_mql,
-            stage=lead.stage.value,
-            qualification_reason=score.qualification_reason,
-            authority=done.authority,
-            routing=routing,
-            sla_due_at=lead.sla_due_at,
-            signal_problem=done.signal_problem,
-        )
+        due = lead.sla_due_at
+        if due is not None:
+            text += f"; SLA due {due.isoformat()}"
+        # What :meth:`_row` shows of these details, built as shown: their keys are fixed and
+        # none is withheld (:data:`_QUALIFIED_SHOWN_AS_IS`), their values are of known types.
+        breakdown = score.breakdown
+        shown: dict[str, Any] = {
+            "score": _plain(score.total),
+            "breakdown": {
+                "fit": breakdown.fit,
+                "intent": breakdown.intent,
+                "engagement": breakdown.engagement,
+            },
+            "reasons": list(score.reasons),
+            "tier": _plain(score.tier.value),
+            "mql": score.is_mql,
+            "stage": _plain(lead.stage.value),
+            "qualification_reason": _plain(score.qualification_reason),
+            "authority": _plain(done.authority),
+        }
+        if routing is not None:
+            shown["routing"] = routing
+        if due is not None:
+            shown["sla_due_at"] = due.isoformat()
+        if done.signal_problem is not None:
+            shown["signal_problem"] = _plain(done.signal_problem)
+        return {
+            "lead_key": lead.key,
+            "at": at or self.store.now(),
+            "kind": "qualified",
+            "system": system,
+            "record_id": None,
+            "summary": text,
+            "details": shown if _QUALIFIED_SHOWN_AS_IS else _withhold(shown),
+        }
 
     def sla_checked(
         self,

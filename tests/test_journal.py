@@ -5,15 +5,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from leadrelay.connectors.base import WriteOutcome, WriteResult
 from leadrelay.connectors.errors import Rejected
+from leadrelay.handoff.qualify import Qualification
+from leadrelay.handoff.routing import Assignment
+from leadrelay.handoff.scoring import ScoreResult
 from leadrelay.journal import WITHHELD_CONSENT, WITHHELD_SECRET, Journal, Written, field_diff
+from leadrelay.model import Lead, Owner, ScoreBreakdown, Stage, Tier
 from leadrelay.sync.state import JsonDocument, StateStore
 
 
@@ -117,3 +124,93 @@ def test_a_redacted_rows_details_are_plain_again(store: StateStore) -> None:
     [row] = journal.writes("hubspot", [Written.of("ld_1", created, note, {}, "#1")])
     assert type(row["details"]) is dict
     assert "s3cr3t-value-1" not in json.dumps(row["details"])
+
+
+# -- the qualify step's row ---------------------------------------------------------------
+
+_REASONS = st.lists(st.sampled_from(["demo request +30", "free-mail address -10", "x" * 150]))
+
+
+@st.composite
+def _qualifications(draw: st.DrawFn) -> tuple[Lead, Qualification]:
+    owner = draw(st.sampled_from([None, Owner(id="005A"), Owner(id="7", name="Ana Silva")]))
+    lead = Lead(
+        email="ada@acme.io",
+        stage=draw(st.sampled_from(list(Stage))),
+        owner=owner,
+        queue=draw(st.sampled_from([None, "Unassigned Leads"])),
+        sla_due_at=draw(st.sampled_from([None, datetime(2026, 1, 5, 9, 30, tzinfo=UTC)])),
+    )
+    breakdown = ScoreBreakdown(
+        fit=draw(st.sampled_from([0.0, 12.5])), intent=30.0, engagement=draw(st.just(1.25))
+    )
+    result = ScoreResult(
+        total=breakdown.fit + breakdown.intent + breakdown.engagement,
+        breakdown=breakdown,
+        reasons=draw(_REASONS),
+        is_mql=draw(st.booleans()),
+        tier=draw(st.sampled_from(list(Tier))),
+        qualification_reason=draw(st.sampled_from(["MQL (hot): score 61 >= 60", "r" * 255])),
+    )
+    assignment = draw(
+        st.sampled_from(
+            [
+                None,
+                Assignment(owner, None, "round robin inbound, position 2 -> Ana", "round_robin"),
+                Assignment(None, "Unassigned Leads", "no rule matched", "fallback_queue"),
+            ]
+        )
+    )
+    problem = draw(st.sampled_from([None, "hubspot field hs_email_open: expected a count"]))
+    authority = draw(st.sampled_from(["leadrelay", "source"]))
+    return lead, Qualification(lead.key, result, assignment, problem, authority)
+
+
+def _walked_qualified_row(
+    journal: Journal, lead: Lead, done: Qualification, at: datetime
+) -> dict[str, Any]:
+    """The qualify row as every detail goes through the general row builder."""
+    row = journal.qualified(lead, done, "salesforce", at=at)
+    routing: dict[str, Any] | None = None
+    if done.assignment is not None:
+        routing = {
+            "rule": done.assignment.rule,
+            "owner": lead.owner.id if lead.owner else None,
+            "owner_name": lead.owner.name if lead.owner else None,
+            "queue": lead.queue,
+            "reason": done.assignment.reason,
+        }
+    score = done.score
+    return journal._row(
+        lead.key,
+        "qualified",
+        "salesforce",
+        row["summary"],
+        at=at,
+        score=score.total,
+        breakdown=score.breakdown.model_dump(),
+        reasons=score.reasons,
+        tier=score.tier.value,
+        mql=score.is_mql,
+        stage=lead.stage.value,
+        qualification_reason=score.qualification_reason,
+        authority=done.authority,
+        routing=routing,
+        sla_due_at=lead.sla_due_at,
+        signal_problem=done.signal_problem,
+    )
+
+
+@settings(max_examples=100, deadline=None)
+@given(qualification=_qualifications())
+def test_a_qualify_row_is_what_the_general_row_builder_shows(
+    tmp_path_factory: pytest.TempPathFactory, qualification: tuple[Lead, Qualification]
+) -> None:
+    lead, done = qualification
+    at = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+    with StateStore(f"sqlite:///{tmp_path_factory.mktemp('q') / 'state.db'}") as opened:
+        journal = Journal(opened)
+        row = journal.qualified(lead, done, "salesforce", at=at)
+        walked = _walked_qualified_row(journal, lead, done, at)
+    assert row == walked
+    assert json.dumps(row["details"]) == json.dumps(walked["details"])

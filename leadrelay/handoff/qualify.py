@@ -84,7 +84,14 @@ from leadrelay.handoff.signals import (
     signals_from_lead,
     signals_from_url,
 )
-from leadrelay.handoff.sla import ClockKind, SlaConfig, apply_due, evaluate, load_sla_config
+from leadrelay.handoff.sla import (
+    ClockKind,
+    SlaCalendar,
+    SlaConfig,
+    apply_due,
+    evaluate,
+    load_sla_config,
+)
 from leadrelay.journal import Journal
 from leadrelay.mappings.engine import Mapping as FieldMapping
 from leadrelay.mappings.engine import build_lead
@@ -307,7 +314,7 @@ def lead_signals(
     number is reported and its counters are left out, never guessed.
     """
     at = lead_time(lead)
-    signals = signals_from_lead(lead)
+    signals = signals_from_lead(lead, at=at)
     urls: list[str] = []
     if lead.first_touch is not None and lead.first_touch.landing_page:
         urls.append(lead.first_touch.landing_page)
@@ -508,6 +515,7 @@ class Qualifier:
         self.destination_mapping = destination_mapping
         self.dry_run = dry_run
         self.sla = sla or load_sla_config(config)
+        self._calendar = SlaCalendar(self.sla)
         self.scorer = Scorer(config.scoring)
         self.authority: Authority = (
             flow.scoring_authority
@@ -566,7 +574,7 @@ class Qualifier:
                 set_checked(lead, {"owner": None})
             assignment = self.router.route(lead, moment)
             apply_assignment(lead, assignment, moment)
-        apply_due(lead, self.sla)
+        apply_due(lead, self.sla, calendar=self._calendar)
         if lead.sla_due_at is not None and not lead.is_test:
             self._clocks[lead.key] = json.dumps(
                 {

@@ -379,6 +379,13 @@ class Router:
             self._refs[owner.id] = owner.id
             if owner.email is not None:
                 self._refs[owner.email.lower()] = owner.id
+        # Per router, not per lead: each owner's canonical Owner (frozen, so one serves every
+        # lead it is given to), the day of the last ``now`` routed at and the keys of its
+        # daily counts, and each rule's text in the reasons.
+        self._owner_models: dict[str, Owner] = {}
+        self._today: tuple[datetime, date, str] | None = None
+        self._count_keys: dict[str, str] = {}
+        self._prefixes = [_reason_prefix(rule) for rule in config.rules]
 
     def owner(self, ref: str) -> OwnerInfo | None:
         """The owner with this id or email, else None."""
@@ -388,10 +395,30 @@ class Router:
     def _day(self, now: datetime) -> date:
         if now.tzinfo is None:
             raise ValueError("routing needs a timezone-aware 'now'")
-        return now.astimezone(self._zone).date()
+        today = self._today
+        # A page of leads is routed at one moment: its day is worked out once.
+        if today is not None and today[0] is now:
+            return today[1]
+        day = now.astimezone(self._zone).date()
+        if today is None or today[1] != day:
+            self._count_keys = {}
+        self._today = (now, day, day.isoformat())
+        return day
 
     def _count_key(self, owner: OwnerInfo, day: date) -> str:
-        return f"count/{owner.id}/{day.isoformat()}"
+        today = self._today
+        if today is None or today[1] != day:
+            return f"count/{owner.id}/{day.isoformat()}"
+        key = self._count_keys.get(owner.id)
+        if key is None:
+            key = self._count_keys[owner.id] = f"count/{owner.id}/{today[2]}"
+        return key
+
+    def _owner_model(self, owner: OwnerInfo) -> Owner:
+        model = self._owner_models.get(owner.id)
+        if model is None:
+            model = self._owner_models[owner.id] = owner.owner()
+        return model
 
     @staticmethod
     def _absent(owner: OwnerInfo, day: date) -> str | None:
@@ -470,7 +497,7 @@ class Router:
         if why is not None:
             return None, f"existing account {domain}: owner {owner.label} {why}"
         reason = f"existing account {domain} -> owner {owner.label}"
-        return Assignment(owner.owner(), None, reason, "account_owner"), None
+        return Assignment(self._owner_model(owner), None, reason, "account_owner"), None
 
     def route(self, lead: Lead, now: datetime, *, reassign: bool = False) -> Assignment:
         """Where ``lead`` goes as of ``now``; never nothing (the fallback queue at worst).
@@ -484,7 +511,7 @@ class Router:
             label = lead.owner.name or lead.owner.email or lead.owner.id
             return Assignment(lead.owner, None, f"already owned by {label}", "existing_owner")
         notes: list[str] = []
-        for rule in self.config.rules:
+        for rule, prefix in zip(self.config.rules, self._prefixes, strict=True):
             if isinstance(rule, AccountOwnerRule):
                 assignment, note = self._account(lead, day)
                 if note is not None:
@@ -498,22 +525,27 @@ class Router:
             if isinstance(rule, TerritoryRule | SegmentRule) and not rule.matches(lead):
                 continue
             picked = self._round_robin(rule.name, rule.owners, day)
-            if isinstance(rule, TerritoryRule):
-                prefix = f"territory {rule.name} -> round robin"
-            elif isinstance(rule, SegmentRule):
-                prefix = f"segment {rule.name} -> round robin"
-            else:
-                prefix = f"round robin {rule.name}"
             if picked is None:
                 notes.append(f"{prefix}: no owner available")
                 continue
             owner, position = picked
             self._count(owner, day)
             reason = "; ".join([*notes, f"{prefix}, position {position} -> {owner.label}"])
-            return Assignment(owner.owner(), None, reason, rule.kind)
+            return Assignment(self._owner_model(owner), None, reason, rule.kind)
         queue = self.config.fallback_queue
         head = "; ".join(notes) if notes else "no rule matched"
         return Assignment(None, queue, f"{head} -> queue {queue}", "fallback_queue")
+
+
+def _reason_prefix(rule: RoutingRule) -> str:
+    """How a pool rule names itself in a routing reason ("" for ``account_owner``)."""
+    if isinstance(rule, TerritoryRule):
+        return f"territory {rule.name} -> round robin"
+    if isinstance(rule, SegmentRule):
+        return f"segment {rule.name} -> round robin"
+    if isinstance(rule, RoundRobinRule):
+        return f"round robin {rule.name}"
+    return ""
 
 
 def apply_assignment(lead: Lead, assignment: Assignment, now: datetime) -> None:

@@ -36,10 +36,10 @@ Authority (``authority = "leadrelay" | "source"``, a flow's ``scoring_authority`
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import lru_cache
+from operator import attrgetter, itemgetter
 from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -366,12 +366,6 @@ def _age(now: datetime, at: datetime) -> str:
     return f"{int(seconds // 86400)} d ago"
 
 
-def _field_value(lead: Lead, name: str) -> Any:
-    if name.startswith("custom."):
-        return lead.custom.get(name.removeprefix("custom."))
-    return getattr(lead, name)
-
-
 def _text(value: Any) -> str:
     return str(value.value if hasattr(value, "value") else value)
 
@@ -380,30 +374,57 @@ def _text(value: Any) -> str:
 _CATEGORIES: tuple[Category, ...] = tuple(Category)
 
 
-def _field_holds(condition: Condition, lead: Lead, lists: dict[str, list[str]]) -> bool:
+#: A compiled lead rule's test: whether it holds for a lead with these signals.
+_LeadTest = Callable[[Lead, Sequence[Signal]], bool]
+
+
+def _field_test(condition: Condition, lists: dict[str, list[str]]) -> _LeadTest:
+    """A ``field`` condition as one callable: the field read, the pattern compiled and the
+    list case-folded once per scorer, not per lead."""
     assert condition.field is not None
-    value = _field_value(lead, condition.field)
-    if value is None:
-        return False
+    name = condition.field
+    value_of: Callable[[Lead], Any]
+    if name.startswith("custom."):
+        key = name.removeprefix("custom.")
+
+        def value_of(lead: Lead) -> Any:
+            return lead.custom.get(key)
+
+    else:
+        value_of = attrgetter(name)
     if condition.matches is not None:
-        return re.search(condition.matches, _text(value)) is not None
+        search = re.compile(condition.matches).search
+
+        def matches(lead: Lead, signals: Sequence[Signal]) -> bool:
+            value = value_of(lead)
+            return value is not None and search(_text(value)) is not None
+
+        return matches
     if condition.between is not None:
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            return False
-        return condition.between[0] <= number <= condition.between[1]
+        low, high = condition.between
+
+        def between(lead: Lead, signals: Sequence[Signal]) -> bool:
+            value = value_of(lead)
+            if value is None:
+                return False
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                return False
+            return low <= number <= high
+
+        return between
     allowed = condition.in_ if condition.in_ is not None else lists[condition.in_list or ""]
-    return _text(value).casefold() in _folded(tuple(allowed))
+    folded = frozenset(item.casefold() for item in allowed)
+
+    def listed(lead: Lead, signals: Sequence[Signal]) -> bool:
+        value = value_of(lead)
+        return value is not None and _text(value).casefold() in folded
+
+    return listed
 
 
-@lru_cache(maxsize=256)
-def _folded(allowed: tuple[str, ...]) -> frozenset[str]:
-    # a rule's list, case-folded once per list rather than once per lead
-    return frozenset(item.casefold() for item in allowed)
-
-
-def _free_mail(lead: Lead) -> bool:
+def _free_mail(lead: Lead, signals: Sequence[Signal]) -> bool:
     return lead.email is not None and lead.email.rpartition("@")[2] in FREE_MAIL_DOMAINS
 
 
@@ -411,11 +432,41 @@ def _opted_out(lead: Lead, signals: Sequence[Signal]) -> bool:
     return lead.email_opt_in is False or any(s.name == "unsubscribed" for s in signals)
 
 
+#: A rule that fired: (its index in ``rules``, category, points, reason, undecayed signal
+#: points within the velocity window or None for a lead rule).
+_Fired = tuple[int, Category, float, str, float | None]
+
+
 class Scorer:
-    """Scores leads by one :class:`ScoringConfig`."""
+    """Scores leads by one :class:`ScoringConfig`.
+
+    The rules are compiled once, when the scorer is made: a lead rule (field, free mail, opted
+    out) becomes one callable with its reason text ready, a signal rule is filed under its
+    signal's name, so that a lead is tested only against the rules that can fire for it. The
+    config is read then: change it and make a new scorer.
+    """
 
     def __init__(self, config: ScoringConfig | None = None) -> None:
-        self.config = config or ScoringConfig()
+        self.config = config = config or ScoringConfig()
+        self._lead_rules: list[tuple[int, Rule, _LeadTest, str]] = []
+        self._signal_rules: dict[str, list[tuple[int, Rule]]] = {}
+        for index, rule in enumerate(config.rules):
+            when = rule.when
+            if when.signal is not None:
+                self._signal_rules.setdefault(when.signal, []).append((index, rule))
+                continue
+            test: _LeadTest
+            if when.field is not None:
+                test = _field_test(when, config.lists)
+            elif when.free_mail:
+                test = _free_mail
+            else:
+                test = _opted_out
+            self._lead_rules.append((index, rule, test, f"{rule.name} {_signed(rule.points)}"))
+        self._weights = tuple(config.weights.of(category) for category in _CATEGORIES)
+        self._slot = {category: slot for slot, category in enumerate(_CATEGORIES)}
+        self._window = timedelta(days=config.velocity.window_days)
+        self._hot_window = timedelta(hours=config.hot_window_hours)
 
     def _decayed(self, points: float, at: datetime, now: datetime) -> float:
         half_life = self.config.decay.half_life_days
@@ -437,7 +488,7 @@ class Scorer:
         if not matching:
             return None
         remaining = rule.max_times
-        window_start = now - timedelta(days=self.config.velocity.window_days)
+        window_start = now - self._window
         times = 0
         raw = decayed = recent = 0.0
         for signal in matching:
@@ -463,65 +514,51 @@ class Scorer:
             raise ValueError("scoring needs a timezone-aware 'now'")
         config = self.config
         signals = list(signals)
-        positive = dict.fromkeys(_CATEGORIES, 0.0)
-        negative = dict.fromkeys(_CATEGORIES, 0.0)
+        fired: list[_Fired] = [
+            (index, rule.category, rule.points, reason, None)
+            for index, rule, test, reason in self._lead_rules
+            if test(lead, signals)
+        ]
+        # Only the rules of the signals the lead has can fire among the signal rules.
+        for name in {s.name for s in signals}:
+            for index, rule in self._signal_rules.get(name, ()):
+                found = self._signal_rule(rule, signals, now)
+                if found is not None:
+                    points, recent, reason = found
+                    fired.append((index, rule.category, points, reason, recent))
+        # Points are added up in the order of the rules, as the reasons are listed.
+        fired.sort(key=itemgetter(0))
+        slot = self._slot
+        positive = [0.0, 0.0, 0.0]
+        negative = [0.0, 0.0, 0.0]
         reasons: list[str] = []
         recent_points = 0.0
-        # Most rules name a signal the lead does not have: skip those without a scan.
-        present = {s.name for s in signals}
-        for rule in config.rules:
-            when = rule.when
-            if when.signal is not None:
-                if when.signal not in present:
-                    continue
-                fired = self._signal_rule(rule, signals, now)
-                if fired is None:
-                    continue
-                points, recent, reason = fired
-                recent_points += max(recent, 0.0)
-            else:
-                if when.field is not None:
-                    holds = _field_holds(when, lead, config.lists)
-                elif when.free_mail:
-                    holds = _free_mail(lead)
-                else:
-                    holds = _opted_out(lead, signals)
-                if not holds:
-                    continue
-                points, reason = rule.points, f"{rule.name} {_signed(rule.points)}"
+        for _index, category, points, reason, window_points in fired:
+            if window_points is not None:
+                recent_points += max(window_points, 0.0)
             if points >= 0:
-                positive[rule.category] += points
+                positive[slot[category]] += points
             else:
-                negative[rule.category] += points
+                negative[slot[category]] += points
             reasons.append(reason)
         velocity = config.velocity
         if velocity.bonus > 0 and recent_points >= velocity.min_points:
-            positive[velocity.category] += velocity.bonus
+            positive[slot[velocity.category]] += velocity.bonus
             reasons.append(
                 f"velocity {_number(recent_points)} points in {_number(velocity.window_days)} d "
                 f"{_signed(velocity.bonus)}"
             )
-        values = {
-            category: round(
-                max(
-                    min(positive[category], config.weights.of(category)) + negative[category],
-                    0.0,
-                ),
-                2,
-            )
-            for category in _CATEGORIES
-        }
-        breakdown = ScoreBreakdown(
-            fit=values[Category.FIT],
-            intent=values[Category.INTENT],
-            engagement=values[Category.ENGAGEMENT],
-        )
-        total = round(sum(values.values()), 2)
+        weights = self._weights
+        fit = round(max(min(positive[0], weights[0]) + negative[0], 0.0), 2)
+        intent = round(max(min(positive[1], weights[1]) + negative[1], 0.0), 2)
+        engagement = round(max(min(positive[2], weights[2]) + negative[2], 0.0), 2)
+        breakdown = ScoreBreakdown(fit=fit, intent=intent, engagement=engagement)
+        total = round(sum((fit, intent, engagement)), 2)
         has_required = config.required_signal is None or any(
             s.name == config.required_signal and s.at <= now for s in signals
         )
         is_mql = total >= config.mql_threshold and has_required
-        hot_since = now - timedelta(hours=config.hot_window_hours)
+        hot_since = now - self._hot_window
         hot_signal = any(s.name in config.hot_signals and hot_since <= s.at <= now for s in signals)
         if hot_signal and (is_mql or not config.hot_requires_mql):
             tier = Tier.HOT

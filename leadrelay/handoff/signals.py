@@ -14,10 +14,11 @@ Signals come from three places, all declarative:
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -111,9 +112,15 @@ def signals_from_url(
     parts = urlsplit(text if "//" in text or text.startswith("/") else "//" + text)
     path = parts.path.lower() or "/"
     for pattern in patterns:
-        if re.search(pattern.pattern, path, flags=re.IGNORECASE):
+        if _search(pattern.pattern)(path):
             return [Signal(pattern.name, pattern.category, at, text)]
     return []
+
+
+@lru_cache(maxsize=256)
+def _search(pattern: str) -> Callable[[str], re.Match[str] | None]:
+    """A page pattern compiled once (case-insensitive), not looked up per URL."""
+    return re.compile(pattern, flags=re.IGNORECASE).search
 
 
 class FieldSignal(BaseModel):
@@ -238,8 +245,11 @@ def signals_from_fields(
     """
     signals: list[Signal] = []
     for item in mapping:
-        where = f"{system} field {item.field}"
         value = record.get(item.field)
+        if value is None:
+            # no count, no flag: nothing to read (and no text naming the field to make)
+            continue
+        where = f"{system} field {item.field}"
         count = _count(value, where) if item.kind == "count" else int(_flag(value, where))
         if count == 0:
             continue
@@ -258,21 +268,39 @@ def lead_time(lead: Lead) -> datetime:
 
 
 def signals_from_lead(
-    lead: Lead, patterns: Sequence[UrlPattern] = DEFAULT_URL_PATTERNS
+    lead: Lead,
+    patterns: Sequence[UrlPattern] = DEFAULT_URL_PATTERNS,
+    *,
+    at: datetime | None = None,
 ) -> list[Signal]:
     """Signals the Lead itself carries: its ``intent_signals`` names and its landing page.
 
-    Both are dated by the lead's latest update. A name's category is the one of the URL pattern
-    of that name; other names count as intent.
+    Both are dated by the lead's latest update (``at``: that time, when the caller has it
+    already). A name's category is the one of the URL pattern of that name; other names count
+    as intent.
     """
-    at = lead_time(lead)
-    categories = {pattern.name: pattern.category for pattern in patterns}
-    signals = [
-        Signal(name, categories.get(name, Category.INTENT), at, "lead.intent_signals")
-        for name in dict.fromkeys(lead.intent_signals)
-    ]
-    known = {signal.name for signal in signals}
-    for signal in signals_from_url(lead.landing_page, at, patterns):
-        if signal.name not in known:
-            signals.append(signal)
+    if at is None:
+        at = lead_time(lead)
+    signals: list[Signal] = []
+    if lead.intent_signals:
+        categories = (
+            _DEFAULT_CATEGORIES
+            if patterns is DEFAULT_URL_PATTERNS
+            else {pattern.name: pattern.category for pattern in patterns}
+        )
+        signals = [
+            Signal(name, categories.get(name, Category.INTENT), at, "lead.intent_signals")
+            for name in dict.fromkeys(lead.intent_signals)
+        ]
+    if lead.landing_page:
+        known = {signal.name for signal in signals}
+        for signal in signals_from_url(lead.landing_page, at, patterns):
+            if signal.name not in known:
+                signals.append(signal)
     return signals
+
+
+#: The category of each default page pattern's signal, by name.
+_DEFAULT_CATEGORIES: dict[str, Category] = {
+    pattern.name: pattern.category for pattern in DEFAULT_URL_PATTERNS
+}
