@@ -137,6 +137,31 @@ _MARKERS: tuple[tuple[tuple[str, ...], ...], ...] = (
     (tuple(sorted(SECRET_QUERY_KEYS)), ("=",), ("?", "&")),
 )
 
+
+def _marker_plan(
+    markers: tuple[tuple[tuple[str, ...], ...], ...],
+) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """Every marker text once, shortest first, each with the shorter markers it contains."""
+    ordered = sorted({m for groups in markers for group in groups for m in group}, key=len)
+    return tuple(
+        (m, tuple(part for part in ordered if len(part) < len(m) and part in m)) for m in ordered
+    )
+
+
+#: A text holds a marker only if it holds the shorter markers inside it too ("token" for
+#: "access_token", "key" for "api_key"): one found missing rules the longer ones out unscanned.
+_MARKER_PLAN = _marker_plan(_MARKERS)
+
+
+def _present_markers(lowered: str) -> set[str]:
+    """The markers in ``lowered``: each text searched for once, and only when it can be there."""
+    present: set[str] = set()
+    for marker, parts in _MARKER_PLAN:
+        if all(part in present for part in parts) and marker in lowered:
+            present.add(marker)
+    return present
+
+
 _registered: set[str] = set()
 _registered_lock = threading.Lock()
 
@@ -175,9 +200,9 @@ def redact(text: str, secrets: Iterable[str | None] = ()) -> str:
     for secret in sorted(extra, key=len, reverse=True) + _registered_secrets():
         if secret in text:
             text = text.replace(secret, REDACTED)
-    lowered = text.lower()
+    present = _present_markers(text.lower())
     for (pattern, replacement), groups in zip(_PATTERNS, _MARKERS, strict=True):
-        if all(any(marker in lowered for marker in group) for group in groups):
+        if all(any(marker in present for marker in group) for group in groups):
             text = pattern.sub(replacement, text)
     return text
 

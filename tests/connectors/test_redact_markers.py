@@ -68,3 +68,11 @@ def test_a_page_of_writes_without_secrets_runs_no_pattern() -> None:
     ]
     assert ran == [False] * len(errors._PATTERNS)
     assert redact(text) == text
+
+
+@settings(max_examples=400)
+@given(st.lists(_PIECES, max_size=14).map("".join))
+def test_the_markers_found_are_the_markers_in_the_text(text: str) -> None:
+    lowered = text.lower()
+    every = {m for m, _ in errors._MARKER_PLAN}
+    assert errors._present_markers(lowered) == {m for m in every if m in lowered}
