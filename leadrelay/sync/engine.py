@@ -28,10 +28,19 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
+import math
 import queue
 import threading
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    Callable,
+    Collection,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
@@ -195,6 +204,76 @@ def fingerprint(values: Mapping[str, Any], fields: Iterable[str] | None = None) 
                 kept[name] = value if type(value) in plain else canonical_value(value)
     text = json.dumps(kept, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+#: Records per side whose write :func:`_reads_as` keeps for the record's read-back (the oldest
+#: go first: a larger run maps the rest of its echoes, as before, with memory flat in N).
+WRITTEN_KEPT = 20_000
+#: Exact types compared by value alone (a float's sign aside); a value of another type is
+#: compared by value and ``repr`` (an aware datetime equals another zone's same moment).
+_BY_VALUE: frozenset[type] = frozenset({str, int, bool, type(None)})
+#: A key a record does not hold.
+_MISSING: Any = object()
+
+
+def _identical(a: Any, b: Any) -> bool:
+    """Whether ``a`` and ``b`` are the same value of the same type throughout (what a
+    mapping's read or a fingerprint of them can tell apart, they do not differ in)."""
+    kind = type(a)
+    if kind is not type(b):
+        return False
+    if kind in _BY_VALUE:
+        return bool(a == b)
+    if kind is float:
+        return bool(a == b) and math.copysign(1.0, a) == math.copysign(1.0, b)
+    if kind is dict:
+        return a.keys() == b.keys() and all(_identical(v, b[k]) for k, v in a.items())
+    if kind is list or kind is tuple:
+        return len(a) == len(b) and all(_identical(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b) and repr(a) == repr(b)
+
+
+def _reads_as(
+    raw: Mapping[str, Any],
+    written: Mapping[str, Any],
+    mapping: FieldMapping,
+    fields: Collection[str],
+) -> bool:
+    """Whether ``raw`` maps to the same fingerprint of ``fields`` as ``written`` (the system
+    fields of :attr:`~leadrelay.mappings.engine.Mapping.read_keys` a write left in a record),
+    told without mapping the whole record. The system fields both hold alike, and a None
+    ``raw`` holds where ``written`` has nothing and a None reads as nothing
+    (:attr:`~leadrelay.mappings.engine.Mapping.none_reads_absent`), need no read; the
+    canonical fields reading any other are mapped from both and compared, where a fingerprint
+    of ``fields`` holds them or a read of another field looks at them. False means "not
+    known", not "different": the caller maps the record then."""
+    differ: list[str] = []
+    for name, value in written.items():
+        held = raw.get(name, _MISSING)
+        if held == value and type(held) is type(value) and type(value) in _BY_VALUE:
+            continue
+        if not _identical(held, value):
+            differ.append(name)
+    none_absent = mapping.none_reads_absent
+    for name in raw.keys() & mapping.read_keys:
+        if name not in written and (raw[name] is not None or name not in none_absent):
+            differ.append(name)
+    if not differ:
+        return True
+    through = mapping.read_through
+    only = [
+        name
+        for name in mapping.readers_of(frozenset(differ))
+        if through is None or name in fields or name in through
+    ]
+    if not only:
+        return True
+    if "owner" in only and (through is None or "owner" in through):
+        # An owner reads as {"id": text}: a number and its text are one draft value, though
+        # another field's transform reading the owner would see them apart.
+        return False
+    mine, theirs = mapping.to_lead(raw, only=only), mapping.to_lead(written, only=only)
+    return _identical(mine.values, theirs.values)
 
 
 #: A pass's pages, each with the reader's call count after it was read.
@@ -638,6 +717,14 @@ class SyncEngine:
             side: [(name, *name.partition(".")[::2]) for name in names]
             for side, names in self._fp_fields.items()
         }
+        #: Per side, what this run wrote there and stored a fingerprint for: record id →
+        #: (that fingerprint, the system values the write left in the fields the mapping
+        #: reads), so the record read back (the write-back pass re-reads every record the
+        #: forward pass wrote) is known for an echo without mapping it (:func:`_reads_as`).
+        self._written: dict[Side, dict[str, tuple[str, dict[str, Any]]]] = {
+            side: {} for side in Side
+        }
+        self._echo_reads = {side: self._echo_reads_of(side) for side in Side}
         self._calls_at_start = {
             source.name: source.api_calls,
             destination.name: destination.api_calls,
@@ -1120,9 +1207,21 @@ class SyncEngine:
             known = self.store.get_fingerprints(self._fp_space(reader), ids) if ids else {}
         items: dict[str, _Item] = {}
         drafts: dict[str, LeadDraft] = {}
+        written = self._written[from_side]
+        reads = self._echo_reads[from_side]
         for raw in records:
             rid = record_id(reader, raw)
             if rid is not None and rid in known:
+                wrote = written.pop(rid, None) if written else None
+                if (
+                    wrote is not None
+                    and reads
+                    and wrote[0] == known[rid]
+                    and _reads_as(raw, wrote[1], reader_mapping, self._fp_only[from_side])
+                ):
+                    # It holds what this run wrote, whose mapped values are the fingerprint.
+                    self.stats.unchanged += 1
+                    continue
                 echo = reader_mapping.to_lead(
                     raw, connection=reader.name, external_id=rid, only=self._fp_only[from_side]
                 )
@@ -1722,6 +1821,31 @@ class SyncEngine:
                         now.pop(name, None)
         return {from_side.value: here, from_side.other.value: there}
 
+    def _echo_reads_of(self, side: Side) -> bool:
+        """Whether :func:`_reads_as` can tell an echo in ``side``'s records: not when a
+        fingerprint holds the head of a nested field (a nested field read as None leaves an
+        empty dict under its head)."""
+        heads = {name.partition(".")[0] for name in self.mappings[side].fields if "." in name}
+        return heads.isdisjoint(self._fp_fields[side])
+
+    def _remember_written(self, side: Side, item: _Item, target_id: str, fp: str) -> None:
+        """Keep what a write left in ``side``'s record ``target_id`` (the values the plan's
+        expected read-back was mapped from) with the fingerprint stored for it."""
+        if not self._echo_reads[side] or item.plan is None:
+            return
+        keys = self.mappings[side].read_keys
+        fields = item.plan.fields
+        if item.plan.action is Action.CREATE or item.target_raw is None:
+            left = {k: v for k, v in fields.items() if k in keys}
+        else:
+            left = {k: v for k, v in item.target_raw.items() if k in keys}
+            left.update((k, v) for k, v in fields.items() if k in keys)
+        kept = self._written[side]
+        kept.pop(target_id, None)
+        if len(kept) >= WRITTEN_KEPT:
+            del kept[next(iter(kept))]
+        kept[target_id] = (fp, left)
+
     def _open_problems(self, side: Side) -> set[str]:
         """The leads with open field problems in ``side``'s system (read once per run): only
         their writes need the store told what they resolved."""
@@ -1826,7 +1950,11 @@ class SyncEngine:
                 expected = (
                     item.target_values or writer_mapping.to_lead(item.target_raw or {}).values
                 )
-            result.target_fps[target_id] = fingerprint(expected, self._fp_fields[from_side.other])
+            fp = result.target_fps[target_id] = fingerprint(
+                expected, self._fp_fields[from_side.other]
+            )
+            if item.plan.expected is not None:
+                self._remember_written(from_side.other, item, target_id, fp)
         if outcome is not None:
             result.written.append((item.key, target_id))
         target_values = item.plan.expected
