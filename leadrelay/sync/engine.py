@@ -182,6 +182,46 @@ def modified_at(connector: Connector[Any], raw: RawRecord) -> datetime | None:
     return None
 
 
+#: A canonical field by name, head and sub-field (``custom.tier`` → custom, tier; ``email`` →
+#: email, "").
+_Part = tuple[str, str, str]
+
+
+def _project(values: Mapping[str, Any], parts: Iterable[_Part]) -> dict[str, Any]:
+    """The canonical values of the fields ``parts`` names that hold a value, by name (a
+    ``custom.NAME`` looked up inside ``custom``): what :func:`fingerprint` hashes, bookkeeping
+    fields included (:func:`_digest` leaves them out)."""
+    plain = _PLAIN_VALUE_TYPES
+    kept: dict[str, Any] = {}
+    for name, head, sub in parts:
+        value = values.get(head)
+        if sub:
+            value = value.get(sub) if isinstance(value, dict) else None
+        if value is not None:
+            kept[name] = value if type(value) in plain else canonical_value(value)
+    return kept
+
+
+def _digest(kept: Mapping[str, Any]) -> str:
+    """:func:`fingerprint` of a :func:`_project` of its fields, from the projection."""
+    if not _UNHASHED.isdisjoint(kept):
+        kept = {k: v for k, v in kept.items() if k not in _UNHASHED}
+    text = json.dumps(kept, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def _nest(kept: Mapping[str, Any], parts: Iterable[_Part]) -> dict[str, Any]:
+    """A :func:`_project` as a baseline keeps it: ``custom.NAME`` under ``custom``."""
+    nested: dict[str, Any] = {}
+    for name, head, sub in parts:
+        if name in kept:
+            if sub:
+                nested.setdefault(head, {})[sub] = kept[name]
+            else:
+                nested[name] = kept[name]
+    return nested
+
+
 def fingerprint(values: Mapping[str, Any], fields: Iterable[str] | None = None) -> str:
     """A stable hash of a record's canonical values (bookkeeping left out); with ``fields``,
     of those canonical fields only (``custom.NAME`` picks one key of ``custom``)."""
@@ -595,6 +635,8 @@ class _Item:
     reader_id: str
     values: dict[str, Any]
     reader_fp: str
+    #: ``values`` projected on the fields the flow carries (:func:`_project`).
+    reader_kept: dict[str, Any]
     lead: Lead | None = None
     problems: list[Problem] = field(default_factory=list)
     key: str | None = None
@@ -713,7 +755,7 @@ class SyncEngine:
         # is nothing to sync, so it is no reason to treat the record as news.
         self._fp_fields = {side: sorted(self._fields(side)) for side in Side}
         self._fp_only = {side: frozenset(names) for side, names in self._fp_fields.items()}
-        self._fp_parts = {
+        self._fp_parts: dict[Side, list[_Part]] = {
             side: [(name, *name.partition(".")[::2]) for name in names]
             for side, names in self._fp_fields.items()
         }
@@ -1201,6 +1243,7 @@ class SyncEngine:
         #    leadrelay's own write (the write-back pass re-reads every record the forward pass
         #    wrote) costs no more than that.
         fp_fields = self._fp_fields[from_side]
+        parts = self._fp_parts[from_side]
         known: dict[str, str] = {}
         if not force:
             ids = [rid for raw in records if (rid := record_id(reader, raw)) is not None]
@@ -1243,12 +1286,9 @@ class SyncEngine:
                 continue
             draft = reader_mapping.to_lead(raw, connection=reader.name, external_id=rid)
             drafts[rid] = draft
+            kept = _project(draft.values, parts)
             items[rid] = _Item(
-                raw,
-                rid,
-                draft.values,
-                fingerprint(draft.values, fp_fields),
-                dead_letter_id=letters.get(rid),
+                raw, rid, draft.values, _digest(kept), kept, dead_letter_id=letters.get(rid)
             )
         if not items:
             return result
@@ -1742,7 +1782,7 @@ class SyncEngine:
             if known is None:
                 times[name] = records
                 continue
-            mine = canonical_value(draft_value(item.values, name))
+            mine = item.reader_kept.get(name)  # it holds every field the flow carries
             theirs = (
                 canonical_value(draft_value(target_values, name))
                 if target_values is not None
@@ -1756,16 +1796,29 @@ class SyncEngine:
         return times
 
     def _next_clocks(
-        self, item: _Item, target_after: Mapping[str, Any]
+        self,
+        from_side: Side,
+        item: _Item,
+        target_after: Mapping[str, Any],
+        after_kept: Mapping[str, Any],
     ) -> list[tuple[str, str, Any, datetime]]:
         """Field-clock entries for the two-way fields both sides now agree on: the value, and
-        when it was set where it came from (the earlier side when both already had it)."""
+        when it was set where it came from (the earlier side when both already had it).
+        ``after_kept`` is ``target_after`` projected (:func:`_project`) on the fields the flow
+        carries from the target."""
         assert item.key is not None
         entries: list[tuple[str, str, Any, datetime]] = []
         before = item.target_values
+        mine = item.reader_kept  # holds every field the flow carries from the reader
+        projected = self._fp_only[from_side.other]
         for name, (tin, ttg) in item.field_times.items():
-            value = canonical_value(draft_value(item.values, name))
-            if value is None or value != canonical_value(draft_value(target_after, name)):
+            value = mine.get(name)
+            theirs = (
+                after_kept.get(name)
+                if name in projected
+                else canonical_value(draft_value(target_after, name))
+            )
+            if value is None or value != theirs:
                 continue
             had = before is not None and canonical_value(draft_value(before, name)) == value
             moments = [t for t in (tin, ttg if had else None) if t is not None]
@@ -1781,34 +1834,18 @@ class SyncEngine:
             return None
         return stored[from_side.value], stored[from_side.other.value]
 
-    def _baseline_values(self, side: Side, values: Mapping[str, Any]) -> dict[str, Any]:
-        """The part of a side's draft values a baseline keeps: the fields the flow carries."""
-        kept: dict[str, Any] = {}
-        plain = _PLAIN_VALUE_TYPES
-        for name, head, sub in self._fp_parts[side]:
-            value = values.get(head)
-            if sub:
-                value = value.get(sub) if isinstance(value, dict) else None
-                if value is not None:
-                    kept.setdefault(head, {})[sub] = (
-                        value if type(value) in plain else canonical_value(value)
-                    )
-            elif value is not None:
-                kept[name] = value if type(value) in plain else canonical_value(value)
-        return kept
-
     def _next_baseline(
         self,
         from_side: Side,
-        incoming: Mapping[str, Any],
-        target: Mapping[str, Any],
+        here: dict[str, Any],
+        there: dict[str, Any],
         previous: Mapping[str, Mapping[str, Any]] | None,
     ) -> dict[str, dict[str, Any]]:
-        """The baseline after a record is settled: a field both sides now agree on is synced
-        at these values; a field they still disagree on (the incoming side lost a conflict)
-        keeps its previous base, so the other side's change is carried when it is read."""
-        here = self._baseline_values(from_side, incoming)
-        there = self._baseline_values(from_side.other, target)
+        """The baseline after a record is settled, from what it keeps of each side's values
+        (:func:`_nest` of a :func:`_project`; changed in place): a field both sides now agree
+        on is synced at these values; a field they still disagree on (the incoming side lost
+        a conflict) keeps its previous base, so the other side's change is carried when it is
+        read."""
         if previous is not None:
             old_here, old_there = previous[from_side.value], previous[from_side.other.value]
             for name in set(here) | set(there) | set(old_here) | set(old_there):
@@ -1941,31 +1978,31 @@ class SyncEngine:
             result.journal.append(
                 Journal(self.store).matched(item.key, system, target_id, item.relink_target)
             )
-        if item.plan.action is Action.CREATE or not item.target_changed:
-            # The target holds nothing leadrelay has not seen: what it will read back as is an
-            # echo. A target changed by someone else keeps its old fingerprint, so its own
-            # change is still carried the other way when it is read.
-            expected = item.plan.expected
-            if expected is None:
-                expected = (
-                    item.target_values or writer_mapping.to_lead(item.target_raw or {}).values
-                )
-            fp = result.target_fps[target_id] = fingerprint(
-                expected, self._fp_fields[from_side.other]
-            )
-            if item.plan.expected is not None:
-                self._remember_written(from_side.other, item, target_id, fp)
-        if outcome is not None:
-            result.written.append((item.key, target_id))
         target_values = item.plan.expected
         if target_values is None:
             target_values = (
                 item.target_values or writer_mapping.to_lead(item.target_raw or {}).values
             )
+        # The fields the flow carries, as the target will read back: its fingerprint, its
+        # baseline and its field clocks all start from this one projection.
+        there_parts = self._fp_parts[from_side.other]
+        there = _project(target_values, there_parts)
+        if item.plan.action is Action.CREATE or not item.target_changed:
+            # The target holds nothing leadrelay has not seen: what it will read back as is an
+            # echo. A target changed by someone else keeps its old fingerprint, so its own
+            # change is still carried the other way when it is read.
+            fp = result.target_fps[target_id] = _digest(there)
+            if item.plan.expected is not None:
+                self._remember_written(from_side.other, item, target_id, fp)
+        if outcome is not None:
+            result.written.append((item.key, target_id))
         result.baselines[item.key] = self._next_baseline(
-            from_side, item.values, target_values, item.baseline
+            from_side,
+            _nest(item.reader_kept, self._fp_parts[from_side]),
+            _nest(there, there_parts),
+            item.baseline,
         )
-        result.clocks.extend(self._next_clocks(item, target_values))
+        result.clocks.extend(self._next_clocks(from_side, item, target_values, there))
         if item.field_problems or (
             outcome is not None and item.key in self._open_problems(from_side.other)
         ):
