@@ -246,9 +246,10 @@ def fingerprint(values: Mapping[str, Any], fields: Iterable[str] | None = None) 
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 
 
-#: Records per side whose write :func:`_reads_as` keeps for the record's read-back (the oldest
-#: go first: a larger run maps the rest of its echoes, as before, with memory flat in N).
-WRITTEN_KEPT = 20_000
+#: Records whose write the forward pass keeps for :func:`_reads_as` when the write-back pass
+#: reads them (~1 KB each; the oldest go first: a larger run maps the rest of its echoes, as
+#: before, and its memory stays flat in N).
+WRITTEN_KEPT = 10_000
 #: Exact types compared by value alone (a float's sign aside); a value of another type is
 #: compared by value and ``repr`` (an aware datetime equals another zone's same moment).
 _BY_VALUE: frozenset[type] = frozenset({str, int, bool, type(None)})
@@ -1868,8 +1869,9 @@ class SyncEngine:
     def _remember_written(self, side: Side, item: _Item, target_id: str, fp: str) -> None:
         """Keep what a write left in ``side``'s record ``target_id`` (the values the plan's
         expected read-back was mapped from) with the fingerprint stored for it."""
-        if not self._echo_reads[side] or item.plan is None:
-            return
+        if side is Side.SOURCE or not self.flow.two_way or not self._echo_reads[side]:
+            return  # only a write-back pass reads a record this run wrote, and it reads the CRM
+        assert item.plan is not None
         keys = self.mappings[side].read_keys
         fields = item.plan.fields
         if item.plan.action is Action.CREATE or item.target_raw is None:
