@@ -305,7 +305,11 @@ def _reads_as(
     only = [
         name
         for name in mapping.readers_of(frozenset(differ))
-        if through is None or name in fields or name in through
+        if through is None
+        or name in fields
+        or name in through
+        # where a value no standard-list map covers is kept (custom.<field>_raw)
+        or f"custom.{name.rpartition('.')[2]}_raw" in fields
     ]
     if not only:
         return True

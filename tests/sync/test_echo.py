@@ -253,6 +253,15 @@ def written_and_read(
         {"State": "California", "Country": "GB"},
     )
 )
+# a value no standard-list map covers is kept in custom.<field>_raw, which this one holds
+@example(
+    (
+        "salesforce",
+        ["custom.industry_raw"],
+        {"Industry": "Banking"},
+        {"Industry": "Not An Industry"},
+    )
+)
 def test_an_echo_told_without_mapping_maps_to_the_same_fingerprint(
     case: tuple[str, list[str], dict[str, Any], dict[str, Any]],
 ) -> None:
