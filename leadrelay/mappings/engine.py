@@ -588,6 +588,80 @@ class Mapping:
             names.add(self.key_field)
         return names
 
+    @cached_property
+    def read_keys(self) -> frozenset[str]:
+        """The system fields :meth:`to_lead` looks at: two records holding the same values in
+        these (the same ``connection`` and ``external_id`` given) map to the same draft."""
+        names = {name for reader in self._readers.values() for name in reader.deps}
+        if self.key_field:
+            names.add(self.key_field)
+        return frozenset(names)
+
+    @cached_property
+    def none_reads_absent(self) -> frozenset[str]:
+        """The :attr:`read_keys` whose None reads as if the record did not hold the field, but
+        for a None value in a nullable field (an empty dict under its head for a nested one):
+        no transform of a field reading them sees a blank value (``default`` does), and a
+        read rule or condition reads an absent field as None."""
+        unsafe = {
+            name
+            for reader in self._readers.values()
+            if any(bound.transform.on_blank for spec in reader.specs for bound in spec.transforms)
+            for name in reader.deps
+        }
+        return self.read_keys - unsafe
+
+    @cached_property
+    def read_through(self) -> frozenset[str] | None:
+        """The canonical fields a read of another field looks at (a transform's
+        ``ctx.canonical``, as ``e164`` reads the country); None when a transform that is not
+        leadrelay's own may look at any."""
+        names: set[str] = set()
+        for reader in self._readers.values():
+            for spec in reader.specs:
+                for bound in spec.transforms:
+                    if REGISTRY.get(bound.name) is not bound.transform:
+                        return None
+                    names.update(_INBOUND_READS.get(bound.name, ()))
+        return frozenset(names)
+
+    def readers_of(self, keys: frozenset[str]) -> frozenset[str]:
+        """The canonical fields whose reads look at any of the system fields ``keys`` (a
+        ``to_lead(only=...)`` of them gives every value those fields change directly)."""
+        found = self._readers_of.get(keys)
+        if found is None:
+            found = frozenset(
+                name for name, reader in self._readers.items() if not keys.isdisjoint(reader.deps)
+            )
+            if len(self._readers_of) >= _MEMO_SIZE:
+                self._readers_of.clear()
+            self._readers_of[keys] = found
+        return found
+
+    def _readers_for(self, only: Collection[str]) -> list[tuple[str, _FieldReader]]:
+        """The readers a ``to_lead(only=...)`` runs, in the mapping's order: each field in
+        ``only``, under a head in it, or keeping an unmapped value in it."""
+        key = only if isinstance(only, frozenset) else frozenset(only)
+        found = self._runs_for.get(key)
+        if found is None:
+            found = [
+                (name, reader)
+                for name, reader in self._readers.items()
+                if name in key or reader.head in key or reader.kept_as in key
+            ]
+            if len(self._runs_for) >= _MEMO_SIZE:
+                self._runs_for.clear()
+            self._runs_for[key] = found
+        return found
+
+    @cached_property
+    def _runs_for(self) -> dict[frozenset[str], list[tuple[str, _FieldReader]]]:
+        return {}
+
+    @cached_property
+    def _readers_of(self) -> dict[frozenset[str], frozenset[str]]:
+        return {}
+
     def to_lead(
         self,
         raw: MappingABC[str, Any],
@@ -628,14 +702,7 @@ class Mapping:
             cache[name] = None if found is _ABSENT or isinstance(found, _Kept) else found
             return cache[name]
 
-        for name, reader in readers.items():
-            if (
-                only is not None
-                and name not in only
-                and reader.head not in only
-                and reader.kept_as not in only
-            ):
-                continue
+        for name, reader in readers.items() if only is None else self._readers_for(only):
             spec: FieldSpec | None
             plain = reader.plain
             if plain is not None:
@@ -1054,6 +1121,12 @@ _PURE_INBOUND = frozenset(
         "upper",
     }
 )
+#: Built-in transforms whose inbound looks at other canonical fields, and which (the other
+#: built-ins look at none).
+_INBOUND_READS: dict[str, frozenset[str]] = {
+    "e164": frozenset({"country"}),
+    "region": frozenset({"country"}),
+}
 #: A system field a record does not hold (a memo key apart from None, a field held blank).
 _MISSING: Any = object()
 #: Exact types of system values a memo key holds with their type (str, None and absent as

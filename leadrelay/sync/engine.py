@@ -28,10 +28,19 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
+import math
 import queue
 import threading
 import time
-from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    Callable,
+    Collection,
+    Generator,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
@@ -173,6 +182,46 @@ def modified_at(connector: Connector[Any], raw: RawRecord) -> datetime | None:
     return None
 
 
+#: A canonical field by name, head and sub-field (``custom.tier`` → custom, tier; ``email`` →
+#: email, "").
+_Part = tuple[str, str, str]
+
+
+def _project(values: Mapping[str, Any], parts: Iterable[_Part]) -> dict[str, Any]:
+    """The canonical values of the fields ``parts`` names that hold a value, by name (a
+    ``custom.NAME`` looked up inside ``custom``): what :func:`fingerprint` hashes, bookkeeping
+    fields included (:func:`_digest` leaves them out)."""
+    plain = _PLAIN_VALUE_TYPES
+    kept: dict[str, Any] = {}
+    for name, head, sub in parts:
+        value = values.get(head)
+        if sub:
+            value = value.get(sub) if isinstance(value, dict) else None
+        if value is not None:
+            kept[name] = value if type(value) in plain else canonical_value(value)
+    return kept
+
+
+def _digest(kept: Mapping[str, Any]) -> str:
+    """:func:`fingerprint` of a :func:`_project` of its fields, from the projection."""
+    if not _UNHASHED.isdisjoint(kept):
+        kept = {k: v for k, v in kept.items() if k not in _UNHASHED}
+    text = json.dumps(kept, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def _nest(kept: Mapping[str, Any], parts: Iterable[_Part]) -> dict[str, Any]:
+    """A :func:`_project` as a baseline keeps it: ``custom.NAME`` under ``custom``."""
+    nested: dict[str, Any] = {}
+    for name, head, sub in parts:
+        if name in kept:
+            if sub:
+                nested.setdefault(head, {})[sub] = kept[name]
+            else:
+                nested[name] = kept[name]
+    return nested
+
+
 def fingerprint(values: Mapping[str, Any], fields: Iterable[str] | None = None) -> str:
     """A stable hash of a record's canonical values (bookkeeping left out); with ``fields``,
     of those canonical fields only (``custom.NAME`` picks one key of ``custom``)."""
@@ -195,6 +244,81 @@ def fingerprint(values: Mapping[str, Any], fields: Iterable[str] | None = None) 
                 kept[name] = value if type(value) in plain else canonical_value(value)
     text = json.dumps(kept, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+#: Records whose write the forward pass keeps for :func:`_reads_as` when the write-back pass
+#: reads them (~1 KB each; the oldest go first: a larger run maps the rest of its echoes, as
+#: before, and its memory stays flat in N: a 10,000-lead sync's peak is ~6 MiB higher).
+WRITTEN_KEPT = 5_000
+#: Exact types compared by value alone (a float's sign aside); a value of another type is
+#: compared by value and ``repr`` (an aware datetime equals another zone's same moment).
+_BY_VALUE: frozenset[type] = frozenset({str, int, bool, type(None)})
+#: A key a record does not hold.
+_MISSING: Any = object()
+
+
+def _identical(a: Any, b: Any) -> bool:
+    """Whether ``a`` and ``b`` are the same value of the same type throughout (what a
+    mapping's read or a fingerprint of them can tell apart, they do not differ in)."""
+    kind = type(a)
+    if kind is not type(b):
+        return False
+    if kind in _BY_VALUE:
+        return bool(a == b)
+    if kind is float:
+        return bool(a == b) and math.copysign(1.0, a) == math.copysign(1.0, b)
+    if kind is dict:
+        return a.keys() == b.keys() and all(_identical(v, b[k]) for k, v in a.items())
+    if kind is list or kind is tuple:
+        return len(a) == len(b) and all(_identical(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b) and repr(a) == repr(b)
+
+
+def _reads_as(
+    raw: Mapping[str, Any],
+    written: Mapping[str, Any],
+    mapping: FieldMapping,
+    fields: Collection[str],
+) -> bool:
+    """Whether ``raw`` maps to the same fingerprint of ``fields`` as ``written`` (the system
+    fields of :attr:`~leadrelay.mappings.engine.Mapping.read_keys` a write left in a record),
+    told without mapping the whole record. The system fields both hold alike, and a None
+    ``raw`` holds where ``written`` has nothing and a None reads as nothing
+    (:attr:`~leadrelay.mappings.engine.Mapping.none_reads_absent`), need no read; the
+    canonical fields reading any other are mapped from both and compared, where a fingerprint
+    of ``fields`` holds them or a read of another field looks at them. False means "not
+    known", not "different": the caller maps the record then."""
+    differ: list[str] = []
+    for name, value in written.items():
+        held = raw.get(name, _MISSING)
+        if held == value and type(held) is type(value) and type(value) in _BY_VALUE:
+            continue
+        if not _identical(held, value):
+            differ.append(name)
+    none_absent = mapping.none_reads_absent
+    for name in raw.keys() & mapping.read_keys:
+        if name not in written and (raw[name] is not None or name not in none_absent):
+            differ.append(name)
+    if not differ:
+        return True
+    through = mapping.read_through
+    only = [
+        name
+        for name in mapping.readers_of(frozenset(differ))
+        if through is None
+        or name in fields
+        or name in through
+        # where a value no standard-list map covers is kept (custom.<field>_raw)
+        or f"custom.{name.rpartition('.')[2]}_raw" in fields
+    ]
+    if not only:
+        return True
+    if "owner" in only and (through is None or "owner" in through):
+        # An owner reads as {"id": text}: a number and its text are one draft value, though
+        # another field's transform reading the owner would see them apart.
+        return False
+    mine, theirs = mapping.to_lead(raw, only=only), mapping.to_lead(written, only=only)
+    return _identical(mine.values, theirs.values)
 
 
 #: A pass's pages, each with the reader's call count after it was read.
@@ -516,6 +640,8 @@ class _Item:
     reader_id: str
     values: dict[str, Any]
     reader_fp: str
+    #: ``values`` projected on the fields the flow carries (:func:`_project`).
+    reader_kept: dict[str, Any]
     lead: Lead | None = None
     problems: list[Problem] = field(default_factory=list)
     key: str | None = None
@@ -634,10 +760,18 @@ class SyncEngine:
         # is nothing to sync, so it is no reason to treat the record as news.
         self._fp_fields = {side: sorted(self._fields(side)) for side in Side}
         self._fp_only = {side: frozenset(names) for side, names in self._fp_fields.items()}
-        self._fp_parts = {
+        self._fp_parts: dict[Side, list[_Part]] = {
             side: [(name, *name.partition(".")[::2]) for name in names]
             for side, names in self._fp_fields.items()
         }
+        #: Per side, what this run wrote there and stored a fingerprint for: record id →
+        #: (that fingerprint, the system values the write left in the fields the mapping
+        #: reads), so the record read back (the write-back pass re-reads every record the
+        #: forward pass wrote) is known for an echo without mapping it (:func:`_reads_as`).
+        self._written: dict[Side, dict[str, tuple[str, dict[str, Any]]]] = {
+            side: {} for side in Side
+        }
+        self._echo_reads = {side: self._echo_reads_of(side) for side in Side}
         self._calls_at_start = {
             source.name: source.api_calls,
             destination.name: destination.api_calls,
@@ -1114,15 +1248,28 @@ class SyncEngine:
         #    leadrelay's own write (the write-back pass re-reads every record the forward pass
         #    wrote) costs no more than that.
         fp_fields = self._fp_fields[from_side]
+        parts = self._fp_parts[from_side]
         known: dict[str, str] = {}
         if not force:
             ids = [rid for raw in records if (rid := record_id(reader, raw)) is not None]
             known = self.store.get_fingerprints(self._fp_space(reader), ids) if ids else {}
         items: dict[str, _Item] = {}
         drafts: dict[str, LeadDraft] = {}
+        written = self._written[from_side]
+        reads = self._echo_reads[from_side]
         for raw in records:
             rid = record_id(reader, raw)
             if rid is not None and rid in known:
+                wrote = written.pop(rid, None) if written else None
+                if (
+                    wrote is not None
+                    and reads
+                    and wrote[0] == known[rid]
+                    and _reads_as(raw, wrote[1], reader_mapping, self._fp_only[from_side])
+                ):
+                    # It holds what this run wrote, whose mapped values are the fingerprint.
+                    self.stats.unchanged += 1
+                    continue
                 echo = reader_mapping.to_lead(
                     raw, connection=reader.name, external_id=rid, only=self._fp_only[from_side]
                 )
@@ -1144,12 +1291,9 @@ class SyncEngine:
                 continue
             draft = reader_mapping.to_lead(raw, connection=reader.name, external_id=rid)
             drafts[rid] = draft
+            kept = _project(draft.values, parts)
             items[rid] = _Item(
-                raw,
-                rid,
-                draft.values,
-                fingerprint(draft.values, fp_fields),
-                dead_letter_id=letters.get(rid),
+                raw, rid, draft.values, _digest(kept), kept, dead_letter_id=letters.get(rid)
             )
         if not items:
             return result
@@ -1643,7 +1787,7 @@ class SyncEngine:
             if known is None:
                 times[name] = records
                 continue
-            mine = canonical_value(draft_value(item.values, name))
+            mine = item.reader_kept.get(name)  # it holds every field the flow carries
             theirs = (
                 canonical_value(draft_value(target_values, name))
                 if target_values is not None
@@ -1657,16 +1801,29 @@ class SyncEngine:
         return times
 
     def _next_clocks(
-        self, item: _Item, target_after: Mapping[str, Any]
+        self,
+        from_side: Side,
+        item: _Item,
+        target_after: Mapping[str, Any],
+        after_kept: Mapping[str, Any],
     ) -> list[tuple[str, str, Any, datetime]]:
         """Field-clock entries for the two-way fields both sides now agree on: the value, and
-        when it was set where it came from (the earlier side when both already had it)."""
+        when it was set where it came from (the earlier side when both already had it).
+        ``after_kept`` is ``target_after`` projected (:func:`_project`) on the fields the flow
+        carries from the target."""
         assert item.key is not None
         entries: list[tuple[str, str, Any, datetime]] = []
         before = item.target_values
+        mine = item.reader_kept  # holds every field the flow carries from the reader
+        projected = self._fp_only[from_side.other]
         for name, (tin, ttg) in item.field_times.items():
-            value = canonical_value(draft_value(item.values, name))
-            if value is None or value != canonical_value(draft_value(target_after, name)):
+            value = mine.get(name)
+            theirs = (
+                after_kept.get(name)
+                if name in projected
+                else canonical_value(draft_value(target_after, name))
+            )
+            if value is None or value != theirs:
                 continue
             had = before is not None and canonical_value(draft_value(before, name)) == value
             moments = [t for t in (tin, ttg if had else None) if t is not None]
@@ -1682,34 +1839,18 @@ class SyncEngine:
             return None
         return stored[from_side.value], stored[from_side.other.value]
 
-    def _baseline_values(self, side: Side, values: Mapping[str, Any]) -> dict[str, Any]:
-        """The part of a side's draft values a baseline keeps: the fields the flow carries."""
-        kept: dict[str, Any] = {}
-        plain = _PLAIN_VALUE_TYPES
-        for name, head, sub in self._fp_parts[side]:
-            value = values.get(head)
-            if sub:
-                value = value.get(sub) if isinstance(value, dict) else None
-                if value is not None:
-                    kept.setdefault(head, {})[sub] = (
-                        value if type(value) in plain else canonical_value(value)
-                    )
-            elif value is not None:
-                kept[name] = value if type(value) in plain else canonical_value(value)
-        return kept
-
     def _next_baseline(
         self,
         from_side: Side,
-        incoming: Mapping[str, Any],
-        target: Mapping[str, Any],
+        here: dict[str, Any],
+        there: dict[str, Any],
         previous: Mapping[str, Mapping[str, Any]] | None,
     ) -> dict[str, dict[str, Any]]:
-        """The baseline after a record is settled: a field both sides now agree on is synced
-        at these values; a field they still disagree on (the incoming side lost a conflict)
-        keeps its previous base, so the other side's change is carried when it is read."""
-        here = self._baseline_values(from_side, incoming)
-        there = self._baseline_values(from_side.other, target)
+        """The baseline after a record is settled, from what it keeps of each side's values
+        (:func:`_nest` of a :func:`_project`; changed in place): a field both sides now agree
+        on is synced at these values; a field they still disagree on (the incoming side lost
+        a conflict) keeps its previous base, so the other side's change is carried when it is
+        read."""
         if previous is not None:
             old_here, old_there = previous[from_side.value], previous[from_side.other.value]
             for name in set(here) | set(there) | set(old_here) | set(old_there):
@@ -1721,6 +1862,32 @@ class SyncEngine:
                     else:
                         now.pop(name, None)
         return {from_side.value: here, from_side.other.value: there}
+
+    def _echo_reads_of(self, side: Side) -> bool:
+        """Whether :func:`_reads_as` can tell an echo in ``side``'s records: not when a
+        fingerprint holds the head of a nested field (a nested field read as None leaves an
+        empty dict under its head)."""
+        heads = {name.partition(".")[0] for name in self.mappings[side].fields if "." in name}
+        return heads.isdisjoint(self._fp_fields[side])
+
+    def _remember_written(self, side: Side, item: _Item, target_id: str, fp: str) -> None:
+        """Keep what a write left in ``side``'s record ``target_id`` (the values the plan's
+        expected read-back was mapped from) with the fingerprint stored for it."""
+        if side is Side.SOURCE or not self.flow.two_way or not self._echo_reads[side]:
+            return  # only a write-back pass reads a record this run wrote, and it reads the CRM
+        assert item.plan is not None
+        keys = self.mappings[side].read_keys
+        fields = item.plan.fields
+        if item.plan.action is Action.CREATE or item.target_raw is None:
+            left = {k: v for k, v in fields.items() if k in keys}
+        else:
+            left = {k: v for k, v in item.target_raw.items() if k in keys}
+            left.update((k, v) for k, v in fields.items() if k in keys)
+        kept = self._written[side]
+        kept.pop(target_id, None)
+        if len(kept) >= WRITTEN_KEPT:
+            del kept[next(iter(kept))]
+        kept[target_id] = (fp, left)
 
     def _open_problems(self, side: Side) -> set[str]:
         """The leads with open field problems in ``side``'s system (read once per run): only
@@ -1817,27 +1984,31 @@ class SyncEngine:
             result.journal.append(
                 Journal(self.store).matched(item.key, system, target_id, item.relink_target)
             )
-        if item.plan.action is Action.CREATE or not item.target_changed:
-            # The target holds nothing leadrelay has not seen: what it will read back as is an
-            # echo. A target changed by someone else keeps its old fingerprint, so its own
-            # change is still carried the other way when it is read.
-            expected = item.plan.expected
-            if expected is None:
-                expected = (
-                    item.target_values or writer_mapping.to_lead(item.target_raw or {}).values
-                )
-            result.target_fps[target_id] = fingerprint(expected, self._fp_fields[from_side.other])
-        if outcome is not None:
-            result.written.append((item.key, target_id))
         target_values = item.plan.expected
         if target_values is None:
             target_values = (
                 item.target_values or writer_mapping.to_lead(item.target_raw or {}).values
             )
+        # The fields the flow carries, as the target will read back: its fingerprint, its
+        # baseline and its field clocks all start from this one projection.
+        there_parts = self._fp_parts[from_side.other]
+        there = _project(target_values, there_parts)
+        if item.plan.action is Action.CREATE or not item.target_changed:
+            # The target holds nothing leadrelay has not seen: what it will read back as is an
+            # echo. A target changed by someone else keeps its old fingerprint, so its own
+            # change is still carried the other way when it is read.
+            fp = result.target_fps[target_id] = _digest(there)
+            if item.plan.expected is not None:
+                self._remember_written(from_side.other, item, target_id, fp)
+        if outcome is not None:
+            result.written.append((item.key, target_id))
         result.baselines[item.key] = self._next_baseline(
-            from_side, item.values, target_values, item.baseline
+            from_side,
+            _nest(item.reader_kept, self._fp_parts[from_side]),
+            _nest(there, there_parts),
+            item.baseline,
         )
-        result.clocks.extend(self._next_clocks(item, target_values))
+        result.clocks.extend(self._next_clocks(from_side, item, target_values, there))
         if item.field_problems or (
             outcome is not None and item.key in self._open_problems(from_side.other)
         ):
