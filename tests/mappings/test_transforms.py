@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
+import re
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 
+from leadrelay.mappings import engine as engine_module
+from leadrelay.mappings import transforms as transforms_module
 from leadrelay.mappings.transforms import (
     REGISTRY,
     TransformArgsError,
@@ -271,3 +275,26 @@ def test_system_values_of_employee_range_and_hubspot_source() -> None:
     )
     known = bind("hubspot_source").system_values()
     assert known is not None and "PAID_SOCIAL" in known
+
+
+def _reads_canonical(function: Any, seen: set[str] | None = None) -> bool:
+    """Whether ``function``'s source, or a function of the transforms module it hands ``ctx``
+    to, asks the context for a canonical field."""
+    seen = set() if seen is None else seen
+    source = inspect.getsource(function)
+    if "ctx.canonical(" in source:
+        return True
+    for name in re.findall(r"\b(_?\w+)\([^()]*\bctx\b", source):
+        helper = getattr(transforms_module, name, None)
+        if callable(helper) and name not in seen:
+            seen.add(name)
+            if _reads_canonical(helper, seen):
+                return True
+    return False
+
+
+def test_the_echo_check_knows_every_inbound_read_of_another_field() -> None:
+    # The write-back pass's echo check (sync/engine.py, _reads_as) trusts this list to know
+    # which built-in reads look at another canonical field.
+    reading = {name for name, t in REGISTRY.items() if _reads_canonical(t.inbound)}
+    assert reading == set(engine_module._INBOUND_READS)
