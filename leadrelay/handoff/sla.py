@@ -54,9 +54,9 @@ The ``[sla]`` table of ``leadrelay.toml``::
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -304,18 +304,38 @@ def add_business_time(
     The result is aware UTC. Time is counted only inside each business day's local window;
     a start outside business hours begins counting at the next opening.
     """
+    if hours is None:
+        return _counted(start, duration, None, None)
+
+    def window(day: date) -> tuple[datetime, datetime] | None:
+        return hours.window(day) if hours.is_business_day(day) else None
+
+    return _counted(start, duration, hours.zone, window)
+
+
+_ONE_DAY = timedelta(days=1)
+
+
+def _counted(
+    start: datetime,
+    duration: timedelta,
+    zone: tzinfo | None,
+    window: Callable[[date], tuple[datetime, datetime] | None] | None,
+) -> datetime:
+    """``start`` plus ``duration``, counted only inside each local day's business ``window``
+    (opening and closing in UTC, None for a day off); plain time without one."""
     begin = _aware(start, "start")
     if duration < timedelta(0):
         raise SlaError(f"duration must not be negative, got {duration}")
-    if hours is None:
+    if window is None or zone is None:
         return begin + duration
-    zone = hours.zone
     remaining = duration
     day = begin.astimezone(zone).date()
     cursor = begin
     for _ in range(_MAX_DAYS_SCANNED):
-        if hours.is_business_day(day):
-            opens, closes = hours.window(day)
+        hours = window(day)
+        if hours is not None:
+            opens, closes = hours
             cursor = max(cursor, opens)
             if cursor < closes:
                 available = closes - cursor
@@ -323,7 +343,7 @@ def add_business_time(
                     return cursor + remaining
                 remaining -= available
                 cursor = closes
-        day += timedelta(days=1)
+        day += _ONE_DAY
     raise SlaError(f"no business time found within {_MAX_DAYS_SCANNED} days of {begin}")
 
 
@@ -361,34 +381,13 @@ class SlaCalendar:
 
     def add(self, start: datetime, duration: timedelta) -> datetime:
         """``start`` plus ``duration`` of business time, as :func:`add_business_time`."""
-        begin = _aware(start, "start")
-        if duration < timedelta(0):
-            raise SlaError(f"duration must not be negative, got {duration}")
         if self._hours is None:
-            return begin + duration
-        remaining = duration
-        day = begin.astimezone(self._zone).date()
-        cursor = begin
-        for _ in range(_MAX_DAYS_SCANNED):
-            window = self._window(day)
-            if window is not None:
-                opens, closes = window
-                cursor = max(cursor, opens)
-                if cursor < closes:
-                    available = closes - cursor
-                    if remaining <= available:
-                        return cursor + remaining
-                    remaining -= available
-                    cursor = closes
-            day += _ONE_DAY
-        raise SlaError(f"no business time found within {_MAX_DAYS_SCANNED} days of {begin}")
+            return _counted(start, duration, None, None)
+        return _counted(start, duration, self._zone, self._window)
 
     def due_at(self, lead: Lead, kind: ClockKind) -> datetime:
         """When the ``kind`` clock of ``lead`` is due, as :func:`due_at` with this config."""
         return self.add(_start(lead, kind), self._lengths[kind])
-
-
-_ONE_DAY = timedelta(days=1)
 
 
 # ---------------------------------------------------------------------------------------------
