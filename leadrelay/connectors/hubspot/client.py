@@ -79,6 +79,15 @@ class HubSpotResponse:
         return [item for item in found if isinstance(item, dict)] if isinstance(found, list) else []
 
 
+def _api(discover: Callable[[HubSpot], Any]) -> cached_property[Any]:
+    """A :class:`HubSpotApis` attribute: the API ``discover`` reaches, built on first use."""
+
+    def build(apis: HubSpotApis) -> Any:
+        return apis._build(discover)
+
+    return cached_property(build)
+
+
 class HubSpotApis:
     """The API objects one connection uses, each built on its first use (each discovery access
     builds a new ``ApiClient`` with its own connection pool, and imports that API's package of
@@ -118,49 +127,17 @@ class HubSpotApis:
         self._built.append(api)
         return api
 
-    @cached_property
-    def contacts_basic(self) -> Any:
-        return self._build(lambda client: client.crm.contacts.basic_api)
-
-    @cached_property
-    def contacts_batch(self) -> Any:
-        return self._build(lambda client: client.crm.contacts.batch_api)
-
-    @cached_property
-    def contacts_search(self) -> Any:
-        return self._build(lambda client: client.crm.contacts.search_api)
-
-    @cached_property
-    def properties(self) -> Any:
-        return self._build(lambda client: client.crm.properties.core_api)
-
-    @cached_property
-    def owners(self) -> Any:
-        return self._build(lambda client: client.crm.owners.owners_api)
-
-    @cached_property
-    def tasks(self) -> Any:
-        return self._build(lambda client: client.crm.objects.tasks.basic_api)
-
-    @cached_property
-    def companies(self) -> Any:
-        return self._build(lambda client: client.crm.companies.basic_api)
-
-    @cached_property
-    def deals_batch(self) -> Any:
-        return self._build(lambda client: client.crm.deals.batch_api)
-
-    @cached_property
-    def deals_search(self) -> Any:
-        return self._build(lambda client: client.crm.deals.search_api)
-
-    @cached_property
-    def associations(self) -> Any:
-        return self._build(lambda client: client.crm.associations.v4.batch_api)
-
-    @cached_property
-    def tokens(self) -> Any:
-        return self._build(lambda client: client.oauth.tokens_api)
+    contacts_basic = _api(lambda client: client.crm.contacts.basic_api)
+    contacts_batch = _api(lambda client: client.crm.contacts.batch_api)
+    contacts_search = _api(lambda client: client.crm.contacts.search_api)
+    properties = _api(lambda client: client.crm.properties.core_api)
+    owners = _api(lambda client: client.crm.owners.owners_api)
+    tasks = _api(lambda client: client.crm.objects.tasks.basic_api)
+    companies = _api(lambda client: client.crm.companies.basic_api)
+    deals_batch = _api(lambda client: client.crm.deals.batch_api)
+    deals_search = _api(lambda client: client.crm.deals.search_api)
+    associations = _api(lambda client: client.crm.associations.v4.batch_api)
+    tokens = _api(lambda client: client.oauth.tokens_api)
 
     def set_token(self, token: str) -> None:
         """Send ``token`` as the Bearer token from now on (after an OAuth refresh), from the
