@@ -222,28 +222,19 @@ def _nest(kept: Mapping[str, Any], parts: Iterable[_Part]) -> dict[str, Any]:
     return nested
 
 
+def _parts(fields: Iterable[str]) -> list[_Part]:
+    """Canonical field names as :func:`_project` takes them."""
+    return [(name, *name.partition(".")[::2]) for name in fields]
+
+
 def fingerprint(values: Mapping[str, Any], fields: Iterable[str] | None = None) -> str:
     """A stable hash of a record's canonical values (bookkeeping left out); with ``fields``,
     of those canonical fields only (``custom.NAME`` picks one key of ``custom``)."""
+    if fields is not None:
+        return _digest(_project(values, _parts(fields)))
     # A plain value (most of them) is its own canonical form: no call for it.
     plain = _PLAIN_VALUE_TYPES
-    if fields is None:
-        kept = {
-            k: v if type(v) in plain else canonical_value(v)
-            for k, v in values.items()
-            if k not in _UNHASHED
-        }
-    else:
-        kept = {}
-        for name in fields:
-            head, _, sub = name.partition(".")
-            value = values.get(head)
-            if sub:
-                value = value.get(sub) if isinstance(value, dict) else None
-            if value is not None and name not in _UNHASHED:
-                kept[name] = value if type(value) in plain else canonical_value(value)
-    text = json.dumps(kept, sort_keys=True, default=str, separators=(",", ":"))
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+    return _digest({k: v if type(v) in plain else canonical_value(v) for k, v in values.items()})
 
 
 #: Records whose write the forward pass keeps for :func:`_reads_as` when the write-back pass
@@ -762,10 +753,7 @@ class SyncEngine:
         # is nothing to sync, so it is no reason to treat the record as news.
         self._fp_fields = {side: sorted(self._fields(side)) for side in Side}
         self._fp_only = {side: frozenset(names) for side, names in self._fp_fields.items()}
-        self._fp_parts: dict[Side, list[_Part]] = {
-            side: [(name, *name.partition(".")[::2]) for name in names]
-            for side, names in self._fp_fields.items()
-        }
+        self._fp_parts = {side: _parts(names) for side, names in self._fp_fields.items()}
         #: Per side, what this run wrote there and stored a fingerprint for: record id →
         #: (that fingerprint, the system values the write left in the fields the mapping
         #: reads), so the record read back (the write-back pass re-reads every record the
@@ -1249,7 +1237,6 @@ class SyncEngine:
         #    fingerprint is first mapped only as far as the fingerprint needs: an echo of
         #    leadrelay's own write (the write-back pass re-reads every record the forward pass
         #    wrote) costs no more than that.
-        fp_fields = self._fp_fields[from_side]
         parts = self._fp_parts[from_side]
         known: dict[str, str] = {}
         if not force:
@@ -1275,7 +1262,7 @@ class SyncEngine:
                 echo = reader_mapping.to_lead(
                     raw, connection=reader.name, external_id=rid, only=self._fp_only[from_side]
                 )
-                if fingerprint(echo.values, fp_fields) == known[rid]:
+                if _digest(_project(echo.values, parts)) == known[rid]:
                     self.stats.unchanged += 1
                     continue
             if rid is None:
@@ -1619,7 +1606,7 @@ class SyncEngine:
             if item.target_raw is not None:
                 tdraft = writer_mapping.to_lead(item.target_raw)
                 target_values = tdraft.values
-                target_fp = fingerprint(tdraft.values, self._fp_fields[from_side.other])
+                target_fp = _digest(_project(tdraft.values, self._fp_parts[from_side.other]))
                 target_lead, _ = build_lead(tdraft)
             known_fp = known_fps.get(item.target_id) if item.target_id else None
             incoming_at = modified_at(self.connectors[from_side], item.raw)
